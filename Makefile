@@ -1,0 +1,43 @@
+# tomograph's developer commands. `make test` works on a fresh machine: it creates the
+# virtualenv, installs the test extras and the real servers the integration tests talk to.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint typecheck deps system-deps format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: deps
+	$(BIN)/mypy
+
+test: deps system-deps lint typecheck
+	$(BIN)/python -m pytest
+
+format: deps
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+demo: deps
+	$(BIN)/tomograph demo
+
+bench: deps
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .deps .pytest_cache .mypy_cache .ruff_cache test-artifacts

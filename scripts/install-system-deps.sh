@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the real servers that the integration tests start: Debian and npm packages.
+# Idempotent: anything already present is left alone. Each integration adds its own lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_UPDATED=0
+# need_apt COMMAND PACKAGE...: install PACKAGE(s) with apt-get unless COMMAND already exists.
+need_apt() {
+  local probe=$1
+  shift
+  if [ -e "$probe" ] || command -v "$probe" >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-system-deps: need root to apt-get install $*" >&2
+    return 1
+  fi
+  if [ "$APT_UPDATED" = 0 ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# need_npm PACKAGE@VERSION: install into .deps/npm (not global) unless already there.
+need_npm() {
+  local spec=$1 name=${1%@*}
+  if [ -d ".deps/npm/node_modules/$name" ]; then
+    return 0
+  fi
+  mkdir -p .deps/npm
+  (cd .deps/npm && npm install --silent --no-audit --no-fund "$spec" >/dev/null)
+}
+
+# (later sections add: statsd + graphite carbon, chromium, postgresql)

@@ -1,0 +1,44 @@
+"""The current span, on :mod:`contextvars`.
+
+``contextvars`` gives each thread its own current span, gives every asyncio task a copy of its
+creator's context (so children inherit, and siblings stay isolated), and, with greenlet >= 1.0,
+gives each eventlet/gevent greenlet a context of its own.
+
+A new thread starts with no current span. To continue a trace in another thread, hand over
+:func:`tomograph.get_trace_info` (or ``span.context``) and pass it as the parent there, or run the
+thread's function in ``contextvars.copy_context()``.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
+
+__all__ = ["attach", "current_span", "detach"]
+
+CURRENT_SPAN: ContextVar[Span | None] = ContextVar("tomograph_current_span", default=None)
+
+
+def current_span() -> Span | None:
+    """The innermost active span in this thread, task or greenlet, or ``None``.
+
+    >>> current_span() is None
+    True
+    """
+    return CURRENT_SPAN.get()
+
+
+def attach(span: Span | None) -> Token[Span | None]:
+    """Make ``span`` current; returns a token for :func:`detach`.
+
+    For frameworks that start a span in one callback and end it in another.
+    """
+    return CURRENT_SPAN.set(span)
+
+
+def detach(token: Token[Span | None]) -> None:
+    """Restore the current span that was active before :func:`attach` returned ``token``."""
+    CURRENT_SPAN.reset(token)

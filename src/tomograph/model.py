@@ -1,0 +1,151 @@
+"""Plain data of the trace model: span kinds, endpoints, notes and trace contexts.
+
+Nothing here does I/O or keeps global state. The recording span itself lives in
+:mod:`tomograph.span`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+__all__ = ["Endpoint", "Note", "SpanKind", "TagValue", "TraceContext", "coerce_kind"]
+
+#: Values a tag may take; encoders write them as strings ("true"/"false" for booleans).
+TagValue = str | int | float | bool
+
+
+class SpanKind(str, enum.Enum):
+    """The role of a span in an exchange between processes (Zipkin's ``kind``).
+
+    A span with no kind (``None``) is a local operation.
+    """
+
+    CLIENT = "CLIENT"
+    SERVER = "SERVER"
+    PRODUCER = "PRODUCER"
+    CONSUMER = "CONSUMER"
+
+
+_KINDS_BY_NAME: dict[Any, SpanKind | None] = {k.value.lower(): k for k in SpanKind}
+_KINDS_BY_NAME.update({k.value: k for k in SpanKind})
+_KINDS_BY_NAME.update({k: k for k in SpanKind})
+_KINDS_BY_NAME.update({None: None, "local": None, "LOCAL": None, "": None})
+
+
+def coerce_kind(kind: SpanKind | str | None) -> SpanKind | None:
+    """Map ``'client'``, ``'SERVER'``, ``SpanKind.CLIENT``, ``None``/``'local'`` to a kind.
+
+    >>> coerce_kind('client')
+    <SpanKind.CLIENT: 'CLIENT'>
+    """
+    try:
+        return _KINDS_BY_NAME[kind]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown span kind {kind!r}: use client, server, producer, consumer or None"
+        ) from None
+
+
+class Endpoint(NamedTuple):
+    """A network endpoint of a span: the service and where it runs.
+
+    >>> Endpoint('billing', ipv4='10.0.0.7', port=8080).service_name
+    'billing'
+    """
+
+    service_name: str | None = None
+    ipv4: str | None = None
+    ipv6: str | None = None
+    port: int | None = None
+
+
+class Note(NamedTuple):
+    """A timestamped event on a span (a Zipkin annotation).
+
+    ``timestamp`` is in epoch microseconds; ``duration`` (microseconds) is optional, as classic
+    tomograph allowed for notes that measure something.
+    """
+
+    timestamp: int
+    value: str
+    duration: int | None = None
+
+
+class TraceContext:
+    """The identity of a span as it crosses a boundary: what propagation reads and writes.
+
+    Immutable. ``sampled`` is ``True``/``False``, or ``None`` when the decision is deferred to the
+    receiver. ``extra`` carries format-specific state that must travel on unchanged (W3C
+    ``tracestate``, baggage), keyed by format name.
+
+    >>> ctx = TraceContext(trace_id=1, span_id=2, sampled=True)
+    >>> ctx.trace_id, ctx.span_id, ctx.parent_id
+    (1, 2, None)
+    """
+
+    __slots__ = ("debug", "extra", "parent_id", "sampled", "shared", "span_id", "trace_id")
+
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    sampled: bool | None
+    debug: bool
+    shared: bool
+    extra: Mapping[str, Any] | None
+
+    def __init__(
+        self,
+        trace_id: int,
+        span_id: int,
+        parent_id: int | None = None,
+        sampled: bool | None = None,
+        debug: bool = False,
+        shared: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "trace_id", trace_id)
+        setter(self, "span_id", span_id)
+        setter(self, "parent_id", parent_id)
+        setter(self, "sampled", True if debug else sampled)
+        setter(self, "debug", debug)
+        setter(self, "shared", shared)
+        setter(self, "extra", extra)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("TraceContext is immutable; use replace()")
+
+    def replace(self, **changes: Any) -> TraceContext:
+        """A copy with some fields changed.
+
+        >>> TraceContext(1, 2).replace(sampled=False).sampled
+        False
+        """
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return TraceContext(**fields)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Plain values only: a context may be handed to another process (classic tomograph
+        # passed trace info in RPC messages). Propagation formats never use pickle.
+        return (TraceContext, tuple(getattr(self, name) for name in _INIT_ORDER))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TraceContext):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash((self.trace_id, self.span_id, self.parent_id, self.sampled))
+
+    def __repr__(self) -> str:
+        parent = f"{self.parent_id:016x}" if self.parent_id else None
+        return (
+            f"TraceContext(trace_id={self.trace_id:x}, span_id={self.span_id:016x}, "
+            f"parent_id={parent}, sampled={self.sampled}, debug={self.debug})"
+        )
+
+
+_INIT_ORDER = ("trace_id", "span_id", "parent_id", "sampled", "debug", "shared", "extra")

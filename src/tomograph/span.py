@@ -1,0 +1,429 @@
+"""The recording span: the object every traced operation creates.
+
+This module is the hot path. Starting and finishing a span takes no lock, copies no dict and
+formats nothing: ids stay integers, times stay monotonic nanoseconds, and hex, JSON and epoch
+conversion happen later, on a background thread or in an encoder.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+from collections.abc import Callable, Mapping
+from contextvars import Token
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from tomograph.clock import EPOCH_OFFSET_NS, monotonic_ns, to_monotonic_ns
+from tomograph.context import CURRENT_SPAN
+from tomograph.ids import new_span_id, new_trace_id
+from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext, coerce_kind
+
+if TYPE_CHECKING:
+    from tomograph.tracer import Tracer
+
+__all__ = ["Span"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_get_current = CURRENT_SPAN.get
+_getrandbits = random.getrandbits
+_monotonic_ns = monotonic_ns
+_set_current = CURRENT_SPAN.set
+_reset_current = CURRENT_SPAN.reset
+
+_NO_TAGS: Mapping[str, TagValue] = MappingProxyType({})
+
+#: ``parent`` default meaning "whatever span is current when the span starts".
+CURRENT: Any = object()
+
+
+class Span:
+    """One timed operation in a trace.
+
+    Made by :meth:`Tracer.span` (a context manager and decorator) or :meth:`Tracer.start_span`
+    (finish it yourself). Ids are ints; ``start_ns``/``end_ns`` are monotonic nanoseconds, exposed
+    as epoch microseconds by :attr:`timestamp` and :attr:`duration`. After :meth:`finish` a span
+    must not be changed.
+
+    >>> import tomograph
+    >>> with tomograph.Tracer('shop').span('checkout') as span:
+    ...     span.tag('items', 3)
+    ...     span.annotate('paid')
+    """
+
+    __slots__ = (
+        "_classic",
+        "_token",
+        "_tracer",
+        "debug",
+        "end_ns",
+        "error",
+        "extra",
+        "kind",
+        "local_endpoint",
+        "name",
+        "notes_raw",
+        "parent_id",
+        "remote_endpoint",
+        "sampled",
+        "shared",
+        "span_id",
+        "start_ns",
+        "tags",
+        "trace_id",
+    )
+
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    sampled: bool
+    debug: bool
+    shared: bool
+    extra: Mapping[str, Any] | None
+    #: Notes as recorded: (monotonic ns, value, duration µs or None). See :attr:`annotations`.
+    notes_raw: list[tuple[int, str, int | None]]
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        kind: SpanKind | str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        parent: Span | TraceContext | None = CURRENT,
+        local_endpoint: Endpoint | None = None,
+        remote_endpoint: Endpoint | None = None,
+    ) -> None:
+        # The span starts here, not in __enter__: one Python call less per span, and the same
+        # moment for ``with`` blocks. Everything below is written out for the same reason.
+        self._tracer = tracer
+        self.name = name
+        self.kind = kind if kind is None or kind.__class__ is SpanKind else coerce_kind(kind)
+        self.local_endpoint = local_endpoint or tracer.local_endpoint
+        self.remote_endpoint = remote_endpoint
+        self.end_ns = 0
+        self.error = self._classic = False
+        self._token: Token[Span | None] | None = None
+        if parent is CURRENT:
+            parent = _get_current()
+        if parent is None:
+            trace_id = _getrandbits(tracer.trace_id_bits) or new_trace_id(tracer.trace_id_bits)
+            self.trace_id = trace_id
+            self.parent_id = None
+            # The low half of a fresh random trace id is itself random: one draw, not two.
+            self.span_id = trace_id & 0xFFFFFFFFFFFFFFFF or new_span_id()
+            sampled = tracer.root_decision
+            if sampled is None:
+                sampled = tracer.sampler(trace_id, None)
+            self.sampled = sampled
+            self.debug = self.shared = False
+            self.extra = None
+        elif parent.__class__ is Span:
+            local = parent
+            self.trace_id = local.trace_id
+            self.parent_id = local.span_id
+            self.span_id = _getrandbits(64) or new_span_id()
+            sampled = self.sampled = local.sampled
+            self.debug = local.debug
+            self.shared = False
+            self.extra = local.extra
+        else:
+            sampled = self._continue_remote(cast(TraceContext, parent))
+        if sampled:
+            self.tags: dict[str, TagValue] = {**tags} if tags else {}
+            self.notes_raw = []
+        else:
+            # Unsampled spans record nothing (tag() and annotate() check ``sampled``); tags given
+            # here stay readable, so a decorator template can pass them to its spans.
+            self.tags = MappingProxyType(tags) if tags else _NO_TAGS  # type: ignore[assignment]
+        self.start_ns = _monotonic_ns()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self, timestamp_us: int | None = None) -> Span:
+        """Backdate the span's start to ``timestamp_us`` (epoch µs), if given; returns ``self``.
+
+        A span starts when it is made: by ``tracer.span()`` or :meth:`Tracer.start_span`.
+        """
+        if timestamp_us is not None and not self.end_ns:
+            self.start_ns = to_monotonic_ns(timestamp_us)
+            if self._classic and self.sampled:
+                self.notes_raw[0] = (self.start_ns, "start", None)
+        return self
+
+    def _continue_remote(self, remote: TraceContext) -> bool:
+        tracer = self._tracer
+        self.trace_id = remote.trace_id
+        self.debug = remote.debug
+        self.extra = remote.extra
+        sampled = self.sampled = True if remote.debug else tracer.sampler(remote.trace_id, remote)
+        if tracer.join_shared_spans and self.kind is SpanKind.SERVER:
+            # Zipkin's classic RPC model: the server reports under the client's span id.
+            self.span_id = remote.span_id
+            self.parent_id = remote.parent_id
+            self.shared = True
+        else:
+            self.span_id = new_span_id()
+            self.parent_id = remote.span_id
+            self.shared = False
+        return sampled
+
+    def finish(self, timestamp_us: int | None = None) -> None:
+        """Stop the clock and hand the span to the tracer's backends (if sampled).
+
+        Finishing twice is harmless: the second call does nothing.
+        """
+        if self.end_ns:
+            return
+        end_ns = _monotonic_ns() if timestamp_us is None else to_monotonic_ns(timestamp_us)
+        self.end_ns = end_ns
+        if self.sampled:
+            if self._classic:
+                self.notes_raw.append((end_ns, "stop", None))
+            self._tracer._report(self)
+
+    def __enter__(self) -> Span:
+        self._token = _set_current(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        # deactivate() and finish() written out: this runs once per span, so calls count.
+        if exc is not None:
+            self.record_exception(exc)
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _reset_current(token)
+            except ValueError:
+                pass  # entered in another context: see deactivate()
+        if not self.end_ns:
+            end_ns = self.end_ns = _monotonic_ns()
+            if self.sampled:
+                if self._classic:
+                    self.notes_raw.append((end_ns, "stop", None))
+                self._tracer._report(self)
+
+    def deactivate(self) -> None:
+        """Restore the span that was current before this one was entered."""
+        token = self._token
+        if token is None:
+            return
+        self._token = None
+        try:
+            _reset_current(token)
+        except ValueError:
+            # Entered in one context (task, thread) and left in another: the other context
+            # never saw this span as current, so there is nothing to undo there.
+            pass
+
+    # -- recording --------------------------------------------------------------------------
+
+    def tag(self, key: str, value: TagValue) -> None:
+        """Set a tag. Values may be str, int, float or bool; encoders write them as strings."""
+        if self.sampled:
+            self.tags[key] = value
+
+    def annotate(self, value: str, duration_us: int | None = None) -> None:
+        """Add a timestamped note (a Zipkin annotation), optionally with a duration in µs."""
+        if self.sampled:
+            self.notes_raw.append((_monotonic_ns(), value, duration_us))
+
+    def annotate_at(self, value: str, timestamp_us: int, duration_us: int | None = None) -> None:
+        """Add a note with an explicit epoch-microsecond timestamp."""
+        if self.sampled:
+            self.notes_raw.append((to_monotonic_ns(timestamp_us), value, duration_us))
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Mark the span as failed by ``exc``: ``error`` tag, ``exception.type`` tag and a note."""
+        if isinstance(exc, GeneratorExit):
+            return  # a generator closed early is not a failure
+        self.error = True
+        if not self.sampled:
+            return
+        type_name = type(exc).__qualname__
+        message = str(exc)
+        self.tags["error"] = message or type_name
+        self.tags["exception.type"] = type_name
+        self.notes_raw.append(
+            (monotonic_ns(), f"{type_name}: {message}" if message else type_name, None)
+        )
+
+    def set_name(self, name: str) -> None:
+        """Rename the span (e.g. to a route template once routing has happened)."""
+        self.name = name
+
+    def set_remote_endpoint(
+        self,
+        service_name: str | None = None,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        """Record the peer of this span (the server a client called, the client of a server)."""
+        self.remote_endpoint = Endpoint(service_name, ipv4, ipv6, port)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def context(self) -> TraceContext:
+        """This span's identity, for propagation or for starting children elsewhere."""
+        return TraceContext(
+            self.trace_id,
+            self.span_id,
+            self.parent_id,
+            self.sampled,
+            self.debug,
+            self.shared,
+            self.extra,
+        )
+
+    @property
+    def tracer(self) -> Tracer:
+        """The tracer that made this span."""
+        return self._tracer
+
+    @property
+    def timestamp(self) -> int:
+        """Start time in epoch microseconds."""
+        return (self.start_ns + EPOCH_OFFSET_NS) // 1000
+
+    @property
+    def duration(self) -> int | None:
+        """Duration in microseconds (at least 1), or ``None`` while unfinished."""
+        if not self.end_ns:
+            return None
+        return max(1, -((self.start_ns - self.end_ns) // 1000))
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` has run."""
+        return bool(self.end_ns)
+
+    @property
+    def annotations(self) -> list[Note]:
+        """The notes, oldest first, with epoch-microsecond timestamps."""
+        if not self.sampled:
+            return []
+        return [
+            Note((mono + EPOCH_OFFSET_NS) // 1000, value, duration)
+            for mono, value, duration in self.notes_raw
+        ]
+
+    @property
+    def service_name(self) -> str | None:
+        """The local service name the span is reported under."""
+        return self.local_endpoint.service_name if self.local_endpoint else None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Span {self.name!r} trace={self.trace_id:x} id={self.span_id:016x} "
+            f"sampled={self.sampled}>"
+        )
+
+    # -- decorator --------------------------------------------------------------------------
+
+    def __call__(self, func: F) -> F:
+        """Use ``tracer.span(...)`` as a decorator: each call runs in a new span like this one.
+
+        The span made by ``tracer.span(...)`` itself only serves as a template: it is never
+        entered or reported.
+
+        Works on plain functions, ``async def`` functions and generators (the span covers the
+        whole iteration).
+        """
+        tracer = self._tracer
+        name, kind, tags = self.name, self.kind, dict(self.tags) or None
+        local, remote = self.local_endpoint, self.remote_endpoint
+
+        def new_span() -> Span:
+            return Span(tracer, name, kind, tags, CURRENT, local, remote)
+
+        return wrap_in_span(func, new_span)
+
+
+def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:
+    """Wrap ``func`` so each call runs inside ``with new_span():``.
+
+    Handles plain functions, coroutine functions, generators and async generators.
+    """
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with new_span():
+                return await func(*args, **kwargs)
+
+        return cast(F, async_wrapper)
+
+    if inspect.isasyncgenfunction(func):
+
+        @functools.wraps(func)
+        async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            # The span is current only while the generator body runs, never in the consumer
+            # between items: the consumer's own spans must not become its children.
+            span = new_span().start()
+            inner = func(*args, **kwargs)
+            try:
+                while True:
+                    token = _set_current(span)
+                    try:
+                        item = await inner.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        _reset_current(token)
+                    yield item
+            except BaseException as exc:
+                span.record_exception(exc)
+                raise
+            finally:
+                await inner.aclose()
+                span.finish()
+
+        return cast(F, async_gen_wrapper)
+
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            # Drive the generator step by step so the span is current only inside it.
+            span = new_span().start()
+            inner = func(*args, **kwargs)
+            sent: Any = None
+            thrown: BaseException | None = None
+            try:
+                while True:
+                    token = _set_current(span)
+                    try:
+                        if thrown is not None:
+                            exc, thrown = thrown, None
+                            item = inner.throw(exc)
+                        else:
+                            item = inner.send(sent)
+                    finally:
+                        _reset_current(token)
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        inner.close()
+                        raise
+                    except BaseException as exc:
+                        thrown = exc
+            except StopIteration as stop:
+                return stop.value
+            except BaseException as exc:
+                span.record_exception(exc)
+                raise
+            finally:
+                span.finish()
+
+        return cast(F, gen_wrapper)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with new_span():
+            return func(*args, **kwargs)
+
+    return cast(F, wrapper)

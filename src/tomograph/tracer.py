@@ -1,0 +1,202 @@
+"""The Tracer: makes spans, applies the sampler, hands finished spans to backends."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, cast
+
+from tomograph.backend import Backend
+from tomograph.context import CURRENT_SPAN
+from tomograph.model import Endpoint, SpanKind, TagValue, TraceContext
+from tomograph.sampling import Sampler, constant_root_decision, parent_based
+from tomograph.span import CURRENT, Span
+
+__all__ = ["DEFAULT_SERVICE_NAME", "SpanFactory", "Tracer"]
+
+DEFAULT_SERVICE_NAME = "unknown_service"
+
+_log = logging.getLogger("tomograph")
+
+
+def _discard(span: Span) -> None:
+    """Where spans go when no backend is configured."""
+
+
+class SpanFactory(Protocol):
+    """The signature of :attr:`Tracer.span`."""
+
+    def __call__(
+        self,
+        name: str,
+        kind: SpanKind | str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        parent: Span | TraceContext | None = CURRENT,
+        local_endpoint: Endpoint | None = None,
+        remote_endpoint: Endpoint | None = None,
+    ) -> Span:
+        """A span to use as a context manager or decorator.
+
+        ``with tracer.span('load user') as span:`` starts the span, makes it current and
+        finishes it on exit; an exception escaping the block marks it as an error and is
+        re-raised untouched. ``@tracer.span('load user')`` does the same around each call.
+        ``parent`` defaults to the current span; pass ``None`` to start a new trace, or a
+        :class:`TraceContext` extracted from a request.
+        """
+        ...
+
+
+class Tracer:
+    """Starts spans for one service and reports finished, sampled spans to its backends.
+
+    >>> from tomograph.reporting.memory import MemoryBackend
+    >>> memory = MemoryBackend()
+    >>> tracer = Tracer('checkout', backends=[memory])
+    >>> with tracer.span('charge card', kind='client') as span:
+    ...     span.tag('amount', 12.5)
+    >>> [s.name for s in memory.spans]
+    ['charge card']
+
+    ``sampler`` defaults to following the upstream decision and recording every new trace.
+    ``trace_id_bits`` is 128, or 64 for peers that only understand 64-bit trace ids.
+    ``tracer.span(name, kind=None, tags=None, parent=CURRENT, ...)`` makes a span to use as a
+    context manager or decorator (see :class:`SpanFactory`); :meth:`start_span` one you finish
+    yourself.
+
+    ``join_shared_spans`` makes server spans reuse the caller's span id (Zipkin's classic RPC
+    model, reported with ``shared: true``) instead of being the caller's child.
+    """
+
+    __slots__ = (
+        "_backends",
+        "_failed_backends",
+        "_report",
+        "join_shared_spans",
+        "local_endpoint",
+        "root_decision",
+        "sampler",
+        "span",
+        "trace_id_bits",
+    )
+
+    def __init__(
+        self,
+        service_name: str = DEFAULT_SERVICE_NAME,
+        backends: Iterable[Backend] = (),
+        sampler: Sampler | None = None,
+        *,
+        local_endpoint: Endpoint | None = None,
+        trace_id_bits: int = 128,
+        join_shared_spans: bool = False,
+    ) -> None:
+        if trace_id_bits not in (64, 128):
+            raise ValueError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
+        self.local_endpoint = local_endpoint or Endpoint(service_name)
+        self.sampler: Sampler = sampler if sampler is not None else parent_based()
+        #: The sampler's answer for every new root trace, when it is a constant: saves a call
+        #: per trace on the hot path. ``None`` means "ask the sampler".
+        self.root_decision: bool | None = constant_root_decision(self.sampler)
+        self.trace_id_bits = trace_id_bits
+        self.join_shared_spans = join_shared_spans
+        self._backends: tuple[Backend, ...] = tuple(backends)
+        self._failed_backends: set[int] = set()
+        self._report = self._choose_report()
+        # A C-level partial instead of a method: one Python frame less for every span.
+        self.span: SpanFactory = cast(SpanFactory, functools.partial(Span, self))
+
+    @property
+    def service_name(self) -> str | None:
+        """The service this tracer reports spans under."""
+        return self.local_endpoint.service_name
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        """The backends finished spans go to."""
+        return self._backends
+
+    # -- making spans -----------------------------------------------------------------------
+
+    def start_span(
+        self,
+        name: str,
+        kind: SpanKind | str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        parent: Span | TraceContext | None = CURRENT,
+        local_endpoint: Endpoint | None = None,
+        remote_endpoint: Endpoint | None = None,
+        timestamp_us: int | None = None,
+    ) -> Span:
+        """Start a span without making it current; call ``span.finish()`` when done.
+
+        >>> span = Tracer('svc').start_span('background job')
+        >>> span.finish()
+        """
+        return Span(self, name, kind, tags, parent, local_endpoint, remote_endpoint).start(
+            timestamp_us
+        )
+
+    def current_span(self) -> Span | None:
+        """The innermost active span in this thread/task/greenlet, or ``None``."""
+        return CURRENT_SPAN.get()
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def _choose_report(self) -> Callable[[Span], None]:
+        backends = self._backends
+        if not backends:
+            return _discard
+        if len(backends) == 1 and getattr(backends[0], "report_never_raises", False):
+            # tomograph's own backends enqueue in C (deque.append): call them directly.
+            return backends[0].report
+        return self._report_to_all
+
+    def report(self, span: Span) -> None:
+        """Hand a finished, sampled span to every backend. Never raises."""
+        self._report(span)
+
+    def _report_to_all(self, span: Span) -> None:
+        for backend in self._backends:
+            try:
+                backend.report(span)
+            except Exception:
+                self._backend_failed(backend)
+
+    def _backend_failed(self, backend: Backend) -> None:
+        # Log each broken backend once: a failing backend must not flood the application's log.
+        if id(backend) not in self._failed_backends:
+            self._failed_backends.add(id(backend))
+            _log.exception("tomograph backend %r failed to accept a span", backend)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every backend has sent what it holds; False if ``timeout`` s ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = True
+        for backend in self._backends:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                done = backend.flush(left) and done
+            except Exception:
+                self._backend_failed(backend)
+                done = False
+        return done
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and close every backend."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for backend in self._backends:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                backend.close(left)
+            except Exception:
+                self._backend_failed(backend)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tracer(service_name={self.service_name!r}, backends={list(self._backends)!r}, "
+            f"sampler={self.sampler!r})"
+        )
+
+    def __getstate__(self) -> Any:
+        raise TypeError("a Tracer holds threads and sockets and cannot be pickled")
