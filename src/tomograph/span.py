@@ -8,7 +8,6 @@ conversion happen later, on a background thread or in an encoder.
 from __future__ import annotations
 
 import functools
-import inspect
 import random
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -359,6 +358,7 @@ def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:
 
     Handles plain functions, coroutine functions, generators and async generators.
     """
+    import inspect  # at decoration time only: keeps `import tomograph` light
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
