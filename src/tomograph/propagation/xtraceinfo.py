@@ -69,10 +69,10 @@ def parse_trace_info(value: str) -> TraceContext | None:
     >>> parse_trace_info('gAN9cQAu') is None  # e.g. an old pickled value
     True
     """
-    value = value.strip(" \t")
     if len(value) > MAX_LENGTH:
         log.debug("ignoring X-Trace-Info of %d characters", len(value))
         return None
+    value = value.strip(" \t")
     fields = value.split(";")
     version = _version(fields[0])
     count = len(fields)
