@@ -54,7 +54,7 @@ CARRIERS = {
     "werkzeug request": lambda: werkzeug.wrappers.Request(environ(X_B3_TRACEID="abc")),
     "tornado request": lambda: tornado.httputil.HTTPServerRequest(
         start_line=tornado.httputil.RequestStartLine("GET", "/", "HTTP/1.1"),
-        headers=tornado_headers(("X-B3-TraceId", "abc")),
+        headers=tornado_headers(("X-B3-TraceId", "abc"), ("Host", "127.0.0.1")),
     ),
     "urllib request": lambda: urllib.request.Request(
         "http://127.0.0.1/", headers={"X-B3-TraceId": "abc"}
