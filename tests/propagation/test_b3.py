@@ -267,3 +267,10 @@ def test_near_valid_multi_headers_parse_or_are_rejected(data: st.DataObject) -> 
     name = data.draw(st.sampled_from(sorted(headers)))
     headers[name] = data.draw(mutations(headers[name]))
     assert_valid_or_none(b3.extract(headers))
+
+
+def test_injecting_again_into_the_same_dict_leaves_no_stale_headers() -> None:
+    headers: dict[str, str] = {}
+    b3.inject(TraceContext(1, 2, 3, debug=True), headers)
+    b3.inject(TraceContext(1, 4, sampled=None), headers)
+    assert headers == {"x-b3-traceid": "0000000000000001", "x-b3-spanid": "0000000000000004"}
