@@ -6,10 +6,12 @@ process. Each case writes and reads the same information on both sides:
 1. W3C traceparent + tracestate (2 foreign members);
 2. W3C baggage with 3 entries;
 3. B3 multi-header; 4. B3 single header;
-5. the defaults: tomograph's composite (W3C, baggage, B3, X-Trace-Info; extract tries W3C
-   first) beside OpenTelemetry's default composite (tracecontext + baggage);
-6. tomograph-only formats: X-Trace-Info and Jaeger's uber-trace-id;
-7. extract only, from a WSGI environ carrying the default headers (what a server does per request).
+5. a W3C + baggage composite on both sides (OpenTelemetry's default propagators);
+6. tomograph's default composite (writes W3C, baggage, B3, X-Trace-Info; reads W3C first), shown
+   beside OpenTelemetry's default composite, which writes half as many headers;
+7. tomograph-only formats: X-Trace-Info and Jaeger's uber-trace-id;
+8. extract only, from a WSGI environ carrying the default headers (what a server does per
+   request), OpenTelemetry reading it through a WSGI getter like its WSGI instrumentation's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ CASES = [
     "w3c baggage (3 entries)",
     "b3 multi",
     "b3 single",
+    "w3c + baggage composite",
     "default composite",
     "x-trace-info",
     "jaeger uber-trace-id",
@@ -55,6 +58,7 @@ def tomograph_cases() -> dict[str, Any]:
     with_baggage = plain.replace(extra={"baggage": entries})
     full = plain.replace(extra={"tracestate": TRACESTATE, "baggage": entries})
     default = Propagator()
+    w3c_baggage = Propagator(["w3c", "baggage"])
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.version": (1, 0)}
     headers: dict[str, str] = {}
     default.inject(full, headers)
@@ -65,10 +69,11 @@ def tomograph_cases() -> dict[str, Any]:
         CASES[1]: round_trip(baggage.inject, baggage.extract, with_baggage),
         CASES[2]: round_trip(b3.inject, b3.extract, plain),
         CASES[3]: round_trip(b3.inject_single, b3.extract, plain),
-        CASES[4]: round_trip(default.inject, default.extract, full),
-        CASES[5]: round_trip(xtraceinfo.inject, xtraceinfo.extract, plain),
-        CASES[6]: round_trip(jaeger.inject, jaeger.extract, plain),
-        CASES[7]: lambda: default.extract(environ),
+        CASES[4]: round_trip(w3c_baggage.inject, w3c_baggage.extract, full),
+        CASES[5]: round_trip(default.inject, default.extract, full),
+        CASES[6]: round_trip(xtraceinfo.inject, xtraceinfo.extract, plain),
+        CASES[7]: round_trip(jaeger.inject, jaeger.extract, plain),
+        CASES[8]: lambda: default.extract(environ),
     }
 
 
@@ -130,7 +135,8 @@ def otel_cases() -> dict[str, Any] | None:
         CASES[2]: otel_round_trip(B3MultiFormat(), bare),
         CASES[3]: otel_round_trip(B3SingleFormat(), bare),
         CASES[4]: otel_round_trip(composite, context),
-        CASES[7]: lambda: composite.extract(environ, getter=wsgi_getter),
+        CASES[5]: otel_round_trip(composite, context),
+        CASES[8]: lambda: composite.extract(environ, getter=wsgi_getter),
     }
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.support.trace_strategies import assert_valid_or_none, header_text, mutations
 
 import tomograph
 from tomograph import config
@@ -161,3 +164,48 @@ def test_a_propagator_object_can_be_configured() -> None:
     propagator = Propagator(inject=["w3c"], extract=["w3c", "jaeger"])
     tomograph.configure(environ={}, propagation=propagator)
     assert composite.default_propagator() is propagator
+
+
+def test_round_trip_through_a_wsgi_environ() -> None:
+    headers: dict[str, str] = {}
+    Propagator().inject(CONTEXT, headers)
+    environ = {"REQUEST_METHOD": "GET", "wsgi.version": (1, 0)}
+    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    assert Propagator().extract(environ) == CONTEXT
+
+
+HEADER_NAMES = [
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-trace-info",
+    "uber-trace-id",
+]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(HEADER_NAMES).map(lambda n: n.upper() if len(n) % 2 else n),
+        st.one_of(header_text, st.binary(max_size=80), st.lists(header_text, max_size=3)),
+        max_size=8,
+    )
+)
+def test_random_headers_in_every_format_never_raise(headers: dict[str, object]) -> None:
+    context = Propagator().extract(headers)
+    assert_valid_or_none(context)
+
+
+@given(st.data())
+def test_one_mutated_header_among_valid_ones_never_raises(data: st.DataObject) -> None:
+    headers: dict[str, str] = {}
+    Propagator(composite.DEFAULT_EXTRACT).inject(CONTEXT, headers)
+    name = data.draw(st.sampled_from(sorted(headers)))
+    headers[name] = data.draw(mutations(headers[name]))
+    context = Propagator().extract(headers)
+    assert_valid_or_none(context)

@@ -187,8 +187,17 @@ class Propagator:
                 entries = baggage.extract(reader)
                 if entries:
                     extra = context.extra
-                    context = context.replace(
-                        extra={**extra, baggage.BAGGAGE: entries} if extra else {"baggage": entries}
+                    # Built directly: TraceContext.replace() costs three times as much.
+                    context = TraceContext(
+                        context.trace_id,
+                        context.span_id,
+                        context.parent_id,
+                        context.sampled,
+                        context.debug,
+                        context.shared,
+                        {**extra, baggage.BAGGAGE: entries}
+                        if extra
+                        else {baggage.BAGGAGE: entries},
                     )
             return context
         except Exception as error:
