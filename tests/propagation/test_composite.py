@@ -209,3 +209,10 @@ def test_one_mutated_header_among_valid_ones_never_raises(data: st.DataObject) -
     headers[name] = data.draw(mutations(headers[name]))
     context = Propagator().extract(headers)
     assert_valid_or_none(context)
+
+
+def test_extract_formats_follow_inject_formats_or_the_defaults() -> None:
+    assert Propagator(["b3"]).extract_formats == ("b3",)
+    only_extract = Propagator(extract=["jaeger"])
+    assert only_extract.inject_formats == composite.DEFAULT_INJECT
+    assert only_extract.extract_formats == ("jaeger",)

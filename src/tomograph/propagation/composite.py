@@ -131,9 +131,9 @@ def parse_format_names(names: str | Iterable[str]) -> tuple[str, ...]:
 class Propagator:
     """Injects and extracts trace context in several formats.
 
-    ``inject`` and ``extract`` are lists of format names (see the module docstring); ``extract``
-    defaults to the ``inject`` list when only that is given, and both default to tomograph's
-    defaults.
+    ``inject`` and ``extract`` are lists (or comma-separated strings) of format names (see the
+    module docstring). ``extract`` defaults to the ``inject`` list when that is given; each
+    defaults to tomograph's defaults otherwise.
 
     >>> Propagator(['w3c', 'baggage'])
     Propagator(inject=['w3c', 'baggage'], extract=['w3c', 'baggage'])
@@ -146,12 +146,10 @@ class Propagator:
         inject: str | Iterable[str] | None = None,
         extract: str | Iterable[str] | None = None,
     ) -> None:
-        if inject is None and extract is None:
-            inject, extract = DEFAULT_INJECT, DEFAULT_EXTRACT
-        self.inject_formats = parse_format_names(inject if inject is not None else ("w3c",))
-        self.extract_formats = (
-            parse_format_names(extract) if extract is not None else self.inject_formats
-        )
+        if extract is None:
+            extract = DEFAULT_EXTRACT if inject is None else inject
+        self.inject_formats = parse_format_names(DEFAULT_INJECT if inject is None else inject)
+        self.extract_formats = parse_format_names(extract)
         self._injectors = tuple(_INJECTORS[name] for name in self.inject_formats)
         extractors = []
         for name in self.extract_formats:

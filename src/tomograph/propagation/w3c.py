@@ -34,7 +34,7 @@ other tracer changed traceparent on the way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tomograph.ids import parse_hex_id
@@ -254,15 +254,3 @@ def extract(carrier: Any) -> TraceContext | None:
         debug,
         extra={TRACESTATE: members} if members else None,
     )
-
-
-def tracestate_of(extra: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    """The other vendors' tracestate members carried in a context's ``extra``.
-
-    >>> tracestate_of({'tracestate': (('rojo', '1'),)})
-    (('rojo', '1'),)
-    """
-    if not extra:
-        return ()
-    members: tuple[tuple[str, str], ...] = extra.get(TRACESTATE, ())
-    return members

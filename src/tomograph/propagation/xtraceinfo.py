@@ -6,7 +6,7 @@
     X-Trace-Info: v1;4bf92f3577b34da6a3ce929d0e0e4736;00f067aa0ba902b7;1
     X-Trace-Info: v1;463ac35c9f6413ad;a2fb4a1d1a96d312;d;0020000000000001
 
-- ``v1``: the version, ``v`` and a decimal number without leading zeros.
+- ``v1``: the version, ``v`` and a decimal number of one to three digits, no leading zero.
 - trace-id: 16 or 32 lower-case hex characters; span-id and parent-span-id: 16. All-zero ids are
   invalid.
 - flags: ``1`` sampled, ``0`` not sampled, ``d`` debug (implies sampled), or empty when the
