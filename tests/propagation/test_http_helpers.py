@@ -13,6 +13,9 @@ import tornado.httputil
 import webob
 import werkzeug.test
 import werkzeug.wrappers
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.support.trace_strategies import header_text
 
 import tomograph
 from tomograph.model import Endpoint, SpanKind
@@ -218,3 +221,23 @@ def test_classic_round_trip_between_two_tracers(memory: MemoryBackend) -> None:
     tomograph.stop("serve")
     client, server = memory.spans
     assert server.trace_id == client.trace_id and server.parent_id == client.span_id
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["traceparent", "tracestate", "baggage", "b3", "X-B3-TraceId", "host"]),
+        header_text,
+        max_size=5,
+    )
+)
+def test_start_http_never_raises_on_any_headers(headers: dict[str, str]) -> None:
+    memory = MemoryBackend()
+    tomograph.configure(backends=[memory], environ={})
+    try:
+        span = tomograph.start_http("api", "h", headers)
+        assert tomograph.current_span() is span
+        tomograph.stop("h")
+        assert tomograph.current_span() is None
+        assert memory.spans in ([], [span])
+    finally:
+        tomograph.config.reset()
