@@ -147,7 +147,8 @@ def py_zipkin_cases() -> dict[str, Any] | None:
         from py_zipkin.zipkin import ZipkinAttrs
     except ImportError:
         return None
-    stack = Stack([ZipkinAttrs(f"{TRACE_ID:032x}", f"{SPAN_ID:016x}", None, "0", True)])
+    stack = Stack()
+    stack.push(ZipkinAttrs(f"{TRACE_ID:032x}", f"{SPAN_ID:016x}", None, "0", True))
 
     def operation() -> None:
         extract_zipkin_attrs_from_headers(create_http_headers(context_stack=stack))
