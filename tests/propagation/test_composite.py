@@ -216,3 +216,37 @@ def test_extract_formats_follow_inject_formats_or_the_defaults() -> None:
     only_extract = Propagator(extract=["jaeger"])
     assert only_extract.inject_formats == composite.DEFAULT_INJECT
     assert only_extract.extract_formats == ("jaeger",)
+
+
+OVERSIZED = {
+    "traceparent": f"01-{TRACE}-{SPAN}-01-" + "x" * 600,
+    "b3": f"{TRACE}-{SPAN}-1" + " " * 200,
+    "x-trace-info": f"v2;{TRACE};{SPAN};1;;" + "x" * 300,
+    "uber-trace-id": f"{TRACE}:{SPAN}:0:1" + " " * 200,
+}
+
+
+@pytest.mark.parametrize(("name", "value"), OVERSIZED.items(), ids=list(OVERSIZED))
+def test_oversized_headers_are_ignored_and_logged(
+    name: str, value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="tomograph.propagation"):
+        assert Propagator().extract({name: value}) is None
+    assert f"ignoring {name} header" in caplog.text
+
+
+MALFORMED = {
+    "traceparent": f"00-{TRACE.upper()}-{SPAN}-01",
+    "b3": f"{TRACE}-{SPAN}-x",
+    "x-trace-info": f"v1;{TRACE};{SPAN};x",
+    "uber-trace-id": f"{TRACE}:{SPAN}:0",
+}
+
+
+@pytest.mark.parametrize(("name", "value"), MALFORMED.items(), ids=list(MALFORMED))
+def test_malformed_headers_are_ignored_and_logged(
+    name: str, value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="tomograph.propagation"):
+        assert Propagator().extract({name: value}) is None
+    assert "ignoring" in caplog.text and value in caplog.text
