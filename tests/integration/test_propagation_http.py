@@ -1,7 +1,8 @@
-"""Trace context across a real process boundary: an HTTP client here, an http.server process.
+"""Trace context across real process boundaries: an HTTP client process calls an http.server
+process on 127.0.0.1.
 
-For each propagation format the server process continues the trace: its server span has the
-client span as parent and the same trace id, and the caller's baggage arrives.
+For each propagation format the server process continues the client process's trace: its server
+span has the client span as parent and the same trace id, and the caller's baggage arrives.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,20 +21,32 @@ import pytest
 from tests.support.servers import REPO_ROOT, BackgroundProcess, free_port, wait_for_port
 
 import tomograph
-from tomograph.propagation import Propagator, baggage
+from tomograph.propagation import Propagator
 from tomograph.reporting.memory import MemoryBackend
 
 pytestmark = pytest.mark.integration
 
 SERVER = Path(__file__).with_name("propagation_server.py")
+CLIENT = Path(__file__).with_name("propagation_client.py")
+#: The headers each format writes (besides baggage).
+HEADERS = {
+    "w3c": {"traceparent", "tracestate"},
+    "b3": {"x-b3-traceid", "x-b3-spanid", "x-b3-sampled"},
+    "b3single": {"b3"},
+    "xtraceinfo": {"x-trace-info"},
+    "jaeger": {"uber-trace-id"},
+}
+
+
+def environment(formats: str) -> dict[str, str]:
+    return {**os.environ, "TOMOGRAPH_PROPAGATION": formats, "PYTHONPATH": str(REPO_ROOT / "src")}
 
 
 @contextmanager
 def traced_server(tmp_path: Path, formats: str, *args: str) -> Iterator[int]:
     port = free_port()
-    env = {**os.environ, "TOMOGRAPH_PROPAGATION": formats, "PYTHONPATH": str(REPO_ROOT / "src")}
     argv = [sys.executable, str(SERVER), str(port), *args]
-    with BackgroundProcess(argv, tmp_path / "server.log", env=env) as process:
+    with BackgroundProcess(argv, tmp_path / "server.log", env=environment(formats)) as process:
         try:
             wait_for_port(port)
         except TimeoutError:
@@ -53,26 +67,32 @@ def call(port: int, headers: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fmt", ["w3c", "b3", "b3single", "xtraceinfo", "jaeger"])
-def test_server_process_continues_the_clients_trace(
-    fmt: str, tmp_path: Path, memory: MemoryBackend
-) -> None:
-    propagator = Propagator([fmt, "baggage"])
-    with traced_server(tmp_path, f"{fmt},baggage") as port:
-        with tomograph.span("call server", kind="client") as client:
-            baggage.set_baggage("user", "alice smith")
-            headers: dict[str, str] = {}
-            propagator.inject(client, headers)
-            result = call(port, headers)
+def test_server_process_continues_the_client_process_trace(fmt: str, tmp_path: Path) -> None:
+    formats = f"{fmt},baggage"
+    with traced_server(tmp_path, formats) as port:
+        done = subprocess.run(
+            [sys.executable, str(CLIENT), str(port)],
+            env=environment(formats),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    client, answer = result["client"], result["server"]
     server, child = (
-        next(s for s in result["spans"] if s["name"] == name)
+        next(s for s in answer["spans"] if s["name"] == name)
         for name in ("GET /traced", "load rows")
     )
-    assert server["trace_id"] == client.trace_id
-    assert server["parent_id"] == client.span_id
-    assert server["span_id"] != client.span_id and not server["shared"]
+    assert server["trace_id"] == client["trace_id"]
+    assert server["parent_id"] == client["span_id"]
+    assert server["span_id"] != client["span_id"] and not server["shared"]
     assert server["kind"] == "SERVER"
-    assert (child["trace_id"], child["parent_id"]) == (client.trace_id, server["span_id"])
-    assert result["baggage"] == {"user": "alice smith"}
+    assert (child["trace_id"], child["parent_id"]) == (client["trace_id"], server["span_id"])
+    assert answer["baggage"] == {"user": "alice smith"}
+    sent = {name.lower() for name in client["sent"]}
+    assert sent == {*HEADERS[fmt], "baggage"}
 
 
 def test_server_process_obeys_a_b3_deny(tmp_path: Path) -> None:
