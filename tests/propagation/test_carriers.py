@@ -187,3 +187,12 @@ def test_dict_lookup_matches_a_case_insensitive_scan(headers: dict[str, str], na
         assert found == [headers[name]]
     else:
         assert found == expected
+
+
+def test_set_header_on_bytes_pairs_appends_bytes() -> None:
+    pairs: list[tuple[bytes, bytes]] = [(b"B3", b"old"), (b"accept", b"*/*")]
+    set_header(pairs, "b3", "new")
+    assert pairs == [(b"accept", b"*/*"), (b"b3", b"new")]
+    only = [(b"b3", b"old")]
+    set_header(only, "b3", "new")
+    assert only == [(b"b3", b"new")]

@@ -250,3 +250,11 @@ def test_malformed_headers_are_ignored_and_logged(
     with caplog.at_level(logging.DEBUG, logger="tomograph.propagation"):
         assert Propagator().extract({name: value}) is None
     assert "ignoring" in caplog.text and value in caplog.text
+
+
+def test_inject_replaces_the_same_headers_written_in_another_case() -> None:
+    headers = {"Traceparent": "old", "X-B3-TraceId": "old", "Accept": "*/*"}
+    Propagator(["w3c", "b3"]).inject(CONTEXT, headers)
+    assert "Traceparent" not in headers and "X-B3-TraceId" not in headers
+    assert headers["Accept"] == "*/*"
+    assert Propagator(["w3c"]).extract(headers) is not None

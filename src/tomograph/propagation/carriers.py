@@ -35,7 +35,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["HeaderReader", "MAX_HEADER_LENGTH", "reader_for", "set_header"]
+__all__ = ["HeaderReader", "MAX_HEADER_LENGTH", "drop_other_cases", "reader_for", "set_header"]
 
 #: The longest header value read by default, in characters; longer values are ignored.
 MAX_HEADER_LENGTH = 8192
@@ -312,8 +312,13 @@ def set_header(carrier: Any, name: str, value: str) -> None:
         carrier[name] = value
         return
     if isinstance(carrier, list):
+        raw = bool(carrier) and isinstance(carrier[0], (list, tuple)) and bool(carrier[0])
+        raw = raw and isinstance(carrier[0][0], bytes)
         carrier[:] = [item for item in carrier if not _same_name(item, name)]
-        carrier.append((name, value))
+        if raw:
+            carrier.append((name.encode("latin-1"), value.encode("latin-1")))  # ASGI-style
+        else:
+            carrier.append((name, value))
         return
     if hasattr(carrier, "__setitem__"):
         carrier[name] = value
@@ -323,6 +328,24 @@ def set_header(carrier: Any, name: str, value: str) -> None:
         set_header(headers, name, value)
         return
     raise TypeError(f"cannot write headers to a {type(carrier).__name__}")
+
+
+def drop_other_cases(carrier: dict[Any, Any], names: frozenset[str]) -> None:
+    """Remove keys of ``carrier`` that spell one of ``names`` (lower case) in another case.
+
+    Injection writes lower-case names; without this a dict holding ``Traceparent`` from
+    elsewhere would send two traceparent headers.
+
+    >>> headers = {'X-B3-TraceId': 'old', 'Accept': '*/*'}
+    >>> drop_other_cases(headers, frozenset({'x-b3-traceid'}))
+    >>> headers
+    {'Accept': '*/*'}
+    """
+    stale = [
+        key for key in carrier if key.__class__ is str and key.lower() in names and key not in names
+    ]
+    for key in stale:
+        del carrier[key]
 
 
 def _same_name(item: Any, name: str) -> bool:
