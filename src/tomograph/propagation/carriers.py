@@ -139,6 +139,14 @@ class _MappingReader(HeaderReader):
                 return _within(name, value, limit)
         return super().first(name, limit)
 
+    def all(self, name: str, limit: int = MAX_HEADER_LENGTH) -> list[str]:
+        mapping = self._mapping
+        if mapping.__class__ is dict:
+            value = mapping.get(name)
+            if value.__class__ is str and len(value) <= limit:
+                return [value]
+        return super().all(name, limit)
+
     def _raw(self, name: str) -> list[str]:
         value = self._mapping.get(name)
         if value is None:
@@ -201,6 +209,16 @@ class _EnvironReader(HeaderReader):
             if value.__class__ is str:
                 return _within(name, value, limit)
         return super().first(name, limit)
+
+    def all(self, name: str, limit: int = MAX_HEADER_LENGTH) -> list[str]:
+        environ = self._environ
+        if environ.__class__ is dict:
+            value = environ.get(_environ_key(name))
+            if value is None:
+                return []
+            if value.__class__ is str and len(value) <= limit:
+                return [value]
+        return super().all(name, limit)
 
     def _raw(self, name: str) -> list[str]:
         return _values(self._environ.get(_environ_key(name)))
