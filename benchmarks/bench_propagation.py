@@ -157,7 +157,7 @@ def py_zipkin_cases() -> dict[str, Any] | None:
 
 
 def main() -> None:
-    results: list[Result] = []
+    libraries: dict[str, dict[str, Any]] = {}
     for library, make_cases in (
         ("tomograph", tomograph_cases),
         ("opentelemetry", otel_cases),
@@ -171,8 +171,13 @@ def main() -> None:
         if cases is None:
             print(f"({library} not installed: skipped)", file=sys.stderr)
             continue
-        for case, operation in cases.items():
-            results.append(Result(case, library, time_per_op(operation)))
+        libraries[library] = cases
+    # Case by case, the libraries back to back: the machine's load changes less between them.
+    results: list[Result] = []
+    for case in CASES:
+        for library, cases in libraries.items():
+            if case in cases:
+                results.append(Result(case, library, time_per_op(cases[case])))
     print_table("Propagation, inject + extract (µs; ratios: peer time / tomograph time)", results)
 
 
