@@ -48,6 +48,7 @@ def test_start_http_with_a_dict_of_headers(memory: MemoryBackend) -> None:
     assert tomograph.current_span() is started
     span = finish("GET /", memory)
     assert_continues_the_trace(span)
+    assert [note.value for note in span.annotations] == ["start", "stop"]  # as tomograph.start
     assert span.local_endpoint == Endpoint("api", "10.1.2.3", None, 81)
     assert tomograph.current_span() is None
 
