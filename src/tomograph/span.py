@@ -359,6 +359,7 @@ def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:
     Handles plain functions, coroutine functions, generators and async generators.
     """
     import inspect  # at decoration time only: keeps `import tomograph` light
+
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
