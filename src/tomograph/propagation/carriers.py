@@ -160,13 +160,11 @@ class _MappingReader(HeaderReader):
 def _lower_index(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     # Built once per reader, only when a lower-case lookup missed: headers written by hand as
     # "X-B3-TraceId" still match, and each further miss costs one dict lookup.
-    try:
-        index: dict[str, Any] = {key.lower(): value for key, value in mapping.items()}
-    except (AttributeError, TypeError):
-        pass  # keys that are not all strings
-    else:
-        if len(index) == len(mapping) and all(key.__class__ is str for key in index):
-            return index  # no two names differ only in case
+    index: dict[str, Any] = {
+        key.lower(): value for key, value in mapping.items() if key.__class__ is str
+    }
+    if len(index) == len(mapping):
+        return index  # string keys only, and no two names differ only in case
     index = {}
     for key, value in mapping.items():
         text = _text(key)
