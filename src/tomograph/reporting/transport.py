@@ -82,8 +82,8 @@ class Sender(Protocol):
 class TransportStats(dict[str, int]):
     """A snapshot of a transport's counters (a plain dict of ints).
 
-    ``queued`` spans handed to the transport, ``sent`` delivered, ``dropped`` refused because the queue was
-    full (or the transport closed), ``failed`` given up on, ``pending`` still waiting,
+    ``queued`` spans handed to the transport, ``sent`` delivered, ``dropped`` refused because
+    the queue was full (or the transport closed), ``failed`` given up on, ``pending`` still waiting,
     ``batches`` payloads delivered, ``bytes`` bytes delivered, ``retries`` payload retries.
     """
 
