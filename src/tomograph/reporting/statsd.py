@@ -259,4 +259,5 @@ class StatsdBackend:
         return self.transport.stats()
 
     def __repr__(self) -> str:
-        return f"StatsdBackend({self.sender.host!r}, {self.sender.port}, prefix={self.sender.prefix!r})"
+        sender = self.sender
+        return f"StatsdBackend({sender.host!r}, {sender.port}, prefix={sender.prefix!r})"
