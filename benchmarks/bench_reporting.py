@@ -249,7 +249,50 @@ def _otel_encoder_case() -> object | None:
     return lambda: encoder.serialize(finished, endpoint)
 
 
+def enqueue_cost() -> None:
+    """What finishing a span costs the application thread for the reporting part alone."""
+    import os
+
+    import tomograph
+    from _harness import time_per_op
+    from tomograph.reporting.memory import MemoryBackend
+    from tomograph.reporting.transport import BatchingTransport
+
+    class Discard:
+        name = "discard"
+
+        def encode(self, spans: object) -> list[tuple[int, bytes]]:
+            return [(len(spans), b"")]  # type: ignore[arg-type]
+
+        def send(self, payload: bytes) -> None:
+            pass
+
+        def reset(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    memory = MemoryBackend()
+    with tomograph.Tracer("bench", backends=[memory]).span("op"):
+        pass
+    span = memory.spans[0]
+    transport = BatchingTransport(Discard(), queue_size=10**8, batch_size=10**8, interval=60)
+    transport.report(span)  # starts the worker; then every report is the fast path
+    report = transport.report
+    print("\n## Enqueue on the application thread\n")
+    print("operation | ns")
+    print("-|-")
+    print(f"BatchingTransport.report(span) | {time_per_op(lambda: report(span)) * 1000:.0f}")
+    print(
+        f"os.getpid() (why the pid check is off the fast path) | "
+        f"{time_per_op(os.getpid) * 1000:.0f}"
+    )
+    transport.close(0)
+
+
 def main() -> None:
+    enqueue_cost()
     encoding_throughput()
     end_to_end()
 
