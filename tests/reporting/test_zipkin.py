@@ -103,6 +103,21 @@ def test_connections_are_kept_alive_between_batches() -> None:
     assert len({request["port"] for request in server.requests}) == 1
 
 
+def test_a_kept_alive_connection_closed_by_the_server_is_reopened_without_a_retry() -> None:
+    with RecordingZipkinServer() as server:
+        server.faults.append(("close-after",))
+        backend = ZipkinBackend(server.url, interval=0.05)
+        tracer = Tracer("svc", backends=[backend])
+        for _ in range(2):
+            with tracer.span("op"):
+                pass
+            assert backend.flush(5)
+        stats = backend.stats()
+        backend.close(1)
+    assert (stats["sent"], stats["retries"], stats["failed"]) == (2, 0, 0)
+    assert len({request["port"] for request in server.requests}) == 2
+
+
 EXIT_SCRIPT = """
 import sys
 import tomograph

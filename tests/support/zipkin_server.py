@@ -4,7 +4,8 @@ Each ``POST /api/v2/spans`` body (JSON or proto3, optionally gzipped) is checked
 Zipkin's OpenAPI definition of ``ListOfSpans`` (proto bodies after decoding). Faults are played
 from ``server.faults`` (a deque), one per request: ``("status", 500)``,
 ``("status", 429, "2")`` (with ``Retry-After``), ``("sleep", 10.0)`` (answer late) and
-``("reset",)`` (read part of the body, then reset the connection).
+``("reset",)`` (read part of the body, then reset the connection) and ``("close-after",)``
+(answer, then close the kept-alive connection as an idle timeout would).
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class RecordingZipkinServer:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                if fault and fault[0] == "close-after":
+                    # Answer as keep-alive, then drop the idle connection anyway.
+                    self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
