@@ -14,11 +14,13 @@ import gzip
 import io
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -52,7 +54,7 @@ def validate_list_of_spans(document: object) -> None:
 class RecordingZipkinServer:
     """``with RecordingZipkinServer() as server:`` serves on ``server.url`` until the block ends."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.invalid: list[str] = []
@@ -98,10 +100,14 @@ class RecordingZipkinServer:
                     self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:  # (certificate, key): serve HTTPS
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False  # a deliberately slow answer must not hold up the test
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def next_fault(self) -> tuple[Any, ...] | None:
