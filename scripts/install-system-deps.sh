@@ -34,3 +34,8 @@ need_npm() {
 }
 
 # (later sections add: statsd + graphite carbon, chromium, postgresql)
+
+# statsd + Graphite carbon: the statsd backend's tests send to a real statsd daemon that flushes
+# into carbon-cache, and read the whisper files it writes.
+need_apt carbon-cache graphite-carbon
+need_npm statsd@0.9.0

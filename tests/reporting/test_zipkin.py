@@ -1,0 +1,237 @@
+"""The Zipkin backend against a real HTTP endpoint that validates bodies with Zipkin's spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tomograph
+from support.servers import REPO_ROOT, require
+from support.zipkin_server import RecordingZipkinServer, validate_list_of_spans
+from tomograph import ConfigurationError, Tracer, config
+from tomograph.model import Endpoint
+from tomograph.reporting import zipkin_json
+from tomograph.reporting.zipkin import ZipkinBackend
+
+from .conftest import finished_spans
+
+pytestmark = pytest.mark.integration
+
+
+def _trace(tracer: Tracer) -> None:
+    with tracer.span("checkout", kind="server", tags={"items": 3, "vip": True}) as root:
+        root.annotate("validated")
+        with tracer.span("charge", kind="client", remote_endpoint=Endpoint("bank", "10.0.0.9")):
+            pass
+
+
+@pytest.mark.parametrize("query", ["", "?encoding=proto", "?gzip=1", "?encoding=proto&gzip=true"])
+def test_spans_arrive_valid_in_every_encoding(query: str) -> None:
+    with RecordingZipkinServer() as server:
+        url = f"zipkin+{server.url}{query}".replace("zipkin+http://", "zipkin+http://")
+        backend = config.backend_from_url(url)
+        tracer = Tracer("Shop", backends=[backend])
+        _trace(tracer)
+        assert backend.flush(5)
+        spans = server.wait_for(2)
+        backend.close(1)
+    assert server.invalid == []
+    by_name = {span["name"]: span for span in spans}
+    assert by_name["charge"]["parentId"] == by_name["checkout"]["id"]
+    assert by_name["checkout"]["tags"] == {"items": "3", "vip": "true"}
+    assert by_name["checkout"]["annotations"][0]["value"] == "validated"
+    assert by_name["charge"]["remoteEndpoint"] == {"serviceName": "bank", "ipv4": "10.0.0.9"}
+    assert by_name["charge"]["localEndpoint"] == {"serviceName": "shop"}
+    headers = server.requests[0]["headers"]
+    assert headers["Content-Type"] == (
+        "application/x-protobuf" if "proto" in query else "application/json"
+    )
+    assert ("gzip" in query) == (headers.get("Content-Encoding") == "gzip")
+
+
+def test_spans_reach_zipkin_through_configure_and_stats_count_them() -> None:
+    with RecordingZipkinServer() as server:
+        tomograph.configure(
+            service="web", backends=[f"zipkin+{server.url}?interval=0.05"], environ={}
+        )
+        try:
+            for _ in range(5):
+                with tomograph.span("request"):
+                    pass
+            assert tomograph.flush(5)
+            stats = tomograph.stats()
+        finally:
+            config.reset()
+        assert len(server.wait_for(5)) == 5
+    assert (stats["queued"], stats["sent"], stats["dropped"], stats["failed"]) == (5, 5, 0, 0)
+    assert stats["batches"] >= 1 and stats["bytes"] > 0
+    (backend_stats,) = stats["backends"].values()
+    assert backend_stats["sent"] == 5
+
+
+def test_large_batches_are_split_to_fit_max_bytes() -> None:
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, max_bytes=2000, batch_size=500, interval=0.05)
+        tracer = Tracer("svc", backends=[backend])
+        for index in range(100):
+            with tracer.span(f"operation number {index}"):
+                pass
+        assert backend.flush(5)
+        assert len(server.wait_for(100)) == 100
+        backend.close(1)
+    assert len(server.requests) > 1
+    assert all(request["size"] <= 2000 for request in server.requests)
+
+
+def test_zipkin_over_https_verifies_the_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openssl = require("openssl", "to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with RecordingZipkinServer(tls=(cert, key)) as server:
+        untrusted = config.backend_from_url(f"zipkin+{server.url}?max_retries=0")
+        Tracer("svc", backends=[untrusted]).start_span("op").finish()
+        assert untrusted.flush(5)
+        assert untrusted.stats()["failed"] == 1  # unknown CA: refused, counted, not raised
+        untrusted.close(1)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # how a private CA is trusted
+        trusted = config.backend_from_url(f"zipkin+{server.url}")
+        Tracer("svc", backends=[trusted]).start_span("op").finish()
+        assert trusted.flush(5)
+        assert trusted.stats()["sent"] == 1
+        trusted.close(1)
+        assert len(server.wait_for(1)) == 1
+
+
+def test_connections_are_kept_alive_between_batches() -> None:
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, batch_size=10, interval=0.05)
+        tracer = Tracer("svc", backends=[backend])
+        for _ in range(5):
+            for _ in range(10):
+                with tracer.span("op"):
+                    pass
+            assert backend.flush(5)
+        backend.close(1)
+    assert len(server.requests) >= 5
+    assert len({request["port"] for request in server.requests}) == 1
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_reopened_without_a_retry() -> None:
+    with RecordingZipkinServer() as server:
+        server.faults.append(("close-after",))
+        backend = ZipkinBackend(server.url, interval=0.05)
+        tracer = Tracer("svc", backends=[backend])
+        for _ in range(2):
+            with tracer.span("op"):
+                pass
+            assert backend.flush(5)
+        stats = backend.stats()
+        backend.close(1)
+    assert (stats["sent"], stats["retries"], stats["failed"]) == (2, 0, 0)
+    assert len({request["port"] for request in server.requests}) == 2
+
+
+EXIT_SCRIPT = """
+import sys
+import tomograph
+from tomograph.reporting.zipkin import ZipkinBackend
+
+tomograph.configure(service="leaving", backends=[sys.argv[1]], environ={})
+other = tomograph.Tracer("other", backends=[ZipkinBackend(sys.argv[2], interval=60)])
+for _ in range(20):
+    with tomograph.span("default tracer"):
+        pass
+    with other.span("own tracer"):
+        pass
+"""
+
+
+def test_spans_still_queued_at_exit_are_delivered(tmp_path: Path) -> None:
+    script = tmp_path / "leaving.py"
+    script.write_text(EXIT_SCRIPT)
+    with RecordingZipkinServer() as server:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, str(script), f"zipkin+{server.url}?interval=60", server.url],
+            check=True,
+            env=env,
+            timeout=60,
+        )
+        print(f"\nexit with 40 queued spans took {time.monotonic() - started:.2f} s")
+        spans = server.wait_for(40)
+    names = [span["name"] for span in spans]
+    assert names.count("default tracer") == 20
+    assert names.count("own tracer") == 20
+
+
+def test_exit_flush_is_bounded_when_the_collector_hangs(tmp_path: Path) -> None:
+    script = tmp_path / "leaving.py"
+    script.write_text(EXIT_SCRIPT)
+    with RecordingZipkinServer() as server:
+        server.faults.extend([("sleep", 30.0)] * 4)
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+        started = time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                f"zipkin+{server.url}?interval=60&timeout=20",
+                server.url,
+            ],
+            check=True,
+            env=env,
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    print(f"\nexit against a hanging collector took {elapsed:.2f} s")
+    assert elapsed < 15  # two 2-second budgets and interpreter start-up, not the 20 s timeout
+
+
+def test_encoded_spans_validate_against_zipkin_openapi() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(finished_spans(), min_size=1, max_size=3))
+    def check(spans: list[tomograph.Span]) -> None:
+        validate_list_of_spans(json.loads(zipkin_json.encode_spans(spans)))
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("zipkin+http://127.0.0.1:9411?encoding=xml", "encoding must be json or proto"),
+        ("zipkin+http://127.0.0.1:9411?colour=red", "unknown parameter 'colour'"),
+        ("zipkin+http://127.0.0.1:9411?timeout=soon", "timeout must be a number"),
+        ("zipkin+http://127.0.0.1:9411?gzip=maybe", "gzip must be true or false"),
+        ("zipkin+http://127.0.0.1:9411?queue_size=0", "at least 1"),
+        ("zipkin+http://?x", "unknown parameter"),
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        config.backend_from_url(url)
+
+
+def test_url_path_prefix_is_kept() -> None:
+    backend = config.backend_from_url("zipkin+https://gateway.example/zipkin/?timeout=1")
+    assert isinstance(backend, ZipkinBackend)
+    assert backend.endpoint == "https://gateway.example/zipkin/api/v2/spans"
+    backend.close(0)
