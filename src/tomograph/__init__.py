@@ -56,7 +56,12 @@ __all__ = [
 
 # Names whose modules are imported on first use, so `import tomograph` stays cheap and never
 # imports an integration's optional dependency.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "before_execute": "tomograph.integrations.sqlalchemy:before_execute",
+    "after_execute": "tomograph.integrations.sqlalchemy:after_execute",
+    "dbapi_error": "tomograph.integrations.sqlalchemy:dbapi_error",
+    "Middleware": "tomograph.integrations.wsgi:Middleware",
+}
 
 
 def __getattr__(name: str) -> Any:
