@@ -39,6 +39,7 @@ __all__ = [
     "Tracer",
     "TracingError",
     "__version__",
+    "add_trace_info_header",
     "annotate",
     "configure",
     "current_span",
@@ -48,6 +49,7 @@ __all__ = [
     "sampling",
     "span",
     "start",
+    "start_http",
     "start_span",
     "stop",
     "tag",
@@ -61,6 +63,8 @@ _LAZY: dict[str, str] = {
     "after_execute": "tomograph.integrations.sqlalchemy:after_execute",
     "dbapi_error": "tomograph.integrations.sqlalchemy:dbapi_error",
     "Middleware": "tomograph.integrations.wsgi:Middleware",
+    "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
+    "start_http": "tomograph.propagation.http:start_http",
 }
 
 
