@@ -12,6 +12,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
+from tests.support.servers import REPO_ROOT, BackgroundProcess, free_port, wait_for_port
+from tests.support.span_files import read_spans
+from tests.support.wsgi_apps import hello_app
 
 import tomograph
 from tomograph.errors import ConfigurationError
@@ -19,9 +22,6 @@ from tomograph.ids import format_span_id, format_trace_id
 from tomograph.integrations.wsgi import Middleware
 from tomograph.model import SpanKind
 from tomograph.reporting.memory import MemoryBackend
-from tests.support.servers import REPO_ROOT, BackgroundProcess, free_port, wait_for_port
-from tests.support.span_files import read_spans
-from tests.support.wsgi_apps import hello_app
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -166,7 +166,7 @@ def test_streamed_body_is_inside_the_span_and_chunks_are_children(
     memory: MemoryBackend, serve: Any
 ) -> None:
     served = serve(Middleware(hello_app))
-    status, body = served.get("/stream")
+    _, body = served.get("/stream")
     assert body == b"chunk 0\nchunk 1\nchunk 2\n"
     span = wait_for(memory, "GET")
     chunks = [s for s in memory.spans if s.name.startswith("chunk")]
@@ -256,9 +256,7 @@ paste.app_factory = tests.support.wsgi_apps:app_factory
 """
 
 
-def test_paste_pipeline_from_an_ini_file(
-    memory: MemoryBackend, serve: Any, tmp_path: Path
-) -> None:
+def test_paste_pipeline_from_an_ini_file(memory: MemoryBackend, serve: Any, tmp_path: Path) -> None:
     from paste.deploy import loadapp
 
     ini = tmp_path / "api-paste.ini"

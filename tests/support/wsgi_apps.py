@@ -79,7 +79,6 @@ def filter_factory(global_conf: dict[str, Any], **local_conf: str) -> Any:
 
 def main() -> None:
     import waitress
-
     from tests.support.span_files import FileBackend
 
     port, span_file = int(sys.argv[1]), sys.argv[2]

@@ -171,7 +171,7 @@ class Middleware:
 
     @classmethod
     def factory(cls, global_conf: dict[str, Any], **local_conf: str) -> Callable[[WSGIApp], Any]:
-        """A Paste Deploy ``filter_factory``: ``paste.filter_factory = tomograph:Middleware.factory``.
+        """A Paste Deploy filter factory: ``paste.filter_factory = tomograph:Middleware.factory``.
 
         Settings (all optional): ``service_name``, ``name``, ``excluded_paths`` (separated by
         spaces or commas) and ``propagation`` (trace-context format names, e.g. ``w3c b3``).
