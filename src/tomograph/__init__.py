@@ -51,6 +51,7 @@ __all__ = [
     "start",
     "start_http",
     "start_span",
+    "stats",
     "stop",
     "tag",
     "traced",
@@ -65,6 +66,7 @@ _LAZY: dict[str, str] = {
     "Middleware": "tomograph.integrations.wsgi:Middleware",
     "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
     "start_http": "tomograph.propagation.http:start_http",
+    "stats": "tomograph.reporting.stats:stats",
 }
 
 
