@@ -39,3 +39,6 @@ need_npm() {
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt /usr/lib/postgresql/initdb-missing postgresql
 fi
+
+# --- bench: wrk, the HTTP load generator of benchmarks/bench_wsgi.py (loopback only)
+need_apt wrk wrk
