@@ -42,3 +42,8 @@ fi
 
 # --- bench: wrk, the HTTP load generator of benchmarks/bench_wsgi.py (loopback only)
 need_apt wrk wrk
+
+# statsd + Graphite carbon: the statsd backend's tests send to a real statsd daemon that flushes
+# into carbon-cache, and read the whisper files it writes.
+need_apt carbon-cache graphite-carbon
+need_npm statsd@0.9.0
