@@ -1,6 +1,8 @@
-"""One trace across three real processes, delivered to a real Zipkin endpoint.
+"""One trace across three real processes, delivered to a Zipkin endpoint and to statsd.
 
-test process (client) -> front (WSGI, waitress) -> back (ASGI, uvicorn) -> SQLite.
+test process (client) -> front (WSGI, waitress) -> back (ASGI, uvicorn) -> SQLite. Every
+process reports to a recording Zipkin server (which validates each body against Zipkin's API
+definition) and to a real statsd daemon flushing into Graphite's carbon.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from tests.support.servers import REPO_ROOT, BackgroundProcess, free_port, wait_for_port
+from tests.support.statsd_graphite import StatsdGraphite
 from tests.support.zipkin_server import RecordingZipkinServer
 
 import tomograph
@@ -30,14 +33,25 @@ def zipkin() -> Iterator[RecordingZipkinServer]:
         yield server
 
 
-def test_one_trace_across_three_processes(zipkin: RecordingZipkinServer, tmp_path: Path) -> None:
-    backends = f"zipkin+http://127.0.0.1:{zipkin.port}?interval=0.2"
+@pytest.fixture
+def graphite(tmp_path: Path) -> Iterator[StatsdGraphite]:
+    with StatsdGraphite(tmp_path / "graphite") as running:
+        yield running
+
+
+def test_one_trace_across_three_processes(
+    zipkin: RecordingZipkinServer, graphite: StatsdGraphite, tmp_path: Path
+) -> None:
+    backends = (
+        f"zipkin+http://127.0.0.1:{zipkin.port}?interval=0.2,"
+        f"statsd://127.0.0.1:{graphite.statsd_port}?prefix=e2e&interval=0.2"
+    )
     env = {**os.environ, "TOMOGRAPH_BACKENDS": backends, "PYTHONPATH": str(REPO_ROOT)}
     front_port, back_port = free_port(), free_port()
     module = [sys.executable, "-m", "tests.support.e2e_apps"]
     back = [*module, "back", str(back_port), str(tmp_path / "orders.db")]
     front = [*module, "front", str(front_port), f"http://127.0.0.1:{back_port}"]
-    tomograph.configure(service="e2e-client", backends=[backends])
+    tomograph.configure(service="e2e-client", backends=backends.split(","))
     try:
         with (
             BackgroundProcess(back, tmp_path / "back.log", cwd=REPO_ROOT, env=env) as back_p,
@@ -58,6 +72,18 @@ def test_one_trace_across_three_processes(zipkin: RecordingZipkinServer, tmp_pat
                     break
                 time.sleep(0.05)
             assert len(spans) >= 6, (spans, back_p.output(), front_p.output())
+            # statsd, while the services run: a timer per service and span name (the front
+            # end has two GET spans, its server span and its client span).
+            timers = {
+                "e2e-client.checkout": 1,
+                "e2e-client.get": 1,
+                "front.get": 2,
+                "back.get_orders_order_id": 1,
+                "back.select_orders": 1,
+            }
+            for timer, count in timers.items():
+                values = graphite.wait_for_series(f"stats.timers.e2e.{timer}.count")
+                assert sum(values) == count, (timer, values, graphite.metric_names())
     finally:
         config.reset()
     assert zipkin.invalid == []
