@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import sys
 import threading
 import time
@@ -12,7 +13,12 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
-from tests.support.servers import REPO_ROOT, BackgroundProcess, free_port, wait_for_port
+from tests.support.servers import (
+    REPO_ROOT,
+    BackgroundProcess,
+    free_port,
+    wait_for_port,
+)
 from tests.support.span_files import read_spans
 from tests.support.wsgi_apps import hello_app
 
@@ -319,3 +325,39 @@ def test_factory_propagation_setting_limits_the_formats_read(memory: MemoryBacke
 def test_factory_rejects_unknown_propagation_format() -> None:
     with pytest.raises(ConfigurationError, match="propagation"):
         Middleware.factory({}, propagation="smoke-signals")
+
+
+@pytest.mark.integration
+def test_gunicorn_subprocess_traces_requests(tmp_path: Path) -> None:
+    pytest.importorskip("gunicorn", reason="gunicorn WSGI server (test extra)")
+    port, span_file = free_port(), tmp_path / "spans.jsonl"
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "tests.support.wsgi_apps:make_traced_app()",
+    ]
+    env = {**os.environ, "TOMOGRAPH_TEST_SPAN_FILE": str(span_file)}
+    with BackgroundProcess(argv, tmp_path / "gunicorn.log", cwd=REPO_ROOT, env=env) as process:
+        wait_for_port(port)
+        for path, headers in (
+            ("/users/7", {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}),
+            ("/fail", {}),
+        ):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", path, headers=headers)
+            connection.getresponse().read()
+            connection.close()
+        deadline = time.monotonic() + 10
+        while len([s for s in read_spans(span_file) if s.get("kind") == "SERVER"]) < 2:
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.05)
+    user, failed = [s for s in read_spans(span_file) if s.get("kind") == "SERVER"]
+    assert user["name"] == "GET /users/{id}"
+    assert (user["traceId"], user["parentId"]) == (TRACE_ID, PARENT_ID)
+    assert user["localEndpoint"] == {"serviceName": "gunicorn-app"}
+    assert failed["tags"]["exception.type"] == "RuntimeError"

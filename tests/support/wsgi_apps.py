@@ -77,6 +77,21 @@ def filter_factory(global_conf: dict[str, Any], **local_conf: str) -> Any:
     return make_filter
 
 
+def make_traced_app() -> Any:
+    """The traced app for ``gunicorn 'tests.support.wsgi_apps:make_traced_app()'``.
+
+    Spans go to the file named by ``TOMOGRAPH_TEST_SPAN_FILE``.
+    """
+    import os
+
+    from tests.support.span_files import FileBackend
+
+    tomograph.configure(
+        service="gunicorn-app", backends=[FileBackend(os.environ["TOMOGRAPH_TEST_SPAN_FILE"])]
+    )
+    return tomograph.Middleware(hello_app, service_name="gunicorn-app")
+
+
 def main() -> None:
     import waitress
     from tests.support.span_files import FileBackend
