@@ -44,11 +44,16 @@ def _child_checks(backend: ZipkinBackend, tracer: Tracer, count: int, use_flush:
 
 def _run_fork_case(fork: object, count: int, use_flush: bool) -> None:
     with RecordingZipkinServer() as server:
-        backend = ZipkinBackend(server.url, interval=0.05, batch_size=50)
+        # A long interval: the parent's worker sleeps on a lock at the fork, as in an idle
+        # uWSGI master. A thread that is contending for the GIL at the moment of a fork from
+        # C leaves the child's GIL unusable whatever the library does (Python's own fork
+        # hooks exist to repair exactly that).
+        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
         tracer = Tracer("forker", backends=[backend])
         with tracer.span("parent-before"):
             pass
         assert backend.flush(5)
+        time.sleep(0.2)  # let the worker go back to sleep
         pid = fork()  # type: ignore[operator]
         if pid == 0:
             os._exit(_child_checks(backend, tracer, count, use_flush))
