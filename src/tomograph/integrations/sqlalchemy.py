@@ -37,6 +37,7 @@ from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer
 
 __all__ = [
+    "ClassicListener",
     "Instrumentation",
     "StatementRecorder",
     "after_execute",
