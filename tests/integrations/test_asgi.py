@@ -150,3 +150,11 @@ def test_lifespan_and_websocket_scopes_pass_through() -> None:
 
     asyncio.run(run())
     assert seen == ["lifespan", "websocket"]
+
+
+def test_malformed_trace_headers_start_a_new_trace(memory: MemoryBackend, server_url: str) -> None:
+    headers = {"traceparent": "00-" + "z" * 9000, "b3": "not-a-b3-header", "x-trace-info": "?"}
+    assert httpx.get(f"{server_url}/users/1", headers=headers).status_code == 200
+    span = server_span(memory)
+    assert span.parent_id is None
+    assert span.sampled
