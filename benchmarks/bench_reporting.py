@@ -254,7 +254,6 @@ def enqueue_cost() -> None:
     import os
 
     import tomograph
-    from _harness import time_per_op
     from tomograph.reporting.memory import MemoryBackend
     from tomograph.reporting.transport import BatchingTransport
 
@@ -280,14 +279,24 @@ def enqueue_cost() -> None:
     transport = BatchingTransport(Discard(), queue_size=10**8, batch_size=10**8, interval=60)
     transport.report(span)  # starts the worker; then every report is the fast path
     report = transport.report
+    getpid = os.getpid
+
+    def per_call_ns(call: Callable[..., object], *args: object) -> float:
+        """Best of 5 loops of 200,000 direct calls (no lambda in between), in ns per call."""
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter_ns()
+            for _ in range(200_000):
+                call(*args)
+            best = min(best, (time.perf_counter_ns() - started) / 200_000)
+        return best
+
     print("\n## Enqueue on the application thread\n")
-    print("operation | ns")
+    print("operation | ns per call")
     print("-|-")
-    print(f"BatchingTransport.report(span) | {time_per_op(lambda: report(span)) * 1000:.0f}")
-    print(
-        f"os.getpid() (why the pid check is off the fast path) | "
-        f"{time_per_op(os.getpid) * 1000:.0f}"
-    )
+    print(f"BatchingTransport.report(span) | {per_call_ns(report, span):.0f}")
+    print(f"MemoryBackend.report(span) (a C deque append) | {per_call_ns(memory.report, span):.0f}")
+    print(f"os.getpid() (why the pid check is off the fast path) | {per_call_ns(getpid):.0f}")
     transport.close(0)
 
 

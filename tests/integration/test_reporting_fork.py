@@ -73,6 +73,32 @@ def test_os_fork_child_gets_its_own_queue_and_worker() -> None:
     _run_fork_case(os.fork, 3, use_flush=True)
 
 
+def test_spans_pending_at_os_fork_are_sent_by_the_parent_only() -> None:
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, interval=30, batch_size=1000)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("warm-up"):
+            pass
+        assert backend.flush(5)
+        time.sleep(0.2)
+        with tracer.span("pending-at-fork"):
+            pass
+        assert backend.stats()["pending"] == 1
+        pid = os.fork()
+        if pid == 0:
+            code = 0 if backend.stats()["pending"] == 0 else 6
+            os._exit(code or _child_checks(backend, tracer, 2, use_flush=True))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert backend.flush(5)
+        spans = server.wait_for(4)
+        time.sleep(0.2)
+        backend.close(1)
+    names = Counter(span["name"] for span in server.spans)
+    assert names == {"warm-up": 1, "pending-at-fork": 1, "child": 2}
+    assert len(spans) >= 4
+
+
 def test_fork_from_c_without_python_hooks_is_detected_by_flush() -> None:
     # libc's fork() called directly (holding the GIL) skips os.register_at_fork, like uWSGI.
     _run_fork_case(ctypes.PyDLL(None).fork, 3, use_flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tomograph
-from support.servers import REPO_ROOT
+from support.servers import REPO_ROOT, require
 from support.zipkin_server import RecordingZipkinServer, validate_list_of_spans
 from tomograph import ConfigurationError, Tracer, config
 from tomograph.model import Endpoint
@@ -89,6 +89,33 @@ def test_large_batches_are_split_to_fit_max_bytes() -> None:
     assert all(request["size"] <= 2000 for request in server.requests)
 
 
+def test_zipkin_over_https_verifies_the_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openssl = require("openssl", "to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with RecordingZipkinServer(tls=(cert, key)) as server:
+        untrusted = config.backend_from_url(f"zipkin+{server.url}?max_retries=0")
+        Tracer("svc", backends=[untrusted]).start_span("op").finish()
+        assert untrusted.flush(5)
+        assert untrusted.stats()["failed"] == 1  # unknown CA: refused, counted, not raised
+        untrusted.close(1)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # how a private CA is trusted
+        trusted = config.backend_from_url(f"zipkin+{server.url}")
+        Tracer("svc", backends=[trusted]).start_span("op").finish()
+        assert trusted.flush(5)
+        assert trusted.stats()["sent"] == 1
+        trusted.close(1)
+        assert len(server.wait_for(1)) == 1
+
+
 def test_connections_are_kept_alive_between_batches() -> None:
     with RecordingZipkinServer() as server:
         backend = ZipkinBackend(server.url, batch_size=10, interval=0.05)
@@ -101,6 +128,21 @@ def test_connections_are_kept_alive_between_batches() -> None:
         backend.close(1)
     assert len(server.requests) >= 5
     assert len({request["port"] for request in server.requests}) == 1
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_reopened_without_a_retry() -> None:
+    with RecordingZipkinServer() as server:
+        server.faults.append(("close-after",))
+        backend = ZipkinBackend(server.url, interval=0.05)
+        tracer = Tracer("svc", backends=[backend])
+        for _ in range(2):
+            with tracer.span("op"):
+                pass
+            assert backend.flush(5)
+        stats = backend.stats()
+        backend.close(1)
+    assert (stats["sent"], stats["retries"], stats["failed"]) == (2, 0, 0)
+    assert len({request["port"] for request in server.requests}) == 2
 
 
 EXIT_SCRIPT = """

@@ -4,7 +4,8 @@ Each ``POST /api/v2/spans`` body (JSON or proto3, optionally gzipped) is checked
 Zipkin's OpenAPI definition of ``ListOfSpans`` (proto bodies after decoding). Faults are played
 from ``server.faults`` (a deque), one per request: ``("status", 500)``,
 ``("status", 429, "2")`` (with ``Retry-After``), ``("sleep", 10.0)`` (answer late) and
-``("reset",)`` (read part of the body, then reset the connection).
+``("reset",)`` (read part of the body, then reset the connection) and ``("close-after",)``
+(answer, then close the kept-alive connection as an idle timeout would).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import gzip
 import io
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -51,7 +54,7 @@ def validate_list_of_spans(document: object) -> None:
 class RecordingZipkinServer:
     """``with RecordingZipkinServer() as server:`` serves on ``server.url`` until the block ends."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.invalid: list[str] = []
@@ -92,12 +95,19 @@ class RecordingZipkinServer:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                if fault and fault[0] == "close-after":
+                    # Answer as keep-alive, then drop the idle connection anyway.
+                    self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:  # (certificate, key): serve HTTPS
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False  # a deliberately slow answer must not hold up the test
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def next_fault(self) -> tuple[Any, ...] | None:

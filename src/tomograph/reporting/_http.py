@@ -109,13 +109,20 @@ class HttpSender:
 
     def send(self, payload: bytes) -> None:
         """POST one body; raise :class:`SendError` unless the answer is 2xx."""
-        connection = self._connect()
+        reused = self._connection is not None
         try:
-            connection.request("POST", self._path, payload, self._headers)
-            response = connection.getresponse()
-            answer = response.read(2048)
-            if response.will_close or response.length:  # unread rest: not reusable
+            response, answer = self._post(payload)
+        except (ConnectionError, http.client.RemoteDisconnected) as error:
+            self.reset()
+            if not reused:
+                raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+            # The server closed the kept-alive connection while it was idle: reconnect once
+            # at once, without a backoff.
+            try:
+                response, answer = self._post(payload)
+            except (OSError, http.client.HTTPException) as error:
                 self.reset()
+                raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
         except (OSError, http.client.HTTPException) as error:
             self.reset()
             raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
@@ -128,6 +135,15 @@ class HttpSender:
             retry_after = parse_retry_after(response.getheader("Retry-After"))
             raise SendError(message, retryable=True, retry_after=retry_after)
         raise SendError(message, retryable=False)
+
+    def _post(self, payload: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+        connection = self._connect()
+        connection.request("POST", self._path, payload, self._headers)
+        response = connection.getresponse()
+        answer = response.read(65536)
+        if not response.isclosed():  # a body larger than we care to read: not reusable
+            self.reset()
+        return response, answer
 
     def reset(self) -> None:
         """Drop the connection (it is reopened on the next send)."""

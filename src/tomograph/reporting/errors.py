@@ -12,6 +12,7 @@ class DecodeError(ValueError):
     collector can hand it back to the sender as is.
 
     >>> from tomograph.reporting import zipkin_json
+    >>> from tomograph.reporting.errors import DecodeError
     >>> try:
     ...     zipkin_json.decode_spans(b'[{"traceId": "xyz", "id": "0000000000000001"}]')
     ... except DecodeError as error:
