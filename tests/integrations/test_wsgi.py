@@ -361,3 +361,39 @@ def test_gunicorn_subprocess_traces_requests(tmp_path: Path) -> None:
     assert (user["traceId"], user["parentId"]) == (TRACE_ID, PARENT_ID)
     assert user["localEndpoint"] == {"serviceName": "gunicorn-app"}
     assert failed["tags"]["exception.type"] == "RuntimeError"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", ["waitress", "eventlet"])
+def test_concurrent_streaming_requests_keep_their_own_spans(tmp_path: Path, server: str) -> None:
+    port, span_file = free_port(), tmp_path / "spans.jsonl"
+    argv = [sys.executable, "-m", "tests.support.wsgi_apps", str(port), str(span_file), server]
+    trace_ids = [f"{0xABC << 64 | (index + 1):032x}" for index in range(4)]
+
+    def fetch(trace_id: str) -> bytes:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        connection.request("GET", "/slow", headers={"b3": f"{trace_id}-{PARENT_ID}-1"})
+        body = connection.getresponse().read()
+        connection.close()
+        return body
+
+    with BackgroundProcess(argv, tmp_path / "server.log", cwd=REPO_ROOT) as process:
+        wait_for_port(port)
+        results: list[bytes] = []
+        threads = [threading.Thread(target=lambda t=t: results.append(fetch(t))) for t in trace_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert results == [b"..."] * 4, process.output()
+        deadline = time.monotonic() + 10
+        while len([s for s in read_spans(span_file) if s.get("kind") == "SERVER"]) < 4:
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.05)
+    spans = read_spans(span_file)
+    requests_by_trace = {s["traceId"]: s for s in spans if s.get("kind") == "SERVER"}
+    assert sorted(requests_by_trace) == trace_ids
+    chunks = [s for s in spans if s["name"].startswith("slow chunk")]
+    assert len(chunks) == 12
+    for chunk in chunks:
+        assert chunk["parentId"] == requests_by_trace[chunk["traceId"]]["id"]

@@ -1,13 +1,14 @@
 """Small WSGI applications and Paste factories the WSGI tests serve through real servers.
 
-Run as a program to serve the traced app with waitress (for subprocess tests)::
+Run as a program to serve the traced app with waitress or eventlet (for subprocess tests)::
 
-    python -m tests.support.wsgi_apps PORT SPAN_FILE
+    python -m tests.support.wsgi_apps PORT SPAN_FILE [waitress|eventlet]
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -31,6 +32,9 @@ def hello_app(environ: dict[str, Any], start_response: StartResponse) -> Iterabl
     if path == "/stream-fail":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _stream(fail=True)
+    if path == "/slow":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _slow_stream()
     if path.startswith("/users/"):
         environ["tomograph.span"].tag("http.route", "/users/{id}")
     with tomograph.span("handler"):
@@ -46,6 +50,16 @@ def _stream(fail: bool = False) -> Iterator[bytes]:
         yield f"chunk {index}\n".encode()
         if fail and index == 1:
             raise ValueError("stream broke")
+
+
+def _slow_stream() -> Iterator[bytes]:
+    # Yields to other requests between chunks (a green or real thread switch), so concurrent
+    # requests interleave: each chunk's span must still land under its own request's span.
+    for index in range(3):
+        time.sleep(0.02)
+        with tomograph.span(f"slow chunk {index}"):
+            time.sleep(0.01)
+        yield b"."
 
 
 # -- Paste Deploy factories ------------------------------------------------------------------
@@ -93,13 +107,25 @@ def make_traced_app() -> Any:
 
 
 def main() -> None:
-    import waitress
+    port, span_file = int(sys.argv[1]), sys.argv[2]
+    server = sys.argv[3] if len(sys.argv) > 3 else "waitress"
+    if server == "eventlet":
+        import eventlet
+
+        eventlet.monkey_patch()
     from tests.support.span_files import FileBackend
 
-    port, span_file = int(sys.argv[1]), sys.argv[2]
-    tomograph.configure(service="waitress-app", backends=[FileBackend(span_file)])
-    app = tomograph.Middleware(hello_app, service_name="waitress-app")
-    waitress.serve(app, host="127.0.0.1", port=port, threads=2, _quiet=True)
+    service = f"{server}-app"
+    tomograph.configure(service=service, backends=[FileBackend(span_file)])
+    app = tomograph.Middleware(hello_app, service_name=service)
+    if server == "eventlet":
+        import eventlet.wsgi
+
+        eventlet.wsgi.server(eventlet.listen(("127.0.0.1", port)), app, log_output=False)
+    else:
+        import waitress
+
+        waitress.serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
 
 
 if __name__ == "__main__":
