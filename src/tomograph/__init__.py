@@ -9,7 +9,10 @@ Quick start::
         span.tag('amount', 12.5)
 
 The classic API (``start``/``stop``/``annotate``/``tag``/``get_trace_info``/``traced``) works
-on the same default tracer.
+on the same default tracer, and so do the classic integrations, imported on first use:
+``tomograph.Middleware`` (WSGI, and a Paste filter factory) and the SQLAlchemy listeners
+``tomograph.before_execute``/``after_execute``/``dbapi_error`` (they need SQLAlchemy, so they are
+not part of ``from tomograph import *``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ConfigurationError",
     "Endpoint",
+    "Middleware",
     "Note",
     "Span",
     "SpanKind",

@@ -232,6 +232,9 @@ def test_fixed_name_and_excluded_paths(memory: MemoryBackend, serve: Any) -> Non
 
 def test_lazy_export_is_the_middleware() -> None:
     assert tomograph.Middleware is Middleware
+    namespace: dict[str, Any] = {}
+    exec("from tomograph import *", namespace)
+    assert namespace["Middleware"] is Middleware
 
 
 def test_factory_rejects_unknown_settings() -> None:
