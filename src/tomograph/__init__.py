@@ -9,7 +9,10 @@ Quick start::
         span.tag('amount', 12.5)
 
 The classic API (``start``/``stop``/``annotate``/``tag``/``get_trace_info``/``traced``) works
-on the same default tracer.
+on the same default tracer, and so do the classic integrations, imported on first use:
+``tomograph.Middleware`` (WSGI, and a Paste filter factory) and the SQLAlchemy listeners
+``tomograph.before_execute``/``after_execute``/``dbapi_error`` (they need SQLAlchemy, so they are
+not part of ``from tomograph import *``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ConfigurationError",
     "Endpoint",
+    "Middleware",
     "Note",
     "Span",
     "SpanKind",
@@ -60,6 +64,10 @@ __all__ = [
 # Names whose modules are imported on first use, so `import tomograph` stays cheap and never
 # imports an integration's optional dependency.
 _LAZY: dict[str, str] = {
+    "before_execute": "tomograph.integrations.sqlalchemy:before_execute",
+    "after_execute": "tomograph.integrations.sqlalchemy:after_execute",
+    "dbapi_error": "tomograph.integrations.sqlalchemy:dbapi_error",
+    "Middleware": "tomograph.integrations.wsgi:Middleware",
     "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
     "start_http": "tomograph.propagation.http:start_http",
     "stats": "tomograph.reporting.stats:stats",
