@@ -39,6 +39,7 @@ __all__ = [
     "Tracer",
     "TracingError",
     "__version__",
+    "add_trace_info_header",
     "annotate",
     "configure",
     "current_span",
@@ -48,6 +49,7 @@ __all__ = [
     "sampling",
     "span",
     "start",
+    "start_http",
     "start_span",
     "stop",
     "tag",
@@ -56,7 +58,10 @@ __all__ = [
 
 # Names whose modules are imported on first use, so `import tomograph` stays cheap and never
 # imports an integration's optional dependency.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
+    "start_http": "tomograph.propagation.http:start_http",
+}
 
 
 def __getattr__(name: str) -> Any:
