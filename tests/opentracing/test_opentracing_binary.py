@@ -24,7 +24,9 @@ contexts = st.builds(
 
 def test_layout_of_a_sampled_root_context() -> None:
     data = binary.encode(TraceContext(0xAB, 0xCD, sampled=True))
-    assert data == bytes([1, 0x03]) + (0xAB).to_bytes(8, "big") + (0xCD).to_bytes(8, "big") + b"\0\0"
+    assert (
+        data == bytes([1, 0x03]) + (0xAB).to_bytes(8, "big") + (0xCD).to_bytes(8, "big") + b"\0\0"
+    )
 
 
 def test_wide_trace_id_parent_and_baggage_layout() -> None:
@@ -63,7 +65,9 @@ def test_truncated_or_padded_input_is_rejected(context: TraceContext, data: st.D
 
 
 @given(contexts, st.data())
-def test_flipped_byte_never_escapes_as_another_error(context: TraceContext, data: st.DataObject) -> None:
+def test_flipped_byte_never_escapes_as_another_error(
+    context: TraceContext, data: st.DataObject
+) -> None:
     encoded = bytearray(binary.encode(context, {"user": "alice"}))
     index = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
     encoded[index] ^= data.draw(st.integers(min_value=1, max_value=255))

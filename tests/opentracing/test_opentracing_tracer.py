@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import opentracing
 import pytest
-from opentracing import Format
 
+import opentracing
 import tomograph
+from opentracing import Format
 from tomograph.model import Endpoint, SpanKind
 from tomograph.opentracing import ContextVarsScopeManager, SpanContext, Tracer
 from tomograph.reporting.memory import MemoryBackend
@@ -72,8 +72,14 @@ def test_logs_become_notes(ot: Tracer, backend: MemoryBackend) -> None:
         span.log_kv({"event": "retry", "attempt": 2})
         span.log_kv({"payload": "x"}, timestamp=time.time() - 1)
         span.log_event("legacy")
-    values = [note.value for note in backend.spans[0].annotations]
-    assert values == ["payload=x", "cache miss", "event=retry attempt=2", "legacy"]
+    notes = backend.spans[0].annotations
+    assert [note.value for note in notes] == [
+        "cache miss",
+        "event=retry attempt=2",
+        "payload=x",
+        "legacy",
+    ]
+    assert notes[0].timestamp - notes[2].timestamp > 900_000  # logged with a past timestamp
 
 
 def test_exception_in_span_marks_error(ot: Tracer, backend: MemoryBackend) -> None:
@@ -226,7 +232,10 @@ def test_contextvars_scopes_are_isolated_between_tasks(backend: MemoryBackend) -
         with ot.start_active_span(name) as scope:
             await asyncio.sleep(0.01)
             with ot.start_active_span(name + "-child") as child:
-                return name, child.span.tomograph_span.parent_id == scope.span.tomograph_span.span_id
+                return (
+                    name,
+                    child.span.tomograph_span.parent_id == scope.span.tomograph_span.span_id,
+                )
 
     async def main() -> list[tuple[str, int | None]]:
         with ot.start_active_span("root"):

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import opentracing
 from opentracing import logs as ot_logs
 from opentracing import tags as ot_tags
-
 from tomograph.model import Endpoint, TagValue, TraceContext, coerce_kind
 from tomograph.opentracing._text import with_baggage_extra
 from tomograph.span import Span as TomographSpan
@@ -149,9 +148,9 @@ class Span(opentracing.Span):
         """Set a tag; the standard ``span.kind``, ``peer.*``, ``error`` and
         ``sampling.priority`` tags change the span itself. Returns the span."""
         span = self.tomograph_span
-        if key in _SPECIAL_TAGS:
-            if _SPECIAL_TAGS[key](self, value):
-                return self
+        special = _SPECIAL_TAGS.get(key)
+        if special is not None and special(self, value):
+            return self
         span.tag(key, tag_value(value))
         return self
 

@@ -25,9 +25,7 @@ def with_baggage_extra(context: TraceContext, baggage: Mapping[str, str] | None)
     return w3c_baggage.with_baggage(context, entries)
 
 
-def inject_text(
-    context: TraceContext, baggage: Mapping[str, str] | None, carrier: Any
-) -> None:
+def inject_text(context: TraceContext, baggage: Mapping[str, str] | None, carrier: Any) -> None:
     """Write ids (and ``baggage``, if given) as headers into ``carrier``."""
     propagation.inject(with_baggage_extra(context, baggage), carrier)
 

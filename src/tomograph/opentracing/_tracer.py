@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentracing.scope_managers import ThreadLocalScopeManager
+
 import opentracing
 from opentracing import Format, Reference, ReferenceType
 from opentracing import tags as ot_tags
-
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import SpanKind, TraceContext, coerce_kind
@@ -37,7 +38,7 @@ class Tracer(opentracing.Tracer):
     >>> memory = MemoryBackend()
     >>> ot_tracer = Tracer(tomograph.Tracer('shop', backends=[memory]))
     >>> with ot_tracer.start_active_span('checkout', tags={'items': 3}) as scope:
-    ...     scope.span.log_kv({'event': 'paid'})
+    ...     _ = scope.span.log_kv({'event': 'paid'})
     >>> [(s.name, s.tags, [n.value for n in s.annotations]) for s in memory.spans]
     [('checkout', {'items': 3}, ['paid'])]
 
@@ -50,7 +51,7 @@ class Tracer(opentracing.Tracer):
         tracer: TomographTracer | None = None,
         scope_manager: opentracing.ScopeManager | None = None,
     ) -> None:
-        super().__init__(scope_manager)
+        super().__init__(scope_manager if scope_manager is not None else ThreadLocalScopeManager())
         self._tomograph = tracer
 
     @property
@@ -254,5 +255,3 @@ def _context_of(parent: Any) -> SpanContext | None:
     if parent is None:
         return None
     raise TypeError(f"{parent!r} is not a tomograph.opentracing Span or SpanContext")
-
-

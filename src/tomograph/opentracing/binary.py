@@ -33,7 +33,14 @@ from collections.abc import Mapping
 
 from tomograph.model import TraceContext
 
-__all__ = ["MAX_BAGGAGE_BYTES", "MAX_BAGGAGE_ITEMS", "VERSION", "BinaryFormatError", "decode", "encode"]
+__all__ = [
+    "MAX_BAGGAGE_BYTES",
+    "MAX_BAGGAGE_ITEMS",
+    "VERSION",
+    "BinaryFormatError",
+    "decode",
+    "encode",
+]
 
 VERSION = 1
 MAX_BAGGAGE_ITEMS = 180
