@@ -51,6 +51,7 @@ __all__ = [
     "start",
     "start_http",
     "start_span",
+    "stats",
     "stop",
     "tag",
     "traced",
@@ -61,6 +62,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
     "start_http": "tomograph.propagation.http:start_http",
+    "stats": "tomograph.reporting.stats:stats",
 }
 
 
