@@ -34,3 +34,8 @@ need_npm() {
 }
 
 # (later sections add: statsd + graphite carbon, chromium, postgresql)
+
+# --- integrations: PostgreSQL for the SQLAlchemy tests (a private cluster per test run)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt /usr/lib/postgresql/initdb-missing postgresql
+fi

@@ -60,6 +60,10 @@ __all__ = [
 # Names whose modules are imported on first use, so `import tomograph` stays cheap and never
 # imports an integration's optional dependency.
 _LAZY: dict[str, str] = {
+    "before_execute": "tomograph.integrations.sqlalchemy:before_execute",
+    "after_execute": "tomograph.integrations.sqlalchemy:after_execute",
+    "dbapi_error": "tomograph.integrations.sqlalchemy:dbapi_error",
+    "Middleware": "tomograph.integrations.wsgi:Middleware",
     "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
     "start_http": "tomograph.propagation.http:start_http",
     "stats": "tomograph.reporting.stats:stats",

@@ -1,0 +1,145 @@
+"""What every HTTP client integration does around a request: one client span, headers injected.
+
+Client libraries are layered (requests on urllib3 on http.client), and each layer can be
+instrumented: only the outermost one records a span. A layer knows it is nested when the current
+span is the client span another layer started.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from tomograph.config import get_tracer
+from tomograph.context import CURRENT_SPAN
+from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.model import SpanKind
+from tomograph.propagation import Propagator, default_propagator
+from tomograph.span import CURRENT, Span
+from tomograph.tracer import Tracer
+
+__all__ = ["ClientCall", "begin", "safe_url"]
+
+#: Query parameters whose values are replaced by ``REDACTED`` in ``http.url`` (signed URLs).
+SENSITIVE_QUERY_KEYS = frozenset(
+    {
+        "awsaccesskeyid",
+        "signature",
+        "sig",
+        "x-goog-signature",
+        "x-amz-signature",
+        "token",
+        "access_token",
+        "api_key",
+        "apikey",
+        "password",
+        "secret",
+        "client_secret",
+    }
+)
+
+_active_client_span: ContextVar[Span | None] = ContextVar(
+    "tomograph_active_http_client_span", default=None
+)
+_CLIENT = SpanKind.CLIENT
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def safe_url(url: str) -> str:
+    """``url`` without credentials (``user:password@``) and with signed-URL secrets redacted.
+
+    >>> safe_url('https://bob:hunter2@api.example.com/v1?sig=abc&page=2')
+    'https://api.example.com/v1?sig=REDACTED&page=2'
+    """
+    if "@" not in url and "?" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = parts.query
+    if query:
+        pairs = []
+        for item in query.split("&"):
+            key, sep, _value = item.partition("=")
+            if sep and key.lower() in SENSITIVE_QUERY_KEYS:
+                pairs.append(f"{key}=REDACTED")
+            else:
+                pairs.append(item)
+        query = "&".join(pairs)
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class ClientCall:
+    """A client span in progress: current (so nested layers stay quiet) until :meth:`end`."""
+
+    __slots__ = ("_active_token", "_token", "span")
+
+    def __init__(self, span: Span, activate: bool = True) -> None:
+        self.span = span
+        self._token: Token[Span | None] | None = None
+        self._active_token: Token[Span | None] | None = None
+        if activate:
+            self._token = CURRENT_SPAN.set(span)
+            self._active_token = _active_client_span.set(span)
+
+    def inject(self, carrier: Any, propagator: Propagator | None = None) -> None:
+        """Write the span's context onto the outgoing request's headers."""
+        (propagator or default_propagator()).inject(self.span, carrier)
+
+    def end(self, status: int | None = None, error: BaseException | None = None) -> None:
+        """Tag the response status (4xx and 5xx are errors) or the failure, and finish."""
+        span = self.span
+        token, active = self._token, self._active_token
+        if token is not None and active is not None:
+            self._token = self._active_token = None
+            try:
+                CURRENT_SPAN.reset(token)
+                _active_client_span.reset(active)
+            except ValueError:
+                pass  # ended in another context (a callback thread): nothing to restore here
+        if error is not None:
+            span.record_exception(error)
+        if status is not None:
+            if span.sampled:
+                span.tags["http.status_code"] = status
+                if status >= 400 and "error" not in span.tags:
+                    span.tags["error"] = str(status)
+            if status >= 400:
+                span.error = True
+        span.finish()
+
+
+def begin(
+    method: str, url: str, tracer: Tracer | None = None, activate: bool = True
+) -> ClientCall | None:
+    """Start the client span for a request, or None if an outer layer already traces it.
+
+    ``activate=False`` leaves the current span alone: for APIs where the application runs
+    between sending the request and reading the response (``http.client``).
+
+    >>> call = begin('GET', 'http://127.0.0.1:8080/items')
+    >>> call.span.name, call.span.tags['http.url']
+    ('GET', 'http://127.0.0.1:8080/items')
+    >>> call.end(200)
+    """
+    current = CURRENT_SPAN.get()
+    if current is not None and current is _active_client_span.get():
+        return None
+    method = method.upper() if isinstance(method, str) else str(method)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        host = port = None
+    remote = peer_endpoint(None, host, port)
+    span = Span(tracer or get_tracer(), method, _CLIENT, None, CURRENT, None, remote)
+    if span.sampled:
+        tags = span.tags
+        tags["http.method"] = method
+        tags["http.url"] = safe_url(url)
+        if host and remote.ipv4 is None and remote.ipv6 is None:
+            tags["server.address"] = host
+    return ClientCall(span, activate)

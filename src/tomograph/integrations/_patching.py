@@ -1,0 +1,44 @@
+"""Replacing a library's methods with traced ones, and putting the originals back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["is_patched", "patch_method", "unpatch_method"]
+
+_ORIGINAL = "__tomograph_original__"
+
+
+def patch_method(owner: Any, name: str, wrap: Callable[[Any], Any]) -> bool:
+    """Replace ``owner.name`` with ``wrap(original)``; False (no change) if already patched."""
+    own = vars(owner).get(name)  # only what ``owner`` itself holds, not what it inherits
+    if own is not None and hasattr(own, _ORIGINAL):
+        return False
+    current = getattr(owner, name) if own is None or not isinstance(owner, type) else own
+    wrapper = wrap(current)
+    setattr(wrapper, _ORIGINAL, current)
+    setattr(owner, name, wrapper)
+    return True
+
+
+def unpatch_method(owner: Any, name: str) -> bool:
+    """Restore what :func:`patch_method` replaced; False if ``owner.name`` was not patched."""
+    current = vars(owner).get(name)
+    original = getattr(current, _ORIGINAL, None)
+    if original is None:
+        return False
+    if isinstance(owner, type):
+        setattr(owner, name, original)
+    else:
+        # An instance attribute shadowed the class's method: removing it restores the method.
+        try:
+            delattr(owner, name)
+        except AttributeError:
+            setattr(owner, name, original)
+    return True
+
+
+def is_patched(owner: Any, name: str) -> bool:
+    """True if ``owner`` itself holds a tomograph wrapper as ``name``."""
+    return hasattr(vars(owner).get(name), _ORIGINAL)

@@ -1,0 +1,149 @@
+"""httpx: client spans from a transport wrapper (sync and async), or by patching httpx.
+
+::
+
+    from tomograph.integrations.httpx import AsyncTracingTransport, TracingTransport
+    client = httpx.Client(transport=TracingTransport())
+    client = httpx.AsyncClient(transport=AsyncTracingTransport())
+
+    from tomograph.integrations.httpx import patch
+    patch()  # every HTTPTransport and AsyncHTTPTransport
+
+The span ends when the response headers arrive (a streamed body is read afterwards).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tomograph.integrations._http_client import begin
+from tomograph.integrations._patching import is_patched, patch_method, unpatch_method
+from tomograph.propagation import Propagator
+from tomograph.tracer import Tracer
+
+__all__ = ["AsyncTracingTransport", "TracingTransport", "patch", "patched", "unpatch"]
+
+
+class TracingTransport(httpx.BaseTransport):
+    """Wraps a transport (default: ``httpx.HTTPTransport()``) and traces each request.
+
+    >>> import httpx
+    >>> client = httpx.Client(transport=TracingTransport())
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        tracer: Tracer | None = None,
+        propagator: Propagator | None = None,
+    ) -> None:
+        self.transport = transport if transport is not None else httpx.HTTPTransport()
+        self.tracer = tracer
+        self.propagator = propagator
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        call = begin(request.method, str(request.url), self.tracer)
+        if call is None:
+            return self.transport.handle_request(request)
+        try:
+            call.inject(request.headers, self.propagator)
+            response = self.transport.handle_request(request)
+        except BaseException as error:
+            call.end(error=error)
+            raise
+        call.end(response.status_code)
+        return response
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class AsyncTracingTransport(httpx.AsyncBaseTransport):
+    """Wraps an async transport (default: ``httpx.AsyncHTTPTransport()``) and traces requests.
+
+    >>> import httpx
+    >>> client = httpx.AsyncClient(transport=AsyncTracingTransport())
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        tracer: Tracer | None = None,
+        propagator: Propagator | None = None,
+    ) -> None:
+        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self.tracer = tracer
+        self.propagator = propagator
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        call = begin(request.method, str(request.url), self.tracer)
+        if call is None:
+            return await self.transport.handle_async_request(request)
+        try:
+            call.inject(request.headers, self.propagator)
+            response = await self.transport.handle_async_request(request)
+        except BaseException as error:
+            call.end(error=error)
+            raise
+        call.end(response.status_code)
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+def _traced_sync(handle: Any) -> Any:
+    def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        call = begin(request.method, str(request.url), None)
+        if call is None:
+            return handle(self, request)  # type: ignore[no-any-return]
+        try:
+            call.inject(request.headers)
+            response: httpx.Response = handle(self, request)
+        except BaseException as error:
+            call.end(error=error)
+            raise
+        call.end(response.status_code)
+        return response
+
+    return handle_request
+
+
+def _traced_async(handle: Any) -> Any:
+    async def handle_async_request(
+        self: httpx.AsyncHTTPTransport, request: httpx.Request
+    ) -> httpx.Response:
+        call = begin(request.method, str(request.url), None)
+        if call is None:
+            return await handle(self, request)  # type: ignore[no-any-return]
+        try:
+            call.inject(request.headers)
+            response: httpx.Response = await handle(self, request)
+        except BaseException as error:
+            call.end(error=error)
+            raise
+        call.end(response.status_code)
+        return response
+
+    return handle_async_request
+
+
+def patch() -> bool:
+    """Trace every ``httpx.HTTPTransport`` and ``httpx.AsyncHTTPTransport`` request."""
+    done = patch_method(httpx.HTTPTransport, "handle_request", _traced_sync)
+    return patch_method(httpx.AsyncHTTPTransport, "handle_async_request", _traced_async) or done
+
+
+def unpatch() -> bool:
+    """Undo :func:`patch`."""
+    done = unpatch_method(httpx.HTTPTransport, "handle_request")
+    return unpatch_method(httpx.AsyncHTTPTransport, "handle_async_request") or done
+
+
+def patched() -> bool:
+    """True while :func:`patch` is in effect."""
+    return is_patched(httpx.HTTPTransport, "handle_request")

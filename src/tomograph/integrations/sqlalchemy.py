@@ -1,0 +1,528 @@
+"""SQLAlchemy 2.x: a client span (or a note on the current span) for every SQL statement.
+
+The modern way, one line per engine (also works on an ``AsyncEngine``)::
+
+    from tomograph.integrations.sqlalchemy import instrument
+    instrument(engine)
+
+The classic listeners keep working::
+
+    sqlalchemy.event.listen(engine, 'before_execute', tomograph.before_execute('my app'))
+    sqlalchemy.event.listen(engine, 'after_execute', tomograph.after_execute('my app'))
+    sqlalchemy.event.listen(engine, 'handle_error', tomograph.dbapi_error('my app'))
+
+Statements are recorded **without parameter values** (they may hold personal data) unless
+``record_parameters=True``. Error messages are cut to their first line for the same reason
+(PostgreSQL puts the offending values on the ``DETAIL`` line).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
+
+from tomograph.clock import epoch_us, monotonic_ns
+from tomograph.config import get_tracer
+from tomograph.context import CURRENT_SPAN
+from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.integrations._sql import describe_statement
+from tomograph.model import Endpoint, SpanKind, TagValue
+from tomograph.span import CURRENT, Span
+from tomograph.tracer import Tracer
+
+__all__ = [
+    "Instrumentation",
+    "StatementRecorder",
+    "after_execute",
+    "before_execute",
+    "dbapi_error",
+    "instrument",
+    "uninstrument",
+]
+
+#: Longest statement text kept on a span; longer ones are cut and end with "...".
+MAX_STATEMENT_LENGTH = 4096
+#: Longest ``db.parameters`` value (when parameters are recorded at all).
+MAX_PARAMETERS_LENGTH = 1024
+#: Statements started by ``before_execute`` and not yet finished, per context; a statement
+#: whose end is never seen (it failed before reaching the database) is dropped past this depth.
+MAX_OPEN_STATEMENTS = 32
+
+_ATTRIBUTE = "_tomograph_statement"
+_open_statements: ContextVar[tuple[_Statement, ...]] = ContextVar(
+    "tomograph_sqlalchemy_statements", default=()
+)
+
+
+class _Database:
+    """What is known about an engine's database, computed once per engine."""
+
+    __slots__ = ("remote", "tags")
+
+    def __init__(self, engine: Engine, service_name: str | None) -> None:
+        url = engine.url
+        system = engine.dialect.name
+        self.remote = peer_endpoint(service_name or system, url.host, url.port)
+        tags: dict[str, TagValue] = {"db.system": system}
+        if url.database:
+            tags["db.name"] = url.database
+        if url.host:
+            tags["server.address"] = url.host
+        if url.port:
+            tags["server.port"] = url.port
+        self.tags = tags
+
+
+class _Statement:
+    """One statement in flight: its span, or (in notes mode) where its note will go."""
+
+    __slots__ = ("parent", "span", "start_ns")
+
+    def __init__(self, span: Span | None, parent: Span | None, start_ns: int) -> None:
+        self.span = span
+        self.parent = parent
+        self.start_ns = start_ns
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return message.split("\n", 1)[0].strip()
+
+
+class StatementRecorder:
+    """Turns statements into spans or notes; shared by :func:`instrument` and the classic listeners.
+
+    ``service_name`` is the database's name in the trace (the remote endpoint; default: the
+    dialect, e.g. ``postgresql``). ``local_service_name`` reports the spans under another local
+    service (what the classic listeners' argument does). ``tracer`` defaults to the default
+    tracer at the time of each statement.
+
+    >>> import sqlalchemy
+    >>> recorder = StatementRecorder(record_parameters=False)
+    >>> recorder.as_notes
+    False
+    """
+
+    def __init__(
+        self,
+        service_name: str | None = None,
+        record_parameters: bool = False,
+        as_notes: bool = False,
+        tracer: Tracer | None = None,
+        local_service_name: str | None = None,
+    ) -> None:
+        self.service_name = service_name
+        self.record_parameters = record_parameters
+        self.as_notes = as_notes
+        self.tracer = tracer
+        self.local_endpoint = Endpoint(local_service_name) if local_service_name else None
+        self._databases: weakref.WeakKeyDictionary[Engine, _Database] = weakref.WeakKeyDictionary()
+
+    def _database(self, engine: Engine) -> _Database:
+        database = self._databases.get(engine)
+        if database is None:
+            database = self._databases[engine] = _Database(engine, self.service_name)
+        return database
+
+    # -- the three moments of a statement ----------------------------------------------------
+
+    def start(
+        self, connection: Connection, statement: str | None, parameters: Any = None
+    ) -> _Statement | None:
+        """Begin recording a statement; ``statement`` may be unknown yet (then named later)."""
+        parent = CURRENT_SPAN.get()
+        if self.as_notes:
+            if parent is None or not parent.sampled:
+                return None  # a note needs a recording span to go on
+            return _Statement(None, parent, monotonic_ns())
+        database = self._database(connection.engine)
+        tracer = self.tracer or get_tracer()
+        span = Span(
+            tracer,
+            "SQL",
+            SpanKind.CLIENT,
+            database.tags,
+            CURRENT,
+            self.local_endpoint,
+            database.remote,
+        )
+        if span.sampled:
+            if statement is not None:
+                self._describe(span, statement)
+            if self.record_parameters and parameters is not None:
+                span.tags["db.parameters"] = _cut(repr(parameters), MAX_PARAMETERS_LENGTH)
+        return _Statement(span, None, span.start_ns)
+
+    def finish(
+        self,
+        pending: _Statement,
+        statement: str | None = None,
+        row_count: int | None = None,
+        error: BaseException | None = None,
+        parameters: Any = None,
+    ) -> None:
+        """End recording: name the span if it is not named yet, tag rows and errors, finish it."""
+        span = pending.span
+        if span is None:
+            self._note(pending, statement, error)
+            return
+        if span.sampled:
+            if statement is not None and "db.statement" not in span.tags:
+                self._describe(span, statement)
+            if (
+                self.record_parameters
+                and parameters is not None
+                and "db.parameters" not in span.tags
+            ):
+                span.tags["db.parameters"] = _cut(repr(parameters), MAX_PARAMETERS_LENGTH)
+            if row_count is not None and row_count >= 0:
+                span.tags["db.row_count"] = row_count
+            if error is not None:
+                self._record_error(span, error)
+        elif error is not None:
+            span.error = True
+        span.finish()
+
+    def _describe(self, span: Span, statement: str) -> None:
+        operation, table = describe_statement(statement)
+        span.name = f"{operation} {table}" if table else operation
+        tags = span.tags
+        tags["db.statement"] = _cut(statement, MAX_STATEMENT_LENGTH)
+        tags["db.operation"] = operation
+        if table:
+            tags["db.sql.table"] = table
+
+    def _record_error(self, span: Span, error: BaseException) -> None:
+        message = str(error) if self.record_parameters else _first_line(error)
+        type_name = type(error).__qualname__
+        span.error = True
+        span.tags["error"] = message or type_name
+        span.tags["exception.type"] = type_name
+        span.annotate(f"{type_name}: {message}" if message else type_name)
+
+    def _note(
+        self, pending: _Statement, statement: str | None, error: BaseException | None
+    ) -> None:
+        parent = pending.parent
+        if parent is None or parent.end_ns:
+            return
+        text = _cut(statement or "SQL", MAX_STATEMENT_LENGTH)
+        duration = max(1, (monotonic_ns() - pending.start_ns) // 1000)
+        parent.annotate_at(text, epoch_us(pending.start_ns), duration)
+        if error is not None:
+            message = str(error) if self.record_parameters else _first_line(error)
+            parent.annotate(f"SQL error: {type(error).__qualname__}: {message}")
+
+    # -- SQLAlchemy event listeners ------------------------------------------------------------
+
+    def before_cursor_execute(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        """``before_cursor_execute`` listener: start recording the statement."""
+        pending = self.start(conn, statement, parameters)
+        if pending is not None and context is not None:
+            setattr(context, _ATTRIBUTE, pending)
+
+    def after_cursor_execute(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        """``after_cursor_execute`` listener: finish the statement with its row count."""
+        pending = _pop_from_context(context)
+        if pending is not None:
+            self.finish(pending, statement, _row_count(cursor))
+
+    def handle_error(self, exception_context: ExceptionContext) -> None:
+        """``handle_error`` listener: finish the failed statement as an error."""
+        pending = _pop_from_context(exception_context.execution_context)
+        if pending is not None:
+            self.finish(
+                pending,
+                exception_context.statement,
+                None,
+                exception_context.original_exception,
+                exception_context.parameters,
+            )
+
+
+def _row_count(source: Any) -> int | None:
+    try:
+        count = source.rowcount
+    except Exception:
+        return None  # some results cannot tell (closed cursors): the count is optional
+    return count if isinstance(count, int) else None
+
+
+def _pop_from_context(context: Any) -> _Statement | None:
+    if context is None:
+        return None
+    pending: _Statement | None = context.__dict__.pop(_ATTRIBUTE, None)
+    return pending
+
+
+def _push(pending: _Statement) -> None:
+    stack = _open_statements.get()
+    if len(stack) >= MAX_OPEN_STATEMENTS:
+        stack = stack[1:]  # the oldest never ended (a compile error before execution): drop it
+    _open_statements.set((*stack, pending))
+
+
+def _pop() -> _Statement | None:
+    stack = _open_statements.get()
+    if not stack:
+        return None
+    _open_statements.set(stack[:-1])
+    return stack[-1]
+
+
+def _fail(recorder: StatementRecorder, exception_context: ExceptionContext) -> None:
+    error = exception_context.original_exception
+    pending = _pop_from_context(exception_context.execution_context)
+    if pending is None:
+        pending = _pop()
+    if pending is not None:
+        recorder.finish(
+            pending,
+            exception_context.statement,
+            None,
+            error,
+            exception_context.parameters,
+        )
+
+
+# -- the classic listeners ---------------------------------------------------------------------
+
+_hooked_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+class ClassicListener:
+    """A listener made by :func:`before_execute`, :func:`after_execute` or :func:`dbapi_error`.
+
+    It recognises the event it is attached to from its arguments, so each works on either the
+    statement-level or the cursor-level event of SQLAlchemy 2.x (see docs/sqlalchemy.md).
+    """
+
+    __slots__ = ("__weakref__", "recorder", "role")
+
+    def __init__(self, role: str, service_name: str) -> None:
+        self.role = role
+        self.recorder = _classic_recorder(service_name)
+
+    def __call__(self, *args: Any) -> None:
+        role = self.role
+        if role == "start":
+            self._start(args)
+        elif role == "finish":
+            self._finish(args)
+        else:
+            self._error(args)
+
+    def _start(self, args: tuple[Any, ...]) -> None:
+        conn = args[0]
+        _hook_errors(conn.engine)
+        if len(args) == 6:  # before_cursor_execute(conn, cursor, statement, params, context, many)
+            pending = self.recorder.start(conn, args[2], args[3])
+            if pending is not None and args[4] is not None:
+                setattr(args[4], _ATTRIBUTE, pending)
+            return
+        # before_execute(conn, clauseelement, multiparams, params, execution_options): the SQL
+        # text is not compiled yet; the span is named when the statement ends.
+        clause = args[1]
+        pending = self.recorder.start(conn, clause if isinstance(clause, str) else None)
+        if pending is not None:
+            _push(pending)
+
+    def _finish(self, args: tuple[Any, ...]) -> None:
+        if len(args) == 6 and isinstance(args[2], str):
+            # after_cursor_execute(conn, cursor, statement, parameters, context, executemany)
+            pending = _pop_from_context(args[4]) or _pop()
+            if pending is not None:
+                self.recorder.finish(pending, args[2], _row_count(args[1]), None, args[3])
+            return
+        # after_execute(conn, clauseelement, multiparams, params, execution_options, result)
+        result = args[5]
+        context = getattr(result, "context", None)
+        pending = _pop_from_context(context) or _pop()
+        if pending is not None:
+            statement = getattr(context, "statement", None)
+            parameters = getattr(context, "parameters", None)
+            self.recorder.finish(
+                pending,
+                statement if isinstance(statement, str) else None,
+                _row_count(result),
+                None,
+                parameters,
+            )
+
+    def _error(self, args: tuple[Any, ...]) -> None:
+        if len(args) == 1:  # handle_error(exception_context)
+            _fail(self.recorder, args[0])
+            return
+        # dbapi_error(conn, cursor, statement, parameters, context, exception): SQLAlchemy < 2
+        pending = _pop_from_context(args[4]) or _pop()
+        if pending is not None:
+            self.recorder.finish(pending, args[2], None, args[5], args[3])
+
+
+_classic_recorders: dict[str, StatementRecorder] = {}
+
+
+def _classic_recorder(service_name: str) -> StatementRecorder:
+    recorder = _classic_recorders.get(service_name)
+    if recorder is None:
+        recorder = StatementRecorder(local_service_name=service_name)
+        _classic_recorders[service_name] = recorder
+    return recorder
+
+
+def _finish_failed_classic(exception_context: ExceptionContext) -> None:
+    pending = _pop_from_context(exception_context.execution_context)
+    if pending is None:
+        pending = _pop()
+    if pending is not None:
+        # The recorder only matters for naming and error detail: use the classic defaults.
+        _default_error_recorder.finish(
+            pending, exception_context.statement, None, exception_context.original_exception
+        )
+
+
+_default_error_recorder = StatementRecorder()
+
+
+def _hook_errors(engine: Engine) -> None:
+    # SQLAlchemy 2 has no dbapi_error event, so classic code that listened to it must drop that
+    # line; errors still end their span because the first classic listener hooks handle_error.
+    if engine not in _hooked_engines:
+        _hooked_engines.add(engine)
+        event.listen(engine, "handle_error", _finish_failed_classic)
+
+
+def before_execute(service_name: str) -> ClassicListener:
+    """The classic listener that starts a span for each statement.
+
+    Attach it to ``before_execute`` or ``before_cursor_execute``; spans are reported under
+    ``service_name``, as with ``tomograph.start(service_name, ...)``.
+
+    >>> import sqlalchemy, tomograph
+    >>> engine = sqlalchemy.create_engine('sqlite://')
+    >>> sqlalchemy.event.listen(engine, 'before_execute', tomograph.before_execute('my app'))
+    """
+    return ClassicListener("start", service_name)
+
+
+def after_execute(service_name: str) -> ClassicListener:
+    """The classic listener that finishes a statement's span (with its row count).
+
+    Attach it to ``after_execute`` or ``after_cursor_execute``.
+
+    >>> import sqlalchemy, tomograph
+    >>> engine = sqlalchemy.create_engine('sqlite://')
+    >>> sqlalchemy.event.listen(engine, 'after_execute', tomograph.after_execute('my app'))
+    """
+    return ClassicListener("finish", service_name)
+
+
+def dbapi_error(service_name: str) -> ClassicListener:
+    """The classic listener that finishes a failed statement's span as an error.
+
+    SQLAlchemy 2 has no ``dbapi_error`` event: attach it to ``handle_error``.
+
+    >>> import sqlalchemy, tomograph
+    >>> engine = sqlalchemy.create_engine('sqlite://')
+    >>> sqlalchemy.event.listen(engine, 'handle_error', tomograph.dbapi_error('my app'))
+    """
+    return ClassicListener("error", service_name)
+
+
+# -- the modern one-liner ------------------------------------------------------------------------
+
+
+class Instrumentation:
+    """The listeners :func:`instrument` attached to one engine; ``uninstrument()`` removes them."""
+
+    def __init__(self, engine: Engine, recorder: StatementRecorder) -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self._listeners: list[tuple[str, Callable[..., Any]]] = [
+            ("before_cursor_execute", recorder.before_cursor_execute),
+            ("after_cursor_execute", recorder.after_cursor_execute),
+            ("handle_error", recorder.handle_error),
+        ]
+        for name, listener in self._listeners:
+            event.listen(engine, name, listener)
+
+    def uninstrument(self) -> None:
+        """Stop recording this engine's statements."""
+        for name, listener in self._listeners:
+            if event.contains(self.engine, name, listener):
+                event.remove(self.engine, name, listener)
+        self._listeners = []
+        if _instrumented.get(self.engine) is self:
+            del _instrumented[self.engine]
+
+
+_instrumented: weakref.WeakKeyDictionary[Engine, Instrumentation] = weakref.WeakKeyDictionary()
+
+
+def _sync_engine(engine: Any) -> Engine:
+    sync = getattr(engine, "sync_engine", engine)  # an AsyncEngine wraps a sync one
+    if not isinstance(sync, Engine):
+        raise TypeError(f"instrument() needs a SQLAlchemy Engine or AsyncEngine, not {engine!r}")
+    return sync
+
+
+def instrument(
+    engine: Any,
+    service_name: str | None = None,
+    record_parameters: bool = False,
+    as_notes: bool = False,
+    *,
+    tracer: Tracer | None = None,
+) -> Instrumentation:
+    """Record every statement ``engine`` runs: a client span each, or a note on the current span.
+
+    ``service_name`` names the database in the trace (default: the dialect, e.g. ``sqlite``).
+    ``record_parameters=True`` also records the bound values (``db.parameters``) and whole error
+    messages. ``as_notes=True`` adds a note (the statement, with its duration) to the current
+    span instead of a span per statement. Instrumenting an engine again replaces the previous
+    settings.
+
+    >>> import sqlalchemy
+    >>> engine = sqlalchemy.create_engine('sqlite://')
+    >>> handle = instrument(engine)
+    >>> handle.uninstrument()
+    """
+    sync = _sync_engine(engine)
+    previous = _instrumented.get(sync)
+    if previous is not None:
+        previous.uninstrument()
+    recorder = StatementRecorder(service_name, record_parameters, as_notes, tracer)
+    handle = _instrumented[sync] = Instrumentation(sync, recorder)
+    return handle
+
+
+def uninstrument(engine: Any) -> None:
+    """Undo :func:`instrument` on ``engine`` (nothing happens if it was not instrumented)."""
+    handle = _instrumented.get(_sync_engine(engine))
+    if handle is not None:
+        handle.uninstrument()

@@ -1,0 +1,304 @@
+"""The WSGI middleware under real servers: wsgiref in a thread, waitress in a subprocess."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from tests.support.servers import REPO_ROOT, BackgroundProcess, free_port, wait_for_port
+from tests.support.span_files import read_spans
+from tests.support.wsgi_apps import hello_app
+
+import tomograph
+from tomograph.errors import ConfigurationError
+from tomograph.ids import format_span_id, format_trace_id
+from tomograph.integrations.wsgi import Middleware
+from tomograph.model import SpanKind
+from tomograph.reporting.memory import MemoryBackend
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Served:
+    def __init__(self, server: WSGIServer) -> None:
+        self.server = server
+        self.port = server.server_port
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", path, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def serve(memory: MemoryBackend) -> Iterator[Any]:
+    servers: list[WSGIServer] = []
+
+    def start(app: Any) -> Served:
+        server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return Served(server)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_for(memory: MemoryBackend, name: str, timeout: float = 5.0) -> tomograph.Span:
+    # wsgiref closes the body (ending the span) after the client has read the response.
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [s for s in memory.spans if s.name == name]
+        if found:
+            return found[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no span {name!r} in {memory.names()}")
+        time.sleep(0.01)
+
+
+def test_request_is_a_server_span_with_http_tags(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app, service_name="front"))
+    status, body = served.get("/hello?x=1")
+    assert (status, body) == (200, b"hello /hello")
+    span = wait_for(memory, "GET")
+    assert span.kind is SpanKind.SERVER
+    assert span.service_name == "front"
+    assert span.tags["http.method"] == "GET"
+    assert span.tags["http.path"] == "/hello"
+    assert span.tags["http.status_code"] == 200
+    assert not span.error
+    assert span.remote_endpoint is not None
+    assert span.remote_endpoint.ipv4 == "127.0.0.1"
+    assert memory.find("handler").parent_id == span.span_id
+
+
+def test_incoming_w3c_headers_are_continued(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    served.get("/", {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+    span = wait_for(memory, "GET")
+    assert format_trace_id(span.trace_id) == TRACE_ID
+    assert span.parent_id is not None
+    assert format_span_id(span.parent_id) == PARENT_ID
+
+
+def test_incoming_b3_headers_are_continued(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    served.get("/", {"X-B3-TraceId": TRACE_ID, "X-B3-SpanId": PARENT_ID, "X-B3-Sampled": "1"})
+    span = wait_for(memory, "GET")
+    assert format_trace_id(span.trace_id) == TRACE_ID
+
+
+def test_malformed_headers_start_a_new_trace(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    status, _ = served.get("/", {"traceparent": "00-zz-" + "x" * 5000, "X-B3-TraceId": "no"})
+    assert status == 200
+    span = wait_for(memory, "GET")
+    assert span.parent_id is None
+
+
+def test_unsampled_upstream_decision_is_obeyed(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    status, _ = served.get("/", {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"})
+    assert status == 200
+    time.sleep(0.1)
+    assert memory.spans == []
+
+
+def test_5xx_response_is_an_error(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    status, _ = served.get("/status/503")
+    assert status == 503
+    span = wait_for(memory, "GET")
+    assert span.error
+    assert span.tags["http.status_code"] == 503
+    assert span.tags["error"] == "503"
+
+
+def test_4xx_response_is_not_an_error(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    assert served.get("/status/404")[0] == 404
+    span = wait_for(memory, "GET")
+    assert not span.error
+
+
+def test_exception_is_recorded_and_reraised(memory: MemoryBackend) -> None:
+    app = Middleware(hello_app)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/fail", "wsgi.version": (1, 0)}
+    with pytest.raises(RuntimeError, match="application bug"):
+        app(environ, lambda status, headers, exc_info=None: None)
+    span = memory.find("GET")
+    assert span.error
+    assert span.tags["exception.type"] == "RuntimeError"
+    assert tomograph.current_span() is None
+
+
+def test_exception_under_a_real_server_gives_500_and_error_span(
+    memory: MemoryBackend, serve: Any
+) -> None:
+    served = serve(Middleware(hello_app))
+    status, _ = served.get("/fail")
+    assert status == 500  # wsgiref's own error page
+    span = wait_for(memory, "GET")
+    assert span.error
+    assert span.tags["exception.type"] == "RuntimeError"
+
+
+def test_streamed_body_is_inside_the_span_and_chunks_are_children(
+    memory: MemoryBackend, serve: Any
+) -> None:
+    served = serve(Middleware(hello_app))
+    _, body = served.get("/stream")
+    assert body == b"chunk 0\nchunk 1\nchunk 2\n"
+    span = wait_for(memory, "GET")
+    chunks = [s for s in memory.spans if s.name.startswith("chunk")]
+    assert len(chunks) == 3
+    assert {c.parent_id for c in chunks} == {span.span_id}
+    assert span.end_ns >= max(c.end_ns for c in chunks)
+
+
+def test_failure_while_streaming_marks_the_span(memory: MemoryBackend) -> None:
+    app = Middleware(hello_app)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/stream-fail", "wsgi.version": (1, 0)}
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    received = []
+    with pytest.raises(ValueError, match="stream broke"):
+        for chunk in body:
+            received.append(chunk)
+    body.close()  # type: ignore[attr-defined]
+    assert len(received) == 2
+    span = memory.find("GET")
+    assert span.error and span.finished
+
+
+def test_close_is_passed_on_and_ends_the_span(memory: MemoryBackend) -> None:
+    closed = []
+
+    class Body(list[bytes]):
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [])
+        return Body([b"x"])
+
+    body = Middleware(app)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None)
+    assert list(body) == [b"x"]
+    assert memory.spans == []  # not finished until the server closes the body
+    body.close()  # type: ignore[attr-defined]
+    assert closed == [True]
+    assert memory.names() == ["GET"]
+
+
+def test_route_set_by_the_app_names_the_span(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app))
+    served.get("/users/42")
+    span = wait_for(memory, "GET /users/{id}")
+    assert span.tags["http.route"] == "/users/{id}"
+    assert span.tags["http.path"] == "/users/42"
+
+
+def test_fixed_name_and_excluded_paths(memory: MemoryBackend, serve: Any) -> None:
+    served = serve(Middleware(hello_app, name="WSGI", excluded_paths=["/health"]))
+    served.get("/health")
+    served.get("/other")
+    wait_for(memory, "WSGI")
+    assert [s.name for s in memory.spans if s.kind is SpanKind.SERVER] == ["WSGI"]
+
+
+def test_lazy_export_is_the_middleware() -> None:
+    assert tomograph.Middleware is Middleware
+
+
+def test_factory_rejects_unknown_settings() -> None:
+    with pytest.raises(ConfigurationError, match="servce_name"):
+        Middleware.factory({}, servce_name="typo")
+
+
+# -- Paste Deploy ----------------------------------------------------------------------------
+
+PIPELINE = """\
+[pipeline:foo]
+pipeline = tomo foo bar baz
+
+[filter:tomo]
+paste.filter_factory = tomograph:Middleware.factory
+service_name = glance-registry
+
+[filter:foo]
+paste.filter_factory = tests.support.wsgi_apps:filter_factory
+label = foo
+
+[filter:bar]
+paste.filter_factory = tests.support.wsgi_apps:filter_factory
+label = bar
+
+[app:baz]
+paste.app_factory = tests.support.wsgi_apps:app_factory
+"""
+
+
+def test_paste_pipeline_from_an_ini_file(memory: MemoryBackend, serve: Any, tmp_path: Path) -> None:
+    from paste.deploy import loadapp
+
+    ini = tmp_path / "api-paste.ini"
+    ini.write_text(PIPELINE)
+    app = loadapp(f"config:{ini}", name="foo")
+    assert isinstance(app, Middleware)
+    served = serve(app)
+    status, body = served.get("/images", {"X-B3-TraceId": TRACE_ID, "X-B3-SpanId": PARENT_ID})
+    assert (status, body) == (200, b"foo bar baz")
+    span = wait_for(memory, "GET")
+    assert span.service_name == "glance-registry"
+    assert format_trace_id(span.trace_id) == TRACE_ID
+    assert memory.find("baz handler").parent_id == span.span_id
+
+
+# -- waitress in a subprocess --------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_waitress_subprocess_traces_requests(tmp_path: Path) -> None:
+    port, span_file = free_port(), tmp_path / "spans.jsonl"
+    argv = [sys.executable, "-m", "tests.support.wsgi_apps", str(port), str(span_file)]
+    with BackgroundProcess(argv, tmp_path / "waitress.log", cwd=REPO_ROOT) as process:
+        wait_for_port(port)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/stream", headers={"b3": f"{TRACE_ID}-{PARENT_ID}-1"})
+        response = connection.getresponse()
+        assert response.read() == b"chunk 0\nchunk 1\nchunk 2\n"
+        connection.request("GET", "/status/500")
+        assert connection.getresponse().status == 500
+        connection.close()
+        deadline = time.monotonic() + 10
+        while len([s for s in read_spans(span_file) if s.get("kind") == "SERVER"]) < 2:
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.05)
+    spans = read_spans(span_file)
+    servers = [s for s in spans if s.get("kind") == "SERVER"]
+    stream, failed = servers
+    assert stream["traceId"] == TRACE_ID
+    assert stream["parentId"] == PARENT_ID
+    assert stream["localEndpoint"] == {"serviceName": "waitress-app"}
+    assert stream["tags"]["http.status_code"] == "200"
+    assert [s["parentId"] for s in spans if s["name"].startswith("chunk")] == [stream["id"]] * 3
+    assert failed["tags"]["error"] == "500"
+    assert failed["remoteEndpoint"]["ipv4"] == "127.0.0.1"
