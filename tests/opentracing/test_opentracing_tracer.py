@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 import opentracing
-import tomograph
+import pytest
 from opentracing import Format
+
+import tomograph
 from tomograph.model import Endpoint, SpanKind
 from tomograph.opentracing import ContextVarsScopeManager, SpanContext, Tracer
 from tomograph.reporting.memory import MemoryBackend

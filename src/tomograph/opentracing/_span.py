@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import opentracing
 from opentracing import logs as ot_logs
 from opentracing import tags as ot_tags
+
+from tomograph._sampling_override import record_anyway
 from tomograph.model import Endpoint, TagValue, TraceContext, coerce_kind
 from tomograph.opentracing._text import with_baggage_extra
 from tomograph.span import Span as TomographSpan
@@ -280,12 +282,8 @@ def _set_sampling_priority(span: Span, value: Any) -> bool:
     target = span.tomograph_span
     if target.finished:
         return True
-    if priority > 0 and not target.sampled:
-        target.tags = dict(target.tags)
-        target.notes_raw = []
-        target.sampled = target.debug = True
-    elif priority > 0:
-        target.debug = True
+    if priority > 0:
+        record_anyway(target)
     elif priority == 0:
         target.sampled = False
     span._context = SpanContext(target.context, span.context._baggage, target)

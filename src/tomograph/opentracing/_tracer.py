@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentracing.scope_managers import ThreadLocalScopeManager
-
 import opentracing
 from opentracing import Format, Reference, ReferenceType
 from opentracing import tags as ot_tags
+from opentracing.scope_managers import ThreadLocalScopeManager
+
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import SpanKind, TraceContext, coerce_kind

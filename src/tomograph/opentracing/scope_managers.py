@@ -12,9 +12,9 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from typing import Any
 
+import opentracing
 from opentracing.scope_managers import ThreadLocalScopeManager
 
-import opentracing
 from tomograph.context import CURRENT_SPAN
 from tomograph.span import Span as TomographSpan
 
