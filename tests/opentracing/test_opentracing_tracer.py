@@ -279,3 +279,19 @@ def test_early_api_error_marks_span(ot: Tracer, backend: MemoryBackend) -> None:
 def test_join_trace_without_context_starts_a_trace(ot: Tracer) -> None:
     span = ot.join_trace("handle", None)
     assert span.tomograph_span.parent_id is None
+
+
+def test_propagator_chooses_the_header_formats(backend: MemoryBackend) -> None:
+    from tomograph.propagation import Propagator
+
+    ot = Tracer(tomograph.Tracer("svc", backends=[backend]), propagator=Propagator(["b3"]))
+    span = ot.start_span("op")
+    carrier: dict[str, str] = {}
+    ot.inject(span.context, Format.HTTP_HEADERS, carrier)
+    assert set(carrier) == {"x-b3-traceid", "x-b3-spanid", "x-b3-sampled"}
+    assert (
+        ot.extract(Format.HTTP_HEADERS, {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
+        is None
+    )
+    extracted = ot.extract(Format.HTTP_HEADERS, carrier)
+    assert extracted is not None and extracted.span_id == span.context.span_id

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Span", "SpanContext", "format_log_fields", "tag_value"]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_PLAIN_TAG_TYPES = frozenset((str, int, float, bool))
 _PEER_FIELDS = {
     ot_tags.PEER_SERVICE: "service_name",
     ot_tags.PEER_HOST_IPV4: "ipv4",
@@ -116,20 +117,28 @@ class Span(opentracing.Span):
     """
 
     def __init__(self, tracer: Tracer, span: TomographSpan, baggage: Mapping[str, str] | None):
+        # opentracing.Span.__init__ is not called: it would build the context eagerly, and most
+        # spans never have their context read.
+        self._tracer = tracer
+        #: The tomograph span underneath: use it with tomograph's own API.
+        self.tomograph_span = span
+        self._baggage: Mapping[str, str] = _EMPTY
+        self._context: SpanContext | None = None
         if baggage:
+            self._baggage = baggage
             # Baggage lives in the tomograph span too, so its tomograph-instrumented children
             # inherit it and tomograph's propagators send it.
             span.extra = with_baggage_extra(span.context, baggage).extra
-        super().__init__(tracer, SpanContext(span.context, baggage, span))
-        #: The tomograph span underneath: use it with tomograph's own API.
-        self.tomograph_span = span
 
     # -- the OpenTracing 2 API --------------------------------------------------------------
 
     @property
     def context(self) -> SpanContext:
         """This span's :class:`SpanContext` (ids and baggage)."""
-        context: SpanContext = self._context
+        context = self._context
+        if context is None:
+            span = self.tomograph_span
+            context = self._context = SpanContext(span.context, self._baggage, span)
         return context
 
     @property
@@ -153,19 +162,27 @@ class Span(opentracing.Span):
         special = _SPECIAL_TAGS.get(key)
         if special is not None and special(self, value):
             return self
-        span.tag(key, tag_value(value))
+        if span.sampled:
+            if value.__class__ not in _PLAIN_TAG_TYPES:
+                value = tag_value(value)
+            span.tags[key] = value
         return self
 
     def log_kv(self, key_values: Mapping[str, Any], timestamp: float | None = None) -> Span:
         """Record a log as a note; an ``error`` event with an exception marks the span failed."""
         span = self.tomograph_span
-        error = key_values.get(ot_logs.ERROR_OBJECT)
-        if key_values.get(ot_logs.EVENT) == ot_tags.ERROR and isinstance(error, BaseException):
-            span.record_exception(error)
-            return self
+        event = key_values.get(ot_logs.EVENT)
+        if event == ot_tags.ERROR:
+            error = key_values.get(ot_logs.ERROR_OBJECT)
+            if isinstance(error, BaseException):
+                span.record_exception(error)
+                return self
         if not span.sampled or not key_values:
             return self
-        value = format_log_fields(key_values)
+        if event is not None and len(key_values) == 1:
+            value = str(event)
+        else:
+            value = format_log_fields(key_values)
         if timestamp is None:
             span.annotate(value)
         else:
@@ -175,15 +192,16 @@ class Span(opentracing.Span):
     def set_baggage_item(self, key: str, value: str) -> Span:
         """Set a baggage item that travels with this span's context; returns the span."""
         span = self.tomograph_span
-        baggage = {**self.context._baggage, str(key): str(value)}
+        baggage = {**self._baggage, str(key): str(value)}
         if not span.finished:
             span.extra = with_baggage_extra(span.context, baggage).extra
-        self._context = SpanContext(span.context, baggage, span)
+        self._baggage = baggage
+        self._context = None
         return self
 
     def get_baggage_item(self, key: str) -> str | None:
         """A baggage item of this span's context, or None."""
-        return self.context._baggage.get(key)
+        return self._baggage.get(key)
 
     # -- the early OpenTracing API ----------------------------------------------------------
 
@@ -286,7 +304,7 @@ def _set_sampling_priority(span: Span, value: Any) -> bool:
         record_anyway(target)
     elif priority == 0:
         target.sampled = False
-    span._context = SpanContext(target.context, span.context._baggage, target)
+    span._context = None  # the sampling flags changed: rebuild the context when next read
     return True
 
 

@@ -16,6 +16,7 @@ from tomograph.model import SpanKind, TraceContext, coerce_kind
 from tomograph.opentracing import binary
 from tomograph.opentracing._span import Span, SpanContext
 from tomograph.opentracing._text import extract_text, inject_text
+from tomograph.propagation import Propagator
 from tomograph.span import Span as TomographSpan
 from tomograph.tracer import Tracer as TomographTracer
 
@@ -31,7 +32,10 @@ class Tracer(opentracing.Tracer):
     :func:`tomograph.configure` set up (looked up at each span, so configuring later works).
     ``scope_manager`` defaults to OpenTracing's thread-local one; pass
     :class:`~tomograph.opentracing.ContextVarsScopeManager` for asyncio code and to make
-    OpenTracing spans tomograph's current span.
+    OpenTracing spans tomograph's current span. ``propagator`` (a
+    :class:`tomograph.propagation.Propagator`, e.g. ``Propagator(['b3', 'baggage'])``) chooses
+    the header formats of ``Format.TEXT_MAP``/``HTTP_HEADERS``; tomograph's default propagator
+    otherwise.
 
     >>> import tomograph
     >>> from tomograph.reporting.memory import MemoryBackend
@@ -50,9 +54,11 @@ class Tracer(opentracing.Tracer):
         self,
         tracer: TomographTracer | None = None,
         scope_manager: opentracing.ScopeManager | None = None,
+        propagator: Propagator | None = None,
     ) -> None:
         super().__init__(scope_manager if scope_manager is not None else ThreadLocalScopeManager())
         self._tomograph = tracer
+        self.propagator = propagator
 
     @property
     def tomograph_tracer(self) -> TomographTracer:
@@ -92,40 +98,41 @@ class Tracer(opentracing.Tracer):
         ``follows_from`` reference (Zipkin has one parent per span), else the active span,
         else tomograph's current span; ``ignore_active_span=True`` skips the last two.
         """
-        parent_context = _parent_of(child_of, references)
         parent: TomographSpan | TraceContext | None
         baggage: Mapping[str, str] | None = None
-        if parent_context is not None:
-            parent = parent_context._span or parent_context.trace_context
-            baggage = parent_context._baggage
+        if child_of is not None or references:
+            parent_context = _parent_of(child_of, references)
+            if parent_context is None:
+                parent = None
+            else:
+                parent = parent_context._span or parent_context.trace_context
+                baggage = parent_context._baggage
         elif ignore_active_span:
             parent = None
         else:
-            active = self.scope_manager.active
+            active = self._scope_manager.active
             active_span = active.span if active is not None else None
-            if isinstance(active_span, Span):
+            if active_span.__class__ is Span:
                 parent = active_span.tomograph_span
-                baggage = active_span.context._baggage
+                baggage = active_span._baggage
             else:
                 parent = CURRENT_SPAN.get()
         kind: SpanKind | None = None
-        plain_tags: dict[str, Any] = {}
-        if tags:
-            for key, value in tags.items():
-                if key == ot_tags.SPAN_KIND:
-                    try:
-                        kind = coerce_kind(str(value))
-                        continue
-                    except ValueError:
-                        pass
-                plain_tags[key] = value
-        tracer = self.tomograph_tracer
-        inner = TomographSpan(tracer, operation_name or "", kind, None, parent)
+        if tags and ot_tags.SPAN_KIND in tags:
+            try:
+                kind = coerce_kind(str(tags[ot_tags.SPAN_KIND]))
+            except ValueError:
+                pass  # an unknown kind stays a plain tag
+        inner = TomographSpan(
+            self._tomograph or get_tracer(), operation_name or "", kind, None, parent
+        )
         if start_time is not None:
             inner.start(int(start_time * 1_000_000))
         span = Span(self, inner, baggage)
-        for key, value in plain_tags.items():
-            span.set_tag(key, value)
+        if tags:
+            for key, value in tags.items():
+                if key != ot_tags.SPAN_KIND or kind is None:
+                    span.set_tag(key, value)
         return span
 
     # -- propagation ------------------------------------------------------------------------
@@ -146,7 +153,7 @@ class Tracer(opentracing.Tracer):
                 raise opentracing.InvalidCarrierException(
                     f"{format} needs a dict-like carrier, not {type(carrier).__name__}"
                 )
-            inject_text(span_context.trace_context, span_context._baggage, carrier)
+            inject_text(span_context.trace_context, span_context._baggage, carrier, self.propagator)
         elif format == Format.BINARY:
             if not isinstance(carrier, bytearray):
                 raise opentracing.InvalidCarrierException(
@@ -168,7 +175,7 @@ class Tracer(opentracing.Tracer):
                 raise opentracing.InvalidCarrierException(
                     f"{format} needs a dict-like carrier, not {type(carrier).__name__}"
                 )
-            found = extract_text(carrier)
+            found = extract_text(carrier, self.propagator)
             if found is None:
                 return None
             context, baggage = found
@@ -215,14 +222,14 @@ class Tracer(opentracing.Tracer):
         ``ids`` holds the propagation headers without baggage; ``attributes`` the baggage.
         """
         ids: dict[str, str] = {}
-        inject_text(trace_context.trace_context, None, ids)
+        inject_text(trace_context.trace_context, None, ids, self.propagator)
         return ids, trace_context.baggage
 
     def trace_context_from_text(
         self, trace_context_id: Mapping[str, str], trace_attributes: Mapping[str, str] | None
     ) -> SpanContext | None:
         """The context :meth:`trace_context_to_text` wrote (early OpenTracing API)."""
-        found = extract_text(trace_context_id)
+        found = extract_text(trace_context_id, self.propagator)
         if found is None:
             return None
         context, baggage = found
