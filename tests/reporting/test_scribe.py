@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("thriftpy2")
 
@@ -16,7 +18,12 @@ from support.scribe_server import ZIPKIN_CORE, ScribeServer, load_zipkin_core
 from support.servers import free_port
 from tomograph import config
 from tomograph.errors import ConfigurationError
-from tomograph.reporting.scribe import ScribeBackend, ScribeSender, encode_log_call
+from tomograph.reporting.scribe import (
+    ScribeBackend,
+    ScribeSender,
+    _parse_log_reply,
+    encode_log_call,
+)
 from tomograph.reporting.transport import SendError
 
 pytestmark = pytest.mark.integration
@@ -189,3 +196,19 @@ def test_scribe_url_configures_the_backend() -> None:
             tomograph.configure(backends=["scribe://127.0.0.1:9410?encoding=json"], environ={})
     finally:
         config.reset()
+
+
+@given(st.binary(max_size=64))
+def test_any_reply_bytes_parse_to_a_code_or_a_description(reply: bytes) -> None:
+    result = _parse_log_reply(reply)
+    assert isinstance(result, int | str)
+
+
+def test_ok_and_try_later_replies_parse() -> None:
+    def reply(code: int) -> bytes:
+        header = (0x80010000 | 2).to_bytes(4, "big") + (3).to_bytes(4, "big") + b"Log"
+        return header + bytes(4) + b"\x08\x00\x00" + code.to_bytes(4, "big") + b"\x00"
+
+    assert _parse_log_reply(reply(0)) == 0
+    assert _parse_log_reply(reply(1)) == 1
+    assert isinstance(_parse_log_reply(reply(0)[:-6]), str)

@@ -22,6 +22,7 @@ client owns them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Iterable
@@ -83,7 +84,10 @@ def _string(out: bytearray, value: bytes) -> None:
     out += value
 
 
-def _endpoint(out: bytearray, endpoint: Endpoint) -> None:
+@functools.lru_cache(maxsize=1024)
+def _endpoint_bytes(endpoint: Endpoint) -> bytes:
+    """An Endpoint struct; cached, as every annotation of a span repeats its endpoint."""
+    out = bytearray()
     ipv4 = 0
     if endpoint.ipv4:
         try:
@@ -105,32 +109,62 @@ def _endpoint(out: bytearray, endpoint: Endpoint) -> None:
             _field(out, _STRING, 4)
             _string(out, packed)
     out.append(_STOP)
+    return bytes(out)
 
 
-def _annotation(out: bytearray, timestamp: int, value: str, host: Endpoint | None) -> None:
-    _field(out, _I64, 1)
+def _header(kind: int, field_id: int) -> bytes:
+    return bytes((kind,)) + _I16_S.pack(field_id)
+
+
+# Field headers, written once: a span repeats them many times.
+_ANNOTATION_TIMESTAMP = _header(_I64, 1)
+_ANNOTATION_VALUE = _header(_STRING, 2)
+_ANNOTATION_HOST = _header(_STRUCT, 3)
+_BINARY_KEY = _header(_STRING, 1)
+_BINARY_VALUE = _header(_STRING, 2)
+_BINARY_TYPE = _header(_I32, 3)
+_BINARY_HOST = _header(_STRUCT, 4)
+_STOP_BYTE = b"\x00"
+
+
+def _annotation(out: bytearray, timestamp: int, value: str, host: bytes | None) -> None:
+    encoded = value.encode()
+    out += _ANNOTATION_TIMESTAMP
     out += _U64_S.pack(timestamp & _MASK64)
-    _field(out, _STRING, 2)
-    _string(out, value.encode())
+    out += _ANNOTATION_VALUE
+    out += _I32_S.pack(len(encoded))
+    out += encoded
     if host is not None:
-        _field(out, _STRUCT, 3)
-        _endpoint(out, host)
-    out.append(_STOP)
+        out += _ANNOTATION_HOST
+        out += host
+    out += _STOP_BYTE
 
 
 def _binary_annotation(
-    out: bytearray, key: str, value: bytes, kind: int, host: Endpoint | None
+    out: bytearray, key: str, value: bytes, kind: int, host: bytes | None
 ) -> None:
-    _field(out, _STRING, 1)
-    _string(out, key.encode())
-    _field(out, _STRING, 2)
-    _string(out, value)
-    _field(out, _I32, 3)
+    encoded = key.encode()
+    out += _BINARY_KEY
+    out += _I32_S.pack(len(encoded))
+    out += encoded
+    out += _BINARY_VALUE
+    out += _I32_S.pack(len(value))
+    out += value
+    out += _BINARY_TYPE
     out += _I32_S.pack(kind)
     if host is not None:
-        _field(out, _STRUCT, 4)
-        _endpoint(out, host)
-    out.append(_STOP)
+        out += _BINARY_HOST
+        out += host
+    out += _STOP_BYTE
+
+
+def _endpoint_of(endpoint: Endpoint | None) -> bytes | None:
+    if endpoint is None:
+        return None
+    try:
+        return _endpoint_bytes(endpoint)
+    except TypeError:  # an endpoint with unhashable parts: encode it without the cache
+        return _endpoint_bytes.__wrapped__(endpoint)
 
 
 def _tag_text(value: object) -> str:
@@ -144,7 +178,7 @@ def _tag_text(value: object) -> str:
 def encode_span(span: Span) -> bytes:
     """One finished span as a Thrift binary ``Span`` struct."""
     out = bytearray()
-    local = span.local_endpoint
+    local = _endpoint_of(span.local_endpoint)
     timestamp = span.timestamp
     duration = span.duration or 1
     trace_id = span.trace_id
@@ -173,14 +207,15 @@ def encode_span(span: Span) -> bytes:
     for when, value in annotations:
         _annotation(out, when, value, local)
 
-    binary: list[tuple[str, bytes, int, Endpoint | None]] = [
+    binary: list[tuple[str, bytes, int, bytes | None]] = [
         (key, _tag_text(value).encode(), _STRING_TYPE, local) for key, value in span.tags.items()
     ]
     if core is not None and span.remote_endpoint is not None:
-        binary.append((core[2], b"\x01", _BOOL_TYPE, span.remote_endpoint))
+        binary.append((core[2], b"\x01", _BOOL_TYPE, _endpoint_of(span.remote_endpoint)))
     if core is None and not annotations:
         # v1 has no kind-less span: a local component annotation carries the endpoint.
-        service = (local.service_name or "") if local is not None else ""
+        endpoint = span.local_endpoint
+        service = (endpoint.service_name or "") if endpoint is not None else ""
         binary.append(("lc", service.encode(), _STRING_TYPE, local))
     _field(out, _LIST, 8)
     out.append(_STRUCT)
