@@ -168,6 +168,8 @@ def test_unsampled_span_records_nothing_but_has_ids(backend: MemoryBackend) -> N
     assert not child.sampled
     assert span.annotations == []
     assert "a" not in span.tags
+    assert span.finished
+    assert span.duration is None and span.timestamp == 0  # unsampled spans are never timed
 
 
 def test_remote_parent_continues_trace(local_tracer: Tracer) -> None:

@@ -41,3 +41,24 @@ def test_clear_and_len() -> None:
 def test_rejects_nonpositive_size() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         MemoryBackend(0)
+
+
+def test_snapshot_while_other_threads_report() -> None:
+    import threading
+
+    backend = MemoryBackend(max_spans=50)
+    tracer = Tracer("svc", backends=[backend])
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            tracer.start_span("x").finish()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    try:
+        for _ in range(2000):
+            assert len(backend.spans) <= 50
+    finally:
+        stop.set()
+        thread.join()

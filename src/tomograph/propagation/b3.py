@@ -213,14 +213,30 @@ def inject(context: ContextLike, carrier: Any) -> None:
     '1'
     """
     trace_id = context.trace_id
-    set_header(
-        carrier,
-        TRACE_ID,
-        f"{trace_id:016x}" if trace_id <= 0xFFFFFFFFFFFFFFFF else f"{trace_id:032x}",
-    )
+    trace = f"{trace_id:016x}" if trace_id <= 0xFFFFFFFFFFFFFFFF else f"{trace_id:032x}"
+    parent_id = context.parent_id
+    if carrier.__class__ is dict:
+        # Written out for the common carrier; headers left from an earlier inject are removed.
+        carrier[TRACE_ID] = trace
+        carrier[SPAN_ID] = f"{context.span_id:016x}"
+        if parent_id:
+            carrier[PARENT_SPAN_ID] = f"{parent_id:016x}"
+        elif PARENT_SPAN_ID in carrier:
+            del carrier[PARENT_SPAN_ID]
+        if context.debug:
+            carrier[FLAGS] = "1"
+            carrier.pop(SAMPLED, None)
+        else:
+            carrier.pop(FLAGS, None)
+            if context.sampled is None:
+                carrier.pop(SAMPLED, None)
+            else:
+                carrier[SAMPLED] = "1" if context.sampled else "0"
+        return
+    set_header(carrier, TRACE_ID, trace)
     set_header(carrier, SPAN_ID, f"{context.span_id:016x}")
-    if context.parent_id:
-        set_header(carrier, PARENT_SPAN_ID, f"{context.parent_id:016x}")
+    if parent_id:
+        set_header(carrier, PARENT_SPAN_ID, f"{parent_id:016x}")
     if context.debug:
         set_header(carrier, FLAGS, "1")
     elif context.sampled is not None:

@@ -26,6 +26,7 @@ Baggage lives in ``TraceContext.extra['baggage']`` (and ``Span.extra``) as a tup
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote
@@ -66,6 +67,15 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 _OCTETS = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('",;\\')
 # Written unencoded: baggage octets, less "%" (an escape) and "+" (a space to some decoders).
 _SAFE = "".join(sorted(_OCTETS - set("%+")))
+_SAFE_SET = frozenset(_SAFE)
+# OWS key OWS "=" OWS value OWS [";" properties]: properties are checked on their own.
+_MEMBER = re.compile(
+    r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*"
+    r"([\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)[ \t]*(?:;(.*))?",
+    re.DOTALL,
+).fullmatch
+# A NamedTuple made without its Python-level __new__.
+_entry = tuple.__new__
 _OWS = " \t"
 
 
@@ -94,16 +104,21 @@ def _parse_properties(parts: list[str]) -> str | None:
 
 
 def _parse_member(member: str) -> BaggageEntry | None:
-    key_value, *properties = member.split(";")
-    key, equals, value = key_value.partition("=")
-    key = key.strip(_OWS)
-    value = value.strip(_OWS)
-    if not equals or not _is_token(key) or (value and not _OCTETS.issuperset(value)):
+    match = _MEMBER(member)
+    if match is None:
         return None
-    props = _parse_properties(properties) if properties else ""
-    if props is None:
-        return None
-    return BaggageEntry(key, unquote(value, errors="replace") if "%" in value else value, props)
+    key, value, properties = match.groups()
+    if properties is not None:
+        properties = _parse_properties(properties.split(";"))
+        if properties is None:
+            return None
+    if "%" in value:
+        value = unquote(value, errors="replace")
+    return _entry(BaggageEntry, (key, value, properties or ""))
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def parse_baggage(values: str | Iterable[str]) -> tuple[BaggageEntry, ...]:
@@ -118,27 +133,34 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
     if len(combined) > MAX_READ_LENGTH:
         log.debug("ignoring baggage of %d characters", len(combined))
         return ()
+    members = combined.split(",")
+    # Sizes are counted member by member only when the whole header could be over a limit.
+    small = len(members) <= MAX_MEMBERS and _size(combined) <= MAX_BYTES
     entries: dict[str, BaggageEntry] = {}
     size = count = 0
-    for raw in combined.split(","):
-        member = raw.strip(_OWS)
-        if not member:
-            continue
+    for member in members:
         entry = _parse_member(member)
         if entry is None:
-            log.debug("dropping malformed baggage member %r", member[:200])
+            if member.strip(_OWS):
+                log.debug("dropping malformed baggage member %r", member[:200])
             continue
-        size += len(member.encode()) + (1 if count else 0)
-        count += 1
-        if count > MAX_MEMBERS or size > MAX_BYTES:
-            log.debug("baggage over %d members or %d bytes: rest dropped", MAX_MEMBERS, MAX_BYTES)
-            break
+        if not small:
+            size += _size(member.strip(_OWS)) + (1 if count else 0)
+            count += 1
+            if count > MAX_MEMBERS or size > MAX_BYTES:
+                log.debug(
+                    "baggage over %d members or %d bytes: rest dropped", MAX_MEMBERS, MAX_BYTES
+                )
+                break
         entries[entry.key] = entry
     return tuple(entries.values())
 
 
 def _format_member(entry: BaggageEntry) -> str:
-    text = f"{entry.key}={quote(entry.value, safe=_SAFE)}"
+    value = entry.value
+    if not _SAFE_SET.issuperset(value):
+        value = quote(value, safe=_SAFE)
+    text = f"{entry.key}={value}"
     return f"{text};{entry.properties}" if entry.properties else text
 
 
@@ -157,7 +179,7 @@ def format_baggage(entries: Iterable[BaggageEntry]) -> str:
             log.debug("not sending baggage key %r: not an HTTP token", entry.key)
             continue
         member = _format_member(entry)
-        added = len(member.encode()) + (1 if members else 0)
+        added = _size(member) + (1 if members else 0)
         if len(members) >= MAX_MEMBERS or size + added > MAX_BYTES:
             log.debug("baggage over %d members or %d bytes: rest not sent", MAX_MEMBERS, MAX_BYTES)
             break
@@ -181,10 +203,11 @@ def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
 def inject(context: ContextLike, carrier: Any) -> None:
     """Write the baggage of ``context`` (if any) as a ``baggage`` header on ``carrier``."""
     entries = entries_of(context.extra)
-    if entries:
-        text = format_baggage(entries)
-        if text:
-            set_header(carrier, BAGGAGE, text)
+    text = format_baggage(entries) if entries else ""
+    if text:
+        set_header(carrier, BAGGAGE, text)
+    elif carrier.__class__ is dict:
+        carrier.pop(BAGGAGE, None)  # left from an earlier inject into the same headers
 
 
 def extract(carrier: Any) -> tuple[BaggageEntry, ...]:

@@ -151,7 +151,9 @@ def start_http(service_name: str, name: str, request: Any) -> Span:
         _endpoint(service_name, address, port),
         remote,
     )
-    span._classic = True
+    span._classic = True  # like tomograph.start: notes "start" now, "stop" when finished
+    if span.sampled:
+        span.notes_raw.append((span.start_ns, "start", None))
     if context is None:
         entries = propagator.extract_baggage(reader)
         if entries:

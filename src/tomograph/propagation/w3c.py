@@ -34,7 +34,7 @@ other tracer changed traceparent on the way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tomograph.ids import parse_hex_id
@@ -67,12 +67,39 @@ MAX_TRACESTATE_LENGTH = 32 * 512 + 31
 #: Above this many characters, outgoing tracestate is trimmed as W3C suggests.
 TRIM_TRACESTATE_LENGTH = 512
 
-_HEX = frozenset("0123456789abcdef")
+# Version, trace id, parent id, flags, and (future versions only) more after a "-".
+_TRACEPARENT = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL
+).fullmatch
+# Flags whose low bit (sampled) is set, by their second hex digit.
+_ODD = frozenset("13579bdf")
+# OWS key "=" value OWS, capturing key and value.
 _MEMBER = re.compile(
-    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
-    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
-)
+    r"[ \t]*([a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])[ \t]*"
+).fullmatch
 _STATES = {"1": (True, False), "0": (False, False), "d": (True, True)}
+
+
+def _traceparent_fields(value: str) -> tuple[int, int, bool] | None:
+    """(trace id, parent id, sampled) of a traceparent value, or None if it is invalid."""
+    match = _TRACEPARENT(value)
+    if match is None:
+        value = value.strip(" \t")
+        match = _TRACEPARENT(value)
+        if match is None:
+            log.debug("ignoring malformed traceparent %r", value)
+            return None
+    version, trace_hex, span_hex, flags, rest = match.groups()
+    if version == "ff" or (rest and version == "00"):
+        log.debug("ignoring traceparent of version %s with %r after it", version, rest)
+        return None
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
+    if not trace_id or not span_id:
+        log.debug("ignoring traceparent with an all-zero id: %r", value)
+        return None
+    return trace_id, span_id, flags[1] in _ODD
 
 
 def parse_traceparent(value: str) -> TraceContext | None:
@@ -83,27 +110,8 @@ def parse_traceparent(value: str) -> TraceContext | None:
     >>> parse_traceparent('ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01') is None
     True
     """
-    value = value.strip(" \t")
-    size = len(value)
-    version = value[:2]
-    if (
-        size < 55
-        or not _HEX.issuperset(version)
-        or version == "ff"
-        or value[2] != "-"
-        or value[35] != "-"
-        or value[52] != "-"
-        or (size > 55 and (version == "00" or value[55] != "-"))
-    ):
-        log.debug("ignoring malformed traceparent %r", value)
-        return None
-    flags = value[53:55]
-    trace_id = parse_hex_id(value[3:35], (32,))
-    span_id = parse_hex_id(value[36:52], (16,))
-    if trace_id is None or span_id is None or not _HEX.issuperset(flags):
-        log.debug("ignoring traceparent with invalid ids or flags: %r", value)
-        return None
-    return TraceContext(trace_id, span_id, sampled=bool(int(flags, 16) & 1))
+    fields = _traceparent_fields(value)
+    return None if fields is None else TraceContext(fields[0], fields[1], None, fields[2])
 
 
 def format_traceparent(context: ContextLike) -> str:
@@ -129,20 +137,17 @@ def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...]
         log.debug("ignoring tracestate of %d characters", len(combined))
         return None
     members: list[tuple[str, str]] = []
-    keys: set[str] = set()
     for raw in combined.split(","):
-        member = raw.strip(" \t")
-        if not member:
+        match = _MEMBER(raw)
+        if match is None:
+            if raw.strip(" \t"):
+                log.debug("ignoring tracestate with malformed member %r", raw[:300])
+                return None
             continue  # empty list members are allowed
-        if _MEMBER.fullmatch(member) is None:
-            log.debug("ignoring tracestate with malformed member %r", member[:300])
-            return None
-        key, _, value = member.partition("=")
-        if key in keys:
-            log.debug("ignoring tracestate with duplicated key %r", key)
-            return None
-        keys.add(key)
-        members.append((key, value))
+        members.append((match[1], match[2]))
+    if len({key for key, _ in members}) != len(members):
+        log.debug("ignoring tracestate with a duplicated key: %r", combined[:300])
+        return None
     if len(members) > MAX_MEMBERS:
         log.debug("tracestate has %d members: keeping the first %d", len(members), MAX_MEMBERS)
         del members[MAX_MEMBERS:]
@@ -198,16 +203,14 @@ def inject(context: ContextLike, carrier: Any) -> None:
     set_header(carrier, TRACESTATE, format_tracestate(members, (OWN_KEY, _own_value(context))))
 
 
-def _apply_own_member(context: TraceContext, value: str) -> TraceContext:
+def _own_member(value: str, span_id: int) -> tuple[bool, int | None] | None:
+    """(debug, parent id) from our own tracestate member, if it was written for ``span_id``."""
     fields = value.split(";")
-    if len(fields) not in (2, 3) or parse_hex_id(fields[0], (16,)) != context.span_id:
-        return context  # written for another span: a tracer in between changed traceparent
+    if len(fields) not in (2, 3) or parse_hex_id(fields[0], (16,)) != span_id:
+        return None  # written for another span: a tracer in between changed traceparent
     state = _STATES.get(fields[1])
     parent_id = parse_hex_id(fields[2], (16,)) if len(fields) == 3 else None
-    debug = bool(state and state[1] and context.sampled)
-    if not debug and parent_id is None:
-        return context
-    return context.replace(debug=debug, parent_id=parent_id)
+    return bool(state and state[1]), parent_id
 
 
 def extract(carrier: Any) -> TraceContext | None:
@@ -225,35 +228,29 @@ def extract(carrier: Any) -> TraceContext | None:
     if len(values) > 1:
         log.debug("ignoring %d traceparent headers: exactly one is allowed", len(values))
         return None
-    context = parse_traceparent(values[0])
-    if context is None:
+    fields = _traceparent_fields(values[0])
+    if fields is None:
         return None
+    trace_id, span_id, sampled = fields
     states = reader.all(TRACESTATE, MAX_TRACESTATE_LENGTH)
-    if not states:
-        return context
-    members = parse_tracestate(states)
+    members = parse_tracestate(states) if states else None
     if not members:
-        return context
-    own = None
-    for key, value in members:
+        return TraceContext(trace_id, span_id, None, sampled)
+    debug = False
+    parent_id = None
+    for index, (key, value) in enumerate(members):
         if key == OWN_KEY:
-            own = value
+            own = _own_member(value, span_id)
+            if own is not None:
+                debug = own[0] and sampled
+                parent_id = own[1]
+            members = members[:index] + members[index + 1 :]
             break
-    if own is not None:
-        context = _apply_own_member(context, own)
-        members = tuple(member for member in members if member[0] != OWN_KEY)
-        if not members:
-            return context
-    return context.replace(extra={TRACESTATE: members})
-
-
-def tracestate_of(extra: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    """The other vendors' tracestate members carried in a context's ``extra``.
-
-    >>> tracestate_of({'tracestate': (('rojo', '1'),)})
-    (('rojo', '1'),)
-    """
-    if not extra:
-        return ()
-    members: tuple[tuple[str, str], ...] = extra.get(TRACESTATE, ())
-    return members
+    return TraceContext(
+        trace_id,
+        span_id,
+        parent_id,
+        sampled,
+        debug,
+        extra={TRACESTATE: members} if members else None,
+    )

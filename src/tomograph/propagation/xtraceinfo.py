@@ -6,7 +6,7 @@
     X-Trace-Info: v1;4bf92f3577b34da6a3ce929d0e0e4736;00f067aa0ba902b7;1
     X-Trace-Info: v1;463ac35c9f6413ad;a2fb4a1d1a96d312;d;0020000000000001
 
-- ``v1``: the version, ``v`` and a decimal number without leading zeros.
+- ``v1``: the version, ``v`` and a decimal number of one to three digits, no leading zero.
 - trace-id: 16 or 32 lower-case hex characters; span-id and parent-span-id: 16. All-zero ids are
   invalid.
 - flags: ``1`` sampled, ``0`` not sampled, ``d`` debug (implies sampled), or empty when the
@@ -69,10 +69,10 @@ def parse_trace_info(value: str) -> TraceContext | None:
     >>> parse_trace_info('gAN9cQAu') is None  # e.g. an old pickled value
     True
     """
-    value = value.strip(" \t")
     if len(value) > MAX_LENGTH:
         log.debug("ignoring X-Trace-Info of %d characters", len(value))
         return None
+    value = value.strip(" \t")
     fields = value.split(";")
     version = _version(fields[0])
     count = len(fields)
