@@ -39,3 +39,8 @@ need_npm() {
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt /usr/lib/postgresql/initdb-missing postgresql
 fi
+
+# statsd + Graphite carbon: the statsd backend's tests send to a real statsd daemon that flushes
+# into carbon-cache, and read the whisper files it writes.
+need_apt carbon-cache graphite-carbon
+need_npm statsd@0.9.0

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+
+# socket looks up the idna codec by name; left to a lazy import on the worker thread it can
+# fail in a forked child ("unknown encoding: idna"), so it is imported here, up front.
+import encodings.idna  # noqa: F401
 import gzip
 import http.client
 import time

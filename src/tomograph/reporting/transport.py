@@ -122,7 +122,7 @@ class BatchingTransport:
         sender: Sender,
         *,
         queue_size: int = 10_000,
-        batch_size: int = 100,
+        batch_size: int = 500,
         interval: float = 1.0,
         max_retries: int = 5,
         backoff: float = 0.1,
@@ -181,22 +181,28 @@ class BatchingTransport:
             self._report_slow(span)
 
     def _report_slow(self, span: Span) -> None:
+        # Reached once per batch (the worker is idle and ``batch_size`` spans wait), when the
+        # queue is full, and after close; never per span in normal operation.
         try:
             if self._closed:
                 next(self._dropped)
                 return
             queue = self._queue
-            if not self._wakeup.is_set() or len(queue) % self.batch_size == 0:
-                # Once per batch, not per span: notice a fork made without Python's hooks.
+            if not self._wakeup.is_set():
+                # The pid check costs a system call: here it runs once per batch, not per span.
                 if self._pid != os.getpid():
                     self._after_fork(keep_queue=True)
+                    queue = self._queue
                 self._ensure_worker()
+                if self._worker is not None:
+                    # Until the worker has taken what waits, append freely up to the bound.
+                    self._wake_at = self.queue_size
                 self._wakeup.set()
-                queue = self._queue
             if len(queue) < self.queue_size:
                 queue.append(span)
-            else:
-                next(self._dropped)
+            elif next(self._dropped) & 1023 == 0 and self._pid != os.getpid():
+                # A full queue in a child forked from C whose inherited worker flag looked busy.
+                self._after_fork(keep_queue=True)
         except Exception:  # never let the transport break the application
             next(self._dropped)
             self._log_once("report", "tomograph: queueing a span failed", exc_info=True)
@@ -221,6 +227,8 @@ class BatchingTransport:
         while True:
             wakeup.wait(self.interval)
             wakeup.clear()
+            if not self._closed:
+                self._wake_at = self.batch_size
             stop = self._stop
             try:
                 self._drain(deadline=None)

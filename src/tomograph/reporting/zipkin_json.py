@@ -32,7 +32,7 @@ from tomograph.reporting._zipkin_model import (
 from tomograph.reporting.errors import DecodeError
 
 if TYPE_CHECKING:
-    from tomograph.model import Endpoint
+    from tomograph.model import Endpoint, SpanKind
     from tomograph.span import Span
 
 __all__ = [
@@ -69,8 +69,6 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
         record["kind"] = span.kind.value
     if span.name:
         record["name"] = span.name
-    record["timestamp"] = (start_ns + EPOCH_OFFSET_NS) // 1000
-    record["duration"] = max(1, -((start_ns - span.end_ns) // 1000))
     for key, endpoint in (
         ("localEndpoint", span.local_endpoint),
         ("remoteEndpoint", span.remote_endpoint),
@@ -78,6 +76,8 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
         fields = endpoint_fields(endpoint) if endpoint is not None else None
         if fields:
             record[key] = dict(fields)
+    record["timestamp"] = (start_ns + EPOCH_OFFSET_NS) // 1000
+    record["duration"] = max(1, -((start_ns - span.end_ns) // 1000))
     if span.notes_raw:
         record["annotations"] = [
             {"timestamp": (mono + EPOCH_OFFSET_NS) // 1000, "value": value}
@@ -95,79 +95,38 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
     return record
 
 
-_endpoint_json_cache: dict[tuple[str, Endpoint], str] = {}
+#: (kind, name, local endpoint, remote endpoint) -> their JSON fields; a service reports the
+#: same few combinations over and over, so this text is built once per combination.
+_static_json: dict[tuple[Any, ...], str] = {}
 
 
-def _endpoint_json(key: str, endpoint: Endpoint) -> str:
-    """``,"localEndpoint":{...}`` for an endpoint (or ``""``), cached per endpoint."""
-    cache_key = (key, endpoint)
-    text = _endpoint_json_cache.get(cache_key)
-    if text is None:
-        fields = endpoint_fields(endpoint)
-        text = f',"{key}":{_dumps(fields)}' if fields else ""
-        if len(_endpoint_json_cache) > 4096:  # endpoints made per request: stay bounded
-            _endpoint_json_cache.clear()
-        _endpoint_json_cache[cache_key] = text
+def _static_part(
+    kind: SpanKind | None, name: str, local: Endpoint | None, remote: Endpoint | None
+) -> str:
+    text = ""
+    if kind is not None:
+        text += f',"kind":"{kind.value}"'
+    if name:
+        text += ',"name":' + _escape(name)
+    for key, endpoint in (("localEndpoint", local), ("remoteEndpoint", remote)):
+        fields = endpoint_fields(endpoint) if endpoint is not None else None
+        if fields:
+            text += f',"{key}":{_dumps(fields)}'
+    if len(_static_json) >= 4096:  # span names with ids in them: stay bounded
+        _static_json.clear()
+    _static_json[(kind, name, local, remote)] = text
     return text
 
 
 def _tag_json(value: object) -> str:
-    cls = value.__class__
-    if cls is str:
-        return _escape(value)  # type: ignore[arg-type]
     if value is True:
         return '"true"'
     if value is False:
         return '"false"'
+    cls = value.__class__
     if cls is int or cls is float:
         return f'"{value}"'
     return _escape(str(value))
-
-
-def _span_json(span: Span) -> str:
-    trace_id = span.trace_id
-    start_ns = span.start_ns
-    parent_id = span.parent_id
-    kind = span.kind
-    parts = [
-        f'{{"traceId":"{trace_id:016x}"'
-        if trace_id <= MAX_U64
-        else f'{{"traceId":"{trace_id:032x}"',
-        f',"parentId":"{parent_id:016x}"' if parent_id else "",
-        f',"id":"{span.span_id:016x}"',
-        f',"kind":"{kind.value}"' if kind is not None else "",
-        f',"name":{_escape(span.name)}' if span.name else "",
-        f',"timestamp":{(start_ns + EPOCH_OFFSET_NS) // 1000}'
-        f',"duration":{max(1, -((start_ns - span.end_ns) // 1000))}',
-    ]
-    local = span.local_endpoint
-    if local is not None:
-        parts.append(_endpoint_json("localEndpoint", local))
-    remote = span.remote_endpoint
-    if remote is not None:
-        parts.append(_endpoint_json("remoteEndpoint", remote))
-    notes = span.notes_raw
-    if notes:
-        parts.append(
-            ',"annotations":['
-            + ",".join(
-                f'{{"timestamp":{(mono + EPOCH_OFFSET_NS) // 1000},"value":{_escape(value)}}}'
-                for mono, value, _duration in notes
-            )
-            + "]"
-        )
-    tags = span.tags
-    if tags or span.error:
-        items = [f"{_escape(key)}:{_tag_json(value)}" for key, value in tags.items()]
-        if span.error and "error" not in tags:
-            items.append('"error":"true"')
-        parts.append(',"tags":{' + ",".join(items) + "}")
-    if span.debug:
-        parts.append(',"debug":true')
-    if span.shared:
-        parts.append(',"shared":true')
-    parts.append("}")
-    return "".join(parts)
 
 
 def encode_spans(spans: Iterable[Span]) -> bytes:
@@ -176,7 +135,62 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
     >>> encode_spans([])
     b'[]'
     """
-    return ("[" + ",".join([_span_json(span) for span in spans]) + "]").encode("ascii")
+    # Written out in one loop: this is the reporter's hottest code (see the module doc).
+    parts: list[str] = []
+    append = parts.append
+    offset = EPOCH_OFFSET_NS
+    static_get = _static_json.get
+    trace_hex: dict[int, str] = {}  # spans of one trace usually travel in the same batch
+    for span in spans:
+        trace_id = span.trace_id
+        tid = trace_hex.get(trace_id)
+        if tid is None:
+            tid = f"{trace_id:016x}" if trace_id <= MAX_U64 else f"{trace_id:032x}"
+            trace_hex[trace_id] = tid
+        key = (span.kind, span.name, span.local_endpoint, span.remote_endpoint)
+        static = static_get(key)
+        if static is None:
+            static = _static_part(*key)
+        parent_id = span.parent_id
+        start_ns = span.start_ns
+        duration = -((start_ns - span.end_ns) // 1000)
+        if parent_id:
+            text = f'{{"traceId":"{tid}","parentId":"{parent_id:016x}","id":"{span.span_id:016x}"'
+        else:
+            text = f'{{"traceId":"{tid}","id":"{span.span_id:016x}"'
+        text += (
+            f'{static},"timestamp":{(start_ns + offset) // 1000},'
+            f'"duration":{duration if duration > 0 else 1}'
+        )
+        notes = span.notes_raw
+        if notes:
+            text += (
+                ',"annotations":['
+                + ",".join(
+                    [
+                        f'{{"timestamp":{(mono + offset) // 1000},"value":{_escape(value)}}}'
+                        for mono, value, _duration in notes
+                    ]
+                )
+                + "]"
+            )
+        tags = span.tags
+        if tags:
+            text += ',"tags":{' + ",".join(
+                [
+                    f"{_escape(k)}:{_escape(v) if v.__class__ is str else _tag_json(v)}"
+                    for k, v in tags.items()
+                ]
+            )
+            text += ',"error":"true"}' if span.error and "error" not in tags else "}"
+        elif span.error:
+            text += ',"tags":{"error":"true"}'
+        if span.debug:
+            text += ',"debug":true'
+        if span.shared:
+            text += ',"shared":true'
+        append(text)
+    return ("[" + "},".join(parts) + "}]").encode("ascii") if parts else b"[]"
 
 
 def encode_dicts(spans: list[dict[str, Any]]) -> bytes:

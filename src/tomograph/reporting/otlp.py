@@ -1,0 +1,213 @@
+"""The OTLP/HTTP backend: spans as OpenTelemetry protobuf to a collector's ``/v1/traces``.
+
+Needs the ``otlp`` extra (``pip install 'tomograph-tracing[otlp]'``), which brings the official
+``opentelemetry-proto`` messages. URL form: ``otlp+http://host:4318`` (or ``otlp+https://``);
+parameters ``gzip=1``, ``timeout``, ``max_bytes`` and the transport's ``queue_size``,
+``batch_size``, ``interval``, ``max_retries``, ``retry_deadline``.
+
+Mapping: one ``ResourceSpans`` per service (``service.name``), scope ``tomograph``; kind None is
+``SPAN_KIND_INTERNAL``; tags become attributes with their own types (bool, int, double,
+string); notes become events; a failed span gets status ``ERROR`` with the ``error`` tag as its
+message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
+``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
+
+from tomograph.clock import EPOCH_OFFSET_NS
+from tomograph.reporting._http import DEFAULT_MAX_BYTES, HttpSender
+from tomograph.reporting._url_options import (
+    TRANSPORT_PARAMETERS,
+    parse_bool,
+    parse_number,
+    transport_options,
+)
+from tomograph.reporting.transport import BatchingTransport, TransportStats
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
+
+__all__ = ["OtlpBackend", "encode_spans"]
+
+TRACES_PATH = "/v1/traces"
+CONTENT_TYPE = "application/x-protobuf"
+SCOPE_NAME = "tomograph"
+
+_KINDS = {
+    None: OtlpSpan.SPAN_KIND_INTERNAL,
+    "CLIENT": OtlpSpan.SPAN_KIND_CLIENT,
+    "SERVER": OtlpSpan.SPAN_KIND_SERVER,
+    "PRODUCER": OtlpSpan.SPAN_KIND_PRODUCER,
+    "CONSUMER": OtlpSpan.SPAN_KIND_CONSUMER,
+}
+_INT64 = range(-(2**63), 2**63)
+
+
+def _any_value(value: object) -> AnyValue:
+    if value is True or value is False:
+        return AnyValue(bool_value=value)
+    if isinstance(value, int) and value in _INT64:
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    return AnyValue(string_value=value if isinstance(value, str) else str(value))
+
+
+def _attributes(items: Any) -> list[KeyValue]:
+    return [KeyValue(key=key, value=_any_value(value)) for key, value in items]
+
+
+def _version() -> str:
+    from tomograph import __version__
+
+    return __version__
+
+
+def _otlp_span(span: Span) -> OtlpSpan:
+    out = OtlpSpan(
+        trace_id=span.trace_id.to_bytes(16, "big"),
+        span_id=span.span_id.to_bytes(8, "big"),
+        name=span.name,
+        kind=_KINDS[span.kind.value if span.kind is not None else None],
+        start_time_unix_nano=span.start_ns + EPOCH_OFFSET_NS,
+        end_time_unix_nano=max(span.end_ns, span.start_ns + 1) + EPOCH_OFFSET_NS,
+    )
+    if span.parent_id:
+        out.parent_span_id = span.parent_id.to_bytes(8, "big")
+    extra = span.extra
+    if extra:
+        tracestate = extra.get("tracestate")
+        if isinstance(tracestate, str):
+            out.trace_state = tracestate
+    attributes: list[tuple[str, object]] = list(span.tags.items())
+    remote = span.remote_endpoint
+    if remote is not None:
+        if remote.service_name:
+            attributes.append(("peer.service", remote.service_name))
+        if remote.ipv4 or remote.ipv6:
+            attributes.append(("network.peer.address", remote.ipv4 or remote.ipv6))
+        if remote.port:
+            attributes.append(("network.peer.port", remote.port))
+    if attributes:
+        out.attributes.extend(_attributes(attributes))
+    for mono, value, duration in span.notes_raw:
+        event = out.events.add(name=value, time_unix_nano=mono + EPOCH_OFFSET_NS)
+        if duration is not None:
+            event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
+    if span.error:
+        message = span.tags.get("error")
+        out.status.CopyFrom(
+            Status(
+                code=Status.STATUS_CODE_ERROR,
+                message=message if isinstance(message, str) else "",
+            )
+        )
+    return out
+
+
+def encode_spans(spans: Sequence[Span]) -> bytes:
+    """Spans as a serialized ``ExportTraceServiceRequest``, one resource per service.
+
+    >>> encode_spans([])
+    b''
+    """
+    by_service: dict[str, ResourceSpans] = {}
+    for span in spans:
+        service = span.service_name or "unknown_service"
+        resource = by_service.get(service)
+        if resource is None:
+            resource = by_service[service] = ResourceSpans()
+            resource.resource.attributes.append(
+                KeyValue(key="service.name", value=AnyValue(string_value=service))
+            )
+            scope = resource.scope_spans.add()
+            scope.scope.name = SCOPE_NAME
+            scope.scope.version = _version()
+        resource.scope_spans[0].spans.append(_otlp_span(span))
+    request = ExportTraceServiceRequest(resource_spans=list(by_service.values()))
+    return bytes(request.SerializeToString())
+
+
+class OtlpBackend:
+    """Reports spans to an OpenTelemetry collector over OTLP/HTTP (protobuf), in batches.
+
+    >>> backend = OtlpBackend('http://127.0.0.1:4318')
+    >>> backend.endpoint
+    'http://127.0.0.1:4318/v1/traces'
+    >>> backend.close(0)
+    """
+
+    report_never_raises = True
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:4318",
+        *,
+        use_gzip: bool = False,
+        timeout: float = 10.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        headers: dict[str, str] | None = None,
+        **transport_options: Any,
+    ) -> None:
+        parts = urlsplit(url)
+        path = parts.path.rstrip("/")
+        if not path.endswith(TRACES_PATH):
+            path += TRACES_PATH
+        self.endpoint = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        sender = HttpSender(
+            f"otlp {self.endpoint}",
+            self.endpoint,
+            CONTENT_TYPE,
+            encode_spans,
+            use_gzip=use_gzip,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            headers=headers,
+        )
+        self.transport = BatchingTransport(sender, **transport_options)
+        #: Queue a finished span: the transport's own method, no extra frame per span.
+        self.report: Callable[[Span], None] = self.transport.report
+
+    @classmethod
+    def from_url(cls, url: str) -> OtlpBackend:
+        """``otlp+http://host:4318?gzip=1&timeout=5``."""
+        from tomograph.config import url_query
+
+        query = url_query(url, {"gzip", "timeout", "max_bytes", *TRANSPORT_PARAMETERS})
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower().removeprefix("otlp+")
+        if scheme not in ("http", "https"):
+            raise ValueError("use otlp+http:// or otlp+https://")
+        return cls(
+            urlunsplit((scheme, parts.netloc, parts.path, "", "")),
+            use_gzip=parse_bool("gzip", query.get("gzip", "0")),
+            timeout=parse_number("timeout", query.get("timeout", "10"), float),
+            max_bytes=parse_number(
+                "max_bytes", query.get("max_bytes", str(DEFAULT_MAX_BYTES)), int
+            ),
+            **transport_options(query),
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s until queued spans are sent (or given up on)."""
+        return self.transport.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the worker and close the connection."""
+        self.transport.close(timeout)
+
+    def stats(self) -> TransportStats:
+        """The transport's counters."""
+        return self.transport.stats()
+
+    def __repr__(self) -> str:
+        return f"OtlpBackend({self.endpoint!r})"

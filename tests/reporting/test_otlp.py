@@ -1,0 +1,135 @@
+"""The OTLP/HTTP backend against a real HTTP receiver that parses with the official classes."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.proto")
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from tomograph import ConfigurationError, Tracer, config
+from tomograph.model import Endpoint, TraceContext
+from tomograph.reporting.otlp import OtlpBackend
+
+pytestmark = pytest.mark.integration
+
+
+class OtlpReceiver:
+    """Accepts ``POST /v1/traces`` protobuf bodies and keeps the parsed requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                ok = self.path == "/v1/traces"
+                if ok:
+                    receiver.requests.append(
+                        (dict(self.headers), ExportTraceServiceRequest.FromString(body))
+                    )
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[tuple[str, OtlpSpan]]:
+        out = []
+        for _, request in self.requests:
+            for resource in request.resource_spans:
+                (service,) = [
+                    a.value.string_value
+                    for a in resource.resource.attributes
+                    if a.key == "service.name"
+                ]
+                for scope in resource.scope_spans:
+                    assert scope.scope.name == "tomograph"
+                    out.extend((service, span) for span in scope.spans)
+        return out
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    running = OtlpReceiver()
+    yield running
+    running.httpd.shutdown()
+    running.httpd.server_close()
+
+
+@pytest.mark.parametrize("query", ["", "?gzip=1"])
+def test_spans_arrive_with_otlp_semantics(receiver: OtlpReceiver, query: str) -> None:
+    backend = config.backend_from_url(f"otlp+{receiver.url}{query}")
+    tracer = Tracer("checkout", backends=[backend], trace_id_bits=64)
+    remote = TraceContext(0xABC, 0xDEF, sampled=True, extra={"tracestate": "vendor=1"})
+    with tracer.span("handle", kind="server", parent=remote, tags={"n": 3, "ok": True, "r": 0.5}):
+        with tracer.span(
+            "query", remote_endpoint=Endpoint("db", "10.0.0.5", None, 5432)
+        ) as query_span:
+            query_span.annotate("rows", 7)
+    try:
+        with tracer.span("broken", parent=None):
+            raise ValueError("bad input")
+    except ValueError:
+        pass
+    assert backend.flush(5)
+    backend.close(1)
+    headers, _ = receiver.requests[0]
+    assert headers["Content-Type"] == "application/x-protobuf"
+    spans = {span.name: (service, span) for service, span in receiver.spans()}
+    service, handle = spans["handle"]
+    assert service == "checkout"
+    assert handle.kind == OtlpSpan.SPAN_KIND_SERVER
+    assert handle.trace_id == (0xABC).to_bytes(16, "big")
+    assert handle.parent_span_id == (0xDEF).to_bytes(8, "big")
+    assert handle.trace_state == "vendor=1"
+    attributes = {a.key: a.value for a in handle.attributes}
+    assert attributes["n"].int_value == 3
+    assert attributes["ok"].bool_value is True
+    assert attributes["r"].double_value == 0.5
+    assert handle.end_time_unix_nano > handle.start_time_unix_nano > 1_600_000_000 * 10**9
+    _, query_span_out = spans["query"]
+    assert query_span_out.kind == OtlpSpan.SPAN_KIND_INTERNAL
+    assert query_span_out.parent_span_id == handle.span_id
+    assert [e.name for e in query_span_out.events] == ["rows"]
+    peer = {a.key: a.value for a in query_span_out.attributes}
+    assert peer["peer.service"].string_value == "db"
+    assert peer["network.peer.address"].string_value == "10.0.0.5"
+    assert peer["network.peer.port"].int_value == 5432
+    _, broken = spans["broken"]
+    assert broken.status.code == Status.STATUS_CODE_ERROR
+    assert broken.status.message == "bad input"
+    assert handle.status.code == Status.STATUS_CODE_UNSET
+    assert backend.stats()["sent"] == 3
+
+
+def test_bad_otlp_urls_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="unknown parameter"):
+        config.backend_from_url("otlp+http://127.0.0.1:4318?encoding=json")
+
+
+def test_endpoint_path() -> None:
+    backend = OtlpBackend("https://collector.example/otel")
+    assert backend.endpoint == "https://collector.example/otel/v1/traces"
+    backend.close(0)
