@@ -40,6 +40,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt /usr/lib/postgresql/initdb-missing postgresql
 fi
 
+# --- bench: wrk, the HTTP load generator of benchmarks/bench_wsgi.py (loopback only)
+need_apt wrk wrk
+
 # statsd + Graphite carbon: the statsd backend's tests send to a real statsd daemon that flushes
 # into carbon-cache, and read the whisper files it writes.
 need_apt carbon-cache graphite-carbon

@@ -12,6 +12,7 @@ from tests.support.servers import free_port
 
 import tomograph
 from tomograph.integrations import requests as traced_requests
+from tomograph.propagation import Propagator
 from tomograph.reporting.memory import MemoryBackend
 
 
@@ -82,3 +83,17 @@ def test_no_current_span_starts_a_new_trace(
     requests.get(recorder.url)
     (span,) = client_spans(memory)
     assert span.parent_id is None
+
+
+def test_a_failing_propagator_never_stops_the_request(
+    memory: MemoryBackend, recorder: RecordingServer
+) -> None:
+    class Broken(Propagator):
+        def inject(self, context: object, carrier: object) -> None:
+            raise TypeError("cannot write here")
+
+    session = traced_requests.instrument_session(requests.Session(), propagator=Broken())
+    assert session.get(recorder.url).status_code == 200
+    (span,) = client_spans(memory)
+    assert span.tags["http.status_code"] == 200
+    assert "traceparent" not in recorder.requests[-1].headers

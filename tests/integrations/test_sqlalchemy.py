@@ -295,3 +295,21 @@ def test_postgresql_statements_and_failure(memory: MemoryBackend, postgres_url: 
         assert "private-value" not in repr(failed.tags) + repr(failed.annotations)
     finally:
         engine.dispose()
+
+
+def test_parameter_with_a_broken_repr_does_not_break_the_query(
+    memory: MemoryBackend, sqlite_engine: sa.Engine
+) -> None:
+    import sqlite3
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    sqlite3.register_adapter(Unprintable, lambda value: 5)
+    instrument(sqlite_engine, record_parameters=True)
+    with sqlite_engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT ? + 1", (Unprintable(),)).all()
+    assert rows == [(6,)]
+    span = memory.find("SELECT")
+    assert "cannot be shown" in str(span.tags["db.parameters"])

@@ -54,7 +54,7 @@ def serve(memory: MemoryBackend) -> Iterator[Any]:
     def start(app: Any) -> Served:
         server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
         servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         return Served(server)
 
     yield start
@@ -302,3 +302,20 @@ def test_waitress_subprocess_traces_requests(tmp_path: Path) -> None:
     assert [s["parentId"] for s in spans if s["name"].startswith("chunk")] == [stream["id"]] * 3
     assert failed["tags"]["error"] == "500"
     assert failed["remoteEndpoint"]["ipv4"] == "127.0.0.1"
+
+
+def test_factory_propagation_setting_limits_the_formats_read(memory: MemoryBackend) -> None:
+    app = Middleware.factory({}, propagation="b3")(hello_app)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "HTTP_TRACEPARENT": f"00-{TRACE_ID}-{PARENT_ID}-01",
+    }
+    body = app(environ, lambda *args: None)
+    body.close()  # type: ignore[attr-defined]
+    assert memory.find("GET").parent_id is None  # traceparent is not read: only B3
+
+
+def test_factory_rejects_unknown_propagation_format() -> None:
+    with pytest.raises(ConfigurationError, match="propagation"):
+        Middleware.factory({}, propagation="smoke-signals")

@@ -7,6 +7,7 @@ span is the client span another layer started.
 
 from __future__ import annotations
 
+import logging
 from contextvars import ContextVar, Token
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -43,6 +44,7 @@ _active_client_span: ContextVar[Span | None] = ContextVar(
     "tomograph_active_http_client_span", default=None
 )
 _CLIENT = SpanKind.CLIENT
+_log = logging.getLogger("tomograph")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -86,8 +88,12 @@ class ClientCall:
             self._active_token = _active_client_span.set(span)
 
     def inject(self, carrier: Any, propagator: Propagator | None = None) -> None:
-        """Write the span's context onto the outgoing request's headers."""
-        (propagator or default_propagator()).inject(self.span, carrier)
+        """Write the span's context onto the outgoing request's headers (never raises)."""
+        try:
+            (propagator or default_propagator()).inject(self.span, carrier)
+        except Exception:
+            # The request must go out even if its headers cannot carry the trace.
+            _log.debug("tomograph: cannot inject trace headers into %r", carrier, exc_info=True)
 
     def end(self, status: int | None = None, error: BaseException | None = None) -> None:
         """Tag the response status (4xx and 5xx are errors) or the failure, and finish."""

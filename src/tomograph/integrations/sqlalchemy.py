@@ -18,6 +18,7 @@ Statements are recorded **without parameter values** (they may hold personal dat
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -93,6 +94,14 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _parameters_text(parameters: Any) -> str:
+    try:
+        text = repr(parameters)
+    except Exception:
+        text = f"<{type(parameters).__name__} that cannot be shown>"  # a broken __repr__
+    return _cut(text, MAX_PARAMETERS_LENGTH)
+
+
 def _first_line(exc: BaseException) -> str:
     message = str(exc).strip()
     return message.split("\n", 1)[0].strip()
@@ -159,7 +168,7 @@ class StatementRecorder:
             if statement is not None:
                 self._describe(span, statement)
             if self.record_parameters and parameters is not None:
-                span.tags["db.parameters"] = _cut(repr(parameters), MAX_PARAMETERS_LENGTH)
+                span.tags["db.parameters"] = _parameters_text(parameters)
         return _Statement(span, None, span.start_ns)
 
     def finish(
@@ -183,7 +192,7 @@ class StatementRecorder:
                 and parameters is not None
                 and "db.parameters" not in span.tags
             ):
-                span.tags["db.parameters"] = _cut(repr(parameters), MAX_PARAMETERS_LENGTH)
+                span.tags["db.parameters"] = _parameters_text(parameters)
             if row_count is not None and row_count >= 0:
                 span.tags["db.row_count"] = row_count
             if error is not None:
@@ -234,9 +243,12 @@ class StatementRecorder:
         executemany: bool,
     ) -> None:
         """``before_cursor_execute`` listener: start recording the statement."""
-        pending = self.start(conn, statement, parameters)
-        if pending is not None and context is not None:
-            setattr(context, _ATTRIBUTE, pending)
+        try:
+            pending = self.start(conn, statement, parameters)
+            if pending is not None and context is not None:
+                setattr(context, _ATTRIBUTE, pending)
+        except Exception:
+            _listener_failed()
 
     def after_cursor_execute(
         self,
@@ -248,21 +260,39 @@ class StatementRecorder:
         executemany: bool,
     ) -> None:
         """``after_cursor_execute`` listener: finish the statement with its row count."""
-        pending = _pop_from_context(context)
-        if pending is not None:
-            self.finish(pending, statement, _row_count(cursor))
+        try:
+            pending = _pop_from_context(context)
+            if pending is not None:
+                self.finish(pending, statement, _row_count(cursor))
+        except Exception:
+            _listener_failed()
 
     def handle_error(self, exception_context: ExceptionContext) -> None:
         """``handle_error`` listener: finish the failed statement as an error."""
-        pending = _pop_from_context(exception_context.execution_context)
-        if pending is not None:
-            self.finish(
-                pending,
-                exception_context.statement,
-                None,
-                exception_context.original_exception,
-                exception_context.parameters,
-            )
+        try:
+            pending = _pop_from_context(exception_context.execution_context)
+            if pending is not None:
+                self.finish(
+                    pending,
+                    exception_context.statement,
+                    None,
+                    exception_context.original_exception,
+                    exception_context.parameters,
+                )
+        except Exception:
+            _listener_failed()
+
+
+_log = logging.getLogger("tomograph")
+_listener_failures = 0
+
+
+def _listener_failed() -> None:
+    # Tracing must never fail a query: log (a few times), then carry on without the span.
+    global _listener_failures
+    _listener_failures += 1
+    if _listener_failures <= 3:
+        _log.exception("tomograph: recording a SQL statement failed")
 
 
 def _row_count(source: Any) -> int | None:
@@ -330,12 +360,15 @@ class ClassicListener:
 
     def __call__(self, *args: Any) -> None:
         role = self.role
-        if role == "start":
-            self._start(args)
-        elif role == "finish":
-            self._finish(args)
-        else:
-            self._error(args)
+        try:
+            if role == "start":
+                self._start(args)
+            elif role == "finish":
+                self._finish(args)
+            else:
+                self._error(args)
+        except Exception:
+            _listener_failed()
 
     def _start(self, args: tuple[Any, ...]) -> None:
         conn = args[0]
@@ -396,14 +429,17 @@ def _classic_recorder(service_name: str) -> StatementRecorder:
 
 
 def _finish_failed_classic(exception_context: ExceptionContext) -> None:
-    pending = _pop_from_context(exception_context.execution_context)
-    if pending is None:
-        pending = _pop()
-    if pending is not None:
-        # The recorder only matters for naming and error detail: use the classic defaults.
-        _default_error_recorder.finish(
-            pending, exception_context.statement, None, exception_context.original_exception
-        )
+    try:
+        pending = _pop_from_context(exception_context.execution_context)
+        if pending is None:
+            pending = _pop()
+        if pending is not None:
+            # The recorder only matters for naming and error detail: use the classic defaults.
+            _default_error_recorder.finish(
+                pending, exception_context.statement, None, exception_context.original_exception
+            )
+    except Exception:
+        _listener_failed()
 
 
 _default_error_recorder = StatementRecorder()

@@ -1,0 +1,152 @@
+"""The ASGI middleware with Starlette under a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+from tests.support.servers import free_port, wait_for_port
+
+import tomograph
+from tomograph.ids import format_span_id, format_trace_id
+from tomograph.integrations.asgi import TracingMiddleware
+from tomograph.model import SpanKind
+from tomograph.reporting.memory import MemoryBackend
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+async def user(request: Request) -> PlainTextResponse:
+    with tomograph.span("load user"):
+        await asyncio.sleep(0)
+    return PlainTextResponse(f"user {request.path_params['user_id']}")
+
+
+async def boom(request: Request) -> PlainTextResponse:
+    raise RuntimeError("handler bug")
+
+
+async def unavailable(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("down", status_code=503)
+
+
+async def stream(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for index in range(3):
+            with tomograph.span(f"chunk {index}"):
+                await asyncio.sleep(0)
+            yield f"{index}\n".encode()
+
+    return StreamingResponse(chunks())
+
+
+def make_app() -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/users/{user_id}", user),
+            Route("/boom", boom),
+            Route("/unavailable", unavailable),
+            Route("/stream", stream),
+        ]
+    )
+    app.add_middleware(TracingMiddleware, service_name="back", excluded_paths=["/health"])
+    return app
+
+
+@pytest.fixture
+def server_url(memory: MemoryBackend) -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def server_span(memory: MemoryBackend, timeout: float = 5.0) -> tomograph.Span:
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = [s for s in memory.spans if s.kind is SpanKind.SERVER]
+        if spans:
+            return spans[-1]
+        assert time.monotonic() < deadline, memory.names()
+        time.sleep(0.01)
+
+
+def test_request_span_with_route_and_continued_trace(
+    memory: MemoryBackend, server_url: str
+) -> None:
+    headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
+    response = httpx.get(f"{server_url}/users/42", headers=headers)
+    assert response.text == "user 42"
+    span = server_span(memory)
+    assert span.name == "GET /users/{user_id}"
+    assert span.service_name == "back"
+    assert format_trace_id(span.trace_id) == TRACE_ID
+    assert span.parent_id is not None and format_span_id(span.parent_id) == PARENT_ID
+    assert span.tags["http.route"] == "/users/{user_id}"
+    assert span.tags["http.path"] == "/users/42"
+    assert span.tags["http.status_code"] == 200
+    assert span.remote_endpoint is not None and span.remote_endpoint.ipv4 == "127.0.0.1"
+    assert memory.find("load user").parent_id == span.span_id
+
+
+def test_exception_is_recorded(memory: MemoryBackend, server_url: str) -> None:
+    assert httpx.get(f"{server_url}/boom").status_code == 500
+    span = server_span(memory)
+    assert span.error
+    assert span.tags["exception.type"] == "RuntimeError"
+
+
+def test_5xx_is_an_error(memory: MemoryBackend, server_url: str) -> None:
+    assert httpx.get(f"{server_url}/unavailable").status_code == 503
+    span = server_span(memory)
+    assert span.error and span.tags["http.status_code"] == 503
+
+
+def test_streamed_response_is_inside_the_span(memory: MemoryBackend, server_url: str) -> None:
+    assert httpx.get(f"{server_url}/stream").text == "0\n1\n2\n"
+    span = server_span(memory)
+    chunks = [s for s in memory.spans if s.name.startswith("chunk")]
+    assert [c.parent_id for c in chunks] == [span.span_id] * 3
+    assert span.end_ns >= max(c.end_ns for c in chunks)
+
+
+def test_excluded_path_and_unknown_route_are_not_traced_or_untemplated(
+    memory: MemoryBackend, server_url: str
+) -> None:
+    assert httpx.get(f"{server_url}/health").status_code == 404
+    assert httpx.get(f"{server_url}/nowhere").status_code == 404
+    span = server_span(memory)
+    assert span.name == "GET"
+    assert span.tags["http.path"] == "/nowhere"
+    assert len([s for s in memory.spans if s.kind is SpanKind.SERVER]) == 1
+
+
+def test_lifespan_and_websocket_scopes_pass_through() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    async def run() -> None:
+        middleware = TracingMiddleware(app)
+        for kind in ("lifespan", "websocket"):
+            await middleware({"type": kind}, None, None)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    assert seen == ["lifespan", "websocket"]
