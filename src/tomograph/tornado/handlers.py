@@ -87,8 +87,14 @@ class RequestTracker(web.RequestHandler):
     async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
         # Tornado runs each request in a task of its own: making the span current here makes
         # it current for prepare(), the handler method and on_finish() alike.
-        CURRENT_SPAN.set(self.divak_span)
-        await super()._execute(transforms, *args, **kwargs)
+        token = CURRENT_SPAN.set(self.divak_span)
+        try:
+            await super()._execute(transforms, *args, **kwargs)
+        finally:
+            try:
+                CURRENT_SPAN.reset(token)
+            except ValueError:
+                pass  # finished in another context: nothing of ours is current there
 
     def set_divak_name(self, name: str) -> None:
         """Name the request's span (e.g. after the operation the handler implements)."""
