@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("eventlet")
-
 from support.servers import REPO_ROOT
 from support.zipkin_server import RecordingZipkinServer
 
@@ -162,7 +160,6 @@ def test_sampling_rate_zero_records_nothing_and_tells_downstream() -> None:
 
 
 def test_legacy_scribe_backend_under_eventlet(tmp_path: Path) -> None:
-    pytest.importorskip("thriftpy2")
     from support.scribe_server import ZIPKIN_CORE, ScribeServer, load_zipkin_core
 
     if not ZIPKIN_CORE.exists():

@@ -7,9 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-
-pytest.importorskip("opentracing")
-
 from opentracing.harness.api_check import APICompatibilityCheckMixin
 from opentracing.harness.scope_check import ScopeCompatibilityCheckMixin
 

@@ -11,8 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-pytest.importorskip("thriftpy2")
-
 import tomograph
 from support.scribe_server import ZIPKIN_CORE, ScribeServer, load_zipkin_core
 from support.servers import free_port

@@ -124,7 +124,6 @@ def test_flipped_bytes_never_raise_anything_else(spec: dict[str, Any], data: st.
 
 @pytest.fixture(scope="module")
 def zipkin_core() -> Any:
-    pytest.importorskip("thriftpy2")
     if not ZIPKIN_CORE.exists():
         pytest.fail(
             f"{ZIPKIN_CORE} is missing: the shared specs folder must sit beside the checkout"

@@ -13,9 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-pytest.importorskip("tornado")
-
 from tornado import gen, httpclient, web
 
 from support.servers import free_port

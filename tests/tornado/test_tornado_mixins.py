@@ -9,9 +9,6 @@ import uuid
 from typing import Any
 
 import pytest
-
-pytest.importorskip("tornado")
-
 from tornado import httpclient, web
 
 from support.servers import free_port
