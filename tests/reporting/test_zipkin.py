@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import tomograph
+from support.servers import REPO_ROOT
 from support.zipkin_server import RecordingZipkinServer, validate_list_of_spans
 from tomograph import ConfigurationError, Tracer, config
 from tomograph.model import Endpoint
@@ -81,6 +87,77 @@ def test_large_batches_are_split_to_fit_max_bytes() -> None:
         backend.close(1)
     assert len(server.requests) > 1
     assert all(request["size"] <= 2000 for request in server.requests)
+
+
+def test_connections_are_kept_alive_between_batches() -> None:
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, batch_size=10, interval=0.05)
+        tracer = Tracer("svc", backends=[backend])
+        for _ in range(5):
+            for _ in range(10):
+                with tracer.span("op"):
+                    pass
+            assert backend.flush(5)
+        backend.close(1)
+    assert len(server.requests) >= 5
+    assert len({request["port"] for request in server.requests}) == 1
+
+
+EXIT_SCRIPT = """
+import sys
+import tomograph
+from tomograph.reporting.zipkin import ZipkinBackend
+
+tomograph.configure(service="leaving", backends=[sys.argv[1]], environ={})
+other = tomograph.Tracer("other", backends=[ZipkinBackend(sys.argv[2], interval=60)])
+for _ in range(20):
+    with tomograph.span("default tracer"):
+        pass
+    with other.span("own tracer"):
+        pass
+"""
+
+
+def test_spans_still_queued_at_exit_are_delivered(tmp_path: Path) -> None:
+    script = tmp_path / "leaving.py"
+    script.write_text(EXIT_SCRIPT)
+    with RecordingZipkinServer() as server:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, str(script), f"zipkin+{server.url}?interval=60", server.url],
+            check=True,
+            env=env,
+            timeout=60,
+        )
+        print(f"\nexit with 40 queued spans took {time.monotonic() - started:.2f} s")
+        spans = server.wait_for(40)
+    names = [span["name"] for span in spans]
+    assert names.count("default tracer") == 20
+    assert names.count("own tracer") == 20
+
+
+def test_exit_flush_is_bounded_when_the_collector_hangs(tmp_path: Path) -> None:
+    script = tmp_path / "leaving.py"
+    script.write_text(EXIT_SCRIPT)
+    with RecordingZipkinServer() as server:
+        server.faults.extend([("sleep", 30.0)] * 4)
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+        started = time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                f"zipkin+{server.url}?interval=60&timeout=20",
+                server.url,
+            ],
+            check=True,
+            env=env,
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    print(f"\nexit against a hanging collector took {elapsed:.2f} s")
+    assert elapsed < 15  # two 2-second budgets and interpreter start-up, not the 20 s timeout
 
 
 def test_encoded_spans_validate_against_zipkin_openapi() -> None:

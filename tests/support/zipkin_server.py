@@ -88,7 +88,7 @@ class RecordingZipkinServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                status = server.accept(self.path, dict(self.headers), body)
+                status = server.accept(self.path, dict(self.headers), body, self.client_address[1])
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -104,7 +104,7 @@ class RecordingZipkinServer:
         with self.lock:
             return self.faults.popleft() if self.faults else None
 
-    def accept(self, path: str, headers: dict[str, str], body: bytes) -> int:
+    def accept(self, path: str, headers: dict[str, str], body: bytes, client_port: int = 0) -> int:
         """Validate and record one body; the HTTP status to answer."""
         try:
             if path != "/api/v2/spans":
@@ -126,7 +126,7 @@ class RecordingZipkinServer:
                 self.invalid.append(f"{type(error).__name__}: {error}")
             return 400
         with self.received:
-            self.requests.append({"headers": headers, "size": len(body)})
+            self.requests.append({"headers": headers, "size": len(body), "port": client_port})
             self.spans.extend(spans)
             self.received.notify_all()
         return 202

@@ -227,15 +227,13 @@ class BatchingTransport:
         while True:
             wakeup.wait(self.interval)
             wakeup.clear()
-            if not self._closed:
-                self._wake_at = self.batch_size
-            stop = self._stop
+            if self._stop:  # close() flushed within its budget; what is left is counted there
+                return
+            self._wake_at = self.batch_size
             try:
                 self._drain(deadline=None)
             except Exception:  # a bug in an encoder must not kill the worker
                 self._log_once("worker", "tomograph: reporting worker error", exc_info=True)
-            if stop:
-                return
 
     def _take_batch(self) -> list[Span]:
         queue = self._queue
@@ -380,10 +378,11 @@ class BatchingTransport:
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(0.5)
-        leftover = len(self._queue)
-        self._queue.clear()
-        self._taken += leftover
-        self._discarded += leftover
+        with self._changed:  # the worker takes batches under the same lock
+            leftover = len(self._queue)
+            self._queue.clear()
+            self._taken += leftover
+            self._discarded += leftover
         try:
             self.sender.close()
         except Exception:

@@ -16,7 +16,7 @@ and byte-for-byte the same output as ``json.dumps([span_to_zipkin(s) ...])``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +129,40 @@ def _tag_json(value: object) -> str:
     return _escape(str(value))
 
 
+#: span name -> (kind, local endpoint, remote endpoint, static JSON) of the last span with that
+#: name: checked by identity, which is cheaper than hashing a tuple of endpoints per span.
+_static_by_name: dict[str, tuple[Any, Any, Any, str]] = {}
+#: tag key -> its escaped JSON text and a colon.
+_tag_keys: dict[str, str] = {}
+
+
+def _tag_key(key: str) -> str:
+    if len(_tag_keys) >= 4096:
+        _tag_keys.clear()
+    text = _tag_keys[key] = _escape(key) + ":"
+    return text
+
+
+def _tags_json(tags: Mapping[str, object]) -> str:
+    tag_keys = _tag_keys
+    return ",".join(
+        [
+            (tag_keys.get(key) or _tag_key(key))
+            + (_escape(value) if value.__class__ is str else _tag_json(value))
+            for key, value in tags.items()
+        ]
+    )
+
+
+def _static_for(span: Span) -> str:
+    key = (span.kind, span.name, span.local_endpoint, span.remote_endpoint)
+    static = _static_json.get(key) or _static_part(*key)
+    if len(_static_by_name) >= 4096:
+        _static_by_name.clear()
+    _static_by_name[span.name] = (span.kind, span.local_endpoint, span.remote_endpoint, static)
+    return static
+
+
 def encode_spans(spans: Iterable[Span]) -> bytes:
     """Finished spans as a compact Zipkin v2 JSON array (the body of ``POST /api/v2/spans``).
 
@@ -139,7 +173,8 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
     parts: list[str] = []
     append = parts.append
     offset = EPOCH_OFFSET_NS
-    static_get = _static_json.get
+    by_name = _static_by_name
+    tag_keys = _tag_keys
     trace_hex: dict[int, str] = {}  # spans of one trace usually travel in the same batch
     for span in spans:
         trace_id = span.trace_id
@@ -147,21 +182,30 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
         if tid is None:
             tid = f"{trace_id:016x}" if trace_id <= MAX_U64 else f"{trace_id:032x}"
             trace_hex[trace_id] = tid
-        key = (span.kind, span.name, span.local_endpoint, span.remote_endpoint)
-        static = static_get(key)
-        if static is None:
-            static = _static_part(*key)
+        hit = by_name.get(span.name)
+        if (
+            hit is not None
+            and hit[0] is span.kind
+            and hit[1] is span.local_endpoint
+            and hit[2] is span.remote_endpoint
+        ):
+            static = hit[3]
+        else:
+            static = _static_for(span)
         parent_id = span.parent_id
         start_ns = span.start_ns
         duration = -((start_ns - span.end_ns) // 1000)
-        if parent_id:
-            text = f'{{"traceId":"{tid}","parentId":"{parent_id:016x}","id":"{span.span_id:016x}"'
-        else:
-            text = f'{{"traceId":"{tid}","id":"{span.span_id:016x}"'
-        text += (
+        timing = (
             f'{static},"timestamp":{(start_ns + offset) // 1000},'
             f'"duration":{duration if duration > 0 else 1}'
         )
+        if parent_id:
+            text = (
+                f'{{"traceId":"{tid}","parentId":"{parent_id:016x}",'
+                f'"id":"{span.span_id:016x}"{timing}'
+            )
+        else:
+            text = f'{{"traceId":"{tid}","id":"{span.span_id:016x}"{timing}'
         notes = span.notes_raw
         if notes:
             text += (
@@ -176,12 +220,15 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
             )
         tags = span.tags
         if tags:
-            text += ',"tags":{' + ",".join(
-                [
-                    f"{_escape(k)}:{_escape(v) if v.__class__ is str else _tag_json(v)}"
-                    for k, v in tags.items()
-                ]
-            )
+            if len(tags) == 1:  # the common case, without a list and a join
+                for key, value in tags.items():
+                    text += (
+                        ',"tags":{'
+                        + (tag_keys.get(key) or _tag_key(key))
+                        + (_escape(value) if value.__class__ is str else _tag_json(value))
+                    )
+            else:
+                text += ',"tags":{' + _tags_json(tags)
             text += ',"error":"true"}' if span.error and "error" not in tags else "}"
         elif span.error:
             text += ',"tags":{"error":"true"}'
