@@ -135,7 +135,10 @@ def span_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "localEndpoint": endpoint_dicts(),
         "remoteEndpoint": endpoint_dicts(),
         "annotations": st.lists(
-            st.fixed_dictionaries({"timestamp": epoch_us, "value": text}), min_size=1, max_size=3
+            st.fixed_dictionaries({"timestamp": epoch_us, "value": text}),
+            min_size=1,
+            max_size=3,
+            unique_by=lambda note: (note["timestamp"], note["value"]),  # Zipkin: a set
         ),
         "tags": st.dictionaries(text, text, min_size=1, max_size=4),
         "debug": st.just(True),

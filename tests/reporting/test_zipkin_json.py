@@ -71,6 +71,23 @@ def test_failed_span_without_error_tag_gets_one() -> None:
     assert json.loads(zipkin_json.encode_spans([span]))[0]["tags"] == {"error": "true"}
 
 
+def test_duplicate_notes_are_written_once() -> None:
+    memory = MemoryBackend()
+    span = Tracer("svc", backends=[memory]).start_span("op")
+    span.annotate_at("retry", 1_000_000)
+    span.annotate_at("retry", 1_000_000)
+    span.annotate_at("retry", 1_000_001)
+    span.finish()
+    expected = [
+        {"timestamp": 1_000_000, "value": "retry"},
+        {"timestamp": 1_000_001, "value": "retry"},
+    ]
+    assert zipkin_json.span_to_zipkin(span)["annotations"] == expected
+    assert json.loads(zipkin_json.encode_spans([span]))[0]["annotations"] == expected
+    body = json.dumps([{**VALID, "annotations": expected + expected}]).encode()
+    assert zipkin_json.decode_spans(body)[0]["annotations"] == expected
+
+
 def test_invalid_endpoint_addresses_are_left_out() -> None:
     memory = MemoryBackend()
     tracer = Tracer("svc", backends=[memory])

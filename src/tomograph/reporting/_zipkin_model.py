@@ -11,6 +11,7 @@ import functools
 import ipaddress
 from typing import Any
 
+from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.model import Endpoint
 from tomograph.reporting.errors import DecodeError
 
@@ -21,12 +22,40 @@ __all__ = [
     "normalize_endpoint",
     "normalize_ipv4",
     "normalize_ipv6",
+    "note_pairs",
     "show",
     "tag_text",
+    "unique_annotations",
 ]
 
 KINDS = ("CLIENT", "SERVER", "PRODUCER", "CONSUMER")
 MAX_U64 = (1 << 64) - 1
+
+
+def note_pairs(notes: list[tuple[int, str, int | None]]) -> list[tuple[int, str]]:
+    """Notes as (epoch µs, value) pairs, exact duplicates dropped (Zipkin's annotations are a
+    set: its API requires unique items).
+
+    >>> note_pairs([(0, 'a', None), (0, 'a', None)]) == [(EPOCH_OFFSET_NS // 1000, 'a')]
+    True
+    """
+    offset = EPOCH_OFFSET_NS
+    pairs = [((mono + offset) // 1000, value) for mono, value, _duration in notes]
+    return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
+
+
+def unique_annotations(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decoded annotations with exact duplicates dropped, first occurrence kept."""
+    if len(annotations) < 2:
+        return annotations
+    seen: set[tuple[int, str]] = set()
+    unique = []
+    for note in annotations:
+        key = (note["timestamp"], note["value"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(note)
+    return unique
 
 
 def tag_text(value: object) -> str:

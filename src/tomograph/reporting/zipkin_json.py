@@ -26,8 +26,10 @@ from tomograph.reporting._zipkin_model import (
     MAX_U64,
     endpoint_fields,
     normalize_endpoint,
+    note_pairs,
     show,
     tag_text,
+    unique_annotations,
 )
 from tomograph.reporting.errors import DecodeError
 
@@ -80,8 +82,8 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
     record["duration"] = max(1, -((start_ns - span.end_ns) // 1000))
     if span.notes_raw:
         record["annotations"] = [
-            {"timestamp": (mono + EPOCH_OFFSET_NS) // 1000, "value": value}
-            for mono, value, _duration in span.notes_raw
+            {"timestamp": timestamp, "value": value}
+            for timestamp, value in note_pairs(span.notes_raw)
         ]
     tags = {key: tag_text(value) for key, value in span.tags.items()}
     if span.error and "error" not in tags:
@@ -212,8 +214,8 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
                 ',"annotations":['
                 + ",".join(
                     [
-                        f'{{"timestamp":{(mono + offset) // 1000},"value":{_escape(value)}}}'
-                        for mono, value, _duration in notes
+                        f'{{"timestamp":{timestamp},"value":{_escape(value)}}}'
+                        for timestamp, value in note_pairs(notes)
                     ]
                 )
                 + "]"
@@ -337,7 +339,7 @@ def normalize_span(index: int, raw: object) -> dict[str, Any]:
             stamp = _uint(index, f"{where}.timestamp", note.get("timestamp"))
             notes.append({"timestamp": stamp, "value": value})
         if notes:
-            span["annotations"] = notes
+            span["annotations"] = unique_annotations(notes)
     tags = raw.get("tags")
     if tags is not None:
         if not isinstance(tags, dict):

@@ -19,7 +19,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tomograph.clock import EPOCH_OFFSET_NS
-from tomograph.reporting._zipkin_model import KINDS, MAX_U64, endpoint_fields, show, tag_text
+from tomograph.reporting._zipkin_model import (
+    KINDS,
+    MAX_U64,
+    endpoint_fields,
+    note_pairs,
+    show,
+    tag_text,
+    unique_annotations,
+)
 from tomograph.reporting.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -93,36 +101,85 @@ def _id_bytes(value: int) -> bytes:
     return value.to_bytes(8, "big") if value <= MAX_U64 else value.to_bytes(16, "big")
 
 
+#: (kind, name, local endpoint, remote endpoint) -> their encoded fields, built once each.
+_static_fields: dict[tuple[Any, ...], bytes] = {}
+#: span name -> (kind, local, remote, fields) of the last span with that name (identity check).
+_static_by_name: dict[str, tuple[Any, Any, Any, bytes]] = {}
+#: tag key -> its encoded map-entry key field.
+_tag_key_fields: dict[str, bytes] = {}
+
+
+def _static_for(span: Span) -> bytes:
+    key = (span.kind, span.name, span.local_endpoint, span.remote_endpoint)
+    fields = _static_fields.get(key)
+    if fields is None:
+        kind, name, local, remote = key
+        fields = _KIND_FIELDS[kind.value] if kind is not None else b""
+        if name:
+            fields += _field_bytes(b"\x2a", _text(name))
+        if local is not None:
+            fields += _endpoint_field(b"\x42", local)
+        if remote is not None:
+            fields += _endpoint_field(b"\x4a", remote)
+        if len(_static_fields) >= 4096:  # span names with ids in them: stay bounded
+            _static_fields.clear()
+        _static_fields[key] = fields
+    if len(_static_by_name) >= 4096:
+        _static_by_name.clear()
+    _static_by_name[span.name] = (span.kind, span.local_endpoint, span.remote_endpoint, fields)
+    return fields
+
+
+def _tag_key_field(key: str) -> bytes:
+    if len(_tag_key_fields) >= 4096:
+        _tag_key_fields.clear()
+    field = _tag_key_fields[key] = _field_bytes(b"\x0a", _text(key)) if key else b""
+    return field
+
+
 def _span_message(span: Span) -> bytes:
     trace_id = span.trace_id
     start_ns = span.start_ns
+    hit = _static_by_name.get(span.name)
+    if (
+        hit is not None
+        and hit[0] is span.kind
+        and hit[1] is span.local_endpoint
+        and hit[2] is span.remote_endpoint
+    ):
+        static = hit[3]
+    else:
+        static = _static_for(span)
+    duration = -((start_ns - span.end_ns) // 1000)
     parts = [
         b"\x0a\x08" + trace_id.to_bytes(8, "big")
         if trace_id <= MAX_U64
-        else b"\x0a\x10" + trace_id.to_bytes(16, "big")
+        else b"\x0a\x10" + trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + span.parent_id.to_bytes(8, "big") if span.parent_id else b"",
+        b"\x1a\x08" + span.span_id.to_bytes(8, "big"),
+        static,
+        b"\x31" + _pack_fixed64((start_ns + EPOCH_OFFSET_NS) // 1000),
+        b"\x38" + (_SMALL[duration] if 0 < duration < 128 else _varint(max(1, duration))),
     ]
-    if span.parent_id:
-        parts.append(b"\x12\x08" + span.parent_id.to_bytes(8, "big"))
-    parts.append(b"\x1a\x08" + span.span_id.to_bytes(8, "big"))
-    if span.kind is not None:
-        parts.append(_KIND_FIELDS[span.kind.value])
-    if span.name:
-        parts.append(_field_bytes(b"\x2a", _text(span.name)))
-    parts.append(b"\x31" + _pack_fixed64((start_ns + EPOCH_OFFSET_NS) // 1000))
-    parts.append(b"\x38" + _varint(max(1, -((start_ns - span.end_ns) // 1000))))
-    if span.local_endpoint is not None:
-        parts.append(_endpoint_field(b"\x42", span.local_endpoint))
-    if span.remote_endpoint is not None:
-        parts.append(_endpoint_field(b"\x4a", span.remote_endpoint))
-    for mono, value, _duration in span.notes_raw:
-        note = b"\x09" + _pack_fixed64((mono + EPOCH_OFFSET_NS) // 1000)
+    for timestamp, value in note_pairs(span.notes_raw) if span.notes_raw else ():
+        note = b"\x09" + _pack_fixed64(timestamp)
         if value:
             note += _field_bytes(b"\x12", _text(value))
         parts.append(_field_bytes(b"\x52", note))
     tags = span.tags
-    for key, tag_value in tags.items():
-        parts.append(_tag_entry(key, tag_text(tag_value)))
-    if span.error and "error" not in tags:
+    if tags:
+        key_fields = _tag_key_fields
+        for key, tag_value in tags.items():
+            entry = key_fields.get(key)
+            if entry is None:
+                entry = _tag_key_field(key)
+            text = tag_text(tag_value)
+            if text:
+                entry += _field_bytes(b"\x12", _text(text))
+            parts.append(b"\x5a" + _length(len(entry)) + entry)
+        if span.error and "error" not in tags:
+            parts.append(_tag_entry("error", "true"))
+    elif span.error:
         parts.append(_tag_entry("error", "true"))
     if span.debug:
         parts.append(b"\x60\x01")
@@ -166,13 +223,14 @@ def _dict_message(span: dict[str, Any]) -> bytes:
         parts.append(_KIND_FIELDS[span["kind"]])
     if span.get("name"):
         parts.append(_field_bytes(b"\x2a", _text(span["name"])))
+    # Endpoints before the times, as encode_spans writes them (any order is valid protobuf).
+    for tag, key in ((b"\x42", "localEndpoint"), (b"\x4a", "remoteEndpoint")):
+        if span.get(key):
+            parts.append(_field_bytes(tag, _endpoint_message(span[key])))
     if span.get("timestamp"):
         parts.append(b"\x31" + _pack_fixed64(span["timestamp"]))
     if span.get("duration"):
         parts.append(b"\x38" + _varint(span["duration"]))
-    for tag, key in ((b"\x42", "localEndpoint"), (b"\x4a", "remoteEndpoint")):
-        if span.get(key):
-            parts.append(_field_bytes(tag, _endpoint_message(span[key])))
     for annotation in span.get("annotations") or ():
         note = b"\x09" + _pack_fixed64(annotation["timestamp"])
         if annotation["value"]:
@@ -434,7 +492,7 @@ def _normalize(
         if value:
             span[key] = value
     if annotations:
-        span["annotations"] = annotations
+        span["annotations"] = unique_annotations(annotations)
     if tags:
         span["tags"] = tags
     for key in ("debug", "shared"):
