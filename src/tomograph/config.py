@@ -62,6 +62,7 @@ BACKEND_SCHEMES: dict[str, str] = {
     "statsd": "tomograph.reporting.statsd:StatsdBackend.from_url",
     "otlp+http": "tomograph.reporting.otlp:OtlpBackend.from_url",
     "otlp+https": "tomograph.reporting.otlp:OtlpBackend.from_url",
+    "scribe": "tomograph.reporting.scribe:ScribeBackend.from_url",
 }
 
 #: How long the exit hook waits for backends to deliver what they hold.

@@ -1,0 +1,403 @@
+"""Zipkin v1 spans in Thrift's binary protocol: what Zipkin took through Scribe and Kafka.
+
+A span becomes the v1 ``Span`` struct of Zipkin's ``zipkinCore.thrift``: the kind turns into
+the classic core annotations (``cs``/``cr`` for a client, ``sr``/``ss`` for a server, ``ms``/
+``mr`` for messaging), tags into string binary annotations, the remote endpoint into an address
+annotation (``sa``, ``ca`` or ``ma``), a local span without notes into an ``lc`` annotation,
+and a 128-bit trace id into ``trace_id`` (low 64 bits) plus ``trace_id_high``. A shared server
+span (one that joined its client's span id) reports no ``timestamp``/``duration``: in v1 the
+client owns them.
+
+:func:`decode_span` reads the same bytes back (bounds-checked, for tests and tools):
+
+>>> import tomograph
+>>> from tomograph.reporting.memory import MemoryBackend
+>>> memory = MemoryBackend()
+>>> with tomograph.Tracer('shop', backends=[memory]).span('charge', kind='client') as s:
+...     s.tag('amount', 12)
+>>> span = decode_span(encode_span(memory.spans[0]))
+>>> [a['value'] for a in span['annotations']], span['binary_annotations'][0]['key']
+(['cs', 'cr'], 'amount')
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import struct
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from tomograph.model import Endpoint, SpanKind
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
+
+__all__ = [
+    "ANNOTATION_TYPES",
+    "ThriftDecodeError",
+    "decode_span",
+    "encode_span",
+    "encode_spans",
+]
+
+# Thrift binary protocol type ids.
+_STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32, _I64, _STRING, _STRUCT, _MAP, _SET, _LIST = (
+    0, 2, 3, 4, 6, 8, 10, 11, 12, 13, 14, 15,
+)  # fmt: skip
+
+#: Zipkin's ``AnnotationType`` enum.
+ANNOTATION_TYPES = {"BOOL": 0, "BYTES": 1, "I16": 2, "I32": 3, "I64": 4, "DOUBLE": 5, "STRING": 6}
+_STRING_TYPE = ANNOTATION_TYPES["STRING"]
+_BOOL_TYPE = ANNOTATION_TYPES["BOOL"]
+
+_MASK64 = (1 << 64) - 1
+_CORE = {
+    SpanKind.CLIENT: ("cs", "cr", "sa"),
+    SpanKind.SERVER: ("sr", "ss", "ca"),
+    SpanKind.PRODUCER: ("ms", None, "ma"),
+    SpanKind.CONSUMER: ("mr", None, "ma"),
+}
+
+_I16_S = struct.Struct(">h")
+_I32_S = struct.Struct(">i")
+_I64_S = struct.Struct(">q")
+_U16_S = struct.Struct(">H")
+_U32_S = struct.Struct(">I")
+_U64_S = struct.Struct(">Q")
+
+
+class ThriftDecodeError(ValueError):
+    """The bytes are not a well-formed Thrift-encoded Zipkin v1 span."""
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _field(out: bytearray, kind: int, field_id: int) -> None:
+    out.append(kind)
+    out += _I16_S.pack(field_id)
+
+
+def _string(out: bytearray, value: bytes) -> None:
+    out += _I32_S.pack(len(value))
+    out += value
+
+
+@functools.lru_cache(maxsize=1024)
+def _endpoint_bytes(endpoint: Endpoint) -> bytes:
+    """An Endpoint struct; cached, as every annotation of a span repeats its endpoint."""
+    out = bytearray()
+    ipv4 = 0
+    if endpoint.ipv4:
+        try:
+            ipv4 = int(ipaddress.IPv4Address(endpoint.ipv4))
+        except ValueError:
+            ipv4 = 0
+    _field(out, _I32, 1)
+    out += _U32_S.pack(ipv4)  # the same four bytes as Thrift's signed i32
+    _field(out, _I16, 2)
+    out += _U16_S.pack((endpoint.port or 0) & 0xFFFF)
+    _field(out, _STRING, 3)
+    _string(out, (endpoint.service_name or "").encode())
+    if endpoint.ipv6:
+        try:
+            packed = ipaddress.IPv6Address(endpoint.ipv6).packed
+        except ValueError:
+            packed = b""
+        if packed:
+            _field(out, _STRING, 4)
+            _string(out, packed)
+    out.append(_STOP)
+    return bytes(out)
+
+
+def _header(kind: int, field_id: int) -> bytes:
+    return bytes((kind,)) + _I16_S.pack(field_id)
+
+
+# Field headers, written once: a span repeats them many times.
+_ANNOTATION_TIMESTAMP = _header(_I64, 1)
+_ANNOTATION_VALUE = _header(_STRING, 2)
+_ANNOTATION_HOST = _header(_STRUCT, 3)
+_BINARY_KEY = _header(_STRING, 1)
+_BINARY_VALUE = _header(_STRING, 2)
+_BINARY_TYPE = _header(_I32, 3)
+_BINARY_HOST = _header(_STRUCT, 4)
+_STOP_BYTE = b"\x00"
+
+
+def _annotation(out: bytearray, timestamp: int, value: str, host: bytes | None) -> None:
+    encoded = value.encode()
+    out += _ANNOTATION_TIMESTAMP
+    out += _U64_S.pack(timestamp & _MASK64)
+    out += _ANNOTATION_VALUE
+    out += _I32_S.pack(len(encoded))
+    out += encoded
+    if host is not None:
+        out += _ANNOTATION_HOST
+        out += host
+    out += _STOP_BYTE
+
+
+def _binary_annotation(
+    out: bytearray, key: str, value: bytes, kind: int, host: bytes | None
+) -> None:
+    encoded = key.encode()
+    out += _BINARY_KEY
+    out += _I32_S.pack(len(encoded))
+    out += encoded
+    out += _BINARY_VALUE
+    out += _I32_S.pack(len(value))
+    out += value
+    out += _BINARY_TYPE
+    out += _I32_S.pack(kind)
+    if host is not None:
+        out += _BINARY_HOST
+        out += host
+    out += _STOP_BYTE
+
+
+def _endpoint_of(endpoint: Endpoint | None) -> bytes | None:
+    if endpoint is None:
+        return None
+    try:
+        return _endpoint_bytes(endpoint)
+    except TypeError:  # an endpoint with unhashable parts: encode it without the cache
+        return _endpoint_bytes.__wrapped__(endpoint)
+
+
+def _tag_text(value: object) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def encode_span(span: Span) -> bytes:
+    """One finished span as a Thrift binary ``Span`` struct."""
+    out = bytearray()
+    local = _endpoint_of(span.local_endpoint)
+    timestamp = span.timestamp
+    duration = span.duration or 1
+    trace_id = span.trace_id
+    _field(out, _I64, 1)
+    out += _U64_S.pack(trace_id & _MASK64)
+    _field(out, _STRING, 3)
+    _string(out, span.name.encode())
+    _field(out, _I64, 4)
+    out += _U64_S.pack(span.span_id & _MASK64)
+    if span.parent_id:
+        _field(out, _I64, 5)
+        out += _U64_S.pack(span.parent_id & _MASK64)
+
+    annotations: list[tuple[int, str]] = []
+    core = _CORE.get(span.kind) if span.kind is not None else None
+    if core is not None:
+        start, end, _ = core
+        annotations.append((timestamp, start))
+        if end is not None:
+            annotations.append((timestamp + duration, end))
+    annotations.extend((note.timestamp, note.value) for note in span.annotations)
+    annotations.sort(key=lambda item: item[0])
+    _field(out, _LIST, 6)
+    out.append(_STRUCT)
+    out += _I32_S.pack(len(annotations))
+    for when, value in annotations:
+        _annotation(out, when, value, local)
+
+    binary: list[tuple[str, bytes, int, bytes | None]] = [
+        (key, _tag_text(value).encode(), _STRING_TYPE, local) for key, value in span.tags.items()
+    ]
+    if core is not None and span.remote_endpoint is not None:
+        binary.append((core[2], b"\x01", _BOOL_TYPE, _endpoint_of(span.remote_endpoint)))
+    if core is None and not annotations:
+        # v1 has no kind-less span: a local component annotation carries the endpoint.
+        endpoint = span.local_endpoint
+        service = (endpoint.service_name or "") if endpoint is not None else ""
+        binary.append(("lc", service.encode(), _STRING_TYPE, local))
+    _field(out, _LIST, 8)
+    out.append(_STRUCT)
+    out += _I32_S.pack(len(binary))
+    for key, payload, kind, host in binary:
+        _binary_annotation(out, key, payload, kind, host)
+
+    if span.debug:
+        _field(out, _BOOL, 9)
+        out.append(1)
+    if not span.shared:
+        _field(out, _I64, 10)
+        out += _U64_S.pack(timestamp & _MASK64)
+        _field(out, _I64, 11)
+        out += _U64_S.pack(duration & _MASK64)
+    high = (trace_id >> 64) & _MASK64
+    if high:
+        _field(out, _I64, 12)
+        out += _U64_S.pack(high)
+    out.append(_STOP)
+    return bytes(out)
+
+
+def encode_spans(spans: Iterable[Span]) -> list[bytes]:
+    """Each span encoded on its own (Scribe and Kafka carry one span per message)."""
+    return [encode_span(span) for span in spans]
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+_MAX_DEPTH = 8
+
+
+class _Reader:
+    __slots__ = ("data", "position")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0
+
+    def take(self, size: int) -> bytes:
+        end = self.position + size
+        if size < 0 or end > len(self.data):
+            raise ThriftDecodeError("truncated Thrift data")
+        chunk = self.data[self.position : end]
+        self.position = end
+        return chunk
+
+    def value(self, kind: int, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise ThriftDecodeError("Thrift data nested too deeply")
+        if kind == _BOOL:
+            return self.take(1) != b"\x00"
+        if kind == _BYTE:
+            return self.take(1)[0]
+        if kind == _I16:
+            return _I16_S.unpack(self.take(2))[0]
+        if kind == _I32:
+            return _I32_S.unpack(self.take(4))[0]
+        if kind in (_I64, _DOUBLE):
+            return _U64_S.unpack(self.take(8))[0]
+        if kind == _STRING:
+            return self.take(_I32_S.unpack(self.take(4))[0])
+        if kind == _STRUCT:
+            return self.struct(depth + 1)
+        if kind in (_LIST, _SET):
+            element = self.take(1)[0]
+            size = _I32_S.unpack(self.take(4))[0]
+            if size < 0 or size > len(self.data) - self.position:
+                raise ThriftDecodeError("Thrift list longer than the data")
+            return [self.value(element, depth + 1) for _ in range(size)]
+        if kind == _MAP:
+            key_kind, value_kind = self.take(1)[0], self.take(1)[0]
+            size = _I32_S.unpack(self.take(4))[0]
+            if size < 0 or size > len(self.data) - self.position:
+                raise ThriftDecodeError("Thrift map longer than the data")
+            return [
+                (self.value(key_kind, depth + 1), self.value(value_kind, depth + 1))
+                for _ in range(size)
+            ]
+        raise ThriftDecodeError(f"unknown Thrift type {kind}")
+
+    def struct(self, depth: int) -> dict[int, Any]:
+        fields: dict[int, Any] = {}
+        while True:
+            kind = self.take(1)[0]
+            if kind == _STOP:
+                return fields
+            field_id = _I16_S.unpack(self.take(2))[0]
+            fields[field_id] = self.value(kind, depth)
+
+
+def _text(raw: Any, what: str) -> str:
+    if not isinstance(raw, bytes):
+        raise ThriftDecodeError(f"{what} is not a string")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ThriftDecodeError(f"{what} is not UTF-8") from None
+
+
+def _decode_endpoint(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ThriftDecodeError("endpoint is not a struct")
+    endpoint: dict[str, Any] = {
+        "service_name": _text(raw.get(3, b""), "service_name"),
+        "ipv4": str(ipaddress.IPv4Address(_int(raw.get(1, 0), "ipv4") & 0xFFFFFFFF)),
+        "port": _int(raw.get(2, 0), "port") & 0xFFFF,
+    }
+    if 4 in raw:
+        if not isinstance(raw[4], bytes) or len(raw[4]) != 16:
+            raise ThriftDecodeError("ipv6 must be 16 bytes")
+        endpoint["ipv6"] = str(ipaddress.IPv6Address(raw[4]))
+    return endpoint
+
+
+def _structs(raw: Any, what: str) -> list[dict[int, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ThriftDecodeError(f"{what} is not a list of structs")
+    return raw
+
+
+def decode_span(data: bytes) -> dict[str, Any]:
+    """A Thrift binary v1 span as a dict (ids as ints, names as in ``zipkinCore.thrift``).
+
+    Raises :class:`ThriftDecodeError` for truncated, trailing or ill-typed data.
+    """
+    reader = _Reader(bytes(data))
+    try:
+        raw = reader.struct(0)
+    except (struct.error, IndexError):
+        raise ThriftDecodeError("truncated Thrift data") from None
+    if reader.position != len(reader.data):
+        raise ThriftDecodeError("data after the span")
+    for required in (1, 3, 4):
+        if required not in raw:
+            raise ThriftDecodeError(f"span field {required} is missing")
+    ints = {1: "trace_id", 4: "id", 5: "parent_id", 10: "timestamp", 11: "duration"}
+    for field_id in (*ints, 12):
+        if field_id in raw and not isinstance(raw[field_id], int):
+            raise ThriftDecodeError(f"span field {field_id} is not an integer")
+    span: dict[str, Any] = {
+        "trace_id": raw[1],
+        "name": _text(raw[3], "name"),
+        "id": raw[4],
+        "parent_id": raw.get(5),
+        "annotations": [
+            {
+                "timestamp": _int(item.get(1), "annotation timestamp"),
+                "value": _text(item.get(2), "annotation value"),
+                "host": _decode_endpoint(item.get(3)),
+            }
+            for item in _structs(raw.get(6), "annotations")
+        ],
+        "binary_annotations": [
+            {
+                "key": _text(item.get(1), "binary annotation key"),
+                "value": _bytes(item.get(2)),
+                "annotation_type": _int(item.get(3), "annotation type"),
+                "host": _decode_endpoint(item.get(4)),
+            }
+            for item in _structs(raw.get(8), "binary_annotations")
+        ],
+        "debug": bool(raw.get(9, False)),
+        "timestamp": raw.get(10),
+        "duration": raw.get(11),
+        "trace_id_high": raw.get(12),
+    }
+    return span
+
+
+def _int(raw: Any, what: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise ThriftDecodeError(f"{what} is not an integer")
+    return raw
+
+
+def _bytes(raw: Any) -> bytes:
+    if not isinstance(raw, bytes):
+        raise ThriftDecodeError("binary annotation value is not binary")
+    return raw
