@@ -217,6 +217,9 @@ def test_monkey_patched_worker_neither_starves_nor_blocks_the_hub(
         result = json.loads(done.stdout.strip().splitlines()[-1])
         spans = server.wait_for(200)
     assert result["flushed"] is True
-    assert result["stats"]["sent"] == 200 == len(spans)
+    assert result["stats"]["sent"] == 200
+    # Delivery is at least once: a batch whose answer came later than the client's timeout (a
+    # loaded machine) is sent again, and Zipkin keeps one copy per span id.
+    assert len({span["id"] for span in spans}) == 200
     # A worker blocking the hub would stall the ticker for the collector's whole 1.5 s delay.
     assert result["max_gap"] < 1.0, result
