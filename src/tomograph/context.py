@@ -11,15 +11,22 @@ thread's function in ``contextvars.copy_context()``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["attach", "current_span", "detach"]
+__all__ = ["SUPPRESS_TRACING", "attach", "current_span", "detach", "suppress_tracing"]
 
 CURRENT_SPAN: ContextVar[Span | None] = ContextVar("tomograph_current_span", default=None)
+
+#: True where instrumented libraries must not trace: tomograph's own delivery of spans sets it,
+#: so a patched HTTP client never traces the request that sends spans (each such span would be
+#: sent by another traced request, without end).
+SUPPRESS_TRACING: ContextVar[bool] = ContextVar("tomograph_suppress_tracing", default=False)
 
 
 def current_span() -> Span | None:
@@ -29,6 +36,20 @@ def current_span() -> Span | None:
     True
     """
     return CURRENT_SPAN.get()
+
+
+@contextmanager
+def suppress_tracing() -> Iterator[None]:
+    """Inside this block, tomograph's integrations trace nothing (e.g. health checks).
+
+    >>> with suppress_tracing():
+    ...     pass  # requests made here by patched HTTP clients make no spans
+    """
+    token = SUPPRESS_TRACING.set(True)
+    try:
+        yield
+    finally:
+        SUPPRESS_TRACING.reset(token)
 
 
 def attach(span: Span | None) -> Token[Span | None]:

@@ -26,3 +26,42 @@ def test_patch_all_gives_one_span_per_request_through_every_layer(
     finally:
         assert unpatch_all() == ["requests", "urllib3", "http.client", "httpx"]
     assert http.client.HTTPConnection.request is original
+
+
+def test_patched_clients_do_not_trace_tomograph_delivering_spans() -> None:
+    from tests.support.zipkin_server import RecordingZipkinServer
+
+    from tomograph import config
+
+    with RecordingZipkinServer() as zipkin:
+        tomograph.configure(
+            service="patched", backends=[f"zipkin+{zipkin.url}?interval=0.05"], environ={}
+        )
+        patch_all()
+        try:
+            with tomograph.span("user work"):
+                pass
+            assert tomograph.flush(5)
+            spans = zipkin.wait_for(1, timeout=1.0)
+            # Let the worker run a few more send intervals: nothing else may arrive.
+            tomograph.flush(0.5)
+        finally:
+            unpatch_all()
+            config.reset()
+        assert [span["name"] for span in zipkin.spans] == ["user work"]
+        assert len(spans) == 1
+
+
+def test_suppress_tracing_silences_patched_clients(
+    memory: MemoryBackend, recorder: RecordingServer
+) -> None:
+    from tomograph.context import suppress_tracing
+
+    patch_all()
+    try:
+        with tomograph.span("parent"), suppress_tracing():
+            requests.get(f"{recorder.url}/health")
+    finally:
+        unpatch_all()
+    assert memory.names() == ["parent"]
+    assert "traceparent" not in recorder.requests[-1].headers

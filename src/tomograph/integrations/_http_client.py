@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from tomograph.config import get_tracer
-from tomograph.context import CURRENT_SPAN
+from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
 from tomograph.integrations._endpoint import peer_endpoint
 from tomograph.model import SpanKind
 from tomograph.propagation import Propagator, default_propagator
@@ -121,7 +121,7 @@ class ClientCall:
 def begin(
     method: str, url: str, tracer: Tracer | None = None, activate: bool = True
 ) -> ClientCall | None:
-    """Start the client span for a request, or None if an outer layer already traces it.
+    """Start the client span for a request; None if an outer layer traces it or tracing is off.
 
     ``activate=False`` leaves the current span alone: for APIs where the application runs
     between sending the request and reading the response (``http.client``).
@@ -131,6 +131,8 @@ def begin(
     ('GET', 'http://127.0.0.1:8080/items')
     >>> call.end(200)
     """
+    if SUPPRESS_TRACING.get():
+        return None  # tomograph delivering spans, or the application asked for no tracing
     current = CURRENT_SPAN.get()
     if current is not None and current is _active_client_span.get():
         return None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from tomograph.context import SUPPRESS_TRACING
 from tomograph.reporting.transport import SendError
 
 if TYPE_CHECKING:
@@ -138,9 +139,14 @@ class HttpSender:
 
     def _post(self, payload: bytes) -> tuple[http.client.HTTPResponse, bytes]:
         connection = self._connect()
-        connection.request("POST", self._path, payload, self._headers)
-        response = connection.getresponse()
-        answer = response.read(65536)
+        # A patched http.client must not trace the requests that deliver spans.
+        token = SUPPRESS_TRACING.set(True)
+        try:
+            connection.request("POST", self._path, payload, self._headers)
+            response = connection.getresponse()
+            answer = response.read(65536)
+        finally:
+            SUPPRESS_TRACING.reset(token)
         if not response.isclosed():  # a body larger than we care to read: not reusable
             self.reset()
         return response, answer
