@@ -34,3 +34,6 @@ need_npm() {
 }
 
 # (later sections add: statsd + graphite carbon, chromium, postgresql)
+
+# collector web UI tests: a real headless browser (driven by Playwright, never its own download)
+need_apt /usr/bin/chromium chromium

@@ -1,0 +1,553 @@
+"""The collector's default :class:`~tomograph.collector.storage.SpanStore`: one SQLite file.
+
+Layout: ``spans`` holds each span's indexed fields and its normalized JSON (returned as is, so
+reading a trace never re-encodes it); ``span_terms`` indexes tag keys/values and annotation values
+for ``annotationQuery``; ``traces`` keeps one row per trace (grouped by the low 64 bits of its id)
+with Zipkin's trace timestamp, for time-ordered search; ``span_names`` feeds the name lists.
+
+Writes go through one connection under a lock, one transaction per batch (WAL, so readers never
+wait); each reading thread has its own connection. SQL only ever receives bound parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector.normalize import (
+    is_error,
+    local_service,
+    normalize_span,
+    normalize_trace_id,
+    remote_service,
+    trace_id_low,
+)
+from tomograph.collector.storage import (
+    DependencyLink,
+    OperationStats,
+    QueryRequest,
+    RetentionResult,
+    SpanDict,
+)
+
+__all__ = ["SqliteSpanStore"]
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    row_id INTEGER PRIMARY KEY,
+    trace_low INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    kind TEXT,
+    shared INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    service TEXT NOT NULL,
+    remote_service TEXT NOT NULL,
+    ts INTEGER,
+    duration INTEGER,
+    error INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_low, digest);
+CREATE INDEX IF NOT EXISTS spans_by_name ON spans(service, name, ts);
+CREATE INDEX IF NOT EXISTS spans_by_remote ON spans(service, remote_service);
+CREATE INDEX IF NOT EXISTS spans_by_duration ON spans(service, duration);
+CREATE TABLE IF NOT EXISTS span_terms (
+    trace_low INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    term TEXT NOT NULL,
+    value TEXT
+);
+CREATE INDEX IF NOT EXISTS terms_by_trace ON span_terms(trace_low, term, value);
+CREATE INDEX IF NOT EXISTS terms_by_value ON span_terms(term, value);
+CREATE TABLE IF NOT EXISTS traces (
+    trace_low INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    ts INTEGER,
+    root_ts INTEGER,
+    received INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_by_ts ON traces(ts);
+CREATE INDEX IF NOT EXISTS traces_by_received ON traces(received);
+CREATE TABLE IF NOT EXISTS span_names (
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (service, kind, name)
+) WITHOUT ROWID;
+"""
+
+_INSERT_SPAN = """
+INSERT OR IGNORE INTO spans (trace_low, trace_id, span_id, parent_id, kind, shared, name, service,
+    remote_service, ts, duration, error, digest, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_UPSERT_TRACE = """
+INSERT INTO traces (trace_low, trace_id, ts, root_ts, received) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (trace_low) DO UPDATE SET
+    trace_id = CASE WHEN length(excluded.trace_id) > length(traces.trace_id)
+                    THEN excluded.trace_id ELSE traces.trace_id END,
+    ts = CASE WHEN traces.root_ts IS NOT NULL THEN traces.ts
+              WHEN excluded.root_ts IS NOT NULL THEN excluded.root_ts
+              ELSE min(coalesce(traces.ts, excluded.ts), coalesce(excluded.ts, traces.ts)) END,
+    root_ts = coalesce(traces.root_ts, excluded.root_ts),
+    received = max(traces.received, excluded.received)
+"""
+
+#: Tag values longer than this are not indexed for search (their key still is), as in Zipkin.
+MAX_INDEXED_VALUE = 256
+_DELETE_CHUNK = 500
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class SqliteSpanStore:
+    """Spans in one SQLite file, searchable the way Zipkin's API expects.
+
+    ``max_age`` (seconds) and ``max_bytes`` bound what :meth:`enforce_retention` keeps; None
+    keeps everything. Age counts from when a trace last received a span.
+
+    >>> import tempfile, os
+    >>> store = SqliteSpanStore(os.path.join(tempfile.mkdtemp(), "traces.db"))
+    >>> store.accept([{"traceId": "a" * 16, "id": "b" * 16, "name": "GET",
+    ...                "timestamp": 1_700_000_000_000_000, "duration": 5,
+    ...                "localEndpoint": {"serviceName": "Web"}}])
+    1
+    >>> store.service_names()
+    ['web']
+    >>> store.close()
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_age: float | None = 7 * 86400.0,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
+        self._writer.execute("PRAGMA journal_mode = WAL")
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, _SCHEMA_VERSION):
+                raise RuntimeError(f"{self.path}: unknown schema version {version}")
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        self._writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("PRAGMA cache_size = -32000")
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the span store is closed")
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            db.execute("PRAGMA query_only = ON")
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the span store is closed")
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection (further calls raise RuntimeError)."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._writer.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def accept(self, spans: Sequence[SpanDict]) -> int:
+        """Store ``spans`` (decoded Zipkin v2 dicts) in one transaction; returns how many were new.
+
+        Exact duplicates (a retried batch) are stored once. Nothing is written if anything fails.
+        """
+        received = _now_us()
+        prepared = []
+        for raw in spans:
+            span = normalize_span(raw)
+            body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+            prepared.append((span, body))
+        inserted = 0
+        with self._transaction() as db:
+            terms: list[tuple[int, str, str, str | None]] = []
+            traces: list[tuple[int, str, int | None, int | None, int]] = []
+            names: set[tuple[str, str, str]] = set()
+            for span, body in prepared:
+                trace_id = span["traceId"]
+                low = trace_id_low(trace_id)
+                service = local_service(span)
+                remote = remote_service(span)
+                name = span.get("name", "")
+                timestamp = span.get("timestamp")
+                cursor = db.execute(
+                    _INSERT_SPAN,
+                    (
+                        low,
+                        trace_id,
+                        span["id"],
+                        span.get("parentId"),
+                        span.get("kind"),
+                        1 if span.get("shared") else 0,
+                        name,
+                        service,
+                        remote,
+                        timestamp,
+                        span.get("duration"),
+                        1 if is_error(span) else 0,
+                        hashlib.blake2b(body, digest_size=12).digest(),
+                        body,
+                    ),
+                )
+                if cursor.rowcount != 1:
+                    continue
+                inserted += 1
+                for key, value in (span.get("tags") or {}).items():
+                    indexed = value if len(value) <= MAX_INDEXED_VALUE else None
+                    terms.append((low, service, key, indexed))
+                for annotation in span.get("annotations") or ():
+                    if len(annotation["value"]) <= MAX_INDEXED_VALUE:
+                        terms.append((low, service, annotation["value"], None))
+                root_ts = timestamp if timestamp and not span.get("parentId") else None
+                traces.append((low, trace_id, timestamp, root_ts, received))
+                if service:
+                    names.add((service, "span", name))
+                    if remote:
+                        names.add((service, "remote", remote))
+            db.executemany("INSERT INTO span_terms VALUES (?, ?, ?, ?)", terms)
+            db.executemany(_UPSERT_TRACE, traces)
+            db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", sorted(names))
+        return inserted
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _trace_rows(self, trace_id: str) -> list[bytes]:
+        trace_id = normalize_trace_id(trace_id)
+        rows = self._reader().execute(
+            "SELECT trace_id, body FROM spans WHERE trace_low = ? ORDER BY ts, row_id",
+            (trace_id_low(trace_id),),
+        )
+        if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
+            return [body for _, body in rows]
+        return [body for stored, body in rows if stored == trace_id or len(stored) == 16]
+
+    def get_trace_json(self, trace_id: str) -> bytes | None:
+        """The trace's spans as a JSON array, or None if no span has this id.
+
+        A 64-bit id finds 128-bit traces with the same low half, and a 128-bit id finds spans
+        reported with only the low half (Zipkin's lenient trace-id matching).
+        """
+        bodies = self._trace_rows(trace_id)
+        return b"[" + b",".join(bodies) + b"]" if bodies else None
+
+    def get_trace(self, trace_id: str) -> list[SpanDict] | None:
+        """The trace's spans as dicts, or None (see :meth:`get_trace_json`)."""
+        bodies = self._trace_rows(trace_id)
+        return [json.loads(body) for body in bodies] if bodies else None
+
+    def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
+        """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped)."""
+        found = [
+            b"[" + b",".join(bodies) + b"]" for t in trace_ids if (bodies := self._trace_rows(t))
+        ]
+        return b"[" + b",".join(found) + b"]"
+
+    def find_trace_ids(self, request: QueryRequest) -> list[str]:
+        """Ids of the traces matching ``request`` (Zipkin semantics), newest first."""
+        clauses = ["t.ts BETWEEN ? AND ?"]
+        params: list[Any] = [
+            (request.end_ts - request.lookback) * 1000,
+            request.end_ts * 1000,
+        ]
+        service = request.service_name
+
+        def exists_span(condition: str, *values: Any) -> None:
+            scope = " AND s.service = ?" if service is not None else ""
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_low = t.trace_low{scope}"
+                f" AND {condition})"
+            )
+            params.extend([service] if service is not None else [])
+            params.extend(values)
+
+        if service is not None:
+            exists_span("1")
+        if request.span_name is not None:
+            exists_span("s.name = ?", request.span_name)
+        if request.remote_service_name is not None:
+            exists_span("s.remote_service = ?", request.remote_service_name)
+        if request.min_duration is not None:
+            if request.max_duration is not None:
+                exists_span(
+                    "s.duration BETWEEN ? AND ?", request.min_duration, request.max_duration
+                )
+            else:
+                exists_span("s.duration >= ?", request.min_duration)
+        for key, value in request.annotation_query.items():
+            condition = "x.term = ?" + (" AND x.value = ?" if value else "")
+            scope = " AND x.service = ?" if service is not None else ""
+            clauses.append(
+                "EXISTS (SELECT 1 FROM span_terms x WHERE x.trace_low = t.trace_low"
+                f" AND {condition}{scope})"
+            )
+            params.extend([key, value] if value else [key])
+            params.extend([service] if service is not None else [])
+        sql = (
+            "SELECT t.trace_id FROM traces t WHERE "
+            + " AND ".join(clauses)
+            + " ORDER BY t.ts DESC LIMIT ?"
+        )
+        params.append(request.limit)
+        return [row[0] for row in self._reader().execute(sql, params)]
+
+    def find_traces_json(self, request: QueryRequest) -> bytes:
+        """The traces matching ``request`` as a JSON list of traces, newest first."""
+        return self.get_traces_json(self.find_trace_ids(request))
+
+    def _names(self, kind: str, service: str | None) -> list[str]:
+        if service is None:
+            sql = "SELECT DISTINCT service FROM span_names WHERE kind = ? ORDER BY service"
+            rows = self._reader().execute(sql, (kind,))
+        else:
+            sql = "SELECT name FROM span_names WHERE kind = ? AND service = ? ORDER BY name"
+            rows = self._reader().execute(sql, (kind, service))
+        return [row[0] for row in rows if row[0]]
+
+    def service_names(self) -> list[str]:
+        """Local service names, sorted."""
+        return self._names("span", None)
+
+    def span_names(self, service_name: str) -> list[str]:
+        """Span names recorded by ``service_name``, sorted."""
+        return self._names("span", service_name.lower())
+
+    def remote_service_names(self, service_name: str) -> list[str]:
+        """Remote service names called by ``service_name``, sorted."""
+        return self._names("remote", service_name.lower())
+
+    def tag_values(self, key: str, limit: int = 1000) -> list[str]:
+        """Distinct values seen for tag ``key`` (indexed values only), sorted."""
+        rows = self._reader().execute(
+            "SELECT DISTINCT value FROM span_terms WHERE term = ? AND value IS NOT NULL"
+            " ORDER BY value LIMIT ?",
+            (key, limit),
+        )
+        return [row[0] for row in rows]
+
+    def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
+        """Links between services in traces whose timestamp is in the window (epoch ms)."""
+        rows = self._reader().execute(
+            "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
+            " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"
+            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?) ORDER BY s.trace_low",
+            ((end_ts - lookback) * 1000, end_ts * 1000),
+        )
+        linker = DependencyLinker()
+        current: int | None = None
+        trace: list[SpanDict] = []
+        for low, span_id, parent_id, kind, shared, service, remote, error, ts in rows:
+            if low != current:
+                linker.put_trace(trace)
+                current, trace = low, []
+            span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
+            if parent_id:
+                span["parentId"] = parent_id
+            if kind:
+                span["kind"] = kind
+            if shared:
+                span["shared"] = True
+            if service:
+                span["localEndpoint"] = {"serviceName": service}
+            if remote:
+                span["remoteEndpoint"] = {"serviceName": remote}
+            if error:
+                span["tags"] = {"error": ""}
+            trace.append(span)
+        linker.put_trace(trace)
+        return linker.links()
+
+    def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
+        """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
+        rows = self._reader().execute(
+            "SELECT name, duration, error FROM spans WHERE service = ? AND ts BETWEEN ? AND ?"
+            " AND duration IS NOT NULL ORDER BY name, duration",
+            (service_name.lower(), (end_ts - lookback) * 1000, end_ts * 1000),
+        )
+        result: list[OperationStats] = []
+        name: str | None = None
+        durations: list[int] = []
+        errors = 0
+
+        def flush() -> None:
+            if name is None or not durations:
+                return
+            count = len(durations)
+            result.append(
+                OperationStats(
+                    spanName=name,
+                    count=count,
+                    errorCount=errors,
+                    errorRate=errors / count,
+                    p50=_percentile(durations, 50),
+                    p90=_percentile(durations, 90),
+                    p99=_percentile(durations, 99),
+                    max=durations[-1],
+                )
+            )
+
+        for row_name, duration, error in rows:
+            if row_name != name:
+                flush()
+                name, durations, errors = row_name, [], 0
+            durations.append(duration)
+            errors += error
+        flush()
+        return result
+
+    # -- retention --------------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        """Bytes in use by the database (pages holding data, not free pages)."""
+        db = self._reader()
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _delete_traces(self, db: sqlite3.Connection, lows: list[int]) -> int:
+        spans = 0
+        for start in range(0, len(lows), _DELETE_CHUNK):
+            chunk = [(low,) for low in lows[start : start + _DELETE_CHUNK]]
+            before = db.total_changes
+            db.executemany("DELETE FROM spans WHERE trace_low = ?", chunk)
+            spans += db.total_changes - before
+            db.executemany("DELETE FROM span_terms WHERE trace_low = ?", chunk)
+            db.executemany("DELETE FROM traces WHERE trace_low = ?", chunk)
+        return spans
+
+    def _forget_names(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "DELETE FROM span_names WHERE kind = 'span' AND NOT EXISTS (SELECT 1 FROM spans s"
+            " WHERE s.service = span_names.service AND s.name = span_names.name)"
+        )
+        db.execute(
+            "DELETE FROM span_names WHERE kind = 'remote' AND NOT EXISTS (SELECT 1 FROM spans s"
+            " WHERE s.service = span_names.service AND s.remote_service = span_names.name)"
+        )
+
+    def enforce_retention(self, now_us: int | None = None) -> RetentionResult:
+        """Delete traces older than ``max_age``, then the oldest until under ``max_bytes``.
+
+        Freed pages go back to the file system (incremental vacuum), so the file shrinks too.
+        """
+        now_us = _now_us() if now_us is None else now_us
+        traces = spans = 0
+        if self.max_age is not None:
+            cutoff = now_us - int(self.max_age * 1e6)
+            while True:
+                with self._transaction() as db:
+                    lows = [
+                        row[0]
+                        for row in db.execute(
+                            "SELECT trace_low FROM traces WHERE received < ? LIMIT ?",
+                            (cutoff, _DELETE_CHUNK * 4),
+                        )
+                    ]
+                    spans += self._delete_traces(db, lows)
+                traces += len(lows)
+                if len(lows) < _DELETE_CHUNK * 4:
+                    break
+        if self.max_bytes is not None and self.size_bytes() > self.max_bytes:
+            target = int(self.max_bytes * 0.9)  # headroom, so not every pass has to purge
+            for _ in range(50):
+                used = self.size_bytes()
+                if used <= target:
+                    break
+                with self._transaction() as db:
+                    count = db.execute("SELECT count(*) FROM traces").fetchone()[0]
+                    if not count:
+                        break
+                    excess = math.ceil((used - target) / (used / count))
+                    lows = [
+                        row[0]
+                        for row in db.execute(
+                            "SELECT trace_low FROM traces ORDER BY received, ts LIMIT ?",
+                            (max(1, excess),),
+                        )
+                    ]
+                    spans += self._delete_traces(db, lows)
+                traces += len(lows)
+        if traces:
+            with self._transaction() as db:
+                self._forget_names(db)
+            with self._write_lock:
+                self._writer.execute("PRAGMA incremental_vacuum")
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return RetentionResult(traces_deleted=traces, spans_deleted=spans)
+
+    def span_count(self) -> int:
+        """How many spans are stored."""
+        return int(self._reader().execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+def _percentile(sorted_values: list[int], percent: int) -> int:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
