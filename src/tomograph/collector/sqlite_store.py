@@ -465,11 +465,15 @@ class SqliteSpanStore:
 
     def size_bytes(self) -> int:
         """Bytes in use by the database (pages holding data, not free pages)."""
-        db = self._reader()
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        free = db.execute("PRAGMA freelist_count").fetchone()[0]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
+        [(used,)] = (
+            self._reader()
+            .execute(
+                "SELECT (p.page_count - f.freelist_count) * s.page_size"
+                " FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s"
+            )
+            .fetchall()
+        )
+        return int(used)
 
     def _delete_traces(self, db: sqlite3.Connection, lows: list[int]) -> int:
         spans = 0
@@ -538,8 +542,9 @@ class SqliteSpanStore:
             with self._transaction() as db:
                 self._forget_names(db)
             with self._write_lock:
-                self._writer.execute("PRAGMA incremental_vacuum")
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # the pragma frees one page per step; executescript steps it to the end
+                self._writer.executescript("PRAGMA incremental_vacuum;")
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return RetentionResult(traces_deleted=traces, spans_deleted=spans)
 
     def span_count(self) -> int:
