@@ -305,9 +305,11 @@ def test_dependencies_need_end_ts(loaded: ServedApp) -> None:
 
 def test_autocomplete(loaded: ServedApp) -> None:
     status, keys = get(loaded, "/api/v2/autocompleteKeys")
+    assert status == 200
     validate_response("/autocompleteKeys", 200, keys)
     assert "http.method" in keys
     status, values = get(loaded, "/api/v2/autocompleteValues?key=http.method")
+    assert status == 200
     validate_response("/autocompleteValues", 200, values)
     assert values == ["GET"]
     assert get(loaded, "/api/v2/autocompleteValues?key=env")[1] == []  # not a configured key
@@ -355,7 +357,7 @@ def test_a_token_protects_ingest_and_query(tmp_path: Path) -> None:
 
 
 def test_cors_is_off_by_default_and_cross_origin_writes_are_refused(served: ServedApp) -> None:
-    status, body = http(
+    status, _ = http(
         "GET", f"{served.url}/api/v2/services", headers={"Origin": "http://evil.example"}
     )
     assert status == 403

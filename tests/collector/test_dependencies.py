@@ -25,7 +25,7 @@ def links(*traces: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
     linker = DependencyLinker()
     for trace in traces:
         linker.put_trace(trace)
-    return [(l["parent"], l["child"], l["callCount"], l["errorCount"]) for l in linker.links()]
+    return [(k["parent"], k["child"], k["callCount"], k["errorCount"]) for k in linker.links()]
 
 
 def test_shared_server_span_is_the_child_of_its_client() -> None:
