@@ -49,6 +49,7 @@ __all__ = [
     "span",
     "start",
     "start_span",
+    "stats",
     "stop",
     "tag",
     "traced",
@@ -56,7 +57,9 @@ __all__ = [
 
 # Names whose modules are imported on first use, so `import tomograph` stays cheap and never
 # imports an integration's optional dependency.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "stats": "tomograph.reporting.stats:stats",
+}
 
 
 def __getattr__(name: str) -> Any:

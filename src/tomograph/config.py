@@ -49,6 +49,11 @@ ENV_SAMPLE_RATE = "TOMOGRAPH_SAMPLE_RATE"
 BACKEND_SCHEMES: dict[str, str] = {
     "memory": "tomograph.reporting.memory:MemoryBackend.from_url",
     "log": "tomograph.reporting.log:LogBackend.from_url",
+    "zipkin+http": "tomograph.reporting.zipkin:ZipkinBackend.from_url",
+    "zipkin+https": "tomograph.reporting.zipkin:ZipkinBackend.from_url",
+    "statsd": "tomograph.reporting.statsd:StatsdBackend.from_url",
+    "otlp+http": "tomograph.reporting.otlp:OtlpBackend.from_url",
+    "otlp+https": "tomograph.reporting.otlp:OtlpBackend.from_url",
 }
 
 #: How long the exit hook waits for backends to deliver what they hold.

@@ -1,0 +1,139 @@
+"""An HTTP POST sender with keep-alive, gzip and timeouts, for the transport's worker."""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import http.client
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from tomograph.reporting.transport import SendError
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
+
+__all__ = ["HttpSender", "parse_retry_after"]
+
+#: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date).
+
+    >>> parse_retry_after('3')
+    3.0
+    >>> parse_retry_after('soon') is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class HttpSender:
+    """POSTs encoded span batches to one URL over a kept-alive ``http.client`` connection.
+
+    ``encode`` turns spans into bytes; a batch whose body exceeds ``max_bytes`` is split in
+    halves until it fits. Connection errors, timeouts, 5xx and 429 raise a retryable
+    :class:`SendError`; any other 4xx a final one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        content_type: str,
+        encode: Callable[[Sequence[Span]], bytes],
+        *,
+        use_gzip: bool = False,
+        timeout: float = 5.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"need an http:// or https:// URL with a host, not {url!r}")
+        if timeout <= 0 or max_bytes < 1:
+            raise ValueError("timeout and max_bytes must be positive")
+        self.name = name
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._encode = encode
+        self.use_gzip = use_gzip
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self._headers = {"Content-Type": content_type, **(headers or {})}
+        if use_gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._connection: http.client.HTTPConnection | None = None
+
+    def encode(self, spans: Sequence[Span]) -> list[tuple[int, bytes]]:
+        """Bodies for ``spans`` (gzipped if configured), split so each fits ``max_bytes``."""
+        body = self._encode(spans)
+        if self.use_gzip:
+            body = gzip.compress(body, compresslevel=1)  # level 1: most of the gain, least CPU
+        if len(body) <= self.max_bytes or len(spans) == 1:
+            return [(len(spans), body)]
+        half = len(spans) // 2
+        return self.encode(spans[:half]) + self.encode(spans[half:])
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            if self._https:
+                self._connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.timeout
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self.timeout
+                )
+        return self._connection
+
+    def send(self, payload: bytes) -> None:
+        """POST one body; raise :class:`SendError` unless the answer is 2xx."""
+        connection = self._connect()
+        try:
+            connection.request("POST", self._path, payload, self._headers)
+            response = connection.getresponse()
+            answer = response.read(2048)
+            if response.will_close or response.length:  # unread rest: not reusable
+                self.reset()
+        except (OSError, http.client.HTTPException) as error:
+            self.reset()
+            raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+        status = response.status
+        if 200 <= status < 300:
+            return
+        detail = answer.decode("utf-8", "replace").strip()[:200]
+        message = f"HTTP {status} from {self.url}" + (f": {detail}" if detail else "")
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.getheader("Retry-After"))
+            raise SendError(message, retryable=True, retry_after=retry_after)
+        raise SendError(message, retryable=False)
+
+    def reset(self) -> None:
+        """Drop the connection (it is reopened on the next send)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.reset()
