@@ -326,7 +326,7 @@ function renderWaterfall(summary) {
       el("div", { class: "lane" },
         el("div", { class: "bar", style: `left: ${pct(offset)}; width: ${pct(s.duration || 0)}; background: ${serviceColor(service)}` }),
         (s.annotations || []).map((a) => el("div", { class: "note", title: a.value, style: `left: ${pct(a.timestamp - start)}` })),
-        el("span", { class: "bar-label", style: offset / total > 0.75 ? `right: ${(100 - (100 * offset) / total).toFixed(3)}%; padding-right: 4px` : `left: calc(${pct(offset + (s.duration || 0))} + 4px)` },
+        el("span", { class: "bar-label", style: `left: calc(${pct(offset + (s.duration || 0))} + 4px)` },
           formatDuration(s.duration))));
     node.row = row;
     toggle.addEventListener("click", (event) => {
@@ -432,8 +432,9 @@ function drawGraph(container, links) {
   const height = 40 + Math.max(...columns.map((c) => c.length)) * (nodeH + gapY) - gapY;
   const maxCalls = Math.max(...links.map((l) => l.callCount));
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "service dependency graph" });
-  root.append(svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
-    svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#8a93a6" }))));
+  const marker = (id, color) => svg("marker", { id, viewBox: "0 0 10 10", refX: "10", refY: "5", markerUnits: "userSpaceOnUse",
+    markerWidth: "10", markerHeight: "10", orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: color }));
+  root.append(svg("defs", {}, marker("arrow", "#8a93a6"), marker("arrow-error", "#d64541")));
   for (const link of links) {
     const a = pos.get(link.parent), b = pos.get(link.child);
     const x1 = a.x + nodeW, y1 = a.y + nodeH / 2, x2 = b.x, y2 = b.y + nodeH / 2;
@@ -442,7 +443,7 @@ function drawGraph(container, links) {
       : x2 > x1 ? `M ${x1} ${y1} C ${x1 + gapX / 2} ${y1}, ${x2 - gapX / 2} ${y2}, ${x2} ${y2}`
         : `M ${a.x} ${y1} C ${a.x - 60} ${y1 - 60}, ${b.x + nodeW + 60} ${y2 - 60}, ${b.x + nodeW} ${y2}`;
     const color = link.errorCount ? "#d64541" : "#8a93a6";
-    const path = svg("path", { d, fill: "none", stroke: color, "stroke-width": String(1 + 3 * link.callCount / maxCalls), "marker-end": "url(#arrow)", class: "edge" });
+    const path = svg("path", { d, fill: "none", stroke: color, "stroke-width": String(1 + 3 * link.callCount / maxCalls), "marker-end": link.errorCount ? "url(#arrow-error)" : "url(#arrow)", class: "edge" });
     path.append(svg("title", {}, `${link.parent} → ${link.child}: ${link.callCount} calls, ${link.errorCount || 0} errors`));
     root.append(path);
     const label = `${link.callCount}${link.errorCount ? ` (${link.errorCount} err)` : ""}`;
