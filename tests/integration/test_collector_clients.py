@@ -15,17 +15,18 @@ import pytest
 
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 
-from tests.support.collector import (  # noqa: E402
+from tests.support.collector import (
     get_json,
     running_collector,
     validate_response,
     wait_for_traces,
 )
-from tomograph.model import Endpoint  # noqa: E402
-from tomograph.reporting import zipkin_json  # noqa: E402
-from tomograph.reporting.memory import MemoryBackend  # noqa: E402
-from tomograph.reporting.zipkin import ZipkinBackend  # noqa: E402
-from tomograph.tracer import Tracer  # noqa: E402
+
+from tomograph.model import Endpoint
+from tomograph.reporting import zipkin_json
+from tomograph.reporting.memory import MemoryBackend
+from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.tracer import Tracer
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,13 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
-from tests.support.collector import running_collector  # noqa: E402
-from tests.support.servers import REPO_ROOT, require  # noqa: E402
-from tomograph.demo import run_demo  # noqa: E402
-from tomograph.reporting import zipkin_json  # noqa: E402
-from tomograph.reporting.zipkin import ZipkinBackend  # noqa: E402
-from tomograph.tracer import Tracer  # noqa: E402
+from tests.support.collector import running_collector
+from tests.support.servers import REPO_ROOT, require
+
+from tomograph.demo import run_demo
+from tomograph.reporting import zipkin_json
+from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.tracer import Tracer
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
