@@ -50,18 +50,20 @@ def _duration(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import importlib.util
     import os
     from pathlib import Path
 
-    try:
-        from tomograph.collector import CollectorSettings, default_db_path, serve
-    except ImportError as error:  # the collector extra is not installed
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:  # the collector extra is not installed
         print(
-            f"tomograph serve needs the collector extra ({error.name} is missing):\n"
+            f"tomograph serve needs the collector extra ({', '.join(missing)} missing):\n"
             "    pip install 'tomograph-tracing[collector]'",
             file=sys.stderr,
         )
         return 2
+    from tomograph.collector import CollectorSettings, default_db_path, serve
+
     token = args.token or os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN") or None
     settings = CollectorSettings(
         host=args.host,
@@ -74,16 +76,6 @@ def _serve(args: argparse.Namespace) -> int:
         max_bytes=None if args.keep_forever else args.max_size,
         retention_interval=args.retention_interval,
     )
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as error:
-        print(
-            f"tomograph serve needs the collector extra ({error.name} is missing):\n"
-            "    pip install 'tomograph-tracing[collector]'",
-            file=sys.stderr,
-        )
-        return 2
     serve(settings)
     return 0
 

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.support.collector import make_span, now_us
 
+from tomograph.collector import sqlite_store
+from tomograph.collector.normalize import normalize_span
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import QueryRequest
 
 T1 = "a" * 16 + "0000000000000001"
 T2 = "b" * 16 + "0000000000000002"
+
+
+@pytest.fixture(autouse=True, params=["probe newest traces", "intersect indexes"])
+def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test under both search plans (the second is forced by a probe of zero)."""
+    if request.param == "intersect indexes":
+        monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 0)
 
 
 def window(**criteria: object) -> QueryRequest:
@@ -278,3 +290,47 @@ def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError):
         store.accept([make_span(T1, "1" * 16)])
+
+
+_hex16 = st.integers(min_value=1, max_value=(1 << 64) - 1).map(lambda v: f"{v:016x}")
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+_spans = st.fixed_dictionaries(
+    {
+        "traceId": st.one_of(_hex16, st.tuples(_hex16, _hex16).map("".join)),
+        "id": _hex16,
+        "name": _text,
+        "timestamp": st.integers(min_value=1, max_value=1 << 60),
+        "duration": st.integers(min_value=1, max_value=1 << 40),
+        "localEndpoint": st.fixed_dictionaries({"serviceName": _text}),
+        "tags": st.dictionaries(_text, st.text(max_size=300), max_size=4),
+        "annotations": st.lists(
+            st.fixed_dictionaries(
+                {"timestamp": st.integers(min_value=1, max_value=1 << 60), "value": _text}
+            ),
+            max_size=3,
+        ),
+    },
+    optional={
+        "parentId": _hex16,
+        "kind": st.sampled_from(["CLIENT", "SERVER", "PRODUCER", "CONSUMER"]),
+        "shared": st.booleans(),
+        "debug": st.booleans(),
+    },
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_spans, min_size=1, max_size=5))
+def test_stored_spans_come_back_as_normalized(
+    tmp_path: Path, spans: list[dict[str, object]]
+) -> None:
+    store = SqliteSpanStore(tmp_path / f"prop-{uuid.uuid4().hex}.db", max_age=None)
+    try:
+        store.accept(spans)
+        for span in spans:
+            trace = store.get_trace(str(span["traceId"])) or []
+            assert normalize_span(span) in trace
+    finally:
+        store.close()

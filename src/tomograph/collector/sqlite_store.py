@@ -62,15 +62,14 @@ CREATE TABLE IF NOT EXISTS spans (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_low, digest);
 CREATE INDEX IF NOT EXISTS spans_by_name ON spans(service, name, ts);
-CREATE INDEX IF NOT EXISTS spans_by_remote ON spans(service, remote_service);
-CREATE INDEX IF NOT EXISTS spans_by_duration ON spans(service, duration);
+CREATE INDEX IF NOT EXISTS spans_by_duration ON spans(duration);
 CREATE TABLE IF NOT EXISTS span_terms (
     trace_low INTEGER NOT NULL,
-    service TEXT NOT NULL,
     term TEXT NOT NULL,
-    value TEXT
-);
-CREATE INDEX IF NOT EXISTS terms_by_trace ON span_terms(trace_low, term, value);
+    value TEXT NOT NULL,
+    service TEXT NOT NULL,
+    PRIMARY KEY (trace_low, term, value, service)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS terms_by_value ON span_terms(term, value);
 CREATE TABLE IF NOT EXISTS traces (
     trace_low INTEGER PRIMARY KEY,
@@ -220,59 +219,70 @@ class SqliteSpanStore:
         Exact duplicates (a retried batch) are stored once. Nothing is written if anything fails.
         """
         received = _now_us()
-        prepared = []
+        # Everything is prepared before the write lock is taken; the transaction only inserts.
+        rows: list[tuple[Any, ...]] = []
+        terms: set[tuple[int, str, str, str]] = set()
+        traces: dict[int, list[Any]] = {}
+        names: set[tuple[str, str, str]] = set()
         for raw in spans:
             span = normalize_span(raw)
             body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
-            prepared.append((span, body))
-        inserted = 0
-        with self._transaction() as db:
-            terms: list[tuple[int, str, str, str | None]] = []
-            traces: list[tuple[int, str, int | None, int | None, int]] = []
-            names: set[tuple[str, str, str]] = set()
-            for span, body in prepared:
-                trace_id = span["traceId"]
-                low = trace_id_low(trace_id)
-                service = local_service(span)
-                remote = remote_service(span)
-                name = span.get("name", "")
-                timestamp = span.get("timestamp")
-                cursor = db.execute(
-                    _INSERT_SPAN,
-                    (
-                        low,
-                        trace_id,
-                        span["id"],
-                        span.get("parentId"),
-                        span.get("kind"),
-                        1 if span.get("shared") else 0,
-                        name,
-                        service,
-                        remote,
-                        timestamp,
-                        span.get("duration"),
-                        1 if is_error(span) else 0,
-                        hashlib.blake2b(body, digest_size=12).digest(),
-                        body,
-                    ),
+            trace_id = span["traceId"]
+            low = trace_id_low(trace_id)
+            service = local_service(span)
+            remote = remote_service(span)
+            name = span.get("name", "")
+            timestamp = span.get("timestamp")
+            rows.append(
+                (
+                    low,
+                    trace_id,
+                    span["id"],
+                    span.get("parentId"),
+                    span.get("kind"),
+                    1 if span.get("shared") else 0,
+                    name,
+                    service,
+                    remote,
+                    timestamp,
+                    span.get("duration"),
+                    1 if is_error(span) else 0,
+                    hashlib.blake2b(body, digest_size=12).digest(),
+                    body,
                 )
-                if cursor.rowcount != 1:
-                    continue
-                inserted += 1
-                for key, value in (span.get("tags") or {}).items():
-                    indexed = value if len(value) <= MAX_INDEXED_VALUE else None
-                    terms.append((low, service, key, indexed))
-                for annotation in span.get("annotations") or ():
-                    if len(annotation["value"]) <= MAX_INDEXED_VALUE:
-                        terms.append((low, service, annotation["value"], None))
-                root_ts = timestamp if timestamp and not span.get("parentId") else None
-                traces.append((low, trace_id, timestamp, root_ts, received))
-                if service:
-                    names.add((service, "span", name))
-                    if remote:
-                        names.add((service, "remote", remote))
-            db.executemany("INSERT INTO span_terms VALUES (?, ?, ?, ?)", terms)
-            db.executemany(_UPSERT_TRACE, traces)
+            )
+            # A term is a tag key with its value, or an annotation value with "" (only a bare
+            # word matches it); one row per trace, term, value and service suffices.
+            for key, value in (span.get("tags") or {}).items():
+                terms.add((low, key, value if len(value) <= MAX_INDEXED_VALUE else "", service))
+            for annotation in span.get("annotations") or ():
+                if len(annotation["value"]) <= MAX_INDEXED_VALUE:
+                    terms.add((low, annotation["value"], "", service))
+            root_ts = timestamp if timestamp and not span.get("parentId") else None
+            trace = traces.get(low)
+            if trace is None:
+                traces[low] = [low, trace_id, timestamp, root_ts, received]
+            else:  # fold the batch's spans of one trace into one row, as the upsert would
+                if len(trace_id) > len(trace[1]):
+                    trace[1] = trace_id
+                if timestamp and (trace[2] is None or timestamp < trace[2]):
+                    trace[2] = timestamp
+                if trace[3] is None:
+                    trace[3] = root_ts
+            if service:
+                names.add((service, "span", name))
+                if remote:
+                    names.add((service, "remote", remote))
+        for trace in traces.values():
+            if trace[3] is not None:
+                trace[2] = trace[3]  # Zipkin's trace timestamp is the root's
+        rows.sort(key=lambda row: (row[0], row[12]))  # index order: fewer pages touched
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany(_INSERT_SPAN, rows)
+            inserted = db.total_changes - before
+            db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", sorted(terms))
+            db.executemany(_UPSERT_TRACE, [tuple(t) for t in traces.values()])
             db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", sorted(names))
         return inserted
 
@@ -310,52 +320,46 @@ class SqliteSpanStore:
         return b"[" + b",".join(found) + b"]"
 
     def find_trace_ids(self, request: QueryRequest) -> list[str]:
-        """Ids of the traces matching ``request`` (Zipkin semantics), newest first."""
-        clauses = ["t.ts BETWEEN ? AND ?"]
-        params: list[Any] = [
-            (request.end_ts - request.lookback) * 1000,
-            request.end_ts * 1000,
-        ]
-        service = request.service_name
+        """Ids of the traces matching ``request`` (Zipkin semantics), newest first.
 
-        def exists_span(condition: str, *values: Any) -> None:
-            scope = " AND s.service = ?" if service is not None else ""
-            clauses.append(
-                f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_low = t.trace_low{scope}"
-                f" AND {condition})"
-            )
-            params.extend([service] if service is not None else [])
-            params.extend(values)
-
-        if service is not None:
-            exists_span("1")
-        if request.span_name is not None:
-            exists_span("s.name = ?", request.span_name)
-        if request.remote_service_name is not None:
-            exists_span("s.remote_service = ?", request.remote_service_name)
-        if request.min_duration is not None:
-            if request.max_duration is not None:
-                exists_span(
-                    "s.duration BETWEEN ? AND ?", request.min_duration, request.max_duration
-                )
-            else:
-                exists_span("s.duration >= ?", request.min_duration)
-        for key, value in request.annotation_query.items():
-            condition = "x.term = ?" + (" AND x.value = ?" if value else "")
-            scope = " AND x.service = ?" if service is not None else ""
-            clauses.append(
-                "EXISTS (SELECT 1 FROM span_terms x WHERE x.trace_low = t.trace_low"
-                f" AND {condition}{scope})"
-            )
-            params.extend([key, value] if value else [key])
-            params.extend([service] if service is not None else [])
-        sql = (
-            "SELECT t.trace_id FROM traces t WHERE "
-            + " AND ".join(clauses)
+        Two plans, because criteria differ wildly in how many spans they match. First the newest
+        traces of the window are probed one by one (cheap when matches are common); if that
+        does not fill ``limit``, each criterion's matching traces are collected through its
+        index and intersected (cheap when matches are rare).
+        """
+        window = [(request.end_ts - request.lookback) * 1000, request.end_ts * 1000]
+        criteria = _criteria(request)
+        db = self._reader()
+        if not criteria:
+            sql = "SELECT trace_id FROM traces WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?"
+            return [row[0] for row in db.execute(sql, [*window, request.limit])]
+        probe_sql = (
+            "SELECT t.trace_id FROM (SELECT trace_low, trace_id, ts FROM traces"
+            " WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?) t WHERE "
+            + " AND ".join(_exists(table, where) for table, where, _ in criteria)
             + " ORDER BY t.ts DESC LIMIT ?"
         )
-        params.append(request.limit)
-        return [row[0] for row in self._reader().execute(sql, params)]
+        params: list[Any] = [*window, _PROBE_TRACES]
+        for _, _, values in criteria:
+            params.extend(values)
+        found = [row[0] for row in db.execute(probe_sql, [*params, request.limit])]
+        if len(found) >= request.limit:
+            return found
+        in_window = db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM traces WHERE ts BETWEEN ? AND ? LIMIT ?)",
+            [*window, _PROBE_TRACES + 1],
+        ).fetchone()[0]
+        if in_window <= _PROBE_TRACES:
+            return found  # the probe saw every trace of the window
+        intersect_sql = (
+            "SELECT t.trace_id FROM traces t WHERE t.ts BETWEEN ? AND ? AND "
+            + " AND ".join(_in(table, where) for table, where, _ in criteria)
+            + " ORDER BY t.ts DESC LIMIT ?"
+        )
+        params = list(window)
+        for _, _, values in criteria:
+            params.extend(values)
+        return [row[0] for row in db.execute(intersect_sql, [*params, request.limit])]
 
     def find_traces_json(self, request: QueryRequest) -> bytes:
         """The traces matching ``request`` as a JSON list of traces, newest first."""
@@ -385,7 +389,7 @@ class SqliteSpanStore:
     def tag_values(self, key: str, limit: int = 1000) -> list[str]:
         """Distinct values seen for tag ``key`` (indexed values only), sorted."""
         rows = self._reader().execute(
-            "SELECT DISTINCT value FROM span_terms WHERE term = ? AND value IS NOT NULL"
+            "SELECT DISTINCT value FROM span_terms WHERE term = ? AND value != ''"
             " ORDER BY value LIMIT ?",
             (key, limit),
         )
@@ -556,3 +560,56 @@ def _percentile(sorted_values: list[int], percent: int) -> int:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+#: How many of the newest traces the first search plan probes before switching plans.
+_PROBE_TRACES = 2000
+_TABLES = {
+    "spans": "spans s INDEXED BY spans_by_trace",
+    "terms": "span_terms x",
+}
+_ALIAS = {"spans": "s", "terms": "x"}
+
+
+def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
+    """Each search criterion as (table, SQL condition, bound values), scoped to the service."""
+    service = request.service_name
+    scope, scope_values = ("s.service = ?", [service]) if service is not None else ("1", [])
+    criteria: list[tuple[str, str, list[Any]]] = []
+    if request.span_name is not None:
+        criteria.append(("spans", f"{scope} AND s.name = ?", [*scope_values, request.span_name]))
+    if request.remote_service_name is not None:
+        condition = f"{scope} AND s.remote_service = ?"
+        criteria.append(("spans", condition, [*scope_values, request.remote_service_name]))
+    if request.min_duration is not None:
+        if request.max_duration is not None:
+            condition = f"{scope} AND s.duration BETWEEN ? AND ?"
+            values = [*scope_values, request.min_duration, request.max_duration]
+        else:
+            condition, values = (
+                f"{scope} AND s.duration >= ?",
+                [*scope_values, request.min_duration],
+            )
+        criteria.append(("spans", condition, values))
+    for key, value in request.annotation_query.items():
+        condition = "x.term = ?" + (" AND x.value = ?" if value else "")
+        values = [key, value] if value else [key]
+        if service is not None:
+            condition += " AND x.service = ?"
+            values.append(service)
+        criteria.append(("terms", condition, values))
+    if service is not None and not any(table == "spans" for table, _, _ in criteria):
+        criteria.append(("spans", scope, scope_values))
+    return criteria
+
+
+def _exists(table: str, where: str) -> str:
+    alias = _ALIAS[table]
+    return (
+        f"EXISTS (SELECT 1 FROM {_TABLES[table]} WHERE {alias}.trace_low = t.trace_low AND {where})"
+    )
+
+
+def _in(table: str, where: str) -> str:
+    source = "spans s" if table == "spans" else "span_terms x"
+    return f"t.trace_low IN (SELECT {_ALIAS[table]}.trace_low FROM {source} WHERE {where})"
