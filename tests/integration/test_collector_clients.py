@@ -7,6 +7,8 @@ Zipkin JSON exporter and with its OTLP/HTTP protobuf exporter, and py_zipkin (v2
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,23 +132,26 @@ def test_opentelemetry_otlp_http_exporter(collector: str) -> None:
     assert {"parent": "otel-otlp", "child": "inventory", "callCount": 1, "errorCount": 1} in links
 
 
-def test_py_zipkin_v2_json(collector: str) -> None:
-    from py_zipkin.encoding import Encoding
-    from py_zipkin.transport import SimpleHTTPTransport
-    from py_zipkin.zipkin import zipkin_span
+PY_ZIPKIN_CLIENT = """
+import sys
+from py_zipkin.encoding import Encoding
+from py_zipkin.transport import SimpleHTTPTransport
+from py_zipkin.zipkin import zipkin_span
 
-    port = int(collector.rsplit(":", 1)[1])
-    transport = SimpleHTTPTransport("127.0.0.1", port)
-    with zipkin_span(
-        service_name="legacy-app",
-        span_name="Index",
-        transport_handler=transport,
-        sample_rate=100.0,
-        encoding=Encoding.V2_JSON,
-    ) as root:
-        root.update_binary_annotations({"page": "home"})
-        with zipkin_span(service_name="legacy-app", span_name="render") as child:
-            child.add_annotation("template loaded")
+transport = SimpleHTTPTransport("127.0.0.1", int(sys.argv[1]))
+with zipkin_span(service_name="legacy-app", span_name="Index", transport_handler=transport,
+                 sample_rate=100.0, encoding=Encoding.V2_JSON) as root:
+    root.update_binary_annotations({"page": "home"})
+    with zipkin_span(service_name="legacy-app", span_name="render") as child:
+        child.add_annotation("template loaded")
+"""
+
+
+def test_py_zipkin_v2_json(collector: str) -> None:
+    # py_zipkin runs in its own process: importing it registers Zipkin's proto classes in
+    # protobuf's global pool, which must not leak into other tests.
+    port = collector.rsplit(":", 1)[1]
+    subprocess.run([sys.executable, "-c", PY_ZIPKIN_CLIENT, port], check=True, timeout=60)
     traces = wait_for_traces(collector, 1, "serviceName=legacy-app")
     [trace] = traces
     spans = by_name(trace)
