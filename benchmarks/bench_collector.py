@@ -223,6 +223,9 @@ def main() -> None:
                 "newest 10 traces (no filter)": f"endTs={end}&lookback=86400000",
                 "serviceName": f"serviceName=service-03&endTs={end}&lookback=86400000",
                 "serviceName + spanName": (
+                    f"serviceName=service-03&spanName=operation-21&endTs={end}&lookback=86400000"
+                ),
+                "serviceName + spanName, no such pair": (
                     f"serviceName=service-03&spanName=operation-10&endTs={end}&lookback=86400000"
                 ),
                 "annotationQuery error and http.method=GET": (

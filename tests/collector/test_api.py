@@ -127,6 +127,17 @@ def test_a_rejected_batch_stores_nothing(served: ServedApp) -> None:
     assert get(served, "/api/v2/services")[1] == []
 
 
+def test_lone_surrogates_are_stored_replaced(served: ServedApp) -> None:
+    body = b'[{"traceId":"' + T2.encode() + b'","id":"0000000000000001","name":"a\\ud800b",'
+    body += b'"localEndpoint":{"serviceName":"s\\udfffv"},"tags":{"k\\ud800":"v"}}]'
+    status, _ = http("POST", f"{served.url}/api/v2/spans", body, JSON)
+    assert status == 202
+    [span] = get(served, f"/api/v2/trace/{T2}")[1]
+    assert span["name"] == "a?b"
+    assert span["localEndpoint"]["serviceName"] == "s?v"
+    assert span["tags"] == {"k?": "v"}
+
+
 def test_bad_gzip_gets_400(served: ServedApp) -> None:
     status, body = http(
         "POST", f"{served.url}/api/v2/spans", b"not gzip", {**JSON, "Content-Encoding": "gzip"}
@@ -395,3 +406,16 @@ def test_a_foreign_host_header_is_refused_on_loopback(served: ServedApp) -> None
     # what a DNS-rebinding page would send
     assert get(served, "/api/v2/services", Host="attacker.example")[0] == 400
     assert get(served, "/api/v2/services", Host=f"localhost:{served.port}")[0] == 200
+
+
+def test_the_server_applies_retention_periodically(tmp_path: Path) -> None:
+    import time
+
+    with ServedApp(tmp_path, max_age=0.5, retention_interval=0.2) as app:
+        assert post_spans(app, rpc_trace())[0] == 202
+        assert get(app, f"/api/v2/trace/{T1}")[0] == 200
+        deadline = time.monotonic() + 15
+        while get(app, f"/api/v2/trace/{T1}")[0] != 404:
+            assert time.monotonic() < deadline, "retention never removed the old trace"
+            time.sleep(0.1)
+        assert get(app, "/api/v2/services")[1] == []

@@ -93,6 +93,11 @@ class _Api:
             spans, is_json = decode_otlp_body(body, request.headers.get("content-type"))
         except IngestError as error:
             return _ingest_error(error)
+        except ImportError:
+            message = (
+                "OTLP ingest needs opentelemetry-proto: pip install 'tomograph-tracing[collector]'"
+            )
+            return error_response(501, message)
         await self._store(spans)
         # OTLP/HTTP answers 200 with an empty ExportTraceServiceResponse in the request's encoding
         if is_json:

@@ -226,7 +226,11 @@ class SqliteSpanStore:
         names: set[tuple[str, str, str]] = set()
         for raw in spans:
             span = normalize_span(raw)
-            body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+            try:
+                body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
+                span = _scrub(span)
+                body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
             trace_id = span["traceId"]
             low = trace_id_low(trace_id)
             service = local_service(span)
@@ -613,3 +617,14 @@ def _exists(table: str, where: str) -> str:
 def _in(table: str, where: str) -> str:
     source = "spans s" if table == "spans" else "span_terms x"
     return f"t.trace_low IN (SELECT {_ALIAS[table]}.trace_low FROM {source} WHERE {where})"
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made encodable as UTF-8 (lone surrogates become "?")."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
