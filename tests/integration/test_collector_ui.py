@@ -189,3 +189,22 @@ def test_encoded_spans_render_identically(collector: str, page: Any) -> None:
     page.goto(f"{collector}/#/trace/{trace_id:032x}")
     page.wait_for_selector(".wf-row")
     assert page.locator(".wf-row").count() == len(memory.spans)
+
+
+def test_the_ui_asks_for_the_token_of_a_protected_collector(tmp_path: Path, browser: Any) -> None:
+    with running_collector(tmp_path, "--token", "let-me-in") as url:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            prompts: list[str] = []
+
+            def answer(dialog: Any) -> None:
+                prompts.append(dialog.message)
+                dialog.accept("let-me-in")
+
+            page.on("dialog", answer)
+            page.goto(url + "/")
+            page.wait_for_selector("#search-status:has-text('No traces')")
+            assert len(prompts) == 1 and "token" in prompts[0]
+        finally:
+            context.close()

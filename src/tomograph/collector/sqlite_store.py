@@ -365,10 +365,6 @@ class SqliteSpanStore:
             params.extend(values)
         return [row[0] for row in db.execute(intersect_sql, [*params, request.limit])]
 
-    def find_traces_json(self, request: QueryRequest) -> bytes:
-        """The traces matching ``request`` as a JSON list of traces, newest first."""
-        return self.get_traces_json(self.find_trace_ids(request))
-
     def _names(self, kind: str, service: str | None) -> list[str]:
         if service is None:
             sql = "SELECT DISTINCT service FROM span_names WHERE kind = ? ORDER BY service"
