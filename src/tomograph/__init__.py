@@ -39,6 +39,7 @@ __all__ = [
     "Tracer",
     "TracingError",
     "__version__",
+    "add_trace_info_header",
     "annotate",
     "configure",
     "current_span",
@@ -48,6 +49,7 @@ __all__ = [
     "sampling",
     "span",
     "start",
+    "start_http",
     "start_span",
     "stats",
     "stop",
@@ -59,6 +61,8 @@ __all__ = [
 # imports an integration's optional dependency.
 _LAZY: dict[str, str] = {
     "stats": "tomograph.reporting.stats:stats",
+    "add_trace_info_header": "tomograph.propagation.http:add_trace_info_header",
+    "start_http": "tomograph.propagation.http:start_http",
 }
 
 

@@ -79,7 +79,9 @@ def _classic_span(
         _parent_from(trace_info),
         _endpoint(service_name, address, port),
     )
-    span._classic = True
+    span._classic = True  # finishing adds the "stop" note
+    if span.sampled:
+        span.notes_raw.append((span.start_ns, "start", None))
     return span
 
 

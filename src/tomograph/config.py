@@ -8,6 +8,11 @@ Environment variables (read by :func:`configure` for anything not passed explici
     A comma-separated list of backend URLs, e.g. ``zipkin+http://127.0.0.1:9411,statsd://:8125``.
 ``TOMOGRAPH_SAMPLE_RATE``
     The fraction (0.0 to 1.0) of new traces to record; upstream decisions are obeyed.
+``TOMOGRAPH_PROPAGATION``
+    A comma-separated list of trace-context formats to write and read, e.g. ``w3c,baggage,b3``
+    (names: ``w3c``, ``baggage``, ``b3``, ``b3single``, ``xtraceinfo``, ``jaeger``; see
+    :mod:`tomograph.propagation.composite`). Unset: write W3C, baggage, B3 and X-Trace-Info, and
+    read any of them or Jaeger's ``uber-trace-id``.
 
 A bad value raises :class:`~tomograph.ConfigurationError` from :func:`configure`, naming the
 variable. If the application never calls :func:`configure`, the first span configures tomograph
@@ -23,13 +28,16 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tomograph.backend import Backend
 from tomograph.errors import ConfigurationError
 from tomograph.sampling import Sampler, parent_based, probabilistic
 from tomograph.tracer import DEFAULT_SERVICE_NAME, Tracer
+
+if TYPE_CHECKING:
+    from tomograph.propagation.composite import Propagator
 
 __all__ = [
     "BACKEND_SCHEMES",
@@ -184,11 +192,14 @@ def configure(
     trace_id_bits: int = 128,
     join_shared_spans: bool = False,
     environ: Mapping[str, str] | None = None,
+    propagation: Propagator | str | Iterable[str] | None = None,
 ) -> Tracer:
     """Set up the default tracer that the module-level API and integrations use.
 
     Arguments not given are read from the environment (``TOMOGRAPH_SERVICE``,
-    ``TOMOGRAPH_BACKENDS``, ``TOMOGRAPH_SAMPLE_RATE``). Returns the new tracer. Backends of the
+    ``TOMOGRAPH_BACKENDS``, ``TOMOGRAPH_SAMPLE_RATE``, ``TOMOGRAPH_PROPAGATION``).
+    ``propagation`` is a list (or comma-separated string) of trace-context format names, or a
+    :class:`tomograph.propagation.Propagator`. Returns the new tracer. Backends of the
     previous configuration that the new one does not reuse are flushed and closed.
 
     >>> import tomograph
@@ -199,6 +210,14 @@ def configure(
     Raises :class:`~tomograph.ConfigurationError` for any bad value.
     """
     global _default_tracer
+    from tomograph.propagation import composite
+
+    environ = os.environ if environ is None else environ
+    try:
+        propagator = composite.propagator_from(propagation, environ)
+    except ValueError as error:
+        source = composite.ENV_PROPAGATION if propagation is None else "propagation"
+        raise ConfigurationError(f"{source}: {error}") from None
     tracer = _build_tracer(
         service,
         backends,
@@ -206,8 +225,9 @@ def configure(
         sample_rate,
         trace_id_bits,
         join_shared_spans,
-        os.environ if environ is None else environ,
+        environ,
     )
+    composite.set_default_propagator(propagator)
     with _lock:
         previous, _default_tracer = _default_tracer, tracer
         _install_exit_hook()
@@ -264,5 +284,8 @@ def reset() -> None:
     global _default_tracer
     with _lock:
         previous, _default_tracer = _default_tracer, None
+    from tomograph.propagation import composite
+
+    composite.set_default_propagator(None)
     if previous is not None:
         previous.close(EXIT_FLUSH_SECONDS)

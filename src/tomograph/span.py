@@ -8,7 +8,6 @@ conversion happen later, on a background thread or in an encoder.
 from __future__ import annotations
 
 import functools
-import inspect
 import random
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -32,6 +31,9 @@ _getrandbits = random.getrandbits
 _monotonic_ns = monotonic_ns
 _set_current = CURRENT_SPAN.set
 _reset_current = CURRENT_SPAN.reset
+
+#: ``end_ns`` of a finished unsampled span, which is never timed.
+_UNTIMED = -1
 
 _NO_TAGS: Mapping[str, TagValue] = MappingProxyType({})
 
@@ -133,11 +135,13 @@ class Span:
         if sampled:
             self.tags: dict[str, TagValue] = {**tags} if tags else {}
             self.notes_raw = []
+            self.start_ns = _monotonic_ns()
         else:
-            # Unsampled spans record nothing (tag() and annotate() check ``sampled``); tags given
-            # here stay readable, so a decorator template can pass them to its spans.
+            # Unsampled spans record nothing, not even time (tag() and annotate() check
+            # ``sampled``); tags given here stay readable, so a decorator template can pass them
+            # to its spans.
             self.tags = MappingProxyType(tags) if tags else _NO_TAGS  # type: ignore[assignment]
-        self.start_ns = _monotonic_ns()
+            self.start_ns = 0
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ class Span:
 
         A span starts when it is made: by ``tracer.span()`` or :meth:`Tracer.start_span`.
         """
-        if timestamp_us is not None and not self.end_ns:
+        if timestamp_us is not None and not self.end_ns and self.sampled:
             self.start_ns = to_monotonic_ns(timestamp_us)
             if self._classic and self.sampled:
                 self.notes_raw[0] = (self.start_ns, "start", None)
@@ -176,12 +180,14 @@ class Span:
         """
         if self.end_ns:
             return
+        if not self.sampled:
+            self.end_ns = _UNTIMED
+            return
         end_ns = _monotonic_ns() if timestamp_us is None else to_monotonic_ns(timestamp_us)
         self.end_ns = end_ns
-        if self.sampled:
-            if self._classic:
-                self.notes_raw.append((end_ns, "stop", None))
-            self._tracer._report(self)
+        if self._classic:
+            self.notes_raw.append((end_ns, "stop", None))
+        self._tracer._report(self)
 
     def __enter__(self) -> Span:
         self._token = _set_current(self)
@@ -199,11 +205,13 @@ class Span:
             except ValueError:
                 pass  # entered in another context: see deactivate()
         if not self.end_ns:
-            end_ns = self.end_ns = _monotonic_ns()
             if self.sampled:
+                end_ns = self.end_ns = _monotonic_ns()
                 if self._classic:
                     self.notes_raw.append((end_ns, "stop", None))
                 self._tracer._report(self)
+            else:
+                self.end_ns = _UNTIMED
 
     def deactivate(self) -> None:
         """Restore the span that was current before this one was entered."""
@@ -286,13 +294,15 @@ class Span:
 
     @property
     def timestamp(self) -> int:
-        """Start time in epoch microseconds."""
+        """Start time in epoch microseconds; 0 for an unsampled span (never timed)."""
+        if not self.sampled:
+            return 0
         return (self.start_ns + EPOCH_OFFSET_NS) // 1000
 
     @property
     def duration(self) -> int | None:
-        """Duration in microseconds (at least 1), or ``None`` while unfinished."""
-        if not self.end_ns:
+        """Duration in µs (at least 1); ``None`` while unfinished or if unsampled (never timed)."""
+        if not self.end_ns or not self.sampled:
             return None
         return max(1, -((self.start_ns - self.end_ns) // 1000))
 
@@ -348,6 +358,8 @@ def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:
 
     Handles plain functions, coroutine functions, generators and async generators.
     """
+    import inspect  # at decoration time only: keeps `import tomograph` light
+
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)

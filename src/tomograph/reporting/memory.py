@@ -54,7 +54,11 @@ class MemoryBackend:
     def spans(self) -> list[Span]:
         """A snapshot of the kept spans, in the order they finished."""
         with self._lock:
-            return list(self._spans)
+            while True:
+                try:
+                    return list(self._spans)
+                except RuntimeError:
+                    continue  # another thread appended while we copied: copy again
 
     def names(self) -> list[str]:
         """The names of the kept spans, in the order they finished."""

@@ -1,0 +1,307 @@
+"""W3C Baggage: application-defined key/value pairs that travel with the trace.
+
+``baggage: userId=alice,serverNode=DF%2028,isProduction=false;ttl=60``
+
+Each list member is ``key=value`` with optional ``;property`` parts. Keys are HTTP tokens;
+values are percent-encoded UTF-8 (decoded on read, with U+FFFD for invalid sequences, and encoded
+on write); properties are kept exactly as given. A ``+`` is a plain plus sign (W3C), so we write
+it as ``%2B`` and spaces as ``%20`` for peers that decode ``+`` as a space.
+
+Reading: repeated ``baggage`` headers are combined; a malformed member is dropped on its own;
+members past the 64th, or past 8192 bytes in total, are dropped (a header over 64 KiB is ignored
+as hostile); a repeated key keeps its first position and its last value. Writing keeps the same
+limits, dropping whole members from the end.
+
+Baggage lives in ``TraceContext.extra['baggage']`` (and ``Span.extra``) as a tuple of
+:class:`BaggageEntry`; child spans inherit it. Read and change it with :func:`get_baggage`,
+:func:`get_baggage_item`, :func:`set_baggage` and :func:`remove_baggage`:
+
+>>> import tomograph
+>>> with tomograph.Tracer('shop').span('checkout') as span:
+...     set_baggage('user.id', 'alice')
+...     with tomograph.Tracer('shop').span('charge', parent=span) as child:
+...         get_baggage(child)
+{'user.id': 'alice'}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote, unquote
+
+from tomograph.context import CURRENT_SPAN
+from tomograph.model import TraceContext
+from tomograph.propagation._context import ContextLike
+from tomograph.propagation.carriers import log, reader_for, set_header
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
+
+__all__ = [
+    "BAGGAGE",
+    "BaggageEntry",
+    "extract",
+    "format_baggage",
+    "get_baggage",
+    "get_baggage_entries",
+    "get_baggage_item",
+    "inject",
+    "parse_baggage",
+    "remove_baggage",
+    "set_baggage",
+    "with_baggage",
+]
+
+BAGGAGE = "baggage"
+#: Most list members kept or sent.
+MAX_MEMBERS = 64
+#: Most bytes of baggage kept or sent (the header value, UTF-8).
+MAX_BYTES = 8192
+#: A combined baggage header longer than this is not read at all.
+MAX_READ_LENGTH = 65536
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# baggage-octet: printable ASCII except space, DQUOTE, comma, semicolon and backslash.
+_OCTETS = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('",;\\')
+# Written unencoded: baggage octets, less "%" (an escape) and "+" (a space to some decoders).
+_SAFE = "".join(sorted(_OCTETS - set("%+")))
+_SAFE_SET = frozenset(_SAFE)
+# OWS key OWS "=" OWS value OWS [";" properties]: properties are checked on their own.
+_MEMBER = re.compile(
+    r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*"
+    r"([\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)[ \t]*(?:;(.*))?",
+    re.DOTALL,
+).fullmatch
+# A NamedTuple made without its Python-level __new__.
+_entry = tuple.__new__
+_OWS = " \t"
+
+
+class BaggageEntry(NamedTuple):
+    """One baggage member: ``key``, decoded ``value``, raw ``properties`` (``;``-joined, or '')."""
+
+    key: str
+    value: str
+    properties: str = ""
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and _TOKEN.issuperset(text)
+
+
+def _parse_properties(parts: list[str]) -> str | None:
+    kept = []
+    for part in parts:
+        name, equals, value = part.partition("=")
+        name = name.strip(_OWS)
+        value = value.strip(_OWS)
+        if not _is_token(name) or (equals and not _OCTETS.issuperset(value)):
+            return None
+        kept.append(f"{name}={value}" if equals else name)
+    return ";".join(kept)
+
+
+def _parse_member(member: str) -> BaggageEntry | None:
+    match = _MEMBER(member)
+    if match is None:
+        return None
+    key, value, properties = match.groups()
+    if properties is not None:
+        properties = _parse_properties(properties.split(";"))
+        if properties is None:
+            return None
+    if "%" in value:
+        value = unquote(value, errors="replace")
+    return _entry(BaggageEntry, (key, value, properties or ""))
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def parse_baggage(values: str | Iterable[str]) -> tuple[BaggageEntry, ...]:
+    """The members of one or more ``baggage`` values; malformed members are left out.
+
+    >>> parse_baggage('userId=alice,serverNode=DF%2028,isProduction=false;ttl=60')
+    (BaggageEntry(key='userId', value='alice', properties=''), \
+BaggageEntry(key='serverNode', value='DF 28', properties=''), \
+BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
+    """
+    combined = values if isinstance(values, str) else ",".join(values)
+    if len(combined) > MAX_READ_LENGTH:
+        log.debug("ignoring baggage of %d characters", len(combined))
+        return ()
+    members = combined.split(",")
+    # Sizes are counted member by member only when the whole header could be over a limit.
+    small = len(members) <= MAX_MEMBERS and _size(combined) <= MAX_BYTES
+    entries: dict[str, BaggageEntry] = {}
+    size = count = 0
+    for member in members:
+        entry = _parse_member(member)
+        if entry is None:
+            if member.strip(_OWS):
+                log.debug("dropping malformed baggage member %r", member[:200])
+            continue
+        if not small:
+            size += _size(member.strip(_OWS)) + (1 if count else 0)
+            count += 1
+            if count > MAX_MEMBERS or size > MAX_BYTES:
+                log.debug(
+                    "baggage over %d members or %d bytes: rest dropped", MAX_MEMBERS, MAX_BYTES
+                )
+                break
+        entries[entry.key] = entry
+    return tuple(entries.values())
+
+
+def _format_member(entry: BaggageEntry) -> str:
+    value = entry.value
+    if not _SAFE_SET.issuperset(value):
+        value = quote(value, safe=_SAFE)
+    text = f"{entry.key}={value}"
+    return f"{text};{entry.properties}" if entry.properties else text
+
+
+def format_baggage(entries: Iterable[BaggageEntry]) -> str:
+    """The ``baggage`` value for ``entries``, within 64 members and 8192 bytes.
+
+    Members that do not fit, or whose key is not a token, are left out.
+
+    >>> format_baggage([BaggageEntry('user', 'alice smith'), BaggageEntry('ttl', '1', 'p')])
+    'user=alice%20smith,ttl=1;p'
+    """
+    members: list[str] = []
+    size = 0
+    for entry in entries:
+        if not _is_token(entry.key):
+            log.debug("not sending baggage key %r: not an HTTP token", entry.key)
+            continue
+        member = _format_member(entry)
+        added = _size(member) + (1 if members else 0)
+        if len(members) >= MAX_MEMBERS or size + added > MAX_BYTES:
+            log.debug("baggage over %d members or %d bytes: rest not sent", MAX_MEMBERS, MAX_BYTES)
+            break
+        members.append(member)
+        size += added
+    return ",".join(members)
+
+
+def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
+    """The baggage carried in a context's or span's ``extra``.
+
+    >>> entries_of({'baggage': (BaggageEntry('a', '1'),)})
+    (BaggageEntry(key='a', value='1', properties=''),)
+    """
+    if not extra:
+        return ()
+    entries: tuple[BaggageEntry, ...] = extra.get(BAGGAGE, ())
+    return entries
+
+
+def inject(context: ContextLike, carrier: Any) -> None:
+    """Write the baggage of ``context`` (if any) as a ``baggage`` header on ``carrier``."""
+    entries = entries_of(context.extra)
+    text = format_baggage(entries) if entries else ""
+    if text:
+        set_header(carrier, BAGGAGE, text)
+    elif carrier.__class__ is dict:
+        carrier.pop(BAGGAGE, None)  # left from an earlier inject into the same headers
+
+
+def extract(carrier: Any) -> tuple[BaggageEntry, ...]:
+    """The baggage in ``carrier``'s headers (an empty tuple if none).
+
+    Baggage carries no trace ids, so unlike the other formats this returns the entries; use
+    :func:`with_baggage` to attach them to a context.
+
+    >>> extract({'baggage': 'a=1'})
+    (BaggageEntry(key='a', value='1', properties=''),)
+    """
+    values = reader_for(carrier).all(BAGGAGE, MAX_READ_LENGTH)
+    return parse_baggage(values) if values else ()
+
+
+def _replace_entries(
+    extra: Mapping[str, Any] | None, entries: tuple[BaggageEntry, ...]
+) -> dict[str, Any] | None:
+    new_extra = dict(extra) if extra else {}
+    if entries:
+        new_extra[BAGGAGE] = entries
+    else:
+        new_extra.pop(BAGGAGE, None)
+    return new_extra or None
+
+
+def with_baggage(context: TraceContext, entries: Iterable[BaggageEntry]) -> TraceContext:
+    """A copy of ``context`` whose baggage is ``entries``.
+
+    >>> with_baggage(TraceContext(1, 2), [BaggageEntry('a', '1')]).extra
+    {'baggage': (BaggageEntry(key='a', value='1', properties=''),)}
+    """
+    return context.replace(extra=_replace_entries(context.extra, tuple(entries)))
+
+
+def _target(span: Span | None) -> Span | None:
+    return CURRENT_SPAN.get() if span is None else span
+
+
+def get_baggage_entries(span: Span | TraceContext | None = None) -> tuple[BaggageEntry, ...]:
+    """The baggage entries (with properties) of ``span``, or of the current span."""
+    target = CURRENT_SPAN.get() if span is None else span
+    return entries_of(target.extra) if target is not None else ()
+
+
+def get_baggage(span: Span | TraceContext | None = None) -> dict[str, str]:
+    """The baggage of ``span`` (default: the current span) as a new ``{key: value}`` dict.
+
+    Empty outside any span.
+    """
+    return {entry.key: entry.value for entry in get_baggage_entries(span)}
+
+
+def get_baggage_item(key: str, span: Span | TraceContext | None = None) -> str | None:
+    """One baggage value of ``span`` (default: the current span), or None."""
+    for entry in get_baggage_entries(span):
+        if entry.key == key:
+            return entry.value
+    return None
+
+
+def set_baggage(key: str, value: str, properties: str = "", span: Span | None = None) -> None:
+    """Set baggage ``key`` to ``value`` on ``span`` (default: the current span).
+
+    Spans started afterwards under it inherit the baggage; it is sent on every inject. Does
+    nothing outside any open span (logged at debug level): a finished span is never changed.
+    Raises ValueError if ``key`` is not an HTTP token or ``properties`` are malformed.
+    """
+    if not _is_token(key):
+        raise ValueError(f"baggage key {key!r} must be a non-empty HTTP token")
+    if not isinstance(value, str):
+        raise TypeError(f"baggage values must be str, not {type(value).__name__}")
+    if properties and _parse_properties(properties.split(";")) is None:
+        raise ValueError(f"malformed baggage properties {properties!r}")
+    target = _target(span)
+    if target is None or target.end_ns:
+        log.debug("set_baggage(%r) outside any open span: ignored", key)
+        return
+    entries = entries_of(target.extra)
+    new = BaggageEntry(key, value, properties)
+    if any(entry.key == key for entry in entries):
+        updated = tuple(new if entry.key == key else entry for entry in entries)
+    else:
+        updated = (*entries, new)
+    # Children share their parent's extra mapping: replace it, never change it in place.
+    target.extra = _replace_entries(target.extra, updated)
+
+
+def remove_baggage(key: str, span: Span | None = None) -> None:
+    """Remove baggage ``key`` from ``span`` (default: the current span), if present."""
+    target = _target(span)
+    if target is None or target.end_ns:
+        return
+    entries = entries_of(target.extra)
+    if any(entry.key == key for entry in entries):
+        remaining = tuple(entry for entry in entries if entry.key != key)
+        target.extra = _replace_entries(target.extra, remaining)

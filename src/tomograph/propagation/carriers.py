@@ -1,0 +1,371 @@
+"""Reading and writing HTTP headers on whatever object carries them, case-insensitively.
+
+Extraction reads from:
+
+- plain mappings (``dict``, ``requests``' ``CaseInsensitiveDict``, ...): names are matched
+  case-insensitively; values may be ``str``, ``bytes`` or lists of them;
+- WSGI environs (any mapping with ``REQUEST_METHOD`` or ``wsgi.version``): ``traceparent`` is read
+  from ``HTTP_TRACEPARENT``, ``X-B3-TraceId`` from ``HTTP_X_B3_TRACEID``;
+- sequences of ``(name, value)`` pairs (ASGI's raw headers, ``http.client`` header lists);
+- objects with a ``headers`` attribute: WebOb and Werkzeug requests, Tornado's
+  ``HTTPServerRequest``, ``http.server.BaseHTTPRequestHandler`` (an ``email.message.Message``),
+  ``urllib.request.Request``;
+- header containers themselves (``email.message.Message``, Tornado ``HTTPHeaders``, Werkzeug
+  ``Headers``, multidicts).
+
+Injection writes to mappings (lower-case names, replacing a value set before),
+``urllib.request.Request`` (``add_header``), ``http.client.HTTPConnection`` between
+``putrequest`` and ``endheaders`` (``putheader``), ``email.message.Message`` (replacing), lists of
+pairs (appended), and objects whose ``headers`` is one of these (``requests.PreparedRequest``,
+``httpx.Request``, Tornado ``HTTPRequest``).
+
+Repeated headers: :meth:`HeaderReader.first` gives the first value (B3's rule),
+:meth:`HeaderReader.all` every value in order (W3C ``tracestate`` and ``baggage`` are combined).
+A value longer than the caller's limit is treated as absent and logged at debug level on the
+``tomograph.propagation`` logger: hostile input costs no more than reading its length.
+
+>>> reader = reader_for({'X-B3-TraceId': '80f198ee56343ba8'})
+>>> reader.first('x-b3-traceid')
+'80f198ee56343ba8'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["HeaderReader", "MAX_HEADER_LENGTH", "drop_other_cases", "reader_for", "set_header"]
+
+#: The longest header value read by default, in characters; longer values are ignored.
+MAX_HEADER_LENGTH = 8192
+
+log = logging.getLogger("tomograph.propagation")
+
+
+def _text(value: Any) -> str | None:
+    if value.__class__ is str:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        # HTTP header bytes are ISO-8859-1 (WSGI and ASGI agree); never fails.
+        return bytes(value).decode("latin-1")
+    return None
+
+
+def _values(value: Any) -> list[str]:
+    """One raw header value (a string, bytes, or a list of them) as a list of strings."""
+    if value is None:
+        return []
+    text = _text(value)
+    if text is not None:
+        return [text]
+    if isinstance(value, (list, tuple)):
+        return [t for t in map(_text, value) if t is not None]
+    return []
+
+
+class HeaderReader:
+    """Case-insensitive, read-only access to the headers of one carrier.
+
+    Get one per request with :func:`reader_for` and read as many headers as needed: the
+    composite propagator reads every format from one reader. Reading never raises.
+
+    >>> reader_for({'HTTP_TRACEPARENT': 'x', 'REQUEST_METHOD': 'GET'}).first('traceparent')
+    'x'
+    """
+
+    __slots__ = ()
+
+    def all(self, name: str, limit: int = MAX_HEADER_LENGTH) -> list[str]:
+        """Every value of header ``name`` (lower case), in order; values over ``limit`` dropped."""
+        try:
+            values = self._raw(name)
+        except Exception as error:
+            # A carrier of a kind we could not foresee: no context rather than a broken request.
+            log.debug("reading %s header failed: %r", name, error)
+            return []
+        for value in values:
+            if len(value) > limit:
+                log.debug("ignoring %s header: %d characters (limit %d)", name, len(value), limit)
+                return [v for v in values if len(v) <= limit]
+        return values
+
+    def first(self, name: str, limit: int = MAX_HEADER_LENGTH) -> str | None:
+        """The first value of header ``name`` (lower case), or None; None if over ``limit``."""
+        try:
+            values = self._raw(name)
+        except Exception as error:
+            log.debug("reading %s header failed: %r", name, error)
+            return None
+        if not values:
+            return None
+        return _within(name, values[0], limit)
+
+    def _raw(self, name: str) -> list[str]:
+        return []
+
+
+def _within(name: str, value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        log.debug("ignoring %s header: %d characters (limit %d)", name, len(value), limit)
+        return None
+    return value
+
+
+class _MappingReader(HeaderReader):
+    """A dict or other mapping of header names (any case) to values."""
+
+    __slots__ = ("_index", "_mapping")
+
+    def __init__(self, mapping: Mapping[Any, Any]) -> None:
+        self._mapping = mapping
+        self._index: dict[str, Any] | None = None
+
+    def first(self, name: str, limit: int = MAX_HEADER_LENGTH) -> str | None:
+        mapping = self._mapping
+        if mapping.__class__ is dict:
+            # The common case, written out: one dict lookup for a lower-case key.
+            value = mapping.get(name)
+            if value is None:
+                index = self._index
+                if index is None:
+                    index = self._index = _lower_index(mapping)
+                value = index.get(name)
+                if value is None:
+                    return None
+            if value.__class__ is str:
+                return _within(name, value, limit)
+        return super().first(name, limit)
+
+    def all(self, name: str, limit: int = MAX_HEADER_LENGTH) -> list[str]:
+        mapping = self._mapping
+        if mapping.__class__ is dict:
+            value = mapping.get(name)
+            if value.__class__ is str and len(value) <= limit:
+                return [value]
+        return super().all(name, limit)
+
+    def _raw(self, name: str) -> list[str]:
+        value = self._mapping.get(name)
+        if value is None:
+            index = self._index
+            if index is None:
+                index = self._index = _lower_index(self._mapping)
+            value = index.get(name)
+        return _values(value)
+
+
+def _lower_index(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    # Built once per reader, only when a lower-case lookup missed: headers written by hand as
+    # "X-B3-TraceId" still match, and each further miss costs one dict lookup.
+    index: dict[str, Any] = {
+        key.lower(): value for key, value in mapping.items() if key.__class__ is str
+    }
+    if len(index) == len(mapping):
+        return index  # string keys only, and no two names differ only in case
+    index = {}
+    for key, value in mapping.items():
+        text = _text(key)
+        if text is None:
+            continue
+        lowered = text.lower()
+        if lowered in index:
+            index[lowered] = [*_values(index[lowered]), *_values(value)]
+        else:
+            index[lowered] = value
+    return index
+
+
+_ENVIRON_KEYS: dict[str, str] = {}
+
+
+def _environ_key(name: str) -> str:
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if len(_ENVIRON_KEYS) < 256:  # header names come from code, but stay bounded anyway
+            _ENVIRON_KEYS[name] = key
+    return key
+
+
+class _EnvironReader(HeaderReader):
+    """A WSGI environ: header ``X-B3-TraceId`` is key ``HTTP_X_B3_TRACEID``."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def first(self, name: str, limit: int = MAX_HEADER_LENGTH) -> str | None:
+        environ = self._environ
+        if environ.__class__ is dict:
+            value = environ.get(_environ_key(name))
+            if value is None:
+                return None
+            if value.__class__ is str:
+                return _within(name, value, limit)
+        return super().first(name, limit)
+
+    def all(self, name: str, limit: int = MAX_HEADER_LENGTH) -> list[str]:
+        environ = self._environ
+        if environ.__class__ is dict:
+            value = environ.get(_environ_key(name))
+            if value is None:
+                return []
+            if value.__class__ is str and len(value) <= limit:
+                return [value]
+        return super().all(name, limit)
+
+    def _raw(self, name: str) -> list[str]:
+        return _values(self._environ.get(_environ_key(name)))
+
+
+class _ListReader(HeaderReader):
+    """A header container with a per-name list method (Tornado, Werkzeug, multidict, email)."""
+
+    __slots__ = ("_getlist",)
+
+    def __init__(self, getlist: Any) -> None:
+        self._getlist = getlist
+
+    def _raw(self, name: str) -> list[str]:
+        found = self._getlist(name)
+        return _values(found) if found else []
+
+
+class _PairsReader(HeaderReader):
+    """A sequence of ``(name, value)`` pairs, e.g. ASGI's raw headers."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, carrier: Any) -> None:
+        pairs = []
+        for item in carrier:
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                name, value = _text(item[0]), _text(item[1])
+                if name is not None and value is not None:
+                    pairs.append((name.lower(), value))
+        self._pairs = pairs
+
+    def _raw(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
+
+
+_NOTHING = HeaderReader()
+
+
+def _is_environ(carrier: Mapping[Any, Any]) -> bool:
+    return "REQUEST_METHOD" in carrier or "wsgi.version" in carrier
+
+
+def reader_for(carrier: Any) -> HeaderReader:
+    """A :class:`HeaderReader` for ``carrier`` (returned as is if it already is one).
+
+    >>> reader_for({'X-B3-TraceId': '80f198ee56343ba8'}).first('x-b3-traceid')
+    '80f198ee56343ba8'
+    """
+    if carrier.__class__ is dict:  # the common case, decided without attribute probes
+        return _EnvironReader(carrier) if _is_environ(carrier) else _MappingReader(carrier)
+    if isinstance(carrier, HeaderReader):
+        return carrier
+    try:
+        return _reader_for_object(carrier)
+    except Exception as error:
+        log.debug("cannot read headers from a %s: %r", type(carrier).__name__, error)
+        return _NOTHING
+
+
+def _reader_for_object(carrier: Any) -> HeaderReader:
+    if not isinstance(carrier, Mapping):
+        # A request object: prefer its WSGI environ (WebOb, Werkzeug), else its headers.
+        environ = getattr(carrier, "environ", None)
+        if isinstance(environ, Mapping) and "REQUEST_METHOD" in environ:
+            return _EnvironReader(environ)
+        headers = getattr(carrier, "headers", None)
+        if headers is not None:
+            carrier = headers
+    if isinstance(carrier, Mapping) and _is_environ(carrier):
+        return _EnvironReader(carrier)
+    # Multi-valued header containers, recognised by their per-name list method.
+    for method in ("get_list", "getlist", "getall"):
+        getlist = getattr(carrier, method, None)
+        if getlist is not None:
+            return _ListReader(getlist)
+    if hasattr(carrier, "get_all") and hasattr(carrier, "keys"):  # email.message.Message
+        return _ListReader(carrier.get_all)
+    if isinstance(carrier, Mapping):
+        return _MappingReader(carrier)
+    if isinstance(carrier, (list, tuple)):
+        return _PairsReader(carrier)
+    log.debug("cannot read headers from a %s: no trace context", type(carrier).__name__)
+    return _NOTHING
+
+
+def set_header(carrier: Any, name: str, value: str) -> None:
+    """Write header ``name`` (lower case) on ``carrier``, replacing an earlier value.
+
+    >>> headers = {}
+    >>> set_header(headers, 'b3', '0')
+    >>> headers
+    {'b3': '0'}
+    """
+    if carrier.__class__ is dict:
+        carrier[name] = value
+        return
+    add_header = getattr(carrier, "add_header", None)
+    if add_header is not None and hasattr(carrier, "full_url"):  # urllib.request.Request
+        add_header(name, value)
+        return
+    putheader = getattr(carrier, "putheader", None)
+    if putheader is not None:  # http.client.HTTPConnection, between putrequest and endheaders
+        putheader(name, value)
+        return
+    if hasattr(carrier, "get_all") and hasattr(carrier, "replace_header"):
+        # email.message.Message: item assignment appends, so delete every old value first.
+        del carrier[name]
+        carrier[name] = value
+        return
+    if isinstance(carrier, list):
+        raw = bool(carrier) and isinstance(carrier[0], (list, tuple)) and bool(carrier[0])
+        raw = raw and isinstance(carrier[0][0], bytes)
+        carrier[:] = [item for item in carrier if not _same_name(item, name)]
+        if raw:
+            carrier.append((name.encode("latin-1"), value.encode("latin-1")))  # ASGI-style
+        else:
+            carrier.append((name, value))
+        return
+    if hasattr(carrier, "__setitem__"):
+        carrier[name] = value
+        return
+    headers = getattr(carrier, "headers", None)
+    if headers is not None and headers is not carrier:
+        set_header(headers, name, value)
+        return
+    raise TypeError(f"cannot write headers to a {type(carrier).__name__}")
+
+
+def drop_other_cases(carrier: dict[Any, Any], names: frozenset[str]) -> None:
+    """Remove keys of ``carrier`` that spell one of ``names`` (lower case) in another case.
+
+    Injection writes lower-case names; without this a dict holding ``Traceparent`` from
+    elsewhere would send two traceparent headers.
+
+    >>> headers = {'X-B3-TraceId': 'old', 'Accept': '*/*'}
+    >>> drop_other_cases(headers, frozenset({'x-b3-traceid'}))
+    >>> headers
+    {'Accept': '*/*'}
+    """
+    stale = [
+        key for key in carrier if key.__class__ is str and key.lower() in names and key not in names
+    ]
+    for key in stale:
+        del carrier[key]
+
+
+def _same_name(item: Any, name: str) -> bool:
+    if isinstance(item, (list, tuple)) and item:
+        key = _text(item[0])
+        return key is not None and key.lower() == name
+    return False
