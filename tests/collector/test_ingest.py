@@ -16,6 +16,7 @@ from tomograph.collector.ingest import (
     UnsupportedMediaType,
     decode_otlp_body,
     decode_zipkin_body,
+    decompress,
     read_body,
 )
 
@@ -28,7 +29,8 @@ async def _chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
 def read(
     data: bytes, *, length: str | None = None, encoding: str | None = None, limit: int = 10_000
 ) -> bytes:
-    return asyncio.run(read_body(_chunks(data), length, encoding, limit))
+    raw = asyncio.run(read_body(_chunks(data), length, encoding, limit))
+    return decompress(raw, encoding, limit)
 
 
 def test_plain_and_gzip_bodies_are_read() -> None:

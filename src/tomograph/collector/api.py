@@ -22,6 +22,7 @@ from tomograph.collector.ingest import (
     UnsupportedMediaType,
     decode_otlp_body,
     decode_zipkin_body,
+    decompress,
     read_body,
 )
 from tomograph.collector.params import (
@@ -33,7 +34,7 @@ from tomograph.collector.params import (
     required_text,
 )
 from tomograph.collector.settings import CollectorSettings
-from tomograph.collector.storage import SpanDict, SpanStore
+from tomograph.collector.storage import SpanStore
 
 __all__ = ["error_response", "json_response", "routes"]
 
@@ -74,23 +75,36 @@ class _Api:
             self.settings.max_body_bytes,
         )
 
-    async def _store(self, spans: list[SpanDict]) -> None:
-        if spans:
-            await run_in_threadpool(self.store.accept, spans)
+    def _inflate(self, request: Request, body: bytes) -> bytes:
+        encoding = request.headers.get("content-encoding")
+        return decompress(body, encoding, self.settings.max_body_bytes)
 
     async def post_spans(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type")
+
+        def decode_and_store(body: bytes) -> None:
+            spans = decode_zipkin_body(self._inflate(request, body), content_type)
+            if spans:
+                self.store.accept(spans)
+
         try:
-            body = await self._upload(request)
-            spans = decode_zipkin_body(body, request.headers.get("content-type"))
+            # decoding a large batch is CPU work: keep it off the event loop
+            await run_in_threadpool(decode_and_store, await self._upload(request))
         except IngestError as error:
             return _ingest_error(error)
-        await self._store(spans)
         return Response(status_code=202)
 
     async def post_otlp(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type")
+
+        def decode_and_store(body: bytes) -> bool:
+            spans, is_json = decode_otlp_body(self._inflate(request, body), content_type)
+            if spans:
+                self.store.accept(spans)
+            return is_json
+
         try:
-            body = await self._upload(request)
-            spans, is_json = decode_otlp_body(body, request.headers.get("content-type"))
+            is_json = await run_in_threadpool(decode_and_store, await self._upload(request))
         except IngestError as error:
             return _ingest_error(error)
         except ImportError:
@@ -98,7 +112,6 @@ class _Api:
                 "OTLP ingest needs opentelemetry-proto: pip install 'tomograph-tracing[collector]'"
             )
             return error_response(501, message)
-        await self._store(spans)
         # OTLP/HTTP answers 200 with an empty ExportTraceServiceResponse in the request's encoding
         if is_json:
             return json_response({})

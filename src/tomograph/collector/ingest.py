@@ -1,7 +1,8 @@
 """Reading and decoding span uploads: size limits, gzip, and the decoder for each content type.
 
 Every body is bounded twice: as sent (``Content-Length`` and the bytes actually read) and after
-gzip decompression, so a small compressed body cannot expand without limit in memory.
+gzip decompression, so a small compressed body cannot expand without limit in memory. Reading
+is asynchronous; decompressing and decoding are CPU work for a worker thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "UnsupportedMediaType",
     "decode_otlp_body",
     "decode_zipkin_body",
+    "decompress",
     "read_body",
 ]
 
@@ -46,13 +48,23 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
+def _encoding(content_encoding: str | None) -> str:
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip)")
+    return encoding
+
+
 async def read_body(
     chunks: AsyncIterator[bytes],
     content_length: str | None,
     content_encoding: str | None,
     limit: int,
 ) -> bytes:
-    """The request body, decompressed if gzip; raises BodyTooLarge past ``limit`` bytes."""
+    """The request body as sent; raises BodyTooLarge past ``limit`` bytes.
+
+    The Content-Encoding is checked here (before reading); :func:`decompress` undoes it.
+    """
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -60,9 +72,7 @@ async def read_body(
             raise IngestError("Content-Length is not a number") from None
         if declared > limit:
             raise BodyTooLarge(f"body of {declared} bytes exceeds {limit} bytes")
-    encoding = (content_encoding or "identity").strip().lower()
-    if encoding not in ("identity", "gzip", "x-gzip"):
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip)")
+    _encoding(content_encoding)
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
@@ -70,10 +80,19 @@ async def read_body(
         if size > limit:
             raise BodyTooLarge(f"body exceeds {limit} bytes")
         parts.append(chunk)
-    body = b"".join(parts)
-    if encoding != "identity":
-        body = _gunzip(body, limit)
-    return body
+    return b"".join(parts)
+
+
+def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """``body`` with its Content-Encoding undone; BodyTooLarge if it inflates past ``limit``.
+
+    >>> import gzip
+    >>> decompress(gzip.compress(b"[]"), "gzip", 100)
+    b'[]'
+    """
+    if _encoding(content_encoding) == "identity":
+        return body
+    return _gunzip(body, limit)
 
 
 def _media_type(content_type: str | None) -> str:
