@@ -17,6 +17,7 @@ import math
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +105,27 @@ ON CONFLICT (trace_low) DO UPDATE SET
     root_ts = coalesce(traces.root_ts, excluded.root_ts),
     received = max(traces.received, excluded.received)
 """
+
+# Span bodies are stored deflated with a preset dictionary of Zipkin's JSON field names: a span of
+# a few hundred bytes shrinks by half, and inflating one takes about two microseconds. The
+# dictionary is part of the schema: changing it needs a new schema version.
+_ZDICT = (
+    b'"annotations":[{"timestamp":,"value":"}],"tags":{"http.method":"GET","http.status_code":'
+    b'"200","http.url":"http://","http.route":"/","error":"","otel.scope.name":"'
+    b'"otel.status_code":"ERROR","localEndpoint":{"serviceName":"","ipv4":"","ipv6":"","port":'
+    b'},"remoteEndpoint":{"serviceName":"{"traceId":"","parentId":"","id":"","kind":"CLIENT",'
+    b'"SERVER","name":"","timestamp":,"duration":'
+)
+
+
+def _pack(body: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    return packer.compress(body) + packer.flush()
+
+
+def _unpack(stored: bytes) -> bytes:
+    return zlib.decompressobj(-15, _ZDICT).decompress(stored)
+
 
 #: Tag values longer than this are not indexed for search (their key still is), as in Zipkin.
 MAX_INDEXED_VALUE = 256
@@ -252,7 +274,7 @@ class SqliteSpanStore:
                     span.get("duration"),
                     1 if is_error(span) else 0,
                     hashlib.blake2b(body, digest_size=12).digest(),
-                    body,
+                    _pack(body),
                 )
             )
             # A term is a tag key with its value, or an annotation value with "" (only a bare
@@ -299,8 +321,8 @@ class SqliteSpanStore:
             (trace_id_low(trace_id),),
         )
         if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
-            return [body for _, body in rows]
-        return [body for stored, body in rows if stored == trace_id or len(stored) == 16]
+            return [_unpack(body) for _, body in rows]
+        return [_unpack(body) for stored, body in rows if stored == trace_id or len(stored) == 16]
 
     def get_trace_json(self, trace_id: str) -> bytes | None:
         """The trace's spans as a JSON array, or None if no span has this id.
