@@ -6,6 +6,12 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tomograph.ids import format_trace_id
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
 
 __all__ = ["main"]
 
@@ -18,6 +24,26 @@ def _demo(args: argparse.Namespace) -> int:
     width = shutil.get_terminal_size((100, 24)).columns
     color = sys.stdout.isatty() and not args.no_color
     print(render_waterfall(rows_from_spans(memory.spans), width=min(width, 140), color=color))
+    if args.send:
+        return _send_demo(args.send, memory.spans)
+    return 0
+
+
+def _send_demo(url: str, spans: Sequence[Span]) -> int:
+    """Report the demo's spans to a Zipkin-compatible collector (``tomograph serve``)."""
+    from tomograph.reporting.zipkin import ZipkinBackend
+
+    backend = ZipkinBackend(url, max_retries=0, timeout=5.0)
+    for span in spans:
+        backend.report(span)
+    delivered = backend.flush(10.0) and backend.stats().get("sent", 0) == len(spans)
+    backend.close(1.0)
+    trace_id = format_trace_id(spans[0].trace_id)
+    if not delivered:
+        print(f"could not send the trace to {url} (is `tomograph serve` running?)", file=sys.stderr)
+        return 1
+    base = url.rstrip("/").removesuffix("/api/v2/spans")
+    print(f"sent {len(spans)} spans: {base}/#/trace/{trace_id}")
     return 0
 
 
@@ -128,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a small traced workload and show its trace")
     demo.add_argument("--no-color", action="store_true", help="plain text output")
+    demo.add_argument(
+        "--send",
+        metavar="URL",
+        help="also send the trace to a Zipkin-compatible collector, e.g. http://127.0.0.1:9411",
+    )
     demo.set_defaults(handler=_demo)
     _add_serve(commands)
     return parser

@@ -161,6 +161,41 @@ def test_py_zipkin_v2_json(collector: str) -> None:
     assert [a["value"] for a in spans["render"]["annotations"]] == ["template loaded"]
 
 
+def test_tomograph_demo_sends_its_trace(collector: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tomograph", "demo", "--no-color", "--send", collector],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip().splitlines()[-1]
+    assert link.startswith(f"sent 5 spans: {collector}/#/trace/")
+    trace = get_json(f"{collector}/api/v2/trace/{link.rsplit('/', 1)[1]}")
+    assert sorted(span["name"] for span in trace) == [
+        "charge card",
+        "get /checkout",
+        "get /checkout",
+        "load cart",
+        "select cart_items",
+    ]
+
+
+def test_tomograph_demo_reports_a_collector_that_is_not_there() -> None:
+    from tests.support.servers import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tomograph", "demo", "--send", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "tomograph serve" in done.stderr
+
+
 def test_everything_landed_in_one_searchable_store(collector: str) -> None:
     services = get_json(f"{collector}/api/v2/services")
     validate_response("/services", 200, services)

@@ -260,7 +260,7 @@ async function runSearch(query) {
   } catch (error) { setStatus(status, error.message, true); results.replaceChildren(); return; }
   const summaries = traces.filter((t) => t.length).map(summarize).sort((a, b) => b.start - a.start);
   const longest = Math.max(1, ...summaries.map((s) => s.duration));
-  setStatus(status, summaries.length ? `${summaries.length} trace${summaries.length === 1 ? "" : "s"}` : "No traces match. Widen the time range or remove a filter.");
+  setStatus(status, summaries.length ? `${summaries.length} trace${summaries.length === 1 ? "" : "s"}` : `No traces match. Widen the time range or remove a filter. New here? Run: tomograph demo --send ${location.origin}`);
   results.replaceChildren(...summaries.map((s) => {
     const counts = new Map();
     for (const node of s.order) counts.set(serviceOf(node.span), (counts.get(serviceOf(node.span)) || 0) + 1);
