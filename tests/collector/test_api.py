@@ -419,3 +419,35 @@ def test_the_server_applies_retention_periodically(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "retention never removed the old trace"
             time.sleep(0.1)
         assert get(app, "/api/v2/services")[1] == []
+
+
+def test_concurrent_uploads_and_queries_all_land(served: ServedApp) -> None:
+    import threading
+
+    errors: list[object] = []
+
+    def upload(worker: int) -> None:
+        for batch in range(10):
+            spans = [
+                make_span(
+                    f"{'a' * 16}{worker + 1:04x}{batch + 1:04x}{i + 1:08x}",
+                    "0000000000000001",
+                    service=f"w{worker}",
+                )
+                for i in range(20)
+            ]
+            status, body = post_spans(served, spans)
+            if status != 202:
+                errors.append(body)
+            if get(served, "/api/v2/services")[0] != 200:
+                errors.append("query failed")
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    traces = get(served, "/api/v2/traces?limit=1000")[1]
+    assert len(traces) == 4 * 10 * 20
+    assert get(served, "/api/v2/services")[1] == ["w0", "w1", "w2", "w3"]

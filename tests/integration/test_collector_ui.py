@@ -208,3 +208,29 @@ def test_the_ui_asks_for_the_token_of_a_protected_collector(tmp_path: Path, brow
             assert len(prompts) == 1 and "token" in prompts[0]
         finally:
             context.close()
+
+
+def test_custom_time_range(collector: str, page: Any) -> None:
+    import datetime
+
+    page.goto(collector + "/")
+    page.wait_for_selector(".trace-row")
+    page.select_option("#f-lookback", "custom")
+    assert page.is_visible("#f-from")
+    fmt = "%Y-%m-%dT%H:%M"
+    # a window in the past that holds nothing
+    page.fill("#f-from", "2020-01-01T00:00")
+    page.fill("#f-to", "2020-01-02T00:00")
+    page.click("#f-submit")
+    page.wait_for_selector("#search-status:has-text('No traces')")
+    # a window around now finds every trace
+    now = datetime.datetime.now()
+    page.fill("#f-from", (now - datetime.timedelta(hours=1)).strftime(fmt))
+    page.fill("#f-to", (now + datetime.timedelta(hours=1)).strftime(fmt))
+    page.click("#f-submit")
+    page.wait_for_function("document.querySelectorAll('.trace-row').length >= 6")
+    # a start after the end is refused in the form
+    page.fill("#f-from", "2020-01-02T00:00")
+    page.fill("#f-to", "2020-01-01T00:00")
+    page.click("#f-submit")
+    page.wait_for_selector("#search-status.error")
