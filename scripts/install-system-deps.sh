@@ -47,3 +47,5 @@ need_apt wrk wrk
 # into carbon-cache, and read the whisper files it writes.
 need_apt carbon-cache graphite-carbon
 need_npm statsd@0.9.0
+# collector web UI tests: a real headless browser (driven by Playwright, never its own download)
+need_apt /usr/bin/chromium chromium

@@ -6,6 +6,12 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tomograph.ids import format_trace_id
+
+if TYPE_CHECKING:
+    from tomograph.span import Span
 
 __all__ = ["main"]
 
@@ -18,7 +24,128 @@ def _demo(args: argparse.Namespace) -> int:
     width = shutil.get_terminal_size((100, 24)).columns
     color = sys.stdout.isatty() and not args.no_color
     print(render_waterfall(rows_from_spans(memory.spans), width=min(width, 140), color=color))
+    if args.send:
+        return _send_demo(args.send, memory.spans)
     return 0
+
+
+def _send_demo(url: str, spans: Sequence[Span]) -> int:
+    """Report the demo's spans to a Zipkin-compatible collector (``tomograph serve``)."""
+    from tomograph.reporting.zipkin import ZipkinBackend
+
+    backend = ZipkinBackend(url, max_retries=0, timeout=5.0)
+    for span in spans:
+        backend.report(span)
+    delivered = backend.flush(10.0) and backend.stats().get("sent", 0) == len(spans)
+    backend.close(1.0)
+    trace_id = format_trace_id(spans[0].trace_id)
+    if not delivered:
+        print(f"could not send the trace to {url} (is `tomograph serve` running?)", file=sys.stderr)
+        return 1
+    base = url.rstrip("/").removesuffix("/api/v2/spans")
+    print(f"sent {len(spans)} spans: {base}/#/trace/{trace_id}")
+    return 0
+
+
+def _size(text: str) -> int:
+    """A byte size such as ``500M``, ``2G``, ``10MiB`` or ``1048576``."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    clean = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = (clean[:-1], clean[-1]) if clean[-1:] in units and clean[-1:] else (clean, "")
+    try:
+        value = int(float(number) * units[unit])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """A duration such as ``7d``, ``12h``, ``30m``, ``90s`` or plain seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+    clean = text.strip().lower()
+    number, unit = (clean[:-1], clean[-1]) if clean[-1:] in units else (clean, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 7d, 12h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:  # the collector extra is not installed
+        print(
+            f"tomograph serve needs the collector extra ({', '.join(missing)} missing):\n"
+            "    pip install 'tomograph-tracing[collector]'",
+            file=sys.stderr,
+        )
+        return 2
+    from tomograph.collector import CollectorSettings, default_db_path, serve
+
+    token = args.token or os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN") or None
+    settings = CollectorSettings(
+        host=args.host,
+        port=args.port,
+        db_path=Path(args.db).expanduser() if args.db else default_db_path(),
+        token=token,
+        cors_origins=tuple(args.cors_origin or ()),
+        max_body_bytes=args.max_body,
+        max_age=None if args.keep_forever else args.max_age,
+        max_bytes=None if args.keep_forever else args.max_size,
+        retention_interval=args.retention_interval,
+    )
+    serve(settings)
+    return 0
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the Zipkin-compatible collector and web UI (needs the collector extra)",
+        description="Receive spans (Zipkin v2 JSON/proto3 on /api/v2/spans, OTLP/HTTP on "
+        "/v1/traces), keep them in SQLite and show them in a web UI.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=9411, help="port to listen on (default 9411)")
+    serve.add_argument(
+        "--db", help="SQLite file (default $XDG_DATA_HOME/tomograph/traces.db)", default=None
+    )
+    serve.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on every API call "
+        "(or set TOMOGRAPH_COLLECTOR_TOKEN)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allow browser pages from ORIGIN to call the API (repeatable; off by default)",
+    )
+    serve.add_argument(
+        "--max-body", type=_size, default=10 << 20, help="largest upload (default 10M)"
+    )
+    serve.add_argument(
+        "--max-age", type=_duration, default=7 * 86400.0, help="keep traces this long (default 7d)"
+    )
+    serve.add_argument(
+        "--max-size", type=_size, default=1 << 30, help="cap on the database size (default 1G)"
+    )
+    serve.add_argument("--keep-forever", action="store_true", help="disable retention")
+    serve.add_argument(
+        "--retention-interval",
+        type=_duration,
+        default=60.0,
+        help="how often retention runs (default 60s)",
+    )
+    serve.set_defaults(handler=_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a small traced workload and show its trace")
     demo.add_argument("--no-color", action="store_true", help="plain text output")
+    demo.add_argument(
+        "--send",
+        metavar="URL",
+        help="also send the trace to a Zipkin-compatible collector, e.g. http://127.0.0.1:9411",
+    )
     demo.set_defaults(handler=_demo)
+    _add_serve(commands)
     return parser
 
 

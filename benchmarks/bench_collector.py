@@ -1,0 +1,265 @@
+"""The embedded collector (``tomograph serve``): ingest, trace lookup, search, disk use.
+
+Cases:
+1. ingest throughput: batches of 100 spans (tomograph's Zipkin JSON, and gzip proto3) POSTed
+   from this process over one keep-alive connection on loopback to a real ``tomograph serve``;
+   also 4 client threads at once;
+2. ``GET /api/v2/trace/{id}`` of a 1,000-span trace;
+3. ``GET /api/v2/traces`` searches over 1,000,000 stored spans (written straight through the
+   storage layer, 10 spans a trace, 20 services, spread over the last 24 hours);
+4. database bytes per stored span.
+
+``TOMOGRAPH_BENCH_SPANS`` sets the size of the search data set (default 1,000,000).
+No peer has an equivalent embedded collector, so there are no ratios here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _harness import time_per_op
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.servers import BackgroundProcess, free_port, wait_for_port  # noqa: E402
+
+from tomograph.collector.sqlite_store import SqliteSpanStore  # noqa: E402
+from tomograph.reporting import zipkin_json, zipkin_proto  # noqa: E402
+
+SERVICES = [f"service-{i:02d}" for i in range(20)]
+NAMES = [f"operation-{i:02d}" for i in range(50)]
+METHODS = ["GET", "POST", "PUT", "DELETE"]
+
+
+def synthetic_trace(
+    rng: random.Random, trace_no: int, start_us: int, spans: int
+) -> list[dict[str, Any]]:
+    """A trace of ``spans`` spans: a root server span and nested client/server pairs."""
+    trace_id = f"{rng.getrandbits(128):032x}"
+    out: list[dict[str, Any]] = []
+    parent: str | None = None
+    for depth in range(spans):
+        span_id = f"{rng.getrandbits(64) | 1:016x}"
+        service = SERVICES[(trace_no + depth) % len(SERVICES)]
+        tags = {
+            "http.method": METHODS[depth % 4],
+            "http.status_code": "500" if rng.random() < 0.02 else "200",
+            "component": "bench",
+        }
+        if tags["http.status_code"] == "500":
+            tags["error"] = "internal"
+        span: dict[str, Any] = {
+            "traceId": trace_id,
+            "id": span_id,
+            "kind": "SERVER" if depth % 2 == 0 else "CLIENT",
+            "name": NAMES[(trace_no * 7 + depth) % len(NAMES)],
+            "timestamp": start_us + depth * 100,
+            "duration": rng.randint(50, 200_000),
+            "localEndpoint": {"serviceName": service, "ipv4": "10.0.0.1", "port": 8080},
+            "tags": tags,
+        }
+        if parent:
+            span["parentId"] = parent
+        if depth % 2 == 1:
+            span["remoteEndpoint"] = {"serviceName": SERVICES[(trace_no + depth + 1) % 20]}
+        out.append(span)
+        parent = span_id
+    return out
+
+
+class Client:
+    """One keep-alive HTTP connection to the collector."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        self.connection.request(method, path, body=body, headers=headers or {})
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {data[:200]!r}")
+        return data
+
+
+def ingest(port: int, bodies: list[bytes], headers: dict[str, str], threads: int) -> float:
+    """Spans per second for posting ``bodies`` (100 spans each) from ``threads`` clients."""
+    chunks = [bodies[i::threads] for i in range(threads)]
+
+    def run(chunk: list[bytes]) -> None:
+        client = Client(port)
+        for body in chunk:
+            client.request("POST", "/api/v2/spans", body, headers)
+
+    workers = [threading.Thread(target=run, args=(chunk,)) for chunk in chunks]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return len(bodies) * 100 / (time.perf_counter() - start)
+
+
+def serve(db: Path, log: Path) -> tuple[BackgroundProcess, int]:
+    port = free_port()
+    process = BackgroundProcess(
+        [
+            sys.executable,
+            "-m",
+            "tomograph",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            "--keep-forever",
+        ],
+        log,
+    )
+    process.__enter__()
+    wait_for_port(port)
+    return process, port
+
+
+def main() -> None:
+    rng = random.Random(7)
+    total_spans = int(os.environ.get("TOMOGRAPH_BENCH_SPANS", "1000000"))
+    now_us = time.time_ns() // 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+
+        # -- 1 and 2: ingest and trace lookup against a fresh database ---------------------
+        process, port = serve(workdir / "ingest.db", workdir / "ingest.log")
+        try:
+            batches = [
+                [span for t in range(10) for span in synthetic_trace(rng, b * 10 + t, now_us, 10)]
+                for b in range(300)
+            ]
+            json_bodies = [zipkin_json.encode_dicts(batch) for batch in batches]
+            proto_bodies = [gzip.compress(zipkin_proto.encode_dicts(batch)) for batch in batches]
+            json_rate = ingest(port, json_bodies[:150], {"Content-Type": "application/json"}, 1)
+            proto_rate = ingest(
+                port,
+                proto_bodies[150:],
+                {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+                1,
+            )
+            more = [
+                zipkin_json.encode_dicts(
+                    [
+                        s
+                        for t in range(10)
+                        for s in synthetic_trace(rng, 5000 + b * 10 + t, now_us, 10)
+                    ]
+                )
+                for b in range(300)
+            ]
+            threaded_rate = ingest(port, more, {"Content-Type": "application/json"}, 4)
+
+            big = synthetic_trace(rng, 1, now_us, 1000)
+            big_body = zipkin_json.encode_dicts(big)
+            client = Client(port)
+            client.request("POST", "/api/v2/spans", big_body, {"Content-Type": "application/json"})
+            path = f"/api/v2/trace/{big[0]['traceId']}"
+            trace_us = time_per_op(lambda: client.request("GET", path), min_time=0.5, repeats=3)
+        finally:
+            process.__exit__(None, None, None)
+
+        print("\n## collector ingest (batches of 100 spans, one client process, loopback)\n")
+        print("case | spans/s")
+        print("-|-")
+        print(f"Zipkin JSON, 1 connection | {json_rate:,.0f}")
+        print(f"Zipkin proto3 + gzip, 1 connection | {proto_rate:,.0f}")
+        print(f"Zipkin JSON, 4 connections | {threaded_rate:,.0f}")
+        print(f"\nGET /api/v2/trace/{{id}} of a 1,000-span trace: {trace_us / 1000:.2f} ms")
+
+        # -- 3 and 4: search over a large store, written through the storage layer ---------
+        db_path = workdir / "search.db"
+        store = SqliteSpanStore(db_path, max_age=None, max_bytes=None)
+        start = time.perf_counter()
+        trace_count = total_spans // 10
+        batch: list[dict[str, Any]] = []
+        for trace_no in range(trace_count):
+            trace_start = now_us - rng.randint(0, 86_400_000_000)
+            batch.extend(synthetic_trace(rng, trace_no, trace_start, 10))
+            if len(batch) >= 10_000:
+                store.accept(batch)
+                batch = []
+        if batch:
+            store.accept(batch)
+        load_s = time.perf_counter() - start
+        stored = store.span_count()
+        store.close()
+        size = db_path.stat().st_size + sum(p.stat().st_size for p in workdir.glob("search.db-*"))
+        print(f"\n## collector search over {stored:,} stored spans\n")
+        print(
+            f"written through the storage layer in {load_s:.1f} s "
+            f"({stored / load_s:,.0f} spans/s); database {size / 1e6:.0f} MB, "
+            f"{size / stored:.0f} bytes per span"
+        )
+
+        process, port = serve(db_path, workdir / "search.log")
+        try:
+            client = Client(port)
+            end = now_us // 1000 + 1000
+            queries = {
+                "newest 10 traces (no filter)": f"endTs={end}&lookback=86400000",
+                "serviceName": f"serviceName=service-03&endTs={end}&lookback=86400000",
+                "serviceName + spanName": (
+                    f"serviceName=service-03&spanName=operation-21&endTs={end}&lookback=86400000"
+                ),
+                "serviceName + spanName, no such pair": (
+                    f"serviceName=service-03&spanName=operation-10&endTs={end}&lookback=86400000"
+                ),
+                "annotationQuery error and http.method=GET": (
+                    f"annotationQuery=error%20and%20http.method%3DGET&endTs={end}&lookback=86400000"
+                ),
+                "serviceName + minDuration 190ms": (
+                    f"serviceName=service-07&minDuration=190000&endTs={end}&lookback=86400000"
+                ),
+                "last hour, limit 100": f"endTs={end}&lookback=3600000&limit=100",
+                "rare: no match in 24h": (
+                    f"serviceName=service-03&annotationQuery=nothing%3Dhere&endTs={end}"
+                    "&lookback=86400000"
+                ),
+            }
+            print("\nquery | ms per request | traces returned")
+            print("-|-|-")
+            for label, query in queries.items():
+                found = client.request("GET", f"/api/v2/traces?{query}")
+                count = len(json.loads(found))
+                ms = (
+                    time_per_op(
+                        lambda q=query: client.request("GET", f"/api/v2/traces?{q}"),
+                        min_time=0.3,
+                        repeats=3,
+                    )
+                    / 1000
+                )
+                print(f"{label} | {ms:.1f} | {count}")
+            for path in ("/api/v2/services", f"/api/v2/dependencies?endTs={end}&lookback=3600000"):
+                ms = time_per_op(lambda p=path: client.request("GET", p), min_time=0.3, repeats=3)
+                print(f"GET {path.split('?')[0]} | {ms / 1000:.1f} | -")
+        finally:
+            process.__exit__(None, None, None)
+
+
+if __name__ == "__main__":
+    main()

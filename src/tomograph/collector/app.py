@@ -1,0 +1,168 @@
+"""The collector as an ASGI application: API routes, the web UI, security, retention.
+
+Security defaults: the server binds 127.0.0.1 and then answers only requests addressed to a
+loopback host name (a web page cannot reach it through DNS rebinding); browsers on other origins
+are refused unless listed in ``cors_origins``; with a ``token`` every API call needs
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tomograph.collector.api import error_response, routes
+from tomograph.collector.params import BadRequest
+from tomograph.collector.settings import CollectorSettings
+from tomograph.collector.sqlite_store import SqliteSpanStore
+from tomograph.collector.storage import SpanStore
+
+__all__ = ["create_app", "ui_directory"]
+
+log = logging.getLogger("tomograph.collector")
+_PROTECTED = ("/api/", "/v1/")
+
+
+def ui_directory() -> Path:
+    """The folder holding the web UI's static files (packaged with tomograph)."""
+    return Path(str(resources.files("tomograph") / "ui"))
+
+
+class _GuardMiddleware:
+    """Bearer-token check for the API, and refusal of cross-origin browser writes."""
+
+    def __init__(self, app: ASGIApp, settings: CollectorSettings) -> None:
+        self.app = app
+        self.token = settings.token.encode() if settings.token else None
+        self.origins = set(settings.cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(_PROTECTED):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if request.method == "OPTIONS":  # CORS preflight, answered by the CORS middleware
+            await self.app(scope, receive, send)
+            return
+        origin = request.headers.get("origin")
+        if origin and origin not in self.origins and not _same_origin(origin, request):
+            response = error_response(403, f"origin {origin} is not allowed (see --cors-origin)")
+            await response(scope, receive, send)
+            return
+        if self.token is not None:
+            header = request.headers.get("authorization", "")
+            scheme, _, credentials = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credentials.strip().encode(), self.token
+            ):
+                response = error_response(401, "a valid bearer token is required")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="tomograph"'
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _same_origin(origin: str, request: Request) -> bool:
+    host = request.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return error_response(400, str(exc))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, f"no such resource: {request.url.path}")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+
+
+def create_app(
+    settings: CollectorSettings | None = None, store: SpanStore | None = None
+) -> Starlette:
+    """The collector's ASGI app; opens a :class:`SqliteSpanStore` at ``settings.db_path``.
+
+    >>> import tempfile, pathlib
+    >>> app = create_app(CollectorSettings(db_path=pathlib.Path(tempfile.mkdtemp()) / "t.db"))
+    """
+    settings = settings or CollectorSettings()
+    if store is None:
+        store = SqliteSpanStore(
+            settings.db_path, max_age=settings.max_age, max_bytes=settings.max_bytes
+        )
+    ui = ui_directory()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(ui / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def retention_loop() -> None:
+        while True:
+            try:
+                result = await run_in_threadpool(store.enforce_retention)
+                if result.traces_deleted:
+                    log.info("retention removed %d traces", result.traces_deleted)
+            except Exception:  # keep serving; the next pass may succeed
+                log.exception("retention pass failed")
+            await asyncio.sleep(settings.retention_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(retention_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            store.close()
+
+    middleware = []
+    if settings.loopback_only:
+        hosts = ["127.0.0.1", "localhost", "[::1]", "::1"]
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(_GuardMiddleware, settings=settings))
+    app = Starlette(
+        routes=[
+            Route("/", index, methods=["GET"]),
+            *routes(store, settings),
+            Mount("/ui", app=StaticFiles(directory=ui), name="ui"),
+        ],
+        middleware=middleware,
+        exception_handlers={
+            BadRequest: _bad_request,
+            404: _not_found,
+            405: _method_not_allowed,
+        },
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    return app

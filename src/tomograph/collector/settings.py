@@ -1,0 +1,67 @@
+"""The collector's settings: one explicit object, filled from the command line or environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path"]
+
+#: Tag keys offered for value completion in the search form (``/api/v2/autocompleteKeys``).
+DEFAULT_AUTOCOMPLETE_KEYS = (
+    "http.method",
+    "http.status_code",
+    "http.route",
+    "db.system",
+    "rpc.service",
+    "otel.status_code",
+)
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where traces are kept unless ``--db`` says otherwise: the user's data directory.
+
+    ``$XDG_DATA_HOME/tomograph/traces.db``, else ``~/.local/share/tomograph/traces.db``.
+
+    >>> default_db_path({"XDG_DATA_HOME": "/data"}).as_posix()
+    '/data/tomograph/traces.db'
+    """
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tomograph" / "traces.db"
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """Everything ``tomograph serve`` can be told.
+
+    ``token``: when set, every API call (ingest and query) needs ``Authorization: Bearer <token>``.
+    ``cors_origins``: browser origins allowed to call the API from other pages (none by default).
+    ``max_body_bytes``: largest upload, before and after decompression (413 beyond).
+    ``max_age`` (seconds) / ``max_bytes``: retention, applied every ``retention_interval`` s.
+    ``query_lookback_ms``: the search window when a query gives no ``lookback`` (Zipkin's
+    ``QUERY_LOOKBACK``).
+
+    >>> CollectorSettings(port=0).host
+    '127.0.0.1'
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 9411
+    db_path: Path = field(default_factory=default_db_path)
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_age: float | None = 7 * 86400.0
+    max_bytes: int | None = 1024 * 1024 * 1024
+    retention_interval: float = 60.0
+    query_lookback_ms: int = 86_400_000
+    autocomplete_keys: tuple[str, ...] = DEFAULT_AUTOCOMPLETE_KEYS
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when bound to a loopback address (then only loopback Host headers are served)."""
+        return self.host in _LOOPBACK

@@ -1,0 +1,648 @@
+"""The collector's default :class:`~tomograph.collector.storage.SpanStore`: one SQLite file.
+
+Layout: ``spans`` holds each span's indexed fields and its normalized JSON (returned as is, so
+reading a trace never re-encodes it); ``span_terms`` indexes tag keys/values and annotation values
+for ``annotationQuery``; ``traces`` keeps one row per trace (grouped by the low 64 bits of its id)
+with Zipkin's trace timestamp, for time-ordered search; ``span_names`` feeds the name lists.
+
+Writes go through one connection under a lock, one transaction per batch (WAL, so readers never
+wait); each reading thread has its own connection. SQL only ever receives bound parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector.normalize import (
+    is_error,
+    local_service,
+    normalize_span,
+    normalize_trace_id,
+    remote_service,
+    trace_id_low,
+)
+from tomograph.collector.storage import (
+    DependencyLink,
+    OperationStats,
+    QueryRequest,
+    RetentionResult,
+    SpanDict,
+)
+
+__all__ = ["SqliteSpanStore"]
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    row_id INTEGER PRIMARY KEY,
+    trace_low INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    kind TEXT,
+    shared INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    service TEXT NOT NULL,
+    remote_service TEXT NOT NULL,
+    ts INTEGER,
+    duration INTEGER,
+    error INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_low, digest);
+CREATE INDEX IF NOT EXISTS spans_by_name ON spans(service, name, ts);
+CREATE INDEX IF NOT EXISTS spans_by_duration ON spans(duration);
+CREATE TABLE IF NOT EXISTS span_terms (
+    trace_low INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    value TEXT NOT NULL,
+    service TEXT NOT NULL,
+    PRIMARY KEY (trace_low, term, value, service)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS terms_by_value ON span_terms(term, value);
+CREATE TABLE IF NOT EXISTS traces (
+    trace_low INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    ts INTEGER,
+    root_ts INTEGER,
+    received INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_by_ts ON traces(ts);
+CREATE INDEX IF NOT EXISTS traces_by_received ON traces(received);
+CREATE TABLE IF NOT EXISTS span_names (
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (service, kind, name)
+) WITHOUT ROWID;
+"""
+
+_INSERT_SPAN = """
+INSERT OR IGNORE INTO spans (trace_low, trace_id, span_id, parent_id, kind, shared, name, service,
+    remote_service, ts, duration, error, digest, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_UPSERT_TRACE = """
+INSERT INTO traces (trace_low, trace_id, ts, root_ts, received) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (trace_low) DO UPDATE SET
+    trace_id = CASE WHEN length(excluded.trace_id) > length(traces.trace_id)
+                    THEN excluded.trace_id ELSE traces.trace_id END,
+    ts = CASE WHEN traces.root_ts IS NOT NULL THEN traces.ts
+              WHEN excluded.root_ts IS NOT NULL THEN excluded.root_ts
+              ELSE min(coalesce(traces.ts, excluded.ts), coalesce(excluded.ts, traces.ts)) END,
+    root_ts = coalesce(traces.root_ts, excluded.root_ts),
+    received = max(traces.received, excluded.received)
+"""
+
+# Span bodies are stored deflated with a preset dictionary of Zipkin's JSON field names: a span of
+# a few hundred bytes shrinks by half, and inflating one takes about two microseconds. The
+# dictionary is part of the schema: changing it needs a new schema version.
+_ZDICT = (
+    b'"annotations":[{"timestamp":,"value":"}],"tags":{"http.method":"GET","http.status_code":'
+    b'"200","http.url":"http://","http.route":"/","error":"","otel.scope.name":"'
+    b'"otel.status_code":"ERROR","localEndpoint":{"serviceName":"","ipv4":"","ipv6":"","port":'
+    b'},"remoteEndpoint":{"serviceName":"{"traceId":"","parentId":"","id":"","kind":"CLIENT",'
+    b'"SERVER","name":"","timestamp":,"duration":'
+)
+
+
+def _pack(body: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    return packer.compress(body) + packer.flush()
+
+
+def _unpack(stored: bytes) -> bytes:
+    return zlib.decompressobj(-15, _ZDICT).decompress(stored)
+
+
+#: Tag values longer than this are not indexed for search (their key still is), as in Zipkin.
+MAX_INDEXED_VALUE = 256
+_DELETE_CHUNK = 500
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class SqliteSpanStore:
+    """Spans in one SQLite file, searchable the way Zipkin's API expects.
+
+    ``max_age`` (seconds) and ``max_bytes`` bound what :meth:`enforce_retention` keeps; None
+    keeps everything. Age counts from when a trace last received a span.
+
+    >>> import tempfile, os
+    >>> store = SqliteSpanStore(os.path.join(tempfile.mkdtemp(), "traces.db"))
+    >>> store.accept([{"traceId": "a" * 16, "id": "b" * 16, "name": "GET",
+    ...                "timestamp": 1_700_000_000_000_000, "duration": 5,
+    ...                "localEndpoint": {"serviceName": "Web"}}])
+    1
+    >>> store.service_names()
+    ['web']
+    >>> store.close()
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_age: float | None = 7 * 86400.0,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
+        self._writer.execute("PRAGMA journal_mode = WAL")
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, _SCHEMA_VERSION):
+                raise RuntimeError(f"{self.path}: unknown schema version {version}")
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        self._writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("PRAGMA cache_size = -32000")
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the span store is closed")
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            db.execute("PRAGMA query_only = ON")
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the span store is closed")
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection (further calls raise RuntimeError)."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._writer.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def accept(self, spans: Sequence[SpanDict]) -> int:
+        """Store ``spans`` (decoded Zipkin v2 dicts) in one transaction; returns how many were new.
+
+        Exact duplicates (a retried batch) are stored once. Nothing is written if anything fails.
+        """
+        received = _now_us()
+        # Everything is prepared before the write lock is taken; the transaction only inserts.
+        rows: list[tuple[Any, ...]] = []
+        terms: set[tuple[int, str, str, str]] = set()
+        traces: dict[int, list[Any]] = {}
+        names: set[tuple[str, str, str]] = set()
+        for raw in spans:
+            span = normalize_span(raw)
+            try:
+                body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
+                span = _scrub(span)
+                body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+            trace_id = span["traceId"]
+            low = trace_id_low(trace_id)
+            service = local_service(span)
+            remote = remote_service(span)
+            name = span.get("name", "")
+            timestamp = span.get("timestamp")
+            rows.append(
+                (
+                    low,
+                    trace_id,
+                    span["id"],
+                    span.get("parentId"),
+                    span.get("kind"),
+                    1 if span.get("shared") else 0,
+                    name,
+                    service,
+                    remote,
+                    timestamp,
+                    span.get("duration"),
+                    1 if is_error(span) else 0,
+                    hashlib.blake2b(body, digest_size=12).digest(),
+                    _pack(body),
+                )
+            )
+            # A term is a tag key with its value, or an annotation value with "" (only a bare
+            # word matches it); one row per trace, term, value and service suffices.
+            for key, value in (span.get("tags") or {}).items():
+                terms.add((low, key, value if len(value) <= MAX_INDEXED_VALUE else "", service))
+            for annotation in span.get("annotations") or ():
+                if len(annotation["value"]) <= MAX_INDEXED_VALUE:
+                    terms.add((low, annotation["value"], "", service))
+            root_ts = timestamp if timestamp and not span.get("parentId") else None
+            trace = traces.get(low)
+            if trace is None:
+                traces[low] = [low, trace_id, timestamp, root_ts, received]
+            else:  # fold the batch's spans of one trace into one row, as the upsert would
+                if len(trace_id) > len(trace[1]):
+                    trace[1] = trace_id
+                if timestamp and (trace[2] is None or timestamp < trace[2]):
+                    trace[2] = timestamp
+                if trace[3] is None:
+                    trace[3] = root_ts
+            if service:
+                names.add((service, "span", name))
+                if remote:
+                    names.add((service, "remote", remote))
+        for trace in traces.values():
+            if trace[3] is not None:
+                trace[2] = trace[3]  # Zipkin's trace timestamp is the root's
+        rows.sort(key=lambda row: (row[0], row[12]))  # index order: fewer pages touched
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany(_INSERT_SPAN, rows)
+            inserted = db.total_changes - before
+            db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", sorted(terms))
+            db.executemany(_UPSERT_TRACE, [tuple(t) for t in traces.values()])
+            db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", sorted(names))
+        return inserted
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _trace_rows(self, trace_id: str) -> list[bytes]:
+        trace_id = normalize_trace_id(trace_id)
+        rows = self._reader().execute(
+            "SELECT trace_id, body FROM spans WHERE trace_low = ? ORDER BY ts, row_id",
+            (trace_id_low(trace_id),),
+        )
+        if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
+            return [_unpack(body) for _, body in rows]
+        return [_unpack(body) for stored, body in rows if stored == trace_id or len(stored) == 16]
+
+    def get_trace_json(self, trace_id: str) -> bytes | None:
+        """The trace's spans as a JSON array, or None if no span has this id.
+
+        A 64-bit id finds 128-bit traces with the same low half, and a 128-bit id finds spans
+        reported with only the low half (Zipkin's lenient trace-id matching).
+        """
+        bodies = self._trace_rows(trace_id)
+        return b"[" + b",".join(bodies) + b"]" if bodies else None
+
+    def get_trace(self, trace_id: str) -> list[SpanDict] | None:
+        """The trace's spans as dicts, or None (see :meth:`get_trace_json`)."""
+        bodies = self._trace_rows(trace_id)
+        return [json.loads(body) for body in bodies] if bodies else None
+
+    def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
+        """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped)."""
+        found = [
+            b"[" + b",".join(bodies) + b"]" for t in trace_ids if (bodies := self._trace_rows(t))
+        ]
+        return b"[" + b",".join(found) + b"]"
+
+    def find_trace_ids(self, request: QueryRequest) -> list[str]:
+        """Ids of the traces matching ``request`` (Zipkin semantics), newest first.
+
+        Two plans, because criteria differ wildly in how many spans they match. First the newest
+        traces of the window are probed one by one (cheap when matches are common); if that
+        does not fill ``limit``, each criterion's matching traces are collected through its
+        index and intersected (cheap when matches are rare).
+        """
+        window = [(request.end_ts - request.lookback) * 1000, request.end_ts * 1000]
+        criteria = _criteria(request)
+        db = self._reader()
+        if not criteria:
+            sql = "SELECT trace_id FROM traces WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?"
+            return [row[0] for row in db.execute(sql, [*window, request.limit])]
+        probe_sql = (
+            "SELECT t.trace_id FROM (SELECT trace_low, trace_id, ts FROM traces"
+            " WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?) t WHERE "
+            + " AND ".join(_exists(table, where) for table, where, _ in criteria)
+            + " ORDER BY t.ts DESC LIMIT ?"
+        )
+        params: list[Any] = [*window, _PROBE_TRACES]
+        for _, _, values in criteria:
+            params.extend(values)
+        found = [row[0] for row in db.execute(probe_sql, [*params, request.limit])]
+        if len(found) >= request.limit:
+            return found
+        in_window = db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM traces WHERE ts BETWEEN ? AND ? LIMIT ?)",
+            [*window, _PROBE_TRACES + 1],
+        ).fetchone()[0]
+        if in_window <= _PROBE_TRACES:
+            return found  # the probe saw every trace of the window
+        intersect_sql = (
+            "SELECT t.trace_id FROM traces t WHERE t.ts BETWEEN ? AND ? AND "
+            + " AND ".join(_in(table, where) for table, where, _ in criteria)
+            + " ORDER BY t.ts DESC LIMIT ?"
+        )
+        params = list(window)
+        for _, _, values in criteria:
+            params.extend(values)
+        return [row[0] for row in db.execute(intersect_sql, [*params, request.limit])]
+
+    def _names(self, kind: str, service: str | None) -> list[str]:
+        if service is None:
+            sql = "SELECT DISTINCT service FROM span_names WHERE kind = ? ORDER BY service"
+            rows = self._reader().execute(sql, (kind,))
+        else:
+            sql = "SELECT name FROM span_names WHERE kind = ? AND service = ? ORDER BY name"
+            rows = self._reader().execute(sql, (kind, service))
+        return [row[0] for row in rows if row[0]]
+
+    def service_names(self) -> list[str]:
+        """Local service names, sorted."""
+        return self._names("span", None)
+
+    def span_names(self, service_name: str) -> list[str]:
+        """Span names recorded by ``service_name``, sorted."""
+        return self._names("span", service_name.lower())
+
+    def remote_service_names(self, service_name: str) -> list[str]:
+        """Remote service names called by ``service_name``, sorted."""
+        return self._names("remote", service_name.lower())
+
+    def tag_values(self, key: str, limit: int = 1000) -> list[str]:
+        """Distinct values seen for tag ``key`` (indexed values only), sorted."""
+        rows = self._reader().execute(
+            "SELECT DISTINCT value FROM span_terms WHERE term = ? AND value != ''"
+            " ORDER BY value LIMIT ?",
+            (key, limit),
+        )
+        return [row[0] for row in rows]
+
+    def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
+        """Links between services in traces whose timestamp is in the window (epoch ms)."""
+        rows = self._reader().execute(
+            "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
+            " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"
+            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?) ORDER BY s.trace_low",
+            ((end_ts - lookback) * 1000, end_ts * 1000),
+        )
+        linker = DependencyLinker()
+        current: int | None = None
+        trace: list[SpanDict] = []
+        for low, span_id, parent_id, kind, shared, service, remote, error, ts in rows:
+            if low != current:
+                linker.put_trace(trace)
+                current, trace = low, []
+            span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
+            if parent_id:
+                span["parentId"] = parent_id
+            if kind:
+                span["kind"] = kind
+            if shared:
+                span["shared"] = True
+            if service:
+                span["localEndpoint"] = {"serviceName": service}
+            if remote:
+                span["remoteEndpoint"] = {"serviceName": remote}
+            if error:
+                span["tags"] = {"error": ""}
+            trace.append(span)
+        linker.put_trace(trace)
+        return linker.links()
+
+    def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
+        """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
+        rows = self._reader().execute(
+            "SELECT name, duration, error FROM spans WHERE service = ? AND ts BETWEEN ? AND ?"
+            " AND duration IS NOT NULL ORDER BY name, duration",
+            (service_name.lower(), (end_ts - lookback) * 1000, end_ts * 1000),
+        )
+        result: list[OperationStats] = []
+        name: str | None = None
+        durations: list[int] = []
+        errors = 0
+
+        def flush() -> None:
+            if name is None or not durations:
+                return
+            count = len(durations)
+            result.append(
+                OperationStats(
+                    spanName=name,
+                    count=count,
+                    errorCount=errors,
+                    errorRate=errors / count,
+                    p50=_percentile(durations, 50),
+                    p90=_percentile(durations, 90),
+                    p99=_percentile(durations, 99),
+                    max=durations[-1],
+                )
+            )
+
+        for row_name, duration, error in rows:
+            if row_name != name:
+                flush()
+                name, durations, errors = row_name, [], 0
+            durations.append(duration)
+            errors += error
+        flush()
+        return result
+
+    # -- retention --------------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        """Bytes in use by the database (pages holding data, not free pages)."""
+        [(used,)] = (
+            self._reader()
+            .execute(
+                "SELECT (p.page_count - f.freelist_count) * s.page_size"
+                " FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s"
+            )
+            .fetchall()
+        )
+        return int(used)
+
+    def _delete_traces(self, db: sqlite3.Connection, lows: list[int]) -> int:
+        spans = 0
+        for start in range(0, len(lows), _DELETE_CHUNK):
+            chunk = [(low,) for low in lows[start : start + _DELETE_CHUNK]]
+            before = db.total_changes
+            db.executemany("DELETE FROM spans WHERE trace_low = ?", chunk)
+            spans += db.total_changes - before
+            db.executemany("DELETE FROM span_terms WHERE trace_low = ?", chunk)
+            db.executemany("DELETE FROM traces WHERE trace_low = ?", chunk)
+        return spans
+
+    def _forget_names(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "DELETE FROM span_names WHERE kind = 'span' AND NOT EXISTS (SELECT 1 FROM spans s"
+            " WHERE s.service = span_names.service AND s.name = span_names.name)"
+        )
+        db.execute(
+            "DELETE FROM span_names WHERE kind = 'remote' AND NOT EXISTS (SELECT 1 FROM spans s"
+            " WHERE s.service = span_names.service AND s.remote_service = span_names.name)"
+        )
+
+    def enforce_retention(self, now_us: int | None = None) -> RetentionResult:
+        """Delete traces older than ``max_age``, then the oldest until under ``max_bytes``.
+
+        Freed pages go back to the file system (incremental vacuum), so the file shrinks too.
+        """
+        now_us = _now_us() if now_us is None else now_us
+        traces = spans = 0
+        if self.max_age is not None:
+            cutoff = now_us - int(self.max_age * 1e6)
+            while True:
+                with self._transaction() as db:
+                    lows = [
+                        row[0]
+                        for row in db.execute(
+                            "SELECT trace_low FROM traces WHERE received < ? LIMIT ?",
+                            (cutoff, _DELETE_CHUNK * 4),
+                        )
+                    ]
+                    spans += self._delete_traces(db, lows)
+                traces += len(lows)
+                if len(lows) < _DELETE_CHUNK * 4:
+                    break
+        if self.max_bytes is not None and self.size_bytes() > self.max_bytes:
+            target = int(self.max_bytes * 0.9)  # headroom, so not every pass has to purge
+            for _ in range(50):
+                used = self.size_bytes()
+                if used <= target:
+                    break
+                with self._transaction() as db:
+                    count = db.execute("SELECT count(*) FROM traces").fetchone()[0]
+                    if not count:
+                        break
+                    excess = math.ceil((used - target) / (used / count))
+                    lows = [
+                        row[0]
+                        for row in db.execute(
+                            "SELECT trace_low FROM traces ORDER BY received, ts LIMIT ?",
+                            (max(1, excess),),
+                        )
+                    ]
+                    spans += self._delete_traces(db, lows)
+                traces += len(lows)
+        if traces:
+            with self._transaction() as db:
+                self._forget_names(db)
+            with self._write_lock:
+                # the pragma frees one page per step; executescript steps it to the end
+                self._writer.executescript("PRAGMA incremental_vacuum;")
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return RetentionResult(traces_deleted=traces, spans_deleted=spans)
+
+    def span_count(self) -> int:
+        """How many spans are stored."""
+        return int(self._reader().execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+def _percentile(sorted_values: list[int], percent: int) -> int:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+#: How many of the newest traces the first search plan probes before switching plans.
+_PROBE_TRACES = 2000
+_TABLES = {
+    "spans": "spans s INDEXED BY spans_by_trace",
+    "terms": "span_terms x",
+}
+_ALIAS = {"spans": "s", "terms": "x"}
+
+
+def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
+    """Each search criterion as (table, SQL condition, bound values), scoped to the service."""
+    service = request.service_name
+    scope, scope_values = ("s.service = ?", [service]) if service is not None else ("1", [])
+    criteria: list[tuple[str, str, list[Any]]] = []
+    if request.span_name is not None:
+        criteria.append(("spans", f"{scope} AND s.name = ?", [*scope_values, request.span_name]))
+    if request.remote_service_name is not None:
+        condition = f"{scope} AND s.remote_service = ?"
+        criteria.append(("spans", condition, [*scope_values, request.remote_service_name]))
+    if request.min_duration is not None:
+        if request.max_duration is not None:
+            condition = f"{scope} AND s.duration BETWEEN ? AND ?"
+            values = [*scope_values, request.min_duration, request.max_duration]
+        else:
+            condition, values = (
+                f"{scope} AND s.duration >= ?",
+                [*scope_values, request.min_duration],
+            )
+        criteria.append(("spans", condition, values))
+    for key, value in request.annotation_query.items():
+        condition = "x.term = ?" + (" AND x.value = ?" if value else "")
+        values = [key, value] if value else [key]
+        if service is not None:
+            condition += " AND x.service = ?"
+            values.append(service)
+        criteria.append(("terms", condition, values))
+    if service is not None and not any(table == "spans" for table, _, _ in criteria):
+        criteria.append(("spans", scope, scope_values))
+    return criteria
+
+
+def _exists(table: str, where: str) -> str:
+    alias = _ALIAS[table]
+    return (
+        f"EXISTS (SELECT 1 FROM {_TABLES[table]} WHERE {alias}.trace_low = t.trace_low AND {where})"
+    )
+
+
+def _in(table: str, where: str) -> str:
+    source = "spans s" if table == "spans" else "span_terms x"
+    return f"t.trace_low IN (SELECT {_ALIAS[table]}.trace_low FROM {source} WHERE {where})"
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made encodable as UTF-8 (lone surrogates become "?")."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value

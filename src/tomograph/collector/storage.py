@@ -1,0 +1,135 @@
+"""What the collector needs from a span store: the :class:`SpanStore` protocol and its query types.
+
+The HTTP layer speaks only to this protocol, so another engine (PostgreSQL, an in-memory store)
+can be added without touching the API. Spans cross it as normalized Zipkin v2 dicts
+(see :mod:`tomograph.collector.normalize`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypedDict
+
+__all__ = [
+    "DependencyLink",
+    "OperationStats",
+    "QueryRequest",
+    "RetentionResult",
+    "SpanDict",
+    "SpanStore",
+]
+
+#: A normalized Zipkin v2 span, as decoded from JSON (lower-case names, hex ids).
+SpanDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """A trace search, with Zipkin's semantics (``GET /api/v2/traces``).
+
+    Every criterion must be met by some span of ``service_name`` (any service when None), not
+    necessarily the same span. ``annotation_query`` maps a tag key to a value, or a word to ``""``
+    (matches an annotation value or a tag key). Times are epoch milliseconds, durations
+    microseconds.
+
+    >>> QueryRequest(end_ts=1_700_000_000_000, lookback=3_600_000, service_name="checkout")
+    ... # doctest: +ELLIPSIS
+    QueryRequest(end_ts=1700000000000, lookback=3600000, limit=10, service_name='checkout', ...)
+    """
+
+    end_ts: int
+    lookback: int
+    limit: int = 10
+    service_name: str | None = None
+    remote_service_name: str | None = None
+    span_name: str | None = None
+    annotation_query: Mapping[str, str] = field(default_factory=dict)
+    min_duration: int | None = None
+    max_duration: int | None = None
+
+
+class DependencyLink(TypedDict):
+    """Calls from one service to another (Zipkin's ``DependencyLink``)."""
+
+    parent: str
+    child: str
+    callCount: int
+    errorCount: int
+
+
+class OperationStats(TypedDict):
+    """Latency percentiles (µs) and errors of one span name of a service."""
+
+    spanName: str
+    count: int
+    errorCount: int
+    errorRate: float
+    p50: int
+    p90: int
+    p99: int
+    max: int
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one retention pass removed."""
+
+    traces_deleted: int
+    spans_deleted: int
+
+
+class SpanStore(Protocol):
+    """A place to keep spans and to search them the way Zipkin's API does."""
+
+    def accept(self, spans: Sequence[SpanDict]) -> int:
+        """Store a batch in one transaction (all or nothing); returns how many were new."""
+        ...
+
+    def get_trace(self, trace_id: str) -> list[SpanDict] | None:
+        """The spans of one trace (lenient on the low 64 bits), or None if unknown."""
+        ...
+
+    def get_trace_json(self, trace_id: str) -> bytes | None:
+        """:meth:`get_trace` already encoded as a JSON array (the fast path of the API)."""
+        ...
+
+    def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
+        """The traces found among ``trace_ids`` as a JSON list of lists."""
+        ...
+
+    def find_trace_ids(self, request: QueryRequest) -> list[str]:
+        """Ids of the traces matching ``request``, newest first, at most ``request.limit``."""
+        ...
+
+    def service_names(self) -> list[str]:
+        """Local service names, sorted."""
+        ...
+
+    def span_names(self, service_name: str) -> list[str]:
+        """Span names recorded by ``service_name``, sorted."""
+        ...
+
+    def remote_service_names(self, service_name: str) -> list[str]:
+        """Remote service names called by ``service_name``, sorted."""
+        ...
+
+    def tag_values(self, key: str, limit: int = 1000) -> list[str]:
+        """Distinct values seen for tag ``key``, sorted."""
+        ...
+
+    def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
+        """Service links derived from the traces in the window (epoch ms)."""
+        ...
+
+    def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
+        """Per span name latency percentiles and error rate of ``service_name`` in the window."""
+        ...
+
+    def enforce_retention(self, now_us: int | None = None) -> RetentionResult:
+        """Delete traces older than the maximum age, then the oldest until under the size cap."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        ...

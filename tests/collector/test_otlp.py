@@ -1,0 +1,260 @@
+"""OTLP/HTTP trace requests mapped to Zipkin v2 spans, as OpenTelemetry's Zipkin mapping says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("opentelemetry.proto")
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from tomograph.collector.otlp import (
+    OtlpDecodeError,
+    decode_otlp_json,
+    decode_otlp_protobuf,
+)
+
+TRACE = bytes.fromhex("4e441824ec2b6a44ffdc9bb9a6453df3")
+SPAN = bytes.fromhex("ffdc9bb9a6453df3")
+PARENT = bytes.fromhex("0102030405060708")
+
+
+def kv(key: str, **value: object) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(**value))
+
+
+def sample_request(**span_fields: object) -> ExportTraceServiceRequest:
+    span = trace_pb2.Span(
+        trace_id=TRACE,
+        span_id=SPAN,
+        parent_span_id=PARENT,
+        name="GET /Users",
+        kind=trace_pb2.Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=1_700_000_000_123_456_700,
+        end_time_unix_nano=1_700_000_000_125_456_700,
+        attributes=[
+            kv("http.method", string_value="GET"),
+            kv("http.status_code", int_value=503),
+            kv("retry", bool_value=True),
+            kv("ratio", double_value=0.5),
+            kv("peer.service", string_value="Users-API"),
+            kv("network.peer.address", string_value="10.0.0.7"),
+            kv("server.port", int_value=8080),
+        ],
+        events=[
+            trace_pb2.Span.Event(time_unix_nano=1_700_000_000_124_000_000, name="sent"),
+            trace_pb2.Span.Event(
+                time_unix_nano=1_700_000_000_125_000_000,
+                name="exception",
+                attributes=[kv("exception.type", string_value="Timeout")],
+            ),
+        ],
+        status=trace_pb2.Status(code=trace_pb2.Status.STATUS_CODE_ERROR, message="upstream 503"),
+        **span_fields,
+    )
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                resource={
+                    "attributes": [
+                        kv("service.name", string_value="Checkout"),
+                        kv("deployment.environment", string_value="prod"),
+                    ]
+                },
+                scope_spans=[
+                    trace_pb2.ScopeSpans(scope={"name": "my.lib", "version": "1.2"}, spans=[span])
+                ],
+            )
+        ]
+    )
+
+
+def test_protobuf_request_maps_to_zipkin() -> None:
+    [span] = decode_otlp_protobuf(sample_request().SerializeToString())
+    assert span["traceId"] == TRACE.hex()
+    assert span["id"] == SPAN.hex()
+    assert span["parentId"] == PARENT.hex()
+    assert span["name"] == "get /users"
+    assert span["kind"] == "CLIENT"
+    assert span["timestamp"] == 1_700_000_000_123_457
+    assert span["duration"] == 2000
+    assert span["localEndpoint"] == {"serviceName": "checkout"}
+    assert span["remoteEndpoint"] == {"serviceName": "users-api", "ipv4": "10.0.0.7", "port": 8080}
+    tags = span["tags"]
+    assert tags["http.method"] == "GET"
+    assert tags["http.status_code"] == "503"
+    assert tags["retry"] == "true"
+    assert tags["ratio"] == "0.5"
+    assert tags["deployment.environment"] == "prod"
+    assert tags["otel.scope.name"] == "my.lib"
+    assert tags["otel.scope.version"] == "1.2"
+    assert tags["otel.status_code"] == "ERROR"
+    assert tags["error"] == "upstream 503"
+    assert "service.name" not in tags
+    assert span["annotations"] == [
+        {"timestamp": 1_700_000_000_124_000, "value": "sent"},
+        {
+            "timestamp": 1_700_000_000_125_000,
+            "value": '{"exception": {"exception.type": "Timeout"}}',
+        },
+    ]
+
+
+def test_internal_spans_have_no_kind_and_ok_status_is_tagged() -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.kind = trace_pb2.Span.SPAN_KIND_INTERNAL
+    span.status.code = trace_pb2.Status.STATUS_CODE_OK
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert "kind" not in decoded
+    assert decoded["tags"]["otel.status_code"] == "OK"
+    assert "error" not in decoded["tags"]
+
+
+def test_missing_service_name_is_unknown_service() -> None:
+    request = sample_request()
+    del request.resource_spans[0].resource.attributes[:]
+    [span] = decode_otlp_protobuf(request.SerializeToString())
+    assert span["localEndpoint"] == {"serviceName": "unknown_service"}
+
+
+def test_sub_microsecond_spans_last_one_microsecond() -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.end_time_unix_nano = span.start_time_unix_nano + 10
+    assert decode_otlp_protobuf(request.SerializeToString())[0]["duration"] == 1
+
+
+def test_json_request_uses_hex_ids() -> None:
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "web"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TRACE.hex(),
+                                "spanId": SPAN.hex(),
+                                "name": "work",
+                                "kind": 2,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000000001000000",
+                                "attributes": [
+                                    {"key": "n", "value": {"intValue": "3"}},
+                                    {
+                                        "key": "list",
+                                        "value": {
+                                            "arrayValue": {
+                                                "values": [{"stringValue": "a"}, {"intValue": 1}]
+                                            }
+                                        },
+                                    },
+                                ],
+                                "status": {"code": "STATUS_CODE_ERROR"},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    [span] = decode_otlp_json(json.dumps(body).encode())
+    assert span["traceId"] == TRACE.hex()
+    assert span["id"] == SPAN.hex()
+    assert span["kind"] == "SERVER"
+    assert span["duration"] == 1000
+    assert span["tags"]["n"] == "3"
+    assert span["tags"]["list"] == '["a",1]'
+    assert span["tags"]["error"] == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "hex"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abcd"}]}]}]}', "32 hex"),
+        (b'{"resourceSpans": 5}', "OTLP JSON"),
+    ],
+)
+def test_bad_json_is_refused_with_a_reason(body: bytes, message: str) -> None:
+    with pytest.raises(OtlpDecodeError, match=message):
+        decode_otlp_json(body)
+
+
+def test_bad_ids_are_refused_with_the_span_named() -> None:
+    request = sample_request()
+    request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x00" * 8
+    with pytest.raises(OtlpDecodeError, match=r"spans\[0\]: spanId must not be all zeros"):
+        decode_otlp_protobuf(request.SerializeToString())
+    request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01" * 3
+    with pytest.raises(OtlpDecodeError, match="spanId must be 8 bytes"):
+        decode_otlp_protobuf(request.SerializeToString())
+
+
+@given(st.binary(max_size=300))
+def test_random_protobuf_bytes_decode_or_raise_a_decode_error(data: bytes) -> None:
+    try:
+        spans = decode_otlp_protobuf(data)
+    except OtlpDecodeError:
+        return
+    for span in spans:
+        assert len(span["id"]) == 16
+
+
+@given(
+    st.integers(min_value=0, max_value=len(sample_request().SerializeToString()) - 1),
+    st.integers(min_value=0, max_value=255),
+)
+def test_mutated_protobuf_decodes_or_raises_a_decode_error(position: int, byte: int) -> None:
+    data = bytearray(sample_request().SerializeToString())
+    data[position] = byte
+    try:
+        decode_otlp_protobuf(bytes(data))
+    except OtlpDecodeError:
+        pass
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "resourceSpans",
+                        "scopeSpans",
+                        "spans",
+                        "traceId",
+                        "spanId",
+                        "name",
+                        "attributes",
+                        "key",
+                        "value",
+                    ]
+                ),
+                children,
+                max_size=4,
+            )
+        ),
+        max_leaves=20,
+    )
+)
+def test_random_json_decodes_or_raises_a_decode_error(document: object) -> None:
+    try:
+        decode_otlp_json(json.dumps(document).encode())
+    except OtlpDecodeError:
+        pass

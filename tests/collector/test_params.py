@@ -1,0 +1,80 @@
+"""Query-parameter validation of the Zipkin API."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tomograph.collector.params import (
+    BadRequest,
+    parse_query_request,
+    parse_trace_id,
+    parse_trace_ids,
+)
+
+
+def test_trace_ids_are_padded_and_lower_cased_as_zipkin_does() -> None:
+    assert parse_trace_id("ABC") == "0000000000000abc"
+    assert parse_trace_id("1" * 17) == "0" * 15 + "1" * 17
+    assert parse_trace_id("0" * 16 + "a" * 16) == "a" * 16
+
+
+@pytest.mark.parametrize("text", ["", "xyz", "a" * 33, "0" * 16, "12 34"])
+def test_bad_trace_ids(text: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_trace_id(text)
+
+
+@given(st.integers(min_value=1, max_value=(1 << 128) - 1))
+def test_any_hex_id_round_trips_to_its_value(value: int) -> None:
+    assert int(parse_trace_id(f"{value:x}"), 16) == value
+
+
+@given(st.text(max_size=40))
+def test_any_text_is_an_id_or_bad_request(text: str) -> None:
+    try:
+        trace_id = parse_trace_id(text)
+    except BadRequest:
+        return
+    assert len(trace_id) in (16, 32)
+
+
+def test_trace_many_deduplicates_and_needs_two() -> None:
+    assert parse_trace_ids("a,b,a") == ["000000000000000a", "000000000000000b"]
+    with pytest.raises(BadRequest, match="two"):
+        parse_trace_ids("a,a")
+
+
+def test_query_defaults() -> None:
+    query = parse_query_request({}, 60_000, now_ms=1_000_000)
+    assert (query.end_ts, query.lookback, query.limit) == (1_000_000, 60_000, 10)
+    assert query.service_name is None and query.annotation_query == {}
+
+
+def test_query_names_are_lower_cased_and_all_means_any() -> None:
+    query = parse_query_request(
+        {"serviceName": "Web", "spanName": "ALL", "remoteServiceName": " DB "}, 1, now_ms=5
+    )
+    assert (query.service_name, query.span_name, query.remote_service_name) == ("web", None, "db")
+
+
+def test_lookback_is_capped_at_end_ts() -> None:
+    assert parse_query_request({"endTs": "100", "lookback": "500"}, 1).lookback == 100
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"limit": "x"}, "limit must be an integer"),
+        ({"limit": "100001"}, "at most"),
+        ({"endTs": "0"}, "greater than zero"),
+        ({"endTs": str(1 << 63)}, "too large"),
+        ({"maxDuration": "5"}, "only valid with minDuration"),
+        ({"minDuration": "5", "maxDuration": "4"}, "greater than or equal"),
+        ({"serviceName": "x" * 2000}, "longer than"),
+    ],
+)
+def test_invalid_queries_name_the_parameter(params: dict[str, str], message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_query_request(params, 1000, now_ms=10_000)

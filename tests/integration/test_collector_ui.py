@@ -1,0 +1,236 @@
+"""The web UI in a real headless chromium (Playwright), against a real ``tomograph serve``.
+
+From the search form to a trace: span names in the waterfall, the error highlighted, tags on
+click, a collapsible tree; then the dependency graph and the operations table. Screenshots go to
+``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("uvicorn", reason="the collector extra is not installed")
+pytest.importorskip("playwright", reason="playwright is a test dependency")
+
+from tests.support.collector import running_collector
+from tests.support.servers import REPO_ROOT, require
+
+from tomograph.demo import run_demo
+from tomograph.reporting import zipkin_json
+from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.tracer import Tracer
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_collector(tmp_path_factory.mktemp("ui")) as url:
+        # the demo trace (client -> server -> sqlite, a declined card) and some quick traffic
+        memory, _ = run_demo()
+        backend = ZipkinBackend(url)
+        for span in memory.spans:
+            backend.report(span)
+        tracer = Tracer("inventory", backends=[backend])
+        for item in range(5):
+            with tracer.span("GET /items", kind="server", tags={"http.method": "GET"}):
+                with tracer.span("cache lookup", tags={"item": item}):
+                    pass
+        assert backend.flush(10)
+        backend.close(5)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = require("/usr/bin/chromium", "the web UI tests drive a real browser")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"collector-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_search_to_trace_waterfall(collector: str, page: Any) -> None:
+    page.goto(collector + "/")
+    page.wait_for_selector(".trace-row")
+    assert page.locator(".trace-row").count() == 6
+    shot(page, "search")
+
+    page.select_option("#f-service", "demo-server")
+    page.wait_for_function("document.querySelectorAll('#f-span option').length > 1")
+    page.fill("#f-query", "error")
+    page.click("#f-submit")
+    page.wait_for_function("location.hash.includes('annotationQuery=error')")
+    page.wait_for_selector(".trace-row.has-error")
+    rows = page.locator(".trace-row")
+    assert rows.count() == 1
+    assert "demo-client: get /checkout" in rows.first.inner_text()
+    assert "1 error" in rows.first.inner_text()
+
+    rows.first.click()
+    page.wait_for_selector(".wf-row")
+    names = page.locator(".wf-row .span-name").all_inner_texts()
+    assert names == [
+        "get /checkout",
+        "get /checkout",
+        "load cart",
+        "select cart_items",
+        "charge card",
+    ]
+    error_rows = page.locator(".wf-row.error .span-name").all_inner_texts()
+    assert error_rows == ["charge card"]
+    assert "demo-client: get /checkout" in page.inner_text("#t-title")
+
+    page.locator(".wf-row", has_text="charge card").click()
+    details = page.locator("#details")
+    details.wait_for(state="visible")
+    assert "charge card" in details.locator("h2").inner_text()
+    error_tag = details.locator("tr.error-tag")
+    assert error_tag.count() == 1
+    assert "card declined" in error_tag.inner_text()
+    assert "42.5" in details.inner_text()
+    assert "payments" in details.inner_text()
+    shot(page, "trace")
+
+    # collapsing "load cart" hides its database query
+    load_cart = page.locator(".wf-row", has_text="load cart")
+    load_cart.locator(".toggle").click()
+    assert page.locator(".wf-row", has_text="select cart_items").is_hidden()
+    load_cart.locator(".toggle").click()
+    assert page.locator(".wf-row", has_text="select cart_items").is_visible()
+
+
+def test_trace_id_box_and_unknown_trace(collector: str, page: Any) -> None:
+    page.goto(collector + "/")
+    page.fill("#goto-id", "1234567890abcdef")
+    page.press("#goto-id", "Enter")
+    page.wait_for_function("document.querySelector('#t-title')?.textContent.includes('not found')")
+
+
+def test_duration_filter(collector: str, page: Any) -> None:
+    page.goto(collector + "/#/?minDuration=3600000000&lookback=3600000")
+    page.wait_for_selector("#search-status:has-text('No traces')")
+    assert page.locator(".trace-row").count() == 0
+
+
+def test_dependency_graph(collector: str, page: Any) -> None:
+    page.goto(collector + "/#/dependencies")
+    page.wait_for_selector("svg .node")
+    services = set(
+        page.eval_on_selector_all("svg .node", "nodes => nodes.map(n => n.dataset.service)")
+    )
+    assert services == {"demo-client", "demo-server", "payments", "sqlite"}
+    assert page.locator("svg .edge").count() == 3
+    shot(page, "dependencies")
+
+
+def test_operations_table(collector: str, page: Any) -> None:
+    page.goto(collector + "/#/operations?serviceName=inventory")
+    page.wait_for_selector("#ops-table tbody tr")
+    rows = {
+        row.get_attribute("data-span-name"): row.inner_text()
+        for row in page.locator("#ops-table tbody tr").all()
+    }
+    assert set(rows) == {"get /items", "cache lookup"}
+    assert "\t5\t" in rows["get /items"]
+    assert "0.0%" in rows["get /items"]
+    shot(page, "operations")
+
+
+def test_encoded_spans_render_identically(collector: str, page: Any) -> None:
+    # a trace posted as tomograph's Zipkin JSON shows every span it holds
+    memory, _ = run_demo()
+    trace_id = memory.spans[0].context.trace_id
+    import urllib.request
+
+    request = urllib.request.Request(
+        collector + "/api/v2/spans",
+        data=zipkin_json.encode_spans(memory.spans),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 202
+    page.goto(f"{collector}/#/trace/{trace_id:032x}")
+    page.wait_for_selector(".wf-row")
+    assert page.locator(".wf-row").count() == len(memory.spans)
+
+
+def test_the_ui_asks_for_the_token_of_a_protected_collector(tmp_path: Path, browser: Any) -> None:
+    with running_collector(tmp_path, "--token", "let-me-in") as url:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            prompts: list[str] = []
+
+            def answer(dialog: Any) -> None:
+                prompts.append(dialog.message)
+                dialog.accept("let-me-in")
+
+            page.on("dialog", answer)
+            page.goto(url + "/")
+            page.wait_for_selector("#search-status:has-text('No traces')")
+            assert len(prompts) == 1 and "token" in prompts[0]
+        finally:
+            context.close()
+
+
+def test_custom_time_range(collector: str, page: Any) -> None:
+    import datetime
+
+    page.goto(collector + "/")
+    page.wait_for_selector(".trace-row")
+    page.select_option("#f-lookback", "custom")
+    assert page.is_visible("#f-from")
+    fmt = "%Y-%m-%dT%H:%M"
+    # a window in the past that holds nothing
+    page.fill("#f-from", "2020-01-01T00:00")
+    page.fill("#f-to", "2020-01-02T00:00")
+    page.click("#f-submit")
+    page.wait_for_selector("#search-status:has-text('No traces')")
+    # a window around now finds every trace
+    now = datetime.datetime.now()
+    page.fill("#f-from", (now - datetime.timedelta(hours=1)).strftime(fmt))
+    page.fill("#f-to", (now + datetime.timedelta(hours=1)).strftime(fmt))
+    page.click("#f-submit")
+    page.wait_for_function("document.querySelectorAll('.trace-row').length >= 6")
+    # a start after the end is refused in the form
+    page.fill("#f-from", "2020-01-02T00:00")
+    page.fill("#f-to", "2020-01-01T00:00")
+    page.click("#f-submit")
+    page.wait_for_selector("#search-status.error")
