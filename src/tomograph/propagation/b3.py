@@ -38,7 +38,16 @@ from typing import Any
 from tomograph.ids import new_span_id, new_trace_id, parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike
-from tomograph.propagation.carriers import log, reader_for, set_header
+from tomograph.propagation.carriers import (
+    SLOW,
+    NameSet,
+    environ_key,
+    has_other_case,
+    is_environ,
+    log,
+    reader_for,
+    set_header,
+)
 
 __all__ = [
     "FLAGS",
@@ -67,7 +76,15 @@ MAX_LENGTH = 128
 
 _TRACE_WIDTHS = (16, 32)
 _SPAN_WIDTHS = (16,)
+_HEX = frozenset("0123456789abcdef")
 _SAMPLED_VALUES = {"1": True, "0": False, "true": True, "false": False}
+# Looked up in this order: single, trace id, span id, sampled, flags, parent span id.
+_ORDER = (SINGLE, TRACE_ID, SPAN_ID, SAMPLED, FLAGS, PARENT_SPAN_ID)
+_KEYS = _ORDER
+_ENVIRON_KEYS = tuple(environ_key(name) for name in _ORDER)
+_NAMES = NameSet(_ORDER)
+#: The headers whose presence means there may be a B3 context (a parent id alone does not).
+PRESENCE = _ORDER[:5]
 
 
 def _deny() -> TraceContext:
@@ -146,13 +163,16 @@ def parse_b3_multi(
     """
     sampled_value: bool | None = None
     if sampled is not None:
-        sampled = _first_of(sampled)
+        # An exact hit is the common case (a value with a comma never is one).
         sampled_value = _SAMPLED_VALUES.get(sampled)
         if sampled_value is None:
-            sampled_value = _SAMPLED_VALUES.get(sampled.lower())
+            sampled = _first_of(sampled)
+            sampled_value = _SAMPLED_VALUES.get(sampled)
             if sampled_value is None:
-                log.debug("ignoring B3 headers: malformed X-B3-Sampled %r", sampled)
-                return None
+                sampled_value = _SAMPLED_VALUES.get(sampled.lower())
+                if sampled_value is None:
+                    log.debug("ignoring B3 headers: malformed X-B3-Sampled %r", sampled)
+                    return None
     debug = False
     if flags is not None:
         flags = _first_of(flags)
@@ -168,8 +188,15 @@ def parse_b3_multi(
     if trace_id is None or span_id is None:
         log.debug("ignoring B3 headers: X-B3-TraceId and X-B3-SpanId must come together")
         return None
-    trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
-    span = parse_hex_id(_first_of(span_id), _SPAN_WIDTHS)
+    # Inline checks for well-formed ids; anything else (commas included) takes parse_hex_id.
+    if len(trace_id) in _TRACE_WIDTHS and _HEX.issuperset(trace_id):
+        trace = int(trace_id, 16) or None
+    else:
+        trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
+    if len(span_id) == 16 and _HEX.issuperset(span_id):
+        span = int(span_id, 16) or None
+    else:
+        span = parse_hex_id(_first_of(span_id), _SPAN_WIDTHS)
     if trace is None or span is None:
         log.debug("ignoring B3 headers with malformed ids: %r, %r", trace_id, span_id)
         return None
@@ -253,6 +280,10 @@ def extract(carrier: Any) -> TraceContext | None:
 
     >>> extract({'X-B3-TraceId': '463ac35c9f6413ad', 'X-B3-SpanId': 'a2fb4a1d1a96d312'}).sampled
     """
+    if carrier.__class__ is dict:
+        context = extract_dict(carrier, is_environ(carrier))
+        if context is not SLOW:
+            return context  # type: ignore[no-any-return]
     reader = reader_for(carrier)
     single = reader.first(SINGLE, MAX_LENGTH)
     if single is not None:
@@ -267,4 +298,38 @@ def extract(carrier: Any) -> TraceContext | None:
     parent_id = first(PARENT_SPAN_ID, MAX_LENGTH) if trace_id is not None else None
     if trace_id is None and span_id is None and sampled is None and flags is None:
         return None
+    return parse_b3_multi(trace_id, span_id, parent_id, sampled, flags)
+
+
+def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) -> Any:
+    """:func:`extract` for a plain dict or WSGI environ, or :data:`~.carriers.SLOW`.
+
+    ``exact``: the caller checked that no B3 name is spelled in another case, so a missing
+    lower-case key means an absent header. Values that are not strings or are over the
+    limit, and other-case names, give ``SLOW`` (the general reader decides).
+    """
+    keys = _ENVIRON_KEYS if environ else _KEYS
+    get = carrier.get
+    single = get(keys[0])
+    if single is not None:
+        if single.__class__ is not str or len(single) > MAX_LENGTH:
+            return SLOW
+        context = parse_b3_single(single)
+        if context is not None:
+            return context
+    trace_id, span_id, sampled, flags, parent_id = map(get, keys[1:])
+    for value in (trace_id, span_id, sampled, flags, parent_id):
+        if value is None:
+            if not (environ or exact):
+                if has_other_case(carrier, _NAMES):
+                    return SLOW
+                exact = True
+        elif value.__class__ is not str or len(value) > MAX_LENGTH:
+            return SLOW
+    if single is None and not (environ or exact) and has_other_case(carrier, _NAMES):
+        return SLOW
+    if trace_id is None:
+        if span_id is None and sampled is None and flags is None:
+            return None
+        parent_id = None
     return parse_b3_multi(trace_id, span_id, parent_id, sampled, flags)

@@ -34,7 +34,16 @@ from urllib.parse import quote, unquote
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike
-from tomograph.propagation.carriers import log, reader_for, set_header
+from tomograph.propagation.carriers import (
+    SLOW,
+    NameSet,
+    environ_key,
+    has_other_case,
+    is_environ,
+    log,
+    reader_for,
+    set_header,
+)
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -219,8 +228,31 @@ def extract(carrier: Any) -> tuple[BaggageEntry, ...]:
     >>> extract({'baggage': 'a=1'})
     (BaggageEntry(key='a', value='1', properties=''),)
     """
+    if carrier.__class__ is dict:
+        entries = extract_dict(carrier, is_environ(carrier))
+        if entries is not SLOW:
+            return entries  # type: ignore[no-any-return]
     values = reader_for(carrier).all(BAGGAGE, MAX_READ_LENGTH)
     return parse_baggage(values) if values else ()
+
+
+_ENVIRON_KEY = environ_key(BAGGAGE)
+_NAMES = NameSet([BAGGAGE])
+
+
+def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) -> Any:
+    """:func:`extract` for a plain dict or WSGI environ, or :data:`~.carriers.SLOW`.
+
+    ``exact``: the caller checked that the name is not spelled in another case.
+    """
+    value = carrier.get(_ENVIRON_KEY if environ else BAGGAGE)
+    if value is None:
+        if environ or exact or not has_other_case(carrier, _NAMES):
+            return ()
+        return SLOW
+    if value.__class__ is not str or len(value) > MAX_READ_LENGTH:
+        return SLOW
+    return parse_baggage(value) if value else ()
 
 
 def _replace_entries(

@@ -32,15 +32,29 @@ A value longer than the caller's limit is treated as absent and logged at debug 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["HeaderReader", "MAX_HEADER_LENGTH", "drop_other_cases", "reader_for", "set_header"]
+__all__ = [
+    "HeaderReader",
+    "MAX_HEADER_LENGTH",
+    "NameSet",
+    "SLOW",
+    "drop_other_cases",
+    "environ_key",
+    "has_other_case",
+    "is_environ",
+    "reader_for",
+    "set_header",
+]
 
 #: The longest header value read by default, in characters; longer values are ignored.
 MAX_HEADER_LENGTH = 8192
 
 log = logging.getLogger("tomograph.propagation")
+
+#: What a format's ``extract_dict`` fast path returns when only the general reader can tell.
+SLOW: Any = object()
 
 
 def _text(value: Any) -> str | None:
@@ -181,6 +195,15 @@ def _lower_index(mapping: Mapping[Any, Any]) -> dict[str, Any]:
 _ENVIRON_KEYS: dict[str, str] = {}
 
 
+def environ_key(name: str) -> str:
+    """The WSGI environ key of header ``name``.
+
+    >>> environ_key('x-b3-traceid')
+    'HTTP_X_B3_TRACEID'
+    """
+    return _environ_key(name)
+
+
 def _environ_key(name: str) -> str:
     key = _ENVIRON_KEYS.get(name)
     if key is None:
@@ -258,6 +281,47 @@ _NOTHING = HeaderReader()
 
 def _is_environ(carrier: Mapping[Any, Any]) -> bool:
     return "REQUEST_METHOD" in carrier or "wsgi.version" in carrier
+
+
+#: Whether a mapping is a WSGI environ (headers under ``HTTP_*`` keys).
+is_environ = _is_environ
+
+
+class NameSet:
+    """Lower-case header names, prepared for :func:`has_other_case` (built once, at import).
+
+    >>> NameSet(['b3', 'x-b3-traceid']).lengths == frozenset({2, 12})
+    True
+    """
+
+    __slots__ = ("lengths", "names")
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+        self.lengths = frozenset(len(name) for name in self.names)
+
+
+def has_other_case(carrier: dict[Any, Any], names: NameSet) -> bool:
+    """Whether a dict may hold one of ``names`` under a key that is not that exact name.
+
+    True for a key spelling a name in another case (``X-B3-TraceId``), and for any non-string
+    key (bytes names are decoded by the general reader). When this is False, a missing
+    lower-case key means the header is absent: fast paths need no case-insensitive index.
+
+    >>> has_other_case({'X-B3-TraceId': '1', 'accept': '*/*'}, NameSet(['x-b3-traceid']))
+    True
+    >>> has_other_case({'x-b3-traceid': '1', 'Accept': '*/*'}, NameSet(['x-b3-traceid']))
+    False
+    """
+    wanted = names.names
+    lengths = names.lengths
+    for key in carrier:
+        if key.__class__ is not str:
+            return True
+        # Only a key of a wanted length can match: most keys cost one set lookup.
+        if len(key) in lengths and key not in wanted and key.lower() in wanted:
+            return True
+    return False
 
 
 def reader_for(carrier: Any) -> HeaderReader:

@@ -53,7 +53,15 @@ from tomograph.model import TraceContext
 from tomograph.propagation import b3, baggage, jaeger, w3c, xtraceinfo
 from tomograph.propagation._context import ContextLike
 from tomograph.propagation.baggage import BaggageEntry
-from tomograph.propagation.carriers import drop_other_cases, log, reader_for
+from tomograph.propagation.carriers import (
+    SLOW,
+    NameSet,
+    drop_other_cases,
+    environ_key,
+    has_other_case,
+    log,
+    reader_for,
+)
 
 __all__ = [
     "DEFAULT_EXTRACT",
@@ -98,6 +106,23 @@ _HEADER_NAMES: dict[str, tuple[str, ...]] = {
     "xtraceinfo": (xtraceinfo.HEADER,),
     "jaeger": (jaeger.HEADER,),
 }
+#: Fast paths for dicts and WSGI environs: ``extract_dict(carrier, environ, exact)``.
+_DICT_EXTRACTORS: dict[str, Callable[..., Any]] = {
+    "w3c": w3c.extract_dict,
+    "b3": b3.extract_dict,
+    "b3single": b3.extract_dict,
+    "xtraceinfo": xtraceinfo.extract_dict,
+    "jaeger": jaeger.extract_dict,
+}
+#: The headers whose presence means a format may hold a context (lower case).
+_PRESENCE: dict[str, tuple[str, ...]] = {
+    "w3c": (w3c.TRACEPARENT,),
+    "b3": b3.PRESENCE,
+    "b3single": b3.PRESENCE,
+    "xtraceinfo": (xtraceinfo.HEADER,),
+    "jaeger": (jaeger.HEADER,),
+}
+_ENVIRON_BAGGAGE = environ_key(baggage.BAGGAGE)
 _ALIASES = {
     "tracecontext": "w3c",
     "traceparent": "w3c",
@@ -150,8 +175,13 @@ class Propagator:
 
     __slots__ = (
         "_baggage_in",
+        "_dict_plan",
+        "_environ_keys",
+        "_environ_plan",
         "_extractors",
+        "_header_keys",
         "_injectors",
+        "_known",
         "_names",
         "extract_formats",
         "inject_formats",
@@ -177,6 +207,25 @@ class Propagator:
                 extractors.append(extractor)
         self._extractors = tuple(extractors)
         self._baggage_in = "baggage" in self.extract_formats
+        # Per format, once: the keys that show it is present, its fast path and its general
+        # extractor. A request that carries none of the keys costs a few dict lookups.
+        dict_plan: list[tuple[tuple[str, ...], Callable[..., Any], Extractor]] = []
+        environ_plan: list[tuple[tuple[str, ...], Callable[..., Any], Extractor]] = []
+        seen: list[Extractor] = []
+        for name in self.extract_formats:
+            if name not in _EXTRACTORS or _EXTRACTORS[name] in seen:
+                continue
+            seen.append(_EXTRACTORS[name])
+            keys = _PRESENCE[name]
+            dict_plan.append((keys, _DICT_EXTRACTORS[name], _EXTRACTORS[name]))
+            environ_keys = tuple(environ_key(key) for key in keys)
+            environ_plan.append((environ_keys, _DICT_EXTRACTORS[name], _EXTRACTORS[name]))
+        self._dict_plan = tuple(dict_plan)
+        self._environ_plan = tuple(environ_plan)
+        self._header_keys = frozenset(key for keys, _, _ in dict_plan for key in keys)
+        self._environ_keys = frozenset(key for keys, _, _ in environ_plan for key in keys)
+        known = [header for name in self.extract_formats for header in _HEADER_NAMES[name]]
+        self._known = NameSet(known)
 
     def inject(self, context: ContextLike, carrier: Any) -> None:
         """Write ``context`` (a ``TraceContext`` or a span) in every format onto ``carrier``.
@@ -196,6 +245,10 @@ class Propagator:
         ``tomograph.propagation`` logger.
         """
         try:
+            if carrier.__class__ is dict:
+                context = self._extract_dict(carrier)
+                if context is not SLOW:
+                    return context  # type: ignore[no-any-return]
             reader = reader_for(carrier)
             for extractor in self._extractors:
                 context = extractor(reader)
@@ -223,6 +276,56 @@ class Propagator:
         except Exception as error:
             log.debug("extracting trace context failed: %r", error)
             return None
+
+    def _extract_dict(self, carrier: dict[Any, Any]) -> Any:
+        """:meth:`extract` for a dict or WSGI environ, or SLOW when the general path must decide.
+
+        Formats whose headers are absent are skipped before any parsing.
+        """
+        if "REQUEST_METHOD" in carrier or "wsgi.version" in carrier:
+            # A WSGI environ: HTTP_* keys are exact, so absence is one dict lookup per key.
+            if carrier.keys().isdisjoint(self._environ_keys):
+                return None
+            plan = self._environ_plan
+            environ = True
+        else:
+            # A plain dict: lower-case keys are looked up exactly; a name spelled in another
+            # case (or a non-string key) sends the request to the case-insensitive reader.
+            if has_other_case(carrier, self._known):
+                return SLOW
+            if carrier.keys().isdisjoint(self._header_keys):
+                return None
+            plan = self._dict_plan
+            environ = False
+        for keys, fast, general in plan:
+            for key in keys:
+                if key in carrier:
+                    break
+            else:
+                continue
+            context = fast(carrier, environ, True)
+            if context is SLOW:
+                context = general(carrier)
+            if context is not None:
+                break
+        else:
+            return None
+        if self._baggage_in and (_ENVIRON_BAGGAGE if environ else baggage.BAGGAGE) in carrier:
+            entries = baggage.extract_dict(carrier, environ, True)
+            if entries is SLOW:
+                entries = baggage.extract(carrier)
+            if entries:
+                extra = context.extra
+                context = TraceContext(
+                    context.trace_id,
+                    context.span_id,
+                    context.parent_id,
+                    context.sampled,
+                    context.debug,
+                    context.shared,
+                    {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries},
+                )
+        return context
 
     def extract_baggage(self, carrier: Any) -> tuple[BaggageEntry, ...]:
         """The baggage in ``carrier`` if baggage is configured (for requests with no trace ids).

@@ -40,7 +40,16 @@ from typing import Any
 from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike
-from tomograph.propagation.carriers import log, reader_for, set_header
+from tomograph.propagation.carriers import (
+    SLOW,
+    NameSet,
+    environ_key,
+    has_other_case,
+    is_environ,
+    log,
+    reader_for,
+    set_header,
+)
 
 __all__ = [
     "OWN_KEY",
@@ -73,12 +82,16 @@ _TRACEPARENT = re.compile(
 ).fullmatch
 # Flags whose low bit (sampled) is set, by their second hex digit.
 _ODD = frozenset("13579bdf")
+_LOWER_HEX = frozenset("0123456789abcdef")
 # OWS key "=" value OWS, capturing key and value.
 _MEMBER = re.compile(
     r"[ \t]*([a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
     r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])[ \t]*"
 ).fullmatch
 _STATES = {"1": (True, False), "0": (False, False), "d": (True, True)}
+_ENVIRON_TRACEPARENT = environ_key(TRACEPARENT)
+_ENVIRON_TRACESTATE = environ_key(TRACESTATE)
+_STATE_NAMES = NameSet([TRACESTATE])
 
 
 def _traceparent_fields(value: str) -> tuple[int, int, bool] | None:
@@ -137,6 +150,7 @@ def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...]
         log.debug("ignoring tracestate of %d characters", len(combined))
         return None
     members: list[tuple[str, str]] = []
+    append = members.append
     for raw in combined.split(","):
         match = _MEMBER(raw)
         if match is None:
@@ -144,8 +158,8 @@ def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...]
                 log.debug("ignoring tracestate with malformed member %r", raw[:300])
                 return None
             continue  # empty list members are allowed
-        members.append((match[1], match[2]))
-    if len({key for key, _ in members}) != len(members):
+        append(match.groups())  # type: ignore[arg-type]  # exactly (key, value)
+    if len(members) > 1 and len(dict(members)) != len(members):
         log.debug("ignoring tracestate with a duplicated key: %r", combined[:300])
         return None
     if len(members) > MAX_MEMBERS:
@@ -184,29 +198,66 @@ def format_tracestate(
     return ",".join(items)
 
 
-def _own_value(context: ContextLike) -> str:
-    state = "d" if context.debug else ("1" if context.sampled else "0")
-    parent_id = context.parent_id
-    if parent_id:
-        return f"{context.span_id:016x};{state};{parent_id:016x}"
-    return f"{context.span_id:016x};{state}"
-
-
 def inject(context: ContextLike, carrier: Any) -> None:
     """Write ``traceparent`` and ``tracestate`` for ``context`` on ``carrier``.
 
     Other vendors' members from ``context.extra['tracestate']`` follow our own member.
     """
-    set_header(carrier, TRACEPARENT, format_traceparent(context))
+    debug = context.debug
+    sampled = context.sampled
+    span_hex = f"{context.span_id:016x}"
+    traceparent = f"00-{context.trace_id:032x}-{span_hex}-{'01' if sampled or debug else '00'}"
+    state = "d" if debug else ("1" if sampled else "0")
+    parent_id = context.parent_id
+    own = f"{span_hex};{state};{parent_id:016x}" if parent_id else f"{span_hex};{state}"
     extra = context.extra
-    members = extra.get(TRACESTATE, ()) if extra else ()
-    set_header(carrier, TRACESTATE, format_tracestate(members, (OWN_KEY, _own_value(context))))
+    members = extra.get(TRACESTATE) if extra else None
+    tracestate = _with_foreign(own, members) if members else f"{OWN_KEY}={own}"
+    if carrier.__class__ is dict:
+        carrier[TRACEPARENT] = traceparent
+        carrier[TRACESTATE] = tracestate
+    else:
+        set_header(carrier, TRACEPARENT, traceparent)
+        set_header(carrier, TRACESTATE, tracestate)
+
+
+# Other vendors' members, formatted: a span's children share one tuple, so each outgoing
+# request of a traced request formats it once. Bounded: cleared when full.
+_FOREIGN: dict[Any, tuple[str, int]] = {}
+_FOREIGN_MAX = 256
+
+
+def _with_foreign(own: str, members: Sequence[tuple[str, str]]) -> str:
+    """Our member (value ``own``) followed by ``members``: what :func:`format_tracestate` gives."""
+    try:
+        cached = _FOREIGN.get(members)
+    except TypeError:  # a list, or unhashable values: format without the cache
+        return format_tracestate(members, (OWN_KEY, own))
+    if cached is None:
+        items = [f"{key}={value}" for key, value in members if key != OWN_KEY]
+        cached = (",".join(items), len(items))
+        if len(_FOREIGN) >= _FOREIGN_MAX:
+            _FOREIGN.clear()
+        _FOREIGN[members] = cached
+    foreign, count = cached
+    if not count:
+        return f"{OWN_KEY}={own}"
+    text = f"{OWN_KEY}={own},{foreign}"
+    if count < MAX_MEMBERS and len(text) <= TRIM_TRACESTATE_LENGTH:
+        return text
+    return format_tracestate(members, (OWN_KEY, own))  # over a limit: trimmed as usual
 
 
 def _own_member(value: str, span_id: int) -> tuple[bool, int | None] | None:
     """(debug, parent id) from our own tracestate member, if it was written for ``span_id``."""
     fields = value.split(";")
-    if len(fields) not in (2, 3) or parse_hex_id(fields[0], (16,)) != span_id:
+    head = fields[0]
+    if (
+        len(fields) not in (2, 3)
+        or len(head) != 16
+        or not _LOWER_HEX.issuperset(head)
+        or int(head, 16) != span_id  # span_id is never 0: an all-zero head never matches
+    ):
         return None  # written for another span: a tracer in between changed traceparent
     state = _STATES.get(fields[1])
     parent_id = parse_hex_id(fields[2], (16,)) if len(fields) == 3 else None
@@ -221,6 +272,10 @@ def extract(carrier: Any) -> TraceContext | None:
     >>> ctx.extra['tracestate']
     (('rojo', '00f067aa0ba902b7'),)
     """
+    if carrier.__class__ is dict:
+        context = extract_dict(carrier, is_environ(carrier))
+        if context is not SLOW:
+            return context  # type: ignore[no-any-return]
     reader = reader_for(carrier)
     values = reader.all(TRACEPARENT, MAX_TRACEPARENT_LENGTH)
     if not values:
@@ -231,13 +286,64 @@ def extract(carrier: Any) -> TraceContext | None:
     fields = _traceparent_fields(values[0])
     if fields is None:
         return None
-    trace_id, span_id, sampled = fields
     states = reader.all(TRACESTATE, MAX_TRACESTATE_LENGTH)
+    return _context(fields, states[0] if len(states) == 1 else states)
+
+
+def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) -> Any:
+    """:func:`extract` for a plain dict or WSGI environ, or :data:`~.carriers.SLOW`.
+
+    The fast path: exact-case keys and string values only. ``exact``: the caller checked that
+    no W3C name is spelled in another case. It gives ``SLOW`` (use the general reader) for
+    values of other types, values over the limits, and for a plain dict without a lower-case
+    ``traceparent`` key.
+    """
+    if environ:
+        value = carrier.get(_ENVIRON_TRACEPARENT)
+        if value is None:
+            return None
+    else:
+        value = carrier.get(TRACEPARENT)
+        if value is None and exact:
+            return None
+    if value.__class__ is not str or len(value) > MAX_TRACEPARENT_LENGTH:
+        return SLOW
+    fields = _traceparent_fields(value)
+    if fields is None:
+        return None
+    state = carrier.get(_ENVIRON_TRACESTATE if environ else TRACESTATE)
+    if state is None:
+        if environ or exact or not has_other_case(carrier, _STATE_NAMES):
+            return TraceContext(fields[0], fields[1], None, fields[2])
+        return SLOW
+    if state.__class__ is not str or len(state) > MAX_TRACESTATE_LENGTH:
+        return SLOW
+    return _context(fields, state)
+
+
+def _context(fields: tuple[int, int, bool], states: str | list[str]) -> TraceContext:
+    """The context of a valid traceparent's ``fields`` and the tracestate values beside it."""
+    trace_id, span_id, sampled = fields
     members = parse_tracestate(states) if states else None
     if not members:
         return TraceContext(trace_id, span_id, None, sampled)
     debug = False
     parent_id = None
+    first_key, first_value = members[0]
+    if first_key == OWN_KEY:  # where we write it: no search
+        own = _own_member(first_value, span_id)
+        if own is not None:
+            debug = own[0] and sampled
+            parent_id = own[1]
+        members = members[1:]
+        return TraceContext(
+            trace_id,
+            span_id,
+            parent_id,
+            sampled,
+            debug,
+            extra={TRACESTATE: members} if members else None,
+        )
     for index, (key, value) in enumerate(members):
         if key == OWN_KEY:
             own = _own_member(value, span_id)

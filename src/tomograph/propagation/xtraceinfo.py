@@ -35,7 +35,16 @@ from typing import Any
 from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike
-from tomograph.propagation.carriers import log, reader_for, set_header
+from tomograph.propagation.carriers import (
+    SLOW,
+    NameSet,
+    environ_key,
+    has_other_case,
+    is_environ,
+    log,
+    reader_for,
+    set_header,
+)
 
 __all__ = ["HEADER", "extract", "format_trace_info", "inject", "parse_trace_info"]
 
@@ -128,5 +137,28 @@ def inject(context: ContextLike, carrier: Any) -> None:
 
 def extract(carrier: Any) -> TraceContext | None:
     """The context in ``carrier``'s ``X-Trace-Info`` header, or None."""
+    if carrier.__class__ is dict:
+        context = extract_dict(carrier, is_environ(carrier))
+        if context is not SLOW:
+            return context  # type: ignore[no-any-return]
     value = reader_for(carrier).first(HEADER, MAX_LENGTH)
     return None if value is None else parse_trace_info(value)
+
+
+_ENVIRON_KEY = environ_key(HEADER)
+_NAMES = NameSet([HEADER])
+
+
+def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) -> Any:
+    """:func:`extract` for a plain dict or WSGI environ, or :data:`~.carriers.SLOW`.
+
+    ``exact``: the caller checked that the name is not spelled in another case.
+    """
+    value = carrier.get(_ENVIRON_KEY if environ else HEADER)
+    if value is None:
+        if environ or exact or not has_other_case(carrier, _NAMES):
+            return None
+        return SLOW
+    if value.__class__ is not str or len(value) > MAX_LENGTH:
+        return SLOW
+    return parse_trace_info(value)
