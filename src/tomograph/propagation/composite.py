@@ -123,6 +123,7 @@ _PRESENCE: dict[str, tuple[str, ...]] = {
     "jaeger": (jaeger.HEADER,),
 }
 _ENVIRON_BAGGAGE = environ_key(baggage.BAGGAGE)
+_ALL_NAMES = NameSet(header for names in _HEADER_NAMES.values() for header in names)
 _ALIASES = {
     "tracecontext": "w3c",
     "traceparent": "w3c",
@@ -224,8 +225,9 @@ class Propagator:
         self._environ_plan = tuple(environ_plan)
         self._header_keys = frozenset(key for keys, _, _ in dict_plan for key in keys)
         self._environ_keys = frozenset(key for keys, _, _ in environ_plan for key in keys)
-        known = [header for name in self.extract_formats for header in _HEADER_NAMES[name]]
-        self._known = NameSet(known)
+        # Every name any format reads (b3single reads the X-B3-* headers too): a superset
+        # only sends more dicts to the general reader, never fewer.
+        self._known = _ALL_NAMES
 
     def inject(self, context: ContextLike, carrier: Any) -> None:
         """Write ``context`` (a ``TraceContext`` or a span) in every format onto ``carrier``.
