@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, unquote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from tests.support.trace_strategies import header_text, mutations
 from tomograph import Tracer
 from tomograph.model import TraceContext
 from tomograph.propagation import baggage
+from tomograph.propagation.baggage import _SAFE, _quote, _unquote
 from tomograph.propagation.baggage import BaggageEntry as E
 from tomograph.reporting.memory import MemoryBackend
 
@@ -188,3 +191,13 @@ def test_near_valid_headers_keep_the_members_that_are_still_valid(data: st.DataO
     text = baggage.format_baggage(data.draw(entries))
     parsed = baggage.parse_baggage(data.draw(mutations(text)))
     assert len(parsed) <= 64
+
+
+@given(st.text(alphabet="%0123456789abcdefABCDEFxyz +~/é", max_size=40) | st.text(max_size=40))
+def test_fast_unquote_matches_urllib(value: str) -> None:
+    assert _unquote(value) == unquote(value, errors="replace")
+
+
+@given(st.text(max_size=40) | st.text(alphabet="".join(map(chr, range(128))), max_size=40))
+def test_fast_quote_matches_urllib(value: str) -> None:
+    assert _quote(value) == quote(value, safe=_SAFE)

@@ -83,6 +83,36 @@ _MEMBER = re.compile(
     r"([\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)[ \t]*(?:;(.*))?",
     re.DOTALL,
 ).fullmatch
+# Percent-encoding of ASCII by str.translate, and decoding of ASCII escapes by table: both
+# give what urllib's quote/unquote give, several times faster; other text takes urllib.
+_QUOTE_ASCII = {code: f"%{code:02X}" for code in range(128) if chr(code) not in _SAFE_SET}
+_UNQUOTE_ASCII = {
+    f"{high}{low}": chr(int(high + low, 16))
+    for high in "01234567"
+    for low in "0123456789abcdefABCDEF"
+}
+
+
+def _quote(value: str) -> str:
+    """``quote(value, safe=_SAFE)``."""
+    if value.isascii():
+        return value.translate(_QUOTE_ASCII)
+    return quote(value, safe=_SAFE)
+
+
+def _unquote(value: str) -> str:
+    """``unquote(value, errors='replace')``."""
+    parts = value.split("%")
+    decoded = [parts[0]]
+    for part in parts[1:]:
+        char = _UNQUOTE_ASCII.get(part[:2])
+        if char is None:  # a non-ASCII byte or a malformed escape: urllib's rules apply
+            return unquote(value, errors="replace")
+        decoded.append(char)
+        decoded.append(part[2:])
+    return "".join(decoded)
+
+
 # A NamedTuple made without its Python-level __new__.
 _entry = tuple.__new__
 _OWS = " \t"
@@ -122,7 +152,7 @@ def _parse_member(member: str) -> BaggageEntry | None:
         if properties is None:
             return None
     if "%" in value:
-        value = unquote(value, errors="replace")
+        value = _unquote(value)
     return _entry(BaggageEntry, (key, value, properties or ""))
 
 
@@ -168,7 +198,7 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
 def _format_member(entry: BaggageEntry) -> str:
     value = entry.value
     if not _SAFE_SET.issuperset(value):
-        value = quote(value, safe=_SAFE)
+        value = _quote(value)
     text = f"{entry.key}={value}"
     return f"{text};{entry.properties}" if entry.properties else text
 
