@@ -78,7 +78,9 @@ def _finish(span: Span, environ: dict[str, Any], named: bool) -> None:
     if span.end_ns:
         return
     if span.sampled:
-        route = route_of(environ)
+        route = span.tags.get("http.route")
+        if route.__class__ is not str or environ.get(ENVIRON_KEY) is not span:
+            route = route_of(environ)  # what the framework matched, if it says
         if route is not None:
             span.tags["http.route"] = route
             if not named:
@@ -168,6 +170,7 @@ class Middleware:
         self.tracer = tracer
         self.propagator = propagator
         self.excluded_paths = frozenset(excluded_paths)
+        self._endpoints: dict[tuple[Any, Any, Any], Endpoint] = {}
 
     @classmethod
     def factory(cls, global_conf: dict[str, Any], **local_conf: str) -> Callable[[WSGIApp], Any]:
@@ -254,21 +257,56 @@ class Middleware:
 
     def _local_endpoint(self, tracer: Tracer, environ: dict[str, Any]) -> Any:
         service = self.service_name or tracer.local_endpoint.service_name
+        key = (service, environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+        endpoints = self._endpoints
         try:
-            port = int(environ.get("SERVER_PORT") or 0)
-        except ValueError:
-            port = 0
-        return peer_endpoint(service, environ.get("SERVER_NAME"), port)
+            return endpoints[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable values from an unusual server
+            return _new_local_endpoint(*key)
+        endpoint = endpoints[key] = _new_local_endpoint(*key)
+        if len(endpoints) > 64:  # a server has few names and ports: stay bounded anyway
+            endpoints.clear()
+        return endpoint
+
+
+def _new_local_endpoint(service: str | None, server_name: Any, server_port: Any) -> Endpoint:
+    try:
+        port = int(server_port or 0)
+    except ValueError:
+        port = 0
+    return peer_endpoint(service, server_name, port)
+
+
+# Endpoints by (REMOTE_ADDR, REMOTE_PORT): a keep-alive connection sends many requests from
+# one client port. Bounded: cleared when full.
+_REMOTE: dict[tuple[Any, Any], Endpoint | None] = {}
+_REMOTE_MAX = 1024
 
 
 def _remote_endpoint(environ: dict[str, Any]) -> Any:
-    address = environ.get("REMOTE_ADDR")
+    key = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+    try:
+        return _REMOTE[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable values from an unusual server
+        return _new_remote_endpoint(*key)
+    endpoint = _new_remote_endpoint(*key)
+    if len(_REMOTE) >= _REMOTE_MAX:
+        _REMOTE.clear()
+    _REMOTE[key] = endpoint
+    return endpoint
+
+
+def _new_remote_endpoint(address: Any, remote_port: Any) -> Endpoint | None:
     if not address:
         return None
     try:
-        port = int(environ.get("REMOTE_PORT") or 0)
+        port = int(remote_port or 0)
     except ValueError:
         port = 0
-    # Cached by address only: client ports change with every connection.
+    # peer_endpoint is cached by address only: client ports change with every connection.
     base = peer_endpoint(None, address, None)
     return Endpoint(None, base.ipv4, base.ipv6, port) if port else base
