@@ -400,3 +400,39 @@ def test_concurrent_streaming_requests_keep_their_own_spans(tmp_path: Path, serv
     assert len(chunks) == 12
     for chunk in chunks:
         assert chunk["parentId"] == requests_by_trace[chunk["traceId"]]["id"]
+
+
+def _call(app: Any, **environ: Any) -> None:
+    body = app(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.version": (1, 0), **environ},
+        lambda *args: None,
+    )
+    body.close()
+
+
+def test_endpoints_are_the_same_whether_built_or_cached(memory: MemoryBackend) -> None:
+    app = Middleware(hello_app, service_name="svc")
+    addresses = dict(SERVER_NAME="10.0.0.1", SERVER_PORT="8080", REMOTE_ADDR="10.0.0.2")
+    _call(app, REMOTE_PORT="5000", **addresses)  # built
+    _call(app, REMOTE_PORT="5000", **addresses)  # from the caches
+    _call(app, REMOTE_PORT="5001", **addresses)  # another client port: its own endpoint
+    _call(app, SERVER_NAME="example.com", SERVER_PORT="x", REMOTE_ADDR="", REMOTE_PORT="y")
+    _call(app, SERVER_PORT=["8080"], REMOTE_ADDR="10.0.0.2", REMOTE_PORT=["1"])  # unhashable
+    spans = [s for s in memory.spans if s.kind is SpanKind.SERVER]
+    assert [(s.local_endpoint.ipv4, s.local_endpoint.port) for s in spans] == [
+        ("10.0.0.1", 8080),
+        ("10.0.0.1", 8080),
+        ("10.0.0.1", 8080),
+        (None, None),
+        (None, None),
+    ]
+    assert {s.local_endpoint.service_name for s in spans} == {"svc"}
+    assert [
+        s.remote_endpoint and (s.remote_endpoint.ipv4, s.remote_endpoint.port) for s in spans
+    ] == [
+        ("10.0.0.2", 5000),
+        ("10.0.0.2", 5000),
+        ("10.0.0.2", 5001),
+        None,
+        ("10.0.0.2", None),
+    ]

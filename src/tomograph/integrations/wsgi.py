@@ -274,7 +274,7 @@ class Middleware:
 def _new_local_endpoint(service: str | None, server_name: Any, server_port: Any) -> Endpoint:
     try:
         port = int(server_port or 0)
-    except ValueError:
+    except (TypeError, ValueError):
         port = 0
     return peer_endpoint(service, server_name, port)
 
@@ -305,7 +305,7 @@ def _new_remote_endpoint(address: Any, remote_port: Any) -> Endpoint | None:
         return None
     try:
         port = int(remote_port or 0)
-    except ValueError:
+    except (TypeError, ValueError):
         port = 0
     # peer_endpoint is cached by address only: client ports change with every connection.
     base = peer_endpoint(None, address, None)
