@@ -20,7 +20,7 @@ from tests.support.trace_strategies import contexts, header_text, mutations
 from tomograph.model import TraceContext
 from tomograph.propagation import Propagator, b3, baggage, jaeger, w3c, xtraceinfo
 from tomograph.propagation.baggage import BaggageEntry
-from tomograph.propagation.carriers import SLOW, NameSet, has_other_case
+from tomograph.propagation.carriers import SLOW, NameSet, has_other_case, reader_for
 
 ALL_FORMATS = ["w3c", "baggage", "b3", "b3single", "xtraceinfo", "jaeger"]
 EXTRACTORS: dict[str, Callable[[Any], Any]] = {
@@ -113,11 +113,51 @@ def test_composite_reads_a_dict_as_the_general_reader_does(
     )
 
 
-@pytest.mark.parametrize("as_environ", [False, True])
-def test_composite_without_trace_headers_is_none(as_environ: bool) -> None:
+@given(carriers(), st.lists(st.sampled_from(ALL_FORMATS), min_size=1, unique=True), st.data())
+def test_composite_reads_pairs_as_the_general_reader_does(
+    headers: dict[Any, Any], formats: list[str], data: st.DataObject
+) -> None:
+    # ASGI-style raw headers: bytes or text, repeated names, and items that are not pairs.
+    pairs: list[Any] = []
+    for key, value in headers.items():
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        if isinstance(key, str) and isinstance(value, str) and data.draw(st.booleans()):
+            key, value = key.encode("latin-1", "replace"), value.encode("latin-1", "replace")
+        pairs.append((key, value))
+        if data.draw(st.integers(0, 5)) == 0:
+            pairs.append((key, value))  # repeated
+        if data.draw(st.integers(0, 9)) == 0:
+            pairs.append(data.draw(st.sampled_from([(key,), "ab", (key, 1), [key, value]])))
+    carrier: list[Any] | tuple[Any, ...] = data.draw(st.sampled_from([pairs, tuple(pairs)]))
+    propagator = Propagator(formats)
+    general = _view(propagator.extract(reader_for(carrier)), headers)
+    assert _view(propagator.extract(carrier), headers) == general
+
+
+@pytest.mark.parametrize("kind", ["dict", "environ", "pairs"])
+def test_composite_without_trace_headers_is_none(kind: str) -> None:
     headers = dict(OTHER_HEADERS)
-    carrier = _environ(headers) if as_environ else headers
-    assert Propagator().extract(carrier) is None
+    carrier: Any = {"dict": headers, "environ": _environ(headers), "pairs": list(headers.items())}
+    assert Propagator().extract(carrier[kind]) is None
+
+
+def test_composite_reads_repeated_pairs_as_w3c_and_baggage_require() -> None:
+    pairs = [
+        (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        (b"Tracestate", b"rojo=1"),
+        (b"tracestate", b"congo=2"),
+        (b"baggage", b"a=1"),
+        (b"BAGGAGE", b"b=2"),
+    ]
+    found = Propagator().extract(pairs)
+    assert found is not None
+    assert found.extra == {
+        "tracestate": (("rojo", "1"), ("congo", "2")),
+        "baggage": (BaggageEntry("a", "1"), BaggageEntry("b", "2")),
+    }
+    twice = [pairs[0], pairs[0]]
+    assert Propagator().extract(twice) is None  # two traceparent headers are invalid
 
 
 def test_composite_fast_path_adds_baggage_and_keeps_tracestate() -> None:

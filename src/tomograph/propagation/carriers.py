@@ -44,6 +44,7 @@ __all__ = [
     "environ_key",
     "has_other_case",
     "is_environ",
+    "known_pairs",
     "reader_for",
     "set_header",
 ]
@@ -299,6 +300,46 @@ class NameSet:
     def __init__(self, names: Iterable[str]) -> None:
         self.names = frozenset(names)
         self.lengths = frozenset(len(name) for name in self.names)
+
+
+def known_pairs(pairs: list[Any] | tuple[Any, ...], names: NameSet) -> dict[str, Any]:
+    """The headers among ``names`` in a sequence of ``(name, value)`` pairs (ASGI's raw headers).
+
+    Keys are lower-case names; a value is a string, or a list of strings when the header is
+    repeated (in order). Pairs are read as the general reader reads them: bytes are ISO-8859-1,
+    items that are not pairs of text are skipped. Every other header costs a length check.
+
+    >>> known_pairs([(b'Traceparent', b'x'), (b'accept', b'*/*')], NameSet(['traceparent']))
+    {'traceparent': 'x'}
+    """
+    lengths = names.lengths
+    wanted = names.names
+    found: dict[str, Any] = {}
+    for item in pairs:
+        if item.__class__ is tuple or item.__class__ is list or isinstance(item, (list, tuple)):
+            if len(item) != 2:
+                continue
+            raw_name = item[0]
+            if raw_name.__class__ is bytes or raw_name.__class__ is str:
+                if len(raw_name) not in lengths:
+                    continue
+            name = _text(raw_name)
+            if name is None:
+                continue
+            name = name.lower()
+            if name not in wanted:
+                continue
+            value = _text(item[1])
+            if value is None:
+                continue
+            earlier = found.get(name)
+            if earlier is None:
+                found[name] = value
+            elif earlier.__class__ is list:
+                earlier.append(value)
+            else:
+                found[name] = [earlier, value]
+    return found
 
 
 def has_other_case(carrier: dict[Any, Any], names: NameSet) -> bool:

@@ -59,6 +59,7 @@ from tomograph.propagation.carriers import (
     drop_other_cases,
     environ_key,
     has_other_case,
+    known_pairs,
     log,
     reader_for,
 )
@@ -251,6 +252,11 @@ class Propagator:
                 context = self._extract_dict(carrier)
                 if context is not SLOW:
                     return context  # type: ignore[no-any-return]
+            elif carrier.__class__ is list or carrier.__class__ is tuple:
+                # (name, value) pairs: one pass keeps the known headers, in exact case.
+                context = self._extract_dict(known_pairs(carrier, _ALL_NAMES), known=True)
+                if context is not SLOW:
+                    return context  # type: ignore[no-any-return]
             reader = reader_for(carrier)
             for extractor in self._extractors:
                 context = extractor(reader)
@@ -279,12 +285,18 @@ class Propagator:
             log.debug("extracting trace context failed: %r", error)
             return None
 
-    def _extract_dict(self, carrier: dict[Any, Any]) -> Any:
+    def _extract_dict(self, carrier: dict[Any, Any], known: bool = False) -> Any:
         """:meth:`extract` for a dict or WSGI environ, or SLOW when the general path must decide.
 
-        Formats whose headers are absent are skipped before any parsing.
+        Formats whose headers are absent are skipped before any parsing. ``known``: the dict
+        holds lower-case header names only (from :func:`known_pairs`).
         """
-        if "REQUEST_METHOD" in carrier or "wsgi.version" in carrier:
+        if known:
+            if carrier.keys().isdisjoint(self._header_keys):
+                return None
+            plan = self._dict_plan
+            environ = False
+        elif "REQUEST_METHOD" in carrier or "wsgi.version" in carrier:
             # A WSGI environ: HTTP_* keys are exact, so absence is one dict lookup per key.
             if carrier.keys().isdisjoint(self._environ_keys):
                 return None
