@@ -412,7 +412,7 @@ def _call(app: Any, **environ: Any) -> None:
 
 def test_endpoints_are_the_same_whether_built_or_cached(memory: MemoryBackend) -> None:
     app = Middleware(hello_app, service_name="svc")
-    addresses = dict(SERVER_NAME="10.0.0.1", SERVER_PORT="8080", REMOTE_ADDR="10.0.0.2")
+    addresses = {"SERVER_NAME": "10.0.0.1", "SERVER_PORT": "8080", "REMOTE_ADDR": "10.0.0.2"}
     _call(app, REMOTE_PORT="5000", **addresses)  # built
     _call(app, REMOTE_PORT="5000", **addresses)  # from the caches
     _call(app, REMOTE_PORT="5001", **addresses)  # another client port: its own endpoint

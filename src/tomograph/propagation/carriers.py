@@ -320,9 +320,10 @@ def known_pairs(pairs: list[Any] | tuple[Any, ...], names: NameSet) -> dict[str,
             if len(item) != 2:
                 continue
             raw_name = item[0]
-            if raw_name.__class__ is bytes or raw_name.__class__ is str:
-                if len(raw_name) not in lengths:
-                    continue
+            if (raw_name.__class__ is bytes or raw_name.__class__ is str) and len(
+                raw_name
+            ) not in lengths:
+                continue  # cannot be a wanted name: skipped without decoding
             name = _text(raw_name)
             if name is None:
                 continue
