@@ -5,7 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tomograph.integrations._http_client import safe_url
+from tomograph.integrations import _http_client
+from tomograph.integrations._http_client import begin, safe_url
+from tomograph.model import Endpoint
+from tomograph.reporting.memory import MemoryBackend
 
 words = st.from_regex(r"[A-Za-z0-9_.~-]{1,12}", fullmatch=True)
 
@@ -38,3 +41,25 @@ def test_any_text_never_raises(text: str) -> None:
 def test_secret_query_values_are_redacted(value: str, key: str) -> None:
     url = safe_url(f"http://h/p?{key}={value}&k=v")
     assert url == f"http://h/p?{key}=REDACTED&k=v"
+
+
+def _peer_of(url: str) -> tuple[object, object]:
+    call = begin("GET", url)
+    assert call is not None
+    call.end(200)
+    return call.span.remote_endpoint, call.span.tags.get("server.address")
+
+
+def test_peers_are_the_same_whether_built_or_cached(memory: MemoryBackend) -> None:
+    _http_client._PEERS.clear()
+    cases = {
+        "http://127.0.0.1:8080/a?x=1": (Endpoint(None, "127.0.0.1", None, 8080), None),
+        "https://[::1]/b": (Endpoint(None, None, "::1", 443), None),
+        "http://api.example.com/c": (Endpoint(None, None, None, 80), "api.example.com"),
+        "http://host:99999/": (Endpoint(None, None, None, None), None),  # a bad port
+        "http://[::1/": (Endpoint(None, None, None, None), None),  # unparsable
+    }
+    for _ in range(2):  # built, then from the cache
+        for url, expected in cases.items():
+            assert _peer_of(url) == expected, url
+    assert len(memory.spans) == 2 * len(cases)

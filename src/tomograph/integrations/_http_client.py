@@ -15,7 +15,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
 from tomograph.integrations._endpoint import peer_endpoint
-from tomograph.model import SpanKind
+from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer
@@ -118,6 +118,32 @@ class ClientCall:
         span.finish()
 
 
+# (host, endpoint) by (scheme, netloc): a client calls few servers, and reading hostname and
+# port from a split URL costs more than the rest of starting a span. Bounded: cleared when full.
+_PEERS: dict[tuple[str, str], tuple[str | None, Endpoint]] = {}
+_PEERS_MAX = 512
+
+
+def _peer(url: str) -> tuple[str | None, Endpoint]:
+    """The host name (None if unparsable) and the remote endpoint of a request to ``url``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None, peer_endpoint(None, None, None)
+    key = (parts.scheme, parts.netloc)
+    peer = _PEERS.get(key)
+    if peer is None:
+        try:
+            host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            host = port = None
+        peer = (host, peer_endpoint(None, host, port))
+        if len(_PEERS) >= _PEERS_MAX:
+            _PEERS.clear()
+        _PEERS[key] = peer
+    return peer
+
+
 def begin(
     method: str, url: str, tracer: Tracer | None = None, activate: bool = True
 ) -> ClientCall | None:
@@ -137,12 +163,7 @@ def begin(
     if current is not None and current is _active_client_span.get():
         return None
     method = method.upper() if isinstance(method, str) else str(method)
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:
-        host = port = None
-    remote = peer_endpoint(None, host, port)
+    host, remote = _peer(url)
     span = Span(tracer or get_tracer(), method, _CLIENT, None, CURRENT, None, remote)
     if span.sampled:
         tags = span.tags

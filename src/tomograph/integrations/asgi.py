@@ -52,9 +52,30 @@ def _route_of(scope: Scope, span: Span) -> str | None:
     return template if isinstance(template, str) and template else None
 
 
+# Endpoints by (service, address): a keep-alive connection sends many requests from one
+# client port, and the server address never changes. Bounded: cleared when full.
+_ENDPOINTS: dict[tuple[str | None, Any], Endpoint | None] = {}
+_ENDPOINTS_MAX = 1024
+
+
 def _endpoint(service: str | None, address: Any) -> Endpoint | None:
     if not address:
         return None
+    key = (service, address)
+    try:
+        return _ENDPOINTS[key]
+    except KeyError:
+        pass
+    except TypeError:  # a list, not a tuple: built every time
+        return _new_endpoint(service, address)
+    endpoint = _new_endpoint(service, address)
+    if len(_ENDPOINTS) >= _ENDPOINTS_MAX:
+        _ENDPOINTS.clear()
+    _ENDPOINTS[key] = endpoint
+    return endpoint
+
+
+def _new_endpoint(service: str | None, address: Any) -> Endpoint | None:
     try:
         host, port = address[0], int(address[1])
     except (TypeError, ValueError, IndexError):
