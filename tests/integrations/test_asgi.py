@@ -158,3 +158,39 @@ def test_malformed_trace_headers_start_a_new_trace(memory: MemoryBackend, server
     span = server_span(memory)
     assert span.parent_id is None
     assert span.sampled
+
+
+def test_endpoints_and_raw_headers_read_in_process(memory: MemoryBackend) -> None:
+    # Endpoints come from a cache after the first request (tuples) or are built each time
+    # (lists); raw header pairs go through the composite's pairs fast path.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def sent(message: Any) -> None:
+        pass
+
+    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def run() -> None:
+        middleware = TracingMiddleware(app, service_name="svc")
+        for address in (("10.0.0.1", 8000), ("10.0.0.1", 8000), ["10.0.0.1", 8000]):
+            scope = {
+                "type": "http",
+                "method": "GET",
+                "path": "/",
+                "server": address,
+                "client": ("10.0.0.2", 5000),
+                "headers": [(b"host", b"x"), (b"Traceparent", traceparent)],
+            }
+            await middleware(scope, None, sent)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    spans = [span for span in memory.spans if span.kind is SpanKind.SERVER]
+    assert len(spans) == 3
+    for span in spans:
+        assert (span.local_endpoint.service_name, span.local_endpoint.ipv4) == ("svc", "10.0.0.1")
+        assert span.local_endpoint.port == 8000
+        assert span.remote_endpoint is not None and span.remote_endpoint.port == 5000
+        assert format_trace_id(span.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert format_span_id(span.parent_id or 0) == "00f067aa0ba902b7"
