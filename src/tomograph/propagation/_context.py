@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["ContextLike"]
+from tomograph.model import TraceContext
+
+__all__ = ["ContextLike", "new_context"]
 
 
 class ContextLike(Protocol):
@@ -31,3 +33,46 @@ class ContextLike(Protocol):
 
     @property
     def extra(self) -> Mapping[str, Any] | None: ...
+
+
+_new = object.__new__
+(
+    _set_trace_id,
+    _set_span_id,
+    _set_parent_id,
+    _set_sampled,
+    _set_debug,
+    _set_shared,
+    _set_extra,
+) = (
+    getattr(TraceContext, name).__set__
+    for name in ("trace_id", "span_id", "parent_id", "sampled", "debug", "shared", "extra")
+)
+
+
+def new_context(
+    trace_id: int,
+    span_id: int,
+    parent_id: int | None = None,
+    sampled: bool | None = None,
+    debug: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> TraceContext:
+    """``TraceContext(trace_id, span_id, parent_id, sampled, debug, extra=extra)``, faster.
+
+    Every extraction builds one: setting the slots directly costs about half of calling
+    ``TraceContext.__init__`` (which sets them one by one through ``object.__setattr__``).
+    A test checks that the two agree on every slot.
+
+    >>> new_context(1, 2, sampled=True) == TraceContext(1, 2, sampled=True)
+    True
+    """
+    context = _new(TraceContext)
+    _set_trace_id(context, trace_id)
+    _set_span_id(context, span_id)
+    _set_parent_id(context, parent_id)
+    _set_sampled(context, True if debug else sampled)
+    _set_debug(context, debug)
+    _set_shared(context, False)
+    _set_extra(context, extra)
+    return context

@@ -37,7 +37,7 @@ from typing import Any
 
 from tomograph.ids import new_span_id, new_trace_id, parse_hex_id
 from tomograph.model import TraceContext
-from tomograph.propagation._context import ContextLike
+from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
     SLOW,
     NameSet,
@@ -144,7 +144,7 @@ parent_id=05e3ac9a4f6e3b90, sampled=True, debug=False)
             if parent_id is None:
                 log.debug("ignoring b3 header with malformed parent id: %r", value)
                 return None
-    return TraceContext(trace_id, span_id, parent_id, sampled, debug)
+    return new_context(trace_id, span_id, parent_id, sampled, debug)
 
 
 def parse_b3_multi(
@@ -206,7 +206,7 @@ def parse_b3_multi(
         if parent is None:
             log.debug("ignoring B3 headers: malformed X-B3-ParentSpanId %r", parent_span_id)
             return None
-    return TraceContext(trace, span, parent, sampled_value, debug)
+    return new_context(trace, span, parent, sampled_value, debug)
 
 
 def format_b3_single(context: ContextLike) -> str:

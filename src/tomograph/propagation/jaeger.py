@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from tomograph.model import TraceContext
-from tomograph.propagation._context import ContextLike
+from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
     SLOW,
     NameSet,
@@ -74,7 +74,7 @@ def parse_uber_trace_id(value: str) -> TraceContext | None:
     if not trace_id or not span_id or parent_id is None or flags is None:
         log.debug("ignoring uber-trace-id with malformed fields: %r", value)
         return None
-    return TraceContext(trace_id, span_id, parent_id or None, bool(flags & 1), bool(flags & 2))
+    return new_context(trace_id, span_id, parent_id or None, bool(flags & 1), bool(flags & 2))
 
 
 def format_uber_trace_id(context: ContextLike) -> str:

@@ -39,7 +39,7 @@ from typing import Any
 
 from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
-from tomograph.propagation._context import ContextLike
+from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
     SLOW,
     NameSet,
@@ -124,7 +124,7 @@ def parse_traceparent(value: str) -> TraceContext | None:
     True
     """
     fields = _traceparent_fields(value)
-    return None if fields is None else TraceContext(fields[0], fields[1], None, fields[2])
+    return None if fields is None else new_context(fields[0], fields[1], None, fields[2])
 
 
 def format_traceparent(context: ContextLike) -> str:
@@ -314,7 +314,7 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
     state = carrier.get(_ENVIRON_TRACESTATE if environ else TRACESTATE)
     if state is None:
         if environ or exact or not has_other_case(carrier, _STATE_NAMES):
-            return TraceContext(fields[0], fields[1], None, fields[2])
+            return new_context(fields[0], fields[1], None, fields[2])
         return SLOW
     if state.__class__ is not str or len(state) > MAX_TRACESTATE_LENGTH:
         return SLOW
@@ -326,7 +326,7 @@ def _context(fields: tuple[int, int, bool], states: str | list[str]) -> TraceCon
     trace_id, span_id, sampled = fields
     members = parse_tracestate(states) if states else None
     if not members:
-        return TraceContext(trace_id, span_id, None, sampled)
+        return new_context(trace_id, span_id, None, sampled)
     debug = False
     parent_id = None
     first_key, first_value = members[0]
@@ -336,7 +336,7 @@ def _context(fields: tuple[int, int, bool], states: str | list[str]) -> TraceCon
             debug = own[0] and sampled
             parent_id = own[1]
         members = members[1:]
-        return TraceContext(
+        return new_context(
             trace_id,
             span_id,
             parent_id,
@@ -352,7 +352,7 @@ def _context(fields: tuple[int, int, bool], states: str | list[str]) -> TraceCon
                 parent_id = own[1]
             members = members[:index] + members[index + 1 :]
             break
-    return TraceContext(
+    return new_context(
         trace_id,
         span_id,
         parent_id,

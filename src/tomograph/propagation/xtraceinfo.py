@@ -34,7 +34,7 @@ from typing import Any
 
 from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
-from tomograph.propagation._context import ContextLike
+from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
     SLOW,
     NameSet,
@@ -101,7 +101,7 @@ def parse_trace_info(value: str) -> TraceContext | None:
     if trace_id is None or span_id is None or flags is None or not parent_ok:
         log.debug("ignoring X-Trace-Info with malformed fields: %r", value)
         return None
-    return TraceContext(trace_id, span_id, parent_id, flags[0], flags[1])
+    return new_context(trace_id, span_id, parent_id, flags[0], flags[1])
 
 
 def format_trace_info(context: ContextLike) -> str:
