@@ -142,20 +142,6 @@ def _parse_properties(parts: list[str]) -> str | None:
     return ";".join(kept)
 
 
-def _parse_member(member: str) -> BaggageEntry | None:
-    match = _MEMBER(member)
-    if match is None:
-        return None
-    key, value, properties = match.groups()
-    if properties is not None:
-        properties = _parse_properties(properties.split(";"))
-        if properties is None:
-            return None
-    if "%" in value:
-        value = _unquote(value)
-    return _entry(BaggageEntry, (key, value, properties or ""))
-
-
 def _size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
@@ -178,11 +164,19 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
     entries: dict[str, BaggageEntry] = {}
     size = count = 0
     for member in members:
-        entry = _parse_member(member)
-        if entry is None:
+        # _parse_member, written out: this loop runs for every member of every request.
+        match = _MEMBER(member)
+        properties: str | None = ""
+        if match is not None:
+            key, value, raw_properties = match.groups()
+            if raw_properties is not None:
+                properties = _parse_properties(raw_properties.split(";"))
+        if match is None or properties is None:
             if member.strip(_OWS):
                 log.debug("dropping malformed baggage member %r", member[:200])
             continue
+        if "%" in value:
+            value = _unquote(value)
         if not small:
             size += _size(member.strip(_OWS)) + (1 if count else 0)
             count += 1
@@ -191,7 +185,7 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
                     "baggage over %d members or %d bytes: rest dropped", MAX_MEMBERS, MAX_BYTES
                 )
                 break
-        entries[entry.key] = entry
+        entries[key] = _entry(BaggageEntry, (key, value, properties))
     return tuple(entries.values())
 
 
