@@ -33,8 +33,6 @@ need_npm() {
   (cd .deps/npm && npm install --silent --no-audit --no-fund "$spec" >/dev/null)
 }
 
-# (later sections add: statsd + graphite carbon, chromium, postgresql)
-
 # --- integrations: PostgreSQL for the SQLAlchemy tests (a private cluster per test run)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt /usr/lib/postgresql/initdb-missing postgresql
@@ -47,5 +45,6 @@ need_apt wrk wrk
 # into carbon-cache, and read the whisper files it writes.
 need_apt carbon-cache graphite-carbon
 need_npm statsd@0.9.0
+
 # collector web UI tests: a real headless browser (driven by Playwright, never its own download)
 need_apt /usr/bin/chromium chromium

@@ -24,3 +24,18 @@ def memory() -> Iterator[MemoryBackend]:
 def tracer(memory: MemoryBackend) -> tomograph.Tracer:
     """The default tracer (reporting into ``memory``)."""
     return tomograph.get_tracer()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI nothing may be skipped: a skip there means an install step is missing."""
+    from tests.support.servers import in_ci
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if in_ci() and skipped and exitstatus == 0:
+        reporter.write_line(
+            f"CI: {len(skipped)} test(s) skipped; under CI every test must run "
+            "(scripts/install-system-deps.sh and the test extras install what they need)",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -17,7 +17,6 @@ MODULES = [
     "tomograph.eventlet._applog",
     "tomograph.reporting.zipkin_thrift",
     "tomograph.reporting.scribe",
-    "tomograph._sampling_override",
 ]
 
 

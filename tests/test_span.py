@@ -169,7 +169,7 @@ def test_unsampled_span_records_nothing_but_has_ids(backend: MemoryBackend) -> N
     assert span.annotations == []
     assert "a" not in span.tags
     assert span.finished
-    assert span.duration is None and span.timestamp == 0  # unsampled spans are never timed
+    assert span.duration is None  # unsampled spans keep no end time
 
 
 def test_remote_parent_continues_trace(local_tracer: Tracer) -> None:
@@ -382,3 +382,33 @@ def test_failing_custom_backend_never_reaches_the_application(
             pass
     assert len(good) == 3
     assert sum("failed to accept a span" in r.message for r in caplog.records) == 1
+
+
+def test_sampling_override_records_from_then_on(backend: MemoryBackend) -> None:
+    tracer = Tracer("svc", backends=[backend], sampler=never())
+    with tracer.span("forced") as span:
+        span.tag("lost", 1)
+        time.sleep(0.002)
+        span.set_sampling(True, debug=True)
+        span.tag("kept", 2)
+        with tracer.span("child") as child:
+            pass
+    assert backend.names() == ["child", "forced"]
+    assert span.tags == {"kept": 2}
+    assert span.debug and child.debug and child.sampled
+    assert span.duration is not None and span.duration >= 2000  # the real start time
+
+
+def test_sampling_override_can_drop_a_sampled_span(backend: MemoryBackend) -> None:
+    tracer = Tracer("svc", backends=[backend])
+    with tracer.span("dropped") as span:
+        span.set_sampling(False)
+    assert backend.spans == []
+
+
+def test_sampling_override_after_finish_does_nothing(backend: MemoryBackend) -> None:
+    tracer = Tracer("svc", backends=[backend], sampler=never())
+    span = tracer.start_span("done")
+    span.finish()
+    span.set_sampling(True)
+    assert not span.sampled and backend.spans == []

@@ -56,7 +56,7 @@ def test_demo_trace_has_the_expected_tree_and_failure() -> None:
 
 
 def test_demo_command_prints_the_waterfall(capsys: object) -> None:
-    assert cli.main(["demo", "--no-color"]) == 0
+    assert cli.main(["demo", "--offline", "--no-color"]) == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "demo-client: GET /checkout [client]" in out
     assert "█" in out

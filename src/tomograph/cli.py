@@ -16,17 +16,96 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from tomograph.demo import run_demo
+def _print_waterfall(spans: Sequence[Span], args: argparse.Namespace) -> None:
     from tomograph.waterfall import render_waterfall, rows_from_spans
 
-    memory, _ = run_demo()
     width = shutil.get_terminal_size((100, 24)).columns
     color = sys.stdout.isatty() and not args.no_color
-    print(render_waterfall(rows_from_spans(memory.spans), width=min(width, 140), color=color))
-    if args.send:
-        return _send_demo(args.send, memory.spans)
-    return 0
+    print(render_waterfall(rows_from_spans(spans), width=min(width, 140), color=color))
+
+
+def _missing_for_collector_demo() -> list[str]:
+    import importlib.util
+
+    needed = ("starlette", "uvicorn", "sqlalchemy")
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    missing = _missing_for_collector_demo()
+    if args.offline or missing:
+        from tomograph.demo import run_demo
+
+        if missing and not args.offline:
+            print(
+                f"(the full demo needs {', '.join(missing)}: pip install "
+                "'tomograph-tracing[collector,sqlalchemy]'; showing the in-process demo)\n",
+                file=sys.stderr,
+            )
+        memory, _ = run_demo()
+        _print_waterfall(memory.spans, args)
+        if args.send:
+            return _send_demo(args.send, memory.spans)
+        return 0
+    return _demo_with_collector(args)
+
+
+def _collector_answers(base: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/api/v2/services", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _demo_with_collector(args: argparse.Namespace) -> int:
+    """Run the HTTP demo, report to a collector (started here if none runs), print the URL."""
+    from pathlib import Path
+
+    from tomograph.collector import CollectorSettings, default_db_path
+    from tomograph.collector.server import BackgroundCollector
+    from tomograph.demo_services import run_http_demo
+    from tomograph.reporting.memory import MemoryBackend
+    from tomograph.reporting.zipkin import ZipkinBackend
+
+    base = (args.send or f"http://127.0.0.1:{args.port}").rstrip("/").removesuffix("/api/v2/spans")
+    collector: BackgroundCollector | None = None
+    if not _collector_answers(base):
+        if args.send:
+            print(
+                f"no collector answers at {base} (is `tomograph serve` running?)", file=sys.stderr
+            )
+            return 1
+        db_path = Path(args.db).expanduser() if args.db else default_db_path()
+        settings = CollectorSettings(port=args.port, db_path=db_path)
+        try:
+            collector = BackgroundCollector(settings).start()
+        except OSError as error:
+            print(f"{error}: is another program using port {args.port}?", file=sys.stderr)
+            return 1
+        base = collector.url
+        print(f"started the tomograph collector on {base} (traces in {db_path})")
+    try:
+        memory = MemoryBackend()
+        zipkin = ZipkinBackend(base, timeout=5.0, max_retries=2)
+        result = run_http_demo([memory, zipkin])
+        delivered = zipkin.flush(10.0)
+        zipkin.close(1.0)
+        _print_waterfall(memory.spans, args)
+        if not delivered:
+            print(f"could not deliver the trace to {base}", file=sys.stderr)
+            return 1
+        print(f"trace: {base}/#/trace/{format_trace_id(result.trace_id)}")
+        if collector is not None and not args.no_wait:
+            print("serving the collector and its web UI until Ctrl-C", flush=True)
+            collector.wait()
+        return 0
+    finally:
+        if collector is not None:
+            collector.stop()
 
 
 def _send_demo(url: str, spans: Sequence[Span]) -> int:
@@ -152,12 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog="tomograph", description="tomograph tracing toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run a small traced workload and show its trace")
+    demo = commands.add_parser(
+        "demo",
+        help="run a traced workload across real HTTP services and show its trace",
+        description="Start the collector (unless one answers already), run a client calling a "
+        "shop that calls an inventory (SQLite) and a payment service over HTTP, send the spans "
+        "to the collector, print the trace and its URL, and keep serving until Ctrl-C.",
+    )
     demo.add_argument("--no-color", action="store_true", help="plain text output")
     demo.add_argument(
         "--send",
         metavar="URL",
-        help="also send the trace to a Zipkin-compatible collector, e.g. http://127.0.0.1:9411",
+        help="send the trace to this running collector instead, e.g. http://127.0.0.1:9411",
+    )
+    demo.add_argument("--port", type=int, default=9411, help="collector port (default 9411)")
+    demo.add_argument("--db", default=None, help="SQLite file of a collector started here")
+    demo.add_argument(
+        "--no-wait", action="store_true", help="exit after printing instead of serving on"
+    )
+    demo.add_argument(
+        "--offline",
+        action="store_true",
+        help="no servers: run the workload in-process and print its waterfall only",
     )
     demo.set_defaults(handler=_demo)
     _add_serve(commands)

@@ -135,13 +135,12 @@ class Span:
         if sampled:
             self.tags: dict[str, TagValue] = {**tags} if tags else {}
             self.notes_raw = []
-            self.start_ns = _monotonic_ns()
         else:
-            # Unsampled spans record nothing, not even time (tag() and annotate() check
-            # ``sampled``); tags given here stay readable, so a decorator template can pass them
-            # to its spans.
+            # Unsampled spans record nothing (tag() and annotate() check ``sampled``); tags given
+            # here stay readable, so a decorator template can pass them to its spans. The start
+            # time is kept in case the decision is overridden (see set_sampling).
             self.tags = MappingProxyType(tags) if tags else _NO_TAGS  # type: ignore[assignment]
-            self.start_ns = 0
+        self.start_ns = _monotonic_ns()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -258,6 +257,31 @@ class Span:
             (monotonic_ns(), f"{type_name}: {message}" if message else type_name, None)
         )
 
+    def set_sampling(self, sampled: bool, debug: bool = False) -> None:
+        """Override the sampling decision of an unfinished span; its children follow it.
+
+        For decisions that arrive with or just after the span: OpenTracing's
+        ``sampling.priority`` tag, a debug request. ``debug=True`` also marks it debug (and so
+        sampled). Nothing recorded before a switch to sampled is recovered, except the span's
+        start time.
+
+        >>> from tomograph import Tracer
+        >>> from tomograph.sampling import never
+        >>> span = Tracer('svc', sampler=never()).start_span('op')
+        >>> span.set_sampling(True, debug=True)
+        >>> span.sampled, span.debug
+        (True, True)
+        """
+        if self.end_ns:
+            return
+        sampled = sampled or debug
+        if sampled and not self.sampled:
+            self.tags = dict(self.tags)
+            self.notes_raw = [(self.start_ns, "start", None)] if self._classic else []
+        self.sampled = sampled
+        if debug:
+            self.debug = True
+
     def set_name(self, name: str) -> None:
         """Rename the span (e.g. to a route template once routing has happened)."""
         self.name = name
@@ -294,14 +318,12 @@ class Span:
 
     @property
     def timestamp(self) -> int:
-        """Start time in epoch microseconds; 0 for an unsampled span (never timed)."""
-        if not self.sampled:
-            return 0
+        """Start time in epoch microseconds."""
         return (self.start_ns + EPOCH_OFFSET_NS) // 1000
 
     @property
     def duration(self) -> int | None:
-        """Duration in µs (at least 1); ``None`` while unfinished or if unsampled (never timed)."""
+        """Duration in µs (at least 1); ``None`` while unfinished, or if unsampled (not timed)."""
         if not self.end_ns or not self.sampled:
             return None
         return max(1, -((self.start_ns - self.end_ns) // 1000))

@@ -161,25 +161,83 @@ def test_py_zipkin_v2_json(collector: str) -> None:
     assert [a["value"] for a in spans["render"]["annotations"]] == ["template loaded"]
 
 
-def test_tomograph_demo_sends_its_trace(collector: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tomograph", "demo", "--no-color", "--send", collector],
+DEMO_SPANS = [
+    ("demo-client", "checkout"),
+    ("demo-client", "get /checkout"),
+    ("inventory", "get"),
+    ("inventory", "load cart"),
+    ("inventory", "select cart_items"),
+    ("payments", "authorize card"),
+    ("payments", "get"),
+    ("shop", "get"),
+    ("shop", "get /carts/42"),
+    ("shop", "get /charge"),
+]
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tomograph", "demo", "--no-color", "--no-wait", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
         check=False,
     )
+
+
+def check_demo_trace(base_url: str, stdout: str) -> None:
+    link = stdout.strip().splitlines()[-1]
+    assert link.startswith(f"trace: {base_url}/#/trace/"), stdout
+    trace = get_json(f"{base_url}/api/v2/trace/{link.rsplit('/', 1)[1]}")
+    assert sorted((s["localEndpoint"]["serviceName"], s["name"]) for s in trace) == DEMO_SPANS
+    spans = {(s["localEndpoint"]["serviceName"], s["name"]): s for s in trace}
+    root = spans[("demo-client", "checkout")]
+    assert "parentId" not in root
+    shop = spans[("shop", "get")]
+    assert shop["parentId"] == spans[("demo-client", "get /checkout")]["id"]
+    query = spans[("inventory", "select cart_items")]
+    assert query["tags"]["db.statement"] == "SELECT sku, qty FROM cart_items WHERE cart_id = ?"
+    assert query["parentId"] == spans[("inventory", "load cart")]["id"]
+    failed = spans[("payments", "authorize card")]
+    assert failed["tags"]["error"] == "card declined: insufficient funds"
+    assert len({s["traceId"] for s in trace}) == 1
+
+
+def test_tomograph_demo_sends_its_trace_to_a_running_collector(collector: str) -> None:
+    done = run_demo("--send", collector)
     assert done.returncode == 0, done.stderr
+    assert "started the tomograph collector" not in done.stdout
+    check_demo_trace(collector, done.stdout)
+
+
+def test_tomograph_demo_uses_a_collector_already_on_its_port(collector: str) -> None:
+    done = run_demo("--port", collector.rsplit(":", 1)[1])
+    assert done.returncode == 0, done.stderr
+    assert "started the tomograph collector" not in done.stdout
+    check_demo_trace(collector, done.stdout)
+
+
+def test_tomograph_demo_starts_a_collector_when_none_runs(tmp_path: Path) -> None:
+    from tests.support.servers import free_port
+
+    port = free_port()
+    done = run_demo("--port", str(port), "--db", str(tmp_path / "traces.db"))
+    assert done.returncode == 0, done.stderr
+    assert f"started the tomograph collector on http://127.0.0.1:{port}" in done.stdout
     link = done.stdout.strip().splitlines()[-1]
-    assert link.startswith(f"sent 5 spans: {collector}/#/trace/")
-    trace = get_json(f"{collector}/api/v2/trace/{link.rsplit('/', 1)[1]}")
-    assert sorted(span["name"] for span in trace) == [
-        "charge card",
-        "get /checkout",
-        "get /checkout",
-        "load cart",
-        "select cart_items",
-    ]
+    trace_id = link.rsplit("/", 1)[1]
+    # The demo's collector stopped with it (--no-wait); the trace stayed in its database.
+    with running_collector(tmp_path) as url:
+        check_demo_trace(url, done.stdout.replace(f"http://127.0.0.1:{port}", url))
+        assert get_json(f"{url}/api/v2/trace/{trace_id}")
+
+
+def test_tomograph_demo_offline_prints_the_waterfall_only() -> None:
+    done = run_demo("--offline")
+    assert done.returncode == 0, done.stderr
+    assert "demo-client: GET /check" in done.stdout
+    assert "PaymentDeclined: card declined" in done.stdout
+    assert "trace:" not in done.stdout
 
 
 def test_tomograph_demo_reports_a_collector_that_is_not_there() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from tomograph.collector.settings import CollectorSettings
 
-__all__ = ["serve"]
+__all__ = ["BackgroundCollector", "serve"]
 
 
 def serve(settings: CollectorSettings) -> None:
@@ -36,3 +38,69 @@ def serve(settings: CollectorSettings) -> None:
         server_header=False,
         proxy_headers=False,
     )
+
+
+class BackgroundCollector:
+    """The collector served from a background thread, for ``tomograph demo`` and tests.
+
+    >>> collector = BackgroundCollector(CollectorSettings(port=0))  # doctest: +SKIP
+    >>> collector.start().url  # doctest: +SKIP
+    'http://127.0.0.1:54321'
+    """
+
+    def __init__(self, settings: CollectorSettings) -> None:
+        import uvicorn
+
+        from tomograph.collector.app import create_app
+
+        self.settings = settings
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, name="tomograph collector", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        """The base URL the collector answers on."""
+        servers = getattr(self._server, "servers", None) or []
+        port = self.settings.port
+        for server in servers:
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+                break
+        return f"http://{self.settings.host}:{port}"
+
+    def start(self, timeout: float = 15.0) -> BackgroundCollector:
+        """Start serving; raises OSError if the collector did not come up (e.g. port in use)."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(
+                    f"the collector could not listen on {self.settings.host}:{self.settings.port}"
+                )
+            time.sleep(0.02)
+        return self
+
+    def wait(self) -> None:
+        """Serve until Ctrl-C."""
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+
+    def stop(self) -> None:
+        """Stop serving and wait for the server thread to end."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(10)

@@ -10,7 +10,6 @@ import opentracing
 from opentracing import logs as ot_logs
 from opentracing import tags as ot_tags
 
-from tomograph._sampling_override import record_anyway
 from tomograph.model import Endpoint, TagValue, TraceContext, coerce_kind
 from tomograph.opentracing._text import with_baggage_extra
 from tomograph.span import Span as TomographSpan
@@ -301,9 +300,9 @@ def _set_sampling_priority(span: Span, value: Any) -> bool:
     if target.finished:
         return True
     if priority > 0:
-        record_anyway(target)
+        target.set_sampling(True, debug=True)
     elif priority == 0:
-        target.sampled = False
+        target.set_sampling(False)
     span._context = None  # the sampling flags changed: rebuild the context when next read
     return True
 

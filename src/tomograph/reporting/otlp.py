@@ -14,7 +14,7 @@ message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +31,7 @@ from tomograph.reporting._url_options import (
     parse_number,
     transport_options,
 )
-from tomograph.reporting.transport import BatchingTransport, TransportStats
+from tomograph.reporting.transport import TransportBackend
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -137,7 +137,7 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     return bytes(request.SerializeToString())
 
 
-class OtlpBackend:
+class OtlpBackend(TransportBackend):
     """Reports spans to an OpenTelemetry collector over OTLP/HTTP (protobuf), in batches.
 
     >>> backend = OtlpBackend('http://127.0.0.1:4318')
@@ -145,8 +145,6 @@ class OtlpBackend:
     'http://127.0.0.1:4318/v1/traces'
     >>> backend.close(0)
     """
-
-    report_never_raises = True
 
     def __init__(
         self,
@@ -173,9 +171,7 @@ class OtlpBackend:
             max_bytes=max_bytes,
             headers=headers,
         )
-        self.transport = BatchingTransport(sender, **transport_options)
-        #: Queue a finished span: the transport's own method, no extra frame per span.
-        self.report: Callable[[Span], None] = self.transport.report
+        super().__init__(sender, **transport_options)
 
     @classmethod
     def from_url(cls, url: str) -> OtlpBackend:
@@ -196,18 +192,6 @@ class OtlpBackend:
             ),
             **transport_options(query),
         )
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s until queued spans are sent (or given up on)."""
-        return self.transport.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker and close the connection."""
-        self.transport.close(timeout)
-
-    def stats(self) -> TransportStats:
-        """The transport's counters."""
-        return self.transport.stats()
 
     def __repr__(self) -> str:
         return f"OtlpBackend({self.endpoint!r})"

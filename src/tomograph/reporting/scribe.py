@@ -15,12 +15,12 @@ from __future__ import annotations
 import base64
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
-from tomograph.reporting.transport import BatchingTransport, SendError, TransportStats
+from tomograph.reporting.transport import SendError, TransportBackend
 from tomograph.reporting.zipkin_thrift import encode_span
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _parse_log_reply(reply: bytes) -> int | str:
     return "no result"
 
 
-class ScribeBackend:
+class ScribeBackend(TransportBackend):
     """Reports spans as Zipkin v1 Thrift through Scribe, in batches from a background thread.
 
     >>> backend = ScribeBackend('127.0.0.1', 9410)
@@ -180,8 +180,6 @@ class ScribeBackend:
     ScribeBackend('127.0.0.1', 9410, category='zipkin')
     >>> backend.close(0)
     """
-
-    report_never_raises = True
 
     def __init__(
         self,
@@ -196,8 +194,7 @@ class ScribeBackend:
         self.sender = ScribeSender(
             host, port, category=category, timeout=timeout, max_bytes=max_bytes
         )
-        self.transport = BatchingTransport(self.sender, **transport_options)
-        self.report: Callable[[Span], None] = self.transport.report
+        super().__init__(self.sender, **transport_options)
 
     @classmethod
     def from_url(cls, url: str) -> ScribeBackend:
@@ -218,18 +215,6 @@ class ScribeBackend:
             ),
             **transport_options(query),
         )
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s until queued spans are sent (or given up on)."""
-        return self.transport.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker and close the connection."""
-        self.transport.close(timeout)
-
-    def stats(self) -> TransportStats:
-        """The transport's counters (queued, sent, dropped, failed, pending, batches, bytes)."""
-        return self.transport.stats()
 
     def __repr__(self) -> str:
         return (

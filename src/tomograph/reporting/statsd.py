@@ -16,12 +16,12 @@ import functools
 import random
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
-from tomograph.reporting.transport import BatchingTransport, SendError, TransportStats
+from tomograph.reporting.transport import SendError, TransportBackend
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -191,14 +191,12 @@ class StatsdSender:
         self.reset()
 
 
-class StatsdBackend:
+class StatsdBackend(TransportBackend):
     """Sends a timer per span and a counter per note to statsd, from a background thread.
 
     >>> backend = StatsdBackend(prefix='shop')
     >>> backend.close(0)
     """
-
-    report_never_raises = True
 
     def __init__(
         self,
@@ -220,9 +218,7 @@ class StatsdBackend:
             sample_rate=sample_rate,
         )
         options = {"max_retries": 2, "backoff": 0.01, **transport_options}
-        self.transport = BatchingTransport(self.sender, **options)
-        #: Queue a finished span: the transport's own method, no extra frame per span.
-        self.report: Callable[[Span], None] = self.transport.report
+        super().__init__(self.sender, **options)
 
     @classmethod
     def from_url(cls, url: str) -> StatsdBackend:
@@ -245,18 +241,6 @@ class StatsdBackend:
             sample_rate=parse_number("sample_rate", query.get("sample_rate", "1"), float),
             **transport_options(query),
         )
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s until queued spans are sent."""
-        return self.transport.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker and close the socket."""
-        self.transport.close(timeout)
-
-    def stats(self) -> TransportStats:
-        """The transport's counters."""
-        return self.transport.stats()
 
     def __repr__(self) -> str:
         sender = self.sender

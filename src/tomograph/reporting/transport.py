@@ -29,13 +29,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["BatchingTransport", "SendError", "Sender", "TransportStats"]
+__all__ = ["BatchingTransport", "SendError", "Sender", "TransportBackend", "TransportStats"]
 
 _log = logging.getLogger("tomograph.reporting")
 
@@ -444,3 +444,30 @@ def _flush_all_at_exit(budget: float = EXIT_FLUSH_SECONDS) -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_in_child)
 atexit.register(_flush_all_at_exit)
+
+
+class TransportBackend:
+    """A backend that hands its spans to a :class:`BatchingTransport`.
+
+    Subclasses build their sender and call ``super().__init__(sender, **transport_options)``.
+    ``report`` is the transport's own method: O(1), never blocks, never raises.
+    """
+
+    report_never_raises = True
+
+    def __init__(self, sender: Sender, **transport_options: Any) -> None:
+        self.transport = BatchingTransport(sender, **transport_options)
+        #: Queue a finished span: the transport's own method, no extra frame per span.
+        self.report: Callable[[Span], None] = self.transport.report
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s until queued spans are sent (or given up on)."""
+        return self.transport.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the worker and release the connection or socket."""
+        self.transport.close(timeout)
+
+    def stats(self) -> TransportStats:
+        """The transport's counters (queued, sent, dropped, failed, pending, batches, bytes)."""
+        return self.transport.stats()

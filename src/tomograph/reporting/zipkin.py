@@ -8,7 +8,6 @@ kept, e.g. ``zipkin+https://gateway/zipkin``). Parameters: ``encoding=json|proto
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,17 +19,17 @@ from tomograph.reporting._url_options import (
     parse_number,
     transport_options,
 )
-from tomograph.reporting.transport import BatchingTransport, TransportStats
+from tomograph.reporting.transport import TransportBackend
 
 if TYPE_CHECKING:
-    from tomograph.span import Span
+    pass
 
 __all__ = ["ZipkinBackend"]
 
 SPANS_PATH = "/api/v2/spans"
 
 
-class ZipkinBackend:
+class ZipkinBackend(TransportBackend):
     """Reports spans to Zipkin's v2 API in batches from a background thread.
 
     >>> backend = ZipkinBackend('http://127.0.0.1:9411', encoding='proto')
@@ -40,8 +39,6 @@ class ZipkinBackend:
 
     ``report`` is the transport's: O(1), never blocks, never raises.
     """
-
-    report_never_raises = True
 
     def __init__(
         self,
@@ -71,9 +68,7 @@ class ZipkinBackend:
             timeout=timeout,
             max_bytes=max_bytes,
         )
-        self.transport = BatchingTransport(sender, **transport_options)
-        #: Queue a finished span: the transport's own method, no extra frame per span.
-        self.report: Callable[[Span], None] = self.transport.report
+        super().__init__(sender, **transport_options)
 
     @classmethod
     def from_url(cls, url: str) -> ZipkinBackend:
@@ -99,18 +94,6 @@ class ZipkinBackend:
             ),
             **transport_options(query),
         )
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s until queued spans are sent (or given up on)."""
-        return self.transport.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker and close the connection."""
-        self.transport.close(timeout)
-
-    def stats(self) -> TransportStats:
-        """The transport's counters (queued, sent, dropped, failed, pending, batches, bytes)."""
-        return self.transport.stats()
 
     def __repr__(self) -> str:
         return f"ZipkinBackend({self.endpoint!r}, encoding={self.encoding!r})"

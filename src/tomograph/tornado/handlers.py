@@ -10,7 +10,6 @@ from typing import Any
 
 from tornado import httpclient, web
 
-from tomograph._sampling_override import record_anyway
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.ids import format_span_id, format_trace_id
@@ -77,7 +76,7 @@ class RequestTracker(web.RequestHandler):
             for propagator in propagators:
                 forced = propagator.forced_sampling(headers)
                 if forced is not None:
-                    record_anyway(span, debug=forced[1])
+                    span.set_sampling(True, debug=forced[1])
                     break
         if span.sampled:
             span.tags["http.method"] = request.method or ""
