@@ -17,6 +17,7 @@ from tomograph.propagation._context import new_context
     st.sampled_from([True, False, None]),
     st.booleans(),
     st.none() | st.just({"tracestate": (("a", "1"),)}),
+    st.booleans(),
 )
 def test_new_context_equals_the_constructor(
     trace_id: int,
@@ -25,9 +26,10 @@ def test_new_context_equals_the_constructor(
     sampled: bool | None,
     debug: bool,
     extra: dict[str, object] | None,
+    shared: bool,
 ) -> None:
-    made = new_context(trace_id, span_id, parent_id, sampled, debug, extra)
-    expected = TraceContext(trace_id, span_id, parent_id, sampled, debug, extra=extra)
+    made = new_context(trace_id, span_id, parent_id, sampled, debug, extra, shared)
+    expected = TraceContext(trace_id, span_id, parent_id, sampled, debug, shared, extra)
     assert type(made) is TraceContext
     for name in TraceContext.__slots__:  # every slot set, so a new field is noticed here
         assert getattr(made, name) == getattr(expected, name), name

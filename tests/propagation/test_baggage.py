@@ -201,3 +201,24 @@ def test_fast_unquote_matches_urllib(value: str) -> None:
 @given(st.text(max_size=40) | st.text(alphabet="".join(map(chr, range(128))), max_size=40))
 def test_fast_quote_matches_urllib(value: str) -> None:
     assert _quote(value) == quote(value, safe=_SAFE)
+
+
+def test_inject_formats_once_per_entries_and_logs_every_time_it_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    baggage._FORMATTED.clear()
+    entries = (E("user", "alice smith"), E("ttl", "1", "p"))
+    bad = (E("user", "alice"), E("not a token", "x"))
+    listed = [E("a", "1")]  # not a tuple: formatted directly
+    for _ in range(2):  # formatted, then from the cache
+        for extra, expected in ((entries, "user=alice%20smith,ttl=1;p"), (bad, "user=alice")):
+            headers: dict[str, str] = {}
+            baggage.inject(TraceContext(1, 2, extra={"baggage": extra}), headers)
+            assert headers == {"baggage": expected}
+        headers = {}
+        baggage.inject(TraceContext(1, 2, extra={"baggage": listed}), headers)
+        assert headers == {"baggage": "a=1"}
+    assert entries in baggage._FORMATTED and bad not in baggage._FORMATTED
+    with caplog.at_level("DEBUG", logger="tomograph.propagation"):
+        baggage.inject(TraceContext(1, 2, extra={"baggage": bad}), {})
+    assert "not an HTTP token" in caplog.text

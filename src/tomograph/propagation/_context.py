@@ -57,8 +57,9 @@ def new_context(
     sampled: bool | None = None,
     debug: bool = False,
     extra: Mapping[str, Any] | None = None,
+    shared: bool = False,
 ) -> TraceContext:
-    """``TraceContext(trace_id, span_id, parent_id, sampled, debug, extra=extra)``, faster.
+    """``TraceContext(trace_id, span_id, parent_id, sampled, debug, shared, extra)``, faster.
 
     Every extraction builds one: setting the slots directly costs about half of calling
     ``TraceContext.__init__`` (which sets them one by one through ``object.__setattr__``).
@@ -73,6 +74,6 @@ def new_context(
     _set_parent_id(context, parent_id)
     _set_sampled(context, True if debug else sampled)
     _set_debug(context, debug)
-    _set_shared(context, False)
+    _set_shared(context, shared)
     _set_extra(context, extra)
     return context

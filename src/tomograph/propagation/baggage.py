@@ -205,20 +205,49 @@ def format_baggage(entries: Iterable[BaggageEntry]) -> str:
     >>> format_baggage([BaggageEntry('user', 'alice smith'), BaggageEntry('ttl', '1', 'p')])
     'user=alice%20smith,ttl=1;p'
     """
+    return _format(entries)[0]
+
+
+def _format(entries: Iterable[BaggageEntry]) -> tuple[str, bool]:
+    """:func:`format_baggage`, and whether every entry was written (nothing was logged)."""
     members: list[str] = []
     size = 0
+    complete = True
     for entry in entries:
         if not _is_token(entry.key):
             log.debug("not sending baggage key %r: not an HTTP token", entry.key)
+            complete = False
             continue
         member = _format_member(entry)
         added = _size(member) + (1 if members else 0)
         if len(members) >= MAX_MEMBERS or size + added > MAX_BYTES:
             log.debug("baggage over %d members or %d bytes: rest not sent", MAX_MEMBERS, MAX_BYTES)
+            complete = False
             break
         members.append(member)
         size += added
-    return ",".join(members)
+    return ",".join(members), complete
+
+
+# Formatted baggage by entries: a span's children share one tuple, so each outgoing request of
+# a traced request formats it once. Only what formatted in full (nothing logged) is kept;
+# bounded: cleared when full.
+_FORMATTED: dict[Any, str] = {}
+_FORMATTED_MAX = 256
+
+
+def _formatted(entries: tuple[BaggageEntry, ...]) -> str:
+    try:
+        text = _FORMATTED.get(entries)
+    except TypeError:  # unhashable values in hand-made entries: format without the cache
+        return format_baggage(entries)
+    if text is None:
+        text, complete = _format(entries)
+        if complete:
+            if len(_FORMATTED) >= _FORMATTED_MAX:
+                _FORMATTED.clear()
+            _FORMATTED[entries] = text
+    return text
 
 
 def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
@@ -236,7 +265,7 @@ def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
 def inject(context: ContextLike, carrier: Any) -> None:
     """Write the baggage of ``context`` (if any) as a ``baggage`` header on ``carrier``."""
     entries = entries_of(context.extra)
-    text = format_baggage(entries) if entries else ""
+    text = _formatted(entries) if entries else ""
     if text:
         set_header(carrier, BAGGAGE, text)
     elif carrier.__class__ is dict:

@@ -51,7 +51,7 @@ from typing import Any
 
 from tomograph.model import TraceContext
 from tomograph.propagation import b3, baggage, jaeger, w3c, xtraceinfo
-from tomograph.propagation._context import ContextLike
+from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.baggage import BaggageEntry
 from tomograph.propagation.carriers import (
     SLOW,
@@ -330,14 +330,14 @@ class Propagator:
                 entries = baggage.extract(carrier)
             if entries:
                 extra = context.extra
-                context = TraceContext(
+                context = new_context(
                     context.trace_id,
                     context.span_id,
                     context.parent_id,
                     context.sampled,
                     context.debug,
-                    context.shared,
                     {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries},
+                    context.shared,
                 )
         return context
 
