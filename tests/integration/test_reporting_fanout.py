@@ -33,8 +33,8 @@ def test_spans_reach_zipkin_and_statsd_and_stats_add_up(tmp_path: Path) -> None:
         finally:
             config.reset()
         spans = zipkin.wait_for(4)
-        hits = graphite.wait_for_series("stats_counts.both.fanout.render_page.cache_hit")
-        timer_counts = graphite.wait_for_series("stats.timers.both.fanout.render_page.count")
+        hits = graphite.wait_for_total("stats_counts.both.fanout.render_page.cache_hit", 4)
+        timer_counts = graphite.wait_for_total("stats.timers.both.fanout.render_page.count", 4)
     assert [span["name"] for span in spans] == ["Render Page"] * 4
     assert {span["localEndpoint"]["serviceName"] for span in spans} == {"fanout"}
     assert sum(hits) == 4

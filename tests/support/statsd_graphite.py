@@ -155,6 +155,19 @@ class StatsdGraphite:
                 return values
             time.sleep(0.25)
 
+    def wait_for_total(self, metric: str, total: float, timeout: float = 15.0) -> list[float]:
+        """Wait until ``metric``'s stored values add up to at least ``total``.
+
+        Values sent together may land in different statsd flush intervals, so one stored
+        point is not yet the whole count.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            values = self.series(metric)
+            if sum(values) >= total or time.monotonic() > deadline:
+                return values
+            time.sleep(0.25)
+
     def metric_names(self) -> list[str]:
         """Every metric carbon created so far, dotted."""
         return sorted(
