@@ -230,7 +230,17 @@ def test_enqueue_cost_is_measured() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"queue_size": 0}, {"batch_size": 0}, {"interval": 0}, {"max_retries": -1}, {"backoff": -1}],
+    [
+        {"queue_size": 0},
+        {"batch_size": 0},
+        {"interval": 0},
+        {"max_retries": -1},
+        {"backoff": -1},
+        {"interval": float("inf")},
+        {"interval": float("nan")},
+        {"max_backoff": float("inf")},
+        {"retry_deadline": float("nan")},
+    ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

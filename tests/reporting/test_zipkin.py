@@ -221,6 +221,8 @@ def test_encoded_spans_validate_against_zipkin_openapi() -> None:
         ("zipkin+http://127.0.0.1:9411?encoding=xml", "encoding must be json or proto"),
         ("zipkin+http://127.0.0.1:9411?colour=red", "unknown parameter 'colour'"),
         ("zipkin+http://127.0.0.1:9411?timeout=soon", "timeout must be a number"),
+        ("zipkin+http://127.0.0.1:9411?interval=inf", "interval must be a finite number"),
+        ("zipkin+http://127.0.0.1:9411?timeout=nan", "timeout must be a finite number"),
         ("zipkin+http://127.0.0.1:9411?gzip=maybe", "gzip must be true or false"),
         ("zipkin+http://127.0.0.1:9411?queue_size=0", "at least 1"),
         ("zipkin+http://?x", "unknown parameter"),

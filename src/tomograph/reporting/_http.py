@@ -9,6 +9,7 @@ import email.utils
 import encodings.idna  # noqa: F401
 import gzip
 import http.client
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -69,8 +70,8 @@ class HttpSender:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"need an http:// or https:// URL with a host, not {url!r}")
-        if timeout <= 0 or max_bytes < 1:
-            raise ValueError("timeout and max_bytes must be positive")
+        if not 0 < timeout < math.inf or max_bytes < 1:  # "not <" also refuses NaN
+            raise ValueError("timeout must be a positive finite number, max_bytes positive")
         self.name = name
         self.url = url
         self._https = parts.scheme == "https"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import math
 import os
 import random
 import threading
@@ -131,6 +132,10 @@ class BatchingTransport:
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
+        times = (interval, backoff, max_backoff, retry_deadline)
+        if not all(math.isfinite(value) for value in times):
+            # an infinite wait overflows the worker's timed wait and kills the worker thread
+            raise ValueError("interval, backoff times and retry_deadline must be finite numbers")
         if interval <= 0 or backoff < 0 or max_backoff < 0 or retry_deadline < 0:
             raise ValueError("interval must be positive; backoff times must not be negative")
         if max_retries < 0:
