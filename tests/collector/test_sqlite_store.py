@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import uuid
 from pathlib import Path
@@ -175,6 +176,17 @@ def test_late_root_span_sets_the_trace_timestamp(store: SqliteSpanStore) -> None
     store.accept([make_span(T1, "2" * 16, parent_id="1" * 16, timestamp=now - 10)])
     store.accept([make_span(T1, "1" * 16, timestamp=now - 7_200_000_000)])
     assert store.find_trace_ids(window()) == []  # the trace started two hours ago
+
+
+def test_many_traces_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1)
+    try:
+        store.accept(checkout_trace(T1) + checkout_trace(T2))
+        assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3]
+        store.max_response_bytes = 1 << 20
+        assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3, 3]
+    finally:
+        store.close()
 
 
 def test_a_failing_batch_writes_nothing(store: SqliteSpanStore) -> None:

@@ -127,6 +127,8 @@ def _unpack(stored: bytes) -> bytes:
     return zlib.decompressobj(-15, _ZDICT).decompress(stored)
 
 
+#: The largest answer of a search or traceMany, in bytes of JSON (whole traces only).
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: Tag values longer than this are not indexed for search (their key still is), as in Zipkin.
 MAX_INDEXED_VALUE = 256
 _DELETE_CHUNK = 500
@@ -141,6 +143,7 @@ class SqliteSpanStore:
 
     ``max_age`` (seconds) and ``max_bytes`` bound what :meth:`enforce_retention` keeps; None
     keeps everything. Age counts from when a trace last received a span.
+    ``max_response_bytes`` bounds one :meth:`get_traces_json` answer (a search or traceMany).
 
     >>> import tempfile, os
     >>> store = SqliteSpanStore(os.path.join(tempfile.mkdtemp(), "traces.db"))
@@ -159,10 +162,12 @@ class SqliteSpanStore:
         *,
         max_age: float | None = 7 * 86400.0,
         max_bytes: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.path = Path(path)
         self.max_age = max_age
         self.max_bytes = max_bytes
+        self.max_response_bytes = max_response_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -339,10 +344,23 @@ class SqliteSpanStore:
         return [json.loads(body) for body in bodies] if bodies else None
 
     def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
-        """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped)."""
-        found = [
-            b"[" + b",".join(bodies) + b"]" for t in trace_ids if (bodies := self._trace_rows(t))
-        ]
+        """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped).
+
+        The answer stops at the first trace that takes it past ``max_response_bytes`` (always
+        holding at least one), so a search for thousands of large traces stays bounded in
+        memory; the ids come newest first, so the oldest are left out.
+        """
+        found: list[bytes] = []
+        size = 0
+        for trace_id in trace_ids:
+            bodies = self._trace_rows(trace_id)
+            if not bodies:
+                continue
+            trace = b"[" + b",".join(bodies) + b"]"
+            size += len(trace) + 1
+            if found and size > self.max_response_bytes:
+                break
+            found.append(trace)
         return b"[" + b",".join(found) + b"]"
 
     def find_trace_ids(self, request: QueryRequest) -> list[str]:
