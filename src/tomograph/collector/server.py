@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from tomograph.collector.settings import CollectorSettings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["BackgroundCollector", "serve"]
 
@@ -18,10 +22,8 @@ def serve(settings: CollectorSettings) -> None:
     """
     import uvicorn
 
-    from tomograph.collector.app import create_app
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(settings)
+    config = _uvicorn_config(settings)
     url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     logging.getLogger("tomograph.collector").info(
         "tomograph collector on http://%s:%d (traces in %s)",
@@ -29,8 +31,23 @@ def serve(settings: CollectorSettings) -> None:
         settings.port,
         settings.db_path,
     )
-    uvicorn.run(
-        app,
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # e.g. the port is in use (uvicorn logged why)
+        raise SystemExit(3)
+
+
+def _uvicorn_config(settings: CollectorSettings) -> uvicorn.Config:
+    """uvicorn's settings for the collector: quiet, no Server header, no proxy headers trusted."""
+    import uvicorn
+
+    from tomograph.collector.app import create_app
+
+    return uvicorn.Config(
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -51,19 +68,8 @@ class BackgroundCollector:
     def __init__(self, settings: CollectorSettings) -> None:
         import uvicorn
 
-        from tomograph.collector.app import create_app
-
         self.settings = settings
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(_uvicorn_config(settings))
         self._thread = threading.Thread(
             target=self._server.run, name="tomograph collector", daemon=True
         )
