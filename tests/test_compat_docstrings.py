@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
-
-from tomograph import config
+from tests.support.doctests import check_docstring_examples
 
 MODULES = [
     "tomograph.tornado",
@@ -23,10 +19,4 @@ MODULES = [
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(name)
-    try:
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    finally:
-        config.reset()
-    assert result.failed == 0
-    assert result.attempted > 0
+    check_docstring_examples(name)

@@ -135,7 +135,10 @@ def create_app(
     """The collector's ASGI app; opens a :class:`SqliteSpanStore` at ``settings.db_path``.
 
     >>> import tempfile, pathlib
-    >>> app = create_app(CollectorSettings(db_path=pathlib.Path(tempfile.mkdtemp()) / "t.db"))
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> app = create_app(CollectorSettings(db_path=pathlib.Path(folder.name) / "t.db"))
+    >>> app.state.store.close()
+    >>> folder.cleanup()
     """
     settings = settings or CollectorSettings()
     if store is None:

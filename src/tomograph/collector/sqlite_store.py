@@ -179,7 +179,8 @@ class SqliteSpanStore:
     ``max_response_bytes`` bounds one :meth:`get_traces_json` answer (a search or traceMany).
 
     >>> import tempfile, os
-    >>> store = SqliteSpanStore(os.path.join(tempfile.mkdtemp(), "traces.db"))
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> store = SqliteSpanStore(os.path.join(folder.name, "traces.db"))
     >>> store.accept([{"traceId": "a" * 16, "id": "b" * 16, "name": "GET",
     ...                "timestamp": 1_700_000_000_000_000, "duration": 5,
     ...                "localEndpoint": {"serviceName": "Web"}}])
@@ -187,6 +188,7 @@ class SqliteSpanStore:
     >>> store.service_names()
     ['web']
     >>> store.close()
+    >>> folder.cleanup()
     """
 
     def __init__(
