@@ -24,10 +24,9 @@ def serve(settings: CollectorSettings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = _uvicorn_config(settings)
-    url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     logging.getLogger("tomograph.collector").info(
         "tomograph collector on http://%s:%d (traces in %s)",
-        url_host,
+        _url_host(settings.host),
         settings.port,
         settings.db_path,
     )
@@ -38,6 +37,11 @@ def serve(settings: CollectorSettings) -> None:
         pass
     if not server.started:  # e.g. the port is in use (uvicorn logged why)
         raise SystemExit(3)
+
+
+def _url_host(host: str) -> str:
+    """``host`` as written in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _uvicorn_config(settings: CollectorSettings) -> uvicorn.Config:
@@ -83,7 +87,7 @@ class BackgroundCollector:
             for sock in server.sockets:
                 port = sock.getsockname()[1]
                 break
-        return f"http://{self.settings.host}:{port}"
+        return f"http://{_url_host(self.settings.host)}:{port}"
 
     def start(self, timeout: float = 15.0) -> BackgroundCollector:
         """Start serving; raises OSError if the collector did not come up (e.g. port in use)."""
