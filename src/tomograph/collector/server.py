@@ -24,12 +24,19 @@ def serve(settings: CollectorSettings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = _uvicorn_config(settings)
-    logging.getLogger("tomograph.collector").info(
+    log = logging.getLogger("tomograph.collector")
+    log.info(
         "tomograph collector on http://%s:%d (traces in %s)",
         _url_host(settings.host),
         settings.port,
         settings.db_path,
     )
+    if not settings.loopback_only and settings.token is None:
+        log.warning(
+            "listening on %s without a token: anyone who can reach it can read and write"
+            " traces (pass --token or set TOMOGRAPH_COLLECTOR_TOKEN)",
+            settings.host,
+        )
     server = uvicorn.Server(config)
     try:
         server.run()
