@@ -59,6 +59,7 @@ class TraceIdFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Add ``trace_id``/``span_id`` to ``record`` unless it has them; always keeps it."""
         attributes = record.__dict__
         if "trace_id" not in attributes or "span_id" not in attributes:
             trace_id, span_id = _ids()
@@ -128,6 +129,7 @@ class SpanNoteHandler(logging.Handler):
         self.max_length = max_length
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Add ``record``'s message as a note on the current span (if one is recording)."""
         span = CURRENT_SPAN.get()
         if span is None or not span.sampled or span.end_ns:
             return

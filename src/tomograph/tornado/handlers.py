@@ -156,6 +156,7 @@ class DivakLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
+        """Merge the correlation ids into the record's ``extra`` (the caller's keys win)."""
         handler = self.handler
         span = CURRENT_SPAN.get() or getattr(handler, "divak_span", None)
         extra: dict[str, Any] = {
