@@ -187,7 +187,10 @@ def test_close_counts_what_it_could_not_send_as_dropped() -> None:
         transport.report(span)
     transport.close(0.1)
     gate.set()
-    time.sleep(0.2)
+    worker = transport._worker
+    assert worker is not None
+    worker.join(10)  # the send it was blocked in has finished and been counted
+    assert not worker.is_alive()
     stats = transport.stats()
     assert stats["queued"] == 3
     assert stats["dropped"] >= 1
