@@ -12,16 +12,22 @@ import http.client
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tomograph.context import SUPPRESS_TRACING
+from tomograph.reporting._url_options import (
+    TRANSPORT_PARAMETERS,
+    parse_bool,
+    parse_number,
+    transport_options,
+)
 from tomograph.reporting.transport import SendError
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["HttpSender", "parse_retry_after"]
+__all__ = ["HttpSender", "http_backend_url", "parse_retry_after"]
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -45,6 +51,37 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def http_backend_url(
+    url: str, scheme_prefix: str, extra: set[str], default_timeout: float
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """Split a backend URL such as ``zipkin+https://host:9411/prefix?gzip=1&timeout=2``.
+
+    Returns the plain http(s) URL, the query (only ``extra``, ``gzip``, ``timeout``,
+    ``max_bytes`` and the transport's parameters are allowed), and the keyword arguments those
+    common parameters give: ``use_gzip``, ``timeout``, ``max_bytes`` and the transport's.
+
+    >>> base, query, options = http_backend_url(
+    ...     "zipkin+https://z:9411/p?gzip=1&encoding=proto", "zipkin+", {"encoding"}, 5
+    ... )
+    >>> base, query["encoding"], options["use_gzip"], options["timeout"]
+    ('https://z:9411/p', 'proto', True, 5.0)
+    """
+    from tomograph.config import url_query
+
+    query = url_query(url, {"gzip", "timeout", "max_bytes", *extra, *TRANSPORT_PARAMETERS})
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower().removeprefix(scheme_prefix)
+    if scheme not in ("http", "https"):
+        raise ValueError(f"use {scheme_prefix}http:// or {scheme_prefix}https://")
+    options: dict[str, Any] = {
+        "use_gzip": parse_bool("gzip", query.get("gzip", "0")),
+        "timeout": parse_number("timeout", query.get("timeout", str(default_timeout)), float),
+        "max_bytes": parse_number("max_bytes", query.get("max_bytes", str(DEFAULT_MAX_BYTES)), int),
+        **transport_options(query),
+    }
+    return urlunsplit((scheme, parts.netloc, parts.path, "", "")), query, options
 
 
 class HttpSender:
