@@ -73,6 +73,7 @@ class TracingTransport(httpx.BaseTransport):
 
     >>> import httpx
     >>> client = httpx.Client(transport=TracingTransport())
+    >>> client.close()
     """
 
     def __init__(

@@ -111,6 +111,7 @@ class BatchingTransport:
     >>> transport = BatchingTransport(Discard())
     >>> transport.flush(1.0)
     True
+    >>> transport.close(1.0)
 
     ``queue_size`` bounds the spans waiting (default 10,000); ``batch_size`` spans, or whatever
     waits after ``interval`` seconds, make one batch (the sender splits payloads that exceed
