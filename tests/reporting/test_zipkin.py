@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -231,6 +232,18 @@ def test_encoded_spans_validate_against_zipkin_openapi() -> None:
 def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         config.backend_from_url(url)
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown() -> None:
+    with RecordingZipkinServer() as server:
+        url = server.url.replace("http://", "zipkin+http://alice:s%3Acret@")
+        backend = config.backend_from_url(url)
+        Tracer("svc", backends=[backend]).start_span("op").finish()
+        assert backend.flush(5)
+        backend.close(1)
+    sent = server.requests[0]["headers"]["Authorization"]
+    assert sent == "Basic " + base64.b64encode(b"alice:s:cret").decode()
+    assert "cret" not in repr(backend) + backend.endpoint + backend.transport.sender.name
 
 
 def test_url_path_prefix_is_kept() -> None:

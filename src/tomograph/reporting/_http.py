@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 
 # socket looks up the idna codec by name; left to a lazy import on the worker thread it can
@@ -13,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tomograph.context import SUPPRESS_TRACING
 from tomograph.reporting._url_options import (
@@ -27,7 +28,7 @@ from tomograph.reporting.transport import SendError
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["HttpSender", "http_backend_url", "parse_retry_after"]
+__all__ = ["HttpSender", "http_backend_url", "parse_retry_after", "strip_credentials"]
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -51,6 +52,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without ``user:password@`` (for names, logs and error messages).
+
+    >>> strip_credentials("https://alice:secret@zipkin.example/api/v2/spans")
+    'https://zipkin.example/api/v2/spans'
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def http_backend_url(
@@ -87,6 +100,9 @@ def http_backend_url(
 class HttpSender:
     """POSTs encoded span batches to one URL over a kept-alive ``http.client`` connection.
 
+    Credentials in the URL (``https://user:password@host``) are sent as HTTP Basic
+    authentication unless ``headers`` has an ``Authorization``; they never appear in messages.
+
     ``encode`` turns spans into bytes; a batch whose body exceeds ``max_bytes`` is split in
     halves until it fits. Connection errors, timeouts, 5xx and 429 raise a retryable
     :class:`SendError`; any other 4xx a final one.
@@ -110,7 +126,7 @@ class HttpSender:
         if not 0 < timeout < math.inf or max_bytes < 1:  # "not <" also refuses NaN
             raise ValueError("timeout must be a positive finite number, max_bytes positive")
         self.name = name
-        self.url = url
+        self.url = strip_credentials(url)  # what error messages show
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -120,6 +136,11 @@ class HttpSender:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._headers = {"Content-Type": content_type, **(headers or {})}
+        if parts.username is not None and "Authorization" not in self._headers:
+            # http.client ignores user:password@ in a URL; send it as HTTP Basic credentials
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            token = base64.b64encode(credentials.encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
         if use_gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._connection: http.client.HTTPConnection | None = None

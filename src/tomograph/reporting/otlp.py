@@ -24,7 +24,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph.clock import EPOCH_OFFSET_NS
-from tomograph.reporting._http import DEFAULT_MAX_BYTES, HttpSender, http_backend_url
+from tomograph.reporting._http import (
+    DEFAULT_MAX_BYTES,
+    HttpSender,
+    http_backend_url,
+    strip_credentials,
+)
 from tomograph.reporting.transport import TransportBackend
 
 if TYPE_CHECKING:
@@ -154,10 +159,11 @@ class OtlpBackend(TransportBackend):
         path = parts.path.rstrip("/")
         if not path.endswith(TRACES_PATH):
             path += TRACES_PATH
-        self.endpoint = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        target = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        self.endpoint = strip_credentials(target)
         sender = HttpSender(
             f"otlp {self.endpoint}",
-            self.endpoint,
+            target,
             CONTENT_TYPE,
             encode_spans,
             use_gzip=use_gzip,

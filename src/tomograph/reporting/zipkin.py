@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tomograph.reporting import zipkin_json, zipkin_proto
-from tomograph.reporting._http import DEFAULT_MAX_BYTES, HttpSender, http_backend_url
+from tomograph.reporting._http import (
+    DEFAULT_MAX_BYTES,
+    HttpSender,
+    http_backend_url,
+    strip_credentials,
+)
 from tomograph.reporting.transport import TransportBackend
 
 if TYPE_CHECKING:
@@ -50,12 +55,13 @@ class ZipkinBackend(TransportBackend):
         path = parts.path.rstrip("/")
         if not path.endswith(SPANS_PATH):
             path += SPANS_PATH
-        self.endpoint = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        target = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        self.endpoint = strip_credentials(target)
         self.encoding = encoding
         codec: Any = zipkin_json if encoding == "json" else zipkin_proto
         sender = HttpSender(
             f"zipkin {self.endpoint}",
-            self.endpoint,
+            target,
             codec.CONTENT_TYPE,
             codec.encode_spans,
             use_gzip=use_gzip,
