@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
+from tests.support.servers import in_ci
 
 import tomograph
 from tomograph import config
 from tomograph.reporting.memory import MemoryBackend
+
+# pytest.importorskip's reason; under CI a missing test dependency is a broken install.
+_MISSING_MODULE = "could not import"
+
+
+def _fail_missing_module_in_ci(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and in_ci() and _MISSING_MODULE in str(report.longrepr):
+        report.outcome = "failed"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Under ``CI=true`` a module skipped by ``pytest.importorskip`` fails instead."""
+    report: pytest.CollectReport = yield
+    _fail_missing_module_in_ci(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under ``CI=true`` a test skipped by ``pytest.importorskip`` fails instead."""
+    report: pytest.TestReport = yield
+    _fail_missing_module_in_ci(report)
+    return report
 
 
 @pytest.fixture

@@ -1,13 +1,9 @@
-"""The examples in the core modules' docstrings run and show what they say."""
+"""The examples in tomograph's docstrings run and show what they say."""
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
-
-from tomograph import config
+from tests.support.doctests import check_docstring_examples
 
 CORE_MODULES = [
     "tomograph",
@@ -20,19 +16,63 @@ CORE_MODULES = [
     "tomograph.sampling",
     "tomograph.span",
     "tomograph.tracer",
+]
+REPORTING_MODULES = [
+    "tomograph.reporting._http",
+    "tomograph.reporting._url_options",
+    "tomograph.reporting._zipkin_model",
+    "tomograph.reporting.errors",
     "tomograph.reporting.log",
     "tomograph.reporting.memory",
+    "tomograph.reporting.otlp",
+    "tomograph.reporting.scribe",
+    "tomograph.reporting.stats",
+    "tomograph.reporting.statsd",
+    "tomograph.reporting.transport",
+    "tomograph.reporting.zipkin",
+    "tomograph.reporting.zipkin_json",
+    "tomograph.reporting.zipkin_proto",
+    "tomograph.reporting.zipkin_thrift",
+]
+COLLECTOR_MODULES = [
+    "tomograph.collector",
+    "tomograph.collector.annotation_query",
+    "tomograph.collector.api",
+    "tomograph.collector.app",
+    "tomograph.collector.dependencies",
+    "tomograph.collector.ingest",
+    "tomograph.collector.normalize",
+    "tomograph.collector.otlp",
+    "tomograph.collector.params",
+    "tomograph.collector.settings",
+    "tomograph.collector.sqlite_store",
+    "tomograph.collector.storage",
+]
+INTEGRATION_MODULES = [
+    "tomograph.integrations.httpx",
+    "tomograph.integrations.logging",
+    "tomograph.integrations.requests",
+    "tomograph.integrations.sqlalchemy",
+    "tomograph.integrations.urllib",
+    "tomograph.integrations.urllib3",
+    "tomograph.opentracing",
+    "tomograph.opentracing._span",
+    "tomograph.opentracing._tracer",
+    "tomograph.opentracing.binary",
+    "tomograph.opentracing.scope_managers",
+    "tomograph.tornado",
+    "tomograph.tornado.propagators",
+    "tomograph.tornado.reporters",
+    "tomograph.eventlet.api",
+    "tomograph.eventlet._applog",
 ]
 
 
-@pytest.mark.parametrize("name", CORE_MODULES)
+@pytest.mark.parametrize(
+    "name", CORE_MODULES + REPORTING_MODULES + COLLECTOR_MODULES + INTEGRATION_MODULES
+)
 def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(name)
-    try:
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    finally:
-        config.reset()
-    assert result.failed == 0
+    check_docstring_examples(name)
 
 
 def test_every_public_name_is_documented() -> None:

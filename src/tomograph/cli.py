@@ -133,7 +133,7 @@ def _size(text: str) -> int:
     number, unit = (clean[:-1], clean[-1]) if clean[-1:] in units and clean[-1:] else (clean, "")
     try:
         value = int(float(number) * units[unit])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):  # OverflowError: "inf"
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
@@ -149,8 +149,8 @@ def _duration(text: str) -> float:
         value = float(number) * units[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 7d, 12h)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    if not 0 < value < float("inf"):  # also refuses NaN, which compares false to everything
+        raise argparse.ArgumentTypeError(f"duration must be positive and finite: {text!r}")
     return value
 
 

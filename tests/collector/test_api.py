@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +353,19 @@ def test_the_ui_is_served(served: ServedApp) -> None:
 
 
 # -- security --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/ui/app.js", "/api/v2/services", "/api/v2/nothing"])
+def test_every_answer_forbids_framing_and_content_sniffing(served: ServedApp, path: str) -> None:
+    try:
+        with urllib.request.urlopen(f"{served.url}{path}", timeout=20) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as error:
+        headers = error.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
 
 
 def test_a_token_protects_ingest_and_query(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_durations(text: str, value: float) -> None:
     assert _duration(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-1", "0", "5x"])
+@pytest.mark.parametrize("text", ["", "abc", "-1", "0", "5x", "inf", "nan", "1e400"])
 def test_bad_sizes_and_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         _size(text)

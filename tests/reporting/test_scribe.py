@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,50 +123,46 @@ def test_dead_server_fails_spans_without_raising() -> None:
     assert stats["sent"] == 0
 
 
-def test_garbage_reply_is_a_final_failure() -> None:
+@contextmanager
+def _one_reply_server(reply: bytes) -> Iterator[int]:
+    """A TCP server on a free port that reads one request and answers ``reply``; its port."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
 
-    def answer_garbage() -> None:
+    def answer() -> None:
         connection, _ = listener.accept()
         with connection:
             connection.recv(65536)
-            connection.sendall(b"\x00\x00\x00\x08garbage!")
+            connection.sendall(reply)
 
-    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread = threading.Thread(target=answer, daemon=True)
     thread.start()
-    sender = ScribeSender("127.0.0.1", port, timeout=2)
     try:
-        with pytest.raises(SendError) as caught:
-            sender.send(encode_log_call("zipkin", [b"x"]))
-        assert not caught.value.retryable
+        yield listener.getsockname()[1]
     finally:
-        sender.close()
         listener.close()
         thread.join(timeout=5)
+
+
+def test_garbage_reply_is_a_final_failure() -> None:
+    with _one_reply_server(b"\x00\x00\x00\x08garbage!") as port:
+        sender = ScribeSender("127.0.0.1", port, timeout=2)
+        try:
+            with pytest.raises(SendError) as caught:
+                sender.send(encode_log_call("zipkin", [b"x"]))
+            assert not caught.value.retryable
+        finally:
+            sender.close()
 
 
 def test_oversized_reply_frame_is_refused() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def answer_huge() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            connection.sendall(b"\x7f\xff\xff\xff")
-
-    thread = threading.Thread(target=answer_huge, daemon=True)
-    thread.start()
-    sender = ScribeSender("127.0.0.1", port, timeout=2)
-    try:
-        with pytest.raises(SendError, match="reply frame") as caught:
-            sender.send(encode_log_call("zipkin", [b"x"]))
-        assert caught.value.retryable
-    finally:
-        sender.close()
-        listener.close()
-        thread.join(timeout=5)
+    with _one_reply_server(b"\x7f\xff\xff\xff") as port:
+        sender = ScribeSender("127.0.0.1", port, timeout=2)
+        try:
+            with pytest.raises(SendError, match="reply frame") as caught:
+                sender.send(encode_log_call("zipkin", [b"x"]))
+            assert caught.value.retryable
+        finally:
+            sender.close()
 
 
 def test_large_batches_are_split_under_max_bytes() -> None:

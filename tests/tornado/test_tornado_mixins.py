@@ -12,6 +12,7 @@ import pytest
 from tornado import httpclient, web
 
 from support.servers import free_port
+from tomograph.integrations.logging import install, uninstall
 from tomograph.model import SpanKind
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.tornado import (
@@ -171,6 +172,24 @@ def test_logger_records_carry_current_span_ids() -> None:
     assert outside.custom == 1  # type: ignore[attr-defined]
     assert {r.divak_request_id for r in records.records} == {"r-1"}  # type: ignore[attr-defined]
     assert {r.trace_id for r in records.records} == {f"{server.trace_id:032x}"}  # type: ignore[attr-defined]
+
+
+def test_logger_works_with_the_logging_integrations_record_factory() -> None:
+    memory = MemoryBackend()
+    records = Records()
+    logger = logging.getLogger(f"{Handler.__module__}.{Handler.__name__}")
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)
+    install()  # sets trace_id/span_id on every record it makes
+    try:
+        (response,) = fetch_all(make_app(memory), ("/", {}))
+    finally:
+        uninstall()
+        logger.removeHandler(records)
+    assert response.code == 200
+    step = next(s for s in memory.spans if s.name == "step")
+    assert records.records[0].span_id == f"{step.span_id:016x}"  # type: ignore[attr-defined]
+    assert records.records[0].trace_id == f"{step.trace_id:032x}"  # type: ignore[attr-defined]
 
 
 def test_malformed_b3_headers_start_a_new_trace() -> None:

@@ -66,10 +66,10 @@ async def read_body(
     The Content-Encoding is checked here (before reading); :func:`decompress` undoes it.
     """
     if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError:
-            raise IngestError("Content-Length is not a number") from None
+        # RFC 9110: 1*DIGIT; int() would also take "-1", "+5", " 5" and "1_000"
+        if not (content_length.isascii() and content_length.isdigit()):
+            raise IngestError("Content-Length is not a number")
+        declared = int(content_length)
         if declared > limit:
             raise BodyTooLarge(f"body of {declared} bytes exceeds {limit} bytes")
     _encoding(content_encoding)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from tomograph.collector.settings import CollectorSettings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["BackgroundCollector", "serve"]
 
@@ -18,19 +22,43 @@ def serve(settings: CollectorSettings) -> None:
     """
     import uvicorn
 
-    from tomograph.collector.app import create_app
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(settings)
-    url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    logging.getLogger("tomograph.collector").info(
+    config = _uvicorn_config(settings)
+    log = logging.getLogger("tomograph.collector")
+    log.info(
         "tomograph collector on http://%s:%d (traces in %s)",
-        url_host,
+        _url_host(settings.host),
         settings.port,
         settings.db_path,
     )
-    uvicorn.run(
-        app,
+    if not settings.loopback_only and settings.token is None:
+        log.warning(
+            "listening on %s without a token: anyone who can reach it can read and write"
+            " traces (pass --token or set TOMOGRAPH_COLLECTOR_TOKEN)",
+            settings.host,
+        )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # e.g. the port is in use (uvicorn logged why)
+        raise SystemExit(3)
+
+
+def _url_host(host: str) -> str:
+    """``host`` as written in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _uvicorn_config(settings: CollectorSettings) -> uvicorn.Config:
+    """uvicorn's settings for the collector: quiet, no Server header, no proxy headers trusted."""
+    import uvicorn
+
+    from tomograph.collector.app import create_app
+
+    return uvicorn.Config(
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -51,19 +79,8 @@ class BackgroundCollector:
     def __init__(self, settings: CollectorSettings) -> None:
         import uvicorn
 
-        from tomograph.collector.app import create_app
-
         self.settings = settings
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(_uvicorn_config(settings))
         self._thread = threading.Thread(
             target=self._server.run, name="tomograph collector", daemon=True
         )
@@ -77,7 +94,7 @@ class BackgroundCollector:
             for sock in server.sockets:
                 port = sock.getsockname()[1]
                 break
-        return f"http://{self.settings.host}:{port}"
+        return f"http://{_url_host(self.settings.host)}:{port}"
 
     def start(self, timeout: float = 15.0) -> BackgroundCollector:
         """Start serving; raises OSError if the collector did not come up (e.g. port in use)."""

@@ -11,6 +11,7 @@ wait); each reading thread has its own connection. SQL only ever receives bound 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -18,10 +19,10 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.normalize import (
@@ -127,6 +128,8 @@ def _unpack(stored: bytes) -> bytes:
     return zlib.decompressobj(-15, _ZDICT).decompress(stored)
 
 
+#: The largest answer of a search or traceMany, in bytes of JSON (whole traces only).
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: Tag values longer than this are not indexed for search (their key still is), as in Zipkin.
 MAX_INDEXED_VALUE = 256
 _DELETE_CHUNK = 500
@@ -136,14 +139,48 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: How long :meth:`SqliteSpanStore.close` waits for reads in progress before leaving them be.
+_CLOSE_WAIT = 30.0
+
+
+def _reading(
+    method: Callable[Concatenate[SqliteSpanStore, _P], _R],
+) -> Callable[Concatenate[SqliteSpanStore, _P], _R]:
+    """Count the call as a read in progress, so :meth:`~SqliteSpanStore.close` waits for it.
+
+    SQLite connections are shared with other threads here: closing one while a thread still
+    runs a query on it crashes the interpreter (a segfault), not just the query.
+    """
+
+    @functools.wraps(method)
+    def read(store: SqliteSpanStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with store._reads_done:
+            if store._closed:
+                raise RuntimeError("the span store is closed")
+            store._reads += 1
+        try:
+            return method(store, *args, **kwargs)
+        finally:
+            with store._reads_done:
+                store._reads -= 1
+                if not store._reads:
+                    store._reads_done.notify_all()
+
+    return read
+
+
 class SqliteSpanStore:
     """Spans in one SQLite file, searchable the way Zipkin's API expects.
 
     ``max_age`` (seconds) and ``max_bytes`` bound what :meth:`enforce_retention` keeps; None
     keeps everything. Age counts from when a trace last received a span.
+    ``max_response_bytes`` bounds one :meth:`get_traces_json` answer (a search or traceMany).
 
     >>> import tempfile, os
-    >>> store = SqliteSpanStore(os.path.join(tempfile.mkdtemp(), "traces.db"))
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> store = SqliteSpanStore(os.path.join(folder.name, "traces.db"))
     >>> store.accept([{"traceId": "a" * 16, "id": "b" * 16, "name": "GET",
     ...                "timestamp": 1_700_000_000_000_000, "duration": 5,
     ...                "localEndpoint": {"serviceName": "Web"}}])
@@ -151,6 +188,7 @@ class SqliteSpanStore:
     >>> store.service_names()
     ['web']
     >>> store.close()
+    >>> folder.cleanup()
     """
 
     def __init__(
@@ -159,15 +197,19 @@ class SqliteSpanStore:
         *,
         max_age: float | None = 7 * 86400.0,
         max_bytes: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.path = Path(path)
         self.max_age = max_age
         self.max_bytes = max_bytes
+        self.max_response_bytes = max_response_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._reads = 0  # reads in progress, under _reads_done
+        self._reads_done = threading.Condition()
         self._closed = False
         self._writer = self._connect()
         self._writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
@@ -228,6 +270,9 @@ class SqliteSpanStore:
             except sqlite3.Error:
                 pass
             self._writer.close()
+        with self._reads_done:
+            if not self._reads_done.wait_for(lambda: not self._reads, _CLOSE_WAIT):
+                return  # a read still runs: leave its connection to the garbage collector
         with self._readers_lock:
             for db in self._readers:
                 db.close()
@@ -314,6 +359,7 @@ class SqliteSpanStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    @_reading
     def _trace_rows(self, trace_id: str) -> list[bytes]:
         trace_id = normalize_trace_id(trace_id)
         rows = self._reader().execute(
@@ -339,12 +385,26 @@ class SqliteSpanStore:
         return [json.loads(body) for body in bodies] if bodies else None
 
     def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
-        """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped)."""
-        found = [
-            b"[" + b",".join(bodies) + b"]" for t in trace_ids if (bodies := self._trace_rows(t))
-        ]
+        """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped).
+
+        The answer stops at the first trace that takes it past ``max_response_bytes`` (always
+        holding at least one), so a search for thousands of large traces stays bounded in
+        memory; the ids come newest first, so the oldest are left out.
+        """
+        found: list[bytes] = []
+        size = 0
+        for trace_id in trace_ids:
+            bodies = self._trace_rows(trace_id)
+            if not bodies:
+                continue
+            trace = b"[" + b",".join(bodies) + b"]"
+            size += len(trace) + 1
+            if found and size > self.max_response_bytes:
+                break
+            found.append(trace)
         return b"[" + b",".join(found) + b"]"
 
+    @_reading
     def find_trace_ids(self, request: QueryRequest) -> list[str]:
         """Ids of the traces matching ``request`` (Zipkin semantics), newest first.
 
@@ -387,6 +447,7 @@ class SqliteSpanStore:
             params.extend(values)
         return [row[0] for row in db.execute(intersect_sql, [*params, request.limit])]
 
+    @_reading
     def _names(self, kind: str, service: str | None) -> list[str]:
         if service is None:
             sql = "SELECT DISTINCT service FROM span_names WHERE kind = ? ORDER BY service"
@@ -408,6 +469,7 @@ class SqliteSpanStore:
         """Remote service names called by ``service_name``, sorted."""
         return self._names("remote", service_name.lower())
 
+    @_reading
     def tag_values(self, key: str, limit: int = 1000) -> list[str]:
         """Distinct values seen for tag ``key`` (indexed values only), sorted."""
         rows = self._reader().execute(
@@ -417,6 +479,7 @@ class SqliteSpanStore:
         )
         return [row[0] for row in rows]
 
+    @_reading
     def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
         """Links between services in traces whose timestamp is in the window (epoch ms)."""
         rows = self._reader().execute(
@@ -449,6 +512,7 @@ class SqliteSpanStore:
         linker.put_trace(trace)
         return linker.links()
 
+    @_reading
     def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
         """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
         rows = self._reader().execute(
@@ -489,6 +553,7 @@ class SqliteSpanStore:
 
     # -- retention --------------------------------------------------------------------------
 
+    @_reading
     def size_bytes(self) -> int:
         """Bytes in use by the database (pages holding data, not free pages)."""
         [(used,)] = (
@@ -573,6 +638,7 @@ class SqliteSpanStore:
                 self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return RetentionResult(traces_deleted=traces, spans_deleted=spans)
 
+    @_reading
     def span_count(self) -> int:
         """How many spans are stored."""
         return int(self._reader().execute("SELECT count(*) FROM spans").fetchone()[0])

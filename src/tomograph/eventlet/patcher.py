@@ -67,7 +67,8 @@ def enable_trace_patch(
     """
     global _enabled, _log_handler
     if backends is None:
-        backends = [f"zipkin+http://{host}:{int(port)}"]
+        url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        backends = [f"zipkin+http://{url_host}:{int(port)}"]
     with _lock:
         tracer = config.configure(
             service=service_name or _default_service_name(),

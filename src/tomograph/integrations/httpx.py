@@ -14,6 +14,8 @@ The span ends when the response headers arrive (a streamed body is read afterwar
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -26,11 +28,52 @@ from tomograph.tracer import Tracer
 __all__ = ["AsyncTracingTransport", "TracingTransport", "patch", "patched", "unpatch"]
 
 
+def _send(
+    handle: Callable[[httpx.Request], httpx.Response],
+    request: httpx.Request,
+    tracer: Tracer | None,
+    propagator: Propagator | None,
+) -> httpx.Response:
+    """``handle(request)`` inside a client span, the trace context in the request's headers."""
+    call = begin(request.method, str(request.url), tracer)
+    if call is None:
+        return handle(request)
+    try:
+        call.inject(request.headers, propagator)
+        response = handle(request)
+    except BaseException as error:
+        call.end(error=error)
+        raise
+    call.end(response.status_code)
+    return response
+
+
+async def _send_async(
+    handle: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    request: httpx.Request,
+    tracer: Tracer | None,
+    propagator: Propagator | None,
+) -> httpx.Response:
+    """The async twin of :func:`_send`."""
+    call = begin(request.method, str(request.url), tracer)
+    if call is None:
+        return await handle(request)
+    try:
+        call.inject(request.headers, propagator)
+        response = await handle(request)
+    except BaseException as error:
+        call.end(error=error)
+        raise
+    call.end(response.status_code)
+    return response
+
+
 class TracingTransport(httpx.BaseTransport):
     """Wraps a transport (default: ``httpx.HTTPTransport()``) and traces each request.
 
     >>> import httpx
     >>> client = httpx.Client(transport=TracingTransport())
+    >>> client.close()
     """
 
     def __init__(
@@ -45,19 +88,11 @@ class TracingTransport(httpx.BaseTransport):
         self.propagator = propagator
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        call = begin(request.method, str(request.url), self.tracer)
-        if call is None:
-            return self.transport.handle_request(request)
-        try:
-            call.inject(request.headers, self.propagator)
-            response = self.transport.handle_request(request)
-        except BaseException as error:
-            call.end(error=error)
-            raise
-        call.end(response.status_code)
-        return response
+        """Send ``request`` through the wrapped transport inside a client span."""
+        return _send(self.transport.handle_request, request, self.tracer, self.propagator)
 
     def close(self) -> None:
+        """Close the wrapped transport."""
         self.transport.close()
 
 
@@ -80,35 +115,19 @@ class AsyncTracingTransport(httpx.AsyncBaseTransport):
         self.propagator = propagator
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        call = begin(request.method, str(request.url), self.tracer)
-        if call is None:
-            return await self.transport.handle_async_request(request)
-        try:
-            call.inject(request.headers, self.propagator)
-            response = await self.transport.handle_async_request(request)
-        except BaseException as error:
-            call.end(error=error)
-            raise
-        call.end(response.status_code)
-        return response
+        """Send ``request`` through the wrapped transport inside a client span."""
+        return await _send_async(
+            self.transport.handle_async_request, request, self.tracer, self.propagator
+        )
 
     async def aclose(self) -> None:
+        """Close the wrapped transport."""
         await self.transport.aclose()
 
 
 def _traced_sync(handle: Any) -> Any:
     def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-        call = begin(request.method, str(request.url), None)
-        if call is None:
-            return handle(self, request)  # type: ignore[no-any-return]
-        try:
-            call.inject(request.headers)
-            response: httpx.Response = handle(self, request)
-        except BaseException as error:
-            call.end(error=error)
-            raise
-        call.end(response.status_code)
-        return response
+        return _send(functools.partial(handle, self), request, None, None)
 
     return handle_request
 
@@ -117,17 +136,7 @@ def _traced_async(handle: Any) -> Any:
     async def handle_async_request(
         self: httpx.AsyncHTTPTransport, request: httpx.Request
     ) -> httpx.Response:
-        call = begin(request.method, str(request.url), None)
-        if call is None:
-            return await handle(self, request)  # type: ignore[no-any-return]
-        try:
-            call.inject(request.headers)
-            response: httpx.Response = await handle(self, request)
-        except BaseException as error:
-            call.end(error=error)
-            raise
-        call.end(response.status_code)
-        return response
+        return await _send_async(functools.partial(handle, self), request, None, None)
 
     return handle_async_request
 

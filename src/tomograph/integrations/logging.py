@@ -27,6 +27,7 @@ __all__ = [
     "TraceIdFilter",
     "install",
     "install_note_handler",
+    "installed",
     "structlog_processor",
     "uninstall",
 ]
@@ -59,6 +60,7 @@ class TraceIdFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Add ``trace_id``/``span_id`` to ``record`` unless it has them; always keeps it."""
         attributes = record.__dict__
         if "trace_id" not in attributes or "span_id" not in attributes:
             trace_id, span_id = _ids()
@@ -79,6 +81,7 @@ def install() -> None:
     >>> install()
     >>> logging.getLogger('demo').makeRecord('demo', 20, 'f', 1, 'hi', (), None).trace_id
     ''
+    >>> uninstall()
     """
     global _installed_factory, _previous_factory
     with _lock:
@@ -98,6 +101,15 @@ def install() -> None:
 
         _previous_factory, _installed_factory = previous, factory
         logging.setLogRecordFactory(factory)
+
+
+def installed() -> bool:
+    """True while the record factory of :func:`install` makes the log records.
+
+    >>> installed()
+    False
+    """
+    return _installed_factory is not None and logging.getLogRecordFactory() is _installed_factory
 
 
 def uninstall() -> None:
@@ -120,7 +132,9 @@ class SpanNoteHandler(logging.Handler):
     of the operation.
 
     >>> import logging
-    >>> logging.getLogger().addHandler(SpanNoteHandler())  # ERROR and above
+    >>> handler = SpanNoteHandler()  # ERROR and above
+    >>> logging.getLogger().addHandler(handler)
+    >>> logging.getLogger().removeHandler(handler)
     """
 
     def __init__(self, level: int | str = logging.ERROR, max_length: int = MAX_NOTE_LENGTH) -> None:
@@ -128,6 +142,7 @@ class SpanNoteHandler(logging.Handler):
         self.max_length = max_length
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Add ``record``'s message as a note on the current span (if one is recording)."""
         span = CURRENT_SPAN.get()
         if span is None or not span.sampled or span.end_ns:
             return
@@ -170,6 +185,7 @@ def structlog_processor(
 
     >>> import structlog
     >>> structlog.configure(processors=[structlog_processor, structlog.processors.JSONRenderer()])
+    >>> structlog.reset_defaults()
     """
     if "trace_id" not in event_dict:
         trace_id, span_id = _ids()

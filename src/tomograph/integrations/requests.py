@@ -22,7 +22,7 @@ from tomograph.integrations._patching import is_patched, patch_method, unpatch_m
 from tomograph.propagation import Propagator
 from tomograph.tracer import Tracer
 
-__all__ = ["instrument_session", "patch", "unpatch"]
+__all__ = ["instrument_session", "patch", "patched", "unpatch"]
 
 
 def _traced_send(

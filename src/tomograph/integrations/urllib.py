@@ -126,6 +126,7 @@ class TracingHTTPHandler(urllib.request.HTTPHandler):
     """A ``urllib.request`` handler that sends ``http://`` requests over traced connections."""
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        """Open ``req`` over a :class:`TracingHTTPConnection`."""
         return self.do_open(TracingHTTPConnection, req)
 
 
@@ -133,6 +134,7 @@ class TracingHTTPSHandler(urllib.request.HTTPSHandler):
     """A ``urllib.request`` handler that sends ``https://`` requests over traced connections."""
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        """Open ``req`` over a :class:`TracingHTTPSConnection` (same TLS context as urllib's)."""
         context = getattr(self, "_context", None)
         return self.do_open(TracingHTTPSConnection, req, context=context)
 

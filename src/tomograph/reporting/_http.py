@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 
 # socket looks up the idna codec by name; left to a lazy import on the worker thread it can
@@ -9,18 +10,25 @@ import email.utils
 import encodings.idna  # noqa: F401
 import gzip
 import http.client
+import math
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tomograph.context import SUPPRESS_TRACING
+from tomograph.reporting._url_options import (
+    TRANSPORT_PARAMETERS,
+    parse_bool,
+    parse_number,
+    transport_options,
+)
 from tomograph.reporting.transport import SendError
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["HttpSender", "parse_retry_after"]
+__all__ = ["HttpSender", "http_backend_url", "parse_retry_after", "strip_credentials"]
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -46,8 +54,54 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def strip_credentials(url: str) -> str:
+    """``url`` without ``user:password@`` (for names, logs and error messages).
+
+    >>> strip_credentials("https://alice:secret@zipkin.example/api/v2/spans")
+    'https://zipkin.example/api/v2/spans'
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def http_backend_url(
+    url: str, scheme_prefix: str, extra: set[str], default_timeout: float
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """Split a backend URL such as ``zipkin+https://host:9411/prefix?gzip=1&timeout=2``.
+
+    Returns the plain http(s) URL, the query (only ``extra``, ``gzip``, ``timeout``,
+    ``max_bytes`` and the transport's parameters are allowed), and the keyword arguments those
+    common parameters give: ``use_gzip``, ``timeout``, ``max_bytes`` and the transport's.
+
+    >>> base, query, options = http_backend_url(
+    ...     "zipkin+https://z:9411/p?gzip=1&encoding=proto", "zipkin+", {"encoding"}, 5
+    ... )
+    >>> base, query["encoding"], options["use_gzip"], options["timeout"]
+    ('https://z:9411/p', 'proto', True, 5.0)
+    """
+    from tomograph.config import url_query
+
+    query = url_query(url, {"gzip", "timeout", "max_bytes", *extra, *TRANSPORT_PARAMETERS})
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower().removeprefix(scheme_prefix)
+    if scheme not in ("http", "https"):
+        raise ValueError(f"use {scheme_prefix}http:// or {scheme_prefix}https://")
+    options: dict[str, Any] = {
+        "use_gzip": parse_bool("gzip", query.get("gzip", "0")),
+        "timeout": parse_number("timeout", query.get("timeout", str(default_timeout)), float),
+        "max_bytes": parse_number("max_bytes", query.get("max_bytes", str(DEFAULT_MAX_BYTES)), int),
+        **transport_options(query),
+    }
+    return urlunsplit((scheme, parts.netloc, parts.path, "", "")), query, options
+
+
 class HttpSender:
     """POSTs encoded span batches to one URL over a kept-alive ``http.client`` connection.
+
+    Credentials in the URL (``https://user:password@host``) are sent as HTTP Basic
+    authentication unless ``headers`` has an ``Authorization``; they never appear in messages.
 
     ``encode`` turns spans into bytes; a batch whose body exceeds ``max_bytes`` is split in
     halves until it fits. Connection errors, timeouts, 5xx and 429 raise a retryable
@@ -69,10 +123,10 @@ class HttpSender:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"need an http:// or https:// URL with a host, not {url!r}")
-        if timeout <= 0 or max_bytes < 1:
-            raise ValueError("timeout and max_bytes must be positive")
+        if not 0 < timeout < math.inf or max_bytes < 1:  # "not <" also refuses NaN
+            raise ValueError("timeout must be a positive finite number, max_bytes positive")
         self.name = name
-        self.url = url
+        self.url = strip_credentials(url)  # what error messages show
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -82,6 +136,11 @@ class HttpSender:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._headers = {"Content-Type": content_type, **(headers or {})}
+        if parts.username is not None and "Authorization" not in self._headers:
+            # http.client ignores user:password@ in a URL; send it as HTTP Basic credentials
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            token = base64.b64encode(credentials.encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
         if use_gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._connection: http.client.HTTPConnection | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["TRANSPORT_PARAMETERS", "parse_bool", "parse_number", "transport_options"]
@@ -17,11 +18,18 @@ TRANSPORT_PARAMETERS: dict[str, tuple[str, type]] = {
 
 
 def parse_number(name: str, text: str, kind: type) -> Any:
-    """``kind(text)``, with a ValueError naming the parameter if it is not a number."""
+    """``kind(text)``, with a ValueError naming the parameter if it is not a finite number.
+
+    >>> parse_number("timeout", "2.5", float)
+    2.5
+    """
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise ValueError(f"{name} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {text!r}")
+    return value
 
 
 def parse_bool(name: str, text: str) -> bool:

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tomograph.ids import format_span_id, format_trace_id
+from tomograph.reporting._zipkin_model import tag_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -36,16 +37,8 @@ def span_to_dict(span: Span) -> dict[str, Any]:
             {"timestamp": note.timestamp, "value": note.value} for note in span.annotations
         ]
     if span.tags:
-        record["tags"] = {key: _tag_text(value) for key, value in span.tags.items()}
+        record["tags"] = {key: tag_text(value) for key, value in span.tags.items()}
     return record
-
-
-def _tag_text(value: object) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return str(value)
 
 
 class _LazySpanLine:

@@ -24,12 +24,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph.clock import EPOCH_OFFSET_NS
-from tomograph.reporting._http import DEFAULT_MAX_BYTES, HttpSender
-from tomograph.reporting._url_options import (
-    TRANSPORT_PARAMETERS,
-    parse_bool,
-    parse_number,
-    transport_options,
+from tomograph.reporting._http import (
+    DEFAULT_MAX_BYTES,
+    HttpSender,
+    http_backend_url,
+    strip_credentials,
 )
 from tomograph.reporting.transport import TransportBackend
 
@@ -160,10 +159,11 @@ class OtlpBackend(TransportBackend):
         path = parts.path.rstrip("/")
         if not path.endswith(TRACES_PATH):
             path += TRACES_PATH
-        self.endpoint = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        target = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        self.endpoint = strip_credentials(target)
         sender = HttpSender(
             f"otlp {self.endpoint}",
-            self.endpoint,
+            target,
             CONTENT_TYPE,
             encode_spans,
             use_gzip=use_gzip,
@@ -176,22 +176,8 @@ class OtlpBackend(TransportBackend):
     @classmethod
     def from_url(cls, url: str) -> OtlpBackend:
         """``otlp+http://host:4318?gzip=1&timeout=5``."""
-        from tomograph.config import url_query
-
-        query = url_query(url, {"gzip", "timeout", "max_bytes", *TRANSPORT_PARAMETERS})
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower().removeprefix("otlp+")
-        if scheme not in ("http", "https"):
-            raise ValueError("use otlp+http:// or otlp+https://")
-        return cls(
-            urlunsplit((scheme, parts.netloc, parts.path, "", "")),
-            use_gzip=parse_bool("gzip", query.get("gzip", "0")),
-            timeout=parse_number("timeout", query.get("timeout", "10"), float),
-            max_bytes=parse_number(
-                "max_bytes", query.get("max_bytes", str(DEFAULT_MAX_BYTES)), int
-            ),
-            **transport_options(query),
-        )
+        base, _, options = http_backend_url(url, "otlp+", set(), default_timeout=10)
+        return cls(base, **options)
 
     def __repr__(self) -> str:
         return f"OtlpBackend({self.endpoint!r})"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import math
 import os
 import random
 import threading
@@ -110,6 +111,7 @@ class BatchingTransport:
     >>> transport = BatchingTransport(Discard())
     >>> transport.flush(1.0)
     True
+    >>> transport.close(1.0)
 
     ``queue_size`` bounds the spans waiting (default 10,000); ``batch_size`` spans, or whatever
     waits after ``interval`` seconds, make one batch (the sender splits payloads that exceed
@@ -131,6 +133,10 @@ class BatchingTransport:
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
+        times = (interval, backoff, max_backoff, retry_deadline)
+        if not all(math.isfinite(value) for value in times):
+            # an infinite wait overflows the worker's timed wait and kills the worker thread
+            raise ValueError("interval, backoff times and retry_deadline must be finite numbers")
         if interval <= 0 or backoff < 0 or max_backoff < 0 or retry_deadline < 0:
             raise ValueError("interval must be positive; backoff times must not be negative")
         if max_retries < 0:

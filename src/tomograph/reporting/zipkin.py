@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tomograph.reporting import zipkin_json, zipkin_proto
-from tomograph.reporting._http import DEFAULT_MAX_BYTES, HttpSender
-from tomograph.reporting._url_options import (
-    TRANSPORT_PARAMETERS,
-    parse_bool,
-    parse_number,
-    transport_options,
+from tomograph.reporting._http import (
+    DEFAULT_MAX_BYTES,
+    HttpSender,
+    http_backend_url,
+    strip_credentials,
 )
 from tomograph.reporting.transport import TransportBackend
 
@@ -56,12 +55,13 @@ class ZipkinBackend(TransportBackend):
         path = parts.path.rstrip("/")
         if not path.endswith(SPANS_PATH):
             path += SPANS_PATH
-        self.endpoint = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        target = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        self.endpoint = strip_credentials(target)
         self.encoding = encoding
         codec: Any = zipkin_json if encoding == "json" else zipkin_proto
         sender = HttpSender(
             f"zipkin {self.endpoint}",
-            self.endpoint,
+            target,
             codec.CONTENT_TYPE,
             codec.encode_spans,
             use_gzip=use_gzip,
@@ -73,27 +73,8 @@ class ZipkinBackend(TransportBackend):
     @classmethod
     def from_url(cls, url: str) -> ZipkinBackend:
         """``zipkin+http://host:9411?encoding=proto&gzip=1&timeout=2``."""
-        from tomograph.config import url_query
-
-        query = url_query(
-            url,
-            {"encoding", "gzip", "timeout", "max_bytes", *TRANSPORT_PARAMETERS},
-        )
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower().removeprefix("zipkin+")
-        if scheme not in ("http", "https"):
-            raise ValueError("use zipkin+http:// or zipkin+https://")
-        base = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
-        return cls(
-            base,
-            encoding=query.get("encoding", "json"),
-            use_gzip=parse_bool("gzip", query.get("gzip", "0")),
-            timeout=parse_number("timeout", query.get("timeout", "5"), float),
-            max_bytes=parse_number(
-                "max_bytes", query.get("max_bytes", str(DEFAULT_MAX_BYTES)), int
-            ),
-            **transport_options(query),
-        )
+        base, query, options = http_backend_url(url, "zipkin+", {"encoding"}, default_timeout=5)
+        return cls(base, encoding=query.get("encoding", "json"), **options)
 
     def __repr__(self) -> str:
         return f"ZipkinBackend({self.endpoint!r}, encoding={self.encoding!r})"

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tomograph.model import Endpoint, SpanKind
+from tomograph.reporting._zipkin_model import tag_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -167,14 +168,6 @@ def _endpoint_of(endpoint: Endpoint | None) -> bytes | None:
         return _endpoint_bytes.__wrapped__(endpoint)
 
 
-def _tag_text(value: object) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return str(value)
-
-
 def encode_span(span: Span) -> bytes:
     """One finished span as a Thrift binary ``Span`` struct."""
     out = bytearray()
@@ -208,7 +201,7 @@ def encode_span(span: Span) -> bytes:
         _annotation(out, when, value, local)
 
     binary: list[tuple[str, bytes, int, bytes | None]] = [
-        (key, _tag_text(value).encode(), _STRING_TYPE, local) for key, value in span.tags.items()
+        (key, tag_text(value).encode(), _STRING_TYPE, local) for key, value in span.tags.items()
     ]
     if core is not None and span.remote_endpoint is not None:
         binary.append((core[2], b"\x01", _BOOL_TYPE, _endpoint_of(span.remote_endpoint)))

@@ -15,6 +15,7 @@ from tomograph.context import CURRENT_SPAN
 from tomograph.ids import format_span_id, format_trace_id
 from tomograph.integrations._endpoint import peer_endpoint
 from tomograph.integrations._http_client import begin
+from tomograph.integrations.logging import installed as record_factory_installed
 from tomograph.model import SpanKind, TagValue, TraceContext
 from tomograph.span import Span
 from tomograph.tracer import Tracer
@@ -155,13 +156,17 @@ class DivakLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
+        """Merge the correlation ids into the record's ``extra`` (the caller's keys win)."""
         handler = self.handler
-        span = CURRENT_SPAN.get() or getattr(handler, "divak_span", None)
         extra: dict[str, Any] = {
             "divak_request_id": getattr(handler.request, "divak_request_id", None),
-            "trace_id": format_trace_id(span.trace_id) if span is not None else "",
-            "span_id": format_span_id(span.span_id) if span is not None else "",
         }
+        # With tomograph.integrations.logging.install() the record factory sets the ids, and
+        # logging refuses an extra that overwrites a record attribute (KeyError).
+        if not record_factory_installed():
+            span = CURRENT_SPAN.get() or getattr(handler, "divak_span", None)
+            extra["trace_id"] = format_trace_id(span.trace_id) if span is not None else ""
+            extra["span_id"] = format_span_id(span.span_id) if span is not None else ""
         given = kwargs.get("extra")
         if given:
             extra.update(given)

@@ -1,0 +1,54 @@
+"""The collector served from a background thread, and how its URL is written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from tests.support.collector import http
+from tests.support.servers import BackgroundProcess, free_port, wait_for_port
+
+from tomograph.collector.server import BackgroundCollector, _url_host
+from tomograph.collector.settings import CollectorSettings
+
+
+def test_a_background_collector_answers_on_its_url_until_stopped(tmp_path: Path) -> None:
+    collector = BackgroundCollector(CollectorSettings(port=0, db_path=tmp_path / "t.db"))
+    collector.start()
+    try:
+        assert collector.url.startswith("http://127.0.0.1:")
+        assert not collector.url.endswith(":0")
+        status, body = http("GET", f"{collector.url}/health")
+        assert (status, json.loads(body)) == (200, {"status": "UP"})
+    finally:
+        collector.stop()
+    assert not collector._thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("host", "written"),
+    [("127.0.0.1", "127.0.0.1"), ("localhost", "localhost"), ("::1", "[::1]")],
+)
+def test_an_ipv6_address_is_bracketed_in_urls(host: str, written: str) -> None:
+    assert _url_host(host) == written
+
+
+def _serve_log(tmp_path: Path, host: str, *args: str) -> str:
+    port = free_port()
+    argv = [sys.executable, "-m", "tomograph", "serve", "--host", host, "--port", str(port)]
+    argv += ["--db", str(tmp_path / "t.db"), *args]
+    with BackgroundProcess(argv, tmp_path / "serve.log") as process:
+        wait_for_port(port, host)
+        return process.output()
+
+
+def test_serving_beyond_loopback_without_a_token_warns(tmp_path: Path) -> None:
+    # 127.0.0.2 is not one of the loopback names the collector trusts, like a LAN address
+    assert "without a token" in _serve_log(tmp_path, "127.0.0.2")
+
+
+def test_serving_with_a_token_or_on_loopback_does_not_warn(tmp_path: Path) -> None:
+    assert "without a token" not in _serve_log(tmp_path, "127.0.0.2", "--token", "s3cret")
+    assert "without a token" not in _serve_log(tmp_path, "127.0.0.1")
