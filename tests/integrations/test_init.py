@@ -65,3 +65,13 @@ def test_suppress_tracing_silences_patched_clients(
         unpatch_all()
     assert memory.names() == ["parent"]
     assert "traceparent" not in recorder.requests[-1].headers
+
+
+def test_logging_name_is_the_integration_whatever_the_import_order() -> None:
+    import importlib
+
+    import tomograph.integrations as package
+
+    module = importlib.import_module("tomograph.integrations.logging")
+    assert package.logging is module
+    assert hasattr(package.logging, "install")

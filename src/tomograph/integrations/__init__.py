@@ -8,7 +8,9 @@ the core: ``tomograph.integrations.sqlalchemy``, ``.logging``, ``.wsgi``, ``.asg
 from __future__ import annotations
 
 import importlib
-import logging
+
+# Not bound as ``logging``: that name is the submodule tomograph.integrations.logging.
+from logging import getLogger as _get_logger
 
 __all__ = ["PATCHABLE", "patch_all", "unpatch_all"]
 
@@ -20,7 +22,7 @@ PATCHABLE: dict[str, str] = {
     "httpx": "tomograph.integrations.httpx",
 }
 
-_log = logging.getLogger("tomograph")
+_log = _get_logger("tomograph")
 
 
 def patch_all() -> list[str]:

@@ -101,11 +101,15 @@ class ClientCall:
         token, active = self._token, self._active_token
         if token is not None and active is not None:
             self._token = self._active_token = None
+            # Each reset on its own: one failing must not leave the other variable set.
             try:
                 CURRENT_SPAN.reset(token)
-                _active_client_span.reset(active)
             except ValueError:
                 pass  # ended in another context (a callback thread): nothing to restore here
+            try:
+                _active_client_span.reset(active)
+            except ValueError:
+                pass
         if error is not None:
             span.record_exception(error)
         if status is not None:
