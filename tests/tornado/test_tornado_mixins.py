@@ -87,6 +87,12 @@ def test_request_id_is_generated_as_uuid4_or_relayed() -> None:
     assert relayed.headers["Request-Id"] == "abc-123"
 
 
+def test_oversized_request_id_is_replaced_not_relayed() -> None:
+    app = make_app(MemoryBackend(), RequestIdPropagator())
+    (answer,) = fetch_all(app, ("/", {"Request-Id": "x" * 5000}))
+    assert uuid.UUID(answer.headers["Request-Id"]).version == 4
+
+
 def test_request_id_generation_can_be_disabled_and_header_renamed() -> None:
     app = make_app(MemoryBackend(), RequestIdPropagator("X-Correlation-Id", value_factory=None))
     (missing, given) = fetch_all(app, ("/", {}), ("/", {"X-Correlation-Id": "c1"}))

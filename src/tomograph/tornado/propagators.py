@@ -111,6 +111,14 @@ class RequestIdPropagator:
         return f"RequestIdPropagator({self.header_name!r})"
 
 
+#: The longest incoming request id relayed; longer ones are replaced by a fresh id.
+MAX_REQUEST_ID_LENGTH = 256
+
+
+def _acceptable_request_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isprintable()
+
+
 class HeaderRelayTransformer:
     """A Tornado output transform that copies a request header into the response.
 
@@ -124,6 +132,8 @@ class HeaderRelayTransformer:
     def __call__(self, request: Any) -> _HeaderRelay:
         """The per-request transform for ``request`` (sets ``request.divak_request_id``)."""
         value = request.headers.get(self.header_name)
+        if value is not None and not _acceptable_request_id(value):
+            value = None  # an oversized or unprintable id is not relayed, logged or sent on
         if value is None and self.value_factory is not None:
             value = str(self.value_factory())
         request.divak_request_id = value
