@@ -32,10 +32,11 @@ A value longer than the caller's limit is treated as absent and logged at debug 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "SingleHeaderExtractor",
     "HeaderReader",
     "MAX_HEADER_LENGTH",
     "NameSet",
@@ -475,3 +476,44 @@ def _same_name(item: Any, name: str) -> bool:
         key = _text(item[0])
         return key is not None and key.lower() == name
     return False
+
+
+class SingleHeaderExtractor:
+    """``extract`` and ``extract_dict`` for a format carried in one header (X-Trace-Info, Jaeger).
+
+    ``extract(carrier)`` reads the header (at most ``max_length`` characters) and returns
+    ``parse(value)``; ``extract_dict(carrier, environ, exact)`` is its fast path for a plain
+    dict or WSGI environ, returning :data:`SLOW` when the case-insensitive reader must decide.
+    """
+
+    __slots__ = ("_environ_key", "_names", "header", "max_length", "parse")
+
+    def __init__(self, header: str, max_length: int, parse: Callable[[str], Any]) -> None:
+        self.header = header
+        self.max_length = max_length
+        self.parse = parse
+        self._environ_key = environ_key(header)
+        self._names = NameSet([header])
+
+    def extract(self, carrier: Any) -> Any:
+        """The parsed header on ``carrier``, or None if it is absent or invalid."""
+        if carrier.__class__ is dict:
+            context = self.extract_dict(carrier, is_environ(carrier))
+            if context is not SLOW:
+                return context
+        value = reader_for(carrier).first(self.header, self.max_length)
+        return None if value is None else self.parse(value)
+
+    def extract_dict(self, carrier: dict[Any, Any], environ: bool, exact: bool = False) -> Any:
+        """:meth:`extract` for a plain dict or WSGI environ, or :data:`SLOW`.
+
+        ``exact``: the caller checked that the name is not spelled in another case.
+        """
+        value = carrier.get(self._environ_key if environ else self.header)
+        if value is None:
+            if environ or exact or not has_other_case(carrier, self._names):
+                return None
+            return SLOW
+        if value.__class__ is not str or len(value) > self.max_length:
+            return SLOW
+        return self.parse(value)

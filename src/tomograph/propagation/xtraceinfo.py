@@ -36,13 +36,8 @@ from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
-    SLOW,
-    NameSet,
-    environ_key,
-    has_other_case,
-    is_environ,
+    SingleHeaderExtractor,
     log,
-    reader_for,
     set_header,
 )
 
@@ -135,30 +130,15 @@ def inject(context: ContextLike, carrier: Any) -> None:
     set_header(carrier, HEADER, format_trace_info(context))
 
 
+_EXTRACTOR = SingleHeaderExtractor(HEADER, MAX_LENGTH, parse_trace_info)
+
+
 def extract(carrier: Any) -> TraceContext | None:
     """The context in ``carrier``'s ``X-Trace-Info`` header, or None."""
-    if carrier.__class__ is dict:
-        context = extract_dict(carrier, is_environ(carrier))
-        if context is not SLOW:
-            return context  # type: ignore[no-any-return]
-    value = reader_for(carrier).first(HEADER, MAX_LENGTH)
-    return None if value is None else parse_trace_info(value)
+    context: TraceContext | None = _EXTRACTOR.extract(carrier)
+    return context
 
 
-_ENVIRON_KEY = environ_key(HEADER)
-_NAMES = NameSet([HEADER])
-
-
-def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) -> Any:
-    """:func:`extract` for a plain dict or WSGI environ, or :data:`~.carriers.SLOW`.
-
-    ``exact``: the caller checked that the name is not spelled in another case.
-    """
-    value = carrier.get(_ENVIRON_KEY if environ else HEADER)
-    if value is None:
-        if environ or exact or not has_other_case(carrier, _NAMES):
-            return None
-        return SLOW
-    if value.__class__ is not str or len(value) > MAX_LENGTH:
-        return SLOW
-    return parse_trace_info(value)
+#: :func:`extract` for a plain dict or WSGI environ, or :data:`~.carriers.SLOW` (the composite
+#: propagator's fast path).
+extract_dict = _EXTRACTOR.extract_dict
