@@ -18,16 +18,16 @@ lifespan messages pass through untraced.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
-from tomograph.propagation import Propagator, default_propagator
+from tomograph.propagation import default_propagator
 from tomograph.span import CURRENT, Span
-from tomograph.tracer import Tracer
 
 __all__ = ["SCOPE_KEY", "TracingMiddleware"]
 
@@ -84,7 +84,7 @@ def _new_endpoint(service: str | None, address: Any) -> Endpoint | None:
     return Endpoint(service, base.ipv4, base.ipv6, port) if port else base
 
 
-class TracingMiddleware:
+class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
     """ASGI 3 middleware that traces each HTTP request as a server span.
 
     ``service_name`` is the service the spans are reported under (default: the tracer's);
@@ -95,23 +95,6 @@ class TracingMiddleware:
     >>> async def app(scope, receive, send): ...
     >>> app = TracingMiddleware(app, service_name='orders')
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        service_name: str | None = None,
-        name: str | None = None,
-        *,
-        tracer: Tracer | None = None,
-        propagator: Propagator | None = None,
-        excluded_paths: Iterable[str] = (),
-    ) -> None:
-        self.app = app
-        self.service_name = service_name
-        self.name = name
-        self.tracer = tracer
-        self.propagator = propagator
-        self.excluded_paths = frozenset(excluded_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":

@@ -32,6 +32,7 @@ from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.errors import ConfigurationError
 from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.span import CURRENT, Span
@@ -139,7 +140,7 @@ class _TracedBody:
             _finish(span, self._environ, self._named)
 
 
-class Middleware:
+class Middleware(ServerMiddlewareBase[WSGIApp]):
     """WSGI middleware that traces each request as a server span.
 
     ``service_name`` is the service the spans are reported under (default: the tracer's);
@@ -164,12 +165,14 @@ class Middleware:
         propagator: Propagator | None = None,
         excluded_paths: Iterable[str] = (),
     ) -> None:
-        self.app = app
-        self.service_name = service_name
-        self.name = name
-        self.tracer = tracer
-        self.propagator = propagator
-        self.excluded_paths = frozenset(excluded_paths)
+        super().__init__(
+            app,
+            service_name,
+            name,
+            tracer=tracer,
+            propagator=propagator,
+            excluded_paths=excluded_paths,
+        )
         self._endpoints: dict[tuple[Any, Any, Any], Endpoint] = {}
 
     @classmethod
