@@ -49,6 +49,7 @@ COLLECTOR_MODULES = [
     "tomograph.collector.storage",
 ]
 INTEGRATION_MODULES = [
+    "tomograph.integrations._endpoint",
     "tomograph.integrations.httpx",
     "tomograph.integrations.logging",
     "tomograph.integrations.requests",

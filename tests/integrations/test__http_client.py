@@ -51,7 +51,7 @@ def _peer_of(url: str) -> tuple[object, object]:
 
 
 def test_peers_are_the_same_whether_built_or_cached(memory: MemoryBackend) -> None:
-    _http_client._PEERS.clear()
+    _http_client._peer_of_netloc.cache_clear()
     cases = {
         "http://127.0.0.1:8080/a?x=1": (Endpoint(None, "127.0.0.1", None, 8080), None),
         "https://[::1]/b": (Endpoint(None, None, "::1", 443), None),

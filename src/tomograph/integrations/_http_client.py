@@ -14,7 +14,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
-from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.span import CURRENT, Span
@@ -122,10 +122,18 @@ class ClientCall:
         span.finish()
 
 
-# (host, endpoint) by (scheme, netloc): a client calls few servers, and reading hostname and
-# port from a split URL costs more than the rest of starting a span. Bounded: cleared when full.
-_PEERS: dict[tuple[str, str], tuple[str | None, Endpoint]] = {}
-_PEERS_MAX = 512
+def _new_peer(scheme: str, netloc: str) -> tuple[str | None, Endpoint]:
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        host = port = None
+    return host, peer_endpoint(None, host, port)
+
+
+# By (scheme, netloc): a client calls few servers, and reading hostname and port from a split
+# URL costs more than the rest of starting a span.
+_peer_of_netloc = memoize(_new_peer, 512)
 
 
 def _peer(url: str) -> tuple[str | None, Endpoint]:
@@ -134,18 +142,7 @@ def _peer(url: str) -> tuple[str | None, Endpoint]:
         parts = urlsplit(url)
     except ValueError:
         return None, peer_endpoint(None, None, None)
-    key = (parts.scheme, parts.netloc)
-    peer = _PEERS.get(key)
-    if peer is None:
-        try:
-            host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
-        except ValueError:
-            host = port = None
-        peer = (host, peer_endpoint(None, host, port))
-        if len(_PEERS) >= _PEERS_MAX:
-            _PEERS.clear()
-        _PEERS[key] = peer
-    return peer
+    return _peer_of_netloc(parts.scheme, parts.netloc)
 
 
 def begin(

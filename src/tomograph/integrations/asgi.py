@@ -23,7 +23,7 @@ from typing import Any
 
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import default_propagator
@@ -52,36 +52,20 @@ def _route_of(scope: Scope, span: Span) -> str | None:
     return template if isinstance(template, str) and template else None
 
 
-# Endpoints by (service, address): a keep-alive connection sends many requests from one
-# client port, and the server address never changes. Bounded: cleared when full.
-_ENDPOINTS: dict[tuple[str | None, Any], Endpoint | None] = {}
-_ENDPOINTS_MAX = 1024
-
-
-def _endpoint(service: str | None, address: Any) -> Endpoint | None:
+def _new_endpoint(service: str | None, address: Any) -> Endpoint | None:
     if not address:
         return None
-    key = (service, address)
-    try:
-        return _ENDPOINTS[key]
-    except KeyError:
-        pass
-    except TypeError:  # a list, not a tuple: built every time
-        return _new_endpoint(service, address)
-    endpoint = _new_endpoint(service, address)
-    if len(_ENDPOINTS) >= _ENDPOINTS_MAX:
-        _ENDPOINTS.clear()
-    _ENDPOINTS[key] = endpoint
-    return endpoint
-
-
-def _new_endpoint(service: str | None, address: Any) -> Endpoint | None:
     try:
         host, port = address[0], int(address[1])
     except (TypeError, ValueError, IndexError):
         return None
     base = peer_endpoint(service, host, None)
     return Endpoint(service, base.ipv4, base.ipv6, port) if port else base
+
+
+# By (service, address): a keep-alive connection sends many requests from one client port, and
+# the server address never changes.
+_endpoint = memoize(_new_endpoint, 1024)
 
 
 class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):

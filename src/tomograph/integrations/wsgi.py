@@ -31,12 +31,11 @@ from typing import Any
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.errors import ConfigurationError
-from tomograph.integrations._endpoint import peer_endpoint
+from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.span import CURRENT, Span
-from tomograph.tracer import Tracer
 
 __all__ = ["ENVIRON_KEY", "Middleware", "route_of"]
 
@@ -155,26 +154,6 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
     >>> app = Middleware(app, service_name='hello-service')
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        service_name: str | None = None,
-        name: str | None = None,
-        *,
-        tracer: Tracer | None = None,
-        propagator: Propagator | None = None,
-        excluded_paths: Iterable[str] = (),
-    ) -> None:
-        super().__init__(
-            app,
-            service_name,
-            name,
-            tracer=tracer,
-            propagator=propagator,
-            excluded_paths=excluded_paths,
-        )
-        self._endpoints: dict[tuple[Any, Any, Any], Endpoint] = {}
-
     @classmethod
     def factory(cls, global_conf: dict[str, Any], **local_conf: str) -> Callable[[WSGIApp], Any]:
         """A Paste Deploy filter factory: ``paste.filter_factory = tomograph:Middleware.factory``.
@@ -223,8 +202,12 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
             _SERVER,
             None,
             parent,
-            self._local_endpoint(tracer, environ),
-            _remote_endpoint(environ),
+            _server_endpoint(
+                self.service_name or tracer.local_endpoint.service_name,
+                environ.get("SERVER_NAME"),
+                environ.get("SERVER_PORT"),
+            ),
+            _client_endpoint(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
         )
         if span.sampled:
             tags = span.tags
@@ -258,21 +241,6 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
             _reset_current(token)
         return _TracedBody(body, span, environ, name is not None)
 
-    def _local_endpoint(self, tracer: Tracer, environ: dict[str, Any]) -> Any:
-        service = self.service_name or tracer.local_endpoint.service_name
-        key = (service, environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
-        endpoints = self._endpoints
-        try:
-            return endpoints[key]
-        except KeyError:
-            pass
-        except TypeError:  # unhashable values from an unusual server
-            return _new_local_endpoint(*key)
-        endpoint = endpoints[key] = _new_local_endpoint(*key)
-        if len(endpoints) > 64:  # a server has few names and ports: stay bounded anyway
-            endpoints.clear()
-        return endpoint
-
 
 def _new_local_endpoint(service: str | None, server_name: Any, server_port: Any) -> Endpoint:
     try:
@@ -280,27 +248,6 @@ def _new_local_endpoint(service: str | None, server_name: Any, server_port: Any)
     except (TypeError, ValueError):
         port = 0
     return peer_endpoint(service, server_name, port)
-
-
-# Endpoints by (REMOTE_ADDR, REMOTE_PORT): a keep-alive connection sends many requests from
-# one client port. Bounded: cleared when full.
-_REMOTE: dict[tuple[Any, Any], Endpoint | None] = {}
-_REMOTE_MAX = 1024
-
-
-def _remote_endpoint(environ: dict[str, Any]) -> Any:
-    key = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
-    try:
-        return _REMOTE[key]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable values from an unusual server
-        return _new_remote_endpoint(*key)
-    endpoint = _new_remote_endpoint(*key)
-    if len(_REMOTE) >= _REMOTE_MAX:
-        _REMOTE.clear()
-    _REMOTE[key] = endpoint
-    return endpoint
 
 
 def _new_remote_endpoint(address: Any, remote_port: Any) -> Endpoint | None:
@@ -313,3 +260,9 @@ def _new_remote_endpoint(address: Any, remote_port: Any) -> Endpoint | None:
     # peer_endpoint is cached by address only: client ports change with every connection.
     base = peer_endpoint(None, address, None)
     return Endpoint(None, base.ipv4, base.ipv6, port) if port else base
+
+
+# A server has few names and ports; a keep-alive connection sends many requests from one
+# client port.
+_server_endpoint = memoize(_new_local_endpoint, 64)
+_client_endpoint = memoize(_new_remote_endpoint, 1024)
