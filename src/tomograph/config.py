@@ -194,7 +194,8 @@ def backend_from_url(url: str, environ: Mapping[str, str] | None = None) -> Back
     MemoryBackend(max_spans=100000)
     """
     url = url.strip()
-    shown = strip_credentials(url)
+    # Neither user:password@ nor the query (a "?token=..." someone hoped would work) in messages.
+    shown = strip_credentials(url).partition("?")[0].partition("#")[0]
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     target = BACKEND_SCHEMES.get(scheme)
     if target is None:

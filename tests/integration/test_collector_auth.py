@@ -246,3 +246,16 @@ def test_serve_prints_a_link_with_the_token_on_a_terminal_only(tmp_path: Path) -
         piped.splitlines()[0] == f"web UI: http://127.0.0.1:{port}/ (the page asks for the token)"
     )
     assert "c0llector-token" not in piped + log
+
+
+def test_demo_reports_to_a_protected_collector_on_its_port_instead_of_starting_one(
+    collector: str,
+) -> None:
+    port = collector.rsplit(":", 1)[1]
+    refused = demo("--port", port, "--no-wait")
+    assert refused.returncode == 1
+    assert "requires a token" in refused.stderr and "another program" not in refused.stderr
+    accepted = demo("--port", port, "--no-wait", "--token", TOKEN)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "started the tomograph collector" not in accepted.stdout
+    assert len(trace_names(collector, sent_trace_id(accepted.stdout), 5)) >= 4

@@ -261,11 +261,9 @@ def test_a_url_with_its_own_user_does_not_take_the_shared_token(server: Recordin
             {"TOMOGRAPH_ZIPKIN_HEADERS": f"Authorization=Bearer%20{SECRET}"},
             "not both",
         ),
-        (
-            f"zipkin+http://alice:{quote(SECRET, safe='')}@127.0.0.1:9?colour=red",
-            {},
-            "unknown parameter",
-        ),
+        (f"zipkin+http://alice:{ENCODED_SECRET}@127.0.0.1:9?colour=red", {}, "unknown parameter"),
+        (f"zipkin+http://127.0.0.1:9?token={ENCODED_SECRET}", {}, "unknown parameter 'token'"),
+        (f"otlp+http://127.0.0.1:9?headers=Authorization={ENCODED_SECRET}", {}, "'headers'"),
     ],
 )
 def test_bad_credentials_are_configuration_errors_that_show_no_secret(
