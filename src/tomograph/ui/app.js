@@ -324,6 +324,8 @@ async function runSearch(query) {
 
 // ---- trace view ---------------------------------------------------------------------------
 
+let jsonBlobUrl = null; // the JSON of the trace on show, when the API needs a token
+
 async function showTrace(traceId) {
   view.replaceChildren(template("tpl-trace"));
   const title = document.getElementById("t-title");
@@ -341,9 +343,9 @@ async function showTrace(traceId) {
     ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
   document.getElementById("t-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
   // With a token the API link would answer 401 in a new tab: offer the spans already loaded.
-  document.getElementById("t-json").href = token()
-    ? URL.createObjectURL(new Blob([JSON.stringify(spans, null, 2)], { type: "application/json" }))
-    : `${API}/trace/${encodeURIComponent(traceId)}`;
+  if (jsonBlobUrl) URL.revokeObjectURL(jsonBlobUrl);
+  jsonBlobUrl = token() ? URL.createObjectURL(new Blob([JSON.stringify(spans, null, 2)], { type: "application/json" })) : null;
+  document.getElementById("t-json").href = jsonBlobUrl || `${API}/trace/${encodeURIComponent(traceId)}`;
   renderWaterfall(summary);
 }
 
