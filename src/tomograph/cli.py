@@ -45,20 +45,65 @@ def _demo(args: argparse.Namespace) -> int:
         memory, _ = run_demo()
         _print_waterfall(memory.spans, args)
         if args.send:
-            return _send_demo(args.send, memory.spans)
+            return _send_demo(args.send, memory.spans, _collector_token(args))
         return 0
     return _demo_with_collector(args)
 
 
-def _collector_answers(base: str) -> bool:
+def _collector_token(args: argparse.Namespace) -> str | None:
+    """``--token``, else ``TOMOGRAPH_COLLECTOR_TOKEN`` (what ``tomograph serve`` reads too)."""
+    import os
+
+    token = (args.token or os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN") or "").strip()
+    if not (token.isascii() and token.isprintable()):
+        # HTTP carries header values as bytes that clients and the collector must agree on
+        raise SystemExit("tomograph: the token must be printable ASCII text")
+    return token or None
+
+
+def _probe_collector(base: str, token: str | None) -> int | None:
+    """The HTTP status of the collector's ``/api/v2/services``; None if nothing answers."""
     import urllib.error
     import urllib.request
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{base}/api/v2/services", headers=headers)
     try:
-        with urllib.request.urlopen(f"{base}/api/v2/services", timeout=2) as response:
-            return bool(response.status == 200)
-    except (OSError, urllib.error.URLError, ValueError):
-        return False
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return int(error.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _refusal(base: str, status: int | None, token: str | None) -> str | None:
+    """Why the demo cannot report to the collector at ``base`` (None: it can)."""
+    from tomograph.config import strip_credentials
+
+    if status == 200:
+        return None
+    base = strip_credentials(base)
+    if status is None:
+        return f"no collector answers at {base} (is `tomograph serve` running?)"
+    if status == 401 and token:
+        return (
+            f"the collector at {base} refused the token "
+            "(check --token or TOMOGRAPH_COLLECTOR_TOKEN)"
+        )
+    if status == 401:
+        return (
+            f"the collector at {base} requires a token: pass --token TOKEN "
+            "or set TOMOGRAPH_COLLECTOR_TOKEN"
+        )
+    if status == 403:
+        return f"the collector at {base} refused the request (HTTP 403)"
+    return f"{base} answered HTTP {status}: is it a tomograph or Zipkin collector?"
+
+
+def _collector_base(url: str) -> str:
+    return url.rstrip("/").removesuffix("/api/v2/spans")
 
 
 def _demo_with_collector(args: argparse.Namespace) -> int:
@@ -66,18 +111,18 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tomograph.collector import CollectorSettings, default_db_path
-    from tomograph.collector.server import BackgroundCollector
+    from tomograph.collector.server import BackgroundCollector, print_ui_link
     from tomograph.demo_services import run_http_demo
     from tomograph.reporting.memory import MemoryBackend
     from tomograph.reporting.zipkin import ZipkinBackend
 
-    base = (args.send or f"http://127.0.0.1:{args.port}").rstrip("/").removesuffix("/api/v2/spans")
+    base = _collector_base(args.send or f"http://127.0.0.1:{args.port}")
+    token = _collector_token(args)
     collector: BackgroundCollector | None = None
-    if not _collector_answers(base):
-        if args.send:
-            print(
-                f"no collector answers at {base} (is `tomograph serve` running?)", file=sys.stderr
-            )
+    status = _probe_collector(base, token)
+    if status != 200:
+        if args.send or status is not None:  # the collector named, or a server on our port
+            print(_refusal(base, status, token), file=sys.stderr)
             return 1
         db_path = Path(args.db).expanduser() if args.db else default_db_path()
         settings = CollectorSettings(port=args.port, db_path=db_path)
@@ -87,10 +132,11 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
             print(f"{error}: is another program using port {args.port}?", file=sys.stderr)
             return 1
         base = collector.url
+        token = None  # the collector started here asks for none
         print(f"started the tomograph collector on {base} (traces in {db_path})")
     try:
         memory = MemoryBackend()
-        zipkin = ZipkinBackend(base, timeout=5.0, max_retries=2)
+        zipkin = ZipkinBackend(base, timeout=5.0, max_retries=2, token=token)
         result = run_http_demo([memory, zipkin])
         delivered = zipkin.flush(10.0)
         zipkin.close(1.0)
@@ -98,7 +144,7 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
         if not delivered:
             print(f"could not deliver the trace to {base}", file=sys.stderr)
             return 1
-        print(f"trace: {base}/#/trace/{format_trace_id(result.trace_id)}")
+        print_ui_link("trace", base, f"/trace/{format_trace_id(result.trace_id)}", token)
         if collector is not None and not args.no_wait:
             print("serving the collector and its web UI until Ctrl-C", flush=True)
             collector.wait()
@@ -108,21 +154,27 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
             collector.stop()
 
 
-def _send_demo(url: str, spans: Sequence[Span]) -> int:
+def _send_demo(url: str, spans: Sequence[Span], token: str | None) -> int:
     """Report the demo's spans to a Zipkin-compatible collector (``tomograph serve``)."""
     from tomograph.reporting.zipkin import ZipkinBackend
 
-    backend = ZipkinBackend(url, max_retries=0, timeout=5.0)
+    base = _collector_base(url)
+    refusal = _refusal(base, _probe_collector(base, token), token)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 1
+    backend = ZipkinBackend(url, max_retries=0, timeout=5.0, token=token)
     for span in spans:
         backend.report(span)
     delivered = backend.flush(10.0) and backend.stats().get("sent", 0) == len(spans)
     backend.close(1.0)
-    trace_id = format_trace_id(spans[0].trace_id)
     if not delivered:
-        print(f"could not send the trace to {url} (is `tomograph serve` running?)", file=sys.stderr)
+        print(f"could not send the trace to {base}", file=sys.stderr)
         return 1
-    base = url.rstrip("/").removesuffix("/api/v2/spans")
-    print(f"sent {len(spans)} spans: {base}/#/trace/{trace_id}")
+    from tomograph.collector.server import print_ui_link
+
+    route = f"/trace/{format_trace_id(spans[0].trace_id)}"
+    print_ui_link(f"sent {len(spans)} spans", base, route, token)
     return 0
 
 
@@ -156,7 +208,6 @@ def _duration(text: str) -> float:
 
 def _serve(args: argparse.Namespace) -> int:
     import importlib.util
-    import os
     from pathlib import Path
 
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
@@ -169,12 +220,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from tomograph.collector import CollectorSettings, default_db_path, serve
 
-    token = args.token or os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN") or None
     settings = CollectorSettings(
         host=args.host,
         port=args.port,
         db_path=Path(args.db).expanduser() if args.db else default_db_path(),
-        token=token,
+        token=_collector_token(args),
         cors_origins=tuple(args.cors_origin or ()),
         max_body_bytes=args.max_body,
         max_age=None if args.keep_forever else args.max_age,
@@ -243,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--send",
         metavar="URL",
         help="send the trace to this running collector instead, e.g. http://127.0.0.1:9411",
+    )
+    demo.add_argument(
+        "--token",
+        help="the collector's token (default: TOMOGRAPH_COLLECTOR_TOKEN), sent as "
+        "'Authorization: Bearer TOKEN'",
     )
     demo.add_argument("--port", type=int, default=9411, help="collector port (default 9411)")
     demo.add_argument("--db", default=None, help="SQLite file of a collector started here")

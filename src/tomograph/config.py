@@ -13,6 +13,19 @@ Environment variables (read by :func:`configure` for anything not passed explici
     (names: ``w3c``, ``baggage``, ``b3``, ``b3single``, ``xtraceinfo``, ``jaeger``; see
     :mod:`tomograph.propagation.composite`). Unset: write W3C, baggage, B3 and X-Trace-Info, and
     read any of them or Jaeger's ``uber-trace-id``.
+``TOMOGRAPH_ZIPKIN_TOKEN``, ``TOMOGRAPH_OTLP_TOKEN``
+    A bearer token for every ``zipkin+http(s)://`` (``otlp+http(s)://``) backend made from a
+    URL, sent as ``Authorization: Bearer <token>``. A URL with its own credentials
+    (``user:password@`` or ``token_env=``) does not take it.
+``TOMOGRAPH_ZIPKIN_HEADERS``, ``TOMOGRAPH_OTLP_HEADERS``
+    Extra request headers for those backends, in the format of OpenTelemetry's
+    ``OTEL_EXPORTER_OTLP_HEADERS``: ``name=value,name=value`` with percent-encoded values
+    (``Authorization=Bearer%20abc``). A URL with ``headers_env=`` does not take them.
+
+Two backends of the same kind going to two collectors each name their own variables in the
+URL: ``zipkin+https://a.example?token_env=A_TOKEN`` reads the token from ``A_TOKEN``, and
+``headers_env=NAME`` the headers from ``NAME``. Tokens and header values never appear in
+names, reprs, log lines or error messages.
 
 A bad value raises :class:`~tomograph.ConfigurationError` from :func:`configure`, naming the
 variable. If the application never calls :func:`configure`, the first span configures tomograph
@@ -29,7 +42,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from tomograph.backend import Backend
 from tomograph.errors import ConfigurationError
@@ -41,10 +54,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND_SCHEMES",
+    "CREDENTIAL_VARIABLES",
     "backend_from_url",
     "configure",
     "get_tracer",
     "parse_backend_urls",
+    "parse_headers",
+    "strip_credentials",
     "url_query",
 ]
 
@@ -64,6 +80,17 @@ BACKEND_SCHEMES: dict[str, str] = {
     "otlp+https": "tomograph.reporting.otlp:OtlpBackend.from_url",
     "scribe": "tomograph.reporting.scribe:ScribeBackend.from_url",
 }
+
+#: URL scheme -> the variables holding the token and the headers of backends of that kind.
+CREDENTIAL_VARIABLES: dict[str, tuple[str, str]] = {
+    "zipkin+http": ("TOMOGRAPH_ZIPKIN_TOKEN", "TOMOGRAPH_ZIPKIN_HEADERS"),
+    "zipkin+https": ("TOMOGRAPH_ZIPKIN_TOKEN", "TOMOGRAPH_ZIPKIN_HEADERS"),
+    "otlp+http": ("TOMOGRAPH_OTLP_TOKEN", "TOMOGRAPH_OTLP_HEADERS"),
+    "otlp+https": ("TOMOGRAPH_OTLP_TOKEN", "TOMOGRAPH_OTLP_HEADERS"),
+}
+#: URL parameters naming the variables that hold one backend's own token and headers.
+TOKEN_ENV_PARAMETER = "token_env"
+HEADERS_ENV_PARAMETER = "headers_env"
 
 #: How long the exit hook waits for backends to deliver what they hold.
 EXIT_FLUSH_SECONDS = 2.0
@@ -90,36 +117,112 @@ def url_query(url: str, allowed: Iterable[str]) -> dict[str, str]:
     return query
 
 
-def backend_from_url(url: str) -> Backend:
+def strip_credentials(url: str) -> str:
+    """``url`` without ``user:password@`` (for names, logs and error messages).
+
+    >>> strip_credentials("https://alice:secret@zipkin.example/api/v2/spans")
+    'https://zipkin.example/api/v2/spans'
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """Request headers from ``name=value,name=value``, the format of OpenTelemetry's
+    ``OTEL_EXPORTER_OTLP_HEADERS``: names and values percent-decoded (a ``+`` stays a plus, as
+    in W3C baggage), spaces around them removed, empty entries skipped.
+
+    ValueError names the entry by its position, never by its value.
+
+    >>> parse_headers("Authorization=Bearer%20abc, x-tenant=acme")
+    {'Authorization': 'Bearer abc', 'x-tenant': 'acme'}
+    """
+    headers: dict[str, str] = {}
+    for position, item in enumerate(text.split(","), 1):
+        if not item.strip():
+            continue
+        name, equals, value = item.partition("=")
+        name = unquote(name).strip()
+        if not equals or not name:
+            raise ValueError(f"entry {position} is not name=value")
+        headers[name] = unquote(value).strip()
+    return headers
+
+
+def _credentials(url: str, scheme: str, environ: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """``url`` without ``token_env``/``headers_env``, and the ``token`` and ``headers``
+    arguments that the environment gives its backend."""
+    token_variable, headers_variable = CREDENTIAL_VARIABLES[scheme]
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = (TOKEN_ENV_PARAMETER, HEADERS_ENV_PARAMETER)
+    own = {key: value for key, value in query if key in named}
+    if own:
+        rest = [(key, value) for key, value in query if key not in named]
+        url = urlunsplit(parts._replace(query=urlencode(rest)))
+        for parameter, variable in own.items():
+            if not environ.get(variable, "").strip():
+                raise ValueError(f"{parameter}={variable}, but {variable} is not set")
+    # A URL with credentials of its own does not take the ones meant for every backend.
+    if parts.username is None:
+        token_variable = own.get(TOKEN_ENV_PARAMETER, token_variable)
+    else:
+        token_variable = own.get(TOKEN_ENV_PARAMETER, "")
+    headers_variable = own.get(HEADERS_ENV_PARAMETER, headers_variable)
+    options: dict[str, Any] = {}
+    token = environ.get(token_variable, "").strip() if token_variable else ""
+    if token:
+        options["token"] = token
+    headers = environ.get(headers_variable, "")
+    if headers.strip():
+        try:
+            options["headers"] = parse_headers(headers)
+        except ValueError as error:
+            raise ValueError(f"{headers_variable}: {error}") from None
+    return url, options
+
+
+def backend_from_url(url: str, environ: Mapping[str, str] | None = None) -> Backend:
     """Make the backend a URL names, e.g. ``memory://`` or ``zipkin+http://127.0.0.1:9411``.
+
+    Zipkin and OTLP backends take their token and headers from ``environ`` (default
+    ``os.environ``): see the module documentation.
 
     >>> backend_from_url('memory://')
     MemoryBackend(max_spans=100000)
     """
-    scheme = urlsplit(url.strip()).scheme.lower() if "://" in url else ""
+    url = url.strip()
+    # Neither user:password@ nor the query (a "?token=..." someone hoped would work) in messages.
+    shown = strip_credentials(url).partition("?")[0].partition("#")[0]
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     target = BACKEND_SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{name}://" for name in sorted(BACKEND_SCHEMES))
-        raise ConfigurationError(f"unknown backend URL {url!r}: use one of {known}")
+        raise ConfigurationError(f"unknown backend URL {shown!r}: use one of {known}")
     module_name, _, attribute = target.partition(":")
     try:
         factory: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigurationError(
-            f"backend {url!r} needs an optional dependency that is not installed: {error}"
+            f"backend {shown!r} needs an optional dependency that is not installed: {error}"
         ) from error
     for part in attribute.split("."):
         factory = getattr(factory, part)
     try:
-        backend: Backend = factory(url.strip())
+        options: dict[str, Any] = {}
+        if scheme in CREDENTIAL_VARIABLES:
+            url, options = _credentials(url, scheme, os.environ if environ is None else environ)
+        backend: Backend = factory(url, **options)
     except (ValueError, TypeError) as error:
-        raise ConfigurationError(f"bad backend URL {url!r}: {error}") from error
+        raise ConfigurationError(f"bad backend URL {shown!r}: {error}") from error
     return backend
 
 
-def parse_backend_urls(text: str) -> list[Backend]:
+def parse_backend_urls(text: str, environ: Mapping[str, str] | None = None) -> list[Backend]:
     """Backends from a comma-separated list of URLs (empty items are ignored)."""
-    return [backend_from_url(item) for item in text.split(",") if item.strip()]
+    return [backend_from_url(item, environ) for item in text.split(",") if item.strip()]
 
 
 def _sample_rate_from(value: Any, source: str) -> float:
@@ -146,14 +249,14 @@ def _build_tracer(
     service = service or environ.get(ENV_SERVICE, "").strip() or DEFAULT_SERVICE_NAME
     if backends is None:
         try:
-            built = parse_backend_urls(environ.get(ENV_BACKENDS, ""))
+            built = parse_backend_urls(environ.get(ENV_BACKENDS, ""), environ)
         except ConfigurationError as error:
             raise ConfigurationError(f"{ENV_BACKENDS}: {error}") from error
     else:
         built = []
         for item in backends:
             if isinstance(item, str):
-                built.append(backend_from_url(item))
+                built.append(backend_from_url(item, environ))
             elif isinstance(item, Backend):
                 built.append(item)
             else:
@@ -198,7 +301,8 @@ def configure(
     """Set up the default tracer that the module-level API and integrations use.
 
     Arguments not given are read from the environment (``TOMOGRAPH_SERVICE``,
-    ``TOMOGRAPH_BACKENDS``, ``TOMOGRAPH_SAMPLE_RATE``, ``TOMOGRAPH_PROPAGATION``).
+    ``TOMOGRAPH_BACKENDS``, ``TOMOGRAPH_SAMPLE_RATE``, ``TOMOGRAPH_PROPAGATION``); Zipkin and
+    OTLP backends given as URLs take their token and headers from it too (see the module).
     ``propagation`` is a list (or comma-separated string) of trace-context format names, or a
     :class:`tomograph.propagation.Propagator`. Returns the new tracer. Backends of the
     previous configuration that the new one does not reuse are flushed and closed.

@@ -7,6 +7,7 @@ click, a collapsible tree; then the dependency graph and the operations table. S
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,10 @@ pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
 from playwright.sync_api import expect
-from tests.support.collector import running_collector
+from tests.support.collector import http, running_collector
 from tests.support.servers import REPO_ROOT, require
 
+from tomograph.collector.server import ui_link
 from tomograph.demo import run_demo
 from tomograph.reporting import zipkin_json
 from tomograph.reporting.zipkin import ZipkinBackend
@@ -193,23 +195,141 @@ def test_encoded_spans_render_identically(collector: str, page: Any) -> None:
     assert page.locator(".wf-row").count() == len(memory.spans)
 
 
-def test_the_ui_asks_for_the_token_of_a_protected_collector(tmp_path: Path, browser: Any) -> None:
-    with running_collector(tmp_path, "--token", "let-me-in") as url:
-        context = browser.new_context()
-        try:
-            page = context.new_page()
-            prompts: list[str] = []
+TOKEN = "ui-t0ken+/=%"  # characters a link must percent-encode
 
-            def answer(dialog: Any) -> None:
-                prompts.append(dialog.message)
-                dialog.accept("let-me-in")
 
-            page.on("dialog", answer)
-            page.goto(url + "/")
-            page.wait_for_selector("#search-status:has-text('No traces')")
-            assert len(prompts) == 1 and "token" in prompts[0]
-        finally:
-            context.close()
+@pytest.fixture(scope="module")
+def protected_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A collector started with --token, holding the demo trace sent with that token."""
+    with running_collector(tmp_path_factory.mktemp("ui-token"), "--token", TOKEN) as url:
+        memory, _ = run_demo()
+        backend = ZipkinBackend(url, token=TOKEN)
+        for span in memory.spans:
+            backend.report(span)
+        assert backend.flush(10)
+        assert backend.stats()["sent"] == len(memory.spans)
+        backend.close(5)
+        yield url
+
+
+class Watched:
+    """A fresh browser tab that records its API requests and answers prompts from a list."""
+
+    def __init__(self, browser: Any, answers: list[str] | None = None) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
+        self.page = self.context.new_page()
+        self.prompts: list[str] = []
+        self.requests: list[tuple[str, str | None]] = []
+        self.errors: list[str] = []
+        answers = list(answers or [])
+
+        def answer(dialog: Any) -> None:
+            self.prompts.append(dialog.message)
+            if answers:
+                dialog.accept(answers.pop(0))
+            else:
+                dialog.dismiss()
+
+        self.page.on("dialog", answer)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on(
+            "request",
+            lambda request: self.requests.append(
+                (request.url, request.headers.get("authorization"))
+            ),
+        )
+
+    def api_requests(self) -> list[tuple[str, str | None]]:
+        return [(url, auth) for url, auth in self.requests if "/api/" in url]
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.errors == [], f"JavaScript errors: {self.errors}"
+
+
+def test_a_token_link_opens_a_protected_collector_without_a_prompt(
+    protected_collector: str, browser: Any
+) -> None:
+    tab = Watched(browser)
+    try:
+        page = tab.page
+        page.goto(ui_link(protected_collector, "/", TOKEN))
+        page.wait_for_selector(".trace-row")
+        assert page.locator(".trace-row").count() == 1
+        # the token left the address bar (and so the history) and stays for the session
+        assert "token" not in page.url and page.url.endswith("/#/")
+        assert page.evaluate("sessionStorage.getItem('tomograph.token')") == TOKEN
+
+        page.locator(".trace-row").first.click()
+        page.wait_for_selector(".wf-row")
+        assert page.locator(".wf-row").count() == 5
+        with page.expect_popup() as popup:  # the JSON link works without the API's 401
+            page.click("#t-json")
+        raw = popup.value
+        raw.wait_for_load_state()
+        assert json.loads(raw.inner_text("body"))[0]["traceId"] in page.url
+
+        page.reload()  # a reload keeps the session's token
+        page.wait_for_selector(".wf-row")
+        assert tab.prompts == []
+        api = tab.api_requests()
+        assert api and all(auth == f"Bearer {TOKEN}" for _, auth in api)
+        assert not any("t0ken" in url for url, _ in tab.requests)  # never in a URL sent
+    finally:
+        tab.close()
+
+
+def test_a_trace_link_with_a_token_keeps_its_route(protected_collector: str, browser: Any) -> None:
+    status, body = http(
+        "GET", f"{protected_collector}/api/v2/traces", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 200
+    trace_id = json.loads(body)[0][0]["traceId"]
+    tab = Watched(browser)
+    try:
+        tab.page.goto(ui_link(protected_collector, f"/trace/{trace_id}", TOKEN))
+        tab.page.wait_for_selector(".wf-row")
+        assert tab.page.url.endswith(f"/#/trace/{trace_id}")
+        assert tab.prompts == []
+    finally:
+        tab.close()
+
+
+def test_the_ui_asks_for_the_token_of_a_protected_collector(
+    protected_collector: str, browser: Any
+) -> None:
+    tab = Watched(browser, answers=[TOKEN])
+    try:
+        tab.page.goto(protected_collector + "/")
+        tab.page.wait_for_selector(".trace-row")
+        assert len(tab.prompts) == 1 and "needs an access token" in tab.prompts[0]
+    finally:
+        tab.close()
+
+
+def test_a_refused_token_is_asked_for_again(protected_collector: str, browser: Any) -> None:
+    tab = Watched(browser, answers=[TOKEN])
+    try:
+        tab.page.goto(ui_link(protected_collector, "/", "not-the-token"))
+        tab.page.wait_for_selector(".trace-row")
+        assert len(tab.prompts) == 1 and "refused" in tab.prompts[0]
+        assert tab.page.evaluate("sessionStorage.getItem('tomograph.token')") == TOKEN
+    finally:
+        tab.close()
+
+
+def test_the_empty_page_recommends_a_command_with_the_token(
+    protected_collector: str, browser: Any
+) -> None:
+    tab = Watched(browser)
+    try:
+        tab.page.goto(ui_link(protected_collector, "/?serviceName=nobody", TOKEN))
+        tab.page.wait_for_selector("#search-status:has-text('No traces')")
+        status = tab.page.inner_text("#search-status")
+        assert f"tomograph demo --send {protected_collector} --token TOKEN" in status
+        assert TOKEN not in status
+    finally:
+        tab.close()
 
 
 def test_custom_time_range(collector: str, page: Any) -> None:

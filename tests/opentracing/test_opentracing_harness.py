@@ -11,7 +11,7 @@ from opentracing.harness.api_check import APICompatibilityCheckMixin
 from opentracing.harness.scope_check import ScopeCompatibilityCheckMixin
 
 import tomograph
-from tomograph.opentracing import ContextVarsScopeManager, Span, ThreadLocalScopeManager, Tracer
+from tomograph.opentracing import ContextVarsScopeManager, ThreadLocalScopeManager, Tracer
 from tomograph.opentracing.scope_managers import _ACTIVE
 from tomograph.reporting.memory import MemoryBackend
 
@@ -100,6 +100,28 @@ class TestThreadLocalScopeManager(ScopeCompatibilityCheckMixin):
 
 
 def test_default_scope_manager_is_thread_local() -> None:
-    tracer = Tracer(tomograph.Tracer("svc"))
-    assert isinstance(tracer.scope_manager, ThreadLocalScopeManager)
-    assert isinstance(tracer.start_span("x"), Span)
+    memory = MemoryBackend()
+    tracer = Tracer(tomograph.Tracer("svc", backends=[memory]))
+    seen_elsewhere: list[Any] = []
+    with tracer.start_active_span("main") as scope:
+        other = threading.Thread(target=lambda: seen_elsewhere.append(tracer.active_span))
+        other.start()
+        other.join()
+        assert tracer.active_span is scope.span
+    assert seen_elsewhere == [None]  # another thread sees none
+
+    async def leave_a_scope_open() -> Any:
+        return tracer.start_active_span("in a task")
+
+    async def run() -> tuple[Any, Any]:
+        scope = await asyncio.create_task(leave_a_scope_open())
+        seen = tracer.active_span
+        scope.close()
+        return scope, seen
+
+    # Thread-local, not per context: what a task of this thread activates is active here too
+    # (ContextVarsScopeManager would keep it inside the task).
+    scope, seen_after_the_task = asyncio.run(run())
+    assert seen_after_the_task is scope.span
+    assert tracer.active_span is None
+    assert memory.names() == ["main", "in a task"]  # tomograph spans, reported on close

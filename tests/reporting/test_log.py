@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +35,37 @@ def test_formats_nothing_when_disabled(caplog: pytest.LogCaptureFixture) -> None
     with tracer.span("quiet"):
         pass
     assert [r for r in caplog.records if r.name == "tomograph.spans"] == []
+
+
+PRINT_A_SPAN = """
+import tomograph
+tomograph.configure(service="shop", backends=["log://"])
+with tomograph.span("pay"):
+    pass
+"""
+
+
+def test_without_logging_set_up_spans_are_written_to_stderr() -> None:
+    # Python shows only warnings when logging is not configured: an INFO line would vanish.
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_A_SPAN], capture_output=True, text=True, check=True
+    )
+    (line,) = result.stderr.splitlines()
+    assert json.loads(line)["name"] == "pay"
+    assert result.stdout == ""
+
+
+def test_with_logging_set_up_spans_follow_its_configuration() -> None:
+    configured = "import logging; logging.basicConfig(level=logging.WARNING)\n" + PRINT_A_SPAN
+    result = subprocess.run(
+        [sys.executable, "-c", configured], capture_output=True, text=True, check=True
+    )
+    assert result.stderr == ""  # the application chose to hide INFO
+    shown = configured.replace("WARNING", "INFO").replace(
+        "basicConfig(", "basicConfig(format='%(name)s %(message)s', "
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", shown], capture_output=True, text=True, check=True
+    )
+    logger, _, line = result.stderr.strip().partition(" ")
+    assert (logger, json.loads(line)["name"]) == ("tomograph.spans", "pay")

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tomograph
-from support.scribe_server import ZIPKIN_CORE, ScribeServer, load_zipkin_core
+from support.scribe_server import SCRIBE_IDL, ZIPKIN_CORE, ScribeServer, load_zipkin_core
 from support.servers import free_port
 from tomograph import config
 from tomograph.errors import ConfigurationError
@@ -194,10 +194,57 @@ def test_scribe_url_configures_the_backend() -> None:
         config.reset()
 
 
+@pytest.fixture(scope="module")
+def scribe_thrift(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The scribe IDL loaded by thriftpy2: an encoder of replies independent of tomograph's."""
+    import thriftpy2
+
+    idl = tmp_path_factory.mktemp("scribe_idl") / "scribe.thrift"
+    idl.write_text(SCRIBE_IDL)
+    return thriftpy2.load(str(idl), module_name="scribe_reply_thrift")
+
+
+def thrift_reply(thrift: Any, code: int, name: str, seqid: int) -> bytes:
+    from thriftpy2.protocol import TBinaryProtocol
+    from thriftpy2.thrift import TMessageType
+    from thriftpy2.transport import TMemoryBuffer
+
+    buffer = TMemoryBuffer()
+    protocol = TBinaryProtocol(buffer)
+    protocol.write_message_begin(name, TMessageType.REPLY, seqid)
+    protocol.write_struct(thrift.scribe.Log_result(success=code))
+    protocol.write_message_end()
+    return bytes(buffer.getvalue())
+
+
+@given(
+    code=st.integers(-(2**31), 2**31 - 1),
+    name=st.text(max_size=12),
+    seqid=st.integers(-(2**31), 2**31 - 1),
+    cut=st.integers(0, 64),
+)
+def test_replies_written_by_thrift_give_their_code_and_prefixes_never_another(
+    scribe_thrift: Any, code: int, name: str, seqid: int, cut: int
+) -> None:
+    reply = thrift_reply(scribe_thrift, code, name, seqid)
+    assert _parse_log_reply(reply) == code
+    # A reply cut short has its code only if the whole result field arrived, else a description.
+    prefix = reply[: len(reply) - cut]
+    field_end = len(reply) - 1  # the struct's stop byte follows the field
+    if len(prefix) >= field_end:
+        assert _parse_log_reply(prefix) == code
+    else:
+        cut_short = ("a truncated reply", "a malformed reply", "no result")
+        assert _parse_log_reply(prefix) in cut_short
+
+
 @given(st.binary(max_size=64))
-def test_any_reply_bytes_parse_to_a_code_or_a_description(reply: bytes) -> None:
-    result = _parse_log_reply(reply)
-    assert isinstance(result, int | str)
+def test_bytes_that_are_no_thrift_reply_are_never_read_as_a_result_code(data: bytes) -> None:
+    if data.startswith(b"\x80\x01\x00\x02"):  # strict binary protocol, message type REPLY
+        return
+    descriptions = ("a reply in an unknown protocol", "a malformed reply", "a truncated reply")
+    result = _parse_log_reply(data)
+    assert result in (*descriptions, "an exception") or str(result).startswith("message type ")
 
 
 def test_ok_and_try_later_replies_parse() -> None:

@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from tomograph.collector.settings import CollectorSettings
 
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["BackgroundCollector", "serve"]
+__all__ = ["BackgroundCollector", "print_ui_link", "serve", "ui_link"]
+
+
+def ui_link(base_url: str, route: str = "/", token: str | None = None) -> str:
+    """The web UI's address of ``route``; with ``token``, a link that logs the browser in.
+
+    The token rides in the URL fragment, which browsers never send to a server (so it stays
+    out of access logs and Referer headers); the UI keeps it for the browser session and
+    removes it from the address bar, as Jupyter's token links do.
+
+    >>> ui_link("http://127.0.0.1:9411", token="s3cret")
+    'http://127.0.0.1:9411/#/?token=s3cret'
+    >>> ui_link("http://127.0.0.1:9411", "/trace/abc")
+    'http://127.0.0.1:9411/#/trace/abc'
+    """
+    base_url = base_url.rstrip("/")
+    if route == "/" and not token:
+        return f"{base_url}/"
+    link = f"{base_url}/#{route}"
+    if token:
+        link += ("&" if "?" in route else "?") + "token=" + quote(token, safe="")
+    return link
+
+
+def print_ui_link(label: str, base_url: str, route: str = "/", token: str | None = None) -> None:
+    """Print ``label: link``; the token goes into the link only on a terminal, never into a
+    file or a log collector (the page then asks for it)."""
+    if token and not sys.stdout.isatty():
+        print(f"{label}: {ui_link(base_url, route)} (the page asks for the token)", flush=True)
+    else:
+        print(f"{label}: {ui_link(base_url, route, token)}", flush=True)
 
 
 def serve(settings: CollectorSettings) -> None:
@@ -31,6 +63,8 @@ def serve(settings: CollectorSettings) -> None:
         settings.port,
         settings.db_path,
     )
+    base_url = f"http://{_url_host(settings.host)}:{settings.port}"
+    print_ui_link("web UI", base_url, "/", settings.token)
     if not settings.loopback_only and settings.token is None:
         log.warning(
             "listening on %s without a token: anyone who can reach it can read and write"

@@ -11,11 +11,13 @@ import encodings.idna  # noqa: F401
 import gzip
 import http.client
 import math
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from tomograph.config import strip_credentials
 from tomograph.context import SUPPRESS_TRACING
 from tomograph.reporting._url_options import (
     TRANSPORT_PARAMETERS,
@@ -28,10 +30,26 @@ from tomograph.reporting.transport import SendError
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["HttpSender", "http_backend_url", "parse_retry_after", "strip_credentials"]
+__all__ = [
+    "HttpSender",
+    "http_backend_url",
+    "parse_retry_after",
+    "request_headers",
+    "strip_credentials",
+]
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
+#: RFC 9110 field names: one or more token characters.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Headers the sender writes itself: a user's value would corrupt the request.
+_RESERVED_HEADERS = frozenset(
+    ("content-type", "content-encoding", "content-length", "transfer-encoding", "host")
+)
+#: Secrets shorter than this are not searched for in a server's answer (they would match
+#: ordinary text and hide the rest of the message).
+_MIN_REDACTED = 4
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -52,18 +70,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def strip_credentials(url: str) -> str:
-    """``url`` without ``user:password@`` (for names, logs and error messages).
-
-    >>> strip_credentials("https://alice:secret@zipkin.example/api/v2/spans")
-    'https://zipkin.example/api/v2/spans'
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def http_backend_url(
@@ -97,15 +103,77 @@ def http_backend_url(
     return urlunsplit((scheme, parts.netloc, parts.path, "", "")), query, options
 
 
+def request_headers(
+    url: str, token: str | None = None, headers: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The extra headers a backend sends: ``headers``, and ``Authorization`` from ``token``
+    (``Bearer``) or from ``user:password@`` in ``url`` (HTTP Basic).
+
+    ValueError for a malformed header, a header the sender sets itself, or more than one source
+    of ``Authorization``; the messages name headers, never their values.
+
+    >>> request_headers("http://h", token="s3cret", headers={"X-Tenant": "acme"})
+    {'X-Tenant': 'acme', 'Authorization': 'Bearer s3cret'}
+    """
+    extra: dict[str, str] = {}
+    for position, (name, value) in enumerate((headers or {}).items(), 1):
+        if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+            # not shown: a malformed entry may well be a pasted secret
+            raise ValueError(f"header {position}: the name is not an HTTP token")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name} is set by the backend itself")
+        if not isinstance(value, str) or not _is_header_value(value):
+            raise ValueError(
+                f"header {name}: the value must be text without control characters, "
+                "in Latin-1 (percent-encode anything else)"
+            )
+        extra[name] = value.strip()
+    parts = urlsplit(url)
+    sources = [
+        source
+        for source, given in (
+            ("an Authorization header", any(n.lower() == "authorization" for n in extra)),
+            ("a token", token is not None),
+            ("user:password@ in the URL", parts.username is not None),
+        )
+        if given
+    ]
+    if len(sources) > 1:
+        raise ValueError(f"give one of {' and '.join(sources)}, not both")
+    if token is not None:
+        if not isinstance(token, str) or not token.strip() or not _is_header_value(token):
+            raise ValueError("the token must be non-empty Latin-1 text without control characters")
+        extra["Authorization"] = f"Bearer {token.strip()}"
+    elif parts.username is not None:
+        # http.client ignores user:password@ in a URL; send it as HTTP Basic credentials
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        basic = base64.b64encode(credentials.encode()).decode("ascii")
+        extra["Authorization"] = f"Basic {basic}"
+    return extra
+
+
+def _is_header_value(value: str) -> bool:
+    # http.client sends str values as Latin-1 and refuses CR/LF only when the request is made,
+    # on the worker thread, with the value in the message: check up front, name no value.
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in value)
+
+
 class HttpSender:
     """POSTs encoded span batches to one URL over a kept-alive ``http.client`` connection.
 
-    Credentials in the URL (``https://user:password@host``) are sent as HTTP Basic
-    authentication unless ``headers`` has an ``Authorization``; they never appear in messages.
+    ``token`` is sent as ``Authorization: Bearer <token>``; credentials in the URL
+    (``https://user:password@host``) as HTTP Basic authentication; ``headers`` as they are
+    (see :func:`request_headers`). None of them ever appears in a name, log line or message:
+    a collector that echoes them in its answer has them replaced by ``***``.
 
     ``encode`` turns spans into bytes; a batch whose body exceeds ``max_bytes`` is split in
     halves until it fits. Connection errors, timeouts, 5xx and 429 raise a retryable
-    :class:`SendError`; any other 4xx a final one.
+    :class:`SendError`; any other 4xx a final one (401 and 403 with a hint about credentials,
+    where ``auth_hint`` says how to give them).
     """
 
     def __init__(
@@ -118,11 +186,14 @@ class HttpSender:
         use_gzip: bool = False,
         timeout: float = 5.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        auth_hint: str = "give the backend a token or headers",
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"need an http:// or https:// URL with a host, not {url!r}")
+            shown = strip_credentials(url)
+            raise ValueError(f"need an http:// or https:// URL with a host, not {shown!r}")
         if not 0 < timeout < math.inf or max_bytes < 1:  # "not <" also refuses NaN
             raise ValueError("timeout must be a positive finite number, max_bytes positive")
         self.name = name
@@ -135,12 +206,13 @@ class HttpSender:
         self.use_gzip = use_gzip
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self._headers = {"Content-Type": content_type, **(headers or {})}
-        if parts.username is not None and "Authorization" not in self._headers:
-            # http.client ignores user:password@ in a URL; send it as HTTP Basic credentials
-            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            token = base64.b64encode(credentials.encode()).decode("ascii")
-            self._headers["Authorization"] = f"Basic {token}"
+        extra = request_headers(url, token, headers)
+        self._sends_credentials = any(name.lower() == "authorization" for name in extra)
+        self._auth_hint = auth_hint
+        secrets = {*extra.values(), token or "", unquote(parts.password or "")}
+        secrets |= {value.split(" ", 1)[-1] for value in extra.values()}  # "Bearer <this>"
+        self._secrets = sorted((s for s in secrets if len(s) >= _MIN_REDACTED), key=len)[::-1]
+        self._headers = {"Content-Type": content_type, **extra}
         if use_gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._connection: http.client.HTTPConnection | None = None
@@ -189,12 +261,26 @@ class HttpSender:
         status = response.status
         if 200 <= status < 300:
             return
-        detail = answer.decode("utf-8", "replace").strip()[:200]
+        detail = self._redact(answer.decode("utf-8", "replace")).strip()[:200]
         message = f"HTTP {status} from {self.url}" + (f": {detail}" if detail else "")
+        if status in (401, 403):
+            message += f" ({self._auth_advice(status)})"
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.getheader("Retry-After"))
             raise SendError(message, retryable=True, retry_after=retry_after)
         raise SendError(message, retryable=False)
+
+    def _auth_advice(self, status: int) -> str:
+        if status == 403:
+            return "the collector accepts the credentials but forbids sending spans"
+        if self._sends_credentials:
+            return f"the collector refused the credentials: check them; {self._auth_hint}"
+        return f"the collector requires credentials and none were sent: {self._auth_hint}"
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:  # longest first: a token inside "Bearer <token>"
+            text = text.replace(secret, "***")
+        return text
 
     def _post(self, payload: bytes) -> tuple[http.client.HTTPResponse, bytes]:
         connection = self._connect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from tomograph.ids import format_span_id, format_trace_id
@@ -59,7 +60,10 @@ class LogBackend:
     >>> import tomograph
     >>> tracer = tomograph.Tracer('svc', backends=[LogBackend(level='debug')])
 
-    Formatting happens only when the logger is enabled for ``level``.
+    Formatting happens only when the logger is enabled for ``level``. While the application
+    has not set up :mod:`logging` at all (no handler on the logger or any of its parents),
+    the lines go to ``sys.stderr``: Python would show only warnings and above then, and a
+    backend asked to log spans that printed nothing would look like tracing that lost them.
     """
 
     def __init__(self, logger: str | logging.Logger = "tomograph.spans", level: str = "info"):
@@ -77,8 +81,13 @@ class LogBackend:
         return cls(query.get("logger", "tomograph.spans"), query.get("level", "info"))
 
     def report(self, span: Span) -> None:
-        """Log ``span`` (formatted lazily)."""
-        self.logger.log(self.level, "%s", _LazySpanLine(span))
+        """Log ``span`` (formatted lazily); to stderr while logging is not set up."""
+        logger = self.logger
+        if logger.hasHandlers():
+            logger.log(self.level, "%s", _LazySpanLine(span))
+        elif not logger.disabled and logger.manager.disable < self.level:
+            # What logging.lastResort does for warnings, for the level this backend logs at.
+            sys.stderr.write(f"{_LazySpanLine(span)}\n")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Logging is synchronous: always True."""

@@ -3,7 +3,9 @@
 Needs the ``otlp`` extra (``pip install 'tomograph-tracing[otlp]'``), which brings the official
 ``opentelemetry-proto`` messages. URL form: ``otlp+http://host:4318`` (or ``otlp+https://``);
 parameters ``gzip=1``, ``timeout``, ``max_bytes`` and the transport's ``queue_size``,
-``batch_size``, ``interval``, ``max_retries``, ``retry_deadline``.
+``batch_size``, ``interval``, ``max_retries``, ``retry_deadline``. A bearer token and extra
+headers come from the constructor or, for URLs, from ``TOMOGRAPH_OTLP_TOKEN`` and
+``TOMOGRAPH_OTLP_HEADERS`` (see :mod:`tomograph.config`).
 
 Mapping: one ``ResourceSpans`` per service (``service.name``), scope ``tomograph``; kind None is
 ``SPAN_KIND_INTERNAL``; tags become attributes with their own types (bool, int, double,
@@ -14,7 +16,7 @@ message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -143,6 +145,9 @@ class OtlpBackend(TransportBackend):
     >>> backend.endpoint
     'http://127.0.0.1:4318/v1/traces'
     >>> backend.close(0)
+
+    ``token`` is sent as ``Authorization: Bearer <token>``, ``headers`` with every request (as
+    OpenTelemetry's exporter ``headers``); neither is ever shown.
     """
 
     def __init__(
@@ -152,7 +157,8 @@ class OtlpBackend(TransportBackend):
         use_gzip: bool = False,
         timeout: float = 10.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
         **transport_options: Any,
     ) -> None:
         parts = urlsplit(url)
@@ -170,14 +176,18 @@ class OtlpBackend(TransportBackend):
             timeout=timeout,
             max_bytes=max_bytes,
             headers=headers,
+            token=token,
+            auth_hint="pass token= or headers= to OtlpBackend, or set TOMOGRAPH_OTLP_TOKEN",
         )
         super().__init__(sender, **transport_options)
 
     @classmethod
-    def from_url(cls, url: str) -> OtlpBackend:
+    def from_url(
+        cls, url: str, *, token: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> OtlpBackend:
         """``otlp+http://host:4318?gzip=1&timeout=5``."""
         base, _, options = http_backend_url(url, "otlp+", set(), default_timeout=10)
-        return cls(base, **options)
+        return cls(base, token=token, headers=headers, **options)
 
     def __repr__(self) -> str:
         return f"OtlpBackend({self.endpoint!r})"

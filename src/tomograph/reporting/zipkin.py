@@ -3,12 +3,15 @@
 URL form: ``zipkin+http://host:9411`` or ``zipkin+https://host`` (an optional path prefix is
 kept, e.g. ``zipkin+https://gateway/zipkin``). Parameters: ``encoding=json|proto``,
 ``gzip=1``, ``timeout`` (seconds), and the transport's ``queue_size``, ``batch_size``,
-``interval``, ``max_retries``, ``retry_deadline``, ``max_bytes``.
+``interval``, ``max_retries``, ``retry_deadline``, ``max_bytes``. A bearer token and extra
+headers come from the constructor or, for URLs, from ``TOMOGRAPH_ZIPKIN_TOKEN`` and
+``TOMOGRAPH_ZIPKIN_HEADERS`` (see :mod:`tomograph.config`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tomograph.reporting import zipkin_json, zipkin_proto
@@ -19,9 +22,6 @@ from tomograph.reporting._http import (
     strip_credentials,
 )
 from tomograph.reporting.transport import TransportBackend
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ZipkinBackend"]
 
@@ -36,7 +36,9 @@ class ZipkinBackend(TransportBackend):
     'http://127.0.0.1:9411/api/v2/spans'
     >>> backend.close(0)
 
-    ``report`` is the transport's: O(1), never blocks, never raises.
+    ``token`` is sent as ``Authorization: Bearer <token>`` (what ``tomograph serve --token``
+    asks for), ``headers`` with every request; neither is ever shown. ``report`` is the
+    transport's: O(1), never blocks, never raises.
     """
 
     def __init__(
@@ -47,6 +49,8 @@ class ZipkinBackend(TransportBackend):
         use_gzip: bool = False,
         timeout: float = 5.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
         **transport_options: Any,
     ) -> None:
         if encoding not in ("json", "proto"):
@@ -67,14 +71,20 @@ class ZipkinBackend(TransportBackend):
             use_gzip=use_gzip,
             timeout=timeout,
             max_bytes=max_bytes,
+            token=token,
+            headers=headers,
+            auth_hint="pass token= to ZipkinBackend or set TOMOGRAPH_ZIPKIN_TOKEN",
         )
         super().__init__(sender, **transport_options)
 
     @classmethod
-    def from_url(cls, url: str) -> ZipkinBackend:
+    def from_url(
+        cls, url: str, *, token: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> ZipkinBackend:
         """``zipkin+http://host:9411?encoding=proto&gzip=1&timeout=2``."""
         base, query, options = http_backend_url(url, "zipkin+", {"encoding"}, default_timeout=5)
-        return cls(base, encoding=query.get("encoding", "json"), **options)
+        encoding = query.get("encoding", "json")
+        return cls(base, encoding=encoding, token=token, headers=headers, **options)
 
     def __repr__(self) -> str:
         return f"ZipkinBackend({self.endpoint!r}, encoding={self.encoding!r})"

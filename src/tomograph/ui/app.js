@@ -63,19 +63,57 @@ function serviceColor(name) {
   return PALETTE[hash % PALETTE.length];
 }
 
-function token() { return sessionStorage.getItem("tomograph.token"); }
+// ---- access token ---------------------------------------------------------------------------
+// A collector started with --token wants "Authorization: Bearer <token>" on every API call.
+// The token comes from a link (`tomograph serve` prints one: ...#/?token=...; the fragment is
+// never sent to the server) or from a prompt on the first 401, and is kept in sessionStorage:
+// for this tab's session only, never in the address bar, the history or a bookmark.
+
+const TOKEN_KEY = "tomograph.token";
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function takeTokenFromLink() {
+  // "#token=T", "#/?token=T" or "#/trace/ID?token=T": keep T, leave "#/" or "#/trace/ID"
+  const hash = location.hash.replace(/^#/, "");
+  const question = hash.indexOf("?");
+  let route, query;
+  if (hash.startsWith("token=")) [route, query] = ["/", hash];
+  else if (question >= 0) [route, query] = [hash.slice(0, question), hash.slice(question + 1)];
+  else return;
+  const parts = query.split("&");
+  const given = parts.find((part) => part.startsWith("token="));
+  if (given === undefined) return;
+  let value = "";
+  try { value = decodeURIComponent(given.slice("token=".length)).trim(); } catch (_) { /* bad %-escape */ }
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  const kept = parts.filter((part) => part && !part.startsWith("token="));
+  const cleaned = `#${route || "/"}${kept.length ? `?${kept.join("&")}` : ""}`;
+  history.replaceState(history.state, "", `${location.pathname}${location.search}${cleaned}`);
+}
+
+let asking = null;    // one prompt for the requests that fail together
+let declined = false; // the user cancelled the prompt: do not ask again on this page
+function askForToken(refused) {
+  if (!asking) {
+    asking = Promise.resolve().then(() => {
+      const entered = (prompt(refused ? "The collector refused the access token. Access token:" : "This collector needs an access token:") || "").trim();
+      if (entered) sessionStorage.setItem(TOKEN_KEY, entered); else declined = true;
+      return Boolean(entered);
+    }).finally(() => { asking = null; });
+  }
+  return asking;
+}
 
 async function api(path, params) {
   const url = new URL(API + path, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
   }
-  const headers = {};
-  if (token()) headers.Authorization = `Bearer ${token()}`;
-  const response = await fetch(url, { headers });
+  const sent = token();
+  const response = await fetch(url, { headers: sent ? { Authorization: `Bearer ${sent}` } : {} });
   if (response.status === 401) {
-    const entered = prompt("This collector needs an access token:");
-    if (entered) { sessionStorage.setItem("tomograph.token", entered.trim()); return api(path, params); }
+    if (token() !== sent) return api(path, params);  // a token arrived while this one was out
+    if (!declined && await askForToken(Boolean(sent))) return api(path, params);
   }
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
@@ -247,6 +285,11 @@ async function loadSuggestions() {
   } catch (_) { /* suggestions are optional */ }
 }
 
+function demoCommand() {
+  const command = `tomograph demo --send ${location.origin}`;
+  return token() ? `${command} --token TOKEN (TOKEN: the access token this page uses)` : command;
+}
+
 async function runSearch(query) {
   const status = document.getElementById("search-status");
   const results = document.getElementById("results");
@@ -260,7 +303,7 @@ async function runSearch(query) {
   } catch (error) { setStatus(status, error.message, true); results.replaceChildren(); return; }
   const summaries = traces.filter((t) => t.length).map(summarize).sort((a, b) => b.start - a.start);
   const longest = Math.max(1, ...summaries.map((s) => s.duration));
-  setStatus(status, summaries.length ? `${summaries.length} trace${summaries.length === 1 ? "" : "s"}` : `No traces match. Widen the time range or remove a filter. New here? Run: tomograph demo --send ${location.origin}`);
+  setStatus(status, summaries.length ? `${summaries.length} trace${summaries.length === 1 ? "" : "s"}` : `No traces match. Widen the time range or remove a filter. New here? Run: ${demoCommand()}`);
   results.replaceChildren(...summaries.map((s) => {
     const counts = new Map();
     for (const node of s.order) counts.set(serviceOf(node.span), (counts.get(serviceOf(node.span)) || 0) + 1);
@@ -281,6 +324,8 @@ async function runSearch(query) {
 
 // ---- trace view ---------------------------------------------------------------------------
 
+let jsonBlobUrl = null; // the JSON of the trace on show, when the API needs a token
+
 async function showTrace(traceId) {
   view.replaceChildren(template("tpl-trace"));
   const title = document.getElementById("t-title");
@@ -297,7 +342,10 @@ async function showTrace(traceId) {
     ["Depth", summary.depth], ["Spans", spans.length], ["Errors", summary.errors],
     ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
   document.getElementById("t-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
-  document.getElementById("t-json").href = `${API}/trace/${encodeURIComponent(traceId)}`;
+  // With a token the API link would answer 401 in a new tab: offer the spans already loaded.
+  if (jsonBlobUrl) URL.revokeObjectURL(jsonBlobUrl);
+  jsonBlobUrl = token() ? URL.createObjectURL(new Blob([JSON.stringify(spans, null, 2)], { type: "application/json" })) : null;
+  document.getElementById("t-json").href = jsonBlobUrl || `${API}/trace/${encodeURIComponent(traceId)}`;
   renderWaterfall(summary);
 }
 
@@ -513,5 +561,6 @@ document.getElementById("goto").addEventListener("submit", (event) => {
   const id = document.getElementById("goto-id").value.trim().toLowerCase();
   if (id) location.hash = `#/trace/${id}`;
 });
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => { takeTokenFromLink(); route(); });
+takeTokenFromLink();
 route();
