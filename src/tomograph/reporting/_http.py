@@ -32,6 +32,9 @@ __all__ = ["HttpSender", "http_backend_url", "parse_retry_after", "strip_credent
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+#: A 413 lowers ``max_bytes`` no further than this (a proxy answering 413 to small bodies must
+#: not turn every batch into one request per span).
+_MIN_LEARNED_MAX_BYTES = 64 * 1024
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -45,13 +48,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone also takes '²' and '٣'
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def strip_credentials(url: str) -> str:
@@ -97,6 +100,11 @@ def http_backend_url(
     return urlunsplit((scheme, parts.netloc, parts.path, "", "")), query, options
 
 
+def _connection_error(error: BaseException) -> SendError:
+    name = type(error).__name__
+    return SendError(f"{name}: {error}", retryable=True, reason=name)
+
+
 class HttpSender:
     """POSTs encoded span batches to one URL over a kept-alive ``http.client`` connection.
 
@@ -104,8 +112,10 @@ class HttpSender:
     authentication unless ``headers`` has an ``Authorization``; they never appear in messages.
 
     ``encode`` turns spans into bytes; a batch whose body exceeds ``max_bytes`` is split in
-    halves until it fits. Connection errors, timeouts, 5xx and 429 raise a retryable
-    :class:`SendError`; any other 4xx a final one.
+    halves until it fits. Connection errors, timeouts, 5xx, 408 and 429 raise a retryable
+    :class:`SendError`; any other 4xx a final one, marked so that the transport splits the
+    batch for 413 (too large: ``max_bytes`` is also lowered to half the refused body, not below
+    64 KiB) and for 400 or 422 (perhaps one bad span).
     """
 
     def __init__(
@@ -175,26 +185,36 @@ class HttpSender:
         except (ConnectionError, http.client.RemoteDisconnected) as error:
             self.reset()
             if not reused:
-                raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+                raise _connection_error(error) from None
             # The server closed the kept-alive connection while it was idle: reconnect once
             # at once, without a backoff.
             try:
                 response, answer = self._post(payload)
             except (OSError, http.client.HTTPException) as error:
                 self.reset()
-                raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+                raise _connection_error(error) from None
         except (OSError, http.client.HTTPException) as error:
             self.reset()
-            raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+            raise _connection_error(error) from None
         status = response.status
         if 200 <= status < 300:
             return
         detail = answer.decode("utf-8", "replace").strip()[:200]
         message = f"HTTP {status} from {self.url}" + (f": {detail}" if detail else "")
-        if status == 429 or status >= 500:
+        reason = f"HTTP {status}"  # the log-once key: never the server's words
+        if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.getheader("Retry-After"))
-            raise SendError(message, retryable=True, retry_after=retry_after)
-        raise SendError(message, retryable=False)
+            raise SendError(message, retryable=True, retry_after=retry_after, reason=reason)
+        if status == 413:
+            # The collector's limit is below this body: later batches are split before sending.
+            self.max_bytes = max(_MIN_LEARNED_MAX_BYTES, min(self.max_bytes, len(payload) // 2))
+        raise SendError(
+            message,
+            retryable=False,
+            reason=reason,
+            too_large=status == 413,
+            bad_content=status in (400, 422),
+        )
 
     def _post(self, payload: bytes) -> tuple[http.client.HTTPResponse, bytes]:
         connection = self._connect()
@@ -203,12 +223,17 @@ class HttpSender:
         try:
             connection.request("POST", self._path, payload, self._headers)
             response = connection.getresponse()
-            answer = response.read(65536)
+            try:
+                answer = response.read(65536)
+            except (OSError, http.client.HTTPException):
+                # The status line already says what became of the spans; an answer cut short
+                # only leaves the connection unusable.
+                answer = None
         finally:
             SUPPRESS_TRACING.reset(token)
-        if not response.isclosed():  # a body larger than we care to read: not reusable
+        if answer is None or not response.isclosed():  # not reusable (or a body too large)
             self.reset()
-        return response, answer
+        return response, answer or b""
 
     def reset(self) -> None:
         """Drop the connection (it is reopened on the next send)."""
