@@ -23,7 +23,7 @@ from tomograph.reporting._url_options import (
     parse_number,
     transport_options,
 )
-from tomograph.reporting.transport import SendError
+from tomograph.reporting.transport import Rejected, SendError
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -115,7 +115,8 @@ class HttpSender:
     halves until it fits. Connection errors, timeouts, 5xx, 408 and 429 raise a retryable
     :class:`SendError`; any other 4xx a final one, marked so that the transport splits the
     batch for 413 (too large: ``max_bytes`` is also lowered to half the refused body, not below
-    64 KiB) and for 400 or 422 (perhaps one bad span).
+    64 KiB) and for 400 or 422 (perhaps one bad span). ``rejected_in`` reads a 2xx answer
+    for spans the collector took the body with but refused (OTLP's partial success).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class HttpSender:
         timeout: float = 5.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
         headers: dict[str, str] | None = None,
+        rejected_in: Callable[[bytes], Rejected | None] | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -142,6 +144,7 @@ class HttpSender:
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._encode = encode
+        self._rejected_in = rejected_in
         self.use_gzip = use_gzip
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -177,7 +180,7 @@ class HttpSender:
                 )
         return self._connection
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: bytes) -> Rejected | None:
         """POST one body; raise :class:`SendError` unless the answer is 2xx."""
         reused = self._connection is not None
         try:
@@ -198,7 +201,7 @@ class HttpSender:
             raise _connection_error(error) from None
         status = response.status
         if 200 <= status < 300:
-            return
+            return self._rejected(answer)
         detail = answer.decode("utf-8", "replace").strip()[:200]
         message = f"HTTP {status} from {self.url}" + (f": {detail}" if detail else "")
         reason = f"HTTP {status}"  # the log-once key: never the server's words
@@ -215,6 +218,14 @@ class HttpSender:
             too_large=status == 413,
             bad_content=status in (400, 422),
         )
+
+    def _rejected(self, answer: bytes) -> Rejected | None:
+        if self._rejected_in is None or not answer:
+            return None
+        try:
+            return self._rejected_in(answer)
+        except Exception:  # an answer we cannot read: the 2xx status says the spans were taken
+            return None
 
     def _post(self, payload: bytes) -> tuple[http.client.HTTPResponse, bytes]:
         connection = self._connect()

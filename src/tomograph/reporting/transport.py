@@ -36,7 +36,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_FLUSH_SECONDS",
     "BatchingTransport",
+    "Rejected",
     "SendError",
     "Sender",
     "TransportBackend",
@@ -96,6 +97,19 @@ class SendError(Exception):
         self.bad_content = bad_content
 
 
+class Rejected(NamedTuple):
+    """Spans a collector took a payload with but refused (OTLP's partial success).
+
+    >>> Rejected(2, "span 3: name too long").spans
+    2
+    """
+
+    #: How many of the payload's spans the collector refused.
+    spans: int
+    #: The collector's explanation, shortened (shown in the log line, never a log-once key).
+    message: str
+
+
 class Sender(Protocol):
     """Encodes batches of spans and delivers payloads: what a backend plugs into the transport."""
 
@@ -109,8 +123,12 @@ class Sender(Protocol):
         """
         ...
 
-    def send(self, payload: bytes) -> None:
-        """Deliver one payload or raise :class:`SendError`. Never runs on two threads at once."""
+    def send(self, payload: bytes) -> Rejected | None:
+        """Deliver one payload or raise :class:`SendError`. Never runs on two threads at once.
+
+        An answer that accepts the payload but refuses some of its spans returns
+        :class:`Rejected`; those spans count as failed.
+        """
         ...
 
     def reset(self) -> None:
@@ -423,10 +441,10 @@ class BatchingTransport:
         for count, payload in payloads:
             part = spans[start : start + count]
             start += count
-            error = self._deliver(payload, deadline, outcome)
+            error = self._deliver(payload, count, deadline, outcome)
             if error is None:
-                outcome.delivered(count, payload)
-            elif splittable and count > 1 and error.too_large:
+                continue
+            if splittable and count > 1 and error.too_large:
                 half = count // 2
                 refused += self._send(part[:half], deadline, outcome)
                 refused += self._send(part[half:], deadline, outcome)
@@ -477,9 +495,12 @@ class BatchingTransport:
             )
 
     def _deliver(
-        self, payload: bytes, deadline: float | None, outcome: _Outcome
+        self, payload: bytes, count: int, deadline: float | None, outcome: _Outcome
     ) -> SendError | None:
-        """Send one payload, retrying what may succeed later; the error that ended it, if any."""
+        """Send one payload of ``count`` spans, retrying what may succeed later.
+
+        The error that ended it, if it was not delivered.
+        """
         started = time.monotonic()
         give_up = started + self.retry_deadline
         if deadline is not None:
@@ -487,7 +508,7 @@ class BatchingTransport:
         attempt = 0
         while True:
             try:
-                self.sender.send(payload)
+                rejected = self.sender.send(payload)
             except SendError as error:
                 if not error.retryable:
                     return error
@@ -510,6 +531,17 @@ class BatchingTransport:
             if self._failing:
                 self._failing = False
                 _log.info("tomograph: %s is accepting spans again", self.sender.name)
+            refused = 0 if rejected is None else max(0, min(rejected.spans, count))
+            outcome.delivered(count - refused, payload)
+            if refused:
+                self._log_once(
+                    "rejected",
+                    "tomograph: %s took a payload but rejected %d of its %d spans: %s",
+                    self.sender.name,
+                    refused,
+                    count,
+                    rejected.message if rejected else "",
+                )
             return None
 
     def _backoff_delay(self, attempt: int, retry_after: float | None) -> float:
