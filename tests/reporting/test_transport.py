@@ -141,6 +141,31 @@ def test_spans_fail_after_max_retries() -> None:
     transport.close(1)
 
 
+def test_a_span_the_encoder_fails_on_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
+    class Picky(RecordingSender):
+        def encode(self, spans: Sequence[Span]) -> list[tuple[int, bytes]]:
+            if any(span.name == "unencodable" for span in spans):
+                raise ValueError("cannot encode this one")
+            return super().encode(spans)
+
+    memory = MemoryBackend()
+    tracer = Tracer("svc", backends=[memory])
+    for index in range(100):
+        with tracer.span("unencodable" if index == 61 else "op"):
+            pass
+    sender = Picky()
+    transport = BatchingTransport(sender, batch_size=100, interval=60)
+    for span in memory.spans:
+        transport.report(span)
+    assert transport.flush(5)
+    stats = transport.stats()
+    assert (stats["sent"], stats["failed"]) == (99, 1)
+    assert sum(sender.batches) == 99
+    failures = [r for r in caplog.records if "encoding a span" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    transport.close(1)
+
+
 def test_an_encoder_bug_fails_the_batch_but_not_the_worker() -> None:
     class Broken(RecordingSender):
         def encode(self, spans: Sequence[Span]) -> list[tuple[int, bytes]]:

@@ -416,15 +416,24 @@ class BatchingTransport:
     ) -> list[tuple[Sequence[Span], SendError]]:
         """Encode and deliver ``spans``; the parts the collector refused for their content.
 
-        A part refused as too large is split in halves and sent again here, down to one span.
+        A part refused as too large is split in halves and sent again here, down to one span;
+        so is a batch the encoder fails on, so that one span it cannot encode fails alone.
         """
         refused: list[tuple[Sequence[Span], SendError]] = []
         try:
             payloads = self.sender.encode(spans)
         except Exception:
-            self._log_once(
-                "encode", "tomograph: encoding spans for %s failed", self.sender.name, exc_info=True
-            )
+            if len(spans) > 1:
+                half = len(spans) // 2
+                refused += self._send(spans[:half], deadline, outcome)
+                refused += self._send(spans[half:], deadline, outcome)
+            else:
+                self._log_once(
+                    "encode",
+                    "tomograph: encoding a span for %s failed",
+                    self.sender.name,
+                    exc_info=True,
+                )
             return refused
         counts = [count for count, _ in payloads]
         # Refused parts can be split again only if the counts say which spans each payload holds.
