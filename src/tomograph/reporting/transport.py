@@ -365,8 +365,9 @@ class BatchingTransport:
         while self._queue:
             if deadline is None and self._stop:
                 return  # closed: close() counts what is left
-            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._sending.acquire(timeout=wait):
+            if deadline is None:
+                self._sending.acquire()
+            elif not self._sending.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 return  # another thread is sending: it will get to these spans
             try:
                 batch = self._take_batch()
