@@ -92,8 +92,9 @@ CREDENTIAL_VARIABLES: dict[str, tuple[str, str]] = {
 TOKEN_ENV_PARAMETER = "token_env"
 HEADERS_ENV_PARAMETER = "headers_env"
 
-#: How long the exit hook waits for backends to deliver what they hold.
-EXIT_FLUSH_SECONDS = 2.0
+#: How long configure() and reset() wait for the backends they replace to deliver what they hold.
+#: (The exit's budget is tomograph.reporting.transport.EXIT_FLUSH_SECONDS.)
+REPLACED_BACKENDS_CLOSE_SECONDS = 2.0
 
 _log = logging.getLogger("tomograph")
 _lock = threading.Lock()
@@ -341,7 +342,7 @@ def configure(
         for backend in previous.backends:
             if id(backend) not in kept:
                 try:
-                    backend.close(EXIT_FLUSH_SECONDS)
+                    backend.close(REPLACED_BACKENDS_CLOSE_SECONDS)
                 except Exception:
                     _log.exception("closing tomograph backend %r failed", backend)
     return tracer
@@ -379,9 +380,12 @@ def _install_exit_hook() -> None:
 
 
 def _flush_at_exit() -> None:
+    # One budget for the whole exit, shared with the transports' own exit hook.
+    from tomograph.reporting.transport import exit_time_left
+
     tracer = _default_tracer
     if tracer is not None:
-        tracer.close(EXIT_FLUSH_SECONDS)
+        tracer.close(exit_time_left())
 
 
 def reset() -> None:
@@ -393,4 +397,4 @@ def reset() -> None:
 
     composite.set_default_propagator(None)
     if previous is not None:
-        previous.close(EXIT_FLUSH_SECONDS)
+        previous.close(REPLACED_BACKENDS_CLOSE_SECONDS)

@@ -14,6 +14,7 @@ pytest.importorskip("opentelemetry.proto")
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
@@ -30,6 +31,8 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
+        #: The body of every 200 answer (an ExportTraceServiceResponse, or anything).
+        self.answer = b""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,9 +50,11 @@ class OtlpReceiver:
                     receiver.requests.append(
                         (dict(self.headers), ExportTraceServiceRequest.FromString(body))
                     )
+                answer = receiver.answer if ok else b""
                 self.send_response(200 if ok else 404)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -133,3 +138,38 @@ def test_endpoint_path() -> None:
     backend = OtlpBackend("https://collector.example/otel")
     assert backend.endpoint == "https://collector.example/otel/v1/traces"
     backend.close(0)
+
+
+def test_spans_a_collector_rejects_in_a_partial_success_count_as_failed(
+    receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = ExportTraceServiceResponse()
+    response.partial_success.rejected_spans = 2
+    response.partial_success.error_message = "2 spans have no name"
+    receiver.answer = response.SerializeToString()
+    backend = OtlpBackend(receiver.url, interval=0.05)
+    tracer = Tracer("svc", backends=[backend])
+    for _ in range(10):
+        with tracer.span("op"):
+            pass
+    assert backend.flush(5)
+    stats = backend.stats()
+    backend.close(1)
+    assert (stats["queued"], stats["sent"], stats["failed"]) == (10, 8, 2)
+    logged = [
+        r.getMessage() for r in caplog.records if "rejected 2 of its 10 spans" in r.getMessage()
+    ]
+    assert len(logged) == 1 and "2 spans have no name" in logged[0]
+
+
+@pytest.mark.parametrize("answer", [b"", b"\x00\xff garbage", b"{}"])
+def test_a_200_whose_body_is_no_partial_success_counts_every_span_as_sent(
+    receiver: OtlpReceiver, answer: bytes
+) -> None:
+    receiver.answer = answer
+    backend = OtlpBackend(receiver.url, interval=0.05)
+    with Tracer("svc", backends=[backend]).span("op"):
+        pass
+    assert backend.flush(5)
+    assert backend.stats()["sent"] == 1
+    backend.close(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -245,6 +246,28 @@ def test_bytes_that_are_no_thrift_reply_are_never_read_as_a_result_code(data: by
     descriptions = ("a reply in an unknown protocol", "a malformed reply", "a truncated reply")
     result = _parse_log_reply(data)
     assert result in (*descriptions, "an exception") or str(result).startswith("message type ")
+
+
+REPLY_DESCRIPTIONS = {
+    "a reply in an unknown protocol",
+    "a malformed reply",
+    "an exception",
+    "an unexpected result field",
+    "a truncated reply",
+    "no result",
+}
+#: The first four bytes of a Thrift binary-protocol (version 1) reply.
+REPLY_HEADER = (0x80010000 | 2).to_bytes(4, "big")
+
+
+@given(st.binary(max_size=64) | st.binary(max_size=40).map(REPLY_HEADER.__add__))
+def test_any_reply_bytes_parse_to_a_code_or_a_description(reply: bytes) -> None:
+    result = _parse_log_reply(reply)
+    if isinstance(result, int):  # only a version-1 reply can carry a result code, and it does
+        assert int.from_bytes(reply[:4], "big") & 0xFFFF00FF == 0x80010002
+        assert result.to_bytes(4, "big", signed=True) in reply[8:]
+    else:
+        assert result in REPLY_DESCRIPTIONS or re.fullmatch(r"message type \d+", result)
 
 
 def test_ok_and_try_later_replies_parse() -> None:

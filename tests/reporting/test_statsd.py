@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from support.servers import free_port
 from support.statsd_graphite import StatsdGraphite
+from support.thread_calls import recorded_calls, waiting_calls
 from tomograph import ConfigurationError, Tracer, config
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.statsd import StatsdBackend, StatsdSender, metric_segment
@@ -86,21 +87,47 @@ def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
         config.backend_from_url(url)
 
 
-def test_closed_port_never_reaches_the_application_and_spans_are_counted() -> None:
+def test_closed_port_never_reaches_the_application_and_spans_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port = free_port(socket.SOCK_DGRAM)
     backend = config.backend_from_url(f"statsd://127.0.0.1:{port}?interval=0.02&batch_size=1")
-    assert isinstance(backend, StatsdBackend)
     tracer = Tracer("svc", backends=[backend])
-    started = time.perf_counter()
-    for _ in range(200):
-        with tracer.span("op"):
-            pass
-    print(f"\nstatsd port closed: {(time.perf_counter() - started) / 200 * 1e6:.2f} µs per span")
+    with tracer.span("op"):  # the first span starts the worker
+        pass
+    with recorded_calls() as calls:
+        for _ in range(199):
+            with tracer.span("op"):
+                pass
+    assert waiting_calls(calls) == []  # no socket call, no wait on the application thread
     assert backend.flush(5)
     stats = backend.stats()
     assert stats["queued"] == 200 == stats["sent"] + stats["failed"] + stats["dropped"]
     assert stats["failed"] >= 1  # ICMP port unreachable surfaces as ECONNREFUSED
+    refused = [r.getMessage() for r in caplog.records if "refused spans" in r.getMessage()]
+    assert len(refused) == 1 and "ConnectionRefusedError" in refused[0]  # once, however many
     backend.close(1)
+
+
+def test_forked_children_sample_differently() -> None:
+    backend = StatsdBackend(sample_rate=0.5)
+    spans = [_span() for _ in range(64)]
+    patterns = []
+    for _ in range(3):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: which of the same 64 spans would it send?
+            os.close(read_end)
+            sender = backend.sender
+            kept = "".join("1" if sender.encode([span])[0][1] else "0" for span in spans)
+            os.write(write_end, kept.encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            patterns.append(pipe.read())
+        os.waitpid(pid, 0)
+    assert len(set(patterns)) == 3, "forked workers would sample the same spans"
+    backend.close(0)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.zipkin_server import validate_list_of_spans
 from tomograph import Tracer
 from tomograph.model import Endpoint
 from tomograph.reporting import zipkin_json
@@ -280,6 +281,8 @@ def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     parsed = json.loads(data)
     assert isinstance(parsed, list) and len(parsed) == len(result)
     assert all(isinstance(item, dict) for item in parsed)
+    validate_list_of_spans(result)  # what decodes is valid Zipkin, already normalized
+    assert zipkin_json.decode_spans(json.dumps(result).encode()) == result
 
 
 @settings(max_examples=300, deadline=None)

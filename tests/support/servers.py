@@ -11,7 +11,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,17 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+@contextmanager
+def never_answering_server() -> Iterator[str]:
+    """``http://127.0.0.1:port`` of a server that accepts connections and never answers.
+
+    The kernel completes the handshakes (a listening socket with a backlog) and buffers what
+    clients send; nothing ever reads it or writes back, as with a hung collector.
+    """
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as listener:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 class BackgroundProcess:

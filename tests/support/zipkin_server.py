@@ -3,9 +3,16 @@
 Each ``POST /api/v2/spans`` body (JSON or proto3, optionally gzipped) is checked against
 Zipkin's OpenAPI definition of ``ListOfSpans`` (proto bodies after decoding). Faults are played
 from ``server.faults`` (a deque), one per request: ``("status", 500)``,
-``("status", 429, "2")`` (with ``Retry-After``), ``("sleep", 10.0)`` (answer late) and
-``("reset",)`` (read part of the body, then reset the connection) and ``("close-after",)``
-(answer, then close the kept-alive connection as an idle timeout would).
+``("status", 429, "2")`` (with ``Retry-After``), ``("status", 400, None, b"why")`` (with a
+body), ``("sleep", 10.0)`` (answer late), ``("reset",)`` (read part of the body, then reset
+the connection), ``("close-after",)`` (answer, then close the kept-alive connection as an idle
+timeout would) and ``("truncate",)`` (accept the spans, then close the connection in the
+middle of the answer's chunked body).
+
+Standing rules, like a strict collector's: ``server.limit_bytes`` answers 413 to larger
+bodies (a proxy's body size limit); a batch holding a span named in ``server.refuse_names``
+is answered 400 as a whole, naming the span (``server.refused`` counts the spans in
+batches so refused, ``server.too_large`` the bodies refused for their size).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -51,6 +59,13 @@ def validate_list_of_spans(document: object) -> None:
     )
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+        # else: a client that gave up waiting (tests make it do so) is not a server failure
+
+
 class RecordingZipkinServer:
     """``with RecordingZipkinServer() as server:`` serves on ``server.url`` until the block ends."""
 
@@ -59,6 +74,10 @@ class RecordingZipkinServer:
         self.requests: list[dict[str, Any]] = []
         self.invalid: list[str] = []
         self.faults: deque[tuple[Any, ...]] = deque()
+        self.limit_bytes: int | None = None
+        self.refuse_names: set[str] = set()
+        self.refused = 0
+        self.too_large = 0
         self.lock = threading.Lock()
         self.received = threading.Condition(self.lock)
         server = self
@@ -85,21 +104,41 @@ class RecordingZipkinServer:
                 if fault and fault[0] == "sleep":
                     time.sleep(fault[1])
                 if fault and fault[0] == "status":
+                    answer = fault[3] if len(fault) > 3 else b""
                     self.send_response(fault[1])
-                    if len(fault) > 2:
+                    if len(fault) > 2 and fault[2] is not None:
                         self.send_header("Retry-After", fault[2])
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
+                if server.limit_bytes is not None and len(body) > server.limit_bytes:
+                    with server.lock:
+                        server.too_large += 1
+                    self.send_response(413)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                status = server.accept(self.path, dict(self.headers), body, self.client_address[1])
+                status, answer = server.accept(
+                    self.path, dict(self.headers), body, self.client_address[1]
+                )
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                if fault and fault[0] == "truncate":
+                    # A chunked body that stops after its first chunk: the connection closes.
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"5\r\naccep\r\n")
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
                 if fault and fault[0] == "close-after":
                     # Answer as keep-alive, then drop the idle connection anyway.
                     self.close_connection = True
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", port), Handler)
         if tls is not None:  # (certificate, key): serve HTTPS
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(tls[0]), str(tls[1]))
@@ -114,8 +153,10 @@ class RecordingZipkinServer:
         with self.lock:
             return self.faults.popleft() if self.faults else None
 
-    def accept(self, path: str, headers: dict[str, str], body: bytes, client_port: int = 0) -> int:
-        """Validate and record one body; the HTTP status to answer."""
+    def accept(
+        self, path: str, headers: dict[str, str], body: bytes, client_port: int = 0
+    ) -> tuple[int, bytes]:
+        """Validate and record one body; the HTTP status and body to answer."""
         try:
             if path != "/api/v2/spans":
                 raise ValueError(f"unexpected path {path}")
@@ -134,12 +175,17 @@ class RecordingZipkinServer:
         except Exception as error:
             with self.lock:
                 self.invalid.append(f"{type(error).__name__}: {error}")
-            return 400
+            return 400, b""
+        for index, span in enumerate(spans):
+            if span.get("name") in self.refuse_names:
+                with self.lock:
+                    self.refused += len(spans)
+                return 400, f"span {index}: name {span['name']!r} is refused".encode()
         with self.received:
             self.requests.append({"headers": headers, "size": len(body), "port": client_port})
             self.spans.extend(spans)
             self.received.notify_all()
-        return 202
+        return 202, b""
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least ``count`` spans arrived; the spans so far."""

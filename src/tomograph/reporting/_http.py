@@ -25,7 +25,7 @@ from tomograph.reporting._url_options import (
     parse_number,
     transport_options,
 )
-from tomograph.reporting.transport import SendError
+from tomograph.reporting.transport import Rejected, SendError
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -40,6 +40,9 @@ __all__ = [
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+#: A 413 lowers ``max_bytes`` no further than this (a proxy answering 413 to small bodies must
+#: not turn every batch into one request per span).
+_MIN_LEARNED_MAX_BYTES = 64 * 1024
 
 #: RFC 9110 field names: one or more token characters.
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -63,13 +66,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone also takes '²' and '٣'
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def http_backend_url(
@@ -162,6 +165,11 @@ def _is_header_value(value: str) -> bool:
     return not any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in value)
 
 
+def _connection_error(error: BaseException) -> SendError:
+    name = type(error).__name__
+    return SendError(f"{name}: {error}", retryable=True, reason=name)
+
+
 class HttpSender:
     """POSTs encoded span batches to one URL over a kept-alive ``http.client`` connection.
 
@@ -171,9 +179,12 @@ class HttpSender:
     a collector that echoes them in its answer has them replaced by ``***``.
 
     ``encode`` turns spans into bytes; a batch whose body exceeds ``max_bytes`` is split in
-    halves until it fits. Connection errors, timeouts, 5xx and 429 raise a retryable
+    halves until it fits. Connection errors, timeouts, 5xx, 408 and 429 raise a retryable
     :class:`SendError`; any other 4xx a final one (401 and 403 with a hint about credentials,
-    where ``auth_hint`` says how to give them).
+    where ``auth_hint`` says how to give them), marked so that the transport splits the
+    batch for 413 (too large: ``max_bytes`` is also lowered to half the refused body, not below
+    64 KiB) and for 400 or 422 (perhaps one bad span). ``rejected_in`` reads a 2xx answer
+    for spans the collector took the body with but refused (OTLP's partial success).
     """
 
     def __init__(
@@ -189,6 +200,7 @@ class HttpSender:
         headers: Mapping[str, str] | None = None,
         token: str | None = None,
         auth_hint: str = "give the backend a token or headers",
+        rejected_in: Callable[[bytes], Rejected | None] | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -203,6 +215,7 @@ class HttpSender:
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._encode = encode
+        self._rejected_in = rejected_in
         self.use_gzip = use_gzip
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -239,7 +252,7 @@ class HttpSender:
                 )
         return self._connection
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: bytes) -> Rejected | None:
         """POST one body; raise :class:`SendError` unless the answer is 2xx."""
         reused = self._connection is not None
         try:
@@ -247,28 +260,46 @@ class HttpSender:
         except (ConnectionError, http.client.RemoteDisconnected) as error:
             self.reset()
             if not reused:
-                raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+                raise _connection_error(error) from None
             # The server closed the kept-alive connection while it was idle: reconnect once
             # at once, without a backoff.
             try:
                 response, answer = self._post(payload)
             except (OSError, http.client.HTTPException) as error:
                 self.reset()
-                raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+                raise _connection_error(error) from None
         except (OSError, http.client.HTTPException) as error:
             self.reset()
-            raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+            raise _connection_error(error) from None
         status = response.status
         if 200 <= status < 300:
-            return
+            return self._rejected(answer)
         detail = self._redact(answer.decode("utf-8", "replace")).strip()[:200]
         message = f"HTTP {status} from {self.url}" + (f": {detail}" if detail else "")
         if status in (401, 403):
             message += f" ({self._auth_advice(status)})"
-        if status == 429 or status >= 500:
+        reason = f"HTTP {status}"  # the log-once key: never the server's words
+        if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.getheader("Retry-After"))
-            raise SendError(message, retryable=True, retry_after=retry_after)
-        raise SendError(message, retryable=False)
+            raise SendError(message, retryable=True, retry_after=retry_after, reason=reason)
+        if status == 413:
+            # The collector's limit is below this body: later batches are split before sending.
+            self.max_bytes = max(_MIN_LEARNED_MAX_BYTES, min(self.max_bytes, len(payload) // 2))
+        raise SendError(
+            message,
+            retryable=False,
+            reason=reason,
+            too_large=status == 413,
+            bad_content=status in (400, 422),
+        )
+
+    def _rejected(self, answer: bytes) -> Rejected | None:
+        if self._rejected_in is None or not answer:
+            return None
+        try:
+            return self._rejected_in(answer)
+        except Exception:  # an answer we cannot read: the 2xx status says the spans were taken
+            return None
 
     def _auth_advice(self, status: int) -> str:
         if status == 403:
@@ -289,12 +320,17 @@ class HttpSender:
         try:
             connection.request("POST", self._path, payload, self._headers)
             response = connection.getresponse()
-            answer = response.read(65536)
+            try:
+                answer = response.read(65536)
+            except (OSError, http.client.HTTPException):
+                # The status line already says what became of the spans; an answer cut short
+                # only leaves the connection unusable.
+                answer = None
         finally:
             SUPPRESS_TRACING.reset(token)
-        if not response.isclosed():  # a body larger than we care to read: not reusable
+        if answer is None or not response.isclosed():  # not reusable (or a body too large)
             self.reset()
-        return response, answer
+        return response, answer or b""
 
     def reset(self) -> None:
         """Drop the connection (it is reopened on the next send)."""

@@ -11,7 +11,8 @@ Mapping: one ``ResourceSpans`` per service (``service.name``), scope ``tomograph
 ``SPAN_KIND_INTERNAL``; tags become attributes with their own types (bool, int, double,
 string); notes become events; a failed span gets status ``ERROR`` with the ``error`` tag as its
 message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
-``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded).
+``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded). Spans an
+answer's ``partial_success`` says were rejected count as failed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
@@ -32,12 +36,12 @@ from tomograph.reporting._http import (
     http_backend_url,
     strip_credentials,
 )
-from tomograph.reporting.transport import TransportBackend
+from tomograph.reporting.transport import Rejected, TransportBackend
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["OtlpBackend", "encode_spans"]
+__all__ = ["OtlpBackend", "encode_spans", "rejected_spans"]
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
@@ -138,6 +142,23 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     return bytes(request.SerializeToString())
 
 
+def rejected_spans(answer: bytes) -> Rejected | None:
+    """The spans a 2xx ``ExportTraceServiceResponse`` says were refused (partial success).
+
+    >>> response = ExportTraceServiceResponse()
+    >>> response.partial_success.rejected_spans = 2
+    >>> response.partial_success.error_message = "span name too long"
+    >>> rejected_spans(response.SerializeToString())
+    Rejected(spans=2, message='span name too long')
+    >>> rejected_spans(b"") is None
+    True
+    """
+    partial = ExportTraceServiceResponse.FromString(answer).partial_success
+    if partial.rejected_spans <= 0:
+        return None
+    return Rejected(partial.rejected_spans, partial.error_message[:200])
+
+
 class OtlpBackend(TransportBackend):
     """Reports spans to an OpenTelemetry collector over OTLP/HTTP (protobuf), in batches.
 
@@ -178,6 +199,7 @@ class OtlpBackend(TransportBackend):
             headers=headers,
             token=token,
             auth_hint="pass token= or headers= to OtlpBackend, or set TOMOGRAPH_OTLP_TOKEN",
+            rejected_in=rejected_spans,
         )
         super().__init__(sender, **transport_options)
 

@@ -120,14 +120,17 @@ class ScribeSender:
             reply = self._read_exactly(sock, size)
         except (OSError, struct.error) as error:
             self.reset()
-            raise SendError(f"{type(error).__name__}: {error}", retryable=True) from None
+            name = type(error).__name__
+            raise SendError(f"{name}: {error}", retryable=True, reason=name) from None
         result = _parse_log_reply(reply)
         if result == _OK:
             return
         if result == _TRY_LATER:
-            raise SendError(f"{self.name} answered TRY_LATER", retryable=True)
+            raise SendError(f"{self.name} answered TRY_LATER", retryable=True, reason="TRY_LATER")
         self.reset()
-        raise SendError(f"{self.name} answered {result!r}", retryable=False)
+        # The reason stays one of a few words whatever the server sends (codes are any int).
+        reason = "unknown result code" if isinstance(result, int) else result
+        raise SendError(f"{self.name} answered {result!r}", retryable=False, reason=reason)
 
     def reset(self) -> None:
         """Close the connection (reopened on the next send)."""

@@ -172,19 +172,22 @@ class StatsdSender:
         try:
             self._connect().send(payload)
         except BlockingIOError:
-            raise SendError("socket send buffer full", retryable=True) from None
+            raise SendError(
+                "socket send buffer full", retryable=True, reason="buffer full"
+            ) from None
         except OSError as error:
             # ECONNREFUSED: the previous datagram met a closed port (ICMP). Metrics are
             # ephemeral: do not retry, count as failed.
             self.reset()
-            raise SendError(f"{type(error).__name__}: {error}", retryable=False) from None
+            name = type(error).__name__
+            raise SendError(f"{name}: {error}", retryable=False, reason=name) from None
 
     def reset(self) -> None:
         """Close the socket (reopened on the next send)."""
         sock, self._socket = self._socket, None
         if sock is not None:
             sock.close()
-        self._random.seed()
+        self._random.seed()  # from os.urandom: forked workers must not sample the same spans
 
     def close(self) -> None:
         """Close the socket."""

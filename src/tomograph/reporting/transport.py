@@ -15,7 +15,12 @@ a system call, so it never runs per span.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
-``queued == sent + failed + pending`` and nothing is lost silently.
+``queued == sent + dropped + failed + pending``; every kind of loss is logged, once per kind or
+once per outage. Nothing is lost silently.
+
+One worker per transport uses the sender. :meth:`BatchingTransport.flush` sends on the calling
+thread only when no worker runs (at interpreter exit), and then never from two threads at once.
+:meth:`BatchingTransport.close` releases the sender only once the worker is done with it.
 """
 
 from __future__ import annotations
@@ -31,30 +36,78 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["BatchingTransport", "SendError", "Sender", "TransportBackend", "TransportStats"]
+__all__ = [
+    "EXIT_FLUSH_SECONDS",
+    "BatchingTransport",
+    "Rejected",
+    "SendError",
+    "Sender",
+    "TransportBackend",
+    "TransportStats",
+    "exit_time_left",
+]
 
 _log = logging.getLogger("tomograph.reporting")
 
-#: How long the interpreter's exit hook waits, in total, for transports that no tracer closed.
+#: How long the interpreter's exit waits, in total, for backends to deliver what they hold. The
+#: exit hooks that wait (the default tracer's and this module's) share it: see exit_time_left().
 EXIT_FLUSH_SECONDS = 2.0
+
+#: A refused part of a batch is split in two at most this deep to find the spans a collector
+#: refuses (2**9 = 512 covers the default batch of 500).
+_MAX_SPLIT_DEPTH = 9
 
 
 class SendError(Exception):
     """A payload could not be delivered.
 
-    ``retryable`` is True for connection errors, timeouts, 5xx and 429; ``retry_after`` is the
-    delay the server asked for (seconds), if any.
+    ``retryable`` is True for connection errors, timeouts, 5xx, 408 and 429; ``retry_after`` is
+    the delay the server asked for (seconds), if any. ``reason`` names the kind of failure in a
+    few stable words (``HTTP 400``, ``ConnectionRefusedError``): failures are logged once per
+    reason, so it must not carry the server's own words (the message may).
+
+    Two kinds of refusal make the transport split the batch and send the halves again:
+    ``too_large`` (HTTP 413: halves until single spans) and ``bad_content`` (HTTP 400 or 422:
+    perhaps one span spoils the batch; the split stops where both halves are refused).
+
+    >>> SendError("HTTP 413 from http://z/api/v2/spans", False, reason="HTTP 413", too_large=True)
+    SendError('HTTP 413 from http://z/api/v2/spans')
     """
 
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        *,
+        reason: str | None = None,
+        too_large: bool = False,
+        bad_content: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.reason = reason or ("retryable" if retryable else "refused")
+        self.too_large = too_large
+        self.bad_content = bad_content
+
+
+class Rejected(NamedTuple):
+    """Spans a collector took a payload with but refused (OTLP's partial success).
+
+    >>> Rejected(2, "span 3: name too long").spans
+    2
+    """
+
+    #: How many of the payload's spans the collector refused.
+    spans: int
+    #: The collector's explanation, shortened (shown in the log line, never a log-once key).
+    message: str
 
 
 class Sender(Protocol):
@@ -64,11 +117,18 @@ class Sender(Protocol):
     name: str
 
     def encode(self, spans: Sequence[Span]) -> list[tuple[int, bytes]]:
-        """Payloads for ``spans`` as (number of spans in it, bytes), each within size limits."""
+        """Payloads for ``spans`` as (number of spans in it, bytes), each within size limits.
+
+        Payloads follow the order of ``spans`` and their counts add up to ``len(spans)``.
+        """
         ...
 
-    def send(self, payload: bytes) -> None:
-        """Deliver one payload or raise :class:`SendError`. Runs on the worker only."""
+    def send(self, payload: bytes) -> Rejected | None:
+        """Deliver one payload or raise :class:`SendError`. Never runs on two threads at once.
+
+        An answer that accepts the payload but refuses some of its spans returns
+        :class:`Rejected`; those spans count as failed.
+        """
         ...
 
     def reset(self) -> None:
@@ -76,7 +136,7 @@ class Sender(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections and sockets."""
+        """Release connections and sockets (never while a ``send`` is in progress)."""
         ...
 
 
@@ -87,6 +147,20 @@ class TransportStats(dict[str, int]):
     the queue was full (or the transport closed), ``failed`` given up on, ``pending`` still waiting,
     ``batches`` payloads delivered, ``bytes`` bytes delivered, ``retries`` payload retries.
     """
+
+
+class _Outcome:
+    """What delivering one batch achieved, committed to the counters in one step."""
+
+    __slots__ = ("batches", "bytes", "retries", "sent")
+
+    def __init__(self) -> None:
+        self.sent = self.batches = self.bytes = self.retries = 0
+
+    def delivered(self, count: int, payload: bytes) -> None:
+        self.sent += count
+        self.batches += 1
+        self.bytes += len(payload)
 
 
 _transports: weakref.WeakSet[BatchingTransport] = weakref.WeakSet()
@@ -150,28 +224,44 @@ class BatchingTransport:
         self.max_backoff = max_backoff
         self.retry_deadline = retry_deadline
         self._closed = False
-        self._random = random.Random()
+        self._sender_open = True
+        #: Keys of the failures logged once: kinds (``refused HTTP 400``), never server words.
         self._logged: set[str] = set()
         self._init_state(os.getpid())
         _transports.add(self)
 
     def _init_state(self, pid: int) -> None:
-        """Fresh queue, worker slot, locks and counters (at start and in a forked child)."""
+        """Fresh queue, worker slot, locks, counters and RNG (at start and in a forked child)."""
         self._pid = pid
         self._queue: deque[Span] = deque()
         #: Spans up to this length are appended with no further check. Zero until the worker
         #: runs, so the first report takes the slow path and starts it.
         self._wake_at = 0
         self._worker: threading.Thread | None = None
+        #: Held to start the worker or to stop it for good: exactly one worker per transport.
+        self._lifecycle = threading.Lock()
+        #: Held by the one thread using the sender (the worker, or flush() when none runs).
+        self._sending = threading.Lock()
         self._wakeup = threading.Event()
+        #: Set by close(): cuts short the worker's backoff waits.
+        self._stopping = threading.Event()
+        #: Guards the queue's hand-over to batches and the counters; notified per batch.
         self._changed = threading.Condition(threading.Lock())
         self._in_flight = 0
-        self._stop = False
+        self._stop = self._closed
+        self._closing = self._closed
+        self._close_done = threading.Event()
+        if self._closed:
+            self._stopping.set()
+            self._close_done.set()
         self._taken = 0
         self._dropped = itertools.count()  # advanced from any thread: atomic in C
         self._discarded = 0  # still queued when the transport was closed
         self._sent = self._failed = self._batches = self._bytes = self._retries = 0
         self._failing = False
+        self._overflowing = self._overflow_logged = False
+        # Seeded from os.urandom in every process: forked workers must not back off in lockstep.
+        self._random = random.Random()
 
     # -- application thread -----------------------------------------------------------------
 
@@ -192,6 +282,9 @@ class BatchingTransport:
         try:
             if self._closed:
                 next(self._dropped)
+                self._log_once(
+                    "closed", "tomograph: %s is closed: later spans are dropped", self.sender.name
+                )
                 return
             queue = self._queue
             if not self._wakeup.is_set():
@@ -209,6 +302,9 @@ class BatchingTransport:
             elif next(self._dropped) & 1023 == 0 and self._pid != os.getpid():
                 # A full queue in a child forked from C whose inherited worker flag looked busy.
                 self._after_fork(keep_queue=True)
+            elif not self._overflowing:
+                # Logged by the worker: a logging handler may block, the application must not.
+                self._overflowing = True
         except Exception:  # never let the transport break the application
             next(self._dropped)
             self._log_once("report", "tomograph: queueing a span failed", exc_info=True)
@@ -216,30 +312,42 @@ class BatchingTransport:
     # -- worker -----------------------------------------------------------------------------
 
     def _ensure_worker(self) -> None:
-        if self._worker is not None or self._stop:
-            return
-        worker = threading.Thread(
-            target=self._run, name=f"tomograph {self.sender.name}", daemon=True
-        )
-        try:
-            worker.start()
-        except RuntimeError:  # at interpreter shutdown: flush() sends inline instead
-            return
-        self._worker = worker
-        self._wake_at = self.batch_size
+        if self._worker is None and not self._stop:
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        with self._lifecycle:  # many threads may report their first span at the same moment
+            if self._worker is not None or self._stop:  # another thread was first
+                return
+            worker = threading.Thread(
+                target=self._run, name=f"tomograph {self.sender.name}", daemon=True
+            )
+            try:
+                worker.start()
+            except RuntimeError:  # at interpreter shutdown: flush() sends inline instead
+                return
+            self._worker = worker
+            self._wake_at = self.batch_size
 
     def _run(self) -> None:
         wakeup = self._wakeup
-        while True:
-            wakeup.wait(self.interval)
-            wakeup.clear()
-            if self._stop:  # close() flushed within its budget; what is left is counted there
-                return
-            self._wake_at = self.batch_size
-            try:
-                self._drain(deadline=None)
-            except Exception:  # a bug in an encoder must not kill the worker
-                self._log_once("worker", "tomograph: reporting worker error", exc_info=True)
+        try:
+            while True:
+                wakeup.wait(self.interval)
+                wakeup.clear()
+                if self._stop:  # close() flushed within its budget and counts what is left
+                    break
+                self._wake_at = self.batch_size
+                try:
+                    self._drain(deadline=None)
+                except Exception:  # a bug in an encoder must not kill the worker
+                    self._log_once("worker", "tomograph: reporting worker error", exc_info=True)
+                if self._overflowing and len(self._queue) < self.queue_size:
+                    self._overflowing = self._overflow_logged = False  # the episode is over
+        finally:
+            if self._stop:  # closed: the sender is ours to release, now that no send runs
+                self._discard_queue()
+                self._release_sender()
 
     def _take_batch(self) -> list[Span]:
         queue = self._queue
@@ -253,37 +361,156 @@ class BatchingTransport:
         return batch
 
     def _drain(self, deadline: float | None) -> None:
-        """Send everything queued now; ``deadline`` (monotonic) bounds retries when flushing."""
+        """Send everything queued now; ``deadline`` (monotonic) bounds a flush on this thread."""
         while self._queue:
-            batch = self._take_batch()
-            if not batch:
-                break
+            if deadline is None and self._stop:
+                return  # closed: close() counts what is left
+            if deadline is None:
+                self._sending.acquire()
+            elif not self._sending.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return  # another thread is sending: it will get to these spans
             try:
-                self._send_batch(batch, deadline)
+                batch = self._take_batch()
+                if not batch:
+                    return
+                outcome = _Outcome()
+                try:
+                    self._send_batch(batch, deadline, outcome)
+                finally:
+                    self._commit(len(batch), outcome)
             finally:
-                with self._changed:
-                    self._in_flight -= len(batch)
-                    self._changed.notify_all()
+                self._sending.release()
+            self._log_overflow()
             if deadline is not None and time.monotonic() >= deadline:
                 return
             time.sleep(0)  # let other threads (or eventlet/gevent greenlets) run between batches
 
-    def _send_batch(self, batch: list[Span], deadline: float | None) -> None:
-        try:
-            payloads = self.sender.encode(batch)
-        except Exception:
-            self._failed += len(batch)
-            self._log_once("encode", "tomograph: encoding spans failed", exc_info=True)
-            return
-        for count, payload in payloads:
-            if self._deliver(payload, deadline):
-                self._sent += count
-                self._batches += 1
-                self._bytes += len(payload)
-            else:
-                self._failed += count
+    def _log_overflow(self) -> None:
+        """Log the first drop of a queue-full episode (the application thread only flags it)."""
+        if self._overflowing and not self._overflow_logged:
+            self._overflow_logged = True
+            _log.warning(
+                "tomograph: the queue for %s is full (%d spans): new spans are dropped",
+                self.sender.name,
+                self.queue_size,
+            )
 
-    def _deliver(self, payload: bytes, deadline: float | None) -> bool:
+    def _commit(self, count: int, outcome: _Outcome) -> None:
+        """Move ``count`` spans from in flight to sent or failed, with the batch's other counts."""
+        sent = max(0, min(outcome.sent, count))  # a miscounting sender cannot skew the sum
+        with self._changed:
+            self._in_flight -= count
+            self._sent += sent
+            self._failed += count - sent
+            self._batches += outcome.batches
+            self._bytes += outcome.bytes
+            self._retries += outcome.retries
+            self._changed.notify_all()
+
+    def _send_batch(self, batch: list[Span], deadline: float | None, outcome: _Outcome) -> None:
+        """Deliver ``batch``; spans not delivered in the end count as failed (in _commit)."""
+        for part, error in self._send(batch, deadline, outcome):
+            self._isolate(part, error, deadline, outcome, _MAX_SPLIT_DEPTH)
+
+    def _send(
+        self, spans: Sequence[Span], deadline: float | None, outcome: _Outcome
+    ) -> list[tuple[Sequence[Span], SendError]]:
+        """Encode and deliver ``spans``; the parts the collector refused for their content.
+
+        A part refused as too large is split in halves and sent again here, down to one span;
+        so is a batch the encoder fails on, so that one span it cannot encode fails alone.
+        """
+        refused: list[tuple[Sequence[Span], SendError]] = []
+        try:
+            payloads = self.sender.encode(spans)
+        except Exception:
+            if len(spans) > 1:
+                half = len(spans) // 2
+                refused += self._send(spans[:half], deadline, outcome)
+                refused += self._send(spans[half:], deadline, outcome)
+            else:
+                self._log_once(
+                    "encode",
+                    "tomograph: encoding a span for %s failed",
+                    self.sender.name,
+                    exc_info=True,
+                )
+            return refused
+        counts = [count for count, _ in payloads]
+        # Refused parts can be split again only if the counts say which spans each payload holds.
+        splittable = sum(counts) == len(spans) and all(count >= 0 for count in counts)
+        if not splittable:
+            self._log_once(
+                "counts",
+                "tomograph: %s encoded %d spans as payloads counting %d: the rest count as failed",
+                self.sender.name,
+                len(spans),
+                sum(counts),
+            )
+        start = 0
+        for count, payload in payloads:
+            part = spans[start : start + count]
+            start += count
+            error = self._deliver(payload, count, deadline, outcome)
+            if error is None:
+                continue
+            if splittable and count > 1 and error.too_large:
+                half = count // 2
+                refused += self._send(part[:half], deadline, outcome)
+                refused += self._send(part[half:], deadline, outcome)
+            elif splittable and count > 1 and error.bad_content:
+                refused.append((part, error))
+            else:
+                self._give_up(count, error)
+        return refused
+
+    def _isolate(
+        self,
+        spans: Sequence[Span],
+        error: SendError,
+        deadline: float | None,
+        outcome: _Outcome,
+        depth: int,
+    ) -> None:
+        """Find the spans a collector refuses in ``spans`` by sending each half again.
+
+        When both halves are refused too, the collector refuses more than one span there (or
+        everything): the split stops, so a collector that refuses every batch costs three
+        requests per batch, and one bad span costs two more requests per halving.
+        """
+        if depth == 0 or (self._stop and deadline is None):
+            self._give_up(len(spans), error)
+            return
+        half = len(spans) // 2
+        first = self._send(spans[:half], deadline, outcome)
+        second = self._send(spans[half:], deadline, outcome)
+        if first and second:
+            for part, refusal in first + second:
+                self._give_up(len(part), refusal)
+            return
+        for part, refusal in first + second:
+            self._isolate(part, refusal, deadline, outcome, depth - 1)
+
+    def _give_up(self, count: int, error: SendError) -> None:
+        """Log spans that will count as failed: once per kind of refusal (or per outage)."""
+        if error.retryable:
+            self._note_failure(error)
+        else:
+            self._log_once(
+                f"refused {error.reason}",
+                "tomograph: %s refused spans, not retrying: %s (%d spans)",
+                self.sender.name,
+                error,
+                count,
+            )
+
+    def _deliver(
+        self, payload: bytes, count: int, deadline: float | None, outcome: _Outcome
+    ) -> SendError | None:
+        """Send one payload of ``count`` spans, retrying what may succeed later.
+
+        The error that ended it, if it was not delivered.
+        """
         started = time.monotonic()
         give_up = started + self.retry_deadline
         if deadline is not None:
@@ -291,34 +518,41 @@ class BatchingTransport:
         attempt = 0
         while True:
             try:
-                self.sender.send(payload)
+                rejected = self.sender.send(payload)
             except SendError as error:
                 if not error.retryable:
-                    self._log_once(
-                        f"refused {error}",
-                        "tomograph: %s refused spans, not retrying: %s",
-                        self.sender.name,
-                        error,
-                    )
-                    return False
+                    return error
                 if attempt >= self.max_retries or (self._stop and deadline is None):
-                    self._note_failure(error)
-                    return False
+                    return error
                 delay = self._backoff_delay(attempt, error.retry_after)
                 if time.monotonic() + delay > give_up:
-                    self._note_failure(error)
-                    return False
+                    return error
                 attempt += 1
-                self._retries += 1
-                time.sleep(delay)
+                outcome.retries += 1
+                if self._stopping.wait(delay) and deadline is None:
+                    return error  # closed while waiting: no more attempts
                 continue
             except Exception as error:
-                self._note_failure(error)
-                return False
+                self._log_once(
+                    "send", "tomograph: sending to %s raised", self.sender.name, exc_info=True
+                )
+                name = type(error).__name__
+                return SendError(f"{name}: {error}", retryable=False, reason=name)
             if self._failing:
                 self._failing = False
                 _log.info("tomograph: %s is accepting spans again", self.sender.name)
-            return True
+            refused = 0 if rejected is None else max(0, min(rejected.spans, count))
+            outcome.delivered(count - refused, payload)
+            if refused:
+                self._log_once(
+                    "rejected",
+                    "tomograph: %s took a payload but rejected %d of its %d spans: %s",
+                    self.sender.name,
+                    refused,
+                    count,
+                    rejected.message if rejected else "",
+                )
+            return None
 
     def _backoff_delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -343,18 +577,21 @@ class BatchingTransport:
         """Wait up to ``timeout`` seconds until every queued span was sent or given up on.
 
         Returns True if nothing is pending any more. Safe from any thread; without a running
-        worker (at interpreter exit) it sends inline.
+        worker (at interpreter exit) it sends on the calling thread. On the worker itself (a
+        sender that flushes) it cannot wait for itself and only tells whether anything waits.
         """
         try:
             if self._pid != os.getpid():
                 self._after_fork(keep_queue=True)
+            if not self._queue and not self._in_flight:
+                return True  # nothing to wait for (and no worker to start for it)
             deadline = None if timeout is None else time.monotonic() + timeout
-            if self._worker is None and not self._stop:
-                self._ensure_worker()
+            self._ensure_worker()
             worker = self._worker
-            if worker is None or not worker.is_alive() or worker is threading.current_thread():
-                self._drain(deadline if deadline is not None else time.monotonic() + 30.0)
+            if self._stop or worker is threading.current_thread():
                 return not self._queue and not self._in_flight
+            if worker is None or not worker.is_alive():
+                return self._flush_here(time.monotonic() + 30.0 if deadline is None else deadline)
             self._wakeup.set()
             with self._changed:
                 while self._queue or self._in_flight:
@@ -369,30 +606,84 @@ class BatchingTransport:
             self._log_once("flush", "tomograph: flush failed", exc_info=True)
             return False
 
+    def _flush_here(self, deadline: float) -> bool:
+        """Send on this thread (no worker runs), taking turns with other flushing threads."""
+        while True:
+            self._drain(deadline)
+            with self._changed:  # another thread may be sending what it took: wait for it
+                while self._in_flight and not self._queue and time.monotonic() < deadline:
+                    self._changed.wait(min(deadline - time.monotonic(), 0.05))
+                if not self._queue and not self._in_flight:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+
     def close(self, timeout: float | None = None) -> None:
         """Flush within ``timeout``, stop the worker, release the sender. Later spans are dropped.
 
-        Spans still queued when the time is up are counted as ``dropped``.
+        Spans still queued when the time is up are counted as ``dropped`` and logged. A send
+        still in progress then is not cut short: the worker counts it when it ends, then
+        releases the sender itself. Safe from any thread, several at once, and from the worker.
         """
-        if self._closed:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._pid != os.getpid():  # the parent's locks may have been held at the fork
+            self._after_fork(keep_queue=True)
+        with self._lifecycle:
+            closing, self._closing = self._closing, True
+        if closing:  # another thread is closing: wait for it, within this call's own budget
+            self._close_done.wait(timeout)
             return
-        self.flush(timeout)
-        self._closed = True
-        self._wake_at = 0  # every later report takes the slow path and is dropped
-        self._stop = True
-        self._wakeup.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(0.5)
+        try:
+            self.flush(timeout)
+            self._closed = True
+            self._wake_at = 0  # every later report takes the slow path and is dropped
+            with self._lifecycle:  # no worker starts after this
+                self._stop = True
+            self._stopping.set()
+            self._wakeup.set()
+            worker = self._worker
+            current = threading.current_thread()
+            if worker is not None and worker is not current:
+                worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            self._discard_queue()
+            if worker is None or not worker.is_alive():
+                self._release_sender()
+            elif worker is not current and self._in_flight:
+                _log.warning(
+                    "tomograph: %s closed while %d spans are still being sent: they are counted "
+                    "when the send ends, and lost if the process exits first",
+                    self.sender.name,
+                    self._in_flight,
+                )
+            # else the worker releases the sender when it is back in its loop
+        finally:
+            self._close_done.set()
+
+    def _discard_queue(self) -> None:
+        """Count what is still queued after close as dropped, with a log line."""
+        self._log_overflow()
         with self._changed:  # the worker takes batches under the same lock
             leftover = len(self._queue)
             self._queue.clear()
             self._taken += leftover
             self._discarded += leftover
-        try:
-            self.sender.close()
-        except Exception:
-            pass
+            self._changed.notify_all()
+        if leftover:
+            _log.warning(
+                "tomograph: %s closed with %d spans not sent: counted as dropped",
+                self.sender.name,
+                leftover,
+            )
+
+    def _release_sender(self) -> None:
+        """Close the sender, once, when no send can be in progress."""
+        with self._lifecycle:
+            release, self._sender_open = self._sender_open, False
+        if release:
+            try:
+                self.sender.close()
+            except Exception:
+                _log.warning("tomograph: closing %s failed", self.sender.name, exc_info=True)
 
     def _after_fork(self, keep_queue: bool) -> None:
         """Become this process's own transport: new worker, locks, counters, connections."""
@@ -405,7 +696,9 @@ class BatchingTransport:
         try:
             self.sender.reset()
         except Exception:
-            pass
+            _log.warning(
+                "tomograph: resetting %s after fork failed", self.sender.name, exc_info=True
+            )
         self._logged.clear()
 
     # -- reading ----------------------------------------------------------------------------
@@ -413,20 +706,26 @@ class BatchingTransport:
     def stats(self) -> TransportStats:
         """The counters as a dict; see :class:`TransportStats`.
 
-        ``queued == sent + dropped + failed + pending`` holds at any quiet moment.
+        ``queued == sent + dropped + failed + pending`` holds in every snapshot.
         """
-        pending = len(self._queue)
-        refused = _count_value(self._dropped)
-        return TransportStats(
-            queued=self._taken + pending + refused,
-            sent=self._sent,
-            dropped=refused + self._discarded,
-            failed=self._failed,
-            pending=pending + self._in_flight,
-            batches=self._batches,
-            bytes=self._bytes,
-            retries=self._retries,
-        )
+        if self._pid != os.getpid():  # the parent's lock may have been held at the fork
+            self._after_fork(keep_queue=True)
+        with self._changed:  # one consistent snapshot: a batch moves between counters at once
+            waiting = len(self._queue)
+            refused = _count_value(self._dropped)
+            # After close, a span whose report raced close() may sit in the queue: no worker
+            # will send it, so it counts as dropped.
+            late = waiting if self._closed else 0
+            return TransportStats(
+                queued=self._taken + waiting + refused,
+                sent=self._sent,
+                dropped=refused + self._discarded + late,
+                failed=self._failed,
+                pending=waiting - late + self._in_flight,
+                batches=self._batches,
+                bytes=self._bytes,
+                retries=self._retries,
+            )
 
     def __repr__(self) -> str:
         return f"BatchingTransport({self.sender.name!r}, queue_size={self.queue_size})"
@@ -437,19 +736,32 @@ def _reset_in_child() -> None:
         transport._after_fork(keep_queue=False)
 
 
-def _flush_all_at_exit(budget: float = EXIT_FLUSH_SECONDS) -> None:
-    deadline = time.monotonic() + budget
+_exit_deadline: float | None = None
+
+
+def exit_time_left() -> float:
+    """Seconds left of the interpreter's exit budget, :data:`EXIT_FLUSH_SECONDS` in all.
+
+    The budget's clock starts at the first call; every exit hook that waits for spans takes its
+    time from it, so the exit waits at most that long in total, whatever the hooks' order.
+    Call it only at exit (``tracer.close(exit_time_left())`` in an ``atexit`` hook).
+    """
+    global _exit_deadline
+    now = time.monotonic()
+    if _exit_deadline is None:
+        _exit_deadline = now + EXIT_FLUSH_SECONDS
+    return max(0.0, _exit_deadline - now)
+
+
+def _close_all_at_exit() -> None:
+    # Closed, not only flushed: what is left when the budget is spent is counted and logged.
     for transport in list(_transports):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        if not transport._closed:
-            transport.flush(remaining)
+        transport.close(exit_time_left())
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_in_child)
-atexit.register(_flush_all_at_exit)
+atexit.register(_close_all_at_exit)
 
 
 class TransportBackend:

@@ -1,0 +1,66 @@
+"""Record the calls a code path makes on the current thread, to state what a hot path does.
+
+``sys.setprofile`` sees every Python call and every call into C on this thread, so a test can
+assert that reporting a span does no I/O and never waits, instead of timing it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+#: Modules whose every call may wait on the network.
+_NETWORK_MODULES = {"socket", "_socket", "ssl", "_ssl", "select", "selectors"}
+#: Calls that wait on the clock or on another thread.
+_WAITS = {
+    "time.sleep",
+    "threading.wait",  # Event.wait, Condition.wait
+    "threading.join",
+    "_thread.lock.acquire",
+    "_thread.RLock.acquire",
+}
+
+
+def _c_name(function: Any) -> str:
+    module = getattr(function, "__module__", None)
+    if module is None:  # a method of a C type: name it after the type's module
+        module = type(getattr(function, "__self__", None)).__module__
+    return f"{module}.{function.__qualname__}"
+
+
+@contextmanager
+def recorded_calls() -> Iterator[list[str]]:
+    """The calls made on this thread inside the block, as ``module.name`` strings.
+
+    Python functions appear as ``module.function``, C functions as ``module.qualname``:
+    ``builtins.len``, ``collections.deque.append``, ``time.sleep``.
+    """
+    calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(f"{frame.f_globals.get('__name__')}.{frame.f_code.co_name}")
+        elif event == "c_call":
+            name = _c_name(arg)
+            if frame.f_code.co_name == "_is_owned":  # Condition's check: acquire(False)
+                name += "(blocking=False)"
+            calls.append(name)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield calls
+    finally:
+        sys.setprofile(previous)
+        # Leaving the with block is recorded too (contextlib's __exit__ resuming this
+        # generator): those calls are not the block's.
+        if "contextlib.__exit__" in calls:
+            del calls[len(calls) - 1 - calls[::-1].index("contextlib.__exit__") :]
+
+
+def waiting_calls(calls: list[str]) -> list[str]:
+    """Those of ``calls`` that can wait: network operations, sleeps, waits on other threads."""
+    return [call for call in calls if call.split(".", 1)[0] in _NETWORK_MODULES or call in _WAITS]
