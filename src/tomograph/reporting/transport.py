@@ -7,11 +7,14 @@ its :class:`Sender` and sends them, retrying connection errors, 5xx and 429 with
 backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is full, new spans
 are dropped and counted, never waited for.
 
-Fork safety: a child made by ``os.fork()`` (gunicorn, multiprocessing) gets an empty queue and
-its own worker through :func:`os.register_at_fork`. A child forked from C without Python's fork
-hooks (uWSGI without ``--enable-threads``/``py-call-osafterfork``) is noticed by a pid check on
-the transport's slow path (when ``batch_size`` spans wait, and in :meth:`flush`): the check costs
-a system call, so it never runs per span.
+Fork safety (see docs/backends.md for every server): a child made by ``os.fork()`` (gunicorn,
+multiprocessing) gets an empty queue and its own worker through :func:`os.register_at_fork`; the
+parent sends what it had queued. In a process that forks uWSGI workers from C no worker thread
+ever starts (a thread there can hang the workers; see :mod:`tomograph.reporting._uwsgi`): spans
+wait there, worker 1 sends those queued before the fork, and uWSGI's post-fork hook makes the
+transport each process's own. Any other fork from C is noticed by a pid check on the
+transport's slow path, which a report takes once per batch and once a second (or ``interval``):
+a system call, never made per span.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
@@ -32,6 +35,9 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+from tomograph.clock import monotonic_ns
+from tomograph.reporting import _uwsgi
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -152,8 +158,14 @@ class BatchingTransport:
         self._closed = False
         self._random = random.Random()
         self._logged: set[str] = set()
+        #: A report checks the pid once this long (at most 1 s) after the last check, and once
+        #: per batch: a fork from C is found at the first span after that.
+        self._check_every_ns = int(min(interval, 1.0) * 1e9)
         self._init_state(os.getpid())
+        if _uwsgi.forks_workers():
+            self._park()
         _transports.add(self)
+        _uwsgi.call_in_every_process(_start_in_uwsgi_process)
 
     def _init_state(self, pid: int) -> None:
         """Fresh queue, worker slot, locks and counters (at start and in a forked child)."""
@@ -172,6 +184,14 @@ class BatchingTransport:
         self._discarded = 0  # still queued when the transport was closed
         self._sent = self._failed = self._batches = self._bytes = self._retries = 0
         self._failing = False
+        #: A report whose span ended at or after this (monotonic ns) checks the pid first.
+        self._check_at = monotonic_ns() + self._check_every_ns
+        #: True in a process that forks uWSGI workers: spans wait, no worker starts (see _park).
+        self._parked = False
+        #: Shared with the process that forks uWSGI workers, and with its children until they
+        #: know whether the spans it queued before forking are theirs to send (_settle_handoff).
+        self._handoff: _uwsgi.Handoff | None = None
+        self._inherited = 0
 
     # -- application thread -----------------------------------------------------------------
 
@@ -181,43 +201,79 @@ class BatchingTransport:
         A full queue drops the span and counts it in ``dropped``.
         """
         queue = self._queue
-        if len(queue) < self._wake_at:
+        # The end time is already in the span: comparing it costs no clock read (~20 ns a span,
+        # a pid check per span would cost ~250 ns) and sends a report per second to the slow
+        # path, where a fork from C shows.
+        if len(queue) < self._wake_at and span.end_ns < self._check_at:
             queue.append(span)
         else:
             self._report_slow(span)
 
     def _report_slow(self, span: Span) -> None:
-        # Reached once per batch (the worker is idle and ``batch_size`` spans wait), when the
-        # queue is full, and after close; never per span in normal operation.
+        # Reached once per batch (the worker is idle and ``batch_size`` spans wait), once a
+        # second, when the queue is full, and after close; never per span otherwise.
         try:
             if self._closed:
                 next(self._dropped)
                 return
+            if span.end_ns >= self._check_at or not (self._parked or self._wakeup.is_set()):
+                self._check_pid()
+            if self._parked:
+                if self._handoff is not None and self._handoff.taken():
+                    self._drop_in_uwsgi_master()
+                    return
+            elif not self._wakeup.is_set():
+                self._wake_worker()
             queue = self._queue
-            if not self._wakeup.is_set():
-                # The pid check costs a system call: here it runs once per batch, not per span.
-                if self._pid != os.getpid():
-                    self._after_fork(keep_queue=True)
-                    queue = self._queue
-                self._ensure_worker()
-                if self._worker is not None:
-                    # Until the worker has taken what waits, append freely up to the bound.
-                    self._wake_at = self.queue_size
-                self._wakeup.set()
             if len(queue) < self.queue_size:
                 queue.append(span)
-            elif next(self._dropped) & 1023 == 0 and self._pid != os.getpid():
-                # A full queue in a child forked from C whose inherited worker flag looked busy.
-                self._after_fork(keep_queue=True)
+            else:
+                next(self._dropped)
         except Exception:  # never let the transport break the application
             next(self._dropped)
             self._log_once("report", "tomograph: queueing a span failed", exc_info=True)
 
+    def _check_pid(self) -> None:
+        """Become this process's own transport if it was forked without Python's fork hooks."""
+        if self._pid != os.getpid():  # a system call: at most once per batch and per second
+            self._after_fork(python_hooks=False)
+        elif not self._parked:
+            self._check_at = monotonic_ns() + self._check_every_ns
+        elif not _uwsgi.forks_workers():  # worker 1 of a uWSGI without master, hook replaced
+            self._unpark()
+
+    def _drop_in_uwsgi_master(self) -> None:
+        next(self._dropped)
+        self._log_once(
+            "uwsgi master",
+            "tomograph: spans traced in the uWSGI master after it started its workers cannot be "
+            "sent (uWSGI runs no Python at the master's exit, and a thread there could hang the "
+            "workers): they are dropped; trace in the workers",
+        )
+
     # -- worker -----------------------------------------------------------------------------
 
+    def _wake_worker(self) -> None:
+        """Start the worker if none runs, and have it send what waits now."""
+        if self._handoff is not None and not self._parked:
+            self._settle_handoff()  # before any send: inherited spans may not be ours
+        self._ensure_worker()
+        if self._worker is not None:
+            # Until the worker has taken what waits, append freely up to the bound.
+            self._wake_at = self.queue_size
+        self._wakeup.set()
+
     def _ensure_worker(self) -> None:
-        if self._worker is not None or self._stop:
+        if self._worker is not None or self._stop or self._parked:
             return
+        if not _uwsgi.threads_enabled():
+            self._log_once(
+                "uwsgi threads",
+                "tomograph: uWSGI runs without Python threads: spans to %s leave only while "
+                "this worker runs Python code (a request) and at exit; run uWSGI with "
+                "--enable-threads (the default from uWSGI 2.0.27)",
+                self.sender.name,
+            )
         worker = threading.Thread(
             target=self._run, name=f"tomograph {self.sender.name}", daemon=True
         )
@@ -346,8 +402,9 @@ class BatchingTransport:
         worker (at interpreter exit) it sends inline.
         """
         try:
-            if self._pid != os.getpid():
-                self._after_fork(keep_queue=True)
+            self._check_pid()
+            if self._handoff is not None and not self._parked:
+                self._settle_handoff()
             deadline = None if timeout is None else time.monotonic() + timeout
             if self._worker is None and not self._stop:
                 self._ensure_worker()
@@ -394,12 +451,25 @@ class BatchingTransport:
         except Exception:
             pass
 
-    def _after_fork(self, keep_queue: bool) -> None:
-        """Become this process's own transport: new worker, locks, counters, connections."""
+    def _after_fork(self, python_hooks: bool) -> None:
+        """Become this process's own transport: new worker, locks, counters, connections.
+
+        ``python_hooks``: Python's at-fork hooks run this (the parent forked with ``os.fork``).
+        """
         inherited = self._queue
+        parent_parked, handoff = self._parked, self._handoff
         self._init_state(os.getpid())
-        if keep_queue:
-            # Forked without Python's hooks: spans queued by this process since the fork cannot
+        if parent_parked:
+            # The parent forks uWSGI workers and never sends while they run: its spans are
+            # worker 1's to send. A fork made with uWSGI's Python fork hooks runs this before
+            # uWSGI tells the child its worker id, so the choice may have to wait for it.
+            self._queue.extend(inherited)
+            self._inherited = len(inherited)
+            self._handoff = handoff
+            if not python_hooks:
+                self._settle_handoff()
+        elif not python_hooks:
+            # Forked from C without hooks: spans queued by this process since the fork cannot
             # be told apart from the parent's, so all are sent (duplicates beat losses).
             self._queue.extend(inherited)
         try:
@@ -407,6 +477,49 @@ class BatchingTransport:
         except Exception:
             pass
         self._logged.clear()
+
+    def _park(self) -> None:
+        """Queue spans but start no worker: this process forks uWSGI workers (see _uwsgi).
+
+        Every report checks the pid meanwhile (a system call per span, in this process only):
+        so a worker whose post-fork hook did not run notices the fork at its first span.
+        """
+        self._parked = True
+        self._handoff = _uwsgi.Handoff()
+        self._wake_at = self.queue_size
+        self._check_at = 0
+
+    def _unpark(self) -> None:
+        self._parked = False
+        self._handoff = None
+        self._wake_at = 0  # the next report starts the worker
+        self._check_at = monotonic_ns() + self._check_every_ns
+
+    def _settle_handoff(self) -> None:
+        """In a child of a process that forks uWSGI workers: keep the spans it queued before
+        the fork if this is worker 1, the one to send them; otherwise let them go."""
+        handoff, self._handoff = self._handoff, None
+        count, self._inherited = self._inherited, 0
+        if handoff is None or handoff.claim(count):
+            return
+        self._forget_oldest(count)
+
+    def _forget_oldest(self, count: int) -> None:
+        # Spans worker 1 sends: they leave this process's counters with the queue.
+        with self._changed:
+            for _ in range(min(count, len(self._queue))):
+                self._queue.popleft()
+
+    def _start_in_uwsgi_process(self) -> None:
+        """In a process uWSGI started: become its transport and send what waits, now."""
+        if self._pid != os.getpid():
+            self._after_fork(python_hooks=False)
+        elif self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
+            self._unpark()
+        elif self._handoff is not None:  # Python's fork hooks ran before the worker had its id
+            self._settle_handoff()
+        if self._queue and not self._closed:
+            self._wake_worker()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -434,7 +547,15 @@ class BatchingTransport:
 
 def _reset_in_child() -> None:
     for transport in list(_transports):
-        transport._after_fork(keep_queue=False)
+        transport._after_fork(python_hooks=True)
+
+
+def _start_in_uwsgi_process() -> None:
+    for transport in list(_transports):
+        try:
+            transport._start_in_uwsgi_process()
+        except Exception:  # a post-fork hook must not stop uWSGI's worker from starting
+            _log.warning("tomograph: starting a transport in a uWSGI process failed", exc_info=True)
 
 
 def _flush_all_at_exit(budget: float = EXIT_FLUSH_SECONDS) -> None:
