@@ -155,6 +155,76 @@ def test_fork_from_c_is_noticed_within_a_second_by_spans_fewer_than_a_batch() ->
     _run_fork_case(ctypes.PyDLL(None).fork, 1, "trickle", batch_size=1000)
 
 
+MULTIPROCESSING_APP = """
+import os
+import sys
+import multiprocessing
+
+import tomograph
+
+# At module level: children of the spawn and forkserver methods import this module again.
+tomograph.configure(service="pool", backends=[os.environ["ZIPKIN_URL"]], environ={})
+
+
+def work(name, count):
+    for _ in range(count):
+        with tomograph.span(name, tags={"pid": os.getpid()}):
+            pass
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context(sys.argv[1])
+    with tomograph.span("parent"):  # queued, not yet sent, when fork children start
+        pass
+    processes = [context.Process(target=work, args=("process", 10)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    pool = context.Pool(2)
+    pool.starmap(work, [("pool", 5)] * 4)
+    pool.close()
+    pool.join()
+    print(os.getpid(), [process.exitcode for process in processes])
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_multiprocessing_children_send_their_spans_before_they_exit(
+    tmp_path: Path, method: str
+) -> None:
+    # Children end right after their last span, long before the batch interval: what they
+    # queued leaves at their exit (fork and forkserver children exit with os._exit()).
+    script = tmp_path / "pool_app.py"
+    script.write_text(MULTIPROCESSING_APP)
+    with RecordingZipkinServer() as server:
+        env = {
+            **os.environ,
+            "ZIPKIN_URL": f"zipkin+{server.url}?interval=5",
+            "PYTHONPATH": str(REPO_ROOT / "src"),
+        }
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(script), method],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        parent_pid, exit_codes = done.stdout.split(maxsplit=1)
+        assert exit_codes.strip() == "[0, 0, 0]"
+        spans = list(server.spans)  # every process has exited: nothing more can come
+    names = Counter(span["name"] for span in spans)
+    print(f"multiprocessing {method}: {dict(names)} in {elapsed:.2f} s")
+    assert names == {"parent": 1, "process": 30, "pool": 20}, done.stderr
+    assert len({span["id"] for span in spans}) == len(spans)
+    assert parent_pid not in {span["tags"]["pid"] for span in spans if span["name"] != "parent"}
+    assert server.invalid == []
+
+
 GREEN_APP = """
 import json, sys, time
 library = sys.argv[2]

@@ -9,12 +9,14 @@ are dropped and counted, never waited for.
 
 Fork safety (see docs/backends.md for every server): a child made by ``os.fork()`` (gunicorn,
 multiprocessing) gets an empty queue and its own worker through :func:`os.register_at_fork`; the
-parent sends what it had queued. In a process that forks uWSGI workers from C no worker thread
-ever starts (a thread there can hang the workers; see :mod:`tomograph.reporting._uwsgi`): spans
-wait there, worker 1 sends those queued before the fork, and uWSGI's post-fork hook makes the
-transport each process's own. Any other fork from C is noticed by a pid check on the
-transport's slow path, which a report takes once per batch and once a second (or ``interval``):
-a system call, never made per span.
+parent sends what it had queued. Children of multiprocessing's fork and forkserver methods end
+with ``os._exit()``: they flush in multiprocessing's exit finalizers, as ``atexit`` never runs
+there. In a process that forks uWSGI workers from C no worker thread ever starts (a thread there
+can hang the workers; see :mod:`tomograph.reporting._uwsgi`): spans wait there, worker 1 sends
+those queued before the fork, and uWSGI's post-fork hook makes the transport each process's
+own. Any other fork from C is noticed by a pid check on the transport's slow path, which a
+report takes once per batch and once a second (or ``interval``): a system call, never made per
+span.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
@@ -29,6 +31,7 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -166,6 +169,7 @@ class BatchingTransport:
             self._park()
         _transports.add(self)
         _uwsgi.call_in_every_process(_start_in_uwsgi_process)
+        _flush_at_multiprocessing_exit(in_child_now=True)
 
     def _init_state(self, pid: int) -> None:
         """Fresh queue, worker slot, locks and counters (at start and in a forked child)."""
@@ -548,6 +552,8 @@ class BatchingTransport:
 def _reset_in_child() -> None:
     for transport in list(_transports):
         transport._after_fork(python_hooks=True)
+    # Still inside os.fork(): a multiprocessing child forgets its finalizers after this.
+    _flush_at_multiprocessing_exit(in_child_now=False)
 
 
 def _start_in_uwsgi_process() -> None:
@@ -566,6 +572,36 @@ def _flush_all_at_exit(budget: float = EXIT_FLUSH_SECONDS) -> None:
             break
         if not transport._closed:
             transport.flush(remaining)
+
+
+# multiprocessing's fork and forkserver children end with os._exit(): no atexit hook runs there,
+# multiprocessing's own exit finalizers do. A child forgets the finalizers registered before its
+# start, but runs its "after fork" callbacks after that: the finalizer is added from there.
+_after_fork_registered_pid = 0
+_finalizer_pid = 0
+
+
+def _flush_at_multiprocessing_exit(in_child_now: bool) -> None:
+    """Make every multiprocessing child started from now on flush at its exit; with
+    ``in_child_now`` this process too, if it is such a child (and started)."""
+    global _after_fork_registered_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return  # multiprocessing is not in use (a child made later imports it first)
+    if _after_fork_registered_pid != os.getpid():
+        _after_fork_registered_pid = os.getpid()
+        util.register_after_fork(_add_exit_finalizer, _add_exit_finalizer)
+    process = sys.modules.get("multiprocessing.process")
+    if in_child_now and process is not None and process.parent_process() is not None:
+        _add_exit_finalizer()
+
+
+def _add_exit_finalizer(_: object = None) -> None:
+    global _finalizer_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        util.Finalize(None, _flush_all_at_exit, exitpriority=0)
 
 
 if hasattr(os, "register_at_fork"):
