@@ -46,5 +46,9 @@ need_apt wrk wrk
 need_apt carbon-cache graphite-carbon
 need_npm statsd@0.9.0
 
+# fork tests: Debian's uWSGI 2.0.21 and its Python plugin, which run Python threads only with
+# --enable-threads (the uWSGI that pip builds for the test extra always runs them)
+need_apt /usr/lib/uwsgi/plugins/python3_plugin.so uwsgi-core uwsgi-plugin-python3
+
 # collector web UI tests: a real headless browser (driven by Playwright, never its own download)
 need_apt /usr/bin/chromium chromium

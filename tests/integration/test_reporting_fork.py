@@ -8,69 +8,113 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from support.servers import REPO_ROOT, BackgroundProcess, free_port, require, wait_for_port
+from support.servers import REPO_ROOT
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer
+from tomograph.reporting.transport import BatchingTransport
 from tomograph.reporting.zipkin import ZipkinBackend
 
 pytestmark = pytest.mark.integration
 
 
-def _child_checks(backend: ZipkinBackend, tracer: Tracer, count: int, use_flush: bool) -> int:
-    """Runs in the child: its spans must be sent by its own worker. Returns an exit code."""
+def _child_checks(
+    backend: ZipkinBackend, tracer: Tracer, count: int, how: str, report_to: int = -1
+) -> int:
+    """Runs in the child: its spans must be sent by its own worker. Returns an exit code.
+
+    ``how``: "flush" (then flush), "batch" (no flush: ``count`` reaches the batch size) or
+    "trickle" (no flush: one span every 50 ms, fewer than a batch, until they are sent).
+    The number of spans made is written to the file descriptor ``report_to``, if given.
+    """
     try:
-        for _ in range(count):
+        reported = 0
+        deadline = time.monotonic() + 5
+        while reported < count or (how == "trickle" and not _sent_all(backend, reported)):
+            if time.monotonic() > deadline:
+                return 6
             with tracer.span("child"):
                 pass
-        if use_flush:
-            if not backend.flush(5):
-                return 3
-        else:  # no flush: the worker must have been started by the pid check alone
-            deadline = time.monotonic() + 5
-            while backend.stats()["sent"] < count and time.monotonic() < deadline:
-                time.sleep(0.02)
-        stats = backend.stats()
-        return 0 if stats["sent"] == count and stats["queued"] == count else 4
+            reported += 1
+            if how == "trickle":
+                time.sleep(0.05)
+        if how == "flush" and not backend.flush(5):
+            return 3
+        while not _sent_all(backend, reported) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if report_to >= 0:
+            os.write(report_to, str(reported).encode())
+        return 0 if _sent_all(backend, reported) else 4
     except BaseException:
         return 5
 
 
-def _run_fork_case(fork: object, count: int, use_flush: bool) -> None:
+def _sent_all(backend: ZipkinBackend, count: int) -> bool:
+    """The child's own counters show ``count`` spans, all sent (until the transport noticed the
+    fork, its counters are the parent's, which queued a span before)."""
+    stats = backend.stats()
+    return stats["queued"] == stats["sent"] == count
+
+
+def _wait_until_worker_sleeps(transport: BatchingTransport) -> None:
+    """Wait until the transport's worker is blocked in its interval wait, the GIL released.
+
+    libc's fork() made while another thread waits for the GIL leaves the child's GIL unusable
+    whatever the library does (Python's own os.fork repairs exactly that; a fork from C does
+    not), so the tests fork from C only while the worker sleeps. The worker is seen in its
+    wait twice, with the GIL handed over between: a thread only about to block would have
+    blocked by then, and nothing wakes it before its long interval ends.
+    """
+    worker = transport._worker
+    assert worker is not None and worker.ident is not None
+    wait_code = threading.Condition.wait.__code__
+    deadline = time.monotonic() + 10
+    seen = 0
+    while seen < 2:
+        assert time.monotonic() < deadline, "the worker did not go back to its wait"
+        frame = sys._current_frames().get(worker.ident)
+        seen = seen + 1 if frame is not None and frame.f_code is wait_code else 0
+        time.sleep(0.005)
+
+
+def _run_fork_case(fork: object, count: int, how: str, batch_size: int = 50) -> None:
     with RecordingZipkinServer() as server:
         # A long interval: the parent's worker sleeps on a lock at the fork, as in an idle
-        # uWSGI master. A thread that is contending for the GIL at the moment of a fork from
-        # C leaves the child's GIL unusable whatever the library does (Python's own fork
-        # hooks exist to repair exactly that).
-        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
+        # uWSGI master.
+        backend = ZipkinBackend(server.url, interval=30, batch_size=batch_size)
         tracer = Tracer("forker", backends=[backend])
         with tracer.span("parent-before"):
             pass
         assert backend.flush(5)
-        time.sleep(0.2)  # let the worker go back to sleep
+        _wait_until_worker_sleeps(backend.transport)
+        made_in_child, child_end = os.pipe()
         pid = fork()  # type: ignore[operator]
         if pid == 0:
-            os._exit(_child_checks(backend, tracer, count, use_flush))
+            os._exit(_child_checks(backend, tracer, count, how, child_end))
+        os.close(child_end)
         with tracer.span("parent-after"):
             pass
         assert backend.flush(5)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        spans = server.wait_for(count + 2)
+        child_spans = int(os.read(made_in_child, 20))
+        os.close(made_in_child)
+        # Both sides waited for the endpoint's answers, which come after it recorded.
+        spans = list(server.spans)
         backend.close(1)
     names = Counter(span["name"] for span in spans)
-    assert names == {"parent-before": 1, "parent-after": 1, "child": count}
+    assert names == {"parent-before": 1, "parent-after": 1, "child": child_spans}
     assert server.invalid == []
 
 
 def test_os_fork_child_gets_its_own_queue_and_worker() -> None:
-    _run_fork_case(os.fork, 3, use_flush=True)
+    _run_fork_case(os.fork, 3, "flush")
 
 
 def test_spans_pending_at_os_fork_are_sent_by_the_parent_only() -> None:
@@ -80,76 +124,104 @@ def test_spans_pending_at_os_fork_are_sent_by_the_parent_only() -> None:
         with tracer.span("warm-up"):
             pass
         assert backend.flush(5)
-        time.sleep(0.2)
+        _wait_until_worker_sleeps(backend.transport)  # so that the next span stays queued
         with tracer.span("pending-at-fork"):
             pass
         assert backend.stats()["pending"] == 1
         pid = os.fork()
         if pid == 0:
             code = 0 if backend.stats()["pending"] == 0 else 6
-            os._exit(code or _child_checks(backend, tracer, 2, use_flush=True))
+            os._exit(code or _child_checks(backend, tracer, 2, "flush"))
         _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert backend.flush(5)
-        spans = server.wait_for(4)
-        time.sleep(0.2)
+        assert os.waitstatus_to_exitcode(status) == 0  # the child flushed: it sent only its own
+        assert backend.flush(5)  # the endpoint answers after recording: all spans are in
         backend.close(1)
     names = Counter(span["name"] for span in server.spans)
     assert names == {"warm-up": 1, "pending-at-fork": 1, "child": 2}
-    assert len(spans) >= 4
 
 
 def test_fork_from_c_without_python_hooks_is_detected_by_flush() -> None:
     # libc's fork() called directly (holding the GIL) skips os.register_at_fork, like uWSGI.
-    _run_fork_case(ctypes.PyDLL(None).fork, 3, use_flush=True)
+    _run_fork_case(ctypes.PyDLL(None).fork, 3, "flush")
 
 
 def test_fork_from_c_is_detected_on_the_slow_path_without_flush() -> None:
-    _run_fork_case(ctypes.PyDLL(None).fork, 120, use_flush=False)
+    _run_fork_case(ctypes.PyDLL(None).fork, 120, "batch")
 
 
-GUNICORN_APP = """
+def test_fork_from_c_is_noticed_within_a_second_by_spans_fewer_than_a_batch() -> None:
+    # A worker that serves a request now and then never fills a batch: the pid check made at
+    # least once a second (a report whose span ended after the last check) still finds it.
+    _run_fork_case(ctypes.PyDLL(None).fork, 1, "trickle", batch_size=1000)
+
+
+MULTIPROCESSING_APP = """
 import os
+import sys
+import multiprocessing
+
 import tomograph
 
-tomograph.configure(service="preloaded", backends=[os.environ["ZIPKIN_URL"]], environ={})
-with tomograph.span("preload"):
-    pass
+# At module level: children of the spawn and forkserver methods import this module again.
+tomograph.configure(service="pool", backends=[os.environ["ZIPKIN_URL"]], environ={})
 
 
-def app(environ, start_response):
-    with tomograph.span("request", tags={"pid": os.getpid()}):
+def work(name, count):
+    for _ in range(count):
+        with tomograph.span(name, tags={"pid": os.getpid()}):
+            pass
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context(sys.argv[1])
+    with tomograph.span("parent"):  # queued, not yet sent, when fork children start
         pass
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [str(os.getpid()).encode()]
+    processes = [context.Process(target=work, args=("process", 10)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    pool = context.Pool(2)
+    pool.starmap(work, [("pool", 5)] * 4)
+    pool.close()
+    pool.join()
+    print(os.getpid(), [process.exitcode for process in processes])
 """
 
 
-def test_gunicorn_preload_workers_report_their_spans(tmp_path: Path) -> None:
-    gunicorn = require(str(Path(sys.executable).parent / "gunicorn"), "gunicorn test extra")
-    (tmp_path / "traced_app.py").write_text(GUNICORN_APP)
-    port = free_port()
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_multiprocessing_children_send_their_spans_before_they_exit(
+    tmp_path: Path, method: str
+) -> None:
+    # Children end right after their last span, long before the batch interval: what they
+    # queued leaves at their exit (fork and forkserver children exit with os._exit()).
+    script = tmp_path / "pool_app.py"
+    script.write_text(MULTIPROCESSING_APP)
     with RecordingZipkinServer() as server:
         env = {
             **os.environ,
-            "ZIPKIN_URL": f"zipkin+{server.url}?interval=0.05",
+            "ZIPKIN_URL": f"zipkin+{server.url}?interval=5",
             "PYTHONPATH": str(REPO_ROOT / "src"),
         }
-        argv = [gunicorn, "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "traced_app:app"]
-        with BackgroundProcess(argv, tmp_path / "gunicorn.log", cwd=tmp_path, env=env) as proc:
-            wait_for_port(port)
-            pids = Counter()
-            for _ in range(20):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    pids[response.read().decode()] += 1
-            spans = server.wait_for(21)
-            assert proc.process is not None
-            master = str(proc.process.pid)
-        requests = [span for span in spans if span["name"] == "request"]
-        assert len(requests) == 20, proc.output()
-        assert Counter(span["tags"]["pid"] for span in requests) == pids
-        assert master not in pids
-        assert [span["name"] for span in spans].count("preload") == 1
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(script), method],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        parent_pid, exit_codes = done.stdout.split(maxsplit=1)
+        assert exit_codes.strip() == "[0, 0, 0]"
+        spans = list(server.spans)  # every process has exited: nothing more can come
+    names = Counter(span["name"] for span in spans)
+    print(f"multiprocessing {method}: {dict(names)} in {elapsed:.2f} s")
+    assert names == {"parent": 1, "process": 30, "pool": 20}, done.stderr
+    assert len({span["id"] for span in spans}) == len(spans)
+    assert parent_pid not in {span["tags"]["pid"] for span in spans if span["name"] != "parent"}
     assert server.invalid == []
 
 

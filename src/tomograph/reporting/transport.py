@@ -7,11 +7,16 @@ its :class:`Sender` and sends them, retrying connection errors, 5xx and 429 with
 backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is full, new spans
 are dropped and counted, never waited for.
 
-Fork safety: a child made by ``os.fork()`` (gunicorn, multiprocessing) gets an empty queue and
-its own worker through :func:`os.register_at_fork`. A child forked from C without Python's fork
-hooks (uWSGI without ``--enable-threads``/``py-call-osafterfork``) is noticed by a pid check on
-the transport's slow path (when ``batch_size`` spans wait, and in :meth:`flush`): the check costs
-a system call, so it never runs per span.
+Fork safety (see docs/backends.md for every server): a child made by ``os.fork()`` (gunicorn,
+multiprocessing) gets an empty queue and its own worker through :func:`os.register_at_fork`; the
+parent sends what it had queued. Children of multiprocessing's fork and forkserver methods end
+with ``os._exit()``: they flush in multiprocessing's exit finalizers, as ``atexit`` never runs
+there. In a process that forks uWSGI workers from C no worker thread ever starts (a thread there
+can hang the workers; see :mod:`tomograph.reporting._uwsgi`): spans wait there, worker 1 sends
+those queued before the fork, and uWSGI's post-fork hook makes the transport each process's
+own. Any other fork from C is noticed by a pid check on the transport's slow path, which a
+report takes once per batch and once a second (or ``interval``): a system call, never made per
+span.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
@@ -31,12 +36,16 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from tomograph.clock import monotonic_ns
+from tomograph.reporting import _uwsgi
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -227,8 +236,15 @@ class BatchingTransport:
         self._sender_open = True
         #: Keys of the failures logged once: kinds (``refused HTTP 400``), never server words.
         self._logged: set[str] = set()
+        #: A report checks the pid once this long (at most 1 s) after the last check, and once
+        #: per batch: a fork from C is found at the first span after that.
+        self._check_every_ns = int(min(interval, 1.0) * 1e9)
         self._init_state(os.getpid())
+        if _uwsgi.forks_workers():
+            self._park()
         _transports.add(self)
+        _uwsgi.call_in_every_process(_start_in_uwsgi_process)
+        _flush_at_multiprocessing_exit(in_child_now=True)
 
     def _init_state(self, pid: int) -> None:
         """Fresh queue, worker slot, locks, counters and RNG (at start and in a forked child)."""
@@ -262,6 +278,14 @@ class BatchingTransport:
         self._overflowing = self._overflow_logged = False
         # Seeded from os.urandom in every process: forked workers must not back off in lockstep.
         self._random = random.Random()
+        #: A report whose span ended at or after this (monotonic ns) checks the pid first.
+        self._check_at = monotonic_ns() + self._check_every_ns
+        #: True in a process that forks uWSGI workers: spans wait, no worker starts (see _park).
+        self._parked = False
+        #: Shared with the process that forks uWSGI workers, and with its children until they
+        #: know whether the spans it queued before forking are theirs to send (_settle_handoff).
+        self._handoff: _uwsgi.Handoff | None = None
+        self._inherited = 0
 
     # -- application thread -----------------------------------------------------------------
 
@@ -271,14 +295,17 @@ class BatchingTransport:
         A full queue drops the span and counts it in ``dropped``.
         """
         queue = self._queue
-        if len(queue) < self._wake_at:
+        # The end time is already in the span: comparing it costs no clock read (~20 ns a span,
+        # a pid check per span would cost ~250 ns) and sends a report per second to the slow
+        # path, where a fork from C shows.
+        if len(queue) < self._wake_at and span.end_ns < self._check_at:
             queue.append(span)
         else:
             self._report_slow(span)
 
     def _report_slow(self, span: Span) -> None:
-        # Reached once per batch (the worker is idle and ``batch_size`` spans wait), when the
-        # queue is full, and after close; never per span in normal operation.
+        # Reached once per batch (the worker is idle and ``batch_size`` spans wait), once a
+        # second, when the queue is full, and after close; never per span otherwise.
         try:
             if self._closed:
                 next(self._dropped)
@@ -286,39 +313,72 @@ class BatchingTransport:
                     "closed", "tomograph: %s is closed: later spans are dropped", self.sender.name
                 )
                 return
+            if span.end_ns >= self._check_at or not (self._parked or self._wakeup.is_set()):
+                self._check_pid()
+            if self._parked:
+                if self._handoff is not None and self._handoff.taken():
+                    self._drop_in_uwsgi_master()
+                    return
+            elif not self._wakeup.is_set():
+                self._wake_worker()
             queue = self._queue
-            if not self._wakeup.is_set():
-                # The pid check costs a system call: here it runs once per batch, not per span.
-                if self._pid != os.getpid():
-                    self._after_fork(keep_queue=True)
-                    queue = self._queue
-                self._ensure_worker()
-                if self._worker is not None:
-                    # Until the worker has taken what waits, append freely up to the bound.
-                    self._wake_at = self.queue_size
-                self._wakeup.set()
             if len(queue) < self.queue_size:
                 queue.append(span)
-            elif next(self._dropped) & 1023 == 0 and self._pid != os.getpid():
-                # A full queue in a child forked from C whose inherited worker flag looked busy.
-                self._after_fork(keep_queue=True)
-            elif not self._overflowing:
-                # Logged by the worker: a logging handler may block, the application must not.
-                self._overflowing = True
+            else:
+                next(self._dropped)
+                if not self._overflowing:
+                    # Logged by the worker: a logging handler may block, the application must not.
+                    self._overflowing = True
         except Exception:  # never let the transport break the application
             next(self._dropped)
             self._log_once("report", "tomograph: queueing a span failed", exc_info=True)
 
+    def _check_pid(self) -> None:
+        """Become this process's own transport if it was forked without Python's fork hooks."""
+        if self._pid != os.getpid():  # a system call: at most once per batch and per second
+            self._after_fork(python_hooks=False)
+        elif not self._parked:
+            self._check_at = monotonic_ns() + self._check_every_ns
+        elif not _uwsgi.forks_workers():  # worker 1 of a uWSGI without master, hook replaced
+            self._unpark()
+
+    def _drop_in_uwsgi_master(self) -> None:
+        next(self._dropped)
+        self._log_once(
+            "uwsgi master",
+            "tomograph: spans traced in the uWSGI master after it started its workers cannot be "
+            "sent (uWSGI runs no Python at the master's exit, and a thread there could hang the "
+            "workers): they are dropped; trace in the workers",
+        )
+
     # -- worker -----------------------------------------------------------------------------
 
+    def _wake_worker(self) -> None:
+        """Start the worker if none runs, and have it send what waits now."""
+        if self._handoff is not None and not self._parked:
+            self._settle_handoff()  # before any send: inherited spans may not be ours
+        self._ensure_worker()
+        if self._worker is not None:
+            # Until the worker has taken what waits, append freely up to the bound.
+            self._wake_at = self.queue_size
+        self._wakeup.set()
+
     def _ensure_worker(self) -> None:
-        if self._worker is None and not self._stop:
+        if self._worker is None and not self._stop and not self._parked:
             self._start_worker()
 
     def _start_worker(self) -> None:
         with self._lifecycle:  # many threads may report their first span at the same moment
-            if self._worker is not None or self._stop:  # another thread was first
+            if self._worker is not None or self._stop or self._parked:  # another thread was first
                 return
+            if not _uwsgi.threads_enabled():
+                self._log_once(
+                    "uwsgi threads",
+                    "tomograph: uWSGI runs without Python threads: spans to %s leave only while "
+                    "this worker runs Python code (a request) and at exit; run uWSGI with "
+                    "--enable-threads (the default from uWSGI 2.0.27)",
+                    self.sender.name,
+                )
             worker = threading.Thread(
                 target=self._run, name=f"tomograph {self.sender.name}", daemon=True
             )
@@ -581,8 +641,9 @@ class BatchingTransport:
         sender that flushes) it cannot wait for itself and only tells whether anything waits.
         """
         try:
-            if self._pid != os.getpid():
-                self._after_fork(keep_queue=True)
+            self._check_pid()
+            if self._handoff is not None and not self._parked:
+                self._settle_handoff()
             if not self._queue and not self._in_flight:
                 return True  # nothing to wait for (and no worker to start for it)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -627,7 +688,7 @@ class BatchingTransport:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._pid != os.getpid():  # the parent's locks may have been held at the fork
-            self._after_fork(keep_queue=True)
+            self._after_fork(python_hooks=False)
         with self._lifecycle:
             closing, self._closing = self._closing, True
         if closing:  # another thread is closing: wait for it, within this call's own budget
@@ -685,12 +746,25 @@ class BatchingTransport:
             except Exception:
                 _log.warning("tomograph: closing %s failed", self.sender.name, exc_info=True)
 
-    def _after_fork(self, keep_queue: bool) -> None:
-        """Become this process's own transport: new worker, locks, counters, connections."""
+    def _after_fork(self, python_hooks: bool) -> None:
+        """Become this process's own transport: new worker, locks, counters, connections.
+
+        ``python_hooks``: Python's at-fork hooks run this (the parent forked with ``os.fork``).
+        """
         inherited = self._queue
+        parent_parked, handoff = self._parked, self._handoff
         self._init_state(os.getpid())
-        if keep_queue:
-            # Forked without Python's hooks: spans queued by this process since the fork cannot
+        if parent_parked:
+            # The parent forks uWSGI workers and never sends while they run: its spans are
+            # worker 1's to send. A fork made with uWSGI's Python fork hooks runs this before
+            # uWSGI tells the child its worker id, so the choice may have to wait for it.
+            self._queue.extend(inherited)
+            self._inherited = len(inherited)
+            self._handoff = handoff
+            if not python_hooks:
+                self._settle_handoff()
+        elif not python_hooks:
+            # Forked from C without hooks: spans queued by this process since the fork cannot
             # be told apart from the parent's, so all are sent (duplicates beat losses).
             self._queue.extend(inherited)
         try:
@@ -701,6 +775,49 @@ class BatchingTransport:
             )
         self._logged.clear()
 
+    def _park(self) -> None:
+        """Queue spans but start no worker: this process forks uWSGI workers (see _uwsgi).
+
+        Every report checks the pid meanwhile (a system call per span, in this process only):
+        so a worker whose post-fork hook did not run notices the fork at its first span.
+        """
+        self._parked = True
+        self._handoff = _uwsgi.Handoff()
+        self._wake_at = self.queue_size
+        self._check_at = 0
+
+    def _unpark(self) -> None:
+        self._parked = False
+        self._handoff = None
+        self._wake_at = 0  # the next report starts the worker
+        self._check_at = monotonic_ns() + self._check_every_ns
+
+    def _settle_handoff(self) -> None:
+        """In a child of a process that forks uWSGI workers: keep the spans it queued before
+        the fork if this is worker 1, the one to send them; otherwise let them go."""
+        handoff, self._handoff = self._handoff, None
+        count, self._inherited = self._inherited, 0
+        if handoff is None or handoff.claim(count):
+            return
+        self._forget_oldest(count)
+
+    def _forget_oldest(self, count: int) -> None:
+        # Spans worker 1 sends: they leave this process's counters with the queue.
+        with self._changed:
+            for _ in range(min(count, len(self._queue))):
+                self._queue.popleft()
+
+    def _start_in_uwsgi_process(self) -> None:
+        """In a process uWSGI started: become its transport and send what waits, now."""
+        if self._pid != os.getpid():
+            self._after_fork(python_hooks=False)
+        elif self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
+            self._unpark()
+        elif self._handoff is not None:  # Python's fork hooks ran before the worker had its id
+            self._settle_handoff()
+        if self._queue and not self._closed:
+            self._wake_worker()
+
     # -- reading ----------------------------------------------------------------------------
 
     def stats(self) -> TransportStats:
@@ -709,7 +826,7 @@ class BatchingTransport:
         ``queued == sent + dropped + failed + pending`` holds in every snapshot.
         """
         if self._pid != os.getpid():  # the parent's lock may have been held at the fork
-            self._after_fork(keep_queue=True)
+            self._after_fork(python_hooks=False)
         with self._changed:  # one consistent snapshot: a batch moves between counters at once
             waiting = len(self._queue)
             refused = _count_value(self._dropped)
@@ -733,7 +850,17 @@ class BatchingTransport:
 
 def _reset_in_child() -> None:
     for transport in list(_transports):
-        transport._after_fork(keep_queue=False)
+        transport._after_fork(python_hooks=True)
+    # Still inside os.fork(): a multiprocessing child forgets its finalizers after this.
+    _flush_at_multiprocessing_exit(in_child_now=False)
+
+
+def _start_in_uwsgi_process() -> None:
+    for transport in list(_transports):
+        try:
+            transport._start_in_uwsgi_process()
+        except Exception:  # a post-fork hook must not stop uWSGI's worker from starting
+            _log.warning("tomograph: starting a transport in a uWSGI process failed", exc_info=True)
 
 
 _exit_deadline: float | None = None
@@ -757,6 +884,36 @@ def _close_all_at_exit() -> None:
     # Closed, not only flushed: what is left when the budget is spent is counted and logged.
     for transport in list(_transports):
         transport.close(exit_time_left())
+
+
+# multiprocessing's fork and forkserver children end with os._exit(): no atexit hook runs there,
+# multiprocessing's own exit finalizers do. A child forgets the finalizers registered before its
+# start, but runs its "after fork" callbacks after that: the finalizer is added from there.
+_after_fork_registered_pid = 0
+_finalizer_pid = 0
+
+
+def _flush_at_multiprocessing_exit(in_child_now: bool) -> None:
+    """Make every multiprocessing child started from now on flush at its exit; with
+    ``in_child_now`` this process too, if it is such a child (and started)."""
+    global _after_fork_registered_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return  # multiprocessing is not in use (a child made later imports it first)
+    if _after_fork_registered_pid != os.getpid():
+        _after_fork_registered_pid = os.getpid()
+        util.register_after_fork(_add_exit_finalizer, _add_exit_finalizer)
+    process = sys.modules.get("multiprocessing.process")
+    if in_child_now and process is not None and process.parent_process() is not None:
+        _add_exit_finalizer()
+
+
+def _add_exit_finalizer(_: object = None) -> None:
+    global _finalizer_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        util.Finalize(None, _close_all_at_exit, exitpriority=0)
 
 
 if hasattr(os, "register_at_fork"):
