@@ -7,13 +7,18 @@ parameters ``gzip=1``, ``timeout``, ``max_bytes`` and the transport's ``queue_si
 
 Mapping: one ``ResourceSpans`` per service (``service.name``), scope ``tomograph``; kind None is
 ``SPAN_KIND_INTERNAL``; tags become attributes with their own types (bool, int, double,
-string); notes become events; a failed span gets status ``ERROR`` with the ``error`` tag as its
-message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
+string); notes become events; a recorded exception becomes an ``exception`` event with
+``exception.type``, ``exception.message`` and ``exception.stacktrace``; a failed span (one
+Zipkin shows as an error: failed, or tagged ``error``) gets status ``ERROR`` with the ``error``
+tag as its message; the other vendors' W3C ``tracestate`` received upstream becomes
+``trace_state``; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
 ``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded).
 """
 
 from __future__ import annotations
 
+import re
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,18 +29,21 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph.clock import EPOCH_OFFSET_NS
+from tomograph.model import ExceptionNote
+from tomograph.propagation.w3c import TRACESTATE, format_tracestate
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,
     http_backend_url,
     strip_credentials,
 )
+from tomograph.reporting._zipkin_model import tag_text
 from tomograph.reporting.transport import TransportBackend
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["OtlpBackend", "encode_spans"]
+__all__ = ["OtlpBackend", "encode_spans", "stacktrace"]
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
@@ -49,6 +57,10 @@ _KINDS = {
     "CONSUMER": OtlpSpan.SPAN_KIND_CONSUMER,
 }
 _INT64 = range(-(2**63), 2**63)
+#: The longest ``exception.stacktrace`` sent; a longer one keeps its end (the innermost frames
+#: and the exception line).
+MAX_STACKTRACE_LENGTH = 16384
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _any_value(value: object) -> AnyValue:
@@ -84,9 +96,9 @@ def _otlp_span(span: Span) -> OtlpSpan:
         out.parent_span_id = span.parent_id.to_bytes(8, "big")
     extra = span.extra
     if extra:
-        tracestate = extra.get("tracestate")
-        if isinstance(tracestate, str):
-            out.trace_state = tracestate
+        members = extra.get(TRACESTATE)
+        if members:
+            out.trace_state = format_tracestate(members)
     attributes: list[tuple[str, object]] = list(span.tags.items())
     remote = span.remote_endpoint
     if remote is not None:
@@ -99,18 +111,71 @@ def _otlp_span(span: Span) -> OtlpSpan:
     if attributes:
         out.attributes.extend(_attributes(attributes))
     for mono, value, duration in span.notes_raw:
-        event = out.events.add(name=value, time_unix_nano=mono + EPOCH_OFFSET_NS)
+        if isinstance(value, ExceptionNote):
+            _exception_event(out, mono, value)
+            continue
+        event = out.events.add(name=_unicode(value), time_unix_nano=mono + EPOCH_OFFSET_NS)
         if duration is not None:
             event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
-    if span.error:
-        message = span.tags.get("error")
-        out.status.CopyFrom(
-            Status(
-                code=Status.STATUS_CODE_ERROR,
-                message=message if isinstance(message, str) else "",
+    tags = span.tags
+    if span.error or "error" in tags:  # what Zipkin shows as an error, whatever the tag's value
+        out.status.code = Status.STATUS_CODE_ERROR
+        message = tag_text(tags["error"]) if "error" in tags else ""
+        if message != "true":  # the bare flag Zipkin writes for a failure without a message
+            out.status.message = _unicode(message)
+    return out
+
+
+def _unicode(text: str) -> str:
+    """``text`` with each surrogate code point (a lone ``"\\ud800"``, a file name decoded with
+    ``surrogateescape``) replaced by U+FFFD: protobuf refuses text that is not Unicode, and
+    one refusal would lose the whole batch.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def _exception_event(out: OtlpSpan, mono: int, note: ExceptionNote) -> None:
+    """OpenTelemetry's ``exception`` event for a note made by ``Span.record_exception``."""
+    event = out.events.add(name="exception", time_unix_nano=mono + EPOCH_OFFSET_NS)
+    event.attributes.extend(
+        _attributes(
+            (
+                ("exception.type", _unicode(note.type_name)),
+                ("exception.message", _unicode(note.message)),
+                ("exception.stacktrace", _unicode(stacktrace(note))),
             )
         )
-    return out
+    )
+
+
+def stacktrace(note: ExceptionNote) -> str:
+    """The traceback of an exception note, formatted as Python prints it, at most
+    :data:`MAX_STACKTRACE_LENGTH` characters.
+
+    Source lines are read here, on the reporting thread, not when the exception is recorded.
+
+    >>> try:
+    ...     raise KeyError('sku')
+    ... except KeyError as error:
+    ...     text = stacktrace(ExceptionNote.of(error))
+    >>> text.splitlines()[0], text.splitlines()[-1]
+    ('Traceback (most recent call last):', "KeyError: 'sku'")
+    """
+    lines = ["Traceback (most recent call last):\n"]
+    if note.omitted:
+        lines.append(f"  ... {note.omitted} earlier frames not recorded\n")
+    frames = [
+        traceback.FrameSummary(name=function, filename=path, lineno=line)
+        for path, line, function in note.frames
+    ]
+    lines.extend(traceback.StackSummary.from_list(frames).format())
+    lines.append(f"{note}\n")
+    text = "".join(lines).rstrip("\n")
+    if len(text) > MAX_STACKTRACE_LENGTH:
+        text = "...\n" + text[-(MAX_STACKTRACE_LENGTH - 4) :]
+    return text
 
 
 def encode_spans(spans: Sequence[Span]) -> bytes:
