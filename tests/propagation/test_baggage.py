@@ -11,7 +11,7 @@ from tests.support.trace_strategies import header_text, mutations
 
 from tomograph import Tracer
 from tomograph.model import TraceContext
-from tomograph.propagation import baggage
+from tomograph.propagation import Propagator, baggage
 from tomograph.propagation.baggage import _SAFE, _quote, _unquote
 from tomograph.propagation.baggage import BaggageEntry as E
 from tomograph.reporting.memory import MemoryBackend
@@ -222,3 +222,24 @@ def test_inject_formats_once_per_entries_and_logs_every_time_it_drops(
     with caplog.at_level("DEBUG", logger="tomograph.propagation"):
         baggage.inject(TraceContext(1, 2, extra={"baggage": bad}), {})
     assert "not an HTTP token" in caplog.text
+
+
+def test_values_that_are_not_unicode_are_sent_as_replacement_characters() -> None:
+    # A lone surrogate (from surrogateescape, or hostile input) cannot be UTF-8: inject once
+    # raised UnicodeEncodeError into the application's outgoing request.
+    headers: dict[str, str] = {}
+    entries = (E("k", "a\ud800b"), E("n", "ok"))
+    baggage.inject(TraceContext(1, 2, extra={"baggage": entries}), headers)
+    assert headers == {"baggage": "k=a%EF%BF%BDb,n=ok"}
+    assert baggage.extract(headers) == (E("k", "a\ufffdb"), E("n", "ok"))
+
+
+def test_a_surrogate_in_a_received_header_spoils_no_more_than_its_member() -> None:
+    # Counting bytes of such a header raised, and the whole trace context was lost with it.
+    headers = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "baggage": "ok=1,bad=\udcff,more=2",
+    }
+    context = Propagator(["w3c", "baggage"]).extract(headers)
+    assert context is not None and context.span_id == 0x00F067AA0BA902B7
+    assert context.extra == {"baggage": (E("ok", "1"), E("more", "2"))}

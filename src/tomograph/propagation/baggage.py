@@ -44,6 +44,7 @@ from tomograph.propagation.carriers import (
     reader_for,
     set_header,
 )
+from tomograph.text import utf8
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -57,6 +58,8 @@ __all__ = [
     "get_baggage_entries",
     "get_baggage_item",
     "inject",
+    "is_valid_key",
+    "merge_baggage",
     "parse_baggage",
     "remove_baggage",
     "set_baggage",
@@ -68,6 +71,7 @@ BAGGAGE = "baggage"
 MAX_MEMBERS = 64
 #: Most bytes of baggage kept or sent (the header value, UTF-8).
 MAX_BYTES = 8192
+_LIMITS = (MAX_MEMBERS, MAX_BYTES)
 #: A combined baggage header longer than this is not read at all.
 MAX_READ_LENGTH = 65536
 
@@ -97,7 +101,7 @@ def _quote(value: str) -> str:
     """``quote(value, safe=_SAFE)``."""
     if value.isascii():
         return value.translate(_QUOTE_ASCII)
-    return quote(value, safe=_SAFE)
+    return quote(utf8(value), safe=_SAFE)
 
 
 def _unquote(value: str) -> str:
@@ -126,7 +130,12 @@ class BaggageEntry(NamedTuple):
     properties: str = ""
 
 
-def _is_token(text: str) -> bool:
+def is_valid_key(text: str) -> bool:
+    """Whether ``text`` can be a baggage key: a non-empty HTTP token (so also a header name).
+
+    >>> is_valid_key('user.id'), is_valid_key('user id'), is_valid_key('')
+    (True, False, False)
+    """
     return bool(text) and _TOKEN.issuperset(text)
 
 
@@ -136,14 +145,14 @@ def _parse_properties(parts: list[str]) -> str | None:
         name, equals, value = part.partition("=")
         name = name.strip(_OWS)
         value = value.strip(_OWS)
-        if not _is_token(name) or (equals and not _OCTETS.issuperset(value)):
+        if not is_valid_key(name) or (equals and not _OCTETS.issuperset(value)):
             return None
         kept.append(f"{name}={value}" if equals else name)
     return ";".join(kept)
 
 
 def _size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
+    return len(text) if text.isascii() else len(utf8(text))
 
 
 def parse_baggage(values: str | Iterable[str]) -> tuple[BaggageEntry, ...]:
@@ -214,7 +223,7 @@ def _format(entries: Iterable[BaggageEntry]) -> tuple[str, bool]:
     size = 0
     complete = True
     for entry in entries:
-        if not _is_token(entry.key):
+        if not is_valid_key(entry.key):
             log.debug("not sending baggage key %r: not an HTTP token", entry.key)
             complete = False
             continue
@@ -248,6 +257,36 @@ def _formatted(entries: tuple[BaggageEntry, ...]) -> str:
                 _FORMATTED.clear()
             _FORMATTED[entries] = text
     return text
+
+
+def merge_baggage(*sources: Iterable[BaggageEntry]) -> tuple[BaggageEntry, ...]:
+    """One baggage from several formats' entries: a key keeps the first source's entry (and
+    place); later sources only add keys. Entries that would take it past 64 members or 8192
+    bytes (as the ``baggage`` header writes them) are left out.
+
+    >>> merge_baggage([BaggageEntry('user', 'alice', 'p')], [BaggageEntry('user', 'bob'),
+    ...               BaggageEntry('tenant', 'acme')])
+    (BaggageEntry(key='user', value='alice', properties='p'), \
+BaggageEntry(key='tenant', value='acme', properties=''))
+    """
+    merged: dict[str, BaggageEntry] = {}
+    size = 0
+    for entries in sources:
+        for entry in entries:
+            if entry.key in merged:
+                continue
+            added = _size(_format_member(entry)) + (1 if merged else 0)
+            if len(merged) >= MAX_MEMBERS or size + added > MAX_BYTES:
+                log.debug(
+                    "baggage over %d members or %d bytes: %r left out",
+                    MAX_MEMBERS,
+                    MAX_BYTES,
+                    entry.key,
+                )
+                continue
+            merged[entry.key] = entry
+            size += added
+    return tuple(merged.values())
 
 
 def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
@@ -361,7 +400,7 @@ def set_baggage(key: str, value: str, properties: str = "", span: Span | None = 
     nothing outside any open span (logged at debug level): a finished span is never changed.
     Raises ValueError if ``key`` is not an HTTP token or ``properties`` are malformed.
     """
-    if not _is_token(key):
+    if not is_valid_key(key):
         raise ValueError(f"baggage key {key!r} must be a non-empty HTTP token")
     if not isinstance(value, str):
         raise TypeError(f"baggage values must be str, not {type(value).__name__}")

@@ -17,7 +17,6 @@ tag as its message; the other vendors' W3C ``tracestate`` received upstream beco
 
 from __future__ import annotations
 
-import re
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from tomograph.reporting._http import (
 )
 from tomograph.reporting._zipkin_model import tag_text
 from tomograph.reporting.transport import TransportBackend
+from tomograph.text import unicode_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -60,7 +60,6 @@ _INT64 = range(-(2**63), 2**63)
 #: The longest ``exception.stacktrace`` sent; a longer one keeps its end (the innermost frames
 #: and the exception line).
 MAX_STACKTRACE_LENGTH = 16384
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _any_value(value: object) -> AnyValue:
@@ -114,7 +113,7 @@ def _otlp_span(span: Span) -> OtlpSpan:
         if isinstance(value, ExceptionNote):
             _exception_event(out, mono, value)
             continue
-        event = out.events.add(name=_unicode(value), time_unix_nano=mono + EPOCH_OFFSET_NS)
+        event = out.events.add(name=unicode_text(value), time_unix_nano=mono + EPOCH_OFFSET_NS)
         if duration is not None:
             event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
     tags = span.tags
@@ -122,18 +121,8 @@ def _otlp_span(span: Span) -> OtlpSpan:
         out.status.code = Status.STATUS_CODE_ERROR
         message = tag_text(tags["error"]) if "error" in tags else ""
         if message != "true":  # the bare flag Zipkin writes for a failure without a message
-            out.status.message = _unicode(message)
+            out.status.message = unicode_text(message)
     return out
-
-
-def _unicode(text: str) -> str:
-    """``text`` with each surrogate code point (a lone ``"\\ud800"``, a file name decoded with
-    ``surrogateescape``) replaced by U+FFFD: protobuf refuses text that is not Unicode, and
-    one refusal would lose the whole batch.
-    """
-    if text.isascii():
-        return text
-    return _SURROGATES.sub("\ufffd", text)
 
 
 def _exception_event(out: OtlpSpan, mono: int, note: ExceptionNote) -> None:
@@ -142,9 +131,9 @@ def _exception_event(out: OtlpSpan, mono: int, note: ExceptionNote) -> None:
     event.attributes.extend(
         _attributes(
             (
-                ("exception.type", _unicode(note.type_name)),
-                ("exception.message", _unicode(note.message)),
-                ("exception.stacktrace", _unicode(stacktrace(note))),
+                ("exception.type", unicode_text(note.type_name)),
+                ("exception.message", unicode_text(note.message)),
+                ("exception.stacktrace", unicode_text(stacktrace(note))),
             )
         )
     )
