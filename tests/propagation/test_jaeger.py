@@ -234,6 +234,15 @@ def test_baggage_limits_hold_against_many_and_huge_headers() -> None:
     assert sum(len(k) - len("uberctx-") + 1 + len(v) for k, v in written.items()) <= 8192
 
 
+def test_at_most_256_baggage_headers_are_looked_at() -> None:
+    # Hostile requests cost no more than that: 100,000 headers are not all decoded.
+    headers = {**TRACE_HEADER, **{f"uberctx-bad key{i}": "x" for i in range(256)}}
+    headers.update({f"uberctx-k{i}": "v" for i in range(100_000)})
+    assert jaeger.extract_baggage(headers) == ()
+    pairs = [("uber-trace-id", "abc:def:0:1")] + [("uberctx-dup", str(i)) for i in range(300)]
+    assert jaeger.extract_baggage([*pairs, ("uberctx-late", "1")]) == (BaggageEntry("dup", "0"),)
+
+
 @pytest.mark.parametrize(
     "value",
     ["\ud800", "caf\u00e9", "\x00\r\n", "%", "%%41", "a" * 30_000, "\u2028"],

@@ -122,15 +122,18 @@ class HeaderReader:
             return None
         return _within(name, values[0], limit)
 
-    def prefixed(self, prefix: str, limit: int = MAX_HEADER_LENGTH) -> list[tuple[str, str]]:
-        """``(name, value)`` of every header whose lower-case name starts with ``prefix`` (lower
-        case), in the carrier's order, names in lower case; values over ``limit`` dropped.
+    def prefixed(
+        self, prefix: str, limit: int = MAX_HEADER_LENGTH, max_count: int = 256
+    ) -> list[tuple[str, str]]:
+        """``(name, value)`` of the headers whose lower-case name starts with ``prefix`` (lower
+        case), in the carrier's order, names in lower case: the first ``max_count`` of them,
+        less those whose value is over ``limit``.
 
-        Costs a pass over every header name: read it only when the format is known to be
+        Costs a pass over the header names: read it only when the format is known to be
         present.
         """
         try:
-            found = self._prefixed(prefix)
+            found = self._prefixed(prefix, max_count)
         except Exception as error:
             log.debug("reading %s* headers failed: %r", prefix, error)
             return []
@@ -144,17 +147,22 @@ class HeaderReader:
     def _raw(self, name: str) -> list[str]:
         return []
 
-    def _prefixed(self, prefix: str) -> list[tuple[str, str]]:
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
         return []
 
 
-def _pairs_with_prefix(items: Iterable[tuple[Any, Any]], prefix: str) -> list[tuple[str, str]]:
-    """The ``(lower-case name, value)`` pairs among header ``items`` whose name has ``prefix``."""
+def _pairs_with_prefix(
+    items: Iterable[tuple[Any, Any]], prefix: str, max_count: int
+) -> list[tuple[str, str]]:
+    """The first ``max_count`` ``(lower-case name, value)`` pairs among header ``items`` whose
+    name has ``prefix``."""
     found: list[tuple[str, str]] = []
     for key, value in items:
         name = _name_with_prefix(key, prefix)
         if name is not None:
             found.extend((name, text) for text in _values(value))
+            if len(found) >= max_count:
+                return found[:max_count]
     return found
 
 
@@ -207,8 +215,8 @@ class _MappingReader(HeaderReader):
             value = index.get(name)
         return _values(value)
 
-    def _prefixed(self, prefix: str) -> list[tuple[str, str]]:
-        return _pairs_with_prefix(self._mapping.items(), prefix)
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        return _pairs_with_prefix(self._mapping.items(), prefix, max_count)
 
 
 def _lower_index(mapping: Mapping[Any, Any]) -> dict[str, Any]:
@@ -284,13 +292,15 @@ class _EnvironReader(HeaderReader):
     def _raw(self, name: str) -> list[str]:
         return _values(self._environ.get(_environ_key(name)))
 
-    def _prefixed(self, prefix: str) -> list[tuple[str, str]]:
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
         key_prefix = _environ_key(prefix)
         found: list[tuple[str, str]] = []
         for key, value in self._environ.items():
             if key.__class__ is str and key.startswith(key_prefix):
                 name = key[5:].lower().replace("_", "-")
                 found.extend((name, text) for text in _values(value))
+                if len(found) >= max_count:
+                    return found[:max_count]
         return found
 
 
@@ -307,7 +317,7 @@ class _ListReader(HeaderReader):
         found = self._getlist(name)
         return _values(found) if found else []
 
-    def _prefixed(self, prefix: str) -> list[tuple[str, str]]:
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
         # Each name once, whatever its case or how often it repeats; the list method gives
         # its values (these containers look names up case-insensitively).
         names: dict[str, Any] = {}
@@ -315,7 +325,10 @@ class _ListReader(HeaderReader):
             name = _name_with_prefix(key, prefix)
             if name is not None:
                 names.setdefault(name, key)
-        return [(name, value) for name, key in names.items() for value in self._raw(key)]
+                if len(names) >= max_count:
+                    break
+        found = [(name, value) for name, key in names.items() for value in self._raw(key)]
+        return found[:max_count]
 
 
 class _PairsReader(HeaderReader):
@@ -335,8 +348,8 @@ class _PairsReader(HeaderReader):
     def _raw(self, name: str) -> list[str]:
         return [value for key, value in self._pairs if key == name]
 
-    def _prefixed(self, prefix: str) -> list[tuple[str, str]]:
-        return [(key, value) for key, value in self._pairs if key.startswith(prefix)]
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        return _pairs_with_prefix(self._pairs, prefix, max_count)
 
 
 _NOTHING = HeaderReader()

@@ -24,7 +24,8 @@ as Jaeger's Go and Java clients write it; ``uberctx-*`` headers are read when ``
 is present (Jaeger's clients send them together; OpenTelemetry's Jaeger propagator reads them
 the same way), so other requests cost no scan of their header names. Jaeger's ad-hoc
 ``jaeger-baggage: k1=v1, k2=v2`` header is read too. The limits of W3C baggage apply: at most
-64 entries and 8192 bytes, whole entries dropped past them.
+64 entries and 8192 bytes, whole entries dropped past them; at most 256 ``uberctx-*`` headers
+are looked at.
 
 >>> from tomograph.model import TraceContext
 >>> format_uber_trace_id(TraceContext(0x463AC35C9F6413AD, 0xA2FB4A1D1A96D312, sampled=True))
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -88,6 +90,8 @@ BAGGAGE_PREFIX = "uberctx-"
 BAGGAGE_HEADER = "jaeger-baggage"
 #: The longest baggage header value read: 8192 bytes, every one percent-encoded.
 MAX_BAGGAGE_VALUE_LENGTH = 3 * MAX_BYTES
+#: Most ``uberctx-*`` headers looked at, valid or not: four times the entries kept.
+MAX_BAGGAGE_HEADERS = 4 * MAX_MEMBERS
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -171,14 +175,15 @@ def format_baggage_headers(entries: Iterable[BaggageEntry]) -> list[tuple[str, s
 def parse_baggage_headers(headers: Iterable[tuple[str, str]]) -> tuple[BaggageEntry, ...]:
     """The baggage in ``uberctx-{key}`` headers, given as ``(lower-case name, value)`` pairs.
 
-    A repeated key keeps its first value; past 64 entries or 8192 bytes the rest is left out.
+    A repeated key keeps its first value; past 64 entries or 8192 bytes the rest is left out,
+    and at most 256 headers are looked at (hostile requests cost no more).
 
     >>> parse_baggage_headers([('uberctx-user', 'Ann+Lee'), ('uberctx-city', 'M%C3%BCnchen')])
     (BaggageEntry(key='user', value='Ann Lee', properties=''), \
 BaggageEntry(key='city', value='München', properties=''))
     """
     entries = []
-    for name, value in headers:
+    for name, value in islice(headers, MAX_BAGGAGE_HEADERS):
         key = name[len(BAGGAGE_PREFIX) :]
         if not name.startswith(BAGGAGE_PREFIX) or not is_valid_key(key):
             log.debug("ignoring malformed Jaeger baggage header %r", name[:200])
@@ -241,7 +246,8 @@ def extract_baggage(carrier: Any) -> tuple[BaggageEntry, ...]:
     reader = reader_for(carrier)
     entries: tuple[BaggageEntry, ...] = ()
     if reader.all(HEADER, sys.maxsize):
-        entries = parse_baggage_headers(reader.prefixed(BAGGAGE_PREFIX, MAX_BAGGAGE_VALUE_LENGTH))
+        headers = reader.prefixed(BAGGAGE_PREFIX, MAX_BAGGAGE_VALUE_LENGTH, MAX_BAGGAGE_HEADERS)
+        entries = parse_baggage_headers(headers)
     adhoc = reader.all(BAGGAGE_HEADER, MAX_READ_LENGTH)
     if adhoc:
         entries = merge_baggage(entries, parse_baggage_header(",".join(adhoc)))

@@ -172,10 +172,10 @@ def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...]
                 log.debug("ignoring tracestate with malformed member %r", raw[:300])
                 return None
             continue  # empty list members are allowed
+        if len(members) == MAX_MEMBERS:
+            log.debug("ignoring tracestate of more than %d members", MAX_MEMBERS)
+            return None
         append(match.groups())  # type: ignore[arg-type]  # exactly (key, value)
-    if len(members) > MAX_MEMBERS:
-        log.debug("ignoring tracestate of %d members (at most %d)", len(members), MAX_MEMBERS)
-        return None
     return tuple(members)
 
 
