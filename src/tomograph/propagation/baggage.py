@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BAGGAGE",
     "BaggageEntry",
+    "adopt_baggage",
     "extract",
     "format_baggage",
     "get_baggage",
@@ -356,6 +357,21 @@ def _replace_entries(
     else:
         new_extra.pop(BAGGAGE, None)
     return new_extra or None
+
+
+def adopt_baggage(span: Span, entries: tuple[BaggageEntry, ...]) -> None:
+    """Give ``span``, just started for a request that carried no valid trace context, the
+    baggage that request carried: baggage travels on even when the trace starts anew.
+
+    >>> import tomograph
+    >>> span = tomograph.Tracer('api').start_span('handle')
+    >>> adopt_baggage(span, (BaggageEntry('user', 'alice'),))
+    >>> get_baggage(span)
+    {'user': 'alice'}
+    """
+    if entries and not span.end_ns:
+        # Children share their parent's extra mapping: replace it, never change it in place.
+        span.extra = _replace_entries(span.extra, entries)
 
 
 def with_baggage(context: TraceContext, entries: Iterable[BaggageEntry]) -> TraceContext:

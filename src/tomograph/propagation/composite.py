@@ -63,6 +63,7 @@ from tomograph.propagation.carriers import (
     drop_other_cases,
     environ_key,
     has_other_case,
+    is_environ,
     known_pairs,
     log,
     reader_for,
@@ -132,6 +133,9 @@ _ENVIRON_BAGGAGE = environ_key(baggage.BAGGAGE)
 _ALL_NAMES = NameSet(
     [*(header for names in _HEADER_NAMES.values() for header in names), jaeger.BAGGAGE_HEADER]
 )
+#: The headers whose presence means some format may carry baggage.
+_BAGGAGE_NAMES = NameSet([baggage.BAGGAGE, jaeger.HEADER, jaeger.BAGGAGE_HEADER])
+_BAGGAGE_ENVIRON_KEYS = frozenset(environ_key(name) for name in _BAGGAGE_NAMES.names)
 #: The headers whose presence means Jaeger baggage may be there, as dict and environ keys.
 _JAEGER_BAGGAGE_KEYS = (jaeger.HEADER, jaeger.BAGGAGE_HEADER)
 _JAEGER_BAGGAGE_ENVIRON_KEYS = tuple(environ_key(name) for name in _JAEGER_BAGGAGE_KEYS)
@@ -342,9 +346,14 @@ class Propagator:
     def extract_baggage(self, carrier: Any) -> tuple[BaggageEntry, ...]:
         """The baggage in ``carrier`` if baggage is configured (for requests with no trace ids).
 
-        Never raises.
+        Never raises. A dict, environ or list of pairs without any header that may carry
+        baggage costs a few lookups.
         """
+        if not (self._baggage_in or self._jaeger_baggage_in):
+            return ()
         try:
+            if not _may_carry_baggage(carrier):
+                return ()
             return self._baggage(carrier, self._baggage_in, self._jaeger_baggage_in)
         except Exception as error:
             log.debug("extracting baggage failed: %r", error)
@@ -365,6 +374,20 @@ class Propagator:
             f"Propagator(inject={list(self.inject_formats)!r}, "
             f"extract={list(self.extract_formats)!r})"
         )
+
+
+def _may_carry_baggage(carrier: Any) -> bool:
+    """False only when ``carrier`` surely has no header any format reads baggage from."""
+    kind = carrier.__class__
+    if kind is dict:
+        if is_environ(carrier):
+            return not carrier.keys().isdisjoint(_BAGGAGE_ENVIRON_KEYS)
+        return not carrier.keys().isdisjoint(_BAGGAGE_NAMES.names) or has_other_case(
+            carrier, _BAGGAGE_NAMES
+        )
+    if kind is list or kind is tuple:
+        return bool(known_pairs(carrier, _BAGGAGE_NAMES))
+    return True
 
 
 def _with_entries(context: TraceContext, entries: tuple[BaggageEntry, ...]) -> TraceContext:

@@ -23,7 +23,7 @@ from tomograph.classic import _endpoint
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import Endpoint, SpanKind, TraceContext
-from tomograph.propagation.baggage import BAGGAGE
+from tomograph.propagation.baggage import adopt_baggage
 from tomograph.propagation.carriers import log, reader_for
 from tomograph.propagation.composite import default_propagator
 from tomograph.span import CURRENT, Span
@@ -166,10 +166,7 @@ def start_http(service_name: str, name: str, request: Any) -> Span:
     if span.sampled:
         span.notes_raw.append((span.start_ns, "start", None))
     if context is None:
-        entries = propagator.extract_baggage(reader)
-        if entries:
-            # A new trace still carries the caller's baggage on; the span is not finished yet.
-            span.extra = {**span.extra, BAGGAGE: entries} if span.extra else {BAGGAGE: entries}
+        adopt_baggage(span, propagator.extract_baggage(reader))
     if method:
         span.tag("http.method", method)
     if path:
