@@ -220,6 +220,42 @@ def test_unencodable_text_in_notes_and_stacks_loses_no_span(receiver: OtlpReceiv
     assert backend.stats()["failed"] == 0
 
 
+def test_names_and_times_protobuf_cannot_hold_lose_no_span(receiver: OtlpReceiver) -> None:
+    backend = OtlpBackend(receiver.url)
+    tracer = Tracer("svc", backends=[backend])
+    with tracer.span("half \ud800 a name"):
+        pass
+    with Tracer("shop \udcff", backends=[backend]).span("bad service"):
+        pass
+    early = tracer.start_span("before 1970")
+    early.start(timestamp_us=-(10**12))
+    early.finish()
+    late = tracer.start_span("after 2554")
+    late.finish(timestamp_us=2**70)
+    with tracer.span("odd notes") as odd:
+        odd.annotate_at("before 1970", -5)
+        odd.annotate_at("after 2554", 2**70)
+        odd.annotate("a long wait", 2**70)
+    with tracer.span("innocent"):
+        pass
+    spans = sent(receiver, backend)
+    assert set(spans) == {
+        "half \ufffd a name",
+        "bad service",
+        "before 1970",
+        "after 2554",
+        "odd notes",
+        "innocent",
+    }
+    services = {service for service, _ in receiver.spans()}
+    assert services == {"svc", "shop \ufffd"}
+    assert spans["before 1970"].start_time_unix_nano == 0
+    assert spans["after 2554"].end_time_unix_nano == 2**64 - 1
+    times = [event.time_unix_nano for event in spans["odd notes"].events]
+    assert times[:2] == [0, 2**64 - 1]
+    assert backend.stats()["failed"] == 0
+
+
 def test_bad_otlp_urls_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="unknown parameter"):
         config.backend_from_url("otlp+http://127.0.0.1:4318?encoding=json")

@@ -57,6 +57,7 @@ _KINDS = {
     "CONSUMER": OtlpSpan.SPAN_KIND_CONSUMER,
 }
 _INT64 = range(-(2**63), 2**63)
+_MAX_U64 = 2**64 - 1
 #: The longest ``exception.stacktrace`` sent; a longer one keeps its end (the innermost frames
 #: and the exception line).
 MAX_STACKTRACE_LENGTH = 16384
@@ -86,10 +87,10 @@ def _otlp_span(span: Span) -> OtlpSpan:
     out = OtlpSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
-        name=span.name,
+        name=unicode_text(span.name),
         kind=_KINDS[span.kind.value if span.kind is not None else None],
-        start_time_unix_nano=span.start_ns + EPOCH_OFFSET_NS,
-        end_time_unix_nano=max(span.end_ns, span.start_ns + 1) + EPOCH_OFFSET_NS,
+        start_time_unix_nano=_unix_nano(span.start_ns),
+        end_time_unix_nano=_unix_nano(max(span.end_ns, span.start_ns + 1)),
     )
     if span.parent_id:
         out.parent_span_id = span.parent_id.to_bytes(8, "big")
@@ -113,9 +114,9 @@ def _otlp_span(span: Span) -> OtlpSpan:
         if isinstance(value, ExceptionNote):
             _exception_event(out, mono, value)
             continue
-        event = out.events.add(name=unicode_text(value), time_unix_nano=mono + EPOCH_OFFSET_NS)
+        event = out.events.add(name=unicode_text(value), time_unix_nano=_unix_nano(mono))
         if duration is not None:
-            event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
+            event.attributes.append(KeyValue(key="duration_us", value=_any_value(duration)))
     tags = span.tags
     if span.error or "error" in tags:  # what Zipkin shows as an error, whatever the tag's value
         out.status.code = Status.STATUS_CODE_ERROR
@@ -125,9 +126,18 @@ def _otlp_span(span: Span) -> OtlpSpan:
     return out
 
 
+def _unix_nano(mono_ns: int) -> int:
+    """Epoch nanoseconds of a monotonic time, within the fixed64 fields' range.
+
+    A time set by hand (``annotate_at``, ``start(timestamp_us=...)``) may be before 1970 or
+    past 2554: protobuf refuses it, and one refusal would lose the whole batch.
+    """
+    return min(max(mono_ns + EPOCH_OFFSET_NS, 0), _MAX_U64)
+
+
 def _exception_event(out: OtlpSpan, mono: int, note: ExceptionNote) -> None:
     """OpenTelemetry's ``exception`` event for a note made by ``Span.record_exception``."""
-    event = out.events.add(name="exception", time_unix_nano=mono + EPOCH_OFFSET_NS)
+    event = out.events.add(name="exception", time_unix_nano=_unix_nano(mono))
     event.attributes.extend(
         _attributes(
             (
@@ -175,7 +185,7 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     """
     by_service: dict[str, ResourceSpans] = {}
     for span in spans:
-        service = span.service_name or "unknown_service"
+        service = unicode_text(span.service_name or "unknown_service")
         resource = by_service.get(service)
         if resource is None:
             resource = by_service[service] = ResourceSpans()
