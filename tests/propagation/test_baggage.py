@@ -12,7 +12,7 @@ from tests.support.trace_strategies import header_text, mutations
 from tomograph import Tracer
 from tomograph.model import TraceContext
 from tomograph.propagation import Propagator, baggage
-from tomograph.propagation.baggage import _SAFE, _quote, _unquote
+from tomograph.propagation.baggage import _SAFE, _quote, percent_decode
 from tomograph.propagation.baggage import BaggageEntry as E
 from tomograph.reporting.memory import MemoryBackend
 
@@ -195,7 +195,7 @@ def test_near_valid_headers_keep_the_members_that_are_still_valid(data: st.DataO
 
 @given(st.text(alphabet="%0123456789abcdefABCDEFxyz +~/é", max_size=40) | st.text(max_size=40))
 def test_fast_unquote_matches_urllib(value: str) -> None:
-    assert _unquote(value) == unquote(value, errors="replace")
+    assert percent_decode(value) == unquote(value, errors="replace")
 
 
 @given(st.text(max_size=40) | st.text(alphabet="".join(map(chr, range(128))), max_size=40))
@@ -243,3 +243,11 @@ def test_a_surrogate_in_a_received_header_spoils_no_more_than_its_member() -> No
     context = Propagator(["w3c", "baggage"]).extract(headers)
     assert context is not None and context.span_id == 0x00F067AA0BA902B7
     assert context.extra == {"baggage": (E("ok", "1"), E("more", "2"))}
+
+
+@given(st.lists(st.builds(E, st.sampled_from("abcdefgh"), st.text(max_size=400)), max_size=80))
+def test_merge_of_one_source_is_the_general_merge(entries: list[E]) -> None:
+    merged = baggage.merge_baggage(entries)
+    assert merged == baggage.merge_baggage(entries, ())  # the fast path gives the same
+    assert len(merged) <= 64 and len({e.key for e in merged}) == len(merged)
+    assert len(baggage.format_baggage(merged).encode()) <= 8192

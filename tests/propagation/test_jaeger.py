@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from urllib.parse import quote, unquote_plus
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,7 @@ from tests.support.trace_strategies import (
 from tomograph.model import TraceContext
 from tomograph.propagation import jaeger
 from tomograph.propagation.baggage import BaggageEntry
-from tomograph.text import unicode_text
+from tomograph.text import unicode_text, utf8
 
 
 @pytest.mark.parametrize(
@@ -285,3 +286,13 @@ def test_baggage_parsers_never_raise_and_stay_within_limits(pairs: list[tuple[st
     assert len(found) <= 64
     assert all(BaggageEntry(e.key, e.value) == e for e in found)
     assert len(",".join(f"{e.key}={e.value}" for e in found).encode("utf-8", "replace")) <= 8192 * 3
+
+
+@given(st.text(max_size=40) | st.text(alphabet="".join(map(chr, range(128))), max_size=40))
+def test_fast_encoding_matches_urllib(value: str) -> None:
+    assert jaeger._encode(value) == quote(utf8(value), safe="")
+
+
+@given(st.text(alphabet="%0123456789abcdefABCDEF +~/\u00e9\t", max_size=40) | st.text(max_size=40))
+def test_fast_decoding_matches_urllib(value: str) -> None:
+    assert jaeger._decode(value) == unquote_plus(value.strip(" \t"), errors="replace")

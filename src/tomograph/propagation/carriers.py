@@ -575,6 +575,8 @@ def drop_prefixed(carrier: Any, prefix: str) -> None:
 
 def _name_with_prefix(key: Any, prefix: str) -> str | None:
     """Header name ``key`` in lower case if it starts with ``prefix`` (lower case), else None."""
+    if key.__class__ is str:  # the common case, without a call
+        return key.lower() if key[: len(prefix)].lower() == prefix else None
     name = _text(key)
     if name is None or name[: len(prefix)].lower() != prefix:
         return None

@@ -39,11 +39,12 @@ are looked at.
 
 from __future__ import annotations
 
+import string
 import sys
 from collections.abc import Iterable
 from itertools import islice
 from typing import Any
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import quote, unquote
 
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
@@ -55,6 +56,7 @@ from tomograph.propagation.baggage import (
     entries_of,
     is_valid_key,
     merge_baggage,
+    percent_decode,
     with_baggage,
 )
 from tomograph.propagation.carriers import (
@@ -140,12 +142,23 @@ def format_uber_trace_id(context: ContextLike) -> str:
     return f"{trace}:{context.span_id:016x}:{parent}:{flags}"
 
 
+# Percent-encoding of ASCII by str.translate: what quote(value, safe="") gives, faster.
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_QUOTE_ASCII = {code: f"%{code:02X}" for code in range(128) if chr(code) not in _UNRESERVED}
+
+
 def _encode(value: str) -> str:
+    if value.isascii():
+        return value.translate(_QUOTE_ASCII)
     return quote(utf8(value), safe="")
 
 
 def _decode(value: str) -> str:
-    return unquote_plus(value.strip(" \t"), errors="replace")
+    """``unquote_plus(value.strip(), errors='replace')``."""
+    value = value.strip(" \t")
+    if "+" in value:
+        value = value.replace("+", " ")
+    return percent_decode(value) if "%" in value else value
 
 
 def format_baggage_headers(entries: Iterable[BaggageEntry]) -> list[tuple[str, str]]:
@@ -183,8 +196,9 @@ def parse_baggage_headers(headers: Iterable[tuple[str, str]]) -> tuple[BaggageEn
 BaggageEntry(key='city', value='München', properties=''))
     """
     entries = []
+    start = len(BAGGAGE_PREFIX)
     for name, value in islice(headers, MAX_BAGGAGE_HEADERS):
-        key = name[len(BAGGAGE_PREFIX) :]
+        key = name[start:]
         if not name.startswith(BAGGAGE_PREFIX) or not is_valid_key(key):
             log.debug("ignoring malformed Jaeger baggage header %r", name[:200])
             continue
@@ -218,11 +232,31 @@ def inject(context: ContextLike, carrier: Any) -> None:
     ``uberctx-*`` headers (replacing those an earlier inject wrote into the same dict or list).
     """
     set_header(carrier, HEADER, format_uber_trace_id(context))
-    drop_prefixed(carrier, BAGGAGE_PREFIX)
+    if carrier:  # an empty dict or list holds nothing from an earlier inject
+        drop_prefixed(carrier, BAGGAGE_PREFIX)
     entries = entries_of(context.extra)
     if entries:
-        for name, value in format_baggage_headers(entries):
+        for name, value in _formatted(entries):
             set_header(carrier, name, value)
+
+
+# Formatted headers by entries: a span's children share one tuple, so each outgoing request of
+# a traced request formats it once. Bounded: cleared when full.
+_FORMATTED: dict[Any, list[tuple[str, str]]] = {}
+_FORMATTED_MAX = 256
+
+
+def _formatted(entries: tuple[BaggageEntry, ...]) -> list[tuple[str, str]]:
+    try:
+        headers = _FORMATTED.get(entries)
+    except TypeError:  # unhashable values in hand-made entries: format without the cache
+        return format_baggage_headers(entries)
+    if headers is None:
+        headers = format_baggage_headers(entries)
+        if len(_FORMATTED) >= _FORMATTED_MAX:
+            _FORMATTED.clear()
+        _FORMATTED[entries] = headers
+    return headers
 
 
 _EXTRACTOR = SingleHeaderExtractor(HEADER, MAX_LENGTH, parse_uber_trace_id)
