@@ -251,3 +251,28 @@ def test_merge_of_one_source_is_the_general_merge(entries: list[E]) -> None:
     assert merged == baggage.merge_baggage(entries, ())  # the fast path gives the same
     assert len(merged) <= 64 and len({e.key for e in merged}) == len(merged)
     assert len(baggage.format_baggage(merged).encode()) <= 8192
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"user": "alice"},
+        "user=alice",
+        42,
+        (("user", "alice"),),  # pairs, not entries
+        (E("user", 5),),  # type: ignore[arg-type]
+        (E("user", "alice", "p\r\nX-Injected: 1"),),  # would split the header
+        (E("user\r\nX-Injected", "1"),),
+    ],
+)
+def test_hand_made_baggage_never_raises_or_breaks_a_header(junk: object) -> None:
+    # with_baggage() takes any entries: inject once raised TypeError/AttributeError into the
+    # application, or wrote properties broken across lines.
+    context = TraceContext(1, 2, sampled=True, extra={"baggage": junk})
+    extra = {"baggage": (*junk, E("ok", "1"))} if isinstance(junk, tuple) else None
+    for ctx in (context, context.replace(extra=extra) if extra else context):
+        headers: dict[str, str] = {}
+        Propagator(["w3c", "baggage", "jaeger"]).inject(ctx, headers)
+        assert all("\r" not in v and "\n" not in v for v in headers.values())
+        written = {k: v for k, v in headers.items() if k == "baggage" or k.startswith("uberctx")}
+        assert written == ({"baggage": "ok=1", "uberctx-ok": "1"} if ctx is not context else {})

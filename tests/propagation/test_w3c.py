@@ -346,6 +346,7 @@ def test_at_most_32_members_are_sent_dropping_the_right_most() -> None:
         "rojo=1,congo=2",  # a string, as a user might set it
         [("rojo", "1"), ["congo", "2"]],
         (("rojo", "1"), ("Bad Key", "x"), ("congo", "2"), ("x", "a,b=c"), ("y", "")),
+        (("rojo", "1"), ("x", "v\r\nX-Injected: 1"), ("congo", "2")),  # would split the header
         (("rojo", "1"), ("congo", "2"), "junk", ("too", "many", "fields"), (1, 2)),
     ],
 )

@@ -59,6 +59,7 @@ __all__ = [
     "get_baggage_entries",
     "get_baggage_item",
     "inject",
+    "is_sendable",
     "is_valid_key",
     "merge_baggage",
     "parse_baggage",
@@ -222,14 +223,41 @@ def format_baggage(entries: Iterable[BaggageEntry]) -> str:
     return _format(entries)[0]
 
 
+def is_sendable(entry: Any) -> bool:
+    """Whether ``entry`` can go into a header as it is: a :class:`BaggageEntry` whose key is an
+    HTTP token, whose value is text and whose properties are well-formed.
+
+    Entries normally come from :func:`set_baggage` or :func:`parse_baggage`, which check this;
+    hand-made ones (:func:`with_baggage`) must not make inject raise or write a header broken
+    across lines.
+
+    >>> is_sendable(BaggageEntry('k', 'v', 'ttl=60'))
+    True
+    >>> is_sendable(BaggageEntry('k', 'v', 'a\\r\\nX-Injected: 1'))
+    False
+    """
+    if not isinstance(entry, BaggageEntry):
+        return False
+    key, value, properties = entry
+    if not (isinstance(key, str) and is_valid_key(key) and isinstance(value, str)):
+        return False
+    if not properties:
+        return True
+    return isinstance(properties, str) and _parse_properties(properties.split(";")) is not None
+
+
 def _format(entries: Iterable[BaggageEntry]) -> tuple[str, bool]:
     """:func:`format_baggage`, and whether every entry was written (nothing was logged)."""
     members: list[str] = []
     size = 0
     complete = True
     for entry in entries:
-        if not is_valid_key(entry.key):
-            log.debug("not sending baggage key %r: not an HTTP token", entry.key)
+        if not is_sendable(entry):
+            log.debug(
+                "not sending baggage entry %r: its key is not an HTTP token, or its value or "
+                "properties are malformed",
+                entry,
+            )
             complete = False
             continue
         member = _format_member(entry)
@@ -310,8 +338,11 @@ def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
     """
     if not extra:
         return ()
-    entries: tuple[BaggageEntry, ...] = extra.get(BAGGAGE, ())
-    return entries
+    entries: Any = extra.get(BAGGAGE, ())
+    if entries.__class__ is tuple or isinstance(entries, (tuple, list)):
+        return entries  # type: ignore[return-value]  # a hand-made list is read as a tuple
+    log.debug("ignoring extra['baggage'] of type %s", type(entries).__name__)
+    return ()
 
 
 def inject(context: ContextLike, carrier: Any) -> None:

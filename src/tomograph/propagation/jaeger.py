@@ -54,6 +54,7 @@ from tomograph.propagation.baggage import (
     MAX_READ_LENGTH,
     BaggageEntry,
     entries_of,
+    is_sendable,
     is_valid_key,
     merge_baggage,
     percent_decode,
@@ -172,8 +173,11 @@ def format_baggage_headers(entries: Iterable[BaggageEntry]) -> list[tuple[str, s
     headers: list[tuple[str, str]] = []
     size = 0
     for entry in entries:
+        if not is_sendable(entry):
+            log.debug("not sending baggage entry %r as a Jaeger header", entry)
+            continue
         name = BAGGAGE_PREFIX + entry.key.lower()
-        if not is_valid_key(entry.key) or any(name == written for written, _ in headers):
+        if any(name == written for written, _ in headers):
             log.debug("not sending baggage key %r as a Jaeger header", entry.key)
             continue
         value = _encode(entry.value)
