@@ -143,6 +143,8 @@ def format_uber_trace_id(context: ContextLike) -> str:
     return f"{trace}:{context.span_id:016x}:{parent}:{flags}"
 
 
+# A NamedTuple made without its Python-level __new__: about half the cost per entry.
+_entry = tuple.__new__
 # Percent-encoding of ASCII by str.translate: what quote(value, safe="") gives, faster.
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _QUOTE_ASCII = {code: f"%{code:02X}" for code in range(128) if chr(code) not in _UNRESERVED}
@@ -206,7 +208,7 @@ BaggageEntry(key='city', value='München', properties=''))
         if not name.startswith(BAGGAGE_PREFIX) or not is_valid_key(key):
             log.debug("ignoring malformed Jaeger baggage header %r", name[:200])
             continue
-        entries.append(BaggageEntry(key, _decode(value)))
+        entries.append(_entry(BaggageEntry, (key, _decode(value), "")))
     return merge_baggage(entries)
 
 
