@@ -117,6 +117,7 @@ def test_opentelemetry_otlp_http_exporter(collector: str) -> None:
         with tracer.start_as_current_span("query", kind=SpanKind.CLIENT) as child:
             child.set_attribute("peer.service", "inventory")
             child.set_attribute("rows", 3)
+            child.record_exception(TimeoutError("lock wait"))
             child.set_status(Status(StatusCode.ERROR, "deadlock"))
     provider.shutdown()
     trace_id = f"{parent.get_span_context().trace_id:032x}"
@@ -128,6 +129,10 @@ def test_opentelemetry_otlp_http_exporter(collector: str) -> None:
     assert trace["query"]["remoteEndpoint"] == {"serviceName": "inventory"}
     assert trace["query"]["tags"]["rows"] == "3"
     assert trace["query"]["tags"]["error"] == "deadlock"
+    # OpenTelemetry's exception event reads as tomograph's own exception note and tags.
+    assert [a["value"] for a in trace["query"]["annotations"]] == ["TimeoutError: lock wait"]
+    assert trace["query"]["tags"]["exception.type"] == "TimeoutError"
+    assert trace["query"]["tags"]["exception.stacktrace"].strip() == "TimeoutError: lock wait"
     assert trace["handle"]["tags"]["otel.scope.name"] == "tests"
     assert trace["handle"]["tags"]["http.route"] == "/items/{id}"
     links = get_json(f"{collector}/api/v2/dependencies?endTs={10**13}&lookback={10**13 - 1}")
