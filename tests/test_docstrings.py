@@ -15,6 +15,7 @@ CORE_MODULES = [
     "tomograph.model",
     "tomograph.sampling",
     "tomograph.span",
+    "tomograph.text",
     "tomograph.tracer",
 ]
 REPORTING_MODULES = [

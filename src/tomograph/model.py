@@ -10,7 +10,16 @@ import enum
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["Endpoint", "Note", "SpanKind", "TagValue", "TraceContext", "coerce_kind"]
+__all__ = [
+    "Endpoint",
+    "ExceptionNote",
+    "Note",
+    "SpanKind",
+    "TagValue",
+    "TraceContext",
+    "coerce_kind",
+    "exception_text",
+]
 
 #: Values a tag may take; encoders write them as strings ("true"/"false" for booleans).
 TagValue = str | int | float | bool
@@ -71,6 +80,60 @@ class Note(NamedTuple):
     timestamp: int
     value: str
     duration: int | None = None
+
+
+def exception_text(type_name: str, message: str) -> str:
+    """The note text of an exception: ``"Type: message"``, or the type alone without a message.
+
+    >>> exception_text('ValueError', 'bad input'), exception_text('KeyboardInterrupt', '')
+    ('ValueError: bad input', 'KeyboardInterrupt')
+    """
+    return f"{type_name}: {message}" if message else type_name
+
+
+class ExceptionNote(str):
+    """The note that records an exception on a span: its text is what Zipkin shows.
+
+    The text is :func:`exception_text`; ``type_name``, ``message`` and the traceback's
+    ``frames`` are kept beside it for backends that record exceptions as structured events
+    (OTLP's ``exception`` event with ``exception.stacktrace``). Frames are ``(file name, line
+    number, function name)``, outermost first, at most :data:`MAX_FRAMES` of the innermost;
+    ``omitted`` counts the outer frames left out. Capturing reads no source lines and keeps no
+    reference to the frames, so a recorded exception holds no locals alive.
+
+    >>> try:
+    ...     raise ValueError('bad input')
+    ... except ValueError as error:
+    ...     note = ExceptionNote.of(error)
+    >>> note, note.type_name, note.message, len(note.frames)
+    ('ValueError: bad input', 'ValueError', 'bad input', 1)
+    """
+
+    #: Most traceback frames kept (the innermost ones, where the exception was raised).
+    MAX_FRAMES = 32
+
+    type_name: str
+    message: str
+    frames: tuple[tuple[str, int, str], ...]
+    omitted: int
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ExceptionNote:
+        """The note for ``exc``, with its type, message and traceback frames."""
+        type_name = type(exc).__qualname__
+        message = str(exc)
+        frames: list[tuple[str, int, str]] = []
+        traceback = exc.__traceback__
+        while traceback is not None:
+            code = traceback.tb_frame.f_code
+            frames.append((code.co_filename, traceback.tb_lineno, code.co_name))
+            traceback = traceback.tb_next
+        note = cls(exception_text(type_name, message))
+        note.type_name = type_name
+        note.message = message
+        note.frames = tuple(frames[-cls.MAX_FRAMES :])
+        note.omitted = max(0, len(frames) - cls.MAX_FRAMES)
+        return note
 
 
 class TraceContext:

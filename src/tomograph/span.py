@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from tomograph.clock import EPOCH_OFFSET_NS, monotonic_ns, to_monotonic_ns
 from tomograph.context import CURRENT_SPAN
 from tomograph.ids import new_span_id, new_trace_id
-from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext, coerce_kind
+from tomograph.model import (
+    Endpoint,
+    ExceptionNote,
+    Note,
+    SpanKind,
+    TagValue,
+    TraceContext,
+    coerce_kind,
+)
 
 if TYPE_CHECKING:
     from tomograph.tracer import Tracer
@@ -243,19 +251,21 @@ class Span:
             self.notes_raw.append((to_monotonic_ns(timestamp_us), value, duration_us))
 
     def record_exception(self, exc: BaseException) -> None:
-        """Mark the span as failed by ``exc``: ``error`` tag, ``exception.type`` tag and a note."""
+        """Mark the span as failed by ``exc``: ``error`` tag, ``exception.type`` tag and a note.
+
+        The note (``"ValueError: bad input"``) is an :class:`~tomograph.model.ExceptionNote`
+        that also keeps the traceback's frames: OTLP exports it as an ``exception`` event with
+        a stack trace. Unsampled spans record nothing.
+        """
         if isinstance(exc, GeneratorExit):
             return  # a generator closed early is not a failure
         self.error = True
         if not self.sampled:
             return
-        type_name = type(exc).__qualname__
-        message = str(exc)
-        self.tags["error"] = message or type_name
-        self.tags["exception.type"] = type_name
-        self.notes_raw.append(
-            (monotonic_ns(), f"{type_name}: {message}" if message else type_name, None)
-        )
+        note = ExceptionNote.of(exc)
+        self.tags["error"] = note.message or note.type_name
+        self.tags["exception.type"] = note.type_name
+        self.notes_raw.append((monotonic_ns(), note, None))
 
     def set_sampling(self, sampled: bool, debug: bool = False) -> None:
         """Override the sampling decision of an unfinished span; its children follow it.

@@ -99,13 +99,81 @@ def test_protobuf_request_maps_to_zipkin() -> None:
     assert tags["otel.status_code"] == "ERROR"
     assert tags["error"] == "upstream 503"
     assert "service.name" not in tags
+    assert tags["exception.type"] == "Timeout"
     assert span["annotations"] == [
         {"timestamp": 1_700_000_000_124_000, "value": "sent"},
-        {
-            "timestamp": 1_700_000_000_125_000,
-            "value": '{"exception": {"exception.type": "Timeout"}}',
-        },
+        {"timestamp": 1_700_000_000_125_000, "value": "Timeout"},
     ]
+
+
+def test_events_with_attributes_keep_them_as_json() -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.events[0].attributes.append(kv("bytes", int_value=512))
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert decoded["annotations"][0]["value"] == '{"sent": {"bytes": 512}}'
+
+
+def test_exception_event_is_the_note_tomograph_writes_with_type_and_stack_as_tags() -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    del span.events[:]
+    span.events.add(
+        time_unix_nano=1_700_000_000_125_000_000,
+        name="exception",
+        attributes=[
+            kv("exception.type", string_value="ConnectionError"),
+            kv("exception.message", string_value="refused"),
+            kv("exception.stacktrace", string_value="Traceback ...\nConnectionError: refused"),
+        ],
+    )
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert [a["value"] for a in decoded["annotations"]] == ["ConnectionError: refused"]
+    assert decoded["tags"]["exception.type"] == "ConnectionError"
+    assert decoded["tags"]["exception.stacktrace"] == "Traceback ...\nConnectionError: refused"
+
+
+def test_an_error_status_without_message_keeps_the_spans_error_attribute() -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.status.message = ""
+    span.attributes.append(kv("error", string_value="card declined"))
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert decoded["tags"]["error"] == "card declined"
+    span.attributes.pop()
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert decoded["tags"]["error"] == ""  # still an error in every Zipkin view
+
+
+@pytest.mark.parametrize(
+    "code", [trace_pb2.Status.STATUS_CODE_UNSET, trace_pb2.Status.STATUS_CODE_OK]
+)
+@pytest.mark.parametrize("value", [{"bool_value": False}, {"string_value": "false"}])
+def test_error_false_is_not_shown_as_a_failure(code: int, value: dict[str, object]) -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.status.code = code  # type: ignore[assignment]
+    span.attributes.append(kv("error", **value))
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert "error" not in decoded["tags"]
+
+
+def test_an_error_attribute_without_error_status_is_still_an_error() -> None:
+    request = sample_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.status.code = trace_pb2.Status.STATUS_CODE_UNSET
+    span.attributes.append(kv("error", string_value="timeout"))
+    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    assert decoded["tags"]["error"] == "timeout"
+
+
+def test_trace_state_becomes_the_w3c_tracestate_tag() -> None:
+    [decoded] = decode_otlp_protobuf(
+        sample_request(trace_state="rojo=00f067aa0ba902b7,congo=t61rcWkgMzE").SerializeToString()
+    )
+    assert decoded["tags"]["w3c.tracestate"] == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    [plain] = decode_otlp_protobuf(sample_request().SerializeToString())
+    assert "w3c.tracestate" not in plain["tags"]
 
 
 def test_internal_spans_have_no_kind_and_ok_status_is_tagged() -> None:

@@ -2,8 +2,10 @@
 
 ``python propagation_server.py PORT [join]`` serves ``GET /traced`` on 127.0.0.1:PORT: the
 handler continues the caller's trace with ``tomograph.start_http`` (formats from
-``TOMOGRAPH_PROPAGATION``), runs a child span, and answers with the spans it reported and the
-baggage it saw, as JSON.
+``TOMOGRAPH_PROPAGATION``), runs a child span, and answers with the spans it reported, the
+baggage it saw and the headers it received, as JSON. With ``?forward=PORT2`` it is a hop: inside
+its span it calls ``GET /traced`` on PORT2 with ``tomograph.add_trace_info_header`` and adds the
+downstream answer (``"downstream"``) and the headers it sent (``"sent"``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import http.server
 import json
 import sys
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import tomograph
@@ -38,13 +42,22 @@ def main() -> None:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             tomograph.start_http("server", "GET /traced", self)
-            seen = baggage.get_baggage()
+            answer: dict[str, Any] = {
+                "baggage": baggage.get_baggage(),
+                "received": {name.lower(): value for name, value in self.headers.items()},
+            }
             with tomograph.span("load rows"):
                 pass
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            if "forward" in query:
+                request = urllib.request.Request(f"http://127.0.0.1:{query['forward'][0]}/traced")
+                tomograph.add_trace_info_header(request)
+                answer["sent"] = {name.lower(): value for name, value in request.header_items()}
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer["downstream"] = json.loads(response.read())
             tomograph.stop("GET /traced")
-            body = json.dumps(
-                {"spans": [span_fields(s) for s in memory.spans], "baggage": seen}
-            ).encode()
+            answer["spans"] = [span_fields(s) for s in memory.spans]
+            body = json.dumps(answer).encode()
             memory.clear()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

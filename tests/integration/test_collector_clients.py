@@ -25,8 +25,10 @@ from tests.support.collector import (
 )
 
 from tomograph.model import Endpoint
+from tomograph.propagation import Propagator
 from tomograph.reporting import zipkin_json
 from tomograph.reporting.memory import MemoryBackend
+from tomograph.reporting.otlp import OtlpBackend
 from tomograph.reporting.zipkin import ZipkinBackend
 from tomograph.tracer import Tracer
 
@@ -115,6 +117,7 @@ def test_opentelemetry_otlp_http_exporter(collector: str) -> None:
         with tracer.start_as_current_span("query", kind=SpanKind.CLIENT) as child:
             child.set_attribute("peer.service", "inventory")
             child.set_attribute("rows", 3)
+            child.record_exception(TimeoutError("lock wait"))
             child.set_status(Status(StatusCode.ERROR, "deadlock"))
     provider.shutdown()
     trace_id = f"{parent.get_span_context().trace_id:032x}"
@@ -126,10 +129,70 @@ def test_opentelemetry_otlp_http_exporter(collector: str) -> None:
     assert trace["query"]["remoteEndpoint"] == {"serviceName": "inventory"}
     assert trace["query"]["tags"]["rows"] == "3"
     assert trace["query"]["tags"]["error"] == "deadlock"
+    # OpenTelemetry's exception event reads as tomograph's own exception note and tags.
+    assert [a["value"] for a in trace["query"]["annotations"]] == ["TimeoutError: lock wait"]
+    assert trace["query"]["tags"]["exception.type"] == "TimeoutError"
+    assert trace["query"]["tags"]["exception.stacktrace"].strip() == "TimeoutError: lock wait"
     assert trace["handle"]["tags"]["otel.scope.name"] == "tests"
     assert trace["handle"]["tags"]["http.route"] == "/items/{id}"
     links = get_json(f"{collector}/api/v2/dependencies?endTs={10**13}&lookback={10**13 - 1}")
     assert {"parent": "otel-otlp", "child": "inventory", "callCount": 1, "errorCount": 1} in links
+
+
+def raise_kaput() -> None:
+    raise RuntimeError("kaput")
+
+
+def test_tomograph_otlp_backend_shows_the_errors_zipkin_shows(collector: str) -> None:
+    """The same spans through tomograph's OTLP exporter and the collector's OTLP ingest look,
+    in the Zipkin API, as tomograph's Zipkin JSON encoder writes them: the same errors, error
+    messages and notes."""
+    memory = MemoryBackend()
+    backend = OtlpBackend(collector)
+    tracer = Tracer("shop-otlp", backends=[backend, memory])
+    upstream = Propagator(["w3c"]).extract(
+        {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        }
+    )
+    with tracer.span("Checkout", kind="server", parent=upstream) as root:
+        root.annotate("validated")
+        with tracer.span("charge card", kind="client") as charge:
+            charge.tag("error", "declined")  # a tag alone: Zipkin shows an error
+        with pytest.raises(RuntimeError), tracer.span("reserve stock"):
+            raise_kaput()
+        with tracer.span("flagged") as flagged:
+            flagged.error = True  # failed without a message
+        with tracer.span("fine", tags={"n": 1}):
+            pass
+    assert backend.flush(10)
+    backend.close(5)
+    trace = by_name(get_json(f"{collector}/api/v2/trace/{root.trace_id:032x}"))
+    written = {
+        span["name"].lower(): span for span in json.loads(zipkin_json.encode_spans(memory.spans))
+    }
+    assert set(trace) == set(written)
+    for name, expected in written.items():
+        got = trace[name]
+        expected_tags, got_tags = expected.get("tags", {}), got.get("tags", {})
+        assert ("error" in got_tags) == ("error" in expected_tags), name
+        if expected_tags.get("error", "true") != "true":
+            assert got_tags["error"] == expected_tags["error"], name
+        for key, value in expected_tags.items():
+            if key != "error":
+                assert got_tags[key] == value, (name, key)
+        assert [a["value"] for a in got.get("annotations", [])] == [
+            a["value"] for a in expected.get("annotations", [])
+        ], name
+    assert {name for name, span in trace.items() if "error" in span.get("tags", {})} == {
+        "charge card",
+        "reserve stock",
+        "flagged",
+    }
+    stack = trace["reserve stock"]["tags"]["exception.stacktrace"]
+    assert "in raise_kaput" in stack and stack.endswith("RuntimeError: kaput")
+    assert trace["checkout"]["tags"]["w3c.tracestate"] == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 
 
 PY_ZIPKIN_CLIENT = """

@@ -21,6 +21,7 @@ import tomograph
 from tomograph.ids import format_span_id, format_trace_id
 from tomograph.integrations.asgi import TracingMiddleware
 from tomograph.model import SpanKind
+from tomograph.propagation import baggage
 from tomograph.reporting.memory import MemoryBackend
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -158,6 +159,24 @@ def test_malformed_trace_headers_start_a_new_trace(memory: MemoryBackend, server
     span = server_span(memory)
     assert span.parent_id is None
     assert span.sampled
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": "00-garbage", "baggage": "user=alice,plan=gold"},
+        {"baggage": "user=alice,plan=gold"},  # baggage alone, as W3C allows
+        {"uber-trace-id": "not:valid", "uberctx-user": "alice", "uberctx-plan": "gold"},
+    ],
+)
+def test_a_new_trace_keeps_the_callers_baggage(
+    headers: dict[str, str], memory: MemoryBackend, server_url: str
+) -> None:
+    assert httpx.get(f"{server_url}/users/7", headers=headers).status_code == 200
+    span = server_span(memory)
+    assert span.parent_id is None
+    assert baggage.get_baggage(span) == {"user": "alice", "plan": "gold"}
+    assert baggage.get_baggage(memory.find("load user")) == {"user": "alice", "plan": "gold"}
 
 
 def test_endpoints_and_raw_headers_read_in_process(memory: MemoryBackend) -> None:

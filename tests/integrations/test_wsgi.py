@@ -27,6 +27,7 @@ from tomograph.errors import ConfigurationError
 from tomograph.ids import format_span_id, format_trace_id
 from tomograph.integrations.wsgi import Middleware
 from tomograph.model import SpanKind
+from tomograph.propagation import baggage
 from tomograph.reporting.memory import MemoryBackend
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -119,6 +120,25 @@ def test_malformed_headers_start_a_new_trace(memory: MemoryBackend, serve: Any) 
     assert status == 200
     span = wait_for(memory, "GET")
     assert span.parent_id is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": "00-garbage", "baggage": "user=alice,plan=gold"},
+        {"baggage": "user=alice,plan=gold"},  # baggage alone, as W3C allows
+        {"uber-trace-id": "not:valid", "uberctx-user": "alice", "uberctx-plan": "gold"},
+    ],
+)
+def test_a_new_trace_keeps_the_callers_baggage(
+    headers: dict[str, str], memory: MemoryBackend, serve: Any
+) -> None:
+    served = serve(Middleware(hello_app))
+    assert served.get("/", headers)[0] == 200
+    span = wait_for(memory, "GET")
+    assert span.parent_id is None
+    assert baggage.get_baggage(span) == {"user": "alice", "plan": "gold"}
+    assert baggage.get_baggage(memory.find("handler")) == {"user": "alice", "plan": "gold"}
 
 
 def test_unsampled_upstream_decision_is_obeyed(memory: MemoryBackend, serve: Any) -> None:

@@ -11,8 +11,8 @@ from tests.support.trace_strategies import header_text, mutations
 
 from tomograph import Tracer
 from tomograph.model import TraceContext
-from tomograph.propagation import baggage
-from tomograph.propagation.baggage import _SAFE, _quote, _unquote
+from tomograph.propagation import Propagator, baggage
+from tomograph.propagation.baggage import _SAFE, _quote, percent_decode
 from tomograph.propagation.baggage import BaggageEntry as E
 from tomograph.reporting.memory import MemoryBackend
 
@@ -195,7 +195,7 @@ def test_near_valid_headers_keep_the_members_that_are_still_valid(data: st.DataO
 
 @given(st.text(alphabet="%0123456789abcdefABCDEFxyz +~/é", max_size=40) | st.text(max_size=40))
 def test_fast_unquote_matches_urllib(value: str) -> None:
-    assert _unquote(value) == unquote(value, errors="replace")
+    assert percent_decode(value) == unquote(value, errors="replace")
 
 
 @given(st.text(max_size=40) | st.text(alphabet="".join(map(chr, range(128))), max_size=40))
@@ -222,3 +222,57 @@ def test_inject_formats_once_per_entries_and_logs_every_time_it_drops(
     with caplog.at_level("DEBUG", logger="tomograph.propagation"):
         baggage.inject(TraceContext(1, 2, extra={"baggage": bad}), {})
     assert "not an HTTP token" in caplog.text
+
+
+def test_values_that_are_not_unicode_are_sent_as_replacement_characters() -> None:
+    # A lone surrogate (from surrogateescape, or hostile input) cannot be UTF-8: inject once
+    # raised UnicodeEncodeError into the application's outgoing request.
+    headers: dict[str, str] = {}
+    entries = (E("k", "a\ud800b"), E("n", "ok"))
+    baggage.inject(TraceContext(1, 2, extra={"baggage": entries}), headers)
+    assert headers == {"baggage": "k=a%EF%BF%BDb,n=ok"}
+    assert baggage.extract(headers) == (E("k", "a\ufffdb"), E("n", "ok"))
+
+
+def test_a_surrogate_in_a_received_header_spoils_no_more_than_its_member() -> None:
+    # Counting bytes of such a header raised, and the whole trace context was lost with it.
+    headers = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "baggage": "ok=1,bad=\udcff,more=2",
+    }
+    context = Propagator(["w3c", "baggage"]).extract(headers)
+    assert context is not None and context.span_id == 0x00F067AA0BA902B7
+    assert context.extra == {"baggage": (E("ok", "1"), E("more", "2"))}
+
+
+@given(st.lists(st.builds(E, st.sampled_from("abcdefgh"), st.text(max_size=400)), max_size=80))
+def test_merge_of_one_source_is_the_general_merge(entries: list[E]) -> None:
+    merged = baggage.merge_baggage(entries)
+    assert merged == baggage.merge_baggage(entries, ())  # the fast path gives the same
+    assert len(merged) <= 64 and len({e.key for e in merged}) == len(merged)
+    assert len(baggage.format_baggage(merged).encode()) <= 8192
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"user": "alice"},
+        "user=alice",
+        42,
+        (("user", "alice"),),  # pairs, not entries
+        (E("user", 5),),  # type: ignore[arg-type]
+        (E("user", "alice", "p\r\nX-Injected: 1"),),  # would split the header
+        (E("user\r\nX-Injected", "1"),),
+    ],
+)
+def test_hand_made_baggage_never_raises_or_breaks_a_header(junk: object) -> None:
+    # with_baggage() takes any entries: inject once raised TypeError/AttributeError into the
+    # application, or wrote properties broken across lines.
+    context = TraceContext(1, 2, sampled=True, extra={"baggage": junk})
+    extra = {"baggage": (*junk, E("ok", "1"))} if isinstance(junk, tuple) else None
+    for ctx in (context, context.replace(extra=extra) if extra else context):
+        headers: dict[str, str] = {}
+        Propagator(["w3c", "baggage", "jaeger"]).inject(ctx, headers)
+        assert all("\r" not in v and "\n" not in v for v in headers.values())
+        written = {k: v for k, v in headers.items() if k == "baggage" or k.startswith("uberctx")}
+        assert written == ({"baggage": "ok=1", "uberctx-ok": "1"} if ctx is not context else {})

@@ -107,6 +107,91 @@ def test_baggage_is_not_read_unless_configured() -> None:
     assert Propagator(["w3c"]).extract(headers).extra is None  # type: ignore[union-attr]
 
 
+# -- one baggage, whatever format carries it ---------------------------------------------------
+
+JAEGER = {"uber-trace-id": f"{TRACE}:{SPAN}:0:1"}
+CARRIERS = {
+    "dict": lambda headers: headers,
+    "environ": lambda headers: {
+        "REQUEST_METHOD": "GET",
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
+    },
+    "asgi pairs": lambda headers: [(k.encode(), v.encode()) for k, v in headers.items()],
+    "mixed case": lambda headers: {k.title(): v for k, v in headers.items()},
+}
+
+
+@pytest.mark.parametrize("carrier", CARRIERS.values(), ids=CARRIERS.keys())
+def test_with_jaeger_alone_baggage_travels_in_uberctx_headers(carrier: object) -> None:
+    propagator = Propagator(["jaeger"])
+    headers: dict[str, str] = {}
+    propagator.inject(CONTEXT, headers)
+    assert headers["uberctx-user"] == "alice" and "baggage" not in headers
+    context = propagator.extract(carrier(headers))  # type: ignore[operator]
+    assert context is not None and context.extra == {"baggage": (BaggageEntry("user", "alice"),)}
+
+
+@pytest.mark.parametrize("carrier", CARRIERS.values(), ids=CARRIERS.keys())
+def test_w3c_and_jaeger_baggage_merge_into_one(carrier: object) -> None:
+    headers = {
+        "traceparent": f"00-{TRACE}-{SPAN}-01",
+        "baggage": "user=alice;p,plan=gold",
+        **JAEGER,
+        "uberctx-user": "mallory",
+        "uberctx-region": "eu",
+    }
+    expected = (
+        BaggageEntry("user", "alice", "p"),
+        BaggageEntry("plan", "gold"),
+        BaggageEntry("region", "eu"),
+    )
+    propagator = Propagator(["w3c", "baggage", "jaeger"])
+    context = propagator.extract(carrier(headers))  # type: ignore[operator]
+    assert context is not None and context.extra == {"baggage": expected}
+    sent: dict[str, str] = {}
+    propagator.inject(context, sent)
+    assert sent["baggage"] == "user=alice;p,plan=gold,region=eu"
+    assert {k: v for k, v in sent.items() if k.startswith("uberctx-")} == {
+        "uberctx-user": "alice",
+        "uberctx-plan": "gold",
+        "uberctx-region": "eu",
+    }
+
+
+def test_default_formats_read_jaeger_baggage_and_pass_it_on_as_w3c() -> None:
+    context = Propagator().extract({**JAEGER, "uberctx-user": "alice"})
+    assert context is not None and context.extra == {"baggage": (BaggageEntry("user", "alice"),)}
+    sent: dict[str, str] = {}
+    Propagator().inject(context, sent)
+    assert sent["baggage"] == "user=alice" and not any(k.startswith("uberctx") for k in sent)
+
+
+def test_jaeger_baggage_is_not_read_unless_jaeger_is_configured() -> None:
+    headers = {"traceparent": f"00-{TRACE}-{SPAN}-01", **JAEGER, "uberctx-user": "alice"}
+    context = Propagator(["w3c", "baggage"]).extract(headers)
+    assert context is not None and context.extra is None
+
+
+def test_baggage_without_trace_ids_is_kept_from_every_configured_format() -> None:
+    headers = {"baggage": "user=alice", "jaeger-baggage": "plan=gold", "uber-trace-id": "x"}
+    found = Propagator(["w3c", "baggage", "jaeger"]).extract_baggage(headers)
+    assert found == (BaggageEntry("user", "alice"), BaggageEntry("plan", "gold"))
+    assert Propagator(["jaeger"]).extract_baggage(headers) == (BaggageEntry("plan", "gold"),)
+
+
+def test_merged_baggage_keeps_the_limits() -> None:
+    headers = {
+        "traceparent": f"00-{TRACE}-{SPAN}-01",
+        "baggage": ",".join(f"w{i}=1" for i in range(60)),
+        **JAEGER,
+        **{f"uberctx-j{i}": "1" for i in range(60)},
+    }
+    context = Propagator(["w3c", "baggage", "jaeger"]).extract(headers)
+    assert context is not None and context.extra is not None
+    entries = context.extra["baggage"]
+    assert len(entries) == 64 and [e.key for e in entries[:60]] == [f"w{i}" for i in range(60)]
+
+
 def test_nothing_found_is_none_and_hostile_carriers_do_not_raise() -> None:
     assert Propagator().extract({}) is None
     assert Propagator().extract(object()) is None

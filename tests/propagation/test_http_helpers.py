@@ -69,6 +69,26 @@ def test_start_http_with_a_wsgi_environ(memory: MemoryBackend) -> None:
     assert span.tags == {"http.method": "POST", "http.path": "/orders"}
 
 
+@pytest.mark.parametrize("port", ["\u00b2", "\u0668\u0660", "99999", "0", "+80", " 80"])
+def test_a_bad_port_in_the_host_header_loses_nothing_else(port: str, memory: MemoryBackend) -> None:
+    # "\u00b2".isdigit() is True but int() refuses it: the request's method and path were lost.
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/items",
+        "HTTP_HOST": f"shop.example:{port}",
+        "SERVER_PORT": port,
+        "REMOTE_ADDR": "10.0.0.9",
+        "REMOTE_PORT": port,
+        "HTTP_TRACEPARENT": TRACEPARENT,
+    }
+    tomograph.start_http("api", "items", environ)
+    span = finish("items", memory)
+    assert_continues_the_trace(span)
+    assert span.tags == {"http.method": "GET", "http.path": "/items"}
+    assert span.local_endpoint == Endpoint("api", None, None, None)  # a host name is no address
+    assert span.remote_endpoint == Endpoint(None, "10.0.0.9", None, None)
+
+
 def test_start_http_with_a_webob_request(memory: MemoryBackend) -> None:
     request = webob.Request.blank(
         "/items?x=1", headers={"X-B3-TraceId": TRACE, "X-B3-SpanId": SPAN, "X-B3-Sampled": "1"}

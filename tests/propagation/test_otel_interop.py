@@ -17,12 +17,13 @@ from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tests.support.trace_strategies import span_ids, trace_ids
 
 from tomograph.model import TraceContext
-from tomograph.propagation import b3, baggage, w3c
+from tomograph.propagation import b3, baggage, jaeger, w3c
 from tomograph.propagation.baggage import BaggageEntry
 
 tracestate_keys = st.from_regex(r"[a-z][a-z0-9_\-*/]{0,12}", fullmatch=True).filter(
@@ -170,3 +171,38 @@ def test_baggage_from_tomograph_to_opentelemetry(items: dict[str, str]) -> None:
     entries = tuple(BaggageEntry(k, v) for k, v in items.items())
     baggage.inject(TraceContext(1, 2, extra={"baggage": entries}), carrier)
     assert dict(otel_baggage.get_all(W3CBaggagePropagator().extract(carrier))) == items
+
+
+# -- Jaeger baggage (uberctx-*) ------------------------------------------------------------------
+
+# Jaeger header names are lower case on both sides; OpenTelemetry strips whitespace around the
+# values it reads.
+jaeger_keys = st.text(
+    alphabet=string.ascii_lowercase + string.digits + "-_.", min_size=1, max_size=10
+)
+
+
+def otel_jaeger_context(items: dict[str, str]) -> Context:
+    context = otel_context(0xABC, 0xDEF, True)
+    for key, value in items.items():
+        context = otel_baggage.set_baggage(key, value, context)
+    return context
+
+
+@settings(max_examples=60)
+@given(st.dictionaries(jaeger_keys, otel_values, min_size=1, max_size=8))
+def test_jaeger_baggage_from_opentelemetry_to_tomograph(items: dict[str, str]) -> None:
+    carrier: dict[str, str] = {}
+    JaegerPropagator().inject(carrier, otel_jaeger_context(items))
+    context = jaeger.extract(carrier)
+    assert context is not None and context.span_id == 0xDEF
+    assert baggage.get_baggage(context) == items
+
+
+@settings(max_examples=60)
+@given(st.dictionaries(jaeger_keys, our_values, min_size=1, max_size=8))
+def test_jaeger_baggage_from_tomograph_to_opentelemetry(items: dict[str, str]) -> None:
+    carrier: dict[str, str] = {}
+    entries = tuple(BaggageEntry(k, v) for k, v in items.items())
+    jaeger.inject(TraceContext(0xABC, 0xDEF, sampled=True, extra={"baggage": entries}), carrier)
+    assert dict(otel_baggage.get_all(JaegerPropagator().extract(carrier))) == items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from tomograph import ConfigurationError, Tracer, config
-from tomograph.model import Endpoint, TraceContext
+from tomograph.model import Endpoint
+from tomograph.propagation import Propagator
+from tomograph.reporting import zipkin_json
+from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.otlp import OtlpBackend
 
 pytestmark = pytest.mark.integration
@@ -87,7 +91,13 @@ def receiver() -> Iterator[OtlpReceiver]:
 def test_spans_arrive_with_otlp_semantics(receiver: OtlpReceiver, query: str) -> None:
     backend = config.backend_from_url(f"otlp+{receiver.url}{query}")
     tracer = Tracer("checkout", backends=[backend], trace_id_bits=64)
-    remote = TraceContext(0xABC, 0xDEF, sampled=True, extra={"tracestate": "vendor=1"})
+    # The upstream context as a server reads it: tracestate pairs in extra, our member removed.
+    remote = Propagator(["w3c"]).extract(
+        {
+            "traceparent": f"00-{0xABC:032x}-{0xDEF:016x}-01",
+            "tracestate": f"tomograph={0xDEF:016x};1,vendor=1,congo=t61rcWkgMzE",
+        }
+    )
     with tracer.span("handle", kind="server", parent=remote, tags={"n": 3, "ok": True, "r": 0.5}):
         with tracer.span(
             "query", remote_endpoint=Endpoint("db", "10.0.0.5", None, 5432)
@@ -108,7 +118,7 @@ def test_spans_arrive_with_otlp_semantics(receiver: OtlpReceiver, query: str) ->
     assert handle.kind == OtlpSpan.SPAN_KIND_SERVER
     assert handle.trace_id == (0xABC).to_bytes(16, "big")
     assert handle.parent_span_id == (0xDEF).to_bytes(8, "big")
-    assert handle.trace_state == "vendor=1"
+    assert handle.trace_state == "vendor=1,congo=t61rcWkgMzE"
     attributes = {a.key: a.value for a in handle.attributes}
     assert attributes["n"].int_value == 3
     assert attributes["ok"].bool_value is True
@@ -125,8 +135,130 @@ def test_spans_arrive_with_otlp_semantics(receiver: OtlpReceiver, query: str) ->
     _, broken = spans["broken"]
     assert broken.status.code == Status.STATUS_CODE_ERROR
     assert broken.status.message == "bad input"
+    assert not broken.trace_state  # a new trace: nothing received upstream
     assert handle.status.code == Status.STATUS_CODE_UNSET
     assert backend.stats()["sent"] == 3
+
+
+def sent(receiver: OtlpReceiver, backend: OtlpBackend) -> dict[str, OtlpSpan]:
+    assert backend.flush(5)
+    backend.close(1)
+    return {span.name: span for _, span in receiver.spans()}
+
+
+def fail_deep(depth: int) -> None:
+    if depth:
+        fail_deep(depth - 1)
+    raise ConnectionError("refused")
+
+
+def test_spans_zipkin_shows_as_errors_have_status_error(receiver: OtlpReceiver) -> None:
+    backend = OtlpBackend(receiver.url)
+    memory = MemoryBackend()
+    tracer = Tracer("svc", backends=[backend, memory])
+    with tracer.span("tagged") as tagged:
+        tagged.tag("error", "card declined")  # the tag alone, as Zipkin instrumentation does
+    with tracer.span("flagged") as flagged:
+        flagged.error = True
+    with tracer.span("numeric", tags={"error": 503}):
+        pass
+    with tracer.span("fine", tags={"errors": 0}):
+        pass
+    spans = sent(receiver, backend)
+    zipkin = {
+        s["name"]: s.get("tags", {}) for s in json.loads(zipkin_json.encode_spans(memory.spans))
+    }
+    for name, span in spans.items():
+        assert (span.status.code == Status.STATUS_CODE_ERROR) == ("error" in zipkin[name]), name
+    assert spans["tagged"].status.message == "card declined"
+    assert spans["flagged"].status.message == ""  # Zipkin's bare "true" is not a message
+    assert spans["numeric"].status.message == "503"
+    assert spans["fine"].status.code == Status.STATUS_CODE_UNSET
+
+
+def test_exceptions_are_opentelemetry_exception_events(receiver: OtlpReceiver) -> None:
+    backend = OtlpBackend(receiver.url)
+    tracer = Tracer("svc", backends=[backend])
+    with pytest.raises(ConnectionError), tracer.span("call") as call:
+        call.annotate("dialing")
+        fail_deep(3)
+    span = sent(receiver, backend)["call"]
+    assert [event.name for event in span.events] == ["dialing", "exception"]
+    attributes = {a.key: a.value.string_value for a in span.events[1].attributes}
+    assert attributes["exception.type"] == "ConnectionError"
+    assert attributes["exception.message"] == "refused"
+    stack = attributes["exception.stacktrace"].splitlines()
+    assert stack[0] == "Traceback (most recent call last):"
+    assert stack[-1] == "ConnectionError: refused"
+    assert sum("in fail_deep" in line for line in stack) == 4
+    assert '    raise ConnectionError("refused")' in stack  # source lines, read when sent
+    assert span.status.message == "refused"
+
+
+def test_deep_stacks_are_bounded(receiver: OtlpReceiver) -> None:
+    backend = OtlpBackend(receiver.url)
+    tracer = Tracer("svc", backends=[backend])
+    with pytest.raises(ConnectionError), tracer.span("deep"):
+        fail_deep(500)
+    [event] = sent(receiver, backend)["deep"].events
+    stack = {a.key: a.value.string_value for a in event.attributes}["exception.stacktrace"]
+    assert len(stack) <= 16384  # the documented bound
+    assert "earlier frames not recorded" in stack and stack.endswith("ConnectionError: refused")
+
+
+def test_unencodable_text_in_notes_and_stacks_loses_no_span(receiver: OtlpReceiver) -> None:
+    backend = OtlpBackend(receiver.url)
+    tracer = Tracer("svc", backends=[backend])
+    with tracer.span("surrogates") as span:
+        span.annotate("half a pair: \ud83d")
+    # A file name that is not UTF-8 on disk arrives as a surrogate escape.
+    code = compile("raise ValueError('from a badly named file')", "/srv/app/\udcff.py", "exec")
+    with pytest.raises(ValueError), tracer.span("raised"):
+        exec(code)
+    with tracer.span("innocent"):
+        pass
+    spans = sent(receiver, backend)
+    assert set(spans) == {"surrogates", "raised", "innocent"}
+    assert spans["surrogates"].events[0].name == "half a pair: \ufffd"
+    stack = {a.key: a.value.string_value for a in spans["raised"].events[0].attributes}
+    assert '/srv/app/\ufffd.py", line 1' in stack["exception.stacktrace"]
+    assert backend.stats()["failed"] == 0
+
+
+def test_names_and_times_protobuf_cannot_hold_lose_no_span(receiver: OtlpReceiver) -> None:
+    backend = OtlpBackend(receiver.url)
+    tracer = Tracer("svc", backends=[backend])
+    with tracer.span("half \ud800 a name"):
+        pass
+    with Tracer("shop \udcff", backends=[backend]).span("bad service"):
+        pass
+    early = tracer.start_span("before 1970")
+    early.start(timestamp_us=-(10**12))
+    early.finish()
+    late = tracer.start_span("after 2554")
+    late.finish(timestamp_us=2**70)
+    with tracer.span("odd notes") as odd:
+        odd.annotate_at("before 1970", -5)
+        odd.annotate_at("after 2554", 2**70)
+        odd.annotate("a long wait", 2**70)
+    with tracer.span("innocent"):
+        pass
+    spans = sent(receiver, backend)
+    assert set(spans) == {
+        "half \ufffd a name",
+        "bad service",
+        "before 1970",
+        "after 2554",
+        "odd notes",
+        "innocent",
+    }
+    services = {service for service, _ in receiver.spans()}
+    assert services == {"svc", "shop \ufffd"}
+    assert spans["before 1970"].start_time_unix_nano == 0
+    assert spans["after 2554"].end_time_unix_nano == 2**64 - 1
+    times = [event.time_unix_nano for event in spans["odd notes"].events]
+    assert times[:2] == [0, 2**64 - 1]
+    assert backend.stats()["failed"] == 0
 
 
 def test_bad_otlp_urls_are_configuration_errors() -> None:

@@ -7,9 +7,15 @@ Collector's Zipkin exporter and Zipkin's own OTLP receiver apply it:
   other resource attributes and the span's attributes -> tags (values as text: booleans
   ``true``/``false``, arrays and maps as JSON);
 * kind INTERNAL/UNSPECIFIED -> no kind; times -> epoch µs, duration rounded up to >= 1 µs;
-* status ERROR -> tag ``error`` (the status message) and ``otel.status_code``; OK ->
-  ``otel.status_code=OK``; the instrumentation scope -> ``otel.scope.name``/``otel.scope.version``;
-* events -> annotations (the event name, or ``{"name": {attributes}}`` as JSON when it has any);
+* status ERROR -> tag ``error`` (the status message, else the span's own ``error`` attribute,
+  else empty) and ``otel.status_code``; OK -> ``otel.status_code=OK``; without ERROR, an
+  ``error`` attribute that is ``false`` is left out (Zipkin shows any ``error`` tag as a
+  failure); the instrumentation scope -> ``otel.scope.name``/``otel.scope.version``;
+* an ``exception`` event -> the note ``"Type: message"`` that tomograph's own spans carry, and
+  tags ``exception.type`` and ``exception.stacktrace`` (unless the span has them already);
+  other events -> annotations (the event name, or ``{"name": {attributes}}`` as JSON when it
+  has any);
+* ``trace_state`` -> tag ``w3c.tracestate`` (as the OpenTelemetry Collector's Zipkin exporter);
 * ``peer.service`` (or ``server.address``, ``net.peer.name``, ...) -> ``remoteEndpoint``.
 
 Requires the ``collector`` extra (``opentelemetry-proto``).
@@ -23,6 +29,7 @@ import json
 from typing import Any
 
 from tomograph.collector.storage import SpanDict
+from tomograph.model import exception_text
 
 __all__ = ["OtlpDecodeError", "decode_otlp_json", "decode_otlp_protobuf", "request_to_zipkin"]
 
@@ -137,28 +144,34 @@ def _span(
     remote = _remote_endpoint(attributes)
     if remote:
         out["remoteEndpoint"] = remote
+    tags = dict(resource_tags)
+    tags.update((key, _text(value)) for key, value in attributes.items())
     annotations = []
     for event in span.events:
         event_attributes = _attributes(event.attributes)
-        value = (
-            json.dumps({event.name: event_attributes}, sort_keys=True, ensure_ascii=False)
-            if event_attributes
-            else event.name
-        )
+        if event.name == "exception":
+            value = _exception_note(event_attributes, tags)
+        elif event_attributes:
+            value = json.dumps({event.name: event_attributes}, sort_keys=True, ensure_ascii=False)
+        else:
+            value = event.name
         annotations.append({"timestamp": (event.time_unix_nano + 500) // 1000, "value": value})
     if annotations:
         out["annotations"] = annotations
-    tags = dict(resource_tags)
-    tags.update((key, _text(value)) for key, value in attributes.items())
     if scope is not None and scope.name:
         tags["otel.scope.name"] = scope.name
         if scope.version:
             tags["otel.scope.version"] = scope.version
     if span.status.code == _STATUS_ERROR:
         tags["otel.status_code"] = "ERROR"
-        tags["error"] = span.status.message
-    elif span.status.code == _STATUS_OK:
-        tags["otel.status_code"] = "OK"
+        tags["error"] = span.status.message or tags.get("error", "")
+    else:
+        if span.status.code == _STATUS_OK:
+            tags["otel.status_code"] = "OK"
+        if attributes.get("error") in (False, "false"):
+            del tags["error"]  # OpenTelemetry's "not an error", which Zipkin would show as one
+    if span.trace_state:
+        tags["w3c.tracestate"] = span.trace_state
     for field in ("dropped_attributes_count", "dropped_events_count", "dropped_links_count"):
         count = getattr(span, field)
         if count:
@@ -166,6 +179,19 @@ def _span(
     if tags:
         out["tags"] = tags
     return out
+
+
+def _exception_note(attributes: dict[str, Any], tags: dict[str, str]) -> str:
+    """The note of an OpenTelemetry ``exception`` event, as tomograph's own spans write it.
+
+    Its type and stack trace become tags unless the span has them already.
+    """
+    type_name = _text(attributes.get("exception.type"))
+    message = _text(attributes.get("exception.message"))
+    for key in ("exception.type", "exception.stacktrace"):
+        if key in attributes and key not in tags:
+            tags[key] = _text(attributes[key])
+    return exception_text(type_name, message) or "exception"
 
 
 def request_to_zipkin(request: Any) -> list[SpanDict]:

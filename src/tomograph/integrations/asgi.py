@@ -27,6 +27,7 @@ from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import default_propagator
+from tomograph.propagation.baggage import adopt_baggage
 from tomograph.span import CURRENT, Span
 
 __all__ = ["SCOPE_KEY", "TracingMiddleware"]
@@ -90,9 +91,9 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
             return
         tracer = self.tracer or get_tracer()
         method = scope.get("method", "GET")
-        parent: Any = (self.propagator or default_propagator()).extract(
-            scope.get("headers") or []
-        ) or CURRENT
+        propagator = self.propagator or default_propagator()
+        headers = scope.get("headers") or []
+        parent: Any = propagator.extract(headers) or CURRENT
         service = self.service_name or tracer.local_endpoint.service_name
         span = Span(
             tracer,
@@ -103,6 +104,8 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
             _endpoint(service, scope.get("server")) or Endpoint(service),
             _endpoint(None, scope.get("client")),
         )
+        if parent is CURRENT:
+            adopt_baggage(span, propagator.extract_baggage(headers))
         if span.sampled:
             span.tags["http.method"] = method
             span.tags["http.path"] = path

@@ -35,6 +35,7 @@ from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
 from tomograph.propagation import Propagator, default_propagator
+from tomograph.propagation.baggage import adopt_baggage
 from tomograph.span import CURRENT, Span
 
 __all__ = ["ENVIRON_KEY", "Middleware", "route_of"]
@@ -194,7 +195,8 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
             return self.app(environ, start_response)
         tracer = self.tracer or get_tracer()
         method = environ.get("REQUEST_METHOD", "GET")
-        parent: Any = (self.propagator or default_propagator()).extract(environ) or CURRENT
+        propagator = self.propagator or default_propagator()
+        parent: Any = propagator.extract(environ) or CURRENT
         name = self.name
         span = Span(
             tracer,
@@ -209,6 +211,8 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
             ),
             _client_endpoint(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
         )
+        if parent is CURRENT:
+            adopt_baggage(span, propagator.extract_baggage(environ))
         if span.sampled:
             tags = span.tags
             tags["http.method"] = method

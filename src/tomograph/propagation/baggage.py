@@ -44,6 +44,7 @@ from tomograph.propagation.carriers import (
     reader_for,
     set_header,
 )
+from tomograph.text import utf8
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -51,13 +52,18 @@ if TYPE_CHECKING:
 __all__ = [
     "BAGGAGE",
     "BaggageEntry",
+    "adopt_baggage",
     "extract",
     "format_baggage",
     "get_baggage",
     "get_baggage_entries",
     "get_baggage_item",
     "inject",
+    "is_sendable",
+    "is_valid_key",
+    "merge_baggage",
     "parse_baggage",
+    "percent_decode",
     "remove_baggage",
     "set_baggage",
     "with_baggage",
@@ -97,11 +103,15 @@ def _quote(value: str) -> str:
     """``quote(value, safe=_SAFE)``."""
     if value.isascii():
         return value.translate(_QUOTE_ASCII)
-    return quote(value, safe=_SAFE)
+    return quote(utf8(value), safe=_SAFE)
 
 
-def _unquote(value: str) -> str:
-    """``unquote(value, errors='replace')``."""
+def percent_decode(value: str) -> str:
+    """``urllib.parse.unquote(value, errors='replace')``, faster for ASCII escapes.
+
+    >>> percent_decode('DF%2028'), percent_decode('M%C3%BCnchen'), percent_decode('%FF 100%')
+    ('DF 28', 'München', '\ufffd 100%')
+    """
     parts = value.split("%")
     decoded = [parts[0]]
     for part in parts[1:]:
@@ -126,7 +136,12 @@ class BaggageEntry(NamedTuple):
     properties: str = ""
 
 
-def _is_token(text: str) -> bool:
+def is_valid_key(text: str) -> bool:
+    """Whether ``text`` can be a baggage key: a non-empty HTTP token (so also a header name).
+
+    >>> is_valid_key('user.id'), is_valid_key('user id'), is_valid_key('')
+    (True, False, False)
+    """
     return bool(text) and _TOKEN.issuperset(text)
 
 
@@ -136,14 +151,14 @@ def _parse_properties(parts: list[str]) -> str | None:
         name, equals, value = part.partition("=")
         name = name.strip(_OWS)
         value = value.strip(_OWS)
-        if not _is_token(name) or (equals and not _OCTETS.issuperset(value)):
+        if not is_valid_key(name) or (equals and not _OCTETS.issuperset(value)):
             return None
         kept.append(f"{name}={value}" if equals else name)
     return ";".join(kept)
 
 
 def _size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
+    return len(text) if text.isascii() else len(utf8(text))
 
 
 def parse_baggage(values: str | Iterable[str]) -> tuple[BaggageEntry, ...]:
@@ -176,7 +191,7 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
                 log.debug("dropping malformed baggage member %r", member[:200])
             continue
         if "%" in value:
-            value = _unquote(value)
+            value = percent_decode(value)
         if not small:
             size += _size(member.strip(_OWS)) + (1 if count else 0)
             count += 1
@@ -208,14 +223,41 @@ def format_baggage(entries: Iterable[BaggageEntry]) -> str:
     return _format(entries)[0]
 
 
+def is_sendable(entry: Any) -> bool:
+    """Whether ``entry`` can go into a header as it is: a :class:`BaggageEntry` whose key is an
+    HTTP token, whose value is text and whose properties are well-formed.
+
+    Entries normally come from :func:`set_baggage` or :func:`parse_baggage`, which check this;
+    hand-made ones (:func:`with_baggage`) must not make inject raise or write a header broken
+    across lines.
+
+    >>> is_sendable(BaggageEntry('k', 'v', 'ttl=60'))
+    True
+    >>> is_sendable(BaggageEntry('k', 'v', 'a\\r\\nX-Injected: 1'))
+    False
+    """
+    if not isinstance(entry, BaggageEntry):
+        return False
+    key, value, properties = entry
+    if not (isinstance(key, str) and is_valid_key(key) and isinstance(value, str)):
+        return False
+    if not properties:
+        return True
+    return isinstance(properties, str) and _parse_properties(properties.split(";")) is not None
+
+
 def _format(entries: Iterable[BaggageEntry]) -> tuple[str, bool]:
     """:func:`format_baggage`, and whether every entry was written (nothing was logged)."""
     members: list[str] = []
     size = 0
     complete = True
     for entry in entries:
-        if not _is_token(entry.key):
-            log.debug("not sending baggage key %r: not an HTTP token", entry.key)
+        if not is_sendable(entry):
+            log.debug(
+                "not sending baggage entry %r: its key is not an HTTP token, or its value or "
+                "properties are malformed",
+                entry,
+            )
             complete = False
             continue
         member = _format_member(entry)
@@ -250,6 +292,44 @@ def _formatted(entries: tuple[BaggageEntry, ...]) -> str:
     return text
 
 
+def merge_baggage(*sources: Iterable[BaggageEntry]) -> tuple[BaggageEntry, ...]:
+    """One baggage from several formats' entries: a key keeps the first source's entry (and
+    place); later sources only add keys. Entries that would take it past 64 members or 8192
+    bytes (as the ``baggage`` header writes them) are left out.
+
+    >>> merge_baggage([BaggageEntry('user', 'alice', 'p')], [BaggageEntry('user', 'bob'),
+    ...               BaggageEntry('tenant', 'acme')])
+    (BaggageEntry(key='user', value='alice', properties='p'), \
+BaggageEntry(key='tenant', value='acme', properties=''))
+    """
+    if len(sources) == 1:
+        single = tuple(sources[0])
+        # Surely within the limits (a character takes at most 12 bytes percent-encoded), with
+        # no key twice: the common case needs no formatting.
+        if len(single) <= MAX_MEMBERS and (
+            sum(len(e.key) + 12 * len(e.value) + len(e.properties) + 3 for e in single) <= MAX_BYTES
+            and len({entry.key for entry in single}) == len(single)
+        ):
+            return single
+        sources = (single,)
+    merged: dict[str, BaggageEntry] = {}
+    size = 0
+    for entries in sources:
+        for entry in entries:
+            if entry.key in merged:
+                continue
+            if len(merged) >= MAX_MEMBERS:
+                log.debug("baggage over %d members: the rest left out", MAX_MEMBERS)
+                return tuple(merged.values())
+            added = _size(_format_member(entry)) + (1 if merged else 0)
+            if size + added > MAX_BYTES:
+                log.debug("baggage over %d bytes: %r left out", MAX_BYTES, entry.key)
+                continue
+            merged[entry.key] = entry
+            size += added
+    return tuple(merged.values())
+
+
 def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
     """The baggage carried in a context's or span's ``extra``.
 
@@ -258,8 +338,11 @@ def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
     """
     if not extra:
         return ()
-    entries: tuple[BaggageEntry, ...] = extra.get(BAGGAGE, ())
-    return entries
+    entries: Any = extra.get(BAGGAGE, ())
+    if entries.__class__ is tuple or isinstance(entries, (tuple, list)):
+        return entries  # type: ignore[return-value]  # a hand-made list is read as a tuple
+    log.debug("ignoring extra['baggage'] of type %s", type(entries).__name__)
+    return ()
 
 
 def inject(context: ContextLike, carrier: Any) -> None:
@@ -319,6 +402,21 @@ def _replace_entries(
     return new_extra or None
 
 
+def adopt_baggage(span: Span, entries: tuple[BaggageEntry, ...]) -> None:
+    """Give ``span``, just started for a request that carried no valid trace context, the
+    baggage that request carried: baggage travels on even when the trace starts anew.
+
+    >>> import tomograph
+    >>> span = tomograph.Tracer('api').start_span('handle')
+    >>> adopt_baggage(span, (BaggageEntry('user', 'alice'),))
+    >>> get_baggage(span)
+    {'user': 'alice'}
+    """
+    if entries and not span.end_ns:
+        # Children share their parent's extra mapping: replace it, never change it in place.
+        span.extra = _replace_entries(span.extra, entries)
+
+
 def with_baggage(context: TraceContext, entries: Iterable[BaggageEntry]) -> TraceContext:
     """A copy of ``context`` whose baggage is ``entries``.
 
@@ -361,7 +459,7 @@ def set_baggage(key: str, value: str, properties: str = "", span: Span | None = 
     nothing outside any open span (logged at debug level): a finished span is never changed.
     Raises ValueError if ``key`` is not an HTTP token or ``properties`` are malformed.
     """
-    if not _is_token(key):
+    if not is_valid_key(key):
         raise ValueError(f"baggage key {key!r} must be a non-empty HTTP token")
     if not isinstance(value, str):
         raise TypeError(f"baggage values must be str, not {type(value).__name__}")

@@ -21,6 +21,8 @@ pairs (appended), and objects whose ``headers`` is one of these (``requests.Prep
 
 Repeated headers: :meth:`HeaderReader.first` gives the first value (B3's rule),
 :meth:`HeaderReader.all` every value in order (W3C ``tracestate`` and ``baggage`` are combined).
+:meth:`HeaderReader.prefixed` lists the headers whose name starts with a prefix (Jaeger's
+``uberctx-*``); in a WSGI environ, where ``-`` and ``_`` are both ``_``, it gives ``-``.
 A value longer than the caller's limit is treated as absent and logged at debug level on the
 ``tomograph.propagation`` logger: hostile input costs no more than reading its length.
 
@@ -42,6 +44,7 @@ __all__ = [
     "NameSet",
     "SLOW",
     "drop_other_cases",
+    "drop_prefixed",
     "environ_key",
     "has_other_case",
     "is_environ",
@@ -119,8 +122,48 @@ class HeaderReader:
             return None
         return _within(name, values[0], limit)
 
+    def prefixed(
+        self, prefix: str, limit: int = MAX_HEADER_LENGTH, max_count: int = 256
+    ) -> list[tuple[str, str]]:
+        """``(name, value)`` of the headers whose lower-case name starts with ``prefix`` (lower
+        case), in the carrier's order, names in lower case: the first ``max_count`` of them,
+        less those whose value is over ``limit``.
+
+        Costs a pass over the header names: read it only when the format is known to be
+        present.
+        """
+        try:
+            found = self._prefixed(prefix, max_count)
+        except Exception as error:
+            log.debug("reading %s* headers failed: %r", prefix, error)
+            return []
+        kept = [(name, value) for name, value in found if len(value) <= limit]
+        if len(kept) < len(found):
+            log.debug(
+                "ignoring %d %s* headers over %d characters", len(found) - len(kept), prefix, limit
+            )
+        return kept
+
     def _raw(self, name: str) -> list[str]:
         return []
+
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        return []
+
+
+def _pairs_with_prefix(
+    items: Iterable[tuple[Any, Any]], prefix: str, max_count: int
+) -> list[tuple[str, str]]:
+    """The first ``max_count`` ``(lower-case name, value)`` pairs among header ``items`` whose
+    name has ``prefix``."""
+    found: list[tuple[str, str]] = []
+    for key, value in items:
+        name = _name_with_prefix(key, prefix)
+        if name is not None:
+            found.extend((name, text) for text in _values(value))
+            if len(found) >= max_count:
+                return found[:max_count]
+    return found
 
 
 def _within(name: str, value: str, limit: int) -> str | None:
@@ -171,6 +214,9 @@ class _MappingReader(HeaderReader):
                 index = self._index = _lower_index(self._mapping)
             value = index.get(name)
         return _values(value)
+
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        return _pairs_with_prefix(self._mapping.items(), prefix, max_count)
 
 
 def _lower_index(mapping: Mapping[Any, Any]) -> dict[str, Any]:
@@ -246,18 +292,43 @@ class _EnvironReader(HeaderReader):
     def _raw(self, name: str) -> list[str]:
         return _values(self._environ.get(_environ_key(name)))
 
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        key_prefix = _environ_key(prefix)
+        found: list[tuple[str, str]] = []
+        for key, value in self._environ.items():
+            if key.__class__ is str and key.startswith(key_prefix):
+                name = key[5:].lower().replace("_", "-")
+                found.extend((name, text) for text in _values(value))
+                if len(found) >= max_count:
+                    return found[:max_count]
+        return found
+
 
 class _ListReader(HeaderReader):
     """A header container with a per-name list method (Tornado, Werkzeug, multidict, email)."""
 
-    __slots__ = ("_getlist",)
+    __slots__ = ("_container", "_getlist")
 
-    def __init__(self, getlist: Any) -> None:
+    def __init__(self, container: Any, getlist: Any) -> None:
+        self._container = container
         self._getlist = getlist
 
     def _raw(self, name: str) -> list[str]:
         found = self._getlist(name)
         return _values(found) if found else []
+
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        # Each name once, whatever its case or how often it repeats; the list method gives
+        # its values (these containers look names up case-insensitively).
+        names: dict[str, Any] = {}
+        for key in self._container.keys():  # noqa: SIM118  # iterating Werkzeug Headers gives pairs
+            name = _name_with_prefix(key, prefix)
+            if name is not None:
+                names.setdefault(name, key)
+                if len(names) >= max_count:
+                    break
+        found = [(name, value) for name, key in names.items() for value in self._raw(key)]
+        return found[:max_count]
 
 
 class _PairsReader(HeaderReader):
@@ -276,6 +347,9 @@ class _PairsReader(HeaderReader):
 
     def _raw(self, name: str) -> list[str]:
         return [value for key, value in self._pairs if key == name]
+
+    def _prefixed(self, prefix: str, max_count: int) -> list[tuple[str, str]]:
+        return _pairs_with_prefix(self._pairs, prefix, max_count)
 
 
 _NOTHING = HeaderReader()
@@ -399,9 +473,9 @@ def _reader_for_object(carrier: Any) -> HeaderReader:
     for method in ("get_list", "getlist", "getall"):
         getlist = getattr(carrier, method, None)
         if getlist is not None:
-            return _ListReader(getlist)
+            return _ListReader(carrier, getlist)
     if hasattr(carrier, "get_all") and hasattr(carrier, "keys"):  # email.message.Message
-        return _ListReader(carrier.get_all)
+        return _ListReader(carrier, carrier.get_all)
     if isinstance(carrier, Mapping):
         return _MappingReader(carrier)
     if isinstance(carrier, (list, tuple)):
@@ -469,6 +543,44 @@ def drop_other_cases(carrier: dict[Any, Any], names: frozenset[str]) -> None:
     ]
     for key in stale:
         del carrier[key]
+
+
+def drop_prefixed(carrier: Any, prefix: str) -> None:
+    """Remove the headers whose name starts with ``prefix`` (lower case) from a dict or a list of
+    pairs; other carriers are left as they are.
+
+    Injection writes a variable set of names under a prefix (Jaeger's ``uberctx-*``): injecting
+    again into the same headers must not leave names written the first time.
+
+    >>> headers = {'uberctx-user': 'a', 'Uberctx-Old': 'b', 'accept': '*/*'}
+    >>> drop_prefixed(headers, 'uberctx-')
+    >>> headers
+    {'accept': '*/*'}
+    """
+    if carrier.__class__ is dict:
+        stale = [key for key in carrier if _name_with_prefix(key, prefix) is not None]
+        for key in stale:
+            del carrier[key]
+    elif isinstance(carrier, list):
+        carrier[:] = [
+            item
+            for item in carrier
+            if not (
+                isinstance(item, (list, tuple))
+                and item
+                and _name_with_prefix(item[0], prefix) is not None
+            )
+        ]
+
+
+def _name_with_prefix(key: Any, prefix: str) -> str | None:
+    """Header name ``key`` in lower case if it starts with ``prefix`` (lower case), else None."""
+    if key.__class__ is str:  # the common case, without a call
+        return key.lower() if key[: len(prefix)].lower() == prefix else None
+    name = _text(key)
+    if name is None or name[: len(prefix)].lower() != prefix:
+        return None
+    return name.lower()
 
 
 def _same_name(item: Any, name: str) -> bool:

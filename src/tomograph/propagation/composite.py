@@ -13,14 +13,18 @@ Format names (for ``tomograph.configure(propagation=[...])`` and ``TOMOGRAPH_PRO
 ``xtraceinfo`` (alias ``x-trace-info``)
     tomograph's own ``X-Trace-Info`` header (:mod:`tomograph.propagation.xtraceinfo`).
 ``jaeger``
-    ``uber-trace-id`` (:mod:`tomograph.propagation.jaeger`).
+    ``uber-trace-id``, with baggage as ``uberctx-*`` (:mod:`tomograph.propagation.jaeger`).
 
 Note that OpenTelemetry's ``OTEL_PROPAGATORS`` calls the single header ``b3``; here ``b3``
 writes the multi-header form, which every B3 implementation reads.
 
 Injecting writes every configured format. Extracting tries the configured id formats in order
-and takes the first valid one; baggage, if configured, is then added to it. The default injects
+and takes the first valid one; baggage is then added to it. The default injects
 ``w3c, baggage, b3, xtraceinfo`` and extracts ``w3c, b3, xtraceinfo, jaeger`` plus ``baggage``.
+
+Baggage is one set of entries, whatever carries it: ``baggage`` (W3C) and ``jaeger``
+(``uberctx-*``) each write all of it, and extracting merges what each configured format read
+into one baggage, a key present in both taking W3C's value (it keeps properties).
 
 What travels in ``TraceContext.extra`` (and ``Span.extra``, inherited by child spans), so that
 any format can pass it on:
@@ -59,6 +63,7 @@ from tomograph.propagation.carriers import (
     drop_other_cases,
     environ_key,
     has_other_case,
+    is_environ,
     known_pairs,
     log,
     reader_for,
@@ -96,7 +101,7 @@ _EXTRACTORS: dict[str, Extractor] = {
     "b3": b3.extract,
     "b3single": b3.extract,
     "xtraceinfo": xtraceinfo.extract,
-    "jaeger": jaeger.extract,
+    "jaeger": jaeger.extract_ids,
 }
 #: The headers each format writes (lower case).
 _HEADER_NAMES: dict[str, tuple[str, ...]] = {
@@ -124,7 +129,16 @@ _PRESENCE: dict[str, tuple[str, ...]] = {
     "jaeger": (jaeger.HEADER,),
 }
 _ENVIRON_BAGGAGE = environ_key(baggage.BAGGAGE)
-_ALL_NAMES = NameSet(header for names in _HEADER_NAMES.values() for header in names)
+#: Every name any format reads (``jaeger-baggage`` is read, never written).
+_ALL_NAMES = NameSet(
+    [*(header for names in _HEADER_NAMES.values() for header in names), jaeger.BAGGAGE_HEADER]
+)
+#: The headers whose presence means some format may carry baggage.
+_BAGGAGE_NAMES = NameSet([baggage.BAGGAGE, jaeger.HEADER, jaeger.BAGGAGE_HEADER])
+_BAGGAGE_ENVIRON_KEYS = frozenset(environ_key(name) for name in _BAGGAGE_NAMES.names)
+#: The headers whose presence means Jaeger baggage may be there, as dict and environ keys.
+_JAEGER_BAGGAGE_KEYS = (jaeger.HEADER, jaeger.BAGGAGE_HEADER)
+_JAEGER_BAGGAGE_ENVIRON_KEYS = tuple(environ_key(name) for name in _JAEGER_BAGGAGE_KEYS)
 _ALIASES = {
     "tracecontext": "w3c",
     "traceparent": "w3c",
@@ -183,6 +197,7 @@ class Propagator:
         "_extractors",
         "_header_keys",
         "_injectors",
+        "_jaeger_baggage_in",
         "_known",
         "_names",
         "extract_formats",
@@ -209,6 +224,7 @@ class Propagator:
                 extractors.append(extractor)
         self._extractors = tuple(extractors)
         self._baggage_in = "baggage" in self.extract_formats
+        self._jaeger_baggage_in = "jaeger" in self.extract_formats
         # Per format, once: the keys that show it is present, its fast path and its general
         # extractor. A request that carries none of the keys costs a few dict lookups.
         dict_plan: list[tuple[tuple[str, ...], Callable[..., Any], Extractor]] = []
@@ -254,7 +270,8 @@ class Propagator:
                     return context  # type: ignore[no-any-return]
             elif carrier.__class__ is list or carrier.__class__ is tuple:
                 # (name, value) pairs: one pass keeps the known headers, in exact case.
-                context = self._extract_dict(known_pairs(carrier, _ALL_NAMES), known=True)
+                known = known_pairs(carrier, _ALL_NAMES)
+                context = self._extract_dict(known, known=True, source=carrier)
                 if context is not SLOW:
                     return context  # type: ignore[no-any-return]
             reader = reader_for(carrier)
@@ -264,32 +281,19 @@ class Propagator:
                     break
             else:
                 return None
-            if self._baggage_in:
-                entries = baggage.extract(reader)
-                if entries:
-                    extra = context.extra
-                    # Built directly: TraceContext.replace() costs three times as much.
-                    context = TraceContext(
-                        context.trace_id,
-                        context.span_id,
-                        context.parent_id,
-                        context.sampled,
-                        context.debug,
-                        context.shared,
-                        {**extra, baggage.BAGGAGE: entries}
-                        if extra
-                        else {baggage.BAGGAGE: entries},
-                    )
-            return context
+            entries = self._baggage(reader, self._baggage_in, self._jaeger_baggage_in)
+            return _with_entries(context, entries) if entries else context
         except Exception as error:
             log.debug("extracting trace context failed: %r", error)
             return None
 
-    def _extract_dict(self, carrier: dict[Any, Any], known: bool = False) -> Any:
+    def _extract_dict(
+        self, carrier: dict[Any, Any], known: bool = False, source: Any = None
+    ) -> Any:
         """:meth:`extract` for a dict or WSGI environ, or SLOW when the general path must decide.
 
         Formats whose headers are absent are skipped before any parsing. ``known``: the dict
-        holds lower-case header names only (from :func:`known_pairs`).
+        holds lower-case header names only, those :func:`known_pairs` found in ``source``.
         """
         if known:
             if carrier.keys().isdisjoint(self._header_keys):
@@ -324,41 +328,81 @@ class Propagator:
                 break
         else:
             return None
+        entries: tuple[BaggageEntry, ...] = ()
         if self._baggage_in and (_ENVIRON_BAGGAGE if environ else baggage.BAGGAGE) in carrier:
             entries = baggage.extract_dict(carrier, environ, True)
             if entries is SLOW:
                 entries = baggage.extract(carrier)
-            if entries:
-                extra = context.extra
-                context = new_context(
-                    context.trace_id,
-                    context.span_id,
-                    context.parent_id,
-                    context.sampled,
-                    context.debug,
-                    {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries},
-                    context.shared,
-                )
-        return context
+        if self._jaeger_baggage_in:
+            for key in _JAEGER_BAGGAGE_ENVIRON_KEYS if environ else _JAEGER_BAGGAGE_KEYS:
+                if key in carrier:
+                    # uberctx-* names are not among the known ones: read the carrier itself.
+                    found = jaeger.extract_baggage(source if known else carrier)
+                    if found:
+                        entries = baggage.merge_baggage(entries, found) if entries else found
+                    break
+        return _with_entries(context, entries) if entries else context
 
     def extract_baggage(self, carrier: Any) -> tuple[BaggageEntry, ...]:
         """The baggage in ``carrier`` if baggage is configured (for requests with no trace ids).
 
-        Never raises.
+        Never raises. A dict, environ or list of pairs without any header that may carry
+        baggage costs a few lookups.
         """
-        if not self._baggage_in:
+        if not (self._baggage_in or self._jaeger_baggage_in):
             return ()
         try:
-            return baggage.extract(carrier)
+            if not _may_carry_baggage(carrier):
+                return ()
+            return self._baggage(carrier, self._baggage_in, self._jaeger_baggage_in)
         except Exception as error:
             log.debug("extracting baggage failed: %r", error)
             return ()
+
+    @staticmethod
+    def _baggage(carrier: Any, w3c_in: bool, jaeger_in: bool) -> tuple[BaggageEntry, ...]:
+        """The baggage of every configured format in ``carrier``, merged (W3C's wins)."""
+        entries = baggage.extract(carrier) if w3c_in else ()
+        if jaeger_in:
+            found = jaeger.extract_baggage(carrier)
+            if found:
+                entries = baggage.merge_baggage(entries, found) if entries else found
+        return entries
 
     def __repr__(self) -> str:
         return (
             f"Propagator(inject={list(self.inject_formats)!r}, "
             f"extract={list(self.extract_formats)!r})"
         )
+
+
+def _may_carry_baggage(carrier: Any) -> bool:
+    """False only when ``carrier`` surely has no header any format reads baggage from."""
+    kind = carrier.__class__
+    if kind is dict:
+        if is_environ(carrier):
+            return not carrier.keys().isdisjoint(_BAGGAGE_ENVIRON_KEYS)
+        return not carrier.keys().isdisjoint(_BAGGAGE_NAMES.names) or has_other_case(
+            carrier, _BAGGAGE_NAMES
+        )
+    if kind is list or kind is tuple:
+        return bool(known_pairs(carrier, _BAGGAGE_NAMES))
+    return True
+
+
+def _with_entries(context: TraceContext, entries: tuple[BaggageEntry, ...]) -> TraceContext:
+    """``context`` with ``entries`` as its baggage."""
+    extra = context.extra
+    # Built directly: TraceContext.replace() costs three times as much.
+    return new_context(
+        context.trace_id,
+        context.span_id,
+        context.parent_id,
+        context.sampled,
+        context.debug,
+        {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries},
+        context.shared,
+    )
 
 
 _default: Propagator | None = None

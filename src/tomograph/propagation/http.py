@@ -23,7 +23,7 @@ from tomograph.classic import _endpoint
 from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import Endpoint, SpanKind, TraceContext
-from tomograph.propagation.baggage import BAGGAGE
+from tomograph.propagation.baggage import adopt_baggage
 from tomograph.propagation.carriers import log, reader_for
 from tomograph.propagation.composite import default_propagator
 from tomograph.span import CURRENT, Span
@@ -63,8 +63,20 @@ def _split_host(host: str) -> tuple[str | None, int | None]:
         address, _, port_text = host.partition(":")
     else:
         address, port_text = host, ""
-    port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else None
-    return address or None, port
+    return address or None, _port(port_text)
+
+
+def _port(value: Any) -> int | None:
+    """A TCP port from text or an int: 1 to 65535 in ASCII digits, else None.
+
+    ``str.isdigit()`` alone is true for ``"\u00b2"``, which ``int()`` refuses, and for other
+    scripts' digits: the request's other details were lost with it.
+    """
+    text = str(value) if isinstance(value, (int, str)) else ""
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
 
 
 def _ip_endpoint(address: Any, port: Any) -> Endpoint | None:
@@ -74,10 +86,10 @@ def _ip_endpoint(address: Any, port: Any) -> Endpoint | None:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    number = int(port) if isinstance(port, (int, str)) and str(port).isdigit() else None
+    number = _port(port)
     if ip.version == 4:
-        return Endpoint(None, str(ip), None, number or None)
-    return Endpoint(None, None, str(ip), number or None)
+        return Endpoint(None, str(ip), None, number)
+    return Endpoint(None, None, str(ip), number)
 
 
 def _describe(
@@ -90,8 +102,7 @@ def _describe(
         if address is None:
             address = environ.get("SERVER_NAME")
         if port is None:
-            port_text = str(environ.get("SERVER_PORT") or "")
-            port = int(port_text) if port_text.isdigit() else None
+            port = _port(environ.get("SERVER_PORT"))
         remote = _ip_endpoint(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
         return address, port, remote, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
     if isinstance(request, Mapping):  # a plain dict of headers
@@ -155,10 +166,7 @@ def start_http(service_name: str, name: str, request: Any) -> Span:
     if span.sampled:
         span.notes_raw.append((span.start_ns, "start", None))
     if context is None:
-        entries = propagator.extract_baggage(reader)
-        if entries:
-            # A new trace still carries the caller's baggage on; the span is not finished yet.
-            span.extra = {**span.extra, BAGGAGE: entries} if span.extra else {BAGGAGE: entries}
+        adopt_baggage(span, propagator.extract_baggage(reader))
     if method:
         span.tag("http.method", method)
     if path:

@@ -8,18 +8,22 @@ four fields, with anything after them allowed only behind a ``-``; version ``ff`
 all-zero ids or a repeated ``traceparent`` header are invalid: :func:`extract` returns None,
 ``tracestate`` is not read, and a new trace starts.
 
-``tracestate`` is a list of ``key=value`` members (combined over repeated headers). A member or
-key that breaks the grammar, or a key that appears twice, invalidates the whole tracestate: it is
-dropped and the traceparent kept. More than 32 members: those beyond the 32nd are dropped. The
-other vendors' members travel on unchanged, in order, in ``TraceContext.extra['tracestate']`` (a
-tuple of ``(key, value)`` pairs).
+``tracestate`` is a list of ``key=value`` members (combined over repeated headers), read with
+the current W3C grammar: a key starts with a lower-case letter or a digit and may hold ``@``
+anywhere after it. A list that does not parse (a member with an invalid key or value, more than
+32 members, or more than :data:`MAX_TRACESTATE_LENGTH` characters) is discarded whole and the
+traceparent kept. Duplicated keys are passed on as received. The other vendors' members travel
+on unchanged, in order, in ``TraceContext.extra['tracestate']`` (a tuple of ``(key, value)``
+pairs).
 
 Our own member, key ``tomograph``, is rewritten on every inject and moved to the front:
 ``tomograph={span-id};{state}[;{parent-id}]``, where span-id is the id also written as
 traceparent's parent-id, state is ``1`` (sampled), ``0`` (not sampled) or ``d`` (debug: W3C has
 no debug flag), and parent-id is the parent of that span (Zipkin's shared-span servers report
 it). On extract it is honoured only if its span-id equals traceparent's parent-id, i.e. when no
-other tracer changed traceparent on the way.
+other tracer changed traceparent on the way. A list we send holds at most 32 members and 512
+characters: over that, members are removed from the right, those over 128 characters first,
+until the rest fits (:func:`format_tracestate`).
 
 >>> from tomograph.model import TraceContext
 >>> headers = {}
@@ -34,7 +38,8 @@ other tracer changed traceparent on the way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable
 from typing import Any
 
 from tomograph.ids import parse_hex_id
@@ -67,14 +72,17 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 #: Our member's key in tracestate.
 OWN_KEY = "tomograph"
-#: Most tracestate members kept or sent.
+#: Most tracestate members read or sent: a received list with more does not parse.
 MAX_MEMBERS = 32
 #: The longest traceparent read (a future version may append fields).
 MAX_TRACEPARENT_LENGTH = 512
-#: The longest combined tracestate read; 32 members of the largest size fit.
-MAX_TRACESTATE_LENGTH = 32 * 512 + 31
-#: Above this many characters, outgoing tracestate is trimmed as W3C suggests.
+#: The longest combined tracestate read: 32 members of the largest size (513 characters) with
+#: their commas take 16447; the rest leaves room for optional whitespace and empty members.
+MAX_TRACESTATE_LENGTH = 32768
+#: Above this many characters, outgoing tracestate is trimmed as W3C says.
 TRIM_TRACESTATE_LENGTH = 512
+#: Members longer than this are the first to go when outgoing tracestate is trimmed.
+LARGE_MEMBER_LENGTH = 128
 
 # Version, trace id, parent id, flags, and (future versions only) more after a "-".
 _TRACEPARENT = re.compile(
@@ -83,11 +91,12 @@ _TRACEPARENT = re.compile(
 # Flags whose low bit (sampled) is set, by their second hex digit.
 _ODD = frozenset("13579bdf")
 _LOWER_HEX = frozenset("0123456789abcdef")
+_KEY = r"[a-z0-9][a-z0-9_\-*/@]{0,255}"
+_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 # OWS key "=" value OWS, capturing key and value.
-_MEMBER = re.compile(
-    r"[ \t]*([a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
-    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])[ \t]*"
-).fullmatch
+_MEMBER = re.compile(rf"[ \t]*({_KEY})=({_VALUE})[ \t]*").fullmatch
+_VALID_KEY = re.compile(_KEY).fullmatch
+_VALID_VALUE = re.compile(_VALUE).fullmatch
 _STATES = {"1": (True, False), "0": (False, False), "d": (True, True)}
 _ENVIRON_TRACEPARENT = environ_key(TRACEPARENT)
 _ENVIRON_TRACESTATE = environ_key(TRACESTATE)
@@ -138,11 +147,16 @@ def format_traceparent(context: ContextLike) -> str:
 
 
 def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...] | None:
-    """The members of one or more ``tracestate`` values, in order; None if invalid.
+    """The members of one or more ``tracestate`` values, in order; None if the list does not
+    parse (a malformed member, more than 32 members, or over :data:`MAX_TRACESTATE_LENGTH`).
+
+    Empty members are skipped; duplicated keys are kept, as received.
 
     >>> parse_tracestate('rojo=00f067aa0ba902b7, congo=t61rcWkgMzE')
     (('rojo', '00f067aa0ba902b7'), ('congo', 't61rcWkgMzE'))
-    >>> parse_tracestate(['a=1', 'a=2']) is None
+    >>> parse_tracestate(['foo@bar@baz=1', 'foo@=2'])
+    (('foo@bar@baz', '1'), ('foo@', '2'))
+    >>> parse_tracestate('@foo=1,bar=2') is None
     True
     """
     combined = values if isinstance(values, str) else ",".join(values)
@@ -158,43 +172,78 @@ def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...]
                 log.debug("ignoring tracestate with malformed member %r", raw[:300])
                 return None
             continue  # empty list members are allowed
+        if len(members) == MAX_MEMBERS:
+            log.debug("ignoring tracestate of more than %d members", MAX_MEMBERS)
+            return None
         append(match.groups())  # type: ignore[arg-type]  # exactly (key, value)
-    if len(members) > 1 and len(dict(members)) != len(members):
-        log.debug("ignoring tracestate with a duplicated key: %r", combined[:300])
-        return None
-    if len(members) > MAX_MEMBERS:
-        log.debug("tracestate has %d members: keeping the first %d", len(members), MAX_MEMBERS)
-        del members[MAX_MEMBERS:]
     return tuple(members)
 
 
-def format_tracestate(
-    members: Sequence[tuple[str, str]], own: tuple[str, str] | None = None
-) -> str:
+def format_tracestate(members: Any, own: tuple[str, str] | None = None) -> str:
     """The ``tracestate`` value: ``own`` first, then ``members`` (minus any old ``own`` key).
 
-    At most 32 members; above 512 characters, members longer than 128 characters are dropped
-    from the right first, then others from the right, as W3C suggests.
+    ``members`` is a sequence of ``(key, value)`` pairs, as :func:`parse_tracestate` gives
+    (a ``tracestate`` string is parsed first). Members that break the grammar are left out,
+    so the result always parses. At most 32 members: the right-most go first. Above 512
+    characters, members are removed one at a time from the right, those over 128 characters
+    first, until the rest fits, as W3C says; ``own`` is always kept.
 
     >>> format_tracestate([('rojo', '1'), ('tomograph', 'x')], ('tomograph', 'y'))
     'tomograph=y,rojo=1'
     """
     items = [f"{own[0]}={own[1]}"] if own is not None else []
-    own_key = own[0] if own is not None else None
-    for key, value in members:
-        if key != own_key:
-            items.append(f"{key}={value}")
+    items.extend(_member_texts(members, own[0] if own is not None else None))
+    return _fit(items, own is not None)
+
+
+def _member_texts(members: Any, skip_key: str | None) -> list[str]:
+    """``key=value`` for each valid member of ``members`` whose key is not ``skip_key``.
+
+    ``members`` normally comes from :func:`parse_tracestate`; anything else a user put in
+    ``extra['tracestate']`` (a string, a list, malformed pairs) must never make inject raise
+    or send a header the next hop has to discard.
+    """
+    if isinstance(members, str):
+        members = parse_tracestate(members) or ()
+    texts = []
+    try:
+        for member in members:
+            if isinstance(member, (tuple, list)) and len(member) == 2:
+                key, value = member
+                if isinstance(key, str) and isinstance(value, str):
+                    if key == skip_key:
+                        continue
+                    if _VALID_KEY(key) and _VALID_VALUE(value):
+                        texts.append(f"{key}={value}")
+                        continue
+            log.debug("not sending malformed tracestate member %r", member)
+    except TypeError:
+        log.debug("extra['tracestate'] is not a sequence of pairs: %r", type(members).__name__)
+    return texts
+
+
+def _fit(items: list[str], keep_first: bool) -> str:
+    """``items`` joined by commas, within W3C's limits of 32 members and 512 characters.
+
+    The first item is kept if ``keep_first``. Over 32 members, the right-most go. Over 512
+    characters, members over 128 characters are removed one at a time from the right until the
+    rest fits; if that is not enough, the right-most members go, one at a time.
+    """
     if len(items) > MAX_MEMBERS:
+        log.debug("tracestate of %d members: sending the first %d", len(items), MAX_MEMBERS)
         del items[MAX_MEMBERS:]
-    text = ",".join(items)
-    if len(text) <= TRIM_TRACESTATE_LENGTH:
-        return text
-    first = 1 if own is not None else 0
+    length = sum(map(len, items)) + len(items) - 1
+    if length <= TRIM_TRACESTATE_LENGTH:
+        return ",".join(items)
+    first = 1 if keep_first else 0
     for index in range(len(items) - 1, first - 1, -1):
-        if len(items[index]) > 128:
-            del items[index]
-    while len(items) > first and len(",".join(items)) > TRIM_TRACESTATE_LENGTH:
-        items.pop()
+        if length <= TRIM_TRACESTATE_LENGTH:
+            break
+        if len(items[index]) > LARGE_MEMBER_LENGTH:
+            length -= len(items.pop(index)) + 1
+    while length > TRIM_TRACESTATE_LENGTH and len(items) > first:
+        length -= len(items.pop()) + 1
+    log.debug("tracestate over %d characters: trimmed to %d", TRIM_TRACESTATE_LENGTH, length)
     return ",".join(items)
 
 
@@ -221,31 +270,31 @@ def inject(context: ContextLike, carrier: Any) -> None:
         set_header(carrier, TRACESTATE, tracestate)
 
 
-# Other vendors' members, formatted: a span's children share one tuple, so each outgoing
-# request of a traced request formats it once. Bounded: cleared when full.
-_FOREIGN: dict[Any, tuple[str, int]] = {}
+# Other vendors' members, formatted and checked: a span's children share one tuple, so each
+# outgoing request of a traced request formats it once. Bounded: cleared when full.
+_FOREIGN: dict[Any, tuple[tuple[str, ...], int]] = {}
 _FOREIGN_MAX = 256
 
 
-def _with_foreign(own: str, members: Sequence[tuple[str, str]]) -> str:
+def _with_foreign(own: str, members: Any) -> str:
     """Our member (value ``own``) followed by ``members``: what :func:`format_tracestate` gives."""
     try:
         cached = _FOREIGN.get(members)
     except TypeError:  # a list, or unhashable values: format without the cache
         return format_tracestate(members, (OWN_KEY, own))
     if cached is None:
-        items = [f"{key}={value}" for key, value in members if key != OWN_KEY]
-        cached = (",".join(items), len(items))
+        texts = tuple(_member_texts(members, OWN_KEY))
+        cached = (texts, sum(map(len, texts)) + len(texts))
         if len(_FOREIGN) >= _FOREIGN_MAX:
             _FOREIGN.clear()
         _FOREIGN[members] = cached
-    foreign, count = cached
-    if not count:
+    texts, length = cached
+    if not texts:
         return f"{OWN_KEY}={own}"
-    text = f"{OWN_KEY}={own},{foreign}"
-    if count < MAX_MEMBERS and len(text) <= TRIM_TRACESTATE_LENGTH:
-        return text
-    return format_tracestate(members, (OWN_KEY, own))  # over a limit: trimmed as usual
+    head = f"{OWN_KEY}={own}"
+    if len(texts) < MAX_MEMBERS and len(head) + length <= TRIM_TRACESTATE_LENGTH:
+        return ",".join((head, *texts))
+    return _fit([head, *texts], True)  # over a limit: trimmed as usual
 
 
 def _own_member(value: str, span_id: int) -> tuple[bool, int | None] | None:
@@ -286,7 +335,9 @@ def extract(carrier: Any) -> TraceContext | None:
     fields = _traceparent_fields(values[0])
     if fields is None:
         return None
-    states = reader.all(TRACESTATE, MAX_TRACESTATE_LENGTH)
+    # Every value, however long: one over the limit makes the combined list too long to parse,
+    # so the whole tracestate is discarded rather than read without that value.
+    states = reader.all(TRACESTATE, sys.maxsize)
     return _context(fields, states[0] if len(states) == 1 else states)
 
 
@@ -316,7 +367,7 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
         if environ or exact or not has_other_case(carrier, _STATE_NAMES):
             return new_context(fields[0], fields[1], None, fields[2])
         return SLOW
-    if state.__class__ is not str or len(state) > MAX_TRACESTATE_LENGTH:
+    if state.__class__ is not str:
         return SLOW
     return _context(fields, state)
 
@@ -332,25 +383,19 @@ def _context(fields: tuple[int, int, bool], states: str | list[str]) -> TraceCon
     first_key, first_value = members[0]
     if first_key == OWN_KEY:  # where we write it: no search
         own = _own_member(first_value, span_id)
-        if own is not None:
-            debug = own[0] and sampled
-            parent_id = own[1]
         members = members[1:]
-        return new_context(
-            trace_id,
-            span_id,
-            parent_id,
-            sampled,
-            debug,
-            extra={TRACESTATE: members} if members else None,
-        )
-    for index, (key, value) in enumerate(members):
-        if key == OWN_KEY:
-            own = _own_member(value, span_id)
-            if own is not None:
-                debug = own[0] and sampled
-                parent_id = own[1]
-            members = members[:index] + members[index + 1 :]
+    else:
+        own = None
+        for key, value in members:
+            if key == OWN_KEY:
+                own = _own_member(value, span_id)
+                break
+    if own is not None:
+        debug = own[0] and sampled
+        parent_id = own[1]
+    for key, _ in members:
+        if key == OWN_KEY:  # a duplicate, or ours in another place: the left-most was read
+            members = tuple(member for member in members if member[0] != OWN_KEY)
             break
     return new_context(
         trace_id,

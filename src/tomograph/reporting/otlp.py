@@ -9,14 +9,18 @@ headers come from the constructor or, for URLs, from ``TOMOGRAPH_OTLP_TOKEN`` an
 
 Mapping: one ``ResourceSpans`` per service (``service.name``), scope ``tomograph``; kind None is
 ``SPAN_KIND_INTERNAL``; tags become attributes with their own types (bool, int, double,
-string); notes become events; a failed span gets status ``ERROR`` with the ``error`` tag as its
-message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
+string); notes become events; a recorded exception becomes an ``exception`` event with
+``exception.type``, ``exception.message`` and ``exception.stacktrace``; a failed span (one
+Zipkin shows as an error: failed, or tagged ``error``) gets status ``ERROR`` with the ``error``
+tag as its message; the other vendors' W3C ``tracestate`` received upstream becomes
+``trace_state``; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
 ``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded). Spans an
 answer's ``partial_success`` says were rejected count as failed.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,18 +34,22 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph.clock import EPOCH_OFFSET_NS
+from tomograph.model import ExceptionNote
+from tomograph.propagation.w3c import TRACESTATE, format_tracestate
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,
     http_backend_url,
     strip_credentials,
 )
+from tomograph.reporting._zipkin_model import tag_text
 from tomograph.reporting.transport import Rejected, TransportBackend
+from tomograph.text import unicode_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["OtlpBackend", "encode_spans", "rejected_spans"]
+__all__ = ["OtlpBackend", "encode_spans", "rejected_spans", "stacktrace"]
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
@@ -55,6 +63,10 @@ _KINDS = {
     "CONSUMER": OtlpSpan.SPAN_KIND_CONSUMER,
 }
 _INT64 = range(-(2**63), 2**63)
+_MAX_U64 = 2**64 - 1
+#: The longest ``exception.stacktrace`` sent; a longer one keeps its end (the innermost frames
+#: and the exception line).
+MAX_STACKTRACE_LENGTH = 16384
 
 
 def _any_value(value: object) -> AnyValue:
@@ -81,18 +93,18 @@ def _otlp_span(span: Span) -> OtlpSpan:
     out = OtlpSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
-        name=span.name,
+        name=unicode_text(span.name),
         kind=_KINDS[span.kind.value if span.kind is not None else None],
-        start_time_unix_nano=span.start_ns + EPOCH_OFFSET_NS,
-        end_time_unix_nano=max(span.end_ns, span.start_ns + 1) + EPOCH_OFFSET_NS,
+        start_time_unix_nano=_unix_nano(span.start_ns),
+        end_time_unix_nano=_unix_nano(max(span.end_ns, span.start_ns + 1)),
     )
     if span.parent_id:
         out.parent_span_id = span.parent_id.to_bytes(8, "big")
     extra = span.extra
     if extra:
-        tracestate = extra.get("tracestate")
-        if isinstance(tracestate, str):
-            out.trace_state = tracestate
+        members = extra.get(TRACESTATE)
+        if members:
+            out.trace_state = format_tracestate(members)
     attributes: list[tuple[str, object]] = list(span.tags.items())
     remote = span.remote_endpoint
     if remote is not None:
@@ -105,18 +117,70 @@ def _otlp_span(span: Span) -> OtlpSpan:
     if attributes:
         out.attributes.extend(_attributes(attributes))
     for mono, value, duration in span.notes_raw:
-        event = out.events.add(name=value, time_unix_nano=mono + EPOCH_OFFSET_NS)
+        if isinstance(value, ExceptionNote):
+            _exception_event(out, mono, value)
+            continue
+        event = out.events.add(name=unicode_text(value), time_unix_nano=_unix_nano(mono))
         if duration is not None:
-            event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
-    if span.error:
-        message = span.tags.get("error")
-        out.status.CopyFrom(
-            Status(
-                code=Status.STATUS_CODE_ERROR,
-                message=message if isinstance(message, str) else "",
+            event.attributes.append(KeyValue(key="duration_us", value=_any_value(duration)))
+    tags = span.tags
+    if span.error or "error" in tags:  # what Zipkin shows as an error, whatever the tag's value
+        out.status.code = Status.STATUS_CODE_ERROR
+        message = tag_text(tags["error"]) if "error" in tags else ""
+        if message != "true":  # the bare flag Zipkin writes for a failure without a message
+            out.status.message = unicode_text(message)
+    return out
+
+
+def _unix_nano(mono_ns: int) -> int:
+    """Epoch nanoseconds of a monotonic time, within the fixed64 fields' range.
+
+    A time set by hand (``annotate_at``, ``start(timestamp_us=...)``) may be before 1970 or
+    past 2554: protobuf refuses it, and one refusal would lose the whole batch.
+    """
+    return min(max(mono_ns + EPOCH_OFFSET_NS, 0), _MAX_U64)
+
+
+def _exception_event(out: OtlpSpan, mono: int, note: ExceptionNote) -> None:
+    """OpenTelemetry's ``exception`` event for a note made by ``Span.record_exception``."""
+    event = out.events.add(name="exception", time_unix_nano=_unix_nano(mono))
+    event.attributes.extend(
+        _attributes(
+            (
+                ("exception.type", unicode_text(note.type_name)),
+                ("exception.message", unicode_text(note.message)),
+                ("exception.stacktrace", unicode_text(stacktrace(note))),
             )
         )
-    return out
+    )
+
+
+def stacktrace(note: ExceptionNote) -> str:
+    """The traceback of an exception note, formatted as Python prints it, at most
+    :data:`MAX_STACKTRACE_LENGTH` characters.
+
+    Source lines are read here, on the reporting thread, not when the exception is recorded.
+
+    >>> try:
+    ...     raise KeyError('sku')
+    ... except KeyError as error:
+    ...     text = stacktrace(ExceptionNote.of(error))
+    >>> text.splitlines()[0], text.splitlines()[-1]
+    ('Traceback (most recent call last):', "KeyError: 'sku'")
+    """
+    lines = ["Traceback (most recent call last):\n"]
+    if note.omitted:
+        lines.append(f"  ... {note.omitted} earlier frames not recorded\n")
+    frames = [
+        traceback.FrameSummary(name=function, filename=path, lineno=line)
+        for path, line, function in note.frames
+    ]
+    lines.extend(traceback.StackSummary.from_list(frames).format())
+    lines.append(f"{note}\n")
+    text = "".join(lines).rstrip("\n")
+    if len(text) > MAX_STACKTRACE_LENGTH:
+        text = "...\n" + text[-(MAX_STACKTRACE_LENGTH - 4) :]
+    return text
 
 
 def encode_spans(spans: Sequence[Span]) -> bytes:
@@ -127,7 +191,7 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     """
     by_service: dict[str, ResourceSpans] = {}
     for span in spans:
-        service = span.service_name or "unknown_service"
+        service = unicode_text(span.service_name or "unknown_service")
         resource = by_service.get(service)
         if resource is None:
             resource = by_service[service] = ResourceSpans()

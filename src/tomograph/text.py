@@ -1,0 +1,39 @@
+"""Text every wire format can carry.
+
+Python strings may hold surrogate code points that are not Unicode: a lone ``"\\ud800"`` from
+hostile input, a file name's undecodable byte turned into ``"\\udcff"`` by ``surrogateescape``.
+UTF-8 cannot encode them, so protobuf and ``str.encode()`` raise on them. Encoders replace them
+with U+FFFD, as decoders do with bytes that are not UTF-8, rather than fail a whole batch or a
+request.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["unicode_text", "utf8"]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """``text`` with every surrogate code point replaced by U+FFFD.
+
+    >>> unicode_text('caf\\u00e9'), unicode_text('half a pair: \\ud83d')
+    ('café', 'half a pair: \\ufffd')
+    """
+    if text.isascii():
+        return text
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8 bytes, surrogate code points written as U+FFFD.
+
+    >>> utf8('caf\\u00e9'), utf8('a\\ud800')
+    (b'caf\\xc3\\xa9', b'a\\xef\\xbf\\xbd')
+    """
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return unicode_text(text).encode()
