@@ -258,3 +258,17 @@ def test_random_json_decodes_or_raises_a_decode_error(document: object) -> None:
         decode_otlp_json(json.dumps(document).encode())
     except OtlpDecodeError:
         pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        rb'{"resourceSpans":[{"resource":"\ud800"}]}',
+        rb'{"resourceSpans":[{"\ud800":1}]}',
+        rb'{"\udc00resourceSpans":[]}',
+        rb'{"resourceSpans":[{"scopeSpans":[{"scope":{"name":"\ud800"}}]}]}',
+    ],
+)
+def test_json_with_lone_surrogates_is_a_decode_error_naming_where(body: bytes) -> None:
+    with pytest.raises(OtlpDecodeError, match="lone surrogate"):
+        decode_otlp_json(body)

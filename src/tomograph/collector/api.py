@@ -2,12 +2,15 @@
 
 Handlers validate their input, then run the (blocking) store call on Starlette's thread pool.
 Errors are JSON ``{"error": "..."}`` with the status Zipkin uses: 400 for bad input, 404 for an
-unknown trace, 413 for an oversized upload, 415 for an unsupported content type.
+unknown trace, 413 for an oversized upload, 415 for an unsupported content type, 503 with
+``Retry-After`` when the store cannot take a batch now (its disk is full).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from typing import Any
 
@@ -34,10 +37,11 @@ from tomograph.collector.params import (
     required_text,
 )
 from tomograph.collector.settings import CollectorSettings
-from tomograph.collector.storage import SpanStore
+from tomograph.collector.storage import SpanStore, StoreUnavailable
 
-__all__ = ["error_response", "json_response", "routes"]
+__all__ = ["error_response", "json_response", "routes", "store_unavailable_response"]
 
+log = logging.getLogger("tomograph.collector")
 _JSON = "application/json"
 
 
@@ -58,6 +62,50 @@ def error_response(status_code: int, message: str) -> Response:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _CountedLog:
+    """A recurring event logged at most once a minute, with how often it happened meanwhile.
+
+    Thousands of senders may hit the same condition: one line a minute says so without
+    flooding the log.
+    """
+
+    def __init__(self, message: str, level: int = logging.INFO, interval: float = 60.0) -> None:
+        self.message = message
+        self.level = level
+        self.interval = interval
+        self._count = 0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, count: int = 1) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._count += count
+            if now < self._next:
+                return
+            count, self._count, self._next = self._count, 0, now + self.interval
+        log.log(self.level, self.message, count)
+
+
+_unavailable_log = _CountedLog(
+    "the span store could not take %d requests in the last minute (disk full or database"
+    " locked); they were answered 503 with Retry-After",
+    logging.WARNING,
+)
+
+
+def store_unavailable_response(error: StoreUnavailable) -> Response:
+    """503 with Retry-After: the sender keeps its batch and retries (the store is full or busy).
+
+    >>> store_unavailable_response(StoreUnavailable("the disk is full", 30)).headers["retry-after"]
+    '30'
+    """
+    _unavailable_log.add()
+    response = error_response(503, str(error))
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 class _Api:

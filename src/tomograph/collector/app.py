@@ -3,7 +3,8 @@
 Security defaults: the server binds 127.0.0.1 and then answers only requests addressed to a
 loopback host name (a web page cannot reach it through DNS rebinding); browsers on other origins
 are refused unless listed in ``cors_origins``; with a ``token`` every API call needs
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>``. Every answer, errors and crashes included, is JSON or a UI
+file and carries :data:`SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tomograph.collector.api import error_response, routes
+from tomograph.collector.api import error_response, routes, store_unavailable_response
 from tomograph.collector.params import BadRequest
 from tomograph.collector.settings import CollectorSettings
 from tomograph.collector.sqlite_store import SqliteSpanStore
-from tomograph.collector.storage import SpanStore
+from tomograph.collector.storage import SpanStore, StoreUnavailable
 
-__all__ = ["create_app", "ui_directory"]
+__all__ = ["SECURITY_HEADERS", "create_app", "ui_directory"]
 
 log = logging.getLogger("tomograph.collector")
 _PROTECTED = ("/api/", "/v1/")
@@ -112,6 +113,13 @@ class _SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class _CollectorApp(Starlette):
+    """Starlette with the security headers outside everything, even its last-resort 500."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
 def _same_origin(origin: str, request: Request) -> bool:
     host = request.headers.get("host", "")
     return origin in (f"http://{host}", f"https://{host}")
@@ -127,6 +135,21 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StoreUnavailable)
+    return store_unavailable_response(exc)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=400)  # nobody reads it: the client hung up mid-body
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback (it re-raises to the server); the client learns only that
+    # the fault is ours, never the details
+    return error_response(500, "internal error in the collector (see its log)")
 
 
 def create_app(
@@ -171,7 +194,7 @@ def create_app(
                 await task
             store.close()
 
-    middleware = [Middleware(_SecurityHeadersMiddleware)]
+    middleware = []
     if settings.loopback_only:
         hosts = ["127.0.0.1", "localhost", "[::1]", "::1"]
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
@@ -186,7 +209,7 @@ def create_app(
             )
         )
     middleware.append(Middleware(_GuardMiddleware, settings=settings))
-    app = Starlette(
+    app = _CollectorApp(
         routes=[
             Route("/", index, methods=["GET"]),
             *routes(store, settings),
@@ -195,8 +218,11 @@ def create_app(
         middleware=middleware,
         exception_handlers={
             BadRequest: _bad_request,
+            StoreUnavailable: _store_unavailable,
+            ClientDisconnect: _client_gone,
             404: _not_found,
             405: _method_not_allowed,
+            Exception: _internal_error,
         },
         lifespan=lifespan,
     )

@@ -39,6 +39,7 @@ from tomograph.collector.storage import (
     QueryRequest,
     RetentionResult,
     SpanDict,
+    StoreUnavailable,
 )
 
 __all__ = ["SqliteSpanStore"]
@@ -251,13 +252,22 @@ class SqliteSpanStore:
             if self._closed:
                 raise RuntimeError("the span store is closed")
             db = self._writer
-            db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (it does on SQLITE_FULL): a second
+                    # ROLLBACK would fail and hide why
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                unavailable = _unavailable(error)
+                if unavailable is None:
+                    raise
+                raise unavailable from error
 
     def close(self) -> None:
         """Close every connection (further calls raise RuntimeError)."""
@@ -642,6 +652,27 @@ class SqliteSpanStore:
     def span_count(self) -> int:
         """How many spans are stored."""
         return int(self._reader().execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
+
+
+def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` a write error means (full disk, locked database), if any."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    text = str(error)
+    if code is not None:
+        code &= 0xFF
+    elif "disk is full" in text:
+        code = _SQLITE_FULL
+    elif "locked" in text:
+        code = _SQLITE_BUSY
+    if code == _SQLITE_FULL:
+        return StoreUnavailable(f"the span store's disk is full ({text}); nothing was stored")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StoreUnavailable(f"the span store is busy ({text}); nothing was stored", 5)
+    return None
 
 
 def _percentile(sorted_values: list[int], percent: int) -> int:
