@@ -3,6 +3,7 @@ never a crash, always with the security headers; limits hold."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 from collections.abc import Sequence
@@ -14,8 +15,10 @@ from tests.collector.conftest import ServedApp
 from tests.support.collector import make_span
 
 from tomograph.collector.app import SECURITY_HEADERS
+from tomograph.collector.span_limits import DROPPED_TAG, SpanLimits, truncation_marker
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import DependencyLink, SpanDict
+from tomograph.reporting import zipkin_proto
 
 T1 = "4e441824ec2b6a44"
 T2 = "5af7183fb1d4cf5f"
@@ -56,6 +59,36 @@ def assert_security_headers(answer: Answer) -> None:
         assert answer.headers[name.decode()] == value.decode(), (answer.status, name)
 
 
+# -- numbers beyond what the store holds ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("timestamp", {"timestamp": 1 << 63}),
+        ("duration", {"duration": 1 << 63}),
+        ("timestamp", {"timestamp": (1 << 64) - 1}),
+        ("annotations[0].timestamp", {"annotations": [{"timestamp": 1 << 63, "value": "x"}]}),
+    ],
+)
+def test_times_from_2_63_get_400_naming_the_field(
+    served: ServedApp, field: str, change: dict[str, Any]
+) -> None:
+    spans = [make_span(T1, "0000000000000001"), {**make_span(T1, "0000000000000002"), **change}]
+    answer = post_spans(served, spans)
+    assert answer.status == 400
+    assert f"span 1: {field} must be below 2^63" in answer.json()["error"]
+    assert request(served, "GET", f"/api/v2/trace/{T1}").status == 404  # nothing stored
+
+
+def test_proto3_times_from_2_63_get_400(served: ServedApp) -> None:
+    body = zipkin_proto.encode_dicts([{**make_span(T1, "0000000000000001"), "timestamp": 1 << 63}])
+    answer = request(
+        served, "POST", "/api/v2/spans", body, {"Content-Type": "application/x-protobuf"}
+    )
+    assert (answer.status, "timestamp" in answer.json()["error"]) == (400, True)
+
+
 # -- OTLP/JSON text protobuf cannot hold ----------------------------------------------------------
 
 
@@ -73,6 +106,73 @@ def test_otlp_json_with_lone_surrogates_gets_400(served: ServedApp, body: bytes)
     answer = request(served, "POST", "/v1/traces", body, JSON)
     assert answer.status == 400
     assert "lone surrogate" in answer.json()["error"]
+
+
+# -- sizes: what one span may hold, what one answer may cost --------------------------------------
+
+
+def test_a_10_mb_tag_is_stored_cut_with_a_marker(served: ServedApp) -> None:
+    huge = "x" * 10_000_000  # under the 10 MiB body limit, and 21 KB gzipped
+    span = make_span(T1, "0000000000000001", tags={"payload": huge, "small": "kept"})
+    span["annotations"] = [{"timestamp": span["timestamp"] + 1, "value": "x" * 400_000}]
+    body = gzip.compress(json.dumps([span]).encode())
+    answer = request(served, "POST", "/api/v2/spans", body, {**JSON, "Content-Encoding": "gzip"})
+    assert answer.status == 202
+    [stored] = request(served, "GET", f"/api/v2/trace/{T1}").json()
+    limit = SpanLimits().max_value_length
+    for value, length in (
+        (stored["tags"]["payload"], 10_000_000),
+        (stored["annotations"][0]["value"], 400_000),
+    ):
+        assert len(value) == limit
+        assert value.endswith(truncation_marker(length))
+        assert value.startswith("x" * (limit - 64))
+    assert stored["tags"]["small"] == "kept"
+
+
+def test_otlp_senders_are_told_what_was_cut(served: ServedApp) -> None:
+    trace = "4e441824ec2b6a44ffdc9bb9a6453df3"
+    span = {
+        "traceId": trace,
+        "spanId": "ffdc9bb9a6453df3",
+        "name": "big",
+        "attributes": [{"key": "sql", "value": {"stringValue": "s" * 100_000}}],
+    }
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    answer = request(served, "POST", "/v1/traces", json.dumps(document).encode(), JSON)
+    assert answer.status == 200
+    assert "1 texts were cut" in answer.json()["partialSuccess"]["errorMessage"]
+    [stored] = request(served, "GET", f"/api/v2/trace/{trace}").json()
+    assert stored["tags"]["sql"].endswith(truncation_marker(100_000))
+
+
+def test_a_span_over_the_span_limit_is_cut_to_fit(tmp_path: Path) -> None:
+    limits = SpanLimits(max_value_length=10_000, max_span_length=20_000)
+    with ServedApp(tmp_path, span_limits=limits) as app:
+        tags = {f"t{i}": "v" * 10_000 for i in range(5)}
+        tags.update({f"small{i}": "s" for i in range(3)})
+        assert post_spans(app, [make_span(T1, "0000000000000001", tags=tags)]).status == 202
+        [stored] = request(app, "GET", f"/api/v2/trace/{T1}").json()
+        assert sum(len(k) + len(v) for k, v in stored["tags"].items()) <= 20_000
+        assert all(stored["tags"][f"small{i}"] == "s" for i in range(3))
+        assert DROPPED_TAG not in stored["tags"]  # cutting was enough: nothing dropped
+
+
+def test_a_trace_answer_is_bounded_whatever_the_trace_holds(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "bounded.db", max_response_bytes=300_000)
+    with ServedApp(tmp_path, store=store) as app:
+        for batch in range(4):
+            spans = [
+                make_span(T1, f"{batch * 10 + i + 1:016x}", tags={"v": "x" * 60_000})
+                for i in range(10)
+            ]
+            assert post_spans(app, spans).status == 202
+        assert len(store.get_trace(T1) or []) == 40  # all stored...
+        for path in (f"/api/v2/trace/{T1}", "/api/v2/traces?limit=1", "/api/v2/traces?limit=10"):
+            answer = request(app, "GET", path)
+            assert answer.status == 200
+            assert 60_000 < len(answer.body) <= 300_000 + 100  # ...but an answer is bounded
+            json.loads(answer.body)
 
 
 # -- a full disk --------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tomograph.collector.ingest import (
@@ -28,6 +29,7 @@ from tomograph.collector.ingest import (
     decompress,
     read_body,
 )
+from tomograph.collector.otlp import export_response
 from tomograph.collector.params import (
     BadRequest,
     parse_query_request,
@@ -37,7 +39,8 @@ from tomograph.collector.params import (
     required_text,
 )
 from tomograph.collector.settings import CollectorSettings
-from tomograph.collector.storage import SpanStore, StoreUnavailable
+from tomograph.collector.span_limits import limit_spans
+from tomograph.collector.storage import SpanDict, SpanStore, StoreUnavailable
 
 __all__ = ["error_response", "json_response", "routes", "store_unavailable_response"]
 
@@ -45,10 +48,23 @@ log = logging.getLogger("tomograph.collector")
 _JSON = "application/json"
 
 
+#: Answers larger than this are sent in pieces of this size: handed to the server whole, a
+#: 60 MB answer is copied once more into the socket's write buffer.
+_PIECE = 1 << 20
+
+
 def json_response(content: Any, status_code: int = 200) -> Response:
     """``content`` (already-encoded bytes, or anything :mod:`json` encodes) as a JSON response."""
     body = content if isinstance(content, bytes) else json.dumps(content).encode()
-    return Response(body, status_code=status_code, media_type=_JSON)
+    if len(body) <= _PIECE:
+        return Response(body, status_code=status_code, media_type=_JSON)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), _PIECE):
+            yield body[start : start + _PIECE]
+
+    length = {"Content-Length": str(len(body))}
+    return StreamingResponse(pieces(), status_code, headers=length, media_type=_JSON)
 
 
 def error_response(status_code: int, message: str) -> Response:
@@ -112,6 +128,9 @@ class _Api:
     def __init__(self, store: SpanStore, settings: CollectorSettings) -> None:
         self.store = store
         self.settings = settings
+        self._cuts = _CountedLog(
+            "cut %d texts (names, tags, annotations) to the span limits in the last minute"
+        )
 
     # -- ingest -----------------------------------------------------------------------------
 
@@ -127,13 +146,20 @@ class _Api:
         encoding = request.headers.get("content-encoding")
         return decompress(body, encoding, self.settings.max_body_bytes)
 
+    def _store(self, spans: list[SpanDict]) -> int:
+        """Bound ``spans`` to the span limits, then store them; how many texts were cut."""
+        cut = limit_spans(spans, self.settings.span_limits)
+        if spans:
+            self.store.accept(spans)
+        if cut:
+            self._cuts.add(cut)
+        return cut
+
     async def post_spans(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
 
         def decode_and_store(body: bytes) -> None:
-            spans = decode_zipkin_body(self._inflate(request, body), content_type)
-            if spans:
-                self.store.accept(spans)
+            self._store(decode_zipkin_body(self._inflate(request, body), content_type))
 
         try:
             # decoding a large batch is CPU work: keep it off the event loop
@@ -145,14 +171,12 @@ class _Api:
     async def post_otlp(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
 
-        def decode_and_store(body: bytes) -> bool:
+        def decode_and_store(body: bytes) -> tuple[int, bool]:
             spans, is_json = decode_otlp_body(self._inflate(request, body), content_type)
-            if spans:
-                self.store.accept(spans)
-            return is_json
+            return self._store(spans), is_json
 
         try:
-            is_json = await run_in_threadpool(decode_and_store, await self._upload(request))
+            cut, is_json = await run_in_threadpool(decode_and_store, await self._upload(request))
         except IngestError as error:
             return _ingest_error(error)
         except ImportError:
@@ -160,10 +184,11 @@ class _Api:
                 "OTLP ingest needs opentelemetry-proto: pip install 'tomograph-tracing[collector]'"
             )
             return error_response(501, message)
-        # OTLP/HTTP answers 200 with an empty ExportTraceServiceResponse in the request's encoding
-        if is_json:
-            return json_response({})
-        return Response(b"", status_code=200, media_type="application/x-protobuf")
+        # OTLP/HTTP answers 200 with an ExportTraceServiceResponse in the request's encoding;
+        # its partial_success message (with 0 rejected spans) is OTLP's way to warn the sender
+        warning = f"{cut} texts were cut to the collector's span limits" if cut else ""
+        body = export_response(warning, is_json)
+        return Response(body, 200, media_type=_JSON if is_json else "application/x-protobuf")
 
     # -- Zipkin queries ---------------------------------------------------------------------
 

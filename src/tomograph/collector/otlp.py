@@ -24,7 +24,13 @@ from typing import Any
 
 from tomograph.collector.storage import SpanDict
 
-__all__ = ["OtlpDecodeError", "decode_otlp_json", "decode_otlp_protobuf", "request_to_zipkin"]
+__all__ = [
+    "OtlpDecodeError",
+    "decode_otlp_json",
+    "decode_otlp_protobuf",
+    "export_response",
+    "request_to_zipkin",
+]
 
 _KINDS = {2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS_OK, _STATUS_ERROR = 1, 2
@@ -274,3 +280,28 @@ def decode_otlp_json(data: bytes) -> list[SpanDict]:
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise OtlpDecodeError(f"body is not a valid OTLP JSON request: {error}") from None
     return request_to_zipkin(request)
+
+
+def export_response(warning: str, as_json: bool) -> bytes:
+    """The ``ExportTraceServiceResponse`` of an accepted request, in the request's encoding.
+
+    A non-empty ``warning`` goes in ``partial_success.error_message`` with no rejected spans,
+    which OTLP defines as a warning to the sender.
+
+    >>> export_response("", as_json=True)
+    b'{}'
+    >>> export_response("2 texts were cut", as_json=True)
+    b'{"partialSuccess": {"errorMessage": "2 texts were cut"}}'
+    """
+    if as_json:
+        document = {"partialSuccess": {"errorMessage": warning}} if warning else {}
+        return json.dumps(document).encode()
+    if not warning:
+        return b""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTracePartialSuccess,
+        ExportTraceServiceResponse,
+    )
+
+    partial = ExportTracePartialSuccess(error_message=warning)
+    return bytes(ExportTraceServiceResponse(partial_success=partial).SerializeToString())

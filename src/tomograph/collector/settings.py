@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tomograph.collector.span_limits import SpanLimits
+
 __all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path"]
 
 #: Tag keys offered for value completion in the search form (``/api/v2/autocompleteKeys``).
@@ -41,6 +43,8 @@ class CollectorSettings:
     ``token``: when set, every API call (ingest and query) needs ``Authorization: Bearer <token>``.
     ``cors_origins``: browser origins allowed to call the API from other pages (none by default).
     ``max_body_bytes``: largest upload, before and after decompression (413 beyond).
+    ``span_limits``: the most one span may hold; longer texts are cut at ingest
+    (see :mod:`tomograph.collector.span_limits`).
     ``max_age`` (seconds) / ``max_bytes``: retention, applied every ``retention_interval`` s.
     ``query_lookback_ms``: the search window when a query gives no ``lookback`` (Zipkin's
     ``QUERY_LOOKBACK``).
@@ -55,6 +59,7 @@ class CollectorSettings:
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 10 * 1024 * 1024
+    span_limits: SpanLimits = field(default_factory=SpanLimits)
     max_age: float | None = 7 * 86400.0
     max_bytes: int | None = 1024 * 1024 * 1024
     retention_interval: float = 60.0
