@@ -89,6 +89,34 @@ def test_proto3_times_from_2_63_get_400(served: ServedApp) -> None:
     assert (answer.status, "timestamp" in answer.json()["error"]) == (400, True)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v2/traces?endTs={}",
+        "/api/v2/dependencies?endTs={}",
+        "/api/v2/tomograph/operations?serviceName=svc&endTs={}",
+        "/api/v2/traces?lookback={}",
+    ],
+)
+@pytest.mark.parametrize("value", [9223372036854776, (1 << 63) - 1, 1 << 63, 10**30])
+def test_times_the_store_cannot_compare_get_400(served: ServedApp, path: str, value: int) -> None:
+    answer = request(served, "GET", path.format(value))
+    assert answer.status == 400
+    assert "must be at most 9223372036854775" in answer.json()["error"]
+
+
+def test_the_largest_end_ts_is_accepted(served: ServedApp) -> None:
+    assert request(served, "GET", "/api/v2/traces?endTs=9223372036854775").status == 200
+    assert request(served, "GET", "/api/v2/dependencies?endTs=9223372036854775").status == 200
+
+
+@pytest.mark.parametrize("value", ["%205", "+5", "1_0", "%D9%A5", "5%0A", "0x10", "-1"])
+def test_integer_parameters_are_plain_digits(served: ServedApp, value: str) -> None:
+    answer = request(served, "GET", f"/api/v2/traces?limit={value}")
+    assert answer.status == 400
+    assert "limit must be" in answer.json()["error"]
+
+
 # -- OTLP/JSON text protobuf cannot hold ----------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from tomograph.collector.ingest import (
 )
 from tomograph.collector.otlp import export_response
 from tomograph.collector.params import (
+    MAX_END_TS,
     BadRequest,
     parse_query_request,
     parse_trace_id,
@@ -226,8 +227,8 @@ class _Api:
         params = request.query_params
         if end_required and not params.get("endTs"):
             raise BadRequest("endTs is required")
-        end_ts = positive_int(params, "endTs", _now_ms()) or _now_ms()
-        lookback = positive_int(params, "lookback", self.settings.query_lookback_ms)
+        end_ts = positive_int(params, "endTs", _now_ms(), MAX_END_TS) or _now_ms()
+        lookback = positive_int(params, "lookback", self.settings.query_lookback_ms, MAX_END_TS)
         return end_ts, min(lookback or self.settings.query_lookback_ms, end_ts)
 
     async def dependencies(self, request: Request) -> Response:
