@@ -259,6 +259,7 @@ AUTH = {"Authorization": "Bearer s3cret"}
         (200, "GET", "/", None, {}),
         (202, "POST", "/api/v2/spans", b"[]", {**AUTH, **JSON}),
         (400, "GET", "/api/v2/traces?limit=x", None, AUTH),
+        (400, "GET", "/api/v2/services", None, {**AUTH, "Host": "evil.example"}),
         (401, "GET", "/api/v2/services", None, {}),
         (403, "GET", "/api/v2/services", None, {**AUTH, "Origin": "http://evil.example"}),
         (404, "GET", "/api/v2/nothing", None, AUTH),
@@ -290,3 +291,26 @@ def test_a_handler_bug_answers_json_500_without_details(broken: ServedApp) -> No
     assert answer.status == 500
     assert "a bug" not in answer.json()["error"]
     assert request(broken, "GET", "/health").status == 200  # and keeps serving
+
+
+# -- DNS rebinding, whatever the loopback address ------------------------------------------------
+
+
+def test_a_server_on_another_loopback_address_refuses_foreign_host_headers(
+    tmp_path: Path,
+) -> None:
+    with ServedApp(tmp_path, host="127.0.0.2") as app:
+        spans = [make_span(T1, "0000000000000001")]
+        for host in ("evil.example", f"evil.example:{app.port}", "127.0.0.2.evil.example", ""):
+            assert post_spans(app, spans, Host=host).status == 400
+            assert request(app, "GET", "/api/v2/services", headers={"Host": host}).status == 400
+        assert request(app, "GET", "/api/v2/services").json() == []  # nothing was written
+        for host in (
+            f"127.0.0.2:{app.port}",
+            "127.0.0.2",
+            f"localhost:{app.port}",
+            "localhost",
+            f"[::1]:{app.port}",
+        ):
+            assert request(app, "GET", "/api/v2/services", headers={"Host": host}).status == 200
+        assert post_spans(app, spans, Host=f"localhost:{app.port}").status == 202

@@ -1,10 +1,10 @@
 """The collector as an ASGI application: API routes, the web UI, security, retention.
 
-Security defaults: the server binds 127.0.0.1 and then answers only requests addressed to a
-loopback host name (a web page cannot reach it through DNS rebinding); browsers on other origins
-are refused unless listed in ``cors_origins``; with a ``token`` every API call needs
-``Authorization: Bearer <token>``. Every answer, errors and crashes included, is JSON or a UI
-file and carries :data:`SECURITY_HEADERS`.
+Security defaults: the server binds 127.0.0.1 and, bound to any loopback address, answers only
+requests addressed to a loopback host name (a web page cannot reach it through DNS rebinding);
+browsers on other origins are refused unless listed in ``cors_origins``; with a ``token`` every
+API call needs ``Authorization: Bearer <token>``. Every answer, errors and crashes included, is
+JSON or a UI file and carries :data:`SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -30,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tomograph.collector.api import error_response, routes, store_unavailable_response
 from tomograph.collector.params import BadRequest
-from tomograph.collector.settings import CollectorSettings
+from tomograph.collector.settings import CollectorSettings, is_loopback
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import SpanStore, StoreUnavailable
 
@@ -111,6 +110,46 @@ class _SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _host_name(header: str) -> str | None:
+    """The name in a Host header (``name``, ``name:port``, ``[v6]:port``); None if malformed."""
+    if header.startswith("["):
+        end = header.find("]") + 1
+        if not end:
+            return None
+        name, rest = header[:end], header[end:]
+    else:
+        name, colon, port = header.partition(":")
+        rest = colon + port
+    if rest and not (rest[1:].isascii() and rest[1:].isdigit() and rest[0] == ":"):
+        return None
+    return name
+
+
+class _LoopbackHostMiddleware:
+    """Refuses requests whose Host is not a loopback name: the DNS-rebinding defence.
+
+    A page on ``evil.example`` whose name is made to resolve to 127.0.0.1 reaches the collector
+    with ``Host: evil.example``; a loopback server has no business answering that name.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = Request(scope).headers.get("host", "")
+            name = _host_name(header)
+            if name is None or not is_loopback(name):
+                response = error_response(
+                    400,
+                    f"Host {header[:100]!r} is not a loopback name: this collector listens on"
+                    " loopback and answers only to localhost and loopback addresses",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _CollectorApp(Starlette):
@@ -196,8 +235,7 @@ def create_app(
 
     middleware = []
     if settings.loopback_only:
-        hosts = ["127.0.0.1", "localhost", "[::1]", "::1"]
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
+        middleware.append(Middleware(_LoopbackHostMiddleware))
     if settings.cors_origins:
         middleware.append(
             Middleware(

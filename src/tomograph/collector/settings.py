@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from tomograph.collector.span_limits import SpanLimits
 
-__all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path"]
+__all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path", "is_loopback"]
 
 #: Tag keys offered for value completion in the search form (``/api/v2/autocompleteKeys``).
 DEFAULT_AUTOCOMPLETE_KEYS = (
@@ -20,7 +21,28 @@ DEFAULT_AUTOCOMPLETE_KEYS = (
     "rpc.service",
     "otel.status_code",
 )
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address that only this machine can reach.
+
+    Any 127.0.0.0/8 address, ``::1`` (also IPv4-mapped or bracketed), ``localhost`` and names
+    under ``.localhost`` (RFC 6761 reserves them for loopback).
+
+    >>> [is_loopback(h) for h in ("127.0.0.2", "[::1]", "Localhost.", "0.0.0.0", "evil.example")]
+    [True, True, True, False, False]
+    """
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -69,4 +91,4 @@ class CollectorSettings:
     @property
     def loopback_only(self) -> bool:
         """True when bound to a loopback address (then only loopback Host headers are served)."""
-        return self.host in _LOOPBACK
+        return is_loopback(self.host)
