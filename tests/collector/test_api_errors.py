@@ -203,6 +203,54 @@ def test_a_trace_answer_is_bounded_whatever_the_trace_holds(tmp_path: Path) -> N
             json.loads(answer.body)
 
 
+# -- gzip -----------------------------------------------------------------------------------------
+
+
+def test_every_gzip_member_is_read(served: ServedApp) -> None:
+    # proto3 messages concatenate: two ListOfSpans make one with both traces
+    first = zipkin_proto.encode_dicts([make_span(T1, "0000000000000001")])
+    second = zipkin_proto.encode_dicts([make_span(T2, "0000000000000002")])
+    body = gzip.compress(first) + gzip.compress(second)
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    assert request(served, "POST", "/api/v2/spans", body, headers).status == 202
+    assert request(served, "GET", f"/api/v2/trace/{T1}").status == 200
+    assert request(served, "GET", f"/api/v2/trace/{T2}").status == 200
+
+
+def test_a_json_body_split_across_gzip_members_is_read_whole(served: ServedApp) -> None:
+    text = json.dumps([make_span(T1, "0000000000000001"), make_span(T2, "0000000000000002")])
+    middle = len(text) // 2
+    body = gzip.compress(text[:middle].encode()) + gzip.compress(text[middle:].encode())
+    answer = request(served, "POST", "/api/v2/spans", body, {**JSON, "Content-Encoding": "gzip"})
+    assert answer.status == 202
+    assert request(served, "GET", f"/api/v2/trace/{T2}").status == 200
+
+
+def test_two_json_documents_in_two_members_are_refused_not_half_read(served: ServedApp) -> None:
+    first = gzip.compress(json.dumps([make_span(T1, "0000000000000001")]).encode())
+    second = gzip.compress(json.dumps([make_span(T2, "0000000000000002")]).encode())
+    answer = request(
+        served, "POST", "/api/v2/spans", first + second, {**JSON, "Content-Encoding": "gzip"}
+    )
+    assert answer.status == 400
+    assert request(served, "GET", f"/api/v2/trace/{T1}").status == 404
+
+
+def test_garbage_after_a_gzip_member_gets_400(served: ServedApp) -> None:
+    body = gzip.compress(b"[]") + b"\x00\x00garbage"
+    answer = request(served, "POST", "/api/v2/spans", body, {**JSON, "Content-Encoding": "gzip"})
+    assert answer.status == 400
+    assert "member 2" in answer.json()["error"]
+
+
+def test_members_that_inflate_past_the_limit_together_get_413(tmp_path: Path) -> None:
+    with ServedApp(tmp_path, max_body_bytes=100_000) as app:
+        member = gzip.compress(b" " * 60_000)  # each under the limit, both together over it
+        body = gzip.compress(b"[") + member + member + gzip.compress(b"]")
+        headers = {**JSON, "Content-Encoding": "gzip"}
+        assert request(app, "POST", "/api/v2/spans", body, headers).status == 413
+
+
 # -- a full disk --------------------------------------------------------------------------------
 
 

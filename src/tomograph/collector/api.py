@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +23,9 @@ from starlette.routing import Route
 from tomograph.collector.ingest import (
     BodyTooLarge,
     IngestError,
+    ServerBusy,
     UnsupportedMediaType,
+    UploadGate,
     decode_otlp_body,
     decode_zipkin_body,
     decompress,
@@ -129,23 +131,40 @@ class _Api:
     def __init__(self, store: SpanStore, settings: CollectorSettings) -> None:
         self.store = store
         self.settings = settings
+        self.gate = UploadGate(
+            max(
+                settings.max_buffered_bytes or 4 * settings.max_body_bytes, settings.max_body_bytes
+            ),
+            settings.max_uploads,
+            settings.request_timeout,
+        )
         self._cuts = _CountedLog(
             "cut %d texts (names, tags, annotations) to the span limits in the last minute"
         )
 
     # -- ingest -----------------------------------------------------------------------------
 
-    async def _upload(self, request: Request) -> bytes:
-        return await read_body(
-            request.stream(),
-            request.headers.get("content-length"),
-            request.headers.get("content-encoding"),
-            self.settings.max_body_bytes,
-        )
+    async def _receive_and_store(
+        self, request: Request, decode: Callable[[bytes], list[SpanDict]]
+    ) -> int:
+        """Read the body, then inflate, decode and store it within the gate's bounds; returns
+        how many texts were cut to the span limits."""
+        async with self.gate.admit() as take:
+            raw = await read_body(
+                request.stream(),
+                request.headers.get("content-length"),
+                request.headers.get("content-encoding"),
+                self.settings.max_body_bytes,
+                take,
+            )
+            encoding = request.headers.get("content-encoding")
 
-    def _inflate(self, request: Request, body: bytes) -> bytes:
-        encoding = request.headers.get("content-encoding")
-        return decompress(body, encoding, self.settings.max_body_bytes)
+            def decode_and_store() -> int:
+                return self._store(decode(decompress(raw, encoding, self.settings.max_body_bytes)))
+
+            async with self.gate.decoding():
+                # inflating and decoding a large batch is CPU work: keep it off the event loop
+                return await run_in_threadpool(decode_and_store)
 
     def _store(self, spans: list[SpanDict]) -> int:
         """Bound ``spans`` to the span limits, then store them; how many texts were cut."""
@@ -158,26 +177,25 @@ class _Api:
 
     async def post_spans(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
-
-        def decode_and_store(body: bytes) -> None:
-            self._store(decode_zipkin_body(self._inflate(request, body), content_type))
-
         try:
-            # decoding a large batch is CPU work: keep it off the event loop
-            await run_in_threadpool(decode_and_store, await self._upload(request))
+            await self._receive_and_store(
+                request, lambda body: decode_zipkin_body(body, content_type)
+            )
         except IngestError as error:
             return _ingest_error(error)
         return Response(status_code=202)
 
     async def post_otlp(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
+        is_json = False
 
-        def decode_and_store(body: bytes) -> tuple[int, bool]:
-            spans, is_json = decode_otlp_body(self._inflate(request, body), content_type)
-            return self._store(spans), is_json
+        def decode(body: bytes) -> list[SpanDict]:
+            nonlocal is_json
+            spans, is_json = decode_otlp_body(body, content_type)
+            return spans
 
         try:
-            cut, is_json = await run_in_threadpool(decode_and_store, await self._upload(request))
+            cut = await self._receive_and_store(request, decode)
         except IngestError as error:
             return _ingest_error(error)
         except ImportError:
@@ -262,6 +280,10 @@ class _Api:
 def _ingest_error(error: IngestError) -> Response:
     if isinstance(error, BodyTooLarge):
         return error_response(413, str(error))
+    if isinstance(error, ServerBusy):
+        response = error_response(503, str(error))
+        response.headers["Retry-After"] = "1"
+        return response
     if isinstance(error, UnsupportedMediaType):
         return error_response(415, str(error))
     return error_response(400, str(error))

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tomograph.collector.api import error_response, routes, store_unavailable_response
+from tomograph.collector.body_deadline import BodyDeadlineMiddleware
 from tomograph.collector.params import BadRequest
 from tomograph.collector.settings import CollectorSettings, is_loopback
 from tomograph.collector.sqlite_store import SqliteSpanStore
@@ -247,6 +248,13 @@ def create_app(
             )
         )
     middleware.append(Middleware(_GuardMiddleware, settings=settings))
+    middleware.append(
+        Middleware(
+            BodyDeadlineMiddleware,
+            timeout=settings.request_timeout,
+            min_rate=settings.min_body_rate,
+        )
+    )
     app = _CollectorApp(
         routes=[
             Route("/", index, methods=["GET"]),

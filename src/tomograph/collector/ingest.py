@@ -1,21 +1,27 @@
 """Reading and decoding span uploads: size limits, gzip, and the decoder for each content type.
 
 Every body is bounded twice: as sent (``Content-Length`` and the bytes actually read) and after
-gzip decompression, so a small compressed body cannot expand without limit in memory. Reading
-is asynchronous; decompressing and decoding are CPU work for a worker thread.
+gzip decompression, which stops one byte past the limit, so a small compressed body cannot
+expand without limit in memory. Across requests, :class:`UploadGate` bounds the bytes held
+while bodies stream in and how many are inflated and decoded at once. Reading is asynchronous;
+inflating and decoding are CPU work for a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tomograph.collector.storage import SpanDict
 
 __all__ = [
     "BodyTooLarge",
     "IngestError",
+    "ServerBusy",
     "UnsupportedMediaType",
+    "UploadGate",
     "decode_otlp_body",
     "decode_zipkin_body",
     "decompress",
@@ -35,17 +41,118 @@ class UnsupportedMediaType(IngestError):
     """The Content-Type or Content-Encoding is not one the endpoint reads (answered with 415)."""
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as error:
-        raise IngestError(f"body is not valid gzip: {error}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
-    if not inflater.eof:
-        raise IngestError("body is not valid gzip: truncated")
-    return out
+class ServerBusy(IngestError):
+    """Too many uploads in progress to take this one now (answered 503 with Retry-After)."""
+
+
+class UploadGate:
+    """What uploads may hold at once, whatever their number: ``max_buffered`` bytes of bodies
+    as received, and ``max_decoding`` bodies being inflated and decoded (each may take several
+    times the body limit then). An upload that finds no room within ``wait`` seconds gets
+    :class:`ServerBusy`.
+
+    Bytes count as they arrive, so a client that trickles its body holds only what it sent:
+    slow clients cannot starve the others (their deadline is the ASGI layer's business).
+
+    >>> gate = UploadGate(max_buffered=1 << 20, max_decoding=2, wait=5.0)
+    """
+
+    def __init__(self, max_buffered: int, max_decoding: int, wait: float) -> None:
+        self.max_buffered = max_buffered
+        self.max_decoding = max_decoding
+        self.wait = wait
+        self._buffered = 0
+        # made on the serving loop, at the first upload (asyncio objects bind to one loop)
+        self._room: asyncio.Condition | None = None
+        self._decoders: asyncio.Semaphore | None = None
+
+    def _loop_objects(self) -> tuple[asyncio.Condition, asyncio.Semaphore]:
+        if self._room is None or self._decoders is None:
+            self._room = asyncio.Condition()
+            self._decoders = asyncio.Semaphore(self.max_decoding)
+        return self._room, self._decoders
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+        """Hold bytes for one upload: yields ``take(count)``, which waits for room; all that was
+        taken is given back on exit."""
+        room, _ = self._loop_objects()
+        held = 0
+
+        async def take(count: int) -> None:
+            nonlocal held
+            async with room:
+                try:
+                    await asyncio.wait_for(
+                        room.wait_for(lambda: self._buffered + count <= self.max_buffered),
+                        self.wait,
+                    )
+                except asyncio.TimeoutError:
+                    raise ServerBusy(
+                        f"uploads in progress hold {self._buffered} bytes: retry later"
+                    ) from None
+                self._buffered += count
+                held += count
+
+        try:
+            yield take
+        finally:
+            async with room:
+                self._buffered -= held
+                room.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def decoding(self) -> AsyncIterator[None]:
+        """One of the ``max_decoding`` places to inflate and decode a body."""
+        _, decoders = self._loop_objects()
+        try:
+            await asyncio.wait_for(decoders.acquire(), self.wait)
+        except asyncio.TimeoutError:
+            raise ServerBusy(
+                f"{self.max_decoding} uploads are being decoded: retry later"
+            ) from None
+        try:
+            yield
+        finally:
+            decoders.release()
+
+
+class _Gunzip:
+    """Inflates gzip fed piece by piece, every member of a multi-member stream (RFC 1952 allows
+    several, and ``cat a.gz b.gz`` makes one), never holding more than ``limit`` bytes of output.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.parts: list[bytes] = []
+        self._member: zlib._Decompress | None = None
+        self._members = 0
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            if self._member is None:
+                self._member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            try:
+                # at most one byte past the limit: enough to know it is exceeded
+                out = self._member.decompress(data, self.limit - self.size + 1)
+            except zlib.error as error:
+                where = f" (member {self._members + 1})" if self._members else ""
+                raise IngestError(f"body is not valid gzip{where}: {error}") from None
+            self.size += len(out)
+            if self.size > self.limit:
+                raise BodyTooLarge(f"decompressed body exceeds {self.limit} bytes")
+            self.parts.append(out)
+            if not self._member.eof:
+                return  # all of ``data`` was consumed: the member continues in the next piece
+            data = self._member.unused_data  # the next member, if any, starts here
+            self._member = None
+            self._members += 1
+
+    def finish(self) -> bytes:
+        if self._member is not None or not self._members:
+            raise IngestError("body is not valid gzip: truncated")
+        return b"".join(self.parts)
 
 
 def _encoding(content_encoding: str | None) -> str:
@@ -60,10 +167,12 @@ async def read_body(
     content_length: str | None,
     content_encoding: str | None,
     limit: int,
+    take: Callable[[int], Awaitable[None]] | None = None,
 ) -> bytes:
     """The request body as sent; raises BodyTooLarge past ``limit`` bytes.
 
     The Content-Encoding is checked here (before reading); :func:`decompress` undoes it.
+    ``take(count)`` is awaited for each piece received (see :meth:`UploadGate.admit`).
     """
     if content_length is not None:
         # RFC 9110: 1*DIGIT; int() would also take "-1", "+5", " 5" and "1_000"
@@ -79,6 +188,8 @@ async def read_body(
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"body exceeds {limit} bytes")
+        if take is not None:
+            await take(len(chunk))
         parts.append(chunk)
     return b"".join(parts)
 
@@ -86,13 +197,18 @@ async def read_body(
 def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     """``body`` with its Content-Encoding undone; BodyTooLarge if it inflates past ``limit``.
 
+    Every member of a multi-member gzip stream is inflated, and inflating stops one byte past
+    ``limit``, so a bomb costs no more than ``limit`` bytes.
+
     >>> import gzip
-    >>> decompress(gzip.compress(b"[]"), "gzip", 100)
-    b'[]'
+    >>> decompress(gzip.compress(b"[1,") + gzip.compress(b"2]"), "gzip", 100)
+    b'[1,2]'
     """
     if _encoding(content_encoding) == "identity":
         return body
-    return _gunzip(body, limit)
+    gunzip = _Gunzip(limit)
+    gunzip.feed(body)
+    return gunzip.finish()
 
 
 def _media_type(content_type: str | None) -> str:

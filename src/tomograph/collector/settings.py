@@ -67,6 +67,12 @@ class CollectorSettings:
     ``max_body_bytes``: largest upload, before and after decompression (413 beyond).
     ``span_limits``: the most one span may hold; longer texts are cut at ingest
     (see :mod:`tomograph.collector.span_limits`).
+    ``request_timeout``: seconds a request's headers, then its body, may take to arrive (408);
+    a body gets one more second per ``min_body_rate`` bytes received.
+    ``max_uploads``: uploads inflated, decoded and stored at once; ``max_buffered_bytes``:
+    bytes of bodies held while they arrive (default four bodies of ``max_body_bytes``). An
+    upload that finds no room within ``request_timeout`` gets 503 with Retry-After.
+    ``max_connections``: open connections (503 and closed beyond).
     ``max_age`` (seconds) / ``max_bytes``: retention, applied every ``retention_interval`` s.
     ``query_lookback_ms``: the search window when a query gives no ``lookback`` (Zipkin's
     ``QUERY_LOOKBACK``).
@@ -82,6 +88,11 @@ class CollectorSettings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 10 * 1024 * 1024
     span_limits: SpanLimits = field(default_factory=SpanLimits)
+    request_timeout: float = 30.0
+    min_body_rate: int = 65_536
+    max_uploads: int = 4
+    max_buffered_bytes: int | None = None
+    max_connections: int = 256
     max_age: float | None = 7 * 86400.0
     max_bytes: int | None = 1024 * 1024 * 1024
     retention_interval: float = 60.0
