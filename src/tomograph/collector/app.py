@@ -169,12 +169,15 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return error_response(400, str(exc))
 
 
+# These name the path from the scope, not from request.url: building the URL decodes the raw
+# query string as UTF-8, which fails for a client's stray bytes (a second error, a 500).
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(404, f"no such resource: {request.url.path}")
+    return error_response(404, f"no such resource: {request.scope['path'][:200]}")
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    path = request.scope["path"][:200]
+    return error_response(405, f"{request.method} is not allowed on {path}")
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
