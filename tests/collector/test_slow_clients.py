@@ -4,6 +4,7 @@ normal client is served meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import select
 import socket
@@ -140,6 +141,28 @@ def test_the_gate_bounds_bytes_held_and_bodies_decoded_at_once() -> None:
     assert events[1] == "d busy: uploads in progress hold 800 bytes: retry later"
     assert events[2:] == ["a done", "b done", "e done"]
     assert most == 2
+
+
+def test_a_cancelled_upload_gives_its_bytes_back() -> None:
+    async def scenario() -> None:
+        gate = UploadGate(max_buffered=1000, max_decoding=1, wait=0.5)
+        holding = asyncio.Event()
+
+        async def stuck() -> None:
+            async with gate.admit() as take:
+                await take(900)
+                holding.set()
+                await asyncio.Event().wait()  # until cancelled (a server shutting down)
+
+        task = asyncio.create_task(stuck())
+        await holding.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with gate.admit() as take:
+            await take(1000)  # all of it is free again
+
+    asyncio.run(scenario())
 
 
 # -- connections (below ASGI) -------------------------------------------------------------------

@@ -63,43 +63,46 @@ class UploadGate:
         self.wait = wait
         self._buffered = 0
         # made on the serving loop, at the first upload (asyncio objects bind to one loop)
-        self._room: asyncio.Condition | None = None
+        self._freed: asyncio.Event | None = None
         self._decoders: asyncio.Semaphore | None = None
 
-    def _loop_objects(self) -> tuple[asyncio.Condition, asyncio.Semaphore]:
-        if self._room is None or self._decoders is None:
-            self._room = asyncio.Condition()
+    def _loop_objects(self) -> tuple[asyncio.Event, asyncio.Semaphore]:
+        if self._freed is None or self._decoders is None:
+            self._freed = asyncio.Event()
             self._decoders = asyncio.Semaphore(self.max_decoding)
-        return self._room, self._decoders
+        return self._freed, self._decoders
 
     @contextlib.asynccontextmanager
     async def admit(self) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
         """Hold bytes for one upload: yields ``take(count)``, which waits for room; all that was
         taken is given back on exit."""
-        room, _ = self._loop_objects()
+        self._loop_objects()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
         held = 0
 
         async def take(count: int) -> None:
             nonlocal held
-            async with room:
+            while self._buffered + count > self.max_buffered:
+                freed, _ = self._loop_objects()
                 try:
-                    await asyncio.wait_for(
-                        room.wait_for(lambda: self._buffered + count <= self.max_buffered),
-                        self.wait,
-                    )
+                    await asyncio.wait_for(freed.wait(), deadline - loop.time())
                 except asyncio.TimeoutError:
                     raise ServerBusy(
                         f"uploads in progress hold {self._buffered} bytes: retry later"
                     ) from None
-                self._buffered += count
-                held += count
+            self._buffered += count
+            held += count
 
         try:
             yield take
         finally:
-            async with room:
-                self._buffered -= held
-                room.notify_all()
+            # no await here: giving back must happen even when the task is being cancelled
+            self._buffered -= held
+            if held:
+                freed, _ = self._loop_objects()
+                self._freed = asyncio.Event()  # the next waiters wait for the next release
+                freed.set()  # wakes everyone waiting now, to check for room again
 
     @contextlib.asynccontextmanager
     async def decoding(self) -> AsyncIterator[None]:
@@ -117,42 +120,27 @@ class UploadGate:
             decoders.release()
 
 
-class _Gunzip:
-    """Inflates gzip fed piece by piece, every member of a multi-member stream (RFC 1952 allows
-    several, and ``cat a.gz b.gz`` makes one), never holding more than ``limit`` bytes of output.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.parts: list[bytes] = []
-        self._member: zlib._Decompress | None = None
-        self._members = 0
-
-    def feed(self, data: bytes) -> None:
-        while data:
-            if self._member is None:
-                self._member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            try:
-                # at most one byte past the limit: enough to know it is exceeded
-                out = self._member.decompress(data, self.limit - self.size + 1)
-            except zlib.error as error:
-                where = f" (member {self._members + 1})" if self._members else ""
-                raise IngestError(f"body is not valid gzip{where}: {error}") from None
-            self.size += len(out)
-            if self.size > self.limit:
-                raise BodyTooLarge(f"decompressed body exceeds {self.limit} bytes")
-            self.parts.append(out)
-            if not self._member.eof:
-                return  # all of ``data`` was consumed: the member continues in the next piece
-            data = self._member.unused_data  # the next member, if any, starts here
-            self._member = None
-            self._members += 1
-
-    def finish(self) -> bytes:
-        if self._member is not None or not self._members:
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Every member of a gzip stream inflated (RFC 1952 allows several, and ``cat a.gz b.gz``
+    makes one), stopping one byte past ``limit``: enough to know that it is exceeded."""
+    parts: list[bytes] = []
+    size = members = 0
+    while data or not members:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(data, limit - size + 1)
+        except zlib.error as error:
+            where = f" (member {members + 1})" if members else ""
+            raise IngestError(f"body is not valid gzip{where}: {error}") from None
+        size += len(out)
+        if size > limit:
+            raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
             raise IngestError("body is not valid gzip: truncated")
-        return b"".join(self.parts)
+        parts.append(out)
+        members += 1
+        data = inflater.unused_data  # the next member, if any, starts here
+    return b"".join(parts)
 
 
 def _encoding(content_encoding: str | None) -> str:
@@ -206,9 +194,7 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     """
     if _encoding(content_encoding) == "identity":
         return body
-    gunzip = _Gunzip(limit)
-    gunzip.feed(body)
-    return gunzip.finish()
+    return _gunzip(body, limit)
 
 
 def _media_type(content_type: str | None) -> str:
