@@ -6,7 +6,8 @@ connect and then send nothing, or a header byte now and then, pile up file descr
 limit. The ASGI app never sees them: it is called once the headers are complete. So uvicorn's
 HTTP protocol is wrapped:
 
-* past ``max_connections`` open connections, a new one is answered ``503`` and closed;
+* past ``max_connections`` open connections (fewer if the process may not open that many
+  files), a new one is answered ``503`` and closed;
 * a connection must complete a request's headers within ``request_timeout`` seconds of being
   opened or of its last answer's first byte; otherwise it is answered ``408`` and closed.
 
@@ -114,13 +115,26 @@ class _GuardedProtocol(asyncio.Protocol):
             self.inner.resume_writing()
 
 
+def _open_files_left() -> int:
+    """How many connections the process can open, keeping some files for the database and logs:
+    past the limit, accepting fails and the server stops accepting anyone for a while."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 1 << 30
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (1 << 30) if soft == resource.RLIM_INFINITY else max(16, soft - 64)
+
+
 def guarded_protocol(request_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class (``Config(http=...)``) with the bounds of the module doc.
 
-    >>> guarded_protocol(30.0, 256).max_connections  # doctest: +SKIP
-    256
+    >>> guarded_protocol(30.0, 1000).request_timeout  # doctest: +SKIP
+    30.0
     """
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    max_connections = min(max_connections, _open_files_left())
 
     return type(
         "GuardedHTTPProtocol",

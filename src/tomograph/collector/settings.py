@@ -72,7 +72,8 @@ class CollectorSettings:
     ``max_uploads``: uploads inflated, decoded and stored at once; ``max_buffered_bytes``:
     bytes of bodies held while they arrive (default four bodies of ``max_body_bytes``). An
     upload that finds no room within ``request_timeout`` gets 503 with Retry-After.
-    ``max_connections``: open connections (503 and closed beyond).
+    ``max_connections``: open connections (503 and closed beyond; fewer when the process may
+    not open that many files).
     ``max_age`` (seconds) / ``max_bytes``: retention, applied every ``retention_interval`` s.
     ``query_lookback_ms``: the search window when a query gives no ``lookback`` (Zipkin's
     ``QUERY_LOOKBACK``).
@@ -92,7 +93,7 @@ class CollectorSettings:
     min_body_rate: int = 65_536
     max_uploads: int = 4
     max_buffered_bytes: int | None = None
-    max_connections: int = 256
+    max_connections: int = 1000
     max_age: float | None = 7 * 86400.0
     max_bytes: int | None = 1024 * 1024 * 1024
     retention_interval: float = 60.0
