@@ -122,8 +122,12 @@ def store_unavailable_response(error: StoreUnavailable) -> Response:
     '30'
     """
     _unavailable_log.add()
-    response = error_response(503, str(error))
-    response.headers["Retry-After"] = str(error.retry_after)
+    return _retry_later(str(error), error.retry_after)
+
+
+def _retry_later(message: str, seconds: int) -> Response:
+    response = error_response(503, message)
+    response.headers["Retry-After"] = str(seconds)
     return response
 
 
@@ -281,9 +285,7 @@ def _ingest_error(error: IngestError) -> Response:
     if isinstance(error, BodyTooLarge):
         return error_response(413, str(error))
     if isinstance(error, ServerBusy):
-        response = error_response(503, str(error))
-        response.headers["Retry-After"] = "1"
-        return response
+        return _retry_later(str(error), 1)
     if isinstance(error, UnsupportedMediaType):
         return error_response(415, str(error))
     return error_response(400, str(error))
