@@ -219,7 +219,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     from tomograph.collector import CollectorSettings, default_db_path, serve
+    from tomograph.collector.span_limits import SpanLimits
 
+    try:
+        span_limits = SpanLimits(max_value_length=args.max_value, max_span_length=args.max_span)
+    except ValueError as error:
+        print(f"tomograph serve: --max-value/--max-span: {error}", file=sys.stderr)
+        return 2
     settings = CollectorSettings(
         host=args.host,
         port=args.port,
@@ -227,6 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=_collector_token(args),
         cors_origins=tuple(args.cors_origin or ()),
         max_body_bytes=args.max_body,
+        span_limits=span_limits,
         max_age=None if args.keep_forever else args.max_age,
         max_bytes=None if args.keep_forever else args.max_size,
         retention_interval=args.retention_interval,
@@ -260,6 +267,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--max-body", type=_size, default=10 << 20, help="largest upload (default 10M)"
+    )
+    serve.add_argument(
+        "--max-value",
+        type=_size,
+        default=64 << 10,
+        help="longest tag or annotation value kept, in characters (default 64K)",
+    )
+    serve.add_argument(
+        "--max-span",
+        type=_size,
+        default=256 << 10,
+        help="largest span kept, in characters (default 256K)",
     )
     serve.add_argument(
         "--max-age", type=_duration, default=7 * 86400.0, help="keep traces this long (default 7d)"

@@ -18,6 +18,7 @@ from tests.support.servers import free_port
 from tomograph.collector.app import create_app
 from tomograph.collector.settings import CollectorSettings
 from tomograph.collector.sqlite_store import SqliteSpanStore
+from tomograph.collector.storage import SpanStore
 
 
 @pytest.fixture
@@ -30,18 +31,25 @@ def store(tmp_path: Path) -> Iterator[SqliteSpanStore]:
 class ServedApp:
     """The collector app served by a real uvicorn server on a thread (loopback, free port)."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        host: str = "127.0.0.1",
+        store: SpanStore | None = None,
+        **settings: Any,
+    ) -> None:
         self.port = free_port()
         self.settings = CollectorSettings(
-            port=self.port, db_path=tmp_path / f"app-{self.port}.db", **settings
+            host=host, port=self.port, db_path=tmp_path / f"app-{self.port}.db", **settings
         )
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, store)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            self.app, host=host, port=self.port, log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
 
     def __enter__(self) -> ServedApp:
         self.thread.start()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,25 @@ def test_bad_sizes_and_durations(text: str) -> None:
 
 def test_demo_still_parses() -> None:
     assert build_parser().parse_args(["demo", "--no-color"]).no_color is True
+
+
+def test_span_limits_are_options() -> None:
+    args = build_parser().parse_args(["serve", "--max-value", "4K", "--max-span", "1M"])
+    assert (args.max_value, args.max_span) == (4096, 1 << 20)
+    defaults = build_parser().parse_args(["serve"])
+    assert (defaults.max_value, defaults.max_span) == (65_536, 262_144)
+
+
+def test_span_limits_too_small_are_one_clear_line(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "tomograph", "serve", "--port", "0", "--max-value", "10"]
+    done = subprocess.run(
+        [*argv, "--db", str(tmp_path / "t.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "tomograph serve: --max-value/--max-span: max_value_length must be at least 64 characters"
+    ]

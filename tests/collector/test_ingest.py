@@ -95,3 +95,27 @@ def test_random_bytes_are_read_or_refused_with_an_ingest_error(
     except IngestError:
         return
     assert len(body) <= 1000
+
+
+def test_every_gzip_member_is_inflated() -> None:
+    body = gzip.compress(b"[1,") + gzip.compress(b"") + gzip.compress(b"2]")
+    assert read(body, encoding="gzip") == b"[1,2]"
+    assert decompress(body, "gzip", 100) == b"[1,2]"
+
+
+def test_garbage_after_the_last_member_is_an_error() -> None:
+    with pytest.raises(IngestError, match="member 2"):
+        read(gzip.compress(b"[]") + b"\x00\x00\x00\x00", encoding="gzip")
+
+
+def test_a_gzip_bomb_inflates_no_further_than_the_limit() -> None:
+    bomb = gzip.compress(b"0" * 50_000_000, 9)  # 49 KB that inflate to 50 MB
+    with pytest.raises(BodyTooLarge, match="decompressed body exceeds 1000000 bytes"):
+        decompress(bomb, "gzip", 1_000_000)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=5))
+def test_any_members_inflate_to_their_concatenation(parts: list[bytes]) -> None:
+    body = b"".join(gzip.compress(part) for part in parts)
+    assert decompress(body, "gzip", 10_000) == b"".join(parts)

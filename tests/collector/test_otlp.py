@@ -12,6 +12,7 @@ pytest.importorskip("opentelemetry.proto")
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -20,6 +21,7 @@ from tomograph.collector.otlp import (
     OtlpDecodeError,
     decode_otlp_json,
     decode_otlp_protobuf,
+    export_response,
 )
 
 TRACE = bytes.fromhex("4e441824ec2b6a44ffdc9bb9a6453df3")
@@ -326,3 +328,27 @@ def test_random_json_decodes_or_raises_a_decode_error(document: object) -> None:
         decode_otlp_json(json.dumps(document).encode())
     except OtlpDecodeError:
         pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        rb'{"resourceSpans":[{"resource":"\ud800"}]}',
+        rb'{"resourceSpans":[{"\ud800":1}]}',
+        rb'{"\udc00resourceSpans":[]}',
+        rb'{"resourceSpans":[{"scopeSpans":[{"scope":{"name":"\ud800"}}]}]}',
+    ],
+)
+def test_json_with_lone_surrogates_is_a_decode_error_naming_where(body: bytes) -> None:
+    with pytest.raises(OtlpDecodeError, match="lone surrogate"):
+        decode_otlp_json(body)
+
+
+def test_the_export_response_carries_a_warning_as_partial_success() -> None:
+    assert export_response("", as_json=False) == b""
+    response = ExportTraceServiceResponse()
+    response.ParseFromString(export_response("3 texts were cut", as_json=False))
+    assert response.partial_success.error_message == "3 texts were cut"
+    assert response.partial_success.rejected_spans == 0
+    document = json.loads(export_response("3 texts were cut", as_json=True))
+    assert document == {"partialSuccess": {"errorMessage": "3 texts were cut"}}

@@ -7,10 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tomograph.collector.params import (
+    MAX_END_TS,
     BadRequest,
     parse_query_request,
     parse_trace_id,
     parse_trace_ids,
+    positive_int,
 )
 
 
@@ -69,7 +71,7 @@ def test_lookback_is_capped_at_end_ts() -> None:
         ({"limit": "x"}, "limit must be an integer"),
         ({"limit": "100001"}, "at most"),
         ({"endTs": "0"}, "greater than zero"),
-        ({"endTs": str(1 << 63)}, "too large"),
+        ({"endTs": str(1 << 63)}, "endTs must be at most"),
         ({"maxDuration": "5"}, "only valid with minDuration"),
         ({"minDuration": "5", "maxDuration": "4"}, "greater than or equal"),
         ({"serviceName": "x" * 2000}, "longer than"),
@@ -78,3 +80,46 @@ def test_lookback_is_capped_at_end_ts() -> None:
 def test_invalid_queries_name_the_parameter(params: dict[str, str], message: str) -> None:
     with pytest.raises(BadRequest, match=message):
         parse_query_request(params, 1000, now_ms=10_000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [" 5", "5 ", "+5", "-5", "1_0", "\u0665", "\uff15", "\u00b2", "5\n", "0x10", "1e3", "5.0", "0"],
+)
+def test_integers_are_plain_ascii_digits_only(text: str) -> None:
+    with pytest.raises(BadRequest, match="limit must be"):
+        positive_int({"limit": text}, "limit")
+
+
+def test_integers_are_range_checked_without_converting_huge_text() -> None:
+    assert positive_int({"endTs": str(MAX_END_TS)}, "endTs", maximum=MAX_END_TS) == MAX_END_TS
+    assert positive_int({"endTs": "000" + "7"}, "endTs", maximum=MAX_END_TS) == 7
+    for text in (str(MAX_END_TS + 1), "9" * 5000):
+        with pytest.raises(BadRequest, match=f"endTs must be at most {MAX_END_TS}"):
+            positive_int({"endTs": text}, "endTs", maximum=MAX_END_TS)
+
+
+def _is_plain_number(text: str) -> bool:
+    return text != "" and all(c in "0123456789" for c in text)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=25),
+        st.text(alphabet=" +-_.0123456789\u0665\u00b2\uff10", max_size=25),
+        st.integers(min_value=-5, max_value=1 << 70).map(str),
+    )
+)
+def test_any_text_is_a_number_in_range_or_bad_request(text: str) -> None:
+    maximum = 10**12
+    try:
+        value = positive_int({"n": text}, "n", default=None, maximum=maximum)
+    except BadRequest:
+        assert not (_is_plain_number(text) and 0 < int(text) <= maximum)
+        return
+    if text == "":
+        assert value is None
+    else:
+        assert _is_plain_number(text)
+        assert value == int(text)
+        assert value is not None and 0 < value <= maximum

@@ -180,12 +180,28 @@ def test_late_root_span_sets_the_trace_timestamp(store: SqliteSpanStore) -> None
 
 
 def test_many_traces_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
-    store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1)
+    store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1 << 20)
     try:
         store.accept(checkout_trace(T1) + checkout_trace(T2))
-        assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3]
-        store.max_response_bytes = 1 << 20
+        one_trace = len(store.get_traces_json([T2]))
         assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3, 3]
+        store.max_response_bytes = one_trace + 10  # room for one trace, not two
+        assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3]
+    finally:
+        store.close()
+
+
+def test_a_trace_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
+    # one trace can be far larger than an answer should be: its latest spans are left out
+    store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1)
+    try:
+        store.accept(checkout_trace(T1))
+        first = min(checkout_trace(T1), key=lambda span: span["timestamp"])
+        [span] = json.loads(store.get_trace_json(T1) or b"")
+        assert span["id"] == first["id"]
+        [[span]] = json.loads(store.get_traces_json([T1, T2]))
+        assert span["id"] == first["id"]
+        assert len(store.get_trace(T1) or []) == 3  # what is stored is whole
     finally:
         store.close()
 

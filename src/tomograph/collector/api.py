@@ -2,30 +2,38 @@
 
 Handlers validate their input, then run the (blocking) store call on Starlette's thread pool.
 Errors are JSON ``{"error": "..."}`` with the status Zipkin uses: 400 for bad input, 404 for an
-unknown trace, 413 for an oversized upload, 415 for an unsupported content type.
+unknown trace, 413 for an oversized upload, 415 for an unsupported content type, 503 with
+``Retry-After`` when the store cannot take a batch now (its disk is full).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tomograph.collector.ingest import (
     BodyTooLarge,
     IngestError,
+    ServerBusy,
     UnsupportedMediaType,
+    UploadGate,
     decode_otlp_body,
     decode_zipkin_body,
     decompress,
     read_body,
 )
+from tomograph.collector.otlp import export_response
 from tomograph.collector.params import (
+    MAX_END_TS,
     BadRequest,
     parse_query_request,
     parse_trace_id,
@@ -34,17 +42,32 @@ from tomograph.collector.params import (
     required_text,
 )
 from tomograph.collector.settings import CollectorSettings
-from tomograph.collector.storage import SpanStore
+from tomograph.collector.span_limits import limit_spans
+from tomograph.collector.storage import SpanDict, SpanStore, StoreUnavailable
 
-__all__ = ["error_response", "json_response", "routes"]
+__all__ = ["error_response", "json_response", "routes", "store_unavailable_response"]
 
+log = logging.getLogger("tomograph.collector")
 _JSON = "application/json"
+
+
+#: Answers larger than this are sent in pieces of this size: handed to the server whole, a
+#: 60 MB answer is copied once more into the socket's write buffer.
+_PIECE = 1 << 20
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
     """``content`` (already-encoded bytes, or anything :mod:`json` encodes) as a JSON response."""
     body = content if isinstance(content, bytes) else json.dumps(content).encode()
-    return Response(body, status_code=status_code, media_type=_JSON)
+    if len(body) <= _PIECE:
+        return Response(body, status_code=status_code, media_type=_JSON)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), _PIECE):
+            yield body[start : start + _PIECE]
+
+    length = {"Content-Length": str(len(body))}
+    return StreamingResponse(pieces(), status_code, headers=length, media_type=_JSON)
 
 
 def error_response(status_code: int, message: str) -> Response:
@@ -60,51 +83,123 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _CountedLog:
+    """A recurring event logged at most once a minute, with how often it happened meanwhile.
+
+    Thousands of senders may hit the same condition: one line a minute says so without
+    flooding the log.
+    """
+
+    def __init__(self, message: str, level: int = logging.INFO, interval: float = 60.0) -> None:
+        self.message = message
+        self.level = level
+        self.interval = interval
+        self._count = 0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, count: int = 1) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._count += count
+            if now < self._next:
+                return
+            count, self._count, self._next = self._count, 0, now + self.interval
+        log.log(self.level, self.message, count)
+
+
+_unavailable_log = _CountedLog(
+    "the span store could not take %d requests in the last minute (disk full or database"
+    " locked); they were answered 503 with Retry-After",
+    logging.WARNING,
+)
+
+
+def store_unavailable_response(error: StoreUnavailable) -> Response:
+    """503 with Retry-After: the sender keeps its batch and retries (the store is full or busy).
+
+    >>> store_unavailable_response(StoreUnavailable("the disk is full", 30)).headers["retry-after"]
+    '30'
+    """
+    _unavailable_log.add()
+    return _retry_later(str(error), error.retry_after)
+
+
+def _retry_later(message: str, seconds: int) -> Response:
+    response = error_response(503, message)
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 class _Api:
     def __init__(self, store: SpanStore, settings: CollectorSettings) -> None:
         self.store = store
         self.settings = settings
+        self.gate = UploadGate(
+            max(
+                settings.max_buffered_bytes or 4 * settings.max_body_bytes, settings.max_body_bytes
+            ),
+            settings.max_uploads,
+            settings.request_timeout,
+        )
+        self._cuts = _CountedLog(
+            "cut %d texts (names, tags, annotations) to the span limits in the last minute"
+        )
 
     # -- ingest -----------------------------------------------------------------------------
 
-    async def _upload(self, request: Request) -> bytes:
-        return await read_body(
-            request.stream(),
-            request.headers.get("content-length"),
-            request.headers.get("content-encoding"),
-            self.settings.max_body_bytes,
-        )
+    async def _receive_and_store(
+        self, request: Request, decode: Callable[[bytes], list[SpanDict]]
+    ) -> int:
+        """Read the body, then inflate, decode and store it within the gate's bounds; returns
+        how many texts were cut to the span limits."""
+        async with self.gate.admit() as take:
+            raw = await read_body(
+                request.stream(),
+                request.headers.get("content-length"),
+                request.headers.get("content-encoding"),
+                self.settings.max_body_bytes,
+                take,
+            )
+            encoding = request.headers.get("content-encoding")
 
-    def _inflate(self, request: Request, body: bytes) -> bytes:
-        encoding = request.headers.get("content-encoding")
-        return decompress(body, encoding, self.settings.max_body_bytes)
+            def decode_and_store() -> int:
+                return self._store(decode(decompress(raw, encoding, self.settings.max_body_bytes)))
+
+            async with self.gate.decoding():
+                # inflating and decoding a large batch is CPU work: keep it off the event loop
+                return await run_in_threadpool(decode_and_store)
+
+    def _store(self, spans: list[SpanDict]) -> int:
+        """Bound ``spans`` to the span limits, then store them; how many texts were cut."""
+        cut = limit_spans(spans, self.settings.span_limits)
+        if spans:
+            self.store.accept(spans)
+        if cut:
+            self._cuts.add(cut)
+        return cut
 
     async def post_spans(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
-
-        def decode_and_store(body: bytes) -> None:
-            spans = decode_zipkin_body(self._inflate(request, body), content_type)
-            if spans:
-                self.store.accept(spans)
-
         try:
-            # decoding a large batch is CPU work: keep it off the event loop
-            await run_in_threadpool(decode_and_store, await self._upload(request))
+            await self._receive_and_store(
+                request, lambda body: decode_zipkin_body(body, content_type)
+            )
         except IngestError as error:
             return _ingest_error(error)
         return Response(status_code=202)
 
     async def post_otlp(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
+        is_json = False
 
-        def decode_and_store(body: bytes) -> bool:
-            spans, is_json = decode_otlp_body(self._inflate(request, body), content_type)
-            if spans:
-                self.store.accept(spans)
-            return is_json
+        def decode(body: bytes) -> list[SpanDict]:
+            nonlocal is_json
+            spans, is_json = decode_otlp_body(body, content_type)
+            return spans
 
         try:
-            is_json = await run_in_threadpool(decode_and_store, await self._upload(request))
+            cut = await self._receive_and_store(request, decode)
         except IngestError as error:
             return _ingest_error(error)
         except ImportError:
@@ -112,10 +207,11 @@ class _Api:
                 "OTLP ingest needs opentelemetry-proto: pip install 'tomograph-tracing[collector]'"
             )
             return error_response(501, message)
-        # OTLP/HTTP answers 200 with an empty ExportTraceServiceResponse in the request's encoding
-        if is_json:
-            return json_response({})
-        return Response(b"", status_code=200, media_type="application/x-protobuf")
+        # OTLP/HTTP answers 200 with an ExportTraceServiceResponse in the request's encoding;
+        # its partial_success message (with 0 rejected spans) is OTLP's way to warn the sender
+        warning = f"{cut} texts were cut to the collector's span limits" if cut else ""
+        body = export_response(warning, is_json)
+        return Response(body, 200, media_type=_JSON if is_json else "application/x-protobuf")
 
     # -- Zipkin queries ---------------------------------------------------------------------
 
@@ -153,8 +249,8 @@ class _Api:
         params = request.query_params
         if end_required and not params.get("endTs"):
             raise BadRequest("endTs is required")
-        end_ts = positive_int(params, "endTs", _now_ms()) or _now_ms()
-        lookback = positive_int(params, "lookback", self.settings.query_lookback_ms)
+        end_ts = positive_int(params, "endTs", _now_ms(), MAX_END_TS) or _now_ms()
+        lookback = positive_int(params, "lookback", self.settings.query_lookback_ms, MAX_END_TS)
         return end_ts, min(lookback or self.settings.query_lookback_ms, end_ts)
 
     async def dependencies(self, request: Request) -> Response:
@@ -188,6 +284,8 @@ class _Api:
 def _ingest_error(error: IngestError) -> Response:
     if isinstance(error, BodyTooLarge):
         return error_response(413, str(error))
+    if isinstance(error, ServerBusy):
+        return _retry_later(str(error), 1)
     if isinstance(error, UnsupportedMediaType):
         return error_response(415, str(error))
     return error_response(400, str(error))

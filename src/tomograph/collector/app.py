@@ -1,9 +1,10 @@
 """The collector as an ASGI application: API routes, the web UI, security, retention.
 
-Security defaults: the server binds 127.0.0.1 and then answers only requests addressed to a
-loopback host name (a web page cannot reach it through DNS rebinding); browsers on other origins
-are refused unless listed in ``cors_origins``; with a ``token`` every API call needs
-``Authorization: Bearer <token>``.
+Security defaults: the server binds 127.0.0.1 and, bound to any loopback address, answers only
+requests addressed to a loopback host name (a web page cannot reach it through DNS rebinding);
+browsers on other origins are refused unless listed in ``cors_origins``; with a ``token`` every
+API call needs ``Authorization: Bearer <token>``. Every answer, errors and crashes included, is
+JSON or a UI file and carries :data:`SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tomograph.collector.api import error_response, routes
+from tomograph.collector.api import error_response, routes, store_unavailable_response
+from tomograph.collector.body_deadline import BodyDeadlineMiddleware
 from tomograph.collector.params import BadRequest
-from tomograph.collector.settings import CollectorSettings
+from tomograph.collector.settings import CollectorSettings, is_loopback
 from tomograph.collector.sqlite_store import SqliteSpanStore
-from tomograph.collector.storage import SpanStore
+from tomograph.collector.storage import SpanStore, StoreUnavailable
 
-__all__ = ["create_app", "ui_directory"]
+__all__ = ["SECURITY_HEADERS", "create_app", "ui_directory"]
 
 log = logging.getLogger("tomograph.collector")
 _PROTECTED = ("/api/", "/v1/")
@@ -112,6 +113,53 @@ class _SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+def _host_name(header: str) -> str | None:
+    """The name in a Host header (``name``, ``name:port``, ``[v6]:port``); None if malformed."""
+    if header.startswith("["):
+        end = header.find("]") + 1
+        if not end:
+            return None
+        name, rest = header[:end], header[end:]
+    else:
+        name, colon, port = header.partition(":")
+        rest = colon + port
+    if rest and not (rest[1:].isascii() and rest[1:].isdigit() and rest[0] == ":"):
+        return None
+    return name
+
+
+class _LoopbackHostMiddleware:
+    """Refuses requests whose Host is not a loopback name: the DNS-rebinding defence.
+
+    A page on ``evil.example`` whose name is made to resolve to 127.0.0.1 reaches the collector
+    with ``Host: evil.example``; a loopback server has no business answering that name.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = Request(scope).headers.get("host", "")
+            name = _host_name(header)
+            if name is None or not is_loopback(name):
+                response = error_response(
+                    400,
+                    f"Host {header[:100]!r} is not a loopback name: this collector listens on"
+                    " loopback and answers only to localhost and loopback addresses",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _CollectorApp(Starlette):
+    """Starlette with the security headers outside everything, even its last-resort 500."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
 def _same_origin(origin: str, request: Request) -> bool:
     host = request.headers.get("host", "")
     return origin in (f"http://{host}", f"https://{host}")
@@ -121,12 +169,30 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return error_response(400, str(exc))
 
 
+# These name the path from the scope, not from request.url: building the URL decodes the raw
+# query string as UTF-8, which fails for a client's stray bytes (a second error, a 500).
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(404, f"no such resource: {request.url.path}")
+    return error_response(404, f"no such resource: {request.scope['path'][:200]}")
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    path = request.scope["path"][:200]
+    return error_response(405, f"{request.method} is not allowed on {path}")
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StoreUnavailable)
+    return store_unavailable_response(exc)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=400)  # nobody reads it: the client hung up mid-body
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback (it re-raises to the server); the client learns only that
+    # the fault is ours, never the details
+    return error_response(500, "internal error in the collector (see its log)")
 
 
 def create_app(
@@ -171,10 +237,9 @@ def create_app(
                 await task
             store.close()
 
-    middleware = [Middleware(_SecurityHeadersMiddleware)]
+    middleware = []
     if settings.loopback_only:
-        hosts = ["127.0.0.1", "localhost", "[::1]", "::1"]
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
+        middleware.append(Middleware(_LoopbackHostMiddleware))
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -186,7 +251,14 @@ def create_app(
             )
         )
     middleware.append(Middleware(_GuardMiddleware, settings=settings))
-    app = Starlette(
+    middleware.append(
+        Middleware(
+            BodyDeadlineMiddleware,
+            timeout=settings.request_timeout,
+            min_rate=settings.min_body_rate,
+        )
+    )
+    app = _CollectorApp(
         routes=[
             Route("/", index, methods=["GET"]),
             *routes(store, settings),
@@ -195,8 +267,11 @@ def create_app(
         middleware=middleware,
         exception_handlers={
             BadRequest: _bad_request,
+            StoreUnavailable: _store_unavailable,
+            ClientDisconnect: _client_gone,
             404: _not_found,
             405: _method_not_allowed,
+            Exception: _internal_error,
         },
         lifespan=lifespan,
     )

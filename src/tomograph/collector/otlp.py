@@ -31,7 +31,13 @@ from typing import Any
 from tomograph.collector.storage import SpanDict
 from tomograph.model import exception_text
 
-__all__ = ["OtlpDecodeError", "decode_otlp_json", "decode_otlp_protobuf", "request_to_zipkin"]
+__all__ = [
+    "OtlpDecodeError",
+    "decode_otlp_json",
+    "decode_otlp_protobuf",
+    "export_response",
+    "request_to_zipkin",
+]
 
 _KINDS = {2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS_OK, _STATUS_ERROR = 1, 2
@@ -234,10 +240,27 @@ def decode_otlp_protobuf(data: bytes) -> list[SpanDict]:
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 
 
-def _hex_ids_to_base64(node: Any, path: str) -> Any:
-    """OTLP/JSON writes ids as hex, protobuf's JSON mapping expects base64: translate in place."""
+def _unicode(text: str, path: str) -> None:
+    """Refuse text protobuf cannot hold: a lone surrogate (``"\\ud800"`` in JSON) is not UTF-8.
+
+    Left in, it makes protobuf's C parser fail with SystemError instead of a parse error.
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise OtlpDecodeError(
+                f"{path}: text with a lone surrogate is not valid Unicode: {text[:40]!r}"
+            ) from None
+
+
+def _prepare(node: Any, path: str) -> Any:
+    """Make parsed OTLP/JSON fit protobuf's JSON mapping, in place: ids from hex (as OTLP/JSON
+    writes them) to base64 (as the mapping reads them), and every text checked to be Unicode.
+    """
     if isinstance(node, dict):
         for key, value in node.items():
+            _unicode(key, path)
             if key in _ID_FIELDS and isinstance(value, str):
                 try:
                     raw = bytes.fromhex(value)
@@ -249,10 +272,12 @@ def _hex_ids_to_base64(node: Any, path: str) -> Any:
                     )
                 node[key] = base64.b64encode(raw).decode("ascii")
             else:
-                _hex_ids_to_base64(value, f"{path}.{key}")
+                _prepare(value, f"{path}.{key}")
     elif isinstance(node, list):
         for index, item in enumerate(node):
-            _hex_ids_to_base64(item, f"{path}[{index}]")
+            _prepare(item, f"{path}[{index}]")
+    elif isinstance(node, str):
+        _unicode(node, path)
     return node
 
 
@@ -272,7 +297,7 @@ def decode_otlp_json(data: bytes) -> list[SpanDict]:
     if not isinstance(document, dict):
         raise OtlpDecodeError("body must be a JSON object with resourceSpans")
     try:
-        _hex_ids_to_base64(document, "body")
+        _prepare(document, "body")
     except RecursionError:
         raise OtlpDecodeError("body is nested too deeply") from None
     request = ExportTraceServiceRequest()
@@ -281,3 +306,28 @@ def decode_otlp_json(data: bytes) -> list[SpanDict]:
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise OtlpDecodeError(f"body is not a valid OTLP JSON request: {error}") from None
     return request_to_zipkin(request)
+
+
+def export_response(warning: str, as_json: bool) -> bytes:
+    """The ``ExportTraceServiceResponse`` of an accepted request, in the request's encoding.
+
+    A non-empty ``warning`` goes in ``partial_success.error_message`` with no rejected spans,
+    which OTLP defines as a warning to the sender.
+
+    >>> export_response("", as_json=True)
+    b'{}'
+    >>> export_response("2 texts were cut", as_json=True)
+    b'{"partialSuccess": {"errorMessage": "2 texts were cut"}}'
+    """
+    if as_json:
+        document = {"partialSuccess": {"errorMessage": warning}} if warning else {}
+        return json.dumps(document).encode()
+    if not warning:
+        return b""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTracePartialSuccess,
+        ExportTraceServiceResponse,
+    )
+
+    partial = ExportTracePartialSuccess(error_message=warning)
+    return bytes(ExportTraceServiceResponse(partial_success=partial).SerializeToString())

@@ -7,9 +7,11 @@ import time
 from collections.abc import Mapping
 
 from tomograph.collector.annotation_query import parse_annotation_query
+from tomograph.collector.span_limits import MAX_MICROS, MAX_NAME_LENGTH
 from tomograph.collector.storage import QueryRequest
 
 __all__ = [
+    "MAX_END_TS",
     "MAX_LIMIT",
     "BadRequest",
     "parse_query_request",
@@ -20,16 +22,25 @@ __all__ = [
 
 #: The most traces one search may return (keeps one request's memory bounded).
 MAX_LIMIT = 10_000
+#: The largest ``endTs``/``lookback`` in milliseconds: the store compares them in microseconds.
+MAX_END_TS = MAX_MICROS // 1000
 _HEX = re.compile(r"[0-9a-fA-F]{1,32}")
-_MAX_TEXT = 1024
+# ASCII digits only: int() would also take " 5", "+5", "1_0" and other scripts' digits.
+_DIGITS = re.compile(r"[0-9]+")
+_MAX_TEXT = MAX_NAME_LENGTH  # a longer name is never stored
 
 
 class BadRequest(ValueError):
     """A query parameter is missing or invalid (answered with 400 and this message)."""
 
 
-def positive_int(params: Mapping[str, str], name: str, default: int | None = None) -> int | None:
-    """Parameter ``name`` as an integer > 0, ``default`` when absent; BadRequest otherwise.
+def positive_int(
+    params: Mapping[str, str], name: str, default: int | None = None, maximum: int = MAX_MICROS
+) -> int | None:
+    """Parameter ``name`` as an integer from 1 to ``maximum``, ``default`` when absent or empty.
+
+    Only plain ASCII digits are read (no sign, space, underscore or other scripts' digits);
+    anything else, zero, or a value over ``maximum`` is a BadRequest naming the parameter.
 
     >>> positive_int({"limit": "5"}, "limit")
     5
@@ -37,14 +48,16 @@ def positive_int(params: Mapping[str, str], name: str, default: int | None = Non
     text = params.get(name)
     if text is None or text == "":
         return default
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {text[:40]!r}") from None
+    if not _DIGITS.fullmatch(text):
+        raise BadRequest(f"{name} must be an integer, not {text[:40]!r}")
+    digits = text.lstrip("0")
+    if len(digits) > len(str(maximum)):  # too large, known without converting it
+        raise BadRequest(f"{name} must be at most {maximum}")
+    value = int(digits or "0")
     if value <= 0:
         raise BadRequest(f"{name} must be greater than zero")
-    if value >= 1 << 63:
-        raise BadRequest(f"{name} is too large")
+    if value > maximum:
+        raise BadRequest(f"{name} must be at most {maximum}")
     return value
 
 
@@ -113,12 +126,10 @@ def parse_query_request(
     3
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    end_ts = positive_int(params, "endTs", now_ms)
-    lookback = positive_int(params, "lookback", default_lookback)
-    limit = positive_int(params, "limit", 10)
+    end_ts = positive_int(params, "endTs", now_ms, MAX_END_TS)
+    lookback = positive_int(params, "lookback", default_lookback, MAX_END_TS)
+    limit = positive_int(params, "limit", 10, MAX_LIMIT)
     assert end_ts is not None and lookback is not None and limit is not None
-    if limit > MAX_LIMIT:
-        raise BadRequest(f"limit must be at most {MAX_LIMIT}")
     min_duration = positive_int(params, "minDuration")
     max_duration = positive_int(params, "maxDuration")
     if max_duration is not None:

@@ -86,15 +86,18 @@ def _url_host(host: str) -> str:
 
 
 def _uvicorn_config(settings: CollectorSettings) -> uvicorn.Config:
-    """uvicorn's settings for the collector: quiet, no Server header, no proxy headers trusted."""
+    """uvicorn's settings for the collector: quiet, no Server header, no proxy headers trusted,
+    connections bounded (:mod:`tomograph.collector.connections`)."""
     import uvicorn
 
     from tomograph.collector.app import create_app
+    from tomograph.collector.connections import guarded_protocol
 
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(settings.request_timeout, settings.max_connections),
         log_level="warning",
         access_log=False,
         server_header=False,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path"]
+from tomograph.collector.span_limits import SpanLimits
+
+__all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path", "is_loopback"]
 
 #: Tag keys offered for value completion in the search form (``/api/v2/autocompleteKeys``).
 DEFAULT_AUTOCOMPLETE_KEYS = (
@@ -18,7 +21,28 @@ DEFAULT_AUTOCOMPLETE_KEYS = (
     "rpc.service",
     "otel.status_code",
 )
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address that only this machine can reach.
+
+    Any 127.0.0.0/8 address, ``::1`` (also IPv4-mapped or bracketed), ``localhost`` and names
+    under ``.localhost`` (RFC 6761 reserves them for loopback).
+
+    >>> [is_loopback(h) for h in ("127.0.0.2", "[::1]", "Localhost.", "0.0.0.0", "evil.example")]
+    [True, True, True, False, False]
+    """
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -41,6 +65,15 @@ class CollectorSettings:
     ``token``: when set, every API call (ingest and query) needs ``Authorization: Bearer <token>``.
     ``cors_origins``: browser origins allowed to call the API from other pages (none by default).
     ``max_body_bytes``: largest upload, before and after decompression (413 beyond).
+    ``span_limits``: the most one span may hold; longer texts are cut at ingest
+    (see :mod:`tomograph.collector.span_limits`).
+    ``request_timeout``: seconds a request's headers, then its body, may take to arrive (408);
+    a body gets one more second per ``min_body_rate`` bytes received.
+    ``max_uploads``: uploads inflated, decoded and stored at once; ``max_buffered_bytes``:
+    bytes of bodies held while they arrive (default four bodies of ``max_body_bytes``). An
+    upload that finds no room within ``request_timeout`` gets 503 with Retry-After.
+    ``max_connections``: open connections (503 and closed beyond; fewer when the process may
+    not open that many files).
     ``max_age`` (seconds) / ``max_bytes``: retention, applied every ``retention_interval`` s.
     ``query_lookback_ms``: the search window when a query gives no ``lookback`` (Zipkin's
     ``QUERY_LOOKBACK``).
@@ -55,6 +88,12 @@ class CollectorSettings:
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 10 * 1024 * 1024
+    span_limits: SpanLimits = field(default_factory=SpanLimits)
+    request_timeout: float = 30.0
+    min_body_rate: int = 65_536
+    max_uploads: int = 4
+    max_buffered_bytes: int | None = None
+    max_connections: int = 1000
     max_age: float | None = 7 * 86400.0
     max_bytes: int | None = 1024 * 1024 * 1024
     retention_interval: float = 60.0
@@ -64,4 +103,4 @@ class CollectorSettings:
     @property
     def loopback_only(self) -> bool:
         """True when bound to a loopback address (then only loopback Host headers are served)."""
-        return self.host in _LOOPBACK
+        return is_loopback(self.host)

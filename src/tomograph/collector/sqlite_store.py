@@ -39,6 +39,7 @@ from tomograph.collector.storage import (
     QueryRequest,
     RetentionResult,
     SpanDict,
+    StoreUnavailable,
 )
 
 __all__ = ["SqliteSpanStore"]
@@ -251,13 +252,22 @@ class SqliteSpanStore:
             if self._closed:
                 raise RuntimeError("the span store is closed")
             db = self._writer
-            db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (it does on SQLITE_FULL): a second
+                    # ROLLBACK would fail and hide why
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                unavailable = _unavailable(error)
+                if unavailable is None:
+                    raise
+                raise unavailable from error
 
     def close(self) -> None:
         """Close every connection (further calls raise RuntimeError)."""
@@ -360,24 +370,39 @@ class SqliteSpanStore:
     # -- reads ------------------------------------------------------------------------------
 
     @_reading
-    def _trace_rows(self, trace_id: str) -> list[bytes]:
+    def _trace_rows(self, trace_id: str, budget: int | None = None) -> list[bytes]:
+        """The stored JSON of the trace's spans, in time order.
+
+        With a ``budget``, stops before the span that would take their total past it (the
+        first span is always kept): a trace may be far larger than one answer should be.
+        """
         trace_id = normalize_trace_id(trace_id)
         rows = self._reader().execute(
             "SELECT trace_id, body FROM spans WHERE trace_low = ? ORDER BY ts, row_id",
             (trace_id_low(trace_id),),
         )
-        if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
-            return [_unpack(body) for _, body in rows]
-        return [_unpack(body) for stored, body in rows if stored == trace_id or len(stored) == 16]
+        lenient = len(trace_id) == 16  # a 64-bit id matches any trace with those low bits
+        bodies: list[bytes] = []
+        size = 0
+        for stored, packed in rows:
+            if not lenient and stored != trace_id and len(stored) != 16:
+                continue
+            body = _unpack(packed)
+            size += len(body) + 1
+            if budget is not None and bodies and size > budget:
+                break
+            bodies.append(body)
+        return bodies
 
     def get_trace_json(self, trace_id: str) -> bytes | None:
         """The trace's spans as a JSON array, or None if no span has this id.
 
         A 64-bit id finds 128-bit traces with the same low half, and a 128-bit id finds spans
-        reported with only the low half (Zipkin's lenient trace-id matching).
+        reported with only the low half (Zipkin's lenient trace-id matching). The answer stops
+        at ``max_response_bytes``: the latest spans of a larger trace are left out.
         """
-        bodies = self._trace_rows(trace_id)
-        return b"[" + b",".join(bodies) + b"]" if bodies else None
+        bodies = self._trace_rows(trace_id, self.max_response_bytes)
+        return _json_list(bodies) if bodies else None
 
     def get_trace(self, trace_id: str) -> list[SpanDict] | None:
         """The trace's spans as dicts, or None (see :meth:`get_trace_json`)."""
@@ -387,22 +412,24 @@ class SqliteSpanStore:
     def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
         """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped).
 
-        The answer stops at the first trace that takes it past ``max_response_bytes`` (always
-        holding at least one), so a search for thousands of large traces stays bounded in
-        memory; the ids come newest first, so the oldest are left out.
+        The answer holds at most ``max_response_bytes`` (a first trace larger than that is cut
+        as :meth:`get_trace_json` cuts it), so a search for thousands of large traces stays
+        bounded in memory; the ids come newest first, so the oldest are left out.
         """
         found: list[bytes] = []
-        size = 0
+        budget = self.max_response_bytes
         for trace_id in trace_ids:
-            bodies = self._trace_rows(trace_id)
+            bodies = self._trace_rows(trace_id, budget)
             if not bodies:
                 continue
-            trace = b"[" + b",".join(bodies) + b"]"
-            size += len(trace) + 1
-            if found and size > self.max_response_bytes:
+            trace = _json_list(bodies)
+            if found and len(trace) + 1 > budget:
                 break
             found.append(trace)
-        return b"[" + b",".join(found) + b"]"
+            budget -= len(trace) + 1
+            if budget <= 0:
+                break
+        return _json_list(found)
 
     @_reading
     def find_trace_ids(self, request: QueryRequest) -> list[str]:
@@ -642,6 +669,37 @@ class SqliteSpanStore:
     def span_count(self) -> int:
         """How many spans are stored."""
         return int(self._reader().execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+def _json_list(items: list[bytes]) -> bytes:
+    """JSON texts as one JSON array, built with a single copy (answers can be tens of MB)."""
+    if not items:
+        return b"[]"
+    parts = [b","] * (2 * len(items) + 1)
+    parts[0], parts[-1] = b"[", b"]"
+    parts[1::2] = items
+    return b"".join(parts)
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
+
+
+def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` a write error means (full disk, locked database), if any."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    text = str(error)
+    if code is not None:
+        code &= 0xFF
+    elif "disk is full" in text:
+        code = _SQLITE_FULL
+    elif "locked" in text:
+        code = _SQLITE_BUSY
+    if code == _SQLITE_FULL:
+        return StoreUnavailable(f"the span store's disk is full ({text}); nothing was stored")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StoreUnavailable(f"the span store is busy ({text}); nothing was stored", 5)
+    return None
 
 
 def _percentile(sorted_values: list[int], percent: int) -> int:

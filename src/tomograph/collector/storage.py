@@ -18,10 +18,26 @@ __all__ = [
     "RetentionResult",
     "SpanDict",
     "SpanStore",
+    "StoreUnavailable",
 ]
 
 #: A normalized Zipkin v2 span, as decoded from JSON (lower-case names, hex ids).
 SpanDict = dict[str, Any]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot do this now but may soon: its disk is full, its database is locked.
+
+    The collector answers 503 with ``Retry-After: retry_after`` (seconds), so a sender keeps the
+    batch and tries again instead of dropping it.
+
+    >>> StoreUnavailable("the disk is full", retry_after=30).retry_after
+    30
+    """
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
