@@ -65,6 +65,8 @@ def configure(**_):
 
 if not os.environ.get("CONFIGURE_IN_CHILD"):
     configure()  # in the worker's main process, before the pool forks its children
+    with tomograph.span("import"):  # the main process's own: sent once, by it
+        pass
 
 
 @worker_process_init.connect
@@ -296,6 +298,8 @@ def test_celery_task_spans_arrive_from_every_pool_child(tmp_path: Path, name: st
     if mode.busy_at_stop:  # tasks ended by the shutdown are sent too, as errors
         assert len(run["busy"]) == 2, run["log"]
         assert all("error" in span["tags"] for span in run["busy"]), run["busy"]
+    if not mode.configure_in_child:
+        assert run["names"]["import"] == 1, run["names"]
     if mode.pool == "prefork":
         # Every pool child that started ended, and sent what it traced in Celery's last signal.
         names = run["names"]
