@@ -50,5 +50,8 @@ need_npm statsd@0.9.0
 # --enable-threads (the uWSGI that pip builds for the test extra always runs them)
 need_apt /usr/lib/uwsgi/plugins/python3_plugin.so uwsgi-core uwsgi-plugin-python3
 
+# Celery tests: redis as broker and result backend (a private server per test, on a free port)
+need_apt redis-server redis-server
+
 # collector web UI tests: a real headless browser (driven by Playwright, never its own download)
 need_apt /usr/bin/chromium chromium

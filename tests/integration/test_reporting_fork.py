@@ -156,9 +156,10 @@ def test_fork_from_c_is_noticed_within_a_second_by_spans_fewer_than_a_batch() ->
 
 
 MULTIPROCESSING_APP = """
+import importlib
 import os
 import sys
-import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import tomograph
 
@@ -173,7 +174,8 @@ def work(name, count):
 
 
 if __name__ == "__main__":
-    context = multiprocessing.get_context(sys.argv[1])
+    library = importlib.import_module(sys.argv[1])  # multiprocessing, or billiard (Celery's)
+    context = library.get_context(sys.argv[2])
     with tomograph.span("parent"):  # queued, not yet sent, when fork children start
         pass
     processes = [context.Process(target=work, args=("process", 10)) for _ in range(3)]
@@ -181,20 +183,33 @@ if __name__ == "__main__":
         process.start()
     for process in processes:
         process.join()
-    pool = context.Pool(2)
-    pool.starmap(work, [("pool", 5)] * 4)
+    # Workers are replaced after two tasks: each one ends. Its first span starts its transport's
+    # worker, which sends it at once: the task spans wait for the batch interval, or the exit.
+    pool = context.Pool(2, initializer=work, initargs=("pool start", 1), maxtasksperchild=2)
+    pool.starmap(work, [("pool", 5)] * 4, chunksize=1)
     pool.close()
     pool.join()
+    if library.__name__ == "multiprocessing":
+        with ProcessPoolExecutor(2, mp_context=context) as executor:
+            list(executor.map(work, ["executor"] * 4, [5] * 4))
     print(os.getpid(), [process.exitcode for process in processes])
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+@pytest.mark.parametrize(
+    ("library", "method"),
+    [
+        *(("multiprocessing", method) for method in ("fork", "forkserver", "spawn")),
+        *(("billiard", method) for method in ("fork", "forkserver", "spawn")),
+    ],
+)
 def test_multiprocessing_children_send_their_spans_before_they_exit(
-    tmp_path: Path, method: str
+    tmp_path: Path, library: str, method: str
 ) -> None:
     # Children end right after their last span, long before the batch interval: what they
-    # queued leaves at their exit (fork and forkserver children exit with os._exit()).
+    # queued leaves at their exit (fork and forkserver children exit with os._exit(), and so do
+    # billiard's pool workers whatever the method).
+    pytest.importorskip(library)
     script = tmp_path / "pool_app.py"
     script.write_text(MULTIPROCESSING_APP)
     with RecordingZipkinServer() as server:
@@ -205,7 +220,7 @@ def test_multiprocessing_children_send_their_spans_before_they_exit(
         }
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, str(script), method],
+            [sys.executable, str(script), library, method],
             capture_output=True,
             text=True,
             timeout=60,
@@ -218,8 +233,12 @@ def test_multiprocessing_children_send_their_spans_before_they_exit(
         assert exit_codes.strip() == "[0, 0, 0]"
         spans = list(server.spans)  # every process has exited: nothing more can come
     names = Counter(span["name"] for span in spans)
-    print(f"multiprocessing {method}: {dict(names)} in {elapsed:.2f} s")
-    assert names == {"parent": 1, "process": 30, "pool": 20}, done.stderr
+    print(f"{library} {method}: {dict(names)} in {elapsed:.2f} s")
+    assert names.pop("pool start") >= 2  # one per pool worker, replacements included
+    expected = {"parent": 1, "process": 30, "pool": 20}
+    if library == "multiprocessing":
+        expected["executor"] = 20
+    assert names == expected, done.stderr
     assert len({span["id"] for span in spans}) == len(spans)
     assert parent_pid not in {span["tags"]["pid"] for span in spans if span["name"] != "parent"}
     assert server.invalid == []

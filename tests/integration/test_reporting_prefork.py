@@ -18,15 +18,20 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.servers import REPO_ROOT, free_port, require, wait_for_port
+from support.servers import (
+    REPO_ROOT,
+    free_port,
+    group_alive,
+    process_group,
+    require,
+    wait_for_port,
+)
 from support.zipkin_server import RecordingZipkinServer
 
 pytestmark = pytest.mark.integration
@@ -143,23 +148,6 @@ def _argv(mode: Mode, app_dir: Path, port: int) -> list[str]:
     return argv
 
 
-@contextmanager
-def _process_group(argv: list[str], log: Path, cwd: Path, env: dict[str, str]) -> Iterator[Any]:
-    """The server in a session of its own: nothing it forked outlives the test."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(10)
-
-
 def _stop_gracefully(mode: Mode, process: subprocess.Popen[bytes], app_dir: Path) -> float:
     """Ask for a graceful stop the way an operator would; seconds until the server is gone."""
     started = time.monotonic()
@@ -174,30 +162,16 @@ def _stop_gracefully(mode: Mode, process: subprocess.Popen[bytes], app_dir: Path
         process.wait(STOP_LIMIT * 4)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the server did not stop within {STOP_LIMIT * 4} s")
-    while _group_alive(process.pid):  # a worker without master may outlive the first process
+    while group_alive(process.pid):  # a worker without master may outlive the first process
         if time.monotonic() - started > STOP_LIMIT * 4:
             pytest.fail("a worker did not stop")
         time.sleep(0.02)
     return time.monotonic() - started
 
 
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _wait_for_names(zipkin: RecordingZipkinServer, wanted: Counter[str], timeout: float) -> None:
     """Wait until the endpoint holds at least ``wanted`` spans of each name, or the deadline."""
-    deadline = time.monotonic() + timeout
-    with zipkin.received:
-        while not Counter(span["name"] for span in zipkin.spans) >= wanted:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            zipkin.received.wait(remaining)
+    zipkin.wait_until(lambda spans: Counter(span["name"] for span in spans) >= wanted, timeout)
 
 
 def _run(name: str, mode: Mode, tmp_path: Path) -> dict[str, Any]:
@@ -211,7 +185,7 @@ def _run(name: str, mode: Mode, tmp_path: Path) -> dict[str, Any]:
             **mode.env,
         }
         log = tmp_path / "server.log"
-        with _process_group(_argv(mode, tmp_path, port), log, tmp_path, env) as process:
+        with process_group(_argv(mode, tmp_path, port), log, tmp_path, env) as process:
             wait_for_port(port)
             answered_by: Counter[str] = Counter()
             for _ in range(REQUESTS):

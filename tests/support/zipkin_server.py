@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -189,9 +190,16 @@ class RecordingZipkinServer:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least ``count`` spans arrived; the spans so far."""
+        return self.wait_until(lambda spans: len(spans) >= count, timeout)
+
+    def wait_until(
+        self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float
+    ) -> list[dict[str, Any]]:
+        """Wait until ``condition(spans)`` holds for the spans received, or the deadline; the
+        spans so far."""
         deadline = time.monotonic() + timeout
         with self.received:
-            while len(self.spans) < count:
+            while not condition(self.spans):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

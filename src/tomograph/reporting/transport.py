@@ -8,15 +8,17 @@ backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is
 are dropped and counted, never waited for.
 
 Fork safety (see docs/backends.md for every server): a child made by ``os.fork()`` (gunicorn,
-multiprocessing) gets an empty queue and its own worker through :func:`os.register_at_fork`; the
-parent sends what it had queued. Children of multiprocessing's fork and forkserver methods end
-with ``os._exit()``: they flush in multiprocessing's exit finalizers, as ``atexit`` never runs
-there. In a process that forks uWSGI workers from C no worker thread ever starts (a thread there
-can hang the workers; see :mod:`tomograph.reporting._uwsgi`): spans wait there, worker 1 sends
-those queued before the fork, and uWSGI's post-fork hook makes the transport each process's
-own. Any other fork from C is noticed by a pid check on the transport's slow path, which a
-report takes once per batch and once a second (or ``interval``): a system call, never made per
-span.
+multiprocessing, Celery's prefork pool) gets an empty queue and its own worker through
+:func:`os.register_at_fork`; the parent sends what it had queued. Children of multiprocessing's
+fork and forkserver methods end with ``os._exit()``: they flush in multiprocessing's exit
+finalizers, as ``atexit`` never runs there. billiard's children (Celery's prefork pool) run the
+same finalizer; its pool workers, which skip the finalizers, run it from the pool's exit
+callback (see :mod:`tomograph.reporting._billiard`). In a process that forks uWSGI workers from
+C no worker thread ever starts (a thread there can hang the workers; see
+:mod:`tomograph.reporting._uwsgi`): spans wait there, worker 1 sends those queued before the
+fork, and uWSGI's post-fork hook makes the transport each process's own. Any other fork from C
+is noticed by a pid check on the transport's slow path, which a report takes once per batch and
+once a second (or ``interval``): a system call, never made per span.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
@@ -45,7 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from tomograph.clock import monotonic_ns
-from tomograph.reporting import _uwsgi
+from tomograph.reporting import _billiard, _uwsgi
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -886,26 +888,35 @@ def _close_all_at_exit() -> None:
         transport.close(exit_time_left())
 
 
-# multiprocessing's fork and forkserver children end with os._exit(): no atexit hook runs there,
-# multiprocessing's own exit finalizers do. A child forgets the finalizers registered before its
-# start, but runs its "after fork" callbacks after that: the finalizer is added from there.
+# Children of multiprocessing's fork and forkserver methods end with os._exit(): no atexit hook
+# runs there, multiprocessing's own exit finalizers do. A child forgets the finalizers registered
+# before its start, but runs its "after fork" callbacks after that: the finalizer is added from
+# there. billiard (Celery's prefork pool) shares these registries, so its children run the same
+# callbacks; its pool workers skip the finalizers on their way to os._exit() and run the
+# finalizer from the pool's exit callback instead (see _billiard).
 _after_fork_registered_pid = 0
 _finalizer_pid = 0
 
 
 def _flush_at_multiprocessing_exit(in_child_now: bool) -> None:
-    """Make every multiprocessing child started from now on flush at its exit; with
-    ``in_child_now`` this process too, if it is such a child (and started)."""
+    """Make every multiprocessing or billiard child started from now on flush at its exit;
+    with ``in_child_now`` this process too, if it is such a child (and started)."""
     global _after_fork_registered_pid
     util = sys.modules.get("multiprocessing.util")
     if util is None:
-        return  # multiprocessing is not in use (a child made later imports it first)
+        return  # neither is in use (a child made later imports it first; billiard imports it)
     if _after_fork_registered_pid != os.getpid():
         _after_fork_registered_pid = os.getpid()
         util.register_after_fork(_add_exit_finalizer, _add_exit_finalizer)
-    process = sys.modules.get("multiprocessing.process")
-    if in_child_now and process is not None and process.parent_process() is not None:
+    if in_child_now and _started_by_multiprocessing():
         _add_exit_finalizer()
+
+
+def _started_by_multiprocessing() -> bool:
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None and process.parent_process() is not None:
+        return True
+    return _billiard.started_this_process()
 
 
 def _add_exit_finalizer(_: object = None) -> None:
@@ -913,7 +924,8 @@ def _add_exit_finalizer(_: object = None) -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None and _finalizer_pid != os.getpid():
         _finalizer_pid = os.getpid()
-        util.Finalize(None, _close_all_at_exit, exitpriority=0)
+        finalizer = util.Finalize(None, _close_all_at_exit, exitpriority=0)
+        _billiard.run_at_pool_worker_exit(finalizer)  # a finalizer runs its callback once
 
 
 if hasattr(os, "register_at_fork"):
