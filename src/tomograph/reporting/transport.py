@@ -807,6 +807,13 @@ class BatchingTransport:
             for _ in range(min(count, len(self._queue))):
                 self._queue.popleft()
 
+    def _hurry(self) -> None:
+        """Have the worker send what waits now, without waiting for it (at exit)."""
+        # Not in a forked process that has not taken the transport over yet: the parent's
+        # threads may have held the event's lock at the fork. close() takes it over.
+        if self._pid == os.getpid() and self._worker is not None:
+            self._wakeup.set()
+
     def _start_in_uwsgi_process(self) -> None:
         """In a process uWSGI started: become its transport and send what waits, now."""
         if self._pid != os.getpid():
@@ -871,12 +878,16 @@ def exit_time_left() -> float:
 
     The budget's clock starts at the first call; every exit hook that waits for spans takes its
     time from it, so the exit waits at most that long in total, whatever the hooks' order.
-    Call it only at exit (``tracer.close(exit_time_left())`` in an ``atexit`` hook).
+    The first call also has every transport's worker send what it holds at once: backends are
+    closed one after another, and one stuck on a hung collector must not spend the others'
+    time. Call it only at exit (``tracer.close(exit_time_left())`` in an ``atexit`` hook).
     """
     global _exit_deadline
     now = time.monotonic()
     if _exit_deadline is None:
         _exit_deadline = now + EXIT_FLUSH_SECONDS
+        for transport in list(_transports):
+            transport._hurry()
     return max(0.0, _exit_deadline - now)
 
 
