@@ -360,8 +360,14 @@ class BatchingTransport:
         self._ensure_worker()
         if self._worker is not None:
             # Until the worker has taken what waits, append freely up to the bound.
-            self._wake_at = self.queue_size
+            self._append_freely_below(self.queue_size)
         self._wakeup.set()
+
+    def _append_freely_below(self, length: int) -> None:
+        """Let reports append with no other check while the queue is shorter than ``length``."""
+        self._wake_at = length
+        if self._closed:  # read after the write: a close() running meanwhile has the last word
+            self._wake_at = 0
 
     def _ensure_worker(self) -> None:
         if self._worker is None and not self._stop and not self._parked:
@@ -387,7 +393,7 @@ class BatchingTransport:
             except RuntimeError:  # at interpreter shutdown: flush() sends inline instead
                 return
             self._worker = worker
-            self._wake_at = self.batch_size
+            self._append_freely_below(self.batch_size)
 
     def _run(self) -> None:
         wakeup = self._wakeup
@@ -397,7 +403,7 @@ class BatchingTransport:
                 wakeup.clear()
                 if self._stop:  # close() flushed within its budget and counts what is left
                     break
-                self._wake_at = self.batch_size
+                self._append_freely_below(self.batch_size)
                 try:
                     self._drain(deadline=None)
                 except Exception:  # a bug in an encoder must not kill the worker
@@ -698,6 +704,7 @@ class BatchingTransport:
             self.flush(timeout)
             self._closed = True
             self._wake_at = 0  # every later report takes the slow path and is dropped
+            # (in this order: see _append_freely_below)
             with self._lifecycle:  # no worker starts after this
                 self._stop = True
             self._stopping.set()
