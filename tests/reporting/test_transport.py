@@ -421,6 +421,25 @@ def test_forked_children_draw_different_backoff_jitter() -> None:
     transport.close(0)
 
 
+def test_spans_ending_in_the_future_do_not_make_each_report_check_the_pid() -> None:
+    # The fast path compares a span's end time with the next pid check's time: an explicit
+    # timestamp far ahead sends the report to the slow path, where the clock decides.
+    memory = MemoryBackend()
+    tracer = Tracer("svc", backends=[memory])
+    for _ in range(100):
+        span = tracer.start_span("from the future")
+        span.finish(timestamp_us=2**62)
+    transport = BatchingTransport(RecordingSender(), queue_size=10**6, batch_size=10**6)
+    transport.report(_spans(1)[0])  # starts the worker
+    spans = memory.spans
+    with recorded_calls() as calls:
+        for span in spans:
+            transport.report(span)
+    assert calls.count("posix.getpid") <= 1
+    assert transport.stats()["queued"] == 101
+    transport.close(5)
+
+
 class _ClosingWhenTimed:
     """Stands in for a span: reading its end time the second time closes the transport, as a
     thread switch to a thread calling close() could at that moment of a report."""

@@ -1,11 +1,11 @@
 """The background batching transport: spans leave the application thread in O(1), always.
 
-:class:`BatchingTransport` takes finished spans on the application thread with one length check
-and one ``deque.append`` (atomic under the GIL: no lock, no I/O, no formatting). A daemon worker
-wakes every ``interval`` seconds, or as soon as ``batch_size`` spans wait, encodes batches with
-its :class:`Sender` and sends them, retrying connection errors, 5xx and 429 with exponential
-backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is full, new spans
-are dropped and counted, never waited for.
+:class:`BatchingTransport` takes finished spans on the application thread with one length check,
+one comparison and one ``deque.append`` (atomic under the GIL: no lock, no I/O, no formatting).
+A daemon worker wakes every ``interval`` seconds, or as soon as ``batch_size`` spans wait,
+encodes batches with its :class:`Sender` and sends them, retrying connection errors, 5xx and 429
+with exponential backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is
+full, new spans are dropped and counted, never waited for.
 
 Fork safety (see docs/backends.md for every server): a child made by ``os.fork()`` (gunicorn,
 multiprocessing) gets an empty queue and its own worker through :func:`os.register_at_fork`; the
@@ -278,7 +278,8 @@ class BatchingTransport:
         self._overflowing = self._overflow_logged = False
         # Seeded from os.urandom in every process: forked workers must not back off in lockstep.
         self._random = random.Random()
-        #: A report whose span ended at or after this (monotonic ns) checks the pid first.
+        #: A report whose span ended at or after this (monotonic ns) takes the slow path, which
+        #: checks the pid once the clock has reached it.
         self._check_at = monotonic_ns() + self._check_every_ns
         #: True in a process that forks uWSGI workers: spans wait, no worker starts (see _park).
         self._parked = False
@@ -313,7 +314,9 @@ class BatchingTransport:
                     "closed", "tomograph: %s is closed: later spans are dropped", self.sender.name
                 )
                 return
-            if span.end_ns >= self._check_at or not (self._parked or self._wakeup.is_set()):
+            # A span may end in the future (an explicit timestamp): the clock decides.
+            due = span.end_ns >= self._check_at and monotonic_ns() >= self._check_at
+            if due or not (self._parked or self._wakeup.is_set()):
                 self._check_pid()
             if self._parked:
                 if self._handoff is not None and self._handoff.taken():
