@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 from support.servers import REPO_ROOT
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer
+from tomograph.reporting import transport as transport_module
 from tomograph.reporting.transport import BatchingTransport
 from tomograph.reporting.zipkin import ZipkinBackend
 
@@ -72,13 +74,19 @@ def _wait_until_worker_sleeps(transport: BatchingTransport) -> None:
     blocked by then, and nothing wakes it before its long interval ends.
     """
     worker = transport._worker
-    assert worker is not None and worker.ident is not None
+    assert worker is not None
+    _wait_until_waiting(worker)
+
+
+def _wait_until_waiting(thread: threading.Thread) -> None:
+    """Wait until ``thread`` is blocked in a ``Condition.wait`` (see above)."""
+    assert thread.ident is not None
     wait_code = threading.Condition.wait.__code__
     deadline = time.monotonic() + 10
     seen = 0
     while seen < 2:
-        assert time.monotonic() < deadline, "the worker did not go back to its wait"
-        frame = sys._current_frames().get(worker.ident)
+        assert time.monotonic() < deadline, f"{thread.name} did not go back to its wait"
+        frame = sys._current_frames().get(thread.ident)
         seen = seen + 1 if frame is not None and frame.f_code is wait_code else 0
         time.sleep(0.005)
 
@@ -153,6 +161,139 @@ def test_fork_from_c_is_noticed_within_a_second_by_spans_fewer_than_a_batch() ->
     # A worker that serves a request now and then never fills a batch: the pid check made at
     # least once a second (a report whose span ended after the last check) still finds it.
     _run_fork_case(ctypes.PyDLL(None).fork, 1, "trickle", batch_size=1000)
+
+
+def _exit_code_within(pid: int, timeout: float) -> int:
+    """The child's exit code; a child still running after ``timeout`` s is killed (-9)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def _threads_report_at_once(tracer: Tracer, threads: int, each: int, name: str) -> None:
+    barrier = threading.Barrier(threads)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(each):
+            with tracer.span(name):
+                pass
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_threads_of_a_child_forked_from_c_take_the_transport_over_once() -> None:
+    # Without Python's fork hooks the child's threads notice the fork on their own; several
+    # noticing it at once each made the transport theirs: several workers, spans sent twice.
+    threads, each, rounds = 32, 10, 20
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, interval=30, batch_size=4)
+        tracer = Tracer("forker", backends=[backend])
+        sender = backend.transport.sender
+        reset, resets_in = sender.reset, []  # a take-over resets the sender once
+
+        def counted_reset() -> None:
+            resets_in.append(os.getpid())
+            reset()
+
+        sender.reset = counted_reset  # type: ignore[method-assign]
+        failures = []
+        for round_ in range(rounds):
+            with tracer.span("parent"):
+                pass
+            assert backend.flush(5)
+            _wait_until_worker_sleeps(backend.transport)
+            pid = ctypes.PyDLL(None).fork()
+            if pid == 0:
+                code = 9
+                try:
+                    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+                    _threads_report_at_once(tracer, threads, each, f"child {round_}")
+                    sys.setswitchinterval(0.005)
+                    name = f"tomograph {backend.transport.sender.name}"
+                    workers = [t for t in threading.enumerate() if t.name == name]
+                    flushed = backend.flush(10)
+                    stats = backend.stats()
+                    code = 0
+                    if resets_in.count(os.getpid()) != 1:
+                        code = 1
+                    elif len(workers) != 1:
+                        code = 2
+                    elif not flushed or not stats["queued"] == stats["sent"] == threads * each:
+                        code = 3
+                finally:
+                    os._exit(code)
+            code = _exit_code_within(pid, 30)
+            if code:
+                failures.append((round_, code))
+        assert backend.flush(5)
+        spans = list(server.spans)
+        backend.close(1)
+    names = Counter(span["name"] for span in spans)
+    assert failures == [], "(round, 1: taken over twice, 2: two workers, 3: not all sent once)"
+    assert names == {"parent": rounds, **{f"child {r}": threads * each for r in range(rounds)}}
+
+
+def test_a_child_forked_from_c_while_the_parent_holds_the_transports_locks_never_hangs() -> None:
+    # The child's copies of the locks a parent thread held at the fork stay locked forever:
+    # reporting, stats, flush and the exit hooks in the child must not wait for them.
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("parent"):
+            pass
+        assert backend.flush(5)
+        transport = backend.transport
+        held = [
+            transport._lifecycle,
+            transport._sending,
+            transport._changed,
+            transport._wakeup._cond,
+            transport._stopping._cond,
+            transport._close_done._cond,
+        ]
+        release = threading.Event()
+
+        def hold() -> None:
+            for lock in held:
+                lock.acquire()
+            release.wait(30)
+            for lock in reversed(held):
+                lock.release()
+
+        _wait_until_worker_sleeps(transport)  # first: it needs none of the locks until then
+        holder = threading.Thread(target=hold, name="holder")
+        holder.start()
+        _wait_until_waiting(holder)
+        pid = ctypes.PyDLL(None).fork()
+        if pid == 0:
+            code = 9
+            try:
+                _threads_report_at_once(tracer, 8, 25, "child")
+                queued = backend.stats()["queued"]
+                flushed = backend.flush(5)
+                transport_module._close_all_at_exit()  # what atexit runs
+                stats = backend.stats()
+                code = 0 if (queued, flushed, stats["sent"]) == (200, True, 200) else 1
+            finally:
+                os._exit(code)
+        release.set()
+        holder.join(10)
+        assert _exit_code_within(pid, 30) == 0  # -9: the child hung
+        assert backend.flush(5)
+        spans = list(server.spans)
+        backend.close(1)
+    assert Counter(span["name"] for span in spans) == {"parent": 1, "child": 200}
 
 
 MULTIPROCESSING_APP = """

@@ -16,7 +16,7 @@ can hang the workers; see :mod:`tomograph.reporting._uwsgi`): spans wait there, 
 those queued before the fork, and uWSGI's post-fork hook makes the transport each process's
 own. Any other fork from C is noticed by a pid check on the transport's slow path, which a
 report takes once per batch and once a second (or ``interval``): a system call, never made per
-span.
+span. The first thread to notice takes the transport over; others that notice meanwhile wait.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
@@ -239,19 +239,22 @@ class BatchingTransport:
         #: A report checks the pid once this long (at most 1 s) after the last check, and once
         #: per batch: a fork from C is found at the first span after that.
         self._check_every_ns = int(min(interval, 1.0) * 1e9)
-        self._init_state(os.getpid())
+        #: Who takes the transport over in a forked process: pid -> (thread id, done event).
+        self._takeovers: dict[int, tuple[int, threading.Event]] = {}
+        self._init_state(deque())
+        self._pid = os.getpid()
         if _uwsgi.forks_workers():
             self._park()
         _transports.add(self)
         _uwsgi.call_in_every_process(_start_in_uwsgi_process)
         _flush_at_multiprocessing_exit(in_child_now=True)
 
-    def _init_state(self, pid: int) -> None:
-        """Fresh queue, worker slot, locks, counters and RNG (at start and in a forked child)."""
-        self._pid = pid
-        self._queue: deque[Span] = deque()
-        #: Spans up to this length are appended with no further check. Zero until the worker
-        #: runs, so the first report takes the slow path and starts it.
+    def _init_state(self, queue: deque[Span]) -> None:
+        """Fresh worker slot, locks, counters and RNG (at start and in a forked child)."""
+        self._queue = queue
+        #: While the queue is shorter than this, a report appends with no other check than the
+        #: time's. Zero until the worker runs, so the first report takes the slow path and
+        #: starts it (and after close, so that every report is dropped with a log line).
         self._wake_at = 0
         self._worker: threading.Thread | None = None
         #: Held to start the worker or to stop it for good: exactly one worker per transport.
@@ -286,6 +289,7 @@ class BatchingTransport:
         #: Shared with the process that forks uWSGI workers, and with its children until they
         #: know whether the spans it queued before forking are theirs to send (_settle_handoff).
         self._handoff: _uwsgi.Handoff | None = None
+        #: How many of the queued spans, the oldest, that process queued before the fork.
         self._inherited = 0
 
     # -- application thread -----------------------------------------------------------------
@@ -306,7 +310,8 @@ class BatchingTransport:
 
     def _report_slow(self, span: Span) -> None:
         # Reached once per batch (the worker is idle and ``batch_size`` spans wait), once a
-        # second, when the queue is full, and after close; never per span otherwise.
+        # second, when the queue is full, and after close; never per span otherwise (except
+        # in a process that forks uWSGI workers: see _park).
         try:
             if self._closed:
                 next(self._dropped)
@@ -314,15 +319,19 @@ class BatchingTransport:
                     "closed", "tomograph: %s is closed: later spans are dropped", self.sender.name
                 )
                 return
+            # Read once, before the pid check: a fork's take-over replaces the event, and only
+            # a thread that checked the pid may act on the new one (see _after_fork).
+            waking = not self._wakeup.is_set()
             # A span may end in the future (an explicit timestamp): the clock decides.
             due = span.end_ns >= self._check_at and monotonic_ns() >= self._check_at
-            if due or not (self._parked or self._wakeup.is_set()):
+            if waking or due or self._parked:
                 self._check_pid()
+                waking = not self._wakeup.is_set()
             if self._parked:
                 if self._handoff is not None and self._handoff.taken():
                     self._drop_in_uwsgi_master()
                     return
-            elif not self._wakeup.is_set():
+            elif waking:
                 self._wake_worker()
             queue = self._queue
             if len(queue) < self.queue_size:
@@ -338,12 +347,20 @@ class BatchingTransport:
 
     def _check_pid(self) -> None:
         """Become this process's own transport if it was forked without Python's fork hooks."""
-        if self._pid != os.getpid():  # a system call: at most once per batch and per second
-            self._after_fork(python_hooks=False)
-        elif not self._parked:
+        if self._take_over_if_forked():  # a system call: at most once per batch and per second
+            return
+        if not self._parked:
             self._check_at = monotonic_ns() + self._check_every_ns
         elif not _uwsgi.forks_workers():  # worker 1 of a uWSGI without master, hook replaced
             self._unpark()
+
+    def _take_over_if_forked(self) -> bool:
+        """Become this process's own transport if it was forked without Python's fork hooks
+        (the parent's threads may have held its locks at the fork). True if it was forked."""
+        if self._pid == os.getpid():
+            return False
+        self._after_fork(python_hooks=False)
+        return True
 
     def _drop_in_uwsgi_master(self) -> None:
         next(self._dropped)
@@ -696,8 +713,7 @@ class BatchingTransport:
         releases the sender itself. Safe from any thread, several at once, and from the worker.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._pid != os.getpid():  # the parent's locks may have been held at the fork
-            self._after_fork(python_hooks=False)
+        self._take_over_if_forked()
         with self._lifecycle:
             closing, self._closing = self._closing, True
         if closing:  # another thread is closing: wait for it, within this call's own budget
@@ -759,24 +775,43 @@ class BatchingTransport:
     def _after_fork(self, python_hooks: bool) -> None:
         """Become this process's own transport: new worker, locks, counters, connections.
 
-        ``python_hooks``: Python's at-fork hooks run this (the parent forked with ``os.fork``).
+        ``python_hooks``: Python's at-fork hooks run this (the parent forked with ``os.fork``),
+        while the child has a single thread. Otherwise several threads may notice the fork at
+        once: the first takes the transport over, the others wait until it is done.
         """
+        pid, me = os.getpid(), threading.get_ident()
+        claim = (me, threading.Event())
+        first = self._takeovers.setdefault(pid, claim)  # atomic: one thread gets its own back
+        if first is not claim:
+            if first[0] != me:  # (the taker itself may come back here from a logging handler)
+                first[1].wait()
+            return
+        try:
+            self._take_over(python_hooks)
+        finally:
+            self._pid = pid  # last: a thread that sees this process's pid finds all ready
+            self._takeovers = {pid: claim}  # the ancestors' claims go: a pid can come back
+            claim[1].set()
+
+    def _take_over(self, python_hooks: bool) -> None:
         inherited = self._queue
         parent_parked, handoff = self._parked, self._handoff
-        self._init_state(os.getpid())
+        if parent_parked or not python_hooks:
+            # The parent's spans stay queued: see below. Same deque, so that a span appended
+            # by a thread that read it before the take-over is not lost.
+            self._init_state(inherited)
+        else:  # forked with os.fork: the parent sends what it queued
+            self._init_state(deque())
         if parent_parked:
             # The parent forks uWSGI workers and never sends while they run: its spans are
             # worker 1's to send. A fork made with uWSGI's Python fork hooks runs this before
             # uWSGI tells the child its worker id, so the choice may have to wait for it.
-            self._queue.extend(inherited)
             self._inherited = len(inherited)
             self._handoff = handoff
             if not python_hooks:
                 self._settle_handoff()
-        elif not python_hooks:
-            # Forked from C without hooks: spans queued by this process since the fork cannot
-            # be told apart from the parent's, so all are sent (duplicates beat losses).
-            self._queue.extend(inherited)
+        # else, forked from C without hooks: spans queued by this process since the fork
+        # cannot be told apart from the parent's, so all are sent (duplicates beat losses).
         try:
             self.sender.reset()
         except Exception:
@@ -826,12 +861,11 @@ class BatchingTransport:
 
     def _start_in_uwsgi_process(self) -> None:
         """In a process uWSGI started: become its transport and send what waits, now."""
-        if self._pid != os.getpid():
-            self._after_fork(python_hooks=False)
-        elif self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
-            self._unpark()
-        elif self._handoff is not None:  # Python's fork hooks ran before the worker had its id
-            self._settle_handoff()
+        if not self._take_over_if_forked():  # (uWSGI's own fork runs no Python fork hook)
+            if self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
+                self._unpark()
+            elif self._handoff is not None:  # Python's fork hooks ran before it had its id
+                self._settle_handoff()
         if self._queue and not self._closed:
             self._wake_worker()
 
@@ -842,8 +876,7 @@ class BatchingTransport:
 
         ``queued == sent + dropped + failed + pending`` holds in every snapshot.
         """
-        if self._pid != os.getpid():  # the parent's lock may have been held at the fork
-            self._after_fork(python_hooks=False)
+        self._take_over_if_forked()
         with self._changed:  # one consistent snapshot: a batch moves between counters at once
             waiting = len(self._queue)
             refused = _count_value(self._dropped)
