@@ -6,6 +6,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import CodeType
 
 import pytest
 
@@ -78,10 +80,11 @@ def _wait_until_worker_sleeps(transport: BatchingTransport) -> None:
     _wait_until_waiting(worker)
 
 
-def _wait_until_waiting(thread: threading.Thread) -> None:
-    """Wait until ``thread`` is blocked in a ``Condition.wait`` (see above)."""
+def _wait_until_waiting(
+    thread: threading.Thread, wait_code: CodeType = threading.Condition.wait.__code__
+) -> None:
+    """Wait until ``thread`` is blocked in ``wait_code``, a ``Condition.wait`` (see above)."""
     assert thread.ident is not None
-    wait_code = threading.Condition.wait.__code__
     deadline = time.monotonic() + 10
     seen = 0
     while seen < 2:
@@ -294,6 +297,49 @@ def test_a_child_forked_from_c_while_the_parent_holds_the_transports_locks_never
         spans = list(server.spans)
         backend.close(1)
     assert Counter(span["name"] for span in spans) == {"parent": 1, "child": 200}
+
+
+def test_a_child_forked_from_c_counts_the_spans_it_dropped_before_noticing_the_fork(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Forked while the parent's worker sends (its queue then takes spans unchecked up to the
+    # bound), the child filled the queue before its first pid check; taking the transport over
+    # then reset the counters: the spans dropped until then were in no counter and no log line.
+    with RecordingZipkinServer() as server:
+        server.faults.append(("sleep", 2.0))  # the parent's first batch is answered late
+        backend = ZipkinBackend(server.url, interval=30, batch_size=10, queue_size=200)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("parent"):
+            pass
+        worker = backend.transport._worker
+        assert worker is not None
+        _wait_until_waiting(worker, socket.SocketIO.readinto.__code__)  # in the slow send
+        for _ in range(30):  # the worker is busy: these make the queue take spans unchecked
+            with tracer.span("parent"):
+                pass
+        pid = ctypes.PyDLL(None).fork()
+        if pid == 0:
+            code = 9
+            try:
+                inherited = len(backend.transport._queue)
+                for _ in range(300):
+                    with tracer.span("child"):
+                        pass
+                flushed = backend.flush(10)
+                stats = backend.stats()
+                made = inherited + 300
+                full = sum("is full" in record.getMessage() for record in caplog.records)
+                if not flushed or stats["queued"] != made:
+                    code = 1
+                elif (stats["sent"], stats["dropped"]) != (200, made - 200):
+                    code = 2
+                else:
+                    code = 0 if full == 1 else 3
+            finally:
+                os._exit(code)
+        assert _exit_code_within(pid, 30) == 0, "1: spans not counted, 2: miscounted, 3: no log"
+        assert backend.flush(10)
+        backend.close(1)
 
 
 MULTIPROCESSING_APP = """

@@ -241,7 +241,7 @@ class BatchingTransport:
         self._check_every_ns = int(min(interval, 1.0) * 1e9)
         #: Who takes the transport over in a forked process: pid -> (thread id, done event).
         self._takeovers: dict[int, tuple[int, threading.Event]] = {}
-        self._init_state(deque())
+        self._init_state(deque(), dropped=0)
         self._pid = os.getpid()
         if _uwsgi.forks_workers():
             self._park()
@@ -249,7 +249,7 @@ class BatchingTransport:
         _uwsgi.call_in_every_process(_start_in_uwsgi_process)
         _flush_at_multiprocessing_exit(in_child_now=True)
 
-    def _init_state(self, queue: deque[Span]) -> None:
+    def _init_state(self, queue: deque[Span], dropped: int) -> None:
         """Fresh worker slot, locks, counters and RNG (at start and in a forked child)."""
         self._queue = queue
         #: While the queue is shorter than this, a report appends with no other check than the
@@ -274,11 +274,13 @@ class BatchingTransport:
             self._stopping.set()
             self._close_done.set()
         self._taken = 0
-        self._dropped = itertools.count()  # advanced from any thread: atomic in C
+        self._dropped = itertools.count(dropped)  # advanced from any thread: atomic in C
+        #: ``_dropped`` at the last pid check: a fork from C keeps the drops counted since.
+        self._dropped_at_check = dropped
         self._discarded = 0  # still queued when the transport was closed
         self._sent = self._failed = self._batches = self._bytes = self._retries = 0
         self._failing = False
-        self._overflowing = self._overflow_logged = False
+        self._overflowing, self._overflow_logged = dropped > 0, False
         # Seeded from os.urandom in every process: forked workers must not back off in lockstep.
         self._random = random.Random()
         #: A report whose span ended at or after this (monotonic ns) takes the slow path, which
@@ -349,6 +351,7 @@ class BatchingTransport:
         """Become this process's own transport if it was forked without Python's fork hooks."""
         if self._take_over_if_forked():  # a system call: at most once per batch and per second
             return
+        self._dropped_at_check = _count_value(self._dropped)
         if not self._parked:
             self._check_at = monotonic_ns() + self._check_every_ns
         elif not _uwsgi.forks_workers():  # worker 1 of a uWSGI without master, hook replaced
@@ -796,12 +799,16 @@ class BatchingTransport:
     def _take_over(self, python_hooks: bool) -> None:
         inherited = self._queue
         parent_parked, handoff = self._parked, self._handoff
-        if parent_parked or not python_hooks:
-            # The parent's spans stay queued: see below. Same deque, so that a span appended
-            # by a thread that read it before the take-over is not lost.
-            self._init_state(inherited)
-        else:  # forked with os.fork: the parent sends what it queued
-            self._init_state(deque())
+        if python_hooks:  # run by the fork itself: nothing here is this process's yet
+            self._init_state(inherited if parent_parked else deque(), dropped=0)
+        else:
+            # Found by a pid check: this process may have queued and dropped spans already.
+            # They cannot be told apart from the parent's, so the queue is kept (all are sent:
+            # duplicates beat losses), and so are the drops counted since the parent's last
+            # check (a few of the parent's may be counted twice; none is lost). The same
+            # deque: a span appended by a thread that read it earlier stays where it is sent.
+            dropped = _count_value(self._dropped) - self._dropped_at_check
+            self._init_state(inherited, dropped)
         if parent_parked:
             # The parent forks uWSGI workers and never sends while they run: its spans are
             # worker 1's to send. A fork made with uWSGI's Python fork hooks runs this before
@@ -810,8 +817,6 @@ class BatchingTransport:
             self._handoff = handoff
             if not python_hooks:
                 self._settle_handoff()
-        # else, forked from C without hooks: spans queued by this process since the fork
-        # cannot be told apart from the parent's, so all are sent (duplicates beat losses).
         try:
             self.sender.reset()
         except Exception:
