@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import CodeType
+from typing import Any
 
 import pytest
 
@@ -297,6 +298,39 @@ def test_a_child_forked_from_c_while_the_parent_holds_the_transports_locks_never
         spans = list(server.spans)
         backend.close(1)
     assert Counter(span["name"] for span in spans) == {"parent": 1, "child": 200}
+
+
+@pytest.mark.parametrize("fork", [os.fork, ctypes.PyDLL(None).fork], ids=["os", "from C"])
+def test_a_batch_in_flight_at_the_fork_is_counted_and_sent_by_the_parent_only(fork: Any) -> None:
+    with RecordingZipkinServer() as server:
+        server.faults.append(("sleep", 1.0))  # the parent's batch is answered late
+        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("in flight"):
+            pass
+        worker = backend.transport._worker
+        assert worker is not None
+        _wait_until_waiting(worker, socket.SocketIO.readinto.__code__)
+        assert backend.stats()["pending"] == 1
+        pid = fork()
+        if pid == 0:
+            code = 9
+            try:
+                for _ in range(3):
+                    with tracer.span("child"):
+                        pass
+                flushed = backend.flush(10)
+                stats = backend.stats()
+                code = 0 if flushed and stats["queued"] == stats["sent"] == 3 else 1
+            finally:
+                os._exit(code)
+        assert _exit_code_within(pid, 30) == 0
+        assert backend.flush(10)
+        stats = backend.stats()
+        assert (stats["queued"], stats["sent"], stats["pending"]) == (1, 1, 0)
+        spans = list(server.spans)
+        backend.close(1)
+    assert Counter(span["name"] for span in spans) == {"in flight": 1, "child": 3}
 
 
 def test_a_child_forked_from_c_counts_the_spans_it_dropped_before_noticing_the_fork(
