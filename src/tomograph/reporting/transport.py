@@ -24,7 +24,8 @@ Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transp
 once per outage. Nothing is lost silently.
 
 One worker per transport uses the sender. :meth:`BatchingTransport.flush` sends on the calling
-thread only when no worker runs (at interpreter exit), and then never from two threads at once.
+thread only when no worker runs (at interpreter exit, or in a process that forks uWSGI workers),
+and then never from two threads at once.
 :meth:`BatchingTransport.close` releases the sender only once the worker is done with it.
 """
 
@@ -378,8 +379,7 @@ class BatchingTransport:
 
     def _wake_worker(self) -> None:
         """Start the worker if none runs, and have it send what waits now."""
-        if self._handoff is not None and not self._parked:
-            self._settle_handoff()  # before any send: inherited spans may not be ours
+        self._settle_handoff()  # before any send: inherited spans may not be ours
         self._ensure_worker()
         if self._worker is not None:
             # Until the worker has taken what waits, append freely up to the bound.
@@ -666,13 +666,13 @@ class BatchingTransport:
         """Wait up to ``timeout`` seconds until every queued span was sent or given up on.
 
         Returns True if nothing is pending any more. Safe from any thread; without a running
-        worker (at interpreter exit) it sends on the calling thread. On the worker itself (a
-        sender that flushes) it cannot wait for itself and only tells whether anything waits.
+        worker (at interpreter exit, in a process that forks uWSGI workers) it sends on the
+        calling thread. On the worker itself (a sender that flushes) it cannot wait for itself
+        and only tells whether anything waits.
         """
         try:
             self._check_pid()
-            if self._handoff is not None and not self._parked:
-                self._settle_handoff()
+            self._settle_handoff()
             if not self._queue and not self._in_flight:
                 return True  # nothing to wait for (and no worker to start for it)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -844,7 +844,9 @@ class BatchingTransport:
 
     def _settle_handoff(self) -> None:
         """In a child of a process that forks uWSGI workers: keep the spans it queued before
-        the fork if this is worker 1, the one to send them; otherwise let them go."""
+        the fork if this is worker 1, the one to send them; otherwise let them go. Once."""
+        if self._handoff is None or self._parked:
+            return
         handoff, self._handoff = self._handoff, None
         count, self._inherited = self._inherited, 0
         if handoff is None or handoff.claim(count):
@@ -869,7 +871,7 @@ class BatchingTransport:
         if not self._take_over_if_forked():  # (uWSGI's own fork runs no Python fork hook)
             if self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
                 self._unpark()
-            elif self._handoff is not None:  # Python's fork hooks ran before it had its id
+            else:  # Python's fork hooks may have run before it had its id
                 self._settle_handoff()
         if self._queue and not self._closed:
             self._wake_worker()
