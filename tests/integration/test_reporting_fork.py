@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from support.servers import REPO_ROOT
+from support.servers import REPO_ROOT, never_answering_server
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer
 from tomograph.reporting import transport as transport_module
-from tomograph.reporting.transport import BatchingTransport
+from tomograph.reporting.transport import EXIT_FLUSH_SECONDS, BatchingTransport
 from tomograph.reporting.zipkin import ZipkinBackend
 
 pytestmark = pytest.mark.integration
@@ -444,6 +444,72 @@ def test_multiprocessing_children_send_their_spans_before_they_exit(
     assert len({span["id"] for span in spans}) == len(spans)
     assert parent_pid not in {span["tags"]["pid"] for span in spans if span["name"] != "parent"}
     assert server.invalid == []
+
+
+HUNG_COLLECTOR_CHILD_APP = """
+import json, multiprocessing, os, time
+
+import tomograph
+
+tomograph.configure(
+    service="pool", backends=[os.environ["HUNG_URL"], os.environ["ZIPKIN_URL"]], environ={}
+)
+
+
+def work(report_to):
+    hung, healthy = tomograph.get_tracer().backends
+    with tomograph.span("first"):  # wakes both workers: the hung one stays in its send
+        pass
+    deadline = time.monotonic() + 10
+    while healthy.stats()["sent"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(20):  # queued while the workers wait for their interval
+        with tomograph.span("child"):
+            pass
+    report_to.send(time.monotonic())  # the child's exit begins
+
+
+if __name__ == "__main__":
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=work, args=(send,))
+    child.start()
+    exit_began = receive.recv()
+    child.join()
+    print(json.dumps({"exit_seconds": time.monotonic() - exit_began, "code": child.exitcode}))
+"""
+
+
+def test_a_multiprocessing_child_exits_within_one_budget_and_sends_to_a_healthy_backend(
+    tmp_path: Path,
+) -> None:
+    # Its exit finalizer closes the transports with the same single budget as atexit would,
+    # and a collector that never answers takes none of the other backend's share.
+    script = tmp_path / "hung_app.py"
+    script.write_text(HUNG_COLLECTOR_CHILD_APP)
+    with never_answering_server() as hung, RecordingZipkinServer() as server:
+        server.faults.extend([("sleep", 0.0), ("sleep", 0.3)])  # healthy, answering in 0.3 s
+        env = {
+            **os.environ,
+            "HUNG_URL": f"zipkin+{hung}?interval=60&timeout=600",
+            "ZIPKIN_URL": f"zipkin+{server.url}?interval=60",
+            "PYTHONPATH": str(REPO_ROOT / "src"),
+        }
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,  # a safety net only
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        spans = list(server.spans)  # the child has exited: nothing more can come
+    print(f"multiprocessing child exit with a hung collector: {result['exit_seconds']:.2f} s")
+    assert result["code"] == 0
+    assert Counter(span["name"] for span in spans) == {"first": 1, "child": 20}, done.stderr
+    # The waits end on deadlines; the margin covers a loaded machine.
+    assert result["exit_seconds"] < EXIT_FLUSH_SECONDS + 1.5, result
 
 
 GREEN_APP = """
