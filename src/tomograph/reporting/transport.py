@@ -793,7 +793,7 @@ class BatchingTransport:
             self._take_over(python_hooks)
         finally:
             self._pid = pid  # last: a thread that sees this process's pid finds all ready
-            self._takeovers = {pid: claim}  # the ancestors' claims go: a pid can come back
+            self._takeovers = {pid: claim}  # the parent's claim goes: it never grows
             claim[1].set()
 
     def _take_over(self, python_hooks: bool) -> None:
