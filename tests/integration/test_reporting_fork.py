@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,13 +14,16 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import CodeType
+from typing import Any
 
 import pytest
 
-from support.servers import REPO_ROOT
+from support.servers import REPO_ROOT, never_answering_server
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer
-from tomograph.reporting.transport import BatchingTransport
+from tomograph.reporting import transport as transport_module
+from tomograph.reporting.transport import EXIT_FLUSH_SECONDS, BatchingTransport
 from tomograph.reporting.zipkin import ZipkinBackend
 
 pytestmark = pytest.mark.integration
@@ -72,13 +77,20 @@ def _wait_until_worker_sleeps(transport: BatchingTransport) -> None:
     blocked by then, and nothing wakes it before its long interval ends.
     """
     worker = transport._worker
-    assert worker is not None and worker.ident is not None
-    wait_code = threading.Condition.wait.__code__
+    assert worker is not None
+    _wait_until_waiting(worker)
+
+
+def _wait_until_waiting(
+    thread: threading.Thread, wait_code: CodeType = threading.Condition.wait.__code__
+) -> None:
+    """Wait until ``thread`` is blocked in ``wait_code``, a ``Condition.wait`` (see above)."""
+    assert thread.ident is not None
     deadline = time.monotonic() + 10
     seen = 0
     while seen < 2:
-        assert time.monotonic() < deadline, "the worker did not go back to its wait"
-        frame = sys._current_frames().get(worker.ident)
+        assert time.monotonic() < deadline, f"{thread.name} did not go back to its wait"
+        frame = sys._current_frames().get(thread.ident)
         seen = seen + 1 if frame is not None and frame.f_code is wait_code else 0
         time.sleep(0.005)
 
@@ -153,6 +165,215 @@ def test_fork_from_c_is_noticed_within_a_second_by_spans_fewer_than_a_batch() ->
     # A worker that serves a request now and then never fills a batch: the pid check made at
     # least once a second (a report whose span ended after the last check) still finds it.
     _run_fork_case(ctypes.PyDLL(None).fork, 1, "trickle", batch_size=1000)
+
+
+def _exit_code_within(pid: int, timeout: float) -> int:
+    """The child's exit code; a child still running after ``timeout`` s is killed (-9)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def _threads_report_at_once(tracer: Tracer, threads: int, each: int, name: str) -> None:
+    barrier = threading.Barrier(threads)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(each):
+            with tracer.span(name):
+                pass
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_threads_of_a_child_forked_from_c_take_the_transport_over_once() -> None:
+    # Without Python's fork hooks the child's threads notice the fork on their own; several
+    # noticing it at once each made the transport theirs: several workers, spans sent twice.
+    threads, each, rounds = 32, 10, 20
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, interval=30, batch_size=4)
+        tracer = Tracer("forker", backends=[backend])
+        sender = backend.transport.sender
+        reset, resets_in = sender.reset, []  # a take-over resets the sender once
+
+        def counted_reset() -> None:
+            resets_in.append(os.getpid())
+            reset()
+
+        sender.reset = counted_reset  # type: ignore[method-assign]
+        failures = []
+        for round_ in range(rounds):
+            with tracer.span("parent"):
+                pass
+            assert backend.flush(5)
+            _wait_until_worker_sleeps(backend.transport)
+            pid = ctypes.PyDLL(None).fork()
+            if pid == 0:
+                code = 9
+                try:
+                    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+                    _threads_report_at_once(tracer, threads, each, f"child {round_}")
+                    sys.setswitchinterval(0.005)
+                    name = f"tomograph {backend.transport.sender.name}"
+                    workers = [t for t in threading.enumerate() if t.name == name]
+                    flushed = backend.flush(10)
+                    stats = backend.stats()
+                    code = 0
+                    if resets_in.count(os.getpid()) != 1:
+                        code = 1
+                    elif len(workers) != 1:
+                        code = 2
+                    elif not flushed or not stats["queued"] == stats["sent"] == threads * each:
+                        code = 3
+                finally:
+                    os._exit(code)
+            code = _exit_code_within(pid, 30)
+            if code:
+                failures.append((round_, code))
+        assert backend.flush(5)
+        spans = list(server.spans)
+        backend.close(1)
+    names = Counter(span["name"] for span in spans)
+    assert failures == [], "(round, 1: taken over twice, 2: two workers, 3: not all sent once)"
+    assert names == {"parent": rounds, **{f"child {r}": threads * each for r in range(rounds)}}
+
+
+def test_a_child_forked_from_c_while_the_parent_holds_the_transports_locks_never_hangs() -> None:
+    # The child's copies of the locks a parent thread held at the fork stay locked forever:
+    # reporting, stats, flush and the exit hooks in the child must not wait for them.
+    with RecordingZipkinServer() as server:
+        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("parent"):
+            pass
+        assert backend.flush(5)
+        transport = backend.transport
+        held = [
+            transport._lifecycle,
+            transport._sending,
+            transport._changed,
+            transport._wakeup._cond,
+            transport._stopping._cond,
+            transport._close_done._cond,
+        ]
+        release = threading.Event()
+
+        def hold() -> None:
+            for lock in held:
+                lock.acquire()
+            release.wait(30)
+            for lock in reversed(held):
+                lock.release()
+
+        _wait_until_worker_sleeps(transport)  # first: it needs none of the locks until then
+        holder = threading.Thread(target=hold, name="holder")
+        holder.start()
+        _wait_until_waiting(holder)
+        pid = ctypes.PyDLL(None).fork()
+        if pid == 0:
+            code = 9
+            try:
+                _threads_report_at_once(tracer, 8, 25, "child")
+                queued = backend.stats()["queued"]
+                flushed = backend.flush(5)
+                transport_module._close_all_at_exit()  # what atexit runs
+                stats = backend.stats()
+                code = 0 if (queued, flushed, stats["sent"]) == (200, True, 200) else 1
+            finally:
+                os._exit(code)
+        release.set()
+        holder.join(10)
+        assert _exit_code_within(pid, 30) == 0  # -9: the child hung
+        assert backend.flush(5)
+        spans = list(server.spans)
+        backend.close(1)
+    assert Counter(span["name"] for span in spans) == {"parent": 1, "child": 200}
+
+
+@pytest.mark.parametrize("fork", [os.fork, ctypes.PyDLL(None).fork], ids=["os", "from C"])
+def test_a_batch_in_flight_at_the_fork_is_counted_and_sent_by_the_parent_only(fork: Any) -> None:
+    with RecordingZipkinServer() as server:
+        server.faults.append(("sleep", 1.0))  # the parent's batch is answered late
+        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("in flight"):
+            pass
+        worker = backend.transport._worker
+        assert worker is not None
+        _wait_until_waiting(worker, socket.SocketIO.readinto.__code__)
+        assert backend.stats()["pending"] == 1
+        pid = fork()
+        if pid == 0:
+            code = 9
+            try:
+                for _ in range(3):
+                    with tracer.span("child"):
+                        pass
+                flushed = backend.flush(10)
+                stats = backend.stats()
+                code = 0 if flushed and stats["queued"] == stats["sent"] == 3 else 1
+            finally:
+                os._exit(code)
+        assert _exit_code_within(pid, 30) == 0
+        assert backend.flush(10)
+        stats = backend.stats()
+        assert (stats["queued"], stats["sent"], stats["pending"]) == (1, 1, 0)
+        spans = list(server.spans)
+        backend.close(1)
+    assert Counter(span["name"] for span in spans) == {"in flight": 1, "child": 3}
+
+
+def test_a_child_forked_from_c_counts_the_spans_it_dropped_before_noticing_the_fork(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Forked while the parent's worker sends (its queue then takes spans unchecked up to the
+    # bound), the child filled the queue before its first pid check; taking the transport over
+    # then reset the counters: the spans dropped until then were in no counter and no log line.
+    with RecordingZipkinServer() as server:
+        server.faults.append(("sleep", 2.0))  # the parent's first batch is answered late
+        backend = ZipkinBackend(server.url, interval=30, batch_size=10, queue_size=200)
+        tracer = Tracer("forker", backends=[backend])
+        with tracer.span("parent"):
+            pass
+        worker = backend.transport._worker
+        assert worker is not None
+        _wait_until_waiting(worker, socket.SocketIO.readinto.__code__)  # in the slow send
+        for _ in range(30):  # the worker is busy: these make the queue take spans unchecked
+            with tracer.span("parent"):
+                pass
+        pid = ctypes.PyDLL(None).fork()
+        if pid == 0:
+            code = 9
+            try:
+                inherited = len(backend.transport._queue)
+                for _ in range(300):
+                    with tracer.span("child"):
+                        pass
+                flushed = backend.flush(10)
+                stats = backend.stats()
+                made = inherited + 300
+                full = sum("is full" in record.getMessage() for record in caplog.records)
+                if not flushed or stats["queued"] != made:
+                    code = 1
+                elif (stats["sent"], stats["dropped"]) != (200, made - 200):
+                    code = 2
+                else:
+                    code = 0 if full == 1 else 3
+            finally:
+                os._exit(code)
+        assert _exit_code_within(pid, 30) == 0, "1: spans not counted, 2: miscounted, 3: no log"
+        assert backend.flush(10)
+        backend.close(1)
 
 
 MULTIPROCESSING_APP = """
@@ -242,6 +463,72 @@ def test_multiprocessing_children_send_their_spans_before_they_exit(
     assert len({span["id"] for span in spans}) == len(spans)
     assert parent_pid not in {span["tags"]["pid"] for span in spans if span["name"] != "parent"}
     assert server.invalid == []
+
+
+HUNG_COLLECTOR_CHILD_APP = """
+import json, multiprocessing, os, time
+
+import tomograph
+
+tomograph.configure(
+    service="pool", backends=[os.environ["HUNG_URL"], os.environ["ZIPKIN_URL"]], environ={}
+)
+
+
+def work(report_to):
+    hung, healthy = tomograph.get_tracer().backends
+    with tomograph.span("first"):  # wakes both workers: the hung one stays in its send
+        pass
+    deadline = time.monotonic() + 10
+    while healthy.stats()["sent"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(20):  # queued while the workers wait for their interval
+        with tomograph.span("child"):
+            pass
+    report_to.send(time.monotonic())  # the child's exit begins
+
+
+if __name__ == "__main__":
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=work, args=(send,))
+    child.start()
+    exit_began = receive.recv()
+    child.join()
+    print(json.dumps({"exit_seconds": time.monotonic() - exit_began, "code": child.exitcode}))
+"""
+
+
+def test_a_multiprocessing_child_exits_within_one_budget_and_sends_to_a_healthy_backend(
+    tmp_path: Path,
+) -> None:
+    # Its exit finalizer closes the transports with the same single budget as atexit would,
+    # and a collector that never answers takes none of the other backend's share.
+    script = tmp_path / "hung_app.py"
+    script.write_text(HUNG_COLLECTOR_CHILD_APP)
+    with never_answering_server() as hung, RecordingZipkinServer() as server:
+        server.faults.extend([("sleep", 0.0), ("sleep", 0.3)])  # healthy, answering in 0.3 s
+        env = {
+            **os.environ,
+            "HUNG_URL": f"zipkin+{hung}?interval=60&timeout=600",
+            "ZIPKIN_URL": f"zipkin+{server.url}?interval=60",
+            "PYTHONPATH": str(REPO_ROOT / "src"),
+        }
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,  # a safety net only
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        spans = list(server.spans)  # the child has exited: nothing more can come
+    print(f"multiprocessing child exit with a hung collector: {result['exit_seconds']:.2f} s")
+    assert result["code"] == 0
+    assert Counter(span["name"] for span in spans) == {"first": 1, "child": 20}, done.stderr
+    # The waits end on deadlines; the margin covers a loaded machine.
+    assert result["exit_seconds"] < EXIT_FLUSH_SECONDS + 1.5, result
 
 
 GREEN_APP = """

@@ -419,3 +419,61 @@ def test_forked_children_draw_different_backoff_jitter() -> None:
     parent = tuple(transport._backoff_delay(5, None) for _ in range(4))
     assert len({*draws, parent}) == 4, "forked workers would retry in lockstep"
     transport.close(0)
+
+
+def test_spans_ending_in_the_future_do_not_make_each_report_check_the_pid() -> None:
+    # The fast path compares a span's end time with the next pid check's time: an explicit
+    # timestamp far ahead sends the report to the slow path, where the clock decides.
+    memory = MemoryBackend()
+    tracer = Tracer("svc", backends=[memory])
+    for _ in range(100):
+        span = tracer.start_span("from the future")
+        span.finish(timestamp_us=2**62)
+    transport = BatchingTransport(RecordingSender(), queue_size=10**6, batch_size=10**6)
+    transport.report(_spans(1)[0])  # starts the worker
+    spans = memory.spans
+    with recorded_calls() as calls:
+        for span in spans:
+            transport.report(span)
+    assert calls.count("posix.getpid") <= 1
+    assert transport.stats()["queued"] == 101
+    transport.close(5)
+
+
+class _ClosingWhenTimed:
+    """Stands in for a span: reading its end time the second time closes the transport, as a
+    thread switch to a thread calling close() could at that moment of a report."""
+
+    def __init__(self, transport: BatchingTransport, end_ns: int) -> None:
+        self.transport = transport
+        self.reads = 0
+        self._end_ns = end_ns
+
+    @property
+    def end_ns(self) -> int:
+        self.reads += 1
+        if self.reads == 1:
+            return 2**70  # the fast path's comparison fails: the report takes the slow path
+        self.transport.close(5)
+        return self._end_ns
+
+
+def test_a_report_racing_close_leaves_later_spans_to_be_dropped_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The racing report woke the (stopped) worker, which let later spans append freely to a
+    # queue nobody drains, without the "closed" log line.
+    transport = BatchingTransport(RecordingSender(), interval=0.01)
+    spans = _spans(4)
+    transport.report(spans[0])
+    assert transport.flush(5)
+    racing = _ClosingWhenTimed(transport, spans[1].end_ns)
+    transport.report(racing)  # type: ignore[arg-type]
+    assert racing.reads == 2
+    for span in spans[1:]:
+        transport.report(span)
+    assert sum("is closed" in r.getMessage() for r in caplog.records) == 1
+    assert len(transport._queue) <= 1  # at most the span that raced close() waits there
+    stats = transport.stats()
+    assert (stats["sent"], stats["dropped"], stats["pending"]) == (1, 4, 0)
+    _adds_up(transport)

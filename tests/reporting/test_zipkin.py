@@ -227,6 +227,59 @@ def test_exit_waits_one_bounded_budget_when_the_collector_never_answers(tmp_path
     assert sum(map(int, counted)) == 40, log
 
 
+TWO_BACKENDS_EXIT_SCRIPT = """
+import atexit, json, sys, time
+
+
+def report():  # registered first, so it runs last: after tomograph's exit hooks
+    print(json.dumps([dict(backend.stats()) for backend in tomograph.get_tracer().backends]))
+
+
+atexit.register(report)
+import tomograph
+
+tomograph.configure(service="leaving", backends=[sys.argv[1], sys.argv[2]], environ={})
+hung, healthy = tomograph.get_tracer().backends
+with tomograph.span("first"):  # wakes both workers: the hung one stays in its send
+    pass
+deadline = time.monotonic() + 10
+while healthy.stats()["sent"] < 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
+for _ in range(20):  # queued while the workers wait for their interval
+    with tomograph.span("at exit"):
+        pass
+"""
+
+
+def test_a_collector_that_never_answers_leaves_the_exit_budget_to_the_other_backends(
+    tmp_path: Path,
+) -> None:
+    # The exit closed the backends one after another: the first, stuck on a hung collector,
+    # spent the whole budget and the next was closed with none left, dropping what it held.
+    script = tmp_path / "two_backends.py"
+    script.write_text(TWO_BACKENDS_EXIT_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    with never_answering_server() as hung, RecordingZipkinServer() as server:
+        server.faults.extend([("sleep", 0.0), ("sleep", 0.3)])  # healthy, answering in 0.3 s
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                f"zipkin+{hung}?interval=60&timeout=600",
+                f"zipkin+{server.url}?interval=60",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,  # a safety net only
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    at_hung, at_healthy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (at_healthy["sent"], at_healthy["dropped"]) == (21, 0), done.stderr
+    assert at_hung["queued"] == at_hung["dropped"] + at_hung["pending"] == 21
+
+
 def test_encoded_spans_validate_against_zipkin_openapi() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st

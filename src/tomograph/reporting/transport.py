@@ -1,11 +1,11 @@
 """The background batching transport: spans leave the application thread in O(1), always.
 
-:class:`BatchingTransport` takes finished spans on the application thread with one length check
-and one ``deque.append`` (atomic under the GIL: no lock, no I/O, no formatting). A daemon worker
-wakes every ``interval`` seconds, or as soon as ``batch_size`` spans wait, encodes batches with
-its :class:`Sender` and sends them, retrying connection errors, 5xx and 429 with exponential
-backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is full, new spans
-are dropped and counted, never waited for.
+:class:`BatchingTransport` takes finished spans on the application thread with one length check,
+one comparison and one ``deque.append`` (atomic under the GIL: no lock, no I/O, no formatting).
+A daemon worker wakes every ``interval`` seconds, or as soon as ``batch_size`` spans wait,
+encodes batches with its :class:`Sender` and sends them, retrying connection errors, 5xx and 429
+with exponential backoff and jitter (honouring ``Retry-After``). The queue is bounded: when it is
+full, new spans are dropped and counted, never waited for.
 
 Fork safety (see docs/backends.md for every server): a child made by ``os.fork()`` (gunicorn,
 multiprocessing, Celery's prefork pool) gets an empty queue and its own worker through
@@ -18,7 +18,8 @@ C no worker thread ever starts (a thread there can hang the workers; see
 :mod:`tomograph.reporting._uwsgi`): spans wait there, worker 1 sends those queued before the
 fork, and uWSGI's post-fork hook makes the transport each process's own. Any other fork from C
 is noticed by a pid check on the transport's slow path, which a report takes once per batch and
-once a second (or ``interval``): a system call, never made per span.
+once a second (or ``interval``): a system call, never made per span. The first thread to notice
+takes the transport over; others that notice meanwhile wait.
 
 Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transport closed),
 ``failed`` (given up after retries, or refused by the collector) or still pending, so
@@ -26,7 +27,8 @@ Every span ends up in exactly one of ``sent``, ``dropped`` (queue full or transp
 once per outage. Nothing is lost silently.
 
 One worker per transport uses the sender. :meth:`BatchingTransport.flush` sends on the calling
-thread only when no worker runs (at interpreter exit), and then never from two threads at once.
+thread only when no worker runs (at interpreter exit, or in a process that forks uWSGI workers),
+and then never from two threads at once.
 :meth:`BatchingTransport.close` releases the sender only once the worker is done with it.
 """
 
@@ -241,19 +243,22 @@ class BatchingTransport:
         #: A report checks the pid once this long (at most 1 s) after the last check, and once
         #: per batch: a fork from C is found at the first span after that.
         self._check_every_ns = int(min(interval, 1.0) * 1e9)
-        self._init_state(os.getpid())
+        #: Who takes the transport over in a forked process: pid -> (thread id, done event).
+        self._takeovers: dict[int, tuple[int, threading.Event]] = {}
+        self._init_state(deque(), dropped=0)
+        self._pid = os.getpid()
         if _uwsgi.forks_workers():
             self._park()
         _transports.add(self)
         _uwsgi.call_in_every_process(_start_in_uwsgi_process)
         _flush_at_multiprocessing_exit(in_child_now=True)
 
-    def _init_state(self, pid: int) -> None:
-        """Fresh queue, worker slot, locks, counters and RNG (at start and in a forked child)."""
-        self._pid = pid
-        self._queue: deque[Span] = deque()
-        #: Spans up to this length are appended with no further check. Zero until the worker
-        #: runs, so the first report takes the slow path and starts it.
+    def _init_state(self, queue: deque[Span], dropped: int) -> None:
+        """Fresh worker slot, locks, counters and RNG (at start and in a forked child)."""
+        self._queue = queue
+        #: While the queue is shorter than this, a report appends with no other check than the
+        #: time's. Zero until the worker runs, so the first report takes the slow path and
+        #: starts it (and after close, so that every report is dropped with a log line).
         self._wake_at = 0
         self._worker: threading.Thread | None = None
         #: Held to start the worker or to stop it for good: exactly one worker per transport.
@@ -273,20 +278,24 @@ class BatchingTransport:
             self._stopping.set()
             self._close_done.set()
         self._taken = 0
-        self._dropped = itertools.count()  # advanced from any thread: atomic in C
+        self._dropped = itertools.count(dropped)  # advanced from any thread: atomic in C
+        #: ``_dropped`` at the last pid check: a fork from C keeps the drops counted since.
+        self._dropped_at_check = dropped
         self._discarded = 0  # still queued when the transport was closed
         self._sent = self._failed = self._batches = self._bytes = self._retries = 0
         self._failing = False
-        self._overflowing = self._overflow_logged = False
+        self._overflowing, self._overflow_logged = dropped > 0, False
         # Seeded from os.urandom in every process: forked workers must not back off in lockstep.
         self._random = random.Random()
-        #: A report whose span ended at or after this (monotonic ns) checks the pid first.
+        #: A report whose span ended at or after this (monotonic ns) takes the slow path, which
+        #: checks the pid once the clock has reached it.
         self._check_at = monotonic_ns() + self._check_every_ns
         #: True in a process that forks uWSGI workers: spans wait, no worker starts (see _park).
         self._parked = False
         #: Shared with the process that forks uWSGI workers, and with its children until they
         #: know whether the spans it queued before forking are theirs to send (_settle_handoff).
         self._handoff: _uwsgi.Handoff | None = None
+        #: How many of the queued spans, the oldest, that process queued before the fork.
         self._inherited = 0
 
     # -- application thread -----------------------------------------------------------------
@@ -307,7 +316,8 @@ class BatchingTransport:
 
     def _report_slow(self, span: Span) -> None:
         # Reached once per batch (the worker is idle and ``batch_size`` spans wait), once a
-        # second, when the queue is full, and after close; never per span otherwise.
+        # second, when the queue is full, and after close; never per span otherwise (except
+        # in a process that forks uWSGI workers: see _park).
         try:
             if self._closed:
                 next(self._dropped)
@@ -315,13 +325,19 @@ class BatchingTransport:
                     "closed", "tomograph: %s is closed: later spans are dropped", self.sender.name
                 )
                 return
-            if span.end_ns >= self._check_at or not (self._parked or self._wakeup.is_set()):
+            # Read once, before the pid check: a fork's take-over replaces the event, and only
+            # a thread that checked the pid may act on the new one (see _after_fork).
+            waking = not self._wakeup.is_set()
+            # A span may end in the future (an explicit timestamp): the clock decides.
+            due = span.end_ns >= self._check_at and monotonic_ns() >= self._check_at
+            if waking or due or self._parked:
                 self._check_pid()
+                waking = not self._wakeup.is_set()
             if self._parked:
                 if self._handoff is not None and self._handoff.taken():
                     self._drop_in_uwsgi_master()
                     return
-            elif not self._wakeup.is_set():
+            elif waking:
                 self._wake_worker()
             queue = self._queue
             if len(queue) < self.queue_size:
@@ -337,12 +353,21 @@ class BatchingTransport:
 
     def _check_pid(self) -> None:
         """Become this process's own transport if it was forked without Python's fork hooks."""
-        if self._pid != os.getpid():  # a system call: at most once per batch and per second
-            self._after_fork(python_hooks=False)
-        elif not self._parked:
+        if self._take_over_if_forked():  # a system call: at most once per batch and per second
+            return
+        self._dropped_at_check = _count_value(self._dropped)
+        if not self._parked:
             self._check_at = monotonic_ns() + self._check_every_ns
         elif not _uwsgi.forks_workers():  # worker 1 of a uWSGI without master, hook replaced
             self._unpark()
+
+    def _take_over_if_forked(self) -> bool:
+        """Become this process's own transport if it was forked without Python's fork hooks
+        (the parent's threads may have held its locks at the fork). True if it was forked."""
+        if self._pid == os.getpid():
+            return False
+        self._after_fork(python_hooks=False)
+        return True
 
     def _drop_in_uwsgi_master(self) -> None:
         next(self._dropped)
@@ -357,13 +382,18 @@ class BatchingTransport:
 
     def _wake_worker(self) -> None:
         """Start the worker if none runs, and have it send what waits now."""
-        if self._handoff is not None and not self._parked:
-            self._settle_handoff()  # before any send: inherited spans may not be ours
+        self._settle_handoff()  # before any send: inherited spans may not be ours
         self._ensure_worker()
         if self._worker is not None:
             # Until the worker has taken what waits, append freely up to the bound.
-            self._wake_at = self.queue_size
+            self._append_freely_below(self.queue_size)
         self._wakeup.set()
+
+    def _append_freely_below(self, length: int) -> None:
+        """Let reports append with no other check while the queue is shorter than ``length``."""
+        self._wake_at = length
+        if self._closed:  # read after the write: a close() running meanwhile has the last word
+            self._wake_at = 0
 
     def _ensure_worker(self) -> None:
         if self._worker is None and not self._stop and not self._parked:
@@ -389,7 +419,7 @@ class BatchingTransport:
             except RuntimeError:  # at interpreter shutdown: flush() sends inline instead
                 return
             self._worker = worker
-            self._wake_at = self.batch_size
+            self._append_freely_below(self.batch_size)
 
     def _run(self) -> None:
         wakeup = self._wakeup
@@ -399,7 +429,7 @@ class BatchingTransport:
                 wakeup.clear()
                 if self._stop:  # close() flushed within its budget and counts what is left
                     break
-                self._wake_at = self.batch_size
+                self._append_freely_below(self.batch_size)
                 try:
                     self._drain(deadline=None)
                 except Exception:  # a bug in an encoder must not kill the worker
@@ -639,13 +669,13 @@ class BatchingTransport:
         """Wait up to ``timeout`` seconds until every queued span was sent or given up on.
 
         Returns True if nothing is pending any more. Safe from any thread; without a running
-        worker (at interpreter exit) it sends on the calling thread. On the worker itself (a
-        sender that flushes) it cannot wait for itself and only tells whether anything waits.
+        worker (at interpreter exit, in a process that forks uWSGI workers) it sends on the
+        calling thread. On the worker itself (a sender that flushes) it cannot wait for itself
+        and only tells whether anything waits.
         """
         try:
             self._check_pid()
-            if self._handoff is not None and not self._parked:
-                self._settle_handoff()
+            self._settle_handoff()
             if not self._queue and not self._in_flight:
                 return True  # nothing to wait for (and no worker to start for it)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -689,8 +719,7 @@ class BatchingTransport:
         releases the sender itself. Safe from any thread, several at once, and from the worker.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._pid != os.getpid():  # the parent's locks may have been held at the fork
-            self._after_fork(python_hooks=False)
+        self._take_over_if_forked()
         with self._lifecycle:
             closing, self._closing = self._closing, True
         if closing:  # another thread is closing: wait for it, within this call's own budget
@@ -700,6 +729,7 @@ class BatchingTransport:
             self.flush(timeout)
             self._closed = True
             self._wake_at = 0  # every later report takes the slow path and is dropped
+            # (in this order: see _append_freely_below)
             with self._lifecycle:  # no worker starts after this
                 self._stop = True
             self._stopping.set()
@@ -751,24 +781,45 @@ class BatchingTransport:
     def _after_fork(self, python_hooks: bool) -> None:
         """Become this process's own transport: new worker, locks, counters, connections.
 
-        ``python_hooks``: Python's at-fork hooks run this (the parent forked with ``os.fork``).
+        ``python_hooks``: Python's at-fork hooks run this (the parent forked with ``os.fork``),
+        while the child has a single thread. Otherwise several threads may notice the fork at
+        once: the first takes the transport over, the others wait until it is done.
         """
+        pid, me = os.getpid(), threading.get_ident()
+        claim = (me, threading.Event())
+        first = self._takeovers.setdefault(pid, claim)  # atomic: one thread gets its own back
+        if first is not claim:
+            if first[0] != me:  # (the taker itself may come back here from a logging handler)
+                first[1].wait()
+            return
+        try:
+            self._take_over(python_hooks)
+        finally:
+            self._pid = pid  # last: a thread that sees this process's pid finds all ready
+            self._takeovers = {pid: claim}  # the parent's claim goes: it never grows
+            claim[1].set()
+
+    def _take_over(self, python_hooks: bool) -> None:
         inherited = self._queue
         parent_parked, handoff = self._parked, self._handoff
-        self._init_state(os.getpid())
+        if python_hooks:  # run by the fork itself: nothing here is this process's yet
+            self._init_state(inherited if parent_parked else deque(), dropped=0)
+        else:
+            # Found by a pid check: this process may have queued and dropped spans already.
+            # They cannot be told apart from the parent's, so the queue is kept (all are sent:
+            # duplicates beat losses), and so are the drops counted since the parent's last
+            # check (a few of the parent's may be counted twice; none is lost). The same
+            # deque: a span appended by a thread that read it earlier stays where it is sent.
+            dropped = _count_value(self._dropped) - self._dropped_at_check
+            self._init_state(inherited, dropped)
         if parent_parked:
             # The parent forks uWSGI workers and never sends while they run: its spans are
             # worker 1's to send. A fork made with uWSGI's Python fork hooks runs this before
             # uWSGI tells the child its worker id, so the choice may have to wait for it.
-            self._queue.extend(inherited)
             self._inherited = len(inherited)
             self._handoff = handoff
             if not python_hooks:
                 self._settle_handoff()
-        elif not python_hooks:
-            # Forked from C without hooks: spans queued by this process since the fork cannot
-            # be told apart from the parent's, so all are sent (duplicates beat losses).
-            self._queue.extend(inherited)
         try:
             self.sender.reset()
         except Exception:
@@ -796,7 +847,9 @@ class BatchingTransport:
 
     def _settle_handoff(self) -> None:
         """In a child of a process that forks uWSGI workers: keep the spans it queued before
-        the fork if this is worker 1, the one to send them; otherwise let them go."""
+        the fork if this is worker 1, the one to send them; otherwise let them go. Once."""
+        if self._handoff is None or self._parked:
+            return
         handoff, self._handoff = self._handoff, None
         count, self._inherited = self._inherited, 0
         if handoff is None or handoff.claim(count):
@@ -809,14 +862,20 @@ class BatchingTransport:
             for _ in range(min(count, len(self._queue))):
                 self._queue.popleft()
 
+    def _hurry(self) -> None:
+        """Have the worker send what waits now, without waiting for it (at exit)."""
+        # Not in a forked process that has not taken the transport over yet: the parent's
+        # threads may have held the event's lock at the fork. close() takes it over.
+        if self._pid == os.getpid() and self._worker is not None:
+            self._wakeup.set()
+
     def _start_in_uwsgi_process(self) -> None:
         """In a process uWSGI started: become its transport and send what waits, now."""
-        if self._pid != os.getpid():
-            self._after_fork(python_hooks=False)
-        elif self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
-            self._unpark()
-        elif self._handoff is not None:  # Python's fork hooks ran before the worker had its id
-            self._settle_handoff()
+        if not self._take_over_if_forked():  # (uWSGI's own fork runs no Python fork hook)
+            if self._parked:  # worker 1 of a uWSGI without master: it forked the others by now
+                self._unpark()
+            else:  # Python's fork hooks may have run before it had its id
+                self._settle_handoff()
         if self._queue and not self._closed:
             self._wake_worker()
 
@@ -827,8 +886,7 @@ class BatchingTransport:
 
         ``queued == sent + dropped + failed + pending`` holds in every snapshot.
         """
-        if self._pid != os.getpid():  # the parent's lock may have been held at the fork
-            self._after_fork(python_hooks=False)
+        self._take_over_if_forked()
         with self._changed:  # one consistent snapshot: a batch moves between counters at once
             waiting = len(self._queue)
             refused = _count_value(self._dropped)
@@ -873,12 +931,16 @@ def exit_time_left() -> float:
 
     The budget's clock starts at the first call; every exit hook that waits for spans takes its
     time from it, so the exit waits at most that long in total, whatever the hooks' order.
-    Call it only at exit (``tracer.close(exit_time_left())`` in an ``atexit`` hook).
+    The first call also has every transport's worker send what it holds at once: backends are
+    closed one after another, and one stuck on a hung collector must not spend the others'
+    time. Call it only at exit (``tracer.close(exit_time_left())`` in an ``atexit`` hook).
     """
     global _exit_deadline
     now = time.monotonic()
     if _exit_deadline is None:
         _exit_deadline = now + EXIT_FLUSH_SECONDS
+        for transport in list(_transports):
+            transport._hurry()
     return max(0.0, _exit_deadline - now)
 
 
