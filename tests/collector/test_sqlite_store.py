@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import threading
 import uuid
 from pathlib import Path
 
@@ -303,41 +302,6 @@ def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError):
         store.accept([make_span(T1, "1" * 16)])
-
-
-def test_close_waits_for_a_read_in_progress_on_another_thread(tmp_path: Path) -> None:
-    # Closing a connection while another thread queries it crashes the interpreter.
-    store = SqliteSpanStore(tmp_path / "t.db")
-    store.accept(checkout_trace())
-    in_query, release = threading.Event(), threading.Event()
-    counted: list[int] = []
-
-    def read() -> None:
-        connection = store._reader()
-
-        def hold() -> int:  # SQLite calls this while the query runs
-            in_query.set()
-            release.wait(10)
-            return 0
-
-        connection.set_progress_handler(hold, 1)
-        counted.append(store.span_count())
-        connection.set_progress_handler(None, 1)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    assert in_query.wait(10)
-    closer = threading.Thread(target=store.close)
-    closer.start()
-    closer.join(0.5)
-    assert closer.is_alive()  # still waiting for the read
-    release.set()
-    reader.join(10)
-    closer.join(10)
-    assert counted == [3]
-    assert not closer.is_alive()
-    with pytest.raises(RuntimeError):
-        store.span_count()
 
 
 _hex16 = st.integers(min_value=1, max_value=(1 << 64) - 1).map(lambda v: f"{v:016x}")

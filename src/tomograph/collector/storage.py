@@ -15,13 +15,28 @@ __all__ = [
     "DependencyLink",
     "OperationStats",
     "QueryRequest",
+    "QueryTimeout",
     "RetentionResult",
     "SpanDict",
     "SpanStore",
+    "StoreClosed",
+    "StoreOpenError",
 ]
 
 #: A normalized Zipkin v2 span, as decoded from JSON (lower-case names, hex ids).
 SpanDict = dict[str, Any]
+
+
+class StoreOpenError(Exception):
+    """The store cannot be opened or created; the message names the location and why."""
+
+
+class StoreClosed(RuntimeError):
+    """The store is closed, or closing: a read in progress was interrupted (the server stops)."""
+
+
+class QueryTimeout(Exception):
+    """A read ran past the store's time budget and was interrupted."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,11 @@ class RetentionResult:
 
 
 class SpanStore(Protocol):
-    """A place to keep spans and to search them the way Zipkin's API does."""
+    """A place to keep spans and to search them the way Zipkin's API does.
+
+    Reads may raise :class:`QueryTimeout` when they run past the store's time budget, and
+    every call raises :class:`StoreClosed` once :meth:`close` has begun.
+    """
 
     def accept(self, spans: Sequence[SpanDict]) -> int:
         """Store a batch in one transaction (all or nothing); returns how many were new."""
@@ -130,6 +149,14 @@ class SpanStore(Protocol):
         """Delete traces older than the maximum age, then the oldest until under the size cap."""
         ...
 
+    def interrupt_reads(self) -> None:
+        """Stop the reads in progress (they raise :class:`StoreClosed`) and refuse new ones.
+
+        Writes go on until :meth:`close`: a server that stops answers its queries at once and
+        still stores the batches it is receiving.
+        """
+        ...
+
     def close(self) -> None:
-        """Release the store's connections."""
+        """Interrupt reads in progress, wait for the write in progress, release the connections."""
         ...
