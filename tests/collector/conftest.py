@@ -18,6 +18,7 @@ from tests.support.servers import free_port
 from tomograph.collector.app import create_app
 from tomograph.collector.settings import CollectorSettings
 from tomograph.collector.sqlite_store import SqliteSpanStore
+from tomograph.collector.storage import SpanStore
 
 
 @pytest.fixture
@@ -30,12 +31,12 @@ def store(tmp_path: Path) -> Iterator[SqliteSpanStore]:
 class ServedApp:
     """The collector app served by a real uvicorn server on a thread (loopback, free port)."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, store: SpanStore | None = None, **settings: Any) -> None:
         self.port = free_port()
         self.settings = CollectorSettings(
             port=self.port, db_path=tmp_path / f"app-{self.port}.db", **settings
         )
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, store)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )

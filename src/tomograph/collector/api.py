@@ -1,8 +1,10 @@
 """The HTTP endpoints: Zipkin's v2 API (ingest and query), OTLP/HTTP ingest, and tomograph's own.
 
-Handlers validate their input, then run the (blocking) store call on Starlette's thread pool.
-Errors are JSON ``{"error": "..."}`` with the status Zipkin uses: 400 for bad input, 404 for an
-unknown trace, 413 for an oversized upload, 415 for an unsupported content type.
+Handlers validate their input, then run the (blocking) store call on a worker thread: queries
+through the :class:`~tomograph.collector.query_gate.QueryGate`, ingest on threads of its own, so
+a crowd of queries never delays a batch. Errors are JSON ``{"error": "..."}`` with the status
+Zipkin uses: 400 for bad input, 404 for an unknown trace, 413 for an oversized upload, 415 for an
+unsupported content type, 503 with Retry-After when queries must wait (see ``app``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import time
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import anyio
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,6 +36,7 @@ from tomograph.collector.params import (
     positive_int,
     required_text,
 )
+from tomograph.collector.query_gate import QueryGate
 from tomograph.collector.settings import CollectorSettings
 from tomograph.collector.storage import SpanStore
 
@@ -60,10 +64,16 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: Batches decoded and stored at once; more wait for a thread (they are short).
+_INGEST_THREADS = 8
+
+
 class _Api:
-    def __init__(self, store: SpanStore, settings: CollectorSettings) -> None:
+    def __init__(self, store: SpanStore, settings: CollectorSettings, gate: QueryGate) -> None:
         self.store = store
         self.settings = settings
+        self.query = gate.run
+        self._ingest_threads = anyio.CapacityLimiter(_INGEST_THREADS)
 
     # -- ingest -----------------------------------------------------------------------------
 
@@ -89,7 +99,8 @@ class _Api:
 
         try:
             # decoding a large batch is CPU work: keep it off the event loop
-            await run_in_threadpool(decode_and_store, await self._upload(request))
+            body = await self._upload(request)
+            await anyio.to_thread.run_sync(decode_and_store, body, limiter=self._ingest_threads)
         except IngestError as error:
             return _ingest_error(error)
         return Response(status_code=202)
@@ -104,7 +115,10 @@ class _Api:
             return is_json
 
         try:
-            is_json = await run_in_threadpool(decode_and_store, await self._upload(request))
+            body = await self._upload(request)
+            is_json = await anyio.to_thread.run_sync(
+                decode_and_store, body, limiter=self._ingest_threads
+            )
         except IngestError as error:
             return _ingest_error(error)
         except ImportError:
@@ -120,15 +134,15 @@ class _Api:
     # -- Zipkin queries ---------------------------------------------------------------------
 
     async def services(self, request: Request) -> Response:
-        return json_response(await run_in_threadpool(self.store.service_names))
+        return json_response(await self.query(self.store.service_names))
 
     async def span_names(self, request: Request) -> Response:
         service = required_text(request.query_params, "serviceName")
-        return json_response(await run_in_threadpool(self.store.span_names, service))
+        return json_response(await self.query(self.store.span_names, service))
 
     async def remote_services(self, request: Request) -> Response:
         service = required_text(request.query_params, "serviceName")
-        return json_response(await run_in_threadpool(self.store.remote_service_names, service))
+        return json_response(await self.query(self.store.remote_service_names, service))
 
     async def traces(self, request: Request) -> Response:
         query = parse_query_request(request.query_params, self.settings.query_lookback_ms)
@@ -136,18 +150,18 @@ class _Api:
         def search() -> bytes:
             return self.store.get_traces_json(self.store.find_trace_ids(query))
 
-        return json_response(await run_in_threadpool(search))
+        return json_response(await self.query(search))
 
     async def trace(self, request: Request) -> Response:
         trace_id = parse_trace_id(request.path_params["trace_id"])
-        body = await run_in_threadpool(self.store.get_trace_json, trace_id)
+        body = await self.query(self.store.get_trace_json, trace_id)
         if body is None:
             return error_response(404, f"trace {trace_id} not found")
         return json_response(body)
 
     async def trace_many(self, request: Request) -> Response:
         trace_ids = parse_trace_ids(request.query_params.get("traceIds"))
-        return json_response(await run_in_threadpool(self.store.get_traces_json, trace_ids))
+        return json_response(await self.query(self.store.get_traces_json, trace_ids))
 
     def _window(self, request: Request, end_required: bool) -> tuple[int, int]:
         params = request.query_params
@@ -159,7 +173,7 @@ class _Api:
 
     async def dependencies(self, request: Request) -> Response:
         end_ts, lookback = self._window(request, end_required=True)
-        links = await run_in_threadpool(self.store.dependencies, end_ts, lookback)
+        links = await self.query(self.store.dependencies, end_ts, lookback)
         return json_response(links)
 
     async def autocomplete_keys(self, request: Request) -> Response:
@@ -171,14 +185,14 @@ class _Api:
             raise BadRequest("key is required")
         if key not in self.settings.autocomplete_keys:
             return json_response([])  # as Zipkin: values only for configured keys
-        return json_response(await run_in_threadpool(self.store.tag_values, key))
+        return json_response(await self.query(self.store.tag_values, key))
 
     # -- tomograph's own --------------------------------------------------------------------
 
     async def operations(self, request: Request) -> Response:
         service = required_text(request.query_params, "serviceName")
         end_ts, lookback = self._window(request, end_required=False)
-        stats = await run_in_threadpool(self.store.operations, service, end_ts, lookback)
+        stats = await self.query(self.store.operations, service, end_ts, lookback)
         return json_response(stats)
 
     async def health(self, request: Request) -> Response:
@@ -193,9 +207,9 @@ def _ingest_error(error: IngestError) -> Response:
     return error_response(400, str(error))
 
 
-def routes(store: SpanStore, settings: CollectorSettings) -> list[Route]:
-    """The API routes over ``store``."""
-    api = _Api(store, settings)
+def routes(store: SpanStore, settings: CollectorSettings, gate: QueryGate) -> list[Route]:
+    """The API routes over ``store``; queries pass through ``gate``."""
+    api = _Api(store, settings, gate)
     v2 = "/api/v2"
     return [
         Route(f"{v2}/spans", api.post_spans, methods=["POST"]),

@@ -29,11 +29,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tomograph.collector.api import error_response, routes
 from tomograph.collector.params import BadRequest
+from tomograph.collector.query_gate import Overloaded, QueryGate
 from tomograph.collector.settings import CollectorSettings
 from tomograph.collector.sqlite_store import SqliteSpanStore
-from tomograph.collector.storage import SpanStore
+from tomograph.collector.storage import QueryTimeout, SpanStore, StoreClosed
 
-__all__ = ["create_app", "ui_directory"]
+__all__ = ["begin_shutdown", "create_app", "ui_directory"]
 
 log = logging.getLogger("tomograph.collector")
 _PROTECTED = ("/api/", "/v1/")
@@ -121,6 +122,20 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return error_response(400, str(exc))
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """503 for a query refused, stopped or cut short by shutdown: the client may retry later."""
+    retry_after = exc.retry_after if isinstance(exc, Overloaded) else 1
+    if isinstance(exc, StoreClosed):
+        message = "the collector is shutting down"
+    elif isinstance(exc, QueryTimeout):
+        message = f"{exc}: narrow the time range or add criteria"
+    else:
+        message = str(exc)
+    response = error_response(503, message)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, f"no such resource: {request.url.path}")
 
@@ -143,8 +158,18 @@ def create_app(
     settings = settings or CollectorSettings()
     if store is None:
         store = SqliteSpanStore(
-            settings.db_path, max_age=settings.max_age, max_bytes=settings.max_bytes
+            settings.db_path,
+            max_age=settings.max_age,
+            max_bytes=settings.max_bytes,
+            # one more than the queries that run at once, for retention's size checks
+            readers=settings.max_concurrent_queries + 1,
+            query_timeout=settings.query_timeout,
         )
+    gate = QueryGate(
+        settings.max_concurrent_queries,
+        settings.max_queued_queries,
+        max_wait=settings.query_timeout / 2,
+    )
     ui = ui_directory()
 
     async def index(request: Request) -> Response:
@@ -189,12 +214,15 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
-            *routes(store, settings),
+            *routes(store, settings, gate),
             Mount("/ui", app=StaticFiles(directory=ui), name="ui"),
         ],
         middleware=middleware,
         exception_handlers={
             BadRequest: _bad_request,
+            Overloaded: _unavailable,
+            QueryTimeout: _unavailable,
+            StoreClosed: _unavailable,
             404: _not_found,
             405: _method_not_allowed,
         },
@@ -202,4 +230,15 @@ def create_app(
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.query_gate = gate
     return app
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """Start stopping: queries are refused, running ones stop (503); ingest goes on.
+
+    The server calls this as soon as it is told to stop, before it waits for requests in
+    flight, so a stop is not held up by long queries. The store closes at lifespan shutdown.
+    """
+    app.state.query_gate.close()
+    app.state.store.interrupt_reads()
