@@ -65,7 +65,6 @@ class Reader:
         for cursor in self._cursors:
             cursor.close()
         self._cursors.clear()
-        self.deadline = float("inf")
 
 
 class ReaderPool:
@@ -163,6 +162,7 @@ class ReaderPool:
         reader._finish()
         with self._changed:
             self._busy.discard(reader)
+            reader.deadline = float("inf")
             if self.closing:
                 # close() left this connection to its last user: closing a connection while
                 # another thread runs a query on it crashes the interpreter
@@ -210,7 +210,9 @@ class ReaderPool:
                 for reader in overdue:
                     # under the lock, so the reader cannot have been given back and lent again
                     reader.db.interrupt()
-                pending = [r.deadline - now for r in self._busy if r.deadline > now]
+                pending = [
+                    r.deadline - now for r in self._busy if now < r.deadline < float("inf")
+                ]
                 wait = _REINTERRUPT if overdue else min(pending, default=None)
                 if wait is None and self.closing:
                     return
