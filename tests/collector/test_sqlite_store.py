@@ -297,6 +297,43 @@ def test_a_store_reopens_an_existing_file(tmp_path: Path) -> None:
         second.close()
 
 
+def test_a_file_left_without_its_schema_version_reopens(tmp_path: Path) -> None:
+    # Earlier versions set the version after the schema's transaction: a crash in between
+    # left tomograph's own tables with version 0, which is not another program's database.
+    first = SqliteSpanStore(tmp_path / "t.db")
+    first.accept(checkout_trace())
+    first.close()
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        db.execute("PRAGMA user_version = 0")
+    second = SqliteSpanStore(tmp_path / "t.db")
+    try:
+        assert len(second.get_trace(T1) or []) == 3
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize("max_age", [1e300, float("inf")])
+def test_a_max_age_before_1970_keeps_everything(tmp_path: Path, max_age: float) -> None:
+    store = SqliteSpanStore(tmp_path / "t.db", max_age=max_age)
+    try:
+        store.accept(checkout_trace())
+        assert store.enforce_retention().traces_deleted == 0  # not OverflowError
+        assert store.get_trace(T1) is not None
+    finally:
+        store.close()
+
+
+def test_retention_stops_between_chunks_once_the_server_stops(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "t.db", max_age=3600)
+    try:
+        store.accept(checkout_trace())
+        store.interrupt_reads()
+        later = now_us() + 2 * 3600 * 1_000_000
+        assert store.enforce_retention(later).traces_deleted == 0
+    finally:
+        store.close()
+
+
 def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db")
     store.close()

@@ -181,6 +181,8 @@ def create_app(
                 result = await run_in_threadpool(store.enforce_retention)
                 if result.traces_deleted:
                     log.info("retention removed %d traces", result.traces_deleted)
+            except StoreClosed:
+                return  # the server stops
             except Exception:  # keep serving; the next pass may succeed
                 log.exception("retention pass failed")
             await asyncio.sleep(settings.retention_interval)

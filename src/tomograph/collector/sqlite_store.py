@@ -50,6 +50,19 @@ from tomograph.collector.storage import (
 __all__ = ["SqliteSpanStore"]
 
 _SCHEMA_VERSION = 1
+#: The tables and indexes of _SCHEMA; a file holding anything else belongs to another program.
+_SCHEMA_OBJECTS = {
+    "spans",
+    "spans_by_trace",
+    "spans_by_name",
+    "spans_by_duration",
+    "span_terms",
+    "terms_by_value",
+    "traces",
+    "traces_by_ts",
+    "traces_by_received",
+    "span_names",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
     row_id INTEGER PRIMARY KEY,
@@ -212,6 +225,7 @@ class SqliteSpanStore:
         self.query_timeout = query_timeout
         self._write_lock = threading.Lock()
         self._closed = False
+        self._stopping = False  # set by interrupt_reads: the server is stopping
         self._version = 0  # grows with every write transaction (under the write lock)
         self._wal = self.path.with_name(self.path.name + "-wal")
         self._readers = ReaderPool(
@@ -256,7 +270,8 @@ class SqliteSpanStore:
     def _check_schema(self, db: sqlite3.Connection) -> int:
         """The file's schema version: 0 for a new file; StoreOpenError if it is not ours."""
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version == 0 and db.execute("SELECT 1 FROM sqlite_master").fetchone():
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if version == 0 and not tables <= _SCHEMA_OBJECTS:
             raise StoreOpenError(
                 f"{self.path} is a SQLite database of another program"
                 " (tomograph's own database has none of its tables)"
@@ -334,8 +349,9 @@ class SqliteSpanStore:
     def interrupt_reads(self) -> None:
         """Stop the reads in progress (they raise StoreClosed) and refuse new reads.
 
-        Writes go on until :meth:`close`.
+        Writes go on until :meth:`close`; a retention pass stops after its current chunk.
         """
+        self._stopping = True
         self._readers.interrupt()
 
     def close(self) -> None:
@@ -343,7 +359,7 @@ class SqliteSpanStore:
 
         Further calls raise :class:`~tomograph.collector.storage.StoreClosed`.
         """
-        self._readers.interrupt()
+        self.interrupt_reads()
         with self._write_lock:
             if self._closed:
                 return
@@ -689,7 +705,7 @@ class SqliteSpanStore:
         # an age reaching back before 1970 keeps everything (and overflows SQLite's integers)
         if self.max_age is not None and self.max_age * 1e6 < now_us:
             cutoff = now_us - int(self.max_age * 1e6)
-            while True:
+            while not self._stopping:  # a stopping server finishes the chunk it is deleting
                 with self._transaction() as db:
                     lows = [
                         row[0]
@@ -713,11 +729,12 @@ class SqliteSpanStore:
                     if not count:
                         break
                     excess = math.ceil((used - target) / (used / count))
+                    # in chunks: a long transaction would hold up the batches being ingested
                     lows = [
                         row[0]
                         for row in db.execute(
                             "SELECT trace_low FROM traces ORDER BY received, ts LIMIT ?",
-                            (max(1, excess),),
+                            (min(max(1, excess), _DELETE_CHUNK * 4),),
                         )
                     ]
                     spans += self._delete_traces(db, lows)
