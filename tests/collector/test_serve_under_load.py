@@ -162,6 +162,7 @@ class MixedLoad:
                 elif not self.stopping.is_set():
                     self.ingest_failures[outcome] += 1
                 self.changed.notify_all()
+        connection.close()
 
     def sample(self) -> None:
         while not self.stopping.wait(0.2):
