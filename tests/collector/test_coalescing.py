@@ -1,11 +1,10 @@
-"""One computation per key for everyone asking at once, and never a result older than the ask."""
+"""One computation per key for everyone asking at once, and never an answer older than the ask."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-import pytest
+import anyio
 
 from tomograph.collector.coalescing import CoalescingCache
 
@@ -17,106 +16,159 @@ class Data:
         self.version = 0
 
 
-def in_threads(count: int, function: Callable[[], object]) -> list[object]:
-    results: list[object] = []
-    lock = threading.Lock()
+async def gather(count: int, ask: Callable[[], Awaitable[int]]) -> list[int]:
+    results: list[int] = []
 
-    def run() -> None:
-        value = function()
-        with lock:
-            results.append(value)
+    async def one() -> None:
+        results.append(await ask())
 
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
-    assert not any(thread.is_alive() for thread in threads)
+    async with anyio.create_task_group() as tasks:
+        for _ in range(count):
+            tasks.start_soon(one)
     return results
 
 
 def test_concurrent_callers_of_one_key_share_one_computation() -> None:
     data = Data()
     cache: CoalescingCache[str, int] = CoalescingCache(lambda: data.version, maxsize=4)
-    computing, release = threading.Event(), threading.Event()
     calls: list[int] = []
 
-    def compute() -> int:
+    async def compute() -> int:
         calls.append(1)
-        computing.set()
-        assert release.wait(20)
+        await anyio.sleep(0)  # a checkpoint: the other callers run, and find it running
         return 42
 
-    first = threading.Thread(target=cache.get, args=("day", compute))
-    first.start()
-    assert computing.wait(20)
-    release.set()  # whether the others arrive before or after, nothing changed: no recompute
-    assert in_threads(7, lambda: cache.get("day", compute)) == [42] * 7
-    first.join(20)
-    assert len(calls) == 1
+    async def main() -> list[int]:
+        return await gather(8, lambda: cache.get("day", compute))
+
+    assert anyio.run(main) == [42] * 8
+    assert calls == [1]
 
 
-def test_a_caller_arriving_after_a_write_never_gets_an_older_result() -> None:
+def test_a_caller_arriving_after_a_write_never_gets_an_older_answer() -> None:
     data = Data()
     cache: CoalescingCache[str, int] = CoalescingCache(lambda: data.version, maxsize=4)
-    computing, release = threading.Event(), threading.Event()
     calls: list[int] = []
 
-    def compute() -> int:  # the result reflects the data as it was when computing began
-        seen = data.version
-        calls.append(seen)
-        if len(calls) == 1:
-            computing.set()
-            assert release.wait(20)
-        return seen
+    async def main() -> tuple[list[int], list[int]]:
+        running, release = anyio.Event(), anyio.Event()
 
-    first: list[object] = []
-    early = threading.Thread(target=lambda: first.append(cache.get("day", compute)))
-    early.start()
-    assert computing.wait(20)
-    data.version = 1  # a write lands while the first computation runs
-    release.set()  # the others come during or after it: either way they need a newer one
-    results = in_threads(7, lambda: cache.get("day", compute))
-    early.join(20)
-    assert first == [0]
-    assert results == [1] * 7  # all seven share one newer computation
+        async def compute() -> int:  # the answer reflects the data as it was at the start
+            seen = data.version
+            calls.append(seen)
+            if len(calls) == 1:
+                running.set()
+                await release.wait()
+            return seen
+
+        early: list[int] = []
+        async with anyio.create_task_group() as tasks:
+
+            async def ask_early() -> None:
+                early.append(await cache.get("day", compute))
+
+            tasks.start_soon(ask_early)
+            await running.wait()
+            data.version = 1  # a write lands while the first computation runs
+            release.set()
+            late = await gather(7, lambda: cache.get("day", compute))
+        return early, late
+
+    early, late = anyio.run(main)
+    assert early == [0]
+    assert late == [1] * 7  # all seven share one newer computation
     assert calls == [0, 1]
 
 
-def test_a_failed_computation_fails_only_its_caller() -> None:
+def test_an_unchanged_answer_is_reused_until_the_next_write() -> None:
+    data = Data()
+    cache: CoalescingCache[str, int] = CoalescingCache(lambda: data.version, maxsize=4)
+    calls: list[int] = []
+
+    async def compute() -> int:
+        calls.append(data.version)
+        return data.version
+
+    async def ask() -> int:
+        return await cache.get("day", compute)
+
+    assert [anyio.run(ask), anyio.run(ask)] == [0, 0]
+    data.version = 5
+    assert anyio.run(ask) == 5
+    assert calls == [0, 5]
+
+
+def test_waiters_share_the_error_of_the_computation_they_waited_for() -> None:
     cache: CoalescingCache[str, int] = CoalescingCache(lambda: 0, maxsize=4)
+    calls: list[int] = []
 
-    def fail() -> int:
-        raise RuntimeError("interrupted")
+    async def fail() -> int:
+        calls.append(1)
+        await anyio.sleep(0)  # a checkpoint: the other callers run, and find it running
+        raise RuntimeError("stopped: the query ran too long")
 
-    with pytest.raises(RuntimeError):
-        cache.get("day", fail)
-    assert cache.get("day", lambda: 7) == 7
+    async def main() -> list[object]:
+        outcomes: list[object] = []
 
+        async def one() -> None:
+            try:
+                outcomes.append(await cache.get("day", fail))
+            except RuntimeError as error:
+                outcomes.append(error)
 
-def test_waiting_for_another_callers_computation_is_bounded() -> None:
-    cache: CoalescingCache[str, int] = CoalescingCache(lambda: 0, maxsize=4)
-    computing, release = threading.Event(), threading.Event()
+        async with anyio.create_task_group() as tasks:
+            for _ in range(4):
+                tasks.start_soon(one)
+        return outcomes
 
-    def slow() -> int:
-        computing.set()
-        assert release.wait(20)
-        return 1
+    outcomes = anyio.run(main)
+    assert len(outcomes) == 4 and all(isinstance(o, RuntimeError) for o in outcomes)
+    assert calls == [1]  # not four failures in a row
 
-    first = threading.Thread(target=cache.get, args=("day", slow))
-    first.start()
-    assert computing.wait(20)
-    try:
-        with pytest.raises(TimeoutError):
-            cache.get("day", lambda: 2, timeout=0.05)
-    finally:
-        release.set()
-        first.join(20)
+    async def ok() -> int:
+        return 7
+
+    async def again() -> int:
+        return await cache.get("day", ok)
+
+    assert anyio.run(again) == 7  # the next caller computes afresh
 
 
 def test_only_the_most_recent_keys_are_kept() -> None:
     cache: CoalescingCache[int, int] = CoalescingCache(lambda: 0, maxsize=2)
-    for key in range(10):
-        cache.get(key, lambda key=key: key)  # type: ignore[misc]
+
+    async def main() -> int:
+        for key in range(10):
+
+            async def value(key: int = key) -> int:
+                return key
+
+            await cache.get(key, value)
+
+        async def never() -> int:
+            raise AssertionError("key 9 is kept")
+
+        return await cache.get(9, never)
+
+    assert anyio.run(main) == 9
     assert len(cache._entries) == 2
-    assert cache.get(9, lambda: -1) == 9
+
+
+def test_a_cancelled_computation_leaves_the_next_caller_to_compute() -> None:
+    cache: CoalescingCache[str, int] = CoalescingCache(lambda: 0, maxsize=4)
+
+    async def forever() -> int:
+        await anyio.sleep_forever()
+        return 0
+
+    async def main() -> int:
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # cancelled at its first checkpoint, inside the computation
+            await cache.get("day", forever)
+
+        async def ok() -> int:
+            return 3
+
+        return await cache.get("day", ok)
+
+    assert anyio.run(main) == 3

@@ -105,7 +105,7 @@ def test_fifty_stuck_queries_get_a_bounded_line_and_ingest_goes_on(tmp_path: Pat
         for status, headers, body in answers:
             if status == 503:
                 assert int(headers["retry-after"]) >= 1
-                assert "try again later" in json.loads(body)["error"]
+                assert "the query line is full" in json.loads(body)["error"]
             else:
                 assert json.loads(body) == ["shop"]
         assert store.most_running == app.settings.max_concurrent_queries
@@ -166,3 +166,56 @@ def test_a_query_waiting_longer_than_max_wait_is_refused() -> None:
     anyio.run(main)
     [refused] = outcome
     assert isinstance(refused, Overloaded) and "within 0.1 s" in str(refused)
+
+
+class StuckLinks(SqliteSpanStore):
+    """A store whose dependency links take until released, and that counts computations."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, max_age=None)
+        self.release = threading.Event()
+        self.computed: list[tuple[int, int]] = []
+
+    def dependencies(self, end_ts: int, lookback: int) -> list[Any]:
+        self.computed.append((end_ts, lookback))
+        assert self.release.wait(60)
+        return super().dependencies(end_ts, lookback)
+
+
+def test_clients_asking_for_links_within_a_minute_share_one_computation(tmp_path: Path) -> None:
+    # With one query turn and no line at all, the seven that wait for the first one's links
+    # must not need a turn of their own.
+    store = StuckLinks(tmp_path / "links.db")
+    with ServedApp(tmp_path, store=store, max_concurrent_queries=1, max_queued_queries=0) as app:
+        span = make_span("ab" * 16, "1" * 16, service="web", remote="db", kind="CLIENT")
+        assert post(app, [span]) == 202
+        minute = now_us() // 60_000_000 * 60_000 + 60_000
+        answers: list[tuple[int, dict[str, str], bytes]] = []
+
+        def ask(offset: int) -> None:  # "the last hour, now", a few milliseconds apart
+            answers.append(get(f"{app.url}/api/v2/dependencies?endTs={minute + offset}"))
+
+        askers = [threading.Thread(target=ask, args=(1 + n * 7,)) for n in range(8)]
+        for asker in askers:
+            asker.start()
+        wait_until(lambda: len(app.server.server_state.tasks) >= 8, "all eight are being served")
+        store.release.set()
+        for asker in askers:
+            asker.join(30)
+        assert [status for status, _, _ in answers] == [200] * 8
+        assert {body for _, _, body in answers} == {
+            b'[{"parent": "web", "child": "db", "callCount": 1, "errorCount": 0}]'
+        }
+        assert len(store.computed) == 1
+
+
+def test_links_include_every_batch_acknowledged_before_the_request(tmp_path: Path) -> None:
+    with ServedApp(tmp_path) as app:
+        end = now_us() // 1000 + 1000
+        url = f"{app.url}/api/v2/dependencies?endTs={end}"
+        first = make_span("ab" * 16, "1" * 16, service="web", remote="db", kind="CLIENT")
+        assert post(app, [first]) == 202
+        assert json.loads(get(url)[2])[0]["callCount"] == 1
+        second = make_span("cd" * 16, "1" * 16, service="web", remote="db", kind="CLIENT")
+        assert post(app, [second]) == 202
+        assert json.loads(get(url)[2])[0]["callCount"] == 2  # not the links kept from before

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tomograph.collector.coalescing import CoalescingCache
 from tomograph.collector.ingest import (
     BodyTooLarge,
     IngestError,
@@ -38,7 +39,7 @@ from tomograph.collector.params import (
 )
 from tomograph.collector.query_gate import QueryGate
 from tomograph.collector.settings import CollectorSettings
-from tomograph.collector.storage import SpanStore
+from tomograph.collector.storage import DependencyLink, SpanStore
 
 __all__ = ["error_response", "json_response", "routes"]
 
@@ -66,6 +67,11 @@ def _now_ms() -> int:
 
 #: Batches decoded and stored at once; more wait for a thread (they are short).
 _INGEST_THREADS = 8
+#: ``/dependencies`` counts the traces of its window rounded out to whole minutes, so that
+#: clients asking "the last hour, now" within the same minute share one computation.
+_LINK_WINDOW_MS = 60_000
+#: The largest end of a window in epoch milliseconds (its microseconds fit SQLite's integers).
+_MAX_END_MS = (2**63 - 1) // 1000
 
 
 class _Api:
@@ -74,6 +80,9 @@ class _Api:
         self.settings = settings
         self.query = gate.run
         self._ingest_threads = anyio.CapacityLimiter(_INGEST_THREADS)
+        self._links: CoalescingCache[tuple[int, int], list[DependencyLink]] = CoalescingCache(
+            store.data_version, maxsize=32
+        )
 
     # -- ingest -----------------------------------------------------------------------------
 
@@ -173,8 +182,13 @@ class _Api:
 
     async def dependencies(self, request: Request) -> Response:
         end_ts, lookback = self._window(request, end_required=True)
-        links = await self.query(self.store.dependencies, end_ts, lookback)
-        return json_response(links)
+        start = (end_ts - lookback) // _LINK_WINDOW_MS * _LINK_WINDOW_MS
+        end = min(-(-end_ts // _LINK_WINDOW_MS) * _LINK_WINDOW_MS, max(end_ts, _MAX_END_MS))
+
+        async def compute() -> list[DependencyLink]:
+            return await self.query(self.store.dependencies, end, end - start)
+
+        return json_response(await self._links.get((start, end), compute))
 
     async def autocomplete_keys(self, request: Request) -> Response:
         return json_response(list(self.settings.autocomplete_keys))

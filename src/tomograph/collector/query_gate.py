@@ -76,7 +76,8 @@ class QueryGate:
             pass
         if self._queued >= self.waiting:
             raise Overloaded(
-                f"{self.running} queries run and {self._queued} wait: try again later",
+                f"the query line is full ({self.running} running, {self._queued} waiting):"
+                " try again later",
                 self._retry_after,
             )
         self._queued += 1

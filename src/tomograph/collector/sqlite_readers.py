@@ -210,9 +210,7 @@ class ReaderPool:
                 for reader in overdue:
                     # under the lock, so the reader cannot have been given back and lent again
                     reader.db.interrupt()
-                pending = [
-                    r.deadline - now for r in self._busy if now < r.deadline < float("inf")
-                ]
+                pending = [r.deadline - now for r in self._busy if now < r.deadline < float("inf")]
                 wait = _REINTERRUPT if overdue else min(pending, default=None)
                 if wait is None and self.closing:
                     return

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from tomograph.collector.coalescing import CoalescingCache
 from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.normalize import (
     is_error,
@@ -40,7 +39,6 @@ from tomograph.collector.storage import (
     DependencyLink,
     OperationStats,
     QueryRequest,
-    QueryTimeout,
     RetentionResult,
     SpanDict,
     StoreClosed,
@@ -166,8 +164,6 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: How long :meth:`SqliteSpanStore.close` waits for interrupted reads to stop.
 _CLOSE_WAIT = 2.0
-#: How many dependency windows keep their links (see :class:`CoalescingCache`).
-_DEPENDENCY_WINDOWS = 32
 
 
 def _reading(
@@ -230,9 +226,6 @@ class SqliteSpanStore:
         self._wal = self.path.with_name(self.path.name + "-wal")
         self._readers = ReaderPool(
             self._connect_reader, readers, query_timeout, on_idle=self._reset_wal
-        )
-        self._dependency_links: CoalescingCache[tuple[int, int], list[DependencyLink]] = (
-            CoalescingCache(lambda: self._version, _DEPENDENCY_WINDOWS)
         )
         try:
             self._writer = self._open()
@@ -345,6 +338,10 @@ class SqliteSpanStore:
             pass  # the log stays long until the next try; no data is at stake
         finally:
             db.execute("PRAGMA busy_timeout = 30000")
+
+    def data_version(self) -> int:
+        """A number that grows with every write: while it is unchanged, so are all answers."""
+        return self._version
 
     def interrupt_reads(self) -> None:
         """Stop the reads in progress (they raise StoreClosed) and refuse new reads.
@@ -573,24 +570,9 @@ class SqliteSpanStore:
         )
         return [row[0] for row in rows]
 
-    def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
-        """Links between services in traces whose timestamp is in the window (epoch ms).
-
-        Clients asking for the same window at once share one computation, and its links
-        answer later requests until the next write.
-        """
-        try:
-            links = self._dependency_links.get(
-                (end_ts, lookback),
-                lambda: self._dependencies(end_ts, lookback),
-                self.query_timeout,
-            )
-        except TimeoutError:
-            raise QueryTimeout(self._readers.timeout_message) from None
-        return [DependencyLink(**link) for link in links]  # callers may change their copy
-
     @_reading
-    def _dependencies(self, reader: Reader, end_ts: int, lookback: int) -> list[DependencyLink]:
+    def dependencies(self, reader: Reader, end_ts: int, lookback: int) -> list[DependencyLink]:
+        """Links between services in traces whose timestamp is in the window (epoch ms)."""
         rows = reader.execute(
             "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
             " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"

@@ -149,6 +149,13 @@ class SpanStore(Protocol):
         """Delete traces older than the maximum age, then the oldest until under the size cap."""
         ...
 
+    def data_version(self) -> int:
+        """A number that grows with every write: while it is unchanged, so are all answers.
+
+        Lets the HTTP layer reuse an expensive answer (dependency links) until the next write.
+        """
+        ...
+
     def interrupt_reads(self) -> None:
         """Stop the reads in progress (they raise :class:`StoreClosed`) and refuse new ones.
 
