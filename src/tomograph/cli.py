@@ -143,14 +143,14 @@ def _size(text: str) -> int:
 
 def _port(text: str) -> int:
     """A TCP port number, 0 (any free port) to 65535."""
-    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port: {text!r} (0 to 65535)")
     return int(text)
 
 
 def _count(text: str) -> int:
     """A whole number of at least 1."""
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
     return int(text)
 

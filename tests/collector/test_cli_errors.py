@@ -100,6 +100,7 @@ def test_port_in_use_fails_before_claiming_to_listen(tmp_path: Path, taken_port:
         (["--port", "99999"], "argument --port: not a port: '99999'"),
         (["--port", "-1"], "argument --port: not a port: '-1'"),
         (["--port", "http"], "argument --port: not a port: 'http'"),
+        (["--port", "9" * 5000], "argument --port: not a port"),
         (["--foo"], "unrecognized arguments: --foo"),
         (["--max-age", "0"], "argument --max-age"),
         (["--max-age", "nan"], "argument --max-age"),
@@ -124,6 +125,11 @@ def test_bad_serve_arguments(tmp_path: Path, args: list[str], phrase: str) -> No
 def test_bad_hosts(tmp_path: Path, host: str, phrase: str) -> None:
     result = tomograph("serve", "--host", host, "--port", "0", "--db", str(tmp_path / "t.db"))
     assert_one_line_error(result, "tomograph serve:", phrase)
+
+
+def test_a_query_timeout_longer_than_a_day(tmp_path: Path) -> None:
+    result = tomograph("serve", "--query-timeout", "2d", "--db", str(tmp_path / "t.db"))
+    assert_one_line_error(result, "tomograph serve:", "at most a day")
 
 
 @pytest.mark.parametrize("token", ["two words", "tab\there", "naïve", " "])

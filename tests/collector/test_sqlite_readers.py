@@ -99,6 +99,19 @@ def test_a_read_past_its_deadline_is_interrupted(tmp_path: Path) -> None:
     pool.close()
 
 
+def test_a_timeout_too_long_to_wait_for_is_no_limit(tmp_path: Path) -> None:
+    pool = ReaderPool(lambda: sqlite3.connect(tmp_path / "t.db", check_same_thread=False), 1, 1e300)
+    try:
+        with pool.reading() as reader:
+            assert reader.execute("SELECT 1").fetchone() == (1,)
+            watchdog = pool._watchdog
+            assert watchdog is not None
+            watchdog.join(0.2)  # waiting 1e300 s for this read overflowed the clock: it died
+            assert watchdog.is_alive()
+    finally:
+        pool.close()
+
+
 def test_a_store_read_past_the_query_timeout_raises_query_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

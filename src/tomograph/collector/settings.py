@@ -84,8 +84,10 @@ class CollectorSettings:
                 " header), e.g. the output of: python -c 'import secrets;"
                 " print(secrets.token_urlsafe())'"
             )
-        if not 0 < self.query_timeout < float("inf"):
-            raise ConfigurationError(f"query_timeout must be positive, not {self.query_timeout}")
+        if not 0 < self.query_timeout <= 86400:
+            raise ConfigurationError(
+                f"the query timeout must be more than 0 and at most a day, not {self.query_timeout}"
+            )
         if self.max_concurrent_queries < 1 or self.max_queued_queries < 0:
             raise ConfigurationError("at least one query must be able to run")
         if self.shutdown_timeout < 0:

@@ -32,6 +32,14 @@ __all__ = ["Reader", "ReaderPool"]
 #: While a read is overdue, it is interrupted again this often (seconds): an interrupt only
 #: reaches statements running at that moment, not the next one a Python loop starts.
 _REINTERRUPT = 0.05
+_NEVER = float("inf")
+
+
+def _seconds_until(deadline: float) -> float | None:
+    """A timeout for Condition.wait: None for no deadline, and never beyond what it accepts."""
+    if deadline == _NEVER:
+        return None
+    return min(deadline - time.monotonic(), threading.TIMEOUT_MAX)
 
 
 class Reader:
@@ -41,7 +49,7 @@ class Reader:
 
     def __init__(self, db: sqlite3.Connection, pool: ReaderPool) -> None:
         self.db = db
-        self.deadline = float("inf")
+        self.deadline = _NEVER
         self._pool = pool
         self._cursors: list[sqlite3.Cursor] = []
 
@@ -111,7 +119,7 @@ class ReaderPool:
     @contextmanager
     def reading(self) -> Iterator[Reader]:
         """Borrow a connection for one read; SQLite's "interrupted" becomes our own errors."""
-        deadline = time.monotonic() + self.timeout if self.timeout is not None else float("inf")
+        deadline = time.monotonic() + self.timeout if self.timeout is not None else _NEVER
         reader = self._borrow(deadline)
         try:
             yield reader
@@ -139,7 +147,7 @@ class ReaderPool:
                     self._opened += 1
                     reader = None
                     break
-                left = deadline - time.monotonic() if deadline != float("inf") else None
+                left = _seconds_until(deadline)
                 if not self._changed.wait(left):
                     raise QueryTimeout(self.timeout_message)
         if reader is None:
@@ -153,7 +161,7 @@ class ReaderPool:
         with self._changed:
             reader.deadline = deadline
             self._busy.add(reader)
-            if deadline != float("inf"):
+            if deadline != _NEVER:
                 self._start_watchdog()
                 self._changed.notify_all()  # the watchdog may have a later deadline in mind
         return reader
@@ -162,7 +170,7 @@ class ReaderPool:
         reader._finish()
         with self._changed:
             self._busy.discard(reader)
-            reader.deadline = float("inf")
+            reader.deadline = _NEVER
             if self.closing:
                 # close() left this connection to its last user: closing a connection while
                 # another thread runs a query on it crashes the interpreter
@@ -210,8 +218,8 @@ class ReaderPool:
                 for reader in overdue:
                     # under the lock, so the reader cannot have been given back and lent again
                     reader.db.interrupt()
-                pending = [r.deadline - now for r in self._busy if now < r.deadline < float("inf")]
-                wait = _REINTERRUPT if overdue else min(pending, default=None)
+                nearest = min((r.deadline for r in self._busy if r.deadline > now), default=_NEVER)
+                wait = _REINTERRUPT if overdue else _seconds_until(nearest)
                 if wait is None and self.closing:
                     return
                 self._changed.wait(wait)
