@@ -100,6 +100,7 @@ class Load:
         self.latencies: list[float] = []
         self.statuses: Counter[str] = Counter()
         self.samples: list[tuple[float, int, int]] = []
+        self.asked_at: dict[int, float] = {}  # per query thread: when its open request was sent
         self.wal_sizes: list[int] = []
 
     def ingest(self, client_no: int) -> None:
@@ -154,6 +155,7 @@ class Load:
             path = self.query_paths(rng)
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT)
             start = time.monotonic()
+            self.asked_at[thread_no] = start
             try:
                 connection.request("GET", path)
                 response = connection.getresponse()
@@ -170,6 +172,7 @@ class Load:
             finally:
                 connection.close()
             with self.lock:
+                del self.asked_at[thread_no]
                 self.statuses[status] += 1
                 if status == "200":
                     self.latencies.append(time.monotonic() - start)
@@ -282,6 +285,7 @@ def main() -> None:
                 statuses = dict(load.statuses)
                 latencies = list(load.latencies)
                 samples = list(load.samples)
+                waiting = sorted(time.monotonic() - asked for asked in load.asked_at.values())
             sigterm_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             try:
@@ -321,6 +325,8 @@ def main() -> None:
             half = [r for t, r, _ in samples if t > args.seconds / 2]
             if len(half) > 2:
                 print(f"RSS mean, second half | {statistics.mean(half) / 1e6:.0f} MB")
+        oldest = f", the longest for {waiting[-1]:.0f} s" if waiting else ""
+        print(f"queries unanswered at the end | {len(waiting)}{oldest}")
         print(f"stop after SIGTERM under load | {stop_s}")
         print(f"/dependencies for a day, alone | {alone[0]:.2f} s")
         for label, seconds in (("same window", together), ("8 windows", distinct)):

@@ -178,9 +178,9 @@ class MixedLoad:
 
         def settled() -> bool:
             return (
-                self.acknowledged >= 30
-                and self.answers["200"] >= 10
-                and self.answers["503"] >= 10
+                self.acknowledged >= 20
+                and self.answers["200"] >= 5
+                and self.answers["503"] >= 5
                 and len(self.rss) >= 10
             )
 
