@@ -451,13 +451,19 @@ class SqliteSpanStore:
 
     def _trace_rows(self, reader: Reader, trace_id: str) -> list[bytes]:
         trace_id = normalize_trace_id(trace_id)
-        rows = reader.execute(
-            "SELECT trace_id, body FROM spans WHERE trace_low = ? ORDER BY ts, row_id",
-            (trace_id_low(trace_id),),
-        )
+        low = trace_id_low(trace_id)
         if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
-            return [_unpack(body) for _, body in rows]
-        return [_unpack(body) for stored, body in rows if stored == trace_id or len(stored) == 16]
+            rows = reader.execute(
+                "SELECT body FROM spans WHERE trace_low = ? ORDER BY ts, row_id", (low,)
+            )
+        else:  # a 128-bit id matches itself, and spans reported with only its low half;
+            # filtered in SQL, so traces sharing the low half cost no transfer of their bodies
+            rows = reader.execute(
+                "SELECT body FROM spans WHERE trace_low = ? AND trace_id IN (?, ?)"
+                " ORDER BY ts, row_id",
+                (low, trace_id, trace_id[16:]),
+            )
+        return [_unpack(body) for (body,) in rows]
 
     @_reading
     def get_trace_json(self, reader: Reader, trace_id: str) -> bytes | None:
