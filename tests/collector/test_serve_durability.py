@@ -47,7 +47,8 @@ def start_collector(db: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
 def batch(round_no: int, client: int, number: int) -> list[dict[str, object]]:
     spans = []
     for trace in range(TRACES_PER_BATCH):
-        trace_id = f"a{round_no:03x}{client:04x}{number:08x}{trace + 1:016x}"
+        # unique in the low 64 bits too, which the store groups traces by
+        trace_id = f"{round_no + 1:016x}{round_no:04x}{client:04x}{number:06x}{trace:02x}"
         for span in range(1, SPANS_PER_TRACE + 1):
             parent = f"{span - 1:016x}" if span > 1 else None
             spans.append(make_span(trace_id, f"{span:016x}", parent_id=parent, service="shop"))
