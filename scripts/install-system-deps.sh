@@ -55,3 +55,8 @@ need_apt redis-server redis-server
 
 # collector web UI tests: a real headless browser (driven by Playwright, never its own download)
 need_apt /usr/bin/chromium chromium
+
+# collector tests: a private network namespace (unshare, ip) stands for a LAN address without
+# exposing anything
+need_apt unshare util-linux
+need_apt ip iproute2

@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from tomograph.ids import format_trace_id
 
@@ -45,20 +45,27 @@ def _demo(args: argparse.Namespace) -> int:
         memory, _ = run_demo()
         _print_waterfall(memory.spans, args)
         if args.send:
-            return _send_demo(args.send, memory.spans, _collector_token(args))
+            return _send_demo(args.send, memory.spans, _collector_token(args, "demo"))
         return 0
     return _demo_with_collector(args)
 
 
-def _collector_token(args: argparse.Namespace) -> str | None:
-    """``--token``, else ``TOMOGRAPH_COLLECTOR_TOKEN`` (what ``tomograph serve`` reads too)."""
+def _collector_token(args: argparse.Namespace, command: str) -> str | None:
+    """``--token``, else ``TOMOGRAPH_COLLECTOR_TOKEN`` (what ``tomograph serve`` reads too);
+    one line on stderr and exit status 1 for a token no HTTP header can carry."""
     import os
 
-    token = (args.token or os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN") or "").strip()
-    if not (token.isascii() and token.isprintable()):
-        # HTTP carries header values as bytes that clients and the collector must agree on
-        raise SystemExit("tomograph: the token must be printable ASCII text")
-    return token or None
+    from tomograph.collector.settings import check_token
+    from tomograph.errors import ConfigurationError
+
+    token = args.token if args.token is not None else os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN")
+    if not token:
+        return None
+    try:
+        check_token(token)
+    except ConfigurationError as error:
+        raise SystemExit(f"tomograph {command}: {error}") from None
+    return token
 
 
 def _probe_collector(base: str, token: str | None) -> int | None:
@@ -112,12 +119,13 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
 
     from tomograph.collector import CollectorSettings, default_db_path
     from tomograph.collector.server import BackgroundCollector, print_ui_link
+    from tomograph.collector.storage import StoreOpenError
     from tomograph.demo_services import run_http_demo
     from tomograph.reporting.memory import MemoryBackend
     from tomograph.reporting.zipkin import ZipkinBackend
 
     base = _collector_base(args.send or f"http://127.0.0.1:{args.port}")
-    token = _collector_token(args)
+    token = _collector_token(args, "demo")
     collector: BackgroundCollector | None = None
     status = _probe_collector(base, token)
     if status != 200:
@@ -128,8 +136,8 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
         settings = CollectorSettings(port=args.port, db_path=db_path)
         try:
             collector = BackgroundCollector(settings).start()
-        except OSError as error:
-            print(f"{error}: is another program using port {args.port}?", file=sys.stderr)
+        except (OSError, StoreOpenError) as error:  # CollectorStartError is an OSError
+            print(f"tomograph demo: {error}", file=sys.stderr)
             return 1
         base = collector.url
         token = None  # the collector started here asks for none
@@ -192,6 +200,20 @@ def _size(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 0 (any free port) to 65535."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0 to 65535)")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
 def _duration(text: str) -> float:
     """A duration such as ``7d``, ``12h``, ``30m``, ``90s`` or plain seconds."""
     units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -203,6 +225,14 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 7d, 12h)") from None
     if not 0 < value < float("inf"):  # also refuses NaN, which compares false to everything
         raise argparse.ArgumentTypeError(f"duration must be positive and finite: {text!r}")
+    return value
+
+
+def _interval(text: str) -> float:
+    """A duration (see :func:`_duration`) of at least one second."""
+    value = _duration(text)
+    if value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 1s: {text!r}")
     return value
 
 
@@ -219,30 +249,46 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     from tomograph.collector import CollectorSettings, default_db_path, serve
+    from tomograph.collector.server import CollectorStartError
     from tomograph.collector.span_limits import SpanLimits
+    from tomograph.collector.storage import StoreOpenError
+    from tomograph.errors import ConfigurationError
 
     try:
         span_limits = SpanLimits(max_value_length=args.max_value, max_span_length=args.max_span)
     except ValueError as error:
         print(f"tomograph serve: --max-value/--max-span: {error}", file=sys.stderr)
         return 2
-    settings = CollectorSettings(
-        host=args.host,
-        port=args.port,
-        db_path=Path(args.db).expanduser() if args.db else default_db_path(),
-        token=_collector_token(args),
-        cors_origins=tuple(args.cors_origin or ()),
-        max_body_bytes=args.max_body,
-        span_limits=span_limits,
-        max_age=None if args.keep_forever else args.max_age,
-        max_bytes=None if args.keep_forever else args.max_size,
-        retention_interval=args.retention_interval,
-    )
-    serve(settings)
+    try:
+        settings = CollectorSettings(
+            host=args.host,
+            port=args.port,
+            db_path=Path(args.db).expanduser() if args.db else default_db_path(),
+            token=_collector_token(args, "serve"),
+            cors_origins=tuple(args.cors_origin or ()),
+            max_body_bytes=args.max_body,
+            span_limits=span_limits,
+            max_age=None if args.keep_forever else args.max_age,
+            max_bytes=None if args.keep_forever else args.max_size,
+            retention_interval=args.retention_interval,
+            query_timeout=args.query_timeout,
+            max_concurrent_queries=args.max_concurrent_queries,
+        )
+        serve(settings)
+    except (ConfigurationError, CollectorStartError, StoreOpenError) as error:
+        print(f"tomograph serve: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in one line that names the command's own help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the Zipkin-compatible collector and web UI (needs the collector extra)",
@@ -250,7 +296,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "/v1/traces), keep them in SQLite and show them in a web UI.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=9411, help="port to listen on (default 9411)")
+    serve.add_argument("--port", type=_port, default=9411, help="port to listen on (default 9411)")
     serve.add_argument(
         "--db", help="SQLite file (default $XDG_DATA_HOME/tomograph/traces.db)", default=None
     )
@@ -289,16 +335,29 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--keep-forever", action="store_true", help="disable retention")
     serve.add_argument(
         "--retention-interval",
-        type=_duration,
+        type=_interval,
         default=60.0,
-        help="how often retention runs (default 60s)",
+        help="how often retention runs (default 60s, at least 1s)",
     )
-    serve.set_defaults(handler=_serve)
+    serve.add_argument(
+        "--query-timeout",
+        type=_duration,
+        default=10.0,
+        help="stop a query running longer, answering 503 (default 10s)",
+    )
+    serve.add_argument(
+        "--max-concurrent-queries",
+        type=_count,
+        default=4,
+        metavar="N",
+        help="queries run at once; more wait briefly, then get 503 (default 4)",
+    )
+    serve.set_defaults(handler=_serve, parser=serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (exposed for tests and documentation)."""
-    parser = argparse.ArgumentParser(prog="tomograph", description="tomograph tracing toolkit")
+    parser = _Parser(prog="tomograph", description="tomograph tracing toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
@@ -318,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the collector's token (default: TOMOGRAPH_COLLECTOR_TOKEN), sent as "
         "'Authorization: Bearer TOKEN'",
     )
-    demo.add_argument("--port", type=int, default=9411, help="collector port (default 9411)")
+    demo.add_argument("--port", type=_port, default=9411, help="collector port (default 9411)")
     demo.add_argument("--db", default=None, help="SQLite file of a collector started here")
     demo.add_argument(
         "--no-wait", action="store_true", help="exit after printing instead of serving on"
@@ -328,14 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no servers: run the workload in-process and print its waterfall only",
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, parser=demo)
     _add_serve(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tomograph`` console script and ``python -m tomograph``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # blame the command they were given to, whose help lists its options
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args.handler(args))
 
 

@@ -1,9 +1,11 @@
 """The HTTP endpoints: Zipkin's v2 API (ingest and query), OTLP/HTTP ingest, and tomograph's own.
 
-Handlers validate their input, then run the (blocking) store call on Starlette's thread pool.
-Errors are JSON ``{"error": "..."}`` with the status Zipkin uses: 400 for bad input, 404 for an
-unknown trace, 413 for an oversized upload, 415 for an unsupported content type, 503 with
-``Retry-After`` when the store cannot take a batch now (its disk is full).
+Handlers validate their input, then run the (blocking) store call on a worker thread: queries
+through the :class:`~tomograph.collector.query_gate.QueryGate`, ingest on threads of its own, so
+a crowd of queries never delays a batch. Errors are JSON ``{"error": "..."}`` with the status
+Zipkin uses: 400 for bad input, 404 for an unknown trace, 413 for an oversized upload, 415 for an
+unsupported content type, 503 with ``Retry-After`` when the store cannot take a batch now (its
+disk is full) or queries must wait (see ``app``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import anyio
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tomograph.collector.coalescing import CoalescingCache
 from tomograph.collector.ingest import (
     BodyTooLarge,
     IngestError,
@@ -41,11 +45,18 @@ from tomograph.collector.params import (
     positive_int,
     required_text,
 )
+from tomograph.collector.query_gate import QueryGate
 from tomograph.collector.settings import CollectorSettings
 from tomograph.collector.span_limits import limit_spans
-from tomograph.collector.storage import SpanDict, SpanStore, StoreUnavailable
+from tomograph.collector.storage import DependencyLink, SpanDict, SpanStore, StoreUnavailable
 
-__all__ = ["error_response", "json_response", "routes", "store_unavailable_response"]
+__all__ = [
+    "error_response",
+    "json_response",
+    "retry_later_response",
+    "routes",
+    "store_unavailable_response",
+]
 
 log = logging.getLogger("tomograph.collector")
 _JSON = "application/json"
@@ -54,6 +65,11 @@ _JSON = "application/json"
 #: Answers larger than this are sent in pieces of this size: handed to the server whole, a
 #: 60 MB answer is copied once more into the socket's write buffer.
 _PIECE = 1 << 20
+#: Batches decoded and stored at once; more wait for a thread (they are short).
+_INGEST_THREADS = 8
+#: ``/dependencies`` counts the traces of its window rounded out to whole minutes, so that
+#: clients asking "the last hour, now" within the same minute share one computation.
+_LINK_WINDOW_MS = 60_000
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -122,19 +138,25 @@ def store_unavailable_response(error: StoreUnavailable) -> Response:
     '30'
     """
     _unavailable_log.add()
-    return _retry_later(str(error), error.retry_after)
+    return retry_later_response(str(error), error.retry_after)
 
 
-def _retry_later(message: str, seconds: int) -> Response:
+def retry_later_response(message: str, seconds: int) -> Response:
+    """A JSON 503 asking the client to come back in ``seconds`` (``Retry-After``)."""
     response = error_response(503, message)
     response.headers["Retry-After"] = str(seconds)
     return response
 
 
 class _Api:
-    def __init__(self, store: SpanStore, settings: CollectorSettings) -> None:
+    def __init__(self, store: SpanStore, settings: CollectorSettings, queries: QueryGate) -> None:
         self.store = store
         self.settings = settings
+        self.query = queries.run
+        self._ingest_threads = anyio.CapacityLimiter(_INGEST_THREADS)
+        self._links: CoalescingCache[tuple[int, int], list[DependencyLink]] = CoalescingCache(
+            store.data_version, maxsize=32
+        )
         self.gate = UploadGate(
             max(
                 settings.max_buffered_bytes or 4 * settings.max_body_bytes, settings.max_body_bytes
@@ -168,7 +190,9 @@ class _Api:
 
             async with self.gate.decoding():
                 # inflating and decoding a large batch is CPU work: keep it off the event loop
-                return await run_in_threadpool(decode_and_store)
+                return await anyio.to_thread.run_sync(
+                    decode_and_store, limiter=self._ingest_threads
+                )
 
     def _store(self, spans: list[SpanDict]) -> int:
         """Bound ``spans`` to the span limits, then store them; how many texts were cut."""
@@ -216,15 +240,15 @@ class _Api:
     # -- Zipkin queries ---------------------------------------------------------------------
 
     async def services(self, request: Request) -> Response:
-        return json_response(await run_in_threadpool(self.store.service_names))
+        return json_response(await self.query(self.store.service_names))
 
     async def span_names(self, request: Request) -> Response:
         service = required_text(request.query_params, "serviceName")
-        return json_response(await run_in_threadpool(self.store.span_names, service))
+        return json_response(await self.query(self.store.span_names, service))
 
     async def remote_services(self, request: Request) -> Response:
         service = required_text(request.query_params, "serviceName")
-        return json_response(await run_in_threadpool(self.store.remote_service_names, service))
+        return json_response(await self.query(self.store.remote_service_names, service))
 
     async def traces(self, request: Request) -> Response:
         query = parse_query_request(request.query_params, self.settings.query_lookback_ms)
@@ -232,18 +256,18 @@ class _Api:
         def search() -> bytes:
             return self.store.get_traces_json(self.store.find_trace_ids(query))
 
-        return json_response(await run_in_threadpool(search))
+        return json_response(await self.query(search))
 
     async def trace(self, request: Request) -> Response:
         trace_id = parse_trace_id(request.path_params["trace_id"])
-        body = await run_in_threadpool(self.store.get_trace_json, trace_id)
+        body = await self.query(self.store.get_trace_json, trace_id)
         if body is None:
             return error_response(404, f"trace {trace_id} not found")
         return json_response(body)
 
     async def trace_many(self, request: Request) -> Response:
         trace_ids = parse_trace_ids(request.query_params.get("traceIds"))
-        return json_response(await run_in_threadpool(self.store.get_traces_json, trace_ids))
+        return json_response(await self.query(self.store.get_traces_json, trace_ids))
 
     def _window(self, request: Request, end_required: bool) -> tuple[int, int]:
         params = request.query_params
@@ -255,7 +279,13 @@ class _Api:
 
     async def dependencies(self, request: Request) -> Response:
         end_ts, lookback = self._window(request, end_required=True)
-        links = await run_in_threadpool(self.store.dependencies, end_ts, lookback)
+        start = (end_ts - lookback) // _LINK_WINDOW_MS * _LINK_WINDOW_MS
+        end = min(-(-end_ts // _LINK_WINDOW_MS) * _LINK_WINDOW_MS, max(end_ts, MAX_END_TS))
+
+        async def compute() -> list[DependencyLink]:
+            return await self.query(self.store.dependencies, end, end - start)
+
+        links = await self._links.get((start, end), compute)
         return json_response(links)
 
     async def autocomplete_keys(self, request: Request) -> Response:
@@ -267,14 +297,14 @@ class _Api:
             raise BadRequest("key is required")
         if key not in self.settings.autocomplete_keys:
             return json_response([])  # as Zipkin: values only for configured keys
-        return json_response(await run_in_threadpool(self.store.tag_values, key))
+        return json_response(await self.query(self.store.tag_values, key))
 
     # -- tomograph's own --------------------------------------------------------------------
 
     async def operations(self, request: Request) -> Response:
         service = required_text(request.query_params, "serviceName")
         end_ts, lookback = self._window(request, end_required=False)
-        stats = await run_in_threadpool(self.store.operations, service, end_ts, lookback)
+        stats = await self.query(self.store.operations, service, end_ts, lookback)
         return json_response(stats)
 
     async def health(self, request: Request) -> Response:
@@ -285,15 +315,15 @@ def _ingest_error(error: IngestError) -> Response:
     if isinstance(error, BodyTooLarge):
         return error_response(413, str(error))
     if isinstance(error, ServerBusy):
-        return _retry_later(str(error), 1)
+        return retry_later_response(str(error), 1)
     if isinstance(error, UnsupportedMediaType):
         return error_response(415, str(error))
     return error_response(400, str(error))
 
 
-def routes(store: SpanStore, settings: CollectorSettings) -> list[Route]:
-    """The API routes over ``store``."""
-    api = _Api(store, settings)
+def routes(store: SpanStore, settings: CollectorSettings, queries: QueryGate) -> list[Route]:
+    """The API routes over ``store``; queries pass through ``queries``."""
+    api = _Api(store, settings, queries)
     v2 = "/api/v2"
     return [
         Route(f"{v2}/spans", api.post_spans, methods=["POST"]),

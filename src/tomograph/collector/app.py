@@ -27,14 +27,20 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tomograph.collector.api import error_response, routes, store_unavailable_response
+from tomograph.collector.api import (
+    error_response,
+    retry_later_response,
+    routes,
+    store_unavailable_response,
+)
 from tomograph.collector.body_deadline import BodyDeadlineMiddleware
 from tomograph.collector.params import BadRequest
+from tomograph.collector.query_gate import Overloaded, QueryGate
 from tomograph.collector.settings import CollectorSettings, is_loopback
 from tomograph.collector.sqlite_store import SqliteSpanStore
-from tomograph.collector.storage import SpanStore, StoreUnavailable
+from tomograph.collector.storage import QueryTimeout, SpanStore, StoreClosed, StoreUnavailable
 
-__all__ = ["SECURITY_HEADERS", "create_app", "ui_directory"]
+__all__ = ["SECURITY_HEADERS", "begin_shutdown", "create_app", "ui_directory"]
 
 log = logging.getLogger("tomograph.collector")
 _PROTECTED = ("/api/", "/v1/")
@@ -169,6 +175,18 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return error_response(400, str(exc))
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """503 for a query refused, stopped or cut short by shutdown: the client may retry later."""
+    retry_after = exc.retry_after if isinstance(exc, Overloaded) else 1
+    if isinstance(exc, StoreClosed):
+        message = "the collector is shutting down"
+    elif isinstance(exc, QueryTimeout):
+        message = f"{exc}: narrow the time range or add criteria"
+    else:
+        message = str(exc)
+    return retry_later_response(message, retry_after)
+
+
 # These name the path from the scope, not from request.url: building the URL decodes the raw
 # query string as UTF-8, which fails for a client's stray bytes (a second error, a 500).
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -209,8 +227,18 @@ def create_app(
     settings = settings or CollectorSettings()
     if store is None:
         store = SqliteSpanStore(
-            settings.db_path, max_age=settings.max_age, max_bytes=settings.max_bytes
+            settings.db_path,
+            max_age=settings.max_age,
+            max_bytes=settings.max_bytes,
+            # one more than the queries that run at once, for retention's size checks
+            readers=settings.max_concurrent_queries + 1,
+            query_timeout=settings.query_timeout,
         )
+    gate = QueryGate(
+        settings.max_concurrent_queries,
+        settings.max_queued_queries,
+        max_wait=settings.query_timeout / 2,
+    )
     ui = ui_directory()
 
     async def index(request: Request) -> Response:
@@ -222,6 +250,8 @@ def create_app(
                 result = await run_in_threadpool(store.enforce_retention)
                 if result.traces_deleted:
                     log.info("retention removed %d traces", result.traces_deleted)
+            except StoreClosed:
+                return  # the server stops
             except Exception:  # keep serving; the next pass may succeed
                 log.exception("retention pass failed")
             await asyncio.sleep(settings.retention_interval)
@@ -261,7 +291,7 @@ def create_app(
     app = _CollectorApp(
         routes=[
             Route("/", index, methods=["GET"]),
-            *routes(store, settings),
+            *routes(store, settings, gate),
             Mount("/ui", app=StaticFiles(directory=ui), name="ui"),
         ],
         middleware=middleware,
@@ -269,6 +299,9 @@ def create_app(
             BadRequest: _bad_request,
             StoreUnavailable: _store_unavailable,
             ClientDisconnect: _client_gone,
+            Overloaded: _unavailable,
+            QueryTimeout: _unavailable,
+            StoreClosed: _unavailable,
             404: _not_found,
             405: _method_not_allowed,
             Exception: _internal_error,
@@ -277,4 +310,15 @@ def create_app(
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.query_gate = gate
     return app
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """Start stopping: queries are refused, running ones stop (503); ingest goes on.
+
+    The server calls this as soon as it is told to stop, before it waits for requests in
+    flight, so a stop is not held up by long queries. The store closes at lifespan shutdown.
+    """
+    app.state.query_gate.close()
+    app.state.store.interrupt_reads()

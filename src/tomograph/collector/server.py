@@ -1,20 +1,35 @@
-"""Running the collector: ``tomograph serve`` starts uvicorn with the app of :func:`create_app`."""
+"""Running the collector: ``tomograph serve`` starts uvicorn with the app of :func:`create_app`.
+
+The socket is bound before anything is logged, so a collector that cannot listen says why in
+one line instead of first announcing where it listens. A stop (SIGTERM, Ctrl-C) refuses and
+interrupts queries at once, lets batches being received finish for ``shutdown_timeout``
+seconds, then closes the database.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import uvicorn
+from starlette.applications import Starlette
+
+from tomograph.collector.app import begin_shutdown, create_app
 from tomograph.collector.settings import CollectorSettings
 
-if TYPE_CHECKING:
-    import uvicorn
-
-__all__ = ["BackgroundCollector", "print_ui_link", "serve", "ui_link"]
+__all__ = [
+    "BackgroundCollector",
+    "CollectorStartError",
+    "listen",
+    "print_ui_link",
+    "serve",
+    "ui_link",
+]
 
 
 def ui_link(base_url: str, route: str = "/", token: str | None = None) -> str:
@@ -47,23 +62,66 @@ def print_ui_link(label: str, base_url: str, route: str = "/", token: str | None
         print(f"{label}: {ui_link(base_url, route, token)}", flush=True)
 
 
+class CollectorStartError(OSError):
+    """The collector cannot listen where it was told to; the message says why, in one line."""
+
+
+def listen(settings: CollectorSettings) -> socket.socket:
+    """A socket bound to ``settings.host`` and ``settings.port``, or CollectorStartError.
+
+    >>> sock = listen(CollectorSettings(port=0))
+    >>> sock.getsockname()[0]
+    '127.0.0.1'
+    >>> sock.close()
+    """
+    where = f"{_url_host(settings.host)}:{settings.port}"
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+    except OverflowError:
+        sock.close()
+        raise CollectorStartError(
+            f"cannot listen on {where}: a port is a number from 0 to 65535"
+        ) from None
+    except OSError as error:
+        sock.close()
+        raise CollectorStartError(f"cannot listen on {where}: {_why(error, settings)}") from None
+    return sock
+
+
+def _why(error: OSError, settings: CollectorSettings) -> str:
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        return f"{reason}: is another program using port {settings.port}?"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{reason}: {settings.host} is not an address of this machine"
+    if error.errno == errno.EACCES and 0 < settings.port < 1024:
+        return f"{reason}: ports below 1024 need privileges"
+    if isinstance(error, socket.gaierror):
+        return f"{reason} (the host name does not resolve)"
+    return reason
+
+
 def serve(settings: CollectorSettings) -> None:
     """Serve the collector until interrupted (Ctrl-C or SIGTERM stop it cleanly).
 
+    Raises CollectorStartError if it cannot listen and
+    :class:`~tomograph.collector.storage.StoreOpenError` if the database cannot be opened.
+
     >>> serve(CollectorSettings(port=9411))  # doctest: +SKIP
     """
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = _uvicorn_config(settings)
+    sock = listen(settings)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
     log = logging.getLogger("tomograph.collector")
-    log.info(
-        "tomograph collector on http://%s:%d (traces in %s)",
-        _url_host(settings.host),
-        settings.port,
-        settings.db_path,
-    )
-    base_url = f"http://{_url_host(settings.host)}:{settings.port}"
+    base_url = f"http://{_url_host(settings.host)}:{sock.getsockname()[1]}"
+    log.info("tomograph collector on %s (traces in %s)", base_url, settings.db_path)
     print_ui_link("web UI", base_url, "/", settings.token)
     if not settings.loopback_only and settings.token is None:
         log.warning(
@@ -71,12 +129,14 @@ def serve(settings: CollectorSettings) -> None:
             " traces (pass --token or set TOMOGRAPH_COLLECTOR_TOKEN)",
             settings.host,
         )
-    server = uvicorn.Server(config)
+    server = _CollectorServer(_uvicorn_config(settings, app), app)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
-    if not server.started:  # e.g. the port is in use (uvicorn logged why)
+    finally:
+        sock.close()
+    if not server.started:  # the app failed to start (uvicorn logged why)
         raise SystemExit(3)
 
 
@@ -85,16 +145,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _uvicorn_config(settings: CollectorSettings) -> uvicorn.Config:
+def _uvicorn_config(settings: CollectorSettings, app: Starlette) -> uvicorn.Config:
     """uvicorn's settings for the collector: quiet, no Server header, no proxy headers trusted,
     connections bounded (:mod:`tomograph.collector.connections`)."""
     import uvicorn
 
-    from tomograph.collector.app import create_app
     from tomograph.collector.connections import guarded_protocol
 
     return uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         http=guarded_protocol(settings.request_timeout, settings.max_connections),
@@ -102,7 +161,24 @@ def _uvicorn_config(settings: CollectorSettings) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+
+
+class _CollectorServer(uvicorn.Server):
+    """uvicorn's server, telling the app to stop its queries as soon as a stop begins.
+
+    uvicorn waits for every request in flight before it shuts the app down; a long query
+    would hold the stop for as long as it runs.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        begin_shutdown(self.app)
+        await super().shutdown(sockets=sockets)
 
 
 class BackgroundCollector:
@@ -114,34 +190,29 @@ class BackgroundCollector:
     """
 
     def __init__(self, settings: CollectorSettings) -> None:
-        import uvicorn
-
         self.settings = settings
-        self._server = uvicorn.Server(_uvicorn_config(settings))
-        self._thread = threading.Thread(
-            target=self._server.run, name="tomograph collector", daemon=True
-        )
+        self._socket: socket.socket | None = None
+        app = create_app(settings)
+        self._server = _CollectorServer(_uvicorn_config(settings, app), app)
+        self._thread = threading.Thread(target=self._run, name="tomograph collector", daemon=True)
 
     @property
     def url(self) -> str:
         """The base URL the collector answers on."""
-        servers = getattr(self._server, "servers", None) or []
-        port = self.settings.port
-        for server in servers:
-            for sock in server.sockets:
-                port = sock.getsockname()[1]
-                break
+        port = self._socket.getsockname()[1] if self._socket else self.settings.port
         return f"http://{_url_host(self.settings.host)}:{port}"
 
+    def _run(self) -> None:
+        self._server.run(sockets=[self._socket] if self._socket else None)
+
     def start(self, timeout: float = 15.0) -> BackgroundCollector:
-        """Start serving; raises OSError if the collector did not come up (e.g. port in use)."""
+        """Start serving; raises CollectorStartError (an OSError) if it cannot listen."""
+        self._socket = listen(self.settings)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(
-                    f"the collector could not listen on {self.settings.host}:{self.settings.port}"
-                )
+                raise CollectorStartError(f"the collector did not start within {timeout:g} s")
             time.sleep(0.02)
         return self
 
@@ -158,3 +229,5 @@ class BackgroundCollector:
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(10)
+        if self._socket is not None:
+            self._socket.close()

@@ -9,8 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tomograph.collector.span_limits import SpanLimits
+from tomograph.errors import ConfigurationError
 
-__all__ = ["DEFAULT_AUTOCOMPLETE_KEYS", "CollectorSettings", "default_db_path", "is_loopback"]
+__all__ = [
+    "DEFAULT_AUTOCOMPLETE_KEYS",
+    "CollectorSettings",
+    "check_token",
+    "default_db_path",
+    "is_loopback",
+]
 
 #: Tag keys offered for value completion in the search form (``/api/v2/autocompleteKeys``).
 DEFAULT_AUTOCOMPLETE_KEYS = (
@@ -77,6 +84,12 @@ class CollectorSettings:
     ``max_age`` (seconds) / ``max_bytes``: retention, applied every ``retention_interval`` s.
     ``query_lookback_ms``: the search window when a query gives no ``lookback`` (Zipkin's
     ``QUERY_LOOKBACK``).
+    ``max_concurrent_queries`` run at once and ``max_queued_queries`` more wait, each for half
+    of ``query_timeout`` at most; a query running longer than ``query_timeout`` seconds is
+    stopped. Refused and stopped queries are answered 503 with Retry-After. Ingest is never
+    queued behind queries.
+    ``shutdown_timeout``: on SIGTERM or Ctrl-C, how long batches being received may take to
+    finish (queries stop at once).
 
     >>> CollectorSettings(port=0).host
     '127.0.0.1'
@@ -99,8 +112,42 @@ class CollectorSettings:
     retention_interval: float = 60.0
     query_lookback_ms: int = 86_400_000
     autocomplete_keys: tuple[str, ...] = DEFAULT_AUTOCOMPLETE_KEYS
+    query_timeout: float = 10.0
+    max_concurrent_queries: int = 4
+    max_queued_queries: int = 16
+    shutdown_timeout: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"port must be a number from 0 to 65535, not {self.port}")
+        if not self.host:
+            raise ConfigurationError("host must not be empty (127.0.0.1 serves this machine)")
+        if self.token is not None:
+            check_token(self.token)
+        if not 0 < self.query_timeout <= 86400:
+            raise ConfigurationError(
+                f"the query timeout must be more than 0 and at most a day, not {self.query_timeout}"
+            )
+        if self.max_concurrent_queries < 1 or self.max_queued_queries < 0:
+            raise ConfigurationError("at least one query must be able to run")
+        if self.shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout must not be negative")
 
     @property
     def loopback_only(self) -> bool:
         """True when bound to a loopback address (then only loopback Host headers are served)."""
         return is_loopback(self.host)
+
+
+def check_token(token: str) -> None:
+    """Raise ConfigurationError unless ``token`` can be sent as ``Authorization: Bearer <token>``
+    and compared as is: printable ASCII without spaces. The message never shows the token.
+
+    >>> check_token("s3cret-Token_1")
+    """
+    if not token or not all("!" <= char <= "~" for char in token):
+        raise ConfigurationError(
+            "the token must be printable ASCII without spaces (it travels in an HTTP"
+            " header), e.g. the output of: python -c 'import secrets;"
+            " print(secrets.token_urlsafe())'"
+        )

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -33,18 +34,34 @@ from tomograph.collector.normalize import (
     remote_service,
     trace_id_low,
 )
+from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
     OperationStats,
     QueryRequest,
     RetentionResult,
     SpanDict,
+    StoreClosed,
+    StoreOpenError,
     StoreUnavailable,
 )
 
 __all__ = ["SqliteSpanStore"]
 
 _SCHEMA_VERSION = 1
+#: The tables and indexes of _SCHEMA; a file holding anything else belongs to another program.
+_SCHEMA_OBJECTS = {
+    "spans",
+    "spans_by_trace",
+    "spans_by_name",
+    "spans_by_duration",
+    "span_terms",
+    "terms_by_value",
+    "traces",
+    "traces_by_ts",
+    "traces_by_received",
+    "span_names",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
     row_id INTEGER PRIMARY KEY,
@@ -134,6 +151,10 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: Tag values longer than this are not indexed for search (their key still is), as in Zipkin.
 MAX_INDEXED_VALUE = 256
 _DELETE_CHUNK = 500
+#: A write-ahead log longer than this is emptied at the next pause in reads (see
+#: :meth:`SqliteSpanStore._request_wal_reset`); SQLite's own checkpoints keep it near 4 MB
+#: while reads leave it room.
+_WAL_RESET_BYTES = 64 * 1024 * 1024
 
 
 def _now_us() -> int:
@@ -142,32 +163,19 @@ def _now_us() -> int:
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-#: How long :meth:`SqliteSpanStore.close` waits for reads in progress before leaving them be.
-_CLOSE_WAIT = 30.0
+#: How long :meth:`SqliteSpanStore.close` waits for interrupted reads to stop.
+_CLOSE_WAIT = 2.0
 
 
 def _reading(
-    method: Callable[Concatenate[SqliteSpanStore, _P], _R],
+    method: Callable[Concatenate[SqliteSpanStore, Reader, _P], _R],
 ) -> Callable[Concatenate[SqliteSpanStore, _P], _R]:
-    """Count the call as a read in progress, so :meth:`~SqliteSpanStore.close` waits for it.
-
-    SQLite connections are shared with other threads here: closing one while a thread still
-    runs a query on it crashes the interpreter (a segfault), not just the query.
-    """
+    """Lend the method a pooled reader connection for the length of the call."""
 
     @functools.wraps(method)
     def read(store: SqliteSpanStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with store._reads_done:
-            if store._closed:
-                raise RuntimeError("the span store is closed")
-            store._reads += 1
-        try:
-            return method(store, *args, **kwargs)
-        finally:
-            with store._reads_done:
-                store._reads -= 1
-                if not store._reads:
-                    store._reads_done.notify_all()
+        with store._readers.reading() as reader:
+            return method(store, reader, *args, **kwargs)
 
     return read
 
@@ -178,6 +186,11 @@ class SqliteSpanStore:
     ``max_age`` (seconds) and ``max_bytes`` bound what :meth:`enforce_retention` keeps; None
     keeps everything. Age counts from when a trace last received a span.
     ``max_response_bytes`` bounds one :meth:`get_traces_json` answer (a search or traceMany).
+    ``readers`` connections at most serve reads (more concurrent reads wait for one), and
+    ``query_timeout`` (seconds, None for no limit) stops a read that runs longer, waiting
+    for a connection included, with :class:`~tomograph.collector.storage.QueryTimeout`.
+    A database that cannot be opened raises
+    :class:`~tomograph.collector.storage.StoreOpenError` saying why.
 
     >>> import tempfile, os
     >>> folder = tempfile.TemporaryDirectory()
@@ -199,33 +212,69 @@ class SqliteSpanStore:
         max_age: float | None = 7 * 86400.0,
         max_bytes: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        readers: int = 4,
+        query_timeout: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_age = max_age
         self.max_bytes = max_bytes
         self.max_response_bytes = max_response_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.query_timeout = query_timeout
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._reads = 0  # reads in progress, under _reads_done
-        self._reads_done = threading.Condition()
         self._closed = False
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
-        self._writer.execute("PRAGMA journal_mode = WAL")
-        with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
-                raise RuntimeError(f"{self.path}: unknown schema version {version}")
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-        self._writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        self._stopping = False  # set by interrupt_reads: the server is stopping
+        self._version = 0  # grows with every write transaction (under the write lock)
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._readers = ReaderPool(
+            self._connect_reader, readers, query_timeout, on_idle=self._reset_wal
+        )
+        try:
+            self._writer = self._open()
+        except (OSError, sqlite3.Error) as error:
+            raise StoreOpenError(_open_error(self.path, error)) from error
 
     # -- connections -------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(self.path))
+        writer = self._connect()
+        try:
+            self._check_schema(writer)  # before anything is written to somebody else's file
+            writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
+            writer.execute("PRAGMA journal_mode = WAL")
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                if self._check_schema(writer) == 0:  # still new, now that we hold the lock
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            writer.execute(statement)
+                    # in the same transaction: a crash never leaves tables without a version
+                    writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
+        except BaseException:
+            writer.close()
+            raise
+        return writer
+
+    def _check_schema(self, db: sqlite3.Connection) -> int:
+        """The file's schema version: 0 for a new file; StoreOpenError if it is not ours."""
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if version == 0 and not tables <= _SCHEMA_OBJECTS:
+            raise StoreOpenError(
+                f"{self.path} is a SQLite database of another program"
+                " (tomograph's own database has none of its tables)"
+            )
+        if version not in (0, _SCHEMA_VERSION):
+            raise StoreOpenError(
+                f"{self.path}: unknown schema version {version} (written by a newer tomograph?)"
+            )
+        return version
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -234,23 +283,19 @@ class SqliteSpanStore:
         db.execute("PRAGMA cache_size = -32000")
         return db
 
-    def _reader(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError("the span store is closed")
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._connect()
-            db.execute("PRAGMA query_only = ON")
-            self._local.db = db
-            with self._readers_lock:
-                self._readers.append(db)
+    def _connect_reader(self) -> sqlite3.Connection:
+        db = self._connect()
+        db.execute("PRAGMA query_only = ON")
+        # a reader waits for a lock only while another process recovers the WAL; an interrupt
+        # does not end that wait, so keep it shorter than any sensible query timeout
+        db.execute("PRAGMA busy_timeout = 2000")
         return db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock:
             if self._closed:
-                raise RuntimeError("the span store is closed")
+                raise StoreClosed("the span store is closed")
             db = self._writer
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -268,9 +313,60 @@ class SqliteSpanStore:
                 if unavailable is None:
                     raise
                 raise unavailable from error
+            self._version += 1
+            try:
+                wal_bytes = os.stat(self._wal).st_size
+            except OSError:
+                wal_bytes = 0
+            if wal_bytes > _WAL_RESET_BYTES:
+                self._request_wal_reset()
+
+    def _request_wal_reset(self) -> None:
+        """Empty the write-ahead log as soon as no read uses it (called under the write lock).
+
+        Reads overlapping without a pause keep SQLite from ever restarting the log, which
+        then grows by every write; so new reads wait for those in progress to end.
+        """
+        if self._readers.pause():  # no read in progress: now, else when the last one ends
+            try:
+                self._truncate_wal()
+            finally:
+                self._readers.resume()
+
+    def _reset_wal(self) -> None:
+        with self._write_lock:
+            if not self._closed:
+                self._truncate_wal()
+
+    def _truncate_wal(self) -> None:
+        db = self._writer
+        # another program reading the file could keep the checkpoint waiting: not for long
+        db.execute("PRAGMA busy_timeout = 200")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass  # the log stays long until the next try; no data is at stake
+        finally:
+            db.execute("PRAGMA busy_timeout = 30000")
+
+    def data_version(self) -> int:
+        """A number that grows with every write: while it is unchanged, so are all answers."""
+        return self._version
+
+    def interrupt_reads(self) -> None:
+        """Stop the reads in progress (they raise StoreClosed) and refuse new reads.
+
+        Writes go on until :meth:`close`; a retention pass stops after its current chunk.
+        """
+        self._stopping = True
+        self._readers.interrupt()
 
     def close(self) -> None:
-        """Close every connection (further calls raise RuntimeError)."""
+        """Interrupt reads, let the write in progress finish, close every connection.
+
+        Further calls raise :class:`~tomograph.collector.storage.StoreClosed`.
+        """
+        self.interrupt_reads()
         with self._write_lock:
             if self._closed:
                 return
@@ -280,13 +376,7 @@ class SqliteSpanStore:
             except sqlite3.Error:
                 pass
             self._writer.close()
-        with self._reads_done:
-            if not self._reads_done.wait_for(lambda: not self._reads, _CLOSE_WAIT):
-                return  # a read still runs: leave its connection to the garbage collector
-        with self._readers_lock:
-            for db in self._readers:
-                db.close()
-            self._readers.clear()
+        self._readers.close(_CLOSE_WAIT)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -369,24 +459,28 @@ class SqliteSpanStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    @_reading
-    def _trace_rows(self, trace_id: str, budget: int | None = None) -> list[bytes]:
+    def _trace_rows(self, reader: Reader, trace_id: str, budget: int | None = None) -> list[bytes]:
         """The stored JSON of the trace's spans, in time order.
 
         With a ``budget``, stops before the span that would take their total past it (the
         first span is always kept): a trace may be far larger than one answer should be.
         """
         trace_id = normalize_trace_id(trace_id)
-        rows = self._reader().execute(
-            "SELECT trace_id, body FROM spans WHERE trace_low = ? ORDER BY ts, row_id",
-            (trace_id_low(trace_id),),
-        )
-        lenient = len(trace_id) == 16  # a 64-bit id matches any trace with those low bits
+        low = trace_id_low(trace_id)
+        if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
+            rows = reader.execute(
+                "SELECT body FROM spans WHERE trace_low = ? ORDER BY ts, row_id", (low,)
+            )
+        else:  # a 128-bit id matches itself, and spans reported with only its low half;
+            # filtered in SQL, so traces sharing the low half cost no transfer of their bodies
+            rows = reader.execute(
+                "SELECT body FROM spans WHERE trace_low = ? AND trace_id IN (?, ?)"
+                " ORDER BY ts, row_id",
+                (low, trace_id, trace_id[16:]),
+            )
         bodies: list[bytes] = []
         size = 0
-        for stored, packed in rows:
-            if not lenient and stored != trace_id and len(stored) != 16:
-                continue
+        for (packed,) in rows:
             body = _unpack(packed)
             size += len(body) + 1
             if budget is not None and bodies and size > budget:
@@ -394,22 +488,25 @@ class SqliteSpanStore:
             bodies.append(body)
         return bodies
 
-    def get_trace_json(self, trace_id: str) -> bytes | None:
+    @_reading
+    def get_trace_json(self, reader: Reader, trace_id: str) -> bytes | None:
         """The trace's spans as a JSON array, or None if no span has this id.
 
         A 64-bit id finds 128-bit traces with the same low half, and a 128-bit id finds spans
         reported with only the low half (Zipkin's lenient trace-id matching). The answer stops
         at ``max_response_bytes``: the latest spans of a larger trace are left out.
         """
-        bodies = self._trace_rows(trace_id, self.max_response_bytes)
+        bodies = self._trace_rows(reader, trace_id, self.max_response_bytes)
         return _json_list(bodies) if bodies else None
 
-    def get_trace(self, trace_id: str) -> list[SpanDict] | None:
+    @_reading
+    def get_trace(self, reader: Reader, trace_id: str) -> list[SpanDict] | None:
         """The trace's spans as dicts, or None (see :meth:`get_trace_json`)."""
-        bodies = self._trace_rows(trace_id)
+        bodies = self._trace_rows(reader, trace_id)
         return [json.loads(body) for body in bodies] if bodies else None
 
-    def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
+    @_reading
+    def get_traces_json(self, reader: Reader, trace_ids: Sequence[str]) -> bytes:
         """The traces found among ``trace_ids``, as a JSON list of traces (unknown ids skipped).
 
         The answer holds at most ``max_response_bytes`` (a first trace larger than that is cut
@@ -419,7 +516,7 @@ class SqliteSpanStore:
         found: list[bytes] = []
         budget = self.max_response_bytes
         for trace_id in trace_ids:
-            bodies = self._trace_rows(trace_id, budget)
+            bodies = self._trace_rows(reader, trace_id, budget)
             if not bodies:
                 continue
             trace = _json_list(bodies)
@@ -432,7 +529,7 @@ class SqliteSpanStore:
         return _json_list(found)
 
     @_reading
-    def find_trace_ids(self, request: QueryRequest) -> list[str]:
+    def find_trace_ids(self, reader: Reader, request: QueryRequest) -> list[str]:
         """Ids of the traces matching ``request`` (Zipkin semantics), newest first.
 
         Two plans, because criteria differ wildly in how many spans they match. First the newest
@@ -442,10 +539,9 @@ class SqliteSpanStore:
         """
         window = [(request.end_ts - request.lookback) * 1000, request.end_ts * 1000]
         criteria = _criteria(request)
-        db = self._reader()
         if not criteria:
             sql = "SELECT trace_id FROM traces WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?"
-            return [row[0] for row in db.execute(sql, [*window, request.limit])]
+            return [row[0] for row in reader.execute(sql, [*window, request.limit])]
         probe_sql = (
             "SELECT t.trace_id FROM (SELECT trace_low, trace_id, ts FROM traces"
             " WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?) t WHERE "
@@ -455,10 +551,10 @@ class SqliteSpanStore:
         params: list[Any] = [*window, _PROBE_TRACES]
         for _, _, values in criteria:
             params.extend(values)
-        found = [row[0] for row in db.execute(probe_sql, [*params, request.limit])]
+        found = [row[0] for row in reader.execute(probe_sql, [*params, request.limit])]
         if len(found) >= request.limit:
             return found
-        in_window = db.execute(
+        in_window = reader.execute(
             "SELECT count(*) FROM (SELECT 1 FROM traces WHERE ts BETWEEN ? AND ? LIMIT ?)",
             [*window, _PROBE_TRACES + 1],
         ).fetchone()[0]
@@ -472,16 +568,16 @@ class SqliteSpanStore:
         params = list(window)
         for _, _, values in criteria:
             params.extend(values)
-        return [row[0] for row in db.execute(intersect_sql, [*params, request.limit])]
+        return [row[0] for row in reader.execute(intersect_sql, [*params, request.limit])]
 
     @_reading
-    def _names(self, kind: str, service: str | None) -> list[str]:
+    def _names(self, reader: Reader, kind: str, service: str | None) -> list[str]:
         if service is None:
             sql = "SELECT DISTINCT service FROM span_names WHERE kind = ? ORDER BY service"
-            rows = self._reader().execute(sql, (kind,))
+            rows = reader.execute(sql, (kind,))
         else:
             sql = "SELECT name FROM span_names WHERE kind = ? AND service = ? ORDER BY name"
-            rows = self._reader().execute(sql, (kind, service))
+            rows = reader.execute(sql, (kind, service))
         return [row[0] for row in rows if row[0]]
 
     def service_names(self) -> list[str]:
@@ -497,9 +593,9 @@ class SqliteSpanStore:
         return self._names("remote", service_name.lower())
 
     @_reading
-    def tag_values(self, key: str, limit: int = 1000) -> list[str]:
+    def tag_values(self, reader: Reader, key: str, limit: int = 1000) -> list[str]:
         """Distinct values seen for tag ``key`` (indexed values only), sorted."""
-        rows = self._reader().execute(
+        rows = reader.execute(
             "SELECT DISTINCT value FROM span_terms WHERE term = ? AND value != ''"
             " ORDER BY value LIMIT ?",
             (key, limit),
@@ -507,9 +603,9 @@ class SqliteSpanStore:
         return [row[0] for row in rows]
 
     @_reading
-    def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
+    def dependencies(self, reader: Reader, end_ts: int, lookback: int) -> list[DependencyLink]:
         """Links between services in traces whose timestamp is in the window (epoch ms)."""
-        rows = self._reader().execute(
+        rows = reader.execute(
             "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
             " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"
             " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?) ORDER BY s.trace_low",
@@ -520,6 +616,7 @@ class SqliteSpanStore:
         trace: list[SpanDict] = []
         for low, span_id, parent_id, kind, shared, service, remote, error, ts in rows:
             if low != current:
+                reader.check()  # the tree of each trace is Python work: stop when told
                 linker.put_trace(trace)
                 current, trace = low, []
             span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
@@ -540,9 +637,11 @@ class SqliteSpanStore:
         return linker.links()
 
     @_reading
-    def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
+    def operations(
+        self, reader: Reader, service_name: str, end_ts: int, lookback: int
+    ) -> list[OperationStats]:
         """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
-        rows = self._reader().execute(
+        rows = reader.execute(
             "SELECT name, duration, error FROM spans WHERE service = ? AND ts BETWEEN ? AND ?"
             " AND duration IS NOT NULL ORDER BY name, duration",
             (service_name.lower(), (end_ts - lookback) * 1000, end_ts * 1000),
@@ -581,16 +680,12 @@ class SqliteSpanStore:
     # -- retention --------------------------------------------------------------------------
 
     @_reading
-    def size_bytes(self) -> int:
+    def size_bytes(self, reader: Reader) -> int:
         """Bytes in use by the database (pages holding data, not free pages)."""
-        [(used,)] = (
-            self._reader()
-            .execute(
-                "SELECT (p.page_count - f.freelist_count) * s.page_size"
-                " FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s"
-            )
-            .fetchall()
-        )
+        [(used,)] = reader.execute(
+            "SELECT (p.page_count - f.freelist_count) * s.page_size"
+            " FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s"
+        ).fetchall()
         return int(used)
 
     def _delete_traces(self, db: sqlite3.Connection, lows: list[int]) -> int:
@@ -621,9 +716,10 @@ class SqliteSpanStore:
         """
         now_us = _now_us() if now_us is None else now_us
         traces = spans = 0
-        if self.max_age is not None:
+        # an age reaching back before 1970 keeps everything (and overflows SQLite's integers)
+        if self.max_age is not None and self.max_age * 1e6 < now_us:
             cutoff = now_us - int(self.max_age * 1e6)
-            while True:
+            while not self._stopping:  # a stopping server finishes the chunk it is deleting
                 with self._transaction() as db:
                     lows = [
                         row[0]
@@ -647,11 +743,12 @@ class SqliteSpanStore:
                     if not count:
                         break
                     excess = math.ceil((used - target) / (used / count))
+                    # in chunks: a long transaction would hold up the batches being ingested
                     lows = [
                         row[0]
                         for row in db.execute(
                             "SELECT trace_low FROM traces ORDER BY received, ts LIMIT ?",
-                            (max(1, excess),),
+                            (min(max(1, excess), _DELETE_CHUNK * 4),),
                         )
                     ]
                     spans += self._delete_traces(db, lows)
@@ -662,13 +759,28 @@ class SqliteSpanStore:
             with self._write_lock:
                 # the pragma frees one page per step; executescript steps it to the end
                 self._writer.executescript("PRAGMA incremental_vacuum;")
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                self._request_wal_reset()  # the log holds every deleted page
         return RetentionResult(traces_deleted=traces, spans_deleted=spans)
 
     @_reading
-    def span_count(self) -> int:
+    def span_count(self, reader: Reader) -> int:
         """How many spans are stored."""
-        return int(self._reader().execute("SELECT count(*) FROM spans").fetchone()[0])
+        return int(reader.execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+def _open_error(path: Path, error: OSError | sqlite3.Error) -> str:
+    """Why ``path`` cannot be a span database, in one line for an operator."""
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                return f"cannot create {path}: {folder} is a file, not a folder"
+            break
+    if path.is_dir():
+        return f"{path} is a folder, not a database file"
+    if isinstance(error, sqlite3.DatabaseError) and "not a database" in str(error):
+        return f"{path} is not a SQLite database (is it the right file?)"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"cannot open {path}: {reason}"
 
 
 def _json_list(items: list[bytes]) -> bytes:

@@ -15,10 +15,13 @@ __all__ = [
     "DependencyLink",
     "OperationStats",
     "QueryRequest",
+    "QueryTimeout",
     "RetentionResult",
     "SpanDict",
     "SpanStore",
     "StoreUnavailable",
+    "StoreClosed",
+    "StoreOpenError",
 ]
 
 #: A normalized Zipkin v2 span, as decoded from JSON (lower-case names, hex ids).
@@ -38,6 +41,18 @@ class StoreUnavailable(Exception):
     def __init__(self, message: str, retry_after: int = 30) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreOpenError(Exception):
+    """The store cannot be opened or created; the message names the location and why."""
+
+
+class StoreClosed(RuntimeError):
+    """The store is closed, or closing: a read in progress was interrupted (the server stops)."""
+
+
+class QueryTimeout(Exception):
+    """A read ran past the store's time budget and was interrupted."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,11 @@ class RetentionResult:
 
 
 class SpanStore(Protocol):
-    """A place to keep spans and to search them the way Zipkin's API does."""
+    """A place to keep spans and to search them the way Zipkin's API does.
+
+    Reads may raise :class:`QueryTimeout` when they run past the store's time budget, and
+    every call raises :class:`StoreClosed` once :meth:`close` has begun.
+    """
 
     def accept(self, spans: Sequence[SpanDict]) -> int:
         """Store a batch in one transaction (all or nothing); returns how many were new."""
@@ -146,6 +165,21 @@ class SpanStore(Protocol):
         """Delete traces older than the maximum age, then the oldest until under the size cap."""
         ...
 
+    def data_version(self) -> int:
+        """A number that grows with every write: while it is unchanged, so are all answers.
+
+        Lets the HTTP layer reuse an expensive answer (dependency links) until the next write.
+        """
+        ...
+
+    def interrupt_reads(self) -> None:
+        """Stop the reads in progress (they raise :class:`StoreClosed`) and refuse new ones.
+
+        Writes go on until :meth:`close`: a server that stops answers its queries at once and
+        still stores the batches it is receiving.
+        """
+        ...
+
     def close(self) -> None:
-        """Release the store's connections."""
+        """Interrupt reads in progress, wait for the write in progress, release the connections."""
         ...
