@@ -228,11 +228,16 @@ def configure(
         join_shared_spans,
         environ,
     )
-    composite.set_default_propagator(propagator)
+    tracer._default_lookup = get_tracer
     with _lock:
+        # Both under the lock: concurrent configure() calls leave a matching pair.
+        composite.set_default_propagator(propagator)
         previous, _default_tracer = _default_tracer, tracer
         _install_exit_hook()
     if previous is not None:
+        # Spans of the previous tracer still open (other threads, long requests) finish after
+        # its backends close below: they go to the new tracer's backends instead.
+        previous._hand_over(get_tracer)
         kept = {id(backend) for backend in tracer.backends}
         for backend in previous.backends:
             if id(backend) not in kept:
@@ -262,6 +267,7 @@ def _configure_implicitly() -> Tracer:
             # The application never asked for tracing explicitly: do not break it.
             _log.error("tomograph: %s; tracing without backends", error)
             tracer = Tracer(os.environ.get(ENV_SERVICE, "").strip() or DEFAULT_SERVICE_NAME)
+        tracer._default_lookup = get_tracer
         _default_tracer = tracer
         _install_exit_hook()
         return tracer

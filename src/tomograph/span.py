@@ -18,6 +18,7 @@ from tomograph.clock import EPOCH_OFFSET_NS, monotonic_ns, to_monotonic_ns
 from tomograph.context import CURRENT_SPAN
 from tomograph.ids import new_span_id, new_trace_id
 from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext, coerce_kind
+from tomograph.sampling import undo_root_sample
 
 if TYPE_CHECKING:
     from tomograph.tracer import Tracer
@@ -360,17 +361,32 @@ class Span:
         """Use ``tracer.span(...)`` as a decorator: each call runs in a new span like this one.
 
         The span made by ``tracer.span(...)`` itself only serves as a template: it is never
-        entered or reported.
+        entered or reported, and a new trace it admitted is given back to the sampler.
+        On the default tracer (``tomograph.span(...)``) each call uses the tracer configured
+        at that moment, with its service name, so decorating at import before
+        ``tomograph.configure()`` works.
 
         Works on plain functions, ``async def`` functions and generators (the span covers the
         whole iteration).
         """
         tracer = self._tracer
         name, kind, tags = self.name, self.kind, dict(self.tags) or None
-        local, remote = self.local_endpoint, self.remote_endpoint
+        remote = self.remote_endpoint
+        # The tracer's own endpoint is not pinned: each span takes its tracer's (see below).
+        local = None if self.local_endpoint is tracer.local_endpoint else self.local_endpoint
+        if self.sampled and self.parent_id is None and not self.shared:
+            undo_root_sample(tracer.sampler)  # the template started no trace
+        lookup = tracer._default_lookup
 
-        def new_span() -> Span:
-            return Span(tracer, name, kind, tags, CURRENT, local, remote)
+        if lookup is None:
+
+            def new_span() -> Span:
+                return Span(tracer, name, kind, tags, CURRENT, local, remote)
+
+        else:
+
+            def new_span() -> Span:
+                return Span(lookup(), name, kind, tags, CURRENT, local, remote)
 
         return wrap_in_span(func, new_span)
 

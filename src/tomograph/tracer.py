@@ -71,6 +71,7 @@ class Tracer:
 
     __slots__ = (
         "_backends",
+        "_default_lookup",
         "_failed_backends",
         "_report",
         "join_shared_spans",
@@ -103,6 +104,10 @@ class Tracer:
         self._backends: tuple[Backend, ...] = tuple(backends)
         self._failed_backends: set[int] = set()
         self._report = self._choose_report()
+        #: Set on the default tracer by ``tomograph.configure()``: returns the default tracer of
+        #: the moment. Decorators made on a tracer that has it look the tracer up per call, so a
+        #: function decorated at import reports with whatever is configured later.
+        self._default_lookup: Callable[[], Tracer] | None = None
         # A C-level partial instead of a method: one Python frame less for every span.
         self.span: SpanFactory = cast(SpanFactory, functools.partial(Span, self))
 
@@ -155,6 +160,21 @@ class Tracer:
     def report(self, span: Span) -> None:
         """Hand a finished, sampled span to every backend. Never raises."""
         self._report(span)
+
+    def _hand_over(self, successor: Callable[[], Tracer]) -> None:
+        """From now on, report finished spans through ``successor()`` instead of own backends.
+
+        ``tomograph.configure()`` calls it on the default tracer it replaces: spans started
+        before (in flight, or made by code that kept this tracer) finish after this tracer's
+        backends are closed, and would be dropped there.
+        """
+        own = self._report
+
+        def report_to_successor(span: Span) -> None:
+            tracer = successor()
+            (own if tracer is self else tracer._report)(span)
+
+        self._report = report_to_successor
 
     def _report_to_all(self, span: Span) -> None:
         for backend in self._backends:
