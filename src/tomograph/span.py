@@ -14,7 +14,7 @@ from contextvars import Token
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from tomograph.clock import EPOCH_OFFSET_NS, monotonic_ns, to_monotonic_ns
+from tomograph.clock import ANCHOR, monotonic_ns
 from tomograph.context import CURRENT_SPAN
 from tomograph.ids import new_span_id, new_trace_id
 from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext, coerce_kind
@@ -30,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _get_current = CURRENT_SPAN.get
 _getrandbits = random.getrandbits
 _monotonic_ns = monotonic_ns
+_anchor = ANCHOR
 _set_current = CURRENT_SPAN.set
 _reset_current = CURRENT_SPAN.reset
 
@@ -62,6 +63,7 @@ class Span:
         "_tracer",
         "debug",
         "end_ns",
+        "epoch_offset_ns",
         "error",
         "extra",
         "kind",
@@ -87,6 +89,9 @@ class Span:
     extra: Mapping[str, Any] | None
     #: Notes as recorded: (monotonic ns, value, duration µs or None). See :attr:`annotations`.
     notes_raw: list[tuple[int, str, int | None]]
+    #: epoch ns = monotonic ns + this, for every time of this span: the clock anchor's offset
+    #: when its local root started (see :mod:`tomograph.clock`).
+    epoch_offset_ns: int
 
     def __init__(
         self,
@@ -108,6 +113,7 @@ class Span:
         self.end_ns = 0
         self.error = self._classic = False
         self._token: Token[Span | None] | None = None
+        start = _monotonic_ns()
         if parent is CURRENT:
             parent = _get_current()
         if parent is None:
@@ -122,6 +128,10 @@ class Span:
             self.sampled = sampled
             self.debug = self.shared = False
             self.extra = None
+            anchor = _anchor  # a new trace re-reads the wall clock when that is due
+            self.epoch_offset_ns = (
+                anchor.offset_ns if start < anchor.next_check_ns else anchor.offset_at(start)
+            )
         elif parent.__class__ is Span:
             local = parent
             self.trace_id = local.trace_id
@@ -131,8 +141,9 @@ class Span:
             self.debug = local.debug
             self.shared = False
             self.extra = local.extra
+            self.epoch_offset_ns = local.epoch_offset_ns
         else:
-            sampled = self._continue_remote(cast(TraceContext, parent))
+            sampled = self._continue_remote(cast(TraceContext, parent), start)
         if sampled:
             self.tags: dict[str, TagValue] = {**tags} if tags else {}
             self.notes_raw = []
@@ -141,7 +152,7 @@ class Span:
             # here stay readable, so a decorator template can pass them to its spans. The start
             # time is kept in case the decision is overridden (see set_sampling).
             self.tags = MappingProxyType(tags) if tags else _NO_TAGS  # type: ignore[assignment]
-        self.start_ns = _monotonic_ns()
+        self.start_ns = start
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -151,13 +162,14 @@ class Span:
         A span starts when it is made: by ``tracer.span()`` or :meth:`Tracer.start_span`.
         """
         if timestamp_us is not None and not self.end_ns and self.sampled:
-            self.start_ns = to_monotonic_ns(timestamp_us)
+            self.start_ns = timestamp_us * 1000 - self.epoch_offset_ns
             if self._classic and self.sampled:
                 self.notes_raw[0] = (self.start_ns, "start", None)
         return self
 
-    def _continue_remote(self, remote: TraceContext) -> bool:
+    def _continue_remote(self, remote: TraceContext, start: int) -> bool:
         tracer = self._tracer
+        self.epoch_offset_ns = _anchor.offset_at(start)
         self.trace_id = remote.trace_id
         self.debug = remote.debug
         self.extra = remote.extra
@@ -183,7 +195,9 @@ class Span:
         if not self.sampled:
             self.end_ns = _UNTIMED
             return
-        end_ns = _monotonic_ns() if timestamp_us is None else to_monotonic_ns(timestamp_us)
+        end_ns = (
+            _monotonic_ns() if timestamp_us is None else timestamp_us * 1000 - self.epoch_offset_ns
+        )
         self.end_ns = end_ns
         if self._classic:
             self.notes_raw.append((end_ns, "stop", None))
@@ -241,7 +255,7 @@ class Span:
     def annotate_at(self, value: str, timestamp_us: int, duration_us: int | None = None) -> None:
         """Add a note with an explicit epoch-microsecond timestamp."""
         if self.sampled:
-            self.notes_raw.append((to_monotonic_ns(timestamp_us), value, duration_us))
+            self.notes_raw.append((timestamp_us * 1000 - self.epoch_offset_ns, value, duration_us))
 
     def record_exception(self, exc: BaseException) -> None:
         """Mark the span as failed by ``exc``: ``error`` tag, ``exception.type`` tag and a note."""
@@ -320,7 +334,7 @@ class Span:
     @property
     def timestamp(self) -> int:
         """Start time in epoch microseconds."""
-        return (self.start_ns + EPOCH_OFFSET_NS) // 1000
+        return (self.start_ns + self.epoch_offset_ns) // 1000
 
     @property
     def duration(self) -> int | None:
@@ -339,8 +353,9 @@ class Span:
         """The notes, oldest first, with epoch-microsecond timestamps."""
         if not self.sampled:
             return []
+        offset = self.epoch_offset_ns
         return [
-            Note((mono + EPOCH_OFFSET_NS) // 1000, value, duration)
+            Note((mono + offset) // 1000, value, duration)
             for mono, value, duration in self.notes_raw
         ]
 

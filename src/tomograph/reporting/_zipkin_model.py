@@ -11,7 +11,6 @@ import functools
 import ipaddress
 from typing import Any
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.model import Endpoint
 from tomograph.reporting.errors import DecodeError
 
@@ -32,14 +31,13 @@ KINDS = ("CLIENT", "SERVER", "PRODUCER", "CONSUMER")
 MAX_U64 = (1 << 64) - 1
 
 
-def note_pairs(notes: list[tuple[int, str, int | None]]) -> list[tuple[int, str]]:
+def note_pairs(notes: list[tuple[int, str, int | None]], offset: int) -> list[tuple[int, str]]:
     """Notes as (epoch µs, value) pairs, exact duplicates dropped (Zipkin's annotations are a
-    set: its API requires unique items).
+    set: its API requires unique items). ``offset`` is the span's epoch offset (ns).
 
-    >>> note_pairs([(0, 'a', None), (0, 'a', None)]) == [(EPOCH_OFFSET_NS // 1000, 'a')]
-    True
+    >>> note_pairs([(0, 'a', None), (0, 'a', None)], 5_000)
+    [(5, 'a')]
     """
-    offset = EPOCH_OFFSET_NS
     pairs = [((mono + offset) // 1000, value) for mono, value, _duration in notes]
     return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
 

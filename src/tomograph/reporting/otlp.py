@@ -23,7 +23,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,
@@ -72,13 +71,14 @@ def _version() -> str:
 
 
 def _otlp_span(span: Span) -> OtlpSpan:
+    offset = span.epoch_offset_ns
     out = OtlpSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
         name=span.name,
         kind=_KINDS[span.kind.value if span.kind is not None else None],
-        start_time_unix_nano=span.start_ns + EPOCH_OFFSET_NS,
-        end_time_unix_nano=max(span.end_ns, span.start_ns + 1) + EPOCH_OFFSET_NS,
+        start_time_unix_nano=span.start_ns + offset,
+        end_time_unix_nano=max(span.end_ns, span.start_ns + 1) + offset,
     )
     if span.parent_id:
         out.parent_span_id = span.parent_id.to_bytes(8, "big")
@@ -99,7 +99,7 @@ def _otlp_span(span: Span) -> OtlpSpan:
     if attributes:
         out.attributes.extend(_attributes(attributes))
     for mono, value, duration in span.notes_raw:
-        event = out.events.add(name=value, time_unix_nano=mono + EPOCH_OFFSET_NS)
+        event = out.events.add(name=value, time_unix_nano=mono + offset)
         if duration is not None:
             event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
     if span.error:

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.reporting._zipkin_model import (
     KINDS,
     MAX_U64,
@@ -78,12 +77,12 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
         fields = endpoint_fields(endpoint) if endpoint is not None else None
         if fields:
             record[key] = dict(fields)
-    record["timestamp"] = (start_ns + EPOCH_OFFSET_NS) // 1000
+    record["timestamp"] = (start_ns + span.epoch_offset_ns) // 1000
     record["duration"] = max(1, -((start_ns - span.end_ns) // 1000))
     if span.notes_raw:
         record["annotations"] = [
             {"timestamp": timestamp, "value": value}
-            for timestamp, value in note_pairs(span.notes_raw)
+            for timestamp, value in note_pairs(span.notes_raw, span.epoch_offset_ns)
         ]
     tags = {key: tag_text(value) for key, value in span.tags.items()}
     if span.error and "error" not in tags:
@@ -174,7 +173,6 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
     # Written out in one loop: this is the reporter's hottest code (see the module doc).
     parts: list[str] = []
     append = parts.append
-    offset = EPOCH_OFFSET_NS
     by_name = _static_by_name
     tag_keys = _tag_keys
     trace_hex: dict[int, str] = {}  # spans of one trace usually travel in the same batch
@@ -198,7 +196,7 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
         start_ns = span.start_ns
         duration = -((start_ns - span.end_ns) // 1000)
         timing = (
-            f'{static},"timestamp":{(start_ns + offset) // 1000},'
+            f'{static},"timestamp":{(start_ns + span.epoch_offset_ns) // 1000},'
             f'"duration":{duration if duration > 0 else 1}'
         )
         if parent_id:
@@ -215,7 +213,7 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
                 + ",".join(
                     [
                         f'{{"timestamp":{timestamp},"value":{_escape(value)}}}'
-                        for timestamp, value in note_pairs(notes)
+                        for timestamp, value in note_pairs(notes, span.epoch_offset_ns)
                     ]
                 )
                 + "]"

@@ -18,7 +18,6 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.reporting._zipkin_model import (
     KINDS,
     MAX_U64,
@@ -158,10 +157,11 @@ def _span_message(span: Span) -> bytes:
         b"\x12\x08" + span.parent_id.to_bytes(8, "big") if span.parent_id else b"",
         b"\x1a\x08" + span.span_id.to_bytes(8, "big"),
         static,
-        b"\x31" + _pack_fixed64((start_ns + EPOCH_OFFSET_NS) // 1000),
+        b"\x31" + _pack_fixed64((start_ns + span.epoch_offset_ns) // 1000),
         b"\x38" + (_SMALL[duration] if 0 < duration < 128 else _varint(max(1, duration))),
     ]
-    for timestamp, value in note_pairs(span.notes_raw) if span.notes_raw else ():
+    notes = note_pairs(span.notes_raw, span.epoch_offset_ns) if span.notes_raw else ()
+    for timestamp, value in notes:
         note = b"\x09" + _pack_fixed64(timestamp)
         if value:
             note += _field_bytes(b"\x12", _text(value))
