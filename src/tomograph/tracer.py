@@ -92,7 +92,9 @@ class Tracer:
         trace_id_bits: int = 128,
         join_shared_spans: bool = False,
     ) -> None:
-        if trace_id_bits not in (64, 128):
+        if not isinstance(service_name, str):
+            raise TypeError(f"service_name must be a string, not {service_name!r}")
+        if trace_id_bits.__class__ is not int or trace_id_bits not in (64, 128):
             raise ValueError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
         self.local_endpoint = local_endpoint or Endpoint(service_name)
         self.sampler: Sampler = sampler if sampler is not None else parent_based()
