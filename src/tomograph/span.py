@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tomograph.clock import ANCHOR, monotonic_ns
 from tomograph.context import CURRENT_SPAN
+from tomograph.errors import TracingError
 from tomograph.ids import new_span_id, new_trace_id
 from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext, coerce_kind
 from tomograph.sampling import undo_root_sample
@@ -41,6 +42,23 @@ _NO_TAGS: Mapping[str, TagValue] = MappingProxyType({})
 
 #: ``parent`` default meaning "whatever span is current when the span starts".
 CURRENT: Any = object()
+
+#: Epoch microseconds a given span time may take: 1970 to 2262, so that epoch nanoseconds fit
+#: the signed 64 bits of every wire format.
+_MAX_EPOCH_US = (1 << 63) // 1000
+
+
+def _epoch_us(timestamp_us: object) -> int:
+    """A timestamp passed to the span API, checked: a wire format must be able to carry it."""
+    if (
+        isinstance(timestamp_us, (int, float))
+        and not isinstance(timestamp_us, bool)
+        and 0 <= timestamp_us < _MAX_EPOCH_US  # "not" also refuses NaN
+    ):
+        return int(timestamp_us)
+    raise TracingError(
+        f"timestamps are epoch microseconds from 0 to {_MAX_EPOCH_US - 1}, not {timestamp_us!r}"
+    )
 
 
 class Span:
@@ -160,9 +178,11 @@ class Span:
         """Backdate the span's start to ``timestamp_us`` (epoch µs), if given; returns ``self``.
 
         A span starts when it is made: by ``tracer.span()`` or :meth:`Tracer.start_span`.
+        A timestamp that is not a number from 0 to 2**63 // 1000 raises
+        :class:`~tomograph.TracingError` (as do :meth:`finish` and :meth:`annotate_at`).
         """
         if timestamp_us is not None and not self.end_ns and self.sampled:
-            self.start_ns = timestamp_us * 1000 - self.epoch_offset_ns
+            self.start_ns = _epoch_us(timestamp_us) * 1000 - self.epoch_offset_ns
             if self._classic and self.sampled:
                 self.notes_raw[0] = (self.start_ns, "start", None)
         return self
@@ -196,7 +216,9 @@ class Span:
             self.end_ns = _UNTIMED
             return
         end_ns = (
-            _monotonic_ns() if timestamp_us is None else timestamp_us * 1000 - self.epoch_offset_ns
+            _monotonic_ns()
+            if timestamp_us is None
+            else _epoch_us(timestamp_us) * 1000 - self.epoch_offset_ns
         )
         self.end_ns = end_ns
         if self._classic:
@@ -243,7 +265,11 @@ class Span:
     # -- recording --------------------------------------------------------------------------
 
     def tag(self, key: str, value: TagValue) -> None:
-        """Set a tag. Values may be str, int, float or bool; encoders write them as strings."""
+        """Set a tag: a str, int, float or bool, or a list or tuple of them.
+
+        Zipkin encoders write strings (a list as a JSON array of strings), OTLP keeps the types;
+        any other value is written as its text (see :mod:`tomograph.reporting.values`).
+        """
         if self.sampled:
             self.tags[key] = value
 
@@ -255,7 +281,8 @@ class Span:
     def annotate_at(self, value: str, timestamp_us: int, duration_us: int | None = None) -> None:
         """Add a note with an explicit epoch-microsecond timestamp."""
         if self.sampled:
-            self.notes_raw.append((timestamp_us * 1000 - self.epoch_offset_ns, value, duration_us))
+            at = _epoch_us(timestamp_us) * 1000 - self.epoch_offset_ns
+            self.notes_raw.append((at, value, duration_us))
 
     def record_exception(self, exc: BaseException) -> None:
         """Mark the span as failed by ``exc``: ``error`` tag, ``exception.type`` tag and a note."""

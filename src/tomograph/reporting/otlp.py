@@ -9,7 +9,9 @@ Mapping: one ``ResourceSpans`` per service (``service.name``), scope ``tomograph
 ``SPAN_KIND_INTERNAL``; tags become attributes with their own types (bool, int, double,
 string); notes become events; a failed span gets status ``ERROR`` with the ``error`` tag as its
 message; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
-``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded).
+``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded). A list
+tag becomes an array of its items' type, an int outside int64 its text (see
+:mod:`tomograph.reporting.values`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
@@ -30,6 +32,7 @@ from tomograph.reporting._http import (
     strip_credentials,
 )
 from tomograph.reporting.transport import TransportBackend
+from tomograph.reporting.values import safe_text, tag_text, tag_value
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -51,17 +54,22 @@ _INT64 = range(-(2**63), 2**63)
 
 
 def _any_value(value: object) -> AnyValue:
-    if value is True or value is False:
+    value = tag_value(value)
+    if isinstance(value, bool):
         return AnyValue(bool_value=value)
-    if isinstance(value, int) and value in _INT64:
-        return AnyValue(int_value=value)
+    if isinstance(value, int):
+        if value in _INT64:
+            return AnyValue(int_value=value)
+        return AnyValue(string_value=tag_text(value))
     if isinstance(value, float):
         return AnyValue(double_value=value)
-    return AnyValue(string_value=value if isinstance(value, str) else str(value))
+    if isinstance(value, tuple):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(item) for item in value]))
+    return AnyValue(string_value=value)
 
 
 def _attributes(items: Any) -> list[KeyValue]:
-    return [KeyValue(key=key, value=_any_value(value)) for key, value in items]
+    return [KeyValue(key=safe_text(key), value=_any_value(value)) for key, value in items]
 
 
 def _version() -> str:
@@ -75,7 +83,7 @@ def _otlp_span(span: Span) -> OtlpSpan:
     out = OtlpSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
-        name=span.name,
+        name=safe_text(span.name),
         kind=_KINDS[span.kind.value if span.kind is not None else None],
         start_time_unix_nano=span.start_ns + offset,
         end_time_unix_nano=max(span.end_ns, span.start_ns + 1) + offset,
@@ -99,15 +107,15 @@ def _otlp_span(span: Span) -> OtlpSpan:
     if attributes:
         out.attributes.extend(_attributes(attributes))
     for mono, value, duration in span.notes_raw:
-        event = out.events.add(name=value, time_unix_nano=mono + offset)
+        event = out.events.add(name=safe_text(value), time_unix_nano=mono + offset)
         if duration is not None:
-            event.attributes.append(KeyValue(key="duration_us", value=AnyValue(int_value=duration)))
+            event.attributes.append(KeyValue(key="duration_us", value=_any_value(duration)))
     if span.error:
         message = span.tags.get("error")
         out.status.CopyFrom(
             Status(
                 code=Status.STATUS_CODE_ERROR,
-                message=message if isinstance(message, str) else "",
+                message=safe_text(message) if isinstance(message, str) else "",
             )
         )
     return out
@@ -121,7 +129,7 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     """
     by_service: dict[str, ResourceSpans] = {}
     for span in spans:
-        service = span.service_name or "unknown_service"
+        service = safe_text(span.service_name) or "unknown_service"
         resource = by_service.get(service)
         if resource is None:
             resource = by_service[service] = ResourceSpans()

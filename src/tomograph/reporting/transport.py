@@ -272,9 +272,7 @@ class BatchingTransport:
         try:
             payloads = self.sender.encode(batch)
         except Exception:
-            self._failed += len(batch)
-            self._log_once("encode", "tomograph: encoding spans failed", exc_info=True)
-            return
+            payloads = self._encode_without_bad_spans(batch)
         for count, payload in payloads:
             if self._deliver(payload, deadline):
                 self._sent += count
@@ -282,6 +280,58 @@ class BatchingTransport:
                 self._bytes += len(payload)
             else:
                 self._failed += count
+
+    def _encode_without_bad_spans(self, batch: list[Span]) -> list[tuple[int, bytes]]:
+        """Payloads for the spans of ``batch`` that the sender can encode.
+
+        Each span that the encoder fails on is left out, counted in ``failed`` and logged (once
+        per kind of error): one bad span must not take its whole batch down with it.
+        """
+        bad = self._unencodable(batch)
+        self._failed += len(bad)
+        left_out = {id(span) for span in bad}
+        good = [span for span in batch if id(span) not in left_out]
+        if not good:
+            return []
+        try:
+            return self.sender.encode(good)
+        except Exception as error:  # an encoder that fails at random: nothing can be isolated
+            self._failed += len(good)
+            self._log_once(
+                f"encode {type(error).__name__}",
+                "tomograph: %s cannot encode spans, dropped %d",
+                self.sender.name,
+                len(good),
+                exc_info=True,
+            )
+            return []
+
+    def _unencodable(self, spans: list[Span]) -> list[Span]:
+        # Halving finds k bad spans among n with about 2k*log2(n) encodes instead of n.
+        if len(spans) == 1:
+            try:
+                self.sender.encode(spans)
+            except Exception as error:
+                span = spans[0]
+                self._log_once(
+                    f"encode {type(error).__name__}",
+                    "tomograph: %s cannot encode span %r (trace %x), dropped it: %s",
+                    self.sender.name,
+                    span.name,
+                    span.trace_id,
+                    error,
+                    exc_info=True,
+                )
+                return spans
+            return []
+        half = len(spans) // 2
+        bad: list[Span] = []
+        for part in (spans[:half], spans[half:]):
+            try:
+                self.sender.encode(part)
+            except Exception:
+                bad += self._unencodable(part)
+        return bad
 
     def _deliver(self, payload: bytes, deadline: float | None) -> bool:
         started = time.monotonic()
