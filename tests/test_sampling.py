@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 
 import pytest
@@ -207,3 +209,26 @@ def test_probabilistic_tracer_records_about_the_rate() -> None:
         with tracer.span("x"):
             pass
     assert 350 <= len(backend) <= 650
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_rate_limited_sampler_works_in_a_child_forked_while_its_lock_was_held() -> None:
+    sampler = rate_limited(10, clock=FakeClock())
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with sampler._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the lock would never be released
+        signal.alarm(10)  # a hang fails the test instead of blocking it
+        os._exit(0 if sampler(1, None) else 1)
+    release.set()
+    holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -109,7 +111,7 @@ class RateLimitedSampler:
     [True, True, False]
     """
 
-    __slots__ = ("_clock", "_due", "_interval", "_lock", "_tolerance", "per_second")
+    __slots__ = ("__weakref__", "_clock", "_due", "_interval", "_lock", "_tolerance", "per_second")
 
     def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
         rate = _real_number(per_second)
@@ -130,6 +132,7 @@ class RateLimitedSampler:
         self._due: float = self._now() if self.per_second else math.inf
         # Taken only when a trace starts, never for child spans: contention stays negligible.
         self._lock: threading.Lock = threading.Lock()
+        _rate_limited.add(self)
 
     def _now(self) -> int:
         return round(self._clock() * 1e9)
@@ -189,6 +192,21 @@ def constant_root_decision(sampler: Sampler) -> bool | None:
     if isinstance(sampler, NeverSampler):
         return False
     return None
+
+
+#: Every rate-limited sampler, for the fork hook below.
+_rate_limited: weakref.WeakSet[RateLimitedSampler] = weakref.WeakSet()
+
+
+def _new_locks_in_child() -> None:
+    # A fork while another thread held a sampler's lock leaves it held forever in the child,
+    # whose first new trace would then hang: the child starts with fresh locks.
+    for sampler in list(_rate_limited):
+        sampler._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
 
 
 def undo_root_sample(sampler: Sampler) -> None:
