@@ -231,7 +231,7 @@ def test_ten_megabyte_values_are_written_whole_and_not_cached() -> None:
     assert big not in zipkin_json._tag_keys and big not in zipkin_proto._tag_key_fields
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.text(),
     key=st.text(),
