@@ -329,7 +329,9 @@ def test_a_span_the_encoder_cannot_write_is_dropped_alone_counted_and_logged(
     assert stats["sent"] == 99 and stats["failed"] == 1
     assert stats["queued"] == stats["sent"] + stats["failed"] + stats["dropped"] + stats["pending"]
     assert len(server.requests) == 1  # the 99 others still travel together
-    assert any("op37" in record.getMessage() for record in caplog.records)
+    (logged,) = [record for record in caplog.records if "op37" in record.getMessage()]
+    assert logged.exc_info is not None and logged.exc_info[1] is not None
+    assert logged.exc_info[1].__context__ is None  # one error, not the chain of every attempt
 
 
 def test_default_tracer_spans_with_hostile_values_reach_zipkin_as_valid_json() -> None:

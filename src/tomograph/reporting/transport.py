@@ -270,8 +270,10 @@ class BatchingTransport:
 
     def _send_batch(self, batch: list[Span], deadline: float | None) -> None:
         try:
-            payloads = self.sender.encode(batch)
+            payloads: list[tuple[int, bytes]] | None = self.sender.encode(batch)
         except Exception:
+            payloads = None
+        if payloads is None:  # outside the except clause: log lines carry one error, not a chain
             payloads = self._encode_without_bad_spans(batch)
         for count, payload in payloads:
             if self._deliver(payload, deadline):
@@ -329,8 +331,10 @@ class BatchingTransport:
         for part in (spans[:half], spans[half:]):
             try:
                 self.sender.encode(part)
+                continue
             except Exception:
-                bad += self._unencodable(part)
+                pass
+            bad += self._unencodable(part)  # not in the except clause: see _send_batch
         return bad
 
     def _deliver(self, payload: bytes, deadline: float | None) -> bool:
