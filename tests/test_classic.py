@@ -89,9 +89,15 @@ def test_tag_value_types(memory: MemoryBackend, value: object) -> None:
     assert span.tags["k"] == value
 
 
+def test_tag_takes_lists_of_values(memory: MemoryBackend) -> None:
+    with tomograph.span("x") as span:
+        tomograph.tag("k", [1, 2])
+    assert span.tags["k"] == [1, 2]
+
+
 def test_tag_rejects_other_types(memory: MemoryBackend) -> None:
     with tomograph.span("x"), pytest.raises(TypeError, match="tag values"):
-        tomograph.tag("k", [1, 2])  # type: ignore[arg-type]
+        tomograph.tag("k", {"a": 1})  # type: ignore[arg-type]
 
 
 def test_annotate_with_duration(memory: MemoryBackend) -> None:

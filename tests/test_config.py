@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import tomograph
-from tomograph import config
+from tomograph import config, sampling
 from tomograph.reporting.log import LogBackend
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.sampling import ParentBasedSampler, ProbabilisticSampler
@@ -81,6 +82,80 @@ def test_bad_arguments_fail_at_configure_time() -> None:
         tomograph.configure(sampler=lambda t, p: True, sample_rate=0.5, environ={})
     with pytest.raises(tomograph.ConfigurationError, match="trace_id_bits"):
         tomograph.configure(trace_id_bits=32, environ={})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # A service name that is not text was written as a number into the Zipkin JSON.
+        ({"service": 123}, "service must be a string"),
+        ({"service": b"svc"}, "service must be a string"),
+        ({"service": "bad \udcff"}, "service is not valid text"),
+        ({"backends": 5}, "backends must be a list"),
+        ({"backends": [MemoryBackend]}, "is not a backend"),
+        ({"sampler": sampling.AlwaysSampler}, "sampler must be a sampler"),
+        ({"sampler": 0.5}, "sampler must be a sampler"),
+        ({"sample_rate": "0.5"}, "sample_rate must be a number"),
+        ({"sample_rate": True}, "sample_rate must be a number"),
+        ({"sample_rate": float("nan")}, "sample_rate must be a number"),
+        ({"trace_id_bits": 64.0}, "trace_id_bits must be 64 or 128"),
+        ({"trace_id_bits": True}, "trace_id_bits must be 64 or 128"),
+        ({"join_shared_spans": "no"}, "join_shared_spans must be True or False"),
+        ({"propagation": 5}, "propagation"),
+        ({"environ": 5}, "environ must be a mapping"),
+        ({"environ": {"TOMOGRAPH_SERVICE": 5}}, "TOMOGRAPH_SERVICE must be a string"),
+        ({"environ": {"TOMOGRAPH_SERVICE": "\udcff"}}, "TOMOGRAPH_SERVICE is not valid text"),
+        ({"environ": {"TOMOGRAPH_PROPAGATION": 7}}, "TOMOGRAPH_PROPAGATION must be a string"),
+    ],
+)
+def test_values_of_the_wrong_type_fail_at_configure_time(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(tomograph.ConfigurationError, match=message):
+        tomograph.configure(**{"environ": {}, **arguments})
+
+
+@pytest.mark.parametrize("text", ["0.0_1", "nan", "inf", "1e400", "\u0660.\u0665", "0x1", "1/2"])
+def test_sample_rate_variable_must_be_a_plain_decimal(text: str) -> None:
+    with pytest.raises(tomograph.ConfigurationError, match="TOMOGRAPH_SAMPLE_RATE must be"):
+        tomograph.configure(environ={"TOMOGRAPH_SAMPLE_RATE": text})
+
+
+@pytest.mark.parametrize(("text", "rate"), [(" 0.25 ", 0.25), ("1e-1", 0.1), (".5", 0.5)])
+def test_sample_rate_variable_accepts_decimals(text: str, rate: float) -> None:
+    tracer = tomograph.configure(environ={"TOMOGRAPH_SAMPLE_RATE": text})
+    assert isinstance(tracer.sampler, ParentBasedSampler)
+    assert isinstance(tracer.sampler.root, ProbabilisticSampler)
+    assert tracer.sampler.root.rate == rate
+
+
+def test_one_string_of_backends_is_a_comma_separated_list() -> None:
+    tracer = tomograph.configure(backends="memory://, log://", environ={})
+    assert [type(backend) for backend in tracer.backends] == [MemoryBackend, LogBackend]
+
+
+def test_service_name_is_stripped_and_an_empty_one_falls_back() -> None:
+    assert tomograph.configure(service="  svc ", environ={}).service_name == "svc"
+    tracer = tomograph.configure(service=" ", environ={"TOMOGRAPH_SERVICE": "env"})
+    assert tracer.service_name == "env"
+
+
+def test_tracer_refuses_a_service_name_that_is_not_text() -> None:
+    with pytest.raises(TypeError, match="service_name must be a string"):
+        tomograph.Tracer(123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="trace_id_bits"):
+        tomograph.Tracer("svc", trace_id_bits=64.0)  # type: ignore[arg-type]
+
+
+def test_implicit_configuration_with_an_undecodable_service_name_keeps_working(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TOMOGRAPH_SERVICE", "bad \udcff")
+    with tomograph.span("still works") as span:
+        pass
+    assert span.finished
+    assert tomograph.get_tracer().service_name == "unknown_service"
+    assert any("TOMOGRAPH_SERVICE" in r.getMessage() for r in caplog.records)
 
 
 def test_configuration_error_is_a_value_error() -> None:

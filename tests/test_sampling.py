@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
-import time
+import signal
+import threading
 
 import pytest
 from hypothesis import given
@@ -12,12 +14,14 @@ from hypothesis import strategies as st
 from tomograph import TraceContext, Tracer
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.sampling import (
+    ParentBasedSampler,
     always,
     constant_root_decision,
     never,
     parent_based,
     probabilistic,
     rate_limited,
+    undo_root_sample,
 )
 
 
@@ -52,18 +56,117 @@ def test_probabilistic_rejects_bad_rates(bad: object) -> None:
         probabilistic(bad)  # type: ignore[arg-type]
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sampled_over(per_second: float, seconds: float, step: float) -> list[float]:
+    """The times at which ``rate_limited(per_second)`` admits, asked every ``step`` seconds."""
+    clock = FakeClock()
+    sampler = rate_limited(per_second, clock=clock)
+    start = clock.now
+    admitted = []
+    for tick in range(round(seconds / step) + 1):
+        clock.now = start + tick * step
+        if sampler(tick, None):
+            admitted.append(round(clock.now - start, 6))
+    return admitted
+
+
 def test_rate_limited_allows_bursts_up_to_rate_then_refills() -> None:
-    sampler = rate_limited(5)
-    first = [sampler(n, None) for n in range(10)]
-    assert first.count(True) == 5
-    time.sleep(0.45)
-    refilled = [sampler(n, None) for n in range(10)]
-    assert 1 <= refilled.count(True) <= 3
+    clock = FakeClock()
+    sampler = rate_limited(5, clock=clock)
+    assert [sampler(n, None) for n in range(7)].count(True) == 5
+    clock.now += 0.4
+    assert [sampler(n, None) for n in range(7)].count(True) == 2
+
+
+def test_rate_limited_below_one_per_second_samples_at_that_rate() -> None:
+    # rate_limited(0.5) once sampled nothing at all: the bucket never reached a whole token.
+    assert sampled_over(0.5, seconds=3, step=0.1) == [0.0, 2.0]
+    assert sampled_over(0.5, seconds=10, step=0.25) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+
+
+def test_rate_limited_one_per_minute() -> None:
+    admitted = sampled_over(1 / 60, seconds=3600, step=1.0)
+    assert admitted == [60.0 * minute for minute in range(61)]
 
 
 def test_rate_limited_zero_samples_nothing() -> None:
-    sampler = rate_limited(0)
+    clock = FakeClock()
+    sampler = rate_limited(0, clock=clock)
     assert not any(sampler(n, None) for n in range(10))
+    clock.now += 1e9
+    assert not sampler(1, None)
+
+
+def test_rate_limited_huge_rate_samples_everything() -> None:
+    sampler = rate_limited(1e300, clock=FakeClock())
+    assert all(sampler(n, None) for n in range(1000))
+
+
+def test_rate_limited_clock_going_back_admits_nothing_extra() -> None:
+    clock = FakeClock()
+    sampler = rate_limited(1, clock=clock)
+    assert sampler(1, None)
+    clock.now -= 100
+    assert not sampler(2, None)
+    clock.now += 100.5
+    assert not sampler(3, None)
+    clock.now += 0.5
+    assert sampler(4, None)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), True, "1", None])
+def test_rate_limited_rejects_bad_rates(bad: object) -> None:
+    with pytest.raises(ValueError, match="traces per second"):
+        rate_limited(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("per_second", [1, 10, 0.5])
+def test_rate_limited_admits_no_more_than_the_rate_under_32_threads(per_second: float) -> None:
+    clock = FakeClock()
+    sampler = rate_limited(per_second, clock=clock)
+    burst = max(1, int(per_second))
+    start = threading.Barrier(32)
+
+    def ask_many(results: list[bool]) -> None:
+        start.wait()
+        results.extend(sampler(n, None) for n in range(200))
+
+    for _ in range(3):
+        per_thread: list[list[bool]] = [[] for _ in range(32)]
+        threads = [threading.Thread(target=ask_many, args=(out,)) for out in per_thread]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sum(sum(out) for out in per_thread) == burst
+        clock.now += 2  # more than enough to refill: the bucket still holds only its burst
+        start.reset()
+
+
+def test_undo_root_sample_gives_back_a_rate_limited_trace() -> None:
+    sampler = parent_based(rate_limited(1, clock=FakeClock()))
+    assert sampler(1, None)
+    assert not sampler(2, None)
+    undo_root_sample(sampler)
+    assert sampler(3, None)
+    undo_root_sample(sampler)
+    undo_root_sample(sampler)  # the bucket never holds more than its burst
+    assert sampler(4, None)
+    assert not sampler(5, None)
+
+
+def test_parent_based_needs_a_callable_root() -> None:
+    with pytest.raises(ValueError, match="callable"):
+        ParentBasedSampler(None)  # type: ignore[arg-type]
 
 
 def test_parent_based_obeys_upstream_then_root() -> None:
@@ -104,3 +207,26 @@ def test_probabilistic_tracer_records_about_the_rate() -> None:
         with tracer.span("x"):
             pass
     assert 350 <= len(backend) <= 650
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_rate_limited_sampler_works_in_a_child_forked_while_its_lock_was_held() -> None:
+    sampler = rate_limited(10, clock=FakeClock())
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with sampler._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the lock would never be released
+        signal.alarm(10)  # a hang fails the test instead of blocking it
+        os._exit(0 if sampler(1, None) else 1)
+    release.set()
+    holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -56,8 +56,10 @@ def _parent_from(trace_info: TraceInfo) -> Span | TraceContext | None:
         return trace_info
     if isinstance(trace_info, tuple) and len(trace_info) >= 2:
         trace_id, span_id = trace_info[0], trace_info[1]
-        if isinstance(trace_id, int) and isinstance(span_id, int) and trace_id and span_id:
+        try:
             return TraceContext(trace_id, span_id, sampled=None)
+        except ValueError:
+            pass  # ids out of range: the error below
     raise TracingError(
         f"trace_info must come from tomograph.get_trace_info() (or be (trace_id, span_id)), "
         f"not {trace_info!r}"
@@ -138,13 +140,16 @@ def annotate(value: str, duration: int | None = None) -> None:
 
 
 def tag(key: str, value: TagValue) -> None:
-    """Set a tag (str, int, float or bool value) on the current span."""
+    """Set a tag on the current span: a str, int, float or bool, or a list or tuple of them."""
     span = _get_current()
     if span is None:
         _log.debug("tomograph.tag(%r) outside any span: ignored", key)
         return
-    if not isinstance(value, (str, int, float)):
-        raise TypeError(f"tag values must be str, int, float or bool, not {type(value).__name__}")
+    if not isinstance(value, (str, int, float, list, tuple)):
+        raise TypeError(
+            "tag values must be str, int, float or bool, or a list or tuple of them, "
+            f"not {type(value).__name__}"
+        )
     span.tag(key, value)
 
 

@@ -38,7 +38,9 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
+import math
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -226,16 +228,74 @@ def parse_backend_urls(text: str, environ: Mapping[str, str] | None = None) -> l
     return [backend_from_url(item, environ) for item in text.split(",") if item.strip()]
 
 
-def _sample_rate_from(value: Any, source: str) -> float:
-    try:
+#: A decimal number as people write it: no underscores, no "nan"/"inf", ASCII digits only.
+_DECIMAL = re.compile(r"[+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _sample_rate_from(value: object, source: str) -> float:
+    """A sample rate from the argument (a real number) or the variable (decimal text)."""
+    if isinstance(value, str) and source == ENV_SAMPLE_RATE:
+        rate = float(value) if _DECIMAL.fullmatch(value) else math.nan
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         rate = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"{source} must be a number from 0.0 to 1.0, not {value!r}"
-        ) from None
-    if not 0.0 <= rate <= 1.0:
+    else:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:  # "not" also refuses NaN
         raise ConfigurationError(f"{source} must be a number from 0.0 to 1.0, not {value!r}")
     return rate
+
+
+def _text_from(value: object, source: str) -> str:
+    """``value`` stripped, if it is text that can be encoded (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{source} must be a string, not {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # An environment variable holding bytes that are not UTF-8 reads as lone surrogates.
+        raise ConfigurationError(f"{source} is not valid text: {value!r}") from None
+    return value.strip()
+
+
+def _service_from(service: object, environ: Mapping[str, str]) -> str:
+    if service is not None:
+        text = _text_from(service, "service")
+        if text:
+            return text
+    return _text_from(environ.get(ENV_SERVICE, ""), ENV_SERVICE) or DEFAULT_SERVICE_NAME
+
+
+def _backends_from(backends: object, environ: Mapping[str, str]) -> list[Backend]:
+    if isinstance(backends, str):  # one URL, or several separated by commas, as in the variable
+        return parse_backend_urls(backends, environ)
+    try:
+        items = list(backends)  # type: ignore[call-overload]
+    except TypeError:
+        raise ConfigurationError(
+            f"backends must be a list of backends or URLs, not {backends!r}"
+        ) from None
+    built = []
+    for item in items:
+        if isinstance(item, str):
+            built.append(backend_from_url(item, environ))
+        elif isinstance(item, Backend) and not isinstance(item, type):
+            built.append(item)
+        else:
+            raise ConfigurationError(
+                f"{item!r} is not a backend: pass a URL or an object with "
+                "report(span), flush(timeout) and close(timeout)"
+            )
+    return built
+
+
+def _check_environ(environ: object, *names: str) -> None:
+    """A test-supplied ``environ`` must be a mapping of strings, like ``os.environ``."""
+    if not isinstance(environ, Mapping):
+        raise ConfigurationError(f"environ must be a mapping, not {environ!r}")
+    for name in names:
+        value = environ.get(name)
+        if value is not None:
+            _text_from(value, name)
 
 
 def _build_tracer(
@@ -247,38 +307,38 @@ def _build_tracer(
     join_shared_spans: bool,
     environ: Mapping[str, str],
 ) -> Tracer:
-    service = service or environ.get(ENV_SERVICE, "").strip() or DEFAULT_SERVICE_NAME
+    # Every value is checked here, at configure() time: a wrong type accepted now would only
+    # fail later, on the span hot path or in an encoder.
+    service = _service_from(service, environ)
     if backends is None:
         try:
-            built = parse_backend_urls(environ.get(ENV_BACKENDS, ""), environ)
+            built = parse_backend_urls(
+                _text_from(environ.get(ENV_BACKENDS, ""), ENV_BACKENDS), environ
+            )
         except ConfigurationError as error:
             raise ConfigurationError(f"{ENV_BACKENDS}: {error}") from error
     else:
-        built = []
-        for item in backends:
-            if isinstance(item, str):
-                built.append(backend_from_url(item, environ))
-            elif isinstance(item, Backend):
-                built.append(item)
-            else:
-                raise ConfigurationError(
-                    f"{item!r} is not a backend: pass a URL or an object with "
-                    "report(span), flush(timeout) and close(timeout)"
-                )
+        built = _backends_from(backends, environ)
     if sampler is not None and sample_rate is not None:
         raise ConfigurationError("pass sampler or sample_rate, not both")
     if sampler is None:
+        rate_text = _text_from(environ.get(ENV_SAMPLE_RATE, ""), ENV_SAMPLE_RATE)
         if sample_rate is not None:
             sampler = parent_based(probabilistic(_sample_rate_from(sample_rate, "sample_rate")))
-        elif environ.get(ENV_SAMPLE_RATE, "").strip():
-            rate = _sample_rate_from(environ[ENV_SAMPLE_RATE].strip(), ENV_SAMPLE_RATE)
-            sampler = parent_based(probabilistic(rate))
+        elif rate_text:
+            sampler = parent_based(probabilistic(_sample_rate_from(rate_text, ENV_SAMPLE_RATE)))
         else:
             sampler = parent_based()
-    elif not callable(sampler):
-        raise ConfigurationError(f"sampler {sampler!r} is not callable")
-    if trace_id_bits not in (64, 128):
+    elif isinstance(sampler, type) or not callable(sampler):
+        raise ConfigurationError(
+            f"sampler must be a sampler such as sampling.always(), not {sampler!r}"
+        )
+    if trace_id_bits.__class__ is not int or trace_id_bits not in (64, 128):
         raise ConfigurationError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
+    if join_shared_spans.__class__ is not bool:
+        raise ConfigurationError(
+            f"join_shared_spans must be True or False, not {join_shared_spans!r}"
+        )
     return Tracer(
         service,
         built,
@@ -304,9 +364,11 @@ def configure(
     Arguments not given are read from the environment (``TOMOGRAPH_SERVICE``,
     ``TOMOGRAPH_BACKENDS``, ``TOMOGRAPH_SAMPLE_RATE``, ``TOMOGRAPH_PROPAGATION``); Zipkin and
     OTLP backends given as URLs take their token and headers from it too (see the module).
-    ``propagation`` is a list (or comma-separated string) of trace-context format names, or a
-    :class:`tomograph.propagation.Propagator`. Returns the new tracer. Backends of the
-    previous configuration that the new one does not reuse are flushed and closed.
+    ``backends`` is a list of backends or backend URLs (or one string of comma-separated URLs,
+    as in the variable). ``propagation`` is a list (or comma-separated string) of trace-context
+    format names, or a :class:`tomograph.propagation.Propagator`. Returns the new tracer.
+    Backends of the previous configuration that the new one does not reuse are flushed and
+    closed; spans still open on the previous tracer are reported through the new one.
 
     >>> import tomograph
     >>> tracer = tomograph.configure(service='billing', backends=['memory://'], sample_rate=1.0)
@@ -319,9 +381,10 @@ def configure(
     from tomograph.propagation import composite
 
     environ = os.environ if environ is None else environ
+    _check_environ(environ, ENV_SERVICE, ENV_BACKENDS, ENV_SAMPLE_RATE, composite.ENV_PROPAGATION)
     try:
         propagator = composite.propagator_from(propagation, environ)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         source = composite.ENV_PROPAGATION if propagation is None else "propagation"
         raise ConfigurationError(f"{source}: {error}") from None
     tracer = _build_tracer(
@@ -333,11 +396,16 @@ def configure(
         join_shared_spans,
         environ,
     )
-    composite.set_default_propagator(propagator)
+    tracer._default_lookup = get_tracer
     with _lock:
+        # Both under the lock: concurrent configure() calls leave a matching pair.
+        composite.set_default_propagator(propagator)
         previous, _default_tracer = _default_tracer, tracer
         _install_exit_hook()
     if previous is not None:
+        # Spans of the previous tracer still open (other threads, long requests) finish after
+        # its backends close below: they go to the new tracer's backends instead.
+        previous._hand_over(get_tracer)
         kept = {id(backend) for backend in tracer.backends}
         for backend in previous.backends:
             if id(backend) not in kept:
@@ -366,7 +434,12 @@ def _configure_implicitly() -> Tracer:
         except ConfigurationError as error:
             # The application never asked for tracing explicitly: do not break it.
             _log.error("tomograph: %s; tracing without backends", error)
-            tracer = Tracer(os.environ.get(ENV_SERVICE, "").strip() or DEFAULT_SERVICE_NAME)
+            try:
+                service = _service_from(None, os.environ)
+            except ConfigurationError:
+                service = DEFAULT_SERVICE_NAME
+            tracer = Tracer(service)
+        tracer._default_lookup = get_tracer
         _default_tracer = tracer
         _install_exit_hook()
         return tracer

@@ -7,7 +7,7 @@ Nothing here does I/O or keeps global state. The recording span itself lives in
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -21,8 +21,10 @@ __all__ = [
     "exception_text",
 ]
 
-#: Values a tag may take; encoders write them as strings ("true"/"false" for booleans).
-TagValue = str | int | float | bool
+#: Values a tag may take: a str, int, float or bool, or a list or tuple of them (OpenTelemetry's
+#: attribute types). Zipkin encoders write strings ("true"/"false", a list as a JSON array of
+#: strings), OTLP keeps the types; see :mod:`tomograph.reporting.values`.
+TagValue = str | int | float | bool | Sequence[str | int | float | bool]
 
 
 class SpanKind(str, enum.Enum):
@@ -139,7 +141,9 @@ class ExceptionNote(str):
 class TraceContext:
     """The identity of a span as it crosses a boundary: what propagation reads and writes.
 
-    Immutable. ``sampled`` is ``True``/``False``, or ``None`` when the decision is deferred to the
+    Immutable. ``trace_id`` is an int from 1 to 2**128 - 1, ``span_id`` and ``parent_id`` ints
+    from 1 to 2**64 - 1 (anything else is a ValueError: every format must be able to carry
+    them). ``sampled`` is ``True``/``False``, or ``None`` when the decision is deferred to the
     receiver. ``extra`` carries format-specific state that must travel on unchanged (W3C
     ``tracestate``, baggage), keyed by format name.
 
@@ -168,6 +172,16 @@ class TraceContext:
         shared: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        if trace_id.__class__ is not int or not 0 < trace_id <= _MAX_TRACE_ID:
+            raise ValueError(f"trace_id must be an int from 1 to 2**128 - 1, not {trace_id!r}")
+        if span_id.__class__ is not int or not 0 < span_id <= _MAX_SPAN_ID:
+            raise ValueError(f"span_id must be an int from 1 to 2**64 - 1, not {span_id!r}")
+        if parent_id is not None and (
+            parent_id.__class__ is not int or not 0 < parent_id <= _MAX_SPAN_ID
+        ):
+            raise ValueError(
+                f"parent_id must be None or an int from 1 to 2**64 - 1, not {parent_id!r}"
+            )
         setter = object.__setattr__
         setter(self, "trace_id", trace_id)
         setter(self, "span_id", span_id)
@@ -211,4 +225,6 @@ class TraceContext:
         )
 
 
+_MAX_TRACE_ID = (1 << 128) - 1
+_MAX_SPAN_ID = (1 << 64) - 1
 _INIT_ORDER = ("trace_id", "span_id", "parent_id", "sampled", "debug", "shared", "extra")

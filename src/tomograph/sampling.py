@@ -10,8 +10,13 @@ a child of a local span always follows its parent. Every sampler is a callable o
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 from tomograph.model import TraceContext
@@ -29,6 +34,7 @@ __all__ = [
     "parent_based",
     "probabilistic",
     "rate_limited",
+    "undo_root_sample",
 ]
 
 _LOW_64 = (1 << 64) - 1
@@ -85,34 +91,68 @@ class ProbabilisticSampler:
         return f"probabilistic({self.rate})"
 
 
+def _real_number(value: object) -> float | None:
+    """``value`` as a float if it is a real number (bools are not), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 class RateLimitedSampler:
-    """Records at most ``per_second`` new traces each second (a token bucket, bursts of one second).
+    """Records at most ``per_second`` new traces each second, on average.
+
+    A token bucket that holds one second's worth of traces (at least one), starts full and
+    refills continuously: ``rate_limited(2)`` records bursts of two, ``rate_limited(0.5)``
+    one trace every two seconds, ``rate_limited(1/60)`` one a minute, ``rate_limited(0)``
+    none. ``clock`` (monotonic seconds) is there for tests.
 
     >>> sampler = rate_limited(2)
     >>> [sampler(n, None) for n in range(3)]
     [True, True, False]
     """
 
-    __slots__ = ("_last", "_lock", "_tokens", "per_second")
+    __slots__ = ("__weakref__", "_clock", "_due", "_interval", "_lock", "_tolerance", "per_second")
 
-    def __init__(self, per_second: float) -> None:
-        if not isinstance(per_second, (int, float)) or per_second < 0:
-            raise ValueError(f"traces per second must be a number >= 0, not {per_second!r}")
-        self.per_second = float(per_second)
-        self._tokens = self.per_second
-        self._last = time.monotonic()
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        rate = _real_number(per_second)
+        if rate is None or not 0 <= rate < math.inf:  # "not" also refuses NaN
+            raise ValueError(f"traces per second must be a finite number >= 0, not {per_second!r}")
+        self.per_second = rate
+        self._clock: Callable[[], float] = clock
+        # Kept as times rather than a token count (the "generic cell rate algorithm"), in whole
+        # nanoseconds: adding fractions of a token, or of a second, on every call would let
+        # rounding decide whether five traces fit a burst of five.
+        #: Nanoseconds between two traces at the limit (infinite for a rate of 0).
+        interval = 1e9 / self.per_second if self.per_second else math.inf
+        self._interval: float = round(interval) if interval < math.inf else math.inf
+        #: How far ahead of the clock ``_due`` may run: the burst beyond the first trace.
+        capacity = max(1.0, self.per_second)
+        self._tolerance: float = round((capacity - 1.0) * interval) if capacity > 1.0 else 0
+        #: When the bucket is next empty; at or before now, it holds at least one trace.
+        self._due: float = self._now() if self.per_second else math.inf
         # Taken only when a trace starts, never for child spans: contention stays negligible.
-        self._lock = threading.Lock()
+        self._lock: threading.Lock = threading.Lock()
+        _rate_limited.add(self)
+
+    def _now(self) -> int:
+        return round(self._clock() * 1e9)
 
     def __call__(self, trace_id: int, parent: TraceContext | None) -> bool:
         with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.per_second, self._tokens + (now - self._last) * self.per_second)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return True
-            return False
+            now = self._now()
+            due = self._due
+            if now < due - self._tolerance:
+                return False
+            self._due = (due if due > now else now) + self._interval
+            return True
+
+    def _give_back(self) -> None:
+        """Return the last admitted trace to the bucket (it never started)."""
+        with self._lock:
+            if self._interval < math.inf:
+                self._due -= self._interval
+            elif self.per_second:
+                self._due = -math.inf  # the one trace a near-zero rate ever admits
 
     def __repr__(self) -> str:
         return f"rate_limited({self.per_second})"
@@ -127,6 +167,8 @@ class ParentBasedSampler:
     __slots__ = ("root",)
 
     def __init__(self, root: Sampler) -> None:
+        if not callable(root):
+            raise ValueError(f"the root sampler must be callable, not {root!r}")
         self.root = root
 
     def __call__(self, trace_id: int, parent: TraceContext | None) -> bool:
@@ -152,6 +194,33 @@ def constant_root_decision(sampler: Sampler) -> bool | None:
     return None
 
 
+#: Every rate-limited sampler, for the fork hook below.
+_rate_limited: weakref.WeakSet[RateLimitedSampler] = weakref.WeakSet()
+
+
+def _new_locks_in_child() -> None:
+    # A fork while another thread held a sampler's lock leaves it held forever in the child,
+    # whose first new trace would then hang: the child starts with fresh locks.
+    for sampler in list(_rate_limited):
+        sampler._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
+
+
+def undo_root_sample(sampler: Sampler) -> None:
+    """Give back what ``sampler`` spent admitting a new trace that never ran.
+
+    A decorator's template span (``@tracer.span('name')``) is made like a new trace but only
+    serves as a pattern: a rate-limited sampler must not lose a trace to it.
+    """
+    if isinstance(sampler, ParentBasedSampler):
+        sampler = sampler.root
+    if isinstance(sampler, RateLimitedSampler):
+        sampler._give_back()
+
+
 def always() -> AlwaysSampler:
     """A sampler that records every trace."""
     return AlwaysSampler()
@@ -167,9 +236,14 @@ def probabilistic(rate: float) -> ProbabilisticSampler:
     return ProbabilisticSampler(rate)
 
 
-def rate_limited(per_second: float) -> RateLimitedSampler:
-    """A sampler that records at most ``per_second`` traces each second."""
-    return RateLimitedSampler(per_second)
+def rate_limited(
+    per_second: float, clock: Callable[[], float] = time.monotonic
+) -> RateLimitedSampler:
+    """A sampler that records at most ``per_second`` traces each second (rates below one too).
+
+    ``clock`` (monotonic seconds) is for tests.
+    """
+    return RateLimitedSampler(per_second, clock)
 
 
 def parent_based(root: Sampler | None = None) -> ParentBasedSampler:

@@ -14,8 +14,9 @@ from contextvars import Token
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from tomograph.clock import EPOCH_OFFSET_NS, monotonic_ns, to_monotonic_ns
+from tomograph.clock import ANCHOR, monotonic_ns
 from tomograph.context import CURRENT_SPAN
+from tomograph.errors import TracingError
 from tomograph.ids import new_span_id, new_trace_id
 from tomograph.model import (
     Endpoint,
@@ -26,6 +27,7 @@ from tomograph.model import (
     TraceContext,
     coerce_kind,
 )
+from tomograph.sampling import undo_root_sample
 
 if TYPE_CHECKING:
     from tomograph.tracer import Tracer
@@ -37,6 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _get_current = CURRENT_SPAN.get
 _getrandbits = random.getrandbits
 _monotonic_ns = monotonic_ns
+_anchor = ANCHOR
 _set_current = CURRENT_SPAN.set
 _reset_current = CURRENT_SPAN.reset
 
@@ -47,6 +50,23 @@ _NO_TAGS: Mapping[str, TagValue] = MappingProxyType({})
 
 #: ``parent`` default meaning "whatever span is current when the span starts".
 CURRENT: Any = object()
+
+#: Epoch microseconds a given span time may take: 1970 to 2262, so that epoch nanoseconds fit
+#: the signed 64 bits of every wire format.
+_MAX_EPOCH_US = (1 << 63) // 1000
+
+
+def _epoch_us(timestamp_us: object) -> int:
+    """A timestamp passed to the span API, checked: a wire format must be able to carry it."""
+    if (
+        isinstance(timestamp_us, (int, float))
+        and not isinstance(timestamp_us, bool)
+        and 0 <= timestamp_us < _MAX_EPOCH_US  # "not" also refuses NaN
+    ):
+        return int(timestamp_us)
+    raise TracingError(
+        f"timestamps are epoch microseconds from 0 to {_MAX_EPOCH_US - 1}, not {timestamp_us!r}"
+    )
 
 
 class Span:
@@ -69,6 +89,7 @@ class Span:
         "_tracer",
         "debug",
         "end_ns",
+        "epoch_offset_ns",
         "error",
         "extra",
         "kind",
@@ -94,6 +115,9 @@ class Span:
     extra: Mapping[str, Any] | None
     #: Notes as recorded: (monotonic ns, value, duration µs or None). See :attr:`annotations`.
     notes_raw: list[tuple[int, str, int | None]]
+    #: epoch ns = monotonic ns + this, for every time of this span: the clock anchor's offset
+    #: when its local root started (see :mod:`tomograph.clock`).
+    epoch_offset_ns: int
 
     def __init__(
         self,
@@ -115,6 +139,7 @@ class Span:
         self.end_ns = 0
         self.error = self._classic = False
         self._token: Token[Span | None] | None = None
+        start = _monotonic_ns()
         if parent is CURRENT:
             parent = _get_current()
         if parent is None:
@@ -129,6 +154,10 @@ class Span:
             self.sampled = sampled
             self.debug = self.shared = False
             self.extra = None
+            anchor = _anchor  # a new trace re-reads the wall clock when that is due
+            self.epoch_offset_ns = (
+                anchor.offset_ns if start < anchor.next_check_ns else anchor.offset_at(start)
+            )
         elif parent.__class__ is Span:
             local = parent
             self.trace_id = local.trace_id
@@ -138,8 +167,9 @@ class Span:
             self.debug = local.debug
             self.shared = False
             self.extra = local.extra
+            self.epoch_offset_ns = local.epoch_offset_ns
         else:
-            sampled = self._continue_remote(cast(TraceContext, parent))
+            sampled = self._continue_remote(cast(TraceContext, parent), start)
         if sampled:
             self.tags: dict[str, TagValue] = {**tags} if tags else {}
             self.notes_raw = []
@@ -148,7 +178,7 @@ class Span:
             # here stay readable, so a decorator template can pass them to its spans. The start
             # time is kept in case the decision is overridden (see set_sampling).
             self.tags = MappingProxyType(tags) if tags else _NO_TAGS  # type: ignore[assignment]
-        self.start_ns = _monotonic_ns()
+        self.start_ns = start
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -156,15 +186,18 @@ class Span:
         """Backdate the span's start to ``timestamp_us`` (epoch µs), if given; returns ``self``.
 
         A span starts when it is made: by ``tracer.span()`` or :meth:`Tracer.start_span`.
+        A timestamp that is not a number from 0 to 2**63 // 1000 raises
+        :class:`~tomograph.TracingError` (as do :meth:`finish` and :meth:`annotate_at`).
         """
         if timestamp_us is not None and not self.end_ns and self.sampled:
-            self.start_ns = to_monotonic_ns(timestamp_us)
+            self.start_ns = _epoch_us(timestamp_us) * 1000 - self.epoch_offset_ns
             if self._classic and self.sampled:
                 self.notes_raw[0] = (self.start_ns, "start", None)
         return self
 
-    def _continue_remote(self, remote: TraceContext) -> bool:
+    def _continue_remote(self, remote: TraceContext, start: int) -> bool:
         tracer = self._tracer
+        self.epoch_offset_ns = _anchor.offset_at(start)
         self.trace_id = remote.trace_id
         self.debug = remote.debug
         self.extra = remote.extra
@@ -190,7 +223,11 @@ class Span:
         if not self.sampled:
             self.end_ns = _UNTIMED
             return
-        end_ns = _monotonic_ns() if timestamp_us is None else to_monotonic_ns(timestamp_us)
+        end_ns = (
+            _monotonic_ns()
+            if timestamp_us is None
+            else _epoch_us(timestamp_us) * 1000 - self.epoch_offset_ns
+        )
         self.end_ns = end_ns
         if self._classic:
             self.notes_raw.append((end_ns, "stop", None))
@@ -236,7 +273,11 @@ class Span:
     # -- recording --------------------------------------------------------------------------
 
     def tag(self, key: str, value: TagValue) -> None:
-        """Set a tag. Values may be str, int, float or bool; encoders write them as strings."""
+        """Set a tag: a str, int, float or bool, or a list or tuple of them.
+
+        Zipkin encoders write strings (a list as a JSON array of strings), OTLP keeps the types;
+        any other value is written as its text (see :mod:`tomograph.reporting.values`).
+        """
         if self.sampled:
             self.tags[key] = value
 
@@ -248,7 +289,8 @@ class Span:
     def annotate_at(self, value: str, timestamp_us: int, duration_us: int | None = None) -> None:
         """Add a note with an explicit epoch-microsecond timestamp."""
         if self.sampled:
-            self.notes_raw.append((to_monotonic_ns(timestamp_us), value, duration_us))
+            at = _epoch_us(timestamp_us) * 1000 - self.epoch_offset_ns
+            self.notes_raw.append((at, value, duration_us))
 
     def record_exception(self, exc: BaseException) -> None:
         """Mark the span as failed by ``exc``: ``error`` tag, ``exception.type`` tag and a note.
@@ -329,7 +371,7 @@ class Span:
     @property
     def timestamp(self) -> int:
         """Start time in epoch microseconds."""
-        return (self.start_ns + EPOCH_OFFSET_NS) // 1000
+        return (self.start_ns + self.epoch_offset_ns) // 1000
 
     @property
     def duration(self) -> int | None:
@@ -348,8 +390,9 @@ class Span:
         """The notes, oldest first, with epoch-microsecond timestamps."""
         if not self.sampled:
             return []
+        offset = self.epoch_offset_ns
         return [
-            Note((mono + EPOCH_OFFSET_NS) // 1000, value, duration)
+            Note((mono + offset) // 1000, value, duration)
             for mono, value, duration in self.notes_raw
         ]
 
@@ -370,17 +413,32 @@ class Span:
         """Use ``tracer.span(...)`` as a decorator: each call runs in a new span like this one.
 
         The span made by ``tracer.span(...)`` itself only serves as a template: it is never
-        entered or reported.
+        entered or reported, and a new trace it admitted is given back to the sampler.
+        On the default tracer (``tomograph.span(...)``) each call uses the tracer configured
+        at that moment, with its service name, so decorating at import before
+        ``tomograph.configure()`` works.
 
         Works on plain functions, ``async def`` functions and generators (the span covers the
         whole iteration).
         """
         tracer = self._tracer
         name, kind, tags = self.name, self.kind, dict(self.tags) or None
-        local, remote = self.local_endpoint, self.remote_endpoint
+        remote = self.remote_endpoint
+        # The tracer's own endpoint is not pinned: each span takes its tracer's (see below).
+        local = None if self.local_endpoint is tracer.local_endpoint else self.local_endpoint
+        if self.sampled and self.parent_id is None and not self.shared:
+            undo_root_sample(tracer.sampler)  # the template started no trace
+        lookup = tracer._default_lookup
 
-        def new_span() -> Span:
-            return Span(tracer, name, kind, tags, CURRENT, local, remote)
+        if lookup is None:
+
+            def new_span() -> Span:
+                return Span(tracer, name, kind, tags, CURRENT, local, remote)
+
+        else:
+
+            def new_span() -> Span:
+                return Span(lookup(), name, kind, tags, CURRENT, local, remote)
 
         return wrap_in_span(func, new_span)
 

@@ -17,14 +17,19 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def unicode_text(text: str) -> str:
-    """``text`` with every surrogate code point replaced by U+FFFD.
+    """``text`` with every lone surrogate code point replaced by U+FFFD; a high and a low
+    surrogate side by side become the one character they encode together (as JSON's escapes
+    would make them).
 
     >>> unicode_text('caf\\u00e9'), unicode_text('half a pair: \\ud83d')
     ('café', 'half a pair: \\ufffd')
+    >>> unicode_text('\\ud83d\\ude00') == '\\U0001f600'
+    True
     """
-    if text.isascii():
+    # isascii() reads a flag: free for the common case.
+    if text.isascii() or _SURROGATES.search(text) is None:
         return text
-    return _SURROGATES.sub("\ufffd", text)
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def utf8(text: str) -> bytes:

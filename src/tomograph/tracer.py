@@ -71,6 +71,7 @@ class Tracer:
 
     __slots__ = (
         "_backends",
+        "_default_lookup",
         "_failed_backends",
         "_report",
         "join_shared_spans",
@@ -91,7 +92,9 @@ class Tracer:
         trace_id_bits: int = 128,
         join_shared_spans: bool = False,
     ) -> None:
-        if trace_id_bits not in (64, 128):
+        if not isinstance(service_name, str):
+            raise TypeError(f"service_name must be a string, not {service_name!r}")
+        if trace_id_bits.__class__ is not int or trace_id_bits not in (64, 128):
             raise ValueError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
         self.local_endpoint = local_endpoint or Endpoint(service_name)
         self.sampler: Sampler = sampler if sampler is not None else parent_based()
@@ -103,6 +106,10 @@ class Tracer:
         self._backends: tuple[Backend, ...] = tuple(backends)
         self._failed_backends: set[int] = set()
         self._report = self._choose_report()
+        #: Set on the default tracer by ``tomograph.configure()``: returns the default tracer of
+        #: the moment. Decorators made on a tracer that has it look the tracer up per call, so a
+        #: function decorated at import reports with whatever is configured later.
+        self._default_lookup: Callable[[], Tracer] | None = None
         # A C-level partial instead of a method: one Python frame less for every span.
         self.span: SpanFactory = cast(SpanFactory, functools.partial(Span, self))
 
@@ -155,6 +162,21 @@ class Tracer:
     def report(self, span: Span) -> None:
         """Hand a finished, sampled span to every backend. Never raises."""
         self._report(span)
+
+    def _hand_over(self, successor: Callable[[], Tracer]) -> None:
+        """From now on, report finished spans through ``successor()`` instead of own backends.
+
+        ``tomograph.configure()`` calls it on the default tracer it replaces: spans started
+        before (in flight, or made by code that kept this tracer) finish after this tracer's
+        backends are closed, and would be dropped there.
+        """
+        own = self._report
+
+        def report_to_successor(span: Span) -> None:
+            tracer = successor()
+            (own if tracer is self else tracer._report)(span)
+
+        self._report = report_to_successor
 
     def _report_to_all(self, span: Span) -> None:
         for backend in self._backends:

@@ -227,7 +227,7 @@ class StatementRecorder:
             return
         text = _cut(statement or "SQL", MAX_STATEMENT_LENGTH)
         duration = max(1, (monotonic_ns() - pending.start_ns) // 1000)
-        parent.annotate_at(text, epoch_us(pending.start_ns), duration)
+        parent.annotate_at(text, epoch_us(pending.start_ns, parent.epoch_offset_ns), duration)
         if error is not None:
             message = str(error) if self.record_parameters else _first_line(error)
             parent.annotate(f"SQL error: {type(error).__qualname__}: {message}")

@@ -50,6 +50,7 @@ place.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -406,6 +407,7 @@ def _with_entries(context: TraceContext, entries: tuple[BaggageEntry, ...]) -> T
 
 
 _default: Propagator | None = None
+_default_lock = threading.Lock()
 
 
 def propagator_from(
@@ -430,6 +432,7 @@ def propagator_from(
 
 def default_propagator() -> Propagator:
     """The propagator set by ``tomograph.configure()``, else one from the environment."""
+    global _default
     propagator = _default
     if propagator is not None:
         return propagator
@@ -441,14 +444,18 @@ def default_propagator() -> Propagator:
             "tomograph: %s: %s; using the default propagation formats", ENV_PROPAGATION, error
         )
         propagator = Propagator()
-    set_default_propagator(propagator)
-    return propagator
+    with _default_lock:
+        # configure() may have set one while the environment was read: that one wins.
+        if _default is None:
+            _default = propagator
+        return _default
 
 
 def set_default_propagator(propagator: Propagator | None) -> None:
     """Make ``propagator`` the default (``None``: read the environment again on next use)."""
     global _default
-    _default = propagator
+    with _default_lock:
+        _default = propagator
 
 
 def inject(context: ContextLike, carrier: Any) -> None:

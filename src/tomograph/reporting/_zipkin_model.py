@@ -11,9 +11,9 @@ import functools
 import ipaddress
 from typing import Any
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.model import Endpoint
 from tomograph.reporting.errors import DecodeError
+from tomograph.reporting.values import safe_text, tag_text
 
 __all__ = [
     "KINDS",
@@ -32,15 +32,17 @@ KINDS = ("CLIENT", "SERVER", "PRODUCER", "CONSUMER")
 MAX_U64 = (1 << 64) - 1
 
 
-def note_pairs(notes: list[tuple[int, str, int | None]]) -> list[tuple[int, str]]:
+def note_pairs(notes: list[tuple[int, str, int | None]], offset: int) -> list[tuple[int, str]]:
     """Notes as (epoch µs, value) pairs, exact duplicates dropped (Zipkin's annotations are a
-    set: its API requires unique items).
+    set: its API requires unique items). ``offset`` is the span's epoch offset (ns).
 
-    >>> note_pairs([(0, 'a', None), (0, 'a', None)]) == [(EPOCH_OFFSET_NS // 1000, 'a')]
-    True
+    >>> note_pairs([(0, 'a', None), (0, 'a', None)], 5_000)
+    [(5, 'a')]
     """
-    offset = EPOCH_OFFSET_NS
-    pairs = [((mono + offset) // 1000, value) for mono, value, _duration in notes]
+    pairs = [
+        ((mono + offset) // 1000, value if value.__class__ is str else safe_text(value))
+        for mono, value, _duration in notes
+    ]
     return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
 
 
@@ -56,19 +58,6 @@ def unique_annotations(annotations: list[dict[str, Any]]) -> list[dict[str, Any]
             seen.add(key)
             unique.append(note)
     return unique
-
-
-def tag_text(value: object) -> str:
-    """A tag value as Zipkin text: booleans as ``true``/``false``, numbers as ``str()``.
-
-    >>> tag_text(True), tag_text(12.5)
-    ('true', '12.5')
-    """
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value if value.__class__ is str else str(value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -89,7 +78,6 @@ def normalize_ipv6(text: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=4096)
 def endpoint_fields(endpoint: Endpoint) -> dict[str, Any] | None:
     """An endpoint as Zipkin fields (invalid addresses and ports left out); None if empty.
 
@@ -98,10 +86,17 @@ def endpoint_fields(endpoint: Endpoint) -> dict[str, Any] | None:
     >>> endpoint_fields(Endpoint('Billing', ipv4='10.0.0.7', port=8080))
     {'serviceName': 'billing', 'ipv4': '10.0.0.7', 'port': 8080}
     """
+    try:
+        return _cached_endpoint_fields(endpoint)
+    except TypeError:  # an endpoint holding something unhashable (a list as service name)
+        return _endpoint_fields(endpoint)
+
+
+def _endpoint_fields(endpoint: Endpoint) -> dict[str, Any] | None:
     fields: dict[str, Any] = {}
     service, ipv4, ipv6, port = endpoint
     if service:
-        fields["serviceName"] = str(service).lower()
+        fields["serviceName"] = safe_text(service).lower()
     if ipv4:
         ipv4 = normalize_ipv4(str(ipv4))
         if ipv4:
@@ -113,6 +108,9 @@ def endpoint_fields(endpoint: Endpoint) -> dict[str, Any] | None:
     if port.__class__ is int and 0 < port <= 65535:
         fields["port"] = port
     return fields or None
+
+
+_cached_endpoint_fields = functools.lru_cache(maxsize=4096)(_endpoint_fields)
 
 
 def normalize_endpoint(index: int, field: str, value: object) -> dict[str, Any] | None:

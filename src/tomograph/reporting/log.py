@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from tomograph.ids import format_span_id, format_trace_id
-from tomograph.reporting._zipkin_model import tag_text
+from tomograph.reporting.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -23,7 +23,7 @@ def span_to_dict(span: Span) -> dict[str, Any]:
     record: dict[str, Any] = {
         "traceId": format_trace_id(span.trace_id),
         "id": format_span_id(span.span_id),
-        "name": span.name,
+        "name": safe_text(span.name),
         "timestamp": span.timestamp,
         "duration": span.duration,
     }
@@ -32,13 +32,14 @@ def span_to_dict(span: Span) -> dict[str, Any]:
     if span.kind is not None:
         record["kind"] = span.kind.value
     if span.local_endpoint is not None and span.local_endpoint.service_name:
-        record["localEndpoint"] = {"serviceName": span.local_endpoint.service_name}
+        record["localEndpoint"] = {"serviceName": safe_text(span.local_endpoint.service_name)}
     if span.annotations:
         record["annotations"] = [
-            {"timestamp": note.timestamp, "value": note.value} for note in span.annotations
+            {"timestamp": note.timestamp, "value": safe_text(note.value)}
+            for note in span.annotations
         ]
     if span.tags:
-        record["tags"] = {key: tag_text(value) for key, value in span.tags.items()}
+        record["tags"] = {safe_text(key): tag_text(value) for key, value in span.tags.items()}
     return record
 
 

@@ -14,8 +14,10 @@ string); notes become events; a recorded exception becomes an ``exception`` even
 Zipkin shows as an error: failed, or tagged ``error``) gets status ``ERROR`` with the ``error``
 tag as its message; the other vendors' W3C ``tracestate`` received upstream becomes
 ``trace_state``; the remote endpoint becomes ``peer.service``, ``network.peer.address`` and
-``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded). Spans an
-answer's ``partial_success`` says were rejected count as failed.
+``network.peer.port``; trace ids are always 16 bytes (64-bit ids are zero-padded). A list
+tag becomes an array of its items' type, an int outside int64 its text (see
+:mod:`tomograph.reporting.values`). Spans an answer's ``partial_success`` says were rejected
+count as failed.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.model import ExceptionNote
 from tomograph.propagation.w3c import TRACESTATE, format_tracestate
 from tomograph.reporting._http import (
@@ -42,9 +43,8 @@ from tomograph.reporting._http import (
     http_backend_url,
     strip_credentials,
 )
-from tomograph.reporting._zipkin_model import tag_text
 from tomograph.reporting.transport import Rejected, TransportBackend
-from tomograph.text import unicode_text
+from tomograph.reporting.values import safe_text, tag_text, tag_value
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -70,17 +70,22 @@ MAX_STACKTRACE_LENGTH = 16384
 
 
 def _any_value(value: object) -> AnyValue:
-    if value is True or value is False:
+    value = tag_value(value)
+    if isinstance(value, bool):
         return AnyValue(bool_value=value)
-    if isinstance(value, int) and value in _INT64:
-        return AnyValue(int_value=value)
+    if isinstance(value, int):
+        if value in _INT64:
+            return AnyValue(int_value=value)
+        return AnyValue(string_value=tag_text(value))
     if isinstance(value, float):
         return AnyValue(double_value=value)
-    return AnyValue(string_value=value if isinstance(value, str) else str(value))
+    if isinstance(value, tuple):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(item) for item in value]))
+    return AnyValue(string_value=value)
 
 
 def _attributes(items: Any) -> list[KeyValue]:
-    return [KeyValue(key=key, value=_any_value(value)) for key, value in items]
+    return [KeyValue(key=safe_text(key), value=_any_value(value)) for key, value in items]
 
 
 def _version() -> str:
@@ -90,13 +95,14 @@ def _version() -> str:
 
 
 def _otlp_span(span: Span) -> OtlpSpan:
+    offset = span.epoch_offset_ns
     out = OtlpSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
-        name=unicode_text(span.name),
+        name=safe_text(span.name),
         kind=_KINDS[span.kind.value if span.kind is not None else None],
-        start_time_unix_nano=_unix_nano(span.start_ns),
-        end_time_unix_nano=_unix_nano(max(span.end_ns, span.start_ns + 1)),
+        start_time_unix_nano=_unix_nano(span.start_ns + offset),
+        end_time_unix_nano=_unix_nano(max(span.end_ns, span.start_ns + 1) + offset),
     )
     if span.parent_id:
         out.parent_span_id = span.parent_id.to_bytes(8, "big")
@@ -118,9 +124,9 @@ def _otlp_span(span: Span) -> OtlpSpan:
         out.attributes.extend(_attributes(attributes))
     for mono, value, duration in span.notes_raw:
         if isinstance(value, ExceptionNote):
-            _exception_event(out, mono, value)
+            _exception_event(out, mono + offset, value)
             continue
-        event = out.events.add(name=unicode_text(value), time_unix_nano=_unix_nano(mono))
+        event = out.events.add(name=safe_text(value), time_unix_nano=_unix_nano(mono + offset))
         if duration is not None:
             event.attributes.append(KeyValue(key="duration_us", value=_any_value(duration)))
     tags = span.tags
@@ -128,28 +134,28 @@ def _otlp_span(span: Span) -> OtlpSpan:
         out.status.code = Status.STATUS_CODE_ERROR
         message = tag_text(tags["error"]) if "error" in tags else ""
         if message != "true":  # the bare flag Zipkin writes for a failure without a message
-            out.status.message = unicode_text(message)
+            out.status.message = message
     return out
 
 
-def _unix_nano(mono_ns: int) -> int:
-    """Epoch nanoseconds of a monotonic time, within the fixed64 fields' range.
+def _unix_nano(epoch_ns: int) -> int:
+    """``epoch_ns`` within the fixed64 fields' range.
 
     A time set by hand (``annotate_at``, ``start(timestamp_us=...)``) may be before 1970 or
     past 2554: protobuf refuses it, and one refusal would lose the whole batch.
     """
-    return min(max(mono_ns + EPOCH_OFFSET_NS, 0), _MAX_U64)
+    return min(max(epoch_ns, 0), _MAX_U64)
 
 
-def _exception_event(out: OtlpSpan, mono: int, note: ExceptionNote) -> None:
+def _exception_event(out: OtlpSpan, epoch_ns: int, note: ExceptionNote) -> None:
     """OpenTelemetry's ``exception`` event for a note made by ``Span.record_exception``."""
-    event = out.events.add(name="exception", time_unix_nano=_unix_nano(mono))
+    event = out.events.add(name="exception", time_unix_nano=_unix_nano(epoch_ns))
     event.attributes.extend(
         _attributes(
             (
-                ("exception.type", unicode_text(note.type_name)),
-                ("exception.message", unicode_text(note.message)),
-                ("exception.stacktrace", unicode_text(stacktrace(note))),
+                ("exception.type", safe_text(note.type_name)),
+                ("exception.message", safe_text(note.message)),
+                ("exception.stacktrace", safe_text(stacktrace(note))),
             )
         )
     )
@@ -191,7 +197,7 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     """
     by_service: dict[str, ResourceSpans] = {}
     for span in spans:
-        service = unicode_text(span.service_name or "unknown_service")
+        service = safe_text(span.service_name) or "unknown_service"
         resource = by_service.get(service)
         if resource is None:
             resource = by_service[service] = ResourceSpans()

@@ -8,6 +8,7 @@ and the transport's ``queue_size``, ``batch_size``, ``interval``.
 
 Metric names (see :func:`metric_segment`): ``<prefix>.<service>.<span name>`` is a timer in
 milliseconds; ``<prefix>.<service>.<span name>.<note>`` a counter incremented by one per note.
+Each segment is cut to its first 200 characters.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
 from tomograph.reporting.transport import SendError, TransportBackend
+from tomograph.reporting.values import safe_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -29,21 +31,30 @@ if TYPE_CHECKING:
 __all__ = ["StatsdBackend", "StatsdSender", "metric_segment"]
 
 DEFAULT_MAX_PACKET = 1432
+#: Characters of a name or note that make a metric name segment; the rest is cut.
+MAX_SEGMENT_LENGTH = 200
 _INVALID = re.compile(r"[^a-z0-9_-]+")
 
 
-@functools.lru_cache(maxsize=8192)
 def metric_segment(text: str) -> str:
     """One segment of a metric name: lower case, runs of other than ``[a-z0-9_-]`` become ``_``.
 
     Underscores at either end are stripped; an empty result becomes ``unnamed``. Dots are
-    replaced too, since they separate segments.
+    replaced too, since they separate segments. Only the first 200 characters count.
 
     >>> metric_segment('GET /users/{id}')
     'get_users_id'
     >>> metric_segment('db.query')
     'db_query'
     """
+    if text.__class__ is not str:
+        text = safe_text(text)
+    # Cut before the cache: it holds 8192 keys, which must not be 10 MB names.
+    return _segment(text[:MAX_SEGMENT_LENGTH])
+
+
+@functools.lru_cache(maxsize=8192)
+def _segment(text: str) -> str:
     return _INVALID.sub("_", text.lower()).strip("_") or "unnamed"
 
 
@@ -114,7 +125,10 @@ class StatsdSender:
         ['app.shop.pay', 'app.shop.pay.card_declined']
         """
         endpoint = span.local_endpoint
-        base, tags = self._base(endpoint.service_name if endpoint else None, span.name)
+        service = safe_text(endpoint.service_name)[:MAX_SEGMENT_LENGTH] if endpoint else None
+        name = span.name
+        name = (name if name.__class__ is str else safe_text(name))[:MAX_SEGMENT_LENGTH]
+        base, tags = self._base(service, name)
         rate = self._rate_suffix
         out = [f"{base}:{_milliseconds(span)}|ms{rate}{tags}"]
         for _mono, value, _duration in span.notes_raw:

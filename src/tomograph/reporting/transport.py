@@ -514,19 +514,27 @@ class BatchingTransport:
         """
         refused: list[tuple[Sequence[Span], SendError]] = []
         try:
-            payloads = self.sender.encode(spans)
-        except Exception:
-            if len(spans) > 1:
-                half = len(spans) // 2
-                refused += self._send(spans[:half], deadline, outcome)
-                refused += self._send(spans[half:], deadline, outcome)
-            else:
+            payloads: list[tuple[int, bytes]] | None = self.sender.encode(spans)
+        except Exception as encode_error:
+            if len(spans) == 1:
+                span = spans[0]
                 self._log_once(
-                    "encode",
-                    "tomograph: encoding a span for %s failed",
+                    f"encode {type(encode_error).__name__}",
+                    "tomograph: encoding a span for %s failed, dropped span %r (trace %x): %s",
                     self.sender.name,
+                    span.name,
+                    span.trace_id,
+                    encode_error,
                     exc_info=True,
                 )
+                return refused
+            payloads = None
+        if payloads is None:
+            # Halved outside the except clause: a log line then carries one error, not the
+            # chain of every halving attempt.
+            half = len(spans) // 2
+            refused += self._send(spans[:half], deadline, outcome)
+            refused += self._send(spans[half:], deadline, outcome)
             return refused
         counts = [count for count, _ in payloads]
         # Refused parts can be split again only if the counts say which spans each payload holds.

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.reporting._zipkin_model import (
     KINDS,
     MAX_U64,
@@ -28,10 +27,10 @@ from tomograph.reporting._zipkin_model import (
     normalize_endpoint,
     note_pairs,
     show,
-    tag_text,
     unique_annotations,
 )
 from tomograph.reporting.errors import DecodeError
+from tomograph.reporting.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.model import Endpoint, SpanKind
@@ -50,6 +49,9 @@ CONTENT_TYPE = "application/json"
 _HEX = frozenset("0123456789abcdefABCDEF")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _escape = encode_basestring_ascii
+#: Names and tag keys longer than this are encoded every time, not cached: a cache bounded by
+#: its number of entries must not hold 4096 copies of a 10 MB name.
+_CACHED_LENGTH = 1024
 
 
 def span_to_zipkin(span: Span) -> dict[str, Any]:
@@ -69,8 +71,9 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
     record["id"] = f"{span.span_id:016x}"
     if span.kind is not None:
         record["kind"] = span.kind.value
-    if span.name:
-        record["name"] = span.name
+    name = safe_text(span.name)
+    if name:
+        record["name"] = name
     for key, endpoint in (
         ("localEndpoint", span.local_endpoint),
         ("remoteEndpoint", span.remote_endpoint),
@@ -78,14 +81,14 @@ def span_to_zipkin(span: Span) -> dict[str, Any]:
         fields = endpoint_fields(endpoint) if endpoint is not None else None
         if fields:
             record[key] = dict(fields)
-    record["timestamp"] = (start_ns + EPOCH_OFFSET_NS) // 1000
+    record["timestamp"] = (start_ns + span.epoch_offset_ns) // 1000
     record["duration"] = max(1, -((start_ns - span.end_ns) // 1000))
     if span.notes_raw:
         record["annotations"] = [
             {"timestamp": timestamp, "value": value}
-            for timestamp, value in note_pairs(span.notes_raw)
+            for timestamp, value in note_pairs(span.notes_raw, span.epoch_offset_ns)
         ]
-    tags = {key: tag_text(value) for key, value in span.tags.items()}
+    tags = {safe_text(key): tag_text(value) for key, value in span.tags.items()}
     if span.error and "error" not in tags:
         tags["error"] = "true"
     if tags:
@@ -109,26 +112,33 @@ def _static_part(
     if kind is not None:
         text += f',"kind":"{kind.value}"'
     if name:
-        text += ',"name":' + _escape(name)
+        text += ',"name":' + _escape(safe_text(name))
     for key, endpoint in (("localEndpoint", local), ("remoteEndpoint", remote)):
         fields = endpoint_fields(endpoint) if endpoint is not None else None
         if fields:
             text += f',"{key}":{_dumps(fields)}'
-    if len(_static_json) >= 4096:  # span names with ids in them: stay bounded
-        _static_json.clear()
-    _static_json[(kind, name, local, remote)] = text
+    if len(name) <= _CACHED_LENGTH:
+        if len(_static_json) >= 4096:  # span names with ids in them: stay bounded
+            _static_json.clear()
+        _static_json[(kind, name, local, remote)] = text
     return text
 
 
 def _tag_json(value: object) -> str:
+    # Strings come here only when they hold more than ASCII (a lone surrogate, maybe).
     if value is True:
         return '"true"'
     if value is False:
         return '"false"'
     cls = value.__class__
-    if cls is int or cls is float:
+    if cls is float:
         return f'"{value}"'
-    return _escape(str(value))
+    if cls is int:
+        try:
+            return f'"{value}"'
+        except ValueError:  # too many digits for decimal text: tag_text writes hex
+            pass
+    return _escape(tag_text(value))
 
 
 #: span name -> (kind, local endpoint, remote endpoint, static JSON) of the last span with that
@@ -139,9 +149,11 @@ _tag_keys: dict[str, str] = {}
 
 
 def _tag_key(key: str) -> str:
-    if len(_tag_keys) >= 4096:
-        _tag_keys.clear()
-    text = _tag_keys[key] = _escape(key) + ":"
+    text = _escape(safe_text(key)) + ":"
+    if len(text) <= _CACHED_LENGTH:
+        if len(_tag_keys) >= 4096:
+            _tag_keys.clear()
+        _tag_keys[key] = text
     return text
 
 
@@ -150,18 +162,22 @@ def _tags_json(tags: Mapping[str, object]) -> str:
     return ",".join(
         [
             (tag_keys.get(key) or _tag_key(key))
-            + (_escape(value) if value.__class__ is str else _tag_json(value))
+            + (_escape(value) if value.__class__ is str and value.isascii() else _tag_json(value))
             for key, value in tags.items()
         ]
     )
 
 
-def _static_for(span: Span) -> str:
-    key = (span.kind, span.name, span.local_endpoint, span.remote_endpoint)
-    static = _static_json.get(key) or _static_part(*key)
-    if len(_static_by_name) >= 4096:
-        _static_by_name.clear()
-    _static_by_name[span.name] = (span.kind, span.local_endpoint, span.remote_endpoint, static)
+def _static_for(span: Span, name: str) -> str:
+    key = (span.kind, name, span.local_endpoint, span.remote_endpoint)
+    try:
+        static = _static_json.get(key) or _static_part(*key)
+    except TypeError:  # an endpoint holding something unhashable: not cached
+        return _static_part(span.kind, name, span.local_endpoint, span.remote_endpoint)
+    if len(name) <= _CACHED_LENGTH:
+        if len(_static_by_name) >= 4096:
+            _static_by_name.clear()
+        _static_by_name[name] = (span.kind, span.local_endpoint, span.remote_endpoint, static)
     return static
 
 
@@ -174,7 +190,6 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
     # Written out in one loop: this is the reporter's hottest code (see the module doc).
     parts: list[str] = []
     append = parts.append
-    offset = EPOCH_OFFSET_NS
     by_name = _static_by_name
     tag_keys = _tag_keys
     trace_hex: dict[int, str] = {}  # spans of one trace usually travel in the same batch
@@ -184,7 +199,10 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
         if tid is None:
             tid = f"{trace_id:016x}" if trace_id <= MAX_U64 else f"{trace_id:032x}"
             trace_hex[trace_id] = tid
-        hit = by_name.get(span.name)
+        name = span.name
+        if name.__class__ is not str:
+            name = safe_text(name)
+        hit = by_name.get(name)
         if (
             hit is not None
             and hit[0] is span.kind
@@ -193,12 +211,12 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
         ):
             static = hit[3]
         else:
-            static = _static_for(span)
+            static = _static_for(span, name)
         parent_id = span.parent_id
         start_ns = span.start_ns
         duration = -((start_ns - span.end_ns) // 1000)
         timing = (
-            f'{static},"timestamp":{(start_ns + offset) // 1000},'
+            f'{static},"timestamp":{(start_ns + span.epoch_offset_ns) // 1000},'
             f'"duration":{duration if duration > 0 else 1}'
         )
         if parent_id:
@@ -214,8 +232,9 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
                 ',"annotations":['
                 + ",".join(
                     [
-                        f'{{"timestamp":{timestamp},"value":{_escape(value)}}}'
-                        for timestamp, value in note_pairs(notes)
+                        f'{{"timestamp":{timestamp},"value":'
+                        f"{_escape(value if value.isascii() else safe_text(value))}}}"
+                        for timestamp, value in note_pairs(notes, span.epoch_offset_ns)
                     ]
                 )
                 + "]"
@@ -227,7 +246,11 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
                     text += (
                         ',"tags":{'
                         + (tag_keys.get(key) or _tag_key(key))
-                        + (_escape(value) if value.__class__ is str else _tag_json(value))
+                        + (
+                            _escape(value)
+                            if value.__class__ is str and value.isascii()
+                            else _tag_json(value)
+                        )
                     )
             else:
                 text += ',"tags":{' + _tags_json(tags)

@@ -12,26 +12,24 @@ round trip identically.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tomograph.clock import EPOCH_OFFSET_NS
 from tomograph.reporting._zipkin_model import (
     KINDS,
     MAX_U64,
     endpoint_fields,
     note_pairs,
     show,
-    tag_text,
     unique_annotations,
 )
 from tomograph.reporting.errors import DecodeError
+from tomograph.reporting.values import safe_text, tag_text
 
 if TYPE_CHECKING:
-    from tomograph.model import Endpoint
+    from tomograph.model import Endpoint, SpanKind
     from tomograph.span import Span
 
 __all__ = ["CONTENT_TYPE", "decode_spans", "encode_dicts", "encode_spans"]
@@ -65,9 +63,11 @@ def _length(n: int) -> bytes:
     return _SMALL[n] if n < 128 else _varint(n)
 
 
-def _text(value: str) -> bytes:
-    # proto3 strings must be valid UTF-8: an unpaired surrogate becomes U+FFFD, not an error.
-    return value.encode("ascii") if value.isascii() else value.encode("utf-8", "replace")
+def _text(value: object) -> bytes:
+    # proto3 strings must be valid UTF-8: safe_text turns an unpaired surrogate into U+FFFD.
+    if value.__class__ is str and value.isascii():
+        return value.encode("ascii")
+    return safe_text(value).encode("utf-8")
 
 
 def _field_bytes(tag: bytes, payload: bytes) -> bytes:
@@ -91,7 +91,6 @@ def _endpoint_message(fields: dict[str, Any]) -> bytes:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
 def _endpoint_field(tag: bytes, endpoint: Endpoint) -> bytes:
     fields = endpoint_fields(endpoint)
     return _field_bytes(tag, _endpoint_message(fields)) if fields else b""
@@ -107,40 +106,60 @@ _static_fields: dict[tuple[Any, ...], bytes] = {}
 _static_by_name: dict[str, tuple[Any, Any, Any, bytes]] = {}
 #: tag key -> its encoded map-entry key field.
 _tag_key_fields: dict[str, bytes] = {}
+#: Names and tag keys longer than this are encoded every time, not cached: a cache bounded by
+#: its number of entries must not hold 4096 copies of a 10 MB name.
+_CACHED_LENGTH = 1024
 
 
-def _static_for(span: Span) -> bytes:
-    key = (span.kind, span.name, span.local_endpoint, span.remote_endpoint)
-    fields = _static_fields.get(key)
+def _static_part(
+    kind: SpanKind | None, name: str, local: Endpoint | None, remote: Endpoint | None
+) -> bytes:
+    fields = _KIND_FIELDS[kind.value] if kind is not None else b""
+    if name:
+        fields += _field_bytes(b"\x2a", _text(name))
+    if local is not None:
+        fields += _endpoint_field(b"\x42", local)
+    if remote is not None:
+        fields += _endpoint_field(b"\x4a", remote)
+    return fields
+
+
+def _static_for(span: Span, name: str) -> bytes:
+    key = (span.kind, name, span.local_endpoint, span.remote_endpoint)
+    try:
+        fields = _static_fields.get(key)
+    except TypeError:  # an endpoint holding something unhashable: not cached
+        return _static_part(*key)
     if fields is None:
-        kind, name, local, remote = key
-        fields = _KIND_FIELDS[kind.value] if kind is not None else b""
-        if name:
-            fields += _field_bytes(b"\x2a", _text(name))
-        if local is not None:
-            fields += _endpoint_field(b"\x42", local)
-        if remote is not None:
-            fields += _endpoint_field(b"\x4a", remote)
-        if len(_static_fields) >= 4096:  # span names with ids in them: stay bounded
-            _static_fields.clear()
-        _static_fields[key] = fields
-    if len(_static_by_name) >= 4096:
-        _static_by_name.clear()
-    _static_by_name[span.name] = (span.kind, span.local_endpoint, span.remote_endpoint, fields)
+        fields = _static_part(*key)
+        if len(name) <= _CACHED_LENGTH:
+            if len(_static_fields) >= 4096:  # span names with ids in them: stay bounded
+                _static_fields.clear()
+            _static_fields[key] = fields
+    if len(name) <= _CACHED_LENGTH:
+        if len(_static_by_name) >= 4096:
+            _static_by_name.clear()
+        _static_by_name[name] = (span.kind, span.local_endpoint, span.remote_endpoint, fields)
     return fields
 
 
 def _tag_key_field(key: str) -> bytes:
-    if len(_tag_key_fields) >= 4096:
-        _tag_key_fields.clear()
-    field = _tag_key_fields[key] = _field_bytes(b"\x0a", _text(key)) if key else b""
+    text = _text(key)
+    field = _field_bytes(b"\x0a", text) if text else b""
+    if len(field) <= _CACHED_LENGTH:
+        if len(_tag_key_fields) >= 4096:
+            _tag_key_fields.clear()
+        _tag_key_fields[key] = field
     return field
 
 
 def _span_message(span: Span) -> bytes:
     trace_id = span.trace_id
     start_ns = span.start_ns
-    hit = _static_by_name.get(span.name)
+    name = span.name
+    if name.__class__ is not str:
+        name = safe_text(name)
+    hit = _static_by_name.get(name)
     if (
         hit is not None
         and hit[0] is span.kind
@@ -149,7 +168,7 @@ def _span_message(span: Span) -> bytes:
     ):
         static = hit[3]
     else:
-        static = _static_for(span)
+        static = _static_for(span, name)
     duration = -((start_ns - span.end_ns) // 1000)
     parts = [
         b"\x0a\x08" + trace_id.to_bytes(8, "big")
@@ -158,10 +177,11 @@ def _span_message(span: Span) -> bytes:
         b"\x12\x08" + span.parent_id.to_bytes(8, "big") if span.parent_id else b"",
         b"\x1a\x08" + span.span_id.to_bytes(8, "big"),
         static,
-        b"\x31" + _pack_fixed64((start_ns + EPOCH_OFFSET_NS) // 1000),
+        b"\x31" + _pack_fixed64((start_ns + span.epoch_offset_ns) // 1000),
         b"\x38" + (_SMALL[duration] if 0 < duration < 128 else _varint(max(1, duration))),
     ]
-    for timestamp, value in note_pairs(span.notes_raw) if span.notes_raw else ():
+    notes = note_pairs(span.notes_raw, span.epoch_offset_ns) if span.notes_raw else ()
+    for timestamp, value in notes:
         note = b"\x09" + _pack_fixed64(timestamp)
         if value:
             note += _field_bytes(b"\x12", _text(value))
@@ -173,7 +193,7 @@ def _span_message(span: Span) -> bytes:
             entry = key_fields.get(key)
             if entry is None:
                 entry = _tag_key_field(key)
-            text = tag_text(tag_value)
+            text = tag_value if tag_value.__class__ is str else tag_text(tag_value)
             if text:
                 entry += _field_bytes(b"\x12", _text(text))
             parts.append(b"\x5a" + _length(len(entry)) + entry)

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tomograph.model import Endpoint, SpanKind
-from tomograph.reporting._zipkin_model import tag_text
+from tomograph.reporting.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -92,18 +92,19 @@ def _endpoint_bytes(endpoint: Endpoint) -> bytes:
     ipv4 = 0
     if endpoint.ipv4:
         try:
-            ipv4 = int(ipaddress.IPv4Address(endpoint.ipv4))
+            ipv4 = int(ipaddress.IPv4Address(str(endpoint.ipv4)))
         except ValueError:
             ipv4 = 0
+    port = endpoint.port
     _field(out, _I32, 1)
     out += _U32_S.pack(ipv4)  # the same four bytes as Thrift's signed i32
     _field(out, _I16, 2)
-    out += _U16_S.pack((endpoint.port or 0) & 0xFFFF)
+    out += _U16_S.pack(port if port.__class__ is int and 0 < port <= 0xFFFF else 0)
     _field(out, _STRING, 3)
-    _string(out, (endpoint.service_name or "").encode())
+    _string(out, safe_text(endpoint.service_name).encode())
     if endpoint.ipv6:
         try:
-            packed = ipaddress.IPv6Address(endpoint.ipv6).packed
+            packed = ipaddress.IPv6Address(str(endpoint.ipv6)).packed
         except ValueError:
             packed = b""
         if packed:
@@ -129,7 +130,7 @@ _STOP_BYTE = b"\x00"
 
 
 def _annotation(out: bytearray, timestamp: int, value: str, host: bytes | None) -> None:
-    encoded = value.encode()
+    encoded = safe_text(value).encode()
     out += _ANNOTATION_TIMESTAMP
     out += _U64_S.pack(timestamp & _MASK64)
     out += _ANNOTATION_VALUE
@@ -144,7 +145,7 @@ def _annotation(out: bytearray, timestamp: int, value: str, host: bytes | None) 
 def _binary_annotation(
     out: bytearray, key: str, value: bytes, kind: int, host: bytes | None
 ) -> None:
-    encoded = key.encode()
+    encoded = safe_text(key).encode()
     out += _BINARY_KEY
     out += _I32_S.pack(len(encoded))
     out += encoded
@@ -178,7 +179,7 @@ def encode_span(span: Span) -> bytes:
     _field(out, _I64, 1)
     out += _U64_S.pack(trace_id & _MASK64)
     _field(out, _STRING, 3)
-    _string(out, span.name.encode())
+    _string(out, safe_text(span.name).encode())
     _field(out, _I64, 4)
     out += _U64_S.pack(span.span_id & _MASK64)
     if span.parent_id:
@@ -208,7 +209,7 @@ def encode_span(span: Span) -> bytes:
     if core is None and not annotations:
         # v1 has no kind-less span: a local component annotation carries the endpoint.
         endpoint = span.local_endpoint
-        service = (endpoint.service_name or "") if endpoint is not None else ""
+        service = safe_text(endpoint.service_name) if endpoint is not None else ""
         binary.append(("lc", service.encode(), _STRING_TYPE, local))
     _field(out, _LIST, 8)
     out.append(_STRUCT)

@@ -1,0 +1,347 @@
+"""The default tracer over time: decorators applied at import, reconfiguration, first calls
+from many threads at once."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import tomograph
+from support.http_recorder import recording_server
+from support.zipkin_server import RecordingZipkinServer
+from tomograph import config
+from tomograph.propagation import Propagator, composite
+from tomograph.reporting import zipkin_json
+from tomograph.reporting.memory import MemoryBackend
+from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.sampling import rate_limited
+
+
+@pytest.fixture(autouse=True)
+def _reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("TOMOGRAPH_"):
+            monkeypatch.delenv(name)
+    config.reset()
+    yield
+    config.reset()
+
+
+def run_python(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter (nothing configured yet); its last line as JSON."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# -- decorators applied before configure() --------------------------------------------------
+
+
+def test_function_decorated_at_import_reports_to_the_tracer_configured_later() -> None:
+    result = run_python(
+        """
+        import json
+        import tomograph
+        from tomograph.reporting import MemoryBackend
+
+        @tomograph.span("decorated")
+        def a(): pass
+
+        m = MemoryBackend()
+        tomograph.configure(service="svc", backends=[m])
+        a()
+        print(json.dumps([[s.name, s.service_name] for s in m.spans]))
+        """
+    )
+    assert result == [["decorated", "svc"]]
+
+
+def test_readme_tour_then_testing_own_instrumentation_sees_both_spans() -> None:
+    # The README's tour configures log://, decorates load_cart, samples; then its "Test your
+    # own instrumentation" section configures a MemoryBackend and runs the code.
+    result = run_python(
+        """
+        import json
+        import tomograph
+        from tomograph import sampling
+        from tomograph.reporting import MemoryBackend
+
+        tomograph.configure(service="checkout", backends=["log://"])
+
+        with tomograph.span("charge card", kind="client") as span:
+            span.tag("amount", 12.5)
+            span.annotate("card accepted")
+
+        @tomograph.span("load cart")
+        def load_cart(user_id): ...
+
+        tomograph.configure(sample_rate=0.1)
+        tomograph.configure(sampler=sampling.parent_based(sampling.rate_limited(50)))
+
+        def run_the_code():
+            load_cart(7)
+            with tomograph.span("charge card", kind="client") as span:
+                span.tag("amount", 12.5)
+
+        memory = MemoryBackend()
+        tomograph.configure(service="svc", backends=[memory])
+        run_the_code()
+        print(json.dumps(memory.names()))
+        """
+    )
+    assert result == ["load cart", "charge card"]
+
+
+def _plain() -> str:
+    return "plain"
+
+
+async def _coroutine() -> str:
+    return "coroutine"
+
+
+def _generator() -> Iterator[str]:
+    yield "generator"
+
+
+def _call(func: Callable[[], Any]) -> Any:
+    value = func()
+    if inspect.iscoroutine(value):
+        return asyncio.run(value)
+    if isinstance(value, Iterator):
+        [item] = list(value)  # to the end: the span covers the whole iteration
+        return item
+    return value
+
+
+@pytest.mark.parametrize("func", [_plain, _coroutine, _generator])
+def test_decorator_made_before_configure_uses_the_tracer_and_service_of_each_call(
+    func: Callable[[], Any],
+) -> None:
+    decorated = tomograph.span("work", tags={"k": 1})(func)  # no configure() yet
+    first, second = MemoryBackend(), MemoryBackend()
+    tomograph.configure(service="first", backends=[first], environ={})
+    _call(decorated)
+    tomograph.configure(service="second", backends=[second], environ={})
+    assert _call(decorated) == func.__name__.lstrip("_")
+    assert [(s.name, s.service_name, s.tags) for s in first.spans] == [("work", "first", {"k": 1})]
+    assert [(s.name, s.service_name) for s in second.spans] == [("work", "second")]
+
+
+def test_decorator_keeps_an_explicit_local_endpoint() -> None:
+    endpoint = tomograph.Endpoint("pinned")
+    decorated = tomograph.span("work", local_endpoint=endpoint)(_plain)
+    memory = MemoryBackend()
+    tomograph.configure(service="svc", backends=[memory], environ={})
+    decorated()
+    assert memory.spans[0].service_name == "pinned"
+
+
+def test_decorator_of_an_explicit_tracer_stays_with_that_tracer() -> None:
+    own = MemoryBackend()
+    tracer = tomograph.Tracer("own", backends=[own])
+    decorated = tracer.span("work")(_plain)
+    tomograph.configure(service="default", backends=[MemoryBackend()], environ={})
+    decorated()
+    assert [(s.name, s.service_name) for s in own.spans] == [("work", "own")]
+
+
+def test_decorating_spends_no_trace_of_a_rate_limited_sampler() -> None:
+    memory = MemoryBackend()
+    frozen = rate_limited(1, clock=lambda: 0.0)  # one trace, and time never refills it
+    tracer = tomograph.Tracer("svc", backends=[memory], sampler=frozen)
+    decorated = tracer.span("work")(_plain)
+    decorated()
+    decorated()
+    assert memory.names() == ["work"]  # the first call got the one trace, not the template
+
+
+def test_default_tracer_decorator_spends_no_trace_of_a_rate_limited_sampler() -> None:
+    memory = MemoryBackend()
+    tomograph.configure(backends=[memory], sampler=rate_limited(1, clock=lambda: 0.0), environ={})
+    decorated = tomograph.span("work")(_plain)
+    decorated()
+    assert memory.names() == ["work"]
+
+
+# -- reconfiguring while spans are open -------------------------------------------------------
+
+
+def test_span_open_during_configure_is_delivered_by_the_new_configuration() -> None:
+    with RecordingZipkinServer() as server:
+        tomograph.configure(service="svc", backends=[ZipkinBackend(server.url)], environ={})
+        retired = tomograph.get_tracer().backends[0]
+        memory = MemoryBackend()
+        with tomograph.span("open across configure"):
+            tomograph.configure(service="svc", backends=[memory], environ={})
+        assert memory.names() == ["open across configure"]
+        assert retired.stats()["dropped"] == 0  # type: ignore[attr-defined]
+
+
+def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:
+    with recording_server() as server:
+        backends: list[ZipkinBackend] = []
+
+        def reconfigure() -> None:
+            backend = ZipkinBackend(server.url, interval=0.05)
+            # Start its worker here: this test is about configure(), not about eight threads
+            # racing to start a transport's worker on their first report.
+            backend.flush(0)
+            backends.append(backend)
+            tomograph.configure(service="svc", backends=[backend], environ={})
+
+        reconfigure()
+        workers_count, phases = 8, 5
+        reconfiguring = threading.Barrier(workers_count + 1)
+        reconfigured = threading.Barrier(workers_count + 1)
+        made: list[int] = []
+        errors: list[BaseException] = []
+
+        def make_spans() -> None:
+            count = 0
+            try:
+                for _ in range(phases):
+                    # The parent is open across configure(); the children race it.
+                    with tomograph.span("parent"):
+                        reconfiguring.wait(30)
+                        for _ in range(50):
+                            with tomograph.span("child"):
+                                pass
+                        reconfigured.wait(30)
+                    count += 51
+            except BaseException as error:
+                errors.append(error)
+            made.append(count)
+
+        workers = [threading.Thread(target=make_spans) for _ in range(workers_count)]
+        for worker in workers:
+            worker.start()
+        for _ in range(phases):
+            reconfiguring.wait(30)
+            reconfigure()
+            reconfigured.wait(30)
+        for worker in workers:
+            worker.join(30)
+        assert tomograph.flush(10)
+        received = {
+            span["id"]
+            for request in list(server.requests)
+            for span in zipkin_json.decode_spans(request.body)
+        }
+        # A span being handed to a backend at the very instant configure() closed it is
+        # counted as dropped there; every other span arrives.
+        dropped = sum(backend.stats()["dropped"] for backend in backends)
+        assert not errors
+        assert len(received) + dropped == sum(made)
+
+
+# -- the first calls, from many threads at once -----------------------------------------------
+
+
+def test_first_calls_from_32_threads_make_one_implicit_tracer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOMOGRAPH_BACKENDS", "memory://")
+    start = threading.Barrier(32)
+    tracers: list[tomograph.Tracer] = []
+    errors: list[BaseException] = []
+
+    def first_call(n: int) -> None:
+        start.wait()
+        try:
+            if n % 3 == 0:
+                tracers.append(tomograph.get_tracer())
+            elif n % 3 == 1:
+                with tomograph.span("first") as span:
+                    tracers.append(span.tracer)
+            else:
+                tomograph.start("svc", "classic")
+                tracers.append(tomograph.get_tracer())
+                tomograph.stop("classic")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=first_call, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len({id(tracer) for tracer in tracers}) == 1
+    (memory,) = tracers[0].backends
+    assert isinstance(memory, MemoryBackend)
+    assert sorted(memory.names()) == ["classic"] * 10 + ["first"] * 11
+
+
+def test_configure_racing_first_spans_loses_none() -> None:
+    memory = MemoryBackend()
+    start = threading.Barrier(32)
+    made: list[tomograph.Span] = []
+    errors: list[BaseException] = []
+
+    def first_call(n: int) -> None:
+        start.wait()
+        try:
+            if n % 2:
+                tomograph.configure(service="svc", backends=[memory], environ={})
+            else:
+                with tomograph.span(f"span {n}") as span:
+                    made.append(span)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=first_call, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    # A span started on the implicit tracer (no backends in this environment) and finished
+    # before the first configure() went nowhere, by design; every other span is in memory.
+    expected = {span.name for span in made if span.tracer.backends}
+    assert expected <= set(memory.names())
+
+
+def test_configured_propagation_wins_over_a_racing_first_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A request thread looks up the default propagator for the first time (reading the
+    # environment) while the application calls configure(propagation=...): the configured
+    # formats must win, whatever the interleaving.
+    composite.set_default_propagator(None)
+    looking_up = threading.Event()
+    configured = threading.Event()
+    original = composite.propagator_from
+
+    def slow_first_lookup(value: Any, environ: Any = None) -> Propagator:
+        if threading.current_thread().name == "request":
+            looking_up.set()
+            configured.wait(10)
+        return original(value, environ)
+
+    monkeypatch.setattr(composite, "propagator_from", slow_first_lookup)
+    request = threading.Thread(target=composite.default_propagator, name="request")
+    request.start()
+    assert looking_up.wait(10)
+    tomograph.configure(propagation="b3", backends=[], environ={})
+    configured.set()
+    request.join(10)
+    assert composite.default_propagator().inject_formats == ("b3",)
