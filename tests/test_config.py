@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -244,3 +245,34 @@ def test_reconfiguring_closes_backends_that_are_not_reused() -> None:
 def test_backend_from_url_names_known_schemes() -> None:
     with pytest.raises(tomograph.ConfigurationError, match=r"memory://"):
         config.backend_from_url("nonsense")
+
+
+class HungCollectorBackend(MemoryBackend):
+    """A backend whose collector never answers: close() spends all the time it is given."""
+
+    def __init__(self, calls: list[tuple[str, float | None]]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.calls.append(("flush", timeout))
+        return False
+
+    def close(self, timeout: float | None = None) -> None:
+        self.calls.append(("close", timeout))
+        threading.Event().wait(timeout)  # the answer that never comes
+
+
+def test_replaced_backends_share_one_close_budget_and_all_start_sending_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each replaced backend was given the whole budget in turn: configure() blocked 2 s per
+    # backend whose collector hung, and the backends after it had not been asked to send.
+    monkeypatch.setattr(config, "REPLACED_BACKENDS_CLOSE_SECONDS", 0.3)
+    calls: list[tuple[str, float | None]] = []
+    tomograph.configure(backends=[HungCollectorBackend(calls) for _ in range(3)], environ={})
+    tomograph.configure(backends=[], environ={})
+    assert [kind for kind, _ in calls] == ["flush"] * 3 + ["close"] * 3
+    closes = [timeout for kind, timeout in calls if kind == "close"]
+    assert all(timeout is not None for timeout in closes)
+    assert sum(closes) <= 0.3 * 1.05  # type: ignore[arg-type]

@@ -94,7 +94,8 @@ CREDENTIAL_VARIABLES: dict[str, tuple[str, str]] = {
 TOKEN_ENV_PARAMETER = "token_env"
 HEADERS_ENV_PARAMETER = "headers_env"
 
-#: How long configure() and reset() wait for the backends they replace to deliver what they hold.
+#: How long configure() and reset() wait, in all, for the backends they replace to deliver
+#: what they hold.
 #: (The exit's budget is tomograph.reporting.transport.EXIT_FLUSH_SECONDS.)
 REPLACED_BACKENDS_CLOSE_SECONDS = 2.0
 
@@ -413,12 +414,8 @@ def configure(
         # its backends close below: they go to the new tracer's backends instead.
         previous._hand_over(get_tracer)
         kept = {id(backend) for backend in tracer.backends}
-        for backend in previous.backends:
-            if id(backend) not in kept:
-                try:
-                    backend.close(REPLACED_BACKENDS_CLOSE_SECONDS)
-                except Exception:
-                    _log.exception("closing tomograph backend %r failed", backend)
+        replaced = [backend for backend in previous.backends if id(backend) not in kept]
+        previous._close_backends(replaced, REPLACED_BACKENDS_CLOSE_SECONDS)
     return tracer
 
 
