@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,6 +159,48 @@ def test_implicit_configuration_with_an_undecodable_service_name_keeps_working(
     assert any("TOMOGRAPH_SERVICE" in r.getMessage() for r in caplog.records)
 
 
+BACKENDS_WITH_PASSWORD = "zipkin+https://alice:s3cret-pw@zipkin.example/\udcff"
+
+
+def test_an_undecodable_backends_variable_is_refused_without_showing_its_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The URL may carry user:password@: neither the error nor the implicit configuration's
+    # log line may show it, whatever else is wrong with the variable.
+    monkeypatch.setenv("TOMOGRAPH_BACKENDS", BACKENDS_WITH_PASSWORD)
+    with pytest.raises(tomograph.ConfigurationError) as raised:
+        tomograph.configure()
+    where = BACKENDS_WITH_PASSWORD.index("\udcff") + 1
+    assert (
+        str(raised.value) == f"TOMOGRAPH_BACKENDS is not valid text: character {where} is not UTF-8"
+    )
+    config.reset()
+    with tomograph.span("still works"):
+        pass
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("TOMOGRAPH_BACKENDS is not valid text" in line for line in logged)
+    assert not any("s3cret-pw" in line for line in logged)
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "message"),
+    [
+        ("zipkin+http://127.0.0.1:9", {"TOMOGRAPH_ZIPKIN_TOKEN": 123}, "TOMOGRAPH_ZIPKIN_TOKEN"),
+        ("otlp+http://127.0.0.1:9", {"TOMOGRAPH_OTLP_HEADERS": b"x=1"}, "TOMOGRAPH_OTLP_HEADERS"),
+        ("zipkin+http://127.0.0.1:9?token_env=MINE", {"MINE": 123}, "MINE"),
+        ("zipkin+http://127.0.0.1:9", {"TOMOGRAPH_ZIPKIN_TOKEN": "tok\udcff"}, "not valid text"),
+    ],
+)
+def test_credential_variables_that_are_not_text_are_configuration_errors(
+    url: str, environ: dict[str, Any], message: str
+) -> None:
+    # They were read with str methods: an AttributeError escaped configure().
+    with pytest.raises(tomograph.ConfigurationError, match=message) as raised:
+        tomograph.configure(backends=[url], environ=environ)
+    assert "123" not in str(raised.value) and "x=1" not in str(raised.value)
+    assert "tok" not in str(raised.value)
+
+
 def test_configuration_error_is_a_value_error() -> None:
     assert issubclass(tomograph.ConfigurationError, ValueError)
     assert issubclass(tomograph.ConfigurationError, tomograph.TracingError)
@@ -202,3 +245,34 @@ def test_reconfiguring_closes_backends_that_are_not_reused() -> None:
 def test_backend_from_url_names_known_schemes() -> None:
     with pytest.raises(tomograph.ConfigurationError, match=r"memory://"):
         config.backend_from_url("nonsense")
+
+
+class HungCollectorBackend(MemoryBackend):
+    """A backend whose collector never answers: close() spends all the time it is given."""
+
+    def __init__(self, calls: list[tuple[str, float | None]]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.calls.append(("flush", timeout))
+        return False
+
+    def close(self, timeout: float | None = None) -> None:
+        self.calls.append(("close", timeout))
+        threading.Event().wait(timeout)  # the answer that never comes
+
+
+def test_replaced_backends_share_one_close_budget_and_all_start_sending_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each replaced backend was given the whole budget in turn: configure() blocked 2 s per
+    # backend whose collector hung, and the backends after it had not been asked to send.
+    monkeypatch.setattr(config, "REPLACED_BACKENDS_CLOSE_SECONDS", 0.3)
+    calls: list[tuple[str, float | None]] = []
+    tomograph.configure(backends=[HungCollectorBackend(calls) for _ in range(3)], environ={})
+    tomograph.configure(backends=[], environ={})
+    assert [kind for kind, _ in calls] == ["flush"] * 3 + ["close"] * 3
+    closes = [timeout for kind, timeout in calls if kind == "close"]
+    assert all(timeout is not None for timeout in closes)
+    assert sum(closes) <= 0.3 * 1.05  # type: ignore[arg-type]

@@ -124,6 +124,26 @@ def test_exception_without_message_uses_type_name(local_tracer: Tracer) -> None:
     assert span.tags["error"] == "KeyError"
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+
+def test_an_exception_that_cannot_be_printed_is_reraised_untouched_and_recorded(
+    local_tracer: Tracer, backend: MemoryBackend
+) -> None:
+    # Its message was read with str(): the RuntimeError replaced the application's exception
+    # and the span was never finished (lost without a word).
+    error = Unprintable()
+    with pytest.raises(Unprintable) as raised, local_tracer.span("fails"):
+        raise error
+    assert raised.value is error
+    span = backend.find("fails")
+    assert span.tags["error"] == "<unprintable Unprintable>"
+    assert span.tags["exception.type"] == "Unprintable"
+    assert span.annotations[-1].value == "Unprintable: <unprintable Unprintable>"
+
+
 def test_kind_accepts_strings_and_enum(local_tracer: Tracer) -> None:
     assert local_tracer.span("a", kind="client").kind is SpanKind.CLIENT
     assert local_tracer.span("a", kind=SpanKind.SERVER).kind is SpanKind.SERVER

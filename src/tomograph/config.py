@@ -94,7 +94,8 @@ CREDENTIAL_VARIABLES: dict[str, tuple[str, str]] = {
 TOKEN_ENV_PARAMETER = "token_env"
 HEADERS_ENV_PARAMETER = "headers_env"
 
-#: How long configure() and reset() wait for the backends they replace to deliver what they hold.
+#: How long configure() and reset() wait, in all, for the backends they replace to deliver
+#: what they hold.
 #: (The exit's budget is tomograph.reporting.transport.EXIT_FLUSH_SECONDS.)
 REPLACED_BACKENDS_CLOSE_SECONDS = 2.0
 
@@ -166,7 +167,7 @@ def _credentials(url: str, scheme: str, environ: Mapping[str, str]) -> tuple[str
         rest = [(key, value) for key, value in query if key not in named]
         url = urlunsplit(parts._replace(query=urlencode(rest)))
         for parameter, variable in own.items():
-            if not environ.get(variable, "").strip():
+            if not _text_from(environ.get(variable, ""), variable, secret=True):
                 raise ValueError(f"{parameter}={variable}, but {variable} is not set")
     # A URL with credentials of its own does not take the ones meant for every backend.
     if parts.username is None:
@@ -175,11 +176,11 @@ def _credentials(url: str, scheme: str, environ: Mapping[str, str]) -> tuple[str
         token_variable = own.get(TOKEN_ENV_PARAMETER, "")
     headers_variable = own.get(HEADERS_ENV_PARAMETER, headers_variable)
     options: dict[str, Any] = {}
-    token = environ.get(token_variable, "").strip() if token_variable else ""
+    token = _text_from(environ.get(token_variable, ""), token_variable, secret=True)
     if token:
         options["token"] = token
-    headers = environ.get(headers_variable, "")
-    if headers.strip():
+    headers = _text_from(environ.get(headers_variable, ""), headers_variable, secret=True)
+    if headers:
         try:
             options["headers"] = parse_headers(headers)
         except ValueError as error:
@@ -245,15 +246,22 @@ def _sample_rate_from(value: object, source: str) -> float:
     return rate
 
 
-def _text_from(value: object, source: str) -> str:
-    """``value`` stripped, if it is text that can be encoded (no lone surrogates)."""
+def _text_from(value: object, source: str, *, secret: bool = False) -> str:
+    """``value`` stripped, if it is text that can be encoded (no lone surrogates).
+
+    The message shows the value unless it may hold a secret (``secret``: a token, headers, or
+    backend URLs, which may carry ``user:password@``); it never shows text that is not valid.
+    """
     if not isinstance(value, str):
-        raise ConfigurationError(f"{source} must be a string, not {value!r}")
+        shown = type(value).__name__ if secret else repr(value)
+        raise ConfigurationError(f"{source} must be a string, not {shown}")
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
+    except UnicodeEncodeError as error:
         # An environment variable holding bytes that are not UTF-8 reads as lone surrogates.
-        raise ConfigurationError(f"{source} is not valid text: {value!r}") from None
+        raise ConfigurationError(
+            f"{source} is not valid text: character {error.start + 1} is not UTF-8"
+        ) from None
     return value.strip()
 
 
@@ -295,7 +303,7 @@ def _check_environ(environ: object, *names: str) -> None:
     for name in names:
         value = environ.get(name)
         if value is not None:
-            _text_from(value, name)
+            _text_from(value, name, secret=name == ENV_BACKENDS)
 
 
 def _build_tracer(
@@ -311,10 +319,9 @@ def _build_tracer(
     # fail later, on the span hot path or in an encoder.
     service = _service_from(service, environ)
     if backends is None:
+        urls = _text_from(environ.get(ENV_BACKENDS, ""), ENV_BACKENDS, secret=True)
         try:
-            built = parse_backend_urls(
-                _text_from(environ.get(ENV_BACKENDS, ""), ENV_BACKENDS), environ
-            )
+            built = parse_backend_urls(urls, environ)
         except ConfigurationError as error:
             raise ConfigurationError(f"{ENV_BACKENDS}: {error}") from error
     else:
@@ -407,12 +414,8 @@ def configure(
         # its backends close below: they go to the new tracer's backends instead.
         previous._hand_over(get_tracer)
         kept = {id(backend) for backend in tracer.backends}
-        for backend in previous.backends:
-            if id(backend) not in kept:
-                try:
-                    backend.close(REPLACED_BACKENDS_CLOSE_SECONDS)
-                except Exception:
-                    _log.exception("closing tomograph backend %r failed", backend)
+        replaced = [backend for backend in previous.backends if id(backend) not in kept]
+        previous._close_backends(replaced, REPLACED_BACKENDS_CLOSE_SECONDS)
     return tracer
 
 

@@ -123,7 +123,10 @@ class ExceptionNote(str):
     def of(cls, exc: BaseException) -> ExceptionNote:
         """The note for ``exc``, with its type, message and traceback frames."""
         type_name = type(exc).__qualname__
-        message = str(exc)
+        try:
+            message = str(exc)
+        except Exception:  # a broken __str__ must not replace the application's exception
+            message = f"<unprintable {type_name}>"
         frames: list[tuple[str, int, str]] = []
         traceback = exc.__traceback__
         while traceback is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from tomograph.backend import Backend
@@ -205,14 +205,28 @@ class Tracer:
         return done
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush and close every backend."""
+        """Flush and close every backend, within ``timeout`` seconds in all."""
+        self._close_backends(self._backends, timeout)
+
+    def _close_backends(self, backends: Sequence[Backend], timeout: float | None) -> None:
+        """Close ``backends`` within one budget of ``timeout`` seconds.
+
+        Every one is asked to send what it holds first (``flush(0)`` wakes a transport's
+        worker without waiting): closed one after another, a backend whose collector hangs
+        would otherwise spend the time of those after it.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        for backend in self._backends:
+        for backend in backends:
+            try:
+                backend.flush(0)
+            except Exception:
+                self._backend_failed(backend)
+        for backend in backends:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 backend.close(left)
             except Exception:
-                self._backend_failed(backend)
+                _log.exception("closing tomograph backend %r failed", backend)
 
     def __repr__(self) -> str:
         return (

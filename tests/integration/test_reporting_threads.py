@@ -1,16 +1,21 @@
 """Threads racing the transport, against a real Zipkin endpoint: nothing lost, nothing twice.
 
 The first report from 32 threads at once, flush and close from several threads, close from
-inside the worker, close racing reports: each span ends in exactly one counter, one worker
-uses the sender, and the sender is closed once, never in the middle of a send.
+inside the worker, close racing reports, and all of them with refusals, encoder bugs, a full
+queue and a fork: each span ends in exactly one counter, one worker uses the sender, and the
+sender is closed once, never in the middle of a send.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -238,3 +243,107 @@ def test_reports_racing_close_each_land_in_one_counter() -> None:
             assert stats["pending"] == 0, f"round {round_}: {stats}"
             assert stats["sent"] + stats["dropped"] == 1600, f"round {round_}: {stats}"
             assert len(server.wait_for(stats["sent"])) == stats["sent"]
+
+
+class BuggyEncoder(WatchedSender):
+    """A real sender whose encoder fails on any batch holding a span named ``unencodable``."""
+
+    def encode(self, spans: Sequence[Span]) -> list[tuple[int, bytes]]:
+        if any(span.name == "unencodable" for span in spans):
+            raise ValueError("a bug in an encoder")
+        return self.inner.encode(spans)
+
+
+def _mixed_spans(count: int, service: str) -> list[Span]:
+    """Spans of ``service``: every 7th refused by the collector, every 11th unencodable."""
+    memory = MemoryBackend()
+    tracer = Tracer(service, backends=[memory])
+    for index in range(count):
+        name = "refused" if index % 7 == 3 else "unencodable" if index % 11 == 5 else "op"
+        with tracer.span(name):
+            pass
+    return memory.spans
+
+
+def _accounted(stats: dict[str, int], recorded: int, queued: int) -> list[str]:
+    """What is wrong with a closed transport's counters (nothing: an empty list)."""
+    problems = []
+    if stats["queued"] != queued:
+        problems.append(f"queued {stats['queued']}, reported {queued}")
+    if stats["queued"] != stats["sent"] + stats["dropped"] + stats["failed"]:
+        problems.append(f"counters do not add up: {stats}")
+    if stats["pending"] != 0:
+        problems.append(f"still pending after close: {stats}")
+    if stats["sent"] != recorded:
+        problems.append(f"sent {stats['sent']}, the collector recorded {recorded}")
+    return problems
+
+
+def _child_after_fork(transport: BatchingTransport) -> dict[str, Any]:
+    """In the forked child: report, close, and say what was sent and what is wrong."""
+    spans = _mixed_spans(60, "child")
+    for span in spans:
+        transport.report(span)
+    transport.close(20)
+    stats = dict(transport.stats())
+    # The collector runs in the parent, which checks what it recorded against "sent".
+    return {"sent": stats["sent"], "problems": _accounted(stats, stats["sent"], len(spans))}
+
+
+def test_every_span_lands_in_one_counter_through_refusals_encoder_bugs_a_fork_and_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The loss paths of the transport at once: a collector refusing spans (400, bisected), a
+    # 503 and a 413 (retried, split), an encoder failing on some spans (split until they fail
+    # alone), a full queue, a fork while 32 threads report, and close racing the reports.
+    with RecordingZipkinServer() as server:
+        server.refuse_names = {"refused"}
+        server.faults.extend([("status", 503, "0"), ("status", 413)])
+        http = ZipkinBackend(server.url, timeout=10).transport.sender
+        assert isinstance(http, HttpSender)
+        sender = BuggyEncoder(http)
+        transport = BatchingTransport(
+            sender,  # type: ignore[arg-type]
+            batch_size=40,
+            interval=0.01,
+            queue_size=200,
+        )
+        spans = _mixed_spans(80, "parent")
+        forked = threading.Event()
+        child: dict[str, Any] = {}
+
+        def work(index: int) -> None:
+            for number, span in enumerate(spans):
+                transport.report(span)
+                if index == 0 and number == len(spans) // 2:
+                    read, write = os.pipe()
+                    pid = os.fork()
+                    if pid == 0:  # the child: report, close, say what is wrong, exit
+                        try:
+                            message = json.dumps(_child_after_fork(transport))
+                        except BaseException as error:
+                            message = json.dumps({"problems": [f"child raised {error!r}"]})
+                        os.write(write, message.encode())
+                        os._exit(0)
+                    os.close(write)
+                    with os.fdopen(read) as pipe:
+                        child.update(json.loads(pipe.read()))
+                    os.waitpid(pid, 0)
+                    forked.set()
+            if index == 1:
+                forked.wait(30)
+                transport.close(20)  # while the others may still report
+
+        _all_at_once(THREADS, work)
+        stats = dict(transport.stats())
+        assert child["problems"] == []
+        received = server.wait_for(stats["sent"] + child["sent"])
+        services = Counter(span["localEndpoint"]["serviceName"] for span in received)
+        assert _accounted(stats, services["parent"], THREADS * len(spans)) == []
+        assert services["child"] == child["sent"] > 0
+        assert {span["name"] for span in received} == {"op"}
+        assert server.invalid == []
+        assert stats["dropped"] > 0 and stats["failed"] > 0
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    for loss in ("refused spans", "encoding a span", "full", "dropped"):
+        assert loss in logged, loss

@@ -6,6 +6,7 @@ assert that reporting a span does no I/O and never waits, instead of timing it.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,9 @@ def recorded_calls() -> Iterator[list[str]]:
                 name += "(blocking=False)"
             calls.append(name)
 
+    # Garbage left by earlier code is collected now, not inside the block: its finalizers
+    # (logging's handler weakref callbacks take an RLock) would be recorded as the block's.
+    gc.collect()
     previous = sys.getprofile()
     sys.setprofile(profile)
     try:

@@ -85,6 +85,9 @@ class RecordingZipkinServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # An answer's head and body are two writes: with Nagle's algorithm the body waits
+            # for the client's delayed ACK, 40 ms an answer (real servers write them at once).
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

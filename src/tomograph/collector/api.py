@@ -157,7 +157,7 @@ class _Api:
         self._links: CoalescingCache[tuple[int, int], list[DependencyLink]] = CoalescingCache(
             store.data_version, maxsize=32
         )
-        self.gate = UploadGate(
+        self.uploads = UploadGate(
             max(
                 settings.max_buffered_bytes or 4 * settings.max_body_bytes, settings.max_body_bytes
             ),
@@ -173,9 +173,9 @@ class _Api:
     async def _receive_and_store(
         self, request: Request, decode: Callable[[bytes], list[SpanDict]]
     ) -> int:
-        """Read the body, then inflate, decode and store it within the gate's bounds; returns
-        how many texts were cut to the span limits."""
-        async with self.gate.admit() as take:
+        """Read the body, then inflate, decode and store it within the upload gate's bounds;
+        returns how many texts were cut to the span limits."""
+        async with self.uploads.admit() as take:
             raw = await read_body(
                 request.stream(),
                 request.headers.get("content-length"),
@@ -188,7 +188,7 @@ class _Api:
             def decode_and_store() -> int:
                 return self._store(decode(decompress(raw, encoding, self.settings.max_body_bytes)))
 
-            async with self.gate.decoding():
+            async with self.uploads.decoding():
                 # inflating and decoding a large batch is CPU work: keep it off the event loop
                 return await anyio.to_thread.run_sync(
                     decode_and_store, limiter=self._ingest_threads

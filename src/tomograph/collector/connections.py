@@ -11,7 +11,7 @@ HTTP protocol is wrapped:
 * a connection must complete a request's headers within ``request_timeout`` seconds of being
   opened or of its last answer's first byte; otherwise it is answered ``408`` and closed.
 
-Bodies have their own deadline, in :mod:`tomograph.collector.upload_limits`.
+Bodies have their own deadline, in :mod:`tomograph.collector.body_deadline`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ for ``annotationQuery``; ``traces`` keeps one row per trace (grouped by the low 
 with Zipkin's trace timestamp, for time-ordered search; ``span_names`` feeds the name lists.
 
 Writes go through one connection under a lock, one transaction per batch (WAL, so readers never
-wait); each reading thread has its own connection. SQL only ever receives bound parameters.
+wait); reads borrow a connection from a bounded pool (:mod:`tomograph.collector.sqlite_readers`).
+SQL only ever receives bound parameters.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class SqliteSpanStore:
 
     ``max_age`` (seconds) and ``max_bytes`` bound what :meth:`enforce_retention` keeps; None
     keeps everything. Age counts from when a trace last received a span.
-    ``max_response_bytes`` bounds one :meth:`get_traces_json` answer (a search or traceMany).
+    ``max_response_bytes`` bounds one :meth:`get_trace_json` or :meth:`get_traces_json`
+    answer (a trace, a search or traceMany).
     ``readers`` connections at most serve reads (more concurrent reads wait for one), and
     ``query_timeout`` (seconds, None for no limit) stops a read that runs longer, waiting
     for a connection included, with :class:`~tomograph.collector.storage.QueryTimeout`.

@@ -35,7 +35,6 @@ __all__ = [
     "http_backend_url",
     "parse_retry_after",
     "request_headers",
-    "strip_credentials",
 ]
 
 #: Bodies larger than this are split (Zipkin's default limit is 5 MB, OTLP receivers 4 MiB+).

@@ -35,13 +35,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
+from tomograph.config import strip_credentials
 from tomograph.model import ExceptionNote
 from tomograph.propagation.w3c import TRACESTATE, format_tracestate
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,
     http_backend_url,
-    strip_credentials,
 )
 from tomograph.reporting.transport import Rejected, TransportBackend
 from tomograph.reporting.values import safe_text, tag_text, tag_value

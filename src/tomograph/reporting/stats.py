@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 __all__ = ["COUNTERS", "stats"]
@@ -21,7 +22,8 @@ def stats() -> dict[str, Any]:
     ``queued`` spans handed to the backends, ``sent`` delivered, ``dropped`` refused because a
     queue was full (or the backend closed), ``failed`` given up on after retries or refused by
     the collector, ``pending`` still waiting, ``batches``/``bytes`` payloads and bytes delivered,
-    ``retries`` payload retries. ``backends`` maps each backend's repr to its own counters.
+    ``retries`` payload retries. ``backends`` maps each backend's repr to its own counters
+    (``#2``, ``#3`` appended when several backends look alike: a repr shows no token).
     Backends without a transport (memory, log) are not counted.
     """
     from tomograph.config import get_tracer
@@ -33,7 +35,12 @@ def stats() -> dict[str, Any]:
         if read is None:
             continue
         counters = dict(read())
-        per_backend[repr(backend)] = counters
+        name = repr(backend)
+        for number in itertools.count(2):
+            if name not in per_backend:
+                break
+            name = f"{backend!r} #{number}"
+        per_backend[name] = counters
         for key in COUNTERS:
             totals[key] += counters.get(key, 0)
     totals["backends"] = per_backend

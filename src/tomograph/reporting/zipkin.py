@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from tomograph.config import strip_credentials
 from tomograph.reporting import zipkin_json, zipkin_proto
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,
     http_backend_url,
-    strip_credentials,
 )
 from tomograph.reporting.transport import TransportBackend
 

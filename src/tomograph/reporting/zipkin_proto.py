@@ -96,10 +96,6 @@ def _endpoint_field(tag: bytes, endpoint: Endpoint) -> bytes:
     return _field_bytes(tag, _endpoint_message(fields)) if fields else b""
 
 
-def _id_bytes(value: int) -> bytes:
-    return value.to_bytes(8, "big") if value <= MAX_U64 else value.to_bytes(16, "big")
-
-
 #: (kind, name, local endpoint, remote endpoint) -> their encoded fields, built once each.
 _static_fields: dict[tuple[Any, ...], bytes] = {}
 #: span name -> (kind, local, remote, fields) of the last span with that name (identity check).

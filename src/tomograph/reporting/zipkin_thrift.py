@@ -62,7 +62,6 @@ _CORE = {
 
 _I16_S = struct.Struct(">h")
 _I32_S = struct.Struct(">i")
-_I64_S = struct.Struct(">q")
 _U16_S = struct.Struct(">H")
 _U32_S = struct.Struct(">I")
 _U64_S = struct.Struct(">Q")
