@@ -2,198 +2,85 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import CodeType
 from typing import Any
 
 import pytest
 
 from support.servers import REPO_ROOT, never_answering_server
 from support.zipkin_server import RecordingZipkinServer
-from tomograph import Tracer
-from tomograph.reporting import transport as transport_module
-from tomograph.reporting.transport import EXIT_FLUSH_SECONDS, BatchingTransport
-from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.reporting.transport import EXIT_FLUSH_SECONDS
 
 pytestmark = pytest.mark.integration
 
+#: The forking side of the fork tests: see there why it runs in a process of its own.
+FORKING_APP = Path(__file__).with_name("forking_app.py")
 
-def _child_checks(
-    backend: ZipkinBackend, tracer: Tracer, count: int, how: str, report_to: int = -1
-) -> int:
-    """Runs in the child: its spans must be sent by its own worker. Returns an exit code.
 
-    ``how``: "flush" (then flush), "batch" (no flush: ``count`` reaches the batch size) or
-    "trickle" (no flush: one span every 50 ms, fewer than a batch, until they are sent).
-    The number of spans made is written to the file descriptor ``report_to``, if given.
+def _fork_in_a_process_of_its_own(
+    scenario: str, server: RecordingZipkinServer, *args: object
+) -> dict[str, Any]:
+    """Run ``scenario`` of forking_app.py against ``server``; its JSON result.
+
+    The scenario's own assertions (on the child's exit code, the parent's flush and counters)
+    end it with their traceback, shown here.
     """
-    try:
-        reported = 0
-        deadline = time.monotonic() + 5
-        while reported < count or (how == "trickle" and not _sent_all(backend, reported)):
-            if time.monotonic() > deadline:
-                return 6
-            with tracer.span("child"):
-                pass
-            reported += 1
-            if how == "trickle":
-                time.sleep(0.05)
-        if how == "flush" and not backend.flush(5):
-            return 3
-        while not _sent_all(backend, reported) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if report_to >= 0:
-            os.write(report_to, str(reported).encode())
-        return 0 if _sent_all(backend, reported) else 4
-    except BaseException:
-        return 5
+    done = subprocess.run(
+        [sys.executable, str(FORKING_APP), scenario, server.url, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,  # a safety net only: a hung child is killed after 30 s
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
-def _sent_all(backend: ZipkinBackend, count: int) -> bool:
-    """The child's own counters show ``count`` spans, all sent (until the transport noticed the
-    fork, its counters are the parent's, which queued a span before)."""
-    stats = backend.stats()
-    return stats["queued"] == stats["sent"] == count
-
-
-def _wait_until_worker_sleeps(transport: BatchingTransport) -> None:
-    """Wait until the transport's worker is blocked in its interval wait, the GIL released.
-
-    libc's fork() made while another thread waits for the GIL leaves the child's GIL unusable
-    whatever the library does (Python's own os.fork repairs exactly that; a fork from C does
-    not), so the tests fork from C only while the worker sleeps. The worker is seen in its
-    wait twice, with the GIL handed over between: a thread only about to block would have
-    blocked by then, and nothing wakes it before its long interval ends.
-    """
-    worker = transport._worker
-    assert worker is not None
-    _wait_until_waiting(worker)
-
-
-def _wait_until_waiting(
-    thread: threading.Thread, wait_code: CodeType = threading.Condition.wait.__code__
-) -> None:
-    """Wait until ``thread`` is blocked in ``wait_code``, a ``Condition.wait`` (see above)."""
-    assert thread.ident is not None
-    deadline = time.monotonic() + 10
-    seen = 0
-    while seen < 2:
-        assert time.monotonic() < deadline, f"{thread.name} did not go back to its wait"
-        frame = sys._current_frames().get(thread.ident)
-        seen = seen + 1 if frame is not None and frame.f_code is wait_code else 0
-        time.sleep(0.005)
-
-
-def _run_fork_case(fork: object, count: int, how: str, batch_size: int = 50) -> None:
+def _check_child_and_parent(how: str, count: int, mode: str, batch_size: int = 50) -> None:
     with RecordingZipkinServer() as server:
-        # A long interval: the parent's worker sleeps on a lock at the fork, as in an idle
-        # uWSGI master.
-        backend = ZipkinBackend(server.url, interval=30, batch_size=batch_size)
-        tracer = Tracer("forker", backends=[backend])
-        with tracer.span("parent-before"):
-            pass
-        assert backend.flush(5)
-        _wait_until_worker_sleeps(backend.transport)
-        made_in_child, child_end = os.pipe()
-        pid = fork()  # type: ignore[operator]
-        if pid == 0:
-            os._exit(_child_checks(backend, tracer, count, how, child_end))
-        os.close(child_end)
-        with tracer.span("parent-after"):
-            pass
-        assert backend.flush(5)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        child_spans = int(os.read(made_in_child, 20))
-        os.close(made_in_child)
-        # Both sides waited for the endpoint's answers, which come after it recorded.
-        spans = list(server.spans)
-        backend.close(1)
+        result = _fork_in_a_process_of_its_own(
+            "child-and-parent", server, how, count, mode, batch_size
+        )
+        spans = list(server.spans)  # the forking process has exited: nothing more can come
     names = Counter(span["name"] for span in spans)
-    assert names == {"parent-before": 1, "parent-after": 1, "child": child_spans}
+    assert names == {"parent-before": 1, "parent-after": 1, "child": result["child_spans"]}
     assert server.invalid == []
 
 
 def test_os_fork_child_gets_its_own_queue_and_worker() -> None:
-    _run_fork_case(os.fork, 3, "flush")
+    _check_child_and_parent("os", 3, "flush")
 
 
 def test_spans_pending_at_os_fork_are_sent_by_the_parent_only() -> None:
     with RecordingZipkinServer() as server:
-        backend = ZipkinBackend(server.url, interval=30, batch_size=1000)
-        tracer = Tracer("forker", backends=[backend])
-        with tracer.span("warm-up"):
-            pass
-        assert backend.flush(5)
-        _wait_until_worker_sleeps(backend.transport)  # so that the next span stays queued
-        with tracer.span("pending-at-fork"):
-            pass
-        assert backend.stats()["pending"] == 1
-        pid = os.fork()
-        if pid == 0:
-            code = 0 if backend.stats()["pending"] == 0 else 6
-            os._exit(code or _child_checks(backend, tracer, 2, "flush"))
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0  # the child flushed: it sent only its own
-        assert backend.flush(5)  # the endpoint answers after recording: all spans are in
-        backend.close(1)
-    names = Counter(span["name"] for span in server.spans)
+        _fork_in_a_process_of_its_own("pending-at-os-fork", server)
+        spans = list(server.spans)
+    names = Counter(span["name"] for span in spans)
     assert names == {"warm-up": 1, "pending-at-fork": 1, "child": 2}
 
 
 def test_fork_from_c_without_python_hooks_is_detected_by_flush() -> None:
     # libc's fork() called directly (holding the GIL) skips os.register_at_fork, like uWSGI.
-    _run_fork_case(ctypes.PyDLL(None).fork, 3, "flush")
+    _check_child_and_parent("C", 3, "flush")
 
 
 def test_fork_from_c_is_detected_on_the_slow_path_without_flush() -> None:
-    _run_fork_case(ctypes.PyDLL(None).fork, 120, "batch")
+    _check_child_and_parent("C", 120, "batch")
 
 
 def test_fork_from_c_is_noticed_within_a_second_by_spans_fewer_than_a_batch() -> None:
     # A worker that serves a request now and then never fills a batch: the pid check made at
     # least once a second (a report whose span ended after the last check) still finds it.
-    _run_fork_case(ctypes.PyDLL(None).fork, 1, "trickle", batch_size=1000)
-
-
-def _exit_code_within(pid: int, timeout: float) -> int:
-    """The child's exit code; a child still running after ``timeout`` s is killed (-9)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return -9
-
-
-def _threads_report_at_once(tracer: Tracer, threads: int, each: int, name: str) -> None:
-    barrier = threading.Barrier(threads)
-
-    def work() -> None:
-        barrier.wait()
-        for _ in range(each):
-            with tracer.span(name):
-                pass
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    _check_child_and_parent("C", 1, "trickle", batch_size=1000)
 
 
 def test_threads_of_a_child_forked_from_c_take_the_transport_over_once() -> None:
@@ -201,50 +88,14 @@ def test_threads_of_a_child_forked_from_c_take_the_transport_over_once() -> None
     # noticing it at once each made the transport theirs: several workers, spans sent twice.
     threads, each, rounds = 32, 10, 20
     with RecordingZipkinServer() as server:
-        backend = ZipkinBackend(server.url, interval=30, batch_size=4)
-        tracer = Tracer("forker", backends=[backend])
-        sender = backend.transport.sender
-        reset, resets_in = sender.reset, []  # a take-over resets the sender once
-
-        def counted_reset() -> None:
-            resets_in.append(os.getpid())
-            reset()
-
-        sender.reset = counted_reset  # type: ignore[method-assign]
-        failures = []
-        for round_ in range(rounds):
-            with tracer.span("parent"):
-                pass
-            assert backend.flush(5)
-            _wait_until_worker_sleeps(backend.transport)
-            pid = ctypes.PyDLL(None).fork()
-            if pid == 0:
-                code = 9
-                try:
-                    sys.setswitchinterval(1e-6)  # switch threads as often as possible
-                    _threads_report_at_once(tracer, threads, each, f"child {round_}")
-                    sys.setswitchinterval(0.005)
-                    name = f"tomograph {backend.transport.sender.name}"
-                    workers = [t for t in threading.enumerate() if t.name == name]
-                    flushed = backend.flush(10)
-                    stats = backend.stats()
-                    code = 0
-                    if resets_in.count(os.getpid()) != 1:
-                        code = 1
-                    elif len(workers) != 1:
-                        code = 2
-                    elif not flushed or not stats["queued"] == stats["sent"] == threads * each:
-                        code = 3
-                finally:
-                    os._exit(code)
-            code = _exit_code_within(pid, 30)
-            if code:
-                failures.append((round_, code))
-        assert backend.flush(5)
+        result = _fork_in_a_process_of_its_own(
+            "threads-take-over-once", server, threads, each, rounds
+        )
         spans = list(server.spans)
-        backend.close(1)
     names = Counter(span["name"] for span in spans)
-    assert failures == [], "(round, 1: taken over twice, 2: two workers, 3: not all sent once)"
+    assert result["failures"] == [], (
+        "(round, 1: taken over twice, 2: two workers, 3: not all sent once, -9: hung)"
+    )
     assert names == {"parent": rounds, **{f"child {r}": threads * each for r in range(rounds)}}
 
 
@@ -252,128 +103,29 @@ def test_a_child_forked_from_c_while_the_parent_holds_the_transports_locks_never
     # The child's copies of the locks a parent thread held at the fork stay locked forever:
     # reporting, stats, flush and the exit hooks in the child must not wait for them.
     with RecordingZipkinServer() as server:
-        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
-        tracer = Tracer("forker", backends=[backend])
-        with tracer.span("parent"):
-            pass
-        assert backend.flush(5)
-        transport = backend.transport
-        held = [
-            transport._lifecycle,
-            transport._sending,
-            transport._changed,
-            transport._wakeup._cond,
-            transport._stopping._cond,
-            transport._close_done._cond,
-        ]
-        release = threading.Event()
-
-        def hold() -> None:
-            for lock in held:
-                lock.acquire()
-            release.wait(30)
-            for lock in reversed(held):
-                lock.release()
-
-        _wait_until_worker_sleeps(transport)  # first: it needs none of the locks until then
-        holder = threading.Thread(target=hold, name="holder")
-        holder.start()
-        _wait_until_waiting(holder)
-        pid = ctypes.PyDLL(None).fork()
-        if pid == 0:
-            code = 9
-            try:
-                _threads_report_at_once(tracer, 8, 25, "child")
-                queued = backend.stats()["queued"]
-                flushed = backend.flush(5)
-                transport_module._close_all_at_exit()  # what atexit runs
-                stats = backend.stats()
-                code = 0 if (queued, flushed, stats["sent"]) == (200, True, 200) else 1
-            finally:
-                os._exit(code)
-        release.set()
-        holder.join(10)
-        assert _exit_code_within(pid, 30) == 0  # -9: the child hung
-        assert backend.flush(5)
+        _fork_in_a_process_of_its_own("locks-held-at-fork", server)
         spans = list(server.spans)
-        backend.close(1)
     assert Counter(span["name"] for span in spans) == {"parent": 1, "child": 200}
 
 
-@pytest.mark.parametrize("fork", [os.fork, ctypes.PyDLL(None).fork], ids=["os", "from C"])
-def test_a_batch_in_flight_at_the_fork_is_counted_and_sent_by_the_parent_only(fork: Any) -> None:
+@pytest.mark.parametrize("how", ["os", "C"], ids=["os", "from C"])
+def test_a_batch_in_flight_at_the_fork_is_counted_and_sent_by_the_parent_only(how: str) -> None:
     with RecordingZipkinServer() as server:
-        server.faults.append(("sleep", 1.0))  # the parent's batch is answered late
-        backend = ZipkinBackend(server.url, interval=30, batch_size=50)
-        tracer = Tracer("forker", backends=[backend])
-        with tracer.span("in flight"):
-            pass
-        worker = backend.transport._worker
-        assert worker is not None
-        _wait_until_waiting(worker, socket.SocketIO.readinto.__code__)
-        assert backend.stats()["pending"] == 1
-        pid = fork()
-        if pid == 0:
-            code = 9
-            try:
-                for _ in range(3):
-                    with tracer.span("child"):
-                        pass
-                flushed = backend.flush(10)
-                stats = backend.stats()
-                code = 0 if flushed and stats["queued"] == stats["sent"] == 3 else 1
-            finally:
-                os._exit(code)
-        assert _exit_code_within(pid, 30) == 0
-        assert backend.flush(10)
-        stats = backend.stats()
-        assert (stats["queued"], stats["sent"], stats["pending"]) == (1, 1, 0)
+        # The parent's batch is answered once the child's has come: it is in flight at the fork.
+        server.faults.append(("until-next", 10.0))
+        _fork_in_a_process_of_its_own("batch-in-flight", server, how)
         spans = list(server.spans)
-        backend.close(1)
     assert Counter(span["name"] for span in spans) == {"in flight": 1, "child": 3}
 
 
-def test_a_child_forked_from_c_counts_the_spans_it_dropped_before_noticing_the_fork(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_child_forked_from_c_counts_the_spans_it_dropped_before_noticing_the_fork() -> None:
     # Forked while the parent's worker sends (its queue then takes spans unchecked up to the
     # bound), the child filled the queue before its first pid check; taking the transport over
     # then reset the counters: the spans dropped until then were in no counter and no log line.
     with RecordingZipkinServer() as server:
-        server.faults.append(("sleep", 2.0))  # the parent's first batch is answered late
-        backend = ZipkinBackend(server.url, interval=30, batch_size=10, queue_size=200)
-        tracer = Tracer("forker", backends=[backend])
-        with tracer.span("parent"):
-            pass
-        worker = backend.transport._worker
-        assert worker is not None
-        _wait_until_waiting(worker, socket.SocketIO.readinto.__code__)  # in the slow send
-        for _ in range(30):  # the worker is busy: these make the queue take spans unchecked
-            with tracer.span("parent"):
-                pass
-        pid = ctypes.PyDLL(None).fork()
-        if pid == 0:
-            code = 9
-            try:
-                inherited = len(backend.transport._queue)
-                for _ in range(300):
-                    with tracer.span("child"):
-                        pass
-                flushed = backend.flush(10)
-                stats = backend.stats()
-                made = inherited + 300
-                full = sum("is full" in record.getMessage() for record in caplog.records)
-                if not flushed or stats["queued"] != made:
-                    code = 1
-                elif (stats["sent"], stats["dropped"]) != (200, made - 200):
-                    code = 2
-                else:
-                    code = 0 if full == 1 else 3
-            finally:
-                os._exit(code)
-        assert _exit_code_within(pid, 30) == 0, "1: spans not counted, 2: miscounted, 3: no log"
-        assert backend.flush(10)
-        backend.close(1)
+        # The parent's first batch is answered once the child's has come, after the fork.
+        server.faults.append(("until-next", 10.0))
+        _fork_in_a_process_of_its_own("drops-before-noticing", server)
 
 
 MULTIPROCESSING_APP = """

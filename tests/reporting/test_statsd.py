@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,7 @@ def test_forked_children_sample_differently() -> None:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: which of the same 64 spans would it send?
+            signal.alarm(10)  # a hang fails the test instead of blocking it
             os.close(read_end)
             sender = backend.sender
             kept = "".join("1" if sender.encode([span])[0][1] else "0" for span in spans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -408,6 +409,7 @@ def test_forked_children_draw_different_backoff_jitter() -> None:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: its first backoff delays after a collector restart
+            signal.alarm(10)  # a hang fails the test instead of blocking it
             os.close(read_end)
             delays = [transport._backoff_delay(5, None) for _ in range(4)]
             os.write(write_end, json.dumps(delays).encode())

@@ -4,10 +4,11 @@ Each ``POST /api/v2/spans`` body (JSON or proto3, optionally gzipped) is checked
 Zipkin's OpenAPI definition of ``ListOfSpans`` (proto bodies after decoding). Faults are played
 from ``server.faults`` (a deque), one per request: ``("status", 500)``,
 ``("status", 429, "2")`` (with ``Retry-After``), ``("status", 400, None, b"why")`` (with a
-body), ``("sleep", 10.0)`` (answer late), ``("reset",)`` (read part of the body, then reset
-the connection), ``("close-after",)`` (answer, then close the kept-alive connection as an idle
-timeout would) and ``("truncate",)`` (accept the spans, then close the connection in the
-middle of the answer's chunked body).
+body), ``("sleep", 10.0)`` (answer late), ``("until-next", 10.0)`` (answer once a later
+request has been recorded, or after 10 s: late until the client has done something else),
+``("reset",)`` (read part of the body, then reset the connection), ``("close-after",)``
+(answer, then close the kept-alive connection as an idle timeout would) and ``("truncate",)``
+(accept the spans, then close the connection in the middle of the answer's chunked body).
 
 Standing rules, like a strict collector's: ``server.limit_bytes`` answers 413 to larger
 bodies (a proxy's body size limit); a batch holding a span named in ``server.refuse_names``
@@ -107,6 +108,8 @@ class RecordingZipkinServer:
                 body = self.rfile.read(length)
                 if fault and fault[0] == "sleep":
                     time.sleep(fault[1])
+                if fault and fault[0] == "until-next":
+                    server.wait_for_a_later_request(fault[1])
                 if fault and fault[0] == "status":
                     answer = fault[3] if len(fault) > 3 else b""
                     self.send_response(fault[1])
@@ -190,6 +193,12 @@ class RecordingZipkinServer:
             self.spans.extend(spans)
             self.received.notify_all()
         return 202, b""
+
+    def wait_for_a_later_request(self, timeout: float) -> None:
+        """Wait until one more request has been recorded, or ``timeout`` seconds."""
+        with self.received:
+            recorded = len(self.requests)
+            self.received.wait_for(lambda: len(self.requests) > recorded, timeout)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least ``count`` spans arrived; the spans so far."""
