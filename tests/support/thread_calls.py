@@ -50,15 +50,20 @@ def recorded_calls() -> Iterator[list[str]]:
                 name += "(blocking=False)"
             calls.append(name)
 
-    # Garbage left by earlier code is collected now, not inside the block: its finalizers
-    # (logging's handler weakref callbacks take an RLock) would be recorded as the block's.
+    # Garbage left by earlier code is collected now and no collection runs inside the block:
+    # finalizers of other objects (logging's handler weakref callbacks take an RLock) would be
+    # recorded as the block's.
     gc.collect()
+    collecting = gc.isenabled()
+    gc.disable()
     previous = sys.getprofile()
     sys.setprofile(profile)
     try:
         yield calls
     finally:
         sys.setprofile(previous)
+        if collecting:
+            gc.enable()
         # Leaving the with block is recorded too (contextlib's __exit__ resuming this
         # generator): those calls are not the block's.
         if "contextlib.__exit__" in calls:
