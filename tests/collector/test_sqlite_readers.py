@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -75,7 +76,11 @@ def test_file_descriptors_stay_flat_across_thread_churn(tmp_path: Path) -> None:
             thread.join(20)
 
     try:
-        cycle()  # the pool fills up to its size
+        with contextlib.ExitStack() as held:  # the pool opens all its connections now
+            for _ in range(4):
+                held.enter_context(store._readers.reading())
+        assert store._readers.open_connections == 4
+        cycle()
         before = open_fds()
         for _ in range(30):
             cycle()

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -30,13 +29,10 @@ from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
+from support.thread_calls import IN_A_WAIT, READING_AN_ANSWER, wait_until_blocked
 from tomograph import Tracer
 from tomograph.reporting import transport as transport_module
 from tomograph.reporting.zipkin import ZipkinBackend
-
-#: Where a thread blocks: waiting on an Event or a Condition, or reading an answer.
-IN_A_WAIT = threading.Condition.wait.__code__
-READING_AN_ANSWER = socket.SocketIO.readinto.__code__
 
 
 def fork(how: str, *blocked: tuple[threading.Thread, CodeType]) -> int:
@@ -53,20 +49,6 @@ def fork(how: str, *blocked: tuple[threading.Thread, CodeType]) -> int:
         return os.fork()
     assert how == "C", how
     return int(ctypes.PyDLL(None).fork())
-
-
-def wait_until_blocked(thread: threading.Thread, code: CodeType) -> None:
-    """Wait until ``thread`` is blocked in ``code``, seen there twice with the GIL handed over
-    between: a thread only about to block would have blocked by then, and the scenarios wake
-    none of the threads they fork beside before the fork."""
-    assert thread.ident is not None
-    deadline = time.monotonic() + 10
-    seen = 0
-    while seen < 2:
-        assert time.monotonic() < deadline, f"{thread.name} did not go back to its wait"
-        frame = sys._current_frames().get(thread.ident)
-        seen = seen + 1 if frame is not None and frame.f_code is code else 0
-        time.sleep(0.005)
 
 
 def worker_of(backend: ZipkinBackend) -> threading.Thread:

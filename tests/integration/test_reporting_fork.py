@@ -38,7 +38,7 @@ def _fork_in_a_process_of_its_own(
         text=True,
         timeout=300,  # a safety net only: a hung child is killed after 30 s
         check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'src'}{os.pathsep}{REPO_ROOT / 'tests'}"},
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -7,12 +7,18 @@ assert that reporting a span does no I/O and never waits, instead of timing it.
 from __future__ import annotations
 
 import gc
+import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
+#: Where a thread blocks: waiting on an Event or a Condition, or reading an answer.
+IN_A_WAIT = threading.Condition.wait.__code__
+READING_AN_ANSWER = socket.SocketIO.readinto.__code__
 #: Modules whose every call may wait on the network.
 _NETWORK_MODULES = {"socket", "_socket", "ssl", "_ssl", "select", "selectors"}
 #: Calls that wait on the clock or on another thread.
@@ -73,3 +79,19 @@ def recorded_calls() -> Iterator[list[str]]:
 def waiting_calls(calls: list[str]) -> list[str]:
     """Those of ``calls`` that can wait: network operations, sleeps, waits on other threads."""
     return [call for call in calls if call.split(".", 1)[0] in _NETWORK_MODULES or call in _WAITS]
+
+
+def wait_until_blocked(thread: threading.Thread, code: CodeType = IN_A_WAIT) -> None:
+    """Wait until ``thread`` is blocked in ``code`` (by default a ``Condition.wait``).
+
+    It must be seen there twice with the GIL handed over between: a thread only about to block
+    would have blocked by then. Fails after 10 s.
+    """
+    assert thread.ident is not None
+    deadline = time.monotonic() + 10
+    seen = 0
+    while seen < 2:
+        assert time.monotonic() < deadline, f"{thread.name} did not go back to its wait"
+        frame = sys._current_frames().get(thread.ident)
+        seen = seen + 1 if frame is not None and frame.f_code is code else 0
+        time.sleep(0.005)
