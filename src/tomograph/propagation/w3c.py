@@ -61,7 +61,6 @@ __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
     "extract",
-    "format_traceparent",
     "format_tracestate",
     "inject",
     "parse_traceparent",
@@ -134,16 +133,6 @@ def parse_traceparent(value: str) -> TraceContext | None:
     """
     fields = _traceparent_fields(value)
     return None if fields is None else new_context(fields[0], fields[1], None, fields[2])
-
-
-def format_traceparent(context: ContextLike) -> str:
-    """The ``traceparent`` value (version 00) for ``context``.
-
-    >>> format_traceparent(TraceContext(1, 2, sampled=False))
-    '00-00000000000000000000000000000001-0000000000000002-00'
-    """
-    flags = "01" if context.sampled or context.debug else "00"
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
 
 
 def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...] | None:

@@ -240,7 +240,7 @@ class StatsdBackend(TransportBackend):
     @classmethod
     def from_url(cls, url: str) -> StatsdBackend:
         """``statsd://host:8125?prefix=app&tags=dogstatsd&sample_rate=0.5&max_packet=512``."""
-        from tomograph.config import url_query
+        from tomograph.urls import url_query
 
         query = url_query(
             url, {"prefix", "max_packet", "tags", "sample_rate", *TRANSPORT_PARAMETERS}
