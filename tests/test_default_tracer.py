@@ -414,3 +414,38 @@ def test_configure_racing_readers_from_32_threads_leaves_a_matching_pair() -> No
     else:  # the last call was reset(): both come from the (empty) environment
         assert service == "unknown_service"
         assert injected == composite.DEFAULT_INJECT
+
+
+def test_the_first_span_neither_imports_propagation_nor_keeps_it_from_the_environment() -> None:
+    # A span configures tracing from the environment without loading the propagation formats
+    # (a third of import time); propagation used afterwards still reads TOMOGRAPH_PROPAGATION.
+    result = run_python(
+        """
+        import json, os, sys
+        os.environ["TOMOGRAPH_PROPAGATION"] = "b3single"
+        import tomograph
+        with tomograph.span("first"):
+            pass
+        loaded = "tomograph.propagation.composite" in sys.modules
+        headers = {}
+        with tomograph.span("call", kind="client"):
+            tomograph.add_trace_info_header(headers)
+        print(json.dumps([loaded, sorted(headers)]))
+        """
+    )
+    assert result == [False, ["b3"]]
+
+
+def test_propagation_used_first_reads_the_environment_and_configures_tracing() -> None:
+    result = run_python(
+        """
+        import json, os
+        os.environ["TOMOGRAPH_PROPAGATION"] = "jaeger"
+        os.environ["TOMOGRAPH_SERVICE"] = "from-env"
+        from tomograph.propagation import composite
+        from tomograph.tracer import default_tracer_or_none
+        formats = composite.default_propagator().inject_formats
+        print(json.dumps([formats, default_tracer_or_none().service_name]))
+        """
+    )
+    assert result == [["jaeger"], "from-env"]

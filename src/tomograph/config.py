@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -406,9 +407,11 @@ def configure(
 def _configure_implicitly() -> Tracer:
     """The default tracer made from the environment on first use (the application never
     called :func:`configure`)."""
-    # Propagation is set up too, so that the default propagator, made on its first use, reads
-    # the same environment (importing it here keeps it out of `import tomograph`).
-    _propagation()
+    # The default propagator reads the same environment when it is first made. The propagation
+    # package is set up only if loaded: importing it here would put a third of `import
+    # tomograph` on the first span. Its own first use comes here through get_tracer() too.
+    if "tomograph.propagation.composite" in sys.modules:
+        _propagation()
     with _lock:
         tracer = default_tracer_or_none()
         if tracer is not None:

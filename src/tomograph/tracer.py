@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_SERVICE_NAME",
     "SpanFactory",
     "Tracer",
+    "configure_from_environment",
     "default_tracer_or_none",
     "get_tracer",
     "set_default_tracer",
@@ -266,6 +267,16 @@ def get_tracer() -> Tracer:
     tracer = _default_tracer
     if tracer is not None:
         return tracer
+    return _default_tracer_factory()
+
+
+def configure_from_environment() -> Tracer:
+    """Set up, from the environment, whatever default is not set yet (the tracer, and the
+    propagation package's default if it is loaded); returns the default tracer.
+
+    :func:`get_tracer` does this on first use; the propagation package calls it when its
+    default propagator is first needed, even if a tracer is set.
+    """
     return _default_tracer_factory()
 
 

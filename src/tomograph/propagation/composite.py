@@ -68,7 +68,7 @@ from tomograph.propagation.carriers import (
     log,
     reader_for,
 )
-from tomograph.tracer import get_tracer
+from tomograph.tracer import configure_from_environment
 
 __all__ = [
     "DEFAULT_EXTRACT",
@@ -409,9 +409,9 @@ _default_lock = threading.Lock()
 
 
 def _configure_tracing() -> Propagator:
-    """The first default before a factory is installed: the first use of tracing configures it
-    from the environment (``tomograph.config``), which installs the factory used from then on."""
-    get_tracer()
+    """The first default before a factory is installed: configuring tracing from the environment
+    (``tomograph.config``) installs the factory used from then on."""
+    configure_from_environment()
     factory = _default_factory
     return Propagator() if factory is _configure_tracing else factory()
 

@@ -42,6 +42,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from tomograph._cache import BoundedCache
 from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
@@ -260,9 +261,8 @@ def inject(context: ContextLike, carrier: Any) -> None:
 
 
 # Other vendors' members, formatted and checked: a span's children share one tuple, so each
-# outgoing request of a traced request formats it once. Bounded: cleared when full.
-_FOREIGN: dict[Any, tuple[tuple[str, ...], int]] = {}
-_FOREIGN_MAX = 256
+# outgoing request of a traced request formats it once.
+_FOREIGN: BoundedCache[Any, tuple[tuple[str, ...], int]] = BoundedCache(256)
 
 
 def _with_foreign(own: str, members: Any) -> str:
@@ -273,10 +273,7 @@ def _with_foreign(own: str, members: Any) -> str:
         return format_tracestate(members, (OWN_KEY, own))
     if cached is None:
         texts = tuple(_member_texts(members, OWN_KEY))
-        cached = (texts, sum(map(len, texts)) + len(texts))
-        if len(_FOREIGN) >= _FOREIGN_MAX:
-            _FOREIGN.clear()
-        _FOREIGN[members] = cached
+        cached = _FOREIGN[members] = (texts, sum(map(len, texts)) + len(texts))
     texts, length = cached
     if not texts:
         return f"{OWN_KEY}={own}"
