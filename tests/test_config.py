@@ -276,3 +276,38 @@ def test_replaced_backends_share_one_close_budget_and_all_start_sending_first(
     closes = [timeout for kind, timeout in calls if kind == "close"]
     assert all(timeout is not None for timeout in closes)
     assert sum(closes) <= 0.3 * 1.05  # type: ignore[arg-type]
+
+
+def test_the_environment_readers_read_the_variables_they_name() -> None:
+    environ = {
+        "TOMOGRAPH_SERVICE": " billing ",
+        "TOMOGRAPH_COLLECTOR_TOKEN": "s3cret",
+        "XDG_DATA_HOME": "/data",
+    }
+    assert config.service_from_environment(environ) == "billing"
+    assert config.collector_token_from_environment(environ) == "s3cret"
+    assert config.data_home(environ).as_posix() == "/data"
+    assert config.service_from_environment({}) is None
+    assert config.collector_token_from_environment({"TOMOGRAPH_COLLECTOR_TOKEN": ""}) is None
+
+
+def test_only_config_reads_the_environment() -> None:
+    import pathlib
+    import re
+
+    source = pathlib.Path(config.__file__).parent
+    readers = re.compile(r"\bos\.environ\b|\bgetenv\(")
+    found = [
+        str(path.relative_to(source))
+        for path in sorted(source.rglob("*.py"))
+        if path.name != "config.py" and readers.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def test_the_version_is_the_distribution_version() -> None:
+    import importlib.metadata
+
+    import tomograph
+
+    assert importlib.metadata.version("tomograph-tracing") == tomograph.__version__

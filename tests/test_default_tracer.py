@@ -320,24 +320,20 @@ def test_configure_racing_first_spans_loses_none() -> None:
     assert expected <= set(memory.names())
 
 
-def test_configured_propagation_wins_over_a_racing_first_lookup(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_configured_propagation_wins_over_a_racing_first_lookup() -> None:
     # A request thread looks up the default propagator for the first time (reading the
     # environment) while the application calls configure(propagation=...): the configured
     # formats must win, whatever the interleaving.
     composite.set_default_propagator(None)
     looking_up = threading.Event()
     configured = threading.Event()
-    original = composite.propagator_from
 
-    def slow_first_lookup(value: Any, environ: Any = None) -> Propagator:
-        if threading.current_thread().name == "request":
-            looking_up.set()
-            configured.wait(10)
-        return original(value, environ)
+    def slow_first_lookup() -> Propagator:
+        looking_up.set()
+        configured.wait(10)
+        return Propagator()
 
-    monkeypatch.setattr(composite, "propagator_from", slow_first_lookup)
+    composite.set_default_propagator_factory(slow_first_lookup)
     request = threading.Thread(target=composite.default_propagator, name="request")
     request.start()
     assert looking_up.wait(10)
@@ -345,3 +341,111 @@ def test_configured_propagation_wins_over_a_racing_first_lookup(
     configured.set()
     request.join(10)
     assert composite.default_propagator().inject_formats == ("b3",)
+
+
+def test_reset_racing_configure_leaves_the_tracer_and_propagator_of_one_call() -> None:
+    # reset() is paused between forgetting the tracer and forgetting the propagator while
+    # another thread configures: the pair left must not mix the two calls (the configured
+    # tracer with the environment's propagator).
+    tomograph.configure(service="first", propagation="jaeger", backends=[], environ={})
+    paused = threading.Event()
+    configured = threading.Event()
+    original = composite.set_default_propagator
+
+    def pausing_set(propagator: Propagator | None) -> None:
+        if propagator is None and threading.current_thread().name == "reset":
+            paused.set()
+            configured.wait(2)  # with the fix configure() cannot finish meanwhile: bounded
+        original(propagator)
+
+    composite.set_default_propagator = pausing_set  # type: ignore[assignment]
+    try:
+        resetting = threading.Thread(target=config.reset, name="reset")
+        resetting.start()
+        assert paused.wait(10)
+        configuring = threading.Thread(
+            target=lambda: (
+                tomograph.configure(service="second", propagation="b3", backends=[], environ={}),
+                configured.set(),
+            )
+        )
+        configuring.start()
+        resetting.join(10)
+        configuring.join(10)
+    finally:
+        composite.set_default_propagator = original  # type: ignore[assignment]
+    assert not resetting.is_alive() and not configuring.is_alive()
+    assert tomograph.get_tracer().service_name == "second"
+    assert composite.default_propagator().inject_formats == ("b3",)
+
+
+def test_configure_racing_readers_from_32_threads_leaves_a_matching_pair() -> None:
+    # Each configure() call names its service after its formats; readers look both up all the
+    # while, some after reset() (reading the environment). At the end the two belong together.
+    formats = ["w3c", "b3", "jaeger", "xtraceinfo", "b3single"]
+    start = threading.Barrier(32)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        start.wait()
+        try:
+            for round_ in range(20):
+                name = formats[(n + round_) % len(formats)]
+                if n % 4 == 0:
+                    tomograph.configure(service=name, propagation=name, backends=[], environ={})
+                elif n % 4 == 1 and round_ % 5 == 0:
+                    config.reset()
+                else:
+                    composite.default_propagator()
+                    tomograph.get_tracer()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    service = tomograph.get_tracer().service_name
+    injected = composite.default_propagator().inject_formats
+    if service in formats:
+        assert injected == (service,)
+    else:  # the last call was reset(): both come from the (empty) environment
+        assert service == "unknown_service"
+        assert injected == composite.DEFAULT_INJECT
+
+
+def test_the_first_span_neither_imports_propagation_nor_keeps_it_from_the_environment() -> None:
+    # A span configures tracing from the environment without loading the propagation formats
+    # (a third of import time); propagation used afterwards still reads TOMOGRAPH_PROPAGATION.
+    result = run_python(
+        """
+        import json, os, sys
+        os.environ["TOMOGRAPH_PROPAGATION"] = "b3single"
+        import tomograph
+        with tomograph.span("first"):
+            pass
+        loaded = "tomograph.propagation.composite" in sys.modules
+        headers = {}
+        with tomograph.span("call", kind="client"):
+            tomograph.add_trace_info_header(headers)
+        print(json.dumps([loaded, sorted(headers)]))
+        """
+    )
+    assert result == [False, ["b3"]]
+
+
+def test_propagation_used_first_reads_the_environment_and_configures_tracing() -> None:
+    result = run_python(
+        """
+        import json, os
+        os.environ["TOMOGRAPH_PROPAGATION"] = "jaeger"
+        os.environ["TOMOGRAPH_SERVICE"] = "from-env"
+        from tomograph.propagation import composite
+        from tomograph.tracer import default_tracer_or_none
+        formats = composite.default_propagator().inject_formats
+        print(json.dumps([formats, default_tracer_or_none().service_name]))
+        """
+    )
+    assert result == [["jaeger"], "from-env"]

@@ -7,6 +7,7 @@ from tests.support.doctests import check_docstring_examples
 
 CORE_MODULES = [
     "tomograph",
+    "tomograph._cache",
     "tomograph.classic",
     "tomograph.config",
     "tomograph.clock",
@@ -18,6 +19,7 @@ CORE_MODULES = [
     "tomograph.span",
     "tomograph.text",
     "tomograph.tracer",
+    "tomograph.urls",
 ]
 REPORTING_MODULES = [
     "tomograph.reporting._http",
@@ -56,7 +58,6 @@ COLLECTOR_MODULES = [
     "tomograph.collector.storage",
 ]
 INTEGRATION_MODULES = [
-    "tomograph.integrations._endpoint",
     "tomograph.integrations.httpx",
     "tomograph.integrations.logging",
     "tomograph.integrations.requests",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tomograph import Endpoint, SpanKind, TraceContext
-from tomograph.model import coerce_kind
+from tomograph.model import coerce_kind, endpoint_for
 
 
 def test_trace_context_is_immutable() -> None:
@@ -41,3 +41,25 @@ def test_endpoint_defaults() -> None:
 )
 def test_coerce_kind(given: str | None, expected: SpanKind | None) -> None:
     assert coerce_kind(given) is expected
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("10.0.0.7", Endpoint("db", "10.0.0.7", None, 5432)),
+        ("::1", Endpoint("db", None, "::1", 5432)),
+        ("[::1]", Endpoint("db", None, "::1", 5432)),  # as URLs write it
+        ("0:0:0:0:0:0:0:1", Endpoint("db", None, "::1", 5432)),  # the short form
+        ("db.example", Endpoint("db", None, None, 5432)),  # a name is never resolved
+        ("", Endpoint("db", None, None, 5432)),
+        (None, Endpoint("db", None, None, 5432)),
+        (b"10.0.0.7", Endpoint("db", None, None, 5432)),  # not text: no address
+    ],
+)
+def test_endpoint_for_keeps_ip_addresses_only(host: object, expected: Endpoint) -> None:
+    assert endpoint_for("db", host, 5432) == expected
+
+
+def test_endpoint_for_gives_the_same_endpoint_for_the_same_peer() -> None:
+    assert endpoint_for("svc", "127.0.0.1", 80) is endpoint_for("svc", "127.0.0.1", 80)
+    assert endpoint_for("svc", "127.0.0.1", 0).port is None

@@ -22,15 +22,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from tomograph import sampling
+from tomograph._version import __version__
 from tomograph.classic import annotate, get_trace_info, start, stop, tag, traced
-from tomograph.config import configure, get_tracer
+from tomograph.config import configure
 from tomograph.context import current_span
 from tomograph.errors import ConfigurationError, TracingError
 from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext
 from tomograph.span import CURRENT, Span
-from tomograph.tracer import Tracer
-
-__version__ = "0.1.0.dev0"
+from tomograph.tracer import Tracer, get_tracer
 
 __all__ = [
     "ConfigurationError",

@@ -10,17 +10,15 @@ on the current thread/task like ``with`` blocks do, and interleave freely with s
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.errors import TracingError
-from tomograph.model import Endpoint, TagValue, TraceContext
+from tomograph.model import TagValue, TraceContext, endpoint_for
 from tomograph.span import CURRENT, Span, wrap_in_span
+from tomograph.tracer import get_tracer
 
 __all__ = ["annotate", "get_trace_info", "start", "stop", "tag", "traced"]
 
@@ -30,22 +28,6 @@ _log = logging.getLogger("tomograph")
 _get_current = CURRENT_SPAN.get
 
 TraceInfo = TraceContext | Span | tuple[int, int] | None
-
-
-@functools.lru_cache(maxsize=256)
-def _endpoint(service_name: str, address: str | None, port: int | None) -> Endpoint:
-    ipv4 = ipv6 = None
-    if address:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            pass  # a host name: Zipkin endpoints carry addresses only
-        else:
-            if ip.version == 4:
-                ipv4 = str(ip)
-            else:
-                ipv6 = str(ip)
-    return Endpoint(service_name, ipv4, ipv6, port or None)
 
 
 def _parent_from(trace_info: TraceInfo) -> Span | TraceContext | None:
@@ -79,7 +61,7 @@ def _classic_span(
         None,
         None,
         _parent_from(trace_info),
-        _endpoint(service_name, address, port),
+        endpoint_for(service_name, address, port),
     )
     span._classic = True  # finishing adds the "stop" note
     if span.sampled:

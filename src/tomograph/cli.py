@@ -53,12 +53,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _collector_token(args: argparse.Namespace, command: str) -> str | None:
     """``--token``, else ``TOMOGRAPH_COLLECTOR_TOKEN`` (what ``tomograph serve`` reads too);
     one line on stderr and exit status 1 for a token no HTTP header can carry."""
-    import os
-
     from tomograph.collector.settings import check_token
+    from tomograph.config import collector_token_from_environment
     from tomograph.errors import ConfigurationError
 
-    token = args.token if args.token is not None else os.environ.get("TOMOGRAPH_COLLECTOR_TOKEN")
+    token = args.token if args.token is not None else collector_token_from_environment()
     if not token:
         return None
     try:
@@ -87,7 +86,7 @@ def _probe_collector(base: str, token: str | None) -> int | None:
 
 def _refusal(base: str, status: int | None, token: str | None) -> str | None:
     """Why the demo cannot report to the collector at ``base`` (None: it can)."""
-    from tomograph.config import strip_credentials
+    from tomograph.urls import strip_credentials
 
     if status == 200:
         return None

@@ -41,15 +41,26 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from tomograph.backend import Backend
 from tomograph.errors import ConfigurationError
 from tomograph.sampling import Sampler, parent_based, probabilistic
-from tomograph.tracer import DEFAULT_SERVICE_NAME, Tracer
+from tomograph.tracer import (
+    DEFAULT_SERVICE_NAME,
+    Tracer,
+    default_tracer_or_none,
+    get_tracer,
+    set_default_tracer,
+    set_default_tracer_factory,
+)
+from tomograph.urls import strip_credentials
 
 if TYPE_CHECKING:
     from tomograph.propagation.composite import Propagator
@@ -58,17 +69,19 @@ __all__ = [
     "BACKEND_SCHEMES",
     "CREDENTIAL_VARIABLES",
     "backend_from_url",
+    "collector_token_from_environment",
     "configure",
-    "get_tracer",
+    "data_home",
     "parse_backend_urls",
     "parse_headers",
-    "strip_credentials",
-    "url_query",
+    "service_from_environment",
 ]
 
 ENV_SERVICE = "TOMOGRAPH_SERVICE"
 ENV_BACKENDS = "TOMOGRAPH_BACKENDS"
 ENV_SAMPLE_RATE = "TOMOGRAPH_SAMPLE_RATE"
+ENV_PROPAGATION = "TOMOGRAPH_PROPAGATION"
+ENV_COLLECTOR_TOKEN = "TOMOGRAPH_COLLECTOR_TOKEN"
 
 #: URL scheme -> "module:factory". Factories take the whole URL and raise ValueError if it is bad.
 #: Modules are imported only when their scheme is used, so unused extras are never imported.
@@ -100,37 +113,9 @@ HEADERS_ENV_PARAMETER = "headers_env"
 REPLACED_BACKENDS_CLOSE_SECONDS = 2.0
 
 _log = logging.getLogger("tomograph")
+#: Held while the default tracer and propagator change: they change together.
 _lock = threading.Lock()
-_default_tracer: Tracer | None = None
 _exit_hook_installed = False
-
-
-def url_query(url: str, allowed: Iterable[str]) -> dict[str, str]:
-    """The query parameters of a backend URL; ValueError names any parameter not in ``allowed``.
-
-    >>> url_query('statsd://host:8125?prefix=app', {'prefix'})
-    {'prefix': 'app'}
-    """
-    allowed = set(allowed)
-    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown parameter {unknown[0]!r} (known: {', '.join(sorted(allowed)) or 'none'})"
-        )
-    return query
-
-
-def strip_credentials(url: str) -> str:
-    """``url`` without ``user:password@`` (for names, logs and error messages).
-
-    >>> strip_credentials("https://alice:secret@zipkin.example/api/v2/spans")
-    'https://zipkin.example/api/v2/spans'
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -384,15 +369,15 @@ def configure(
 
     Raises :class:`~tomograph.ConfigurationError` for any bad value.
     """
-    global _default_tracer
-    from tomograph.propagation import composite
-
+    composite = _propagation()
     environ = os.environ if environ is None else environ
-    _check_environ(environ, ENV_SERVICE, ENV_BACKENDS, ENV_SAMPLE_RATE, composite.ENV_PROPAGATION)
+    _check_environ(environ, ENV_SERVICE, ENV_BACKENDS, ENV_SAMPLE_RATE, ENV_PROPAGATION)
     try:
-        propagator = composite.propagator_from(propagation, environ)
+        propagator = composite.propagator_from(
+            environ.get(ENV_PROPAGATION, "") if propagation is None else propagation
+        )
     except (ValueError, TypeError) as error:
-        source = composite.ENV_PROPAGATION if propagation is None else "propagation"
+        source = ENV_PROPAGATION if propagation is None else "propagation"
         raise ConfigurationError(f"{source}: {error}") from None
     tracer = _build_tracer(
         service,
@@ -405,9 +390,9 @@ def configure(
     )
     tracer._default_lookup = get_tracer
     with _lock:
-        # Both under the lock: concurrent configure() calls leave a matching pair.
+        # Both under the lock: concurrent configure() and reset() calls leave a matching pair.
         composite.set_default_propagator(propagator)
-        previous, _default_tracer = _default_tracer, tracer
+        previous = set_default_tracer(tracer)
         _install_exit_hook()
     if previous is not None:
         # Spans of the previous tracer still open (other threads, long requests) finish after
@@ -419,19 +404,18 @@ def configure(
     return tracer
 
 
-def get_tracer() -> Tracer:
-    """The default tracer; configured from the environment on first use if needed."""
-    tracer = _default_tracer
-    if tracer is not None:
-        return tracer
-    return _configure_implicitly()
-
-
 def _configure_implicitly() -> Tracer:
-    global _default_tracer
+    """The default tracer made from the environment on first use (the application never
+    called :func:`configure`)."""
+    # The default propagator reads the same environment when it is first made. The propagation
+    # package is set up only if loaded: importing it here would put a third of `import
+    # tomograph` on the first span. Its own first use comes here through get_tracer() too.
+    if "tomograph.propagation.composite" in sys.modules:
+        _propagation()
     with _lock:
-        if _default_tracer is not None:
-            return _default_tracer
+        tracer = default_tracer_or_none()
+        if tracer is not None:
+            return tracer
         try:
             tracer = _build_tracer(None, None, None, None, 128, False, os.environ)
         except ConfigurationError as error:
@@ -443,9 +427,70 @@ def _configure_implicitly() -> Tracer:
                 service = DEFAULT_SERVICE_NAME
             tracer = Tracer(service)
         tracer._default_lookup = get_tracer
-        _default_tracer = tracer
+        set_default_tracer(tracer)
         _install_exit_hook()
         return tracer
+
+
+def _propagator_from_environment() -> Propagator:
+    """The default propagator made on first use: ``TOMOGRAPH_PROPAGATION``, or the defaults."""
+    from tomograph.propagation import composite
+
+    try:
+        text = _text_from(os.environ.get(ENV_PROPAGATION, ""), ENV_PROPAGATION)
+        return composite.propagator_from(text)
+    except (ValueError, TypeError, ConfigurationError) as error:
+        # Tracing was not configured explicitly: a bad variable must not break the application.
+        logging.getLogger("tomograph.propagation").error(
+            "tomograph: %s: %s; using the default propagation formats", ENV_PROPAGATION, error
+        )
+        return composite.Propagator()
+
+
+def _propagation() -> ModuleType:
+    """The default propagator's module, set up to read the environment on first use.
+
+    Imported when tracing is first configured or used, not by ``import tomograph``: the
+    propagation formats take a third of its import time.
+    """
+    from tomograph.propagation import composite
+
+    composite.set_default_propagator_factory(_propagator_from_environment)
+    return composite
+
+
+set_default_tracer_factory(_configure_implicitly)
+
+
+def service_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """``TOMOGRAPH_SERVICE`` from ``environ`` (default ``os.environ``), or None when unset.
+
+    >>> service_from_environment({'TOMOGRAPH_SERVICE': ' billing '})
+    'billing'
+    """
+    environ = os.environ if environ is None else environ
+    return _text_from(environ.get(ENV_SERVICE, ""), ENV_SERVICE) or None
+
+
+def collector_token_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """``TOMOGRAPH_COLLECTOR_TOKEN`` (the collector's token, for ``tomograph serve`` and the
+    demo), or None when unset or empty.
+
+    >>> collector_token_from_environment({'TOMOGRAPH_COLLECTOR_TOKEN': 's3cret'})
+    's3cret'
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get(ENV_COLLECTOR_TOKEN) or None
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's data directory: ``$XDG_DATA_HOME``, else ``~/.local/share``.
+
+    >>> data_home({'XDG_DATA_HOME': '/data'}).as_posix()
+    '/data'
+    """
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
 
 
 def _install_exit_hook() -> None:
@@ -459,18 +504,17 @@ def _flush_at_exit() -> None:
     # One budget for the whole exit, shared with the transports' own exit hook.
     from tomograph.reporting.transport import exit_time_left
 
-    tracer = _default_tracer
+    tracer = default_tracer_or_none()
     if tracer is not None:
         tracer.close(exit_time_left())
 
 
 def reset() -> None:
     """Forget the default tracer (closing its backends). For tests."""
-    global _default_tracer
+    composite = _propagation()
     with _lock:
-        previous, _default_tracer = _default_tracer, None
-    from tomograph.propagation import composite
-
-    composite.set_default_propagator(None)
+        # Both under the lock, as configure() sets them.
+        previous = set_default_tracer(None)
+        composite.set_default_propagator(None)
     if previous is not None:
         previous.close(REPLACED_BACKENDS_CLOSE_SECONDS)

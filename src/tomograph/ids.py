@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 
 __all__ = [
-    "format_id",
     "format_span_id",
     "format_trace_id",
     "new_span_id",
@@ -71,11 +70,6 @@ def format_span_id(span_id: int) -> str:
     '00000000000000ff'
     """
     return f"{span_id:016x}"
-
-
-def format_id(value: int, width: int) -> str:
-    """Lower-case hex of ``value`` zero-padded to ``width`` characters."""
-    return f"{value:0{width}x}"
 
 
 _HEX = frozenset("0123456789abcdef")

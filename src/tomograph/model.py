@@ -1,14 +1,17 @@
 """Plain data of the trace model: span kinds, endpoints, notes and trace contexts.
 
-Nothing here does I/O or keeps global state. The recording span itself lives in
-:mod:`tomograph.span`.
+Nothing here does I/O or keeps global state (beyond a bounded cache of built endpoints). The
+recording span itself lives in :mod:`tomograph.span`.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
+
+from tomograph._cache import memoize
 
 __all__ = [
     "Endpoint",
@@ -18,6 +21,7 @@ __all__ = [
     "TagValue",
     "TraceContext",
     "coerce_kind",
+    "endpoint_for",
     "exception_text",
 ]
 
@@ -70,6 +74,37 @@ class Endpoint(NamedTuple):
     ipv4: str | None = None
     ipv6: str | None = None
     port: int | None = None
+
+
+def _new_endpoint(service_name: str | None, host: Any, port: int | None) -> Endpoint:
+    """An :class:`Endpoint` for ``host:port``; a host that is not an IP address is left out.
+
+    Zipkin endpoints carry IP addresses only, so integrations also tag the host name
+    (``server.address``) when it is not an address. ``[::1]`` (as URLs write it) is read
+    without its brackets; a port of 0 or ``None`` is no port.
+
+    >>> endpoint_for('postgresql', '127.0.0.1', 5432)
+    Endpoint(service_name='postgresql', ipv4='127.0.0.1', ipv6=None, port=5432)
+    >>> endpoint_for(None, 'db.example', 5432)
+    Endpoint(service_name=None, ipv4=None, ipv6=None, port=5432)
+    """
+    ipv4 = ipv6 = None
+    if host and isinstance(host, str):
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            pass  # a host name: resolving it here would block the application
+        else:
+            if address.version == 4:
+                ipv4 = str(address)
+            else:
+                ipv6 = str(address)
+    return Endpoint(service_name, ipv4, ipv6, port or None)
+
+
+#: The endpoint for ``(service_name, host, port)``, built once per distinct triple (see
+#: :func:`_new_endpoint`): spans made for the same peer share one Endpoint, which encoders cache by.
+endpoint_for = memoize(_new_endpoint, 1024)
 
 
 class Note(NamedTuple):

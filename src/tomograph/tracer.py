@@ -14,7 +14,16 @@ from tomograph.model import Endpoint, SpanKind, TagValue, TraceContext
 from tomograph.sampling import Sampler, constant_root_decision, parent_based
 from tomograph.span import CURRENT, Span
 
-__all__ = ["DEFAULT_SERVICE_NAME", "SpanFactory", "Tracer"]
+__all__ = [
+    "DEFAULT_SERVICE_NAME",
+    "SpanFactory",
+    "Tracer",
+    "configure_from_environment",
+    "default_tracer_or_none",
+    "get_tracer",
+    "set_default_tracer",
+    "set_default_tracer_factory",
+]
 
 DEFAULT_SERVICE_NAME = "unknown_service"
 
@@ -236,3 +245,60 @@ class Tracer:
 
     def __getstate__(self) -> Any:
         raise TypeError("a Tracer holds threads and sockets and cannot be pickled")
+
+
+# -- the default tracer ---------------------------------------------------------------------
+# Held here, at the bottom of the layers, so that everything above (the classic API,
+# propagation's HTTP helpers, integrations) finds it without importing tomograph.config, which
+# sets it: configure() builds backends from URLs, so it sits above reporting.
+
+_default_tracer: Tracer | None = None
+_default_tracer_factory: Callable[[], Tracer] = Tracer
+
+
+def get_tracer() -> Tracer:
+    """The default tracer: the one :func:`tomograph.configure` set, else one configured from the
+    environment on first use.
+
+    >>> import tomograph
+    >>> tomograph.configure(service='billing', environ={}) is get_tracer()
+    True
+    """
+    tracer = _default_tracer
+    if tracer is not None:
+        return tracer
+    return _default_tracer_factory()
+
+
+def configure_from_environment() -> Tracer:
+    """Set up, from the environment, whatever default is not set yet (the tracer, and the
+    propagation package's default if it is loaded); returns the default tracer.
+
+    :func:`get_tracer` does this on first use; the propagation package calls it when its
+    default propagator is first needed, even if a tracer is set.
+    """
+    return _default_tracer_factory()
+
+
+def default_tracer_or_none() -> Tracer | None:
+    """The default tracer if one is set; unlike :func:`get_tracer`, never makes one."""
+    return _default_tracer
+
+
+def set_default_tracer(tracer: Tracer | None) -> Tracer | None:
+    """Make ``tracer`` the default (``None``: make one on next use); returns the one it replaces.
+
+    :func:`tomograph.configure` calls it under its lock, together with the default propagator.
+    """
+    global _default_tracer
+    previous, _default_tracer = _default_tracer, tracer
+    return previous
+
+
+def set_default_tracer_factory(factory: Callable[[], Tracer]) -> None:
+    """How :func:`get_tracer` makes the default tracer when none is set: ``factory()`` must set
+    it (with :func:`set_default_tracer`) and return it. :mod:`tomograph.config` installs one that
+    configures from the environment; without it, a tracer with no backends is returned.
+    """
+    global _default_tracer_factory
+    _default_tracer_factory = factory

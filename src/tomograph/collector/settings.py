@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tomograph.collector.span_limits import SpanLimits
+from tomograph.config import data_home
 from tomograph.errors import ConfigurationError
 
 __all__ = [
@@ -60,9 +60,7 @@ def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
     >>> default_db_path({"XDG_DATA_HOME": "/data"}).as_posix()
     '/data/tomograph/traces.db'
     """
-    environ = os.environ if environ is None else environ
-    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "tomograph" / "traces.db"
+    return data_home(environ) / "tomograph" / "traces.db"
 
 
 @dataclass(frozen=True)

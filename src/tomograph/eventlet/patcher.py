@@ -29,11 +29,11 @@ import sys
 import threading
 from collections.abc import Iterable
 
-from tomograph import config
 from tomograph.backend import Backend
+from tomograph.config import configure, reset, service_from_environment
 from tomograph.eventlet import _greenthreads, _http, _wsgi
 from tomograph.eventlet._applog import SpanNoteHandler
-from tomograph.tracer import Tracer
+from tomograph.tracer import Tracer, get_tracer
 
 __all__ = ["disable_trace_patch", "enable_trace_patch", "is_enabled"]
 
@@ -43,7 +43,7 @@ _enabled = False
 
 
 def _default_service_name() -> str:
-    from_env = os.environ.get(config.ENV_SERVICE, "").strip()
+    from_env = service_from_environment()
     if from_env:
         return from_env
     program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -70,7 +70,7 @@ def enable_trace_patch(
         url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         backends = [f"zipkin+http://{url_host}:{int(port)}"]
     with _lock:
-        tracer = config.configure(
+        tracer = configure(
             service=service_name or _default_service_name(),
             backends=backends,
             sample_rate=sampling_rate,
@@ -103,9 +103,8 @@ def disable_trace_patch(timeout: float = 5.0) -> None:
             logging.getLogger().removeHandler(_log_handler)
             _log_handler = None
         if _enabled:
-            tracer = config.get_tracer()
-            tracer.flush(timeout)
-            config.reset()
+            get_tracer().flush(timeout)
+            reset()
         _enabled = False
 
 

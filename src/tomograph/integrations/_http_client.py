@@ -10,35 +10,18 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar, Token
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from tomograph.config import get_tracer
+from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
-from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.model import Endpoint, SpanKind
+from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.span import CURRENT, Span
-from tomograph.tracer import Tracer
+from tomograph.tracer import Tracer, get_tracer
+from tomograph.urls import safe_url
 
-__all__ = ["ClientCall", "begin", "safe_url"]
-
-#: Query parameters whose values are replaced by ``REDACTED`` in ``http.url`` (signed URLs).
-SENSITIVE_QUERY_KEYS = frozenset(
-    {
-        "awsaccesskeyid",
-        "signature",
-        "sig",
-        "x-goog-signature",
-        "x-amz-signature",
-        "token",
-        "access_token",
-        "api_key",
-        "apikey",
-        "password",
-        "secret",
-        "client_secret",
-    }
-)
+__all__ = ["ClientCall", "begin"]
 
 _active_client_span: ContextVar[Span | None] = ContextVar(
     "tomograph_active_http_client_span", default=None
@@ -46,32 +29,6 @@ _active_client_span: ContextVar[Span | None] = ContextVar(
 _CLIENT = SpanKind.CLIENT
 _log = logging.getLogger("tomograph")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def safe_url(url: str) -> str:
-    """``url`` without credentials (``user:password@``) and with signed-URL secrets redacted.
-
-    >>> safe_url('https://bob:hunter2@api.example.com/v1?sig=abc&page=2')
-    'https://api.example.com/v1?sig=REDACTED&page=2'
-    """
-    if "@" not in url and "?" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = parts.query
-    if query:
-        pairs = []
-        for item in query.split("&"):
-            key, sep, _value = item.partition("=")
-            if sep and key.lower() in SENSITIVE_QUERY_KEYS:
-                pairs.append(f"{key}=REDACTED")
-            else:
-                pairs.append(item)
-        query = "&".join(pairs)
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class ClientCall:

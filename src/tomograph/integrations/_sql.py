@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from tomograph._cache import BoundedCache
+
 __all__ = ["describe_statement"]
 
 #: How much of a statement is looked at: the verb and table come early, and a huge statement
@@ -30,7 +32,8 @@ _TABLE_AFTER = {
 }
 _QUOTES = str.maketrans("", "", '"`[]')
 
-_cache: dict[str, tuple[str, str | None]] = {}
+# Bounded: a program that builds unique SQL strings must not leak.
+_cache: BoundedCache[str, tuple[str, str | None]] = BoundedCache(_CACHE_SIZE)
 
 
 def describe_statement(statement: str) -> tuple[str, str | None]:
@@ -47,10 +50,7 @@ def describe_statement(statement: str) -> tuple[str, str | None]:
     found = _cache.get(statement)
     if found is not None:
         return found
-    found = _describe(statement[:_HEAD])
-    if len(_cache) >= _CACHE_SIZE:
-        _cache.clear()  # bounded: a program that builds unique SQL strings must not leak
-    _cache[statement] = found
+    found = _cache[statement] = _describe(statement[:_HEAD])
     return found
 
 

@@ -21,14 +21,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tomograph.config import get_tracer
+from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
+from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.propagation import default_propagator
 from tomograph.propagation.baggage import adopt_baggage
 from tomograph.span import CURRENT, Span
+from tomograph.tracer import get_tracer
 
 __all__ = ["SCOPE_KEY", "TracingMiddleware"]
 

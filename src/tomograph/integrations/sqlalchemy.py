@@ -28,13 +28,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from tomograph.clock import epoch_us, monotonic_ns
-from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._endpoint import peer_endpoint
 from tomograph.integrations._sql import describe_statement
-from tomograph.model import Endpoint, SpanKind, TagValue
+from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
-from tomograph.tracer import Tracer
+from tomograph.tracer import Tracer, get_tracer
 
 __all__ = [
     "ClassicListener",
@@ -69,7 +67,7 @@ class _Database:
     def __init__(self, engine: Engine, service_name: str | None) -> None:
         url = engine.url
         system = engine.dialect.name
-        self.remote = peer_endpoint(service_name or system, url.host, url.port)
+        self.remote = endpoint_for(service_name or system, url.host, url.port)
         tags: dict[str, TagValue] = {"db.system": system}
         if url.database:
             tags["db.name"] = url.database

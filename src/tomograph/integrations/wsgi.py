@@ -28,15 +28,16 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from tomograph.config import get_tracer
+from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN
 from tomograph.errors import ConfigurationError
-from tomograph.integrations._endpoint import memoize, peer_endpoint
 from tomograph.integrations._server import ServerMiddlewareBase
 from tomograph.model import Endpoint, SpanKind
+from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.propagation.baggage import adopt_baggage
 from tomograph.span import CURRENT, Span
+from tomograph.tracer import get_tracer
 
 __all__ = ["ENVIRON_KEY", "Middleware", "route_of"]
 

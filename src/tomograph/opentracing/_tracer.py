@@ -10,7 +10,6 @@ from opentracing import Format, Reference, ReferenceType
 from opentracing import tags as ot_tags
 from opentracing.scope_managers import ThreadLocalScopeManager
 
-from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import SpanKind, TraceContext, coerce_kind
 from tomograph.opentracing import binary
@@ -19,6 +18,7 @@ from tomograph.opentracing._text import extract_text, inject_text
 from tomograph.propagation import Propagator
 from tomograph.span import Span as TomographSpan
 from tomograph.tracer import Tracer as TomographTracer
+from tomograph.tracer import get_tracer
 
 __all__ = ["Tracer"]
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote
 
+from tomograph._cache import BoundedCache
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike
@@ -272,10 +273,8 @@ def _format(entries: Iterable[BaggageEntry]) -> tuple[str, bool]:
 
 
 # Formatted baggage by entries: a span's children share one tuple, so each outgoing request of
-# a traced request formats it once. Only what formatted in full (nothing logged) is kept;
-# bounded: cleared when full.
-_FORMATTED: dict[Any, str] = {}
-_FORMATTED_MAX = 256
+# a traced request formats it once. Only what formatted in full (nothing logged) is kept.
+_FORMATTED: BoundedCache[Any, str] = BoundedCache(256)
 
 
 def _formatted(entries: tuple[BaggageEntry, ...]) -> str:
@@ -286,8 +285,6 @@ def _formatted(entries: tuple[BaggageEntry, ...]) -> str:
     if text is None:
         text, complete = _format(entries)
         if complete:
-            if len(_FORMATTED) >= _FORMATTED_MAX:
-                _FORMATTED.clear()
             _FORMATTED[entries] = text
     return text
 

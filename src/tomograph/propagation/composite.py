@@ -49,9 +49,8 @@ place.
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tomograph.model import TraceContext
@@ -69,11 +68,11 @@ from tomograph.propagation.carriers import (
     log,
     reader_for,
 )
+from tomograph.tracer import configure_from_environment
 
 __all__ = [
     "DEFAULT_EXTRACT",
     "DEFAULT_INJECT",
-    "ENV_PROPAGATION",
     "FORMAT_NAMES",
     "Propagator",
     "default_propagator",
@@ -82,9 +81,8 @@ __all__ = [
     "parse_format_names",
     "propagator_from",
     "set_default_propagator",
+    "set_default_propagator_factory",
 ]
-
-ENV_PROPAGATION = "TOMOGRAPH_PROPAGATION"
 
 Injector = Callable[[ContextLike, Any], None]
 Extractor = Callable[[Any], TraceContext | None]
@@ -410,52 +408,65 @@ _default: Propagator | None = None
 _default_lock = threading.Lock()
 
 
-def propagator_from(
-    value: Propagator | str | Iterable[str] | None,
-    environ: Mapping[str, str] | None = None,
-) -> Propagator:
+def _configure_tracing() -> Propagator:
+    """The first default before a factory is installed: configuring tracing from the environment
+    (``tomograph.config``) installs the factory used from then on."""
+    configure_from_environment()
+    factory = _default_factory
+    return Propagator() if factory is _configure_tracing else factory()
+
+
+_default_factory: Callable[[], Propagator] = _configure_tracing
+
+
+def propagator_from(value: Propagator | str | Iterable[str] | None) -> Propagator:
     """The propagator ``configure(propagation=value)`` means; ValueError for a bad value.
 
-    ``None`` reads ``TOMOGRAPH_PROPAGATION`` from ``environ`` (default ``os.environ``), or uses
-    the defaults when it is unset or empty.
+    ``None`` (or an empty string) means the default formats.
 
     >>> propagator_from('w3c,b3').inject_formats
     ('w3c', 'b3')
     """
     if isinstance(value, Propagator):
         return value
-    if value is None:
-        text = (os.environ if environ is None else environ).get(ENV_PROPAGATION, "").strip()
-        return Propagator(text) if text else Propagator()
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Propagator()
     return Propagator(value)
 
 
 def default_propagator() -> Propagator:
-    """The propagator set by ``tomograph.configure()``, else one from the environment."""
+    """The propagator set by ``tomograph.configure()``, else one made on first use (from the
+    environment's ``TOMOGRAPH_PROPAGATION``: see :mod:`tomograph.config`).
+
+    >>> default_propagator() is default_propagator()
+    True
+    """
     global _default
     propagator = _default
     if propagator is not None:
         return propagator
-    try:
-        propagator = propagator_from(None)
-    except ValueError as error:
-        # Tracing was not configured explicitly: a bad variable must not break the application.
-        log.error(
-            "tomograph: %s: %s; using the default propagation formats", ENV_PROPAGATION, error
-        )
-        propagator = Propagator()
+    propagator = _default_factory()
     with _default_lock:
-        # configure() may have set one while the environment was read: that one wins.
+        # configure() may have set one while the first was made: that one wins.
         if _default is None:
             _default = propagator
         return _default
 
 
 def set_default_propagator(propagator: Propagator | None) -> None:
-    """Make ``propagator`` the default (``None``: read the environment again on next use)."""
+    """Make ``propagator`` the default (``None``: make one again on next use)."""
     global _default
     with _default_lock:
         _default = propagator
+
+
+def set_default_propagator_factory(factory: Callable[[], Propagator]) -> None:
+    """How :func:`default_propagator` makes the default when none is set (``factory`` must not
+    raise). :mod:`tomograph.config` installs one that reads ``TOMOGRAPH_PROPAGATION``; without
+    it, the default formats are used.
+    """
+    global _default_factory
+    _default_factory = factory
 
 
 def inject(context: ContextLike, carrier: Any) -> None:

@@ -15,18 +15,16 @@ A server continues the caller's trace with :func:`start_http` and closes the spa
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from tomograph.classic import _endpoint
-from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
-from tomograph.model import Endpoint, SpanKind, TraceContext
+from tomograph.model import Endpoint, SpanKind, TraceContext, endpoint_for
 from tomograph.propagation.baggage import adopt_baggage
 from tomograph.propagation.carriers import log, reader_for
 from tomograph.propagation.composite import default_propagator
 from tomograph.span import CURRENT, Span
+from tomograph.tracer import get_tracer
 
 __all__ = ["add_trace_info_header", "start_http"]
 
@@ -80,16 +78,12 @@ def _port(value: Any) -> int | None:
 
 
 def _ip_endpoint(address: Any, port: Any) -> Endpoint | None:
-    if not isinstance(address, str):
-        return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    """The client's endpoint, if ``address`` is an IP address."""
+    endpoint = endpoint_for(None, address, None)  # cached by address: client ports vary
+    if not (endpoint.ipv4 or endpoint.ipv6):
         return None
     number = _port(port)
-    if ip.version == 4:
-        return Endpoint(None, str(ip), None, number)
-    return Endpoint(None, None, str(ip), number)
+    return endpoint._replace(port=number) if number else endpoint
 
 
 def _describe(
@@ -159,7 +153,7 @@ def start_http(service_name: str, name: str, request: Any) -> Span:
         SpanKind.SERVER,
         None,
         parent,
-        _endpoint(service_name, address, port),
+        endpoint_for(service_name, address, port),
         remote,
     )
     span._classic = True  # like tomograph.start: notes "start" now, "stop" when finished

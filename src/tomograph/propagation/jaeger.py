@@ -46,6 +46,7 @@ from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
 
+from tomograph._cache import BoundedCache
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.baggage import (
@@ -247,9 +248,8 @@ def inject(context: ContextLike, carrier: Any) -> None:
 
 
 # Formatted headers by entries: a span's children share one tuple, so each outgoing request of
-# a traced request formats it once. Bounded: cleared when full.
-_FORMATTED: dict[Any, list[tuple[str, str]]] = {}
-_FORMATTED_MAX = 256
+# a traced request formats it once.
+_FORMATTED: BoundedCache[Any, list[tuple[str, str]]] = BoundedCache(256)
 
 
 def _formatted(entries: tuple[BaggageEntry, ...]) -> list[tuple[str, str]]:
@@ -258,10 +258,7 @@ def _formatted(entries: tuple[BaggageEntry, ...]) -> list[tuple[str, str]]:
     except TypeError:  # unhashable values in hand-made entries: format without the cache
         return format_baggage_headers(entries)
     if headers is None:
-        headers = format_baggage_headers(entries)
-        if len(_FORMATTED) >= _FORMATTED_MAX:
-            _FORMATTED.clear()
-        _FORMATTED[entries] = headers
+        headers = _FORMATTED[entries] = format_baggage_headers(entries)
     return headers
 
 

@@ -42,6 +42,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from tomograph._cache import BoundedCache
 from tomograph.ids import parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
@@ -61,7 +62,6 @@ __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
     "extract",
-    "format_traceparent",
     "format_tracestate",
     "inject",
     "parse_traceparent",
@@ -134,16 +134,6 @@ def parse_traceparent(value: str) -> TraceContext | None:
     """
     fields = _traceparent_fields(value)
     return None if fields is None else new_context(fields[0], fields[1], None, fields[2])
-
-
-def format_traceparent(context: ContextLike) -> str:
-    """The ``traceparent`` value (version 00) for ``context``.
-
-    >>> format_traceparent(TraceContext(1, 2, sampled=False))
-    '00-00000000000000000000000000000001-0000000000000002-00'
-    """
-    flags = "01" if context.sampled or context.debug else "00"
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
 
 
 def parse_tracestate(values: str | Iterable[str]) -> tuple[tuple[str, str], ...] | None:
@@ -271,9 +261,8 @@ def inject(context: ContextLike, carrier: Any) -> None:
 
 
 # Other vendors' members, formatted and checked: a span's children share one tuple, so each
-# outgoing request of a traced request formats it once. Bounded: cleared when full.
-_FOREIGN: dict[Any, tuple[tuple[str, ...], int]] = {}
-_FOREIGN_MAX = 256
+# outgoing request of a traced request formats it once.
+_FOREIGN: BoundedCache[Any, tuple[tuple[str, ...], int]] = BoundedCache(256)
 
 
 def _with_foreign(own: str, members: Any) -> str:
@@ -284,10 +273,7 @@ def _with_foreign(own: str, members: Any) -> str:
         return format_tracestate(members, (OWN_KEY, own))
     if cached is None:
         texts = tuple(_member_texts(members, OWN_KEY))
-        cached = (texts, sum(map(len, texts)) + len(texts))
-        if len(_FOREIGN) >= _FOREIGN_MAX:
-            _FOREIGN.clear()
-        _FOREIGN[members] = cached
+        cached = _FOREIGN[members] = (texts, sum(map(len, texts)) + len(texts))
     texts, length = cached
     if not texts:
         return f"{OWN_KEY}={own}"

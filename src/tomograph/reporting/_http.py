@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from tomograph.config import strip_credentials
 from tomograph.context import SUPPRESS_TRACING
 from tomograph.reporting._url_options import (
     TRANSPORT_PARAMETERS,
@@ -26,6 +25,7 @@ from tomograph.reporting._url_options import (
     transport_options,
 )
 from tomograph.reporting.transport import Rejected, SendError
+from tomograph.urls import strip_credentials
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -89,7 +89,7 @@ def http_backend_url(
     >>> base, query["encoding"], options["use_gzip"], options["timeout"]
     ('https://z:9411/p', 'proto', True, 5.0)
     """
-    from tomograph.config import url_query
+    from tomograph.urls import url_query
 
     query = url_query(url, {"gzip", "timeout", "max_bytes", *extra, *TRANSPORT_PARAMETERS})
     parts = urlsplit(url)

@@ -76,7 +76,7 @@ class LogBackend:
     @classmethod
     def from_url(cls, url: str) -> LogBackend:
         """``log://`` or ``log://?logger=my.spans&level=debug``."""
-        from tomograph.config import url_query
+        from tomograph.urls import url_query
 
         query = url_query(url, {"logger", "level"})
         return cls(query.get("logger", "tomograph.spans"), query.get("level", "info"))

@@ -45,7 +45,7 @@ class MemoryBackend:
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
         """``memory://`` or ``memory://?max_spans=1000``."""
-        from tomograph.config import url_query
+        from tomograph.urls import url_query
 
         query = url_query(url, {"max_spans"})
         return cls(int(query.get("max_spans", 100_000)))

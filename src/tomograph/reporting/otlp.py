@@ -35,7 +35,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
-from tomograph.config import strip_credentials
 from tomograph.model import ExceptionNote
 from tomograph.propagation.w3c import TRACESTATE, format_tracestate
 from tomograph.reporting._http import (
@@ -45,6 +44,7 @@ from tomograph.reporting._http import (
 )
 from tomograph.reporting.transport import Rejected, TransportBackend
 from tomograph.reporting.values import safe_text, tag_text, tag_value
+from tomograph.urls import strip_credentials
 
 if TYPE_CHECKING:
     from tomograph.span import Span
@@ -89,7 +89,7 @@ def _attributes(items: Any) -> list[KeyValue]:
 
 
 def _version() -> str:
-    from tomograph import __version__
+    from tomograph._version import __version__
 
     return __version__
 

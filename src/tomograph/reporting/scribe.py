@@ -202,7 +202,7 @@ class ScribeBackend(TransportBackend):
     @classmethod
     def from_url(cls, url: str) -> ScribeBackend:
         """``scribe://host:9410?category=zipkin&timeout=2``."""
-        from tomograph.config import url_query
+        from tomograph.urls import url_query
 
         query = url_query(url, {"category", "timeout", "max_bytes", *TRANSPORT_PARAMETERS})
         parts = urlsplit(url)

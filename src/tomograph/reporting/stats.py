@@ -26,7 +26,7 @@ def stats() -> dict[str, Any]:
     (``#2``, ``#3`` appended when several backends look alike: a repr shows no token).
     Backends without a transport (memory, log) are not counted.
     """
-    from tomograph.config import get_tracer
+    from tomograph.tracer import get_tracer
 
     totals: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
     per_backend: dict[str, dict[str, int]] = {}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tomograph._cache import BoundedCache
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
 from tomograph.reporting.transport import SendError, TransportBackend
 from tomograph.reporting.values import safe_text
@@ -97,7 +98,8 @@ class StatsdSender:
         self._rate_suffix = "" if sample_rate == 1 else f"|@{sample_rate:g}"
         self._random = random.Random()
         self._socket: socket.socket | None = None
-        self._names: dict[tuple[str | None, str], tuple[str, str]] = {}
+        # Span names with ids in them must not grow it without bound.
+        self._names: BoundedCache[tuple[str | None, str], tuple[str, str]] = BoundedCache(10_000)
 
     def _base(self, service: str | None, name: str) -> tuple[str, str]:
         """(``prefix.service.span``, tag suffix) for a span, cached."""
@@ -108,8 +110,6 @@ class StatsdSender:
             span_part = metric_segment(name)
             base = ".".join(p for p in (self.prefix, service_part, span_part) if p)
             tags = f"|#service:{service_part},span:{span_part}" if self.dogstatsd_tags else ""
-            if len(self._names) > 10_000:  # span names with ids in them: stay bounded
-                self._names.clear()
             cached = self._names[key] = (base, tags)
         return cached
 
@@ -240,7 +240,7 @@ class StatsdBackend(TransportBackend):
     @classmethod
     def from_url(cls, url: str) -> StatsdBackend:
         """``statsd://host:8125?prefix=app&tags=dogstatsd&sample_rate=0.5&max_packet=512``."""
-        from tomograph.config import url_query
+        from tomograph.urls import url_query
 
         query = url_query(
             url, {"prefix", "max_packet", "tags", "sample_rate", *TRANSPORT_PARAMETERS}

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tomograph.config import strip_credentials
 from tomograph.reporting import zipkin_json, zipkin_proto
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
@@ -22,6 +21,7 @@ from tomograph.reporting._http import (
     http_backend_url,
 )
 from tomograph.reporting.transport import TransportBackend
+from tomograph.urls import strip_credentials
 
 __all__ = ["ZipkinBackend"]
 

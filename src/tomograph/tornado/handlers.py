@@ -10,15 +10,14 @@ from typing import Any
 
 from tornado import httpclient, web
 
-from tomograph.config import get_tracer
 from tomograph.context import CURRENT_SPAN
 from tomograph.ids import format_span_id, format_trace_id
-from tomograph.integrations._endpoint import peer_endpoint
 from tomograph.integrations._http_client import begin
 from tomograph.integrations.logging import installed as record_factory_installed
 from tomograph.model import SpanKind, TagValue, TraceContext
+from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.span import Span
-from tomograph.tracer import Tracer
+from tomograph.tracer import Tracer, get_tracer
 
 __all__ = ["DivakLoggerAdapter", "HttpClientMixin", "Logger", "RequestTracker"]
 
