@@ -57,6 +57,9 @@ COLLECTOR_MODULES = [
 ]
 INTEGRATION_MODULES = [
     "tomograph.integrations._endpoint",
+    "tomograph.integrations.http_client",
+    "tomograph.integrations.http_server",
+    "tomograph.integrations.http_status",
     "tomograph.integrations.httpx",
     "tomograph.integrations.logging",
     "tomograph.integrations.requests",
