@@ -72,10 +72,13 @@ App = TypeVar("App")
 
 
 def _port(value: Any) -> int:
+    # A port a server reports wrongly is left out, never an error: the encoders write ports
+    # as 16-bit numbers, and a request must not cost the span.
     try:
-        return int(value or 0)
+        port = int(value or 0)
     except (TypeError, ValueError):
-        return 0  # a port a server reports wrongly is left out, never an error
+        return 0
+    return port if 0 < port <= 65535 else 0
 
 
 def _new_server_endpoint(service: str | None, host: Any, port: Any) -> Endpoint:
