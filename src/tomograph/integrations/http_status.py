@@ -17,8 +17,11 @@ SERVER_ERRORS_FROM = 500
 CLIENT_ERRORS_FROM = 400
 
 
-def record_status(span: Span, status: int, errors_from: int) -> None:
+def record_status(span: Span, status: int, errors_from: int = SERVER_ERRORS_FROM) -> None:
     """Tag ``span`` with ``status``; from ``errors_from`` on, the span is an error.
+
+    ``errors_from`` is :data:`SERVER_ERRORS_FROM` (the default) for a server span,
+    :data:`CLIENT_ERRORS_FROM` for a client span.
 
     An error status also sets the ``error`` tag to the code, unless an exception already
     explained the failure. Unsampled spans only get the error flag.
