@@ -58,6 +58,9 @@ COLLECTOR_MODULES = [
     "tomograph.collector.storage",
 ]
 INTEGRATION_MODULES = [
+    "tomograph.integrations.http_client",
+    "tomograph.integrations.http_server",
+    "tomograph.integrations.http_status",
     "tomograph.integrations.httpx",
     "tomograph.integrations.logging",
     "tomograph.integrations.requests",

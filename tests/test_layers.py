@@ -132,19 +132,11 @@ FORBIDDEN: list[tuple[str, str, str]] = [
 # private name is written ``module.name``. When a restructuring lands, its entries go (the test
 # names each entry that no longer happens), until the dict is empty.
 CODEC = "one codec layer: the collector decodes with encoding/, never with reporting's modules"
-HTTP_CONTRACT = "one HTTP server/client contract: what tornado and eventlet share becomes public"
 
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("tomograph.collector.ingest", "tomograph.reporting.errors"): CODEC,
     ("tomograph.collector.ingest", "tomograph.reporting.zipkin_json"): CODEC,
     ("tomograph.collector.ingest", "tomograph.reporting.zipkin_proto"): CODEC,
-    ("tomograph.tornado.handlers", "tomograph.integrations._http_client"): HTTP_CONTRACT,
-    ("tomograph.eventlet._http", "tomograph.integrations._patching"): HTTP_CONTRACT,
-    ("tomograph.eventlet._http", "tomograph.integrations.urllib._traced_getresponse"): (
-        HTTP_CONTRACT
-    ),
-    ("tomograph.eventlet._http", "tomograph.integrations.urllib._traced_request"): HTTP_CONTRACT,
-    ("tomograph.eventlet._wsgi", "tomograph.integrations._patching"): HTTP_CONTRACT,
     # reporting asks config for URL queries, credential stripping and the default tracer
     # start_http/add_trace_info_header are classic API living in propagation; the Endpoint
     # from an IP is a private helper of classic

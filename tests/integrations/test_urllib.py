@@ -69,3 +69,26 @@ def test_refused_connection_is_an_error(memory: MemoryBackend) -> None:
     (span,) = client_spans(memory)
     assert span.error
     assert isinstance(connection, http.client.HTTPConnection)
+
+
+def test_a_patched_connection_class_traces_only_inside_spans(
+    memory: MemoryBackend, recorder: RecordingServer
+) -> None:
+    class Connection(http.client.HTTPConnection):
+        pass
+
+    assert traced_urllib.patch_connection_class(Connection, only_in_spans=True)
+    assert not traced_urllib.patch_connection_class(Connection, only_in_spans=True)
+    try:
+        connection = Connection("127.0.0.1", recorder.port)
+        connection.request("GET", "/background")  # outside any span: untouched
+        connection.getresponse().read()
+        assert "traceparent" not in recorder.requests[-1].headers
+        with tomograph.span("parent") as parent:
+            connection.request("GET", "/inside")
+            connection.getresponse().read()
+        connection.close()
+        check_traced_request(memory, recorder, parent)
+    finally:
+        assert traced_urllib.unpatch_connection_class(Connection)
+    assert not traced_urllib.unpatch_connection_class(Connection)

@@ -13,7 +13,7 @@ from typing import Any
 
 import eventlet.wsgi
 
-from tomograph.integrations._patching import patch_method, unpatch_method
+from tomograph.integrations.patching import patch_method, unpatch_method
 from tomograph.integrations.wsgi import ENVIRON_KEY, Middleware
 
 __all__ = ["TracedApplication", "patch", "unpatch"]

@@ -3,6 +3,12 @@
 Each module imports its library only when imported itself, so none of them is a dependency of
 the core: ``tomograph.integrations.sqlalchemy``, ``.logging``, ``.wsgi``, ``.asgi``,
 ``.requests``, ``.urllib3``, ``.urllib`` (http.client and urllib.request) and ``.httpx``.
+
+The HTTP ones are adapters over two contracts, for integrations of other frameworks to build
+on too: ``.http_server`` (:class:`~tomograph.integrations.http_server.HttpServerHandler`) and
+``.http_client`` (:func:`~tomograph.integrations.http_client.begin`), with one status rule in
+``.http_status``; ``.patching`` replaces a library's methods and restores them. See
+``docs/http-contract.md``.
 """
 
 from __future__ import annotations

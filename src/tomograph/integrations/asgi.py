@@ -21,15 +21,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._server import ServerMiddlewareBase
-from tomograph.model import Endpoint, SpanKind
-from tomograph.model import endpoint_for as peer_endpoint
-from tomograph.propagation import default_propagator
-from tomograph.propagation.baggage import adopt_baggage
-from tomograph.span import CURRENT, Span
-from tomograph.tracer import get_tracer
+from tomograph.integrations.http_server import ServerMiddlewareBase
+from tomograph.span import Span
 
 __all__ = ["SCOPE_KEY", "TracingMiddleware"]
 
@@ -42,8 +36,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_SERVER = SpanKind.SERVER
-
 
 def _route_of(scope: Scope, span: Span) -> str | None:
     route = span.tags.get("http.route")
@@ -54,20 +46,13 @@ def _route_of(scope: Scope, span: Span) -> str | None:
     return template if isinstance(template, str) and template else None
 
 
-def _new_endpoint(service: str | None, address: Any) -> Endpoint | None:
-    if not address:
-        return None
+def _address(address: Any) -> tuple[Any, Any]:
+    """(host, port) of an ASGI ``server`` or ``client`` entry (None, None if unusable)."""
     try:
-        host, port = address[0], int(address[1])
-    except (TypeError, ValueError, IndexError):
-        return None
-    base = peer_endpoint(service, host, None)
-    return Endpoint(service, base.ipv4, base.ipv6, port) if port else base
-
-
-# By (service, address): a keep-alive connection sends many requests from one client port, and
-# the server address never changes.
-_endpoint = memoize(_new_endpoint, 1024)
+        host, port = address
+    except (TypeError, ValueError):
+        return None, None
+    return host, port
 
 
 class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
@@ -90,38 +75,24 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
         if self.excluded_paths and path in self.excluded_paths:
             await self.app(scope, receive, send)
             return
-        tracer = self.tracer or get_tracer()
-        method = scope.get("method", "GET")
-        propagator = self.propagator or default_propagator()
-        headers = scope.get("headers") or []
-        parent: Any = propagator.extract(headers) or CURRENT
-        service = self.service_name or tracer.local_endpoint.service_name
-        span = Span(
-            tracer,
-            self.name or method,
-            _SERVER,
-            None,
-            parent,
-            _endpoint(service, scope.get("server")) or Endpoint(service),
-            _endpoint(None, scope.get("client")),
+        server_host, server_port = _address(scope.get("server"))
+        client_host, client_port = _address(scope.get("client"))
+        span = self.start(
+            scope.get("method", "GET"),
+            path,
+            scope.get("headers") or [],
+            server_host=server_host,
+            server_port=server_port,
+            client_host=client_host,
+            client_port=client_port,
         )
-        if parent is CURRENT:
-            adopt_baggage(span, propagator.extract_baggage(headers))
-        if span.sampled:
-            span.tags["http.method"] = method
-            span.tags["http.path"] = path
         scope[SCOPE_KEY] = span
+        status = self.status
 
         async def traced_send(message: Message) -> None:
             if message.get("type") == "http.response.start":
-                status = message.get("status")
-                code = status if isinstance(status, int) else 0
-                if span.sampled:
-                    span.tags["http.status_code"] = code
-                    if code >= 500 and "error" not in span.tags:
-                        span.tags["error"] = str(code)
-                if code >= 500:
-                    span.error = True
+                code = message.get("status")
+                status(span, code if isinstance(code, int) else 0)
             await send(message)
 
         token = CURRENT_SPAN.set(span)
@@ -135,10 +106,4 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
                 CURRENT_SPAN.reset(token)
             except ValueError:
                 pass  # the app switched contexts under us: nothing of ours to restore
-            if span.sampled:
-                route = _route_of(scope, span)
-                if route is not None:
-                    span.tags["http.route"] = route
-                    if self.name is None:
-                        span.name = f"{method} {route}"
-            span.finish()
+            self.finish(span, _route_of(scope, span) if span.sampled else None)

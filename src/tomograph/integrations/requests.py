@@ -17,8 +17,8 @@ from typing import Any
 
 import requests
 
-from tomograph.integrations._http_client import begin
-from tomograph.integrations._patching import is_patched, patch_method, unpatch_method
+from tomograph.integrations.http_client import begin
+from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
 from tomograph.propagation import Propagator
 from tomograph.tracer import Tracer
 

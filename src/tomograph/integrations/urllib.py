@@ -20,8 +20,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from tomograph.integrations._http_client import ClientCall, begin
-from tomograph.integrations._patching import is_patched, patch_method, unpatch_method
+from tomograph.context import CURRENT_SPAN
+from tomograph.integrations.http_client import ClientCall, begin
+from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
 
 __all__ = [
     "TracingHTTPConnection",
@@ -30,8 +31,10 @@ __all__ = [
     "TracingHTTPSHandler",
     "build_opener",
     "patch",
+    "patch_connection_class",
     "patched",
     "unpatch",
+    "unpatch_connection_class",
 ]
 
 _CALL = "_tomograph_call"
@@ -147,16 +150,49 @@ def build_opener(*handlers: Any) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(TracingHTTPHandler, TracingHTTPSHandler, *handlers)
 
 
+def _traced_request_in_spans(request: Callable[..., None]) -> Callable[..., None]:
+    traced = _traced_request(request)
+
+    def request_in_span(self: Any, *args: Any, **kwargs: Any) -> None:
+        if CURRENT_SPAN.get() is None:
+            return request(self, *args, **kwargs)
+        return traced(self, *args, **kwargs)
+
+    return functools.wraps(request)(request_in_span)
+
+
+def patch_connection_class(
+    connection_class: type[http.client.HTTPConnection], *, only_in_spans: bool = False
+) -> bool:
+    """Trace the requests of ``connection_class`` and its subclasses; False if already done.
+
+    For ``http.client`` and its copies (``eventlet.green.http.client.HTTPConnection``).
+    ``only_in_spans=True`` leaves requests made outside any span alone, so background calls
+    start no traces of their own.
+
+    >>> class Connection(http.client.HTTPConnection): ...
+    >>> patch_connection_class(Connection), unpatch_connection_class(Connection)
+    (True, True)
+    """
+    wrap = _traced_request_in_spans if only_in_spans else _traced_request
+    done = patch_method(connection_class, "request", wrap)
+    return patch_method(connection_class, "getresponse", _traced_getresponse) or done
+
+
+def unpatch_connection_class(connection_class: type[http.client.HTTPConnection]) -> bool:
+    """Undo :func:`patch_connection_class`."""
+    done = unpatch_method(connection_class, "request")
+    return unpatch_method(connection_class, "getresponse") or done
+
+
 def patch() -> bool:
     """Trace every ``http.client`` connection (so ``urllib.request.urlopen`` too)."""
-    done = patch_method(http.client.HTTPConnection, "request", _traced_request)
-    return patch_method(http.client.HTTPConnection, "getresponse", _traced_getresponse) or done
+    return patch_connection_class(http.client.HTTPConnection)
 
 
 def unpatch() -> bool:
     """Undo :func:`patch`."""
-    done = unpatch_method(http.client.HTTPConnection, "request")
-    return unpatch_method(http.client.HTTPConnection, "getresponse") or done
+    return unpatch_connection_class(http.client.HTTPConnection)
 
 
 def patched() -> bool:

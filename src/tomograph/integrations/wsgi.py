@@ -28,16 +28,11 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN
 from tomograph.errors import ConfigurationError
-from tomograph.integrations._server import ServerMiddlewareBase
-from tomograph.model import Endpoint, SpanKind
-from tomograph.model import endpoint_for as peer_endpoint
-from tomograph.propagation import Propagator, default_propagator
-from tomograph.propagation.baggage import adopt_baggage
-from tomograph.span import CURRENT, Span
-from tomograph.tracer import get_tracer
+from tomograph.integrations.http_server import ServerMiddlewareBase
+from tomograph.propagation import Propagator
+from tomograph.span import Span
 
 __all__ = ["ENVIRON_KEY", "Middleware", "route_of"]
 
@@ -48,7 +43,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 
-_SERVER = SpanKind.SERVER
+_new_object = object.__new__
 _set_current = CURRENT_SPAN.set
 _reset_current = CURRENT_SPAN.reset
 
@@ -76,31 +71,16 @@ def route_of(environ: dict[str, Any]) -> str | None:
     return None
 
 
-def _finish(span: Span, environ: dict[str, Any], named: bool) -> None:
-    if span.end_ns:
-        return
-    if span.sampled:
-        route = span.tags.get("http.route")
-        if route.__class__ is not str or environ.get(ENVIRON_KEY) is not span:
-            route = route_of(environ)  # what the framework matched, if it says
-        if route is not None:
-            span.tags["http.route"] = route
-            if not named:
-                span.name = f"{span.tags.get('http.method', 'GET')} {route}"
-    span.finish()
-
-
 class _TracedBody:
     """The response iterable, handed to the server: ends the span when closed."""
 
-    __slots__ = ("_body", "_environ", "_iterator", "_named", "_span")
+    __slots__ = ("_body", "_environ", "_handler", "_iterator", "_span")
 
-    def __init__(self, body: Iterable[bytes], span: Span, environ: dict[str, Any], named: bool):
-        self._body = body
-        self._span = span
-        self._environ = environ
-        self._named = named
-        self._iterator: Iterator[bytes] | None = None
+    _body: Iterable[bytes]
+    _span: Span
+    _environ: dict[str, Any]
+    _handler: Middleware
+    _iterator: Iterator[bytes] | None
 
     def __iter__(self) -> Iterator[bytes]:
         body = self._body
@@ -138,7 +118,7 @@ class _TracedBody:
             span.record_exception(exc)
             raise
         finally:
-            _finish(span, self._environ, self._named)
+            self._handler.finish(span, route_of(self._environ) if span.sampled else None)
 
 
 class Middleware(ServerMiddlewareBase[WSGIApp]):
@@ -194,80 +174,44 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
         path = environ.get("PATH_INFO", "")
         if self.excluded_paths and path in self.excluded_paths:
             return self.app(environ, start_response)
-        tracer = self.tracer or get_tracer()
-        method = environ.get("REQUEST_METHOD", "GET")
-        propagator = self.propagator or default_propagator()
-        parent: Any = propagator.extract(environ) or CURRENT
-        name = self.name
-        span = Span(
-            tracer,
-            name or method,
-            _SERVER,
-            None,
-            parent,
-            _server_endpoint(
-                self.service_name or tracer.local_endpoint.service_name,
-                environ.get("SERVER_NAME"),
-                environ.get("SERVER_PORT"),
-            ),
-            _client_endpoint(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+        # Positional: keyword arguments would cost this call 40% more (about 0.05 µs).
+        span = self.start(
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("SCRIPT_NAME", "") + path,
+            environ,
+            environ.get("SERVER_NAME"),  # server host
+            environ.get("SERVER_PORT"),
+            environ.get("REMOTE_ADDR"),  # client host
+            environ.get("REMOTE_PORT"),
         )
-        if parent is CURRENT:
-            adopt_baggage(span, propagator.extract_baggage(environ))
-        if span.sampled:
-            tags = span.tags
-            tags["http.method"] = method
-            tags["http.path"] = environ.get("SCRIPT_NAME", "") + path
         environ[ENVIRON_KEY] = span
+        status = self.status
 
         def traced_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+            status_line: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
             try:
-                code = int(status[:3])
+                code = int(status_line[:3])
             except ValueError:
                 code = 0
-            if span.sampled:
-                span.tags["http.status_code"] = code
-                if code >= 500 and "error" not in span.tags:
-                    span.tags["error"] = str(code)
-            if code >= 500:
-                span.error = True
-            return start_response(status, headers, exc_info)
+            status(span, code)
+            return start_response(status_line, headers, exc_info)
 
         token = _set_current(span)
         try:
             body = self.app(environ, traced_start_response)
         except BaseException as exc:
             span.record_exception(exc)
-            _finish(span, environ, name is not None)
+            self.finish(span, route_of(environ) if span.sampled else None)
             raise
         finally:
             _reset_current(token)
-        return _TracedBody(body, span, environ, name is not None)
-
-
-def _new_local_endpoint(service: str | None, server_name: Any, server_port: Any) -> Endpoint:
-    try:
-        port = int(server_port or 0)
-    except (TypeError, ValueError):
-        port = 0
-    return peer_endpoint(service, server_name, port)
-
-
-def _new_remote_endpoint(address: Any, remote_port: Any) -> Endpoint | None:
-    if not address:
-        return None
-    try:
-        port = int(remote_port or 0)
-    except (TypeError, ValueError):
-        port = 0
-    # peer_endpoint is cached by address only: client ports change with every connection.
-    base = peer_endpoint(None, address, None)
-    return Endpoint(None, base.ipv4, base.ipv6, port) if port else base
-
-
-# A server has few names and ports; a keep-alive connection sends many requests from one
-# client port.
-_server_endpoint = memoize(_new_local_endpoint, 64)
-_client_endpoint = memoize(_new_remote_endpoint, 1024)
+        # Filled in here rather than by an __init__: one Python call less per request (about
+        # 0.1 µs, as much as the server contract's own call costs).
+        traced = _new_object(_TracedBody)
+        traced._body = body
+        traced._span = span
+        traced._environ = environ
+        traced._handler = self
+        traced._iterator = None
+        return traced

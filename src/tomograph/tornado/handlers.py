@@ -12,16 +12,14 @@ from tornado import httpclient, web
 
 from tomograph.context import CURRENT_SPAN
 from tomograph.ids import format_span_id, format_trace_id
-from tomograph.integrations._http_client import begin
+from tomograph.integrations.http_client import begin
+from tomograph.integrations.http_server import HttpServerHandler
 from tomograph.integrations.logging import installed as record_factory_installed
-from tomograph.model import SpanKind, TagValue, TraceContext
-from tomograph.model import endpoint_for as peer_endpoint
+from tomograph.model import TagValue, TraceContext
 from tomograph.span import Span
 from tomograph.tracer import Tracer, get_tracer
 
 __all__ = ["DivakLoggerAdapter", "HttpClientMixin", "Logger", "RequestTracker"]
-
-_SERVER = SpanKind.SERVER
 
 
 def _tracer_of(application: Any) -> Tracer:
@@ -62,25 +60,24 @@ class RequestTracker(web.RequestHandler):
             parent = propagator.extract(headers)
             if parent is not None:
                 break
-        path = request.path
-        span = Span(
-            _tracer_of(application),
-            f"{request.method} {path}",
-            _SERVER,
-            None,
-            parent,
-            None,
-            peer_endpoint(None, request.remote_ip, None),
-        )
-        if parent is None and propagators:
+        forced = None
+        if parent is None:
             for propagator in propagators:
                 forced = propagator.forced_sampling(headers)
                 if forced is not None:
-                    span.set_sampling(True, debug=forced[1])
                     break
-        if span.sampled:
-            span.tags["http.method"] = request.method or ""
-            span.tags["http.path"] = path
+        path = request.path
+        # The application's divák propagators have extracted the context: the handler only
+        # starts and tags the span, with the application's tracer (rebuilt on reconfiguration).
+        span = HttpServerHandler(tracer=_tracer_of(application)).start(
+            request.method or "",
+            path,
+            headers,
+            client_host=request.remote_ip,
+            context=parent,
+            sampling=forced,
+        )
+        span.name = f"{request.method} {path}"  # divák's name, until set_divak_name renames it
         return span
 
     async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
@@ -128,15 +125,10 @@ class RequestTracker(web.RequestHandler):
         """Tag the response status and report the request's span."""
         span = self.divak_span
         status = self.get_status()
-        if span.sampled:
-            span.tags["http.status_code"] = status
-            request_id = getattr(self.request, "divak_request_id", None)
-            if request_id is not None:
-                span.tags["request.id"] = str(request_id)
-            if status >= 500 and "error" not in span.tags:
-                span.tags["error"] = str(status)
-        if status >= 500:
-            span.error = True
+        request_id = getattr(self.request, "divak_request_id", None)
+        if request_id is not None and span.sampled:
+            span.tags["request.id"] = str(request_id)
+        HttpServerHandler.status(span, status)
         span.finish()
         super().on_finish()
 

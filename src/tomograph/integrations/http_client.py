@@ -1,4 +1,24 @@
-"""What every HTTP client integration does around a request: one client span, headers injected.
+"""The HTTP client contract: what every client integration does around a request.
+
+An adapter (requests, urllib3, http.client, httpx, eventlet's green clients, Tornado's
+``send_request``) calls :func:`begin` with the method and URL, writes the trace context onto
+the outgoing headers with :meth:`ClientCall.inject`, sends, and calls :meth:`ClientCall.end`
+with the response status or the exception::
+
+    call = begin(request.method, request.url)
+    if call is None:                        # traced by an outer layer, or tracing is off
+        return send(request)
+    try:
+        call.inject(request.headers)
+        response = send(request)
+    except BaseException as error:
+        call.end(error=error)
+        raise
+    call.end(response.status_code)          # 4xx and 5xx are errors of a client call
+
+The span is a ``CLIENT`` span named after the method, tagged ``http.method``, ``http.url``
+(credentials and signed-URL secrets removed, see :func:`safe_url`), ``server.address`` for a
+host name, and ``http.status_code``; its remote endpoint is the server's address and port.
 
 Client libraries are layered (requests on urllib3 on http.client), and each layer can be
 instrumented: only the outermost one records a span. A layer knows it is nested when the current
@@ -14,6 +34,7 @@ from urllib.parse import urlsplit
 
 from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
+from tomograph.integrations.http_status import CLIENT_ERRORS_FROM, record_status
 from tomograph.model import Endpoint, SpanKind
 from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.propagation import Propagator, default_propagator
@@ -70,12 +91,7 @@ class ClientCall:
         if error is not None:
             span.record_exception(error)
         if status is not None:
-            if span.sampled:
-                span.tags["http.status_code"] = status
-                if status >= 400 and "error" not in span.tags:
-                    span.tags["error"] = str(status)
-            if status >= 400:
-                span.error = True
+            record_status(span, status, CLIENT_ERRORS_FROM)
         span.finish()
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tomograph.integrations import _http_client
-from tomograph.integrations._http_client import begin
+from tomograph.integrations import http_client
+from tomograph.integrations.http_client import begin
 from tomograph.model import Endpoint
 from tomograph.reporting.memory import MemoryBackend
 
@@ -16,7 +16,7 @@ def _peer_of(url: str) -> tuple[object, object]:
 
 
 def test_peers_are_the_same_whether_built_or_cached(memory: MemoryBackend) -> None:
-    _http_client._peer_of_netloc.cache_clear()
+    http_client._peer_of_netloc.cache_clear()
     cases = {
         "http://127.0.0.1:8080/a?x=1": (Endpoint(None, "127.0.0.1", None, 8080), None),
         "https://[::1]/b": (Endpoint(None, None, "::1", 443), None),

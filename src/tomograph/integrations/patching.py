@@ -1,4 +1,8 @@
-"""Replacing a library's methods with traced ones, and putting the originals back."""
+"""Replacing a library's methods with traced ones, and putting the originals back.
+
+What every ``patch()``/``unpatch()`` of an integration is built on: patching twice is a no-op,
+and unpatching restores exactly what was there (an instance's own attribute, or the class's).
+"""
 
 from __future__ import annotations
 
