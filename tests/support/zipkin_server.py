@@ -37,7 +37,7 @@ import jsonschema
 import yaml
 
 from support.servers import SHARED
-from tomograph.reporting import zipkin_json, zipkin_proto
+from tomograph.encoding import zipkin_json, zipkin_proto
 
 _schema: dict[str, Any] | None = None
 

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tomograph.config import strip_credentials
-from tomograph.reporting import zipkin_json, zipkin_proto
+from tomograph.encoding import zipkin_json, zipkin_proto
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,
