@@ -71,6 +71,17 @@ def test_spans_decode_to_the_same_dicts_as_json(spans: list[Span]) -> None:
 
 
 @fixture_ok
+@given(spans=st.lists(finished_spans(), max_size=4))
+def test_protobuf_reads_the_spans_as_they_were_named(
+    zipkin_pb2: ModuleType, spans: list[Span]
+) -> None:
+    parsed = zipkin_pb2.ListOfSpans.FromString(zipkin_proto.encode_spans(spans))
+    assert [(s.id.hex(), s.name) for s in parsed.spans] == [
+        (f"{span.span_id:016x}", span.name) for span in spans
+    ]
+
+
+@fixture_ok
 @given(spans=st.lists(span_dicts(), max_size=4))
 def test_protobuf_reads_what_we_write(zipkin_pb2: ModuleType, spans: list[dict[str, Any]]) -> None:
     parsed = zipkin_pb2.ListOfSpans.FromString(zipkin_proto.encode_dicts(spans))
