@@ -11,7 +11,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tomograph.reporting import zipkin_proto
+from tomograph.encoding import zipkin_proto
 
 count = 0
 

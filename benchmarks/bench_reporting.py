@@ -187,7 +187,7 @@ def end_to_end() -> None:
 
 def encoding_throughput() -> None:
     import tomograph
-    from tomograph.reporting import zipkin_json, zipkin_proto
+    from tomograph.encoding import zipkin_json, zipkin_proto
     from tomograph.reporting.memory import MemoryBackend
 
     memory = MemoryBackend()
@@ -200,13 +200,9 @@ def encoding_throughput() -> None:
                     pass
     spans = memory.spans
 
-    def naive_json() -> bytes:
-        return json.dumps([zipkin_json.span_to_zipkin(s) for s in spans]).encode()
-
     cases = {
         "tomograph Zipkin JSON": lambda: zipkin_json.encode_spans(spans),
         "tomograph Zipkin proto3": lambda: zipkin_proto.encode_spans(spans),
-        "dicts + json.dumps (reference)": naive_json,
     }
     otel = _otel_encoder_case()
     if otel is not None:

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench_collector import synthetic_trace
+from bench_collector import json_body, synthetic_trace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,7 +38,6 @@ sys.path.insert(0, str(REPO))
 from tests.support.servers import BackgroundProcess, free_port, wait_for_port  # noqa: E402
 
 from tomograph.collector.sqlite_store import SqliteSpanStore  # noqa: E402
-from tomograph.reporting import zipkin_json  # noqa: E402
 
 DAY_MS = 86_400_000
 CLIENT_TIMEOUT = 60.0
@@ -115,7 +114,7 @@ class Load:
                 connection.request(
                     "POST",
                     "/api/v2/spans",
-                    zipkin_json.encode_dicts(spans),
+                    json_body(spans),
                     {"Content-Type": "application/json"},
                 )
                 response = connection.getresponse()
@@ -192,7 +191,7 @@ def write_one_span(port: int) -> None:
     """Post a span, so that no answer computed before can be reused."""
     span = synthetic_trace(random.Random(), 0, time.time_ns() // 1000, 1)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request("POST", "/api/v2/spans", zipkin_json.encode_dicts(span))
+    connection.request("POST", "/api/v2/spans", json_body(span))
     connection.getresponse().read()
     connection.close()
 

@@ -11,8 +11,8 @@ import pytest
 
 from tomograph import Tracer, clock
 from tomograph.clock import CHECK_INTERVAL_NS, MAX_DRIFT_NS, EpochAnchor
+from tomograph.encoding import zipkin_json, zipkin_proto
 from tomograph.model import TraceContext
-from tomograph.reporting import zipkin_json, zipkin_proto
 from tomograph.reporting.memory import MemoryBackend
 
 SECOND = 1_000_000_000

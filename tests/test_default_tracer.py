@@ -20,8 +20,8 @@ import tomograph
 from support.http_recorder import recording_server
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import config
+from tomograph.encoding import zipkin_json
 from tomograph.propagation import Propagator, composite
-from tomograph.reporting import zipkin_json
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.zipkin import ZipkinBackend
 from tomograph.sampling import rate_limited

@@ -21,11 +21,17 @@ CORE_MODULES = [
     "tomograph.tracer",
     "tomograph.urls",
 ]
+ENCODING_MODULES = [
+    "tomograph.encoding._zipkin_model",
+    "tomograph.encoding.normalize",
+    "tomograph.encoding.otlp",
+    "tomograph.encoding.values",
+    "tomograph.encoding.zipkin_json",
+    "tomograph.encoding.zipkin_proto",
+]
 REPORTING_MODULES = [
     "tomograph.reporting._http",
     "tomograph.reporting._url_options",
-    "tomograph.reporting._zipkin_model",
-    "tomograph.reporting.errors",
     "tomograph.reporting.log",
     "tomograph.reporting.memory",
     "tomograph.reporting.otlp",
@@ -33,10 +39,7 @@ REPORTING_MODULES = [
     "tomograph.reporting.stats",
     "tomograph.reporting.statsd",
     "tomograph.reporting.transport",
-    "tomograph.reporting.values",
     "tomograph.reporting.zipkin",
-    "tomograph.reporting.zipkin_json",
-    "tomograph.reporting.zipkin_proto",
     "tomograph.reporting.zipkin_thrift",
 ]
 COLLECTOR_MODULES = [
@@ -47,12 +50,11 @@ COLLECTOR_MODULES = [
     "tomograph.collector.coalescing",
     "tomograph.collector.dependencies",
     "tomograph.collector.ingest",
-    "tomograph.collector.normalize",
-    "tomograph.collector.otlp",
     "tomograph.collector.params",
     "tomograph.collector.query_gate",
     "tomograph.collector.server",
     "tomograph.collector.settings",
+    "tomograph.collector.span_fields",
     "tomograph.collector.sqlite_readers",
     "tomograph.collector.sqlite_store",
     "tomograph.collector.storage",
@@ -81,7 +83,8 @@ INTEGRATION_MODULES = [
 
 
 @pytest.mark.parametrize(
-    "name", CORE_MODULES + REPORTING_MODULES + COLLECTOR_MODULES + INTEGRATION_MODULES
+    "name",
+    CORE_MODULES + ENCODING_MODULES + REPORTING_MODULES + COLLECTOR_MODULES + INTEGRATION_MODULES,
 )
 def test_docstring_examples(name: str) -> None:
     check_docstring_examples(name)

@@ -27,7 +27,7 @@ __all__ = [
 
 #: Values a tag may take: a str, int, float or bool, or a list or tuple of them (OpenTelemetry's
 #: attribute types). Zipkin encoders write strings ("true"/"false", a list as a JSON array of
-#: strings), OTLP keeps the types; see :mod:`tomograph.reporting.values`.
+#: strings), OTLP keeps the types; see :mod:`tomograph.encoding.values`.
 TagValue = str | int | float | bool | Sequence[str | int | float | bool]
 
 

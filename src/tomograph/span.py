@@ -276,7 +276,7 @@ class Span:
         """Set a tag: a str, int, float or bool, or a list or tuple of them.
 
         Zipkin encoders write strings (a list as a JSON array of strings), OTLP keeps the types;
-        any other value is written as its text (see :mod:`tomograph.reporting.values`).
+        any other value is written as its text (see :mod:`tomograph.encoding.values`).
         """
         if self.sampled:
             self.tags[key] = value

@@ -13,7 +13,7 @@ import pytest
 from tests.collector.conftest import ServedApp
 from tests.support.collector import http, make_span, now_us, validate_response
 
-from tomograph.reporting import zipkin_proto
+from tomograph.encoding import zipkin_proto
 
 T1 = "4e441824ec2b6a44ffdc9bb9a6453df3"
 T2 = "5af7183fb1d4cf5f"

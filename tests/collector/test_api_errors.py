@@ -18,7 +18,7 @@ from tomograph.collector.app import SECURITY_HEADERS
 from tomograph.collector.span_limits import DROPPED_TAG, SpanLimits, truncation_marker
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import DependencyLink, SpanDict
-from tomograph.reporting import zipkin_proto
+from tomograph.encoding import zipkin_proto
 
 T1 = "4e441824ec2b6a44"
 T2 = "5af7183fb1d4cf5f"

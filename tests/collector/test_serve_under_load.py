@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.collector import make_span, now_us
+from tests.support.collector import decoded, make_span, now_us
 from tests.support.servers import free_port, wait_for_port
 
 from tomograph.collector.sqlite_store import SqliteSpanStore
@@ -74,7 +74,7 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for trace_no in range(5000):
         batch += chain_trace(rng, trace_no, now - rng.randint(0, DAY_MS * 1000))
         if len(batch) >= 10_000:
-            store.accept(batch)
+            store.accept(decoded(batch))
             batch = []
     store.close()
     return path

@@ -143,3 +143,23 @@ def test_any_span_fits_the_limits_and_keeps_what_already_fit(
             marker = truncation_marker(len(original["tags"][key]))
             assert value.endswith(marker)
             assert original["tags"][key].startswith(value[: -len(marker)])
+
+
+def test_annotations_cut_to_the_same_text_are_stored_once_in_time_order() -> None:
+    # Decoded spans arrive normalized (annotations a set in time order); cutting must keep that.
+    long_a, long_b = "x" * 2000 + "a", "x" * 2000 + "b"
+    spans = [
+        span(
+            annotations=[
+                {"timestamp": 1, "value": long_a},
+                {"timestamp": 1, "value": long_b},
+                {"timestamp": 2, "value": "short"},
+            ]
+        )
+    ]
+    assert limit_spans(spans, LIMITS) == 2
+    cut = "x" * (1000 - len(truncation_marker(2001))) + truncation_marker(2001)
+    assert spans[0]["annotations"] == [
+        {"timestamp": 1, "value": cut},
+        {"timestamp": 2, "value": "short"},
+    ]

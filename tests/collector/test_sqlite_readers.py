@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.support.collector import make_span, now_us
+from tests.support.collector import decoded, make_span, now_us
 
 from tomograph.collector import sqlite_store
 from tomograph.collector.sqlite_readers import ReaderPool
@@ -59,7 +59,7 @@ def trace_of(number: int) -> list[dict[str, object]]:
 def test_file_descriptors_stay_flat_across_thread_churn(tmp_path: Path) -> None:
     # Thread pools retire idle threads: a connection per thread leaked two descriptors each.
     store = SqliteSpanStore(tmp_path / "t.db", readers=4)
-    store.accept(trace_of(1))
+    store.accept(decoded(trace_of(1)))
 
     def cycle() -> None:  # eight fresh threads reading at once, then gone
         start = threading.Barrier(8)
@@ -121,7 +121,7 @@ def test_a_store_read_past_the_query_timeout_raises_query_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", query_timeout=0.3)
-    store.accept(trace_of(1) + trace_of(2) + trace_of(3))
+    store.accept(decoded(trace_of(1) + trace_of(2) + trace_of(3)))
     linked = threading.Event()
     put_trace = sqlite_store.DependencyLinker.put_trace
 
@@ -163,7 +163,7 @@ def test_close_interrupts_a_running_read_and_waits_until_it_stops(tmp_path: Path
     with pytest.raises(StoreClosed):
         store.service_names()
     with pytest.raises(StoreClosed):
-        store.accept(trace_of(1))
+        store.accept(decoded(trace_of(1)))
 
 
 def test_interrupted_reads_leave_writes_going(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_interrupted_reads_leave_writes_going(tmp_path: Path) -> None:
         store.interrupt_reads()  # what a server does as soon as it is told to stop
         with pytest.raises(StoreClosed):
             store.service_names()
-        assert store.accept(trace_of(1)) == 2
+        assert store.accept(decoded(trace_of(1))) == 2
     finally:
         store.close()
     reopened = SqliteSpanStore(tmp_path / "t.db")
@@ -186,11 +186,11 @@ def test_a_read_left_unfinished_does_not_hide_later_writes(tmp_path: Path) -> No
     # An open cursor keeps its read snapshot: the next read on that connection saw old data.
     store = SqliteSpanStore(tmp_path / "t.db", readers=1)
     try:
-        store.accept(trace_of(1) + trace_of(2))
+        store.accept(decoded(trace_of(1) + trace_of(2)))
         with store._readers.reading() as reader:
             unfinished = reader.execute("SELECT row_id FROM spans")
             assert unfinished.fetchone() is not None
-        store.accept(trace_of(3))
+        store.accept(decoded(trace_of(3)))
         assert store.span_count() == 6
     finally:
         store.close()
@@ -217,7 +217,7 @@ def test_the_write_ahead_log_is_emptied_although_reads_overlap(
             thread.start()
         largest = 0
         for batch in range(200):
-            store.accept([s for n in range(20) for s in trace_of(batch * 20 + n)])
+            store.accept(decoded([s for n in range(1, 21) for s in trace_of(batch * 20 + n)]))
             largest = max(largest, wal.stat().st_size)
         assert largest < 8 * 1024 * 1024  # without the pauses: 16 MB and growing
         assert wal.stat().st_size < 4 * 1024 * 1024

@@ -7,14 +7,14 @@ import json
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.support.collector import make_span, now_us
+from tests.support.collector import decoded, make_span, now_us
 
 from tomograph.collector import sqlite_store
-from tomograph.collector.normalize import normalize_span
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import QueryRequest
 
@@ -76,13 +76,13 @@ def checkout_trace(trace_id: str = T1, error: bool = False) -> list[dict[str, ob
 
 def test_a_batch_is_stored_and_a_retried_batch_is_not_duplicated(store: SqliteSpanStore) -> None:
     spans = checkout_trace()
-    assert store.accept(spans) == 3
-    assert store.accept(spans[:2]) == 0
+    assert store.accept(decoded(spans)) == 3
+    assert store.accept(decoded(spans[:2])) == 0
     assert len(store.get_trace(T1) or []) == 3
 
 
 def test_names_are_lower_cased_on_ingest(store: SqliteSpanStore) -> None:
-    store.accept(checkout_trace())
+    store.accept(decoded(checkout_trace()))
     assert store.service_names() == ["payments", "web"]
     assert store.span_names("WEB") == ["charge", "get /checkout"]
     assert store.remote_service_names("web") == ["payments"]
@@ -95,32 +95,32 @@ def test_unknown_trace_is_none(store: SqliteSpanStore) -> None:
 
 
 def test_a_64_bit_id_finds_a_128_bit_trace_by_its_low_half(store: SqliteSpanStore) -> None:
-    store.accept(checkout_trace())
+    store.accept(decoded(checkout_trace()))
     assert len(store.get_trace(T1[16:]) or []) == 3
 
 
 def test_a_128_bit_id_finds_spans_reported_with_only_the_low_half(store: SqliteSpanStore) -> None:
     spans = checkout_trace()
     spans[2]["traceId"] = T1[16:]  # one tracer in the path still uses 64-bit ids
-    store.accept(spans)
+    store.accept(decoded(spans))
     assert len(store.get_trace(T1) or []) == 3
 
 
 def test_a_128_bit_id_does_not_find_another_128_bit_trace_with_the_same_low_half(
     store: SqliteSpanStore,
 ) -> None:
-    store.accept(checkout_trace(T1))
+    store.accept(decoded(checkout_trace(T1)))
     assert store.get_trace("c" * 16 + T1[16:]) is None
 
 
 def test_zero_high_bits_are_stored_as_a_64_bit_id(store: SqliteSpanStore) -> None:
-    store.accept([make_span("0" * 16 + "1" * 16, "2" * 16)])
+    store.accept(decoded([make_span("0" * 16 + "1" * 16, "2" * 16)]))
     assert (store.get_trace("1" * 16) or [])[0]["traceId"] == "1" * 16
 
 
 def test_search_by_service_span_name_and_remote_service(store: SqliteSpanStore) -> None:
-    store.accept(checkout_trace(T1))
-    store.accept([make_span(T2, "3" * 16, name="other", service="batch")])
+    store.accept(decoded(checkout_trace(T1)))
+    store.accept(decoded([make_span(T2, "3" * 16, name="other", service="batch")]))
     assert store.find_trace_ids(window(service_name="web")) == [T1]
     assert store.find_trace_ids(window(service_name="web", span_name="charge")) == [T1]
     assert store.find_trace_ids(window(service_name="web", remote_service_name="payments")) == [T1]
@@ -129,7 +129,7 @@ def test_search_by_service_span_name_and_remote_service(store: SqliteSpanStore) 
 
 
 def test_criteria_only_match_spans_of_the_service(store: SqliteSpanStore) -> None:
-    store.accept(checkout_trace(error=True))
+    store.accept(decoded(checkout_trace(error=True)))
     # the error tag is on a web span, not on a payments span
     assert store.find_trace_ids(window(service_name="web", annotation_query={"error": ""})) == [T1]
     assert (
@@ -138,8 +138,8 @@ def test_criteria_only_match_spans_of_the_service(store: SqliteSpanStore) -> Non
 
 
 def test_annotation_query_matches_tag_keys_values_and_annotations(store: SqliteSpanStore) -> None:
-    store.accept(checkout_trace(T1, error=True))
-    store.accept(checkout_trace(T2, error=False))
+    store.accept(decoded(checkout_trace(T1, error=True)))
+    store.accept(decoded(checkout_trace(T2, error=False)))
     assert store.find_trace_ids(window(annotation_query={"error": ""})) == [T1]
     assert store.find_trace_ids(window(annotation_query={"error": "declined"})) == [T1]
     assert store.find_trace_ids(window(annotation_query={"error": "other"})) == []
@@ -149,7 +149,7 @@ def test_annotation_query_matches_tag_keys_values_and_annotations(store: SqliteS
 
 
 def test_duration_criteria_are_inclusive(store: SqliteSpanStore) -> None:
-    store.accept(checkout_trace())
+    store.accept(decoded(checkout_trace()))
     assert store.find_trace_ids(window(min_duration=9000)) == [T1]
     assert store.find_trace_ids(window(min_duration=9001)) == []
     assert store.find_trace_ids(window(min_duration=4000, max_duration=4000)) == [T1]
@@ -162,7 +162,7 @@ def test_search_uses_the_root_timestamp_and_returns_newest_first(store: SqliteSp
     new = [make_span(T2, "2" * 16, timestamp=now - 1_000_000)]
     third = "c" * 32
     newest = [make_span(third, "3" * 16, timestamp=now - 500_000)]
-    store.accept(old + new + newest)
+    store.accept(decoded(old + new + newest))
     assert store.find_trace_ids(window()) == [third, T2]
     assert store.find_trace_ids(window(limit=1)) == [third]
     everything = window(lookback=3 * 3_600_000)
@@ -173,15 +173,15 @@ def test_search_uses_the_root_timestamp_and_returns_newest_first(store: SqliteSp
 
 def test_late_root_span_sets_the_trace_timestamp(store: SqliteSpanStore) -> None:
     now = now_us()
-    store.accept([make_span(T1, "2" * 16, parent_id="1" * 16, timestamp=now - 10)])
-    store.accept([make_span(T1, "1" * 16, timestamp=now - 7_200_000_000)])
+    store.accept(decoded([make_span(T1, "2" * 16, parent_id="1" * 16, timestamp=now - 10)]))
+    store.accept(decoded([make_span(T1, "1" * 16, timestamp=now - 7_200_000_000)]))
     assert store.find_trace_ids(window()) == []  # the trace started two hours ago
 
 
 def test_many_traces_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1 << 20)
     try:
-        store.accept(checkout_trace(T1) + checkout_trace(T2))
+        store.accept(decoded(checkout_trace(T1) + checkout_trace(T2)))
         one_trace = len(store.get_traces_json([T2]))
         assert [len(trace) for trace in json.loads(store.get_traces_json([T2, T1]))] == [3, 3]
         store.max_response_bytes = one_trace + 10  # room for one trace, not two
@@ -194,7 +194,7 @@ def test_a_trace_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
     # one trace can be far larger than an answer should be: its latest spans are left out
     store = SqliteSpanStore(tmp_path / "t.db", max_response_bytes=1)
     try:
-        store.accept(checkout_trace(T1))
+        store.accept(decoded(checkout_trace(T1)))
         first = min(checkout_trace(T1), key=lambda span: span["timestamp"])
         [span] = json.loads(store.get_trace_json(T1) or b"")
         assert span["id"] == first["id"]
@@ -206,7 +206,7 @@ def test_a_trace_answer_stops_at_the_response_byte_cap(tmp_path: Path) -> None:
 
 
 def test_a_failing_batch_writes_nothing(store: SqliteSpanStore) -> None:
-    good = make_span(T1, "1" * 16)
+    [good] = decoded([make_span(T1, "1" * 16)])
     with pytest.raises(KeyError):
         store.accept([good, {"traceId": T2}])  # the second span has no id
     assert store.get_trace(T1) is None
@@ -214,9 +214,9 @@ def test_a_failing_batch_writes_nothing(store: SqliteSpanStore) -> None:
 
 
 def test_tag_values_are_distinct_and_sorted(store: SqliteSpanStore) -> None:
-    store.accept([make_span(T1, "1" * 16, tags={"http.method": "POST"})])
-    store.accept([make_span(T1, "2" * 16, tags={"http.method": "GET"})])
-    store.accept([make_span(T2, "3" * 16, tags={"http.method": "GET"})])
+    store.accept(decoded([make_span(T1, "1" * 16, tags={"http.method": "POST"})]))
+    store.accept(decoded([make_span(T1, "2" * 16, tags={"http.method": "GET"})]))
+    store.accept(decoded([make_span(T2, "3" * 16, tags={"http.method": "GET"})]))
     assert store.tag_values("http.method") == ["GET", "POST"]
 
 
@@ -231,7 +231,7 @@ def test_operations_give_percentiles_and_error_rate(store: SqliteSpanStore) -> N
         )
         for i in range(100)
     ]
-    store.accept(spans)
+    store.accept(decoded(spans))
     [stats] = store.operations("svc", now_us() // 1000 + 1000, 3_600_000)
     assert stats["spanName"] == "get"
     assert stats["count"] == 100
@@ -243,9 +243,9 @@ def test_operations_give_percentiles_and_error_rate(store: SqliteSpanStore) -> N
 def test_retention_by_age_deletes_old_traces_and_their_names(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", max_age=3600)
     try:
-        store.accept([make_span(T1, "1" * 16, service="old")])
+        store.accept(decoded([make_span(T1, "1" * 16, service="old")]))
         later = now_us() + 2 * 3600 * 1_000_000
-        store.accept([make_span(T2, "2" * 16, service="new")])
+        store.accept(decoded([make_span(T2, "2" * 16, service="new")]))
         assert store.enforce_retention(now_us()).traces_deleted == 0
         result = store.enforce_retention(later)
         assert result.traces_deleted == 2
@@ -259,8 +259,8 @@ def test_retention_by_age_deletes_old_traces_and_their_names(tmp_path: Path) -> 
 def test_retention_by_age_keeps_recent_traces(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", max_age=3600)
     try:
-        store.accept([make_span(T1, "1" * 16, service="old")])
-        store.accept([make_span(T2, "2" * 16, service="new")])
+        store.accept(decoded([make_span(T1, "1" * 16, service="old")]))
+        store.accept(decoded([make_span(T2, "2" * 16, service="new")]))
         with sqlite3.connect(tmp_path / "t.db") as db:  # T1 arrived two hours ago
             db.execute(
                 "UPDATE traces SET received = received - 7200000000 WHERE trace_id = ?", (T1,)
@@ -279,15 +279,17 @@ def test_retention_by_size_deletes_the_oldest_traces_and_shrinks_the_file(tmp_pa
         padding = "x" * 200
         for batch in range(40):
             store.accept(
-                [
-                    make_span(
-                        f"{batch * 100 + i + 1:032x}",
-                        "1" * 16,
-                        name=f"op{batch}",
-                        tags={"payload": padding},
-                    )
-                    for i in range(100)
-                ]
+                decoded(
+                    [
+                        make_span(
+                            f"{batch * 100 + i + 1:032x}",
+                            "1" * 16,
+                            name=f"op{batch}",
+                            tags={"payload": padding},
+                        )
+                        for i in range(100)
+                    ]
+                )
             )
         full = store.size_bytes()
         store.max_bytes = full // 4
@@ -304,7 +306,7 @@ def test_retention_by_size_deletes_the_oldest_traces_and_shrinks_the_file(tmp_pa
 
 def test_a_store_reopens_an_existing_file(tmp_path: Path) -> None:
     first = SqliteSpanStore(tmp_path / "t.db")
-    first.accept(checkout_trace())
+    first.accept(decoded(checkout_trace()))
     first.close()
     second = SqliteSpanStore(tmp_path / "t.db")
     try:
@@ -317,7 +319,7 @@ def test_a_file_left_without_its_schema_version_reopens(tmp_path: Path) -> None:
     # Earlier versions set the version after the schema's transaction: a crash in between
     # left tomograph's own tables with version 0, which is not another program's database.
     first = SqliteSpanStore(tmp_path / "t.db")
-    first.accept(checkout_trace())
+    first.accept(decoded(checkout_trace()))
     first.close()
     with sqlite3.connect(tmp_path / "t.db") as db:
         db.execute("PRAGMA user_version = 0")
@@ -332,7 +334,7 @@ def test_a_file_left_without_its_schema_version_reopens(tmp_path: Path) -> None:
 def test_a_max_age_before_1970_keeps_everything(tmp_path: Path, max_age: float) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", max_age=max_age)
     try:
-        store.accept(checkout_trace())
+        store.accept(decoded(checkout_trace()))
         assert store.enforce_retention().traces_deleted == 0  # not OverflowError
         assert store.get_trace(T1) is not None
     finally:
@@ -342,7 +344,7 @@ def test_a_max_age_before_1970_keeps_everything(tmp_path: Path, max_age: float) 
 def test_retention_stops_between_chunks_once_the_server_stops(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", max_age=3600)
     try:
-        store.accept(checkout_trace())
+        store.accept(decoded(checkout_trace()))
         store.interrupt_reads()
         later = now_us() + 2 * 3600 * 1_000_000
         assert store.enforce_retention(later).traces_deleted == 0
@@ -354,14 +356,18 @@ def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db")
     store.close()
     with pytest.raises(RuntimeError):
-        store.accept([make_span(T1, "1" * 16)])
+        store.accept(decoded([make_span(T1, "1" * 16)]))
 
 
 _hex16 = st.integers(min_value=1, max_value=(1 << 64) - 1).map(lambda v: f"{v:016x}")
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
 _spans = st.fixed_dictionaries(
     {
-        "traceId": st.one_of(_hex16, st.tuples(_hex16, _hex16).map("".join)),
+        "traceId": st.one_of(
+            _hex16,
+            st.tuples(_hex16, _hex16).map("".join),
+            _hex16.map(lambda low: ("0" * 16 + low).upper()),  # 128 bits, high half zero
+        ),
         "id": _hex16,
         "name": _text,
         "timestamp": st.integers(min_value=1, max_value=1 << 60),
@@ -384,18 +390,54 @@ _spans = st.fixed_dictionaries(
 )
 
 
+# Zipkin writes span fields in this order.
+_ZIPKIN_ORDER = (
+    "traceId",
+    "parentId",
+    "id",
+    "kind",
+    "name",
+    "timestamp",
+    "duration",
+    "debug",
+    "shared",
+    "localEndpoint",
+    "remoteEndpoint",
+    "annotations",
+    "tags",
+)
+
+
+def zipkin_ingested(span: dict[str, Any]) -> dict[str, Any]:
+    """A posted span as Zipkin stores it: names lower-cased, a trace id whose high half is zero
+    in 16 characters, annotations a set sorted by time, empty and false fields left out, the
+    fields in Zipkin's order."""
+    out = dict(span)
+    trace_id = out["traceId"].lower()
+    out["traceId"] = trace_id[16:] if trace_id.startswith("0" * 16) else trace_id
+    out["name"] = out["name"].lower()
+    service = out["localEndpoint"]["serviceName"].lower()
+    out["localEndpoint"] = {"serviceName": service} if service else None
+    notes = {(note["timestamp"], note["value"]) for note in out["annotations"]}
+    out["annotations"] = [{"timestamp": t, "value": v} for t, v in sorted(notes)]
+    return {key: out[key] for key in _ZIPKIN_ORDER if out.get(key)}
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(_spans, min_size=1, max_size=5))
-def test_stored_spans_come_back_as_normalized(
-    tmp_path: Path, spans: list[dict[str, object]]
+def test_stored_spans_come_back_as_zipkin_ingests_them(
+    tmp_path: Path, spans: list[dict[str, Any]]
 ) -> None:
     store = SqliteSpanStore(tmp_path / f"prop-{uuid.uuid4().hex}.db", max_age=None)
     try:
-        store.accept(spans)
+        store.accept(decoded(spans))
         for span in spans:
+            expected = zipkin_ingested(span)
             trace = store.get_trace(str(span["traceId"])) or []
-            assert normalize_span(span) in trace
+            assert expected in trace
+            stored = trace[trace.index(expected)]
+            assert list(stored) == list(expected)  # the field order too
     finally:
         store.close()

@@ -24,9 +24,9 @@ from tests.support.collector import (
     wait_for_traces,
 )
 
+from tomograph.encoding import zipkin_json
 from tomograph.model import Endpoint
 from tomograph.propagation import Propagator
-from tomograph.reporting import zipkin_json
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.otlp import OtlpBackend
 from tomograph.reporting.zipkin import ZipkinBackend

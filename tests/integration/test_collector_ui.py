@@ -24,7 +24,7 @@ from tests.support.servers import REPO_ROOT, require
 
 from tomograph.collector.server import ui_link
 from tomograph.demo import run_demo
-from tomograph.reporting import zipkin_json
+from tomograph.encoding import zipkin_json
 from tomograph.reporting.zipkin import ZipkinBackend
 from tomograph.tracer import Tracer
 

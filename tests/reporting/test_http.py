@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer
+from tomograph.encoding.zipkin_json import CONTENT_TYPE, encode_spans
 from tomograph.reporting._http import HttpSender, parse_retry_after
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.transport import SendError
-from tomograph.reporting.zipkin_json import CONTENT_TYPE, encode_spans
 
 
 @given(st.text(max_size=40))

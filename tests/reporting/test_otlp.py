@@ -21,9 +21,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from tomograph import ConfigurationError, Tracer, config
+from tomograph.encoding import zipkin_json
 from tomograph.model import Endpoint
 from tomograph.propagation import Propagator
-from tomograph.reporting import zipkin_json
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.otlp import OtlpBackend
 

@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.encoding.conftest import finished_spans
 
 import tomograph
 from support.servers import REPO_ROOT, never_answering_server, require
 from support.zipkin_server import RecordingZipkinServer, validate_list_of_spans
 from tomograph import ConfigurationError, Tracer, config
+from tomograph.encoding import zipkin_json
 from tomograph.model import Endpoint
-from tomograph.reporting import zipkin_json
 from tomograph.reporting.transport import EXIT_FLUSH_SECONDS
 from tomograph.reporting.zipkin import ZipkinBackend
-
-from .conftest import finished_spans
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from tests.support.servers import SHARED, BackgroundProcess, free_port, wait_for_port
 
+from tomograph.encoding import zipkin_json
+
 SPEC_PATH = SHARED / "specs/zipkin/zipkin2-api.yaml"
 
 
@@ -55,6 +57,11 @@ def make_span(
     if shared:
         span["shared"] = True
     return span
+
+
+def decoded(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``spans`` as a store receives them: sent as Zipkin v2 JSON and decoded (normalized)."""
+    return zipkin_json.decode_spans(json.dumps(spans).encode())
 
 
 @contextmanager

@@ -119,7 +119,7 @@ def make_seeds() -> Seeds:
         ExportTraceServiceRequest,
     )
 
-    from tomograph.reporting import otlp, zipkin_json, zipkin_proto
+    from tomograph.encoding import otlp, zipkin_json, zipkin_proto
 
     spans = _tomograph_spans()
     ours = ExportTraceServiceRequest()

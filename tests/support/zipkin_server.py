@@ -1,5 +1,8 @@
 """A real Zipkin-compatible HTTP endpoint for tests: validates every body, records the spans.
 
+JSON spans are recorded as sent (names in their case, annotations in their order); proto3 spans
+as decoded, i.e. normalized as Zipkin stores them.
+
 Each ``POST /api/v2/spans`` body (JSON or proto3, optionally gzipped) is checked against
 Zipkin's OpenAPI definition of ``ListOfSpans`` (proto bodies after decoding). Faults are played
 from ``server.faults`` (a deque), one per request: ``("status", 500)``,
@@ -37,7 +40,7 @@ import jsonschema
 import yaml
 
 from support.servers import SHARED
-from tomograph.reporting import zipkin_json, zipkin_proto
+from tomograph.encoding import zipkin_json, zipkin_proto
 
 _schema: dict[str, Any] | None = None
 
@@ -174,8 +177,8 @@ class RecordingZipkinServer:
                 spans = zipkin_proto.decode_spans(body)
                 document: Any = spans
             elif content_type == "application/json":
-                document = json.loads(body)
-                spans = zipkin_json.decode_spans(body)
+                zipkin_json.decode_spans(body)  # validates; the spans are recorded as sent
+                document = spans = json.loads(body)
             else:
                 raise ValueError(f"unexpected content type {content_type!r}")
             validate_list_of_spans(document)

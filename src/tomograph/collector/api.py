@@ -35,7 +35,6 @@ from tomograph.collector.ingest import (
     decompress,
     read_body,
 )
-from tomograph.collector.otlp import export_response
 from tomograph.collector.params import (
     MAX_END_TS,
     BadRequest,
@@ -231,6 +230,8 @@ class _Api:
                 "OTLP ingest needs opentelemetry-proto: pip install 'tomograph-tracing[collector]'"
             )
             return error_response(501, message)
+        from tomograph.encoding.otlp import export_response  # imported by the decoder above
+
         # OTLP/HTTP answers 200 with an ExportTraceServiceResponse in the request's encoding;
         # its partial_success message (with 0 rejected spans) is OTLP's way to warn the sender
         warning = f"{cut} texts were cut to the collector's span limits" if cut else ""

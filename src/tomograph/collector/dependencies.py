@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tomograph.collector.normalize import is_error, local_service, remote_service
+from tomograph.collector.span_fields import is_error, local_service, remote_service
 from tomograph.collector.storage import DependencyLink, SpanDict
 
 __all__ = ["DependencyLinker", "SpanNode", "build_span_tree"]

@@ -14,7 +14,9 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from tomograph.collector.storage import SpanDict
+from tomograph.encoding import zipkin_json, zipkin_proto
+from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.normalize import SpanDict
 
 __all__ = [
     "BodyTooLarge",
@@ -207,9 +209,6 @@ def decode_zipkin_body(body: bytes, content_type: str | None) -> list[SpanDict]:
     >>> decode_zipkin_body(b"[]", "application/json")
     []
     """
-    from tomograph.reporting import zipkin_json, zipkin_proto
-    from tomograph.reporting.errors import DecodeError
-
     media = _media_type(content_type)
     if media in ("", "application/json"):
         decode = zipkin_json.decode_spans
@@ -232,13 +231,14 @@ def decode_otlp_body(body: bytes, content_type: str | None) -> tuple[list[SpanDi
     >>> decode_otlp_body(b"", "application/x-protobuf")
     ([], False)
     """
-    from tomograph.collector.otlp import OtlpDecodeError, decode_otlp_json, decode_otlp_protobuf
+    # opentelemetry-proto may be missing: the ImportError reaches the caller (answered 501)
+    from tomograph.encoding import otlp
 
     media = _media_type(content_type)
     if media == "application/json":
-        decode, is_json = decode_otlp_json, True
+        decode, is_json = otlp.decode_json_spans, True
     elif media in ("application/x-protobuf", "application/protobuf"):
-        decode, is_json = decode_otlp_protobuf, False
+        decode, is_json = otlp.decode_spans, False
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media!r} is not supported: use application/x-protobuf or"
@@ -246,5 +246,5 @@ def decode_otlp_body(body: bytes, content_type: str | None) -> tuple[list[SpanDi
         )
     try:
         return decode(body), is_json
-    except OtlpDecodeError as error:
+    except DecodeError as error:
         raise IngestError(str(error)) from None

@@ -26,6 +26,7 @@ from typing import Any
 
 from tomograph.collector.ingest import IngestError
 from tomograph.collector.storage import SpanDict
+from tomograph.encoding.normalize import normalize_annotations
 
 __all__ = [
     "DROPPED_TAG",
@@ -208,6 +209,7 @@ def limit_spans(spans: list[SpanDict], limits: SpanLimits) -> int:
             _check_micros(index, f"annotations[{position}].timestamp", note.get("timestamp"))
     changed = 0
     for span in spans:
+        before = changed
         changed += _limit_names(span)
         cut, size = _limit_values(span, limits.max_value_length)
         changed += cut
@@ -216,4 +218,8 @@ def limit_spans(spans: list[SpanDict], limits: SpanLimits) -> int:
             changed += cut
             if excess > 0:
                 changed += _drop(span, excess, limits.max_span_length)
+        if changed > before and span.get("annotations"):
+            # values cut to the same text are one annotation now, maybe in another place
+            notes = span["annotations"]
+            span["annotations"] = normalize_annotations((n["timestamp"], n["value"]) for n in notes)
     return changed

@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tomograph.collector.dependencies import DependencyLinker
-from tomograph.collector.normalize import (
+from tomograph.collector.span_fields import (
     is_error,
     local_service,
-    normalize_span,
-    normalize_trace_id,
     remote_service,
     trace_id_low,
 )
@@ -46,6 +44,7 @@ from tomograph.collector.storage import (
     StoreOpenError,
     StoreUnavailable,
 )
+from tomograph.encoding.normalize import normalize_trace_id
 
 __all__ = ["SqliteSpanStore"]
 
@@ -197,9 +196,9 @@ class SqliteSpanStore:
     >>> import tempfile, os
     >>> folder = tempfile.TemporaryDirectory()
     >>> store = SqliteSpanStore(os.path.join(folder.name, "traces.db"))
-    >>> store.accept([{"traceId": "a" * 16, "id": "b" * 16, "name": "GET",
-    ...                "timestamp": 1_700_000_000_000_000, "duration": 5,
-    ...                "localEndpoint": {"serviceName": "Web"}}])
+    >>> from tomograph.encoding.normalize import span_dict
+    >>> store.accept([span_dict("a" * 16, "b" * 16, name="GET", timestamp=1_700_000_000_000_000,
+    ...                         duration=5, local_endpoint={"serviceName": "Web"})])
     1
     >>> store.service_names()
     ['web']
@@ -383,7 +382,10 @@ class SqliteSpanStore:
     # -- writes -----------------------------------------------------------------------------
 
     def accept(self, spans: Sequence[SpanDict]) -> int:
-        """Store ``spans`` (decoded Zipkin v2 dicts) in one transaction; returns how many were new.
+        """Store ``spans`` in one transaction; returns how many were new.
+
+        The spans are stored as they are: normalized span dicts, as the decoders of
+        :mod:`tomograph.encoding` return them.
 
         Exact duplicates (a retried batch) are stored once. Nothing is written if anything fails.
         """
@@ -393,13 +395,8 @@ class SqliteSpanStore:
         terms: set[tuple[int, str, str, str]] = set()
         traces: dict[int, list[Any]] = {}
         names: set[tuple[str, str, str]] = set()
-        for raw in spans:
-            span = normalize_span(raw)
-            try:
-                body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
-            except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
-                span = _scrub(span)
-                body = json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+        for decoded in spans:
+            span, body = _stored_json(decoded)
             trace_id = span["traceId"]
             low = trace_id_low(trace_id)
             service = local_service(span)
@@ -873,6 +870,15 @@ def _exists(table: str, where: str) -> str:
 def _in(table: str, where: str) -> str:
     source = "spans s" if table == "spans" else "span_terms x"
     return f"t.trace_low IN (SELECT {_ALIAS[table]}.trace_low FROM {source} WHERE {where})"
+
+
+def _stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
+    """The span as stored (its strings made encodable) and its compact UTF-8 JSON."""
+    try:
+        return span, json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
+        span = _scrub(span)
+        return span, json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _scrub(value: Any) -> Any:

@@ -2,14 +2,16 @@
 
 The HTTP layer speaks only to this protocol, so another engine (PostgreSQL, an in-memory store)
 can be added without touching the API. Spans cross it as normalized Zipkin v2 dicts
-(see :mod:`tomograph.collector.normalize`).
+(see :mod:`tomograph.encoding.normalize`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict
+from typing import Protocol, TypedDict
+
+from tomograph.encoding.normalize import SpanDict
 
 __all__ = [
     "DependencyLink",
@@ -23,9 +25,6 @@ __all__ = [
     "StoreClosed",
     "StoreOpenError",
 ]
-
-#: A normalized Zipkin v2 span, as decoded from JSON (lower-case names, hex ids).
-SpanDict = dict[str, Any]
 
 
 class StoreUnavailable(Exception):

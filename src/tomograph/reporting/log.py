@@ -7,8 +7,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tomograph.encoding.values import safe_text, tag_text
 from tomograph.ids import format_span_id, format_trace_id
-from tomograph.reporting.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span

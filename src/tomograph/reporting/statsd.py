@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tomograph._cache import BoundedCache
+from tomograph.encoding.values import safe_text
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
 from tomograph.reporting.transport import SendError, TransportBackend
-from tomograph.reporting.values import safe_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span

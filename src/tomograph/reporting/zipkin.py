@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tomograph.reporting import zipkin_json, zipkin_proto
+from tomograph.encoding import zipkin_json, zipkin_proto
 from tomograph.reporting._http import (
     DEFAULT_MAX_BYTES,
     HttpSender,

@@ -28,8 +28,8 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from tomograph.encoding.values import safe_text, tag_text
 from tomograph.model import Endpoint, SpanKind
-from tomograph.reporting.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.span import Span

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tomograph.reporting import zipkin_json, zipkin_proto
-from tomograph.reporting.errors import DecodeError
+from tomograph.encoding import zipkin_json, zipkin_proto
+from tomograph.encoding.errors import DecodeError
 from tomograph.span import Span
 
 from .conftest import finished_spans, span_dicts
@@ -68,7 +68,17 @@ def test_dicts_round_trip(spans: list[dict[str, Any]]) -> None:
 def test_spans_decode_to_the_same_dicts_as_json(spans: list[Span]) -> None:
     expected = zipkin_json.decode_spans(zipkin_json.encode_spans(spans))
     assert zipkin_proto.decode_spans(zipkin_proto.encode_spans(spans)) == expected
-    assert zipkin_proto.encode_dicts(expected) == zipkin_proto.encode_spans(spans)
+
+
+@fixture_ok
+@given(spans=st.lists(finished_spans(), max_size=4))
+def test_protobuf_reads_the_spans_as_they_were_named(
+    zipkin_pb2: ModuleType, spans: list[Span]
+) -> None:
+    parsed = zipkin_pb2.ListOfSpans.FromString(zipkin_proto.encode_spans(spans))
+    assert [(s.id.hex(), s.name) for s in parsed.spans] == [
+        (f"{span.span_id:016x}", span.name) for span in spans
+    ]
 
 
 @fixture_ok

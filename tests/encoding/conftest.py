@@ -1,4 +1,4 @@
-"""Fixtures and hypothesis strategies for the reporting tests."""
+"""Fixtures and hypothesis strategies for the encoding tests (the reporting tests use them too)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def endpoint_dicts(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def span_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    """Spans in the normalized dict shape both decoders return."""
+    """Spans in the normalized dict shape every decoder returns (lower-case names, annotations
+    in time order, Zipkin's field order)."""
     span: dict[str, Any] = {
         "traceId": draw(_nonzero_hex(16) | st.integers(2**64, 2**128 - 1).map("{:032x}".format))
     }
@@ -129,9 +130,11 @@ def span_dicts(draw: st.DrawFn) -> dict[str, Any]:
     span["id"] = draw(_nonzero_hex(16))
     optional = {
         "kind": st.sampled_from(["CLIENT", "SERVER", "PRODUCER", "CONSUMER"]),
-        "name": names,
+        "name": names.map(str.lower),
         "timestamp": epoch_us,
         "duration": st.integers(1, 2**63),
+        "debug": st.just(True),
+        "shared": st.just(True),
         "localEndpoint": endpoint_dicts(),
         "remoteEndpoint": endpoint_dicts(),
         "annotations": st.lists(
@@ -139,10 +142,8 @@ def span_dicts(draw: st.DrawFn) -> dict[str, Any]:
             min_size=1,
             max_size=3,
             unique_by=lambda note: (note["timestamp"], note["value"]),  # Zipkin: a set
-        ),
+        ).map(lambda notes: sorted(notes, key=lambda note: (note["timestamp"], note["value"]))),
         "tags": st.dictionaries(text, text, min_size=1, max_size=4),
-        "debug": st.just(True),
-        "shared": st.just(True),
     }
     for key, strategy in optional.items():
         if draw(st.booleans()):

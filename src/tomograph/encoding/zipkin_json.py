@@ -1,8 +1,8 @@
 """Zipkin v2 JSON: encode finished spans, decode and validate posted bodies.
 
 The encoder builds the JSON text directly (ids formatted once, endpoints cached, strings escaped
-by the C escaper of :mod:`json`): several times faster than building dicts for ``json.dumps``,
-and byte-for-byte the same output as ``json.dumps([span_to_zipkin(s) ...])``.
+by the C escaper of :mod:`json`): several times faster than building dicts for ``json.dumps``.
+Decoding validates each span and returns the span dicts of :mod:`tomograph.encoding.normalize`.
 
 >>> import tomograph
 >>> from tomograph.reporting.memory import MemoryBackend
@@ -20,29 +20,23 @@ from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from tomograph.reporting._zipkin_model import (
+from tomograph.encoding._zipkin_model import (
     KINDS,
     MAX_U64,
     endpoint_fields,
     normalize_endpoint,
     note_pairs,
     show,
-    unique_annotations,
 )
-from tomograph.reporting.errors import DecodeError
-from tomograph.reporting.values import safe_text, tag_text
+from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.normalize import SpanDict, span_dict
+from tomograph.encoding.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.model import Endpoint, SpanKind
     from tomograph.span import Span
 
-__all__ = [
-    "CONTENT_TYPE",
-    "decode_spans",
-    "encode_dicts",
-    "encode_spans",
-    "span_to_zipkin",
-]
+__all__ = ["CONTENT_TYPE", "decode_spans", "encode_spans"]
 
 CONTENT_TYPE = "application/json"
 
@@ -52,52 +46,6 @@ _escape = encode_basestring_ascii
 #: Names and tag keys longer than this are encoded every time, not cached: a cache bounded by
 #: its number of entries must not hold 4096 copies of a 10 MB name.
 _CACHED_LENGTH = 1024
-
-
-def span_to_zipkin(span: Span) -> dict[str, Any]:
-    """A finished span as a Zipkin v2 JSON object (a dict ready for ``json.dumps``).
-
-    Ids are lower hex (trace id 16 or 32 characters), times epoch µs, duration at least 1,
-    tags strings; ``debug`` and ``shared`` appear only when true. A failed span without an
-    ``error`` tag gets ``error: "true"`` (Zipkin's convention for failures).
-    """
-    trace_id = span.trace_id
-    start_ns = span.start_ns
-    record: dict[str, Any] = {
-        "traceId": f"{trace_id:016x}" if trace_id <= MAX_U64 else f"{trace_id:032x}",
-    }
-    if span.parent_id:
-        record["parentId"] = f"{span.parent_id:016x}"
-    record["id"] = f"{span.span_id:016x}"
-    if span.kind is not None:
-        record["kind"] = span.kind.value
-    name = safe_text(span.name)
-    if name:
-        record["name"] = name
-    for key, endpoint in (
-        ("localEndpoint", span.local_endpoint),
-        ("remoteEndpoint", span.remote_endpoint),
-    ):
-        fields = endpoint_fields(endpoint) if endpoint is not None else None
-        if fields:
-            record[key] = dict(fields)
-    record["timestamp"] = (start_ns + span.epoch_offset_ns) // 1000
-    record["duration"] = max(1, -((start_ns - span.end_ns) // 1000))
-    if span.notes_raw:
-        record["annotations"] = [
-            {"timestamp": timestamp, "value": value}
-            for timestamp, value in note_pairs(span.notes_raw, span.epoch_offset_ns)
-        ]
-    tags = {safe_text(key): tag_text(value) for key, value in span.tags.items()}
-    if span.error and "error" not in tags:
-        tags["error"] = "true"
-    if tags:
-        record["tags"] = tags
-    if span.debug:
-        record["debug"] = True
-    if span.shared:
-        record["shared"] = True
-    return record
 
 
 #: (kind, name, local endpoint, remote endpoint) -> their JSON fields; a service reports the
@@ -265,15 +213,6 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
     return ("[" + "},".join(parts) + "}]").encode("ascii") if parts else b"[]"
 
 
-def encode_dicts(spans: list[dict[str, Any]]) -> bytes:
-    """Spans already in Zipkin v2 dict shape (e.g. from :func:`decode_spans`) as a JSON array.
-
-    >>> encode_dicts([{'traceId': '0000000000000001', 'id': '0000000000000001'}])
-    b'[{"traceId":"0000000000000001","id":"0000000000000001"}]'
-    """
-    return _dumps(spans).encode("ascii")
-
-
 # -- decoding ---------------------------------------------------------------------------------
 
 
@@ -296,8 +235,8 @@ def _uint(index: int, field: str, value: object) -> int:
     return value
 
 
-def normalize_span(index: int, raw: object) -> dict[str, Any]:
-    """Validate one decoded Zipkin v2 span object; its normalized dict (see the module doc).
+def _span(index: int, raw: object) -> SpanDict:
+    """Validate one decoded Zipkin v2 span object; its normalized dict.
 
     Raises :class:`DecodeError` naming ``index`` and the bad field. Unknown fields are ignored.
     """
@@ -308,50 +247,35 @@ def normalize_span(index: int, raw: object) -> dict[str, Any]:
     if "id" not in raw:
         raise DecodeError(f"span {index}: id is missing")
     trace_id = _hex_id(index, "traceId", raw["traceId"], (16, 32))
-    if len(trace_id) == 32 and trace_id.startswith("0000000000000000"):
-        trace_id = trace_id[16:]  # Zipkin writes a trace id that fits 64 bits as 16 characters
     if not trace_id.strip("0"):
         raise DecodeError(f"span {index}: traceId must not be all zeros")
     span_id = _hex_id(index, "id", raw["id"], (16,))
     if not span_id.strip("0"):
         raise DecodeError(f"span {index}: id must not be all zeros")
-    span: dict[str, Any] = {"traceId": trace_id}
     parent_id = raw.get("parentId")
     if parent_id is not None:
         parent_id = _hex_id(index, "parentId", parent_id, (16,))
-        if parent_id.strip("0"):  # an all-zero parent means "root", as in Zipkin
-            span["parentId"] = parent_id
-    span["id"] = span_id
     kind = raw.get("kind")
-    if kind is not None:
-        if kind not in KINDS:
-            raise DecodeError(
-                f"span {index}: kind must be one of {', '.join(KINDS)}, not {show(kind)}"
-            )
-        span["kind"] = kind
+    if kind is not None and kind not in KINDS:
+        raise DecodeError(f"span {index}: kind must be one of {', '.join(KINDS)}, not {show(kind)}")
     name = raw.get("name")
-    if name is not None:
-        if not isinstance(name, str):
-            raise DecodeError(f"span {index}: name must be a string, not {show(name)}")
-        if name:
-            span["name"] = name
+    if name is not None and not isinstance(name, str):
+        raise DecodeError(f"span {index}: name must be a string, not {show(name)}")
     timestamp = raw.get("timestamp")
-    if timestamp is not None and _uint(index, "timestamp", timestamp):
-        span["timestamp"] = timestamp
+    if timestamp is not None:
+        _uint(index, "timestamp", timestamp)
     duration = raw.get("duration")
-    if duration is not None and _uint(index, "duration", duration):
-        span["duration"] = duration
+    if duration is not None:
+        _uint(index, "duration", duration)
+    endpoints = []
     for field in ("localEndpoint", "remoteEndpoint"):
         endpoint = raw.get(field)
-        if endpoint is not None:
-            fields = normalize_endpoint(index, field, endpoint)
-            if fields:
-                span[field] = fields
+        endpoints.append(None if endpoint is None else normalize_endpoint(index, field, endpoint))
+    notes: list[tuple[int, str]] = []
     annotations = raw.get("annotations")
     if annotations is not None:
         if not isinstance(annotations, list):
             raise DecodeError(f"span {index}: annotations must be a list")
-        notes = []
         for position, note in enumerate(annotations):
             where = f"annotations[{position}]"
             if not isinstance(note, dict):
@@ -359,15 +283,12 @@ def normalize_span(index: int, raw: object) -> dict[str, Any]:
             value = note.get("value")
             if not isinstance(value, str):
                 raise DecodeError(f"span {index}: {where}.value must be a string")
-            stamp = _uint(index, f"{where}.timestamp", note.get("timestamp"))
-            notes.append({"timestamp": stamp, "value": value})
-        if notes:
-            span["annotations"] = unique_annotations(notes)
+            notes.append((_uint(index, f"{where}.timestamp", note.get("timestamp")), value))
+    texts: dict[str, str] = {}
     tags = raw.get("tags")
     if tags is not None:
         if not isinstance(tags, dict):
             raise DecodeError(f"span {index}: tags must be an object of strings")
-        texts = {}
         for key, value in tags.items():
             # Numbers and booleans are accepted as their text, as Zipkin's own parser does.
             if value is None or isinstance(value, (dict, list)):
@@ -375,27 +296,37 @@ def normalize_span(index: int, raw: object) -> dict[str, Any]:
                     f"span {index}: tags[{key!r}] must be a string, not {show(value)}"
                 )
             texts[key] = tag_text(value)
-        if texts:
-            span["tags"] = texts
+    flags = []
     for flag in ("debug", "shared"):
         value = raw.get(flag)
-        if value is not None:
-            if value.__class__ is not bool:
-                raise DecodeError(f"span {index}: {flag} must be true or false, not {show(value)}")
-            if value:
-                span[flag] = True
-    return span
+        if value is not None and value.__class__ is not bool:
+            raise DecodeError(f"span {index}: {flag} must be true or false, not {show(value)}")
+        flags.append(bool(value))
+    return span_dict(
+        trace_id,
+        span_id,
+        parent_id=parent_id,
+        kind=kind,
+        name=name or "",
+        timestamp=timestamp or 0,
+        duration=duration or 0,
+        debug=flags[0],
+        shared=flags[1],
+        local_endpoint=endpoints[0],
+        remote_endpoint=endpoints[1],
+        annotations=notes,
+        tags=texts,
+    )
 
 
-def decode_spans(data: bytes) -> list[dict[str, Any]]:
-    """Parse and validate a Zipkin v2 JSON body (a list of spans) into normalized dicts.
+def decode_spans(data: bytes) -> list[SpanDict]:
+    """Parse and validate a Zipkin v2 JSON body (a list of spans) into normalized span dicts.
 
-    Ids are lower-cased (a 32-character trace id whose high half is zero becomes 16), service
-    names lower-cased, tags made strings, zero timestamps and durations, empty endpoints and
-    false flags left out, unknown fields ignored. Anything else wrong raises
-    :class:`DecodeError` naming the span index and field.
+    Tags are made strings (numbers and booleans as their text), unknown fields ignored, the rest
+    normalized by :func:`~tomograph.encoding.normalize.span_dict`. Anything wrong raises
+    :class:`~tomograph.encoding.errors.DecodeError` naming the span index and field.
 
-    >>> decode_spans(b'[{"traceId":"00000000000000AB","id":"00000000000000cd","name":"get"}]')
+    >>> decode_spans(b'[{"traceId":"00000000000000AB","id":"00000000000000cd","name":"GET"}]')
     [{'traceId': '00000000000000ab', 'id': '00000000000000cd', 'name': 'get'}]
     """
     try:
@@ -404,4 +335,4 @@ def decode_spans(data: bytes) -> list[dict[str, Any]]:
         raise DecodeError(f"body is not valid JSON: {error}") from None
     if not isinstance(raw, list):
         raise DecodeError(f"body must be a JSON list of spans, not {type(raw).__name__}")
-    return [normalize_span(index, item) for index, item in enumerate(raw)]
+    return [_span(index, item) for index, item in enumerate(raw)]

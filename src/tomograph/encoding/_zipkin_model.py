@@ -1,8 +1,7 @@
-"""What the Zipkin codecs share: span fields as epoch values, endpoint checks, dict validation.
+"""What the Zipkin codecs share: span fields as epoch values, endpoint fields and checks.
 
-Both codecs decode to the same plain-dict shape (Zipkin v2 JSON field names, lower-hex ids,
-lower-case service names, tags as strings), so the collector handles one shape whatever the
-wire format was. Keys appear in Zipkin's own order and only when set.
+Both codecs decode to the span dict of :mod:`tomograph.encoding.normalize`, so the collector
+handles one shape whatever the wire format was.
 """
 
 from __future__ import annotations
@@ -11,9 +10,9 @@ import functools
 import ipaddress
 from typing import Any
 
+from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.values import safe_text
 from tomograph.model import Endpoint
-from tomograph.reporting.errors import DecodeError
-from tomograph.reporting.values import safe_text, tag_text
 
 __all__ = [
     "KINDS",
@@ -24,8 +23,6 @@ __all__ = [
     "normalize_ipv6",
     "note_pairs",
     "show",
-    "tag_text",
-    "unique_annotations",
 ]
 
 KINDS = ("CLIENT", "SERVER", "PRODUCER", "CONSUMER")
@@ -44,20 +41,6 @@ def note_pairs(notes: list[tuple[int, str, int | None]], offset: int) -> list[tu
         for mono, value, _duration in notes
     ]
     return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
-
-
-def unique_annotations(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Decoded annotations with exact duplicates dropped, first occurrence kept."""
-    if len(annotations) < 2:
-        return annotations
-    seen: set[tuple[int, str]] = set()
-    unique = []
-    for note in annotations:
-        key = (note["timestamp"], note["value"])
-        if key not in seen:
-            seen.add(key)
-            unique.append(note)
-    return unique
 
 
 @functools.lru_cache(maxsize=4096)
@@ -114,7 +97,7 @@ _cached_endpoint_fields = functools.lru_cache(maxsize=4096)(_endpoint_fields)
 
 
 def normalize_endpoint(index: int, field: str, value: object) -> dict[str, Any] | None:
-    """Validate a decoded endpoint object; the normalized dict, or None if it holds nothing."""
+    """Validate a decoded endpoint object; its fields (addresses canonical), or None if empty."""
     if not isinstance(value, dict):
         raise DecodeError(f"span {index}: {field} must be an object, not {show(value)}")
     fields: dict[str, Any] = {}
@@ -123,7 +106,7 @@ def normalize_endpoint(index: int, field: str, value: object) -> dict[str, Any] 
         if not isinstance(service, str):
             raise DecodeError(f"span {index}: {field}.serviceName must be a string")
         if service:
-            fields["serviceName"] = service.lower()
+            fields["serviceName"] = service
     ipv4 = value.get("ipv4")
     if ipv4:  # "" is "absent", as in proto3
         text = normalize_ipv4(ipv4) if isinstance(ipv4, str) else None

@@ -1,11 +1,11 @@
-"""OTLP/HTTP trace requests mapped to Zipkin v2 spans, as OpenTelemetry's Zipkin mapping says."""
+"""OTLP/HTTP trace requests decoded to Zipkin v2 spans, as OpenTelemetry's Zipkin mapping says."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("opentelemetry.proto")
@@ -17,12 +17,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tomograph.collector.otlp import (
-    OtlpDecodeError,
-    decode_otlp_json,
-    decode_otlp_protobuf,
-    export_response,
-)
+from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.otlp import decode_json_spans, decode_spans, encode_spans, export_response
+from tomograph.span import Span
+
+from .conftest import finished_spans
 
 TRACE = bytes.fromhex("4e441824ec2b6a44ffdc9bb9a6453df3")
 SPAN = bytes.fromhex("ffdc9bb9a6453df3")
@@ -80,7 +79,7 @@ def sample_request(**span_fields: object) -> ExportTraceServiceRequest:
 
 
 def test_protobuf_request_maps_to_zipkin() -> None:
-    [span] = decode_otlp_protobuf(sample_request().SerializeToString())
+    [span] = decode_spans(sample_request().SerializeToString())
     assert span["traceId"] == TRACE.hex()
     assert span["id"] == SPAN.hex()
     assert span["parentId"] == PARENT.hex()
@@ -112,7 +111,7 @@ def test_events_with_attributes_keep_them_as_json() -> None:
     request = sample_request()
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.events[0].attributes.append(kv("bytes", int_value=512))
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert decoded["annotations"][0]["value"] == '{"sent": {"bytes": 512}}'
 
 
@@ -129,7 +128,7 @@ def test_exception_event_is_the_note_tomograph_writes_with_type_and_stack_as_tag
             kv("exception.stacktrace", string_value="Traceback ...\nConnectionError: refused"),
         ],
     )
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert [a["value"] for a in decoded["annotations"]] == ["ConnectionError: refused"]
     assert decoded["tags"]["exception.type"] == "ConnectionError"
     assert decoded["tags"]["exception.stacktrace"] == "Traceback ...\nConnectionError: refused"
@@ -140,10 +139,10 @@ def test_an_error_status_without_message_keeps_the_spans_error_attribute() -> No
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.status.message = ""
     span.attributes.append(kv("error", string_value="card declined"))
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert decoded["tags"]["error"] == "card declined"
     span.attributes.pop()
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert decoded["tags"]["error"] == ""  # still an error in every Zipkin view
 
 
@@ -156,7 +155,7 @@ def test_error_false_is_not_shown_as_a_failure(code: int, value: dict[str, objec
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.status.code = code  # type: ignore[assignment]
     span.attributes.append(kv("error", **value))
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert "error" not in decoded["tags"]
 
 
@@ -165,16 +164,16 @@ def test_an_error_attribute_without_error_status_is_still_an_error() -> None:
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.status.code = trace_pb2.Status.STATUS_CODE_UNSET
     span.attributes.append(kv("error", string_value="timeout"))
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert decoded["tags"]["error"] == "timeout"
 
 
 def test_trace_state_becomes_the_w3c_tracestate_tag() -> None:
-    [decoded] = decode_otlp_protobuf(
+    [decoded] = decode_spans(
         sample_request(trace_state="rojo=00f067aa0ba902b7,congo=t61rcWkgMzE").SerializeToString()
     )
     assert decoded["tags"]["w3c.tracestate"] == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
-    [plain] = decode_otlp_protobuf(sample_request().SerializeToString())
+    [plain] = decode_spans(sample_request().SerializeToString())
     assert "w3c.tracestate" not in plain["tags"]
 
 
@@ -183,7 +182,7 @@ def test_internal_spans_have_no_kind_and_ok_status_is_tagged() -> None:
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.kind = trace_pb2.Span.SPAN_KIND_INTERNAL
     span.status.code = trace_pb2.Status.STATUS_CODE_OK
-    [decoded] = decode_otlp_protobuf(request.SerializeToString())
+    [decoded] = decode_spans(request.SerializeToString())
     assert "kind" not in decoded
     assert decoded["tags"]["otel.status_code"] == "OK"
     assert "error" not in decoded["tags"]
@@ -192,7 +191,7 @@ def test_internal_spans_have_no_kind_and_ok_status_is_tagged() -> None:
 def test_missing_service_name_is_unknown_service() -> None:
     request = sample_request()
     del request.resource_spans[0].resource.attributes[:]
-    [span] = decode_otlp_protobuf(request.SerializeToString())
+    [span] = decode_spans(request.SerializeToString())
     assert span["localEndpoint"] == {"serviceName": "unknown_service"}
 
 
@@ -200,7 +199,7 @@ def test_sub_microsecond_spans_last_one_microsecond() -> None:
     request = sample_request()
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.end_time_unix_nano = span.start_time_unix_nano + 10
-    assert decode_otlp_protobuf(request.SerializeToString())[0]["duration"] == 1
+    assert decode_spans(request.SerializeToString())[0]["duration"] == 1
 
 
 def test_json_request_uses_hex_ids() -> None:
@@ -239,7 +238,7 @@ def test_json_request_uses_hex_ids() -> None:
             }
         ]
     }
-    [span] = decode_otlp_json(json.dumps(body).encode())
+    [span] = decode_json_spans(json.dumps(body).encode())
     assert span["traceId"] == TRACE.hex()
     assert span["id"] == SPAN.hex()
     assert span["kind"] == "SERVER"
@@ -260,25 +259,25 @@ def test_json_request_uses_hex_ids() -> None:
     ],
 )
 def test_bad_json_is_refused_with_a_reason(body: bytes, message: str) -> None:
-    with pytest.raises(OtlpDecodeError, match=message):
-        decode_otlp_json(body)
+    with pytest.raises(DecodeError, match=message):
+        decode_json_spans(body)
 
 
 def test_bad_ids_are_refused_with_the_span_named() -> None:
     request = sample_request()
     request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x00" * 8
-    with pytest.raises(OtlpDecodeError, match=r"spans\[0\]: spanId must not be all zeros"):
-        decode_otlp_protobuf(request.SerializeToString())
+    with pytest.raises(DecodeError, match=r"spans\[0\]: spanId must not be all zeros"):
+        decode_spans(request.SerializeToString())
     request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01" * 3
-    with pytest.raises(OtlpDecodeError, match="spanId must be 8 bytes"):
-        decode_otlp_protobuf(request.SerializeToString())
+    with pytest.raises(DecodeError, match="spanId must be 8 bytes"):
+        decode_spans(request.SerializeToString())
 
 
 @given(st.binary(max_size=300))
 def test_random_protobuf_bytes_decode_or_raise_a_decode_error(data: bytes) -> None:
     try:
-        spans = decode_otlp_protobuf(data)
-    except OtlpDecodeError:
+        spans = decode_spans(data)
+    except DecodeError:
         return
     for span in spans:
         assert len(span["id"]) == 16
@@ -292,8 +291,8 @@ def test_mutated_protobuf_decodes_or_raises_a_decode_error(position: int, byte: 
     data = bytearray(sample_request().SerializeToString())
     data[position] = byte
     try:
-        decode_otlp_protobuf(bytes(data))
-    except OtlpDecodeError:
+        decode_spans(bytes(data))
+    except DecodeError:
         pass
 
 
@@ -325,8 +324,8 @@ def test_mutated_protobuf_decodes_or_raises_a_decode_error(position: int, byte: 
 )
 def test_random_json_decodes_or_raises_a_decode_error(document: object) -> None:
     try:
-        decode_otlp_json(json.dumps(document).encode())
-    except OtlpDecodeError:
+        decode_json_spans(json.dumps(document).encode())
+    except DecodeError:
         pass
 
 
@@ -340,8 +339,8 @@ def test_random_json_decodes_or_raises_a_decode_error(document: object) -> None:
     ],
 )
 def test_json_with_lone_surrogates_is_a_decode_error_naming_where(body: bytes) -> None:
-    with pytest.raises(OtlpDecodeError, match="lone surrogate"):
-        decode_otlp_json(body)
+    with pytest.raises(DecodeError, match="lone surrogate"):
+        decode_json_spans(body)
 
 
 def test_the_export_response_carries_a_warning_as_partial_success() -> None:
@@ -352,3 +351,21 @@ def test_the_export_response_carries_a_warning_as_partial_success() -> None:
     assert response.partial_success.rejected_spans == 0
     document = json.loads(export_response("3 texts were cut", as_json=True))
     assert document == {"partialSuccess": {"errorMessage": "3 texts were cut"}}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(finished_spans(), max_size=4, unique_by=lambda span: span.span_id))
+def test_encoded_spans_decode_to_their_ids_kinds_names_times_and_services(
+    spans: list[Span],
+) -> None:
+    decoded = {span["id"]: span for span in decode_spans(encode_spans(spans))}
+    for span in spans:
+        got = decoded[f"{span.span_id:016x}"]
+        trace_id = f"{span.trace_id:032x}"
+        assert got["traceId"] == (trace_id[16:] if span.trace_id < 2**64 else trace_id)
+        assert got.get("parentId") == (f"{span.parent_id:016x}" if span.parent_id else None)
+        assert got.get("kind") == (span.kind.name if span.kind is not None else None)
+        assert got.get("name") == (span.name.lower() or None)
+        assert got["timestamp"] == (span.start_ns + span.epoch_offset_ns + 500) // 1000
+        service = (span.service_name or "unknown_service").lower()
+        assert got["localEndpoint"] == {"serviceName": service}

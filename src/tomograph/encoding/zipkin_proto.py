@@ -3,7 +3,7 @@
 The wire format is written by hand: varints, fixed64 timestamps and length-delimited fields,
 ids as raw big-endian bytes (8 or 16 for a trace id, 8 for span and parent ids), IPv4/IPv6 as
 4/16 raw bytes. Decoding returns the same normalized dicts as
-:func:`tomograph.reporting.zipkin_json.decode_spans`, so one span survives a JSON and a proto
+:func:`tomograph.encoding.zipkin_json.decode_spans`, so one span survives a JSON and a proto
 round trip identically.
 
 >>> decode_spans(encode_dicts([{'traceId': '00000000000000ab', 'id': '00000000000000cd'}]))
@@ -17,16 +17,10 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tomograph.reporting._zipkin_model import (
-    KINDS,
-    MAX_U64,
-    endpoint_fields,
-    note_pairs,
-    show,
-    unique_annotations,
-)
-from tomograph.reporting.errors import DecodeError
-from tomograph.reporting.values import safe_text, tag_text
+from tomograph.encoding._zipkin_model import KINDS, MAX_U64, endpoint_fields, note_pairs, show
+from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.normalize import SpanDict, span_dict
+from tomograph.encoding.values import safe_text, tag_text
 
 if TYPE_CHECKING:
     from tomograph.model import Endpoint, SpanKind
@@ -370,7 +364,7 @@ def _decode_endpoint(reader: _Reader, name: str) -> dict[str, Any]:
         field, wire_type = inner.key()
         if field == 1:
             _expect(inner, "serviceName", wire_type, _LENGTH)
-            fields["serviceName"] = inner.text("serviceName").lower()
+            fields["serviceName"] = inner.text("serviceName")
         elif field == 2:
             _expect(inner, "ipv4", wire_type, _LENGTH)
             packed = inner.raw()
@@ -391,11 +385,10 @@ def _decode_endpoint(reader: _Reader, name: str) -> dict[str, Any]:
             fields["port"] = port
         else:
             inner.skip(field, wire_type)
-    # Zipkin field order; empty values are proto3 defaults, i.e. absent.
-    return {key: fields[key] for key in ("serviceName", "ipv4", "ipv6", "port") if fields.get(key)}
+    return fields  # empty values are proto3 defaults, i.e. absent: span_dict leaves them out
 
 
-def _decode_annotation(reader: _Reader, index: int) -> dict[str, Any]:
+def _decode_annotation(reader: _Reader, index: int) -> tuple[int, str]:
     start, end = reader.length_delimited()
     inner = _Reader(reader.data, start, end, f"{reader.where}: annotations[{index}]")
     timestamp, value = 0, ""
@@ -409,7 +402,7 @@ def _decode_annotation(reader: _Reader, index: int) -> dict[str, Any]:
             value = inner.text("value")
         else:
             inner.skip(field, wire_type)
-    return {"timestamp": timestamp, "value": value}
+    return timestamp, value
 
 
 def _decode_tag(reader: _Reader) -> tuple[str, str]:
@@ -432,7 +425,7 @@ def _decode_tag(reader: _Reader) -> tuple[str, str]:
 def _decode_span(data: bytes, start: int, end: int, index: int) -> dict[str, Any]:
     reader = _Reader(data, start, end, f"span {index}")
     fields: dict[str, Any] = {}
-    annotations: list[dict[str, Any]] = []
+    annotations: list[tuple[int, str]] = []
     tags: dict[str, str] = {}
     while reader.more():
         field, wire_type = reader.key()
@@ -475,14 +468,12 @@ def _decode_span(data: bytes, start: int, end: int, index: int) -> dict[str, Any
 def _normalize(
     index: int,
     fields: dict[str, Any],
-    annotations: list[dict[str, Any]],
+    annotations: list[tuple[int, str]],
     tags: dict[str, str],
-) -> dict[str, Any]:
+) -> SpanDict:
     trace_id = fields.get("traceId", b"")
     if len(trace_id) not in (8, 16):
         raise DecodeError(f"span {index}: traceId must be 8 or 16 bytes, not {len(trace_id)}")
-    if len(trace_id) == 16 and not any(trace_id[:8]):
-        trace_id = trace_id[8:]  # fits 64 bits: written as 16 hex characters, as in Zipkin
     if not any(trace_id):
         raise DecodeError(f"span {index}: traceId must not be all zeros")
     span_id = fields.get("id", b"")
@@ -490,34 +481,30 @@ def _normalize(
         raise DecodeError(f"span {index}: id must be 8 bytes, not {len(span_id)}")
     if not any(span_id):
         raise DecodeError(f"span {index}: id must not be all zeros")
-    span: dict[str, Any] = {"traceId": trace_id.hex()}
     parent_id = fields.get("parentId", b"")
-    if parent_id:
-        if len(parent_id) != 8:
-            raise DecodeError(f"span {index}: parentId must be 8 bytes, not {len(parent_id)}")
-        if any(parent_id):
-            span["parentId"] = parent_id.hex()
-    span["id"] = span_id.hex()
+    if parent_id and len(parent_id) != 8:
+        raise DecodeError(f"span {index}: parentId must be 8 bytes, not {len(parent_id)}")
     kind = fields.get("kind")
-    if kind:
-        if kind not in _KIND_NAMES:
-            raise DecodeError(f"span {index}: kind {show(kind)} is not a known span kind")
-        span["kind"] = _KIND_NAMES[kind]
-    for key in ("name", "timestamp", "duration", "localEndpoint", "remoteEndpoint"):
-        value = fields.get(key)
-        if value:
-            span[key] = value
-    if annotations:
-        span["annotations"] = unique_annotations(annotations)
-    if tags:
-        span["tags"] = tags
-    for key in ("debug", "shared"):
-        if fields.get(key):
-            span[key] = True
-    return span
+    if kind and kind not in _KIND_NAMES:
+        raise DecodeError(f"span {index}: kind {show(kind)} is not a known span kind")
+    return span_dict(
+        trace_id.hex(),
+        span_id.hex(),
+        parent_id=parent_id.hex(),
+        kind=_KIND_NAMES[kind] if kind else None,
+        name=fields.get("name", ""),
+        timestamp=fields.get("timestamp", 0),
+        duration=fields.get("duration", 0),
+        debug=fields.get("debug", False),
+        shared=fields.get("shared", False),
+        local_endpoint=fields.get("localEndpoint"),
+        remote_endpoint=fields.get("remoteEndpoint"),
+        annotations=annotations,
+        tags=tags,
+    )
 
 
-def decode_spans(data: bytes) -> list[dict[str, Any]]:
+def decode_spans(data: bytes) -> list[SpanDict]:
     """Parse and validate a serialized ``ListOfSpans`` into normalized span dicts.
 
     Raises :class:`DecodeError` for truncated varints or fields, wrong wire types, bad id
@@ -529,7 +516,7 @@ def decode_spans(data: bytes) -> list[dict[str, Any]]:
     """
     data = bytes(data)
     reader = _Reader(data, 0, len(data), "body")
-    spans: list[dict[str, Any]] = []
+    spans: list[SpanDict] = []
     while reader.more():
         field, wire_type = reader.key()
         if field == 1:
