@@ -35,7 +35,9 @@ REPORTING_MODULES = [
     "tomograph.reporting.zipkin",
     "tomograph.reporting.zipkin_json",
     "tomograph.reporting.zipkin_proto",
-    "tomograph.reporting.zipkin_thrift",
+    "tomograph.encoding.zipkin_v1",
+    "tomograph.encoding.zipkin_v1_json",
+    "tomograph.encoding.zipkin_v1_thrift",
 ]
 COLLECTOR_MODULES = [
     "tomograph.collector",

@@ -18,8 +18,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 import tomograph
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer, TracingError
+from tomograph.encoding import zipkin_v1_thrift as zipkin_thrift
 from tomograph.model import Endpoint, TraceContext
-from tomograph.reporting import otlp, zipkin_json, zipkin_proto, zipkin_thrift
+from tomograph.reporting import otlp, zipkin_json, zipkin_proto
 from tomograph.reporting.log import LogBackend
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.statsd import StatsdSender
