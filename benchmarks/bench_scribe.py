@@ -15,8 +15,8 @@ from typing import Any
 
 import tomograph
 from _harness import Result, print_table, time_per_op
+from tomograph.encoding.zipkin_v1_thrift import encode_span
 from tomograph.reporting.memory import MemoryBackend
-from tomograph.reporting.zipkin_thrift import encode_span
 from tomograph.span import Span
 
 ZIPKIN_CORE = (

@@ -46,6 +46,10 @@ need_apt wrk wrk
 need_apt carbon-cache graphite-carbon
 need_npm statsd@0.9.0
 
+# Zipkin v1 ingest tests: zipkin-js, a real v1 JSON encoder (it posts v1 JSON by default)
+need_npm zipkin@0.22.0
+need_npm zipkin-transport-http@0.22.0
+
 # fork tests: Debian's uWSGI 2.0.21 and its Python plugin, which run Python threads only with
 # --enable-threads (the uWSGI that pip builds for the test extra always runs them)
 need_apt /usr/lib/uwsgi/plugins/python3_plugin.so uwsgi-core uwsgi-plugin-python3

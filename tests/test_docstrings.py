@@ -28,6 +28,9 @@ ENCODING_MODULES = [
     "tomograph.encoding.values",
     "tomograph.encoding.zipkin_json",
     "tomograph.encoding.zipkin_proto",
+    "tomograph.encoding.zipkin_v1",
+    "tomograph.encoding.zipkin_v1_json",
+    "tomograph.encoding.zipkin_v1_thrift",
 ]
 REPORTING_MODULES = [
     "tomograph.reporting._http",
@@ -40,7 +43,6 @@ REPORTING_MODULES = [
     "tomograph.reporting.statsd",
     "tomograph.reporting.transport",
     "tomograph.reporting.zipkin",
-    "tomograph.reporting.zipkin_thrift",
 ]
 COLLECTOR_MODULES = [
     "tomograph.collector",

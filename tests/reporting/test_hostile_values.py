@@ -19,8 +19,8 @@ import tomograph
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer, TracingError
 from tomograph.encoding import otlp, zipkin_json, zipkin_proto
+from tomograph.encoding import zipkin_v1_thrift as zipkin_thrift
 from tomograph.model import Endpoint, TraceContext
-from tomograph.reporting import zipkin_thrift
 from tomograph.reporting.log import LogBackend
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.reporting.statsd import StatsdSender

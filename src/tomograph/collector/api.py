@@ -1,4 +1,5 @@
-"""The HTTP endpoints: Zipkin's v2 API (ingest and query), OTLP/HTTP ingest, and tomograph's own.
+"""The HTTP endpoints: Zipkin's v2 API (ingest and query), Zipkin v1 and OTLP/HTTP ingest, and
+tomograph's own.
 
 Handlers validate their input, then run the (blocking) store call on a worker thread: queries
 through the :class:`~tomograph.collector.query_gate.QueryGate`, ingest on threads of its own, so
@@ -32,6 +33,7 @@ from tomograph.collector.ingest import (
     UploadGate,
     decode_otlp_body,
     decode_zipkin_body,
+    decode_zipkin_v1_body,
     decompress,
     read_body,
 )
@@ -212,6 +214,16 @@ class _Api:
             return _ingest_error(error)
         return Response(status_code=202)
 
+    async def post_spans_v1(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type")
+        try:
+            await self._receive_and_store(
+                request, lambda body: decode_zipkin_v1_body(body, content_type)
+            )
+        except IngestError as error:
+            return _ingest_error(error)
+        return Response(status_code=202)
+
     async def post_otlp(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
         is_json = False
@@ -329,6 +341,7 @@ def routes(store: SpanStore, settings: CollectorSettings, queries: QueryGate) ->
     return [
         Route(f"{v2}/spans", api.post_spans, methods=["POST"]),
         Route(f"{v2}/spans", api.span_names, methods=["GET"]),
+        Route("/api/v1/spans", api.post_spans_v1, methods=["POST"]),
         Route("/v1/traces", api.post_otlp, methods=["POST"]),
         Route(f"{v2}/services", api.services, methods=["GET"]),
         Route(f"{v2}/remoteServices", api.remote_services, methods=["GET"]),

@@ -26,6 +26,7 @@ __all__ = [
     "UploadGate",
     "decode_otlp_body",
     "decode_zipkin_body",
+    "decode_zipkin_v1_body",
     "decompress",
     "read_body",
 ]
@@ -218,6 +219,45 @@ def decode_zipkin_body(body: bytes, content_type: str | None) -> list[SpanDict]:
         raise UnsupportedMediaType(
             f"Content-Type {media!r} is not supported: use application/json (Zipkin v2 JSON)"
             " or application/x-protobuf (Zipkin proto3 ListOfSpans)"
+        )
+    if decode is zipkin_json.decode_spans:
+        _refuse_v1_json(body)
+    try:
+        return decode(body)
+    except DecodeError as error:
+        raise IngestError(str(error)) from None
+
+
+def _refuse_v1_json(body: bytes) -> None:
+    """v1 JSON would read as v2 spans without kinds and endpoints: send it where it belongs."""
+    from tomograph.encoding.zipkin_v1_json import v1_marker
+
+    marker = v1_marker(body)
+    if marker is not None:
+        raise IngestError(
+            f"body is Zipkin v1 JSON ({marker}): post it to /api/v1/spans, or send Zipkin v2"
+            " JSON here"
+        )
+
+
+def decode_zipkin_v1_body(body: bytes, content_type: str | None) -> list[SpanDict]:
+    """Zipkin v1 spans from a ``POST /api/v1/spans`` body (v1 JSON or a Thrift list of spans),
+    converted to v2 spans by Zipkin's rules.
+
+    >>> decode_zipkin_v1_body(b"[]", None)
+    []
+    """
+    from tomograph.encoding import zipkin_v1_json, zipkin_v1_thrift
+
+    media = _media_type(content_type)
+    if media in ("", "application/json"):
+        decode = zipkin_v1_json.decode_spans
+    elif media == "application/x-thrift":
+        decode = zipkin_v1_thrift.decode_spans
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not supported: use application/json (Zipkin v1 JSON)"
+            " or application/x-thrift (a Thrift list of Zipkin v1 spans)"
         )
     try:
         return decode(body)

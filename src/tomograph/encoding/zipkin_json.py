@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from tomograph.model import Endpoint, SpanKind
     from tomograph.span import Span
 
-__all__ = ["CONTENT_TYPE", "decode_spans", "encode_spans"]
+__all__ = ["CONTENT_TYPE", "decode_spans", "encode_spans", "span_from_object"]
 
 CONTENT_TYPE = "application/json"
 
@@ -235,7 +235,7 @@ def _uint(index: int, field: str, value: object) -> int:
     return value
 
 
-def _span(index: int, raw: object) -> SpanDict:
+def span_from_object(index: int, raw: object) -> SpanDict:
     """Validate one decoded Zipkin v2 span object; its normalized dict.
 
     Raises :class:`DecodeError` naming ``index`` and the bad field. Unknown fields are ignored.
@@ -335,4 +335,4 @@ def decode_spans(data: bytes) -> list[SpanDict]:
         raise DecodeError(f"body is not valid JSON: {error}") from None
     if not isinstance(raw, list):
         raise DecodeError(f"body must be a JSON list of spans, not {type(raw).__name__}")
-    return [_span(index, item) for index, item in enumerate(raw)]
+    return [span_from_object(index, item) for index, item in enumerate(raw)]

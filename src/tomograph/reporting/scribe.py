@@ -5,7 +5,7 @@ URL form: ``scribe://host:9410`` (9410 is Zipkin's Scribe port). Parameters: ``c
 transport's ``queue_size``, ``batch_size``, ``interval``, ``max_retries``, ``retry_deadline``.
 
 Each batch is one ``scribe.Log(messages)`` call over Thrift's framed binary protocol, one
-``LogEntry(category, base64(span))`` per span (see :mod:`tomograph.reporting.zipkin_thrift`).
+``LogEntry(category, base64(span))`` per span (see :mod:`tomograph.encoding.zipkin_v1_thrift`).
 A ``TRY_LATER`` answer, a dropped connection or a timeout is retried by the batching
 transport; anything else that is not ``OK`` is a final failure, counted in the stats.
 """
@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tomograph.encoding.zipkin_v1_thrift import encode_span
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
 from tomograph.reporting.transport import SendError, TransportBackend
-from tomograph.reporting.zipkin_thrift import encode_span
 
 if TYPE_CHECKING:
     from tomograph.span import Span

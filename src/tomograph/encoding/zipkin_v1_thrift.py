@@ -8,7 +8,10 @@ and a 128-bit trace id into ``trace_id`` (low 64 bits) plus ``trace_id_high``. A
 span (one that joined its client's span id) reports no ``timestamp``/``duration``: in v1 the
 client owns them.
 
-:func:`decode_span` reads the same bytes back (bounds-checked, for tests and tools):
+:func:`decode_span` reads one span back field by field (bounds-checked, for tests and tools);
+:func:`decode_spans` reads a Thrift ``list<Span>``, the body Zipkin's server takes on
+``POST /api/v1/spans`` as ``application/x-thrift``, into v2 span dicts converted by Zipkin's rules
+(see :mod:`tomograph.encoding.zipkin_v1`):
 
 >>> import tomograph
 >>> from tomograph.reporting.memory import MemoryBackend
@@ -18,17 +21,29 @@ client owns them.
 >>> span = decode_span(encode_span(memory.spans[0]))
 >>> [a['value'] for a in span['annotations']], span['binary_annotations'][0]['key']
 (['cs', 'cr'], 'amount')
+>>> [(v2['kind'], v2['localEndpoint']) for v2 in decode_spans(encode_list(memory.spans))]
+[('CLIENT', {'serviceName': 'shop'})]
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.values import safe_text, tag_text
+from tomograph.encoding.zipkin_v1 import (
+    ADDRESS_KEYS,
+    V1Annotation,
+    V1BinaryAnnotation,
+    V1Span,
+    normalize_endpoint,
+    normalize_spans,
+)
 from tomograph.model import Endpoint, SpanKind
 
 if TYPE_CHECKING:
@@ -36,11 +51,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANNOTATION_TYPES",
-    "ThriftDecodeError",
+    "CONTENT_TYPE",
     "decode_span",
+    "decode_spans",
     "encode_span",
+    "encode_list",
     "encode_spans",
+    "parse_spans",
 ]
+
+CONTENT_TYPE = "application/x-thrift"
 
 # Thrift binary protocol type ids.
 _STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32, _I64, _STRING, _STRUCT, _MAP, _SET, _LIST = (
@@ -65,10 +85,7 @@ _I32_S = struct.Struct(">i")
 _U16_S = struct.Struct(">H")
 _U32_S = struct.Struct(">I")
 _U64_S = struct.Struct(">Q")
-
-
-class ThriftDecodeError(ValueError):
-    """The bytes are not a well-formed Thrift-encoded Zipkin v1 span."""
+_DOUBLE_S = struct.Struct(">d")
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -237,6 +254,12 @@ def encode_spans(spans: Iterable[Span]) -> list[bytes]:
     return [encode_span(span) for span in spans]
 
 
+def encode_list(spans: Iterable[Span]) -> bytes:
+    """Spans as one Thrift ``list<Span>``: the body of ``POST /api/v1/spans``."""
+    encoded = encode_spans(spans)
+    return bytes((_STRUCT,)) + _I32_S.pack(len(encoded)) + b"".join(encoded)
+
+
 # -- decoding ---------------------------------------------------------------------------------
 
 _MAX_DEPTH = 8
@@ -252,14 +275,14 @@ class _Reader:
     def take(self, size: int) -> bytes:
         end = self.position + size
         if size < 0 or end > len(self.data):
-            raise ThriftDecodeError("truncated Thrift data")
+            raise DecodeError("truncated Thrift data")
         chunk = self.data[self.position : end]
         self.position = end
         return chunk
 
     def value(self, kind: int, depth: int) -> Any:
         if depth > _MAX_DEPTH:
-            raise ThriftDecodeError("Thrift data nested too deeply")
+            raise DecodeError("Thrift data nested too deeply")
         if kind == _BOOL:
             return self.take(1) != b"\x00"
         if kind == _BYTE:
@@ -278,18 +301,18 @@ class _Reader:
             element = self.take(1)[0]
             size = _I32_S.unpack(self.take(4))[0]
             if size < 0 or size > len(self.data) - self.position:
-                raise ThriftDecodeError("Thrift list longer than the data")
+                raise DecodeError("Thrift list longer than the data")
             return [self.value(element, depth + 1) for _ in range(size)]
         if kind == _MAP:
             key_kind, value_kind = self.take(1)[0], self.take(1)[0]
             size = _I32_S.unpack(self.take(4))[0]
             if size < 0 or size > len(self.data) - self.position:
-                raise ThriftDecodeError("Thrift map longer than the data")
+                raise DecodeError("Thrift map longer than the data")
             return [
                 (self.value(key_kind, depth + 1), self.value(value_kind, depth + 1))
                 for _ in range(size)
             ]
-        raise ThriftDecodeError(f"unknown Thrift type {kind}")
+        raise DecodeError(f"unknown Thrift type {kind}")
 
     def struct(self, depth: int) -> dict[int, Any]:
         fields: dict[int, Any] = {}
@@ -303,18 +326,18 @@ class _Reader:
 
 def _text(raw: Any, what: str) -> str:
     if not isinstance(raw, bytes):
-        raise ThriftDecodeError(f"{what} is not a string")
+        raise DecodeError(f"{what} is not a string")
     try:
         return raw.decode()
     except UnicodeDecodeError:
-        raise ThriftDecodeError(f"{what} is not UTF-8") from None
+        raise DecodeError(f"{what} is not UTF-8") from None
 
 
 def _decode_endpoint(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ThriftDecodeError("endpoint is not a struct")
+        raise DecodeError("endpoint is not a struct")
     endpoint: dict[str, Any] = {
         "service_name": _text(raw.get(3, b""), "service_name"),
         "ipv4": str(ipaddress.IPv4Address(_int(raw.get(1, 0), "ipv4") & 0xFFFFFFFF)),
@@ -322,7 +345,7 @@ def _decode_endpoint(raw: Any) -> dict[str, Any] | None:
     }
     if 4 in raw:
         if not isinstance(raw[4], bytes) or len(raw[4]) != 16:
-            raise ThriftDecodeError("ipv6 must be 16 bytes")
+            raise DecodeError("ipv6 must be 16 bytes")
         endpoint["ipv6"] = str(ipaddress.IPv6Address(raw[4]))
     return endpoint
 
@@ -331,29 +354,34 @@ def _structs(raw: Any, what: str) -> list[dict[int, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        raise ThriftDecodeError(f"{what} is not a list of structs")
+        raise DecodeError(f"{what} is not a list of structs")
     return raw
 
 
 def decode_span(data: bytes) -> dict[str, Any]:
     """A Thrift binary v1 span as a dict (ids as ints, names as in ``zipkinCore.thrift``).
 
-    Raises :class:`ThriftDecodeError` for truncated, trailing or ill-typed data.
+    Raises :class:`~tomograph.encoding.errors.DecodeError` for truncated, trailing or
+    ill-typed data.
     """
     reader = _Reader(bytes(data))
     try:
         raw = reader.struct(0)
     except (struct.error, IndexError):
-        raise ThriftDecodeError("truncated Thrift data") from None
+        raise DecodeError("truncated Thrift data") from None
     if reader.position != len(reader.data):
-        raise ThriftDecodeError("data after the span")
+        raise DecodeError("data after the span")
+    return _span_fields(raw)
+
+
+def _span_fields(raw: dict[int, Any]) -> dict[str, Any]:
     for required in (1, 3, 4):
         if required not in raw:
-            raise ThriftDecodeError(f"span field {required} is missing")
+            raise DecodeError(f"span field {required} is missing")
     ints = {1: "trace_id", 4: "id", 5: "parent_id", 10: "timestamp", 11: "duration"}
     for field_id in (*ints, 12):
         if field_id in raw and not isinstance(raw[field_id], int):
-            raise ThriftDecodeError(f"span field {field_id} is not an integer")
+            raise DecodeError(f"span field {field_id} is not an integer")
     span: dict[str, Any] = {
         "trace_id": raw[1],
         "name": _text(raw[3], "name"),
@@ -384,13 +412,139 @@ def decode_span(data: bytes) -> dict[str, Any]:
     return span
 
 
+def _read_list(data: bytes) -> list[dict[int, Any]]:
+    """The structs of a Thrift ``list<Span>``: element type, i32 count, then the structs."""
+    reader = _Reader(bytes(data))
+    try:
+        element, size = reader.take(1)[0], _I32_S.unpack(reader.take(4))[0]
+    except DecodeError:
+        raise DecodeError("body is not a Thrift list: it is shorter than a list header") from None
+    if element != _STRUCT:
+        raise DecodeError(f"body must be a Thrift list of Span structs, not of type {element}")
+    if size < 0 or size > len(reader.data) - reader.position:
+        raise DecodeError(f"Thrift list of {size} spans is longer than the body")
+    structs = []
+    for index in range(size):
+        try:
+            structs.append(reader.struct(1))
+        except (struct.error, IndexError):
+            raise DecodeError(f"span {index}: truncated Thrift data") from None
+        except DecodeError as error:
+            raise DecodeError(f"span {index}: {error}") from None
+    if reader.position != len(reader.data):
+        raise DecodeError(f"data after the {size} spans of the list")
+    return structs
+
+
+def _signed(value: int) -> int:
+    """An i64 read as unsigned, as the signed Java long Zipkin reads."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _endpoint_dict(index: int, where: str, host: dict[str, Any] | None) -> dict[str, Any] | None:
+    if host is None:
+        return None
+    fields = {
+        "serviceName": host["service_name"],
+        "ipv4": "" if host["ipv4"] == "0.0.0.0" else host["ipv4"],
+        "ipv6": "" if host.get("ipv6") in (None, "::") else host["ipv6"],
+        "port": host["port"],
+    }
+    return normalize_endpoint(index, where, fields)
+
+
+def _binary_text(index: int, where: str, kind: int, value: bytes) -> str:
+    """A typed binary annotation value as the text of a v2 tag."""
+    sizes = {_BOOL_TYPE: 1, 2: 2, 3: 4, 4: 8, 5: 8}
+    if kind in sizes and len(value) != sizes[kind]:
+        raise DecodeError(f"span {index}: {where} of type {kind} must be {sizes[kind]} bytes")
+    if kind == _STRING_TYPE:
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise DecodeError(f"span {index}: {where} is not UTF-8") from None
+    if kind == _BOOL_TYPE:
+        return "false" if value == b"\x00" else "true"
+    if kind == 1:  # BYTES
+        return base64.b64encode(value).decode()
+    if kind == 5:  # DOUBLE
+        return repr(_DOUBLE_S.unpack(value)[0])
+    if kind in sizes:  # I16, I32, I64
+        return str(int.from_bytes(value, "big", signed=True))
+    raise DecodeError(f"span {index}: {where} has an unknown annotation type {kind}")
+
+
+def _v1_span(index: int, raw: dict[int, Any]) -> V1Span:
+    try:
+        fields = _span_fields(raw)
+    except DecodeError as error:
+        raise DecodeError(f"span {index}: {error}") from None
+    low, high = fields["trace_id"], fields["trace_id_high"] or 0
+    if not low:
+        raise DecodeError(f"span {index}: trace_id must not be zero")
+    if not fields["id"]:
+        raise DecodeError(f"span {index}: id must not be zero")
+    span = V1Span(
+        trace_id=f"{high:016x}{low:016x}" if high else f"{low:016x}",
+        id=f"{fields['id']:016x}",
+        parent_id=f"{fields['parent_id']:016x}" if fields["parent_id"] else None,
+        name=fields["name"],
+        timestamp=_signed(fields["timestamp"] or 0),
+        duration=_signed(fields["duration"] or 0),
+        debug=fields["debug"],
+    )
+    for position, note in enumerate(fields["annotations"]):
+        where = f"annotations[{position}]"
+        if _signed(note["timestamp"]) < 0:
+            raise DecodeError(f"span {index}: {where}.timestamp must not be negative")
+        span.annotations.append(
+            V1Annotation(
+                note["timestamp"],
+                note["value"],
+                _endpoint_dict(index, f"{where}.host", note["host"]),
+            )
+        )
+    for position, binary in enumerate(fields["binary_annotations"]):
+        where = f"binary_annotations[{position}]"
+        key, kind, value = binary["key"], binary["annotation_type"], binary["value"]
+        endpoint = _endpoint_dict(index, f"{where}.host", binary["host"])
+        if key in ADDRESS_KEYS and kind == _BOOL_TYPE:
+            # an address flag: true with a host is the address; anything else says nothing
+            if value == b"\x01" and endpoint is not None:
+                span.binary_annotations.append(V1BinaryAnnotation(key, None, endpoint))
+            continue
+        text = _binary_text(index, f"{where}.value", kind, value)
+        span.binary_annotations.append(V1BinaryAnnotation(key, text, endpoint))
+    return span
+
+
+def parse_spans(data: bytes) -> list[V1Span]:
+    """A Thrift ``list<Span>`` (TBinaryProtocol, the body of ``POST /api/v1/spans`` with
+    ``application/x-thrift``) as :class:`~tomograph.encoding.zipkin_v1.V1Span` objects.
+
+    Typed binary annotations become text: BOOL ``true``/``false``, the integers and DOUBLE
+    their decimal text, BYTES base64 (Zipkin keeps only STRING ones and the address flags).
+    Raises :class:`~tomograph.encoding.errors.DecodeError` naming the span index and field.
+
+    >>> parse_spans(b"\\x0c\\x00\\x00\\x00\\x00")
+    []
+    """
+    return [_v1_span(index, raw) for index, raw in enumerate(_read_list(data))]
+
+
+def decode_spans(data: bytes) -> list[dict[str, Any]]:
+    """A Thrift list of v1 spans as normalized v2 span dicts, converted as Zipkin's server
+    converts them (see :mod:`tomograph.encoding.zipkin_v1`). Raises ``DecodeError``."""
+    return normalize_spans(parse_spans(data))
+
+
 def _int(raw: Any, what: str) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool):
-        raise ThriftDecodeError(f"{what} is not an integer")
+        raise DecodeError(f"{what} is not an integer")
     return raw
 
 
 def _bytes(raw: Any) -> bytes:
     if not isinstance(raw, bytes):
-        raise ThriftDecodeError("binary annotation value is not binary")
+        raise DecodeError("binary annotation value is not binary")
     return raw
