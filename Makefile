@@ -1,5 +1,5 @@
 # tomograph's developer commands. `make test` works on a fresh machine: it creates the
-# virtualenv, installs the test extras and the real servers the integration tests talk to.
+# virtualenv, installs the test extras and the real servers the system tests talk to.
 
 PYTHON ?= python3
 VENV := .venv
