@@ -13,12 +13,18 @@ on the same default tracer, and so do the classic integrations, imported on firs
 ``tomograph.Middleware`` (WSGI, and a Paste filter factory) and the SQLAlchemy listeners
 ``tomograph.before_execute``/``after_execute``/``dbapi_error`` (they need SQLAlchemy, so they are
 not part of ``from tomograph import *``).
+
+``span()`` and ``start_span()`` use the default tracer of the moment (see :func:`get_tracer`):
+
+>>> import tomograph
+>>> with tomograph.span('resize image', tags={'width': 640}) as s:
+...     s.annotate('decoded')
+>>> tomograph.start_span('nightly job', timestamp_us=1_700_000_000_000_000).finish()
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from typing import Any
 
 from tomograph import sampling
@@ -27,9 +33,9 @@ from tomograph.classic import annotate, get_trace_info, start, stop, tag, traced
 from tomograph.config import configure
 from tomograph.context import current_span
 from tomograph.errors import ConfigurationError, TracingError
-from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext
-from tomograph.span import CURRENT, Span
-from tomograph.tracer import Tracer, get_tracer
+from tomograph.model import Endpoint, Note, SpanKind, TraceContext
+from tomograph.span import Span
+from tomograph.tracer import Tracer, get_tracer, on_default_tracer
 
 __all__ = [
     "ConfigurationError",
@@ -83,32 +89,25 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def span(
-    name: str,
-    kind: SpanKind | str | None = None,
-    tags: Mapping[str, TagValue] | None = None,
-    parent: Span | TraceContext | None = CURRENT,
-    local_endpoint: Endpoint | None = None,
-    remote_endpoint: Endpoint | None = None,
-) -> Span:
-    """A span of the default tracer, as a context manager or decorator.
+#: ``span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,
+#: remote_endpoint=None)``: a span of the default tracer, as a context manager or decorator;
+#: the parameters of :class:`Span` after its tracer.
+span = on_default_tracer(Span)
+span.__name__ = span.__qualname__ = "span"
+span.__module__ = __name__
+span.__doc__ = """A span of the default tracer, as a context manager or decorator.
 
-    >>> import tomograph
-    >>> with tomograph.span('resize image', tags={'width': 640}) as s:
-    ...     s.annotate('decoded')
-    """
-    return Span(get_tracer(), name, kind, tags, parent, local_endpoint, remote_endpoint)
+Takes the parameters of :class:`Span` after its tracer: ``name``, ``kind``, ``tags``, ``parent``
+(the current span by default; None for a new trace), ``local_endpoint``, ``remote_endpoint``.
+"""
 
-
-def start_span(
-    name: str,
-    kind: SpanKind | str | None = None,
-    tags: Mapping[str, TagValue] | None = None,
-    parent: Span | TraceContext | None = CURRENT,
-    timestamp_us: int | None = None,
-) -> Span:
-    """Start a span of the default tracer without making it current; finish it yourself."""
-    return get_tracer().start_span(name, kind, tags, parent, timestamp_us=timestamp_us)
+#: ``start_span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,
+#: remote_endpoint=None, timestamp_us=None)``: :meth:`Tracer.start_span` on the default tracer.
+start_span = on_default_tracer(Tracer.start_span)
+start_span.__name__ = start_span.__qualname__ = "start_span"
+start_span.__module__ = __name__
+start_span.__doc__ = """Start a span of the default tracer without making it current; finish it
+yourself. Takes the parameters of :meth:`Tracer.start_span`."""
 
 
 def flush(timeout: float | None = 5.0) -> bool:

@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tomograph.backend import Backend
 from tomograph.context import CURRENT_SPAN
@@ -16,7 +16,7 @@ from tomograph.span import CURRENT, Span
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
-    "SpanFactory",
+    "on_default_tracer",
     "Tracer",
     "configure_from_environment",
     "default_tracer_or_none",
@@ -29,32 +29,33 @@ DEFAULT_SERVICE_NAME = "unknown_service"
 
 _log = logging.getLogger("tomograph")
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 def _discard(span: Span) -> None:
     """Where spans go when no backend is configured."""
 
 
-class SpanFactory(Protocol):
-    """The signature of :attr:`Tracer.span`."""
+def _bound_to(make: Callable[Concatenate[Tracer, P], R], tracer: Tracer) -> Callable[P, R]:
+    """``make`` with ``tracer`` as its first argument and ``make``'s other parameters."""
+    return functools.partial(make, tracer)
 
-    def __call__(
-        self,
-        name: str,
-        kind: SpanKind | str | None = None,
-        tags: Mapping[str, TagValue] | None = None,
-        parent: Span | TraceContext | None = CURRENT,
-        local_endpoint: Endpoint | None = None,
-        remote_endpoint: Endpoint | None = None,
-    ) -> Span:
-        """A span to use as a context manager or decorator.
 
-        ``with tracer.span('load user') as span:`` starts the span, makes it current and
-        finishes it on exit; an exception escaping the block marks it as an error and is
-        re-raised untouched. ``@tracer.span('load user')`` does the same around each call.
-        ``parent`` defaults to the current span; pass ``None`` to start a new trace, or a
-        :class:`TraceContext` extracted from a request.
-        """
-        ...
+def on_default_tracer(make: Callable[Concatenate[Tracer, P], R]) -> Callable[P, R]:
+    """``make`` called with the default tracer of each call (:func:`get_tracer`) first.
+
+    The package's module-level ``span()`` and ``start_span()`` are :class:`Span` and
+    :meth:`Tracer.start_span` made this way, so their parameters are written once.
+
+    >>> start = on_default_tracer(Tracer.start_span)
+    >>> start('nightly job').finish()
+    """
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return make(get_tracer(), *args, **kwargs)
+
+    return call
 
 
 class Tracer:
@@ -71,8 +72,8 @@ class Tracer:
     ``sampler`` defaults to following the upstream decision and recording every new trace.
     ``trace_id_bits`` is 128, or 64 for peers that only understand 64-bit trace ids.
     ``tracer.span(name, kind=None, tags=None, parent=CURRENT, ...)`` makes a span to use as a
-    context manager or decorator (see :class:`SpanFactory`); :meth:`start_span` one you finish
-    yourself.
+    context manager or decorator (the parameters of :class:`Span`, without the tracer);
+    :meth:`start_span` one you finish yourself.
 
     ``join_shared_spans`` makes server spans reuse the caller's span id (Zipkin's classic RPC
     model, reported with ``shared: true``) instead of being the caller's child.
@@ -119,8 +120,10 @@ class Tracer:
         #: the moment. Decorators made on a tracer that has it look the tracer up per call, so a
         #: function decorated at import reports with whatever is configured later.
         self._default_lookup: Callable[[], Tracer] | None = None
-        # A C-level partial instead of a method: one Python frame less for every span.
-        self.span: SpanFactory = cast(SpanFactory, functools.partial(Span, self))
+        #: ``tracer.span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,
+        #: remote_endpoint=None)``: a :class:`Span` of this tracer, to use as a context manager
+        #: or decorator. A C-level partial instead of a method: one Python frame less per span.
+        self.span = _bound_to(Span, self)
 
     @property
     def service_name(self) -> str | None:

@@ -6,10 +6,10 @@ handles one shape whatever the wire format was.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from typing import Any
 
+from tomograph._cache import memoize
 from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.values import safe_text
 from tomograph.model import Endpoint
@@ -43,8 +43,7 @@ def note_pairs(notes: list[tuple[int, str, int | None]], offset: int) -> list[tu
     return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
 
 
-@functools.lru_cache(maxsize=4096)
-def normalize_ipv4(text: str) -> str | None:
+def _new_normalize_ipv4(text: str) -> str | None:
     """Dotted-quad text of an IPv4 address, or None if ``text`` is not one."""
     try:
         return str(ipaddress.IPv4Address(text))
@@ -52,13 +51,18 @@ def normalize_ipv4(text: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=4096)
-def normalize_ipv6(text: str) -> str | None:
+normalize_ipv4 = memoize(_new_normalize_ipv4, 4096)
+
+
+def _new_normalize_ipv6(text: str) -> str | None:
     """Compressed text of an IPv6 address, or None if ``text`` is not one."""
     try:
         return ipaddress.IPv6Address(text).compressed
     except ValueError:
         return None
+
+
+normalize_ipv6 = memoize(_new_normalize_ipv6, 4096)
 
 
 def endpoint_fields(endpoint: Endpoint) -> dict[str, Any] | None:
@@ -93,7 +97,7 @@ def _endpoint_fields(endpoint: Endpoint) -> dict[str, Any] | None:
     return fields or None
 
 
-_cached_endpoint_fields = functools.lru_cache(maxsize=4096)(_endpoint_fields)
+_cached_endpoint_fields = memoize(_endpoint_fields, 4096)
 
 
 def normalize_endpoint(index: int, field: str, value: object) -> dict[str, Any] | None:

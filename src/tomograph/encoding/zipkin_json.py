@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
+from tomograph._cache import BoundedCache
 from tomograph.encoding._zipkin_model import (
     KINDS,
     MAX_U64,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from tomograph.model import Endpoint, SpanKind
     from tomograph.span import Span
 
-__all__ = ["CONTENT_TYPE", "decode_spans", "encode_spans", "span_from_object"]
+__all__ = ["CONTENT_TYPE", "decode_spans", "encode_spans", "load_span_list", "span_from_object"]
 
 CONTENT_TYPE = "application/json"
 
@@ -50,7 +51,7 @@ _CACHED_LENGTH = 1024
 
 #: (kind, name, local endpoint, remote endpoint) -> their JSON fields; a service reports the
 #: same few combinations over and over, so this text is built once per combination.
-_static_json: dict[tuple[Any, ...], str] = {}
+_static_json: BoundedCache[tuple[Any, ...], str] = BoundedCache(4096)
 
 
 def _static_part(
@@ -66,8 +67,6 @@ def _static_part(
         if fields:
             text += f',"{key}":{_dumps(fields)}'
     if len(name) <= _CACHED_LENGTH:
-        if len(_static_json) >= 4096:  # span names with ids in them: stay bounded
-            _static_json.clear()
         _static_json[(kind, name, local, remote)] = text
     return text
 
@@ -91,16 +90,14 @@ def _tag_json(value: object) -> str:
 
 #: span name -> (kind, local endpoint, remote endpoint, static JSON) of the last span with that
 #: name: checked by identity, which is cheaper than hashing a tuple of endpoints per span.
-_static_by_name: dict[str, tuple[Any, Any, Any, str]] = {}
+_static_by_name: BoundedCache[str, tuple[Any, Any, Any, str]] = BoundedCache(4096)
 #: tag key -> its escaped JSON text and a colon.
-_tag_keys: dict[str, str] = {}
+_tag_keys: BoundedCache[str, str] = BoundedCache(4096)
 
 
 def _tag_key(key: str) -> str:
     text = _escape(safe_text(key)) + ":"
     if len(text) <= _CACHED_LENGTH:
-        if len(_tag_keys) >= 4096:
-            _tag_keys.clear()
         _tag_keys[key] = text
     return text
 
@@ -123,8 +120,6 @@ def _static_for(span: Span, name: str) -> str:
     except TypeError:  # an endpoint holding something unhashable: not cached
         return _static_part(span.kind, name, span.local_endpoint, span.remote_endpoint)
     if len(name) <= _CACHED_LENGTH:
-        if len(_static_by_name) >= 4096:
-            _static_by_name.clear()
         _static_by_name[name] = (span.kind, span.local_endpoint, span.remote_endpoint, static)
     return static
 
@@ -329,10 +324,21 @@ def decode_spans(data: bytes) -> list[SpanDict]:
     >>> decode_spans(b'[{"traceId":"00000000000000AB","id":"00000000000000cd","name":"GET"}]')
     [{'traceId': '00000000000000ab', 'id': '00000000000000cd', 'name': 'get'}]
     """
+    return [span_from_object(index, item) for index, item in enumerate(load_span_list(data))]
+
+
+def load_span_list(data: bytes) -> list[Any]:
+    """The JSON list of span objects in ``data`` (v1 or v2), not yet checked one by one.
+
+    Strict JSON: ``NaN`` and ``Infinity`` are refused. Raises :class:`DecodeError`.
+
+    >>> load_span_list(b'[{"id": "1"}]')
+    [{'id': '1'}]
+    """
     try:
         raw = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
         raise DecodeError(f"body is not valid JSON: {error}") from None
     if not isinstance(raw, list):
         raise DecodeError(f"body must be a JSON list of spans, not {type(raw).__name__}")
-    return [span_from_object(index, item) for index, item in enumerate(raw)]
+    return raw

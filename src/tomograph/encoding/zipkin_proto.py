@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from tomograph._cache import BoundedCache
 from tomograph.encoding._zipkin_model import KINDS, MAX_U64, endpoint_fields, note_pairs, show
 from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.normalize import SpanDict, span_dict
@@ -91,11 +92,11 @@ def _endpoint_field(tag: bytes, endpoint: Endpoint) -> bytes:
 
 
 #: (kind, name, local endpoint, remote endpoint) -> their encoded fields, built once each.
-_static_fields: dict[tuple[Any, ...], bytes] = {}
+_static_fields: BoundedCache[tuple[Any, ...], bytes] = BoundedCache(4096)
 #: span name -> (kind, local, remote, fields) of the last span with that name (identity check).
-_static_by_name: dict[str, tuple[Any, Any, Any, bytes]] = {}
+_static_by_name: BoundedCache[str, tuple[Any, Any, Any, bytes]] = BoundedCache(4096)
 #: tag key -> its encoded map-entry key field.
-_tag_key_fields: dict[str, bytes] = {}
+_tag_key_fields: BoundedCache[str, bytes] = BoundedCache(4096)
 #: Names and tag keys longer than this are encoded every time, not cached: a cache bounded by
 #: its number of entries must not hold 4096 copies of a 10 MB name.
 _CACHED_LENGTH = 1024
@@ -123,12 +124,8 @@ def _static_for(span: Span, name: str) -> bytes:
     if fields is None:
         fields = _static_part(*key)
         if len(name) <= _CACHED_LENGTH:
-            if len(_static_fields) >= 4096:  # span names with ids in them: stay bounded
-                _static_fields.clear()
             _static_fields[key] = fields
     if len(name) <= _CACHED_LENGTH:
-        if len(_static_by_name) >= 4096:
-            _static_by_name.clear()
         _static_by_name[name] = (span.kind, span.local_endpoint, span.remote_endpoint, fields)
     return fields
 
@@ -137,8 +134,6 @@ def _tag_key_field(key: str) -> bytes:
     text = _text(key)
     field = _field_bytes(b"\x0a", text) if text else b""
     if len(field) <= _CACHED_LENGTH:
-        if len(_tag_key_fields) >= 4096:
-            _tag_key_fields.clear()
         _tag_key_fields[key] = field
     return field
 

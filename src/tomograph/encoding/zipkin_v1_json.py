@@ -28,6 +28,7 @@ from typing import Any
 
 from tomograph.encoding._zipkin_model import show
 from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.zipkin_json import load_span_list
 from tomograph.encoding.zipkin_v1 import (
     ADDRESS_KEYS,
     EndpointDict,
@@ -45,20 +46,6 @@ CONTENT_TYPE = "application/json"
 _HEX = frozenset("0123456789abcdef")
 _MIN_I64, _MAX_U64 = -(1 << 63), (1 << 64) - 1
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _load_list(data: bytes) -> list[Any]:
-    try:
-        raw = json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        raise DecodeError(f"body is not valid JSON: {error}") from None
-    if not isinstance(raw, list):
-        raise DecodeError(f"body must be a JSON list of spans, not {type(raw).__name__}")
-    return raw
 
 
 def _hex_id(index: int, field: str, value: object, widths: tuple[int, ...]) -> str:
@@ -182,7 +169,7 @@ def parse_spans(data: bytes) -> list[V1Span]:
     >>> parse_spans(b'[{"traceId": "00000000000000AB", "id": "00000000000000cd"}]')[0].trace_id
     '00000000000000ab'
     """
-    return [_span(index, item) for index, item in enumerate(_load_list(data))]
+    return [_span(index, item) for index, item in enumerate(load_span_list(data))]
 
 
 def decode_spans(data: bytes) -> list[dict[str, Any]]:
@@ -253,10 +240,8 @@ def v1_marker(data: bytes) -> str | None:
     if not any(marker in data for marker in _V1_BYTES):
         return None
     try:
-        raw = json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(raw, list):
+        raw = load_span_list(data)
+    except DecodeError:
         return None
     for index, span in enumerate(raw):
         if not isinstance(span, dict):

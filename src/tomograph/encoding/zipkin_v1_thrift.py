@@ -28,12 +28,12 @@ client owns them.
 from __future__ import annotations
 
 import base64
-import functools
 import ipaddress
 import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from tomograph._cache import memoize
 from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.values import safe_text, tag_text
 from tomograph.encoding.zipkin_v1 import (
@@ -101,8 +101,7 @@ def _string(out: bytearray, value: bytes) -> None:
     out += value
 
 
-@functools.lru_cache(maxsize=1024)
-def _endpoint_bytes(endpoint: Endpoint) -> bytes:
+def _new_endpoint_bytes(endpoint: Endpoint) -> bytes:
     """An Endpoint struct; cached, as every annotation of a span repeats its endpoint."""
     out = bytearray()
     ipv4 = 0
@@ -128,6 +127,9 @@ def _endpoint_bytes(endpoint: Endpoint) -> bytes:
             _string(out, packed)
     out.append(_STOP)
     return bytes(out)
+
+
+_endpoint_bytes = memoize(_new_endpoint_bytes, 1024)
 
 
 def _header(kind: int, field_id: int) -> bytes:
@@ -177,12 +179,8 @@ def _binary_annotation(
 
 
 def _endpoint_of(endpoint: Endpoint | None) -> bytes | None:
-    if endpoint is None:
-        return None
-    try:
-        return _endpoint_bytes(endpoint)
-    except TypeError:  # an endpoint with unhashable parts: encode it without the cache
-        return _endpoint_bytes.__wrapped__(endpoint)
+    # memoize builds an endpoint with unhashable parts without caching it
+    return None if endpoint is None else _endpoint_bytes(endpoint)
 
 
 def encode_span(span: Span) -> bytes:

@@ -13,7 +13,6 @@ Each segment is cut to its first 200 characters.
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import socket
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tomograph._cache import BoundedCache
+from tomograph._cache import BoundedCache, memoize
 from tomograph.encoding.values import safe_text
 from tomograph.reporting._url_options import TRANSPORT_PARAMETERS, parse_number, transport_options
 from tomograph.reporting.transport import SendError, TransportBackend
@@ -54,9 +53,11 @@ def metric_segment(text: str) -> str:
     return _segment(text[:MAX_SEGMENT_LENGTH])
 
 
-@functools.lru_cache(maxsize=8192)
-def _segment(text: str) -> str:
+def _new_segment(text: str) -> str:
     return _INVALID.sub("_", text.lower()).strip("_") or "unnamed"
+
+
+_segment = memoize(_new_segment, 8192)
 
 
 def _prefix(text: str) -> str:
