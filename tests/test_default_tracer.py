@@ -449,3 +449,14 @@ def test_propagation_used_first_reads_the_environment_and_configures_tracing() -
         """
     )
     assert result == [["jaeger"], "from-env"]
+
+
+def test_the_module_level_span_takes_the_parameters_of_span() -> None:
+    # tomograph.span is written out for speed; its parameters must stay Span's (after tracer).
+    import inspect
+
+    theirs = list(inspect.signature(tomograph.Span).parameters.values())[1:]
+    ours = list(inspect.signature(tomograph.span).parameters.values())
+    assert [(p.name, p.default, p.kind) for p in ours] == [
+        (p.name, p.default, p.kind) for p in theirs
+    ]
