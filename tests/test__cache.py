@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.thread_calls import all_at_once
 from tomograph._cache import BoundedCache, memoize
 
 
@@ -67,18 +66,12 @@ def test_memoize_builds_unhashable_arguments_every_time() -> None:
 
 def test_memoize_from_32_threads_at_once_gives_equal_values() -> None:
     lookup = memoize(lambda value: ("built", value), 4)
-    start = threading.Barrier(32)
     results: list[object] = []
 
     def call(n: int) -> None:
-        start.wait()
         for round_ in range(200):
             results.append(lookup((n + round_) % 9))
 
-    threads = [threading.Thread(target=call, args=(n,)) for n in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    all_at_once(32, call)
     assert len(results) == 32 * 200
     assert all(result == ("built", result[1]) for result in results)  # type: ignore[index]

@@ -18,6 +18,7 @@ import pytest
 
 import tomograph
 from support.http_recorder import recording_server
+from support.thread_calls import all_at_once
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import config
 from tomograph.encoding import zipkin_json
@@ -260,12 +261,10 @@ def test_first_calls_from_32_threads_make_one_implicit_tracer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TOMOGRAPH_BACKENDS", "memory://")
-    start = threading.Barrier(32)
     tracers: list[tomograph.Tracer] = []
     errors: list[BaseException] = []
 
     def first_call(n: int) -> None:
-        start.wait()
         try:
             if n % 3 == 0:
                 tracers.append(tomograph.get_tracer())
@@ -279,11 +278,7 @@ def test_first_calls_from_32_threads_make_one_implicit_tracer(
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=first_call, args=(n,)) for n in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    all_at_once(32, first_call)
     assert not errors
     assert len({id(tracer) for tracer in tracers}) == 1
     (memory,) = tracers[0].backends
@@ -293,12 +288,10 @@ def test_first_calls_from_32_threads_make_one_implicit_tracer(
 
 def test_configure_racing_first_spans_loses_none() -> None:
     memory = MemoryBackend()
-    start = threading.Barrier(32)
     made: list[tomograph.Span] = []
     errors: list[BaseException] = []
 
     def first_call(n: int) -> None:
-        start.wait()
         try:
             if n % 2:
                 tomograph.configure(service="svc", backends=[memory], environ={})
@@ -308,11 +301,7 @@ def test_configure_racing_first_spans_loses_none() -> None:
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=first_call, args=(n,)) for n in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    all_at_once(32, first_call)
     assert not errors
     # A span started on the implicit tracer (no backends in this environment) and finished
     # before the first configure() went nowhere, by design; every other span is in memory.
@@ -383,11 +372,9 @@ def test_configure_racing_readers_from_32_threads_leaves_a_matching_pair() -> No
     # Each configure() call names its service after its formats; readers look both up all the
     # while, some after reset() (reading the environment). At the end the two belong together.
     formats = ["w3c", "b3", "jaeger", "xtraceinfo", "b3single"]
-    start = threading.Barrier(32)
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
-        start.wait()
         try:
             for round_ in range(20):
                 name = formats[(n + round_) % len(formats)]
@@ -401,11 +388,7 @@ def test_configure_racing_readers_from_32_threads_leaves_a_matching_pair() -> No
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    all_at_once(32, worker, timeout=60)
     assert not errors
     service = tomograph.get_tracer().service_name
     injected = composite.default_propagator().inject_formats

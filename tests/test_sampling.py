@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.thread_calls import all_at_once
 from tomograph import TraceContext, Tracer
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.sampling import (
@@ -134,22 +135,15 @@ def test_rate_limited_admits_no_more_than_the_rate_under_32_threads(per_second: 
     clock = FakeClock()
     sampler = rate_limited(per_second, clock=clock)
     burst = max(1, int(per_second))
-    start = threading.Barrier(32)
-
-    def ask_many(results: list[bool]) -> None:
-        start.wait()
-        results.extend(sampler(n, None) for n in range(200))
-
     for _ in range(3):
         per_thread: list[list[bool]] = [[] for _ in range(32)]
-        threads = [threading.Thread(target=ask_many, args=(out,)) for out in per_thread]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+
+        def ask_many(index: int, per_thread: list[list[bool]] = per_thread) -> None:
+            per_thread[index].extend(sampler(n, None) for n in range(200))
+
+        all_at_once(32, ask_many)
         assert sum(sum(out) for out in per_thread) == burst
         clock.now += 2  # more than enough to refill: the bucket still holds only its burst
-        start.reset()
 
 
 def test_undo_root_sample_gives_back_a_rate_limited_trace() -> None:

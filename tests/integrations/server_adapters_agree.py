@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import uvicorn
-from tests.integrations.stdlib_adapter import serving
+from tests.integrations.stdlib_adapter import get, serving
 from tests.support.servers import free_port, wait_for_port
 
 import tomograph
@@ -173,17 +173,6 @@ def ports(tornado_memory: MemoryBackend) -> Iterator[dict[str, int]]:
         next(server, None)
 
 
-def get(port: int, path: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path, headers=HEADERS)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
-
 def server_span(memory: MemoryBackend, timeout: float = 5.0) -> tomograph.Span:
     deadline = time.monotonic() + timeout
     while True:
@@ -228,7 +217,7 @@ def test_every_adapter_records_the_same_span(
         tomograph.configure(service="test-service", backends=[memory], environ={})
         tornado_memory.clear()
         try:
-            assert get(port, f"/status/{status}") == status, adapter
+            assert get(port, f"/status/{status}", HEADERS) == status, adapter
             span = server_span(tornado_memory if adapter == "tornado" else memory)
         finally:
             tomograph.config.reset()

@@ -6,6 +6,7 @@ application is a function ``(path) -> (status, body, route)`` that may raise.
 
 from __future__ import annotations
 
+import http.client
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,3 +69,15 @@ def serving(handler: HttpServerHandler, app: App) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
+    """GET ``path`` from a server on 127.0.0.1:``port``; the answer's status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import http.client
 import time
 from typing import Any
 
 import pytest
-from tests.integrations.stdlib_adapter import App, serving
+from tests.integrations.stdlib_adapter import App, get, serving
 
 import tomograph
 from tomograph.ids import format_span_id, format_trace_id
@@ -31,17 +30,6 @@ def app(path: str) -> tuple[int, bytes, str | None]:
             pass
         return 200, b"item", "/items/{id}"
     return 200, b"ok", None
-
-
-def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
 
 
 def server_span(memory: MemoryBackend, timeout: float = 5.0) -> tomograph.Span:

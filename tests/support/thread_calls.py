@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import CodeType, FrameType
 from typing import Any
@@ -95,3 +95,20 @@ def wait_until_blocked(thread: threading.Thread, code: CodeType = IN_A_WAIT) -> 
         frame = sys._current_frames().get(thread.ident)
         seen = seen + 1 if frame is not None and frame.f_code is code else 0
         time.sleep(0.005)
+
+
+def all_at_once(count: int, work: Callable[[int], None], timeout: float = 30) -> None:
+    """Run ``work(index)`` on ``count`` threads released together by a barrier; fail if one
+    has not returned after ``timeout`` seconds."""
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        work(index)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread never returned"

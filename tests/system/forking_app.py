@@ -29,7 +29,7 @@ from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
-from support.thread_calls import IN_A_WAIT, READING_AN_ANSWER, wait_until_blocked
+from support.thread_calls import IN_A_WAIT, READING_AN_ANSWER, all_at_once, wait_until_blocked
 from tomograph import Tracer
 from tomograph.reporting import transport as transport_module
 from tomograph.reporting.zipkin import ZipkinBackend
@@ -104,19 +104,12 @@ def child_checks(backend: ZipkinBackend, tracer: Tracer, count: int, how: str) -
 
 
 def threads_report_at_once(tracer: Tracer, threads: int, each: int, name: str) -> None:
-    barrier = threading.Barrier(threads)
-
-    def work() -> None:
-        barrier.wait()
+    def work(_: int) -> None:
         for _ in range(each):
             with tracer.span(name):
                 pass
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    all_at_once(threads, work)
 
 
 def child_and_parent(url: str, how: str, count: str, mode: str, batch_size: str) -> dict[str, Any]:

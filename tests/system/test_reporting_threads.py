@@ -13,12 +13,13 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from support.thread_calls import all_at_once
 from support.zipkin_server import RecordingZipkinServer
 from tomograph import Tracer
 from tomograph.reporting._http import HttpSender
@@ -59,22 +60,6 @@ def _close_or_report(transport: BatchingTransport, spans: list[Span], index: int
         transport.close(5)
     else:
         _report_all(transport, spans, index)
-
-
-def _all_at_once(count: int, work: Callable[[int], None]) -> None:
-    """Run ``work(index)`` on ``count`` threads released together by a barrier."""
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        work(index)
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not any(thread.is_alive() for thread in threads), "a thread never returned"
 
 
 class WatchedSender:
@@ -136,7 +121,7 @@ def test_first_reports_from_32_threads_start_one_worker_and_count_every_span() -
         with RecordingZipkinServer() as server:
             backend = ZipkinBackend(server.url, batch_size=20, interval=0.05)
             transport = backend.transport
-            _all_at_once(THREADS, functools.partial(_report_all, transport, spans))
+            all_at_once(THREADS, functools.partial(_report_all, transport, spans))
             name = f"tomograph {transport.sender.name}"
             workers = [thread for thread in threading.enumerate() if thread.name == name]
             assert len(workers) == 1, f"round {round_}: {len(workers)} workers"
@@ -167,7 +152,7 @@ def test_flush_from_many_threads_with_no_worker_sends_from_one_thread_at_a_time(
         for span in _spans(400):
             transport.report(span)
         results: list[bool] = []
-        _all_at_once(8, lambda _: results.append(transport.flush(20)))
+        all_at_once(8, lambda _: results.append(transport.flush(20)))
         assert transport._worker is None
         assert results == [True] * 8
         assert sender.most_at_once == 1
@@ -201,7 +186,7 @@ def test_close_from_several_threads_at_once_closes_the_sender_once() -> None:
     with RecordingZipkinServer() as server, watched(server, interval=0.05) as (transport, sender):
         for span in _spans(300):
             transport.report(span)
-        _all_at_once(8, lambda _: transport.close(10))
+        all_at_once(8, lambda _: transport.close(10))
         assert sender.closes == 1
         assert not sender.closed_during_send
         stats = _adds_up(transport)
@@ -237,7 +222,7 @@ def test_reports_racing_close_each_land_in_one_counter() -> None:
     spans = _spans(100)
     for round_ in range(5):
         with RecordingZipkinServer() as server, watched(server, batch_size=50) as (transport, _):
-            _all_at_once(17, functools.partial(_close_or_report, transport, spans))
+            all_at_once(17, functools.partial(_close_or_report, transport, spans))
             stats = _adds_up(transport)
             assert stats["queued"] == 1600, f"round {round_}"
             assert stats["pending"] == 0, f"round {round_}: {stats}"
@@ -334,7 +319,7 @@ def test_every_span_lands_in_one_counter_through_refusals_encoder_bugs_a_fork_an
                 forked.wait(30)
                 transport.close(20)  # while the others may still report
 
-        _all_at_once(THREADS, work)
+        all_at_once(THREADS, work)
         stats = dict(transport.stats())
         assert child["problems"] == []
         received = server.wait_for(stats["sent"] + child["sent"])
