@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from tomograph import propagation
 from tomograph.backend import Backend
+from tomograph.integrations.http_client import begin
 from tomograph.tracer import Tracer
 
 __all__ = ["DemoResult", "run_http_demo"]
@@ -44,30 +44,56 @@ def _respond(start_response: StartResponse, status: str, payload: object) -> lis
     return [body]
 
 
-def http_get(tracer: Tracer, url: str) -> tuple[int, Any]:
-    """GET ``url`` inside a client span, with the trace context in the request headers."""
+def http_get(tracer: Tracer, url: str, route: str) -> tuple[int, Any]:
+    """GET ``url`` in a client span named after the ``route`` it calls, trace context sent.
+
+    The span is the one every HTTP client integration records (the client contract); the demo
+    knows the route template it calls, so the span reads ``GET /carts/{cart_id}``.
+    """
     parts = urlsplit(url)
-    with tracer.span(f"GET {parts.path}", kind="client") as span:
-        span.set_remote_endpoint(ipv4=parts.hostname, port=parts.port)
-        span.tag("http.method", "GET")
-        span.tag("http.url", url)
-        headers: dict[str, str] = {}
-        propagation.inject(span, headers)
-        connection = http.client.HTTPConnection(
-            parts.hostname or "127.0.0.1", parts.port, timeout=10
+    call = begin("GET", url, tracer)
+    assert call is not None  # nothing outer traces the demo's calls
+    call.span.name = f"GET {route}"
+    headers: dict[str, str] = {}
+    call.inject(headers)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        connection.request(
+            "GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers
         )
-        try:
-            connection.request(
-                "GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers
-            )
-            response = connection.getresponse()
-            payload = json.loads(response.read() or b"null")
-        finally:
-            connection.close()
-        span.tag("http.status_code", response.status)
-        if response.status >= 500:
-            span.tag("error", f"HTTP {response.status}")
-        return response.status, payload
+        response = connection.getresponse()
+        payload = json.loads(response.read() or b"null")
+    except BaseException as error:
+        call.end(error=error)
+        raise
+    finally:
+        connection.close()
+    call.end(response.status)
+    return response.status, payload
+
+
+def _matched(environ: dict[str, Any], template: str) -> dict[str, str] | None:
+    """Match the request path against ``template`` (``/carts/{cart_id}``); None if it differs.
+
+    A match tags ``http.route`` on the request's span, so the middleware names the span
+    ``GET /carts/{cart_id}``, as a framework's router would.
+    """
+    path = environ.get("PATH_INFO", "").strip("/").split("/")
+    parts = template.strip("/").split("/")
+    if len(path) != len(parts):
+        return None
+    values: dict[str, str] = {}
+    for segment, part in zip(path, parts, strict=True):
+        if part.startswith("{") and part.endswith("}"):
+            values[part[1:-1]] = segment
+        elif segment != part:
+            return None
+    environ["tomograph.span"].tag("http.route", template)
+    return values
+
+
+def _not_found(start_response: StartResponse) -> list[bytes]:
+    return _respond(start_response, "404 Not Found", {"error": "no such route"})
 
 
 def _inventory_app(tracer: Tracer) -> WSGIApp:
@@ -90,11 +116,14 @@ def _inventory_app(tracer: Tracer) -> WSGIApp:
     instrument(engine, tracer=tracer)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        matched = _matched(environ, "/carts/{cart_id}")
+        if matched is None or not matched["cart_id"].isdigit():
+            return _not_found(start_response)
         with tracer.span("load cart") as load:
             with engine.connect() as connection:
                 rows = connection.execute(
                     sqlalchemy.text("SELECT sku, qty FROM cart_items WHERE cart_id = :cart"),
-                    {"cart": 42},
+                    {"cart": int(matched["cart_id"])},
                 ).all()
             load.annotate("cart loaded")
             load.tag("cart.items", len(rows))
@@ -105,6 +134,8 @@ def _inventory_app(tracer: Tracer) -> WSGIApp:
 
 def _payments_app(tracer: Tracer) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        if _matched(environ, "/charges") is None:
+            return _not_found(start_response)
         try:
             with tracer.span("authorize card", tags={"amount": 42.5, "currency": "EUR"}) as span:
                 span.annotate("risk check passed")
@@ -117,8 +148,10 @@ def _payments_app(tracer: Tracer) -> WSGIApp:
 
 def _shop_app(tracer: Tracer, inventory: str, payments: str) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        _, items = http_get(tracer, f"{inventory}/carts/42")
-        status, _ = http_get(tracer, f"{payments}/charge?cart=42")
+        if _matched(environ, "/checkout") is None:
+            return _not_found(start_response)
+        _, items = http_get(tracer, f"{inventory}/carts/42", "/carts/{cart_id}")
+        status, _ = http_get(tracer, f"{payments}/charges?cart=42", "/charges")
         if status != 200:
             return _respond(start_response, "502 Bad Gateway", {"error": "payment failed"})
         return _respond(start_response, "200 OK", {"items": items})
@@ -172,6 +205,6 @@ def run_http_demo(backends: list[Backend]) -> DemoResult:
             _serving(Middleware(_shop_app(shop_tracer, inventory, payments), tracer=shop_tracer))
         )
         with client.span("checkout", tags={"user": "demo"}) as root:
-            status, _ = http_get(client, f"{shop}/checkout")
+            status, _ = http_get(client, f"{shop}/checkout", "/checkout")
             root.annotate("checkout answered")
     return DemoResult(root.trace_id, status)

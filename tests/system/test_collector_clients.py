@@ -224,17 +224,18 @@ def test_py_zipkin_v2_json(collector: str) -> None:
     assert [a["value"] for a in spans["render"]["annotations"]] == ["template loaded"]
 
 
+# Every request span is named after its route template, on both sides of each call.
 DEMO_SPANS = [
     ("demo-client", "checkout"),
     ("demo-client", "get /checkout"),
-    ("inventory", "get"),
+    ("inventory", "get /carts/{cart_id}"),
     ("inventory", "load cart"),
     ("inventory", "select cart_items"),
     ("payments", "authorize card"),
-    ("payments", "get"),
-    ("shop", "get"),
-    ("shop", "get /carts/42"),
-    ("shop", "get /charge"),
+    ("payments", "get /charges"),
+    ("shop", "get /carts/{cart_id}"),
+    ("shop", "get /charges"),
+    ("shop", "get /checkout"),
 ]
 
 
@@ -256,8 +257,13 @@ def check_demo_trace(base_url: str, stdout: str) -> None:
     spans = {(s["localEndpoint"]["serviceName"], s["name"]): s for s in trace}
     root = spans[("demo-client", "checkout")]
     assert "parentId" not in root
-    shop = spans[("shop", "get")]
+    shop = spans[("shop", "get /checkout")]
+    assert shop["kind"] == "SERVER"
+    assert shop["tags"]["http.route"] == "/checkout"
     assert shop["parentId"] == spans[("demo-client", "get /checkout")]["id"]
+    inventory = spans[("inventory", "get /carts/{cart_id}")]
+    assert inventory["tags"]["http.path"] == "/carts/42"
+    assert inventory["parentId"] == spans[("shop", "get /carts/{cart_id}")]["id"]
     query = spans[("inventory", "select cart_items")]
     assert query["tags"]["db.statement"] == "SELECT sku, qty FROM cart_items WHERE cart_id = ?"
     assert query["parentId"] == spans[("inventory", "load cart")]["id"]
