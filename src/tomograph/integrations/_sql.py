@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from tomograph._cache import BoundedCache
+from tomograph.model import ExceptionNote, exception_text
 from tomograph.span import Span
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "error_message",
     "parameters_text",
     "record_statement_error",
+    "redact_database_error",
     "tag_statement",
 ]
 
@@ -141,3 +143,27 @@ def record_statement_error(span: Span, error: BaseException, whole_message: bool
     span.tags["error"] = message or type_name
     span.tags["exception.type"] = type_name
     span.annotate(f"{type_name}: {message}" if message else type_name)
+
+
+def redact_database_error(span: Span, error: BaseException) -> None:
+    """Cut a database error already recorded on ``span`` (a request's span the error reached)
+    to its message's first line, as :func:`record_statement_error` does: the other lines may
+    hold the statement's values."""
+    if not span.sampled:
+        return
+    type_name = type(error).__qualname__
+    if span.tags.get("exception.type") != type_name:
+        return
+    first = error_message(error, whole=False)
+    span.tags["error"] = first or type_name
+    notes = span.notes_raw
+    for index in range(len(notes) - 1, -1, -1):
+        at, note, duration = notes[index]
+        if isinstance(note, ExceptionNote) and note.type_name == type_name:
+            cut_note = ExceptionNote(exception_text(type_name, first))
+            cut_note.type_name = type_name
+            cut_note.message = first
+            cut_note.frames = note.frames
+            cut_note.omitted = note.omitted
+            notes[index] = (at, cut_note, duration)
+            return

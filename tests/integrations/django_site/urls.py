@@ -26,6 +26,7 @@ urlpatterns = [
     path("sql/<str:alias>", views.sql),
     path("sql-many/<str:alias>", views.sql_many),
     path("sql-error/<str:alias>", views.sql_error),
+    path("sql-detail/<str:alias>", views.sql_detail),
     path("async-sql", views.async_sql),
     path("echo-trace", views.echo_trace),
 ]

@@ -97,7 +97,7 @@ async def async_user(request: HttpRequest, user_id: int) -> HttpResponse:
 
 def _ensure_table(alias: str) -> None:
     with connections[alias].cursor() as cursor:
-        cursor.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT)")
+        cursor.execute("CREATE TABLE IF NOT EXISTS items (name TEXT)")
 
 
 def sql(request: HttpRequest, alias: str) -> HttpResponse:
@@ -105,7 +105,7 @@ def sql(request: HttpRequest, alias: str) -> HttpResponse:
     with connections[alias].cursor() as cursor:
         cursor.execute("DELETE FROM items WHERE name = %s", ["secret-name"])
         cursor.execute("INSERT INTO items (name) VALUES (%s)", ["secret-name"])
-        cursor.execute("SELECT id, name FROM items WHERE name = %s", ["secret-name"])
+        cursor.execute("SELECT name FROM items WHERE name = %s", ["secret-name"])
         rows = cursor.fetchall()
     return JsonResponse({"rows": len(rows)})
 
@@ -132,3 +132,11 @@ async def async_sql(request: HttpRequest) -> HttpResponse:
 def echo_trace(request: HttpRequest) -> HttpResponse:
     span = request.tomograph_span  # type: ignore[attr-defined]
     return HttpResponse(f"{span.trace_id:032x}")
+
+
+def sql_detail(request: HttpRequest, alias: str) -> HttpResponse:
+    """Fails with the row's values in the message (PostgreSQL's DETAIL line)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS strict_items (id INTEGER NOT NULL, name TEXT)")
+        cursor.execute("INSERT INTO strict_items (id, name) VALUES (%s, %s)", [None, "secret-row"])
+    return HttpResponse(b"unreachable")

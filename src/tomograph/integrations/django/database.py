@@ -193,6 +193,11 @@ def untrace_database() -> bool:
     return True
 
 
+def recording_parameters() -> bool:
+    """True if statements are traced with their parameter values (the user's opt-in)."""
+    return _active is not None and _active.record_parameters
+
+
 def database_traced() -> bool:
     """True while :func:`trace_database` is in effect."""
     return _active is not None

@@ -12,11 +12,14 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.signals import got_request_exception
+from django.db import Error as DatabaseError
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
 from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN
+from tomograph.integrations._sql import redact_database_error
 from tomograph.integrations.asgi import SCOPE_KEY
+from tomograph.integrations.django.database import recording_parameters
 from tomograph.integrations.http_server import HttpServerHandler
 from tomograph.integrations.wsgi import ENVIRON_KEY
 from tomograph.span import Span
@@ -71,6 +74,9 @@ def _record_once(request: HttpRequest, span: Span, error: BaseException) -> None
     if getattr(request, _RECORDED, None) != id(error) and not span.end_ns:
         setattr(request, _RECORDED, id(error))
         span.record_exception(error)
+        if isinstance(error, DatabaseError) and not recording_parameters():
+            # A failed statement's message may end with the row's values (PostgreSQL's DETAIL)
+            redact_database_error(span, error)
 
 
 def _record_request_exception(sender: Any, request: HttpRequest | None = None, **_: Any) -> None:
