@@ -20,7 +20,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
 ]
 _setup = os.environ.get("TOMOGRAPH_DJANGO_SETUP", "middleware")
-if _setup == "app":
+if _setup == "middleware" and os.environ.get("ZIPKIN_URL"):  # under gunicorn
+    # The middleware traces requests; SQL statements are one call away (safe in settings).
+    from tomograph.integrations.django import trace_database
+
+    trace_database()
+elif _setup == "app":
     INSTALLED_APPS = ["tomograph.integrations.django"]
     MIDDLEWARE = MIDDLEWARE[1:]
 elif _setup == "none":  # patched from outside (tomograph run)
