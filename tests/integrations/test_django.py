@@ -26,6 +26,7 @@ from tomograph import config
 from tomograph.context import CURRENT_SPAN
 from tomograph.integrations import django as traced_django
 from tomograph.integrations.asgi import TracingMiddleware as AsgiMiddleware
+from tomograph.integrations.django.middleware import CANCELLED
 from tomograph.model import ExceptionNote, SpanKind
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.span import Span
@@ -270,7 +271,7 @@ def wsgi_get(app: Any, path: str, **extra: str) -> tuple[str, bytes]:
     return statuses[0], content
 
 
-async def asgi_get(app: Any, path: str) -> int:
+async def asgi_get(app: Any, path: str, disconnect: bool = False) -> int:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -291,6 +292,9 @@ async def asgi_get(app: Any, path: str) -> int:
     async def receive() -> dict[str, Any]:
         nonlocal received
         if received:
+            if disconnect:
+                await asyncio.sleep(0.01)  # the view has started
+                return {"type": "http.disconnect"}
             await asyncio.sleep(3600)  # a client that stays connected
         received = True
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -299,7 +303,7 @@ async def asgi_get(app: Any, path: str) -> int:
         sent.append(message)
 
     await app(scope, receive, send)
-    return int(sent[0]["status"])
+    return int(sent[0]["status"]) if sent else 0
 
 
 def test_under_djangos_wsgi_handler_with_the_server_addresses(memory: MemoryBackend) -> None:
@@ -347,6 +351,16 @@ def test_under_tomographs_asgi_middleware_there_is_one_span(
         assert status == 200
         assert span.name in ("GET /async/<int:user_id>", "GET /users/<int:user_id>")
         assert memory.find("load-user").parent_id == span.span_id
+
+
+def test_a_request_cancelled_by_a_disconnect_ends_its_span_without_an_error(
+    memory: MemoryBackend,
+) -> None:
+    assert asyncio.run(asgi_get(ASGIHandler(), "/slow-async", disconnect=True)) == 0
+    span = only_server_span(memory)
+    assert span.name == "GET /slow-async"
+    assert not span.error
+    assert CANCELLED in [note.value for note in span.annotations]
 
 
 # -- patch() and the app config ----------------------------------------------------------------

@@ -28,5 +28,6 @@ urlpatterns = [
     path("sql-error/<str:alias>", views.sql_error),
     path("sql-detail/<str:alias>", views.sql_detail),
     path("async-sql", views.async_sql),
+    path("slow-async", views.slow_async),
     path("echo-trace", views.echo_trace),
 ]

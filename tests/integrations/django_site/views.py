@@ -140,3 +140,8 @@ def sql_detail(request: HttpRequest, alias: str) -> HttpResponse:
         cursor.execute("CREATE TABLE IF NOT EXISTS strict_items (id INTEGER NOT NULL, name TEXT)")
         cursor.execute("INSERT INTO strict_items (id, name) VALUES (%s, %s)", [None, "secret-row"])
     return HttpResponse(b"unreachable")
+
+
+async def slow_async(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(60)  # cancelled when the client disconnects
+    return HttpResponse(b"too late")

@@ -7,6 +7,7 @@ ASGI deployment with async views never crosses into a thread for it.
 from __future__ import annotations
 
 import sys
+from asyncio import CancelledError
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
@@ -24,13 +25,16 @@ from tomograph.integrations.http_server import HttpServerHandler
 from tomograph.integrations.wsgi import ENVIRON_KEY
 from tomograph.span import Span
 
-__all__ = ["REQUEST_ATTRIBUTE", "TracingMiddleware", "route_template"]
+__all__ = ["CANCELLED", "REQUEST_ATTRIBUTE", "TracingMiddleware", "route_template"]
 
 #: The attribute of Django's ``HttpRequest`` that holds the request's span.
 REQUEST_ATTRIBUTE = "tomograph_span"
 # The id of the exception last recorded for the request: Django passes one exception through
 # every middleware's handler (DEBUG_PROPAGATE_EXCEPTIONS sends got_request_exception for each).
 _RECORDED = "_tomograph_recorded_exception"
+
+#: The note on the span of a request cancelled because its client went away (ASGI).
+CANCELLED = "cancelled: the client disconnected"
 
 _set_current = CURRENT_SPAN.set
 _reset_current = CURRENT_SPAN.reset
@@ -77,6 +81,17 @@ def _record_once(request: HttpRequest, span: Span, error: BaseException) -> None
         if isinstance(error, DatabaseError) and not recording_parameters():
             # A failed statement's message may end with the row's values (PostgreSQL's DETAIL)
             redact_database_error(span, error)
+
+
+def _record_failure(request: HttpRequest | None, span: Span, error: BaseException) -> None:
+    if isinstance(error, CancelledError):
+        # Django's ASGI handler cancels the request when the client disconnects: the
+        # server did not fail.
+        span.annotate(CANCELLED)
+    elif request is not None:
+        _record_once(request, span, error)
+    else:
+        span.record_exception(error)
 
 
 def _record_request_exception(sender: Any, request: HttpRequest | None = None, **_: Any) -> None:
@@ -185,7 +200,7 @@ class TracingMiddleware:
     def _failed(self, request: HttpRequest, span: Span, owned: bool, exc: BaseException) -> None:
         # Exceptions Django lets through: BaseException subclasses, DEBUG_PROPAGATE_EXCEPTIONS
         # (then got_request_exception already recorded it).
-        _record_once(request, span, exc)
+        _record_failure(request, span, exc)
         route = route_template(request)
         self._tag_match(request, span, None if owned else route)
         if owned:
@@ -275,7 +290,7 @@ async def _aiterate_in(
             except StopAsyncIteration:
                 return
             except BaseException as exc:
-                span.record_exception(exc)
+                _record_failure(None, span, exc)
                 raise
             finally:
                 try:

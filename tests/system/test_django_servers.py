@@ -1,7 +1,7 @@
-"""A Django project under gunicorn reports its requests and SQL statements to a real Zipkin
-endpoint: with the middleware in its settings, with the app in INSTALLED_APPS, with patch()
-only, and under tomograph's own WSGI middleware (one span per request all the same), on SQLite
-and on PostgreSQL."""
+"""A Django project under gunicorn (WSGI) and uvicorn (ASGI) reports its requests and SQL
+statements to a real Zipkin endpoint: with the middleware in its settings, with the app in
+INSTALLED_APPS, with patch() only, and under tomograph's own WSGI or ASGI middleware (one span
+per request all the same), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ REQUESTS = {
     "/stream": "GET /stream",
     "/no/such/page": "GET",
 }
+#: Served only under ASGI: an async view, and an async streamed body.
+ASYNC_REQUESTS = {
+    "/async/9": "GET /async/<int:user_id>",
+    "/stream-async": "GET /stream-async",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +55,20 @@ def get(url: str) -> int:
         return int(error.code)
 
 
-def run_site(
-    tmp_path: Path, setup: str, alias: str, extra_env: dict[str, str]
-) -> list[dict[str, Any]]:
+def server_argv(server: str, port: int) -> list[str]:
+    if server == "uvicorn":
+        uvicorn = require(str(Path(sys.executable).parent / "uvicorn"), "uvicorn test extra")
+        application = "tests.integrations.django_site.asgi:application"
+        return [uvicorn, "--host", "127.0.0.1", "--port", str(port), "--no-access-log", application]
     gunicorn = require(str(Path(sys.executable).parent / "gunicorn"), "gunicorn test extra")
+    application = "tests.integrations.django_site.wsgi:application"
+    return [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", application]
+
+
+def run_site(
+    tmp_path: Path, server: str, setup: str, alias: str, extra_env: dict[str, str]
+) -> list[dict[str, Any]]:
+    requests = {**REQUESTS, **(ASYNC_REQUESTS if server == "uvicorn" else {})}
     port = free_port()
     with RecordingZipkinServer() as zipkin:
         env = {
@@ -65,26 +80,19 @@ def run_site(
             "SQLITE_PATH": str(tmp_path / "site.db"),
             **extra_env,
         }
-        argv = [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}"]
-        argv += ["tests.integrations.django_site.wsgi:application"]
-        log = tmp_path / "gunicorn.log"
-        with process_group(argv, log, REPO_ROOT, env):
+        log = tmp_path / "server.log"
+        with process_group(server_argv(server, port), log, REPO_ROOT, env):
             wait_for_port(port)
             statuses = {
-                path: get(f"http://127.0.0.1:{port}{path.format(alias=alias)}") for path in REQUESTS
+                path: get(f"http://127.0.0.1:{port}{path.format(alias=alias)}") for path in requests
             }
-            assert statuses == {
-                "/users/7": 200,
-                "/api/v1/users/8": 200,
-                "/sql/{alias}": 200,
-                "/boom": 500,
-                "/stream": 200,
-                "/no/such/page": 404,
-            }, log.read_text()
+            expected = dict.fromkeys(requests, 200)
+            expected.update({"/boom": 500, "/no/such/page": 404})
+            assert statuses == expected, log.read_text()
 
             def arrived(spans: list[dict[str, Any]]) -> bool:
                 servers = [span for span in spans if span.get("kind") == "SERVER"]
-                return len(servers) >= len(REQUESTS) and any(
+                return len(servers) >= len(requests) and any(
                     span.get("name") == "SELECT items" for span in spans
                 )
 
@@ -94,23 +102,33 @@ def run_site(
 
 
 @pytest.mark.parametrize(
-    ("setup", "alias", "stacked"),
+    ("server", "setup", "alias", "stacked"),
     [
-        ("middleware", "default", False),
-        ("app", "postgres", False),
-        ("none", "default", False),  # patch() from the WSGI module, as `tomograph run` does
-        ("middleware", "postgres", True),
+        ("gunicorn", "middleware", "default", False),
+        ("gunicorn", "app", "postgres", False),
+        ("gunicorn", "none", "default", False),  # patch() in wsgi.py, as `tomograph run` does
+        ("gunicorn", "middleware", "postgres", True),
+        ("uvicorn", "app", "default", False),
+        ("uvicorn", "none", "postgres", True),
     ],
 )
-def test_a_django_project_under_gunicorn_reports_one_span_per_request_and_its_sql(
-    tmp_path: Path, setup: str, alias: str, stacked: bool, request: pytest.FixtureRequest
+def test_a_django_project_under_a_real_server_reports_one_span_per_request_and_its_sql(
+    tmp_path: Path,
+    server: str,
+    setup: str,
+    alias: str,
+    stacked: bool,
+    request: pytest.FixtureRequest,
 ) -> None:
-    extra_env = {"TOMOGRAPH_WSGI_MIDDLEWARE": "1"} if stacked else {}
+    extra_env = {f"TOMOGRAPH_{'ASGI' if server == 'uvicorn' else 'WSGI'}_MIDDLEWARE": "1"}
+    if not stacked:
+        extra_env = {}
     if alias == "postgres":
         extra_env["DATABASE_PORT"] = request.getfixturevalue("postgres_port")
-    spans = run_site(tmp_path, setup, alias, extra_env)
+    spans = run_site(tmp_path, server, setup, alias, extra_env)
     servers = [span for span in spans if span.get("kind") == "SERVER"]
-    assert sorted(span["name"] for span in servers) == sorted(REQUESTS.values())
+    names = {**REQUESTS, **(ASYNC_REQUESTS if server == "uvicorn" else {})}.values()
+    assert sorted(span["name"] for span in servers) == sorted(names)
     by_name = {span["name"]: span for span in servers}
     assert by_name["GET /boom"]["tags"]["exception.type"] == "ViewFailed"
     assert by_name["GET /boom"]["tags"]["http.status_code"] == "500"
@@ -124,11 +142,18 @@ def test_a_django_project_under_gunicorn_reports_one_span_per_request_and_its_sq
     assert {span["tags"]["db.system"] for span in statements} == {system}
     assert "secret-name" not in repr(spans)
 
+    streams = [
+        by_name[name]["id"] for name in ("GET /stream", "GET /stream-async") if name in by_name
+    ]
     chunks = [span for span in spans if span["name"].startswith("chunk-")]
-    assert len(chunks) == 3
-    assert {span.get("parentId") for span in chunks} == {by_name["GET /stream"]["id"]}
+    assert len(chunks) == 3 * len(streams)
+    assert {span.get("parentId") for span in chunks} == set(streams)
     load_user = [span for span in spans if span["name"] == "load-user"]
+    views = [
+        "GET /users/<int:user_id>",
+        "GET /api/v1/users/<int:user_id>",
+        "GET /async/<int:user_id>",
+    ]
     assert {span.get("parentId") for span in load_user} == {
-        by_name["GET /users/<int:user_id>"]["id"],
-        by_name["GET /api/v1/users/<int:user_id>"]["id"],
+        by_name[name]["id"] for name in views if name in by_name
     }
