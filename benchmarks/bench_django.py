@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import django
-from _harness import Result, print_table, time_per_op
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
@@ -28,6 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 import tomograph
+from _harness import Result, print_table, time_per_op
 from tomograph.reporting.memory import MemoryBackend
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -79,7 +79,7 @@ def handler_with(middleware: list[str]) -> WSGIHandler:
     return WSGIHandler()
 
 
-def opentelemetry_handler() -> WSGIHandler | None:
+def opentelemetry_handler() -> Callable[..., Any] | None:
     try:
         from opentelemetry.instrumentation.django import DjangoInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
@@ -94,20 +94,16 @@ def opentelemetry_handler() -> WSGIHandler | None:
     DjangoInstrumentor().instrument(tracer_provider=provider)  # adds its middleware first
     handler = WSGIHandler()
     DjangoInstrumentor().uninstrument()
-    traced = handler.__call__
 
     def bounded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if len(exporter._finished_spans) > 1000:
             exporter.clear()  # keep memory bounded, as tomograph's MemoryBackend does
-        return traced(environ, start_response)
+        return handler(environ, start_response)
 
-    handler.__call__ = bounded  # type: ignore[method-assign]
-    return handler
+    return bounded
 
 
-def one_request(handler: Any, extra: dict[str, str]) -> Callable[[], None]:
-    call = getattr(handler, "__call__")  # noqa: B004 - the instance attribute when replaced
-
+def one_request(call: Callable[..., Any], extra: dict[str, str]) -> Callable[[], None]:
     def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
         return None
 
@@ -132,7 +128,10 @@ def best_of_rounds(operations: dict[str, Callable[[], None]], rounds: int = 5) -
 
 def requests() -> None:
     tomograph.configure(service="bench", backends=[MemoryBackend(max_spans=1000)], environ={})
-    handlers = {"bare": handler_with([]), "tomograph": handler_with([OURS])}
+    handlers: dict[str, Callable[..., Any]] = {
+        "bare": handler_with([]),
+        "tomograph": handler_with([OURS]),
+    }
     theirs = opentelemetry_handler()
     if theirs is None:
         print("(opentelemetry-instrumentation-django not installed: skipped)", file=sys.stderr)

@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("django")
 
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest
 from django.test import AsyncClient, Client, override_settings
 from tests.integrations.django_site import in_process
 from tests.support.thread_calls import all_at_once
@@ -26,7 +29,7 @@ from tomograph import config
 from tomograph.context import CURRENT_SPAN
 from tomograph.integrations import django as traced_django
 from tomograph.integrations.asgi import TracingMiddleware as AsgiMiddleware
-from tomograph.integrations.django.middleware import CANCELLED
+from tomograph.integrations.django.middleware import CANCELLED, route_template
 from tomograph.model import ExceptionNote, SpanKind
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.span import Span
@@ -279,7 +282,7 @@ async def asgi_get(app: Any, path: str, disconnect: bool = False) -> int:
         "method": "GET",
         "scheme": "http",
         "path": path,
-        "raw_path": path.encode(),
+        "raw_path": path.encode("utf-8", "surrogateescape"),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"testserver")],
@@ -480,3 +483,14 @@ def test_no_module_of_the_integration_needs_settings_to_import() -> None:
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": ""}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+@given(st.text(max_size=300))
+def test_any_route_the_resolver_reports_becomes_one_path_like_template(pattern: str) -> None:
+    from django.urls import ResolverMatch
+
+    request = HttpRequest()
+    request.resolver_match = ResolverMatch(lambda request: None, (), {}, route=pattern)
+    route = route_template(request)
+    assert route is not None and route.startswith("/")
+    assert route.removeprefix("/") == pattern.removeprefix("^").removeprefix("/")
