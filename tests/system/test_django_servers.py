@@ -62,7 +62,8 @@ def server_argv(server: str, port: int) -> list[str]:
         return [uvicorn, "--host", "127.0.0.1", "--port", str(port), "--no-access-log", application]
     gunicorn = require(str(Path(sys.executable).parent / "gunicorn"), "gunicorn test extra")
     application = "tests.integrations.django_site.wsgi:application"
-    return [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", application]
+    preload = ["--preload"] if server == "gunicorn-preload" else []  # patched before the fork
+    return [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", *preload, application]
 
 
 def run_site(
@@ -106,7 +107,7 @@ def run_site(
     [
         ("gunicorn", "middleware", "default", False),
         ("gunicorn", "app", "postgres", False),
-        ("gunicorn", "none", "default", False),  # patch() in wsgi.py, as `tomograph run` does
+        ("gunicorn-preload", "none", "default", False),  # patch() in wsgi.py, as `tomograph run`
         ("gunicorn", "middleware", "postgres", True),
         ("uvicorn", "app", "default", False),
         ("uvicorn", "none", "postgres", True),
