@@ -142,6 +142,13 @@ def sql_detail(request: HttpRequest, alias: str) -> HttpResponse:
     return HttpResponse(b"unreachable")
 
 
+#: Set by the slow view once it runs: a test's client disconnects then.
+slow_view_started: list[asyncio.Event] = []
+
+
 async def slow_async(request: HttpRequest) -> HttpResponse:
-    await asyncio.sleep(60)  # cancelled when the client disconnects
-    return HttpResponse(b"too late")
+    for started in slow_view_started:
+        started.set()
+    # Django 5 cancels the view when the client disconnects; Django 4.2 lets it finish.
+    await asyncio.sleep(float(request.GET.get("seconds", "60")))
+    return HttpResponse(b"done")

@@ -226,7 +226,9 @@ class TracingMiddleware:
             return
         self._tag_match(request, span, None)
         handler = self.handler
-        handler.status(span, response.status_code)
+        code = getattr(response, "status_code", None)  # a middleware may return anything
+        if isinstance(code, int):
+            handler.status(span, code)
         if not isinstance(response, StreamingHttpResponse):
             handler.finish(span, route)
             return
