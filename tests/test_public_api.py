@@ -130,6 +130,15 @@ PUBLIC_API: dict[str, list[str]] = {
         "with_baggage",
     ],
     "tomograph.integrations.asgi": ["SCOPE_KEY", "TracingMiddleware"],
+    "tomograph.integrations.django": [
+        "StatementTracer",
+        "TracingMiddleware",
+        "patch",
+        "patched",
+        "trace_database",
+        "unpatch",
+        "untrace_database",
+    ],
     "tomograph.integrations.http_client": ["ClientCall", "begin"],
     "tomograph.integrations.http_server": ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"],
     "tomograph.integrations.http_status": [

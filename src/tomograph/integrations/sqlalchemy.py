@@ -29,7 +29,15 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from tomograph.clock import epoch_us, monotonic_ns
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._sql import describe_statement
+from tomograph.integrations._sql import (  # the limits stay importable from here
+    MAX_PARAMETERS_LENGTH,  # noqa: F401
+    MAX_STATEMENT_LENGTH,
+    cut,
+    error_message,
+    parameters_text,
+    record_statement_error,
+    tag_statement,
+)
 from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer, get_tracer
@@ -45,10 +53,6 @@ __all__ = [
     "uninstrument",
 ]
 
-#: Longest statement text kept on a span; longer ones are cut and end with "...".
-MAX_STATEMENT_LENGTH = 4096
-#: Longest ``db.parameters`` value (when parameters are recorded at all).
-MAX_PARAMETERS_LENGTH = 1024
 #: Statements started by ``before_execute`` and not yet finished, per context; a statement
 #: whose end is never seen (it failed before reaching the database) is dropped past this depth.
 MAX_OPEN_STATEMENTS = 32
@@ -87,23 +91,6 @@ class _Statement:
         self.span = span
         self.parent = parent
         self.start_ns = start_ns
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _parameters_text(parameters: Any) -> str:
-    try:
-        text = repr(parameters)
-    except Exception:
-        text = f"<{type(parameters).__name__} that cannot be shown>"  # a broken __repr__
-    return _cut(text, MAX_PARAMETERS_LENGTH)
-
-
-def _first_line(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return message.split("\n", 1)[0].strip()
 
 
 class StatementRecorder:
@@ -167,7 +154,7 @@ class StatementRecorder:
             if statement is not None:
                 self._describe(span, statement)
             if self.record_parameters and parameters is not None:
-                span.tags["db.parameters"] = _parameters_text(parameters)
+                span.tags["db.parameters"] = parameters_text(parameters)
         return _Statement(span, None, span.start_ns)
 
     def finish(
@@ -191,7 +178,7 @@ class StatementRecorder:
                 and parameters is not None
                 and "db.parameters" not in span.tags
             ):
-                span.tags["db.parameters"] = _parameters_text(parameters)
+                span.tags["db.parameters"] = parameters_text(parameters)
             if row_count is not None and row_count >= 0:
                 span.tags["db.row_count"] = row_count
             if error is not None:
@@ -200,22 +187,10 @@ class StatementRecorder:
             span.error = True
         span.finish()
 
-    def _describe(self, span: Span, statement: str) -> None:
-        operation, table = describe_statement(statement)
-        span.name = f"{operation} {table}" if table else operation
-        tags = span.tags
-        tags["db.statement"] = _cut(statement, MAX_STATEMENT_LENGTH)
-        tags["db.operation"] = operation
-        if table:
-            tags["db.sql.table"] = table
+    _describe = staticmethod(tag_statement)
 
     def _record_error(self, span: Span, error: BaseException) -> None:
-        message = str(error) if self.record_parameters else _first_line(error)
-        type_name = type(error).__qualname__
-        span.error = True
-        span.tags["error"] = message or type_name
-        span.tags["exception.type"] = type_name
-        span.annotate(f"{type_name}: {message}" if message else type_name)
+        record_statement_error(span, error, self.record_parameters)
 
     def _note(
         self, pending: _Statement, statement: str | None, error: BaseException | None
@@ -223,11 +198,11 @@ class StatementRecorder:
         parent = pending.parent
         if parent is None or parent.end_ns:
             return
-        text = _cut(statement or "SQL", MAX_STATEMENT_LENGTH)
+        text = cut(statement or "SQL", MAX_STATEMENT_LENGTH)
         duration = max(1, (monotonic_ns() - pending.start_ns) // 1000)
         parent.annotate_at(text, epoch_us(pending.start_ns, parent.epoch_offset_ns), duration)
         if error is not None:
-            message = str(error) if self.record_parameters else _first_line(error)
+            message = error_message(error, self.record_parameters)
             parent.annotate(f"SQL error: {type(error).__qualname__}: {message}")
 
     # -- SQLAlchemy event listeners ------------------------------------------------------------
