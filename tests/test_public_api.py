@@ -155,6 +155,13 @@ PUBLIC_API: dict[str, list[str]] = {
         "uninstall",
     ],
     "tomograph.integrations.requests": ["instrument_session", "patch", "patched", "unpatch"],
+    "tomograph.integrations.redis": [
+        "MAX_LISTED_COMMANDS",
+        "instrument",
+        "patch",
+        "patched",
+        "unpatch",
+    ],
     "tomograph.integrations.sqlalchemy": [
         "ClassicListener",
         "Instrumentation",
