@@ -1,16 +1,43 @@
-"""Low-cardinality names for SQL statements: ``SELECT users``, ``INSERT orders``, ``COMMIT``.
+"""What every SQL integration records the same way: names, statement tags, errors, nesting.
 
-A statement's text is looked at once: the answer is cached by text (SQLAlchemy reuses the same
+Low-cardinality names for SQL statements (``SELECT users``, ``INSERT orders``, ``COMMIT``): a
+statement's text is looked at once, and the answer cached by text (SQLAlchemy reuses the same
 compiled string for the same statement), in a bounded cache.
+
+Database layers stack (SQLAlchemy or Django on top of psycopg): the layer that records a
+statement marks it in flight with :func:`enter_statement`, and a layer below that finds
+:func:`traced_above` true for the statement it is about to run records nothing, so a statement
+gives one span.
 """
 
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
+from typing import Any
 
 from tomograph._cache import BoundedCache
+from tomograph.span import Span
 
-__all__ = ["describe_statement"]
+__all__ = [
+    "MAX_PARAMETERS_LENGTH",
+    "MAX_STATEMENT_LENGTH",
+    "StatementInFlight",
+    "cut",
+    "describe_span",
+    "describe_statement",
+    "enter_statement",
+    "first_line",
+    "leave_statement",
+    "parameters_text",
+    "record_statement_error",
+    "traced_above",
+]
+
+#: Longest statement text kept on a span; longer ones are cut and end with "...".
+MAX_STATEMENT_LENGTH = 4096
+#: Longest ``db.parameters`` value (when parameters are recorded at all).
+MAX_PARAMETERS_LENGTH = 1024
 
 #: How much of a statement is looked at: the verb and table come early, and a huge statement
 #: (a bulk INSERT) must not cost a scan of its whole text.
@@ -76,3 +103,111 @@ def _describe(head: str) -> tuple[str, str | None]:
     if verb in ("SELECT", "DELETE") and table.upper() in ("SELECT", "LATERAL"):
         return verb, None  # FROM (SELECT ...): a subquery, no single table
     return verb, table
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit - 3`` characters and "..." if it is longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_span(span: Span, statement: str) -> None:
+    """Name a (sampled) span after ``statement`` and tag its text, operation and table."""
+    operation, table = describe_statement(statement)
+    span.name = f"{operation} {table}" if table else operation
+    tags = span.tags
+    tags["db.statement"] = cut(statement, MAX_STATEMENT_LENGTH)
+    tags["db.operation"] = operation
+    if table:
+        tags["db.sql.table"] = table
+
+
+def parameters_text(parameters: Any) -> str:
+    """Bound values as ``db.parameters`` shows them (only when the user asked for them)."""
+    try:
+        text = repr(parameters)
+    except Exception:
+        text = f"<{type(parameters).__name__} that cannot be shown>"  # a broken __repr__
+    return cut(text, MAX_PARAMETERS_LENGTH)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message: PostgreSQL puts offending values on later lines."""
+    try:
+        message = str(error).strip()
+    except Exception:
+        return ""  # a broken __str__ must not hide the application's exception
+    return message.split("\n", 1)[0].strip()
+
+
+def record_statement_error(span: Span, error: BaseException, whole_message: bool) -> None:
+    """Mark a statement's span failed: ``error``, ``exception.type`` and a note.
+
+    Only the message's first line is kept unless ``whole_message`` (parameters are recorded).
+    """
+    if whole_message:
+        try:
+            message = str(error)
+        except Exception:
+            message = ""
+    else:
+        message = first_line(error)
+    type_name = type(error).__qualname__
+    span.error = True
+    if span.sampled:
+        span.tags["error"] = message or type_name
+        span.tags["exception.type"] = type_name
+        span.annotate(f"{type_name}: {message}" if message else type_name)
+
+
+class StatementInFlight:
+    """A statement a database layer is recording, until :func:`leave_statement`."""
+
+    __slots__ = ("open", "previous", "text")
+
+    def __init__(self, text: str | None, previous: StatementInFlight | None) -> None:
+        self.text = text
+        self.previous = previous
+        self.open = True
+
+
+_in_flight: ContextVar[StatementInFlight | None] = ContextVar(
+    "tomograph_sql_statement_in_flight", default=None
+)
+
+
+def enter_statement(text: str | None) -> StatementInFlight:
+    """Mark ``text`` as recorded by the calling layer (``None``: whatever statement runs next).
+
+    >>> marker = enter_statement('SELECT 1')
+    >>> traced_above('SELECT 1'), traced_above('SELECT 2')
+    (True, False)
+    >>> leave_statement(marker)
+    >>> traced_above('SELECT 1')
+    False
+    """
+    previous = _in_flight.get()
+    while previous is not None and not previous.open:
+        previous = previous.previous  # ended in another context: nothing to come back to
+    marker = StatementInFlight(text, previous)
+    _in_flight.set(marker)
+    return marker
+
+
+def leave_statement(marker: StatementInFlight) -> None:
+    """End what :func:`enter_statement` began (from any context; never raises)."""
+    marker.open = False
+    if _in_flight.get() is marker:
+        _in_flight.set(marker.previous)
+
+
+def traced_above(text: str | None) -> bool:
+    """True if a layer above already records the statement ``text`` now being run.
+
+    A marker left open by a layer that never saw its statement end only hides that same text.
+    """
+    marker = _in_flight.get()
+    while marker is not None and not marker.open:
+        marker = marker.previous
+    if marker is None:
+        return False
+    return marker.text is None or marker.text is text or marker.text == text

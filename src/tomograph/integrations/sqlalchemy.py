@@ -29,7 +29,17 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from tomograph.clock import epoch_us, monotonic_ns
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._sql import describe_statement
+from tomograph.integrations._sql import (
+    MAX_STATEMENT_LENGTH,
+    StatementInFlight,
+    cut,
+    describe_span,
+    enter_statement,
+    first_line,
+    leave_statement,
+    parameters_text,
+    record_statement_error,
+)
 from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer, get_tracer
@@ -45,10 +55,6 @@ __all__ = [
     "uninstrument",
 ]
 
-#: Longest statement text kept on a span; longer ones are cut and end with "...".
-MAX_STATEMENT_LENGTH = 4096
-#: Longest ``db.parameters`` value (when parameters are recorded at all).
-MAX_PARAMETERS_LENGTH = 1024
 #: Statements started by ``before_execute`` and not yet finished, per context; a statement
 #: whose end is never seen (it failed before reaching the database) is dropped past this depth.
 MAX_OPEN_STATEMENTS = 32
@@ -79,31 +85,21 @@ class _Database:
 
 
 class _Statement:
-    """One statement in flight: its span, or (in notes mode) where its note will go."""
+    """One statement in flight: its span, or (in notes mode) where its note will go.
 
-    __slots__ = ("parent", "span", "start_ns")
+    While it runs it is marked in flight (see ``_sql.enter_statement``), so that a driver
+    integration below (psycopg) does not record the same statement a second time.
+    """
 
-    def __init__(self, span: Span | None, parent: Span | None, start_ns: int) -> None:
+    __slots__ = ("in_flight", "parent", "span", "start_ns")
+
+    def __init__(
+        self, span: Span | None, parent: Span | None, start_ns: int, statement: str | None
+    ) -> None:
         self.span = span
         self.parent = parent
         self.start_ns = start_ns
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _parameters_text(parameters: Any) -> str:
-    try:
-        text = repr(parameters)
-    except Exception:
-        text = f"<{type(parameters).__name__} that cannot be shown>"  # a broken __repr__
-    return _cut(text, MAX_PARAMETERS_LENGTH)
-
-
-def _first_line(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return message.split("\n", 1)[0].strip()
+        self.in_flight: StatementInFlight = enter_statement(statement)
 
 
 class StatementRecorder:
@@ -151,7 +147,7 @@ class StatementRecorder:
         if self.as_notes:
             if parent is None or not parent.sampled:
                 return None  # a note needs a recording span to go on
-            return _Statement(None, parent, monotonic_ns())
+            return _Statement(None, parent, monotonic_ns(), statement)
         database = self._database(connection.engine)
         tracer = self.tracer or get_tracer()
         span = Span(
@@ -167,8 +163,8 @@ class StatementRecorder:
             if statement is not None:
                 self._describe(span, statement)
             if self.record_parameters and parameters is not None:
-                span.tags["db.parameters"] = _parameters_text(parameters)
-        return _Statement(span, None, span.start_ns)
+                span.tags["db.parameters"] = parameters_text(parameters)
+        return _Statement(span, None, span.start_ns, statement)
 
     def finish(
         self,
@@ -179,6 +175,7 @@ class StatementRecorder:
         parameters: Any = None,
     ) -> None:
         """End recording: name the span if it is not named yet, tag rows and errors, finish it."""
+        leave_statement(pending.in_flight)
         span = pending.span
         if span is None:
             self._note(pending, statement, error)
@@ -191,7 +188,7 @@ class StatementRecorder:
                 and parameters is not None
                 and "db.parameters" not in span.tags
             ):
-                span.tags["db.parameters"] = _parameters_text(parameters)
+                span.tags["db.parameters"] = parameters_text(parameters)
             if row_count is not None and row_count >= 0:
                 span.tags["db.row_count"] = row_count
             if error is not None:
@@ -201,21 +198,10 @@ class StatementRecorder:
         span.finish()
 
     def _describe(self, span: Span, statement: str) -> None:
-        operation, table = describe_statement(statement)
-        span.name = f"{operation} {table}" if table else operation
-        tags = span.tags
-        tags["db.statement"] = _cut(statement, MAX_STATEMENT_LENGTH)
-        tags["db.operation"] = operation
-        if table:
-            tags["db.sql.table"] = table
+        describe_span(span, statement)
 
     def _record_error(self, span: Span, error: BaseException) -> None:
-        message = str(error) if self.record_parameters else _first_line(error)
-        type_name = type(error).__qualname__
-        span.error = True
-        span.tags["error"] = message or type_name
-        span.tags["exception.type"] = type_name
-        span.annotate(f"{type_name}: {message}" if message else type_name)
+        record_statement_error(span, error, self.record_parameters)
 
     def _note(
         self, pending: _Statement, statement: str | None, error: BaseException | None
@@ -223,11 +209,11 @@ class StatementRecorder:
         parent = pending.parent
         if parent is None or parent.end_ns:
             return
-        text = _cut(statement or "SQL", MAX_STATEMENT_LENGTH)
+        text = cut(statement or "SQL", MAX_STATEMENT_LENGTH)
         duration = max(1, (monotonic_ns() - pending.start_ns) // 1000)
         parent.annotate_at(text, epoch_us(pending.start_ns, parent.epoch_offset_ns), duration)
         if error is not None:
-            message = str(error) if self.record_parameters else _first_line(error)
+            message = str(error) if self.record_parameters else first_line(error)
             parent.annotate(f"SQL error: {type(error).__qualname__}: {message}")
 
     # -- SQLAlchemy event listeners ------------------------------------------------------------
@@ -312,7 +298,10 @@ def _pop_from_context(context: Any) -> _Statement | None:
 def _push(pending: _Statement) -> None:
     stack = _open_statements.get()
     if len(stack) >= MAX_OPEN_STATEMENTS:
-        stack = stack[1:]  # the oldest never ended (a compile error before execution): drop it
+        # The oldest never ended (a compile error before execution): drop it, and stop it
+        # hiding the statements a driver integration below would record.
+        leave_statement(stack[0].in_flight)
+        stack = stack[1:]
     _open_statements.set((*stack, pending))
 
 
