@@ -67,6 +67,7 @@ INTEGRATION_MODULES = [
     "tomograph.integrations.http_status",
     "tomograph.integrations.httpx",
     "tomograph.integrations.logging",
+    "tomograph.integrations.psycopg",
     "tomograph.integrations.redis",
     "tomograph.integrations.requests",
     "tomograph.integrations.sqlalchemy",
