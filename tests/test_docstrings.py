@@ -68,6 +68,7 @@ INTEGRATION_MODULES = [
     "tomograph.integrations.httpx",
     "tomograph.integrations.logging",
     "tomograph.integrations.psycopg",
+    "tomograph.integrations.psycopg2",
     "tomograph.integrations.redis",
     "tomograph.integrations.requests",
     "tomograph.integrations.sqlalchemy",

@@ -167,6 +167,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "statement_text",
         "unpatch",
     ],
+    "tomograph.integrations.psycopg2": ["instrument_connection", "patch", "patched", "unpatch"],
     "tomograph.integrations.redis": [
         "MAX_LISTED_COMMANDS",
         "instrument",

@@ -23,6 +23,7 @@ from typing import Any
 
 from tomograph.context import SUPPRESS_TRACING
 from tomograph.integrations._sql import (
+    MAX_STATEMENT_LENGTH,
     StatementInFlight,
     describe_span,
     enter_statement,
@@ -35,7 +36,16 @@ from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer, get_tracer
 
-__all__ = ["Database", "DriverOptions", "Running", "batch_size", "begin", "row_count"]
+__all__ = [
+    "Database",
+    "DriverOptions",
+    "Running",
+    "batch_size",
+    "begin",
+    "composed_text",
+    "head_text",
+    "row_count",
+]
 
 _CLIENT = SpanKind.CLIENT
 
@@ -127,12 +137,14 @@ def begin(
     text: str | None,
     parameters: Any = None,
     batch_size: int | None = None,
+    values_inside: bool = False,
 ) -> Running | None:
     """Start the span of a statement; None if a layer above records it or tracing is off.
 
     ``text`` is the statement with its placeholders (None if it cannot be shown without its
     values: the span is then just ``SQL``); ``batch_size`` is the number of parameter sets of
-    an ``executemany``, when known.
+    an ``executemany``, when known. ``values_inside``: the text may hold values written into
+    it, so it names the span (operation and table) but is kept only if parameters are.
     """
     if SUPPRESS_TRACING.get() or traced_above(text):
         return None
@@ -148,6 +160,8 @@ def begin(
     if span.sampled:
         if text is not None:
             describe_span(span, text)
+            if values_inside and not options.record_parameters:
+                del span.tags["db.statement"]
         if batch_size is not None:
             span.tags["db.operation.batch.size"] = batch_size
         if options.record_parameters and parameters is not None:
@@ -170,3 +184,27 @@ def batch_size(parameter_sets: Any) -> int | None:
     if isinstance(parameter_sets, list | tuple):
         return len(parameter_sets)
     return None
+
+
+def head_text(query: bytes | bytearray | memoryview) -> str:
+    """A statement given as bytes, decoded: only its head, the span keeps no more."""
+    return bytes(query[: MAX_STATEMENT_LENGTH * 4]).decode("utf-8", "replace")
+
+
+def composed_text(query: Any, context: Any, sql_module: Any) -> str | None:
+    """The text of a statement built with a driver's ``sql`` module (psycopg's or psycopg2's).
+
+    ``Literal`` parts are values: they show as ``?``. None if a part cannot be shown.
+    """
+    if isinstance(query, sql_module.Literal):
+        return "?"
+    if isinstance(query, sql_module.Composed):
+        parts = [composed_text(part, context, sql_module) for part in query]
+        return None if None in parts else "".join(parts)  # type: ignore[arg-type]
+    if isinstance(query, sql_module.Composable):
+        try:
+            text = query.as_string(context)
+        except Exception:
+            return None  # e.g. an identifier the connection's encoding cannot write
+        return text if isinstance(text, str) else None
+    return None  # a template string or an unknown type: its parts may be values

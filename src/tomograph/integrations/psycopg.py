@@ -31,9 +31,10 @@ from tomograph.integrations._dbapi import (
     Running,
     batch_size,
     begin,
+    composed_text,
+    head_text,
     row_count,
 )
-from tomograph.integrations._sql import MAX_STATEMENT_LENGTH
 from tomograph.integrations.patching import is_patched, patch_method, unpatch_method, unpatched
 from tomograph.tracer import Tracer
 
@@ -75,24 +76,8 @@ def statement_text(query: Any, context: Any = None) -> str | None:
     if isinstance(query, str):
         return query
     if isinstance(query, bytes | bytearray | memoryview):
-        # Only the head: the span keeps at most MAX_STATEMENT_LENGTH characters.
-        return bytes(query[: MAX_STATEMENT_LENGTH * 4]).decode("utf-8", "replace")
-    return _composed_text(query, context, sql)
-
-
-def _composed_text(query: Any, context: Any, module: Any) -> str | None:
-    if isinstance(query, module.Literal):
-        return "?"
-    if isinstance(query, module.Composed):
-        parts = [_composed_text(part, context, module) for part in query]
-        return None if None in parts else "".join(parts)  # type: ignore[arg-type]
-    if isinstance(query, module.Composable):
-        try:
-            text = query.as_string(context)
-        except Exception:
-            return None  # e.g. an identifier the connection's encoding cannot write
-        return text if isinstance(text, str) else None
-    return None  # a template string or an unknown type: its parts may be values
+        return head_text(query)
+    return composed_text(query, context, sql)
 
 
 def _start(cursor: Any, options: DriverOptions, query: Any, parameters: Any) -> Running | None:
