@@ -193,6 +193,45 @@ def test_server_side_cursor_is_one_span_for_its_query_not_one_per_fetch(
     assert [s.name for s in sql_spans(memory)] == ["SELECT users"]
 
 
+def test_stream_is_one_span_until_the_rows_are_read_or_the_loop_stops(
+    memory: MemoryBackend, conn: psycopg.Connection, patched: None
+) -> None:
+    conn.execute("INSERT INTO users SELECT g, 'n' FROM generate_series(1, 30) g")
+    memory.clear()
+    with conn.cursor() as cur:
+        assert sum(1 for _ in cur.stream("SELECT id FROM users")) == 30
+        for index, _ in enumerate(cur.stream("SELECT name FROM users")):
+            if index == 4:
+                break
+        with pytest.raises(errors.UndefinedColumn):
+            list(cur.stream("SELECT nope FROM users"))
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable
+    whole, early, failed, _ = sql_spans(memory)
+    assert (whole.name, whole.tags["db.row_count"]) == ("SELECT users", 30)
+    assert (early.tags["db.row_count"], early.error) == (5, False)
+    assert failed.error and failed.tags["exception.type"] == "UndefinedColumn"
+
+
+def test_asyncio_stream_left_early_frees_the_connection(
+    memory: MemoryBackend, dsn: str, conn: psycopg.Connection, patched: None
+) -> None:
+    conn.execute("INSERT INTO users SELECT g, 'n' FROM generate_series(1, 30) g")
+    memory.clear()
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as aconn:
+            cur = aconn.cursor()
+            async for row in cur.stream("SELECT id FROM users"):
+                if row[0] >= 3:
+                    break
+            await cur.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+
+    asyncio.run(main())
+    stream_span = sql_spans(memory)[0]
+    assert (stream_span.name, stream_span.tags["db.row_count"]) == ("SELECT users", 3)
+
+
 def test_composed_statements_show_literals_as_placeholders(
     memory: MemoryBackend, conn: psycopg.Connection, patched: None
 ) -> None:

@@ -123,9 +123,9 @@ class Running:
         """Tag the row count or the failure, and finish the span."""
         leave_statement(self.in_flight)
         span = self.span
-        if error is not None:
-            if not isinstance(error, GeneratorExit):  # a copy block left early: not a failure
-                record_statement_error(span, error, self.record_parameters)
+        if error is not None and not isinstance(error, GeneratorExit):
+            record_statement_error(span, error, self.record_parameters)
+        # (GeneratorExit: a loop over streamed rows, or a copy block, left early: no failure)
         elif row_count is not None and row_count >= 0 and span.sampled:
             span.tags["db.row_count"] = row_count
         span.finish()

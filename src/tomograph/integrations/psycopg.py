@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -147,6 +147,53 @@ def _traced_copy(original: Callable[..., Any], options: DriverOptions) -> Callab
     return functools.wraps(original)(copy)
 
 
+def _traced_stream(original: Callable[..., Any], options: DriverOptions) -> Callable[..., Any]:
+    # The span lasts until the rows are all read, or the loop over them stops early.
+    def stream(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        running = _start(self, options, query, params)
+        if running is None:
+            yield from original(self, query, params, *args, **kwargs)
+            return
+        rows = 0
+        try:
+            for row in original(self, query, params, *args, **kwargs):
+                rows += 1
+                yield row
+        except BaseException as error:
+            running.end(rows, error)
+            raise
+        running.end(rows)
+
+    return functools.wraps(original)(stream)
+
+
+def _traced_async_stream(
+    original: Callable[..., Any], options: DriverOptions
+) -> Callable[..., Any]:
+    async def stream(
+        self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        running = _start(self, options, query, params)
+        # aclosing: a loop left early closes psycopg's generator now, which frees the
+        # connection, not whenever the garbage collector gets to it.
+        async with aclosing(original(self, query, params, *args, **kwargs)) as source:
+            if running is None:
+                async for row in source:
+                    yield row
+                return
+            rows = 0
+            try:
+                async for row in source:
+                    rows += 1
+                    yield row
+            except BaseException as error:
+                running.end(rows, error)
+                raise
+            running.end(rows)
+
+    return functools.wraps(original)(stream)
+
+
 def _traced_async_execute(
     original: Callable[..., Any], options: DriverOptions
 ) -> Callable[..., Any]:
@@ -216,11 +263,13 @@ _SYNC: dict[str, Wrap] = {
     "execute": _traced_execute,
     "executemany": _traced_executemany,
     "copy": _traced_copy,
+    "stream": _traced_stream,
 }
 _ASYNC: dict[str, Wrap] = {
     "execute": _traced_async_execute,
     "executemany": _traced_async_executemany,
     "copy": _traced_async_copy,
+    "stream": _traced_async_stream,
 }
 
 #: What patch() replaces. Client and raw cursors inherit Cursor's methods; server-side
