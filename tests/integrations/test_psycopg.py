@@ -130,6 +130,19 @@ def test_a_unique_violation_keeps_the_values_on_the_detail_line_out(
     assert "(id)=(7)" not in repr((span.tags, span.annotations))  # PostgreSQL's DETAIL line
 
 
+def test_a_server_that_went_away_gives_an_error_span(
+    memory: MemoryBackend, dsn: str, conn: psycopg.Connection, patched: None
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as doomed:
+        pid = doomed.info.backend_pid
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            doomed.execute("SELECT 1 FROM users")
+    span = sql_spans(memory)[-1]
+    assert span.name == "SELECT users" and span.error
+    assert span.tags["exception.type"] in ("OperationalError", "AdminShutdown")
+
+
 def test_record_parameters_opt_in_records_values_and_whole_messages(
     memory: MemoryBackend, dsn: str, conn: psycopg.Connection
 ) -> None:
