@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from tests.support.redis_server import redis_server
 from tests.support.servers import free_port
 from tests.support.thread_calls import all_at_once
@@ -346,3 +349,59 @@ def test_asyncio_server_down(memory: MemoryBackend, patched: None) -> None:
 
     asyncio.run(main())
     assert memory.find("GET").tags["exception.type"] == "ConnectionError"
+
+
+# -- cluster -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    with redis_server("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf") as url:
+        node = redis.Redis.from_url(url)
+        node.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 20
+        while node.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+            assert time.monotonic() < deadline, "the one-node cluster never became ready"
+            time.sleep(0.05)
+        node.close()
+        yield url
+
+
+def test_cluster_commands_and_pipelines(
+    memory: MemoryBackend, cluster_url: str, patched: None
+) -> None:
+    cluster = redis.cluster.RedisCluster.from_url(cluster_url)
+    memory.clear()  # the client's discovery of the cluster's nodes
+    try:
+        cluster.set("a", "secret-value")
+        assert cluster.get("a") == b"secret-value"
+        pipe = cluster.pipeline()
+        pipe.set("b", 1).get("b")
+        assert pipe.execute() == [True, b"1"]
+    finally:
+        cluster.close()
+    spans = client_spans(memory)
+    assert [s.name for s in spans] == ["SET", "GET", "PIPELINE"]
+    assert spans[2].tags["db.redis.commands"] == ["SET", "GET"]
+    assert all(s.tags["db.system"] == "redis" for s in spans)
+    assert "secret" not in repr([s.tags for s in spans])
+
+
+def test_asyncio_cluster_commands_and_pipelines(
+    memory: MemoryBackend, cluster_url: str, patched: None
+) -> None:
+    async def main() -> None:
+        cluster = redis.asyncio.cluster.RedisCluster.from_url(cluster_url)
+        try:
+            await cluster.initialize()
+            memory.clear()
+            await cluster.set("a", 1)
+            async with cluster.pipeline() as pipe:
+                await pipe.get("a").incr("a").execute()
+        finally:
+            await cluster.aclose()
+
+    asyncio.run(main())
+    spans = client_spans(memory)
+    assert [s.name for s in spans] == ["SET", "PIPELINE"]
+    assert spans[1].tags["db.redis.pipeline_length"] == 2

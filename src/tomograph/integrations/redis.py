@@ -124,10 +124,19 @@ def _start(client: Any, options: _Options, name: str, args: Sequence[Any] | None
 
 
 def _pipeline_commands(pipeline: Any) -> list[Any]:
-    stack = getattr(pipeline, "command_stack", None)
-    if stack is None:
-        stack = getattr(pipeline, "_command_stack", None)  # the asyncio cluster pipeline
-    return stack if isinstance(stack, list) else []
+    # Where the queued commands are: ``command_stack`` for the plain pipelines; the cluster
+    # pipelines of redis-py 6+ keep them in their execution strategy (older ones, in
+    # ``command_stack`` or ``_command_stack``).
+    strategy = getattr(pipeline, "_execution_strategy", None)
+    for stack in (
+        getattr(pipeline, "command_stack", None),
+        getattr(strategy, "command_queue", None),
+        getattr(strategy, "_command_queue", None),
+        getattr(pipeline, "_command_stack", None),
+    ):
+        if isinstance(stack, list) and stack:
+            return stack
+    return []
 
 
 def _start_pipeline(pipeline: Any, options: _Options) -> Span | None:
