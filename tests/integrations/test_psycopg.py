@@ -438,3 +438,19 @@ def test_under_sqlalchemy_async_each_statement_is_one_span(
     names = [s.name for s in sql_spans(memory)]
     assert names.count("INSERT users") == 1
     assert names.count("SELECT users") == 1
+
+
+def test_patch_before_configure_reports_to_the_tracer_configured_later(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    from tomograph import config
+
+    assert traced_psycopg.patch()  # at import time, before the application configures tomograph
+    try:
+        backend = MemoryBackend()
+        tomograph.configure(service="late", backends=[backend], environ={})
+        conn.execute("SELECT 1 FROM users")
+        assert [s.name for s in backend.spans] == ["SELECT users"]
+    finally:
+        traced_psycopg.unpatch()
+        config.reset()

@@ -356,7 +356,10 @@ def test_asyncio_server_down(memory: MemoryBackend, patched: None) -> None:
 
 @pytest.fixture(scope="module")
 def cluster_url() -> Iterator[str]:
-    with redis_server("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf") as url:
+    # The cluster bus port is the client port + 10000 unless named: above 55535 that fails.
+    bus = ("--cluster-port", str(free_port()))
+    options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *bus)
+    with redis_server(*options) as url:
         node = redis.Redis.from_url(url)
         node.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
         deadline = time.monotonic() + 20
@@ -405,3 +408,37 @@ def test_asyncio_cluster_commands_and_pipelines(
     spans = client_spans(memory)
     assert [s.name for s in spans] == ["SET", "PIPELINE"]
     assert spans[1].tags["db.redis.pipeline_length"] == 2
+
+
+def test_patch_before_configure_reports_to_the_tracer_configured_later(redis_url: str) -> None:
+    from tomograph import config
+
+    client = redis.Redis.from_url(redis_url)
+    assert traced_redis.patch()  # at import time, before the application configures tomograph
+    try:
+        backend = MemoryBackend()
+        tomograph.configure(service="late", backends=[backend], environ={})
+        client.get("a")
+        assert [s.name for s in backend.spans] == ["GET"]
+    finally:
+        traced_redis.unpatch()
+        config.reset()
+        client.close()
+
+
+def test_unsampled_commands_record_nothing_and_still_work(
+    redis_url: str, client: redis.Redis, patched: None
+) -> None:
+    from tomograph import config
+    from tomograph.sampling import never
+
+    backend = MemoryBackend()
+    tomograph.configure(service="s", backends=[backend], sampler=never(), environ={})
+    try:
+        client.set("a", 1)
+        assert client.get("a") == b"1"
+        with pytest.raises(redis.ResponseError):
+            client.hget("a", "field")
+    finally:
+        config.reset()
+    assert backend.spans == []
