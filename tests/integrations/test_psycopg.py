@@ -454,3 +454,33 @@ def test_patch_before_configure_reports_to_the_tracer_configured_later(
     finally:
         traced_psycopg.unpatch()
         config.reset()
+
+
+def test_the_password_is_never_recorded(memory: MemoryBackend, dsn: str, patched: None) -> None:
+    with psycopg.connect(dsn + "?password=hunter2-secret&application_name=app") as connection:
+        connection.execute("SELECT 1")
+    span = sql_spans(memory)[0]
+    assert "hunter2" not in repr((span.tags, span.remote_endpoint, span.annotations))
+    assert span.tags["db.user"] == "tomograph"
+
+
+def test_under_sqlalchemys_classic_listeners_each_statement_is_one_span(
+    memory: MemoryBackend, sqlalchemy_url: str, conn: psycopg.Connection, patched: None
+) -> None:
+    engine = sa.create_engine(sqlalchemy_url)
+    engine.connect().close()  # the dialect's first-connect queries, before the listeners
+    memory.clear()
+    sa.event.listen(engine, "before_execute", tomograph.before_execute("app"))
+    sa.event.listen(engine, "after_execute", tomograph.after_execute("app"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO users VALUES (1, 'a')"))
+            connection.execute(sa.text("SELECT id FROM users")).all()
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO users VALUES (1, 'x')"))
+    finally:
+        engine.dispose()
+    assert [s.name for s in sql_spans(memory)] == ["INSERT users", "SELECT users", "INSERT users"]
+    memory.clear()
+    conn.execute("SELECT 1 FROM users")  # nothing left hiding the driver's own statements
+    assert [s.name for s in sql_spans(memory)] == ["SELECT users"]

@@ -242,3 +242,13 @@ def test_patch_twice_is_a_no_op_and_unpatch_restores_connect() -> None:
     assert not traced_psycopg2.unpatch()
     assert psycopg2.connect is original
     assert "connect" in vars(psycopg2)
+
+
+def test_the_password_is_never_recorded(memory: MemoryBackend, dsn: str, table: None) -> None:
+    connection = psycopg2.connect(dsn + "?password=hunter2-secret")
+    traced_psycopg2.instrument_connection(connection)
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1")
+    connection.close()
+    span = sql_spans(memory)[0]
+    assert "hunter2" not in repr((span.tags, span.remote_endpoint, span.annotations))
