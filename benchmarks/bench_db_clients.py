@@ -136,8 +136,8 @@ def main() -> None:
         if library != "none"
     ]
     print_table(
-        "Database clients (µs added per operation, best of rounds; over loopback but the "
-        "first row; ratio: peer / tomograph)",
+        "Database clients (µs added per operation, best of rounds; over loopback except "
+        "the 'no network' row; ratio: peer / tomograph)",
         results,
     )
 
