@@ -146,7 +146,12 @@ PUBLIC_API: dict[str, list[str]] = {
         "SERVER_ERRORS_FROM",
         "record_status",
     ],
-    "tomograph.integrations.patching": ["is_patched", "patch_method", "unpatch_method"],
+    "tomograph.integrations.patching": [
+        "is_patched",
+        "patch_method",
+        "unpatch_method",
+        "unpatched",
+    ],
     "tomograph.integrations.httpx": [
         "AsyncTracingTransport",
         "TracingTransport",
@@ -164,6 +169,21 @@ PUBLIC_API: dict[str, list[str]] = {
         "uninstall",
     ],
     "tomograph.integrations.requests": ["instrument_session", "patch", "patched", "unpatch"],
+    "tomograph.integrations.psycopg": [
+        "instrument_connection",
+        "patch",
+        "patched",
+        "statement_text",
+        "unpatch",
+    ],
+    "tomograph.integrations.psycopg2": ["instrument_connection", "patch", "patched", "unpatch"],
+    "tomograph.integrations.redis": [
+        "MAX_LISTED_COMMANDS",
+        "instrument",
+        "patch",
+        "patched",
+        "unpatch",
+    ],
     "tomograph.integrations.sqlalchemy": [
         "ClassicListener",
         "Instrumentation",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tomograph.integrations._sql import describe_statement
+from tomograph.integrations._sql import (
+    describe_statement,
+    enter_statement,
+    leave_statement,
+    traced_above,
+)
 
 
 @pytest.mark.parametrize(
@@ -50,3 +57,42 @@ def test_any_text_gives_a_short_name_and_never_raises(statement: str) -> None:
 def test_table_name_round_trips(prefix: str, table: str) -> None:
     statement = prefix + table + " WHERE 1 = 1"
     assert describe_statement(statement)[1] == table
+
+
+# -- statements in flight: one span per statement when database layers stack --------------------
+
+
+def test_a_statement_in_flight_hides_only_that_statement_from_layers_below() -> None:
+    marker = enter_statement("SELECT 1")
+    try:
+        assert traced_above("SELECT 1")
+        assert not traced_above("SELECT 2")
+        assert not traced_above(None)
+    finally:
+        leave_statement(marker)
+    assert not traced_above("SELECT 1")
+
+
+def test_an_unknown_statement_in_flight_hides_whatever_runs_below() -> None:
+    marker = enter_statement(None)  # SQLAlchemy's before_execute: not compiled yet
+    assert traced_above("SELECT anything")
+    leave_statement(marker)
+    assert not traced_above("SELECT anything")
+
+
+def test_a_statement_left_in_another_context_hides_nothing_here() -> None:
+    marker = enter_statement(None)
+    contextvars.copy_context().run(leave_statement, marker)  # ended elsewhere
+    assert not traced_above("SELECT 1")
+    inner = enter_statement("SELECT 2")
+    leave_statement(inner)
+    assert not traced_above("SELECT 1")  # the closed one does not come back either
+
+
+def test_nested_statements_restore_the_outer_one() -> None:
+    outer = enter_statement("CALL outer()")
+    inner = enter_statement("SELECT inner")
+    leave_statement(inner)
+    assert traced_above("CALL outer()")
+    leave_statement(outer)
+    assert not traced_above("CALL outer()")

@@ -238,3 +238,26 @@ def test_patch_traces_the_database_too(memory: MemoryBackend) -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute("SELECT 2")
     assert [span.tags["db.statement"] for span in sql_spans(memory)] == ["SELECT 1"]
+
+
+def test_with_psycopg_patched_too_a_postgresql_statement_is_one_span(
+    memory: MemoryBackend, postgres_port: str
+) -> None:
+    # `tomograph run` patches both Django and the driver under it: the driver stays quiet for
+    # the statements Django records, and still records those sent to it directly.
+    from tomograph.integrations import psycopg as traced_psycopg
+
+    traced_psycopg.patch()
+    try:
+        client().get("/sql/postgres")
+        django_spans = sql_spans(memory)
+        with connections["postgres"].cursor() as cursor:
+            raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
+            raw.execute("SELECT 42")
+    finally:
+        traced_psycopg.unpatch()
+    statements = [span.tags["db.statement"] for span in sql_spans(memory)]
+    assert statements[-3:-1] == [span.tags["db.statement"] for span in django_spans][-2:]
+    assert len(statements) == len(set(statements)), statements
+    assert statements[-1] == "SELECT 42"
+    assert sql_spans(memory)[-1].tags["db.system"] == "postgresql"

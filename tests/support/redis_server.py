@@ -26,11 +26,12 @@ def _answers_ping(port: int) -> bool:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(*options: str) -> Iterator[str]:
     """Start a throw-away redis server; yields its URL (``redis://127.0.0.1:PORT/0``).
 
     It keeps everything in memory (no snapshot, no append-only file) and is stopped, then
-    killed if need be, when the block ends.
+    killed if need be, when the block ends. ``options`` are more command-line options
+    (``"--cluster-enabled", "yes"``); files they name are relative to a temporary directory.
     """
     binary = require("redis-server", "the broker of the Celery tests")
     with tempfile.TemporaryDirectory(prefix="tomograph-redis-") as directory:
@@ -47,6 +48,7 @@ def redis_server() -> Iterator[str]:
             "no",
             "--dir",
             directory,
+            *options,
         ]
         with BackgroundProcess(argv, Path(directory) / "redis.log") as server:
             deadline = time.monotonic() + 20

@@ -1,17 +1,24 @@
-"""SQL statements on spans, the same for every database integration (SQLAlchemy, Django, ...).
+"""What every SQL integration records the same way: names, statement tags, errors, nesting.
 
-Low-cardinality names (``SELECT users``, ``INSERT orders``, ``COMMIT``), the ``db.*`` tags, and
-the privacy rules: the statement text with its placeholders, never the values unless the user
-opted in, and error messages cut to their first line (PostgreSQL puts the offending values on
-the ``DETAIL`` line).
+SQLAlchemy, Django and the psycopg drivers use it, so a statement looks alike whichever layer
+recorded it: the statement text with its placeholders, never the values unless the user opted
+in, and error messages cut to their first line (PostgreSQL puts the offending values on the
+``DETAIL`` line).
 
-A statement's text is looked at once: the answer is cached by text (SQLAlchemy and Django reuse
-the same string for the same statement), in a bounded cache.
+Low-cardinality names for SQL statements (``SELECT users``, ``INSERT orders``, ``COMMIT``): a
+statement's text is looked at once, and the answer cached by text (SQLAlchemy reuses the same
+compiled string for the same statement), in a bounded cache.
+
+Database layers stack (SQLAlchemy or Django on top of psycopg): the layer that records a
+statement marks it in flight with :func:`enter_statement`, and a layer below that finds
+:func:`traced_above` true for the statement it is about to run records nothing, so a statement
+gives one span.
 """
 
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from typing import Any
 
 from tomograph._cache import BoundedCache
@@ -21,13 +28,17 @@ from tomograph.span import Span
 __all__ = [
     "MAX_PARAMETERS_LENGTH",
     "MAX_STATEMENT_LENGTH",
+    "StatementInFlight",
     "cut",
+    "describe_span",
     "describe_statement",
-    "error_message",
+    "enter_statement",
+    "first_line",
+    "leave_statement",
     "parameters_text",
     "record_statement_error",
     "redact_database_error",
-    "tag_statement",
+    "traced_above",
 ]
 
 #: Longest statement text kept on a span; longer ones are cut and end with "...".
@@ -102,13 +113,12 @@ def _describe(head: str) -> tuple[str, str | None]:
 
 
 def cut(text: str, limit: int) -> str:
-    """``text``, or its first ``limit`` characters ending with ``...`` if it is longer."""
+    """``text``, or its first ``limit - 3`` characters and "..." if it is longer."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def tag_statement(span: Span, statement: str) -> None:
-    """Name a recording span after ``statement`` and tag ``db.statement``, ``db.operation``
-    and ``db.sql.table`` (the text as given: placeholders, never values)."""
+def describe_span(span: Span, statement: str) -> None:
+    """Name a (sampled) span after ``statement`` and tag its text, operation and table."""
     operation, table = describe_statement(statement)
     span.name = f"{operation} {table}" if table else operation
     tags = span.tags
@@ -119,7 +129,7 @@ def tag_statement(span: Span, statement: str) -> None:
 
 
 def parameters_text(parameters: Any) -> str:
-    """The ``db.parameters`` value (only ever recorded on the user's opt-in); never raises."""
+    """Bound values as ``db.parameters`` shows them (only when the user asked for them)."""
     try:
         text = repr(parameters)
     except Exception:
@@ -127,22 +137,34 @@ def parameters_text(parameters: Any) -> str:
     return cut(text, MAX_PARAMETERS_LENGTH)
 
 
-def error_message(error: BaseException, whole: bool) -> str:
-    """The driver's message, or only its first line unless ``whole`` (parameters opted in)."""
-    message = str(error).strip()
-    return message if whole else message.split("\n", 1)[0].strip()
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message: PostgreSQL puts offending values on later lines."""
+    try:
+        message = str(error).strip()
+    except Exception:
+        return ""  # a broken __str__ must not hide the application's exception
+    return message.split("\n", 1)[0].strip()
 
 
 def record_statement_error(span: Span, error: BaseException, whole_message: bool) -> None:
-    """Mark a statement's span failed: ``error``, ``exception.type`` and a note."""
-    span.error = True
-    if not span.sampled:
-        return
-    message = error_message(error, whole_message)
+    """Mark a statement's span failed: ``error``, ``exception.type`` and a note.
+
+    Only the message's first line is kept unless ``whole_message`` (parameters are recorded).
+    """
+    if whole_message:
+        try:
+            message = str(error)
+        except Exception:
+            message = ""
+    else:
+        message = first_line(error)
     type_name = type(error).__qualname__
-    span.tags["error"] = message or type_name
-    span.tags["exception.type"] = type_name
-    span.annotate(f"{type_name}: {message}" if message else type_name)
+    span.error = True
+    if span.sampled:
+        span.tags["error"] = message or type_name
+        span.tags["exception.type"] = type_name
+        span.annotate(f"{type_name}: {message}" if message else type_name)
+
 
 
 def redact_database_error(span: Span, error: BaseException) -> None:
@@ -154,7 +176,7 @@ def redact_database_error(span: Span, error: BaseException) -> None:
     type_name = type(error).__qualname__
     if span.tags.get("exception.type") != type_name:
         return
-    first = error_message(error, whole=False)
+    first = first_line(error)
     span.tags["error"] = first or type_name
     notes = span.notes_raw
     for index in range(len(notes) - 1, -1, -1):
@@ -167,3 +189,56 @@ def redact_database_error(span: Span, error: BaseException) -> None:
             cut_note.omitted = note.omitted
             notes[index] = (at, cut_note, duration)
             return
+
+class StatementInFlight:
+    """A statement a database layer is recording, until :func:`leave_statement`."""
+
+    __slots__ = ("open", "previous", "text")
+
+    def __init__(self, text: str | None, previous: StatementInFlight | None) -> None:
+        self.text = text
+        self.previous = previous
+        self.open = True
+
+
+_in_flight: ContextVar[StatementInFlight | None] = ContextVar(
+    "tomograph_sql_statement_in_flight", default=None
+)
+
+
+def enter_statement(text: str | None) -> StatementInFlight:
+    """Mark ``text`` as recorded by the calling layer (``None``: whatever statement runs next).
+
+    >>> marker = enter_statement('SELECT 1')
+    >>> traced_above('SELECT 1'), traced_above('SELECT 2')
+    (True, False)
+    >>> leave_statement(marker)
+    >>> traced_above('SELECT 1')
+    False
+    """
+    previous = _in_flight.get()
+    while previous is not None and not previous.open:
+        previous = previous.previous  # ended in another context: nothing to come back to
+    marker = StatementInFlight(text, previous)
+    _in_flight.set(marker)
+    return marker
+
+
+def leave_statement(marker: StatementInFlight) -> None:
+    """End what :func:`enter_statement` began (from any context; never raises)."""
+    marker.open = False
+    if _in_flight.get() is marker:
+        _in_flight.set(marker.previous)
+
+
+def traced_above(text: str | None) -> bool:
+    """True if a layer above already records the statement ``text`` now being run.
+
+    A marker left open by a layer that never saw its statement end only hides that same text.
+    """
+    marker = _in_flight.get()
+    while marker is not None and not marker.open:
+        marker = marker.previous
+    if marker is None:
+        return False
+    return marker.text is None or marker.text is text or marker.text == text

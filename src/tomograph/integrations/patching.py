@@ -7,11 +7,18 @@ and unpatching restores exactly what was there (an instance's own attribute, or 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-__all__ = ["is_patched", "patch_method", "unpatch_method"]
+__all__ = ["is_patched", "patch_method", "unpatch_method", "unpatched"]
 
 _ORIGINAL = "__tomograph_original__"
+
+
+def _holds_own(owner: Any) -> bool:
+    # A class or a module: what is replaced is its own attribute, put back as it was. An
+    # instance's replacement shadows its class's method, and is removed to restore it.
+    return isinstance(owner, type | ModuleType)
 
 
 def patch_method(owner: Any, name: str, wrap: Callable[[Any], Any]) -> bool:
@@ -19,7 +26,7 @@ def patch_method(owner: Any, name: str, wrap: Callable[[Any], Any]) -> bool:
     own = vars(owner).get(name)  # only what ``owner`` itself holds, not what it inherits
     if own is not None and hasattr(own, _ORIGINAL):
         return False
-    current = getattr(owner, name) if own is None or not isinstance(owner, type) else own
+    current = getattr(owner, name) if own is None or not _holds_own(owner) else own
     wrapper = wrap(current)
     setattr(wrapper, _ORIGINAL, current)
     setattr(owner, name, wrapper)
@@ -32,7 +39,7 @@ def unpatch_method(owner: Any, name: str) -> bool:
     original = getattr(current, _ORIGINAL, None)
     if original is None:
         return False
-    if isinstance(owner, type):
+    if _holds_own(owner):
         setattr(owner, name, original)
     else:
         # An instance attribute shadowed the class's method: removing it restores the method.
@@ -46,3 +53,8 @@ def unpatch_method(owner: Any, name: str) -> bool:
 def is_patched(owner: Any, name: str) -> bool:
     """True if ``owner`` itself holds a tomograph wrapper as ``name``."""
     return hasattr(vars(owner).get(name), _ORIGINAL)
+
+
+def unpatched(method: Any) -> Any:
+    """What :func:`patch_method` replaced with ``method``, or ``method`` if it is no wrapper."""
+    return getattr(method, _ORIGINAL, method)

@@ -29,14 +29,16 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from tomograph.clock import epoch_us, monotonic_ns
 from tomograph.context import CURRENT_SPAN
-from tomograph.integrations._sql import (  # the limits stay importable from here
-    MAX_PARAMETERS_LENGTH,  # noqa: F401
+from tomograph.integrations._sql import (
     MAX_STATEMENT_LENGTH,
+    StatementInFlight,
     cut,
-    error_message,
+    describe_span,
+    enter_statement,
+    first_line,
+    leave_statement,
     parameters_text,
     record_statement_error,
-    tag_statement,
 )
 from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
@@ -83,14 +85,21 @@ class _Database:
 
 
 class _Statement:
-    """One statement in flight: its span, or (in notes mode) where its note will go."""
+    """One statement in flight: its span, or (in notes mode) where its note will go.
 
-    __slots__ = ("parent", "span", "start_ns")
+    While it runs it is marked in flight (see ``_sql.enter_statement``), so that a driver
+    integration below (psycopg) does not record the same statement a second time.
+    """
 
-    def __init__(self, span: Span | None, parent: Span | None, start_ns: int) -> None:
+    __slots__ = ("in_flight", "parent", "span", "start_ns")
+
+    def __init__(
+        self, span: Span | None, parent: Span | None, start_ns: int, statement: str | None
+    ) -> None:
         self.span = span
         self.parent = parent
         self.start_ns = start_ns
+        self.in_flight: StatementInFlight = enter_statement(statement)
 
 
 class StatementRecorder:
@@ -138,7 +147,7 @@ class StatementRecorder:
         if self.as_notes:
             if parent is None or not parent.sampled:
                 return None  # a note needs a recording span to go on
-            return _Statement(None, parent, monotonic_ns())
+            return _Statement(None, parent, monotonic_ns(), statement)
         database = self._database(connection.engine)
         tracer = self.tracer or get_tracer()
         span = Span(
@@ -155,7 +164,7 @@ class StatementRecorder:
                 self._describe(span, statement)
             if self.record_parameters and parameters is not None:
                 span.tags["db.parameters"] = parameters_text(parameters)
-        return _Statement(span, None, span.start_ns)
+        return _Statement(span, None, span.start_ns, statement)
 
     def finish(
         self,
@@ -166,6 +175,7 @@ class StatementRecorder:
         parameters: Any = None,
     ) -> None:
         """End recording: name the span if it is not named yet, tag rows and errors, finish it."""
+        leave_statement(pending.in_flight)
         span = pending.span
         if span is None:
             self._note(pending, statement, error)
@@ -187,7 +197,8 @@ class StatementRecorder:
             span.error = True
         span.finish()
 
-    _describe = staticmethod(tag_statement)
+    def _describe(self, span: Span, statement: str) -> None:
+        describe_span(span, statement)
 
     def _record_error(self, span: Span, error: BaseException) -> None:
         record_statement_error(span, error, self.record_parameters)
@@ -202,7 +213,7 @@ class StatementRecorder:
         duration = max(1, (monotonic_ns() - pending.start_ns) // 1000)
         parent.annotate_at(text, epoch_us(pending.start_ns, parent.epoch_offset_ns), duration)
         if error is not None:
-            message = error_message(error, self.record_parameters)
+            message = str(error) if self.record_parameters else first_line(error)
             parent.annotate(f"SQL error: {type(error).__qualname__}: {message}")
 
     # -- SQLAlchemy event listeners ------------------------------------------------------------
@@ -287,7 +298,10 @@ def _pop_from_context(context: Any) -> _Statement | None:
 def _push(pending: _Statement) -> None:
     stack = _open_statements.get()
     if len(stack) >= MAX_OPEN_STATEMENTS:
-        stack = stack[1:]  # the oldest never ended (a compile error before execution): drop it
+        # The oldest never ended (a compile error before execution): drop it, and stop it
+        # hiding the statements a driver integration below would record.
+        leave_statement(stack[0].in_flight)
+        stack = stack[1:]
     _open_statements.set((*stack, pending))
 
 

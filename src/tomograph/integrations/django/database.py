@@ -17,7 +17,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from tomograph._cache import memoize
-from tomograph.integrations._sql import parameters_text, record_statement_error, tag_statement
+from tomograph.integrations._sql import (
+    describe_span,
+    enter_statement,
+    leave_statement,
+    parameters_text,
+    record_statement_error,
+)
 from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer, get_tracer
@@ -89,12 +95,16 @@ class StatementTracer:
         except Exception:
             _log.exception("tomograph: recording a SQL statement failed")
             return execute(sql, params, many, context)  # tracing must never fail a query
+        # The driver's integration (psycopg) below stays quiet: one span per statement.
+        in_flight = enter_statement(None)
         try:
             result = execute(sql, params, many, context)
         except BaseException as error:
             record_statement_error(span, error, self.record_parameters)
             span.finish()
             raise
+        finally:
+            leave_statement(in_flight)
         if span.sampled:
             count = getattr(context.get("cursor"), "rowcount", None)
             if isinstance(count, int) and count >= 0:
@@ -117,7 +127,7 @@ class StatementTracer:
             if isinstance(sql, bytes):
                 sql = sql.decode("utf-8", "replace")
             if isinstance(sql, str):
-                tag_statement(span, sql)
+                describe_span(span, sql)
             if many and hasattr(params, "__len__"):
                 span.tags["db.batch.size"] = len(params)
             if self.record_parameters and params is not None:
