@@ -429,6 +429,40 @@ def test_parallel_requests_in_tasks_keep_their_parents(memory: MemoryBackend) ->
         assert sent == format_span_id(call.span_id)
 
 
+def test_two_tomograph_trace_configs_make_one_span(memory: MemoryBackend) -> None:
+    async def main() -> int:
+        configs = [traced.TracingTraceConfig(), traced.TracingTraceConfig()]
+        async with serving(backend_app()) as url, ClientSession(trace_configs=configs) as session:
+            return await fetch_status(session, f"{url}/echo/1")
+
+    assert asyncio.run(main()) == 200
+    (call,) = clients(memory)
+    (server,) = servers(memory)
+    assert server.parent_id == call.span_id
+
+
+def test_tasks_started_by_a_handler_are_children(memory: MemoryBackend) -> None:
+    async def fan_out(request: web.Request) -> web.Response:
+        async def part(index: int) -> None:
+            with tomograph.span(f"part {index}"):
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(asyncio.create_task(part(i)) for i in range(3)))
+        return web.Response()
+
+    app = traced_app()
+    app.router.add_get("/fan-out", fan_out)
+
+    async def client(url: str) -> int:
+        async with ClientSession() as session:
+            return await fetch_status(session, f"{url}/fan-out")
+
+    assert run_with(app, client) == 200
+    (span,) = servers(memory)
+    parts = [s for s in memory.spans if s.name.startswith("part ")]
+    assert len(parts) == 3 and {p.parent_id for p in parts} == {span.span_id}
+
+
 def test_redirects_are_one_client_span(memory: MemoryBackend) -> None:
     async def main() -> int:
         async with (

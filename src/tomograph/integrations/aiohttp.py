@@ -238,7 +238,7 @@ class TracingTraceConfig(TraceConfig):
         self, session: ClientSession, context: SimpleNamespace, params: TraceRequestStartParams
     ) -> None:
         if getattr(context, _CALL, None) is not None or not self._active():
-            return  # a redirect, for aiohttp versions that start each hop anew
+            return  # already traced: a request reported as started twice stays one span
         call = begin(params.method, str(params.url), self.tracer)
         setattr(context, _CALL, call)
         if call is not None:
