@@ -188,6 +188,8 @@ def test_statuses_and_exceptions(memory: MemoryBackend) -> None:
     assert spans["/missing"].name == "GET /missing" and not spans["/missing"].error
     assert spans["/moved"].tags["http.status_code"] == 302 and not spans["/moved"].error
     assert spans["/broken"].error and spans["/broken"].tags["http.status_code"] == 500
+    assert spans["/broken"].tags["exception.type"] == "HTTPInternalServerError"
+    assert "exception.type" not in spans["/missing"].tags
     crash = spans["/crash/0"]
     assert crash.error and crash.tags["http.status_code"] == 500
     assert crash.tags["exception.type"] == "ZeroDivisionError"

@@ -156,6 +156,8 @@ class TracingMiddleware(HttpServerHandler):
         try:
             response = await handler(request)
         except web.HTTPException as exc:  # raised as the response: 404 and 302 are no errors
+            if exc.status >= 500:
+                span.record_exception(exc)  # where the application gave up: its traceback
             status(span, exc.status)
             raise
         except Exception as exc:
