@@ -144,7 +144,7 @@ class TracingMiddleware(HttpServerHandler):
         span = self.start(
             request.method,
             request.path,
-            request.headers,
+            request.raw_headers,  # (name, value) pairs as ASGI has them: the propagator's fast path
             server_host,
             server_port,
             client_host,

@@ -1,0 +1,264 @@
+"""aiohttp tracing cost: tomograph's middleware and TraceConfig beside OpenTelemetry's.
+
+1. Server, in process: a request routed and handled by an ``Application`` (``/users/{id}``,
+   a trivial handler) with no middleware, tomograph's ``TracingMiddleware``, or OpenTelemetry's
+   aiohttp-server middleware; µs added per request, for a new trace and for a request carrying
+   ``traceparent``.
+2. Client, over loopback: sequential requests of one ``ClientSession`` to an untraced aiohttp
+   server in another process, with no trace config, tomograph's ``TracingTraceConfig`` or
+   OpenTelemetry's aiohttp-client trace config; µs added per request.
+
+Both tracers record every span into memory (bounded): the numbers are the cost of tracing,
+not of exporting. ``python benchmarks/bench_aiohttp.py --serve PORT`` is the client's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from aiohttp import ClientSession, TraceConfig, web
+from aiohttp.http import HttpVersion11, RawRequestMessage
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+import tomograph
+from _harness import Result, print_table, time_per_op
+from tomograph.integrations.aiohttp import TracingMiddleware, TracingTraceConfig
+from tomograph.reporting.memory import MemoryBackend
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+PEERS = {"opentelemetry": "opentelemetry-aiohttp"}
+
+
+async def user(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+def _otel_provider() -> Any:
+    """An OpenTelemetry TracerProvider recording into a bounded memory exporter, or None."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return None
+
+    class BoundedExporter(InMemorySpanExporter):  # type: ignore[misc]
+        def export(self, spans: Any) -> Any:
+            if len(self._finished_spans) > 1000:
+                self.clear()  # keep memory bounded, as tomograph's MemoryBackend does
+            return super().export(spans)
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(BoundedExporter()))
+    return provider
+
+
+def _configure_tomograph() -> None:
+    tomograph.configure(service="bench", backends=[MemoryBackend(max_spans=1000)], environ={})
+
+
+def build_app(kind: str) -> web.Application:
+    """The application traced by ``kind``; raises ImportError if that library is missing."""
+    if kind == "bare":
+        app = web.Application()
+    elif kind == "tomograph":
+        _configure_tomograph()
+        app = web.Application(middlewares=[TracingMiddleware(service_name="bench")])
+    else:
+        from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+        provider = _otel_provider()
+        if provider is None:
+            raise ImportError("opentelemetry-sdk")
+        instrumentor = AioHttpServerInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            app = web.Application()  # its documented set-up: the instrumented Application class
+        finally:
+            instrumentor.uninstrument()
+    app.router.add_get("/users/{id}", user)
+    app.freeze()
+    return app
+
+
+class _Transport:
+    """What the middlewares read from a connection: its two addresses."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ADDRESSES.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+ADDRESSES = {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}
+
+
+def _handle_one(
+    kind: str, headers: dict[str, str], loop: asyncio.AbstractEventLoop
+) -> Callable[[], Awaitable[object]]:
+    app = build_app(kind)
+    all_headers = CIMultiDict({"Host": "127.0.0.1:8080", **headers})
+    message = RawRequestMessage(
+        "GET",
+        "/users/7",
+        HttpVersion11,
+        CIMultiDictProxy(all_headers),
+        tuple((k.encode(), v.encode()) for k, v in all_headers.items()),
+        False,
+        None,
+        False,
+        False,
+        URL("/users/7"),
+    )
+    transport = _Transport()
+    # plain objects, not test mocks: a mock's attribute access would cost more than tracing
+    protocol = SimpleNamespace(
+        transport=transport,
+        writer=None,
+        peername=ADDRESSES["peername"],
+        sockname=ADDRESSES["sockname"],
+        ssl_context=None,
+    )
+    handle = app._handle
+
+    def one() -> Awaitable[object]:
+        request = web.Request(message, None, protocol, None, None, loop)  # type: ignore[arg-type]
+        return handle(request)
+
+    return one
+
+
+def _per_request(loop: asyncio.AbstractEventLoop, one: Callable[[], Awaitable[object]]) -> float:
+    batch = 100
+
+    async def run_batch() -> None:
+        for _ in range(batch):
+            await one()
+
+    return time_per_op(lambda: loop.run_until_complete(run_batch())) / batch
+
+
+def server_in_process() -> None:
+    results: list[Result] = []
+    loop = asyncio.new_event_loop()
+    try:
+        for case, headers in {
+            "new trace": {},
+            "incoming traceparent": {"traceparent": TRACEPARENT},
+        }.items():
+            bare = _per_request(loop, _handle_one("bare", headers, loop))
+            for kind in ("tomograph", "opentelemetry"):
+                try:
+                    one = _handle_one(kind, headers, loop)
+                except ImportError:
+                    print(f"({kind} aiohttp middleware not installed: skipped)", file=sys.stderr)
+                    continue
+                results.append(Result(case, PEERS.get(kind, kind), _per_request(loop, one) - bare))
+    finally:
+        loop.close()
+    print_table(
+        "aiohttp server middleware, in process (µs per request added to routing and a "
+        "trivial handler; ratio: peer / tomograph)",
+        results,
+    )
+
+
+# -- client over loopback --------------------------------------------------------------------
+
+
+def serve(port: int) -> None:
+    app = web.Application()
+    app.router.add_get("/users/{id}", user)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"server on {port} did not start")
+
+
+def client_trace_configs(kind: str) -> list[TraceConfig]:
+    if kind == "bare":
+        return []
+    if kind == "tomograph":
+        _configure_tomograph()
+        return [TracingTraceConfig()]
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+    provider = _otel_provider()
+    if provider is None:
+        raise ImportError("opentelemetry-sdk")
+    return [create_trace_config(tracer_provider=provider)]
+
+
+async def _client_cost(url: str, kind: str, requests: int, rounds: int) -> float:
+    async with ClientSession(trace_configs=client_trace_configs(kind)) as session:
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(requests):
+                async with session.get(url) as response:
+                    await response.read()
+            best = min(best, (time.perf_counter() - start) / requests)
+    return best * 1e6
+
+
+def client_over_loopback(requests: int = 2000, rounds: int = 5) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    results: list[Result] = []
+    try:
+        _wait_for(port)
+        url = f"http://127.0.0.1:{port}/users/7"
+        times: dict[str, float] = {}
+        for kind in ("bare", "tomograph", "opentelemetry"):
+            try:
+                times[kind] = asyncio.run(_client_cost(url, kind, requests, rounds))
+            except ImportError:
+                print(f"({kind} aiohttp client tracing not installed: skipped)", file=sys.stderr)
+        for kind in ("tomograph", "opentelemetry"):
+            if kind in times:
+                added = times[kind] - times["bare"]
+                results.append(Result("GET, keep-alive", PEERS.get(kind, kind), added))
+        print(f"\n(an untraced request takes {times['bare']:.0f} µs here)")
+    finally:
+        server.terminate()
+        server.wait(10)
+    print_table(
+        f"aiohttp client, over loopback (µs per request added; best of {rounds} x {requests} "
+        "sequential requests; ratio: peer / tomograph)",
+        results,
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]))
+    else:
+        server_in_process()
+        client_over_loopback()
