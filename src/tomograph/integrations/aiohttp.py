@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any, Final
 
@@ -60,6 +61,14 @@ _request_key = getattr(web, "RequestKey", None)  # aiohttp 3.12+: str keys draw 
 #: Where the request's span is kept: ``request[REQUEST_KEY]``, for the handler to tag.
 REQUEST_KEY: Final[Any] = (
     _request_key("tomograph.span", Span) if _request_key is not None else "tomograph.span"
+)
+
+
+# The request the running tomograph middleware traces. An inner one (a sub-application's) sees
+# it is the same request: a context variable, because ``key in request`` costs a KeyError
+# (about 2.5 µs) for every request that is not traced yet.
+_traced_request: ContextVar[web.BaseRequest | None] = ContextVar(
+    "tomograph_aiohttp_request", default=None
 )
 
 
@@ -133,7 +142,7 @@ class TracingMiddleware(HttpServerHandler):
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if (
-            REQUEST_KEY in request  # an outer tomograph middleware (a parent app's) traces it
+            _traced_request.get() is request  # an outer tomograph middleware (a parent app's)
             or not self._active()
             or (self.excluded_paths and request.path in self.excluded_paths)
         ):
@@ -153,6 +162,7 @@ class TracingMiddleware(HttpServerHandler):
         request[REQUEST_KEY] = span
         status = self.status
         token = CURRENT_SPAN.set(span)
+        traced = _traced_request.set(request)
         try:
             response = await handler(request)
         except web.HTTPException as exc:  # raised as the response: 404 and 302 are no errors
@@ -174,6 +184,7 @@ class TracingMiddleware(HttpServerHandler):
         finally:
             try:
                 CURRENT_SPAN.reset(token)
+                _traced_request.reset(traced)
             except ValueError:
                 pass  # the handler switched contexts under us: nothing of ours to restore
             if span.sampled:
