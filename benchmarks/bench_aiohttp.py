@@ -4,19 +4,17 @@
    a trivial handler) with no middleware, tomograph's ``TracingMiddleware``, or OpenTelemetry's
    aiohttp-server middleware; µs added per request, for a new trace and for a request carrying
    ``traceparent``.
-2. Client, over loopback: sequential requests of one ``ClientSession`` to an untraced aiohttp
-   server in another process, with no trace config, tomograph's ``TracingTraceConfig`` or
-   OpenTelemetry's aiohttp-client trace config; µs added per request.
+2. Client, in process: the events aiohttp sends a trace config for one keep-alive GET (request
+   start, connection reused, headers sent, request end, a body chunk), to tomograph's
+   ``TracingTraceConfig`` or OpenTelemetry's aiohttp-client trace config; µs per request.
 
 Both tracers record every span into memory (bounded): the numbers are the cost of tracing,
-not of exporting. ``python benchmarks/bench_aiohttp.py --serve PORT`` is the client's server.
+not of exporting. The cases take turns, so load on the machine affects them alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -187,30 +185,7 @@ def server_in_process() -> None:
     )
 
 
-# -- client over loopback --------------------------------------------------------------------
-
-
-def serve(port: int) -> None:
-    app = web.Application()
-    app.router.add_get("/users/{id}", user)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server on {port} did not start")
+# -- client --------------------------------------------------------------------------------------
 
 
 def client_trace_configs(kind: str) -> list[TraceConfig]:
@@ -227,60 +202,56 @@ def client_trace_configs(kind: str) -> list[TraceConfig]:
     return [create_trace_config(tracer_provider=provider)]
 
 
-async def _client_costs(url: str, requests: int, rounds: int) -> dict[str, float]:
-    """Best µs per request for each kind; the kinds take turns, so load on the machine
-    affects them alike."""
-    sessions: dict[str, ClientSession] = {}
-    for kind in ("bare", "tomograph", "opentelemetry"):
+def client_in_process(rounds: int = 25, batch: int = 500) -> None:
+    """The trace configs' own work for one keep-alive GET: the events aiohttp sends each
+    trace config for it, in order, with what they carry (no network: the least noisy)."""
+    from aiohttp.tracing import Trace
+
+    url = URL("http://127.0.0.1:8080/users/7")
+    response = SimpleNamespace(status=200, headers=CIMultiDict(), url=url)
+    loop = asyncio.new_event_loop()
+    cases: dict[str, Callable[[], Awaitable[object]]] = {}
+
+    async def make_session() -> ClientSession:
+        return ClientSession()
+
+    session = loop.run_until_complete(make_session())
+    for kind in ("tomograph", "opentelemetry"):
         try:
-            sessions[kind] = ClientSession(trace_configs=client_trace_configs(kind))
+            configs = client_trace_configs(kind)
         except ImportError:
             print(f"({kind} aiohttp client tracing not installed: skipped)", file=sys.stderr)
-    best = dict.fromkeys(sessions, float("inf"))
-    try:
-        for _ in range(rounds):
-            for kind, session in sessions.items():
-                start = time.perf_counter()
-                for _ in range(requests):
-                    async with session.get(url) as response:
-                        await response.read()
-                best[kind] = min(best[kind], (time.perf_counter() - start) / requests * 1e6)
-    finally:
-        for session in sessions.values():
-            await session.close()
-    return best
+            continue
+        for config in configs:
+            config.freeze()
 
+        async def one(configs: list[TraceConfig] = configs) -> None:
+            headers: CIMultiDict[str] = CIMultiDict({"Host": "127.0.0.1:8080"})
+            traces = [Trace(session, c, c.trace_config_ctx()) for c in configs]
+            for trace in traces:
+                await trace.send_request_start("GET", url, headers)
+            for trace in traces:
+                await trace.send_connection_reuseconn()
+            for trace in traces:
+                await trace.send_request_headers("GET", url, headers)
+            for trace in traces:
+                await trace.send_request_end("GET", url, headers, response)  # type: ignore[arg-type]
+            for trace in traces:
+                await trace.send_response_chunk_received("GET", url, b"hello")
 
-def client_over_loopback(requests: int = 500, rounds: int = 20) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    results: list[Result] = []
+        cases[kind] = one
     try:
-        _wait_for(port)
-        url = f"http://127.0.0.1:{port}/users/7"
-        times = asyncio.run(_client_costs(url, requests, rounds))
-        for kind in ("tomograph", "opentelemetry"):
-            if kind in times:
-                added = times[kind] - times["bare"]
-                results.append(Result("GET, keep-alive", PEERS.get(kind, kind), added))
-        print(f"\n(an untraced request takes {times['bare']:.0f} µs here)")
+        best = _best_per_request(loop, cases, batch, rounds)
+        loop.run_until_complete(session.close())
     finally:
-        server.terminate()
-        server.wait(10)
+        loop.close()
     print_table(
-        f"aiohttp client, over loopback (µs per request added; best of {rounds} x {requests} "
-        "sequential requests; ratio: peer / tomograph)",
-        results,
+        "aiohttp client trace config, in process (µs per request: the tracing events of one "
+        "GET; ratio: peer / tomograph)",
+        [Result("GET", PEERS.get(kind, kind), us) for kind, us in best.items()],
     )
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        serve(int(sys.argv[2]))
-    else:
-        server_in_process()
-        client_over_loopback()
+    server_in_process()
+    client_in_process()
