@@ -229,6 +229,30 @@ def test_streamed_response_ends_with_the_stream(memory: MemoryBackend) -> None:
     assert span.name == "GET /stream" and span.tags["http.status_code"] == 200
 
 
+def test_stream_broken_by_an_exception_is_an_error_without_a_made_up_status(
+    memory: MemoryBackend,
+) -> None:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first\n")
+        raise RuntimeError("feed lost")
+
+    app = traced_app()
+    app.router.add_get("/stream", stream)
+
+    async def client(url: str) -> int:
+        async with ClientSession() as session, session.get(f"{url}/stream") as response:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()  # the connection breaks after the first chunk
+            return response.status
+
+    assert run_with(app, client) == 200
+    (span,) = servers(memory)
+    assert span.error and span.tags["exception.type"] == "RuntimeError"
+    assert span.tags.get("http.status_code") != 500  # the client got 200 and a broken body
+
+
 def test_websocket_connection_is_one_span(memory: MemoryBackend) -> None:
     async def echo(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()

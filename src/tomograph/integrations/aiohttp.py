@@ -80,6 +80,10 @@ def _address(transport: Any, name: str) -> tuple[Any, Any]:
     return None, None
 
 
+def _response_begun(request: web.BaseRequest) -> bool:
+    return getattr(getattr(request, "writer", None), "output_size", 0) > 0
+
+
 def _new_handler_name(handler: Any) -> str | None:
     module = getattr(handler, "__module__", None)
     name = getattr(handler, "__qualname__", None)
@@ -172,8 +176,11 @@ class TracingMiddleware(HttpServerHandler):
             raise
         except Exception as exc:
             span.record_exception(exc)
-            # what aiohttp answers for an exception the application lets through
-            status(span, 504 if isinstance(exc, asyncio.TimeoutError) else 500)
+            # What aiohttp answers for an exception the application lets through; unless a
+            # streamed response had begun (aiohttp's own test): its status has gone out, and
+            # aiohttp can only break the connection.
+            if not _response_begun(request):
+                status(span, 504 if isinstance(exc, asyncio.TimeoutError) else 500)
             raise
         except BaseException as exc:  # cancelled: the client went away, or the server stops
             span.record_exception(exc)
