@@ -59,6 +59,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
 
 
 async def user(request: web.Request) -> web.Response:
+    request[traced.REQUEST_KEY].tag("user.id", request.match_info["id"])
     with tomograph.span("load user"):
         return web.json_response({"id": request.match_info["id"]})
 
@@ -109,6 +110,7 @@ def test_span_is_named_after_the_route_template(memory: MemoryBackend) -> None:
     assert span.tags["http.method"] == "GET"
     assert span.tags["http.status_code"] == 200
     assert span.tags["code.function.name"] == f"{__name__}.user"
+    assert span.tags["user.id"] == "42"  # tagged by the handler through request[REQUEST_KEY]
     assert not span.error
     assert span.local_endpoint is not None and span.local_endpoint.ipv4 == "127.0.0.1"
     assert span.local_endpoint.port
