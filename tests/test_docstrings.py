@@ -62,6 +62,7 @@ COLLECTOR_MODULES = [
     "tomograph.collector.storage",
 ]
 INTEGRATION_MODULES = [
+    "tomograph.integrations.aiohttp",
     "tomograph.integrations.http_client",
     "tomograph.integrations.http_server",
     "tomograph.integrations.http_status",

@@ -129,6 +129,15 @@ PUBLIC_API: dict[str, list[str]] = {
         "set_baggage",
         "with_baggage",
     ],
+    "tomograph.integrations.aiohttp": [
+        "REQUEST_KEY",
+        "TracingMiddleware",
+        "TracingTraceConfig",
+        "patch",
+        "patched",
+        "setup",
+        "unpatch",
+    ],
     "tomograph.integrations.asgi": ["SCOPE_KEY", "TracingMiddleware"],
     "tomograph.integrations.django": [
         "StatementTracer",

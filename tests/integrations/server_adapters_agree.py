@@ -1,7 +1,8 @@
 """Every server adapter of the HTTP contract records the same span for the same request.
 
 One real server per adapter on 127.0.0.1: WSGI (wsgiref), ASGI (uvicorn), Tornado, eventlet's
-WSGI server (patched as ``tomograph.eventlet.patcher`` does) and the stdlib reference adapter.
+WSGI server (patched as ``tomograph.eventlet.patcher`` does), aiohttp's middleware and the stdlib
+reference adapter.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from tomograph.reporting.memory import MemoryBackend
 
 eventlet = pytest.importorskip("eventlet")
 tornado_web = pytest.importorskip("tornado.web")
+aiohttp_web = pytest.importorskip("aiohttp.web")
 
 from tomograph.eventlet import _wsgi as eventlet_wsgi  # noqa: E402
+from tomograph.integrations import aiohttp as traced_aiohttp  # noqa: E402
 from tomograph.tornado import Recorder, RequestTracker, ZipkinPropagation  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -146,6 +149,33 @@ def _eventlet() -> Iterator[int]:
     log.close()
 
 
+def _aiohttp() -> Iterator[int]:
+    async def status(request: Any) -> Any:
+        return aiohttp_web.Response(status=int(request.match_info["code"]))
+
+    app = aiohttp_web.Application()
+    traced_aiohttp.setup(app)
+    app.router.add_get("/status/{code}", status)
+    port = free_port()
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def serve() -> None:
+        runner = aiohttp_web.AppRunner(app)
+        await runner.setup()
+        await aiohttp_web.TCPSite(runner, "127.0.0.1", port).start()
+        state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
+        ready.set()
+        await state["stop"].wait()
+        await runner.cleanup()
+
+    thread = _thread(asyncio.run, serve())
+    assert ready.wait(10)
+    yield port
+    state["loop"].call_soon_threadsafe(state["stop"].set)
+    thread.join(10)
+
+
 def _stdlib() -> Iterator[int]:
     def app(path: str) -> tuple[int, bytes, str | None]:
         return status_of(path), b"", None
@@ -166,6 +196,7 @@ def ports(tornado_memory: MemoryBackend) -> Iterator[dict[str, int]]:
         "asgi": _uvicorn(),
         "tornado": _tornado(tornado_memory),
         "eventlet": _eventlet(),
+        "aiohttp": _aiohttp(),
         "stdlib": _stdlib(),
     }
     yield {name: next(server) for name, server in servers.items()}
@@ -226,4 +257,5 @@ def test_every_adapter_records_the_same_span(
     # divák's Tornado API names a request "<METHOD> <path>"; the others name it by the method
     # until a route template is known.
     assert names.pop("tornado") == f"GET /status/{status}"
+    assert names.pop("aiohttp") == "GET /status/{code}"  # routed: the template is known
     assert set(names.values()) == {"GET"}

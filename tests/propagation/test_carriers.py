@@ -7,6 +7,7 @@ import http.client
 import urllib.request
 from typing import Any
 
+import multidict
 import pytest
 import tornado.httputil
 import webob
@@ -50,6 +51,9 @@ CARRIERS = {
     "werkzeug headers": lambda: werkzeug.datastructures.Headers(
         [("X-B3-TraceId", "abc"), ("X-B3-TraceId", "def")]
     ),
+    "multidict (aiohttp headers)": lambda: multidict.CIMultiDictProxy(
+        multidict.CIMultiDict([("X-B3-TraceId", "abc"), ("X-B3-TraceId", "def")])
+    ),
     "webob request": lambda: webob.Request.blank("/", headers={"X-B3-TraceId": "abc"}),
     "werkzeug request": lambda: werkzeug.wrappers.Request(environ(X_B3_TRACEID="abc")),
     "tornado request": lambda: tornado.httputil.HTTPServerRequest(
@@ -71,10 +75,28 @@ def test_first_value_is_found_case_insensitively(make: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["dict, list values", "asgi raw pairs", "email message", "tornado headers"]
+    "name",
+    [
+        "dict, list values",
+        "asgi raw pairs",
+        "email message",
+        "tornado headers",
+        "multidict (aiohttp headers)",
+    ],
 )
 def test_repeated_headers_are_all_returned_in_order(name: str) -> None:
     assert reader_for(CARRIERS[name]()).all("x-b3-traceid") == ["abc", "def"]
+
+
+def test_missing_multidict_headers_are_no_failures(caplog: pytest.LogCaptureFixture) -> None:
+    # multidict's getall raises KeyError for a missing name: a miss must not be handled as a
+    # failure to read (logged, and about 30 µs per aiohttp request).
+    reader = reader_for(multidict.CIMultiDictProxy(multidict.CIMultiDict({"B3": "x"})))
+    with caplog.at_level("DEBUG", logger="tomograph"):
+        assert reader.first("traceparent") is None
+        assert reader.all("tracestate") == []
+        assert reader.first("b3") == "x"
+    assert caplog.records == []
 
 
 def test_http_server_handler_headers_are_read() -> None:

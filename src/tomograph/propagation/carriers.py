@@ -331,6 +331,20 @@ class _ListReader(HeaderReader):
         return found[:max_count]
 
 
+class _MultiDictReader(_ListReader):
+    """multidict's ``CIMultiDict`` and proxies (aiohttp's headers): ``getall`` with a default.
+
+    Without the default, ``getall`` raises ``KeyError`` for each header a propagator looks for
+    and does not find; catching those cost an aiohttp request about 30 µs.
+    """
+
+    __slots__ = ()
+
+    def _raw(self, name: str) -> list[str]:
+        found = self._getlist(name, ())
+        return _values(found) if found else []
+
+
 class _PairsReader(HeaderReader):
     """A sequence of ``(name, value)`` pairs, e.g. ASGI's raw headers."""
 
@@ -473,6 +487,8 @@ def _reader_for_object(carrier: Any) -> HeaderReader:
     for method in ("get_list", "getlist", "getall"):
         getlist = getattr(carrier, method, None)
         if getlist is not None:
+            if method == "getall" and type(carrier).__module__.startswith("multidict"):
+                return _MultiDictReader(carrier, getlist)
             return _ListReader(carrier, getlist)
     if hasattr(carrier, "get_all") and hasattr(carrier, "keys"):  # email.message.Message
         return _ListReader(carrier, carrier.get_all)
