@@ -281,3 +281,20 @@ def test_http_client_is_patched_once_urllib_request_is_whole(tmp_path: Path) -> 
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
     )
     assert (result.stdout, result.stderr) == ("True\n", "")
+
+
+def test_a_program_importing_the_integration_itself_gets_its_library_patched(
+    monkeypatch: pytest.MonkeyPatch,
+    modules_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    fresh_failures: None,
+) -> None:
+    # The library's import ends half-way through the integration's: patch once that ends.
+    integration = fake_integration(
+        monkeypatch, modules_dir, "own", PATCHING_INTEGRATION.format(library="own_lib")
+    )
+    integrations.patch_when_imported([integration])
+    with caplog.at_level(logging.WARNING, logger="tomograph"):
+        importlib.import_module("own_integration")
+    assert importlib.import_module("own_lib").CALLS == ["patched"]
+    assert caplog.records == []

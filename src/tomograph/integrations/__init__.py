@@ -188,14 +188,21 @@ def patch_when_imported(integrations: Iterable[Integration]) -> None:
     it nothing. A failing integration is logged once and never breaks the import.
     """
     for integration in integrations:
+        # The integration's own module imports the library too: a program importing it (for
+        # instrument_session, say) makes the library's import end half-way through it.
+        waits_for = (*integration.needs, integration.module)
 
-        def patch_now(module: ModuleType, integration: Integration = integration) -> None:
+        def patch_now(
+            module: ModuleType,
+            integration: Integration = integration,
+            waits_for: tuple[str, ...] = waits_for,
+        ) -> None:
             # The module just imported is still marked as importing: only the others count.
-            waiting = [needed for needed in integration.needs if needed != module.__name__]
-            if not any(_half_imported(needed) for needed in waiting):
+            waiting = [name for name in waits_for if name != module.__name__]
+            if not any(_half_imported(name) for name in waiting):
                 patch(integration.name)
 
-        for trigger in (integration.library, *integration.needs):
+        for trigger in (integration.library, *waits_for):
             when_imported(trigger, patch_now)
 
 
