@@ -12,34 +12,32 @@ the program running, and the forked workers of gunicorn --preload, uWSGI (defaul
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.http_recorder import RecordingServer, recording_server
+from support.http_recorder import RecordingServer
 from support.redis_server import redis_server
 from support.servers import free_port, process_group, require, wait_for_port
+from support.traced_programs import (
+    ARRIVAL_DEADLINE,
+    BIN,
+    PYTHON,
+    RUN_DEADLINE,
+    TOMOGRAPH,
+    environment,
+    run,
+    serve_until_every_worker_answered,
+    zipkin_and_downstream,
+    zipkin_url,
+)
 from support.zipkin_server import RecordingZipkinServer
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).parent
-TOMOGRAPH = str(BIN / "tomograph")
-PYTHON = sys.executable
-#: The batch interval of the programs' Zipkin backends; the waits below are deadlines.
-INTERVAL = 0.1
-ARRIVAL_DEADLINE = 20.0
-RUN_DEADLINE = 60.0
 
 #: A program using four HTTP clients and SQLAlchemy, and nothing of tomograph.
 CLIENTS_APP = """
@@ -100,34 +98,6 @@ def fetch(number):
 """
 
 
-def zipkin_url(zipkin: RecordingZipkinServer) -> str:
-    return f"zipkin+{zipkin.url}?interval={INTERVAL}"
-
-
-def environment(**variables: str) -> dict[str, str]:
-    """This environment without any TOMOGRAPH_ variable or PYTHONPATH of the test run's own."""
-    kept = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("TOMOGRAPH_") and name != "PYTHONPATH"
-    }
-    return {**kept, **variables}
-
-
-def run(
-    argv: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_DEADLINE
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [TOMOGRAPH, "run", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def paths(spans: list[dict[str, Any]]) -> list[str]:
     """The path of each HTTP client span's URL, sorted."""
     return sorted(
@@ -139,12 +109,6 @@ def paths(spans: list[dict[str, Any]]) -> list[str]:
 
 def sql(spans: list[dict[str, Any]]) -> list[str]:
     return [span["name"] for span in spans if "db.system" in span.get("tags", {})]
-
-
-@contextmanager
-def zipkin_and_downstream() -> Iterator[tuple[RecordingZipkinServer, RecordingServer]]:
-    with RecordingZipkinServer() as zipkin, recording_server() as downstream:
-        yield zipkin, downstream
 
 
 def run_clients_app(tmp_path: Path, **variables: str) -> tuple[Any, list[dict[str, Any]], str]:
@@ -324,23 +288,6 @@ def test_options_set_the_variables_the_program_reads(tmp_path: Path) -> None:
 
 
 # -- pre-fork servers and workers -------------------------------------------------------------
-
-
-def serve_until_every_worker_answered(port: int, workers: int) -> set[str]:
-    """Send concurrent requests until ``workers`` different processes answered; their pids."""
-    answered: set[str] = set()
-    deadline = time.monotonic() + RUN_DEADLINE
-
-    def get(_: int) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            return str(response.read().decode())
-
-    with ThreadPoolExecutor(8) as pool:
-        while len(answered) < workers:
-            if time.monotonic() > deadline:
-                pytest.fail(f"only {len(answered)} of {workers} workers answered")
-            answered.update(pool.map(get, range(16)))
-    return answered
 
 
 def check_every_worker_reported(

@@ -173,7 +173,7 @@ def _give_up(name: str, why: str, *, with_traceback: bool) -> None:
             return
         _failed.add(name)
     _log.warning(
-        "tomograph: %s is not traced: %s; the application runs on untraced",
+        "tomograph: %s is not traced: %s; the program runs on without it",
         name,
         why,
         exc_info=with_traceback,
