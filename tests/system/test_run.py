@@ -371,3 +371,23 @@ def check_every_worker_reported_by_task(
     assert {path.split("/")[2] for path in made} == pids, context
     assert len(pids) == 2, context  # both pool children ran tasks, and both reported
     assert zipkin.invalid == []
+
+
+def test_the_distributions_sitecustomize_still_runs(tmp_path: Path) -> None:
+    # Debian's Python ships /usr/lib/python3.X/sitecustomize.py; tomograph's hides it.
+    python = require("/usr/bin/python3", "Debian's python3")
+    program = "import sitecustomize, sys; print(sitecustomize.__file__, sys.version_info[1])"
+    env = environment(TOMOGRAPH_BACKENDS="memory://")
+    result = run(["--", python, "-c", program], tmp_path, env)
+    path, minor = result.stdout.split()
+    assert path == f"/usr/lib/python3.{minor}/sitecustomize.py", result.stderr
+
+
+def test_a_program_that_makes_no_span_starts_no_thread_and_no_backend(tmp_path: Path) -> None:
+    program = (
+        "import sys, threading, requests\n"
+        "print(threading.active_count(), 'tomograph.reporting.zipkin' in sys.modules)\n"
+    )
+    env = environment(TOMOGRAPH_BACKENDS="zipkin+http://127.0.0.1:9")
+    result = run(["--", PYTHON, "-c", program], tmp_path, env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "1 False\n", "")
