@@ -130,11 +130,11 @@ def select(
 
 
 def patch(name: str) -> bool:
-    """Patch the integration ``name`` (importing its library), never raising.
+    """Patch the integration ``name`` (a key of :data:`INTEGRATIONS`) and so its library.
 
     True if it was patched now; False if it was already, or its library or integration module
     cannot be imported, or its ``patch()`` failed: the last two are logged once (a warning with
-    the error), a library that is not installed only at debug level.
+    the error), a library that is not installed only at debug level. Never raises for them.
     """
     integration = INTEGRATIONS[name]
     in_progress: set[str] = _patching.__dict__.setdefault("names", set())
