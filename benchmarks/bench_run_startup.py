@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import Result, print_table
-
 import tomograph
+from _harness import Result, print_table
 
 RUNS = 21
 BIN = Path(sys.executable).parent
