@@ -311,3 +311,45 @@ def test_the_version_is_the_distribution_version() -> None:
     import tomograph
 
     assert importlib.metadata.version("tomograph-tracing") == tomograph.__version__
+
+
+# -- tomograph run: integrations and the command's environment ---------------------------------
+
+
+def test_integrations_from_environment_unset_means_every_default_one() -> None:
+    assert config.integrations_from_environment({}) == (None, [])
+    assert config.integrations_from_environment({"TOMOGRAPH_INSTRUMENT": " , "}) == (None, [])
+
+
+def test_integrations_from_environment_reads_names_case_and_spaces_aside() -> None:
+    environ = {"TOMOGRAPH_INSTRUMENT": " Flask,,REDIS ", "TOMOGRAPH_DISABLE": "celery, redis"}
+    assert config.integrations_from_environment(environ) == (
+        ["flask", "redis"],
+        ["celery", "redis"],
+    )
+
+
+def test_integrations_from_environment_refuses_text_that_is_not_valid() -> None:
+    with pytest.raises(tomograph.ConfigurationError, match="TOMOGRAPH_DISABLE is not valid text"):
+        config.integrations_from_environment({"TOMOGRAPH_DISABLE": "flask,\udcff"})
+
+
+def test_run_environment_puts_the_bootstrap_first_and_keeps_the_rest() -> None:
+    environ = {"PYTHONPATH": "/app:/lib", "HOME": "/home/me", "TOMOGRAPH_SERVICE": "old"}
+    environment = config.run_environment("/boot", {"TOMOGRAPH_SERVICE": "shop"}, environ)
+    assert environment == {
+        "PYTHONPATH": "/boot:/app:/lib",
+        "HOME": "/home/me",
+        "TOMOGRAPH_SERVICE": "shop",
+    }
+    assert environ["PYTHONPATH"] == "/app:/lib"  # the caller's mapping is not changed
+
+
+def test_run_environment_without_pythonpath_adds_no_current_directory() -> None:
+    assert config.run_environment("/boot", {}, {})["PYTHONPATH"] == "/boot"
+
+
+def test_run_environment_keeps_empty_entries_and_the_bootstrap_once() -> None:
+    # An empty entry means the current directory: it stays. A nested run adds nothing.
+    environ = {"PYTHONPATH": "/boot::/app"}
+    assert config.run_environment("/boot", {}, environ)["PYTHONPATH"] == "/boot::/app"

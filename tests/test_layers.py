@@ -110,6 +110,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "tomograph.cli",
             "tomograph.__main__",  # ``python -m tomograph``: runs the cli
+            # What ``tomograph run`` starts in the programs it runs (their sitecustomize).
+            "tomograph._bootstrap",
             "tomograph.demo",
             "tomograph.demo_services",
             # The terminal waterfall renders spans for ``tomograph demo``/``serve`` output: a

@@ -1,4 +1,5 @@
-"""The ``tomograph`` command: ``tomograph demo`` (and, with the collector extra, ``serve``)."""
+"""The ``tomograph`` command: ``tomograph demo``, ``tomograph run`` (and, with the collector
+extra, ``serve``)."""
 
 from __future__ import annotations
 
@@ -354,6 +355,105 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve.set_defaults(handler=_serve, parser=serve)
 
 
+#: ``tomograph run`` options -> the variable each one sets for the command.
+RUN_OPTIONS: dict[str, str] = {
+    "service": "TOMOGRAPH_SERVICE",
+    "backends": "TOMOGRAPH_BACKENDS",
+    "sample_rate": "TOMOGRAPH_SAMPLE_RATE",
+    "propagation": "TOMOGRAPH_PROPAGATION",
+    "instrument": "TOMOGRAPH_INSTRUMENT",
+    "disable": "TOMOGRAPH_DISABLE",
+}
+#: Exit statuses of a command that cannot be run, as POSIX shells have them.
+NOT_EXECUTABLE, NOT_FOUND = 126, 127
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Exec the command with tracing set up in every Python program it starts."""
+    import os
+    from pathlib import Path
+
+    from tomograph.config import ENV_BACKENDS, run_environment
+    from tomograph.integrations import INTEGRATIONS
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        args.parser.error("missing the command to run, e.g. tomograph run -- python app.py")
+    for option in ("instrument", "disable"):
+        names = [name.strip().lower() for name in (getattr(args, option) or "").split(",")]
+        unknown = sorted({name for name in names if name and name not in INTEGRATIONS})
+        if unknown:
+            args.parser.error(
+                f"--{option}: unknown integration {', '.join(unknown)} "
+                f"(known: {', '.join(INTEGRATIONS)})"
+            )
+    settings = {
+        variable: str(getattr(args, option))
+        for option, variable in RUN_OPTIONS.items()
+        if getattr(args, option) is not None
+    }
+    bootstrap = str(Path(__file__).resolve().parent / "_bootstrap")
+    environment = run_environment(bootstrap, settings)
+    if not environment.get(ENV_BACKENDS, "").strip():
+        print(
+            f"tomograph run: {ENV_BACKENDS} is not set (nor --backends): spans go nowhere; "
+            "e.g. --backends zipkin+http://127.0.0.1:9411 for `tomograph serve`",
+            file=sys.stderr,
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        # The command replaces this process: same pid, its signals and exit status its own.
+        os.execvpe(command[0], command, environment)
+    except FileNotFoundError:
+        print(f"tomograph run: command not found: {command[0]}", file=sys.stderr)
+        return NOT_FOUND
+    except OSError as error:
+        print(f"tomograph run: cannot run {command[0]}: {error.strerror}", file=sys.stderr)
+        return NOT_EXECUTABLE
+
+
+def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run a command with every Python program it starts traced, without code changes",
+        usage="tomograph run [options] [--] COMMAND [ARGS...]",
+        description="Run COMMAND (python app.py, gunicorn app:app, celery -A proj worker...) "
+        "with tracing configured from the TOMOGRAPH_* environment and every supported library "
+        "it imports patched. The options set those variables for the command.",
+    )
+    run.add_argument("--service", help="service name (TOMOGRAPH_SERVICE)")
+    run.add_argument(
+        "--backends",
+        metavar="URLS",
+        help="comma-separated backend URLs (TOMOGRAPH_BACKENDS), e.g. zipkin+http://127.0.0.1:9411",
+    )
+    run.add_argument(
+        "--sample-rate",
+        metavar="RATE",
+        help="fraction of new traces, 0.0 to 1.0 (TOMOGRAPH_SAMPLE_RATE)",
+    )
+    run.add_argument(
+        "--propagation",
+        metavar="FORMATS",
+        help="trace-context formats, e.g. w3c,b3 (TOMOGRAPH_PROPAGATION)",
+    )
+    run.add_argument(
+        "--instrument",
+        metavar="NAMES",
+        help="patch only these integrations, e.g. flask,redis (TOMOGRAPH_INSTRUMENT)",
+    )
+    run.add_argument(
+        "--disable",
+        metavar="NAMES",
+        help="leave these integrations out, e.g. celery (TOMOGRAPH_DISABLE)",
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+    run.set_defaults(handler=_run, parser=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (exposed for tests and documentation)."""
     parser = _Parser(prog="tomograph", description="tomograph tracing toolkit")
@@ -388,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo, parser=demo)
     _add_serve(commands)
+    _add_run(commands)
     return parser
 
 

@@ -13,6 +13,9 @@ Environment variables (read by :func:`configure` for anything not passed explici
     (names: ``w3c``, ``baggage``, ``b3``, ``b3single``, ``xtraceinfo``, ``jaeger``; see
     :mod:`tomograph.propagation.composite`). Unset: write W3C, baggage, B3 and X-Trace-Info, and
     read any of them or Jaeger's ``uber-trace-id``.
+``TOMOGRAPH_INSTRUMENT``, ``TOMOGRAPH_DISABLE``
+    For ``tomograph run``: comma-separated integration names (``flask,redis``) to patch instead
+    of every default one, and to leave out. See :func:`integrations_from_environment`.
 ``TOMOGRAPH_ZIPKIN_TOKEN``, ``TOMOGRAPH_OTLP_TOKEN``
     A bearer token for every ``zipkin+http(s)://`` (``otlp+http(s)://``) backend made from a
     URL, sent as ``Authorization: Bearer <token>``. A URL with its own credentials
@@ -72,8 +75,10 @@ __all__ = [
     "collector_token_from_environment",
     "configure",
     "data_home",
+    "integrations_from_environment",
     "parse_backend_urls",
     "parse_headers",
+    "run_environment",
     "service_from_environment",
 ]
 
@@ -82,6 +87,8 @@ ENV_BACKENDS = "TOMOGRAPH_BACKENDS"
 ENV_SAMPLE_RATE = "TOMOGRAPH_SAMPLE_RATE"
 ENV_PROPAGATION = "TOMOGRAPH_PROPAGATION"
 ENV_COLLECTOR_TOKEN = "TOMOGRAPH_COLLECTOR_TOKEN"
+ENV_INSTRUMENT = "TOMOGRAPH_INSTRUMENT"
+ENV_DISABLE = "TOMOGRAPH_DISABLE"
 
 #: URL scheme -> "module:factory". Factories take the whole URL and raise ValueError if it is bad.
 #: Modules are imported only when their scheme is used, so unused extras are never imported.
@@ -481,6 +488,49 @@ def collector_token_from_environment(environ: Mapping[str, str] | None = None) -
     """
     environ = os.environ if environ is None else environ
     return environ.get(ENV_COLLECTOR_TOKEN) or None
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
+
+
+def integrations_from_environment(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[list[str] | None, list[str]]:
+    """The integrations ``TOMOGRAPH_INSTRUMENT`` chooses (None when unset or empty: every
+    default one) and those ``TOMOGRAPH_DISABLE`` leaves out: comma-separated names, spaces and
+    case ignored. Raises :class:`~tomograph.ConfigurationError` for text that is not valid.
+
+    >>> integrations_from_environment({'TOMOGRAPH_INSTRUMENT': 'Flask, redis'})
+    (['flask', 'redis'], [])
+    """
+    environ = os.environ if environ is None else environ
+    instrument = _names(_text_from(environ.get(ENV_INSTRUMENT, ""), ENV_INSTRUMENT))
+    disable = _names(_text_from(environ.get(ENV_DISABLE, ""), ENV_DISABLE))
+    return instrument or None, disable
+
+
+def run_environment(
+    bootstrap_directory: str,
+    settings: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment ``tomograph run`` gives its command: ``environ`` (default
+    ``os.environ``) with ``settings`` (variables set by the command's options) and
+    ``bootstrap_directory`` first on ``PYTHONPATH``, the entries already there kept after it.
+
+    >>> run_environment('/boot', {'TOMOGRAPH_SERVICE': 'shop'}, {'PYTHONPATH': 'lib'})
+    {'PYTHONPATH': '/boot:lib', 'TOMOGRAPH_SERVICE': 'shop'}
+    """
+    environment = dict(os.environ if environ is None else environ)
+    environment.update(settings)
+    # A nested ``tomograph run`` (a traced program running another): the directory once.
+    # An empty entry stays: it means the current directory, as it did without tomograph.
+    existing = environment.get("PYTHONPATH", "")
+    kept = [entry for entry in existing.split(os.pathsep) if entry != bootstrap_directory]
+    kept = kept if existing else []
+    environment["PYTHONPATH"] = os.pathsep.join([bootstrap_directory, *kept])
+    return environment
 
 
 def data_home(environ: Mapping[str, str] | None = None) -> Path:

@@ -313,3 +313,80 @@ def test_parameter_with_a_broken_repr_does_not_break_the_query(
     assert rows == [(6,)]
     span = memory.find("SELECT")
     assert "cannot be shown" in str(span.tags["db.parameters"])
+
+
+# -- patch(): every engine -------------------------------------------------------------------
+
+
+@pytest.fixture
+def patched_sqlalchemy() -> Iterator[None]:
+    from tomograph.integrations import sqlalchemy as integration
+
+    assert integration.patch() is True
+    try:
+        yield
+    finally:
+        integration.unpatch()
+
+
+def test_patch_records_engines_created_after_it(
+    memory: MemoryBackend, patched_sqlalchemy: None, tmp_path: Path
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'later.db'}")
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+    [span] = sql_spans(memory)
+    assert span.name == "SELECT"
+    assert span.tags["db.system"] == "sqlite"
+    engine.dispose()
+
+
+def test_patch_records_engines_that_existed_before(
+    memory: MemoryBackend, sqlite_engine: sa.Engine
+) -> None:
+    from tomograph.integrations import sqlalchemy as integration
+
+    integration.patch()
+    try:
+        with sqlite_engine.connect() as connection:
+            connection.execute(sa.select(users))
+    finally:
+        integration.unpatch()
+    assert [span.name for span in sql_spans(memory)] == ["SELECT users"]
+
+
+def test_an_instrumented_engine_records_once_with_its_own_settings(
+    memory: MemoryBackend, patched_sqlalchemy: None, sqlite_engine: sa.Engine
+) -> None:
+    instrument(sqlite_engine, record_parameters=True)
+    memory.clear()  # the fixture's CREATE TABLE
+    with sqlite_engine.connect() as connection:
+        connection.execute(sa.select(users).where(users.c.id == 7))
+    [span] = sql_spans(memory)
+    assert "7" in str(span.tags["db.parameters"])
+
+
+def test_unpatch_stops_recording_every_engine(memory: MemoryBackend, tmp_path: Path) -> None:
+    from tomograph.integrations import sqlalchemy as integration
+
+    assert integration.patch() is True
+    assert integration.patch() is False
+    assert integration.patched() is True
+    assert integration.unpatch() is True
+    assert integration.unpatch() is False
+    assert integration.patched() is False
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'after.db'}")
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+    assert sql_spans(memory) == []
+    engine.dispose()
+
+
+def test_patched_failing_statement_is_an_error_span(
+    memory: MemoryBackend, patched_sqlalchemy: None, sqlite_engine: sa.Engine
+) -> None:
+    memory.clear()  # the fixture's CREATE TABLE
+    with sqlite_engine.connect() as connection, pytest.raises(sa.exc.OperationalError):
+        connection.execute(sa.text("SELECT * FROM missing_table"))
+    [span] = sql_spans(memory)
+    assert "error" in span.tags

@@ -28,8 +28,11 @@ __all__ = [
     "install",
     "install_note_handler",
     "installed",
+    "patch",
+    "patched",
     "structlog_processor",
     "uninstall",
+    "unpatch",
 ]
 
 #: Longest note a log record becomes; longer messages are cut and end with "...".
@@ -192,3 +195,24 @@ def structlog_processor(
         event_dict["trace_id"] = trace_id
         event_dict.setdefault("span_id", span_id)
     return event_dict
+
+
+def patch() -> bool:
+    """:func:`install`, as the registry of patching integrations calls it; False if installed."""
+    if installed():
+        return False
+    install()
+    return True
+
+
+def unpatch() -> bool:
+    """:func:`uninstall`; False if it was not installed."""
+    if not installed():
+        return False
+    uninstall()
+    return True
+
+
+def patched() -> bool:
+    """:func:`installed`."""
+    return installed()

@@ -5,6 +5,11 @@ The modern way, one line per engine (also works on an ``AsyncEngine``)::
     from tomograph.integrations.sqlalchemy import instrument
     instrument(engine)
 
+Every engine, those created later too (what ``tomograph run`` does)::
+
+    from tomograph.integrations import sqlalchemy
+    sqlalchemy.patch()
+
 The classic listeners keep working::
 
     sqlalchemy.event.listen(engine, 'before_execute', tomograph.before_execute('my app'))
@@ -19,6 +24,7 @@ Statements are recorded **without parameter values** (they may hold personal dat
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -52,7 +58,10 @@ __all__ = [
     "before_execute",
     "dbapi_error",
     "instrument",
+    "patch",
+    "patched",
     "uninstrument",
+    "unpatch",
 ]
 
 #: Statements started by ``before_execute`` and not yet finished, per context; a statement
@@ -550,3 +559,62 @@ def uninstrument(engine: Any) -> None:
     handle = _instrumented.get(_sync_engine(engine))
     if handle is not None:
         handle.uninstrument()
+
+
+# -- every engine ----------------------------------------------------------------------------
+
+
+class _EveryEngine(StatementRecorder):
+    """The recorder :func:`patch` listens with on the Engine class, for every engine but those
+    :func:`instrument` was called on: they record once, with their own settings."""
+
+    def before_cursor_execute(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        if conn.engine not in _instrumented:
+            super().before_cursor_execute(conn, cursor, statement, parameters, context, executemany)
+
+
+_every_engine: Instrumentation | None = None
+_patch_lock = threading.Lock()
+
+
+def patch() -> bool:
+    """Record the statements of every engine, existing and created later, with the defaults of
+    :func:`instrument` (a client span each, no parameter values). Engines given to
+    :func:`instrument` keep their own settings. False if already patched.
+
+    >>> patch()
+    True
+    >>> unpatch()
+    True
+    """
+    global _every_engine
+    with _patch_lock:
+        if _every_engine is not None:
+            return False
+        # SQLAlchemy accepts the class as an event target: its listeners apply to every engine.
+        _every_engine = Instrumentation(Engine, _EveryEngine())  # type: ignore[arg-type]
+        return True
+
+
+def unpatch() -> bool:
+    """Undo :func:`patch`; False if it was not patched."""
+    global _every_engine
+    with _patch_lock:
+        if _every_engine is None:
+            return False
+        _every_engine.uninstrument()
+        _every_engine = None
+        return True
+
+
+def patched() -> bool:
+    """True while :func:`patch` is in effect."""
+    return _every_engine is not None
