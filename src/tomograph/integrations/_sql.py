@@ -166,7 +166,6 @@ def record_statement_error(span: Span, error: BaseException, whole_message: bool
         span.annotate(f"{type_name}: {message}" if message else type_name)
 
 
-
 def redact_database_error(span: Span, error: BaseException) -> None:
     """Cut a database error already recorded on ``span`` (a request's span the error reached)
     to its message's first line, as :func:`record_statement_error` does: the other lines may
@@ -189,6 +188,7 @@ def redact_database_error(span: Span, error: BaseException) -> None:
             cut_note.omitted = note.omitted
             notes[index] = (at, cut_note, duration)
             return
+
 
 class StatementInFlight:
     """A statement a database layer is recording, until :func:`leave_statement`."""
