@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from celery import signals
 from celery._state import get_current_app
+from celery.exceptions import Reject
 
 from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
@@ -310,6 +311,10 @@ class CeleryTracing:
             while len(received) > MAX_RECEIVED:
                 received.popitem(last=False)
 
+    def _was_received(self, task_id: Any) -> bool:
+        """Whether this process received the task and has not seen it run."""
+        return task_id in self._received
+
     def _forget_received(self, task_id: Any) -> tuple[int, TraceContext | None] | None:
         with self._lock:
             return self._received.pop(task_id, None)
@@ -423,7 +428,11 @@ class CeleryTracing:
                 run.span.record_exception(exception)
             return
         # Failed outside a run in this process: the worker's main process learns of a hard time
-        # limit or a lost pool child (the run's span, in the child, died with it).
+        # limit or a lost pool child (the run's span, in the child, died with it). A task that
+        # ran here (its run span said how it ended) or that rejected its message (its run span
+        # says REJECTED) is not reported twice.
+        if isinstance(exception, Reject) or not self._was_received(task_id):
+            return
         span = self._outside_run(sender, task_id)
         if isinstance(exception, BaseException):
             span.record_exception(exception)
