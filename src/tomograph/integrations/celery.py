@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -459,8 +460,16 @@ class CeleryTracing:
         except ValueError:
             CURRENT_SPAN.set(None)  # ended in another context: leave no run span current here
         span = run.span
-        if span.sampled and state:
-            span.tags["celery.state"] = str(state)
+        if state:
+            if span.sampled:
+                span.tags["celery.state"] = str(state)
+        else:
+            # No state: something that is not an Exception is ending the run on its way through
+            # (a green thread's time limit, SystemExit at a cold shutdown). This signal is sent
+            # from a ``finally`` block, where that exception is the one being handled.
+            passing = sys.exc_info()[1]
+            if passing is not None:
+                span.record_exception(passing)
         span.finish()
 
     def _task_revoked(
