@@ -74,6 +74,11 @@ def broken():
 @app.task(time_limit=1)
 def stuck():
     time.sleep(30)
+
+
+@app.task
+def lost():
+    os.kill(os.getpid(), 9)  # the pool child dies as the OOM killer would end it
 """
 
 
@@ -241,6 +246,21 @@ def test_a_task_past_its_hard_time_limit_is_an_error_span(worker: Worker) -> Non
     assert run["parentId"] == publish["id"]
     assert "error" in run["tags"]
     assert run["duration"] >= 900_000  # from its arrival to the limit, not a zero-length span
+
+
+def test_a_task_whose_pool_child_is_lost_is_an_error_span(worker: Worker) -> None:
+    if worker.pool != "prefork":
+        pytest.skip("only the prefork pool runs tasks in children it can lose")
+    result, trace_id = send(worker, "lost")
+    with pytest.raises(celery.exceptions.WorkerLostError):
+        result.get(timeout=RESULT_DEADLINE)
+    spans = worker.trace(trace_id, lambda spans: len(spans) == 3)
+    (run,) = named(spans, "run/celery_app.lost")
+    (publish,) = named(spans, "apply_async/celery_app.lost")
+    assert run["parentId"] == publish["id"]
+    assert run["tags"]["exception.type"] == "WorkerLostError"
+    assert run["tags"]["celery.state"] == "FAILURE"
+    assert run["localEndpoint"]["serviceName"] == "worker"
 
 
 def test_a_message_without_trace_headers_runs_in_a_new_trace(worker: Worker) -> None:
