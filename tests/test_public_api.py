@@ -130,6 +130,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "with_baggage",
     ],
     "tomograph.integrations.asgi": ["SCOPE_KEY", "TracingMiddleware"],
+    "tomograph.integrations.celery": ["CeleryTracing", "patch", "patched", "unpatch"],
     "tomograph.integrations.http_client": ["ClientCall", "begin"],
     "tomograph.integrations.http_server": ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"],
     "tomograph.integrations.http_status": [

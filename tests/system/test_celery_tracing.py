@@ -59,6 +59,11 @@ def add(x, y):
         return x + y
 
 
+@app.task
+def total(numbers):
+    return sum(numbers)
+
+
 @app.task(bind=True, max_retries=3)
 def flaky(self, failures):
     if self.request.retries < failures:
@@ -216,6 +221,23 @@ def test_a_chain_and_a_group_keep_one_trace(worker: Worker) -> None:
     sent_by_worker = [p for p in publishes if p["localEndpoint"]["serviceName"] == "worker"]
     assert len(sent_by_worker) == 1
     assert sent_by_worker[0]["parentId"] in {run["id"] for run in runs}
+
+
+def test_a_chord_keeps_one_trace_its_body_sent_from_the_worker(worker: Worker) -> None:
+    signature = worker.client.signature
+    with tomograph.span("test chord") as span:
+        header = [signature("celery_app.add", (n, n)) for n in range(3)]
+        result = celery.chord(header)(signature("celery_app.total"))
+    assert result.get(timeout=RESULT_DEADLINE) == 6
+    trace_id = f"{span.trace_id:032x}"
+    spans = worker.trace(trace_id, lambda spans: len(spans) == 12)  # 4 sends, 4 runs, 3 inside, the test
+    (body_run,) = named(spans, "run/celery_app.total")
+    (body_publish,) = named(spans, "apply_async/celery_app.total")
+    assert body_run["parentId"] == body_publish["id"]
+    # The body is sent when the last header task is done, by the worker, inside that run.
+    assert body_publish["localEndpoint"]["serviceName"] == "worker"
+    header_runs = {run["id"] for run in named(spans, "run/celery_app.add")}
+    assert body_publish["parentId"] in header_runs
 
 
 def test_an_expired_task_is_a_revoked_span_in_the_producers_trace(worker: Worker) -> None:
