@@ -230,7 +230,9 @@ def test_a_chord_keeps_one_trace_its_body_sent_from_the_worker(worker: Worker) -
         result = celery.chord(header)(signature("celery_app.total"))
     assert result.get(timeout=RESULT_DEADLINE) == 6
     trace_id = f"{span.trace_id:032x}"
-    spans = worker.trace(trace_id, lambda spans: len(spans) == 12)  # 4 sends, 4 runs, 3 inside, the test
+    spans = worker.trace(
+        trace_id, lambda spans: len(spans) == 12
+    )  # 4 sends, 4 runs, 3 inside, the test
     (body_run,) = named(spans, "run/celery_app.total")
     (body_publish,) = named(spans, "apply_async/celery_app.total")
     assert body_run["parentId"] == body_publish["id"]
@@ -262,12 +264,23 @@ def test_a_task_past_its_hard_time_limit_is_an_error_span(worker: Worker) -> Non
     with pytest.raises(Exception) as failure:  # the pool's time limit error
         result.get(timeout=RESULT_DEADLINE)
     assert "TimeLimitExceeded" in repr(failure.value) or "Timeout" in repr(failure.value)
-    spans = worker.trace(trace_id, lambda spans: len(spans) == 3)
-    (run,) = named(spans, "run/celery_app.stuck")
+
+    def limit_recorded(spans: list[dict[str, Any]]) -> bool:
+        return any(
+            "Time" in run["tags"].get("exception.type", "")
+            for run in named(spans, "run/celery_app.stuck")
+        )
+
+    spans = worker.trace(trace_id, limit_recorded)
     (publish,) = named(spans, "apply_async/celery_app.stuck")
-    assert run["parentId"] == publish["id"]
-    assert "error" in run["tags"]
-    assert run["duration"] >= 900_000  # from its arrival to the limit, not a zero-length span
+    runs = named(spans, "run/celery_app.stuck")
+    # In prefork the pool child's span may arrive too (the child ended by SystemExit when the
+    # pool terminated it), besides the main process's: both are errors in the same trace.
+    assert 1 <= len(runs) <= (2 if worker.pool == "prefork" else 1), runs
+    for run in runs:
+        assert run["parentId"] == publish["id"]
+        assert "error" in run["tags"]
+        assert run["duration"] >= 900_000  # from its arrival to the limit, not a zero-length span
 
 
 def test_a_task_whose_pool_child_is_lost_is_an_error_span(worker: Worker) -> None:
