@@ -9,6 +9,7 @@ tests/system/test_celery_tracing.py.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from itertools import pairwise
@@ -86,9 +87,19 @@ def traced(memory: MemoryBackend) -> Iterator[MemoryBackend]:
 
 @pytest.fixture(scope="module")
 def running_worker() -> Iterator[None]:
-    """A real solo-pool worker consuming the in-memory broker, in a thread."""
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        yield
+    """A real solo-pool worker consuming the in-memory broker, in a thread.
+
+    Celery's test worker sets the root logger up for itself (level ERROR, a stderr handler):
+    both are put back afterwards, or later tests would see no warnings.
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @pytest.fixture
@@ -384,6 +395,17 @@ def test_publishes_never_confirmed_are_bounded_and_still_reported(traced: Memory
     )
     assert all(span.tags["celery.unfinished"] for span in spans_named(traced, "apply_async/lost"))
     assert celery_tracing.patch()
+
+
+def test_a_task_id_that_is_not_text_still_pairs_the_publish_signals(
+    traced: MemoryBackend,
+) -> None:
+    headers: dict[str, Any] = {"id": ["not", "hashable"], "task": "odd"}
+    signals.before_task_publish.send(sender="odd", body=(), headers=headers)
+    signals.after_task_publish.send(sender="odd", body=(), headers=headers)
+    (publish,) = spans_named(traced, "apply_async/odd")
+    assert not publish.error
+    assert publish.tags["messaging.message.id"] == "['not', 'hashable']"
 
 
 def test_received_tasks_remembered_by_the_main_process_are_bounded(traced: MemoryBackend) -> None:

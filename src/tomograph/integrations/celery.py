@@ -128,15 +128,17 @@ def _carrier(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _task_id(headers: Any, body: Any) -> Any:
+def _task_id(headers: Any, body: Any) -> str | None:
     """The task id of a message: protocol 2 has it in the headers, protocol 1 in the body."""
-    if isinstance(headers, dict):
-        task_id = headers.get("id")
-        if task_id is not None:
-            return task_id
-    if isinstance(body, dict):
-        return body.get("id")
-    return None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    if task_id is None and isinstance(body, dict):
+        task_id = body.get("id")
+    return None if task_id is None else _key(task_id)
+
+
+def _key(task_id: Any) -> str:
+    """A task id as the key of the bookkeeping: a message may carry anything there."""
+    return task_id if task_id.__class__ is str else _text(task_id)
 
 
 def _text(value: Any, limit: int = MAX_REASON) -> str:
@@ -318,7 +320,7 @@ class CeleryTracing:
 
     def _task_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         try:
-            task_id = request.id
+            task_id = _key(request.id)
             headers = request.request_dict
         except Exception:
             return
@@ -332,11 +334,11 @@ class CeleryTracing:
 
     def _was_received(self, task_id: Any) -> bool:
         """Whether this process received the task and has not seen it run."""
-        return task_id in self._received
+        return _key(task_id) in self._received
 
     def _forget_received(self, task_id: Any) -> tuple[int, TraceContext | None] | None:
         with self._lock:
-            return self._received.pop(task_id, None)
+            return self._received.pop(_key(task_id), None)
 
     # -- consumer -----------------------------------------------------------------------------
 
