@@ -157,6 +157,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "unpatch",
         "untrace_database",
     ],
+    "tomograph.integrations.celery": ["CeleryTracing", "patch", "patched", "unpatch"],
     "tomograph.integrations.http_client": ["ClientCall", "begin"],
     "tomograph.integrations.http_server": ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"],
     "tomograph.integrations.http_status": [
