@@ -129,7 +129,12 @@ PUBLIC_API: dict[str, list[str]] = {
         "set_baggage",
         "with_baggage",
     ],
-    "tomograph.integrations.asgi": ["SCOPE_KEY", "TracingMiddleware"],
+    "tomograph.integrations.asgi": [
+        "SCOPE_KEY",
+        "TracingMiddleware",
+        "WEBSOCKET_CLOSE_CODES_IN_ERROR",
+    ],
+    "tomograph.integrations.flask": ["ENDPOINT_TAG", "Tracing", "patch", "patched", "unpatch"],
     "tomograph.integrations.http_client": ["ClientCall", "begin"],
     "tomograph.integrations.http_server": ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"],
     "tomograph.integrations.http_status": [
@@ -177,6 +182,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "unpatch",
         "unpatch_connection_class",
     ],
+    "tomograph.integrations.starlette": ["patch", "patched", "unpatch"],
     "tomograph.integrations.urllib3": ["instrument", "patch", "patched", "unpatch"],
     "tomograph.integrations.wsgi": ["ENVIRON_KEY", "Middleware", "route_of"],
     "tomograph.eventlet.api": ["put_annotation", "put_key_value"],
