@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, request
-from flask.signals import got_request_exception, request_finished, request_started
+from flask.signals import got_request_exception
 from werkzeug.exceptions import HTTPException
 
 from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
@@ -110,59 +110,39 @@ class Tracing:
             propagator=self.propagator,
             excluded_paths=self.excluded_paths,
         )
-        patch_method(app, "handle_user_exception", _keep_handled_exception)
+        for name, wrap in _WRAPPERS:
+            patch_method(app, name, wrap)
         _connect_signals()
 
 
-def _traced(app: Flask) -> bool:
-    return _EXTENSION in app.extensions or is_patched(Flask, "__call__")
+def _tag_route_and_check_errors(dispatch: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``full_dispatch_request`` (routing is done, the response not yet sent): tag the
+    route, and record an exception an ``errorhandler`` turned into a 5xx response.
 
+    A wrapper rather than the ``request_started`` and ``request_finished`` signals: those cost
+    about 4 µs per request each (blinker inspects every receiver on every send).
+    """
 
-def _request_span(app: Flask) -> Span | None:
-    if not _traced(app):
-        return None
-    span = request.environ.get(ENVIRON_KEY)
-    return span if isinstance(span, Span) else None
+    @functools.wraps(dispatch)
+    def full_dispatch_request(*args: Any, **kwargs: Any) -> Any:
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        environ = current.environ
+        span = environ.get(ENVIRON_KEY)
+        if span is None:
+            return dispatch(*args, **kwargs)
+        rule = current.url_rule
+        if rule is not None and span.sampled:
+            # The WSGI layer names the span after this tag when it finishes it.
+            tags = span.tags
+            tags["http.route"] = rule.rule
+            tags[ENDPOINT_TAG] = rule.endpoint
+        response = dispatch(*args, **kwargs)
+        handled = environ.pop(_HANDLED, None)
+        if handled is not None and getattr(response, "status_code", 0) >= 500:
+            span.record_exception(handled)
+        return response
 
-
-def _on_request_started(sender: Flask, **extra: Any) -> None:
-    span = _request_span(sender)
-    rule = request.url_rule
-    if span is None or rule is None or not span.sampled:
-        return
-    # The WSGI layer names the span after this tag when it finishes it.
-    span.tags["http.route"] = rule.rule
-    span.tags[ENDPOINT_TAG] = rule.endpoint
-
-
-def _propagates(app: Flask) -> bool:
-    """True if Flask re-raises unhandled exceptions (testing, debug): the WSGI layer records
-    them."""
-    propagate = app.config.get("PROPAGATE_EXCEPTIONS")
-    return bool(app.testing or app.debug) if propagate is None else bool(propagate)
-
-
-def _on_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
-    span = _request_span(sender)
-    if span is not None and not _propagates(sender):
-        span.record_exception(exception)
-
-
-def _on_finished(sender: Flask, response: Any, **extra: Any) -> None:
-    handled = request.environ.pop(_HANDLED, None)
-    if handled is None:
-        return
-    span = _request_span(sender)
-    if span is not None and getattr(response, "status_code", 0) >= 500:
-        span.record_exception(handled)
-
-
-def _connect_signals() -> None:
-    # Connected once for every application (blinker keeps one connection per receiver); the
-    # receivers act only for traced applications.
-    request_started.connect(_on_request_started, weak=False)
-    got_request_exception.connect(_on_exception, weak=False)
-    request_finished.connect(_on_finished, weak=False)
+    return full_dispatch_request
 
 
 def _keep_handled_exception(handle: Callable[..., Any]) -> Callable[..., Any]:
@@ -181,6 +161,35 @@ def _keep_handled_exception(handle: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return handle_user_exception
+
+
+#: The methods wrapped on an application (by :class:`Tracing`) or on ``Flask`` (by :func:`patch`).
+_WRAPPERS = (
+    ("full_dispatch_request", _tag_route_and_check_errors),
+    ("handle_user_exception", _keep_handled_exception),
+)
+
+
+def _propagates(app: Flask) -> bool:
+    """True if Flask re-raises unhandled exceptions (testing, debug): the WSGI layer records
+    them."""
+    propagate = app.config.get("PROPAGATE_EXCEPTIONS")
+    return bool(app.testing or app.debug) if propagate is None else bool(propagate)
+
+
+def _on_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
+    """``got_request_exception``: an exception Flask turns into its 500 page."""
+    if _EXTENSION not in sender.extensions and not patched():
+        return
+    span = request.environ.get(ENVIRON_KEY)
+    if isinstance(span, Span) and not _propagates(sender):
+        span.record_exception(exception)
+
+
+def _connect_signals() -> None:
+    # Connected once for every application (blinker keeps one connection per receiver); the
+    # receiver acts only for traced applications. Only errors send this signal.
+    got_request_exception.connect(_on_exception, weak=False)
 
 
 def _traced_call(call: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
@@ -205,7 +214,8 @@ def patch() -> bool:
     """
     if not patch_method(Flask, "__call__", _traced_call):
         return False
-    patch_method(Flask, "handle_user_exception", _keep_handled_exception)
+    for name, wrap in _WRAPPERS:
+        patch_method(Flask, name, wrap)
     _connect_signals()
     return True
 
@@ -214,7 +224,8 @@ def unpatch() -> bool:
     """Undo :func:`patch` (applications with the :class:`Tracing` extension stay traced)."""
     if not unpatch_method(Flask, "__call__"):
         return False
-    unpatch_method(Flask, "handle_user_exception")
+    for name, _ in _WRAPPERS:
+        unpatch_method(Flask, name)
     return True
 
 
