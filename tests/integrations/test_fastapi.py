@@ -370,3 +370,19 @@ def test_lifespan_passes_through(memory: MemoryBackend, patched: None) -> None:
         pass
     assert started == [True]
     assert server_spans(memory) == []
+
+
+def test_unsampled_websocket_and_request_record_nothing_and_work(
+    memory: MemoryBackend, client: TestClient
+) -> None:
+    unsampled = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-00"}
+    with client.websocket_connect("/ws/lobby", headers=unsampled) as ws:
+        ws.send_text("hi")
+        assert ws.receive_text() == "echo hi"
+    with client.websocket_connect("/ws-fail", headers=unsampled) as ws:
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_text()
+    assert client.get("/broken-dependency", headers=unsampled).status_code == 500
+    assert client.post("/users/1", headers=unsampled).status_code == 200
+    assert client.app.state.done.wait(10)  # type: ignore[attr-defined]
+    assert memory.spans == []

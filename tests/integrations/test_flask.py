@@ -370,6 +370,10 @@ def test_patch_and_the_extension_together_trace_once_with_the_extensions_setting
     span = only_server_span(memory)
     assert span.service_name == "explicit"
     assert span.name == "GET /users/<int:user_id>"
+    memory.clear()
+    assert get(app, "/broken")[0] == 503
+    assert get(app, "/boom")[0] == 500
+    assert [len(exception_notes(span)) for span in server_spans(memory)] == [1, 1]
 
 
 # -- patch() -------------------------------------------------------------------------------
@@ -516,3 +520,11 @@ def test_32_first_requests_at_once_each_get_their_own_span(
     assert len(loads) == 28
     for load in loads:
         assert load.parent_id == by_trace[format_trace_id(load.trace_id)].span_id
+
+
+def test_unsampled_requests_record_nothing_and_work(memory: MemoryBackend, app: Flask) -> None:
+    unsampled = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+    assert get(app, "/users/1", headers=unsampled) == (200, b"user 1")
+    assert get(app, "/broken", headers=unsampled)[0] == 503
+    assert get(app, "/boom", headers=unsampled)[0] == 500
+    assert memory.spans == []
