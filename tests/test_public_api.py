@@ -182,7 +182,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "unpatch",
         "unpatch_connection_class",
     ],
-    "tomograph.integrations.starlette": ["patch", "patched", "unpatch"],
+    "tomograph.integrations.starlette": ["UNTRACED", "patch", "patched", "unpatch"],
     "tomograph.integrations.urllib3": ["instrument", "patch", "patched", "unpatch"],
     "tomograph.integrations.wsgi": ["ENVIRON_KEY", "Middleware", "route_of"],
     "tomograph.eventlet.api": ["put_annotation", "put_key_value"],

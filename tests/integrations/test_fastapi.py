@@ -386,3 +386,18 @@ def test_unsampled_websocket_and_request_record_nothing_and_work(
     assert client.post("/users/1", headers=unsampled).status_code == 200
     assert client.app.state.done.wait(10)  # type: ignore[attr-defined]
     assert memory.spans == []
+
+
+def test_patch_leaves_apps_marked_untraced_and_the_collector_alone(
+    memory: MemoryBackend, patched: None, tmp_path: Any
+) -> None:
+    from tomograph.collector import CollectorSettings, create_app
+
+    marked = make_app()
+    setattr(marked, traced_starlette.UNTRACED, True)
+    collector = create_app(CollectorSettings(db_path=tmp_path / "traces.db"))
+    with TestClient(marked) as client:
+        assert client.get("/private/1", params={"token": "good"}).status_code == 200
+    with TestClient(collector, base_url="http://127.0.0.1:9411") as client:
+        assert client.get("/api/v2/services").status_code == 200
+    assert server_spans(memory) == []

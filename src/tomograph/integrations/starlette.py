@@ -12,6 +12,7 @@ that already has the middleware (``app.add_middleware(TracingMiddleware, ...)``)
 its settings. It also traces background tasks (``BackgroundTask``, FastAPI's
 ``BackgroundTasks``): each task run is a span named ``background <function>``, a child of the
 request's span, that starts after the response has been sent and records the task's exception.
+An application whose ``tomograph_untraced`` attribute (:data:`UNTRACED`) is true is left alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from tomograph.integrations.asgi import Receive, Scope, Send, TracingMiddleware
 from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
 from tomograph.tracer import get_tracer
 
-__all__ = ["patch", "patched", "unpatch"]
+__all__ = ["UNTRACED", "patch", "patched", "unpatch"]
+
+#: An application (or application class) with this attribute true is left alone by
+#: :func:`patch`: tomograph's own collector, whose traced ingest requests would report spans
+#: back to the collector, one more for each batch received.
+UNTRACED = "tomograph_untraced"
 
 #: The attribute of an application that holds the middleware :func:`patch` traces it with
 #: (or False when the application brings its own).
@@ -62,7 +68,7 @@ def _traced_app(call: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
         if middleware is None:
             # Racing first requests may both build one: either serves.
             middleware = False
-            if not _has_tracing_middleware(self):
+            if not getattr(self, UNTRACED, False) and not _has_tracing_middleware(self):
                 middleware = TracingMiddleware(functools.partial(call, self))
             setattr(self, _MIDDLEWARE, middleware)
         if isinstance(middleware, TracingMiddleware):
