@@ -401,3 +401,23 @@ def test_patch_leaves_apps_marked_untraced_and_the_collector_alone(
     with TestClient(collector, base_url="http://127.0.0.1:9411") as client:
         assert client.get("/api/v2/services").status_code == 200
     assert server_spans(memory) == []
+
+
+def test_request_span_is_reported_before_its_background_tasks_end(
+    memory: MemoryBackend, patched: None
+) -> None:
+    app = FastAPI()
+    seen_by_task: list[list[str]] = []
+
+    def slow_task() -> None:
+        # Were the task to hang or the process to die now, the request's span is already out.
+        seen_by_task.append([span.name for span in server_spans(memory)])
+
+    @app.get("/orders/{order_id}")
+    async def order(order_id: int, background_tasks: BackgroundTasks) -> dict[str, int]:
+        background_tasks.add_task(slow_task)
+        return {"id": order_id}
+
+    with TestClient(app) as client:
+        assert client.get("/orders/1").status_code == 200
+    assert seen_by_task == [["GET /orders/{order_id}"]]

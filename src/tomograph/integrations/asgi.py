@@ -105,9 +105,11 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
             await _WebSocketConnection(self, span, scope).run(receive, send)
             return
         status = self.status
-        # When the whole response has been sent (epoch µs), and its status: what the
-        # application does after it (background tasks) is not the request's latency, and fails
-        # the request only if it answered 5xx for it (Starlette re-raises after its 500 page).
+        finish = self.finish
+        # The span ends when the whole response has been sent: what the application does
+        # after it (background tasks) is not the request's latency, and the span is reported
+        # then, not after the last task. Only after a 5xx it waits for the app to return:
+        # Starlette re-raises the exception behind its 500 page once the page is sent.
         completed_us = 0
         code = 0
 
@@ -120,13 +122,16 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
                 status(span, code)
             await send(message)
             if kind == "http.response.body" and not message.get("more_body"):
-                completed_us = (monotonic_ns() + span.epoch_offset_ns) // 1000
+                if code < 500:
+                    finish(span, _route_of(scope, span) if span.sampled else None)
+                else:
+                    completed_us = (monotonic_ns() + span.epoch_offset_ns) // 1000
 
         token = CURRENT_SPAN.set(span)
         try:
             await self.app(scope, receive, traced_send)
         except BaseException as exc:
-            if not completed_us or code >= 500:
+            if not span.end_ns:  # else the request was answered: not the request's failure
                 span.record_exception(exc)
             raise
         finally:
@@ -134,9 +139,7 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
                 CURRENT_SPAN.reset(token)
             except ValueError:
                 pass  # the app switched contexts under us: nothing of ours to restore
-            self.finish(
-                span, _route_of(scope, span) if span.sampled else None, completed_us or None
-            )
+            finish(span, _route_of(scope, span) if span.sampled else None, completed_us or None)
 
 
 class _WebSocketConnection:
