@@ -147,7 +147,11 @@ PUBLIC_API: dict[str, list[str]] = {
         "setup",
         "unpatch",
     ],
-    "tomograph.integrations.asgi": ["SCOPE_KEY", "TracingMiddleware"],
+    "tomograph.integrations.asgi": [
+        "SCOPE_KEY",
+        "TracingMiddleware",
+        "WEBSOCKET_CLOSE_CODES_IN_ERROR",
+    ],
     "tomograph.integrations.django": [
         "StatementTracer",
         "TracingMiddleware",
@@ -158,6 +162,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "untrace_database",
     ],
     "tomograph.integrations.celery": ["CeleryTracing", "patch", "patched", "unpatch"],
+    "tomograph.integrations.flask": ["ENDPOINT_TAG", "Tracing", "patch", "patched", "unpatch"],
     "tomograph.integrations.http_client": ["ClientCall", "begin"],
     "tomograph.integrations.http_server": ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"],
     "tomograph.integrations.http_status": [
@@ -231,6 +236,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "unpatch",
         "unpatch_connection_class",
     ],
+    "tomograph.integrations.starlette": ["UNTRACED", "patch", "patched", "unpatch"],
     "tomograph.integrations.urllib3": ["instrument", "patch", "patched", "unpatch"],
     "tomograph.integrations.wsgi": ["ENVIRON_KEY", "Middleware", "route_of"],
     "tomograph.eventlet.api": ["put_annotation", "put_key_value"],

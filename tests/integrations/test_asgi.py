@@ -138,19 +138,15 @@ def test_excluded_path_and_unknown_route_are_not_traced_or_untemplated(
     assert len([s for s in memory.spans if s.kind is SpanKind.SERVER]) == 1
 
 
-def test_lifespan_and_websocket_scopes_pass_through() -> None:
+def test_lifespan_scopes_pass_through(memory: MemoryBackend) -> None:
     seen: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(scope["type"])
 
-    async def run() -> None:
-        middleware = TracingMiddleware(app)
-        for kind in ("lifespan", "websocket"):
-            await middleware({"type": kind}, None, None)  # type: ignore[arg-type]
-
-    asyncio.run(run())
-    assert seen == ["lifespan", "websocket"]
+    asyncio.run(TracingMiddleware(app)({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["lifespan"]
+    assert memory.spans == []
 
 
 def test_malformed_trace_headers_start_a_new_trace(memory: MemoryBackend, server_url: str) -> None:

@@ -162,6 +162,10 @@ class _LoopbackHostMiddleware:
 class _CollectorApp(Starlette):
     """Starlette with the security headers outside everything, even its last-resort 500."""
 
+    #: Never traced by ``tomograph.integrations.starlette.patch()`` (``tomograph run``): its
+    #: spans would be reported to itself, a span more for every batch it ingests.
+    tomograph_untraced = True
+
     def build_middleware_stack(self) -> ASGIApp:
         return _SecurityHeadersMiddleware(super().build_middleware_stack())
 

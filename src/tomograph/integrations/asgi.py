@@ -12,8 +12,13 @@ The same semantics as the WSGI middleware: the span continues the trace in the i
 headers, is tagged ``http.method``, ``http.path``, ``http.status_code`` and ``http.route``
 (Starlette and FastAPI put the matched route in the scope), is an error for 5xx responses and
 exceptions (re-raised untouched), and ends when the application has sent the whole response.
-It is current while the application runs, and is in ``scope['tomograph.span']``. WebSocket and
-lifespan messages pass through untraced.
+It is current while the application runs (work it does after the response, such as Starlette's
+background tasks, makes children of it), and is in ``scope['tomograph.span']``.
+
+A WebSocket connection is one ``SERVER`` span from the handshake to the close, named
+``WEBSOCKET <route>``, tagged with the messages received and sent (counts, never contents) and
+the close code. Lifespan messages pass through untraced. A request another tomograph layer
+already traces (``scope['tomograph.span']`` is set) is passed on untraced: one span per request.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tomograph.clock import monotonic_ns
 from tomograph.context import CURRENT_SPAN
 from tomograph.integrations.http_server import ServerMiddlewareBase
 from tomograph.span import Span
 
-__all__ = ["SCOPE_KEY", "TracingMiddleware"]
+__all__ = ["SCOPE_KEY", "TracingMiddleware", "WEBSOCKET_CLOSE_CODES_IN_ERROR"]
 
 #: Where the request's span is put in the ASGI scope, for the application to tag.
 SCOPE_KEY = "tomograph.span"
@@ -35,6 +41,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: WebSocket close codes (RFC 6455, 7.4.1) that make a connection's span an error: the server's
+#: failures (1011 internal error, 1014 bad gateway), not a client going away or a policy refusal.
+WEBSOCKET_CLOSE_CODES_IN_ERROR = frozenset({1011, 1014})
+
+_TRACED_SCOPES = frozenset({"http", "websocket"})
 
 
 def _route_of(scope: Scope, span: Span) -> str | None:
@@ -68,17 +80,19 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
-            await self.app(scope, receive, send)
-            return
+        kind = scope.get("type")
         path = scope.get("path", "")
-        if self.excluded_paths and path in self.excluded_paths:
+        if (
+            kind not in _TRACED_SCOPES
+            or SCOPE_KEY in scope  # an outer tomograph layer traces this request
+            or (self.excluded_paths and path in self.excluded_paths)
+        ):
             await self.app(scope, receive, send)
             return
         server_host, server_port = _address(scope.get("server"))
         client_host, client_port = _address(scope.get("client"))
         span = self.start(
-            scope.get("method", "GET"),
+            scope.get("method", "GET"),  # a WebSocket handshake is a GET
             path,
             scope.get("headers") or [],
             server_host=server_host,
@@ -87,17 +101,65 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
             client_port=client_port,
         )
         scope[SCOPE_KEY] = span
+        if kind == "websocket":
+            await _WebSocketConnection(self, span, scope).run(receive, send)
+            return
         status = self.status
+        finish = self.finish
+        # The span ends when the whole response has been sent: what the application does
+        # after it (background tasks) is not the request's latency, and the span is reported
+        # then, not after the last task. Only after a 5xx it waits for the app to return:
+        # Starlette re-raises the exception behind its 500 page once the page is sent.
+        completed_us = 0
+        code = 0
 
         async def traced_send(message: Message) -> None:
-            if message.get("type") == "http.response.start":
-                code = message.get("status")
-                status(span, code if isinstance(code, int) else 0)
+            nonlocal completed_us, code
+            kind = message.get("type")
+            if kind == "http.response.start":
+                value = message.get("status")
+                code = value if isinstance(value, int) else 0
+                status(span, code)
             await send(message)
+            if kind == "http.response.body" and not message.get("more_body"):
+                if code < 500:
+                    finish(span, _route_of(scope, span) if span.sampled else None)
+                else:
+                    completed_us = (monotonic_ns() + span.epoch_offset_ns) // 1000
 
         token = CURRENT_SPAN.set(span)
         try:
             await self.app(scope, receive, traced_send)
+        except BaseException as exc:
+            if not span.end_ns:  # else the request was answered: not the request's failure
+                span.record_exception(exc)
+            raise
+        finally:
+            try:
+                CURRENT_SPAN.reset(token)
+            except ValueError:
+                pass  # the app switched contexts under us: nothing of ours to restore
+            finish(span, _route_of(scope, span) if span.sampled else None, completed_us or None)
+
+
+class _WebSocketConnection:
+    """One traced WebSocket connection: counts messages, keeps the close code and status."""
+
+    __slots__ = ("close_code", "middleware", "received", "scope", "sent", "span")
+
+    def __init__(self, middleware: TracingMiddleware, span: Span, scope: Scope) -> None:
+        self.middleware = middleware
+        self.span = span
+        self.scope = scope
+        self.received = 0
+        self.sent = 0
+        self.close_code: int | None = None
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        span = self.span
+        token = CURRENT_SPAN.set(span)
+        try:
+            await self.middleware.app(self.scope, self._receiver(receive), self._sender(send))
         except BaseException as exc:
             span.record_exception(exc)
             raise
@@ -106,4 +168,61 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
                 CURRENT_SPAN.reset(token)
             except ValueError:
                 pass  # the app switched contexts under us: nothing of ours to restore
-            self.finish(span, _route_of(scope, span) if span.sampled else None)
+            self._finish()
+
+    def _receiver(self, receive: Receive) -> Receive:
+        async def traced_receive() -> Message:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "websocket.receive":
+                self.received += 1
+            elif kind == "websocket.disconnect" and self.close_code is None:
+                self.close_code = _close_code(message, 1005)  # 1005: no code was given
+            return message
+
+        return traced_receive
+
+    def _sender(self, send: Send) -> Send:
+        status = self.middleware.status
+
+        async def traced_send(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "websocket.send":
+                self.sent += 1
+            elif kind == "websocket.accept":
+                status(self.span, 101)
+            elif kind == "websocket.close":
+                if self.close_code is None:
+                    self.close_code = _close_code(message, 1000)
+                if "http.status_code" not in self.span.tags:
+                    status(self.span, 403)  # closed before the handshake: the server refused it
+            elif kind == "websocket.http.response.start":  # the denial response extension
+                code = message.get("status")
+                status(self.span, code if isinstance(code, int) else 0)
+            await send(message)
+
+        return traced_send
+
+    def _finish(self) -> None:
+        span = self.span
+        route = None
+        if span.sampled:
+            tags = span.tags
+            tags["websocket.messages_received"] = self.received
+            tags["websocket.messages_sent"] = self.sent
+            if self.close_code is not None:
+                tags["websocket.close_code"] = self.close_code
+                if self.close_code in WEBSOCKET_CLOSE_CODES_IN_ERROR and not span.error:
+                    span.error = True
+                    tags["error"] = f"WebSocket closed with {self.close_code}"
+            route = _route_of(self.scope, span)
+            if self.middleware.name is None:
+                span.name = f"WEBSOCKET {route}" if route else "WEBSOCKET"
+            if route is not None:
+                tags["http.route"] = route
+        span.finish()
+
+
+def _close_code(message: Message, default: int) -> int:
+    code = message.get("code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else default

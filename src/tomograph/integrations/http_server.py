@@ -207,8 +207,9 @@ class HttpServerHandler:
         """Record an exception the application raised (the adapter re-raises it)."""
         span.record_exception(exc)
 
-    def finish(self, span: Span, route: str | None = None) -> None:
-        """Tag ``http.route`` (and name the span after it) when known, and finish the span.
+    def finish(self, span: Span, route: str | None = None, timestamp_us: int | None = None) -> None:
+        """Tag ``http.route`` (and name the span after it) when known, and finish the span
+        (at ``timestamp_us``, epoch microseconds, when the response ended before the call).
 
         Finishing twice is harmless: the first call wins.
         """
@@ -218,7 +219,7 @@ class HttpServerHandler:
             span.tags["http.route"] = route
             if self.name is None:
                 span.name = f"{span.tags.get('http.method', 'GET')} {route}"
-        span.finish()
+        span.finish(timestamp_us)
 
 
 class ServerMiddlewareBase(HttpServerHandler, Generic[App]):
