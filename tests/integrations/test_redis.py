@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -16,7 +19,7 @@ from tests.support.servers import free_port
 from tests.support.thread_calls import all_at_once
 
 import tomograph
-from tomograph.context import suppress_tracing
+from tomograph.context import CURRENT_SPAN, suppress_tracing
 from tomograph.integrations import redis as traced_redis
 from tomograph.model import SpanKind
 from tomograph.reporting.memory import MemoryBackend
@@ -28,6 +31,14 @@ pytestmark = pytest.mark.integration
 def redis_url() -> Iterator[str]:
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def in_a_trace(memory: MemoryBackend) -> Iterator[None]:
+    # Commands sent outside any span are not recorded by default (see the tests at the end):
+    # each test sends its commands inside one, as an application serving a request does.
+    with tomograph.get_tracer().span("test"):
+        yield
 
 
 @pytest.fixture
@@ -435,10 +446,52 @@ def test_unsampled_commands_record_nothing_and_still_work(
     backend = MemoryBackend()
     tomograph.configure(service="s", backends=[backend], sampler=never(), environ={})
     try:
-        client.set("a", 1)
-        assert client.get("a") == b"1"
-        with pytest.raises(redis.ResponseError):
-            client.hget("a", "field")
+        with outside_any_span_but(lambda: tomograph.span("an unsampled request")):
+            client.set("a", 1)
+            assert client.get("a") == b"1"
+            with pytest.raises(redis.ResponseError):
+                client.hget("a", "field")
     finally:
         config.reset()
     assert backend.spans == []
+
+
+@contextlib.contextmanager
+def outside_any_span_but(start: Callable[[], Any]) -> Iterator[None]:
+    """Leave the test's span for the span ``start()`` makes: a root span of its own."""
+    token = CURRENT_SPAN.set(None)
+    try:
+        with start():
+            yield
+    finally:
+        CURRENT_SPAN.reset(token)
+
+
+def outside_any_span(work: object) -> None:
+    contextvars.Context().run(work)  # type: ignore[arg-type]
+
+
+def test_commands_outside_any_span_are_not_recorded_by_default(
+    memory: MemoryBackend, client: redis.Redis, patched: None
+) -> None:
+    # A worker's queue polling or a broker's bookkeeping would each make a one-span trace.
+    outside_any_span(lambda: client.set("a", 1))
+    outside_any_span(lambda: client.pipeline().incr("a").incr("a").execute())
+    assert client_spans(memory) == []
+    client.get("a")  # inside the test's span: recorded
+    assert [s.name for s in client_spans(memory)] == ["GET"]
+
+
+def test_root_commands_records_commands_outside_any_span_as_traces_of_their_own(
+    memory: MemoryBackend, client: redis.Redis, redis_url: str
+) -> None:
+    assert traced_redis.patch(root_commands=True)
+    try:
+        outside_any_span(lambda: client.set("a", 1))
+    finally:
+        traced_redis.unpatch()
+    one = traced_redis.instrument(redis.Redis.from_url(redis_url), root_commands=True)
+    outside_any_span(lambda: one.get("a"))
+    spans = client_spans(memory)
+    assert [s.name for s in spans] == ["SET", "GET"]
+    assert all(s.parent_id is None for s in spans)

@@ -10,7 +10,10 @@ clients), or instrument one client::
 A command's span is named after the command (``GET``, ``HSET``); a pipeline's after what it
 sends (``MULTI`` for a transaction, ``PIPELINE`` otherwise) with the names of its commands.
 Keys and values are never recorded unless ``record_keys=True`` (then the key, not the value).
-Pub/sub messages are not traced. See docs/redis.md for the tags.
+Pub/sub messages are not traced. A command sent outside any span is not recorded unless
+``root_commands=True``: a worker polling its queue, a broker's bookkeeping (Celery's kombu on a
+redis broker sends dozens of commands per task) or a health check would each make a trace of one
+span. See docs/redis.md for the tags.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from tomograph._cache import BoundedCache, memoize
-from tomograph.context import SUPPRESS_TRACING
+from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
 from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
 from tomograph.model import SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
@@ -51,17 +54,19 @@ _in_command: ContextVar[bool] = ContextVar("tomograph_redis_command", default=Fa
 class _Options:
     """What one ``instrument()`` call (or ``patch()``) asked for."""
 
-    __slots__ = ("record_keys", "service_name", "tracer")
+    __slots__ = ("record_keys", "root_commands", "service_name", "tracer")
 
     def __init__(
-        self, tracer: Tracer | None = None, record_keys: bool = False, service_name: str = "redis"
+        self,
+        tracer: Tracer | None = None,
+        record_keys: bool = False,
+        service_name: str = "redis",
+        root_commands: bool = False,
     ) -> None:
         self.tracer = tracer
         self.record_keys = record_keys
         self.service_name = service_name
-
-
-_DEFAULTS = _Options()
+        self.root_commands = root_commands
 
 
 def _new_target(
@@ -148,6 +153,8 @@ def _command_name(args: Sequence[Any]) -> str:
 def _start(client: Any, options: _Options, name: str, args: Sequence[Any] | None) -> Span | None:
     if _in_command.get() or SUPPRESS_TRACING.get():
         return None
+    if not options.root_commands and CURRENT_SPAN.get() is None:
+        return None  # not part of a trace: see the module's docstring
     tags, remote = _target_of(client, options.service_name)
     span = Span(options.tracer or get_tracer(), name, _CLIENT, tags, CURRENT, None, remote)
     if span.sampled:
@@ -301,12 +308,16 @@ _PATCHES: list[tuple[type, str, Wrap]] = [
 ]
 
 
-def _with_defaults(wrap: Wrap, original: Callable[..., Any]) -> Callable[..., Any]:
-    return wrap(original, _DEFAULTS)
+def _with_options(
+    wrap: Wrap, options: _Options, original: Callable[..., Any]
+) -> Callable[..., Any]:
+    return wrap(original, options)
 
 
-def patch() -> bool:
+def patch(*, root_commands: bool = False) -> bool:
     """Trace every redis-py client, existing ones included; False if already done.
+
+    Commands sent outside any span are recorded only with ``root_commands=True``.
 
     >>> patch() or patched()
     True
@@ -315,8 +326,9 @@ def patch() -> bool:
     """
     if patched():
         return False
+    options = _Options(root_commands=root_commands)
     for owner, name, wrap in _PATCHES:
-        patch_method(owner, name, functools.partial(_with_defaults, wrap))
+        patch_method(owner, name, functools.partial(_with_options, wrap, options))
     return True
 
 
@@ -363,17 +375,19 @@ def instrument(
     tracer: Tracer | None = None,
     record_keys: bool = False,
     service_name: str = "redis",
+    root_commands: bool = False,
 ) -> Any:
     """Trace the commands of one client (sync, asyncio or cluster) and of the pipelines it makes.
 
     ``record_keys=True`` adds each command's first argument (the key, for data commands) as
     ``db.redis.key``; values are never recorded. ``service_name`` names the server in the
-    trace (the remote endpoint). Returns the client.
+    trace (the remote endpoint). Commands sent outside any span are recorded only with
+    ``root_commands=True``. Returns the client.
 
     >>> import redis
     >>> client = instrument(redis.Redis(port=1))
     """
-    options = _Options(tracer, record_keys, service_name)
+    options = _Options(tracer, record_keys, service_name, root_commands)
     asynchronous = isinstance(client, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster)
     command = _traced_async_command if asynchronous else _traced_command
     patch_method(client, "execute_command", _bound(command, options, client))
