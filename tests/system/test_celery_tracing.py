@@ -256,10 +256,10 @@ def test_an_expired_task_is_a_revoked_span_in_the_producers_trace(worker: Worker
     assert not named(spans, "inside add")
 
 
+# Only these pools enforce a hard time limit: Celery's solo, threads and eventlet pools let such
+# a task run to its end.
+@pytest.mark.parametrize("worker", ["prefork", "gevent"], indirect=True)
 def test_a_task_past_its_hard_time_limit_is_an_error_span(worker: Worker) -> None:
-    if worker.pool in ("solo", "threads", "eventlet"):
-        # Celery's eventlet pool lets such a task run to its end (it is seen to succeed).
-        pytest.skip(f"Celery's {worker.pool} pool does not enforce hard time limits")
     result, trace_id = send(worker, "stuck")
     with pytest.raises(Exception) as failure:  # the pool's time limit error
         result.get(timeout=RESULT_DEADLINE)
@@ -283,9 +283,9 @@ def test_a_task_past_its_hard_time_limit_is_an_error_span(worker: Worker) -> Non
         assert run["duration"] >= 900_000  # from its arrival to the limit, not a zero-length span
 
 
+# Only the prefork pool runs tasks in children it can lose.
+@pytest.mark.parametrize("worker", ["prefork"], indirect=True)
 def test_a_task_whose_pool_child_is_lost_is_an_error_span(worker: Worker) -> None:
-    if worker.pool != "prefork":
-        pytest.skip("only the prefork pool runs tasks in children it can lose")
     result, trace_id = send(worker, "lost")
     with pytest.raises(celery.exceptions.WorkerLostError):
         result.get(timeout=RESULT_DEADLINE)
