@@ -192,16 +192,41 @@ def _connect_signals() -> None:
     got_request_exception.connect(_on_exception, weak=False)
 
 
+#: How many wrappers deep :func:`_traces_itself` looks into ``app.wsgi_app``.
+_WRAPPERS_SEEN = 8
+
+
+def _traces_itself(wsgi_app: Any) -> bool:
+    """True if tomograph's WSGI middleware is in ``wsgi_app`` (``app.wsgi_app =
+    Middleware(app.wsgi_app)``, maybe under other wrappers that keep it as ``.app``): the
+    application's own setup, whose settings (service name, excluded paths) win."""
+    for _ in range(_WRAPPERS_SEEN):
+        if isinstance(wsgi_app, Middleware):
+            return True
+        wsgi_app = getattr(wsgi_app, "app", None)
+        if wsgi_app is None:
+            return False
+    return False
+
+
 def _traced_call(call: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     @functools.wraps(call)
     def __call__(self: Flask, environ: dict[str, Any], start_response: StartResponse) -> Any:
         extensions = self.extensions
         if ENVIRON_KEY in environ or _EXTENSION in extensions:
             return call(self, environ, start_response)  # already traced, by a layer or Tracing
-        middleware = extensions.get(_PATCH_MIDDLEWARE)
+        # (the wsgi_app it was decided for, the middleware or None if the app traces itself)
+        wsgi_app = self.wsgi_app
+        decided = extensions.get(_PATCH_MIDDLEWARE)
+        if decided is None or decided[0] != wsgi_app:  # == : a bound method is new each time
+            # Racing first requests may both decide: either serves.
+            middleware = (
+                None if _traces_itself(wsgi_app) else Middleware(functools.partial(call, self))
+            )
+            decided = extensions[_PATCH_MIDDLEWARE] = (wsgi_app, middleware)
+        middleware = decided[1]
         if middleware is None:
-            # Racing first requests may both build one: either serves.
-            middleware = extensions[_PATCH_MIDDLEWARE] = Middleware(functools.partial(call, self))
+            return call(self, environ, start_response)
         return middleware(environ, start_response)
 
     return __call__
