@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tomograph import Endpoint, SpanKind, TraceContext
-from tomograph.model import coerce_kind, endpoint_for
+from tomograph.model import ExceptionNote, coerce_kind, endpoint_for
 
 
 def test_trace_context_is_immutable() -> None:
@@ -63,3 +63,18 @@ def test_endpoint_for_keeps_ip_addresses_only(host: object, expected: Endpoint) 
 def test_endpoint_for_gives_the_same_endpoint_for_the_same_peer() -> None:
     assert endpoint_for("svc", "127.0.0.1", 80) is endpoint_for("svc", "127.0.0.1", 80)
     assert endpoint_for("svc", "127.0.0.1", 0).port is None
+
+
+def test_an_exception_marked_first_line_only_is_noted_so_and_so_are_those_raised_from_it() -> None:
+    database_error = RuntimeError("duplicate key\nDETAIL:  Key (email)=(secret@example.org)")
+    ExceptionNote.first_line_only(database_error)
+    assert ExceptionNote.of(database_error).message == "duplicate key"
+    try:
+        try:
+            raise database_error
+        except RuntimeError as error:
+            raise ValueError(f"signup failed:\n{error}") from error
+    except ValueError as wrapped:
+        assert ExceptionNote.of(wrapped) == "ValueError: signup failed:"
+    unmarked = RuntimeError("first\nsecond")
+    assert ExceptionNote.of(unmarked).message == "first\nsecond"

@@ -154,14 +154,47 @@ class ExceptionNote(str):
     frames: tuple[tuple[str, int, str], ...]
     omitted: int
 
+    #: The attribute :meth:`first_line_only` sets on an exception.
+    _FIRST_LINE_ONLY = "__tomograph_first_line_only__"
+    #: How far :meth:`of` follows ``__cause__``/``__context__`` looking for that mark.
+    _CHAIN_LIMIT = 8
+
+    @classmethod
+    def first_line_only(cls, exc: BaseException) -> None:
+        """Record ``exc``, and exceptions raised from it or while handling it, with the first
+        line of their message only, on every span that records them.
+
+        For database errors, whose later lines may hold a statement's values (PostgreSQL's
+        ``DETAIL: Key (email)=(...)``, SQLAlchemy's ``[parameters: ...]``): the SQL
+        integrations mark them, and a request's or a task's span the error reaches keeps no
+        more than the statement's span did.
+        """
+        try:
+            setattr(exc, cls._FIRST_LINE_ONLY, True)
+        except Exception:  # an exception type that takes no attributes: nothing to mark
+            pass
+
+    @classmethod
+    def _wants_first_line_only(cls, exc: BaseException | None) -> bool:
+        for _ in range(cls._CHAIN_LIMIT):
+            if exc is None:
+                return False
+            if getattr(exc, "__dict__", {}).get(cls._FIRST_LINE_ONLY) is True:
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
+
     @classmethod
     def of(cls, exc: BaseException) -> ExceptionNote:
-        """The note for ``exc``, with its type, message and traceback frames."""
+        """The note for ``exc``, with its type, message and traceback frames (the message's
+        first line only if :meth:`first_line_only` marked it or an exception it came from)."""
         type_name = type(exc).__qualname__
         try:
             message = str(exc)
         except Exception:  # a broken __str__ must not replace the application's exception
             message = f"<unprintable {type_name}>"
+        if cls._wants_first_line_only(exc):
+            message = message.strip().split("\n", 1)[0].strip()
         frames: list[tuple[str, int, str]] = []
         traceback = exc.__traceback__
         while traceback is not None:

@@ -225,6 +225,19 @@ def test_the_configured_propagator_writes_the_headers(traced: MemoryBackend) -> 
 # -- retries, failures, rejections --------------------------------------------------------------
 
 
+def test_a_retry_for_a_database_error_keeps_its_values_out_of_the_reason() -> None:
+    # ``raise self.retry(exc=error)`` for an error a SQL integration recorded (first line
+    # only): the retry's reason says no more than the statement's span did.
+    from tomograph.integrations.celery import _reason
+    from tomograph.model import ExceptionNote
+
+    error = RuntimeError("duplicate key\nDETAIL:  Key (email)=(secret@example.org) exists.")
+    assert "secret" in _reason(error)  # not a database error: all of it
+    ExceptionNote.first_line_only(error)
+    assert _reason(error) == "RuntimeError: duplicate key"
+    assert _reason(RuntimeError()) == "RuntimeError"
+
+
 def test_each_retry_is_its_own_run_span_in_the_same_trace(worker: MemoryBackend) -> None:
     with tomograph.span("request") as request:
         result = flaky.delay(2)

@@ -20,6 +20,7 @@ from tests.support.thread_calls import all_at_once
 
 from tomograph.integrations import django as traced_django
 from tomograph.integrations.django import StatementTracer
+from tomograph.integrations.django.database import database_traced
 from tomograph.model import SpanKind
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.span import Span
@@ -150,6 +151,19 @@ def test_parameters_are_recorded_only_when_asked_for(memory: MemoryBackend, alia
     assert traced_django.trace_database(record_parameters=True) is True
     client().get(f"/sql/{alias}")
     assert "secret-name" in str(memory.find("INSERT items").tags["db.parameters"])
+
+
+def test_patch_then_unpatch_keeps_the_applications_own_statement_tracing(
+    memory: MemoryBackend,
+) -> None:
+    # trace_database() in the settings, then tomograph run's patch(), then unpatch().
+    assert database_traced()
+    assert traced_django.patch() is True
+    assert traced_django.unpatch() is True
+    assert database_traced()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert [span.name for span in sql_spans(memory)] == ["SELECT"]
 
 
 def test_each_connection_holds_the_wrapper_once_across_reconnects_and_retracing(

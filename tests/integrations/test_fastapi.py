@@ -337,6 +337,19 @@ def test_patch_keeps_an_apps_own_middleware_and_its_settings(
     assert span.name == "GET /private/{item_id}"
 
 
+def test_patch_keeps_an_apps_own_middleware_subclass_and_its_settings(
+    memory: MemoryBackend, patched: None
+) -> None:
+    class ShopTracing(TracingMiddleware):
+        """An application's own flavour of the middleware."""
+
+    app = make_app()
+    app.add_middleware(ShopTracing, service_name="explicit")
+    with TestClient(app) as client:
+        client.get("/private/1", params={"token": "good"})
+    assert only_server_span(memory).service_name == "explicit"
+
+
 def test_middleware_stacked_twice_makes_one_span(memory: MemoryBackend) -> None:
     app = make_app()
     app.add_middleware(TracingMiddleware, service_name="inner")

@@ -426,6 +426,61 @@ def test_patch_keeps_an_existing_wsgi_app_wrapper_inside_the_span(
     assert seen == [only_server_span(memory)]
 
 
+@pytest.mark.parametrize("wrap", ["directly", "under another wrapper"])
+def test_patch_on_an_app_wrapped_in_the_wsgi_middleware_traces_once_with_its_settings(
+    memory: MemoryBackend, unpatched: None, wrap: str
+) -> None:
+    # The usual explicit setup, then `tomograph run` (patch) on top of it.
+    app = make_app()
+    traced: Any = Middleware(app.wsgi_app, service_name="explicit")
+    if wrap != "directly":
+        inner = traced
+
+        def proxy(environ: dict[str, Any], start_response: Any) -> Any:
+            return inner(environ, start_response)
+
+        proxy.app = inner  # type: ignore[attr-defined]  # as werkzeug's ProxyFix keeps it
+        traced = proxy
+    app.wsgi_app = traced  # type: ignore[method-assign]
+    assert traced_flask.patch()
+    assert get(app, "/users/1")[0] == 200
+    span = only_server_span(memory)
+    assert span.name == "GET /users/<int:user_id>"
+    assert span.service_name == "explicit"
+
+
+def test_patch_on_an_app_mounted_in_an_asgi_app_tags_the_asgi_span(
+    memory: MemoryBackend, unpatched: None
+) -> None:
+    # tomograph run on FastAPI mounting a Flask app: the ASGI layer's span is the request's.
+    # Starlette's WSGI bridge never closes the body: a span of Flask's own would never end.
+    pytest.importorskip("starlette", reason="Starlette (test extra)")
+    import warnings
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from tomograph.integrations.asgi import TracingMiddleware
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from starlette.middleware.wsgi import WSGIMiddleware
+
+    traced_flask.patch()
+    legacy = make_app()
+    app = TracingMiddleware(Starlette(routes=[Mount("/v1", WSGIMiddleware(legacy))]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/v1/users/3").status_code == 200
+    assert client.get("/v1/boom").status_code == 500
+    found, boom = server_spans(memory)
+    assert found.name == "GET /v1/users/<int:user_id>"
+    assert found.tags["flask.endpoint"] == "user"
+    assert boom.tags["exception.type"] == "RuntimeError"
+
+
 def test_extension_and_patch_before_configure_report_to_the_later_configuration() -> None:
     config.reset()
     explicit = make_app()

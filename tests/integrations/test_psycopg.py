@@ -130,6 +130,39 @@ def test_a_unique_violation_keeps_the_values_on_the_detail_line_out(
     assert "(id)=(7)" not in repr((span.tags, span.annotations))  # PostgreSQL's DETAIL line
 
 
+def test_the_request_span_a_unique_violation_reaches_keeps_its_values_out_too(
+    memory: MemoryBackend, conn: psycopg.Connection, patched: None
+) -> None:
+    # A view that lets the database error through: the WSGI layer records it on its span.
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        conn.execute("INSERT INTO users VALUES (%s, %s)", (8, "secret-name"))
+        return [b"never"]
+
+    conn.execute("INSERT INTO users VALUES (%s, %s)", (8, "secret-name"))
+    with pytest.raises(errors.UniqueViolation):
+        tomograph.Middleware(app)({"REQUEST_METHOD": "POST", "PATH_INFO": "/signup"}, print)
+    (server,) = [s for s in memory.spans if s.kind is SpanKind.SERVER]
+    assert server.error and server.tags["exception.type"] == "UniqueViolation"
+    assert "duplicate key" in str(server.tags["error"])
+    recorded = repr((server.tags, server.annotations, json.loads(encode_spans([server]))))
+    assert "(id)=(8)" not in recorded
+
+
+def test_with_record_parameters_the_request_span_keeps_the_whole_message(
+    memory: MemoryBackend, conn: psycopg.Connection
+) -> None:
+    traced = traced_psycopg.instrument_connection(conn, record_parameters=True)
+    traced.execute("INSERT INTO users VALUES (%s, %s)", (9, "a"))
+    with tomograph.get_tracer().span("request") as request:
+        with pytest.raises(errors.UniqueViolation):
+            try:
+                traced.execute("INSERT INTO users VALUES (%s, %s)", (9, "b"))
+            except errors.UniqueViolation as error:
+                request.record_exception(error)
+                raise
+    assert "(id)=(9)" in str(memory.find("request").tags["error"])
+
+
 def test_a_server_that_went_away_gives_an_error_span(
     memory: MemoryBackend, dsn: str, conn: psycopg.Connection, patched: None
 ) -> None:

@@ -103,6 +103,21 @@ def test_record_keys_opt_in_records_the_key_never_the_value(
     assert "secret-value" not in repr(span.tags)
 
 
+def test_record_keys_never_records_the_password_of_auth(
+    memory: MemoryBackend, redis_url: str
+) -> None:
+    # AUTH's first argument is the password (or the user name, then the password): no key.
+    client = traced_redis.instrument(redis.Redis.from_url(redis_url), record_keys=True)
+    for args in (("s3cret-password",), ("default", "s3cret-password")):
+        try:
+            client.execute_command("AUTH", *args)
+        except redis.exceptions.RedisError:
+            pass  # a server without that user or password says so: the span is made either way
+    spans = client_spans(memory)
+    assert [span.name for span in spans] == ["AUTH", "AUTH"]
+    assert "s3cret" not in repr([(span.tags, span.annotations) for span in spans])
+
+
 def test_command_span_is_a_child_of_the_current_span(
     memory: MemoryBackend, client: redis.Redis, patched: None
 ) -> None:

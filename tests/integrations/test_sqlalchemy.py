@@ -116,6 +116,31 @@ def test_failing_statement_is_an_error_span_and_the_error_reaches_the_app(
     assert failed[0].finished
 
 
+@pytest.mark.parametrize("as_notes", [False, True], ids=["spans", "notes"])
+def test_the_request_span_the_error_reaches_records_no_parameter_values(
+    memory: MemoryBackend, sqlite_engine: sa.Engine, as_notes: bool
+) -> None:
+    # SQLAlchemy's message ends with "[parameters: (1, 'secret-name')]": a view that lets the
+    # error through has it recorded by its server span, which must keep no more than the
+    # statement's span.
+    instrument(sqlite_engine, as_notes=as_notes)
+    with sqlite_engine.begin() as conn:
+        conn.execute(users.insert(), {"id": 1, "name": "secret-name"})
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        with sqlite_engine.begin() as conn:
+            conn.execute(users.insert(), {"id": 1, "name": "secret-name"})
+        return [b"never"]
+
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        tomograph.Middleware(app)({"REQUEST_METHOD": "POST", "PATH_INFO": "/users"}, print)
+    assert "secret-name" in str(raised.value)  # the application still sees all of it
+    (server,) = [s for s in memory.spans if s.kind is SpanKind.SERVER]
+    assert server.tags["exception.type"] == "IntegrityError"
+    assert "UNIQUE constraint failed" in str(server.tags["error"])
+    assert "secret" not in repr((server.tags, server.annotations))
+
+
 def test_as_notes_puts_statements_on_the_current_span(
     memory: MemoryBackend, sqlite_engine: sa.Engine
 ) -> None:

@@ -186,6 +186,66 @@ def test_flask_under_gunicorn_preload_names_spans_after_the_route(tmp_path: Path
     check_route_named_server_spans(spans, downstream, workers, "/users/<int:id>")
 
 
+FLASK_DATA_APP = """
+import os
+
+import redis
+import requests
+import sqlalchemy
+from flask import Flask
+
+engine = sqlalchemy.create_engine(os.environ["DATABASE_URL"], pool_pre_ping=False)
+with engine.begin() as connection:  # at import: in gunicorn's master under --preload
+    connection.execute(sqlalchemy.text("CREATE TABLE IF NOT EXISTS visits (pid int)"))
+engine.dispose()  # the workers open their own connections
+cache = redis.Redis.from_url(os.environ["REDIS_URL"])
+app = Flask(__name__)
+
+
+@app.route("/users/<int:id>")
+def user(id):
+    pid = os.getpid()
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("INSERT INTO visits VALUES (:pid)"), {"pid": pid})
+        connection.execute(sqlalchemy.text("SELECT count(*) FROM visits")).scalar()
+    cache.incr(f"visits:{pid}")
+    requests.get(f"{os.environ['DOWNSTREAM_URL']}/from/{pid}", timeout=10).raise_for_status()
+    return str(pid)
+"""
+
+
+def test_flask_with_sqlalchemy_psycopg_redis_and_requests_makes_one_span_per_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every layer patched at once (SQLAlchemy over psycopg, redis, requests over urllib3 over
+    # http.client), gunicorn --preload: one span per statement, command and call, all children
+    # of their request's span, in every worker.
+    pytest.importorskip("flask")
+    from support.postgres import postgres_cluster
+
+    with postgres_cluster() as database, redis_server() as cache:
+        monkeypatch.setenv("DATABASE_URL", database)
+        monkeypatch.setenv("REDIS_URL", cache)
+        with serve_app(tmp_path, "dataapp", FLASK_DATA_APP, "app") as served:
+            spans, downstream, workers = served
+    check_route_named_server_spans(spans, downstream, workers, "/users/<int:id>")
+    servers = {span["id"]: span for span in spans if span.get("kind") == "SERVER"}
+    children: dict[str, list[str]] = {server: [] for server in servers}
+    for span in spans:
+        if span.get("parentId") in children:
+            children[span["parentId"]].append(span["name"])
+    expected = ["GET", "INCRBY", "INSERT visits", "SELECT visits"]  # redis-py sends INCRBY
+    assert {tuple(sorted(names)) for names in children.values()} == {tuple(expected)}, children
+    statements = [span for span in spans if span["tags"].get("db.system") == "postgresql"]
+    in_requests = [span for span in statements if span.get("parentId") in servers]
+    assert len(in_requests) == 2 * len(servers)  # psycopg below SQLAlchemy adds none
+    # Outside requests: the CREATE TABLE, and the queries SQLAlchemy's dialect sends as it
+    # first connects (psycopg's, under no SQLAlchemy statement); never a request's statement.
+    assert not {"INSERT visits", "SELECT visits"} & {
+        span["name"] for span in statements if span not in in_requests
+    }
+
+
 def test_celery_tasks_continue_the_producers_trace_in_prefork_children(tmp_path: Path) -> None:
     pytest.importorskip("celery")
     (tmp_path / "proj.py").write_text(CELERY_APP)

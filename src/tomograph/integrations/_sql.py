@@ -158,6 +158,8 @@ def record_statement_error(span: Span, error: BaseException, whole_message: bool
             message = ""
     else:
         message = first_line(error)
+        # The request's or task's span it reaches keeps no more of it than this one.
+        ExceptionNote.first_line_only(error)
     type_name = type(error).__qualname__
     span.error = True
     if span.sampled:

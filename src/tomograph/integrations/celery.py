@@ -41,7 +41,7 @@ from celery.exceptions import Reject
 
 from tomograph._cache import memoize
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
-from tomograph.model import Endpoint, SpanKind, TraceContext
+from tomograph.model import Endpoint, ExceptionNote, SpanKind, TraceContext
 from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.propagation.baggage import adopt_baggage
@@ -548,7 +548,8 @@ def _reason(reason: Any) -> str:
     if isinstance(cause, BaseException):
         reason = cause
     if isinstance(reason, BaseException):
-        message = _text(str(reason)) if str(reason) else ""
+        # As a span records it: a database error keeps only its first line (no values).
+        message = _text(ExceptionNote.of(reason).message)
         name = type(reason).__name__
         return f"{name}: {message}" if message else name
     return _text(reason)

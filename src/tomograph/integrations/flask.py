@@ -39,8 +39,10 @@ from flask import Flask, request
 from flask.signals import got_request_exception
 from werkzeug.exceptions import HTTPException
 
+from tomograph.context import CURRENT_SPAN as _CURRENT_SPAN
 from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
 from tomograph.integrations.wsgi import ENVIRON_KEY, Middleware, StartResponse
+from tomograph.model import SpanKind
 from tomograph.propagation import Propagator
 from tomograph.span import Span
 from tomograph.tracer import Tracer
@@ -49,6 +51,8 @@ __all__ = ["ENDPOINT_TAG", "Tracing", "patch", "patched", "unpatch"]
 
 #: The tag naming the Flask endpoint (the view function, ``blueprint.view`` in a blueprint).
 ENDPOINT_TAG = "flask.endpoint"
+
+_SERVER = SpanKind.SERVER
 
 #: ``app.extensions`` key of the :class:`Tracing` that traces an application.
 _EXTENSION = "tomograph"
@@ -192,16 +196,58 @@ def _connect_signals() -> None:
     got_request_exception.connect(_on_exception, weak=False)
 
 
+#: How many wrappers deep :func:`_traces_itself` looks into ``app.wsgi_app``.
+_WRAPPERS_SEEN = 8
+
+
+def _traces_itself(wsgi_app: Any) -> bool:
+    """True if tomograph's WSGI middleware is in ``wsgi_app`` (``app.wsgi_app =
+    Middleware(app.wsgi_app)``, maybe under other wrappers that keep it as ``.app``): the
+    application's own setup, whose settings (service name, excluded paths) win."""
+    for _ in range(_WRAPPERS_SEEN):
+        if isinstance(wsgi_app, Middleware):
+            return True
+        wsgi_app = getattr(wsgi_app, "app", None)
+        if wsgi_app is None:
+            return False
+    return False
+
+
+def _prefix_route(span: Span, mounted_at: Any) -> None:
+    """Put the path the outer application mounts this one at before the route Flask tagged."""
+    route = span.tags.get("http.route") if span.sampled else None
+    if isinstance(route, str) and isinstance(mounted_at, str) and mounted_at:
+        span.tags["http.route"] = mounted_at.rstrip("/") + route
+
+
 def _traced_call(call: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     @functools.wraps(call)
     def __call__(self: Flask, environ: dict[str, Any], start_response: StartResponse) -> Any:
         extensions = self.extensions
         if ENVIRON_KEY in environ or _EXTENSION in extensions:
             return call(self, environ, start_response)  # already traced, by a layer or Tracing
-        middleware = extensions.get(_PATCH_MIDDLEWARE)
+        outer = _CURRENT_SPAN.get()
+        if outer is not None and outer.kind is _SERVER and not outer.end_ns:
+            # Served inside this process's own server span: an ASGI app mounting this one
+            # through a WSGI bridge (FastAPI's WSGIMiddleware, which never closes the body a
+            # span of ours would end with). Flask names and tags that span instead.
+            environ[ENVIRON_KEY] = outer
+            try:
+                return call(self, environ, start_response)
+            finally:
+                _prefix_route(outer, environ.get("SCRIPT_NAME"))
+        # (the wsgi_app it was decided for, the middleware or None if the app traces itself)
+        wsgi_app = self.wsgi_app
+        decided = extensions.get(_PATCH_MIDDLEWARE)
+        if decided is None or decided[0] != wsgi_app:  # == : a bound method is new each time
+            # Racing first requests may both decide: either serves.
+            middleware = (
+                None if _traces_itself(wsgi_app) else Middleware(functools.partial(call, self))
+            )
+            decided = extensions[_PATCH_MIDDLEWARE] = (wsgi_app, middleware)
+        middleware = decided[1]
         if middleware is None:
-            # Racing first requests may both build one: either serves.
-            middleware = extensions[_PATCH_MIDDLEWARE] = Middleware(functools.partial(call, self))
+            return call(self, environ, start_response)
         return middleware(environ, start_response)
 
     return __call__

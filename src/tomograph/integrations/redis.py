@@ -150,6 +150,11 @@ def _command_name(args: Sequence[Any]) -> str:
     return name
 
 
+#: Commands whose first argument is no key but a secret (AUTH's password, or its user name
+#: followed by the password): never recorded, even with ``record_keys``.
+_NO_KEY = frozenset({"AUTH"})
+
+
 def _start(client: Any, options: _Options, name: str, args: Sequence[Any] | None) -> Span | None:
     if _in_command.get() or SUPPRESS_TRACING.get():
         return None
@@ -159,7 +164,7 @@ def _start(client: Any, options: _Options, name: str, args: Sequence[Any] | None
     span = Span(options.tracer or get_tracer(), name, _CLIENT, tags, CURRENT, None, remote)
     if span.sampled:
         span.tags["db.operation"] = name
-        if args is not None and options.record_keys and len(args) > 1:
+        if args is not None and options.record_keys and len(args) > 1 and name not in _NO_KEY:
             span.tags["db.redis.key"] = _text(args[1], MAX_KEY_LENGTH)
     return span
 

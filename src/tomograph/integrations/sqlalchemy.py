@@ -46,7 +46,7 @@ from tomograph.integrations._sql import (
     parameters_text,
     record_statement_error,
 )
-from tomograph.model import Endpoint, SpanKind, TagValue, endpoint_for
+from tomograph.model import Endpoint, ExceptionNote, SpanKind, TagValue, endpoint_for
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer, get_tracer
 
@@ -185,6 +185,9 @@ class StatementRecorder:
     ) -> None:
         """End recording: name the span if it is not named yet, tag rows and errors, finish it."""
         leave_statement(pending.in_flight)
+        if error is not None and not self.record_parameters:
+            # Also on the request's span it reaches: the message's values stay unrecorded.
+            ExceptionNote.first_line_only(error)
         span = pending.span
         if span is None:
             self._note(pending, statement, error)

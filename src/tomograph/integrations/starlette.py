@@ -58,7 +58,11 @@ def _traced_task(call: Callable[[BackgroundTask], Awaitable[None]]) -> Callable[
 
 
 def _has_tracing_middleware(app: Starlette) -> bool:
-    return any(getattr(entry, "cls", None) is TracingMiddleware for entry in app.user_middleware)
+    for entry in app.user_middleware:
+        cls = getattr(entry, "cls", None)  # a class, or any callable that makes a middleware
+        if isinstance(cls, type) and issubclass(cls, TracingMiddleware):
+            return True
+    return False
 
 
 def _traced_app(call: Callable[..., Awaitable[None]]) -> Callable[..., Any]:

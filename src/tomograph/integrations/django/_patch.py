@@ -27,6 +27,10 @@ _LISTED_AS = frozenset(
 )
 
 
+#: Whether :func:`patch` started the statement tracing (so :func:`unpatch` stops it).
+_traces_database = False
+
+
 class _PatchedMiddleware(TracingMiddleware):
     """The middleware ``patch()`` adds: it stops tracing once ``unpatch()`` ran, because
     handlers built before keep their chain."""
@@ -55,17 +59,22 @@ def patch() -> bool:
     middleware around their chain; every database connection gets the statement wrapper.
     Safe before settings are configured. False if already patched.
     """
+    global _traces_database
     if not patch_method(BaseHandler, "load_middleware", _with_tracing):
         return False
-    trace_database()
+    # An application's own trace_database() (its settings) is kept, and left by unpatch().
+    _traces_database = trace_database()
     return True
 
 
 def unpatch() -> bool:
     """Undo :func:`patch`; False if it was not in effect."""
+    global _traces_database
     if not unpatch_method(BaseHandler, "load_middleware"):
         return False
-    untrace_database()
+    if _traces_database:
+        _traces_database = False
+        untrace_database()
     return True
 
 
