@@ -164,7 +164,12 @@ PUBLIC_API: dict[str, list[str]] = {
     "tomograph.integrations.celery": ["CeleryTracing", "patch", "patched", "unpatch"],
     "tomograph.integrations.flask": ["ENDPOINT_TAG", "Tracing", "patch", "patched", "unpatch"],
     "tomograph.integrations.http_client": ["ClientCall", "begin"],
-    "tomograph.integrations.http_server": ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"],
+    "tomograph.integrations.http_server": [
+        "EXTRACT",
+        "HttpServerHandler",
+        "ServerMiddlewareBase",
+        "enclosing_server_span",
+    ],
     "tomograph.integrations.http_status": [
         "CLIENT_ERRORS_FROM",
         "SERVER_ERRORS_FROM",

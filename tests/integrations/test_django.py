@@ -508,3 +508,26 @@ def test_any_route_the_resolver_reports_becomes_one_path_like_template(pattern: 
     route = route_template(request)
     assert route is not None and route.startswith("/")
     assert route.removeprefix("/") == pattern.removeprefix("^").removeprefix("/")
+
+
+def test_mounted_in_a_starlette_app_there_is_one_span_that_ends(memory: MemoryBackend) -> None:
+    # FastAPI mounting a Django project through WSGIMiddleware: the ASGI layer's span is the
+    # request's (the bridge never closes the body a WSGI layer's span would end with).
+    import warnings
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from starlette.middleware.wsgi import WSGIMiddleware
+
+        app = AsgiMiddleware(Starlette(routes=[Mount("/legacy", WSGIMiddleware(WSGIHandler()))]))
+        client = TestClient(app)
+    assert client.get("/legacy/users/5").status_code == 200
+    span = only_server_span(memory)
+    assert span.end_ns
+    assert span.tags["django.view"] == "tests.integrations.django_site.views.user"
+    assert span.name == "GET /legacy/users/<int:user_id>", span.name
+    assert memory.find("load-user").parent_id == span.span_id

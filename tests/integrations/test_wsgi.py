@@ -462,3 +462,48 @@ def test_endpoints_are_the_same_whether_built_or_cached(memory: MemoryBackend) -
         None,
         ("10.0.0.2", None),
     ]
+
+
+def test_two_layers_of_the_middleware_make_one_span(memory: MemoryBackend) -> None:
+    app = Middleware(Middleware(hello_app, service_name="inner"), service_name="outer")
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "127.0.0.1"}
+    body = app(environ, lambda *args: None)
+    assert b"".join(body)
+    body.close()  # type: ignore[attr-defined]
+    (span,) = [span for span in memory.spans if span.kind is SpanKind.SERVER]
+    assert span.local_endpoint.service_name == "outer"
+
+
+def test_mounted_in_an_asgi_app_the_middleware_makes_no_span_that_never_ends(
+    memory: MemoryBackend,
+) -> None:
+    # FastAPI/Starlette mounting a WSGI app (WSGIMiddleware) never closes the response body, so
+    # a span of the WSGI layer's own would never end nor be reported: the ASGI layer's span is
+    # the request's, and the WSGI application tags it.
+    pytest.importorskip("starlette", reason="Starlette (test extra)")
+    import warnings
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from tomograph.integrations.asgi import TracingMiddleware
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from starlette.middleware.wsgi import WSGIMiddleware
+
+    def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["tomograph.span"].tag("http.route", "/v1/items/{id}")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = TracingMiddleware(Starlette(routes=[Mount("/v1", WSGIMiddleware(Middleware(legacy)))]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client = TestClient(app)
+    assert client.get("/v1/items/7").text == "ok"
+    (span,) = memory.spans
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "GET /v1/items/{id}"
+    assert span.end_ns

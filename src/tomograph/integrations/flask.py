@@ -39,10 +39,9 @@ from flask import Flask, request
 from flask.signals import got_request_exception
 from werkzeug.exceptions import HTTPException
 
-from tomograph.context import CURRENT_SPAN as _CURRENT_SPAN
+from tomograph.integrations.http_server import enclosing_server_span
 from tomograph.integrations.patching import is_patched, patch_method, unpatch_method
 from tomograph.integrations.wsgi import ENVIRON_KEY, Middleware, StartResponse
-from tomograph.model import SpanKind
 from tomograph.propagation import Propagator
 from tomograph.span import Span
 from tomograph.tracer import Tracer
@@ -52,7 +51,6 @@ __all__ = ["ENDPOINT_TAG", "Tracing", "patch", "patched", "unpatch"]
 #: The tag naming the Flask endpoint (the view function, ``blueprint.view`` in a blueprint).
 ENDPOINT_TAG = "flask.endpoint"
 
-_SERVER = SpanKind.SERVER
 
 #: ``app.extensions`` key of the :class:`Tracing` that traces an application.
 _EXTENSION = "tomograph"
@@ -60,15 +58,6 @@ _EXTENSION = "tomograph"
 _PATCH_MIDDLEWARE = "tomograph.patch"
 #: environ key: the exception an ``errorhandler`` turned into a response, until its status is known.
 _HANDLED = "tomograph.flask.handled"
-
-
-class _FlaskMiddleware(Middleware):
-    """The WSGI middleware, stepping aside when an outer tomograph layer traces the request."""
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if ENVIRON_KEY in environ:
-            return self.app(environ, start_response)
-        return super().__call__(environ, start_response)
 
 
 class Tracing:
@@ -107,7 +96,7 @@ class Tracing:
         if _EXTENSION in app.extensions:
             return
         app.extensions[_EXTENSION] = self
-        app.wsgi_app = _FlaskMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app = Middleware(  # type: ignore[method-assign]
             app.wsgi_app,
             self.service_name,
             tracer=self.tracer,
@@ -226,8 +215,8 @@ def _traced_call(call: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable
         extensions = self.extensions
         if ENVIRON_KEY in environ or _EXTENSION in extensions:
             return call(self, environ, start_response)  # already traced, by a layer or Tracing
-        outer = _CURRENT_SPAN.get()
-        if outer is not None and outer.kind is _SERVER and not outer.end_ns:
+        outer = enclosing_server_span()
+        if outer is not None:
             # Served inside this process's own server span: an ASGI app mounting this one
             # through a WSGI bridge (FastAPI's WSGIMiddleware, which never closes the body a
             # span of ours would end with). Flask names and tags that span instead.

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from typing import Any, Final, Generic, TypeVar
 
 from tomograph._cache import memoize
+from tomograph.context import CURRENT_SPAN
 from tomograph.integrations.http_status import record_status
 from tomograph.model import Endpoint, SpanKind, TraceContext
 from tomograph.model import endpoint_for as peer_endpoint
@@ -50,7 +51,7 @@ from tomograph.propagation.baggage import adopt_baggage
 from tomograph.span import CURRENT, Span
 from tomograph.tracer import Tracer, get_tracer
 
-__all__ = ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase"]
+__all__ = ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase", "enclosing_server_span"]
 
 
 class _Extract:
@@ -242,3 +243,18 @@ class ServerMiddlewareBase(HttpServerHandler, Generic[App]):
         super().__init__(service_name, name, tracer=tracer, propagator=propagator)
         self.app = app
         self.excluded_paths = frozenset(excluded_paths)
+
+
+def enclosing_server_span() -> Span | None:
+    """The server span this process is already serving the request in, if any.
+
+    An application served by another one in the same process, through a bridge (FastAPI or
+    Starlette mounting a WSGI application with ``WSGIMiddleware``), runs inside the outer
+    application's request span. An adapter that finds one starts no span of its own: it tags
+    the route on that one, as it does when a tomograph layer stacks over it. (A span of its own
+    would never end there: that bridge never closes the response body the span ends with.)
+    """
+    current = CURRENT_SPAN.get()
+    if current is not None and current.kind is _SERVER and not current.end_ns:
+        return current
+    return None

@@ -30,7 +30,7 @@ from typing import Any
 
 from tomograph.context import CURRENT_SPAN
 from tomograph.errors import ConfigurationError
-from tomograph.integrations.http_server import ServerMiddlewareBase
+from tomograph.integrations.http_server import ServerMiddlewareBase, enclosing_server_span
 from tomograph.propagation import Propagator
 from tomograph.span import Span
 
@@ -173,6 +173,13 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if self.excluded_paths and path in self.excluded_paths:
+            return self.app(environ, start_response)
+        if ENVIRON_KEY in environ:
+            return self.app(environ, start_response)  # an outer tomograph layer traces it
+        outer = enclosing_server_span()
+        if outer is not None:
+            # Mounted in an application this process already traces the request for: one span.
+            environ[ENVIRON_KEY] = outer
             return self.app(environ, start_response)
         # Positional: keyword arguments would cost this call 40% more (about 0.05 µs).
         span = self.start(

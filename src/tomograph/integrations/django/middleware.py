@@ -21,7 +21,7 @@ from tomograph.context import CURRENT_SPAN
 from tomograph.integrations._sql import redact_database_error
 from tomograph.integrations.asgi import SCOPE_KEY
 from tomograph.integrations.django.database import recording_parameters
-from tomograph.integrations.http_server import HttpServerHandler
+from tomograph.integrations.http_server import HttpServerHandler, enclosing_server_span
 from tomograph.integrations.wsgi import ENVIRON_KEY
 from tomograph.span import Span
 
@@ -64,14 +64,28 @@ def route_template(request: HttpRequest) -> str | None:
     '/api/users/<int:id>'
     """
     route = getattr(getattr(request, "resolver_match", None), "route", None)
-    return _route_from_pattern(route) if isinstance(route, str) else None
+    if not isinstance(route, str):
+        return None
+    template = _route_from_pattern(route)
+    # Mounted under a prefix (SCRIPT_NAME, ASGI's root_path, a WSGI app mounted in FastAPI):
+    # the route the client sees starts with it, as ``request.path`` does.
+    path, path_info = getattr(request, "path", ""), getattr(request, "path_info", "")
+    if isinstance(path, str) and isinstance(path_info, str) and len(path) > len(path_info):
+        prefix = path[: len(path) - len(path_info)].rstrip("/")
+        if prefix and path.endswith(path_info):
+            return prefix + template
+    return template
 
 
 def _outer_span(request: HttpRequest) -> Span | None:
     """The span of tomograph's WSGI or ASGI middleware around Django, if there is one."""
     scope = getattr(request, "scope", None)  # ASGIRequest
     outer = scope.get(SCOPE_KEY) if scope is not None else request.META.get(ENVIRON_KEY)
-    return outer if isinstance(outer, Span) and not outer.end_ns else None
+    if isinstance(outer, Span) and not outer.end_ns:
+        return outer
+    # Or mounted in an application this process already traces the request for (FastAPI's
+    # WSGIMiddleware): its span is the request's.
+    return enclosing_server_span()
 
 
 def _record_once(request: HttpRequest, span: Span, error: BaseException) -> None:
