@@ -10,6 +10,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -75,3 +76,23 @@ def print_table(title: str, results: Sequence[Result], baseline: str = "tomograp
     print("-|-".join("-" * w for w in widths))
     for row in rows:
         print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+def wsgi_request(
+    app: Callable[..., Any], make_environ: Callable[[], dict[str, Any]]
+) -> Callable[[], None]:
+    """One request through a WSGI ``app``, as a server makes it: a fresh environ, the whole
+    body read, then ``close()`` (where tracing middlewares end their span)."""
+
+    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        return None
+
+    def request() -> None:
+        body = app(make_environ(), start_response)
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+    return request

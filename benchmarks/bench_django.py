@@ -27,7 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 import tomograph
-from _harness import Result, print_table, time_per_op
+from _harness import Result, print_table, time_per_op, wsgi_request
 from tomograph.reporting.memory import MemoryBackend
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -104,16 +104,7 @@ def opentelemetry_handler() -> Callable[..., Any] | None:
 
 
 def one_request(call: Callable[..., Any], extra: dict[str, str]) -> Callable[[], None]:
-    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
-        return None
-
-    def request() -> None:
-        response = call(environ(extra), start_response)
-        for _ in response:
-            pass
-        response.close()
-
-    return request
+    return wsgi_request(call, lambda: environ(extra))
 
 
 def best_of_rounds(operations: dict[str, Callable[[], None]], rounds: int = 5) -> dict[str, float]:

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask
 
 import tomograph
-from _harness import Result, print_table, time_per_op
+from _harness import Result, print_table, time_per_op, wsgi_request
 from tomograph.integrations.flask import Tracing
 from tomograph.reporting.memory import MemoryBackend
 
@@ -86,18 +86,7 @@ def build_app(kind: str) -> Callable[..., Any] | None:
 
 
 def one_request(app: Callable[..., Any], extra: dict[str, Any]) -> Callable[[], None]:
-    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
-        return None
-
-    def call() -> None:
-        body = app({**ENVIRON, **extra}, start_response)
-        for _ in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-
-    return call
+    return wsgi_request(app, lambda: {**ENVIRON, **extra})
 
 
 def main(rounds: int = 3) -> None:

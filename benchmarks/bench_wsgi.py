@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import tomograph
-from _harness import Result, print_table, time_per_op
+from _harness import Result, print_table, time_per_op, wsgi_request
 from tomograph.reporting.memory import MemoryBackend
 
 KINDS = ("bare", "tomograph", "opentelemetry")
@@ -79,18 +79,7 @@ def build_app(kind: str) -> Callable[..., Any] | None:
 
 
 def one_request(app: Callable[..., Any], extra: dict[str, Any]) -> Callable[[], None]:
-    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
-        return None
-
-    def call() -> None:
-        body = app({**ENVIRON, **extra}, start_response)
-        for _ in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-
-    return call
+    return wsgi_request(app, lambda: {**ENVIRON, **extra})
 
 
 def in_process() -> None:
