@@ -13,8 +13,8 @@ master that imported the application (``--preload``)::
 
 The environment says who records the spans (``CONTRIB_PROVIDER``):
 
-- ``sdk``: the OpenTelemetry SDK (``TracerProvider``, ``SimpleSpanProcessor``, its Zipkin JSON
-  exporter);
+- ``sdk``: the OpenTelemetry SDK (``TracerProvider``, ``BatchSpanProcessor``, its Zipkin JSON
+  or OTLP exporter);
 - ``tomograph``: ``tomograph.configure()`` and ``tomograph.opentelemetry.install()``, the same
   application code;
 - ``mixed``: tomograph as the provider, but the shop is traced by tomograph's own Flask
@@ -54,21 +54,32 @@ DATABASE = os.environ["CONTRIB_DATABASE"]
 
 
 def install_provider(service: str) -> None:
-    """Make ``PROVIDER`` OpenTelemetry's tracer provider, reporting to ``COLLECTOR``."""
+    """Make ``PROVIDER`` OpenTelemetry's tracer provider, reporting to ``COLLECTOR`` in the
+    format ``CONTRIB_EXPORT`` says: ``zipkin`` (JSON v2) or ``otlp`` (protobuf over HTTP)."""
+    otlp = os.environ.get("CONTRIB_EXPORT") == "otlp"
     if PROVIDER == "sdk":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.exporter.zipkin.json import ZipkinExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        exporter = ZipkinExporter(endpoint=f"{COLLECTOR}/api/v2/spans")
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        exporter: SpanExporter
+        if otlp:
+            exporter = OTLPSpanExporter(endpoint=f"{COLLECTOR}/v1/traces")
+        else:
+            exporter = ZipkinExporter(endpoint=f"{COLLECTOR}/api/v2/spans")
+        # The batch processor, as in production: SimpleSpanProcessor exports from every request
+        # thread at once through the exporter's one requests session, which garbles requests
+        # under gunicorn's threads (the collector answers 400 and the spans are lost).
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
         trace.set_tracer_provider(provider)
     else:
         import tomograph.opentelemetry
 
-        tomograph.configure(service=service, backends=[f"zipkin+{COLLECTOR}"])
+        backend = f"otlp+{COLLECTOR}" if otlp else f"zipkin+{COLLECTOR}"
+        tomograph.configure(service=service, backends=[backend])
         tomograph.opentelemetry.install()
 
 
