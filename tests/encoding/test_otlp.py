@@ -407,3 +407,30 @@ def test_spans_are_exported_under_the_instrumentation_scope_they_were_made_in() 
         "otel.scope.version": "1",
     }
     assert decoded["select"] == {"otel.scope.name": "sqlalchemy"}
+
+
+def test_the_exception_event_names_the_type_fully_qualified_as_python_prints_it() -> None:
+    # The semantic conventions' exception.type, and what the SDK writes: the module and the
+    # class (Python's own exceptions by their name alone); the Zipkin note keeps the class name.
+    tracer = Tracer("shop", backends=[MemoryBackend()])
+    span = tracer.start_span("parse", parent=None)
+    for error in (json.JSONDecodeError("bad", "{", 0), ValueError("bad value")):
+        try:
+            raise error
+        except (ValueError, json.JSONDecodeError) as raised:
+            span.record_exception(raised)
+    span.finish()
+    (resource,) = ExportTraceServiceRequest.FromString(encode_spans([span])).resource_spans
+    events = resource.scope_spans[0].spans[0].events
+    exceptions = [{kv.key: kv.value.string_value for kv in event.attributes} for event in events]
+    assert [event["exception.type"] for event in exceptions] == [
+        "json.decoder.JSONDecodeError",
+        "ValueError",
+    ]
+    assert exceptions[0]["exception.stacktrace"].splitlines()[-1] == (
+        "json.decoder.JSONDecodeError: bad: line 1 column 1 (char 0)"
+    )
+    assert [value for _, value, _ in span.notes_raw] == [
+        "JSONDecodeError: bad: line 1 column 1 (char 0)",
+        "ValueError: bad value",
+    ]

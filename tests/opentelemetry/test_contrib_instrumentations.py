@@ -389,10 +389,6 @@ def _paths(spans: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]
 ERROR_WITHOUT_DESCRIPTION = {"sdk": "", "tomograph": "true", "mixed": "true"}
 #: Over OTLP the status has no description and the collector writes the error tag empty.
 OTLP_ERROR_WITHOUT_DESCRIPTION = ""
-#: Over OTLP the SDK names an exception's type with its module
-#: (``requests.exceptions.ConnectionError``), tomograph by its class name (see
-#: ``test_over_otlp_the_exception_type_is_fully_qualified_as_in_the_sdk``).
-MODULE_OF_A_TYPE = re.compile(r"^(?:\w+\.)+(?=\w+(?::|$))")
 
 
 def _error_without_description(run: Run) -> str:
@@ -417,15 +413,12 @@ def comparable_tags(run: Run, span: dict[str, Any]) -> dict[str, str]:
             value = "<caller's port>"
         if key == "error" and value == _error_without_description(run):
             value = "<error without description>"
-        if key == "exception.type":
-            value = MODULE_OF_A_TYPE.sub("", value)
         if key == "exception.stacktrace":
             # by design: tomograph writes the frames it kept (no chained causes), the SDK
             # Python's whole report
-            exception_type = MODULE_OF_A_TYPE.sub("", span["tags"]["exception.type"])
-            last_line = MODULE_OF_A_TYPE.sub("", value.splitlines()[-1])
             assert value.startswith("Traceback (most recent call last):\n"), value
-            assert last_line.startswith(f"{exception_type}: "), value
+            last_line = value.splitlines()[-1]
+            assert last_line.startswith(f"{span['tags']['exception.type']}: "), value
             value = "<stack trace>"
         tags[key] = value
     return tags
@@ -438,8 +431,9 @@ def events(span: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     writes an event without attributes as the plain note ``name`` (the SDK: ``{"name": {}}``),
     and an exception as the note ``Type: message`` (the SDK: an ``exception`` event with type,
     message, stack trace; tomograph exports the stack trace to OTLP only): both read here as
-    tomograph's, ``(name, {})`` and ``("Type: message", {})``. The SDK names the type with its
-    module (``requests.exceptions.ConnectionError``), tomograph by its class name.
+    tomograph's, ``(name, {})`` and ``("Type: message", {})``. In Zipkin tomograph's note names
+    the class alone, the SDK's event its module too (``requests.exceptions.ConnectionError``);
+    over OTLP both write the module (``exception.type``).
     """
     found = []
     for annotation in span.get("annotations", []):
@@ -450,7 +444,7 @@ def events(span: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             decoded = {value: {}}
         ((name, attributes),) = decoded.items()
         if name == "exception" and "exception.stacktrace" in attributes:
-            type_name = attributes["exception.type"].rpartition(".")[2]
+            type_name = attributes["exception.type"].rpartition(".")[2]  # its module left out
             name = f"{type_name}: {attributes['exception.message']}"
             attributes = {}
         found.append((name, attributes))
@@ -458,10 +452,8 @@ def events(span: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def comparable_events(run: Run, span: dict[str, Any]) -> str:
-    """The span's events as JSON text, the ports replaced by what they stand for (and over
-    OTLP, the exception note's type without its module: ``MODULE_OF_A_TYPE``)."""
-    found = [(MODULE_OF_A_TYPE.sub("", name), attributes) for name, attributes in events(span)]
-    text = json.dumps(found, sort_keys=True)
+    """The span's events as JSON text, the ports replaced by what they stand for."""
+    text = json.dumps(events(span), sort_keys=True)
     for role, port in run.ports.items():
         text = text.replace(str(port), f"<{role} port>")
     return text
@@ -665,12 +657,6 @@ def test_over_otlp_tomograph_makes_the_same_traces_as_the_sdk(
     assert annotated["app.sizes"] == "[1,2,3]"  # an int array stays one over OTLP
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tomograph's exception note keeps the class name only: OTLP's exception.type is "
-    "ConnectionError where the SDK (and the semantic conventions) write the fully-qualified "
-    "requests.exceptions.ConnectionError",
-)
 def test_over_otlp_the_exception_type_is_fully_qualified_as_in_the_sdk(
     sdk_otlp_run: Run, tomograph_otlp_run: Run
 ) -> None:

@@ -216,7 +216,7 @@ def _exception_event(out: OtlpSpan, epoch_ns: int, note: ExceptionNote) -> None:
     event.attributes.extend(
         _attributes(
             (
-                ("exception.type", safe_text(note.type_name)),
+                ("exception.type", safe_text(note.qualified_type)),
                 ("exception.message", safe_text(note.message)),
                 ("exception.stacktrace", safe_text(stacktrace(note))),
             )
@@ -252,7 +252,7 @@ def stacktrace(note: ExceptionNote) -> str:
         for path, line, function in note.frames
     ]
     lines.extend(traceback.StackSummary.from_list(frames).format())
-    lines.append(f"{note}\n")
+    lines.append(f"{exception_text(note.qualified_type, note.message)}\n")
     text = "".join(lines).rstrip("\n")
     if len(text) > MAX_STACKTRACE_LENGTH:
         text = "...\n" + text[-(MAX_STACKTRACE_LENGTH - 4) :]
