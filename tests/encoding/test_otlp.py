@@ -434,3 +434,21 @@ def test_the_exception_event_names_the_type_fully_qualified_as_python_prints_it(
         "JSONDecodeError: bad: line 1 column 1 (char 0)",
         "ValueError: bad value",
     ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the failure is exported twice: as the OTLP status and as the span's attributes "
+    "otel.status_code and error, which the SDK does not write (they are the Zipkin mapping of "
+    "a status)",
+)
+def test_a_failed_span_carries_its_failure_as_the_status_alone() -> None:
+    tracer = Tracer("shop", backends=[MemoryBackend()])
+    span = tracer.start_span("charge", tags={"otel.status_code": "ERROR"}, parent=None)
+    span.tags["error"] = "card declined"
+    span.finish()
+    (resource,) = ExportTraceServiceRequest.FromString(encode_spans([span])).resource_spans
+    exported = resource.scope_spans[0].spans[0]
+    assert exported.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    assert exported.status.message == "card declined"
+    assert [kv.key for kv in exported.attributes] == []
