@@ -689,13 +689,6 @@ for span in memory.spans:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tomograph's HTTP client layers do not read OpenTelemetry's "
-    "suppress_http_instrumentation(), which the requests instrumentation sets around the "
-    "send: urllib3's span is recorded under the requests span (the SDK's urllib3 "
-    "instrumentation stays quiet)",
-)
 def test_under_opentelemetrys_requests_instrumentation_tomographs_urllib3_layer_stays_quiet(
     tmp_path: Path,
 ) -> None:
