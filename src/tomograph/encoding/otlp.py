@@ -93,6 +93,9 @@ SCOPE_NAME = "tomograph"
 _SCOPE_NAME_TAG = "otel.scope.name"
 _SCOPE_VERSION_TAG = "otel.scope.version"
 _SCOPE_TAGS = frozenset((_SCOPE_NAME_TAG, _SCOPE_VERSION_TAG))
+#: The tags of a status set through OpenTelemetry's API (its code, and its description as the
+#: ``error`` tag): OTLP carries them as the span's status, as the SDK exports it.
+_STATUS_TAGS = frozenset((STATUS_CODE_TAG, "error"))
 
 # -- encoding ---------------------------------------------------------------------------------
 
@@ -147,11 +150,13 @@ def _otlp_span(span: Span) -> OtlpSpan:
         if members:
             out.trace_state = format_tracestate(members)
     tags = span.tags
-    attributes: list[tuple[str, object]] = (
-        [item for item in tags.items() if item[0] not in _SCOPE_TAGS]
-        if _SCOPE_NAME_TAG in tags  # the span's scope (encode_spans)
-        else list(tags.items())
-    )
+    attributes: list[tuple[str, object]] = list(tags.items())
+    if _SCOPE_NAME_TAG in tags or STATUS_CODE_TAG in tags:
+        # made through OpenTelemetry's API: its scope (encode_spans) and status have fields
+        exported_elsewhere = (_SCOPE_TAGS if _SCOPE_NAME_TAG in tags else frozenset()) | (
+            _STATUS_TAGS if STATUS_CODE_TAG in tags else frozenset()
+        )
+        attributes = [item for item in attributes if item[0] not in exported_elsewhere]
     remote = span.remote_endpoint
     if remote is not None:
         if remote.service_name:
