@@ -132,7 +132,7 @@ def run_scenario(
                     },
                 )
             _call_the_inventory_at_once(ports["inventory"])
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             for request, trace_id in TRACE_IDS.items():
                 run.traces[request] = _wait_for_trace(
                     collector, trace_id, SPAN_COUNTS[request], deadline
