@@ -1,13 +1,14 @@
 """OpenTelemetry's own contrib instrumentations (Flask, requests, SQLAlchemy) with tomograph as
 the provider build the same traces as with the OpenTelemetry SDK.
 
-The scenario (``contrib_service``) runs twice in real processes: once with the SDK and its Zipkin
-exporter, once with ``tomograph.opentelemetry.install()``; both report to a real ``tomograph
-serve`` and the traces are read back through its Zipkin API. The SDK's run is first checked
+The scenario (``contrib_service``) runs in real processes: with the SDK and its exporter, with
+``tomograph.opentelemetry.install()``, and mixed with tomograph's own Flask integration and
+native spans; each reports to a real ``tomograph serve`` (Zipkin JSON, and OTLP for the SDK and
+tomograph), and the traces are read back through its Zipkin API. The SDK's run is first checked
 against the trees written below, then tomograph's is compared to the SDK's span by span: tree,
 names, kinds, services, tags, events, errors. What differs by design is listed here
-(``SDK_ONLY_TAGS``, ``TOMOGRAPH_ONLY_TAGS``, the event and exception encodings), never ignored
-wholesale.
+(``SDK_ONLY_TAGS``, ``TOMOGRAPH_ONLY_TAGS``, ``ERROR_WITHOUT_DESCRIPTION``, the event and
+exception encodings in ``events``, ``debug``), never ignored wholesale.
 """
 
 from __future__ import annotations
