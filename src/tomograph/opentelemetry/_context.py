@@ -9,7 +9,10 @@ and OpenTelemetry's for everything else a context holds:
   under an OpenTelemetry span made by tomograph, or a :class:`~._span.RemoteParent` standing for
   any other span context (one extracted from a request, another SDK's span). The context's
   baggage becomes that span's baggage while attached, and OpenTelemetry's
-  ``suppress_instrumentation`` turns on tomograph's :func:`~tomograph.context.suppress_tracing`.
+  ``suppress_instrumentation`` turns on tomograph's :func:`~tomograph.context.suppress_tracing`,
+  as does ``suppress_http_instrumentation``, which OpenTelemetry's HTTP client instrumentations
+  set around sending a request they trace (so tomograph's urllib3 or http.client layer under
+  OpenTelemetry's requests span stays quiet, as OpenTelemetry's own would).
 * ``get_current()`` is OpenTelemetry's context with tomograph's current span, and that span's
   baggage, in it: ``trace.get_current_span()`` inside ``with tomograph.span(...)`` returns that
   span. While tomograph delivers spans, the context carries ``suppress_instrumentation``, so an
@@ -58,6 +61,7 @@ _set_current_span = CURRENT_SPAN.set
 SPAN_KEY: str = ""
 BAGGAGE_KEY: str = ""
 SUPPRESS_KEY: str = ""
+SUPPRESS_HTTP_KEY: str = ""
 _OtelSpan: Any = None
 _RemoteSpan: Any = None
 _RemoteParent: Any = None
@@ -67,7 +71,8 @@ _trace_context_of: Callable[[Any], Any] = None  # type: ignore[assignment]
 
 
 def _bind() -> None:
-    global SPAN_KEY, BAGGAGE_KEY, SUPPRESS_KEY, _OtelSpan, _RemoteSpan, _RemoteParent
+    global SPAN_KEY, BAGGAGE_KEY, SUPPRESS_KEY, SUPPRESS_HTTP_KEY
+    global _OtelSpan, _RemoteSpan, _RemoteParent
     global _trace_span_class, _view, _trace_context_of
     from opentelemetry import baggage, context, trace
     from opentelemetry.trace import propagation
@@ -81,6 +86,7 @@ def _bind() -> None:
 
     BAGGAGE_KEY = baggage._BAGGAGE_KEY
     SUPPRESS_KEY = context._SUPPRESS_INSTRUMENTATION_KEY
+    SUPPRESS_HTTP_KEY = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
     _OtelSpan = _span.Span
     _RemoteSpan = _span.RemoteSpan
     _RemoteParent = _span.RemoteParent
@@ -173,7 +179,8 @@ class RuntimeContext(_RuntimeContext):
             baggage = context.get(BAGGAGE_KEY)
             if baggage is not None and isinstance(baggage, Mapping):
                 self._carry_baggage(span, baggage, token)
-        if context.get(SUPPRESS_KEY) and not SUPPRESS_TRACING.get():
+        suppress = context.get(SUPPRESS_KEY) or context.get(SUPPRESS_HTTP_KEY)
+        if suppress and not SUPPRESS_TRACING.get():
             token.suppress = SUPPRESS_TRACING.set(True)
         return token  # type: ignore[return-value]  # opaque to the API
 
