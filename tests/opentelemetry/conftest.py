@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 from opentelemetry import context as context_api
+
 from tomograph.opentelemetry import RuntimeContext
 
 

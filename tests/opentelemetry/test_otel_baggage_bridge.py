@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as context_api
-from tomograph.opentelemetry import RuntimeContext, TracerProvider
 
 import tomograph
+from tomograph.opentelemetry import RuntimeContext, TracerProvider
 from tomograph.propagation import Propagator
 from tomograph.propagation import baggage as tomograph_baggage
 from tomograph.reporting.memory import MemoryBackend

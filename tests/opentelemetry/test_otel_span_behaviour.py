@@ -15,10 +15,10 @@ import time
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from tomograph.opentelemetry import RuntimeContext, TracerProvider
 
 import tomograph
 from tomograph.model import EventNote, ExceptionNote, LinkNote
+from tomograph.opentelemetry import RuntimeContext, TracerProvider
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.sampling import never
 

@@ -79,7 +79,6 @@ def _bind() -> None:
     def view(span: TomographSpan) -> Any:
         return _span.Span(span, limits)
 
-    SPAN_KEY = propagation._SPAN_KEY
     BAGGAGE_KEY = baggage._BAGGAGE_KEY
     SUPPRESS_KEY = context._SUPPRESS_INSTRUMENTATION_KEY
     _OtelSpan = _span.Span
@@ -88,6 +87,8 @@ def _bind() -> None:
     _trace_span_class = trace.Span
     _trace_context_of = _span.trace_context_of
     _view = view
+    # Last: other threads take a set SPAN_KEY to mean that everything above is bound.
+    SPAN_KEY = propagation._SPAN_KEY
 
 
 def tomograph_span_of(otel_span: object) -> TomographSpan | None:
