@@ -9,6 +9,7 @@ reports. They run with tomograph's runtime context in place, as ``install()`` se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -161,6 +162,66 @@ def test_given_start_and_end_times_are_kept(otel: trace.Tracer, memory: MemoryBa
     span = memory.find("timed")
     assert span.timestamp == start // 1000
     assert span.duration == 2_000_000
+
+
+# -- use_span and decorators: the API's own cases (trace/test_globals.py TestUseTracer,
+# trace/test_tracer.py), which run on a stub span upstream, on tomograph's spans ----------------
+
+
+def test_use_span_ends_the_span_only_when_asked(otel: trace.Tracer, memory: MemoryBackend) -> None:
+    span = otel.start_span("used")
+    with trace.use_span(span):
+        assert trace.get_current_span() == span
+    assert memory.names() == []
+    with trace.use_span(span, end_on_exit=True):
+        pass
+    assert memory.names() == ["used"]
+
+
+def test_use_span_records_an_exception_and_fails_the_span_with_its_type_and_message(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    class UseSpanError(Exception):
+        pass
+
+    with pytest.raises(UseSpanError), trace.use_span(otel.start_span("used"), end_on_exit=True):
+        raise UseSpanError("test error")
+    span = memory.find("used")
+    assert span.error is True
+    assert span.tags["error"] == "UseSpanError: test error"
+    assert [note.message for note in exceptions(span)] == ["test error"]
+
+
+@pytest.mark.parametrize("base", [BaseException, GeneratorExit, SystemExit, KeyboardInterrupt])
+def test_use_span_leaves_base_exceptions_out_of_the_span(
+    otel: trace.Tracer, memory: MemoryBackend, base: type[BaseException]
+) -> None:
+    with pytest.raises(base), trace.use_span(otel.start_span("used"), end_on_exit=True):
+        raise base()
+    span = memory.find("used")
+    assert span.error is False
+    assert exceptions(span) == []
+
+
+def test_start_as_current_span_decorates_coroutine_functions_with_a_span_per_call(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    @otel.start_as_current_span("fetch")
+    async def fetch(data: str) -> int:
+        await asyncio.sleep(0)
+        assert trace.get_current_span().get_span_context().is_valid
+        with tomograph.span("inside"):
+            await asyncio.sleep(0)
+        return len(data)
+
+    async def both() -> list[int]:
+        return list(await asyncio.gather(fetch("123"), fetch("45")))
+
+    assert asyncio.run(both()) == [3, 2]
+    fetches = {span.span_id for span in memory.spans if span.name == "fetch"}
+    insides = [span for span in memory.spans if span.name == "inside"]
+    assert len(fetches) == 2
+    assert {span.parent_id for span in insides} == fetches
 
 
 # -- attributes (TestSpan.test_attributes, test_invalid_attribute_values) -------------------------
