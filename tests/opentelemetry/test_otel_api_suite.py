@@ -167,14 +167,17 @@ def _group(case: str, upstream: str) -> str:
     return "upstream, the API's own code"
 
 
-def _environment() -> dict[str, str]:
+def _environment(upstream: str) -> dict[str, str]:
     # Only this run's OpenTelemetry and tomograph settings: none inherited from the caller's.
     inherited = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("OTEL_", "TOMOGRAPH_"))
     }
-    return {**inherited, **ENVIRONMENT}
+    # ``tests`` is OpenTelemetry's test package for the adapters too, in whatever order pytest
+    # imports the modules.
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT / upstream), os.environ.get("PYTHONPATH")]))
+    return {**inherited, **ENVIRONMENT, "PYTHONPATH": path}
 
 
 @pytest.fixture(scope="module")
@@ -190,11 +193,11 @@ def results(upstream: str) -> Results:
             *(sys.executable, "-m", "pytest", "-q", "-rA", "--noconftest"),
             *("-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(REPO_ROOT)),
             *(f"--deselect={_resolve(case, upstream)}" for case in NOT_APPLICABLE),
-            upstream + "tests",
             ADAPTERS,
+            upstream + "tests",
         ],
         cwd=REPO_ROOT,
-        env=_environment(),
+        env=_environment(upstream),
         capture_output=True,
         text=True,
         timeout=600,
