@@ -491,11 +491,6 @@ class DummyError(Exception):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SDK's exception.type is the fully-qualified class name (semantic conventions); "
-    "tomograph exports the bare class name, so a module's ConnectionError reads as the builtin",
-)
 def test_the_exported_exception_type_is_the_fully_qualified_class_name(
     otel: trace.Tracer, memory: MemoryBackend
 ) -> None:
