@@ -62,12 +62,6 @@ def test_removing_opentelemetry_baggage_removes_it_for_tomograph_too(otel: trace
             context_api.detach(outer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OpenTelemetry baggage attached while no span is current is lost in a tomograph "
-    "span: the span starts without it, and the bridge's get_current() shows the span's "
-    "(empty) baggage instead of the context's",
-)
 def test_opentelemetry_baggage_attached_before_any_span_is_seen_inside_a_tomograph_span(
     otel: trace.Tracer,
 ) -> None:
@@ -79,11 +73,6 @@ def test_opentelemetry_baggage_attached_before_any_span_is_seen_inside_a_tomogra
         context_api.detach(token)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same loss seen from the wire: a tomograph span started under OpenTelemetry "
-    "baggage attached with no span current does not send it",
-)
 def test_opentelemetry_baggage_attached_before_any_span_is_sent_from_a_tomograph_span(
     otel: trace.Tracer,
 ) -> None:
