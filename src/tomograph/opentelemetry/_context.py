@@ -33,12 +33,13 @@ from typing import Any
 from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
+from tomograph.context import CURRENT_SPAN, ROOT_EXTRA, SUPPRESS_TRACING
 from tomograph.propagation.baggage import (
     BAGGAGE,
     BaggageEntry,
     entries_of,
     is_valid_key,
+    merge_baggage,
     replace_baggage,
 )
 from tomograph.span import Span as TomographSpan
@@ -143,12 +144,13 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
 class _Token:
     """What :meth:`RuntimeContext.attach` returns: how to undo each part of it."""
 
-    __slots__ = ("baggage_span", "extra_before", "extra_set", "inner", "span", "suppress")
+    __slots__ = ("baggage_span", "extra_before", "extra_set", "inner", "root", "span", "suppress")
 
     def __init__(self, span: Token[TomographSpan | None], inner: Token[Context]) -> None:
         self.span = span
         self.inner = inner
         self.suppress: Token[bool] | None = None
+        self.root: Token[Mapping[str, Any] | None] | None = None
         self.baggage_span: TomographSpan | None = None
         self.extra_before: Any = None
         self.extra_set: Any = None
@@ -175,10 +177,14 @@ class RuntimeContext(_RuntimeContext):
             _bind()
         span = tomograph_span_of(context.get(SPAN_KEY))
         token = _Token(_set_current_span(span), self.inner.attach(context))
+        baggage = context.get(BAGGAGE_KEY)
         if span is not None:
-            baggage = context.get(BAGGAGE_KEY)
             if baggage is not None and isinstance(baggage, Mapping):
                 self._carry_baggage(span, baggage, token)
+        elif isinstance(baggage, Mapping) and (baggage or ROOT_EXTRA.get() is not None):
+            # Baggage with no span: the traces started under this context carry it.
+            entries = merge_baggage(baggage_entries(baggage))
+            token.root = ROOT_EXTRA.set({BAGGAGE: entries} if entries else None)
         suppress = context.get(SUPPRESS_KEY) or context.get(SUPPRESS_HTTP_KEY)
         if suppress and not SUPPRESS_TRACING.get():
             token.suppress = SUPPRESS_TRACING.set(True)
@@ -241,6 +247,11 @@ class RuntimeContext(_RuntimeContext):
             CURRENT_SPAN.reset(ours.span)
         except ValueError:
             pass  # attached in another context: the inner detach below says so
+        if ours.root is not None:
+            try:
+                ROOT_EXTRA.reset(ours.root)
+            except ValueError:
+                pass
         if ours.suppress is not None:
             try:
                 SUPPRESS_TRACING.reset(ours.suppress)

@@ -49,6 +49,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _get_current_span = CURRENT_SPAN.get
 _set_current_span = CURRENT_SPAN.set
+_reset_current_span = CURRENT_SPAN.reset
 _INTERNAL = trace_api.SpanKind.INTERNAL
 
 
@@ -214,18 +215,29 @@ class Tracer(trace_api.Tracer):
             limits = provider.limits
             if attributes:
                 limit = limits.attributes
-                for key, given_value in attributes.items():
-                    value = _clean_value(key, given_value)
-                    if value is _INVALID:
-                        continue
+                for key, value in attributes.items():
+                    cls = value.__class__
+                    # The usual attribute written out; _clean_value decides the rest.
+                    if not (
+                        key.__class__ is str
+                        and key
+                        and (cls is str or cls is int or cls is float or cls is bool)
+                    ):
+                        value = _clean_value(key, value)  # noqa: PLW2901
+                        if value is _INVALID:
+                            continue
                     if len(tags) >= limit and key not in tags:
                         _count_dropped(span, "attributes")
                         continue
-                    tags[key] = value
+                    tags[key] = value  # type: ignore[assignment]  # checked above
             if links:
                 for link in links:
                     _add_link(span, limits, link.context, link.attributes)
-        if isinstance(baggage, Mapping) and not same_baggage(entries_of(span.extra), baggage):
+        if (
+            baggage is not None
+            and isinstance(baggage, Mapping)
+            and not same_baggage(entries_of(span.extra), baggage)
+        ):
             replace_baggage(span, baggage_entries(baggage))
         return Span(span, provider.limits, record_exception, set_status_on_exception)
 
@@ -263,7 +275,7 @@ class _CurrentSpan:
     """What ``start_as_current_span`` returns: a context manager, and a decorator (each call in
     a new span), as the API's own is."""
 
-    __slots__ = ("_args", "_end_on_exit", "_span", "_token", "_tracer")
+    __slots__ = ("_args", "_bridge", "_end_on_exit", "_inner_token", "_span", "_token", "_tracer")
 
     def __init__(self, tracer: Tracer, args: tuple[Any, ...], end_on_exit: bool) -> None:
         self._tracer = tracer
@@ -271,28 +283,40 @@ class _CurrentSpan:
         self._end_on_exit = end_on_exit
         self._span: Span | None = None
         self._token: Any = None
+        self._inner_token: Any = None
+        self._bridge: RuntimeContext | None = None
 
     def __enter__(self) -> Span:
         span = self._span = self._tracer.start_span(*self._args)
         bridge = context_api._RUNTIME_CONTEXT
         if bridge.__class__ is RuntimeContext:
-            # RuntimeContext.attach for a span of ours, written out: once per span.
-            inner = bridge
-            current = inner._get_inner()
-            token = _context._Token(
-                _set_current_span(span.tomograph_span),
-                inner.inner.attach(Context({**current, _context.SPAN_KEY: span})),
-            )
-            self._token = token
+            # RuntimeContext.attach for a span of ours, written out (it runs once per span):
+            # the span becomes tomograph's current span and the span of OpenTelemetry's context.
+            context = Context(bridge._get_inner())
+            dict.__setitem__(context, _context.SPAN_KEY, span)
+            self._bridge = bridge
+            self._inner_token = bridge.inner.attach(context)
+            self._token = _set_current_span(span.tomograph_span)
         else:
             self._token = context_api.attach(trace_api.set_span_in_context(span))
         return span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        context_api.detach(self._token)
+        bridge = self._bridge
+        if bridge is not None:
+            try:
+                _reset_current_span(self._token)
+            except ValueError:
+                pass  # left in another context: the inner detach logs it, as the API does
+            try:
+                bridge.inner.detach(self._inner_token)
+            except Exception:
+                log.exception("Failed to detach context")
+        else:
+            context_api.detach(self._token)
         span = self._span
         assert span is not None
-        if isinstance(exc, Exception) and span.is_recording():
+        if exc is not None and isinstance(exc, Exception) and span.is_recording():
             if span._record_exception:
                 span.record_exception(exc)
             if span._set_status_on_exception:
