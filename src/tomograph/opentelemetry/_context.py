@@ -31,6 +31,7 @@ from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
+from tomograph.encoding.values import safe_text
 from tomograph.propagation.baggage import (
     BAGGAGE,
     BaggageEntry,
@@ -119,7 +120,7 @@ def baggage_entries(baggage: Mapping[str, object]) -> list[BaggageEntry]:
     entries = []
     for key, value in baggage.items():
         if isinstance(key, str) and is_valid_key(key):
-            entries.append(BaggageEntry(key, value if value.__class__ is str else str(value)))
+            entries.append(BaggageEntry(key, value if value.__class__ is str else safe_text(value)))
     return entries
 
 
@@ -129,7 +130,7 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
         return False
     for entry in entries:
         value = baggage.get(entry.key)
-        if value is None or (value if value.__class__ is str else str(value)) != entry.value:
+        if value is None or (value if value.__class__ is str else safe_text(value)) != entry.value:
             return False
     return True
 

@@ -37,6 +37,7 @@ from opentelemetry.util import types
 
 from tomograph._cache import BoundedCache, memoize
 from tomograph.clock import monotonic_ns
+from tomograph.encoding.values import safe_text
 from tomograph.model import (
     STATUS_CODE_TAG,
     EventNote,
@@ -57,6 +58,8 @@ __all__ = [
     "clean_attributes",
     "kind_of",
     "span_context_of",
+    "status_description",
+    "text_of",
     "trace_context_of",
 ]
 
@@ -77,6 +80,22 @@ _KINDS: dict[Any, SpanKind | None] = {
     trace_api.SpanKind.CONSUMER: SpanKind.CONSUMER,
 }
 _OTEL_KINDS = {value: key for key, value in _KINDS.items()}
+
+
+def text_of(value: object) -> str:
+    """``value`` (a name, a description) as text; an object whose ``str()`` fails is named by
+    its type instead of raising into the application.
+
+    >>> text_of(12), text_of('plain')
+    ('12', 'plain')
+    """
+    return value if value.__class__ is str else safe_text(value)
+
+
+def status_description(exc: BaseException) -> str:
+    """The status description of a span an exception left: ``Type: message``, as the SDK
+    writes it (an exception whose message cannot be read must still reach the application)."""
+    return f"{type(exc).__name__}: {safe_text(exc)}"
 
 
 def kind_of(kind: Any) -> SpanKind | None:
@@ -428,7 +447,7 @@ class Span(trace_api.Span):
             _count_dropped(span, "events")
             return
         if name.__class__ is not str:
-            name = str(name)
+            name = text_of(name)
         at = monotonic_ns() if timestamp is None else _monotonic_at(span, timestamp)
         if attributes:
             clean = clean_attributes(attributes, self._limits.event_attributes)
@@ -446,7 +465,7 @@ class Span(trace_api.Span):
         """Rename the span."""
         span = self.tomograph_span
         if span.sampled and not span.end_ns:
-            span.name = name if name.__class__ is str else str(name)
+            span.name = text_of(name)
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         """Set the status: ERROR fails the span, OK is final, UNSET is ignored (the SDK's rules)."""
@@ -470,7 +489,7 @@ class Span(trace_api.Span):
             span.error = True
             tags[STATUS_CODE_TAG] = "ERROR"
             if description:
-                tags["error"] = description if description.__class__ is str else str(description)
+                tags["error"] = text_of(description)
 
     def record_exception(
         self,
@@ -512,7 +531,7 @@ class Span(trace_api.Span):
             if self._record_exception:
                 self.record_exception(exc, escaped=True)
             if self._set_status_on_exception:
-                self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                self.set_status(Status(StatusCode.ERROR, status_description(exc)))
         self.end()
 
     def __eq__(self, other: object) -> bool:

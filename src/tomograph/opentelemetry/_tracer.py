@@ -34,6 +34,8 @@ from tomograph.opentelemetry._span import (
     _count_dropped,
     _is_epoch_ns,
     kind_of,
+    status_description,
+    text_of,
     trace_context_of,
 )
 from tomograph.propagation.baggage import entries_of, replace_baggage
@@ -158,9 +160,9 @@ class Tracer(trace_api.Tracer):
         self._provider = provider
         tags: dict[str, str] = {}
         if name:
-            tags["otel.scope.name"] = str(name)
+            tags["otel.scope.name"] = text_of(name)
         if version:
-            tags["otel.scope.version"] = str(version)
+            tags["otel.scope.version"] = text_of(version)
         self._scope_tags = tags
 
     def start_span(
@@ -192,7 +194,7 @@ class Tracer(trace_api.Tracer):
                 context if context is not None else context_api.get_current()
             )
         if name.__class__ is not str:
-            name = str(name)
+            name = text_of(name)
         span = TomographSpan(
             tracer,
             name,
@@ -296,7 +298,7 @@ class _CurrentSpan:
             if span._record_exception:
                 span.record_exception(exc)
             if span._set_status_on_exception:
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_status(Status(StatusCode.ERROR, status_description(exc)))
         if self._end_on_exit:
             span.end()
 

@@ -1,0 +1,156 @@
+"""The OpenTelemetry API used the way real code misuses it: hostile values and wrong argument
+types through every entry point never raise into the application, and what is recorded still
+encodes in every wire format (a failed encoding loses a whole batch).
+
+The provider is used directly (never set globally); the bridge is removed after each test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, context, trace
+from opentelemetry.trace import SpanContext, StatusCode
+
+import tomograph
+from tomograph.encoding import otlp, zipkin_json, zipkin_proto, zipkin_v1_thrift
+from tomograph.opentelemetry import Propagator, TracerProvider
+from tomograph.opentelemetry._context import uninstall_context
+from tomograph.propagation.baggage import get_baggage
+from tomograph.reporting.memory import MemoryBackend
+
+LINKED = SpanContext(0xABC, 0xDEF, is_remote=True)
+
+
+class BrokenText:
+    """An object whose text cannot be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+class BrokenInt(int):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+class BrokenStr(str):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+class BrokenFloat(float):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+class BrokenError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.fixture
+def memory() -> MemoryBackend:
+    return MemoryBackend()
+
+
+@pytest.fixture
+def otel(memory: MemoryBackend) -> Iterator[trace.Tracer]:
+    provider = TracerProvider(tracer=tomograph.Tracer("shop", backends=[memory]))
+    try:
+        yield provider.get_tracer("shop.library")
+    finally:
+        uninstall_context()
+
+
+def encodes_everywhere(spans: list[tomograph.Span]) -> None:
+    assert otlp.decode_spans(otlp.encode_spans(spans))
+    assert zipkin_json.encode_spans(spans)
+    assert zipkin_proto.encode_spans(spans)
+    assert zipkin_v1_thrift.encode_spans(spans)
+
+
+def test_names_and_descriptions_whose_text_cannot_be_read_never_raise(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    span = otel.start_span(BrokenText())  # type: ignore[arg-type]
+    span.update_name(BrokenText())  # type: ignore[arg-type]
+    span.add_event(BrokenText())  # type: ignore[arg-type]
+    span.set_status(StatusCode.ERROR, BrokenText())  # type: ignore[arg-type]
+    span.end()
+    (recorded,) = memory.spans
+    assert "BrokenText" in recorded.name
+    assert recorded.error
+    encodes_everywhere([recorded])
+
+
+def test_scopes_and_baggage_whose_text_cannot_be_read_never_raise(memory: MemoryBackend) -> None:
+    provider = TracerProvider(tracer=tomograph.Tracer("shop", backends=[memory]))
+    try:
+        tracer = provider.get_tracer(BrokenText(), BrokenText())  # type: ignore[arg-type]
+        with tracer.start_as_current_span("outer"):
+            token = context.attach(baggage.set_baggage("user", BrokenText()))
+            try:
+                with tracer.start_as_current_span("inner"):
+                    headers: dict[str, str] = {}
+                    Propagator().inject(headers)
+            finally:
+                context.detach(token)
+    finally:
+        uninstall_context()
+    spans = {span.name: span for span in memory.spans}
+    assert "BrokenText" in str(spans["inner"].tags["otel.scope.name"])
+    assert "BrokenText" in get_baggage(spans["inner"])["user"]
+    assert "BrokenText" in headers["baggage"]
+    encodes_everywhere(list(memory.spans))
+
+
+@pytest.mark.parametrize("how", ["start_as_current_span", "with span", "decorator"])
+def test_an_exception_whose_text_cannot_be_read_reaches_the_application_unchanged(
+    otel: trace.Tracer, memory: MemoryBackend, how: str
+) -> None:
+    def fail() -> None:
+        raise BrokenError
+
+    with pytest.raises(BrokenError):
+        if how == "start_as_current_span":
+            with otel.start_as_current_span("work"):
+                fail()
+        elif how == "with span":
+            with otel.start_span("work"):
+                fail()
+        else:
+            otel.start_as_current_span("work")(fail)()
+    (recorded,) = memory.spans
+    assert recorded.error
+    assert recorded.tags["otel.status_code"] == "ERROR"
+    assert any("BrokenError" in note for _, note, _ in recorded.notes_raw)
+    encodes_everywhere([recorded])
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [2**63, 2**80, -1, math.nan, math.inf, -math.inf, "1700000000000000000", b"1", True, 1e300],
+)
+def test_timestamps_of_every_wrong_kind_mean_now(
+    otel: trace.Tracer, memory: MemoryBackend, timestamp: Any
+) -> None:
+    span = otel.start_span("timed", start_time=timestamp)
+    span.add_event("event", timestamp=timestamp)
+    span.record_exception(ValueError("x"), timestamp=timestamp)
+    span.end(end_time=timestamp)
+    (recorded,) = memory.spans
+    assert recorded.duration is not None and recorded.duration >= 1
+    assert 0 < recorded.timestamp < 2**63 // 1000
+    encodes_everywhere([recorded])
