@@ -53,10 +53,13 @@ def _as_text(value: object) -> str:
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, int):
+        # int's own text, not a subclass's __str__ (which may fail: the span would be lost).
         try:
-            return str(value)
+            return int.__repr__(value)
         except ValueError:  # more digits than sys.get_int_max_str_digits() allows
             return hex(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
     try:
