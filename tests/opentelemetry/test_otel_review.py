@@ -139,6 +139,34 @@ def test_an_exception_whose_text_cannot_be_read_reaches_the_application_unchange
     encodes_everywhere([recorded])
 
 
+def test_attribute_values_of_subclasses_whose_text_cannot_be_read_still_encode(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    attributes: dict[str, Any] = {
+        "int": BrokenInt(5),
+        "str": BrokenStr("text"),
+        "float": BrokenFloat(1.5),
+        "ints": [BrokenInt(1), 2],
+        "strs": (BrokenStr("a"), "b"),
+    }
+    with otel.start_as_current_span("subclasses", attributes=attributes) as span:
+        span.set_attribute("one int", BrokenInt(7))
+        span.set_attributes({"one str": BrokenStr("x")})
+        span.add_event("event", attributes)
+        span.add_link(LINKED, attributes)
+        span.record_exception(ValueError("bad"), attributes=attributes)
+    (recorded,) = memory.spans
+    assert recorded.tags["int"] == 5 and recorded.tags["one int"] == 7
+    assert recorded.tags["str"] == "text" and recorded.tags["one str"] == "x"
+    assert recorded.tags["ints"] == (1, 2) and recorded.tags["strs"] == ("a", "b")
+    assert all(type(value) in (int, str, float, tuple) for value in recorded.tags.values()), (
+        recorded.tags
+    )
+    encodes_everywhere([recorded])
+    (document,) = __import__("json").loads(zipkin_json.encode_spans([recorded]))
+    assert document["tags"]["float"] == "1.5"
+
+
 @pytest.mark.parametrize(
     "timestamp",
     [2**63, 2**80, -1, math.nan, math.inf, -math.inf, "1700000000000000000", b"1", True, 1e300],

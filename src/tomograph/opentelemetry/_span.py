@@ -162,6 +162,20 @@ def _warn_once(key: object, reason: str) -> None:
         log.warning("OpenTelemetry attribute %s dropped: %s", text, reason)
 
 
+def _plain(value: bool | str | int | float) -> bool | str | int | float:
+    """The plain ``str``, ``int`` or ``float`` of a subclass's value (an enum member, a
+    subclass with its own ``__str__``): what encoders write is the value, never a method
+    that might fail when the span is sent."""
+    cls = value.__class__
+    if cls is str or cls is int or cls is float or cls is bool:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    return float.__float__(value)
+
+
 def _clean_value(key: object, value: object) -> Any:
     """``value`` as a tag value, or :data:`_INVALID` (logged): OpenTelemetry's attribute rules."""
     if key.__class__ is not str and not isinstance(key, str):
@@ -174,7 +188,7 @@ def _clean_value(key: object, value: object) -> Any:
     if cls is str or cls is int or cls is float or cls is bool:
         return value
     if isinstance(value, _SCALARS):
-        return value
+        return _plain(value)
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         kind: type | None = None
         for item in value:
@@ -189,7 +203,8 @@ def _clean_value(key: object, value: object) -> Any:
             elif item_kind is not kind:
                 _warn_once(key, "sequence items must all have one type")
                 return _INVALID
-        return tuple(value)  # a copy: the caller may change its list afterwards
+        # A copy (the caller may change its list afterwards), of plain values.
+        return tuple(item if item is None else _plain(item) for item in value)
     _warn_once(key, f"{type(value).__name__} is not an attribute value type")
     return _INVALID
 
