@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import baggage, context, trace
-from opentelemetry.trace import SpanContext, StatusCode
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
 import tomograph
 from tomograph.encoding import otlp, zipkin_json, zipkin_proto, zipkin_v1_thrift
@@ -137,6 +137,34 @@ def test_an_exception_whose_text_cannot_be_read_reaches_the_application_unchange
     assert recorded.tags["otel.status_code"] == "ERROR"
     assert any("BrokenError" in note for _, note, _ in recorded.notes_raw)
     encodes_everywhere([recorded])
+
+
+def test_arguments_of_the_wrong_type_never_raise(otel: trace.Tracer, memory: MemoryBackend) -> None:
+    wrong: Any = [("pairs", "not a mapping")]
+    span = otel.start_span(
+        "misused",
+        context=5,  # type: ignore[arg-type]
+        attributes=wrong,
+        links=[LINKED, None, Link(LINKED, wrong)],  # type: ignore[list-item]
+    )
+    span.set_attributes(wrong)
+    span.set_attributes(None)  # type: ignore[arg-type]
+    span.add_event("event", wrong)
+    span.add_link("not a span context")  # type: ignore[arg-type]
+    span.add_link(LINKED, wrong)
+    span.record_exception("not an exception")  # type: ignore[arg-type]
+    span.record_exception(None)  # type: ignore[arg-type]
+    span.set_status("ERROR")  # type: ignore[arg-type]
+    span.set_status(Status(StatusCode.ERROR, wrong))
+    span.end()
+    with otel.start_as_current_span("misused too", attributes=wrong, links=[None]):  # type: ignore[list-item]
+        pass
+    assert {span.name for span in memory.spans} == {"misused", "misused too"}
+    recorded = next(span for span in memory.spans if span.name == "misused")
+    assert recorded.parent_id is None
+    # Only the well-formed link is kept (with no attributes: they were not a mapping).
+    assert sum("link" in note for _, note, _ in recorded.notes_raw) == 2
+    encodes_everywhere(list(memory.spans))
 
 
 def test_attribute_values_of_subclasses_whose_text_cannot_be_read_still_encode(

@@ -56,6 +56,7 @@ __all__ = [
     "Span",
     "SpanLimits",
     "clean_attributes",
+    "is_mapping",
     "kind_of",
     "span_context_of",
     "status_description",
@@ -209,6 +210,15 @@ def _clean_value(key: object, value: object) -> Any:
     return _INVALID
 
 
+def is_mapping(attributes: object) -> bool:
+    """Whether ``attributes`` is a mapping, as the API requires (a list of pairs, a common slip,
+    is dropped and logged instead of raising into the application)."""
+    if isinstance(attributes, Mapping):
+        return True
+    log.warning("OpenTelemetry attributes dropped: %s is not a mapping", type(attributes).__name__)
+    return False
+
+
 def clean_attributes(
     attributes: types.Attributes | Mapping[str, Any], limit: int
 ) -> dict[str, TagValue]:
@@ -218,7 +228,7 @@ def clean_attributes(
     {'a': 1, 'b': (1, 2)}
     """
     clean: dict[str, TagValue] = {}
-    if not attributes:
+    if not attributes or not is_mapping(attributes):
         return clean
     for key, given in attributes.items():
         value = _clean_value(key, given)
@@ -434,7 +444,7 @@ class Span(trace_api.Span):
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         """Set several attributes."""
         span = self.tomograph_span
-        if not span.sampled or span.end_ns or not attributes:
+        if not span.sampled or span.end_ns or not attributes or not is_mapping(attributes):
             return
         tags = span.tags
         limit = self._limits.attributes
@@ -520,6 +530,9 @@ class Span(trace_api.Span):
         span = self.tomograph_span
         if not span.sampled or span.end_ns:
             return
+        if not isinstance(cast(object, exception), BaseException):  # a misuse, seen in the wild
+            log.debug("record_exception(%r) needs an exception: ignored", type(exception))
+            return
         note = ExceptionNote.of(exception)
         if attributes:
             note.attributes = clean_attributes(attributes, self._limits.event_attributes)
@@ -569,7 +582,7 @@ def _events(notes: Iterable[tuple[int, str, int | None]]) -> int:
 def _add_link(
     span: TomographSpan,
     limits: SpanLimits,
-    context: SpanContext,
+    context: object,
     attributes: types.Attributes | Mapping[str, Any],
 ) -> None:
     """Keep a link to ``context`` on ``span`` (an invalid context with no attributes is not a link,

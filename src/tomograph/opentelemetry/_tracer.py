@@ -33,6 +33,7 @@ from tomograph.opentelemetry._span import (
     _clean_value,
     _count_dropped,
     _is_epoch_ns,
+    is_mapping,
     kind_of,
     status_description,
     text_of,
@@ -181,6 +182,9 @@ class Tracer(trace_api.Tracer):
         provider = self._provider
         tracer = provider.tomograph_tracer or get_tracer()
         parent: TomographSpan | TraceContext | None
+        if context is not None and not isinstance(cast(object, context), Context):
+            log.debug("start_span(context=%r) needs a Context: the current one is used", context)
+            context = None
         if context is None and context_api._RUNTIME_CONTEXT.__class__ is RuntimeContext:
             parent = _get_current_span()
             baggage = None
@@ -214,7 +218,7 @@ class Tracer(trace_api.Tracer):
             tags = span.tags
             tags.update(self._scope_tags)
             limits = provider.limits
-            if attributes:
+            if attributes and is_mapping(attributes):
                 limit = limits.attributes
                 for key, given_value in attributes.items():
                     value = _clean_value(key, given_value)
@@ -225,8 +229,14 @@ class Tracer(trace_api.Tracer):
                         continue
                     tags[key] = value
             if links:
-                for link in links:
-                    _add_link(span, limits, link.context, link.attributes)
+                try:
+                    given_links = tuple(links)
+                except TypeError:  # one Link where a sequence of them was due
+                    given_links = (links,)  # type: ignore[assignment]
+                for link in given_links:
+                    # Anything but a Link (a bare SpanContext, None) has no context: dropped.
+                    context_of = getattr(link, "context", None)
+                    _add_link(span, limits, context_of, getattr(link, "attributes", None))
         if isinstance(baggage, Mapping) and not same_baggage(entries_of(span.extra), baggage):
             replace_baggage(span, baggage_entries(baggage))
         return Span(span, provider.limits, record_exception, set_status_on_exception)
