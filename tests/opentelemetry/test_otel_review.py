@@ -7,6 +7,8 @@ The provider is used directly (never set globally); the bridge is removed after 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -210,3 +212,62 @@ def test_timestamps_of_every_wrong_kind_mean_now(
     assert recorded.duration is not None and recorded.duration >= 1
     assert 0 < recorded.timestamp < 2**63 // 1000
     encodes_everywhere([recorded])
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_baggage_attached_by_concurrent_tasks_leaves_the_shared_span_once_all_detach(
+    otel: trace.Tracer, memory: MemoryBackend, order: tuple[int, ...]
+) -> None:
+    # Tasks attach baggage over one parent span and detach in the order they end, not the
+    # order they attached in. While attached, the span shows the newest attach still attached
+    # (the span is shared: see docs/opentelemetry.md); once all detach, none of it.
+    users = ["alice", "bob", "carol"]
+
+    async def task(user: str, attached: asyncio.Event, go: asyncio.Event) -> None:
+        token = context.attach(baggage.set_baggage("user", user))
+        attached.set()
+        await go.wait()
+        context.detach(token)
+
+    async def main() -> tuple[list[dict[str, object]], dict[str, str]]:
+        seen = []
+        with otel.start_as_current_span("parent"):
+            tasks, releases = [], []
+            for user in users:
+                attached, release = asyncio.Event(), asyncio.Event()
+                tasks.append(asyncio.create_task(task(user, attached, release)))
+                releases.append(release)
+                await attached.wait()
+            for index in order:
+                releases[index].set()
+                await tasks[index]
+                seen.append(dict(baggage.get_all()))
+            with otel.start_as_current_span("after"):
+                headers: dict[str, str] = {}
+                Propagator().inject(headers)
+        return seen, headers
+
+    seen, headers = asyncio.run(main())
+    expected = []
+    live = [0, 1, 2]
+    for index in order:
+        live.remove(index)
+        expected.append({"user": users[live[-1]]} if live else {})
+    assert seen == expected
+    assert "baggage" not in headers
+    spans = {span.name: span for span in memory.spans}
+    assert get_baggage(spans["after"]) == {}
+    assert get_baggage(spans["parent"]) == {}
+
+
+def test_baggage_attached_in_order_is_restored_in_order(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    with otel.start_as_current_span("parent"):
+        outer = context.attach(baggage.set_baggage("user", "alice"))
+        inner = context.attach(baggage.set_baggage("tenant", "acme"))
+        assert baggage.get_all() == {"user": "alice", "tenant": "acme"}
+        context.detach(inner)
+        assert baggage.get_all() == {"user": "alice"}
+        context.detach(outer)
+        assert baggage.get_all() == {}
