@@ -271,3 +271,17 @@ def test_baggage_attached_in_order_is_restored_in_order(
         assert baggage.get_all() == {"user": "alice"}
         context.detach(outer)
         assert baggage.get_all() == {}
+
+
+def test_baggage_values_that_are_not_text_are_sent_as_their_str(otel: trace.Tracer) -> None:
+    # As OpenTelemetry's W3C baggage propagator writes them: str(value).
+    attached = baggage.set_baggage("count", 5, baggage.set_baggage("empty", None))
+    token = context.attach(attached)
+    try:
+        with otel.start_as_current_span("request") as span:
+            headers: dict[str, str] = {}
+            Propagator().inject(headers)
+    finally:
+        context.detach(token)
+    assert get_baggage(span.tomograph_span) == {"count": "5", "empty": "None"}  # type: ignore[attr-defined]
+    assert sorted(headers["baggage"].split(",")) == ["count=5", "empty=None"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import TypeAlias
 
-from tomograph.text import unicode_text
+from tomograph.text import printable, unicode_text
 
 __all__ = ["TagScalar", "safe_text", "tag_text", "tag_value"]
 
@@ -62,10 +62,7 @@ def _as_text(value: object) -> str:
         return float.__repr__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
+    return printable(value)
 
 
 def tag_value(value: object) -> TagScalar | tuple[TagScalar, ...]:

@@ -32,7 +32,6 @@ from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
-from tomograph.encoding.values import safe_text
 from tomograph.propagation.baggage import (
     BAGGAGE,
     BaggageEntry,
@@ -41,6 +40,7 @@ from tomograph.propagation.baggage import (
     replace_baggage,
 )
 from tomograph.span import Span as TomographSpan
+from tomograph.text import printable
 
 __all__ = [
     "RuntimeContext",
@@ -121,7 +121,7 @@ def baggage_entries(baggage: Mapping[str, object]) -> list[BaggageEntry]:
     entries = []
     for key, value in baggage.items():
         if isinstance(key, str) and is_valid_key(key):
-            entries.append(BaggageEntry(key, value if value.__class__ is str else safe_text(value)))
+            entries.append(BaggageEntry(key, value if value.__class__ is str else printable(value)))
     return entries
 
 
@@ -131,7 +131,7 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
         return False
     for entry in entries:
         value = baggage.get(entry.key)
-        if value is None or (value if value.__class__ is str else safe_text(value)) != entry.value:
+        if value is None or (value if value.__class__ is str else printable(value)) != entry.value:
             return False
     return True
 

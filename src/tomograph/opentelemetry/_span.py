@@ -37,7 +37,6 @@ from opentelemetry.util import types
 
 from tomograph._cache import BoundedCache, memoize
 from tomograph.clock import monotonic_ns
-from tomograph.encoding.values import safe_text
 from tomograph.model import (
     STATUS_CODE_TAG,
     EventNote,
@@ -49,6 +48,7 @@ from tomograph.model import (
 )
 from tomograph.propagation.w3c import TRACESTATE
 from tomograph.span import Span as TomographSpan
+from tomograph.text import printable
 
 __all__ = [
     "RemoteParent",
@@ -84,19 +84,19 @@ _OTEL_KINDS = {value: key for key, value in _KINDS.items()}
 
 
 def text_of(value: object) -> str:
-    """``value`` (a name, a description) as text; an object whose ``str()`` fails is named by
-    its type instead of raising into the application.
+    """``value`` (a name, a description) as text: its ``str()``; an object whose ``str()``
+    fails is named by its type instead of raising into the application.
 
     >>> text_of(12), text_of('plain')
     ('12', 'plain')
     """
-    return value if value.__class__ is str else safe_text(value)
+    return value if value.__class__ is str else printable(value)
 
 
 def status_description(exc: BaseException) -> str:
     """The status description of a span an exception left: ``Type: message``, as the SDK
     writes it (an exception whose message cannot be read must still reach the application)."""
-    return f"{type(exc).__name__}: {safe_text(exc)}"
+    return f"{type(exc).__name__}: {printable(exc)}"
 
 
 def kind_of(kind: Any) -> SpanKind | None:
