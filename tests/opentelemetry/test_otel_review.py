@@ -285,3 +285,19 @@ def test_baggage_values_that_are_not_text_are_sent_as_their_str(otel: trace.Trac
         context.detach(token)
     assert get_baggage(span.tomograph_span) == {"count": "5", "empty": "None"}  # type: ignore[attr-defined]
     assert sorted(headers["baggage"].split(",")) == ["count=5", "empty=None"]
+
+
+def test_bytes_attributes_are_kept_as_text_as_opentelemetry_keeps_them(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    # A Kafka message key, a Redis value: OpenTelemetry's SDK keeps bytes values.
+    with otel.start_as_current_span("consume", attributes={"key": b"order-17"}) as span:
+        span.set_attribute("raw", b"caf\xc3\xa9 \xff")
+        span.set_attribute("keys", [b"a", None, bytearray(b"b")])
+        span.add_event("fetched", {"key": b"order-17"})
+    (recorded,) = memory.spans
+    assert recorded.tags["key"] == "order-17"
+    assert recorded.tags["raw"] == "café \ufffd"
+    assert recorded.tags["keys"] == ("a", None, "b")
+    assert any('"key": "order-17"' in note for _, note, _ in recorded.notes_raw)
+    encodes_everywhere([recorded])

@@ -4,7 +4,8 @@ to tomograph's.
 What maps to what (see docs/opentelemetry.md):
 
 * attributes -> tags, with OpenTelemetry's rules: a str, bool, int or float, or a sequence of
-  one of those types (``None`` items allowed); anything else is dropped and logged once per key;
+  one of those types (``None`` items allowed); bytes are kept as the text they hold (UTF-8);
+  anything else is dropped and logged once per key;
 * events -> notes (:class:`~tomograph.model.EventNote` when they have attributes);
 * ``record_exception`` -> an exception note; status ERROR -> a failed span (Zipkin's ``error``
   tag, OTLP's status) and the tag ``otel.status_code``; OK -> ``otel.status_code=OK``, final;
@@ -177,6 +178,19 @@ def _plain(value: bool | str | int | float) -> bool | str | int | float:
     return float.__float__(value)
 
 
+_BYTES = (bytes, bytearray)
+
+
+def _bytes_text(value: bytes | bytearray) -> str:
+    """A bytes value as the text it holds: OpenTelemetry keeps bytes attributes (a message
+    key), tags are text (bytes that are not UTF-8 keep the rest, U+FFFD in their place)."""
+    return bytes(value).decode("utf-8", "replace")
+
+
+def _scalar_kind(item: object) -> type | None:
+    return next((t for t in _SCALARS if isinstance(item, t)), None)
+
+
 def _clean_value(key: object, value: object) -> Any:
     """``value`` as a tag value, or :data:`_INVALID` (logged): OpenTelemetry's attribute rules."""
     if key.__class__ is not str and not isinstance(key, str):
@@ -190,12 +204,14 @@ def _clean_value(key: object, value: object) -> Any:
         return value
     if isinstance(value, _SCALARS):
         return _plain(value)
-    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+    if isinstance(value, _BYTES):
+        return _bytes_text(value)
+    if isinstance(value, Sequence):
         kind: type | None = None
         for item in value:
             if item is None:
                 continue
-            item_kind = next((t for t in _SCALARS if isinstance(item, t)), None)
+            item_kind = str if isinstance(item, _BYTES) else _scalar_kind(item)
             if item_kind is None:
                 _warn_once(key, f"{type(item).__name__} is not an attribute value type")
                 return _INVALID
@@ -205,7 +221,14 @@ def _clean_value(key: object, value: object) -> Any:
                 _warn_once(key, "sequence items must all have one type")
                 return _INVALID
         # A copy (the caller may change its list afterwards), of plain values.
-        return tuple(item if item is None else _plain(item) for item in value)
+        return tuple(
+            item
+            if item is None
+            else _bytes_text(item)
+            if isinstance(item, _BYTES)
+            else _plain(item)
+            for item in value
+        )
     _warn_once(key, f"{type(value).__name__} is not an attribute value type")
     return _INVALID
 
