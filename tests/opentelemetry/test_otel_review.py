@@ -301,3 +301,28 @@ def test_bytes_attributes_are_kept_as_text_as_opentelemetry_keeps_them(
     assert recorded.tags["keys"] == ("a", None, "b")
     assert any('"key": "order-17"' in note for _, note, _ in recorded.notes_raw)
     encodes_everywhere([recorded])
+
+
+def test_the_attribute_value_length_limit_of_the_environment_cuts_text(
+    memory: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What operators set to bound spans that carry whole SQL statements or payloads.
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    provider = TracerProvider(tracer=tomograph.Tracer("shop", backends=[memory]))
+    try:
+        tracer = provider.get_tracer("db")
+        statement = "SELECT * FROM orders " * 500_000
+        with tracer.start_as_current_span("query", attributes={"db.statement": statement}) as span:
+            span.set_attribute("db.rows", ["abcdef", None, b"ghijkl"])
+            span.set_attributes({"db.count": 123456789, "db.name": "orders"})
+            span.add_event("fetched", {"sql": statement})
+            span.add_link(LINKED, {"sql": statement})
+    finally:
+        uninstall_context()
+    (recorded,) = memory.spans
+    assert recorded.tags["db.statement"] == "SELE"
+    assert recorded.tags["db.rows"] == ("abcd", None, "ghij")
+    assert recorded.tags["db.count"] == 123456789
+    assert recorded.tags["db.name"] == "orde"
+    assert max(len(note) for _, note, _ in recorded.notes_raw) < 200

@@ -109,14 +109,14 @@ def kind_of(kind: Any) -> SpanKind | None:
         return None
 
 
-def _env_limit(*names: str, default: int = 128) -> int:
+def _env_limit(*names: str, default: Any = 128) -> Any:
     for name in names:
         text = os.environ.get(name, "").strip()
         if text:
             try:
                 value = int(text)
             except ValueError:
-                log.warning("%s=%r is not a number: using %d", name, text, default)
+                log.warning("%s=%r is not a number: using %s", name, text, default)
                 return default
             return max(0, value)
     return default
@@ -128,13 +128,17 @@ class SpanLimits:
     (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` or ``OTEL_ATTRIBUTE_COUNT_LIMIT``,
     ``OTEL_SPAN_EVENT_COUNT_LIMIT``, ``OTEL_SPAN_LINK_COUNT_LIMIT``,
     ``OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_LINK_ATTRIBUTE_COUNT_LIMIT``), 128 each by
-    default."""
+    default; and the characters an attribute's text keeps
+    (``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`` or ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``),
+    unlimited by default."""
 
     attributes: int = 128
     events: int = 128
     links: int = 128
     event_attributes: int = 128
     link_attributes: int = 128
+    #: Characters an attribute's text keeps (None: all of it, the SDK's default).
+    attribute_length: int | None = None
 
     @classmethod
     def from_environment(cls) -> SpanLimits:
@@ -146,6 +150,11 @@ class SpanLimits:
             links=_env_limit("OTEL_SPAN_LINK_COUNT_LIMIT"),
             event_attributes=_env_limit("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", *common),
             link_attributes=_env_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", *common),
+            attribute_length=_env_limit(
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                default=None,
+            ),
         )
 
 
@@ -191,8 +200,9 @@ def _scalar_kind(item: object) -> type | None:
     return next((t for t in _SCALARS if isinstance(item, t)), None)
 
 
-def _clean_value(key: object, value: object) -> Any:
-    """``value`` as a tag value, or :data:`_INVALID` (logged): OpenTelemetry's attribute rules."""
+def _clean_value(key: object, value: object, max_length: int | None = None) -> Any:
+    """``value`` as a tag value, or :data:`_INVALID` (logged): OpenTelemetry's attribute rules,
+    text cut to ``max_length`` characters if given (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``)."""
     if key.__class__ is not str and not isinstance(key, str):
         _warn_once(key, "keys must be strings")
         return _INVALID
@@ -200,13 +210,15 @@ def _clean_value(key: object, value: object) -> Any:
         _warn_once(key, "keys must not be empty")
         return _INVALID
     cls = value.__class__
-    if cls is str or cls is int or cls is float or cls is bool:
+    if cls is str:
+        return value if max_length is None else value[:max_length]  # type: ignore[index]
+    if cls is int or cls is float or cls is bool:
         return value
     if isinstance(value, _SCALARS):
-        return _plain(value)
-    if isinstance(value, _BYTES):
-        return _bytes_text(value)
-    if isinstance(value, Sequence):
+        clean: Any = _plain(value)
+    elif isinstance(value, _BYTES):
+        clean = _bytes_text(value)
+    elif isinstance(value, Sequence):
         kind: type | None = None
         for item in value:
             if item is None:
@@ -221,7 +233,7 @@ def _clean_value(key: object, value: object) -> Any:
                 _warn_once(key, "sequence items must all have one type")
                 return _INVALID
         # A copy (the caller may change its list afterwards), of plain values.
-        return tuple(
+        clean = tuple(
             item
             if item is None
             else _bytes_text(item)
@@ -229,8 +241,15 @@ def _clean_value(key: object, value: object) -> Any:
             else _plain(item)
             for item in value
         )
-    _warn_once(key, f"{type(value).__name__} is not an attribute value type")
-    return _INVALID
+        if kind is str and max_length is not None:
+            return tuple(item if item is None else item[:max_length] for item in clean)
+        return clean
+    else:
+        _warn_once(key, f"{type(value).__name__} is not an attribute value type")
+        return _INVALID
+    if max_length is not None and clean.__class__ is str:
+        return clean[:max_length]
+    return clean
 
 
 def is_mapping(attributes: object) -> bool:
@@ -243,9 +262,10 @@ def is_mapping(attributes: object) -> bool:
 
 
 def clean_attributes(
-    attributes: types.Attributes | Mapping[str, Any], limit: int
+    attributes: types.Attributes | Mapping[str, Any], limit: int, max_length: int | None = None
 ) -> dict[str, TagValue]:
-    """The valid ones of ``attributes``, at most ``limit`` of them, as tag values.
+    """The valid ones of ``attributes``, at most ``limit`` of them, as tag values (text cut to
+    ``max_length`` characters if given).
 
     >>> clean_attributes({'a': 1, 'b': [1, 2], 'c': {'no': 'maps'}, 'd': [1, 'x']}, 128)
     {'a': 1, 'b': (1, 2)}
@@ -254,7 +274,7 @@ def clean_attributes(
     if not attributes or not is_mapping(attributes):
         return clean
     for key, given in attributes.items():
-        value = _clean_value(key, given)
+        value = _clean_value(key, given, max_length)
         if value is not _INVALID and (len(clean) < limit or key in clean):
             clean[key] = value
     return clean
@@ -455,7 +475,7 @@ class Span(trace_api.Span):
         span = self.tomograph_span
         if not span.sampled or span.end_ns:
             return
-        clean = _clean_value(key, value)
+        clean = _clean_value(key, value, self._limits.attribute_length)
         if clean is _INVALID:
             return
         tags = span.tags
@@ -471,8 +491,9 @@ class Span(trace_api.Span):
             return
         tags = span.tags
         limit = self._limits.attributes
+        max_length = self._limits.attribute_length
         for key, given in attributes.items():
-            value = _clean_value(key, given)
+            value = _clean_value(key, given, max_length)
             if value is _INVALID:
                 continue
             if len(tags) >= limit and key not in tags:
@@ -498,7 +519,9 @@ class Span(trace_api.Span):
             name = text_of(name)
         at = monotonic_ns() if timestamp is None else _monotonic_at(span, timestamp)
         if attributes:
-            clean = clean_attributes(attributes, self._limits.event_attributes)
+            clean = clean_attributes(
+                attributes, self._limits.event_attributes, self._limits.attribute_length
+            )
             notes.append((at, EventNote.of(name, clean) if clean else name, None))
         else:
             notes.append((at, name, None))
@@ -558,7 +581,9 @@ class Span(trace_api.Span):
             return
         note = ExceptionNote.of(exception)
         if attributes:
-            note.attributes = clean_attributes(attributes, self._limits.event_attributes)
+            note.attributes = clean_attributes(
+                attributes, self._limits.event_attributes, self._limits.attribute_length
+            )
         at = monotonic_ns() if timestamp is None else _monotonic_at(span, timestamp)
         span.notes_raw.append((at, note, None))
 
@@ -618,5 +643,9 @@ def _add_link(
     if len(notes) >= limits.links and len(notes) - _events(notes) >= limits.links:
         _count_dropped(span, "links")
         return
-    clean = clean_attributes(attributes, limits.link_attributes) if attributes else {}
+    clean = (
+        clean_attributes(attributes, limits.link_attributes, limits.attribute_length)
+        if attributes
+        else {}
+    )
     notes.append((span.start_ns, LinkNote.of(target, clean), None))

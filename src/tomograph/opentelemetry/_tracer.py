@@ -220,8 +220,9 @@ class Tracer(trace_api.Tracer):
             limits = provider.limits
             if attributes and is_mapping(attributes):
                 limit = limits.attributes
+                max_length = limits.attribute_length
                 for key, given_value in attributes.items():
-                    value = _clean_value(key, given_value)
+                    value = _clean_value(key, given_value, max_length)
                     if value is _INVALID:
                         continue
                     if len(tags) >= limit and key not in tags:
