@@ -326,3 +326,19 @@ def test_the_attribute_value_length_limit_of_the_environment_cuts_text(
     assert recorded.tags["db.count"] == 123456789
     assert recorded.tags["db.name"] == "orde"
     assert max(len(note) for _, note, _ in recorded.notes_raw) < 200
+
+
+def test_ints_with_more_digits_than_python_prints_never_raise(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    huge = 10**5000  # past sys.get_int_max_str_digits(): str() raises ValueError
+    attributes = {"huge": huge, "huges": [huge, 1], "small": 7}
+    with otel.start_as_current_span("big numbers", links=[Link(LINKED, attributes)]) as span:
+        span.set_attribute("huge", huge)
+        span.add_event("counted", attributes)
+        span.add_link(LINKED, attributes)
+        span.record_exception(ValueError("x"), attributes=attributes)
+    (recorded,) = memory.spans
+    notes = [note for _, note, _ in recorded.notes_raw]
+    assert any(hex(huge) in note and '"small": 7' in note for note in notes)
+    encodes_everywhere([recorded])
