@@ -8,8 +8,11 @@ The provider is used directly (never set globally); the bridge is removed after 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import math
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -342,3 +345,39 @@ def test_ints_with_more_digits_than_python_prints_never_raise(
     notes = [note for _, note, _ in recorded.notes_raw]
     assert any(hex(huge) in note and '"small": 7' in note for note in notes)
     encodes_everywhere([recorded])
+
+
+def test_baggage_attached_by_threads_sharing_a_span_leaves_it_once_all_detach(
+    otel: trace.Tracer,
+) -> None:
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave inside attach and detach
+    failures: list[BaseException] = []
+    try:
+        with otel.start_as_current_span("shared") as shared:
+            barrier = threading.Barrier(32)
+
+            def work(index: int) -> None:
+                try:
+                    barrier.wait()
+                    for round_ in range(300):
+                        outer = context.attach(baggage.set_baggage("user", f"{index}-{round_}"))
+                        inner = context.attach(baggage.set_baggage("thread", str(index)))
+                        context.detach(inner)
+                        context.detach(outer)
+                except BaseException as error:  # pragma: no cover - reported below
+                    failures.append(error)
+
+            threads = [
+                threading.Thread(target=contextvars.copy_context().run, args=(work, index))
+                for index in range(32)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert get_baggage(shared.tomograph_span) == {}  # type: ignore[attr-defined]
+            assert baggage.get_all() == {}
+    finally:
+        sys.setswitchinterval(switch)
+    assert failures == []

@@ -23,6 +23,7 @@ import time: ``OTEL_PYTHON_CONTEXT=tomograph`` loads it while that package is be
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -136,6 +137,12 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
     return True
 
 
+#: Serializes the baggage links of attaches over a span that threads share. Taken only by an
+#: attach whose context's baggage differs from its span's, and by its detach: never for a span
+#: started through OpenTelemetry.
+_BAGGAGE_LOCK = threading.Lock()
+
+
 class _Token:
     """What :meth:`RuntimeContext.attach` returns: how to undo each part of it.
 
@@ -168,18 +175,19 @@ class _Token:
 
     def restore_baggage(self) -> None:
         """Undo this attach's baggage on its span, in whatever order attaches are undone."""
-        span = self.baggage_span
-        if span is None:
-            return
-        previous, later = self.previous, self.later
-        if later is not None:  # attached after this one and still attached: it restores
-            later.extra_before = self.extra_before
-            later.previous = previous
-        elif span.extra is self.extra_set:  # else tomograph's API changed it since: kept
-            span.extra = self.extra_before
-        if previous is not None:
-            previous.later = later
-        self.previous = self.later = self.baggage_span = None
+        with _BAGGAGE_LOCK:
+            span = self.baggage_span
+            if span is None:
+                return
+            previous, later = self.previous, self.later
+            if later is not None:  # attached after this one and still attached: it restores
+                later.extra_before = self.extra_before
+                later.previous = previous
+            elif span.extra is self.extra_set:  # else tomograph's API changed it since: kept
+                span.extra = self.extra_before
+            if previous is not None:
+                previous.later = later
+            self.previous = self.later = self.baggage_span = None
 
 
 class _AttachedExtra(dict[str, Any]):
@@ -232,18 +240,19 @@ class RuntimeContext(_RuntimeContext):
             return
         if span.end_ns:
             return
-        before = span.extra
-        replace_baggage(span, new)
-        attached = _AttachedExtra(span.extra or ())
-        attached.token = weakref.ref(token)
-        span.extra = attached
-        token.baggage_span = span
-        token.extra_before = before
-        token.extra_set = attached
-        previous = before.token() if before.__class__ is _AttachedExtra else None
-        if previous is not None and previous.baggage_span is span:
-            token.previous = previous
-            previous.later = token
+        with _BAGGAGE_LOCK:
+            before = span.extra
+            replace_baggage(span, new)
+            attached = _AttachedExtra(span.extra or ())
+            attached.token = weakref.ref(token)
+            span.extra = attached
+            token.baggage_span = span
+            token.extra_before = before
+            token.extra_set = attached
+            previous = before.token() if before.__class__ is _AttachedExtra else None
+            if previous is not None and previous.baggage_span is span:
+                token.previous = previous
+                previous.later = token
 
     def get_current(self) -> Context:
         """OpenTelemetry's current context, with tomograph's current span and its baggage."""
