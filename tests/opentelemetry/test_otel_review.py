@@ -381,3 +381,49 @@ def test_baggage_attached_by_threads_sharing_a_span_leaves_it_once_all_detach(
     finally:
         sys.setswitchinterval(switch)
     assert failures == []
+
+
+def test_one_start_as_current_span_object_entered_by_two_threads_reports_both_spans(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    # A module-level ``traced = tracer.start_as_current_span(...)`` used as ``with traced:``
+    # in request handlers: each entry is its own span, and each thread gets its context back.
+    traced = otel.start_as_current_span("handler")
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    after: dict[str, object] = {}
+
+    def first() -> None:
+        with traced:
+            first_in.set()
+            second_in.wait(10)
+        after["first"] = tomograph.current_span()
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with traced:
+            second_in.set()
+            first_out.wait(10)
+        after["second"] = tomograph.current_span()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert after == {"first": None, "second": None}
+    assert [span.name for span in memory.spans] == ["handler", "handler"]
+
+
+def test_one_start_as_current_span_object_entered_twice_nests_two_spans(
+    otel: trace.Tracer, memory: MemoryBackend
+) -> None:
+    traced = otel.start_as_current_span("step")
+    with traced as outer:
+        with traced as inner:
+            assert inner.tomograph_span.parent_id == outer.tomograph_span.span_id  # type: ignore[attr-defined]
+        assert trace.get_current_span() is outer
+    assert tomograph.current_span() is None
+    with traced:  # and again, afterwards
+        pass
+    assert [span.name for span in memory.spans] == ["step", "step", "step"]

@@ -274,37 +274,54 @@ class Tracer(trace_api.Tracer):
 
 class _CurrentSpan:
     """What ``start_as_current_span`` returns: a context manager, and a decorator (each call in
-    a new span), as the API's own is."""
+    a new span), as the API's own is.
 
-    __slots__ = ("_args", "_end_on_exit", "_span", "_token", "_tracer")
+    Entering it again while it is in use (nested, or from another thread when one object is
+    kept at module level) starts one more span: each exit ends the span that is current where
+    it runs, so no span is left open and every thread gets its own context back.
+    """
+
+    __slots__ = ("_args", "_end_on_exit", "_entered", "_tracer")
 
     def __init__(self, tracer: Tracer, args: tuple[Any, ...], end_on_exit: bool) -> None:
         self._tracer = tracer
         self._args = args
         self._end_on_exit = end_on_exit
-        self._span: Span | None = None
-        self._token: Any = None
+        #: (span, token) of each entry not yet exited (list.append and pop: thread-safe).
+        self._entered: list[tuple[Span, Any]] = []
 
     def __enter__(self) -> Span:
-        span = self._span = self._tracer.start_span(*self._args)
+        span = self._tracer.start_span(*self._args)
         bridge = context_api._RUNTIME_CONTEXT
         if bridge.__class__ is RuntimeContext:
             # RuntimeContext.attach for a span of ours, written out: once per span.
             inner = bridge
             current = inner._get_inner()
-            token = _context._Token(
+            token: Any = _context._Token(
                 _set_current_span(span.tomograph_span),
                 inner.inner.attach(Context({**current, _context.SPAN_KEY: span})),
             )
-            self._token = token
         else:
-            self._token = context_api.attach(trace_api.set_span_in_context(span))
+            token = context_api.attach(trace_api.set_span_in_context(span))
+        self._entered.append((span, token))
         return span
 
+    def _exiting(self) -> tuple[Span, Any]:
+        entered = self._entered
+        if len(entered) > 1:
+            current = _get_current_span()
+            for entry in reversed(entered):
+                if entry[0].tomograph_span is current:
+                    try:
+                        entered.remove(entry)  # by identity first: this very entry
+                    except ValueError:  # another thread's exit took it meanwhile
+                        break
+                    return cast(tuple[Span, Any], entry)
+        return entered.pop()
+
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        context_api.detach(self._token)
-        span = self._span
-        assert span is not None
+        span, token = self._exiting()
+        context_api.detach(token)
         if isinstance(exc, Exception) and span.is_recording():
             if span._record_exception:
                 span.record_exception(exc)
