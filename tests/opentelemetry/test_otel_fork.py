@@ -79,3 +79,46 @@ def test_spans_of_forked_children_reach_the_collector_in_the_parents_trace(
         by_name[name]["tags"]["pid"] for name in ("os.fork child", "mp child", "parent after fork")
     }
     assert len(pids) == 3
+
+
+LOCK_HELD_AT_FORK = """
+import os, sys, time
+from opentelemetry import baggage, context
+import tomograph
+from tomograph.opentelemetry import TracerProvider, _context
+
+tracer = TracerProvider(tracer=tomograph.Tracer("forked", backends=[])).get_tracer("jobs")
+with tracer.start_as_current_span("shared"):
+    _context._BAGGAGE_LOCK.acquire()  # as another thread may hold it at the moment of a fork
+    pid = os.fork()
+    if pid == 0:
+        token = context.attach(baggage.set_baggage("user", "alice"))
+        context.detach(token)
+        os._exit(0)
+    _context._BAGGAGE_LOCK.release()
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            sys.exit(os.waitstatus_to_exitcode(status))
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            sys.exit("the child hung on the baggage lock")
+        time.sleep(0.01)
+"""
+
+
+def test_a_child_forked_while_the_baggage_lock_was_held_can_attach_baggage(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in environment().items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LOCK_HELD_AT_FORK)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

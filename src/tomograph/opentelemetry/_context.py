@@ -23,6 +23,7 @@ import time: ``OTEL_PYTHON_CONTEXT=tomograph`` loads it while that package is be
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -141,6 +142,16 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
 #: attach whose context's baggage differs from its span's, and by its detach: never for a span
 #: started through OpenTelemetry.
 _BAGGAGE_LOCK = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # A fork while another thread held the lock would leave it held forever in the child.
+    global _BAGGAGE_LOCK
+    _BAGGAGE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class _Token:
