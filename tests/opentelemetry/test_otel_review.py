@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import baggage, context, trace
-from opentelemetry.trace import Link, SpanContext, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
 import tomograph
 from tomograph.encoding import otlp, zipkin_json, zipkin_proto, zipkin_v1_thrift
@@ -451,3 +451,21 @@ def test_a_span_current_across_uninstall_is_no_longer_current_once_it_ends(
 
     # In a copy of the context: what this test shows must not stay current for the next tests.
     contextvars.copy_context().run(request)
+
+
+def test_the_span_context_follows_a_sampling_decision_changed_after_it_was_read(
+    memory: MemoryBackend,
+) -> None:
+    from tomograph.sampling import never
+
+    provider = TracerProvider(tracer=tomograph.Tracer("shop", backends=[memory], sampler=never()))
+    try:
+        span = provider.get_tracer("lib").start_span("debugged")
+        assert span.get_span_context().trace_flags == TraceFlags(0)
+        span.tomograph_span.set_sampling(True, debug=True)  # type: ignore[attr-defined]
+        assert span.is_recording()
+        assert span.get_span_context().trace_flags.sampled
+        span.end()
+    finally:
+        uninstall_context()
+    assert [recorded.name for recorded in memory.spans] == ["debugged"]

@@ -441,8 +441,13 @@ class Span(trace_api.Span):
     def get_span_context(self) -> SpanContext:
         """The span's ids, sampling flag and trace state."""
         context = self._context
-        if context is None:
-            context = self._context = span_context_of(self.tomograph_span)
+        span = self.tomograph_span
+        # Made again if the sampling decision changed since (tomograph's set_sampling: a debug
+        # request, OpenTracing's sampling.priority): the flags are the span's of the moment.
+        if context is None or context.trace_flags is not (
+            _SAMPLED if span.sampled else _NOT_SAMPLED
+        ):
+            context = self._context = span_context_of(span)
         return context
 
     def is_recording(self) -> bool:
