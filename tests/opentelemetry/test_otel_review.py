@@ -119,7 +119,11 @@ def test_scopes_and_baggage_whose_text_cannot_be_read_never_raise(memory: Memory
                 context.detach(token)
     finally:
         uninstall_context()
+    for name, version in [("lib", ["1", "2"]), (["lib"], None), ({"lib": 1}, {"v": 1})]:
+        provider.get_tracer(name, version).start_span("unhashable scope").end()  # type: ignore[arg-type]
     spans = {span.name: span for span in memory.spans}
+    assert spans["unhashable scope"].tags["otel.scope.name"] == "{'lib': 1}"
+    assert spans["unhashable scope"].tags["otel.scope.version"] == "{'v': 1}"
     assert "BrokenText" in str(spans["inner"].tags["otel.scope.name"])
     assert "BrokenText" in get_baggage(spans["inner"])["user"]
     assert "BrokenText" in headers["baggage"]

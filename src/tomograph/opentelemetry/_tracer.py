@@ -108,12 +108,15 @@ class TracerProvider(trace_api.TracerProvider):
         attributes: types.Attributes | None = None,
     ) -> Tracer:
         """The tracer of one instrumentation scope (a library, by name and version)."""
-        key = (instrumenting_module_name, instrumenting_library_version)
+        name, version = instrumenting_module_name, instrumenting_library_version
+        if name.__class__ is not str and name is not None:
+            name = text_of(name)  # a scope of another type (a list) must not raise: its text
+        if version.__class__ is not str and version is not None:
+            version = text_of(version)
+        key = (name, version)
         tracer = self._tracers.get(key)
         if tracer is None:
-            tracer = self._tracers[key] = Tracer(
-                self, instrumenting_module_name, instrumenting_library_version
-            )
+            tracer = self._tracers[key] = Tracer(self, name, version)
         return tracer
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
