@@ -473,3 +473,20 @@ def test_the_span_context_follows_a_sampling_decision_changed_after_it_was_read(
     finally:
         uninstall_context()
     assert [recorded.name for recorded in memory.spans] == ["debugged"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a tomograph root span starts without the baggage of the OpenTelemetry context "
+    "attached outside any span (Span.__init__ knows nothing of it): needs a change in the core",
+)
+def test_baggage_attached_outside_any_span_reaches_a_tomograph_root_span(
+    otel: trace.Tracer, native: tomograph.Tracer
+) -> None:
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with native.span("job") as job:
+            assert baggage.get_all() == {"tenant": "acme"}
+            assert get_baggage(job) == {"tenant": "acme"}
+    finally:
+        context.detach(token)
