@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import baggage, context, trace
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
@@ -490,3 +492,57 @@ def test_baggage_attached_outside_any_span_reaches_a_tomograph_root_span(
             assert get_baggage(job) == {"tenant": "acme"}
     finally:
         context.detach(token)
+
+
+_ANY_VALUE = st.recursive(
+    st.one_of(
+        st.text(),
+        st.integers(min_value=-(2**200), max_value=2**200),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.binary(max_size=20),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+_ATTRIBUTES = st.dictionaries(st.one_of(st.text(), st.integers()), _ANY_VALUE, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.text(),
+    attributes=_ATTRIBUTES,
+    key=st.text(),
+    value=_ANY_VALUE,
+    timestamp=st.one_of(st.none(), st.integers(), st.floats()),
+)
+def test_any_value_through_any_entry_point_never_raises_and_encodes(
+    name: str, attributes: dict[Any, Any], key: str, value: Any, timestamp: Any
+) -> None:
+    memory = MemoryBackend()
+    provider = TracerProvider(tracer=tomograph.Tracer("shop", backends=[memory]))
+    try:
+        tracer = provider.get_tracer(name, name)
+        with tracer.start_as_current_span(
+            name, attributes=attributes, links=[Link(LINKED, attributes)], start_time=timestamp
+        ) as span:
+            span.set_attribute(key, value)
+            span.set_attributes(attributes)
+            span.add_event(name, attributes, timestamp=timestamp)
+            span.add_link(LINKED, attributes)
+            span.record_exception(ValueError(name), attributes=attributes, timestamp=timestamp)
+            span.update_name(name)
+            span.set_status(StatusCode.ERROR, name)
+            token = context.attach(baggage.set_baggage(key, value))
+            headers: dict[str, str] = {}
+            Propagator().inject(headers)
+            context.detach(token)
+    finally:
+        uninstall_context()
+    (recorded,) = memory.spans
+    encodes_everywhere([recorded])
