@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import itertools
 import math
+import pickle
 import sys
 import threading
 from collections.abc import Iterator
@@ -552,3 +553,18 @@ def test_any_value_through_any_entry_point_never_raises_and_encodes(
         uninstall_context()
     (recorded,) = memory.spans
     encodes_everywhere([recorded])
+
+
+def test_the_context_of_a_span_carrying_attached_baggage_pickles(
+    otel: trace.Tracer,
+) -> None:
+    # A TraceContext is handed to other processes (multiprocessing, task queues) by pickle.
+    with otel.start_as_current_span("request"):
+        token = context.attach(baggage.set_baggage("user", "alice"))
+        try:
+            span_context = tomograph.current_span().context  # type: ignore[union-attr]
+        finally:
+            context.detach(token)
+    copied = pickle.loads(pickle.dumps(span_context))
+    assert get_baggage(copied) == {"user": "alice"}
+    assert copied.span_id == span_context.span_id

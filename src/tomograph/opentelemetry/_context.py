@@ -209,6 +209,10 @@ class _AttachedExtra(dict[str, Any]):
 
     token: Callable[[], _Token | None]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A plain dict elsewhere: a span's context is pickled to other processes, its token not.
+        return (dict, (dict(self),))
+
 
 class RuntimeContext(_RuntimeContext):
     """OpenTelemetry's runtime context with tomograph's current span as its current span.
