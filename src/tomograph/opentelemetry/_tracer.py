@@ -52,6 +52,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _get_current_span = CURRENT_SPAN.get
 _set_current_span = CURRENT_SPAN.set
+_reset_current_span = CURRENT_SPAN.reset
 _INTERNAL = trace_api.SpanKind.INTERNAL
 
 
@@ -224,14 +225,27 @@ class Tracer(trace_api.Tracer):
             if attributes and is_mapping(attributes):
                 limit = limits.attributes
                 max_length = limits.attribute_length
-                for key, given_value in attributes.items():
-                    value = _clean_value(key, given_value, max_length)
-                    if value is _INVALID:
-                        continue
+                for key, value in attributes.items():
+                    cls = value.__class__
+                    # The usual attribute written out; _clean_value decides the rest (and cuts
+                    # text when a length limit is set).
+                    if not (
+                        key.__class__ is str
+                        and key
+                        and (
+                            cls is int
+                            or cls is float
+                            or cls is bool
+                            or (cls is str and max_length is None)
+                        )
+                    ):
+                        value = _clean_value(key, value, max_length)  # noqa: PLW2901
+                        if value is _INVALID:
+                            continue
                     if len(tags) >= limit and key not in tags:
                         _count_dropped(span, "attributes")
                         continue
-                    tags[key] = value
+                    tags[key] = value  # type: ignore[assignment]  # checked above
             if links:
                 try:
                     given_links = tuple(links)
@@ -241,7 +255,11 @@ class Tracer(trace_api.Tracer):
                     # Anything but a Link (a bare SpanContext, None) has no context: dropped.
                     context_of = getattr(link, "context", None)
                     _add_link(span, limits, context_of, getattr(link, "attributes", None))
-        if isinstance(baggage, Mapping) and not same_baggage(entries_of(span.extra), baggage):
+        if (
+            baggage is not None
+            and isinstance(baggage, Mapping)
+            and not same_baggage(entries_of(span.extra), baggage)
+        ):
             replace_baggage(span, baggage_entries(baggage))
         return Span(span, provider.limits, record_exception, set_status_on_exception)
 
@@ -290,26 +308,27 @@ class _CurrentSpan:
         self._tracer = tracer
         self._args = args
         self._end_on_exit = end_on_exit
-        #: (span, token) of each entry not yet exited (list.append and pop: thread-safe).
-        self._entered: list[tuple[Span, Any]] = []
+        #: (span, bridge, inner token, token) of each entry not yet exited (list.append and
+        #: remove are thread-safe).
+        self._entered: list[tuple[Span, RuntimeContext | None, Any, Any]] = []
 
     def __enter__(self) -> Span:
         span = self._tracer.start_span(*self._args)
         bridge = context_api._RUNTIME_CONTEXT
         if bridge.__class__ is RuntimeContext:
-            # RuntimeContext.attach for a span of ours, written out: once per span.
-            inner = bridge
-            current = inner._get_inner()
-            token: Any = _context._Token(
-                _set_current_span(span.tomograph_span),
-                inner.inner.attach(Context({**current, _context.SPAN_KEY: span})),
-            )
+            # RuntimeContext.attach for a span of ours, written out (it runs once per span):
+            # the span becomes tomograph's current span and the span of OpenTelemetry's context.
+            context = Context(bridge._get_inner())
+            dict.__setitem__(context, _context.SPAN_KEY, span)
+            inner_token = bridge.inner.attach(context)
+            token = _set_current_span(span.tomograph_span)
+            self._entered.append((span, bridge, inner_token, token))
         else:
-            token = context_api.attach(trace_api.set_span_in_context(span))
-        self._entered.append((span, token))
+            attached = context_api.attach(trace_api.set_span_in_context(span))
+            self._entered.append((span, None, None, attached))
         return span
 
-    def _exiting(self) -> tuple[Span, Any]:
+    def _exiting(self) -> tuple[Span, RuntimeContext | None, Any, Any]:
         entered = self._entered
         if len(entered) > 1:
             current = _get_current_span()
@@ -319,13 +338,23 @@ class _CurrentSpan:
                         entered.remove(entry)  # by identity first: this very entry
                     except ValueError:  # another thread's exit took it meanwhile
                         break
-                    return cast(tuple[Span, Any], entry)
+                    return cast(tuple[Span, RuntimeContext | None, Any, Any], entry)
         return entered.pop()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        span, token = self._exiting()
-        context_api.detach(token)
-        if isinstance(exc, Exception) and span.is_recording():
+        span, bridge, inner_token, token = self._exiting()
+        if bridge is not None:
+            try:
+                _reset_current_span(token)
+            except ValueError:
+                pass  # left in another context: the inner detach logs it, as the API does
+            try:
+                bridge.inner.detach(inner_token)
+            except Exception:
+                log.exception("Failed to detach context")
+        else:
+            context_api.detach(token)
+        if exc is not None and isinstance(exc, Exception) and span.is_recording():
             if span._record_exception:
                 span.record_exception(exc)
             if span._set_status_on_exception:
