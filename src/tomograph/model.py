@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tomograph._cache import memoize
+from tomograph.text import printable
 
 __all__ = [
     "Endpoint",
@@ -234,13 +235,30 @@ class ExceptionNote(str):
 
 def _attributes_json(name: str, attributes: Mapping[str, TagValue]) -> str:
     """``{"name": {attributes}}`` as JSON: how Zipkin shows an event or link with attributes
-    (OpenTelemetry's Zipkin mapping, and what the collector makes of OTLP events)."""
-    return json.dumps(
-        {name: {key: list(v) if isinstance(v, tuple) else v for key, v in attributes.items()}},
-        sort_keys=True,
-        ensure_ascii=False,
-        default=str,
-    )
+    (OpenTelemetry's Zipkin mapping, and what the collector makes of OTLP events).
+
+    An int with more digits than Python writes in decimal is written in hex, as encoders do.
+    """
+    shown = {key: list(v) if isinstance(v, tuple) else v for key, v in attributes.items()}
+    try:
+        return _dumps({name: shown})
+    except ValueError:  # an int past sys.get_int_max_str_digits(): rare, so checked only now
+        return _dumps({name: {key: _decimal_or_hex(value) for key, value in shown.items()}})
+
+
+def _dumps(document: object) -> str:
+    return json.dumps(document, sort_keys=True, ensure_ascii=False, default=printable)
+
+
+def _decimal_or_hex(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decimal_or_hex(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            str(int(value))
+        except ValueError:
+            return hex(value)
+    return value
 
 
 class EventNote(str):

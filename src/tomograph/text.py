@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["unicode_text", "utf8"]
+__all__ = ["printable", "unicode_text", "utf8"]
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -42,3 +42,19 @@ def utf8(text: str) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return unicode_text(text).encode()
+
+
+def printable(value: object) -> str:
+    """``str(value)``, or ``<unprintable Type>`` when that raises: a value of the application's
+    whose ``__str__`` is broken must not raise from tracing code.
+
+    >>> class Broken:
+    ...     def __str__(self):
+    ...         raise RuntimeError
+    >>> printable(None), printable(Broken())
+    ('None', '<unprintable Broken>')
+    """
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"

@@ -373,6 +373,37 @@ def test_encoded_spans_decode_to_their_ids_kinds_names_times_and_services(
         assert got["localEndpoint"] == {"serviceName": service}
 
 
+def test_links_the_sdk_sends_to_an_invalid_context_do_not_cost_the_request() -> None:
+    # OpenTelemetry's SDK keeps a link to an invalid span context when it has attributes, and
+    # its OTLP exporter sends it with all-zero ids: the span and its batch must still be taken.
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import INVALID_SPAN_CONTEXT, Link
+
+    tracer = TracerProvider().get_tracer("batch.consumer")
+    span = tracer.start_span("consume", links=[Link(INVALID_SPAN_CONTEXT, {"reason": "gone"})])
+    span.end()
+    request = sdk_encode([span])
+    assert len(request.resource_spans[0].scope_spans[0].spans[0].links) == 1
+    (decoded,) = decode_spans(request.SerializeToString())
+    assert decoded["name"] == "consume"
+    (note,) = [a["value"] for a in decoded.get("annotations", []) if "link" in a["value"]]
+    assert json.loads(note) == {"link": {"reason": "gone", "spanId": "0" * 16, "traceId": "0" * 32}}
+
+
+def test_a_link_with_malformed_ids_is_left_out_and_its_span_kept() -> None:
+    request = sample_request(
+        links=[
+            trace_pb2.Span.Link(trace_id=b"\x01" * 15, span_id=b"\x01" * 8),
+            trace_pb2.Span.Link(trace_id=b"\x01" * 16, span_id=b"\x01" * 9),
+            trace_pb2.Span.Link(trace_id=TRACE, span_id=PARENT),
+        ]
+    )
+    (decoded,) = decode_spans(request.SerializeToString())
+    links = [a["value"] for a in decoded["annotations"] if a["value"].startswith('{"link"')]
+    assert [json.loads(link)["link"]["spanId"] for link in links] == [PARENT.hex()]
+
+
 def test_spans_are_exported_under_the_instrumentation_scope_they_were_made_in() -> None:
     # Spans made through OpenTelemetry's API carry their tracer's scope as tags; an OTLP
     # backend shows it as the scope (the library that made the span), as the SDK exports it.

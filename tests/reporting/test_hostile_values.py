@@ -263,6 +263,36 @@ def test_any_value_is_encoded_by_every_encoder(name: str, key: str, value: Any, 
     StatsdSender().encode([span])
 
 
+class _IntWithoutText(int):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+class _FloatWithoutText(float):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+def test_numbers_of_subclasses_whose_str_fails_are_written_as_their_value() -> None:
+    # An int or float subclass with a broken __str__ must not cost the span its delivery.
+    span = _span(
+        tags={
+            "int": _IntWithoutText(7),
+            "float": _FloatWithoutText(1.5),
+            "list": [_IntWithoutText(1)],
+        }
+    )
+    from_json = zipkin_json.decode_spans(zipkin_json.encode_spans([span]))[0]
+    assert from_json["tags"] == {"int": "7", "float": "1.5", "list": '["1"]'}
+    assert zipkin_proto.decode_spans(zipkin_proto.encode_spans([span]))[0] == from_json
+    zipkin_thrift.decode_span(zipkin_thrift.encode_span(span))
+    ExportTraceServiceRequest().ParseFromString(otlp.encode_spans([span]))
+
+
 def test_json_and_proto_agree_on_hostile_values() -> None:
     span = _span(name="n\udc00\ud800", tags={"k": ["x\ud800", 2**70]}, note="\udfff")
     from_json = zipkin_json.decode_spans(zipkin_json.encode_spans([span]))

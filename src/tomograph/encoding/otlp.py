@@ -404,10 +404,12 @@ def _span(
             value = event.name
         annotations.append(((event.time_unix_nano + 500) // 1000, value))
     for link in span.links:
-        link_trace = _hex(link.trace_id, 16, "links.traceId", where)
-        link_span = _hex(link.span_id, 8, "links.spanId", where)
-        if link_trace and link_span:
-            text = LinkNote.text(link_trace, link_span, _plain_attributes(link.attributes))
+        # A link is kept as a note, never the reason a span (and its request) is refused: its
+        # ids may be all zeros (the SDK sends a link to an invalid context that has attributes);
+        # ids of the wrong length are no link at all.
+        if len(link.trace_id) == 16 and len(link.span_id) == 8:
+            attributes = _plain_attributes(link.attributes)
+            text = LinkNote.text(link.trace_id.hex(), link.span_id.hex(), attributes)
             annotations.append((timestamp, text))
     if scope is not None and scope.name:
         tags[_SCOPE_NAME_TAG] = scope.name

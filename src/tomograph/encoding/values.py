@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import TypeAlias
 
-from tomograph.text import unicode_text
+from tomograph.text import printable, unicode_text
 
 __all__ = ["TagScalar", "safe_text", "tag_text", "tag_value"]
 
@@ -53,16 +53,16 @@ def _as_text(value: object) -> str:
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, int):
+        # int's own text, not a subclass's __str__ (which may fail: the span would be lost).
         try:
-            return str(value)
+            return int.__repr__(value)
         except ValueError:  # more digits than sys.get_int_max_str_digits() allows
             return hex(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
+    return printable(value)
 
 
 def tag_value(value: object) -> TagScalar | tuple[TagScalar, ...]:

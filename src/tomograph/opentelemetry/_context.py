@@ -26,6 +26,9 @@ import time: ``OTEL_PYTHON_CONTEXT=tomograph`` loads it while that package is be
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any
@@ -43,6 +46,7 @@ from tomograph.propagation.baggage import (
     replace_baggage,
 )
 from tomograph.span import Span as TomographSpan
+from tomograph.text import printable
 
 __all__ = [
     "RuntimeContext",
@@ -126,7 +130,7 @@ def baggage_entries(baggage: Mapping[str, object]) -> list[BaggageEntry]:
     entries = []
     for key, value in baggage.items():
         if isinstance(key, str) and is_valid_key(key):
-            entries.append(BaggageEntry(key, value if value.__class__ is str else str(value)))
+            entries.append(BaggageEntry(key, value if value.__class__ is str else printable(value)))
     return entries
 
 
@@ -136,15 +140,47 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
         return False
     for entry in entries:
         value = baggage.get(entry.key)
-        if value is None or (value if value.__class__ is str else str(value)) != entry.value:
+        if value is None or (value if value.__class__ is str else printable(value)) != entry.value:
             return False
     return True
 
 
-class _Token:
-    """What :meth:`RuntimeContext.attach` returns: how to undo each part of it."""
+#: Serializes the baggage links of attaches over a span that threads share. Taken only by an
+#: attach whose context's baggage differs from its span's, and by its detach: never for a span
+#: started through OpenTelemetry.
+_BAGGAGE_LOCK = threading.Lock()
 
-    __slots__ = ("baggage_span", "extra_before", "extra_set", "inner", "root", "span", "suppress")
+
+def _new_lock_in_child() -> None:
+    # A fork while another thread held the lock would leave it held forever in the child.
+    global _BAGGAGE_LOCK
+    _BAGGAGE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+class _Token:
+    """What :meth:`RuntimeContext.attach` returns: how to undo each part of it.
+
+    An attach that put its context's baggage on a span is linked to the attach before it and
+    the one after it on the same span (``previous``/``later``): tasks sharing a span detach in
+    the order they end, and whichever detaches last must restore the span's own baggage.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "baggage_span",
+        "extra_before",
+        "extra_set",
+        "inner",
+        "later",
+        "previous",
+        "root",
+        "span",
+        "suppress",
+    )
 
     def __init__(self, span: Token[TomographSpan | None], inner: Token[Context]) -> None:
         self.span = span
@@ -154,6 +190,37 @@ class _Token:
         self.baggage_span: TomographSpan | None = None
         self.extra_before: Any = None
         self.extra_set: Any = None
+        self.previous: _Token | None = None
+        self.later: _Token | None = None
+
+    def restore_baggage(self) -> None:
+        """Undo this attach's baggage on its span, in whatever order attaches are undone."""
+        with _BAGGAGE_LOCK:
+            span = self.baggage_span
+            if span is None:
+                return
+            previous, later = self.previous, self.later
+            if later is not None:  # attached after this one and still attached: it restores
+                later.extra_before = self.extra_before
+                later.previous = previous
+            elif span.extra is self.extra_set:  # else tomograph's API changed it since: kept
+                span.extra = self.extra_before
+            if previous is not None:
+                previous.later = later
+            self.previous = self.later = self.baggage_span = None
+
+
+class _AttachedExtra(dict[str, Any]):
+    """A span's ``extra`` while an attached context's baggage is on it: it knows which attach
+    put it there (a weak reference: a span never keeps a token alive)."""
+
+    __slots__ = ("token",)
+
+    token: Callable[[], _Token | None]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A plain dict elsewhere: a span's context is pickled to other processes, its token not.
+        return (dict, (dict(self),))
 
 
 class RuntimeContext(_RuntimeContext):
@@ -202,10 +269,19 @@ class RuntimeContext(_RuntimeContext):
             return
         if span.end_ns:
             return
-        token.baggage_span = span
-        token.extra_before = span.extra
-        replace_baggage(span, new)
-        token.extra_set = span.extra
+        with _BAGGAGE_LOCK:
+            before = span.extra
+            replace_baggage(span, new)
+            attached = _AttachedExtra(span.extra or ())
+            attached.token = weakref.ref(token)
+            span.extra = attached
+            token.baggage_span = span
+            token.extra_before = before
+            token.extra_set = attached
+            previous = before.token() if before.__class__ is _AttachedExtra else None
+            if previous is not None and previous.baggage_span is span:
+                token.previous = previous
+                previous.later = token
 
     def get_current(self) -> Context:
         """OpenTelemetry's current context, with tomograph's current span and its baggage."""
@@ -257,9 +333,8 @@ class RuntimeContext(_RuntimeContext):
                 SUPPRESS_TRACING.reset(ours.suppress)
             except ValueError:
                 pass
-        span = ours.baggage_span
-        if span is not None and span.extra is ours.extra_set:
-            span.extra = ours.extra_before
+        if ours.baggage_span is not None:
+            ours.restore_baggage()
         self.inner.detach(ours.inner)
 
 

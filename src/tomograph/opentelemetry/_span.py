@@ -4,7 +4,8 @@ to tomograph's.
 What maps to what (see docs/opentelemetry.md):
 
 * attributes -> tags, with OpenTelemetry's rules: a str, bool, int or float, or a sequence of
-  one of those types (``None`` items allowed); anything else is dropped and logged once per key;
+  one of those types (``None`` items allowed); bytes are kept as the text they hold (UTF-8);
+  anything else is dropped and logged once per key;
 * events -> notes (:class:`~tomograph.model.EventNote` when they have attributes);
 * ``record_exception`` -> an exception note; status ERROR -> a failed span (Zipkin's ``error``
   tag, OTLP's status) and the tag ``otel.status_code``; OK -> ``otel.status_code=OK``, final;
@@ -48,6 +49,7 @@ from tomograph.model import (
 )
 from tomograph.propagation.w3c import TRACESTATE
 from tomograph.span import Span as TomographSpan
+from tomograph.text import printable
 
 __all__ = [
     "RemoteParent",
@@ -55,8 +57,11 @@ __all__ = [
     "Span",
     "SpanLimits",
     "clean_attributes",
+    "is_mapping",
     "kind_of",
     "span_context_of",
+    "status_description",
+    "text_of",
     "trace_context_of",
 ]
 
@@ -79,6 +84,22 @@ _KINDS: dict[Any, SpanKind | None] = {
 _OTEL_KINDS = {value: key for key, value in _KINDS.items()}
 
 
+def text_of(value: object) -> str:
+    """``value`` (a name, a description) as text: its ``str()``; an object whose ``str()``
+    fails is named by its type instead of raising into the application.
+
+    >>> text_of(12), text_of('plain')
+    ('12', 'plain')
+    """
+    return value if value.__class__ is str else printable(value)
+
+
+def status_description(exc: BaseException) -> str:
+    """The status description of a span an exception left: ``Type: message``, as the SDK
+    writes it (an exception whose message cannot be read must still reach the application)."""
+    return f"{type(exc).__name__}: {printable(exc)}"
+
+
 def kind_of(kind: Any) -> SpanKind | None:
     """tomograph's kind for an OpenTelemetry ``SpanKind`` (anything else is a local span)."""
     try:
@@ -88,14 +109,14 @@ def kind_of(kind: Any) -> SpanKind | None:
         return None
 
 
-def _env_limit(*names: str, default: int = 128) -> int:
+def _env_limit(*names: str, default: Any = 128) -> Any:
     for name in names:
         text = opentelemetry_variable(name)
         if text:
             try:
                 value = int(text)
             except ValueError:
-                log.warning("%s=%r is not a number: using %d", name, text, default)
+                log.warning("%s=%r is not a number: using %s", name, text, default)
                 return default
             return max(0, value)
     return default
@@ -107,13 +128,17 @@ class SpanLimits:
     (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` or ``OTEL_ATTRIBUTE_COUNT_LIMIT``,
     ``OTEL_SPAN_EVENT_COUNT_LIMIT``, ``OTEL_SPAN_LINK_COUNT_LIMIT``,
     ``OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_LINK_ATTRIBUTE_COUNT_LIMIT``), 128 each by
-    default."""
+    default; and the characters an attribute's text keeps
+    (``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`` or ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``),
+    unlimited by default."""
 
     attributes: int = 128
     events: int = 128
     links: int = 128
     event_attributes: int = 128
     link_attributes: int = 128
+    #: Characters an attribute's text keeps (None: all of it, the SDK's default).
+    attribute_length: int | None = None
 
     @classmethod
     def from_environment(cls) -> SpanLimits:
@@ -125,6 +150,11 @@ class SpanLimits:
             links=_env_limit("OTEL_SPAN_LINK_COUNT_LIMIT"),
             event_attributes=_env_limit("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", *common),
             link_attributes=_env_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", *common),
+            attribute_length=_env_limit(
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                default=None,
+            ),
         )
 
 
@@ -143,8 +173,36 @@ def _warn_once(key: object, reason: str) -> None:
         log.warning("OpenTelemetry attribute %s dropped: %s", text, reason)
 
 
-def _clean_value(key: object, value: object) -> Any:
-    """``value`` as a tag value, or :data:`_INVALID` (logged): OpenTelemetry's attribute rules."""
+def _plain(value: bool | str | int | float) -> bool | str | int | float:
+    """The plain ``str``, ``int`` or ``float`` of a subclass's value (an enum member, a
+    subclass with its own ``__str__``): what encoders write is the value, never a method
+    that might fail when the span is sent."""
+    cls = value.__class__
+    if cls is str or cls is int or cls is float or cls is bool:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    return float.__float__(value)
+
+
+_BYTES = (bytes, bytearray)
+
+
+def _bytes_text(value: bytes | bytearray) -> str:
+    """A bytes value as the text it holds: OpenTelemetry keeps bytes attributes (a message
+    key), tags are text (bytes that are not UTF-8 keep the rest, U+FFFD in their place)."""
+    return bytes(value).decode("utf-8", "replace")
+
+
+def _scalar_kind(item: object) -> type | None:
+    return next((t for t in _SCALARS if isinstance(item, t)), None)
+
+
+def _clean_value(key: object, value: object, max_length: int | None = None) -> Any:
+    """``value`` as a tag value, or :data:`_INVALID` (logged): OpenTelemetry's attribute rules,
+    text cut to ``max_length`` characters if given (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``)."""
     if key.__class__ is not str and not isinstance(key, str):
         _warn_once(key, "keys must be strings")
         return _INVALID
@@ -152,16 +210,20 @@ def _clean_value(key: object, value: object) -> Any:
         _warn_once(key, "keys must not be empty")
         return _INVALID
     cls = value.__class__
-    if cls is str or cls is int or cls is float or cls is bool:
+    if cls is str:
+        return value if max_length is None else value[:max_length]  # type: ignore[index]
+    if cls is int or cls is float or cls is bool:
         return value
     if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        clean: Any = _plain(value)
+    elif isinstance(value, _BYTES):
+        clean = _bytes_text(value)
+    elif isinstance(value, Sequence):
         kind: type | None = None
         for item in value:
             if item is None:
                 continue
-            item_kind = next((t for t in _SCALARS if isinstance(item, t)), None)
+            item_kind = str if isinstance(item, _BYTES) else _scalar_kind(item)
             if item_kind is None:
                 _warn_once(key, f"{type(item).__name__} is not an attribute value type")
                 return _INVALID
@@ -170,24 +232,49 @@ def _clean_value(key: object, value: object) -> Any:
             elif item_kind is not kind:
                 _warn_once(key, "sequence items must all have one type")
                 return _INVALID
-        return tuple(value)  # a copy: the caller may change its list afterwards
-    _warn_once(key, f"{type(value).__name__} is not an attribute value type")
-    return _INVALID
+        # A copy (the caller may change its list afterwards), of plain values.
+        clean = tuple(
+            item
+            if item is None
+            else _bytes_text(item)
+            if isinstance(item, _BYTES)
+            else _plain(item)
+            for item in value
+        )
+        if kind is str and max_length is not None:
+            return tuple(item if item is None else item[:max_length] for item in clean)
+        return clean
+    else:
+        _warn_once(key, f"{type(value).__name__} is not an attribute value type")
+        return _INVALID
+    if max_length is not None and clean.__class__ is str:
+        return clean[:max_length]
+    return clean
+
+
+def is_mapping(attributes: object) -> bool:
+    """Whether ``attributes`` is a mapping, as the API requires (a list of pairs, a common slip,
+    is dropped and logged instead of raising into the application)."""
+    if isinstance(attributes, Mapping):
+        return True
+    log.warning("OpenTelemetry attributes dropped: %s is not a mapping", type(attributes).__name__)
+    return False
 
 
 def clean_attributes(
-    attributes: types.Attributes | Mapping[str, Any], limit: int
+    attributes: types.Attributes | Mapping[str, Any], limit: int, max_length: int | None = None
 ) -> dict[str, TagValue]:
-    """The valid ones of ``attributes``, at most ``limit`` of them, as tag values.
+    """The valid ones of ``attributes``, at most ``limit`` of them, as tag values (text cut to
+    ``max_length`` characters if given).
 
     >>> clean_attributes({'a': 1, 'b': [1, 2], 'c': {'no': 'maps'}, 'd': [1, 'x']}, 128)
     {'a': 1, 'b': (1, 2)}
     """
     clean: dict[str, TagValue] = {}
-    if not attributes:
+    if not attributes or not is_mapping(attributes):
         return clean
     for key, given in attributes.items():
-        value = _clean_value(key, given)
+        value = _clean_value(key, given, max_length)
         if value is not _INVALID and (len(clean) < limit or key in clean):
             clean[key] = value
     return clean
@@ -354,8 +441,13 @@ class Span(trace_api.Span):
     def get_span_context(self) -> SpanContext:
         """The span's ids, sampling flag and trace state."""
         context = self._context
-        if context is None:
-            context = self._context = span_context_of(self.tomograph_span)
+        span = self.tomograph_span
+        # Made again if the sampling decision changed since (tomograph's set_sampling: a debug
+        # request, OpenTracing's sampling.priority): the flags are the span's of the moment.
+        if context is None or context.trace_flags is not (
+            _SAMPLED if span.sampled else _NOT_SAMPLED
+        ):
+            context = self._context = span_context_of(span)
         return context
 
     def is_recording(self) -> bool:
@@ -388,7 +480,7 @@ class Span(trace_api.Span):
         span = self.tomograph_span
         if not span.sampled or span.end_ns:
             return
-        clean = _clean_value(key, value)
+        clean = _clean_value(key, value, self._limits.attribute_length)
         if clean is _INVALID:
             return
         tags = span.tags
@@ -400,12 +492,13 @@ class Span(trace_api.Span):
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         """Set several attributes."""
         span = self.tomograph_span
-        if not span.sampled or span.end_ns or not attributes:
+        if not span.sampled or span.end_ns or not attributes or not is_mapping(attributes):
             return
         tags = span.tags
         limit = self._limits.attributes
+        max_length = self._limits.attribute_length
         for key, given in attributes.items():
-            value = _clean_value(key, given)
+            value = _clean_value(key, given, max_length)
             if value is _INVALID:
                 continue
             if len(tags) >= limit and key not in tags:
@@ -428,10 +521,12 @@ class Span(trace_api.Span):
             _count_dropped(span, "events")
             return
         if name.__class__ is not str:
-            name = str(name)
+            name = text_of(name)
         at = monotonic_ns() if timestamp is None else _monotonic_at(span, timestamp)
         if attributes:
-            clean = clean_attributes(attributes, self._limits.event_attributes)
+            clean = clean_attributes(
+                attributes, self._limits.event_attributes, self._limits.attribute_length
+            )
             notes.append((at, EventNote.of(name, clean) if clean else name, None))
         else:
             notes.append((at, name, None))
@@ -446,7 +541,7 @@ class Span(trace_api.Span):
         """Rename the span."""
         span = self.tomograph_span
         if span.sampled and not span.end_ns:
-            span.name = name if name.__class__ is str else str(name)
+            span.name = text_of(name)
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         """Set the status: ERROR fails the span, OK is final, UNSET is ignored (the SDK's rules)."""
@@ -470,7 +565,7 @@ class Span(trace_api.Span):
             span.error = True
             tags[STATUS_CODE_TAG] = "ERROR"
             if description:
-                tags["error"] = description if description.__class__ is str else str(description)
+                tags["error"] = text_of(description)
 
     def record_exception(
         self,
@@ -486,9 +581,14 @@ class Span(trace_api.Span):
         span = self.tomograph_span
         if not span.sampled or span.end_ns:
             return
+        if not isinstance(cast(object, exception), BaseException):  # a misuse, seen in the wild
+            log.debug("record_exception(%r) needs an exception: ignored", type(exception))
+            return
         note = ExceptionNote.of(exception)
         if attributes:
-            note.attributes = clean_attributes(attributes, self._limits.event_attributes)
+            note.attributes = clean_attributes(
+                attributes, self._limits.event_attributes, self._limits.attribute_length
+            )
         at = monotonic_ns() if timestamp is None else _monotonic_at(span, timestamp)
         span.notes_raw.append((at, note, None))
 
@@ -512,7 +612,7 @@ class Span(trace_api.Span):
             if self._record_exception:
                 self.record_exception(exc, escaped=True)
             if self._set_status_on_exception:
-                self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                self.set_status(Status(StatusCode.ERROR, status_description(exc)))
         self.end()
 
     def __eq__(self, other: object) -> bool:
@@ -535,7 +635,7 @@ def _events(notes: Iterable[tuple[int, str, int | None]]) -> int:
 def _add_link(
     span: TomographSpan,
     limits: SpanLimits,
-    context: SpanContext,
+    context: object,
     attributes: types.Attributes | Mapping[str, Any],
 ) -> None:
     """Keep a link to ``context`` on ``span`` (an invalid context with no attributes is not a link,
@@ -548,5 +648,9 @@ def _add_link(
     if len(notes) >= limits.links and len(notes) - _events(notes) >= limits.links:
         _count_dropped(span, "links")
         return
-    clean = clean_attributes(attributes, limits.link_attributes) if attributes else {}
+    clean = (
+        clean_attributes(attributes, limits.link_attributes, limits.attribute_length)
+        if attributes
+        else {}
+    )
     notes.append((span.start_ns, LinkNote.of(target, clean), None))

@@ -33,7 +33,10 @@ from tomograph.opentelemetry._span import (
     _clean_value,
     _count_dropped,
     _is_epoch_ns,
+    is_mapping,
     kind_of,
+    status_description,
+    text_of,
     trace_context_of,
 )
 from tomograph.propagation.baggage import entries_of, replace_baggage
@@ -106,12 +109,15 @@ class TracerProvider(trace_api.TracerProvider):
         attributes: types.Attributes | None = None,
     ) -> Tracer:
         """The tracer of one instrumentation scope (a library, by name and version)."""
-        key = (instrumenting_module_name, instrumenting_library_version)
+        name, version = instrumenting_module_name, instrumenting_library_version
+        if name.__class__ is not str and name is not None:
+            name = text_of(name)  # a scope of another type (a list) must not raise: its text
+        if version.__class__ is not str and version is not None:
+            version = text_of(version)
+        key = (name, version)
         tracer = self._tracers.get(key)
         if tracer is None:
-            tracer = self._tracers[key] = Tracer(
-                self, instrumenting_module_name, instrumenting_library_version
-            )
+            tracer = self._tracers[key] = Tracer(self, name, version)
         return tracer
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -159,9 +165,9 @@ class Tracer(trace_api.Tracer):
         self._provider = provider
         tags: dict[str, str] = {}
         if name:
-            tags["otel.scope.name"] = str(name)
+            tags["otel.scope.name"] = text_of(name)
         if version:
-            tags["otel.scope.version"] = str(version)
+            tags["otel.scope.version"] = text_of(version)
         self._scope_tags = tags
 
     def start_span(
@@ -180,6 +186,9 @@ class Tracer(trace_api.Tracer):
         provider = self._provider
         tracer = provider.tomograph_tracer or get_tracer()
         parent: TomographSpan | TraceContext | None
+        if context is not None and not isinstance(cast(object, context), Context):
+            log.debug("start_span(context=%r) needs a Context: the current one is used", context)
+            context = None
         if context is None and context_api._RUNTIME_CONTEXT.__class__ is RuntimeContext:
             parent = _get_current_span()
             baggage = None
@@ -193,7 +202,7 @@ class Tracer(trace_api.Tracer):
                 context if context is not None else context_api.get_current()
             )
         if name.__class__ is not str:
-            name = str(name)
+            name = text_of(name)
         span = TomographSpan(
             tracer,
             name,
@@ -213,17 +222,24 @@ class Tracer(trace_api.Tracer):
             tags = span.tags
             tags.update(self._scope_tags)
             limits = provider.limits
-            if attributes:
+            if attributes and is_mapping(attributes):
                 limit = limits.attributes
+                max_length = limits.attribute_length
                 for key, value in attributes.items():
                     cls = value.__class__
-                    # The usual attribute written out; _clean_value decides the rest.
+                    # The usual attribute written out; _clean_value decides the rest (and cuts
+                    # text when a length limit is set).
                     if not (
                         key.__class__ is str
                         and key
-                        and (cls is str or cls is int or cls is float or cls is bool)
+                        and (
+                            cls is int
+                            or cls is float
+                            or cls is bool
+                            or (cls is str and max_length is None)
+                        )
                     ):
-                        value = _clean_value(key, value)  # noqa: PLW2901
+                        value = _clean_value(key, value, max_length)  # noqa: PLW2901
                         if value is _INVALID:
                             continue
                     if len(tags) >= limit and key not in tags:
@@ -231,8 +247,14 @@ class Tracer(trace_api.Tracer):
                         continue
                     tags[key] = value  # type: ignore[assignment]  # checked above
             if links:
-                for link in links:
-                    _add_link(span, limits, link.context, link.attributes)
+                try:
+                    given_links = tuple(links)
+                except TypeError:  # one Link where a sequence of them was due
+                    given_links = (links,)  # type: ignore[assignment]
+                for link in given_links:
+                    # Anything but a Link (a bare SpanContext, None) has no context: dropped.
+                    context_of = getattr(link, "context", None)
+                    _add_link(span, limits, context_of, getattr(link, "attributes", None))
         if (
             baggage is not None
             and isinstance(baggage, Mapping)
@@ -273,54 +295,70 @@ class Tracer(trace_api.Tracer):
 
 class _CurrentSpan:
     """What ``start_as_current_span`` returns: a context manager, and a decorator (each call in
-    a new span), as the API's own is."""
+    a new span), as the API's own is.
 
-    __slots__ = ("_args", "_bridge", "_end_on_exit", "_inner_token", "_span", "_token", "_tracer")
+    Entering it again while it is in use (nested, or from another thread when one object is
+    kept at module level) starts one more span: each exit ends the span that is current where
+    it runs, so no span is left open and every thread gets its own context back.
+    """
+
+    __slots__ = ("_args", "_end_on_exit", "_entered", "_tracer")
 
     def __init__(self, tracer: Tracer, args: tuple[Any, ...], end_on_exit: bool) -> None:
         self._tracer = tracer
         self._args = args
         self._end_on_exit = end_on_exit
-        self._span: Span | None = None
-        self._token: Any = None
-        self._inner_token: Any = None
-        self._bridge: RuntimeContext | None = None
+        #: (span, bridge, inner token, token) of each entry not yet exited (list.append and
+        #: remove are thread-safe).
+        self._entered: list[tuple[Span, RuntimeContext | None, Any, Any]] = []
 
     def __enter__(self) -> Span:
-        span = self._span = self._tracer.start_span(*self._args)
+        span = self._tracer.start_span(*self._args)
         bridge = context_api._RUNTIME_CONTEXT
         if bridge.__class__ is RuntimeContext:
             # RuntimeContext.attach for a span of ours, written out (it runs once per span):
             # the span becomes tomograph's current span and the span of OpenTelemetry's context.
             context = Context(bridge._get_inner())
             dict.__setitem__(context, _context.SPAN_KEY, span)
-            self._bridge = bridge
-            self._inner_token = bridge.inner.attach(context)
-            self._token = _set_current_span(span.tomograph_span)
+            inner_token = bridge.inner.attach(context)
+            token = _set_current_span(span.tomograph_span)
+            self._entered.append((span, bridge, inner_token, token))
         else:
-            self._token = context_api.attach(trace_api.set_span_in_context(span))
+            attached = context_api.attach(trace_api.set_span_in_context(span))
+            self._entered.append((span, None, None, attached))
         return span
 
+    def _exiting(self) -> tuple[Span, RuntimeContext | None, Any, Any]:
+        entered = self._entered
+        if len(entered) > 1:
+            current = _get_current_span()
+            for entry in reversed(entered):
+                if entry[0].tomograph_span is current:
+                    try:
+                        entered.remove(entry)  # by identity first: this very entry
+                    except ValueError:  # another thread's exit took it meanwhile
+                        break
+                    return cast(tuple[Span, RuntimeContext | None, Any, Any], entry)
+        return entered.pop()
+
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        bridge = self._bridge
+        span, bridge, inner_token, token = self._exiting()
         if bridge is not None:
             try:
-                _reset_current_span(self._token)
+                _reset_current_span(token)
             except ValueError:
                 pass  # left in another context: the inner detach logs it, as the API does
             try:
-                bridge.inner.detach(self._inner_token)
+                bridge.inner.detach(inner_token)
             except Exception:
                 log.exception("Failed to detach context")
         else:
-            context_api.detach(self._token)
-        span = self._span
-        assert span is not None
+            context_api.detach(token)
         if exc is not None and isinstance(exc, Exception) and span.is_recording():
             if span._record_exception:
                 span.record_exception(exc)
             if span._set_status_on_exception:
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_status(Status(StatusCode.ERROR, status_description(exc)))
         if self._end_on_exit:
             span.end()
 
