@@ -141,6 +141,14 @@ def test_service_name_is_stripped_and_an_empty_one_falls_back() -> None:
     assert tracer.service_name == "env"
 
 
+def test_opentelemetrys_service_name_variable_is_the_fallback() -> None:
+    # Services moving from OpenTelemetry's SDK already set OTEL_SERVICE_NAME.
+    assert tomograph.configure(environ={"OTEL_SERVICE_NAME": " billing "}).service_name == "billing"
+    both = {"OTEL_SERVICE_NAME": "otel", "TOMOGRAPH_SERVICE": "ours"}
+    assert tomograph.configure(environ=both).service_name == "ours"
+    assert tomograph.configure(service="given", environ=both).service_name == "given"
+
+
 def test_tracer_refuses_a_service_name_that_is_not_text() -> None:
     with pytest.raises(TypeError, match="service_name must be a string"):
         tomograph.Tracer(123)  # type: ignore[arg-type]

@@ -83,6 +83,8 @@ __all__ = [
 ]
 
 ENV_SERVICE = "TOMOGRAPH_SERVICE"
+#: OpenTelemetry's service name variable: the service when ``TOMOGRAPH_SERVICE`` is not set.
+ENV_OTEL_SERVICE = "OTEL_SERVICE_NAME"
 ENV_BACKENDS = "TOMOGRAPH_BACKENDS"
 ENV_SAMPLE_RATE = "TOMOGRAPH_SAMPLE_RATE"
 ENV_PROPAGATION = "TOMOGRAPH_PROPAGATION"
@@ -262,7 +264,12 @@ def _service_from(service: object, environ: Mapping[str, str]) -> str:
         text = _text_from(service, "service")
         if text:
             return text
-    return _text_from(environ.get(ENV_SERVICE, ""), ENV_SERVICE) or DEFAULT_SERVICE_NAME
+    return (
+        _text_from(environ.get(ENV_SERVICE, ""), ENV_SERVICE)
+        # What services moving from OpenTelemetry's SDK already set.
+        or _text_from(environ.get(ENV_OTEL_SERVICE, ""), ENV_OTEL_SERVICE)
+        or DEFAULT_SERVICE_NAME
+    )
 
 
 def _backends_from(backends: object, environ: Mapping[str, str]) -> list[Backend]:
