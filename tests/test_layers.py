@@ -93,6 +93,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tomograph.integrations",
             "tomograph.classic",
             "tomograph.opentracing",
+            "tomograph.opentelemetry",
             "tomograph.eventlet",
             "tomograph.tornado",
             # The package root is the public facade: it re-exports the classic API and config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -15,8 +16,11 @@ from tomograph._cache import memoize
 
 __all__ = [
     "Endpoint",
+    "EventNote",
     "ExceptionNote",
+    "LinkNote",
     "Note",
+    "STATUS_CODE_TAG",
     "SpanKind",
     "TagValue",
     "TraceContext",
@@ -24,6 +28,10 @@ __all__ = [
     "endpoint_for",
     "exception_text",
 ]
+
+#: The tag that carries a status set through the OpenTelemetry API (``OK`` or ``ERROR``), as
+#: OpenTelemetry's Zipkin mapping writes it; OTLP exports it as the span's status.
+STATUS_CODE_TAG = "otel.status_code"
 
 #: Values a tag may take: a str, int, float or bool, or a list or tuple of them (OpenTelemetry's
 #: attribute types). Zipkin encoders write strings ("true"/"false", a list as a JSON array of
@@ -153,6 +161,9 @@ class ExceptionNote(str):
     message: str
     frames: tuple[tuple[str, int, str], ...]
     omitted: int
+    #: Attributes given with the exception (OpenTelemetry's ``record_exception(attributes=)``),
+    #: exported on OTLP's ``exception`` event; ``None`` for tomograph's own.
+    attributes: Mapping[str, TagValue] | None = None
 
     #: The attribute :meth:`first_line_only` sets on an exception.
     _FIRST_LINE_ONLY = "__tomograph_first_line_only__"
@@ -206,6 +217,77 @@ class ExceptionNote(str):
         note.message = message
         note.frames = tuple(frames[-cls.MAX_FRAMES :])
         note.omitted = max(0, len(frames) - cls.MAX_FRAMES)
+        return note
+
+
+def _attributes_json(name: str, attributes: Mapping[str, TagValue]) -> str:
+    """``{"name": {attributes}}`` as JSON: how Zipkin shows an event or link with attributes
+    (OpenTelemetry's Zipkin mapping, and what the collector makes of OTLP events)."""
+    return json.dumps(
+        {name: {key: list(v) if isinstance(v, tuple) else v for key, v in attributes.items()}},
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+class EventNote(str):
+    """A note made from an OpenTelemetry event that has attributes.
+
+    Its text, what Zipkin shows, is ``{"name": {attributes}}`` as JSON; ``name`` and
+    ``attributes`` are kept beside it for OTLP, which exports them as an event with typed
+    attributes. An event without attributes is a plain note.
+
+    >>> note = EventNote.of('cache miss', {'key.count': 3})
+    >>> note, note.name, note.attributes
+    ('{"cache miss": {"key.count": 3}}', 'cache miss', {'key.count': 3})
+    """
+
+    name: str
+    attributes: Mapping[str, TagValue]
+
+    @classmethod
+    def of(cls, name: str, attributes: Mapping[str, TagValue]) -> EventNote:
+        """The note of event ``name`` with ``attributes`` (kept as given: pass a copy)."""
+        note = cls(_attributes_json(name, attributes))
+        note.name = name
+        note.attributes = attributes
+        return note
+
+
+class LinkNote(str):
+    """A link from a span to another span (OpenTelemetry's span links), kept as a note.
+
+    Zipkin has no links: there it shows as the note ``{"link": {"spanId": ..., "traceId":
+    ...}}`` (with the link's attributes), at the span's start. OTLP exports it as a link, with
+    the linked span's ``tracestate`` (``extra['tracestate']`` pairs) and attributes.
+
+    >>> note = LinkNote.of(TraceContext(0xABC, 0x12), {'reason': 'batch'})
+    >>> print(note)  # doctest: +NORMALIZE_WHITESPACE
+    {"link": {"reason": "batch", "spanId": "0000000000000012",
+              "traceId": "00000000000000000000000000000abc"}}
+    >>> note.context.span_id
+    18
+    """
+
+    context: TraceContext
+    attributes: Mapping[str, TagValue]
+
+    @staticmethod
+    def text(trace_id: str, span_id: str, attributes: Mapping[str, Any]) -> str:
+        """The note's text for a link to hex ids ``trace_id``/``span_id`` (the collector writes
+        the links of OTLP spans it receives the same way)."""
+        shown = dict(attributes)
+        shown["traceId"] = trace_id
+        shown["spanId"] = span_id
+        return _attributes_json("link", shown)
+
+    @classmethod
+    def of(cls, context: TraceContext, attributes: Mapping[str, TagValue]) -> LinkNote:
+        """The note of a link to ``context``, with ``attributes`` (kept as given)."""
+        note = cls(cls.text(f"{context.trace_id:032x}", f"{context.span_id:016x}", attributes))
+        note.context = context
+        note.attributes = attributes
         return note
 
 

@@ -60,7 +60,13 @@ from tomograph._version import __version__
 from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.normalize import SpanDict, span_dict
 from tomograph.encoding.values import safe_text, tag_text, tag_value
-from tomograph.model import ExceptionNote, exception_text
+from tomograph.model import (
+    STATUS_CODE_TAG,
+    EventNote,
+    ExceptionNote,
+    LinkNote,
+    exception_text,
+)
 from tomograph.propagation.w3c import TRACESTATE, format_tracestate
 
 if TYPE_CHECKING:
@@ -145,10 +151,19 @@ def _otlp_span(span: Span) -> OtlpSpan:
     if attributes:
         out.attributes.extend(_attributes(attributes))
     for mono, value, duration in span.notes_raw:
-        if isinstance(value, ExceptionNote):
-            _exception_event(out, mono + offset, value)
-            continue
-        event = out.events.add(name=safe_text(value), time_unix_nano=_unix_nano(mono + offset))
+        if value.__class__ is not str:
+            if isinstance(value, ExceptionNote):
+                _exception_event(out, mono + offset, value)
+                continue
+            if isinstance(value, LinkNote):
+                _link(out, value)
+                continue
+        if isinstance(value, EventNote):
+            event = out.events.add(name=safe_text(value.name))
+            event.attributes.extend(_attributes(value.attributes.items()))
+        else:
+            event = out.events.add(name=safe_text(value))
+        event.time_unix_nano = _unix_nano(mono + offset)
         if duration is not None:
             event.attributes.append(KeyValue(key="duration_us", value=_any_value(duration)))
     tags = span.tags
@@ -157,7 +172,22 @@ def _otlp_span(span: Span) -> OtlpSpan:
         message = tag_text(tags["error"]) if "error" in tags else ""
         if message != "true":  # the bare flag Zipkin writes for a failure without a message
             out.status.message = message
+    elif tags.get(STATUS_CODE_TAG) == "OK":  # set through the OpenTelemetry API
+        out.status.code = Status.STATUS_CODE_OK
     return out
+
+
+def _link(out: OtlpSpan, note: LinkNote) -> None:
+    """An OpenTelemetry span link, from the note that keeps it."""
+    context = note.context
+    link = out.links.add(
+        trace_id=context.trace_id.to_bytes(16, "big"), span_id=context.span_id.to_bytes(8, "big")
+    )
+    members = context.extra.get(TRACESTATE) if context.extra else None
+    if members:
+        link.trace_state = format_tracestate(members)
+    if note.attributes:
+        link.attributes.extend(_attributes(note.attributes.items()))
 
 
 def _unix_nano(epoch_ns: int) -> int:
@@ -181,6 +211,13 @@ def _exception_event(out: OtlpSpan, epoch_ns: int, note: ExceptionNote) -> None:
             )
         )
     )
+    if note.attributes:
+        event.attributes.extend(
+            _attributes(item for item in note.attributes.items() if item[0] not in _EXCEPTION_KEYS)
+        )
+
+
+_EXCEPTION_KEYS = frozenset(("exception.type", "exception.message", "exception.stacktrace"))
 
 
 def stacktrace(note: ExceptionNote) -> str:
@@ -341,6 +378,12 @@ def _span(
         else:
             value = event.name
         annotations.append(((event.time_unix_nano + 500) // 1000, value))
+    for link in span.links:
+        link_trace = _hex(link.trace_id, 16, "links.traceId", where)
+        link_span = _hex(link.span_id, 8, "links.spanId", where)
+        if link_trace and link_span:
+            text = LinkNote.text(link_trace, link_span, _plain_attributes(link.attributes))
+            annotations.append((timestamp, text))
     if scope is not None and scope.name:
         tags["otel.scope.name"] = scope.name
         if scope.version:

@@ -66,6 +66,7 @@ __all__ = [
     "parse_baggage",
     "percent_decode",
     "remove_baggage",
+    "replace_baggage",
     "set_baggage",
     "with_baggage",
 ]
@@ -412,6 +413,24 @@ def adopt_baggage(span: Span, entries: tuple[BaggageEntry, ...]) -> None:
     if entries and not span.end_ns:
         # Children share their parent's extra mapping: replace it, never change it in place.
         span.extra = _replace_entries(span.extra, entries)
+
+
+def replace_baggage(span: Span, entries: Iterable[BaggageEntry]) -> None:
+    """Give the open ``span`` exactly ``entries`` as its baggage (within the limits of
+    :func:`merge_baggage`); a finished span is never changed.
+
+    For code that keeps baggage elsewhere and hands it over whole (the OpenTelemetry bridge).
+
+    >>> import tomograph
+    >>> span = tomograph.Tracer('api').start_span('handle')
+    >>> replace_baggage(span, [BaggageEntry('user', 'alice')])
+    >>> replace_baggage(span, [BaggageEntry('tenant', 'acme')])
+    >>> get_baggage(span)
+    {'tenant': 'acme'}
+    """
+    if not span.end_ns:
+        # Children share their parent's extra mapping: replace it, never change it in place.
+        span.extra = _replace_entries(span.extra, merge_baggage(entries))
 
 
 def with_baggage(context: TraceContext, entries: Iterable[BaggageEntry]) -> TraceContext:

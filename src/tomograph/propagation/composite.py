@@ -245,6 +245,35 @@ class Propagator:
         # only sends more dicts to the general reader, never fewer.
         self._known = _ALL_NAMES
 
+    @property
+    def injected_headers(self) -> frozenset[str]:
+        """The header names :meth:`inject` writes (lower case).
+
+        >>> sorted(Propagator(['w3c']).injected_headers)
+        ['traceparent', 'tracestate']
+        """
+        return self._names
+
+    @property
+    def extracted_headers(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The header names :meth:`extract` reads (lower case), and the prefixes of the
+        names it reads by prefix (Jaeger's ``uberctx-`` baggage): for callers that must fetch
+        headers one by one.
+
+        >>> names, prefixes = Propagator(['w3c', 'jaeger']).extracted_headers
+        >>> sorted(names), prefixes
+        (['jaeger-baggage', 'traceparent', 'tracestate', 'uber-trace-id'], ('uberctx-',))
+        """
+        formats = set(self.extract_formats)
+        if formats & {"b3", "b3single"}:
+            formats |= {"b3", "b3single"}  # either reads both forms
+        names = {header for name in formats for header in _HEADER_NAMES[name]}
+        prefixes: tuple[str, ...] = ()
+        if self._jaeger_baggage_in:
+            names.add(jaeger.BAGGAGE_HEADER)
+            prefixes = (jaeger.BAGGAGE_PREFIX,)
+        return frozenset(names), prefixes
+
     def inject(self, context: ContextLike, carrier: Any) -> None:
         """Write ``context`` (a ``TraceContext`` or a span) in every format onto ``carrier``.
 

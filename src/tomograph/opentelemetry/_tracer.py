@@ -1,0 +1,319 @@
+"""OpenTelemetry's ``TracerProvider`` and ``Tracer``, making tomograph spans."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
+from opentelemetry.context.context import Context
+from opentelemetry.trace import Link, Status, StatusCode
+from opentelemetry.util import types
+
+from tomograph._cache import BoundedCache
+from tomograph.context import CURRENT_SPAN
+from tomograph.model import Endpoint, TraceContext
+from tomograph.opentelemetry import _context
+from tomograph.opentelemetry._context import (
+    RuntimeContext,
+    baggage_entries,
+    install_context,
+    same_baggage,
+)
+from tomograph.opentelemetry._span import (
+    _INVALID,
+    RemoteSpan,
+    Span,
+    SpanLimits,
+    _add_link,
+    _clean_value,
+    _count_dropped,
+    _is_epoch_ns,
+    kind_of,
+    trace_context_of,
+)
+from tomograph.propagation.baggage import entries_of, replace_baggage
+from tomograph.span import Span as TomographSpan
+from tomograph.tracer import Tracer as TomographTracer
+from tomograph.tracer import get_tracer
+
+__all__ = ["Tracer", "TracerProvider"]
+
+log = logging.getLogger("tomograph.opentelemetry")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_get_current_span = CURRENT_SPAN.get
+_set_current_span = CURRENT_SPAN.set
+_INTERNAL = trace_api.SpanKind.INTERNAL
+
+
+def _service_name(resource: object) -> str | None:
+    """``service.name`` of an SDK ``Resource``, of anything with ``attributes``, or of a mapping."""
+    attributes = getattr(resource, "attributes", resource)
+    if isinstance(attributes, Mapping):
+        name = attributes.get("service.name")
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+class TracerProvider(trace_api.TracerProvider):
+    """OpenTelemetry's tracer provider, recording through tomograph.
+
+    ``tracer``: the tomograph tracer spans are made with; by default tomograph's default tracer
+    of the moment (what :func:`tomograph.configure` set), so the provider can be made before
+    tomograph is configured. ``resource``: an SDK ``Resource``, anything with ``attributes``,
+    or a mapping; its ``service.name`` names the service of the spans made through
+    OpenTelemetry (tomograph's service otherwise). ``limits``: how much a span keeps (by
+    default the SDK's limits, from the same environment variables).
+
+    Making one installs the context bridge (see :mod:`tomograph.opentelemetry`): from then on
+    OpenTelemetry's current span and tomograph's are one.
+
+    >>> provider = TracerProvider(resource={'service.name': 'checkout'})
+    >>> tracer = provider.get_tracer('my.library', '1.2')
+    >>> with tracer.start_as_current_span('charge', attributes={'amount': 12.5}) as span:
+    ...     span.tomograph_span.service_name
+    'checkout'
+    """
+
+    def __init__(
+        self,
+        tracer: TomographTracer | None = None,
+        resource: object = None,
+        *,
+        limits: SpanLimits | None = None,
+    ) -> None:
+        install_context()
+        self.tomograph_tracer = tracer
+        self.resource = resource
+        self.limits = limits if limits is not None else SpanLimits.from_environment()
+        service = _service_name(resource)
+        self.local_endpoint: Endpoint | None = Endpoint(service) if service else None
+        self._tracers: BoundedCache[tuple[Any, ...], Tracer] = BoundedCache(1024)
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: types.Attributes | None = None,
+    ) -> Tracer:
+        """The tracer of one instrumentation scope (a library, by name and version)."""
+        key = (instrumenting_module_name, instrumenting_library_version)
+        tracer = self._tracers.get(key)
+        if tracer is None:
+            tracer = self._tracers[key] = Tracer(
+                self, instrumenting_module_name, instrumenting_library_version
+            )
+        return tracer
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until tomograph's backends have sent what they hold; False on timeout."""
+        return self._tracer().flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Send what is held (tomograph's tracer stays usable: it belongs to the application)."""
+        self.force_flush()
+
+    def _tracer(self) -> TomographTracer:
+        return self.tomograph_tracer or get_tracer()
+
+    def __repr__(self) -> str:
+        return f"tomograph.opentelemetry.TracerProvider(tracer={self.tomograph_tracer!r})"
+
+
+def _parent_in(context: Context) -> tuple[TomographSpan | TraceContext | None, Any]:
+    """The parent a span started with ``context=context`` gets, and the context's baggage."""
+    if not _context.SPAN_KEY:
+        _context._bind()
+    otel_span = context.get(_context.SPAN_KEY)
+    baggage = context.get(_context.BAGGAGE_KEY)
+    if otel_span is None:
+        return None, baggage
+    if otel_span.__class__ is Span or isinstance(otel_span, Span):
+        return otel_span.tomograph_span, baggage
+    if otel_span.__class__ is RemoteSpan:
+        return otel_span.trace_context, baggage
+    if not isinstance(otel_span, trace_api.Span):
+        return None, baggage
+    return trace_context_of(otel_span.get_span_context()), baggage
+
+
+class Tracer(trace_api.Tracer):
+    """OpenTelemetry's tracer for one instrumentation scope, making tomograph spans.
+
+    Each span gets the tags ``otel.scope.name`` and ``otel.scope.version`` (as OpenTelemetry's
+    Zipkin mapping writes the scope).
+    """
+
+    __slots__ = ("_provider", "_scope_tags")
+
+    def __init__(self, provider: TracerProvider, name: str, version: str | None) -> None:
+        self._provider = provider
+        tags: dict[str, str] = {}
+        if name:
+            tags["otel.scope.name"] = str(name)
+        if version:
+            tags["otel.scope.version"] = str(version)
+        self._scope_tags = tags
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace_api.SpanKind = _INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        """Start a span (not made current); the parent is ``context``'s span, else the
+        current span."""
+        provider = self._provider
+        tracer = provider.tomograph_tracer or get_tracer()
+        parent: TomographSpan | TraceContext | None
+        if context is None and context_api._RUNTIME_CONTEXT.__class__ is RuntimeContext:
+            parent = _get_current_span()
+            baggage = None
+            if parent is None:
+                bridge = context_api._RUNTIME_CONTEXT
+                if not _context.SPAN_KEY:
+                    _context._bind()
+                baggage = bridge._get_inner().get(_context.BAGGAGE_KEY)
+        else:
+            parent, baggage = _parent_in(
+                context if context is not None else context_api.get_current()
+            )
+        if name.__class__ is not str:
+            name = str(name)
+        span = TomographSpan(
+            tracer,
+            name,
+            None if kind is _INTERNAL else kind_of(kind),
+            None,
+            parent,
+            provider.local_endpoint,
+        )
+        if span.sampled:
+            if start_time is not None:
+                if _is_epoch_ns(start_time):
+                    span.start(int(start_time) // 1000)
+                else:
+                    log.debug(
+                        "start time %r is not epoch nanoseconds: the span starts now", start_time
+                    )
+            tags = span.tags
+            tags.update(self._scope_tags)
+            limits = provider.limits
+            if attributes:
+                limit = limits.attributes
+                for key, given_value in attributes.items():
+                    value = _clean_value(key, given_value)
+                    if value is _INVALID:
+                        continue
+                    if len(tags) >= limit and key not in tags:
+                        _count_dropped(span, "attributes")
+                        continue
+                    tags[key] = value
+            if links:
+                for link in links:
+                    _add_link(span, limits, link.context, link.attributes)
+        if isinstance(baggage, Mapping) and not same_baggage(entries_of(span.extra), baggage):
+            replace_baggage(span, baggage_entries(baggage))
+        return Span(span, provider.limits, record_exception, set_status_on_exception)
+
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace_api.SpanKind = _INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> _CurrentSpan:
+        """Start a span and make it current in a ``with`` block (or around each call of a
+        function it decorates); an exception leaving the block is recorded and fails the span."""
+        return _CurrentSpan(
+            self,
+            (
+                name,
+                context,
+                kind,
+                attributes,
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            ),
+            end_on_exit,
+        )
+
+
+class _CurrentSpan:
+    """What ``start_as_current_span`` returns: a context manager, and a decorator (each call in
+    a new span), as the API's own is."""
+
+    __slots__ = ("_args", "_end_on_exit", "_span", "_token", "_tracer")
+
+    def __init__(self, tracer: Tracer, args: tuple[Any, ...], end_on_exit: bool) -> None:
+        self._tracer = tracer
+        self._args = args
+        self._end_on_exit = end_on_exit
+        self._span: Span | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> Span:
+        span = self._span = self._tracer.start_span(*self._args)
+        bridge = context_api._RUNTIME_CONTEXT
+        if bridge.__class__ is RuntimeContext:
+            # RuntimeContext.attach for a span of ours, written out: once per span.
+            inner = bridge
+            current = inner._get_inner()
+            token = _context._Token(
+                _set_current_span(span.tomograph_span),
+                inner.inner.attach(Context({**current, _context.SPAN_KEY: span})),
+            )
+            self._token = token
+        else:
+            self._token = context_api.attach(trace_api.set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        context_api.detach(self._token)
+        span = self._span
+        assert span is not None
+        if isinstance(exc, Exception) and span.is_recording():
+            if span._record_exception:
+                span.record_exception(exc)
+            if span._set_status_on_exception:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if self._end_on_exit:
+            span.end()
+
+    def __call__(self, func: F) -> F:
+        tracer, args, end_on_exit = self._tracer, self._args, self._end_on_exit
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*a: Any, **kw: Any) -> Any:
+                with _CurrentSpan(tracer, args, end_on_exit):
+                    return await func(*a, **kw)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            with _CurrentSpan(tracer, args, end_on_exit):
+                return func(*a, **kw)
+
+        return cast(F, wrapper)
