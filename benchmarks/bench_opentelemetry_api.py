@@ -80,9 +80,8 @@ class Side:
 
 
 def set_up_tomograph() -> tuple[Callable[[], AbstractContextManager[Any]], Callable[[], object]]:
-    from tomograph.opentelemetry import install
-
     import tomograph
+    from tomograph.opentelemetry import install
     from tomograph.reporting.memory import MemoryBackend
 
     tomograph.configure(service="bench", backends=[MemoryBackend(max_spans=KEEP)], environ={})
@@ -312,6 +311,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instructions", action="store_true", help="count with callgrind")
     parser.add_argument("--part", choices=("api", "flask"), action="append")
+    parser.add_argument("--side", choices=API_SIDES, action="append", help="only these")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--list", nargs=2, help=argparse.SUPPRESS)
@@ -337,10 +337,11 @@ def main() -> None:
         def measure(sides: tuple[str, ...], part: str) -> dict[tuple[str, str], float]:
             return best_times(sides, part, args.rounds)
 
+    chosen = args.side or API_SIDES
     if "api" in parts:
-        report_api(measure(API_SIDES, "api"), unit)
+        report_api(measure(tuple(s for s in API_SIDES if s in chosen), "api"), unit)
     if "flask" in parts:
-        report_flask(measure(FLASK_SIDES, "flask"), unit)
+        report_flask(measure(tuple(s for s in FLASK_SIDES if s in chosen), "flask"), unit)
 
 
 if __name__ == "__main__":
