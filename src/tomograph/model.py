@@ -223,12 +223,14 @@ class ExceptionNote(str):
 def _attributes_json(name: str, attributes: Mapping[str, TagValue]) -> str:
     """``{"name": {attributes}}`` as JSON: how Zipkin shows an event or link with attributes
     (OpenTelemetry's Zipkin mapping, and what the collector makes of OTLP events)."""
-    return json.dumps(
-        {name: {key: list(v) if isinstance(v, tuple) else v for key, v in attributes.items()}},
-        sort_keys=True,
-        ensure_ascii=False,
-        default=str,
+    return _ATTRIBUTES_JSON(
+        {name: {key: list(v) if isinstance(v, tuple) else v for key, v in attributes.items()}}
     )
+
+
+#: One encoder for every event: json.dumps with options builds a JSONEncoder per call, which
+#: is most of an event's cost (about 12,000 instructions of 20,000 for two attributes).
+_ATTRIBUTES_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
 
 
 class EventNote(str):

@@ -244,3 +244,32 @@ def test_the_wsgi_getter_on_a_carrier_that_is_not_an_environ_still_reads_through
     carrier = Headers(HTTP_TRACEPARENT=TRACEPARENT)
     context = Propagator(tomograph.propagation.Propagator()).extract(carrier, getter=getter)
     assert trace.get_current_span(context).get_span_context().span_id == 0x00F067AA0BA902B7
+
+
+def test_set_attribute_follows_the_attribute_rules(
+    tracer: trace.Tracer, memory: MemoryBackend
+) -> None:
+    with tracer.start_as_current_span("op") as span:
+        span.set_attribute("text", "a")
+        span.set_attribute("count", 2**63)
+        span.set_attribute("flag", True)
+        span.set_attribute("list", [1, 2])
+        span.set_attribute("", "empty key")
+        span.set_attribute(7, "not a str key")  # type: ignore[arg-type]
+        span.set_attribute("map", {"no": "maps"})  # type: ignore[arg-type]
+        span.set_attribute(Key("subclassed"), "kept")
+    tags = memory.spans[0].tags
+    kept = {key: value for key, value in tags.items() if not key.startswith("otel.scope")}
+    assert kept == {"text": "a", "count": 2**63, "flag": True, "list": (1, 2), "subclassed": "kept"}
+
+
+def test_an_event_with_attributes_keeps_them_and_reads_as_json_in_zipkin(
+    tracer: trace.Tracer, memory: MemoryBackend
+) -> None:
+    with tracer.start_as_current_span("op") as span:
+        span.add_event("cache miss", {"key": "user:7", "sizes": [1, 2], "é": "ü"})
+        span.add_event("again", {"key": "user:8"})
+    first, second = (note.value for note in memory.spans[0].annotations)
+    assert first == '{"cache miss": {"key": "user:7", "sizes": [1, 2], "é": "ü"}}'
+    assert first.attributes == {"key": "user:7", "sizes": (1, 2), "é": "ü"}  # type: ignore[attr-defined]
+    assert second == '{"again": {"key": "user:8"}}'

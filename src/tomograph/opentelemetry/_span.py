@@ -388,9 +388,19 @@ class Span(trace_api.Span):
         span = self.tomograph_span
         if not span.sampled or span.end_ns:
             return
-        clean = _clean_value(key, value)
-        if clean is _INVALID:
-            return
+        cls = value.__class__
+        clean: Any
+        if (
+            (cls is str or cls is int or cls is float or cls is bool)
+            and key.__class__ is str
+            and key
+        ):
+            clean = value  # valid as it is: no call, ~700 instructions less (instrumentations
+            # set a dozen attributes per request this way)
+        else:
+            clean = _clean_value(key, value)
+            if clean is _INVALID:
+                return
         tags = span.tags
         if len(tags) >= self._limits.attributes and key not in tags:
             _count_dropped(span, "attributes")
