@@ -280,7 +280,11 @@ def instruction_counts(sides: tuple[str, ...], part: str) -> dict[tuple[str, str
 
 def report_api(numbers: dict[tuple[str, str], float], unit: str) -> None:
     results = [Result(case, LABELS[side], value) for (case, side), value in numbers.items()]
-    print_table(f"OpenTelemetry API spans ({unit} per operation; ratio: peer / tomograph)", results)
+    print_table(
+        f"OpenTelemetry API spans ({unit} per operation; ratio: peer / tomograph)",
+        results,
+        unit=unit,
+    )
 
 
 def report_flask(numbers: dict[tuple[str, str], float], unit: str) -> None:
@@ -288,7 +292,10 @@ def report_flask(numbers: dict[tuple[str, str], float], unit: str) -> None:
     for case in FLASK_CASES:
         for side in FLASK_SIDES:
             bare = numbers.get((f"bare: {case}", side))
-            for kind, label in (("instrumented", LABELS[side]), ("native", "tomograph Tracing")):
+            for kind, label in (
+                ("instrumented", LABELS[side]),
+                ("native", "tomograph's own Flask extension"),
+            ):
                 value = numbers.get((f"{kind}: {case}", side))
                 if bare is not None and value is not None:
                     results.append(Result(case, label, value - bare))
@@ -296,10 +303,11 @@ def report_flask(numbers: dict[tuple[str, str], float], unit: str) -> None:
         f"OpenTelemetry's Flask instrumentation ({unit} per request added to the untraced app; "
         "ratio: peer / tomograph as provider)",
         results,
+        unit=unit,
     )
     for side in FLASK_SIDES:
         bare = [
-            f"{case} {numbers[f'bare: {case}', side]:.1f}"
+            f"{case} {numbers[f'bare: {case}', side]:,.1f}"
             for case in FLASK_CASES
             if (f"bare: {case}", side) in numbers
         ]
