@@ -273,3 +273,19 @@ def test_an_event_with_attributes_keeps_them_and_reads_as_json_in_zipkin(
     assert first == '{"cache miss": {"key": "user:7", "sizes": [1, 2], "é": "ü"}}'
     assert first.attributes == {"key": "user:7", "sizes": (1, 2), "é": "ü"}  # type: ignore[attr-defined]
     assert second == '{"again": {"key": "user:8"}}'
+
+
+def test_a_tomograph_span_under_an_attached_extracted_context_continues_its_trace(
+    tracer: trace.Tracer, memory: MemoryBackend
+) -> None:
+    extracted = Propagator(tomograph.propagation.Propagator()).extract({"traceparent": TRACEPARENT})
+    token = context_api.attach(extracted)
+    try:
+        with tomograph.Tracer("svc", backends=[memory]).span("child"):
+            pass
+    finally:
+        context_api.detach(token)
+    (child,) = memory.spans
+    assert f"{child.trace_id:032x}" == TRACEPARENT.split("-")[1]
+    assert f"{child.parent_id:016x}" == TRACEPARENT.split("-")[2]
+    assert tomograph.current_span() is None

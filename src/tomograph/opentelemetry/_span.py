@@ -48,6 +48,7 @@ from tomograph.model import (
 )
 from tomograph.propagation.w3c import TRACESTATE
 from tomograph.span import Span as TomographSpan
+from tomograph.tracer import get_tracer
 
 __all__ = [
     "RemoteParent",
@@ -292,9 +293,7 @@ class RemoteParent(TomographSpan):
     def __init__(self, otel_span: trace_api.Span, context: TraceContext) -> None:
         # Not Span.__init__: nothing is timed or recorded. Every field a child or a reader of
         # the current span looks at is set here.
-        from tomograph.tracer import get_tracer  # the default tracer of the moment
-
-        tracer = get_tracer()
+        tracer = get_tracer()  # the default tracer of the moment
         self.otel_span = otel_span
         self._tracer = tracer
         self._token = None
