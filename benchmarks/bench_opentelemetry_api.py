@@ -17,7 +17,9 @@ The API sets its tracer provider and its runtime context once per process, and
 ``tomograph.opentelemetry.install()`` replaces the runtime context with tomograph's bridge; so
 each library runs in a worker process of its own: the SDK's with OpenTelemetry's default
 runtime context, exactly as an application using the SDK has it. The parent asks the workers
-for one case after another, taking turns, and keeps each one's best round.
+for one case after another, taking turns, and keeps each one's best round. After each case a
+worker checks that its library recorded the span the case makes (name, attributes, events,
+parent): one that recorded less would look faster than it is.
 
 ``--instructions`` counts instructions with valgrind's callgrind instead (see ``_callgrind``):
 numbers that machine load does not move.
@@ -62,36 +64,84 @@ LABELS = {
 
 
 @dataclass
+class Recorded:
+    """What a library recorded for the last span it finished."""
+
+    name: str
+    attributes: dict[str, Any]
+    events: list[str]
+    parent_id: int | None
+
+
+@dataclass
 class Case:
     operation: Callable[[], object]
     #: Entered around the whole measurement (the active span the operation runs in).
     around: Callable[[], AbstractContextManager[Any]] = nullcontext
+    #: Name and attributes (a subset) the last finished span must have once the case ran:
+    #: a library that recorded less would look faster than it is.
+    name: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    parent_id: int | None = None
+
+
+@dataclass
+class Library:
+    """One library's set-up in a worker process."""
+
+    active_span: Callable[[], AbstractContextManager[Any]]
+    flush: Callable[[], object]
+    last_span: Callable[[], Recorded | None]
 
 
 @dataclass
 class Side:
-    """One library's set-up in a worker process."""
-
+    library: Library
     cases: dict[str, Case] = field(default_factory=dict)
-    flush: Callable[[], object] = lambda: None
+
+    def check(self, case_name: str) -> None:
+        """Fail if the last span does not show what ``case_name`` records (flushed first)."""
+        case = self.cases[case_name]
+        if case.name is None and not case.attributes:
+            return  # untraced
+        self.library.flush()
+        last = self.library.last_span()
+        wrong = (
+            last is None
+            or (case.name is not None and last.name != case.name)
+            or any(last.attributes.get(k) != v for k, v in case.attributes.items())
+            or last.events != case.events
+            or (case.parent_id is not None and last.parent_id != case.parent_id)
+        )
+        if wrong:
+            raise SystemExit(f"{case_name}: the last span recorded is {last}, not {case}")
 
 
 # -- worker side ---------------------------------------------------------------------------
 
 
-def set_up_tomograph() -> tuple[Callable[[], AbstractContextManager[Any]], Callable[[], object]]:
+def set_up_tomograph() -> Library:
     import tomograph
     from tomograph.opentelemetry import install
     from tomograph.reporting.memory import MemoryBackend
 
-    tomograph.configure(service="bench", backends=[MemoryBackend(max_spans=KEEP)], environ={})
+    memory = MemoryBackend(max_spans=KEEP)
+    tomograph.configure(service="bench", backends=[memory], environ={})
     provider = install()
-    return (lambda: tomograph.span("request")), provider.force_flush
+
+    def last_span() -> Recorded | None:
+        spans = memory.spans
+        if not spans:
+            return None
+        span = spans[-1]
+        events = [getattr(note, "name", note) for _, note, _ in span.notes_raw]
+        return Recorded(span.name, dict(span.tags), events, span.parent_id)
+
+    return Library(lambda: tomograph.span("request"), provider.force_flush, last_span)
 
 
-def set_up_sdk(
-    batch: bool,
-) -> tuple[Callable[[], AbstractContextManager[Any]], Callable[[], object]]:
+def set_up_sdk(batch: bool) -> Library:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -103,7 +153,17 @@ def set_up_sdk(
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     tracer = trace.get_tracer("bench")
-    return (lambda: tracer.start_as_current_span("request")), provider.force_flush
+
+    def last_span() -> Recorded | None:
+        spans = exporter.get_finished_spans()
+        if not spans:
+            return None
+        span = spans[-1]
+        parent_id = span.parent.span_id if span.parent else None
+        events = [event.name for event in span.events]
+        return Recorded(span.name, dict(span.attributes or {}), events, parent_id)
+
+    return Library(lambda: tracer.start_as_current_span("request"), provider.force_flush, last_span)
 
 
 def api_cases(active_span: Callable[[], AbstractContextManager[Any]]) -> dict[str, Case]:
@@ -130,8 +190,11 @@ def api_cases(active_span: Callable[[], AbstractContextManager[Any]]) -> dict[st
         get_current_span().set_attribute("user.id", 7)
 
     operations = (span_with_event, span_with_event_attributes, start_and_end)
-    cases = {name: Case(op) for name, op in zip(API_CASES, operations)}
-    cases[API_CASES[3]] = Case(tag_current, active_span)
+    cases = {
+        name: Case(op, name="op", attributes=ATTRIBUTES, events=["e"])
+        for name, op in zip(API_CASES, operations)
+    }
+    cases[API_CASES[3]] = Case(tag_current, active_span, "request", {"user.id": 7})
     return cases
 
 
@@ -150,20 +213,25 @@ def flask_cases(side: str) -> dict[str, Case]:
         Tracing(native, service_name="bench")
         apps["native"] = native
     cases = {}
+    route = {"http.route": "/users/<int:user_id>", "http.status_code": 200}
     for case, header in FLASK_CASES.items():
         extra = {"HTTP_TRACEPARENT": TRACEPARENT} if header else {}
+        parent_id = int(TRACEPARENT.split("-")[2], 16) if header else None
         for kind, app in apps.items():
-            cases[f"{kind}: {case}"] = Case(one_request(app, extra))
+            expected: dict[str, Any] = (
+                {} if kind == "bare" else {"attributes": route, "parent_id": parent_id}
+            )
+            cases[f"{kind}: {case}"] = Case(one_request(app, extra), **expected)
     return cases
 
 
 def make_side(side: str, part: str) -> Side:
     if side == "tomograph":
-        active_span, flush = set_up_tomograph()
+        library = set_up_tomograph()
     else:
-        active_span, flush = set_up_sdk(batch=side == "otel-sdk-batch")
-    cases = api_cases(active_span) if part == "api" else flask_cases(side)
-    return Side(cases, flush)
+        library = set_up_sdk(batch=side == "otel-sdk-batch")
+    cases = api_cases(library.active_span) if part == "api" else flask_cases(side)
+    return Side(library, cases)
 
 
 def serve(side: str, part: str) -> None:
@@ -175,6 +243,7 @@ def serve(side: str, part: str) -> None:
         case = worker.cases[line.strip()]
         with case.around():
             took = time_per_op(case.operation, min_time=0.1, repeats=3)
+        worker.check(line.strip())
         print(took, flush=True)
 
 
@@ -190,7 +259,7 @@ def count(side: str, part: str, case_name: str, iterations: int) -> None:
         gc.disable()
         for _ in range(iterations):
             operation()
-    worker.flush()
+    worker.check(case_name)
 
 
 # -- parent side ---------------------------------------------------------------------------
@@ -212,7 +281,10 @@ class Worker:
     def measure(self, case: str) -> float:
         self._in.write(case + "\n")
         self._in.flush()
-        return float(self._out.readline())
+        reply = self._out.readline()
+        if not reply:
+            raise RuntimeError(f"the worker failed on {case!r} (its error is above)")
+        return float(reply)
 
     def close(self) -> None:
         self._in.close()
