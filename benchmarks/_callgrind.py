@@ -35,13 +35,16 @@ def instructions(argv: Sequence[str]) -> int:
         out = os.path.join(tmp, "callgrind.out")
         # A fixed hash seed: dict and set layouts, and so the instructions, repeat run to run.
         env = {**os.environ, "PYTHONHASHSEED": "0"}
-        subprocess.run(
+        run = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
-            check=True,
+            check=False,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
         )
+        if run.returncode:
+            raise RuntimeError(f"{argv} failed:\n{run.stderr[-3000:]}")
         with open(out, "rb") as file:
             match = _TOTAL.search(file.read())
     if match is None:

@@ -301,7 +301,9 @@ def workers(sides: tuple[str, ...], part: str) -> Iterator[tuple[str, Worker]]:
             worker.close()
 
 
-def best_times(sides: tuple[str, ...], part: str, rounds: int) -> dict[tuple[str, str], float]:
+def best_times(
+    sides: tuple[str, ...], part: str, rounds: int, only: str | None = None
+) -> dict[tuple[str, str], float]:
     """µs per operation for every (case, side): the best of rounds in which the workers take
     turns, so that a burst of other work on the machine hits every library alike."""
     running = dict(workers(sides, part))
@@ -310,6 +312,8 @@ def best_times(sides: tuple[str, ...], part: str, rounds: int) -> dict[tuple[str
         for _ in range(rounds):
             for side, worker in running.items():
                 for case in worker.cases:
+                    if only is not None and only not in case:
+                        continue
                     took = worker.measure(case)
                     best[case, side] = min(best.get((case, side), took), took)
     finally:
@@ -318,7 +322,9 @@ def best_times(sides: tuple[str, ...], part: str, rounds: int) -> dict[tuple[str
     return best
 
 
-def instruction_counts(sides: tuple[str, ...], part: str) -> dict[tuple[str, str], float]:
+def instruction_counts(
+    sides: tuple[str, ...], part: str, only: str | None = None
+) -> dict[tuple[str, str], float]:
     import _callgrind
 
     cases: dict[str, list[str]] = {}
@@ -336,6 +342,8 @@ def instruction_counts(sides: tuple[str, ...], part: str) -> dict[tuple[str, str
     counts = {}
     for side, names in cases.items():
         for case in names:
+            if only is not None and only not in case:
+                continue
             counts[case, side] = _callgrind.instructions_per_op(
                 lambda n, side=side, case=case: [
                     sys.executable,
@@ -392,6 +400,7 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count with callgrind")
     parser.add_argument("--part", choices=("api", "flask"), action="append")
     parser.add_argument("--side", choices=API_SIDES, action="append", help="only these")
+    parser.add_argument("--only", help="only the cases whose names contain this text")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--list", nargs=2, help=argparse.SUPPRESS)
@@ -408,14 +417,12 @@ def main() -> None:
         count(side, part, case, int(iterations))
         return
     parts = args.part or ["api", "flask"]
-    if args.instructions:
-        unit = "instructions"
-        measure = instruction_counts
-    else:
-        unit = "µs"
+    unit = "instructions" if args.instructions else "µs"
 
-        def measure(sides: tuple[str, ...], part: str) -> dict[tuple[str, str], float]:
-            return best_times(sides, part, args.rounds)
+    def measure(sides: tuple[str, ...], part: str) -> dict[tuple[str, str], float]:
+        if args.instructions:
+            return instruction_counts(sides, part, args.only)
+        return best_times(sides, part, args.rounds, args.only)
 
     chosen = args.side or API_SIDES
     if "api" in parts:
