@@ -385,6 +385,9 @@ def report_flask(numbers: dict[tuple[str, str], float], unit: str) -> None:
         results,
         unit=unit,
     )
+    print(f"\nwhole request ({unit}):")
+    for (case, side), value in numbers.items():
+        print(f"  {LABELS[side]}, {case}: {value:,.1f}")
     for side in FLASK_SIDES:
         bare = [
             f"{case} {numbers[f'bare: {case}', side]:,.1f}"
