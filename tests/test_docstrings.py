@@ -75,6 +75,9 @@ INTEGRATION_MODULES = [
     "tomograph.integrations.sqlalchemy",
     "tomograph.integrations.urllib",
     "tomograph.integrations.urllib3",
+    "tomograph.opentelemetry._propagator",
+    "tomograph.opentelemetry._span",
+    "tomograph.opentelemetry._tracer",
     "tomograph.opentracing",
     "tomograph.opentracing._span",
     "tomograph.opentracing._tracer",
@@ -93,7 +96,15 @@ INTEGRATION_MODULES = [
     CORE_MODULES + ENCODING_MODULES + REPORTING_MODULES + COLLECTOR_MODULES + INTEGRATION_MODULES,
 )
 def test_docstring_examples(name: str) -> None:
-    check_docstring_examples(name)
+    try:
+        check_docstring_examples(name)
+    finally:
+        if name.startswith("tomograph.opentelemetry"):
+            # A TracerProvider made in an example installs the context bridge: take it out
+            # again, as the OpenTelemetry tests do.
+            from tomograph.opentelemetry import uninstall
+
+            uninstall()
 
 
 def test_every_public_name_is_documented() -> None:

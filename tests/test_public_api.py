@@ -112,6 +112,7 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     # --- modules the README and docs/ tell users to import from ---
     "tomograph.context": [
+        "ROOT_EXTRA",
         "SUPPRESS_TRACING",
         "attach",
         "current_span",

@@ -50,6 +50,7 @@ FANOUT = snippet("otlp+http://otel-collector:4318")
 COLLECTOR = snippet('"zipkin+http://127.0.0.1:9411"')
 CARRY = snippet("add_trace_info_header")
 INTEGRATIONS = snippet("patch_all()")
+OPENTELEMETRY = snippet("tomograph.opentelemetry.install()")
 
 
 @dataclass
@@ -85,7 +86,7 @@ def run(
 
 
 def test_every_snippet_has_a_case() -> None:
-    cases = [TRACE, SAMPLE, MEMORY, CLASSIC, FANOUT, COLLECTOR, CARRY, INTEGRATIONS]
+    cases = [TRACE, SAMPLE, MEMORY, CLASSIC, FANOUT, COLLECTOR, CARRY, INTEGRATIONS, OPENTELEMETRY]
     assert sorted(cases) == list(range(len(SNIPPETS)))
 
 
@@ -260,3 +261,21 @@ clients = [s for s in memory.spans if s.kind is not None and s.kind.value == "CL
 assert any("/ping" in str(s.tags.get("http.url", "")) for s in clients), memory.names()
 """
     run([INTEGRATIONS], check, before=harness)
+
+
+def test_otel_api_spans_become_tomograph_spans() -> None:
+    # A library's tracer taken before install() (at its import) reports through tomograph, in
+    # one trace with tomograph's own spans.
+    check = """
+with library_tracer.start_as_current_span("library call") as library_span:
+    with tomograph.span("inside"):
+        pass
+tomograph.flush()
+"""
+    before = "from opentelemetry import trace\nlibrary_tracer = trace.get_tracer('lib')\n"
+    spans = run([TRACE, OPENTELEMETRY], check, before=before).span_lines()
+    by_name = {span["name"]: span for span in spans}
+    assert set(by_name) == {"charge card", "library call", "inside"}
+    library, inside = by_name["library call"], by_name["inside"]
+    assert inside["parentId"] == library["id"] and inside["traceId"] == library["traceId"]
+    assert library["tags"]["otel.scope.name"] == "lib"

@@ -479,6 +479,19 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> str | 
     return _text_from(environ.get(ENV_SERVICE, ""), ENV_SERVICE) or None
 
 
+def opentelemetry_variable(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """An ``OTEL_*`` variable of OpenTelemetry's SDK that ``tomograph.opentelemetry`` honours
+    (the span limits, ``OTEL_PROPAGATORS``), stripped; empty when unset.
+
+    >>> opentelemetry_variable('OTEL_PROPAGATORS', {'OTEL_PROPAGATORS': ' b3 '})
+    'b3'
+    """
+    if not name.startswith("OTEL_"):
+        raise ValueError(f"{name!r} is not an OpenTelemetry variable")
+    environ = os.environ if environ is None else environ
+    return environ.get(name, "").strip()
+
+
 def collector_token_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
     """``TOMOGRAPH_COLLECTOR_TOKEN`` (the collector's token, for ``tomograph serve`` and the
     demo), or None when unset or empty.

@@ -11,15 +11,22 @@ thread's function in ``contextvars.copy_context()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tomograph.span import Span
 
-__all__ = ["SUPPRESS_TRACING", "attach", "current_span", "detach", "suppress_tracing"]
+__all__ = [
+    "ROOT_EXTRA",
+    "SUPPRESS_TRACING",
+    "attach",
+    "current_span",
+    "detach",
+    "suppress_tracing",
+]
 
 CURRENT_SPAN: ContextVar[Span | None] = ContextVar("tomograph_current_span", default=None)
 
@@ -27,6 +34,13 @@ CURRENT_SPAN: ContextVar[Span | None] = ContextVar("tomograph_current_span", def
 #: so a patched HTTP client never traces the request that sends spans (each such span would be
 #: sent by another traced request, without end).
 SUPPRESS_TRACING: ContextVar[bool] = ContextVar("tomograph_suppress_tracing", default=False)
+
+
+#: The ``extra`` a span that starts a new trace here begins with (``None``: nothing). Set where
+#: baggage is current without any span: OpenTelemetry baggage attached while no span was current
+#: travels with the traces started under it, as it does in OpenTelemetry (see
+#: :mod:`tomograph.opentelemetry`).
+ROOT_EXTRA: ContextVar[Mapping[str, Any] | None] = ContextVar("tomograph_root_extra", default=None)
 
 
 def current_span() -> Span | None:

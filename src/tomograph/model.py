@@ -164,11 +164,22 @@ class ExceptionNote(str):
     #: Attributes given with the exception (OpenTelemetry's ``record_exception(attributes=)``),
     #: exported on OTLP's ``exception`` event; ``None`` for tomograph's own.
     attributes: Mapping[str, TagValue] | None = None
+    #: The module of the exception's class (``builtins`` for Python's own).
+    module: str = "builtins"
 
     #: The attribute :meth:`first_line_only` sets on an exception.
     _FIRST_LINE_ONLY = "__tomograph_first_line_only__"
     #: How far :meth:`of` follows ``__cause__``/``__context__`` looking for that mark.
     _CHAIN_LIMIT = 8
+
+    @property
+    def qualified_type(self) -> str:
+        """The class's fully-qualified name, as Python prints it under a traceback
+        (``json.decoder.JSONDecodeError``; ``ValueError`` for Python's own): OTLP's
+        ``exception.type``, as OpenTelemetry's semantic conventions ask."""
+        if self.module in ("builtins", ""):
+            return self.type_name
+        return f"{self.module}.{self.type_name}"
 
     @classmethod
     def first_line_only(cls, exc: BaseException) -> None:
@@ -214,6 +225,7 @@ class ExceptionNote(str):
             traceback = traceback.tb_next
         note = cls(exception_text(type_name, message))
         note.type_name = type_name
+        note.module = str(type(exc).__module__)
         note.message = message
         note.frames = tuple(frames[-cls.MAX_FRAMES :])
         note.omitted = max(0, len(frames) - cls.MAX_FRAMES)

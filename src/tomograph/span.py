@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tomograph.clock import ANCHOR, monotonic_ns
-from tomograph.context import CURRENT_SPAN
+from tomograph.context import CURRENT_SPAN, ROOT_EXTRA
 from tomograph.errors import TracingError
 from tomograph.ids import new_span_id, new_trace_id
 from tomograph.model import (
@@ -37,6 +37,7 @@ __all__ = ["Span"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _get_current = CURRENT_SPAN.get
+_get_root_extra = ROOT_EXTRA.get
 _getrandbits = random.getrandbits
 _monotonic_ns = monotonic_ns
 _anchor = ANCHOR
@@ -153,7 +154,7 @@ class Span:
                 sampled = tracer.sampler(trace_id, None)
             self.sampled = sampled
             self.debug = self.shared = False
-            self.extra = None
+            self.extra = _get_root_extra()
             anchor = _anchor  # a new trace re-reads the wall clock when that is due
             self.epoch_offset_ns = (
                 anchor.offset_ns if start < anchor.next_check_ns else anchor.offset_at(start)

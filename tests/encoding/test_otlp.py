@@ -17,8 +17,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tomograph import Tracer, __version__
 from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.otlp import decode_json_spans, decode_spans, encode_spans, export_response
+from tomograph.reporting.memory import MemoryBackend
 from tomograph.span import Span
 
 from .conftest import finished_spans
@@ -369,3 +371,80 @@ def test_encoded_spans_decode_to_their_ids_kinds_names_times_and_services(
         assert got["timestamp"] == (span.start_ns + span.epoch_offset_ns + 500) // 1000
         service = (span.service_name or "unknown_service").lower()
         assert got["localEndpoint"] == {"serviceName": service}
+
+
+def test_spans_are_exported_under_the_instrumentation_scope_they_were_made_in() -> None:
+    # Spans made through OpenTelemetry's API carry their tracer's scope as tags; an OTLP
+    # backend shows it as the scope (the library that made the span), as the SDK exports it.
+    tracer = Tracer("shop", backends=[MemoryBackend()])
+    flask = {"otel.scope.name": "opentelemetry.instrumentation.flask", "otel.scope.version": "1"}
+    spans = [
+        tracer.start_span("GET /a", "SERVER", flask, parent=None),
+        tracer.start_span("select", "CLIENT", {"otel.scope.name": "sqlalchemy"}, parent=None),
+        tracer.start_span("GET /b", "SERVER", {**flask, "http.route": "/b"}, parent=None),
+        tracer.start_span("native", parent=None),
+    ]
+    for span in spans:
+        span.finish()
+    (resource,) = ExportTraceServiceRequest.FromString(encode_spans(spans)).resource_spans
+    scopes = {
+        (scope.scope.name, scope.scope.version): [
+            (span.name, {kv.key for kv in span.attributes}) for span in scope.spans
+        ]
+        for scope in resource.scope_spans
+    }
+    assert scopes == {
+        ("opentelemetry.instrumentation.flask", "1"): [
+            ("GET /a", set()),
+            ("GET /b", {"http.route"}),
+        ],
+        ("sqlalchemy", ""): [("select", set())],
+        ("tomograph", __version__): [("native", set())],
+    }
+    decoded = {span["name"]: span.get("tags", {}) for span in decode_spans(encode_spans(spans))}
+    assert decoded["get /a"] == {
+        "otel.scope.name": "opentelemetry.instrumentation.flask",
+        "otel.scope.version": "1",
+    }
+    assert decoded["select"] == {"otel.scope.name": "sqlalchemy"}
+
+
+def test_the_exception_event_names_the_type_fully_qualified_as_python_prints_it() -> None:
+    # The semantic conventions' exception.type, and what the SDK writes: the module and the
+    # class (Python's own exceptions by their name alone); the Zipkin note keeps the class name.
+    tracer = Tracer("shop", backends=[MemoryBackend()])
+    span = tracer.start_span("parse", parent=None)
+    for error in (json.JSONDecodeError("bad", "{", 0), ValueError("bad value")):
+        try:
+            raise error
+        except (ValueError, json.JSONDecodeError) as raised:
+            span.record_exception(raised)
+    span.finish()
+    (resource,) = ExportTraceServiceRequest.FromString(encode_spans([span])).resource_spans
+    events = resource.scope_spans[0].spans[0].events
+    exceptions = [{kv.key: kv.value.string_value for kv in event.attributes} for event in events]
+    assert [event["exception.type"] for event in exceptions] == [
+        "json.decoder.JSONDecodeError",
+        "ValueError",
+    ]
+    assert exceptions[0]["exception.stacktrace"].splitlines()[-1] == (
+        "json.decoder.JSONDecodeError: bad: line 1 column 1 (char 0)"
+    )
+    assert [value for _, value, _ in span.notes_raw] == [
+        "JSONDecodeError: bad: line 1 column 1 (char 0)",
+        "ValueError: bad value",
+    ]
+
+
+def test_a_status_set_through_opentelemetry_is_exported_as_the_status_alone() -> None:
+    # OpenTelemetry's Span.set_status(ERROR, "card declined") tags otel.status_code and error
+    # (what Zipkin shows); over OTLP the SDK writes them as the status only, not as attributes.
+    tracer = Tracer("shop", backends=[MemoryBackend()])
+    span = tracer.start_span("charge", tags={"otel.status_code": "ERROR"}, parent=None)
+    span.tags["error"] = "card declined"
+    span.finish()
+    (resource,) = ExportTraceServiceRequest.FromString(encode_spans([span])).resource_spans
+    exported = resource.scope_spans[0].spans[0]
+    assert exported.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    assert exported.status.message == "card declined"
+    assert [kv.key for kv in exported.attributes] == []

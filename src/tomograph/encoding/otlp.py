@@ -4,10 +4,12 @@ Needs ``opentelemetry-proto`` (the ``otlp`` or ``collector`` extra), which bring
 messages.
 
 Encoding (what :class:`~tomograph.reporting.otlp.OtlpBackend` sends): one ``ResourceSpans`` per
-service (``service.name``), scope ``tomograph``; kind None is ``SPAN_KIND_INTERNAL``; tags
-become attributes with their own types (bool, int, double, string); notes become events; a
-recorded exception becomes an ``exception`` event with ``exception.type``,
-``exception.message`` and ``exception.stacktrace``; a failed span (one Zipkin shows as an
+service (``service.name``); a span made through OpenTelemetry's API in the scope its tags
+``otel.scope.name``/``otel.scope.version`` name (its tracer's), the others in scope
+``tomograph``; kind None is ``SPAN_KIND_INTERNAL``; tags become attributes with their own
+types (bool, int, double, string); notes become events; a recorded exception becomes an
+``exception`` event with ``exception.type``, ``exception.message`` and
+``exception.stacktrace``; a failed span (one Zipkin shows as an
 error: failed, or tagged ``error``) gets status ``ERROR`` with the ``error`` tag as its message;
 the other vendors' W3C ``tracestate`` received upstream becomes ``trace_state``; the remote
 endpoint becomes ``peer.service``, ``network.peer.address`` and ``network.peer.port``; trace
@@ -53,7 +55,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph._version import __version__
@@ -86,6 +88,14 @@ __all__ = [
 
 CONTENT_TYPE = "application/x-protobuf"
 SCOPE_NAME = "tomograph"
+#: The tags naming the instrumentation scope of a span made through OpenTelemetry's API (its
+#: tracer's name and version): OTLP carries them as the span's scope, not as attributes.
+_SCOPE_NAME_TAG = "otel.scope.name"
+_SCOPE_VERSION_TAG = "otel.scope.version"
+_SCOPE_TAGS = frozenset((_SCOPE_NAME_TAG, _SCOPE_VERSION_TAG))
+#: The tags of a status set through OpenTelemetry's API (its code, and its description as the
+#: ``error`` tag): OTLP carries them as the span's status, as the SDK exports it.
+_STATUS_TAGS = frozenset((STATUS_CODE_TAG, "error"))
 
 # -- encoding ---------------------------------------------------------------------------------
 
@@ -139,7 +149,14 @@ def _otlp_span(span: Span) -> OtlpSpan:
         members = extra.get(TRACESTATE)
         if members:
             out.trace_state = format_tracestate(members)
-    attributes: list[tuple[str, object]] = list(span.tags.items())
+    tags = span.tags
+    attributes: list[tuple[str, object]] = list(tags.items())
+    if _SCOPE_NAME_TAG in tags or STATUS_CODE_TAG in tags:
+        # made through OpenTelemetry's API: its scope (encode_spans) and status have fields
+        exported_elsewhere = (_SCOPE_TAGS if _SCOPE_NAME_TAG in tags else frozenset()) | (
+            _STATUS_TAGS if STATUS_CODE_TAG in tags else frozenset()
+        )
+        attributes = [item for item in attributes if item[0] not in exported_elsewhere]
     remote = span.remote_endpoint
     if remote is not None:
         if remote.service_name:
@@ -166,7 +183,6 @@ def _otlp_span(span: Span) -> OtlpSpan:
         event.time_unix_nano = _unix_nano(mono + offset)
         if duration is not None:
             event.attributes.append(KeyValue(key="duration_us", value=_any_value(duration)))
-    tags = span.tags
     if span.error or "error" in tags:  # what Zipkin shows as an error, whatever the tag's value
         out.status.code = Status.STATUS_CODE_ERROR
         message = tag_text(tags["error"]) if "error" in tags else ""
@@ -205,7 +221,7 @@ def _exception_event(out: OtlpSpan, epoch_ns: int, note: ExceptionNote) -> None:
     event.attributes.extend(
         _attributes(
             (
-                ("exception.type", safe_text(note.type_name)),
+                ("exception.type", safe_text(note.qualified_type)),
                 ("exception.message", safe_text(note.message)),
                 ("exception.stacktrace", safe_text(stacktrace(note))),
             )
@@ -241,7 +257,7 @@ def stacktrace(note: ExceptionNote) -> str:
         for path, line, function in note.frames
     ]
     lines.extend(traceback.StackSummary.from_list(frames).format())
-    lines.append(f"{note}\n")
+    lines.append(f"{exception_text(note.qualified_type, note.message)}\n")
     text = "".join(lines).rstrip("\n")
     if len(text) > MAX_STACKTRACE_LENGTH:
         text = "...\n" + text[-(MAX_STACKTRACE_LENGTH - 4) :]
@@ -255,6 +271,7 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
     b''
     """
     by_service: dict[str, ResourceSpans] = {}
+    by_scope: dict[tuple[str, str, str], ScopeSpans] = {}
     for span in spans:
         service = safe_text(span.service_name) or "unknown_service"
         resource = by_service.get(service)
@@ -263,10 +280,18 @@ def encode_spans(spans: Sequence[Span]) -> bytes:
             resource.resource.attributes.append(
                 KeyValue(key="service.name", value=AnyValue(string_value=service))
             )
-            scope = resource.scope_spans.add()
-            scope.scope.name = SCOPE_NAME
-            scope.scope.version = __version__
-        resource.scope_spans[0].spans.append(_otlp_span(span))
+        tags = span.tags
+        name = tags.get(_SCOPE_NAME_TAG)
+        if name is None:
+            key = (service, SCOPE_NAME, __version__)
+        else:
+            version = tags.get(_SCOPE_VERSION_TAG)
+            key = (service, safe_text(tag_text(name)), safe_text(tag_text(version or "")))
+        scope = by_scope.get(key)
+        if scope is None:
+            scope = by_scope[key] = resource.scope_spans.add()
+            scope.scope.name, scope.scope.version = key[1], key[2]
+        scope.spans.append(_otlp_span(span))
     request = ExportTraceServiceRequest(resource_spans=list(by_service.values()))
     return bytes(request.SerializeToString())
 
@@ -385,9 +410,9 @@ def _span(
             text = LinkNote.text(link_trace, link_span, _plain_attributes(link.attributes))
             annotations.append((timestamp, text))
     if scope is not None and scope.name:
-        tags["otel.scope.name"] = scope.name
+        tags[_SCOPE_NAME_TAG] = scope.name
         if scope.version:
-            tags["otel.scope.version"] = scope.version
+            tags[_SCOPE_VERSION_TAG] = scope.version
     if span.status.code == _STATUS_ERROR:
         tags["otel.status_code"] = "ERROR"
         tags["error"] = span.status.message or tags.get("error", "")

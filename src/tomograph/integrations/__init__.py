@@ -82,6 +82,9 @@ INTEGRATIONS: dict[str, Integration] = {
         Integration("psycopg", "psycopg", "tomograph.integrations.psycopg"),
         Integration("psycopg2", "psycopg2", "tomograph.integrations.psycopg2"),
         Integration("redis", "redis", "tomograph.integrations.redis"),
+        # Spans made through the OpenTelemetry API (libraries, OpenTelemetry's own
+        # instrumentations) become tomograph spans: tomograph is the API's SDK.
+        Integration("opentelemetry", "opentelemetry.trace", "tomograph.opentelemetry"),
         # Adds trace_id/span_id to every log record: it changes the records (and clashes with
         # extra={"trace_id": ...}), so only when asked for.
         Integration("logging", "logging", "tomograph.integrations.logging", default=False),

@@ -185,6 +185,7 @@ def redact_database_error(span: Span, error: BaseException) -> None:
         if isinstance(note, ExceptionNote) and note.type_name == type_name:
             cut_note = ExceptionNote(exception_text(type_name, first))
             cut_note.type_name = type_name
+            cut_note.module = note.module
             cut_note.message = first
             cut_note.frames = note.frames
             cut_note.omitted = note.omitted

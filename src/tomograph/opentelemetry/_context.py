@@ -9,7 +9,10 @@ and OpenTelemetry's for everything else a context holds:
   under an OpenTelemetry span made by tomograph, or a :class:`~._span.RemoteParent` standing for
   any other span context (one extracted from a request, another SDK's span). The context's
   baggage becomes that span's baggage while attached, and OpenTelemetry's
-  ``suppress_instrumentation`` turns on tomograph's :func:`~tomograph.context.suppress_tracing`.
+  ``suppress_instrumentation`` turns on tomograph's :func:`~tomograph.context.suppress_tracing`,
+  as does ``suppress_http_instrumentation``, which OpenTelemetry's HTTP client instrumentations
+  set around sending a request they trace (so tomograph's urllib3 or http.client layer under
+  OpenTelemetry's requests span stays quiet, as OpenTelemetry's own would).
 * ``get_current()`` is OpenTelemetry's context with tomograph's current span, and that span's
   baggage, in it: ``trace.get_current_span()`` inside ``with tomograph.span(...)`` returns that
   span. While tomograph delivers spans, the context carries ``suppress_instrumentation``, so an
@@ -30,12 +33,13 @@ from typing import Any
 from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-from tomograph.context import CURRENT_SPAN, SUPPRESS_TRACING
+from tomograph.context import CURRENT_SPAN, ROOT_EXTRA, SUPPRESS_TRACING
 from tomograph.propagation.baggage import (
     BAGGAGE,
     BaggageEntry,
     entries_of,
     is_valid_key,
+    merge_baggage,
     replace_baggage,
 )
 from tomograph.span import Span as TomographSpan
@@ -58,6 +62,7 @@ _set_current_span = CURRENT_SPAN.set
 SPAN_KEY: str = ""
 BAGGAGE_KEY: str = ""
 SUPPRESS_KEY: str = ""
+SUPPRESS_HTTP_KEY: str = ""
 _OtelSpan: Any = None
 _RemoteSpan: Any = None
 _RemoteParent: Any = None
@@ -67,7 +72,8 @@ _trace_context_of: Callable[[Any], Any] = None  # type: ignore[assignment]
 
 
 def _bind() -> None:
-    global SPAN_KEY, BAGGAGE_KEY, SUPPRESS_KEY, _OtelSpan, _RemoteSpan, _RemoteParent
+    global SPAN_KEY, BAGGAGE_KEY, SUPPRESS_KEY, SUPPRESS_HTTP_KEY
+    global _OtelSpan, _RemoteSpan, _RemoteParent
     global _trace_span_class, _view, _trace_context_of
     from opentelemetry import baggage, context, trace
     from opentelemetry.trace import propagation
@@ -79,15 +85,17 @@ def _bind() -> None:
     def view(span: TomographSpan) -> Any:
         return _span.Span(span, limits)
 
-    SPAN_KEY = propagation._SPAN_KEY
     BAGGAGE_KEY = baggage._BAGGAGE_KEY
     SUPPRESS_KEY = context._SUPPRESS_INSTRUMENTATION_KEY
+    SUPPRESS_HTTP_KEY = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
     _OtelSpan = _span.Span
     _RemoteSpan = _span.RemoteSpan
     _RemoteParent = _span.RemoteParent
     _trace_span_class = trace.Span
     _trace_context_of = _span.trace_context_of
     _view = view
+    # Last: other threads take a set SPAN_KEY to mean that everything above is bound.
+    SPAN_KEY = propagation._SPAN_KEY
 
 
 def tomograph_span_of(otel_span: object) -> TomographSpan | None:
@@ -136,12 +144,13 @@ def same_baggage(entries: tuple[BaggageEntry, ...], baggage: Mapping[str, object
 class _Token:
     """What :meth:`RuntimeContext.attach` returns: how to undo each part of it."""
 
-    __slots__ = ("baggage_span", "extra_before", "extra_set", "inner", "span", "suppress")
+    __slots__ = ("baggage_span", "extra_before", "extra_set", "inner", "root", "span", "suppress")
 
     def __init__(self, span: Token[TomographSpan | None], inner: Token[Context]) -> None:
         self.span = span
         self.inner = inner
         self.suppress: Token[bool] | None = None
+        self.root: Token[Mapping[str, Any] | None] | None = None
         self.baggage_span: TomographSpan | None = None
         self.extra_before: Any = None
         self.extra_set: Any = None
@@ -175,11 +184,16 @@ class RuntimeContext(_RuntimeContext):
             _bind()
         span = tomograph_span_of(context.get(SPAN_KEY))
         token = _Token(_set_current_span(span), self.inner.attach(context))
+        baggage = context.get(BAGGAGE_KEY)
         if span is not None:
-            baggage = context.get(BAGGAGE_KEY)
             if baggage is not None and isinstance(baggage, Mapping):
                 self._carry_baggage(span, baggage, token)
-        if context.get(SUPPRESS_KEY) and not SUPPRESS_TRACING.get():
+        elif isinstance(baggage, Mapping) and (baggage or ROOT_EXTRA.get() is not None):
+            # Baggage with no span: the traces started under this context carry it.
+            entries = merge_baggage(baggage_entries(baggage))
+            token.root = ROOT_EXTRA.set({BAGGAGE: entries} if entries else None)
+        suppress = context.get(SUPPRESS_KEY) or context.get(SUPPRESS_HTTP_KEY)
+        if suppress and not SUPPRESS_TRACING.get():
             token.suppress = SUPPRESS_TRACING.set(True)
         return token  # type: ignore[return-value]  # opaque to the API
 
@@ -255,6 +269,11 @@ class RuntimeContext(_RuntimeContext):
             CURRENT_SPAN.reset(ours.span)
         except ValueError:
             pass  # attached in another context: the inner detach below says so
+        if ours.root is not None:
+            try:
+                ROOT_EXTRA.reset(ours.root)
+            except ValueError:
+                pass
         if ours.suppress is not None:
             try:
                 SUPPRESS_TRACING.reset(ours.suppress)

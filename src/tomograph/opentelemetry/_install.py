@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from opentelemetry import propagate
 from opentelemetry import trace as trace_api
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from tomograph.config import opentelemetry_variable
 from tomograph.errors import ConfigurationError
 from tomograph.opentelemetry._context import install_context, installed_context, uninstall_context
 from tomograph.opentelemetry._propagator import Propagator
@@ -93,7 +93,7 @@ def provider_from_environment() -> TracerProvider:
     with tomograph's propagator as the global one unless ``OTEL_PROPAGATORS`` chooses."""
     global _replaced_propagator
     provider = TracerProvider()
-    if not os.environ.get("OTEL_PROPAGATORS", "").strip():
+    if not opentelemetry_variable("OTEL_PROPAGATORS"):
         with _lock:
             current_propagator = propagate.get_global_textmap()
             if not isinstance(current_propagator, Propagator):

@@ -19,7 +19,6 @@ dropped past them is counted in the tags ``otel.dropped_attributes_count``,
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,6 +36,7 @@ from opentelemetry.util import types
 
 from tomograph._cache import BoundedCache, memoize
 from tomograph.clock import monotonic_ns
+from tomograph.config import opentelemetry_variable
 from tomograph.model import (
     STATUS_CODE_TAG,
     EventNote,
@@ -91,7 +91,7 @@ def kind_of(kind: Any) -> SpanKind | None:
 
 def _env_limit(*names: str, default: int = 128) -> int:
     for name in names:
-        text = os.environ.get(name, "").strip()
+        text = opentelemetry_variable(name)
         if text:
             try:
                 value = int(text)
