@@ -52,19 +52,24 @@ def time_per_op(
     return best * 1e6
 
 
-def print_table(title: str, results: Sequence[Result], baseline: str = "tomograph") -> None:
-    """Print µs/op per case and library, with each peer's time as a multiple of ``baseline``."""
+def print_table(
+    title: str, results: Sequence[Result], baseline: str = "tomograph", unit: str = "µs"
+) -> None:
+    """Print ``unit`` per op (µs, or instructions) per case and library, with each peer's
+    figure as a multiple of ``baseline``'s."""
     cases = list(dict.fromkeys(r.case for r in results))
     libraries = list(dict.fromkeys(r.library for r in results))
     by_key = {(r.case, r.library): r.us_per_op for r in results}
     peers = [lib for lib in libraries if lib != baseline]
-    header = ["case", *[f"{lib} µs" for lib in libraries], *[f"{p}/{baseline}" for p in peers]]
+    header = ["case", *[f"{lib} {unit}" for lib in libraries], *[f"{p}/{baseline}" for p in peers]]
     rows = []
     for case in cases:
         row = [case]
         for lib in libraries:
             value = by_key.get((case, lib))
-            row.append("-" if value is None else f"{value:.2f}")
+            row.append(
+                "-" if value is None else f"{value:.2f}" if unit == "µs" else f"{value:,.0f}"
+            )
         base = by_key.get((case, baseline))
         for peer in peers:
             value = by_key.get((case, peer))

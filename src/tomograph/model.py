@@ -241,13 +241,9 @@ def _attributes_json(name: str, attributes: Mapping[str, TagValue]) -> str:
     """
     shown = {key: list(v) if isinstance(v, tuple) else v for key, v in attributes.items()}
     try:
-        return _dumps({name: shown})
+        return _ATTRIBUTES_JSON({name: shown})
     except ValueError:  # an int past sys.get_int_max_str_digits(): rare, so checked only now
-        return _dumps({name: {key: _decimal_or_hex(value) for key, value in shown.items()}})
-
-
-def _dumps(document: object) -> str:
-    return json.dumps(document, sort_keys=True, ensure_ascii=False, default=printable)
+        return _ATTRIBUTES_JSON({name: {k: _decimal_or_hex(v) for k, v in shown.items()}})
 
 
 def _decimal_or_hex(value: Any) -> Any:
@@ -259,6 +255,11 @@ def _decimal_or_hex(value: Any) -> Any:
         except ValueError:
             return hex(value)
     return value
+
+
+#: One encoder for every event: json.dumps with options builds a JSONEncoder per call, which
+#: is most of an event's cost (about 12,000 instructions of 20,000 for two attributes).
+_ATTRIBUTES_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=printable).encode
 
 
 class EventNote(str):

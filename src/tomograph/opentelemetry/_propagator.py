@@ -66,6 +66,18 @@ def _headers_from(
     return headers
 
 
+#: OpenTelemetry's WSGI getter (module, class name), which the instrumentations of WSGI
+#: frameworks (Flask, Django, Falcon, Pyramid) read a request's environ with: it reads the
+#: ``HTTP_*`` keys tomograph's propagator reads from an environ itself, in one pass instead of
+#: one getter call per header name (about a fifth of what extracting costs per request).
+_ENVIRON_GETTER = ("opentelemetry.instrumentation.wsgi", "WSGIGetter")
+
+
+def _is_environ_getter(getter: object) -> bool:
+    cls = getter.__class__
+    return cls.__name__ == _ENVIRON_GETTER[1] and cls.__module__ == _ENVIRON_GETTER[0]
+
+
 class Propagator(TextMapPropagator):
     """OpenTelemetry's ``TextMapPropagator`` that reads and writes with tomograph's propagator.
 
@@ -100,6 +112,8 @@ class Propagator(TextMapPropagator):
         propagator = self._tomograph()
         if getter is default_getter or getter.__class__ is DefaultGetter:
             headers: Any = carrier
+        elif _is_environ_getter(getter) and carrier.__class__ is dict:
+            headers = carrier  # a WSGI environ: tomograph's propagator reads it in one pass
         else:
             try:
                 headers = _headers_from(carrier, getter, propagator)
@@ -154,7 +168,11 @@ class Propagator(TextMapPropagator):
             entries = tuple(baggage_entries(baggage))
             self._write(_BaggageOnly({BAGGAGE: entries}), carrier, setter, w3c_baggage.inject)
             return
-        if isinstance(baggage, Mapping) and not same_baggage(entries_of(source.extra), baggage):
+        if (
+            baggage is not None
+            and isinstance(baggage, Mapping)
+            and not same_baggage(entries_of(source.extra), baggage)
+        ):
             plain = source if isinstance(source, TraceContext) else source.context
             source = with_baggage(plain, baggage_entries(baggage))
         self._write(source, carrier, setter, propagator.inject)

@@ -50,6 +50,7 @@ from tomograph.model import (
 from tomograph.propagation.w3c import TRACESTATE
 from tomograph.span import Span as TomographSpan
 from tomograph.text import printable
+from tomograph.tracer import get_tracer
 
 __all__ = [
     "RemoteParent",
@@ -379,9 +380,7 @@ class RemoteParent(TomographSpan):
     def __init__(self, otel_span: trace_api.Span, context: TraceContext) -> None:
         # Not Span.__init__: nothing is timed or recorded. Every field a child or a reader of
         # the current span looks at is set here.
-        from tomograph.tracer import get_tracer  # the default tracer of the moment
-
-        tracer = get_tracer()
+        tracer = get_tracer()  # the default tracer of the moment
         self.otel_span = otel_span
         self._tracer = tracer
         self._token = None
@@ -480,9 +479,20 @@ class Span(trace_api.Span):
         span = self.tomograph_span
         if not span.sampled or span.end_ns:
             return
-        clean = _clean_value(key, value, self._limits.attribute_length)
-        if clean is _INVALID:
-            return
+        cls = value.__class__
+        clean: Any
+        max_length = self._limits.attribute_length
+        if (
+            key.__class__ is str
+            and key
+            and (cls is int or cls is float or cls is bool or (cls is str and max_length is None))
+        ):
+            clean = value  # valid as it is: no call, ~700 instructions less (instrumentations
+            # set a dozen attributes per request this way)
+        else:
+            clean = _clean_value(key, value, max_length)
+            if clean is _INVALID:
+                return
         tags = span.tags
         if len(tags) >= self._limits.attributes and key not in tags:
             _count_dropped(span, "attributes")

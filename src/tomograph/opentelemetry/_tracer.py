@@ -320,7 +320,7 @@ class _CurrentSpan:
             # the span becomes tomograph's current span and the span of OpenTelemetry's context.
             context = Context(bridge._get_inner())
             dict.__setitem__(context, _context.SPAN_KEY, span)
-            inner_token = bridge.inner.attach(context)
+            inner_token = bridge._set_inner(context)  # the ContextVar's own set: no frame
             token = _set_current_span(span.tomograph_span)
             self._entered.append((span, bridge, inner_token, token))
         else:
@@ -349,7 +349,7 @@ class _CurrentSpan:
             except ValueError:
                 pass  # left in another context: the inner detach logs it, as the API does
             try:
-                bridge.inner.detach(inner_token)
+                bridge._reset_inner(inner_token)
             except Exception:
                 log.exception("Failed to detach context")
         else:
@@ -360,7 +360,11 @@ class _CurrentSpan:
             if span._set_status_on_exception:
                 span.set_status(Status(StatusCode.ERROR, status_description(exc)))
         if self._end_on_exit:
-            span.end()
+            recorded = span.tomograph_span
+            if recorded.end_ns:
+                span.end()  # ended inside the block: end() says so
+            else:
+                recorded.finish()  # what end() does, one Python call less
 
     def __call__(self, func: F) -> F:
         tracer, args, end_on_exit = self._tracer, self._args, self._end_on_exit
