@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import baggage, context, trace
@@ -20,25 +19,6 @@ from tomograph.context import SUPPRESS_TRACING, suppress_tracing
 from tomograph.opentelemetry import RuntimeContext, TracerProvider
 from tomograph.opentelemetry._context import installed_context, uninstall_context
 from tomograph.reporting.memory import MemoryBackend
-
-
-@pytest.fixture
-def memory() -> MemoryBackend:
-    return MemoryBackend()
-
-
-@pytest.fixture
-def native(memory: MemoryBackend) -> tomograph.Tracer:
-    return tomograph.Tracer("shop", backends=[memory])
-
-
-@pytest.fixture
-def otel(native: tomograph.Tracer) -> Iterator[trace.Tracer]:
-    provider = TracerProvider(tracer=native)
-    try:
-        yield provider.get_tracer("shop.library", "2.0")
-    finally:
-        uninstall_context()
 
 
 def by_name(memory: MemoryBackend) -> dict[str, tomograph.Span]:

@@ -4,16 +4,14 @@ collector, in the trace of the span open at the fork, and so do the parent's."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from support.collector import running_collector, wait_for_traces
-from support.traced_programs import environment
+from support.traced_programs import run_python
 
 pytestmark = [
     pytest.mark.integration,
@@ -54,16 +52,7 @@ def test_spans_of_forked_children_reach_the_collector_in_the_parents_trace(
 ) -> None:
     with running_collector(tmp_path) as base_url:
         backend = f"zipkin+http://{base_url.removeprefix('http://')}"
-        env = {k: v for k, v in environment().items() if not k.startswith("OTEL_")}
-        result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(PROGRAM), backend],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_python(PROGRAM, tmp_path, args=(backend,))
         assert result.returncode == 0, result.stderr
         deadline = time.monotonic() + 15
         traces = wait_for_traces(base_url, 1, "serviceName=forked")
@@ -111,14 +100,5 @@ with tracer.start_as_current_span("shared"):
 def test_a_child_forked_while_the_baggage_lock_was_held_can_attach_baggage(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in environment().items() if not k.startswith("OTEL_")}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(LOCK_HELD_AT_FORK)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(LOCK_HELD_AT_FORK, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -6,39 +6,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support import traced_programs
 from support.collector import running_collector, wait_for_traces
-from support.traced_programs import TOMOGRAPH, environment
+from support.traced_programs import PYTHON, environment, run
 
 pytestmark = pytest.mark.integration
 
 
-def run_python(source: str | tuple[str, ...], tmp_path: Path, **variables: str) -> dict[str, Any]:
+def run_json(source: str | tuple[str, ...], tmp_path: Path, **variables: str) -> dict[str, Any]:
     """Run ``source`` (parts, each dedented) in a fresh interpreter; it prints one JSON document
     as its last line."""
     parts = (source,) if isinstance(source, str) else source
     program = "\n".join(textwrap.dedent(part) for part in parts)
-    env = environment(**variables)
-    for name in list(env):
-        if name.startswith("OTEL_") and name not in variables:
-            del env[name]
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = traced_programs.run_python(program, tmp_path, environment(**variables))
     assert result.returncode == 0, result.stderr
     document: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     document["stderr"] = result.stderr
@@ -80,7 +66,7 @@ def test_install_makes_every_tracer_report_through_tomograph(tmp_path: Path) -> 
     }))
     """,
     )
-    result = run_python(source, tmp_path)
+    result = run_json(source, tmp_path)
     assert result["same provider"] is True
     assert result["propagator"] == "Propagator"
     assert result["spans"] == ["library work", "native"]
@@ -104,7 +90,7 @@ def test_install_refuses_when_the_sdk_is_already_the_provider(tmp_path: Path) ->
         outcome = str(error)
     print(json.dumps({"outcome": outcome, "patch": tomograph_otel.patch()}))
     """
-    result = run_python(source, tmp_path)
+    result = run_json(source, tmp_path)
     assert "already has a tracer provider" in result["outcome"]
     assert "opentelemetry.sdk.trace.TracerProvider" in result["outcome"]
     assert result["patch"] is False
@@ -128,7 +114,7 @@ def test_the_provider_entry_point_and_its_propagator(tmp_path: Path) -> None:
     }))
     """,
     )
-    result = run_python(source, tmp_path, OTEL_PYTHON_TRACER_PROVIDER="tomograph")
+    result = run_json(source, tmp_path, OTEL_PYTHON_TRACER_PROVIDER="tomograph")
     assert result == {
         "provider": "tomograph.opentelemetry._tracer",
         "propagator": "Propagator",
@@ -138,7 +124,7 @@ def test_the_provider_entry_point_and_its_propagator(tmp_path: Path) -> None:
         "stderr": result["stderr"],
     }
     # OTEL_PROPAGATORS chosen by the user is left alone
-    chosen = run_python(
+    chosen = run_json(
         source, tmp_path, OTEL_PYTHON_TRACER_PROVIDER="tomograph", OTEL_PROPAGATORS="tracecontext"
     )
     assert chosen["propagator"] == "CompositePropagator"
@@ -159,7 +145,7 @@ def test_the_context_and_propagator_entry_points(tmp_path: Path) -> None:
     }))
     """,
     )
-    result = run_python(
+    result = run_json(
         source, tmp_path, OTEL_PYTHON_CONTEXT="tomograph", OTEL_PROPAGATORS="tomograph"
     )
     assert result["bridge"] is True
@@ -193,17 +179,7 @@ def test_tomograph_run_reports_a_program_that_only_uses_the_otel_api(tmp_path: P
             TOMOGRAPH_SERVICE="billing",
             TOMOGRAPH_BACKENDS=f"zipkin+http://{base_url.removeprefix('http://')}",
         )
-        for name in [n for n in env if n.startswith("OTEL_")]:
-            del env[name]
-        result = subprocess.run(
-            [TOMOGRAPH, "run", "--", sys.executable, str(program)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run(["--", PYTHON, str(program)], tmp_path, env)
         assert result.returncode == 0, result.stderr
         traces = wait_for_traces(base_url, 1, "serviceName=billing")
     assert len(traces) == 1
@@ -223,16 +199,6 @@ def test_tomograph_run_leaves_the_sdk_when_disabled(tmp_path: Path) -> None:
         "from opentelemetry import trace\nprint(type(trace.get_tracer_provider()).__name__)\n"
     )
     env = environment(TOMOGRAPH_DISABLE="opentelemetry", TOMOGRAPH_BACKENDS="")
-    env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
-    result = subprocess.run(
-        [TOMOGRAPH, "run", "--", sys.executable, str(program)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run(["--", PYTHON, str(program)], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ProxyTracerProvider"
-    assert os.path.exists(TOMOGRAPH)

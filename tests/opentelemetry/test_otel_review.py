@@ -14,7 +14,6 @@ import math
 import pickle
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -66,25 +65,6 @@ class BrokenFloat(float):
 class BrokenError(Exception):
     def __str__(self) -> str:
         raise RuntimeError("no text")
-
-
-@pytest.fixture
-def memory() -> MemoryBackend:
-    return MemoryBackend()
-
-
-@pytest.fixture
-def native(memory: MemoryBackend) -> tomograph.Tracer:
-    return tomograph.Tracer("shop", backends=[memory])
-
-
-@pytest.fixture
-def otel(native: tomograph.Tracer) -> Iterator[trace.Tracer]:
-    provider = TracerProvider(tracer=native)
-    try:
-        yield provider.get_tracer("shop.library")
-    finally:
-        uninstall_context()
 
 
 def encodes_everywhere(spans: list[tomograph.Span]) -> None:

@@ -8,39 +8,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import tomograph
-from support.traced_programs import environment
-from tomograph.opentelemetry import TracerProvider
-from tomograph.opentelemetry._context import uninstall_context
+from support.traced_programs import environment, run_python
 from tomograph.reporting.memory import MemoryBackend
-
-
-@pytest.fixture
-def memory() -> MemoryBackend:
-    return MemoryBackend()
-
-
-@pytest.fixture
-def native(memory: MemoryBackend) -> tomograph.Tracer:
-    return tomograph.Tracer("shop", backends=[memory])
-
-
-@pytest.fixture
-def otel(native: tomograph.Tracer) -> Iterator[trace.Tracer]:
-    provider = TracerProvider(tracer=native)
-    try:
-        yield provider.get_tracer("shop.library")
-    finally:
-        uninstall_context()
 
 
 def test_each_call_of_a_decorated_function_is_a_new_span_and_records_its_exception(
@@ -169,7 +146,7 @@ def test_non_recording_and_invalid_parents(otel: trace.Tracer, native: tomograph
     assert context.get_current() is not None
 
 
-def test_sdk_spans_and_tomograph_spans_nest_under_the_tomograph_context(tmp_path: object) -> None:
+def test_sdk_spans_and_tomograph_spans_nest_under_the_tomograph_context(tmp_path: Path) -> None:
     # OTEL_PYTHON_CONTEXT=tomograph with the SDK as provider: one current span for both.
     program = """
     from opentelemetry import trace
@@ -203,15 +180,6 @@ def test_sdk_spans_and_tomograph_spans_nest_under_the_tomograph_context(tmp_path
     assert sorted(span.name for span in exporter.get_finished_spans()) == ["sdk inner", "sdk outer"]
     print("ok")
     """
-    env = {k: v for k, v in environment().items() if not k.startswith("OTEL_")}
-    env["OTEL_PYTHON_CONTEXT"] = "tomograph"
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(program)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(program, tmp_path, environment(OTEL_PYTHON_CONTEXT="tomograph"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

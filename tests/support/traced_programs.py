@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,13 +35,34 @@ def zipkin_url(zipkin: RecordingZipkinServer) -> str:
 
 
 def environment(**variables: str) -> dict[str, str]:
-    """This environment without any TOMOGRAPH_ variable or PYTHONPATH of the test run's own."""
+    """This environment without any TOMOGRAPH_ or OTEL_ variable or PYTHONPATH of the test run's
+    own, plus ``variables``."""
     kept = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("TOMOGRAPH_") and name != "PYTHONPATH"
+        if not name.startswith(("TOMOGRAPH_", "OTEL_")) and name != "PYTHONPATH"
     }
     return {**kept, **variables}
+
+
+def run_python(
+    program: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    timeout: float = RUN_DEADLINE,
+) -> subprocess.CompletedProcess[str]:
+    """``program`` (dedented) in a fresh interpreter with ``args``, in :func:`environment` unless
+    ``env`` is given, to its end; its output captured as text."""
+    return subprocess.run(
+        [PYTHON, "-c", textwrap.dedent(program), *args],
+        cwd=cwd,
+        env=environment() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run(

@@ -50,7 +50,6 @@ def install(provider: TracerProvider | None = None, *, propagator: bool = True) 
     Raises :class:`~tomograph.ConfigurationError` if another tracer provider (the SDK's) is
     already set: OpenTelemetry's API sets it once per process.
     """
-    global _replaced_propagator
     with _lock:
         install_context()
         current = _current_provider()
@@ -68,11 +67,18 @@ def install(provider: TracerProvider | None = None, *, propagator: bool = True) 
             if _current_provider() is not installed:  # lost a race with another setter
                 raise ConfigurationError("another OpenTelemetry tracer provider was set meanwhile")
         if propagator:
-            current_propagator = propagate.get_global_textmap()
-            if not isinstance(current_propagator, Propagator):
-                _replaced_propagator = current_propagator
-                propagate.set_global_textmap(Propagator())
+            _use_tomograph_propagator()
         return installed
+
+
+def _use_tomograph_propagator() -> None:
+    """Make tomograph's propagator OpenTelemetry's global one (once), keeping the one it replaces
+    for :func:`uninstall`. Called under ``_lock``."""
+    global _replaced_propagator
+    current_propagator = propagate.get_global_textmap()
+    if not isinstance(current_propagator, Propagator):
+        _replaced_propagator = current_propagator
+        propagate.set_global_textmap(Propagator())
 
 
 def uninstall() -> None:
@@ -91,14 +97,10 @@ def uninstall() -> None:
 def provider_from_environment() -> TracerProvider:
     """The provider ``OTEL_PYTHON_TRACER_PROVIDER=tomograph`` makes: a :class:`TracerProvider`,
     with tomograph's propagator as the global one unless ``OTEL_PROPAGATORS`` chooses."""
-    global _replaced_propagator
     provider = TracerProvider()
     if not opentelemetry_variable("OTEL_PROPAGATORS"):
         with _lock:
-            current_propagator = propagate.get_global_textmap()
-            if not isinstance(current_propagator, Propagator):
-                _replaced_propagator = current_propagator
-                propagate.set_global_textmap(Propagator())
+            _use_tomograph_propagator()
     return provider
 
 
