@@ -272,7 +272,7 @@ def clean_attributes(
     {'a': 1, 'b': (1, 2)}
     """
     clean: dict[str, TagValue] = {}
-    if not attributes or not is_mapping(attributes):
+    if not attributes or (attributes.__class__ is not dict and not is_mapping(attributes)):
         return clean
     for key, given in attributes.items():
         value = _clean_value(key, given, max_length)
@@ -502,7 +502,9 @@ class Span(trace_api.Span):
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         """Set several attributes."""
         span = self.tomograph_span
-        if not span.sampled or span.end_ns or not attributes or not is_mapping(attributes):
+        if not span.sampled or span.end_ns or not attributes:
+            return
+        if attributes.__class__ is not dict and not is_mapping(attributes):
             return
         tags = span.tags
         limit = self._limits.attributes

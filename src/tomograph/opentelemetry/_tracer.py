@@ -190,13 +190,10 @@ class Tracer(trace_api.Tracer):
             log.debug("start_span(context=%r) needs a Context: the current one is used", context)
             context = None
         if context is None and context_api._RUNTIME_CONTEXT.__class__ is RuntimeContext:
+            # The bridge keeps tomograph's current span, and for a new trace the baggage
+            # attached with no span current (ROOT_EXTRA): Span takes both from there.
             parent = _get_current_span()
             baggage = None
-            if parent is None:
-                bridge = context_api._RUNTIME_CONTEXT
-                if not _context.SPAN_KEY:
-                    _context._bind()
-                baggage = bridge._get_inner().get(_context.BAGGAGE_KEY)
         else:
             parent, baggage = _parent_in(
                 context if context is not None else context_api.get_current()
@@ -222,7 +219,7 @@ class Tracer(trace_api.Tracer):
             tags = span.tags
             tags.update(self._scope_tags)
             limits = provider.limits
-            if attributes and is_mapping(attributes):
+            if attributes and (attributes.__class__ is dict or is_mapping(attributes)):
                 limit = limits.attributes
                 max_length = limits.attribute_length
                 for key, value in attributes.items():
@@ -342,7 +339,8 @@ class _CurrentSpan:
         return entered.pop()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        span, bridge, inner_token, token = self._exiting()
+        entered = self._entered
+        span, bridge, inner_token, token = entered.pop() if len(entered) == 1 else self._exiting()
         if bridge is not None:
             try:
                 _reset_current_span(token)
