@@ -22,12 +22,12 @@ UNBOUND = {
     "SPAN_KEY": "",
     "BAGGAGE_KEY": "",
     "SUPPRESS_KEY": "",
+    "SUPPRESS_HTTP_KEY": "",
     "_OtelSpan": None,
-    "_RemoteSpan": None,
     "_RemoteParent": None,
     "_trace_span_class": None,
     "_view": None,
-    "_trace_context_of": None,
+    "_parent_of": None,
 }
 
 

@@ -68,17 +68,15 @@ BAGGAGE_KEY: str = ""
 SUPPRESS_KEY: str = ""
 SUPPRESS_HTTP_KEY: str = ""
 _OtelSpan: Any = None
-_RemoteSpan: Any = None
 _RemoteParent: Any = None
 _trace_span_class: Any = None
 _view: Callable[[TomographSpan], Any] = None  # type: ignore[assignment]
-_trace_context_of: Callable[[Any], Any] = None  # type: ignore[assignment]
+_parent_of: Callable[[Any], Any] = None  # type: ignore[assignment]
 
 
 def _bind() -> None:
     global SPAN_KEY, BAGGAGE_KEY, SUPPRESS_KEY, SUPPRESS_HTTP_KEY
-    global _OtelSpan, _RemoteSpan, _RemoteParent
-    global _trace_span_class, _view, _trace_context_of
+    global _OtelSpan, _RemoteParent, _trace_span_class, _view, _parent_of
     from opentelemetry import baggage, context, trace
     from opentelemetry.trace import propagation
 
@@ -93,10 +91,9 @@ def _bind() -> None:
     SUPPRESS_KEY = context._SUPPRESS_INSTRUMENTATION_KEY
     SUPPRESS_HTTP_KEY = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
     _OtelSpan = _span.Span
-    _RemoteSpan = _span.RemoteSpan
     _RemoteParent = _span.RemoteParent
     _trace_span_class = trace.Span
-    _trace_context_of = _span.trace_context_of
+    _parent_of = _span.parent_of
     _view = view
     # Last: other threads take a set SPAN_KEY to mean that everything above is bound.
     SPAN_KEY = propagation._SPAN_KEY
@@ -109,19 +106,12 @@ def tomograph_span_of(otel_span: object) -> TomographSpan | None:
         return None
     if not SPAN_KEY:
         _bind()
-    cls = otel_span.__class__
-    if cls is _OtelSpan:
+    if otel_span.__class__ is _OtelSpan:  # the usual case, without a call
         return otel_span.tomograph_span  # type: ignore[attr-defined, no-any-return]
-    if cls is _RemoteSpan:
-        return _RemoteParent(otel_span, otel_span.trace_context)  # type: ignore[attr-defined, no-any-return]
-    if not isinstance(otel_span, _trace_span_class):
-        return None
-    if isinstance(otel_span, _OtelSpan):  # a subclass
-        return otel_span.tomograph_span  # type: ignore[no-any-return]
-    trace_context = _trace_context_of(otel_span.get_span_context())
-    if trace_context is None:
-        return None
-    return _RemoteParent(otel_span, trace_context)  # type: ignore[no-any-return]
+    parent = _parent_of(otel_span)
+    if parent is None or isinstance(parent, TomographSpan):
+        return parent
+    return _RemoteParent(otel_span, parent)  # type: ignore[no-any-return]
 
 
 def baggage_entries(baggage: Mapping[str, object]) -> list[BaggageEntry]:

@@ -23,7 +23,7 @@ from opentelemetry.propagators.textmap import (
 from tomograph.model import TraceContext
 from tomograph.opentelemetry import _context
 from tomograph.opentelemetry._context import baggage_entries, same_baggage
-from tomograph.opentelemetry._span import RemoteSpan, Span, trace_context_of
+from tomograph.opentelemetry._span import RemoteSpan, parent_of
 from tomograph.propagation import baggage as w3c_baggage
 from tomograph.propagation.baggage import BAGGAGE, entries_of, with_baggage
 from tomograph.propagation.composite import Propagator as TomographPropagator
@@ -146,18 +146,7 @@ class Propagator(TextMapPropagator):
             context = context_api.get_current()
         if not _context.SPAN_KEY:
             _context._bind()
-        otel_span = context.get(_context.SPAN_KEY)
-        source: Any
-        if otel_span is None:
-            source = None
-        elif isinstance(otel_span, Span):
-            source = otel_span.tomograph_span
-        elif isinstance(otel_span, RemoteSpan):
-            source = otel_span.trace_context
-        elif hasattr(otel_span, "get_span_context"):
-            source = trace_context_of(otel_span.get_span_context())
-        else:
-            source = None
+        source: Any = parent_of(context.get(_context.SPAN_KEY))
         baggage = context.get(_context.BAGGAGE_KEY)
         propagator = self._tomograph()
         if source is None:

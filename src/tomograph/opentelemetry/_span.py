@@ -60,6 +60,7 @@ __all__ = [
     "clean_attributes",
     "is_mapping",
     "kind_of",
+    "parent_of",
     "span_context_of",
     "status_description",
     "text_of",
@@ -364,6 +365,22 @@ class RemoteSpan(NonRecordingSpan):
                 _trace_state_of(tuple(state)) if state else _EMPTY_STATE,
             )
         )
+
+
+def parent_of(otel_span: object) -> TomographSpan | TraceContext | None:
+    """What an OpenTelemetry span found in a context stands for as a parent, or as what to
+    inject: the tomograph span under one made by tomograph, the whole extracted context of a
+    :class:`RemoteSpan`, the span context of any other valid span, else None (as the API reads
+    anything that is not a span as no span)."""
+    if otel_span is None:
+        return None
+    if isinstance(otel_span, Span):
+        return otel_span.tomograph_span
+    if otel_span.__class__ is RemoteSpan:
+        return otel_span.trace_context
+    if not isinstance(otel_span, trace_api.Span):
+        return None
+    return trace_context_of(otel_span.get_span_context())
 
 
 class RemoteParent(TomographSpan):

@@ -26,7 +26,6 @@ from tomograph.opentelemetry._context import (
 )
 from tomograph.opentelemetry._span import (
     _INVALID,
-    RemoteSpan,
     Span,
     SpanLimits,
     _add_link,
@@ -35,9 +34,9 @@ from tomograph.opentelemetry._span import (
     _is_epoch_ns,
     is_mapping,
     kind_of,
+    parent_of,
     status_description,
     text_of,
-    trace_context_of,
 )
 from tomograph.propagation.baggage import entries_of, replace_baggage
 from tomograph.span import Span as TomographSpan
@@ -139,17 +138,7 @@ def _parent_in(context: Context) -> tuple[TomographSpan | TraceContext | None, A
     """The parent a span started with ``context=context`` gets, and the context's baggage."""
     if not _context.SPAN_KEY:
         _context._bind()
-    otel_span = context.get(_context.SPAN_KEY)
-    baggage = context.get(_context.BAGGAGE_KEY)
-    if otel_span is None:
-        return None, baggage
-    if otel_span.__class__ is Span or isinstance(otel_span, Span):
-        return otel_span.tomograph_span, baggage
-    if otel_span.__class__ is RemoteSpan:
-        return otel_span.trace_context, baggage
-    if not isinstance(otel_span, trace_api.Span):
-        return None, baggage
-    return trace_context_of(otel_span.get_span_context()), baggage
+    return parent_of(context.get(_context.SPAN_KEY)), context.get(_context.BAGGAGE_KEY)
 
 
 class Tracer(trace_api.Tracer):
