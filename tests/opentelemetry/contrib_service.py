@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -53,6 +53,11 @@ COLLECTOR = os.environ["CONTRIB_COLLECTOR"]
 DATABASE = os.environ["CONTRIB_DATABASE"]
 
 
+# What a service does before gunicorn forks its workers: nothing for tomograph, which opens
+# new connections in a forked child by itself; the SDK's setup adds a step
+BEFORE_FORK: list[Callable[[], None]] = []
+
+
 def install_provider(service: str) -> None:
     """Make ``PROVIDER`` OpenTelemetry's tracer provider, reporting to ``COLLECTOR`` in the
     format ``CONTRIB_EXPORT`` says: ``zipkin`` (JSON v2) or ``otlp`` (protobuf over HTTP)."""
@@ -65,16 +70,27 @@ def install_provider(service: str) -> None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        session = requests.Session()
         exporter: SpanExporter
         if otlp:
-            exporter = OTLPSpanExporter(endpoint=f"{COLLECTOR}/v1/traces")
+            exporter = OTLPSpanExporter(endpoint=f"{COLLECTOR}/v1/traces", session=session)
         else:
-            exporter = ZipkinExporter(endpoint=f"{COLLECTOR}/api/v2/spans")
+            exporter = ZipkinExporter(endpoint=f"{COLLECTOR}/api/v2/spans", session=session)
         # The batch processor, as in production: SimpleSpanProcessor exports from every request
-        # thread at once through the exporter's one requests session, which garbles requests
-        # under gunicorn's threads (the collector answers 400 and the spans are lost).
+        # thread at once through the exporter's one requests session.
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
         trace.set_tracer_provider(provider)
+
+        def release_connections() -> None:
+            # The SDK's exporters keep their keep-alive connection in the session. Forked by
+            # gunicorn --preload, every worker would inherit the master's one socket and write
+            # its requests into it at the same time as the others: the collector reads garbled
+            # requests (400, "Invalid HTTP request") and the spans are lost. The setup's spans
+            # are exported first, then the workers each open their own connection.
+            provider.force_flush()
+            session.close()
+
+        BEFORE_FORK.append(release_connections)
     else:
         import tomograph.opentelemetry
 
@@ -193,8 +209,10 @@ def inventory_app() -> Flask:
         connection.execute(sqlalchemy.text("DROP TABLE IF EXISTS stock"))
         connection.execute(sqlalchemy.text("CREATE TABLE stock (sku TEXT PRIMARY KEY, units INT)"))
         connection.execute(sqlalchemy.text("INSERT INTO stock VALUES ('tea', 40)"))
-    # gunicorn --preload forks the workers after this: they must not share its connection
+    # gunicorn --preload forks the workers after this: they must not share its connections
     engine.dispose()
+    for step in BEFORE_FORK:
+        step()
     app = Flask("inventory")
 
     @app.get("/stock/<sku>")
