@@ -3,7 +3,8 @@
 Layout: ``spans`` holds each span's indexed fields and its normalized JSON (returned as is, so
 reading a trace never re-encodes it); ``span_terms`` indexes tag keys/values and annotation values
 for ``annotationQuery``; ``traces`` keeps one row per trace (grouped by the low 64 bits of its id)
-with Zipkin's trace timestamp, for time-ordered search; ``span_names`` feeds the name lists.
+with Zipkin's trace timestamp, for time-ordered search; ``span_names`` feeds the name lists;
+dependency links are kept per trace and per minute (:mod:`tomograph.collector.sqlite_links`).
 
 Writes go through one connection under a lock, one transaction per batch (WAL, so readers never
 wait); reads borrow a connection from a bounded pool (:mod:`tomograph.collector.sqlite_readers`).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -26,13 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.span_fields import (
     is_error,
     local_service,
     remote_service,
     trace_id_low,
 )
+from tomograph.collector.sqlite_links import LINK_OBJECTS, TraceLinks
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
@@ -48,9 +50,13 @@ from tomograph.encoding.normalize import normalize_trace_id
 
 __all__ = ["SqliteSpanStore"]
 
-_SCHEMA_VERSION = 1
-#: The tables and indexes of _SCHEMA; a file holding anything else belongs to another program.
-_SCHEMA_OBJECTS = {
+log = logging.getLogger("tomograph.collector")
+
+#: 1: spans, terms, traces, names; 2: and stored dependency links (built when a 1 is opened).
+_SCHEMA_VERSION = 2
+#: The tables and indexes of _SCHEMA and of the links; a file holding anything else belongs to
+#: another program.
+_SCHEMA_OBJECTS = LINK_OBJECTS | {
     "spans",
     "spans_by_trace",
     "spans_by_name",
@@ -165,6 +171,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: How long :meth:`SqliteSpanStore.close` waits for interrupted reads to stop.
 _CLOSE_WAIT = 2.0
+#: How often (seconds) the links of traces that received spans are brought up to date, off the
+#: write path; ``/dependencies`` brings the rest up to date before it answers.
+_LINK_INTERVAL = 1.0
 
 
 def _reading(
@@ -233,6 +242,15 @@ class SqliteSpanStore:
             self._writer = self._open()
         except (OSError, sqlite3.Error) as error:
             raise StoreOpenError(_open_error(self.path, error)) from error
+        self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
+        self._links_lock = threading.Lock()  # one refresh of the links at a time
+        self._links_stop = threading.Event()
+        self._links_thread = threading.Thread(
+            target=self._refresh_links_periodically,
+            name="tomograph collector dependency links",
+            daemon=True,
+        )
+        self._links_thread.start()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -247,10 +265,14 @@ class SqliteSpanStore:
             writer.execute("PRAGMA journal_mode = WAL")
             writer.execute("BEGIN IMMEDIATE")
             try:
-                if self._check_schema(writer) == 0:  # still new, now that we hold the lock
+                version = self._check_schema(writer)  # again, now that we hold the lock
+                if version == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             writer.execute(statement)
+                if version < _SCHEMA_VERSION:
+                    # a file of version 1 has traces without links: all of them are pending
+                    TraceLinks.create(writer, existing_traces=version == 1)
                     # in the same transaction: a crash never leaves tables without a version
                     writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             except BaseException:
@@ -271,7 +293,7 @@ class SqliteSpanStore:
                 f"{self.path} is a SQLite database of another program"
                 " (tomograph's own database has none of its tables)"
             )
-        if version not in (0, _SCHEMA_VERSION):
+        if not 0 <= version <= _SCHEMA_VERSION:
             raise StoreOpenError(
                 f"{self.path}: unknown schema version {version} (written by a newer tomograph?)"
             )
@@ -368,6 +390,7 @@ class SqliteSpanStore:
         Further calls raise :class:`~tomograph.collector.storage.StoreClosed`.
         """
         self.interrupt_reads()
+        self._links_stop.set()
         with self._write_lock:
             if self._closed:
                 return
@@ -454,6 +477,7 @@ class SqliteSpanStore:
             db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", sorted(terms))
             db.executemany(_UPSERT_TRACE, [tuple(t) for t in traces.values()])
             db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", sorted(names))
+            self._links.mark(db, traces)
         return inserted
 
     # -- reads ------------------------------------------------------------------------------
@@ -601,39 +625,38 @@ class SqliteSpanStore:
         )
         return [row[0] for row in rows]
 
-    @_reading
-    def dependencies(self, reader: Reader, end_ts: int, lookback: int) -> list[DependencyLink]:
-        """Links between services in traces whose timestamp is in the window (epoch ms)."""
-        rows = reader.execute(
-            "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
-            " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"
-            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?) ORDER BY s.trace_low",
-            ((end_ts - lookback) * 1000, end_ts * 1000),
-        )
-        linker = DependencyLinker()
-        current: int | None = None
-        trace: list[SpanDict] = []
-        for low, span_id, parent_id, kind, shared, service, remote, error, ts in rows:
-            if low != current:
-                reader.check()  # the tree of each trace is Python work: stop when told
-                linker.put_trace(trace)
-                current, trace = low, []
-            span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
-            if parent_id:
-                span["parentId"] = parent_id
-            if kind:
-                span["kind"] = kind
-            if shared:
-                span["shared"] = True
-            if service:
-                span["localEndpoint"] = {"serviceName": service}
-            if remote:
-                span["remoteEndpoint"] = {"serviceName": remote}
-            if error:
-                span["tags"] = {"error": ""}
-            trace.append(span)
-        linker.put_trace(trace)
-        return linker.links()
+    def dependencies(self, end_ts: int, lookback: int) -> list[DependencyLink]:
+        """Links between services in traces whose timestamp is in the window (epoch ms).
+
+        Sums of stored links: the traces written until now have theirs computed first.
+        """
+        self._refresh_links(self._links.last_seq)
+        with self._readers.reading() as reader:
+            return TraceLinks.window(reader.db, (end_ts - lookback) * 1000, end_ts * 1000)
+
+    def _refresh_links(self, up_to: int | None = None) -> None:
+        """Compute the links of pending traces (marked at ``up_to`` or before), round by round.
+
+        Each round reads spans with a pooled reader (the lock of writes is not held while the
+        trees are built), then stores the links in one short write transaction.
+        """
+        while True:
+            with self._links_lock:
+                with self._readers.reading() as reader:
+                    computed = self._links.read_pending(reader.db, up_to, check=reader.check)
+                if not computed:
+                    return
+                with self._transaction() as db:
+                    self._links.apply(db, computed)
+
+    def _refresh_links_periodically(self) -> None:
+        while not self._links_stop.wait(_LINK_INTERVAL):
+            try:
+                self._refresh_links()
+            except StoreClosed:
+                return
+            except Exception:  # the next pass tries again; /dependencies still refreshes
+                log.exception("could not bring the stored dependency links up to date")
 
     @_reading
     def operations(
@@ -696,6 +719,7 @@ class SqliteSpanStore:
             spans += db.total_changes - before
             db.executemany("DELETE FROM span_terms WHERE trace_low = ?", chunk)
             db.executemany("DELETE FROM traces WHERE trace_low = ?", chunk)
+            self._links.forget(db, [low for (low,) in chunk])
         return spans
 
     def _forget_names(self, db: sqlite3.Connection) -> None:

@@ -1,0 +1,303 @@
+"""Dependency links kept up to date in the SQLite store, so ``/dependencies`` reads sums.
+
+Computing links means arranging each trace's spans as a tree (:mod:`.dependencies`): over a
+day of a busy collector that was a scan of every span, a minute long. Here each trace's links
+are computed once per change and stored:
+
+* ``links_pending`` names the traces that received spans since their links were computed; a
+  write adds its traces there in its own transaction (one upsert per trace, nothing else);
+* :meth:`TraceLinks.read_pending` and :meth:`TraceLinks.apply` compute those traces' links off
+  the write path (a background thread, and a query first brings them up to date) and store
+  them in ``trace_links``, one row per trace and service pair, with the trace's timestamp;
+* ``link_minutes`` keeps their sums per minute of trace timestamp, moved by the differences.
+
+A window counts its whole minutes from ``link_minutes`` and its partial minutes from
+``trace_links``: the same traces as the full computation (those whose timestamp is in the
+window), whatever order and batches their spans came in.
+
+Each pending trace carries the sequence number of its latest write. Links are computed from one
+read snapshot that includes that write; the trace leaves ``links_pending`` only if no write
+came since, so a concurrent write is never lost, only computed again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector.storage import DependencyLink, SpanDict
+
+__all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks"]
+
+#: The tables and indexes of LINK_SCHEMA.
+LINK_OBJECTS = {"trace_links", "trace_links_by_ts", "link_minutes", "links_pending"}
+LINK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trace_links (
+    trace_low INTEGER NOT NULL,
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (trace_low, parent, child)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_links_by_ts ON trace_links(ts, parent, child, calls, errors);
+CREATE TABLE IF NOT EXISTS link_minutes (
+    minute INTEGER NOT NULL,
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (minute, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS links_pending (
+    trace_low INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"""
+
+_MINUTE_US = 60_000_000
+#: Traces computed per round: a round's write holds the write lock for about 10-30 ms.
+ROUND_TRACES = 500
+_IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PendingTrace:
+    """A trace's links as computed from one snapshot, and the write they include."""
+
+    trace_low: int
+    seq: int
+    ts: int | None  # the trace's timestamp (µs); None: no span has one
+    links: dict[tuple[str, str], tuple[int, int]]  # (parent, child) -> (calls, errors)
+
+
+def _span(
+    span_id: str,
+    parent_id: str | None,
+    kind: str | None,
+    shared: int,
+    service: str,
+    remote: str,
+    error: int,
+    ts: int | None,
+) -> SpanDict:
+    """A span dict with just what :class:`DependencyLinker` reads, from a ``spans`` row."""
+    span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
+    if parent_id:
+        span["parentId"] = parent_id
+    if kind:
+        span["kind"] = kind
+    if shared:
+        span["shared"] = True
+    if service:
+        span["localEndpoint"] = {"serviceName": service}
+    if remote:
+        span["remoteEndpoint"] = {"serviceName": remote}
+    if error:
+        span["tags"] = {"error": ""}
+    return span
+
+
+def _links_of(spans: Sequence[SpanDict]) -> dict[tuple[str, str], tuple[int, int]]:
+    linker = DependencyLinker()
+    linker.put_trace(spans)
+    return {
+        (link["parent"], link["child"]): (link["callCount"], link["errorCount"])
+        for link in linker.links()
+    }
+
+
+def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class TraceLinks:
+    """The stored links of a SQLite span store (the tables of :data:`LINK_SCHEMA`).
+
+    Every method takes the connection to use: the store decides which one and in which
+    transaction. ``next_seq`` continues the sequence found in the file (see :meth:`last_seq`).
+    """
+
+    def __init__(self, next_seq: int) -> None:
+        self._seq = itertools.count(next_seq)
+        self.last_seq = next_seq - 1  # the number of the latest mark
+
+    @staticmethod
+    def stored_seq(db: sqlite3.Connection) -> int:
+        """The largest sequence number pending in the file (0 if none)."""
+        return int(db.execute("SELECT coalesce(max(seq), 0) FROM links_pending").fetchone()[0])
+
+    @staticmethod
+    def create(db: sqlite3.Connection, existing_traces: bool) -> None:
+        """Create the tables; with ``existing_traces``, every stored trace becomes pending."""
+        for statement in LINK_SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        if existing_traces:
+            db.execute("INSERT OR IGNORE INTO links_pending SELECT trace_low, 0 FROM traces")
+
+    def mark(self, db: sqlite3.Connection, trace_lows: Iterable[int]) -> None:
+        """In a write's transaction: the traces it wrote need their links computed again."""
+        seq = next(self._seq)
+        db.executemany(
+            "INSERT INTO links_pending VALUES (?, ?)"
+            " ON CONFLICT (trace_low) DO UPDATE SET seq = excluded.seq",
+            [(low, seq) for low in trace_lows],
+        )
+        self.last_seq = seq
+
+    def forget(self, db: sqlite3.Connection, trace_lows: Sequence[int]) -> None:
+        """In a deletion's transaction: take the deleted traces' links out of every sum."""
+        self._replace(db, trace_lows, [])
+        for chunk in _chunks(trace_lows):
+            db.execute(
+                f"DELETE FROM links_pending WHERE trace_low IN ({_marks(len(chunk))})", chunk
+            )
+
+    def read_pending(
+        self,
+        db: sqlite3.Connection,
+        up_to: int | None = None,
+        limit: int = ROUND_TRACES,
+        check: Callable[[], None] = lambda: None,
+    ) -> list[PendingTrace]:
+        """Up to ``limit`` pending traces (marked at ``up_to`` or before) with their links.
+
+        One statement, so one snapshot: the spans read include every write the seq stands for.
+        ``check`` is called before each trace's tree is built (it raises to stop the read).
+        """
+        rows = db.execute(
+            "SELECT p.trace_low, p.seq, t.ts, s.span_id, s.parent_id, s.kind, s.shared,"
+            " s.service, s.remote_service, s.error, s.ts"
+            " FROM (SELECT trace_low, seq FROM links_pending WHERE seq <= ? LIMIT ?) p"
+            " LEFT JOIN traces t ON t.trace_low = p.trace_low"
+            " LEFT JOIN spans s ON s.trace_low = p.trace_low"
+            " ORDER BY p.trace_low",
+            (self.last_seq if up_to is None else up_to, limit),
+        )
+        pending: list[PendingTrace] = []
+        current: tuple[int, int, int | None] | None = None
+        spans: list[SpanDict] = []
+
+        def close() -> None:
+            if current is not None:
+                check()
+                low, seq, ts = current
+                links = _links_of(spans) if ts is not None else {}
+                pending.append(PendingTrace(low, seq, ts, links))
+
+        for low, seq, trace_ts, *span_row in rows:
+            if current is None or low != current[0]:
+                close()
+                current, spans = (low, seq, trace_ts), []
+            if span_row[0] is not None:
+                spans.append(_span(*span_row))
+        close()
+        return pending
+
+    def apply(self, db: sqlite3.Connection, computed: Sequence[PendingTrace]) -> None:
+        """In a write transaction: store links computed by :meth:`read_pending`.
+
+        Traces deleted since are skipped (their links would come back); a trace that received
+        spans since stays pending, to be computed again.
+        """
+        lows = [trace.trace_low for trace in computed]
+        alive: set[int] = set()
+        for chunk in _chunks(lows):
+            alive.update(
+                row[0]
+                for row in db.execute(
+                    f"SELECT trace_low FROM traces WHERE trace_low IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+            )
+        kept = [trace for trace in computed if trace.trace_low in alive]
+        self._replace(db, [trace.trace_low for trace in kept], kept)
+        db.executemany(
+            "DELETE FROM links_pending WHERE trace_low = ? AND seq = ?",
+            [(trace.trace_low, trace.seq) for trace in computed],
+        )
+
+    def _replace(
+        self, db: sqlite3.Connection, trace_lows: Sequence[int], new: Sequence[PendingTrace]
+    ) -> None:
+        """Swap the stored links of ``trace_lows`` for ``new``, moving the minute sums along."""
+        delta: dict[tuple[int, str, str], list[int]] = {}
+        for chunk in _chunks(trace_lows):
+            for parent, child, ts, calls, errors in db.execute(
+                "SELECT parent, child, ts, calls, errors FROM trace_links"
+                f" WHERE trace_low IN ({_marks(len(chunk))})",
+                chunk,
+            ):
+                sums = delta.setdefault((ts // _MINUTE_US, parent, child), [0, 0])
+                sums[0] -= calls
+                sums[1] -= errors
+            db.execute(f"DELETE FROM trace_links WHERE trace_low IN ({_marks(len(chunk))})", chunk)
+        rows = []
+        for trace in new:
+            if trace.ts is None:
+                continue  # a trace without a timestamp is in no window
+            minute = trace.ts // _MINUTE_US
+            for (parent, child), (calls, errors) in trace.links.items():
+                rows.append((trace.trace_low, parent, child, trace.ts, calls, errors))
+                sums = delta.setdefault((minute, parent, child), [0, 0])
+                sums[0] += calls
+                sums[1] += errors
+        db.executemany("INSERT INTO trace_links VALUES (?, ?, ?, ?, ?, ?)", rows)
+        changes = [
+            (*key, calls, errors) for key, (calls, errors) in delta.items() if calls or errors
+        ]
+        db.executemany(
+            "INSERT INTO link_minutes VALUES (?, ?, ?, ?, ?) ON CONFLICT (minute, parent, child)"
+            " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
+            changes,
+        )
+        db.executemany(
+            "DELETE FROM link_minutes WHERE minute = ? AND parent = ? AND child = ? AND calls <= 0",
+            [key for key, (calls, _) in delta.items() if calls < 0],
+        )
+
+    @staticmethod
+    def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
+        """Links of the traces whose timestamp is in [start_us, end_us], sorted."""
+        first_full = -(-start_us // _MINUTE_US)
+        last_full = (end_us + 1) // _MINUTE_US - 1
+        if first_full > last_full:
+            sql = (
+                "SELECT parent, child, sum(calls), sum(errors) FROM trace_links"
+                " WHERE ts BETWEEN ? AND ? GROUP BY parent, child ORDER BY parent, child"
+            )
+            params: list[int] = [start_us, end_us]
+        else:
+            sql = (
+                "SELECT parent, child, sum(calls), sum(errors) FROM ("
+                " SELECT parent, child, calls, errors FROM link_minutes"
+                "  WHERE minute BETWEEN ? AND ?"
+                " UNION ALL SELECT parent, child, calls, errors FROM trace_links"
+                "  WHERE ts BETWEEN ? AND ?"
+                " UNION ALL SELECT parent, child, calls, errors FROM trace_links"
+                "  WHERE ts BETWEEN ? AND ?"
+                ") GROUP BY parent, child ORDER BY parent, child"
+            )
+            params = [
+                first_full,
+                last_full,
+                start_us,
+                first_full * _MINUTE_US - 1,
+                (last_full + 1) * _MINUTE_US,
+                end_us,
+            ]
+        return [
+            DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
+            for parent, child, calls, errors in db.execute(sql, params)
+            if calls > 0
+        ]

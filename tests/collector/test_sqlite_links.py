@@ -1,0 +1,350 @@
+"""Stored dependency links: the same answer as computing every trace of the window afresh."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.support.collector import decoded, make_span, now_us
+
+from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector.sqlite_store import SqliteSpanStore
+from tomograph.collector.storage import DependencyLink, SpanDict
+
+MINUTE_MS = 60_000
+#: Span timestamps of the generated traces fall in these minutes (µs).
+BASE_US = 1_700_000_000_000_000 // (MINUTE_MS * 1000) * (MINUTE_MS * 1000)
+
+
+def full_computation(path: Path, end_ts: int, lookback: int) -> list[DependencyLink]:
+    """Every trace of the window read and linked afresh: how the store answered before."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
+            " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"
+            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?) ORDER BY s.trace_low",
+            ((end_ts - lookback) * 1000, end_ts * 1000),
+        ).fetchall()
+    finally:
+        db.close()
+    traces: dict[int, list[SpanDict]] = {}
+    for low, span_id, parent_id, kind, shared, service, remote, error, ts in rows:
+        span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
+        if parent_id:
+            span["parentId"] = parent_id
+        if kind:
+            span["kind"] = kind
+        if shared:
+            span["shared"] = True
+        if service:
+            span["localEndpoint"] = {"serviceName": service}
+        if remote:
+            span["remoteEndpoint"] = {"serviceName": remote}
+        if error:
+            span["tags"] = {"error": ""}
+        traces.setdefault(low, []).append(span)
+    linker = DependencyLinker()
+    for spans in traces.values():
+        linker.put_trace(spans)
+    return linker.links()
+
+
+def pending(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM links_pending").fetchone()[0])
+    finally:
+        db.close()
+
+
+# -- generated traces: RPCs with shared spans, messaging, local spans, errors, ids reused ------
+
+SERVICES = ["web", "api", "db", "queue", ""]
+IDS = [f"{n:016x}" for n in range(1, 9)]
+KINDS = [None, "CLIENT", "SERVER", "PRODUCER", "CONSUMER"]
+
+
+@st.composite
+def spans_of_trace(draw: st.DrawFn, trace_id: str) -> list[dict[str, Any]]:
+    spans = []
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(KINDS))
+        span = make_span(
+            trace_id,
+            draw(st.sampled_from(IDS)),
+            parent_id=draw(st.none() | st.sampled_from(IDS)),
+            service=draw(st.sampled_from(SERVICES)),
+            remote=draw(st.none() | st.sampled_from(SERVICES[:-1])),
+            kind=kind,
+            timestamp=draw(st.none() | st.integers(0, 5 * MINUTE_MS * 1000).map(BASE_US.__add__)),
+            tags={"error": "boom"} if draw(st.booleans()) else None,
+        )
+        if kind == "SERVER" and draw(st.booleans()):
+            span["shared"] = True
+        spans.append(span)
+    return spans
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
+    """Spans of a few traces (some 128-bit ids share their low half), in shuffled batches."""
+    lows = [f"{n:016x}" for n in draw(st.lists(st.integers(1, 6), min_size=1, max_size=5))]
+    trace_ids = [draw(st.sampled_from(["", "1" * 16, "2" * 16])) + low for low in lows]
+    spans = [span for trace_id in trace_ids for span in draw(spans_of_trace(trace_id))]
+    order = draw(st.permutations(range(len(spans))))
+    cuts = sorted(draw(st.lists(st.integers(0, len(spans)), max_size=4)))
+    shuffled = [spans[i] for i in order]
+    edges = [0, *cuts, len(spans)]
+    return [shuffled[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+WINDOWS = st.tuples(
+    st.integers(-MINUTE_MS, 7 * MINUTE_MS).map((BASE_US // 1000).__add__),  # end, ms
+    st.integers(1, 8 * MINUTE_MS),  # lookback, ms (also partial minutes)
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(), st.lists(WINDOWS, min_size=1, max_size=3))
+def test_links_equal_the_full_computation_after_every_batch(
+    batches: list[list[dict[str, Any]]], windows: list[tuple[int, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.db"
+        store = SqliteSpanStore(path, max_age=None)
+        try:
+            for batch in batches:
+                store.accept(decoded(batch))
+                # the day around the spans, and windows cutting minutes anywhere
+                for end_ts, lookback in [(BASE_US // 1000 + 43_200_000, 86_400_000), *windows]:
+                    expected = full_computation(path, end_ts, lookback)
+                    assert store.dependencies(end_ts, lookback) == expected
+        finally:
+            store.close()
+
+
+def rpc(trace_no: int, client: str, server: str, ts: int, error: bool = False) -> list[SpanDict]:
+    trace_id = f"{trace_no + 1:032x}"
+    return [
+        make_span(trace_id, "1" * 16, service=client, kind="SERVER", timestamp=ts),
+        make_span(
+            trace_id,
+            "2" * 16,
+            parent_id="1" * 16,
+            service=client,
+            remote=server,
+            kind="CLIENT",
+            timestamp=ts + 1,
+            tags={"error": "timeout"} if error else None,
+        ),
+        {
+            **make_span(trace_id, "2" * 16, parent_id="1" * 16, service=server, kind="SERVER"),
+            "shared": True,
+            "timestamp": ts + 2,
+        },
+    ]
+
+
+def test_a_trace_reported_by_each_service_separately_counts_one_call(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "t.db")
+    try:
+        client_half, server_half = [], []
+        start = now_us()
+        for n in range(20):
+            spans = rpc(n, "web", "api", start + n, error=n % 4 == 0)
+            client_half += spans[:2]
+            server_half += spans[2:]
+        store.accept(decoded(server_half))  # the server's batch first, the client's later
+        end_ms = start // 1000 + 1000
+        assert store.dependencies(end_ms, 60_000) == []  # servers alone: no caller known yet
+        store.accept(decoded(client_half))
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 20, "errorCount": 5}
+        ]
+    finally:
+        store.close()
+
+
+def test_retention_takes_deleted_traces_out_of_the_links(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=60.0)
+    try:
+        start = now_us()
+        store.accept(decoded([s for n in range(10) for s in rpc(n, "web", "api", start)]))
+        store.dependencies(start // 1000 + 1000, 60_000)  # links stored for the first traces
+        between = now_us()
+        store.accept(decoded([s for n in range(10, 13) for s in rpc(n, "web", "db", start)]))
+        # a span more for an old trace: it was received again, retention keeps it
+        store.accept(decoded(rpc(0, "web", "api", start)[:1]))
+        result = store.enforce_retention(now_us=between + 60_000_000)
+        assert result.traces_deleted == 9
+        end_ms = start // 1000 + 1000
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0},
+            {"parent": "web", "child": "db", "callCount": 3, "errorCount": 0},
+        ]
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()
+
+
+def test_size_retention_takes_deleted_traces_out_of_the_links(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=None, max_bytes=200_000)
+    try:
+        start = now_us()
+        for chunk in range(20):
+            spans = [s for n in range(50) for s in rpc(chunk * 50 + n, "web", "api", start + n)]
+            store.accept(decoded(spans))
+            if chunk % 5 == 0:
+                store.dependencies(start // 1000 + 1000, 60_000)
+        assert store.enforce_retention().traces_deleted > 0
+        end_ms = start // 1000 + 1000
+        [link] = store.dependencies(end_ms, 60_000)
+        assert link == full_computation(path, end_ms, 60_000)[0]
+        assert 0 < link["callCount"] < 1000
+    finally:
+        store.close()
+
+
+def as_version_1(path: Path) -> None:
+    """Turn a database into what the first schema version wrote: the same, without the links."""
+    db = sqlite3.connect(path)
+    try:
+        for table in ("trace_links", "link_minutes", "links_pending"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_a_version_1_database_gets_the_links_of_its_traces(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    start = now_us()
+    store = SqliteSpanStore(path)
+    store.accept(decoded([s for n in range(30) for s in rpc(n, "web", "api", start, n < 3)]))
+    store.close()
+    as_version_1(path)
+    end_ms = start // 1000 + 1000
+    expected = full_computation(path, end_ms, 60_000)
+    assert expected == [{"parent": "web", "child": "api", "callCount": 30, "errorCount": 3}]
+
+    store = SqliteSpanStore(path)
+    try:
+        assert store.dependencies(end_ms, 60_000) == expected
+        # spans arriving later for the old traces, and new traces, count as before
+        store.accept(decoded([s for n in range(30, 35) for s in rpc(n, "web", "db", start)]))
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    db.close()
+
+
+def test_links_not_computed_before_a_restart_are_computed_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    start = now_us()
+    store = SqliteSpanStore(path)
+    store.accept(decoded([s for n in range(5) for s in rpc(n, "web", "api", start)]))
+    store.close()  # within a second: the background refresh has not run yet
+    assert pending(path) == 5
+    store = SqliteSpanStore(path)
+    try:
+        store.accept(decoded(rpc(9, "web", "api", start)))
+        assert store.dependencies(start // 1000 + 1000, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 6, "errorCount": 0}
+        ]
+    finally:
+        store.close()
+
+
+def test_links_are_computed_in_the_background_without_a_query(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        store.accept(decoded(rpc(1, "web", "api", now_us())))
+        deadline = time.monotonic() + 20
+        while pending(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pending(path) == 0
+    finally:
+        store.close()
+
+
+def test_links_stay_exact_while_batches_arrive_during_their_computation(tmp_path: Path) -> None:
+    # Spans of the same traces keep arriving from two writers while two readers ask: a write
+    # landing between reading a trace and storing its links must not be lost.
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, readers=2)
+    start = now_us()
+    traces = [
+        rpc(n, f"svc-{n % 3}", f"svc-{(n + 1) % 3}", start + n, n % 5 == 0) for n in range(60)
+    ]
+    halves = [[s for t in traces for s in t[:2]], [s for t in traces for s in t[2:]]]
+    errors: list[BaseException] = []
+    writing = threading.Event()
+    writing.set()
+
+    def write(spans: list[SpanDict], seed: int) -> None:
+        rng = random.Random(seed)
+        rng.shuffle(spans)
+        try:
+            for at in range(0, len(spans), 7):
+                store.accept(decoded(spans[at : at + 7]))
+        except BaseException as error:
+            errors.append(error)
+
+    def ask() -> None:
+        try:
+            while writing.is_set():
+                store.dependencies(start // 1000 + 1000, 60_000)
+        except BaseException as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=write, args=(half, n)) for n, half in enumerate(halves)]
+    askers = [threading.Thread(target=ask) for _ in range(2)]
+    try:
+        for thread in writers + askers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        writing.clear()
+        for thread in askers:
+            thread.join()
+        assert errors == []
+        end_ms = start // 1000 + 1000
+        expected = full_computation(path, end_ms, 60_000)
+        assert sum(link["callCount"] for link in expected) == 60
+        assert store.dependencies(end_ms, 60_000) == expected
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("lookback_ms", [1, 59_999, 60_000, 60_001, 3 * 60_000 + 17])
+def test_windows_cutting_minutes_count_exactly_the_traces_inside(
+    tmp_path: Path, lookback_ms: int
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=None)
+    try:
+        # one trace every 7 seconds over five minutes, some exactly on a minute's edge
+        stamps = [BASE_US + n * 7_000_000 for n in range(43)] + [BASE_US + 120_000_000 - 1]
+        store.accept(decoded([s for n, ts in enumerate(stamps) for s in rpc(n, "web", "api", ts)]))
+        for end_ms in range(BASE_US // 1000, BASE_US // 1000 + 300_000, 9_999):
+            assert store.dependencies(end_ms, lookback_ms) == full_computation(
+                path, end_ms, lookback_ms
+            )
+    finally:
+        store.close()
