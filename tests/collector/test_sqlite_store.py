@@ -240,6 +240,38 @@ def test_operations_give_percentiles_and_error_rate(store: SqliteSpanStore) -> N
     assert (stats["p50"], stats["p90"], stats["p99"], stats["max"]) == (500, 900, 990, 1000)
 
 
+def test_tag_values_stop_at_the_limit_and_skip_unindexed_values(store: SqliteSpanStore) -> None:
+    spans = [
+        make_span(f"{n + 1:032x}", "1" * 16, tags={"k": value})
+        for n, value in enumerate(["b", "a", "c", "a", "x" * 300, "d"] * 3)
+    ]
+    store.accept(decoded(spans))
+    assert store.tag_values("k") == ["a", "b", "c", "d"]
+    assert store.tag_values("k", limit=2) == ["a", "b"]
+    assert store.tag_values("unknown") == []
+
+
+def test_operations_count_each_name_of_the_service_in_the_window_only(
+    store: SqliteSpanStore,
+) -> None:
+    now = now_us()
+    spans = [
+        make_span(T1, "1" * 16, name="get", service="web", timestamp=now - 10, duration=5),
+        make_span(T1, "2" * 16, name="", service="web", timestamp=now - 20, duration=7),
+        make_span(T1, "3" * 16, name="put", service="web", timestamp=now - 30, duration=9),
+        make_span(T1, "4" * 16, name="get", service="db", timestamp=now - 40, duration=11),
+        # an hour and a bit ago: outside the window
+        make_span(T2, "5" * 16, name="get", service="web", timestamp=now - 3_700_000_000),
+    ]
+    store.accept(decoded(spans))
+    stats = store.operations("Web", now // 1000 + 1, 3_600_000)
+    assert [(s["spanName"], s["count"], s["max"]) for s in stats] == [
+        ("", 1, 7),
+        ("get", 1, 5),
+        ("put", 1, 9),
+    ]
+
+
 def test_retention_by_age_deletes_old_traces_and_their_names(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db", max_age=3600)
     try:

@@ -618,9 +618,14 @@ class SqliteSpanStore:
     @_reading
     def tag_values(self, reader: Reader, key: str, limit: int = 1000) -> list[str]:
         """Distinct values seen for tag ``key`` (indexed values only), sorted."""
+        # one index seek per distinct value: DISTINCT read every row of the key, one per trace
+        # (a second at a million spans for http.method)
         rows = reader.execute(
-            "SELECT DISTINCT value FROM span_terms WHERE term = ? AND value != ''"
-            " ORDER BY value LIMIT ?",
+            "WITH RECURSIVE v(value) AS ("
+            " SELECT min(value) FROM span_terms WHERE term = ?1 AND value > ''"
+            " UNION ALL SELECT (SELECT min(value) FROM span_terms WHERE term = ?1"
+            "  AND value > v.value) FROM v WHERE v.value IS NOT NULL LIMIT ?2"
+            ") SELECT value FROM v WHERE value IS NOT NULL",
             (key, limit),
         )
         return [row[0] for row in rows]
@@ -663,10 +668,15 @@ class SqliteSpanStore:
         self, reader: Reader, service_name: str, end_ts: int, lookback: int
     ) -> list[OperationStats]:
         """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
+        service = service_name.lower()
+        # per span name of the service, its spans of the window through (service, name, ts):
+        # with the name left out, every span the service ever sent was read
+        names = "(SELECT name FROM span_names WHERE kind = 'span' AND service = ?1)"
         rows = reader.execute(
-            "SELECT name, duration, error FROM spans WHERE service = ? AND ts BETWEEN ? AND ?"
-            " AND duration IS NOT NULL ORDER BY name, duration",
-            (service_name.lower(), (end_ts - lookback) * 1000, end_ts * 1000),
+            "SELECT name, duration, error FROM spans WHERE service = ?1"
+            + (f" AND name IN {names}" if service else "")
+            + " AND ts BETWEEN ?2 AND ?3 AND duration IS NOT NULL ORDER BY name, duration",
+            (service, (end_ts - lookback) * 1000, end_ts * 1000),
         )
         result: list[OperationStats] = []
         name: str | None = None
