@@ -18,7 +18,7 @@ from tomograph.collector.storage import DependencyLink, SpanDict
 __all__ = ["DependencyLinker", "SpanNode", "build_span_tree"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SpanNode:
     """One span in a trace tree (``span`` is None for a synthetic root of a headless trace)."""
 
@@ -34,8 +34,7 @@ class SpanNode:
     def walk(self) -> Iterable[SpanNode]:
         """This node and its descendants, breadth first."""
         queue = [self]
-        while queue:
-            node = queue.pop(0)
+        for node in queue:  # the list grows behind the loop: breadth first, no pop(0)
             yield node
             queue.extend(node.children)
 
@@ -56,13 +55,15 @@ def build_span_tree(spans: Sequence[SpanDict]) -> SpanNode:
     nodes: dict[tuple[str, bool, str | None], SpanNode] = {}
     wanted_parent: dict[tuple[str, bool, str | None], tuple[str, bool, str | None] | None] = {}
     ordered = sorted(spans, key=lambda s: (bool(s.get("shared")), s.get("timestamp") or 0))
+    services = [local_service(s) for s in ordered]
     shared_keys = {
-        _key(s["id"], True, local_service(s)) for s in ordered if s.get("shared") is True
+        _key(s["id"], True, service)
+        for s, service in zip(ordered, services, strict=True)
+        if s.get("shared") is True
     }
     root: SpanNode | None = None
-    for span in ordered:
+    for span, service in zip(ordered, services, strict=True):
         shared = bool(span.get("shared"))
-        service = local_service(span)
         key = _key(span["id"], shared, service)
         if key in nodes:
             continue  # a duplicate id: keep the first, as Zipkin's tree does
