@@ -256,7 +256,7 @@ def query_kinds(trace_ids: list[str]) -> dict[str, Callable[[random.Random, int]
         return path
 
     def dependencies(rng: random.Random, round_no: int) -> str:
-        end = time.time_ns() // 1_000_000 - round_no * 60_001
+        end = time.time_ns() // 1_000_000 - (round_no + 1) * 60_001
         return f"/api/v2/dependencies?endTs={end}&lookback={DAY_MS}"
 
     def operations(rng: random.Random, round_no: int) -> str:

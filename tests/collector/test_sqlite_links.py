@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.collector import decoded, make_span, now_us
 
+from tomograph.collector import sqlite_links, sqlite_store
 from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.sqlite_store import SqliteSpanStore
-from tomograph.collector.storage import DependencyLink, SpanDict
+from tomograph.collector.storage import DependencyLink, QueryTimeout, SpanDict
 
 MINUTE_MS = 60_000
 #: Span timestamps of the generated traces fall in these minutes (µs).
@@ -351,5 +352,38 @@ def test_windows_cutting_minutes_count_exactly_the_traces_inside(
             assert store.dependencies(end_ms, lookback_ms) == full_computation(
                 path, end_ms, lookback_ms
             )
+    finally:
+        store.close()
+
+
+def test_a_query_catching_up_on_many_traces_stops_at_the_query_timeout_and_keeps_its_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # no help from the background
+    monkeypatch.setattr(sqlite_links, "ROUND_TRACES", 1)  # many short rounds
+    put_trace = DependencyLinker.put_trace
+
+    def slow_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+        time.sleep(0.05)  # each round stays within the timeout, all of them do not
+        put_trace(linker, spans)
+
+    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, query_timeout=0.3)
+    try:
+        start = now_us()
+        store.accept(decoded([s for n in range(40) for s in rpc(n, "web", "api", start)]))
+        end_ms = start // 1000 + 1000
+        with pytest.raises(QueryTimeout):
+            store.dependencies(end_ms, 60_000)
+        assert 0 < pending(path) < 40  # the rounds done are kept
+        answer: list[DependencyLink] = []
+        for _ in range(40):  # each try goes further
+            try:
+                answer = store.dependencies(end_ms, 60_000)
+                break
+            except QueryTimeout:
+                continue
+        assert answer == [{"parent": "web", "child": "api", "callCount": 40, "errorCount": 0}]
     finally:
         store.close()

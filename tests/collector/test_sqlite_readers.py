@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from tests.support.collector import decoded, make_span, now_us
 
-from tomograph.collector import sqlite_links, sqlite_store
+from tomograph.collector import sqlite_store
+from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.sqlite_readers import ReaderPool
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import QueryTimeout, StoreClosed
@@ -123,15 +124,15 @@ def test_a_store_read_past_the_query_timeout_raises_query_timeout(
     store = SqliteSpanStore(tmp_path / "t.db", query_timeout=0.3)
     store.accept(decoded(trace_of(1) + trace_of(2) + trace_of(3)))
     linked = threading.Event()
-    put_trace = sqlite_links.DependencyLinker.put_trace
+    put_trace = DependencyLinker.put_trace
 
-    def slow_put_trace(linker: sqlite_links.DependencyLinker, spans: list[object]) -> None:
+    def slow_put_trace(linker: DependencyLinker, spans: list[object]) -> None:
         if spans and not linked.is_set():
             linked.set()
             time.sleep(0.5)  # the work on the first trace alone outlasts the query's budget
         put_trace(linker, spans)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sqlite_links.DependencyLinker, "put_trace", slow_put_trace)
+    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
     try:
         end_ms = now_us() // 1000 + 1000
         with pytest.raises(QueryTimeout):

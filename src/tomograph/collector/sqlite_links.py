@@ -167,10 +167,10 @@ class TraceLinks:
         self,
         db: sqlite3.Connection,
         up_to: int | None = None,
-        limit: int = ROUND_TRACES,
+        limit: int | None = None,
         check: Callable[[], None] = lambda: None,
     ) -> list[PendingTrace]:
-        """Up to ``limit`` pending traces (marked at ``up_to`` or before) with their links.
+        """Up to ``limit`` (:data:`ROUND_TRACES`) pending traces marked at ``up_to`` or before.
 
         One statement, so one snapshot: the spans read include every write the seq stands for.
         ``check`` is called before each trace's tree is built (it raises to stop the read).
@@ -182,7 +182,7 @@ class TraceLinks:
             " LEFT JOIN traces t ON t.trace_low = p.trace_low"
             " LEFT JOIN spans s ON s.trace_low = p.trace_low"
             " ORDER BY p.trace_low",
-            (self.last_seq if up_to is None else up_to, limit),
+            (self.last_seq if up_to is None else up_to, limit or ROUND_TRACES),
         )
         pending: list[PendingTrace] = []
         current: tuple[int, int, int | None] | None = None

@@ -40,6 +40,7 @@ from tomograph.collector.storage import (
     DependencyLink,
     OperationStats,
     QueryRequest,
+    QueryTimeout,
     RetentionResult,
     SpanDict,
     StoreClosed,
@@ -411,6 +412,7 @@ class SqliteSpanStore:
                 pass
             self._writer.close()
         self._readers.close(_CLOSE_WAIT)
+        self._links_thread.join(_CLOSE_WAIT)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -645,17 +647,25 @@ class SqliteSpanStore:
 
         Sums of stored links: the traces written until now have theirs computed first.
         """
-        self._refresh_links(self._links.last_seq)
+        started = time.monotonic()
+        self._refresh_links(self._links.last_seq, started)
         with self._readers.reading() as reader:
             return TraceLinks.window(reader.db, (end_ts - lookback) * 1000, end_ts * 1000)
 
-    def _refresh_links(self, up_to: int | None = None) -> None:
+    def _refresh_links(self, up_to: int | None = None, started: float | None = None) -> None:
         """Compute the links of pending traces (marked at ``up_to`` or before), round by round.
 
         Each round reads spans with a pooled reader (the lock of writes is not held while the
-        trees are built), then stores the links in one short write transaction.
+        trees are built), then stores the links in one short write transaction. A query that
+        ``started`` then stops with QueryTimeout after the query timeout; its rounds are kept.
         """
         while True:
+            if (
+                started is not None
+                and self.query_timeout is not None
+                and time.monotonic() - started >= self.query_timeout
+            ):
+                raise QueryTimeout(self._readers.timeout_message)
             with self._links_lock:
                 with self._readers.reading() as reader:
                     computed = self._links.read_pending(reader.db, up_to, check=reader.check)
