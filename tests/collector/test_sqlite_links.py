@@ -387,3 +387,38 @@ def test_a_query_catching_up_on_many_traces_stops_at_the_query_timeout_and_keeps
         assert answer == [{"parent": "web", "child": "api", "callCount": 40, "errorCount": 0}]
     finally:
         store.close()
+
+
+def test_spans_written_while_their_trace_is_linked_are_linked_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    start = now_us()
+    client_half = rpc(1, "web", "api", start)[:2]
+    # the server names itself otherwise than the client did: the link changes when it arrives
+    server_half = rpc(1, "web", "payments", start)[2:]
+    read_pending = sqlite_links.TraceLinks.read_pending
+
+    def read_then_write(links: sqlite_links.TraceLinks, *args: Any, **kwargs: Any) -> Any:
+        computed = read_pending(links, *args, **kwargs)
+        if computed and server_half:
+            store.accept(decoded([server_half.pop()]))  # after the read, before the links land
+        return computed
+
+    monkeypatch.setattr(sqlite_links.TraceLinks, "read_pending", read_then_write)
+    try:
+        store.accept(decoded(client_half))
+        end_ms = start // 1000 + 1000
+        # the client span alone: a leaf client links to its remote service
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+        assert not server_half
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0}
+        ]
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+        assert pending(path) == 0
+    finally:
+        store.close()
