@@ -213,6 +213,34 @@ def test_a_failing_batch_writes_nothing(store: SqliteSpanStore) -> None:
     assert store.service_names() == []
 
 
+@pytest.mark.parametrize("probe", [1, 3, 4, 5, 12])
+def test_search_finds_the_newest_matches_whatever_the_probe_reaches(
+    store: SqliteSpanStore, monkeypatch: pytest.MonkeyPatch, probe: int
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", probe)
+    now = now_us()
+    # twelve traces, two at each time; the even ones are errors
+    store.accept(
+        decoded(
+            [
+                make_span(
+                    f"{'a' * 16}{n + 1:016x}",
+                    "1" * 16,
+                    service="web",
+                    timestamp=now - 1_000_000 * (n // 2),
+                    tags={"error": ""} if n % 2 == 0 else None,
+                )
+                for n in range(12)
+            ]
+        )
+    )
+    newest_errors = [f"{'a' * 16}{n + 1:016x}" for n in (0, 2, 4)]
+    assert store.find_trace_ids(window(annotation_query={"error": ""}, limit=3)) == newest_errors
+    every = store.find_trace_ids(window(service_name="web", limit=12))
+    assert sorted(every) == sorted(f"{'a' * 16}{n + 1:016x}" for n in range(12))
+    assert store.find_trace_ids(window(service_name="nobody", limit=3)) == []
+
+
 def test_tag_values_are_distinct_and_sorted(store: SqliteSpanStore) -> None:
     store.accept(decoded([make_span(T1, "1" * 16, tags={"http.method": "POST"})]))
     store.accept(decoded([make_span(T1, "2" * 16, tags={"http.method": "GET"})]))
@@ -242,7 +270,7 @@ def test_operations_give_percentiles_and_error_rate(store: SqliteSpanStore) -> N
 
 def test_tag_values_stop_at_the_limit_and_skip_unindexed_values(store: SqliteSpanStore) -> None:
     spans = [
-        make_span(f"{n + 1:032x}", "1" * 16, tags={"k": value})
+        make_span(f"{'a' * 16}{n + 1:016x}", "1" * 16, tags={"k": value})
         for n, value in enumerate(["b", "a", "c", "a", "x" * 300, "d"] * 3)
     ]
     store.accept(decoded(spans))

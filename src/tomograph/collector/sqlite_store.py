@@ -577,16 +577,27 @@ class SqliteSpanStore:
         if not criteria:
             sql = "SELECT trace_id FROM traces WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?"
             return [row[0] for row in reader.execute(sql, [*window, request.limit])]
+        # The probe walks traces_by_ts newest first and stops at ``limit`` matches. Its reach
+        # is the time of the _PROBE_TRACES-th newest trace: as a subquery with LIMIT, SQLite
+        # checked every one of those traces before sorting (200 ms instead of 0.2).
+        oldest = reader.execute(
+            "SELECT ts FROM traces WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT 1 OFFSET ?",
+            [*window, _PROBE_TRACES - 1],
+        ).fetchone()
+        reach = window[0] if oldest is None else max(window[0], oldest[0])
         probe_sql = (
-            "SELECT t.trace_id FROM (SELECT trace_low, trace_id, ts FROM traces"
-            " WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?) t WHERE "
+            "SELECT t.trace_id FROM traces t WHERE t.ts BETWEEN ? AND ? AND "
             + " AND ".join(_exists(table, where) for table, where, _ in criteria)
             + " ORDER BY t.ts DESC LIMIT ?"
         )
-        params: list[Any] = [*window, _PROBE_TRACES]
+        params: list[Any] = [reach, window[1]]
         for _, _, values in criteria:
             params.extend(values)
-        found = [row[0] for row in reader.execute(probe_sql, [*params, request.limit])]
+        found = (
+            [row[0] for row in reader.execute(probe_sql, [*params, request.limit])]
+            if _PROBE_TRACES > 0
+            else []
+        )
         if len(found) >= request.limit:
             return found
         in_window = reader.execute(
