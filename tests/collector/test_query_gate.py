@@ -17,7 +17,7 @@ import pytest
 from tests.collector.conftest import ServedApp
 from tests.support.collector import http, make_span, now_us
 
-from tomograph.collector import sqlite_store
+from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.query_gate import Overloaded, QueryGate
 from tomograph.collector.sqlite_store import SqliteSpanStore
 
@@ -114,14 +114,14 @@ def test_fifty_stuck_queries_get_a_bounded_line_and_ingest_goes_on(tmp_path: Pat
 def test_a_query_running_past_the_timeout_is_answered_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    put_trace = sqlite_store.DependencyLinker.put_trace
+    put_trace = DependencyLinker.put_trace
 
-    def slow_put_trace(linker: sqlite_store.DependencyLinker, spans: list[Any]) -> None:
+    def slow_put_trace(linker: DependencyLinker, spans: list[Any]) -> None:
         if spans:
             time.sleep(0.5)  # one trace alone outlasts the query's budget
         put_trace(linker, spans)
 
-    monkeypatch.setattr(sqlite_store.DependencyLinker, "put_trace", slow_put_trace)
+    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
     with ServedApp(tmp_path, query_timeout=0.3) as app:
         spans = [
             make_span(f"{n:032x}", "1" * 16, service="web", remote="db", kind="CLIENT")
