@@ -422,3 +422,37 @@ def test_spans_written_while_their_trace_is_linked_are_linked_next_time(
         assert pending(path) == 0
     finally:
         store.close()
+
+
+HOUR_MS = 3_600_000
+
+
+@pytest.mark.parametrize(
+    "lookback_ms", [1, HOUR_MS - 1, HOUR_MS, HOUR_MS + 1, 2 * HOUR_MS + 17_003, 6 * HOUR_MS]
+)
+def test_windows_cutting_hours_count_exactly_the_traces_inside(
+    tmp_path: Path, lookback_ms: int
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=None)
+    try:
+        hour_us = HOUR_MS * 1000
+        base = BASE_US // hour_us * hour_us
+        # a trace every 7 minutes over five hours, and some on the edges of hours and minutes
+        stamps = [base + n * 420_000_000 for n in range(43)]
+        stamps += [base + hour_us - 1, base + 2 * hour_us, base + 3 * hour_us + 60_000_000 - 1]
+        store.accept(
+            decoded(
+                [
+                    s
+                    for n, ts in enumerate(stamps)
+                    for s in rpc(n, f"svc-{n % 3}", f"svc-{(n + 1) % 3}", ts, n % 4 == 0)
+                ]
+            )
+        )
+        for end_ms in range(base // 1000 - HOUR_MS, base // 1000 + 6 * HOUR_MS, 1_020_017):
+            assert store.dependencies(end_ms, lookback_ms) == full_computation(
+                path, end_ms, lookback_ms
+            )
+    finally:
+        store.close()

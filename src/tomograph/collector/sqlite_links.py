@@ -9,11 +9,13 @@ are computed once per change and stored:
 * :meth:`TraceLinks.read_pending` and :meth:`TraceLinks.apply` compute those traces' links off
   the write path (a background thread, and a query first brings them up to date) and store
   them in ``trace_links``, one row per trace and service pair, with the trace's timestamp;
-* ``link_minutes`` keeps their sums per minute of trace timestamp, moved by the differences.
+* ``link_hours`` and ``link_minutes`` keep their sums per hour and per minute of trace
+  timestamp, moved by the differences.
 
-A window counts its whole minutes from ``link_minutes`` and its partial minutes from
-``trace_links``: the same traces as the full computation (those whose timestamp is in the
-window), whatever order and batches their spans came in.
+A window counts its whole hours from ``link_hours``, the whole minutes left at its edges from
+``link_minutes`` and what is left of those from ``trace_links``: the same traces as the full
+computation (those whose timestamp is in the window), whatever order and batches their spans
+came in. A day reads about 24 + 2 x 60 sums per service pair.
 
 Each pending trace carries the sequence number of its latest write. Links are computed from one
 read snapshot that includes that write; the trace leaves ``links_pending`` only if no write
@@ -33,7 +35,7 @@ from tomograph.collector.storage import DependencyLink, SpanDict
 __all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks"]
 
 #: The tables and indexes of LINK_SCHEMA.
-LINK_OBJECTS = {"trace_links", "trace_links_by_ts", "link_minutes", "links_pending"}
+LINK_OBJECTS = {"trace_links", "trace_links_by_ts", "link_hours", "link_minutes", "links_pending"}
 LINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS trace_links (
     trace_low INTEGER NOT NULL,
@@ -45,13 +47,21 @@ CREATE TABLE IF NOT EXISTS trace_links (
     PRIMARY KEY (trace_low, parent, child)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_links_by_ts ON trace_links(ts, parent, child, calls, errors);
-CREATE TABLE IF NOT EXISTS link_minutes (
-    minute INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS link_hours (
+    bucket INTEGER NOT NULL,
     parent TEXT NOT NULL,
     child TEXT NOT NULL,
     calls INTEGER NOT NULL,
     errors INTEGER NOT NULL,
-    PRIMARY KEY (minute, parent, child)
+    PRIMARY KEY (bucket, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS link_minutes (
+    bucket INTEGER NOT NULL,
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (bucket, parent, child)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links_pending (
     trace_low INTEGER PRIMARY KEY,
@@ -59,7 +69,8 @@ CREATE TABLE IF NOT EXISTS links_pending (
 );
 """
 
-_MINUTE_US = 60_000_000
+#: The tables of sums, coarsest first, with the length of their buckets (µs of trace time).
+_SUMS = (("link_hours", 3_600_000_000), ("link_minutes", 60_000_000))
 #: Traces computed per round: a round's write holds the write lock for about 10-30 ms.
 ROUND_TRACES = 500
 _IN_CHUNK = 500
@@ -230,72 +241,87 @@ class TraceLinks:
     def _replace(
         self, db: sqlite3.Connection, trace_lows: Sequence[int], new: Sequence[PendingTrace]
     ) -> None:
-        """Swap the stored links of ``trace_lows`` for ``new``, moving the minute sums along."""
-        delta: dict[tuple[int, str, str], list[int]] = {}
+        """Swap the stored links of ``trace_lows`` for ``new``, moving the sums along."""
+        delta: dict[tuple[str, str], dict[int, list[int]]] = {}
+
+        def add(ts: int, pair: tuple[str, str], calls: int, errors: int) -> None:
+            sums = delta.setdefault(pair, {}).setdefault(ts, [0, 0])
+            sums[0] += calls
+            sums[1] += errors
+
         for chunk in _chunks(trace_lows):
             for parent, child, ts, calls, errors in db.execute(
                 "SELECT parent, child, ts, calls, errors FROM trace_links"
                 f" WHERE trace_low IN ({_marks(len(chunk))})",
                 chunk,
             ):
-                sums = delta.setdefault((ts // _MINUTE_US, parent, child), [0, 0])
-                sums[0] -= calls
-                sums[1] -= errors
+                add(ts, (parent, child), -calls, -errors)
             db.execute(f"DELETE FROM trace_links WHERE trace_low IN ({_marks(len(chunk))})", chunk)
         rows = []
         for trace in new:
             if trace.ts is None:
                 continue  # a trace without a timestamp is in no window
-            minute = trace.ts // _MINUTE_US
-            for (parent, child), (calls, errors) in trace.links.items():
-                rows.append((trace.trace_low, parent, child, trace.ts, calls, errors))
-                sums = delta.setdefault((minute, parent, child), [0, 0])
-                sums[0] += calls
-                sums[1] += errors
+            for pair, (calls, errors) in trace.links.items():
+                rows.append((trace.trace_low, *pair, trace.ts, calls, errors))
+                add(trace.ts, pair, calls, errors)
         db.executemany("INSERT INTO trace_links VALUES (?, ?, ?, ?, ?, ?)", rows)
-        changes = [
-            (*key, calls, errors) for key, (calls, errors) in delta.items() if calls or errors
-        ]
-        db.executemany(
-            "INSERT INTO link_minutes VALUES (?, ?, ?, ?, ?) ON CONFLICT (minute, parent, child)"
-            " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
-            changes,
-        )
-        db.executemany(
-            "DELETE FROM link_minutes WHERE minute = ? AND parent = ? AND child = ? AND calls <= 0",
-            [key for key, (calls, _) in delta.items() if calls < 0],
-        )
+        for table, length in _SUMS:
+            changes: dict[tuple[int, str, str], list[int]] = {}
+            for (parent, child), by_ts in delta.items():
+                for ts, (calls, errors) in by_ts.items():
+                    sums = changes.setdefault((ts // length, parent, child), [0, 0])
+                    sums[0] += calls
+                    sums[1] += errors
+            db.executemany(
+                f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?) ON CONFLICT (bucket, parent, child)"
+                " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
+                [
+                    (*key, calls, errors)
+                    for key, (calls, errors) in changes.items()
+                    if calls or errors
+                ],
+            )
+            db.executemany(
+                f"DELETE FROM {table} WHERE bucket = ? AND parent = ? AND child = ? AND calls <= 0",
+                [key for key, (calls, _) in changes.items() if calls < 0],
+            )
 
     @staticmethod
     def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
         """Links of the traces whose timestamp is in [start_us, end_us], sorted."""
-        first_full = -(-start_us // _MINUTE_US)
-        last_full = (end_us + 1) // _MINUTE_US - 1
-        if first_full > last_full:
-            sql = (
-                "SELECT parent, child, sum(calls), sum(errors) FROM trace_links"
-                " WHERE ts BETWEEN ? AND ? GROUP BY parent, child ORDER BY parent, child"
+        parts: list[str] = []
+        params: list[int] = []
+
+        def cover(start: int, end: int, level: int) -> None:
+            """Sum [start, end] from the coarsest table whose whole buckets fit, then finer."""
+            if start > end:
+                return
+            if level == len(_SUMS):
+                parts.append(
+                    "SELECT parent, child, calls, errors FROM trace_links WHERE ts BETWEEN ? AND ?"
+                )
+                params.extend((start, end))
+                return
+            table, length = _SUMS[level]
+            first, last = -(-start // length), (end + 1) // length - 1
+            if first > last:
+                cover(start, end, level + 1)
+                return
+            parts.append(
+                f"SELECT parent, child, calls, errors FROM {table} WHERE bucket BETWEEN ? AND ?"
             )
-            params: list[int] = [start_us, end_us]
-        else:
-            sql = (
-                "SELECT parent, child, sum(calls), sum(errors) FROM ("
-                " SELECT parent, child, calls, errors FROM link_minutes"
-                "  WHERE minute BETWEEN ? AND ?"
-                " UNION ALL SELECT parent, child, calls, errors FROM trace_links"
-                "  WHERE ts BETWEEN ? AND ?"
-                " UNION ALL SELECT parent, child, calls, errors FROM trace_links"
-                "  WHERE ts BETWEEN ? AND ?"
-                ") GROUP BY parent, child ORDER BY parent, child"
-            )
-            params = [
-                first_full,
-                last_full,
-                start_us,
-                first_full * _MINUTE_US - 1,
-                (last_full + 1) * _MINUTE_US,
-                end_us,
-            ]
+            params.extend((first, last))
+            cover(start, first * length - 1, level + 1)
+            cover((last + 1) * length, end, level + 1)
+
+        cover(start_us, end_us, 0)
+        if not parts:
+            return []  # an empty window
+        sql = (
+            "SELECT parent, child, sum(calls), sum(errors) FROM ("
+            + " UNION ALL ".join(parts)
+            + ") GROUP BY parent, child ORDER BY parent, child"
+        )
         return [
             DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
             for parent, child, calls, errors in db.execute(sql, params)
