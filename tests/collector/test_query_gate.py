@@ -17,6 +17,7 @@ import pytest
 from tests.collector.conftest import ServedApp
 from tests.support.collector import http, make_span, now_us
 
+from tomograph.collector import sqlite_store
 from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.query_gate import Overloaded, QueryGate
 from tomograph.collector.sqlite_store import SqliteSpanStore
@@ -122,6 +123,8 @@ def test_a_query_running_past_the_timeout_is_answered_503(
         put_trace(linker, spans)
 
     monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+    # the links are left for the query to compute (the store's background pass would too)
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     with ServedApp(tmp_path, query_timeout=0.3) as app:
         spans = [
             make_span(f"{n:032x}", "1" * 16, service="web", remote="db", kind="CLIENT")

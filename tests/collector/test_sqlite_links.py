@@ -259,13 +259,17 @@ def test_a_version_1_database_gets_the_links_of_its_traces(tmp_path: Path) -> No
     db.close()
 
 
-def test_links_not_computed_before_a_restart_are_computed_after_it(tmp_path: Path) -> None:
+def test_links_not_computed_before_a_restart_are_computed_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "t.db"
     start = now_us()
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     store = SqliteSpanStore(path)
     store.accept(decoded([s for n in range(5) for s in rpc(n, "web", "api", start)]))
-    store.close()  # within a second: the background refresh has not run yet
+    store.close()  # before the background refresh ran
     assert pending(path) == 5
+    monkeypatch.undo()
     store = SqliteSpanStore(path)
     try:
         store.accept(decoded(rpc(9, "web", "api", start)))
