@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.collector.conftest import StoreFactory
 from tests.support.collector import decoded, make_span, now_us
+from tests.support.postgres import fresh_database
 
 from tomograph.collector import sqlite_store
 from tomograph.collector.storage import QueryRequest, SpanStore
@@ -409,3 +411,65 @@ def test_stored_spans_come_back_as_zipkin_ingests_them(
             assert list(stored) == list(expected)  # the field order too
     finally:
         store.close()
+
+
+_ids = st.sampled_from(["1" * 16, "2" * 16, "3" * 16, "4" * 16])
+_services = st.sampled_from(["web", "api", "db", ""])
+_linked_span = st.fixed_dictionaries(
+    {
+        "id": _ids,
+        "kind": st.sampled_from([None, "CLIENT", "SERVER", "PRODUCER", "CONSUMER"]),
+        "service": _services,
+        "remote": _services,
+        "parent": st.one_of(st.none(), _ids),
+        "shared": st.booleans(),
+        "error": st.booleans(),
+        "offset": st.integers(min_value=0, max_value=3),  # ties are common
+    }
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    traces=st.lists(st.lists(_linked_span, min_size=1, max_size=6), min_size=1, max_size=6),
+    split=st.integers(min_value=1, max_value=6),
+)
+def test_both_stores_derive_the_same_dependency_links(
+    tmp_path: Path, postgres_server: str, traces: list[list[dict[str, Any]]], split: int
+) -> None:
+    # PostgreSQL keeps links per trace as batches arrive, SQLite derives them when asked:
+    # the same spans, however they were split into batches, give the same answer
+    start = now_us() - 1_000_000
+    spans = []
+    for number, trace in enumerate(traces):
+        trace_id = f"{uuid.uuid4().hex[:16]}{number + 1:016x}"
+        for span in trace:
+            made = make_span(
+                trace_id,
+                span["id"],
+                parent_id=span["parent"] if span["parent"] != span["id"] else None,
+                service=span["service"],
+                remote=span["remote"] or None,
+                kind=span["kind"],
+                timestamp=start + span["offset"],
+                tags={"error": ""} if span["error"] else None,
+                shared=span["shared"] and span["kind"] == "SERVER",
+            )
+            if not span["service"]:
+                del made["localEndpoint"]
+            spans.append(made)
+    with fresh_database(postgres_server) as postgres_url:
+        sqlite = StoreFactory("sqlite", str(tmp_path / f"{uuid.uuid4().hex}.db"))
+        postgres = StoreFactory("postgresql", postgres_url)
+        try:
+            stores = [sqlite(), postgres()]
+            for store in stores:
+                for first in range(0, len(spans), split):
+                    store.accept(decoded(spans[first : first + split]))
+            end, lookback = now_us() // 1000 + 1000, 3_600_000
+            assert stores[0].dependencies(end, lookback) == stores[1].dependencies(end, lookback)
+        finally:
+            sqlite.close_all()
+            postgres.close_all()

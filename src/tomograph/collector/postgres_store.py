@@ -50,7 +50,7 @@ from tomograph.encoding.normalize import normalize_trace_id
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresSpanStore", "is_postgres_url"]
+__all__ = ["PostgresSpanStore"]
 
 SCHEMA_VERSION = 1
 #: How often (seconds) :meth:`PostgresSpanStore.data_version` moves on by itself: the bound on
@@ -183,15 +183,6 @@ SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::integer[], %s::in
 """
 
 
-def is_postgres_url(text: str) -> bool:
-    """True if ``--db`` names a PostgreSQL database rather than a SQLite file.
-
-    >>> is_postgres_url("postgres://spans@db/traces"), is_postgres_url("traces.db")
-    (True, False)
-    """
-    return text.lower().startswith(("postgresql://", "postgres://"))
-
-
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -273,6 +264,9 @@ class PostgresSpanStore:
         except psycopg.Error as error:
             self._writers.close(0)
             raise StoreOpenError(f"cannot open {self.location}: {self._reason(error)}") from None
+        except StoreUnavailable as error:  # could not connect: says where and why
+            self._writers.close(0)
+            raise StoreOpenError(str(error)) from None
         except StoreOpenError:
             self._writers.close(0)
             raise
