@@ -149,7 +149,8 @@ ON CONFLICT (trace_low) DO UPDATE SET
               ELSE least(t.ts, excluded.ts) END,
     root_ts = coalesce(t.root_ts, excluded.root_ts),
     received = greatest(t.received, excluded.received)
-"""
+RETURNING trace_low, xmax = 0
+"""  # xmax is 0 on a row this statement inserted (not on one it updated): a new trace
 _INSERT_SPANS = """
 INSERT INTO tomograph_spans (trace_low, digest, trace_id, span_id, parent_id, kind, shared, name,
     service, remote_service, ts, duration, error, body)
@@ -710,56 +711,87 @@ class _Batch:
 
     def store(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int:
         """Write the batch in the caller's transaction; returns how many spans were new."""
-        # the trace rows first, in trace order: they lock each trace against other batches
-        # until this one commits, so its links below are computed from all of its spans
-        conn.execute(_UPSERT_TRACES, self.traces)
-        new = conn.execute(_INSERT_SPANS, self.spans).fetchall()
-        if self.terms[0]:
-            conn.execute(_INSERT_TERMS, self.terms)
-        if self.names[0]:
-            conn.execute(_INSERT_NAMES, self.names)
+        # One round trip for the writes (pipeline mode). The trace rows come first, in trace
+        # order: they lock each trace against other batches until this one commits, so the
+        # links below are computed from all of its spans.
+        with conn.pipeline():
+            upserted = conn.execute(_UPSERT_TRACES, self.traces)
+            inserted = conn.execute(_INSERT_SPANS, self.spans)
+            if self.terms[0]:
+                conn.execute(_INSERT_TERMS, self.terms)
+            if self.names[0]:
+                conn.execute(_INSERT_NAMES, self.names)
+            created = {low for low, is_new in upserted.fetchall() if is_new}
+            new = inserted.fetchall()
         if not new:
             return 0  # a retried batch: nothing changed, links included
         added: dict[int, int] = {}
         for low, size in new:
             added[low] = added.get(low, 0) + size + _ROW_OVERHEAD
         lows = sorted(added)
-        conn.execute(_ADD_BYTES, [lows, [added[low] for low in lows]])
-        _relink(conn, lows)
+        # a trace this batch created has no spans but the batch's: no need to read them back
+        # (another batch adding to it waited for this one's lock, and will read them all)
+        spans: dict[int, list[SpanDict]] = {}
+        rows = sorted(zip(*self.spans, strict=True), key=lambda row: (row[0], row[1]))
+        for row in rows:  # in digest order, as read back below and by the SQLite store
+            if row[0] in created:
+                # span_id, parent_id, kind, shared, service, remote, error, ts
+                fields = (row[3], row[4], row[5], row[6], row[8], row[9], row[12], row[10])
+                spans.setdefault(row[0], []).append(_link_span(*fields))
+        stored = [low for low in lows if low not in created]
+        if stored:
+            for low, *stored_fields in conn.execute(_LINK_SPANS, (stored,)):
+                spans.setdefault(low, []).append(_link_span(*stored_fields))
+        with conn.pipeline():
+            conn.execute(_ADD_BYTES, [lows, [added[low] for low in lows]])
+            if stored:
+                conn.execute(
+                    "DELETE FROM tomograph_trace_links WHERE trace_low = ANY(%s)", (stored,)
+                )
+            links = _links(spans)
+            if links[0]:
+                conn.execute(_INSERT_LINKS, links)
         return len(new)
 
 
-def _relink(conn: psycopg.Connection[tuple[Any, ...]], lows: list[int]) -> None:
-    """Recompute the dependency links of the traces ``lows`` from all their stored spans."""
-    by_trace: dict[int, list[SpanDict]] = {}
-    for low, span_id, parent_id, kind, shared, service, remote, error, ts in conn.execute(
-        _LINK_SPANS, (lows,)
-    ):
-        span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
-        if parent_id:
-            span["parentId"] = parent_id
-        if kind:
-            span["kind"] = kind
-        if shared:
-            span["shared"] = True
-        if service:
-            span["localEndpoint"] = {"serviceName": service}
-        if remote:
-            span["remoteEndpoint"] = {"serviceName": remote}
-        if error:
-            span["tags"] = {"error": ""}
-        by_trace.setdefault(low, []).append(span)
+def _link_span(
+    span_id: str,
+    parent_id: str | None,
+    kind: str | None,
+    shared: bool,
+    service: str,
+    remote: str,
+    error: bool,
+    ts: int | None,
+) -> SpanDict:
+    """What the dependency linker reads of a span, from its stored columns."""
+    span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
+    if parent_id:
+        span["parentId"] = parent_id
+    if kind:
+        span["kind"] = kind
+    if shared:
+        span["shared"] = True
+    if service:
+        span["localEndpoint"] = {"serviceName": service}
+    if remote:
+        span["remoteEndpoint"] = {"serviceName": remote}
+    if error:
+        span["tags"] = {"error": ""}
+    return span
+
+
+def _links(traces: dict[int, list[SpanDict]]) -> list[list[Any]]:
+    """The dependency links of each trace, as columns (trace, parent, child, calls, errors)."""
     columns: list[list[Any]] = [[], [], [], [], []]
-    for low, spans in by_trace.items():
+    for low, spans in traces.items():
         linker = DependencyLinker()
         linker.put_trace(spans)
         for link in linker.links():
             row = (low, link["parent"], link["child"], link["callCount"], link["errorCount"])
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
-    conn.execute("DELETE FROM tomograph_trace_links WHERE trace_low = ANY(%s)", (lows,))
-    if columns[0]:
-        conn.execute(_INSERT_LINKS, columns)
+    return columns
 
 
 def _delete_traces(
