@@ -418,3 +418,19 @@ def test_a_password_in_the_url_never_reaches_the_log(postgres_url: str, tmp_path
     output = collector.process.output()
     assert "traces in postgresql://tomograph@127.0.0.1" in output
     assert "p4ssw0rd" not in output
+
+
+def test_a_batch_after_the_database_dropped_the_connections_is_stored(
+    instances: StoreFactory,
+) -> None:
+    # a restart or failover of the server closes every pooled connection; the first batch
+    # after it must not be refused for that
+    store = instances()
+    store.accept(decoded([make_span("a" * 32, "1" * 16)]))
+    with psycopg.connect(instances.location, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'tomograph collector'"
+        )
+    assert store.accept(decoded([make_span("a" * 32, "2" * 16)])) == 1
+    assert store.span_count() == 2

@@ -358,6 +358,11 @@ class PostgresSpanStore:
                     f"{self.location} cannot store now ({self._reason(error)}); nothing was stored"
                 ) from None
             except self._psycopg.OperationalError as error:
+                # A pooled connection the server dropped (a restart, a failover, an idle
+                # timeout) fails on first use: once more on a fresh one. Safe even if the
+                # commit itself went through: the batch is stored once however often sent.
+                if attempt == 0 and _connection_lost(error):
+                    continue
                 raise StoreUnavailable(
                     f"{self.location} is unreachable ({self._reason(error)}); nothing was stored",
                     5,
@@ -831,6 +836,13 @@ def _forget_names(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         f" AND left(s.remote_service, {_PREFIX}) = left(n.name, {_PREFIX})"
         " AND s.service = n.service AND s.remote_service = n.name)"
     )
+
+
+def _connection_lost(error: Exception) -> bool:
+    """True if ``error`` ended the connection (as opposed to a statement failing on it)."""
+    sqlstate = getattr(error, "sqlstate", None)
+    # 57P01 admin shutdown (pg_terminate_backend, a server stopping), 08xxx connection errors
+    return sqlstate is None or sqlstate == "57P01" or sqlstate.startswith("08")
 
 
 def _has_table(conn: psycopg.Connection[tuple[Any, ...]], name: str) -> bool:
