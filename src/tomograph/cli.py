@@ -115,9 +115,7 @@ def _collector_base(url: str) -> str:
 
 def _demo_with_collector(args: argparse.Namespace) -> int:
     """Run the HTTP demo, report to a collector (started here if none runs), print the URL."""
-    from pathlib import Path
-
-    from tomograph.collector import CollectorSettings, default_db_path
+    from tomograph.collector import CollectorSettings
     from tomograph.collector.server import BackgroundCollector, print_ui_link
     from tomograph.collector.storage import StoreOpenError
     from tomograph.demo_services import run_http_demo
@@ -132,8 +130,7 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
         if args.send or status is not None:  # the collector named, or a server on our port
             print(_refusal(base, status, token), file=sys.stderr)
             return 1
-        db_path = Path(args.db).expanduser() if args.db else default_db_path()
-        settings = CollectorSettings(port=args.port, db_path=db_path)
+        settings = CollectorSettings(port=args.port, **_database(args.db))
         try:
             collector = BackgroundCollector(settings).start()
         except (OSError, StoreOpenError) as error:  # CollectorStartError is an OSError
@@ -141,7 +138,7 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
             return 1
         base = collector.url
         token = None  # the collector started here asks for none
-        print(f"started the tomograph collector on {base} (traces in {db_path})")
+        print(f"started the tomograph collector on {base} (traces in {settings.db_location})")
     try:
         memory = MemoryBackend()
         zipkin = ZipkinBackend(base, timeout=5.0, max_retries=2, token=token)
