@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from tests.collector.conftest import StoreFactory
 from tests.support.collector import decoded, make_span, now_us
@@ -27,14 +28,12 @@ from tests.support.collector import http as request
 from tests.support.servers import BackgroundProcess, free_port, wait_for_port
 from tests.support.thread_calls import all_at_once
 
+from tomograph.collector import postgres_store
+from tomograph.collector.postgres_store import PostgresSpanStore
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import StoreOpenError
 
-psycopg = pytest.importorskip("psycopg")
 T = TypeVar("T")
-
-from tomograph.collector import postgres_store  # noqa: E402
-from tomograph.collector.postgres_store import PostgresSpanStore  # noqa: E402
 
 
 def run_in_threads(count: int, work: Callable[[int], T]) -> list[T]:

@@ -233,6 +233,40 @@ def test_a_failing_batch_writes_nothing(store: SpanStore) -> None:
     assert store.service_names() == []
 
 
+def test_names_longer_than_an_index_entry_are_stored_and_found(store: SpanStore) -> None:
+    # 1,024 characters (the span limits' longest name) of 4-byte UTF-8: 4 KB, more than one
+    # PostgreSQL B-tree entry holds
+    name = "\U0001f600" * 1024
+    span = make_span(T1, "1" * 16, name=name, service=name, remote=name, tags={name: "v"})
+    assert store.accept(decoded([span])) == 1
+    assert store.find_trace_ids(window(service_name=name, span_name=name)) == [T1]
+    assert store.find_trace_ids(window(service_name=name, remote_service_name=name)) == [T1]
+    assert store.find_trace_ids(window(annotation_query={name: "v"})) == [T1]
+    assert store.span_names(name) == [name]
+    assert store.remote_service_names(name) == [name]
+    assert store.tag_values(name) == ["v"]
+
+
+def test_nul_characters_are_kept_in_the_span_and_searchable(store: SpanStore) -> None:
+    span = make_span(
+        T1, "1" * 16, name="a\x00b", tags={"k\x00": "v\x00"}, annotations=[(now_us(), "n\x00")]
+    )
+    assert store.accept(decoded([span])) == 1
+    [stored] = store.get_trace(T1) or []
+    assert (stored["name"], stored["tags"]) == ("a\x00b", {"k\x00": "v\x00"})
+    assert store.find_trace_ids(window(span_name="a\x00b")) == [T1]
+    assert store.find_trace_ids(window(annotation_query={"k\x00": "v\x00"})) == [T1]
+    assert store.find_trace_ids(window(annotation_query={"n\x00": ""})) == [T1]
+
+
+def test_the_largest_times_are_stored(store: SpanStore) -> None:
+    largest = (1 << 63) - 1  # what the span limits let through
+    span = make_span(T1, "1" * 16, timestamp=largest, duration=largest)
+    assert store.accept(decoded([span])) == 1
+    [stored] = store.get_trace(T1) or []
+    assert (stored["timestamp"], stored["duration"]) == (largest, largest)
+
+
 def test_tag_values_are_distinct_and_sorted(store: SpanStore) -> None:
     store.accept(decoded([make_span(T1, "1" * 16, tags={"http.method": "POST"})]))
     store.accept(decoded([make_span(T1, "2" * 16, tags={"http.method": "GET"})]))

@@ -139,7 +139,7 @@ _TABLES = (
 
 _UPSERT_TRACES = """
 INSERT INTO tomograph_traces AS t (trace_low, trace_id, ts, root_ts, received)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[])
 ORDER BY 1
 ON CONFLICT (trace_low) DO UPDATE SET
     trace_id = CASE WHEN length(excluded.trace_id) > length(t.trace_id)
@@ -154,24 +154,24 @@ RETURNING trace_low, xmax = 0
 _INSERT_SPANS = """
 INSERT INTO tomograph_spans (trace_low, digest, trace_id, span_id, parent_id, kind, shared, name,
     service, remote_service, ts, duration, error, body)
-SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[],
-    %s::boolean[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::boolean[],
-    %s::bytea[])
+SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[],
+    %b::boolean[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::boolean[],
+    %b::bytea[])
 ON CONFLICT DO NOTHING
 RETURNING trace_low, octet_length(body)
 """
 _ADD_BYTES = """
 UPDATE tomograph_traces t SET bytes = t.bytes + u.bytes
-FROM unnest(%s::bigint[], %s::bigint[]) AS u(trace_low, bytes) WHERE t.trace_low = u.trace_low
+FROM unnest(%b::bigint[], %b::bigint[]) AS u(trace_low, bytes) WHERE t.trace_low = u.trace_low
 """
 _INSERT_TERMS = """
 INSERT INTO tomograph_span_terms (trace_low, digest, term, value, service)
-SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[])
+SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::text[], %b::text[], %b::text[])
 ON CONFLICT DO NOTHING
 """
 _INSERT_NAMES = """
 INSERT INTO tomograph_span_names (digest, service, kind, name)
-SELECT * FROM unnest(%s::bytea[], %s::text[], %s::text[], %s::text[])
+SELECT * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::text[])
 ON CONFLICT DO NOTHING
 """
 _LINK_SPANS = """
@@ -180,7 +180,7 @@ FROM tomograph_spans WHERE trace_low = ANY(%s) ORDER BY trace_low, digest
 """
 _INSERT_LINKS = """
 INSERT INTO tomograph_trace_links (trace_low, parent, child, calls, errors)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::integer[], %s::integer[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::integer[], %b::integer[])
 """
 
 
