@@ -31,7 +31,13 @@ from tests.support.thread_calls import all_at_once
 from tomograph.collector import postgres_store
 from tomograph.collector.postgres_store import PostgresSpanStore
 from tomograph.collector.sqlite_store import SqliteSpanStore
-from tomograph.collector.storage import StoreOpenError
+from tomograph.collector.storage import (
+    QueryRequest,
+    QueryTimeout,
+    StoreClosed,
+    StoreOpenError,
+    StoreUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -433,3 +439,68 @@ def test_a_batch_after_the_database_dropped_the_connections_is_stored(
         )
     assert store.accept(decoded([make_span("a" * 32, "2" * 16)])) == 1
     assert store.span_count() == 2
+
+
+# -- reads that must stop, a database that is gone --------------------------------------------
+
+
+def test_a_query_past_its_timeout_is_stopped(instances: StoreFactory) -> None:
+    store = instances(query_timeout=0.5)
+    store.accept(decoded([make_span("a" * 32, "1" * 16)]))
+    with psycopg.connect(instances.location) as blocker:  # holds the lock until rolled back
+        blocker.execute("LOCK TABLE tomograph_traces IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(QueryTimeout):
+            store.find_trace_ids(QueryRequest(end_ts=now_us() // 1000, lookback=60_000))
+        blocker.rollback()
+    assert store.find_trace_ids(QueryRequest(end_ts=now_us() // 1000 + 1000, lookback=60_000))
+
+
+def test_reads_in_progress_stop_when_the_server_stops(instances: StoreFactory) -> None:
+    store = instances()
+    outcome: list[BaseException] = []
+    with psycopg.connect(instances.location) as blocker:
+        blocker.execute("LOCK TABLE tomograph_traces IN ACCESS EXCLUSIVE MODE")
+
+        def read() -> None:
+            try:
+                store.service_names()
+                store.find_trace_ids(QueryRequest(end_ts=now_us() // 1000, lookback=60_000))
+            except BaseException as error:
+                outcome.append(error)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 10
+        with psycopg.connect(instances.location, autocommit=True) as watcher:
+            while not watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'tomograph collector'"
+                " AND wait_event_type = 'Lock'"
+            ).fetchone():
+                assert time.monotonic() < deadline, "the read never waited for the lock"
+                time.sleep(0.01)
+        store.interrupt_reads()
+        reader.join(10)
+        blocker.rollback()
+    assert [type(error) for error in outcome] == [StoreClosed]
+    assert store.accept(decoded([make_span("a" * 32, "1" * 16)])) == 1  # writes go on
+
+
+def test_a_batch_for_a_database_that_refuses_connections_is_answered_retry_later(
+    instances: StoreFactory, postgres_server: str
+) -> None:
+    store = instances()
+    database = instances.location.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+        try:
+            with pytest.raises(StoreUnavailable) as raised:
+                store.accept(decoded([make_span("a" * 32, "1" * 16)]))
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    assert raised.value.retry_after > 0
+    assert database in str(raised.value)
+    assert store.accept(decoded([make_span("a" * 32, "1" * 16)])) == 1  # and back
