@@ -7,7 +7,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tomograph.ids import format_trace_id
 
@@ -115,9 +115,7 @@ def _collector_base(url: str) -> str:
 
 def _demo_with_collector(args: argparse.Namespace) -> int:
     """Run the HTTP demo, report to a collector (started here if none runs), print the URL."""
-    from pathlib import Path
-
-    from tomograph.collector import CollectorSettings, default_db_path
+    from tomograph.collector import CollectorSettings
     from tomograph.collector.server import BackgroundCollector, print_ui_link
     from tomograph.collector.storage import StoreOpenError
     from tomograph.demo_services import run_http_demo
@@ -132,8 +130,7 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
         if args.send or status is not None:  # the collector named, or a server on our port
             print(_refusal(base, status, token), file=sys.stderr)
             return 1
-        db_path = Path(args.db).expanduser() if args.db else default_db_path()
-        settings = CollectorSettings(port=args.port, db_path=db_path)
+        settings = CollectorSettings(port=args.port, **_database(args.db))
         try:
             collector = BackgroundCollector(settings).start()
         except (OSError, StoreOpenError) as error:  # CollectorStartError is an OSError
@@ -141,7 +138,7 @@ def _demo_with_collector(args: argparse.Namespace) -> int:
             return 1
         base = collector.url
         token = None  # the collector started here asks for none
-        print(f"started the tomograph collector on {base} (traces in {db_path})")
+        print(f"started the tomograph collector on {base} (traces in {settings.db_location})")
     try:
         memory = MemoryBackend()
         zipkin = ZipkinBackend(base, timeout=5.0, max_retries=2, token=token)
@@ -238,7 +235,6 @@ def _interval(text: str) -> float:
 
 def _serve(args: argparse.Namespace) -> int:
     import importlib.util
-    from pathlib import Path
 
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:  # the collector extra is not installed
@@ -248,7 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from tomograph.collector import CollectorSettings, default_db_path, serve
+    from tomograph.collector import CollectorSettings, serve
     from tomograph.collector.server import CollectorStartError
     from tomograph.collector.span_limits import SpanLimits
     from tomograph.collector.storage import StoreOpenError
@@ -263,7 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = CollectorSettings(
             host=args.host,
             port=args.port,
-            db_path=Path(args.db).expanduser() if args.db else default_db_path(),
+            **_database(args.db),
             token=_collector_token(args, "serve"),
             cors_origins=tuple(args.cors_origin or ()),
             max_body_bytes=args.max_body,
@@ -281,6 +277,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database(db: str | None) -> dict[str, Any]:
+    """``--db`` as collector settings: a PostgreSQL URL, or a SQLite file."""
+    from pathlib import Path
+
+    from tomograph.collector.settings import default_db_path, is_postgres_url
+
+    if db and is_postgres_url(db):
+        return {"db_url": db}
+    return {"db_path": Path(db).expanduser() if db else default_db_path()}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors in one line that names the command's own help."""
 
@@ -293,12 +300,16 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
         "serve",
         help="run the Zipkin-compatible collector and web UI (needs the collector extra)",
         description="Receive spans (Zipkin v2 JSON/proto3 on /api/v2/spans, OTLP/HTTP on "
-        "/v1/traces), keep them in SQLite and show them in a web UI.",
+        "/v1/traces), keep them in SQLite or PostgreSQL and show them in a web UI.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=9411, help="port to listen on (default 9411)")
     serve.add_argument(
-        "--db", help="SQLite file (default $XDG_DATA_HOME/tomograph/traces.db)", default=None
+        "--db",
+        help="SQLite file (default $XDG_DATA_HOME/tomograph/traces.db), or a"
+        " postgresql://user@host/dbname URL shared by several collectors (needs the postgresql"
+        " extra; a password is best given in PGPASSWORD or ~/.pgpass)",
+        default=None,
     )
     serve.add_argument(
         "--token",

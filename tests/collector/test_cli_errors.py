@@ -175,3 +175,12 @@ def test_demo_with_a_db_under_a_regular_file(tmp_path: Path) -> None:
         str(tmp_path / "notes.txt" / "traces.db"),
     )
     assert_one_line_error(result, "tomograph demo:", "notes.txt is a file, not a folder")
+
+
+def test_unreachable_postgresql_is_named_without_its_password() -> None:
+    port = free_port()  # nothing listens there
+    result = tomograph(*serve("--db", f"postgres://spans:hunter2-secret@127.0.0.1:{port}/traces"))
+    assert_one_line_error(
+        result, "tomograph serve:", f"cannot connect to postgresql://spans@127.0.0.1:{port}/traces"
+    )
+    assert "hunter2" not in result.stderr

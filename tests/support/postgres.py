@@ -69,3 +69,20 @@ def postgres_cluster() -> Iterator[str]:
             )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new empty database on the cluster of ``admin_url`` (a libpq URL); dropped at the end."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,7 +1,8 @@
 """The embedded Zipkin-compatible collector and web UI (``tomograph serve``).
 
 It speaks Zipkin's v2 HTTP API (JSON and proto3 ingest, the query API the Zipkin UI uses) and
-OTLP/HTTP trace ingest, keeps spans in SQLite, and serves a web UI at ``/``. Needs the
+OTLP/HTTP trace ingest, keeps spans in SQLite (or PostgreSQL, shared by several collectors:
+:mod:`tomograph.collector.postgres_store`), and serves a web UI at ``/``. Needs the
 ``collector`` extra: ``pip install 'tomograph-tracing[collector]'``.
 
 >>> from tomograph.collector import CollectorSettings, create_app

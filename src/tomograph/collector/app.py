@@ -217,10 +217,37 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error in the collector (see its log)")
 
 
+def open_store(settings: CollectorSettings) -> SpanStore:
+    """The span store ``settings`` names: PostgreSQL for a ``db_url``, else the SQLite file.
+
+    psycopg is imported only for a PostgreSQL URL.
+    """
+    if settings.db_url is not None:
+        from tomograph.collector.postgres_store import PostgresSpanStore
+
+        return PostgresSpanStore(
+            settings.db_url,
+            max_age=settings.max_age,
+            max_bytes=settings.max_bytes,
+            readers=settings.max_concurrent_queries + 1,
+            # one per upload stored at once, and one for retention
+            writers=settings.max_uploads + 1,
+            query_timeout=settings.query_timeout,
+        )
+    return SqliteSpanStore(
+        settings.db_path,
+        max_age=settings.max_age,
+        max_bytes=settings.max_bytes,
+        # one more than the queries that run at once, for retention's size checks
+        readers=settings.max_concurrent_queries + 1,
+        query_timeout=settings.query_timeout,
+    )
+
+
 def create_app(
     settings: CollectorSettings | None = None, store: SpanStore | None = None
 ) -> Starlette:
-    """The collector's ASGI app; opens a :class:`SqliteSpanStore` at ``settings.db_path``.
+    """The collector's ASGI app; opens the store ``settings`` names (see :func:`open_store`).
 
     >>> import tempfile, pathlib
     >>> folder = tempfile.TemporaryDirectory()
@@ -230,14 +257,7 @@ def create_app(
     """
     settings = settings or CollectorSettings()
     if store is None:
-        store = SqliteSpanStore(
-            settings.db_path,
-            max_age=settings.max_age,
-            max_bytes=settings.max_bytes,
-            # one more than the queries that run at once, for retention's size checks
-            readers=settings.max_concurrent_queries + 1,
-            query_timeout=settings.query_timeout,
-        )
+        store = open_store(settings)
     gate = QueryGate(
         settings.max_concurrent_queries,
         settings.max_queued_queries,

@@ -121,7 +121,7 @@ def serve(settings: CollectorSettings) -> None:
         raise
     log = logging.getLogger("tomograph.collector")
     base_url = f"http://{_url_host(settings.host)}:{sock.getsockname()[1]}"
-    log.info("tomograph collector on %s (traces in %s)", base_url, settings.db_path)
+    log.info("tomograph collector on %s (traces in %s)", base_url, settings.db_location)
     print_ui_link("web UI", base_url, "/", settings.token)
     if not settings.loopback_only and settings.token is None:
         log.warning(

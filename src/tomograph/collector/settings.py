@@ -17,6 +17,7 @@ __all__ = [
     "check_token",
     "default_db_path",
     "is_loopback",
+    "is_postgres_url",
 ]
 
 #: Tag keys offered for value completion in the search form (``/api/v2/autocompleteKeys``).
@@ -52,6 +53,15 @@ def is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
+def is_postgres_url(text: str) -> bool:
+    """True if ``--db`` names a PostgreSQL database rather than a SQLite file.
+
+    >>> is_postgres_url("postgres://spans@db/traces"), is_postgres_url("traces.db")
+    (True, False)
+    """
+    return text.lower().startswith(("postgresql://", "postgres://"))
+
+
 def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where traces are kept unless ``--db`` says otherwise: the user's data directory.
 
@@ -67,6 +77,8 @@ def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
 class CollectorSettings:
     """Everything ``tomograph serve`` can be told.
 
+    ``db_url``: a ``postgresql://`` URL; when set, spans are kept in that PostgreSQL database
+    (shared by every collector given the same URL) instead of the SQLite file ``db_path``.
     ``token``: when set, every API call (ingest and query) needs ``Authorization: Bearer <token>``.
     ``cors_origins``: browser origins allowed to call the API from other pages (none by default).
     ``max_body_bytes``: largest upload, before and after decompression (413 beyond).
@@ -96,6 +108,7 @@ class CollectorSettings:
     host: str = "127.0.0.1"
     port: int = 9411
     db_path: Path = field(default_factory=default_db_path)
+    db_url: str | None = field(default=None, repr=False)  # it may hold a password
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 10 * 1024 * 1024
@@ -122,6 +135,8 @@ class CollectorSettings:
             raise ConfigurationError("host must not be empty (127.0.0.1 serves this machine)")
         if self.token is not None:
             check_token(self.token)
+        if self.db_url is not None and not is_postgres_url(self.db_url):
+            raise ConfigurationError("db_url must be a postgresql:// or postgres:// URL")
         if not 0 < self.query_timeout <= 86400:
             raise ConfigurationError(
                 f"the query timeout must be more than 0 and at most a day, not {self.query_timeout}"
@@ -130,6 +145,19 @@ class CollectorSettings:
             raise ConfigurationError("at least one query must be able to run")
         if self.shutdown_timeout < 0:
             raise ConfigurationError("shutdown_timeout must not be negative")
+
+    @property
+    def db_location(self) -> str:
+        """Where spans are kept, for logs: the SQLite file, or the database without password.
+
+        >>> CollectorSettings(db_url="postgresql://spans:s3cret@db/traces").db_location
+        'postgresql://spans@db/traces'
+        """
+        if self.db_url is None:
+            return str(self.db_path)
+        from tomograph.collector.postgres_pool import database_location
+
+        return database_location(self.db_url)
 
     @property
     def loopback_only(self) -> bool:

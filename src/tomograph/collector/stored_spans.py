@@ -1,0 +1,51 @@
+"""A span as a store keeps it: compact UTF-8 JSON, and JSON arrays built from stored texts.
+
+Shared by the span stores, so that every engine returns byte-for-byte the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tomograph.encoding.normalize import SpanDict
+
+__all__ = ["json_array", "stored_json"]
+
+
+def stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
+    """The span as stored (its strings made encodable) and its compact UTF-8 JSON.
+
+    >>> stored_json({"traceId": "a" * 16, "id": "b" * 16, "name": "\\ud800"})[1]
+    b'{"traceId":"aaaaaaaaaaaaaaaa","id":"bbbbbbbbbbbbbbbb","name":"?"}'
+    """
+    try:
+        return span, json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
+        span = _scrub(span)
+        return span, json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made encodable as UTF-8 (lone surrogates become "?")."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def json_array(items: list[bytes]) -> bytes:
+    """JSON texts as one JSON array, built with a single copy (answers can be tens of MB).
+
+    >>> json_array([b"1", b'"a"'])
+    b'[1,"a"]'
+    """
+    if not items:
+        return b"[]"
+    parts = [b","] * (2 * len(items) + 1)
+    parts[0], parts[-1] = b"[", b"]"
+    parts[1::2] = items
+    return b"".join(parts)
