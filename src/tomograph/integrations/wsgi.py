@@ -44,6 +44,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 
 _new_object = object.__new__
+_get_current = CURRENT_SPAN.get
 _set_current = CURRENT_SPAN.set
 _reset_current = CURRENT_SPAN.reset
 
@@ -202,7 +203,8 @@ class Middleware(ServerMiddlewareBase[WSGIApp]):
             return self.app(environ, start_response)
         if ENVIRON_KEY in environ:
             return self.app(environ, start_response)  # an outer tomograph layer traces it
-        outer = enclosing_server_span()
+        # Looked up only under a current span: most requests start with none (a call less).
+        outer = enclosing_server_span() if _get_current() is not None else None
         if outer is not None:
             # Mounted in an application this process already traces the request for: one span.
             environ[ENVIRON_KEY] = outer
