@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, cast
 
 from tomograph.clock import ANCHOR, monotonic_ns
 from tomograph.context import CURRENT_SPAN, ROOT_EXTRA
@@ -148,6 +148,17 @@ class Span:
             # field in an __init__ of its own.
             return _new_object(cls)
         return make_span(tracer, name, kind, tags, parent, local_endpoint, remote_endpoint)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # For copy.copy(): a bare object and then the fields, as for any slotted class; the
+        # default would call Span.__new__, which starts a span, without its arguments.
+        fields = {
+            name: getattr(self, name)
+            for cls in type(self).__mro__
+            for name in getattr(cls, "__slots__", ())
+            if hasattr(self, name)
+        }
+        return (_new_object, (type(self),), (None, fields))
 
     # -- life cycle -------------------------------------------------------------------------
 
