@@ -12,6 +12,7 @@ set-up, which both runs share.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -20,6 +21,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+#: ``(small, large)`` for operations of a few thousand instructions: two runs of one program
+#: differ by a million instructions or two (start-up is not quite deterministic), which the
+#: default 500 iterations of difference would spread as +-4,000 over each operation.
+MANY_ITERATIONS = (1000, 11000)
 
 _TOTAL = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
@@ -59,6 +65,18 @@ def instructions_per_op(
     with ThreadPoolExecutor(2) as pool:
         few, many = pool.map(instructions, (argv_for(small), argv_for(large)))
     return (many - few) / (large - small)
+
+
+def run_counted(operation: Callable[[], object], iterations: int, warm_up: int = 300) -> None:
+    """What a program under :func:`instructions_per_op` does: ``operation`` ``warm_up`` times
+    (caches filled, lazy imports done), then ``iterations`` times with the garbage collector
+    off (a collection landing in one run and not the other would count as the operation's)."""
+    for _ in range(warm_up):
+        operation()
+    gc.collect()
+    gc.disable()
+    for _ in range(iterations):
+        operation()
 
 
 if __name__ == "__main__":

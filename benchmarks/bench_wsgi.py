@@ -8,10 +8,14 @@
 
 Both tracers record every request into memory (bounded), so the numbers are the cost of
 tracing, not of exporting. ``python benchmarks/bench_wsgi.py --serve KIND PORT`` is the server.
+
+``--instructions`` counts the in-process part with valgrind's callgrind instead of timing it (see
+``_callgrind``): numbers that machine load does not move; the loopback part is skipped then.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
 import re
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import _callgrind
 import tomograph
 from _harness import Result, print_table, time_per_op, wsgi_request
 from tomograph.reporting.memory import MemoryBackend
@@ -44,6 +49,10 @@ ENVIRON: dict[str, Any] = {
     "wsgi.url_scheme": "http",
 }
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+CASES: dict[str, dict[str, Any]] = {
+    "new trace": {},
+    "incoming traceparent": {"HTTP_TRACEPARENT": TRACEPARENT},
+}
 
 
 def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -82,23 +91,45 @@ def one_request(app: Callable[..., Any], extra: dict[str, Any]) -> Callable[[], 
     return wsgi_request(app, lambda: {**ENVIRON, **extra})
 
 
-def in_process() -> None:
+def count(kind: str, case: str, iterations: int) -> None:
+    """Worker under callgrind: one case ``iterations`` times (see ``_callgrind.run_counted``)."""
+    app = build_app(kind)
+    if app is None:
+        raise SystemExit(f"{kind} is not installed")
+    _callgrind.run_counted(one_request(app, CASES[case]), iterations)
+
+
+def _counted(kind: str, case: str) -> float | None:
+    probe = subprocess.run([sys.executable, __file__, "--count", kind, case, "1"], check=False)
+    if probe.returncode:
+        return None
+    return _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--count", kind, case, str(n)],
+        *_callgrind.MANY_ITERATIONS,
+    )
+
+
+def in_process(instructions: bool = False) -> None:
     results: list[Result] = []
-    cases = {"new trace": {}, "incoming traceparent": {"HTTP_TRACEPARENT": TRACEPARENT}}
-    for case, extra in cases.items():
-        bare = time_per_op(one_request(hello, extra))
+    unit = "instructions" if instructions else "µs"
+    for case, extra in CASES.items():
+        bare = _counted("bare", case) if instructions else time_per_op(one_request(hello, extra))
         for kind in ("tomograph", "opentelemetry"):
-            app = build_app(kind)
-            if app is None:
+            if instructions:
+                cost = _counted(kind, case)
+            else:
+                app = build_app(kind)
+                cost = None if app is None else time_per_op(one_request(app, extra))
+            if cost is None or bare is None:
                 print(f"({kind} WSGI middleware not installed: skipped)", file=sys.stderr)
                 continue
             library = "opentelemetry-wsgi" if kind == "opentelemetry" else kind
-            cost = time_per_op(one_request(app, extra)) - bare
-            results.append(Result(case, library, cost))
+            results.append(Result(case, library, cost - bare))
     print_table(
-        "WSGI middleware, in process (µs per request added to a trivial app; "
+        f"WSGI middleware, in process ({unit} per request added to a trivial app; "
         "ratio: peer / tomograph)",
         results,
+        unit=unit,
     )
 
 
@@ -198,11 +229,20 @@ def over_loopback(seconds: float = 4.0, rounds: int = 2) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], int(sys.argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--count", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]))
         return
-    in_process()
-    if os.environ.get("BENCH_SKIP_LOOPBACK") != "1":
+    if args.count:
+        kind, case, iterations = args.count
+        count(kind, case, int(iterations))
+        return
+    in_process(args.instructions)
+    if not args.instructions and os.environ.get("BENCH_SKIP_LOOPBACK") != "1":
         over_loopback()
 
 

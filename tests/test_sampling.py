@@ -224,3 +224,37 @@ def test_rate_limited_sampler_works_in_a_child_forked_while_its_lock_was_held() 
     holder.join(10)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_sampler_set_on_a_tracer_decides_its_next_traces() -> None:
+    tracer = Tracer("svc")  # records every new trace
+    tracer.sampler = never()
+    assert not tracer.span("root").sampled
+    assert not tracer.span("server", parent=TraceContext(1, 2)).sampled
+    tracer.sampler = parent_based(never())
+    assert tracer.span("server", parent=TraceContext(1, 2, sampled=True)).sampled
+    assert not tracer.span("root").sampled
+
+
+def test_a_subclass_of_parent_based_is_asked_about_remote_parents() -> None:
+    class Contrary(ParentBasedSampler):
+        def __call__(self, trace_id: int, parent: TraceContext | None) -> bool:
+            return not (parent is not None and parent.sampled)
+
+    tracer = Tracer("svc", sampler=Contrary(always()))
+    assert not tracer.span("server", parent=TraceContext(1, 2, sampled=True)).sampled
+    assert tracer.span("server", parent=TraceContext(1, 2, sampled=False)).sampled
+
+
+def test_a_remote_parent_without_a_decision_asks_the_root_sampler() -> None:
+    asked: list[int] = []
+
+    def root(trace_id: int, parent: TraceContext | None) -> bool:
+        asked.append(trace_id)
+        return False
+
+    tracer = Tracer("svc", sampler=parent_based(root))
+    assert not tracer.span("server", parent=TraceContext(7, 2)).sampled
+    assert tracer.span("server", parent=TraceContext(8, 2, sampled=True)).sampled
+    assert tracer.span("server", parent=TraceContext(9, 2, debug=True)).sampled
+    assert asked == [7]

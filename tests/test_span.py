@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 import tomograph
 from tomograph import Endpoint, SpanKind, TraceContext, Tracer
 from tomograph.reporting.memory import MemoryBackend
-from tomograph.sampling import never
+from tomograph.sampling import never, rate_limited
+from tomograph.span import Span
 
 
 @pytest.fixture
@@ -432,3 +434,19 @@ def test_sampling_override_after_finish_does_nothing(backend: MemoryBackend) -> 
     span.finish()
     span.set_sampling(True)
     assert not span.sampled and backend.spans == []
+
+
+def test_a_copied_span_has_the_same_fields_and_starts_nothing() -> None:
+    memory = MemoryBackend()
+    tracer = Tracer("svc", backends=[memory], sampler=rate_limited(1, clock=lambda: 0.0))
+    span = tracer.start_span("op", tags={"k": "v"})
+    copied = copy.copy(span)
+    assert copied is not span and copied.__class__ is Span
+    assert (copied.trace_id, copied.span_id, copied.name, copied.tags) == (
+        span.trace_id,
+        span.span_id,
+        "op",
+        {"k": "v"},
+    )
+    assert copied.tracer is tracer
+    assert not tracer.span("next trace").sampled  # the copy spent no trace of the sampler

@@ -35,7 +35,7 @@ from tomograph.config import configure
 from tomograph.context import current_span
 from tomograph.errors import ConfigurationError, TracingError
 from tomograph.model import Endpoint, Note, SpanKind, TagValue, TraceContext
-from tomograph.span import CURRENT, Span
+from tomograph.span import CURRENT, Span, make_span
 from tomograph.tracer import Tracer, get_tracer, on_default_tracer
 
 __all__ = [
@@ -102,7 +102,7 @@ def span(
     remote_endpoint: Endpoint | None = None,
 ) -> Span:
     """A span of the default tracer, as a context manager or decorator (see :class:`Span`)."""
-    return Span(get_tracer(), name, kind, tags, parent, local_endpoint, remote_endpoint)
+    return make_span(get_tracer(), name, kind, tags, parent, local_endpoint, remote_endpoint)
 
 
 #: ``start_span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,8 +10,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from tomograph.backend import Backend
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import Endpoint, SpanKind, TagValue, TraceContext
-from tomograph.sampling import Sampler, constant_root_decision, parent_based
-from tomograph.span import CURRENT, Span
+from tomograph.sampling import (
+    ParentBasedSampler,
+    Sampler,
+    constant_root_decision,
+    parent_based,
+)
+from tomograph.span import CURRENT, Span, make_span
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -35,11 +39,6 @@ R = TypeVar("R")
 
 def _discard(span: Span) -> None:
     """Where spans go when no backend is configured."""
-
-
-def _bound_to(make: Callable[Concatenate[Tracer, P], R], tracer: Tracer) -> Callable[P, R]:
-    """``make`` with ``tracer`` as its first argument and ``make``'s other parameters."""
-    return functools.partial(make, tracer)
 
 
 def on_default_tracer(make: Callable[Concatenate[Tracer, P], R]) -> Callable[P, R]:
@@ -84,11 +83,11 @@ class Tracer:
         "_default_lookup",
         "_failed_backends",
         "_report",
+        "_sampler",
         "join_shared_spans",
         "local_endpoint",
         "root_decision",
-        "sampler",
-        "span",
+        "root_follows_parent",
         "trace_id_bits",
     )
 
@@ -107,10 +106,7 @@ class Tracer:
         if trace_id_bits.__class__ is not int or trace_id_bits not in (64, 128):
             raise ValueError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
         self.local_endpoint = local_endpoint or Endpoint(service_name)
-        self.sampler: Sampler = sampler if sampler is not None else parent_based()
-        #: The sampler's answer for every new root trace, when it is a constant: saves a call
-        #: per trace on the hot path. ``None`` means "ask the sampler".
-        self.root_decision: bool | None = constant_root_decision(self.sampler)
+        self.sampler = sampler if sampler is not None else parent_based()
         self.trace_id_bits = trace_id_bits
         self.join_shared_spans = join_shared_spans
         self._backends: tuple[Backend, ...] = tuple(backends)
@@ -120,10 +116,27 @@ class Tracer:
         #: the moment. Decorators made on a tracer that has it look the tracer up per call, so a
         #: function decorated at import reports with whatever is configured later.
         self._default_lookup: Callable[[], Tracer] | None = None
-        #: ``tracer.span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,
-        #: remote_endpoint=None)``: a :class:`Span` of this tracer, to use as a context manager
-        #: or decorator. A C-level partial instead of a method: one Python frame less per span.
-        self.span = _bound_to(Span, self)
+
+    #: ``tracer.span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,
+    #: remote_endpoint=None)``: a :class:`Span` of this tracer, to use as a context manager or
+    #: decorator. :func:`~tomograph.span.make_span` itself: no Python frame of its own.
+    span = make_span
+
+    @property
+    def sampler(self) -> Sampler:
+        """Decides which new traces, and which traces continued from elsewhere, are recorded."""
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, sampler: Sampler) -> None:
+        self._sampler = sampler
+        # Both save a call of the sampler per trace on the hot path.
+        #: The sampler's answer for every new root trace, when it is a constant; ``None``
+        #: means "ask the sampler".
+        self.root_decision: bool | None = constant_root_decision(sampler)
+        #: True when the sampler obeys a remote parent's decision whenever there is one.
+        #: (Exactly that class: a subclass may decide otherwise.)
+        self.root_follows_parent = sampler.__class__ is ParentBasedSampler
 
     @property
     def service_name(self) -> str | None:
@@ -152,7 +165,7 @@ class Tracer:
         >>> span = Tracer('svc').start_span('background job')
         >>> span.finish()
         """
-        return Span(self, name, kind, tags, parent, local_endpoint, remote_endpoint).start(
+        return make_span(self, name, kind, tags, parent, local_endpoint, remote_endpoint).start(
             timestamp_us
         )
 

@@ -507,3 +507,33 @@ def test_mounted_in_an_asgi_app_the_middleware_makes_no_span_that_never_ends(
     assert span.kind is SpanKind.SERVER
     assert span.name == "GET /v1/items/{id}"
     assert span.end_ns
+
+
+def test_start_response_passes_exc_info_and_its_result_on(memory: MemoryBackend) -> None:
+    # PEP 3333: an application that fails after starting the response calls start_response
+    # again with exc_info; the server decides what to do with it, so it must arrive unchanged.
+    written: list[bytes] = []
+    calls: list[tuple[str, Any]] = []
+
+    def server_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        calls.append((status, exc_info))
+        return written.append
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [])
+        write(b"early")
+        try:
+            raise KeyError("late failure")
+        except KeyError:
+            start_response("502 Bad Gateway", [], sys.exc_info())
+        return [b""]
+
+    body = Middleware(app)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, server_start_response)
+    list(body)
+    body.close()  # type: ignore[attr-defined]
+    assert written == [b"early"]
+    assert calls[0] == ("200 OK", None)
+    status, exc_info = calls[1]
+    assert status == "502 Bad Gateway" and exc_info[0] is KeyError
+    span = memory.find("GET")
+    assert span.tags["http.status_code"] == 502 and span.error

@@ -48,6 +48,8 @@ WEBSOCKET_CLOSE_CODES_IN_ERROR = frozenset({1011, 1014})
 
 _TRACED_SCOPES = frozenset({"http", "websocket"})
 
+_new_object = object.__new__
+
 
 def _route_of(scope: Scope, span: Span) -> str | None:
     route = span.tags.get("http.route")
@@ -56,15 +58,6 @@ def _route_of(scope: Scope, span: Span) -> str | None:
     matched = scope.get("route")  # Starlette and FastAPI: the matched Route object
     template = getattr(matched, "path", None) or getattr(matched, "path_format", None)
     return template if isinstance(template, str) and template else None
-
-
-def _address(address: Any) -> tuple[Any, Any]:
-    """(host, port) of an ASGI ``server`` or ``client`` entry (None, None if unusable)."""
-    try:
-        host, port = address
-    except (TypeError, ValueError):
-        return None, None
-    return host, port
 
 
 class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
@@ -89,47 +82,38 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
         ):
             await self.app(scope, receive, send)
             return
-        server_host, server_port = _address(scope.get("server"))
-        client_host, client_port = _address(scope.get("client"))
+        # Unpacked here, and the arguments positional: this runs once per request.
+        try:
+            server_host, server_port = scope.get("server")  # type: ignore[misc]
+        except (TypeError, ValueError):
+            server_host = server_port = None
+        try:
+            client_host, client_port = scope.get("client")  # type: ignore[misc]
+        except (TypeError, ValueError):
+            client_host = client_port = None
         span = self.start(
             scope.get("method", "GET"),  # a WebSocket handshake is a GET
             path,
             scope.get("headers") or [],
-            server_host=server_host,
-            server_port=server_port,
-            client_host=client_host,
-            client_port=client_port,
+            server_host,
+            server_port,
+            client_host,
+            client_port,
         )
         scope[SCOPE_KEY] = span
         if kind == "websocket":
             await _WebSocketConnection(self, span, scope).run(receive, send)
             return
-        status = self.status
-        finish = self.finish
-        # The span ends when the whole response has been sent: what the application does
-        # after it (background tasks) is not the request's latency, and the span is reported
-        # then, not after the last task. Only after a 5xx it waits for the app to return:
-        # Starlette re-raises the exception behind its 500 page once the page is sent.
-        completed_us = 0
-        code = 0
-
-        async def traced_send(message: Message) -> None:
-            nonlocal completed_us, code
-            kind = message.get("type")
-            if kind == "http.response.start":
-                value = message.get("status")
-                code = value if isinstance(value, int) else 0
-                status(span, code)
-            await send(message)
-            if kind == "http.response.body" and not message.get("more_body"):
-                if code < 500:
-                    finish(span, _route_of(scope, span) if span.sampled else None)
-                else:
-                    completed_us = (monotonic_ns() + span.epoch_offset_ns) // 1000
-
+        # Filled in here rather than by an __init__: one Python call less per request.
+        exchange = _new_object(_HttpExchange)
+        exchange.handler = self
+        exchange.span = span
+        exchange.scope = scope
+        exchange.send = send
+        exchange.code = exchange.completed_us = 0
         token = CURRENT_SPAN.set(span)
         try:
-            await self.app(scope, receive, traced_send)
+            await self.app(scope, receive, exchange.traced_send)
         except BaseException as exc:
             if not span.end_ns:  # else the request was answered: not the request's failure
                 span.record_exception(exc)
@@ -139,7 +123,45 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
                 CURRENT_SPAN.reset(token)
             except ValueError:
                 pass  # the app switched contexts under us: nothing of ours to restore
-            finish(span, _route_of(scope, span) if span.sampled else None, completed_us or None)
+            self.finish(
+                span,
+                _route_of(scope, span) if span.sampled else None,
+                exchange.completed_us or None,
+            )
+
+
+class _HttpExchange:
+    """One traced HTTP request: its ``traced_send`` is what the application sends through.
+
+    The span ends when the whole response has been sent: what the application does after it
+    (background tasks) is not the request's latency, and the span is reported then, not after
+    the last task. Only after a 5xx it waits for the app to return: Starlette re-raises the
+    exception behind its 500 page once the page is sent (``completed_us`` keeps when the
+    response ended).
+    """
+
+    __slots__ = ("code", "completed_us", "handler", "scope", "send", "span")
+
+    handler: TracingMiddleware
+    span: Span
+    scope: Scope
+    send: Send
+    code: int
+    completed_us: int
+
+    async def traced_send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.start":
+            value = message.get("status")
+            code = self.code = value if isinstance(value, int) else 0
+            self.handler.status(self.span, code)
+        await self.send(message)
+        if kind == "http.response.body" and not message.get("more_body"):
+            span = self.span
+            if self.code < 500:
+                self.handler.finish(span, _route_of(self.scope, span) if span.sampled else None)
+            else:
+                self.completed_us = (monotonic_ns() + span.epoch_offset_ns) // 1000
 
 
 class _WebSocketConnection:

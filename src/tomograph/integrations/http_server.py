@@ -48,7 +48,7 @@ from tomograph.model import Endpoint, SpanKind, TraceContext
 from tomograph.model import endpoint_for as peer_endpoint
 from tomograph.propagation import Propagator, default_propagator
 from tomograph.propagation.baggage import adopt_baggage
-from tomograph.span import CURRENT, Span
+from tomograph.span import CURRENT, Span, make_span
 from tomograph.tracer import Tracer, get_tracer
 
 __all__ = ["EXTRACT", "HttpServerHandler", "ServerMiddlewareBase", "enclosing_server_span"]
@@ -187,7 +187,7 @@ class HttpServerHandler:
                 client_host,
                 client_port,
             )
-        span = Span(tracer, self.name or method, _SERVER, None, parent, local, remote)
+        span = make_span(tracer, self.name or method, _SERVER, None, parent, local, remote)
         if propagator is not None and parent is CURRENT:
             adopt_baggage(span, propagator.extract_baggage(headers))
         if sampling is not None:
