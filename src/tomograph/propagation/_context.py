@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from tomograph.model import TraceContext
 
-__all__ = ["ContextLike", "new_context"]
+__all__ = ["ContextLike", "new_context", "set_fresh_extra"]
 
 
 class ContextLike(Protocol):
@@ -75,5 +75,16 @@ def new_context(
     _set_sampled(context, True if debug else sampled)
     _set_debug(context, debug)
     _set_shared(context, shared)
+    _set_extra(context, extra)
+    return context
+
+
+def set_fresh_extra(context: TraceContext, extra: Mapping[str, Any] | None) -> TraceContext:
+    """``context`` with its ``extra`` set to ``extra``, in place; returns ``context``.
+
+    Only for a context that an extraction has just made and nobody else holds yet (contexts
+    are immutable once handed out): the composite propagator adds the baggage it read this way,
+    which costs a seventh of making the context again.
+    """
     _set_extra(context, extra)
     return context

@@ -33,9 +33,10 @@ True
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from tomograph.ids import new_span_id, new_trace_id, parse_hex_id
+from tomograph.ids import match_lower_hex, new_span_id, new_trace_id, parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
@@ -76,7 +77,18 @@ MAX_LENGTH = 128
 
 _TRACE_WIDTHS = (16, 32)
 _SPAN_WIDTHS = (16,)
-_HEX = frozenset("0123456789abcdef")
+# A well-formed single header, checked by one pattern: trace id, span id, state, parent id.
+# Anything else (whitespace, a comma, a lone state) takes the field-by-field path with its log.
+_SINGLE = re.compile(
+    r"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?"
+).fullmatch
+# (sampled, debug) by the single header's state.
+_SINGLE_STATES: dict[str | None, tuple[bool | None, bool]] = {
+    None: (None, False),
+    "1": (True, False),
+    "0": (False, False),
+    "d": (None, True),
+}
 _SAMPLED_VALUES = {"1": True, "0": False, "true": True, "false": False}
 # Looked up in this order: single, trace id, span id, sampled, flags, parent span id.
 _ORDER = (SINGLE, TRACE_ID, SPAN_ID, SAMPLED, FLAGS, PARENT_SPAN_ID)
@@ -106,6 +118,16 @@ parent_id=05e3ac9a4f6e3b90, sampled=True, debug=False)
     >>> parse_b3_single('0').sampled
     False
     """
+    match = _SINGLE(value)
+    if match is not None:
+        trace_hex, span_hex, state_char, parent_hex = match.groups()
+        trace = int(trace_hex, 16)
+        span = int(span_hex, 16)
+        parent = int(parent_hex, 16) if parent_hex is not None else None
+        if trace and span and parent != 0:
+            sampled_state, debug_state = _SINGLE_STATES[state_char]
+            return new_context(trace, span, parent, sampled_state, debug_state)
+        # an all-zero id: rejected below, with its log line
     value = _first_of(value)
     fields = value.split("-")
     count = len(fields)
@@ -189,11 +211,11 @@ def parse_b3_multi(
         log.debug("ignoring B3 headers: X-B3-TraceId and X-B3-SpanId must come together")
         return None
     # Inline checks for well-formed ids; anything else (commas included) takes parse_hex_id.
-    if len(trace_id) in _TRACE_WIDTHS and _HEX.issuperset(trace_id):
+    if len(trace_id) in _TRACE_WIDTHS and match_lower_hex(trace_id) is not None:
         trace = int(trace_id, 16) or None
     else:
         trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
-    if len(span_id) == 16 and _HEX.issuperset(span_id):
+    if len(span_id) == 16 and match_lower_hex(span_id) is not None:
         span = int(span_id, 16) or None
     else:
         span = parse_hex_id(_first_of(span_id), _SPAN_WIDTHS)

@@ -364,12 +364,16 @@ def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
 
 def inject(context: ContextLike, carrier: Any) -> None:
     """Write the baggage of ``context`` (if any) as a ``baggage`` header on ``carrier``."""
-    entries = entries_of(context.extra)
+    extra = context.extra
+    entries = entries_of(extra) if extra else ()
     text = _formatted(entries) if entries else ""
-    if text:
+    if carrier.__class__ is dict:
+        if text:
+            carrier[BAGGAGE] = text
+        else:
+            carrier.pop(BAGGAGE, None)  # left from an earlier inject into the same headers
+    elif text:
         set_header(carrier, BAGGAGE, text)
-    elif carrier.__class__ is dict:
-        carrier.pop(BAGGAGE, None)  # left from an earlier inject into the same headers
 
 
 def extract(carrier: Any) -> tuple[BaggageEntry, ...]:

@@ -64,7 +64,7 @@ from typing import Any
 
 from tomograph.model import TraceContext
 from tomograph.propagation import b3, baggage, jaeger, w3c, xtraceinfo
-from tomograph.propagation._context import ContextLike, new_context
+from tomograph.propagation._context import ContextLike, set_fresh_extra
 from tomograph.propagation.baggage import BaggageEntry
 from tomograph.propagation.carriers import (
     SLOW,
@@ -445,17 +445,11 @@ def _may_carry_baggage(carrier: Any) -> bool:
 
 
 def _with_entries(context: TraceContext, entries: tuple[BaggageEntry, ...]) -> TraceContext:
-    """``context`` with ``entries`` as its baggage."""
+    """``context``, which a format's extractor has just made for this call, with ``entries`` as
+    its baggage."""
     extra = context.extra
-    # Built directly: TraceContext.replace() costs three times as much.
-    return new_context(
-        context.trace_id,
-        context.span_id,
-        context.parent_id,
-        context.sampled,
-        context.debug,
-        {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries},
-        context.shared,
+    return set_fresh_extra(
+        context, {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries}
     )
 
 

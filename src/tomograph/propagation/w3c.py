@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tomograph._cache import BoundedCache
-from tomograph.ids import parse_hex_id
+from tomograph.ids import match_lower_hex, parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
@@ -93,7 +93,6 @@ _TRACEPARENT = re.compile(
 _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])").fullmatch
 # Flags whose low bit (sampled) is set, by their second hex digit.
 _ODD = frozenset("13579bdf")
-_LOWER_HEX = frozenset("0123456789abcdef")
 _KEY = r"[a-z0-9][a-z0-9_\-*/@]{0,255}"
 _VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 # OWS key "=" value OWS, capturing key and value.
@@ -271,27 +270,32 @@ def inject(context: ContextLike, carrier: Any) -> None:
         set_header(carrier, TRACESTATE, tracestate)
 
 
-# Other vendors' members, formatted and checked: a span's children share one tuple, so each
-# outgoing request of a traced request formats it once.
-_FOREIGN: BoundedCache[Any, tuple[tuple[str, ...], int]] = BoundedCache(256)
+# Other vendors' members, formatted and checked, as the text that follows our member (with
+# its leading comma), if they fit beside the longest member of ours: a span's children share
+# one tuple, so each outgoing request of a traced request formats it once.
+_FOREIGN: BoundedCache[Any, str | None] = BoundedCache(256)
+# Our longest member: "tomograph=" and {span-id};{state};{parent-id}.
+_LONGEST_OWN = len(OWN_KEY) + 1 + 16 + 3 + 16
 
 
 def _with_foreign(own: str, members: Any) -> str:
     """Our member (value ``own``) followed by ``members``: what :func:`format_tracestate` gives."""
     try:
-        cached = _FOREIGN.get(members)
+        tail = _FOREIGN.get(members, _MISSING)
     except TypeError:  # a list, or unhashable values: format without the cache
         return format_tracestate(members, (OWN_KEY, own))
-    if cached is None:
-        texts = tuple(_member_texts(members, OWN_KEY))
-        cached = _FOREIGN[members] = (texts, sum(map(len, texts)) + len(texts))
-    texts, length = cached
-    if not texts:
-        return f"{OWN_KEY}={own}"
-    head = f"{OWN_KEY}={own}"
-    if len(texts) < MAX_MEMBERS and len(head) + length <= TRIM_TRACESTATE_LENGTH:
-        return ",".join((head, *texts))
-    return _fit([head, *texts], True)  # over a limit: trimmed as usual
+    if tail is _MISSING:
+        texts = _member_texts(members, OWN_KEY)
+        fits = len(texts) < MAX_MEMBERS and (
+            _LONGEST_OWN + sum(map(len, texts)) + len(texts) <= TRIM_TRACESTATE_LENGTH
+        )
+        tail = _FOREIGN[members] = ("," + ",".join(texts) if texts else "") if fits else None
+    if tail is None:  # over a limit: trimmed as usual
+        return format_tracestate(members, (OWN_KEY, own))
+    return f"{OWN_KEY}={own}{tail}"
+
+
+_MISSING: Any = object()
 
 
 def _own_member(value: str, span_id: int) -> tuple[bool, int | None] | None:
@@ -301,7 +305,7 @@ def _own_member(value: str, span_id: int) -> tuple[bool, int | None] | None:
     if (
         len(fields) not in (2, 3)
         or len(head) != 16
-        or not _LOWER_HEX.issuperset(head)
+        or match_lower_hex(head) is None
         or int(head, 16) != span_id  # span_id is never 0: an all-zero head never matches
     ):
         return None  # written for another span: a tracer in between changed traceparent
