@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -486,3 +487,44 @@ def test_near_valid_tracestates_never_break_extraction(data: st.DataObject) -> N
     headers["tracestate"] = data.draw(mutations(headers["tracestate"]))
     context = w3c.extract(headers)
     assert context is not None and context.trace_id == 1
+
+
+# -- parsed tracestate lists come from a cache: the same answers, the same log lines ----------
+#: What may stand in front of the other members: our member as we write it, one that only looks
+#: like it (spaces, an odd length, upper case), or nothing.
+leading_members = st.one_of(
+    st.none(),
+    st.from_regex(r"tomograph=[0-9a-f]{16};[01d](;[0-9a-f]{16})?", fullmatch=True),
+    st.from_regex(r"tomograph=[0-9a-fA-F;d ]{0,40}[ \t]*", fullmatch=True),
+)
+
+
+@given(leading_members, member_lists, st.booleans())
+def test_tracestate_read_again_gives_what_the_parser_gives(
+    leading: str | None, members: list[tuple[str, str]], break_one: bool
+) -> None:
+    texts = [f"{key}={value}" for key, value in members]
+    if break_one and texts:
+        texts[len(texts) // 2] = "=broken"
+    value = ",".join(([leading] if leading is not None else []) + texts)
+    expected = w3c.parse_tracestate(value)
+    for _ in range(2):  # the second time from the cache
+        assert w3c._parsed_tracestate(value) == expected
+
+
+def test_a_malformed_tracestate_is_logged_every_time_it_arrives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    headers = {"traceparent": VALID, "tracestate": f"tomograph={SPAN};1,@bad=1"}
+    with caplog.at_level(logging.DEBUG, logger="tomograph.propagation"):
+        for _ in range(2):
+            context = w3c.extract(headers)
+            assert context is not None and context.extra is None
+    assert caplog.text.count("malformed member") == 2
+
+
+def test_our_member_then_32_others_do_not_parse_even_from_the_cache() -> None:
+    others = ",".join(f"k{n}=v" for n in range(32))
+    w3c.parse_tracestate(others)  # 32 members alone parse, and are cached
+    assert w3c._parsed_tracestate(others) is not None
+    assert w3c._parsed_tracestate(f"tomograph=00f067aa0ba902b7;1,{others}") is None
