@@ -210,14 +210,17 @@ def parse_b3_multi(
     if trace_id is None or span_id is None:
         log.debug("ignoring B3 headers: X-B3-TraceId and X-B3-SpanId must come together")
         return None
-    # Inline checks for well-formed ids; anything else (commas included) takes parse_hex_id.
-    if len(trace_id) in _TRACE_WIDTHS and match_lower_hex(trace_id) is not None:
+    # Well-formed ids checked together, by one pattern; anything else (commas included) takes
+    # parse_hex_id, id by id.
+    if (
+        len(span_id) == 16
+        and len(trace_id) in _TRACE_WIDTHS
+        and match_lower_hex(trace_id + span_id) is not None
+    ):
         trace = int(trace_id, 16) or None
-    else:
-        trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
-    if len(span_id) == 16 and match_lower_hex(span_id) is not None:
         span = int(span_id, 16) or None
     else:
+        trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
         span = parse_hex_id(_first_of(span_id), _SPAN_WIDTHS)
     if trace is None or span is None:
         log.debug("ignoring B3 headers with malformed ids: %r, %r", trace_id, span_id)
@@ -341,17 +344,17 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
         context = parse_b3_single(single)
         if context is not None:
             return context
-    trace_id, span_id, sampled, flags, parent_id = map(get, keys[1:])
+    if not (environ or exact) and has_other_case(carrier, _NAMES):
+        return SLOW  # a name in another case: only the case-insensitive reader can tell
+    _, trace_key, span_key, sampled_key, flags_key, parent_key = keys
+    trace_id = get(trace_key)
+    span_id = get(span_key)
+    sampled = get(sampled_key)
+    flags = get(flags_key)
+    parent_id = get(parent_key)
     for value in (trace_id, span_id, sampled, flags, parent_id):
-        if value is None:
-            if not (environ or exact):
-                if has_other_case(carrier, _NAMES):
-                    return SLOW
-                exact = True
-        elif value.__class__ is not str or len(value) > MAX_LENGTH:
+        if value is not None and (value.__class__ is not str or len(value) > MAX_LENGTH):
             return SLOW
-    if single is None and not (environ or exact) and has_other_case(carrier, _NAMES):
-        return SLOW
     if trace_id is None:
         if span_id is None and sampled is None and flags is None:
             return None
