@@ -82,6 +82,9 @@ _SPAN_WIDTHS = (16,)
 _SINGLE = re.compile(
     r"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?"
 ).fullmatch
+# The multi-header form's common case, its three values joined by "-": trace id, span id,
+# sampled. Anything else takes parse_b3_multi.
+_MULTI = re.compile(r"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})-([01])").fullmatch
 # (sampled, debug) by the single header's state.
 _SINGLE_STATES: dict[str | None, tuple[bool | None, bool]] = {
     None: (None, False),
@@ -352,6 +355,21 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
     sampled = get(sampled_key)
     flags = get(flags_key)
     parent_id = get(parent_key)
+    if (
+        flags is None
+        and parent_id is None
+        and trace_id.__class__ is str
+        and span_id.__class__ is str
+        and sampled.__class__ is str
+    ):
+        # What a client span sends: ids and a decision, checked together by one pattern.
+        match = _MULTI(f"{trace_id}-{span_id}-{sampled}")
+        if match is not None:
+            trace_hex, span_hex, decision = match.groups()
+            trace = int(trace_hex, 16)
+            span = int(span_hex, 16)
+            if trace and span:
+                return new_context(trace, span, None, decision == "1")
     for value in (trace_id, span_id, sampled, flags, parent_id):
         if value is not None and (value.__class__ is not str or len(value) > MAX_LENGTH):
             return SLOW
