@@ -7,15 +7,23 @@ process. Each case writes and reads the same information on both sides:
 2. W3C baggage with 3 entries;
 3. B3 multi-header; 4. B3 single header;
 5. a W3C + baggage composite on both sides (OpenTelemetry's default propagators);
-6. tomograph's default composite (writes W3C, baggage, B3, X-Trace-Info; reads W3C first), shown
-   beside OpenTelemetry's default composite, which writes half as many headers;
+6. tomograph's default composite (writes W3C, baggage and B3 multi; reads W3C first), beside an
+   OpenTelemetry composite writing the same headers (tracecontext, baggage, B3 multi);
 7. tomograph-only formats: X-Trace-Info and Jaeger's uber-trace-id;
 8. extract only, from a WSGI environ carrying the default headers (what a server does per
-   request), OpenTelemetry reading it through a WSGI getter like its WSGI instrumentation's.
+   request), OpenTelemetry reading it through a WSGI getter like its WSGI instrumentation's;
+9. B3 single header, extract only (py_zipkin reads the ``b3`` header but never writes it).
+
+py_zipkin validates nothing (any string is an id); tomograph checks every field.
+
+``--instructions`` counts instructions with valgrind's callgrind instead (see ``_callgrind``):
+numbers that machine load does not move. ``--only TEXT`` keeps the cases whose names hold TEXT.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import sys
 from typing import Any
 
@@ -28,6 +36,7 @@ TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
 TRACESTATE = (("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE"))
 BAGGAGE = {"user.id": "alice", "tenant": "acme corp", "request.class": "gold"}
+B3_SINGLE = {"b3": f"{TRACE_ID:032x}-{SPAN_ID:016x}-1"}
 
 CASES = [
     "w3c traceparent+tracestate",
@@ -39,6 +48,7 @@ CASES = [
     "x-trace-info",
     "jaeger uber-trace-id",
     "extract defaults from environ",
+    "b3 single, extract only",
 ]
 
 
@@ -74,6 +84,7 @@ def tomograph_cases() -> dict[str, Any]:
         CASES[6]: round_trip(xtraceinfo.inject, xtraceinfo.extract, plain),
         CASES[7]: round_trip(jaeger.inject, jaeger.extract, plain),
         CASES[8]: lambda: default.extract(environ),
+        CASES[9]: lambda: b3.extract(B3_SINGLE),
     }
 
 
@@ -112,6 +123,9 @@ def otel_cases() -> dict[str, Any] | None:
         return operation
 
     composite = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    same_headers = CompositePropagator(
+        [TraceContextTextMapPropagator(), W3CBaggagePropagator(), B3MultiFormat()]
+    )
     headers: dict[str, str] = {}
     composite.inject(headers, context)
 
@@ -135,8 +149,9 @@ def otel_cases() -> dict[str, Any] | None:
         CASES[2]: otel_round_trip(B3MultiFormat(), bare),
         CASES[3]: otel_round_trip(B3SingleFormat(), bare),
         CASES[4]: otel_round_trip(composite, context),
-        CASES[5]: otel_round_trip(composite, context),
+        CASES[5]: otel_round_trip(same_headers, context),
         CASES[8]: lambda: composite.extract(environ, getter=wsgi_getter),
+        CASES[9]: lambda: B3SingleFormat().extract(B3_SINGLE),
     }
 
 
@@ -153,16 +168,19 @@ def py_zipkin_cases() -> dict[str, Any] | None:
     def operation() -> None:
         extract_zipkin_attrs_from_headers(create_http_headers(context_stack=stack))
 
-    return {CASES[2]: operation}
+    return {
+        CASES[2]: operation,
+        CASES[9]: lambda: extract_zipkin_attrs_from_headers(B3_SINGLE),
+    }
 
 
-def main() -> None:
+MAKERS = {"tomograph": tomograph_cases, "opentelemetry": otel_cases, "py_zipkin": py_zipkin_cases}
+
+
+def load_cases(chosen: list[str]) -> dict[str, dict[str, Any]]:
     libraries: dict[str, dict[str, Any]] = {}
-    for library, make_cases in (
-        ("tomograph", tomograph_cases),
-        ("opentelemetry", otel_cases),
-        ("py_zipkin", py_zipkin_cases),
-    ):
+    for library in chosen:
+        make_cases = MAKERS[library]
         try:
             cases = make_cases()
         except ImportError as error:
@@ -172,13 +190,74 @@ def main() -> None:
             print(f"({library} not installed: skipped)", file=sys.stderr)
             continue
         libraries[library] = cases
-    # Case by case, the libraries back to back: the machine's load changes less between them.
-    results: list[Result] = []
-    for case in CASES:
-        for library, cases in libraries.items():
-            if case in cases:
-                results.append(Result(case, library, time_per_op(cases[case])))
-    print_table("Propagation, inject + extract (µs; ratios: peer time / tomograph time)", results)
+    return libraries
+
+
+def count(library: str, case: str, iterations: int) -> None:
+    """Run one case ``iterations`` times after a warm-up, the garbage collector off (what
+    callgrind measures)."""
+    cases = MAKERS[library]()
+    assert cases is not None
+    operation = cases[case]
+    for _ in range(200):
+        operation()
+    gc.collect()
+    gc.disable()
+    for _ in range(iterations):
+        operation()
+
+
+def instruction_counts(libraries: dict[str, dict[str, Any]], cases: list[str]) -> list[Result]:
+    import _callgrind
+
+    results = []
+    for case in cases:
+        for library, available in libraries.items():
+            if case in available:
+                per_op = _callgrind.instructions_per_op(
+                    lambda n, library=library, case=case: [
+                        sys.executable,
+                        __file__,
+                        "--count",
+                        library,
+                        case,
+                        str(n),
+                    ]
+                )
+                results.append(Result(case, library, per_op))
+                print(f"({case}, {library}: {per_op:,.0f})", file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument("--only", help="only the cases whose names contain this text")
+    parser.add_argument("--library", choices=list(MAKERS), action="append", help="only these")
+    parser.add_argument("--count", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.count:
+        library, case, iterations = args.count
+        count(library, case, int(iterations))
+        return
+    libraries = load_cases(args.library or list(MAKERS))
+    cases = [case for case in CASES if args.only is None or args.only in case]
+    if args.instructions:
+        results = instruction_counts(libraries, cases)
+        unit = "instructions"
+    else:
+        # Case by case, the libraries back to back: the machine's load changes less between them.
+        results = []
+        for case in cases:
+            for library, available in libraries.items():
+                if case in available:
+                    results.append(Result(case, library, time_per_op(available[case])))
+        unit = "µs"
+    print_table(
+        f"Propagation, inject + extract ({unit} per operation; ratios: peer / tomograph)",
+        results,
+        unit=unit,
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ Environment variables (read by :func:`configure` for anything not passed explici
 ``TOMOGRAPH_PROPAGATION``
     A comma-separated list of trace-context formats to write and read, e.g. ``w3c,baggage,b3``
     (names: ``w3c``, ``baggage``, ``b3``, ``b3single``, ``xtraceinfo``, ``jaeger``; see
-    :mod:`tomograph.propagation.composite`). Unset: write W3C, baggage, B3 and X-Trace-Info, and
-    read any of them or Jaeger's ``uber-trace-id``.
+    :mod:`tomograph.propagation.composite`). Unset: write W3C, baggage and B3, and read any of
+    them, X-Trace-Info or Jaeger's ``uber-trace-id``; ``default,xtraceinfo`` writes X-Trace-Info
+    too, as earlier versions did.
 ``TOMOGRAPH_INSTRUMENT``, ``TOMOGRAPH_DISABLE``
     For ``tomograph run``: comma-separated integration names (``flask,redis``) to patch instead
     of every default one, and to leave out. See :func:`integrations_from_environment`.

@@ -274,3 +274,21 @@ def test_injecting_again_into_the_same_dict_leaves_no_stale_headers() -> None:
     b3.inject(TraceContext(1, 2, 3, debug=True), headers)
     b3.inject(TraceContext(1, 4, sampled=None), headers)
     assert headers == {"x-b3-traceid": "0000000000000001", "x-b3-spanid": "0000000000000004"}
+
+
+@given(st.data())
+def test_multi_headers_from_a_dict_read_as_the_careful_parser_reads_them(
+    data: st.DataObject,
+) -> None:
+    headers: dict[str, str] = {}
+    b3.inject(data.draw(contexts(deferred=False, parents=False)), headers)
+    name = data.draw(st.sampled_from(sorted(headers)))
+    headers[name] = data.draw(mutations(headers[name]) | st.just(headers[name]))
+    expected = b3.parse_b3_multi(
+        headers.get("x-b3-traceid"),
+        headers.get("x-b3-spanid"),
+        headers.get("x-b3-parentspanid"),
+        headers.get("x-b3-sampled"),
+        headers.get("x-b3-flags"),
+    )
+    assert b3.extract(headers) == expected

@@ -276,3 +276,35 @@ def test_hand_made_baggage_never_raises_or_breaks_a_header(junk: object) -> None
         assert all("\r" not in v and "\n" not in v for v in headers.values())
         written = {k: v for k, v in headers.items() if k == "baggage" or k.startswith("uberctx")}
         assert written == ({"baggage": "ok=1", "uberctx-ok": "1"} if ctx is not context else {})
+
+
+def test_extract_parses_once_per_value_and_logs_every_time_it_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    baggage._PARSED.clear()
+    good = "user=alice%20smith,ttl=1;p"
+    bad = "user=alice,not a token=x"
+    with caplog.at_level("DEBUG", logger="tomograph.propagation"):
+        for _ in range(2):  # parsed, then from the cache
+            assert baggage.extract({"baggage": good}) == (
+                E("user", "alice smith"),
+                E("ttl", "1", "p"),
+            )
+            assert baggage.extract({"baggage": bad}) == (E("user", "alice"),)
+    assert good in baggage._PARSED and bad not in baggage._PARSED
+    assert caplog.text.count("dropping malformed baggage member") == 2
+
+
+def test_only_values_within_the_byte_limit_are_cached() -> None:
+    baggage._PARSED.clear()
+    large = ",".join(f"k{n}={'v' * 100}" for n in range(70))  # over 64 members and 8192 bytes
+    assert len(baggage.parse_baggage(large)) < 70
+    assert large not in baggage._PARSED and len(baggage._PARSED) == 0
+
+
+@given(st.data())
+def test_baggage_read_again_gives_the_same_entries(data: st.DataObject) -> None:
+    text = data.draw(mutations(baggage.format_baggage(data.draw(entries))))
+    first = baggage.parse_baggage(text)
+    assert baggage.parse_baggage(text) == first
+    assert baggage.parse_baggage([text]) == first  # one value in a list: the same string

@@ -33,7 +33,7 @@ def _reset() -> None:
     config.reset()
 
 
-def test_default_injects_w3c_baggage_b3_and_x_trace_info() -> None:
+def test_default_injects_w3c_baggage_and_b3_but_not_x_trace_info() -> None:
     headers: dict[str, str] = {}
     Propagator().inject(CONTEXT, headers)
     assert set(headers) == {
@@ -44,8 +44,56 @@ def test_default_injects_w3c_baggage_b3_and_x_trace_info() -> None:
         "x-b3-spanid",
         "x-b3-parentspanid",
         "x-b3-sampled",
+    }
+
+
+def test_default_plus_xtraceinfo_writes_the_earlier_default_set_and_reads_every_format() -> None:
+    propagator = Propagator("default,xtraceinfo")
+    headers: dict[str, str] = {}
+    propagator.inject(CONTEXT, headers)
+    assert set(headers) == {
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
         "x-trace-info",
     }
+    assert propagator.extract_formats == ("w3c", "b3", "xtraceinfo", "jaeger", "baggage")
+    assert propagator.extract({"uber-trace-id": f"{TRACE}:{SPAN}:0:1"}) is not None
+
+
+def test_default_in_a_list_means_each_sides_defaults_once() -> None:
+    propagator = Propagator(["b3single", "default", "w3c"])
+    assert propagator.inject_formats == ("b3single", "w3c", "baggage", "b3")
+    assert propagator.extract_formats == (
+        "b3single",
+        "w3c",
+        "b3",
+        "xtraceinfo",
+        "jaeger",
+        "baggage",
+    )
+
+
+def test_configure_default_plus_xtraceinfo_from_the_environment() -> None:
+    tomograph.configure(environ={"TOMOGRAPH_PROPAGATION": "default, X-Trace-Info"})
+    headers: dict[str, str] = {}
+    composite.inject(CONTEXT, headers)
+    assert "x-trace-info" in headers and "traceparent" in headers and "x-b3-traceid" in headers
+
+
+def test_tomograph_to_tomograph_keeps_debug_and_parent_id_without_x_trace_info() -> None:
+    # X-Trace-Info carried the debug flag and the parent id, which W3C lacks; tracestate's
+    # tomograph member carries them now, and B3 carries them for Zipkin's tracers.
+    context = TraceContext(int(TRACE, 16), int(SPAN, 16), parent_id=0x77, debug=True)
+    headers: dict[str, str] = {}
+    Propagator().inject(context, headers)
+    assert "x-trace-info" not in headers
+    assert Propagator().extract(headers) == context
+    assert Propagator(["b3"]).extract(headers) == context
 
 
 @pytest.mark.parametrize(

@@ -215,7 +215,8 @@ def test_add_trace_info_header_writes_every_configured_format(memory: MemoryBack
         tomograph.add_trace_info_header(headers)
     assert headers["traceparent"] == f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
     assert headers["x-b3-spanid"] == f"{span.span_id:016x}"
-    assert headers["x-trace-info"].startswith(f"v1;{span.trace_id:032x};{span.span_id:016x};1")
+    assert headers["tracestate"] == f"tomograph={span.span_id:016x};1"
+    assert "x-trace-info" not in headers  # not among the default formats
     assert headers["baggage"] == "user=alice"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -486,3 +487,83 @@ def test_near_valid_tracestates_never_break_extraction(data: st.DataObject) -> N
     headers["tracestate"] = data.draw(mutations(headers["tracestate"]))
     context = w3c.extract(headers)
     assert context is not None and context.trace_id == 1
+
+
+# -- parsed tracestate lists come from a cache: the same answers, the same log lines ----------
+#: What may stand in front of the other members: our member as we write it, one that only looks
+#: like it (spaces, an odd length, upper case), or nothing.
+leading_members = st.one_of(
+    st.none(),
+    st.from_regex(r"tomograph=[0-9a-f]{16};[01d](;[0-9a-f]{16})?", fullmatch=True),
+    st.from_regex(r"tomograph=[0-9a-fA-F;d ]{0,40}[ \t]*", fullmatch=True),
+)
+
+
+@given(leading_members, member_lists, st.booleans())
+def test_tracestate_read_again_gives_what_the_parser_gives(
+    leading: str | None, members: list[tuple[str, str]], break_one: bool
+) -> None:
+    texts = [f"{key}={value}" for key, value in members]
+    if break_one and texts:
+        texts[len(texts) // 2] = "=broken"
+    value = ",".join(([leading] if leading is not None else []) + texts)
+    expected = w3c.parse_tracestate(value)
+    for _ in range(2):  # the second time from the cache
+        assert w3c._parsed_tracestate(value) == expected
+
+
+def test_a_malformed_tracestate_is_logged_every_time_it_arrives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    headers = {"traceparent": VALID, "tracestate": f"tomograph={SPAN};1,@bad=1"}
+    with caplog.at_level(logging.DEBUG, logger="tomograph.propagation"):
+        for _ in range(2):
+            context = w3c.extract(headers)
+            assert context is not None and context.extra is None
+    assert caplog.text.count("malformed member") == 2
+
+
+def test_our_member_then_32_others_do_not_parse_even_from_the_cache() -> None:
+    others = ",".join(f"k{n}=v" for n in range(32))
+    w3c.parse_tracestate(others)  # 32 members alone parse, and are cached
+    assert w3c._parsed_tracestate(others) is not None
+    assert w3c._parsed_tracestate(f"tomograph=00f067aa0ba902b7;1,{others}") is None
+
+
+def _spec_traceparent(value: str) -> tuple[int, int, bool] | None:
+    """What W3C's grammar says a version-00 traceparent holds, written out independently."""
+    lower_hex = set("0123456789abcdef")
+    parts = value.split("-")
+    if len(parts) != 4 or [len(p) for p in parts] != [2, 32, 16, 2] or parts[0] != "00":
+        return None
+    if not all(set(p) <= lower_hex for p in parts):
+        return None
+    trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, bool(int(parts[3], 16) & 1)
+
+
+@given(st.data())
+def test_version_00_traceparents_read_as_the_grammar_says(data: st.DataObject) -> None:
+    headers: dict[str, str] = {}
+    w3c.inject(data.draw(contexts()), headers)
+    value = data.draw(mutations(headers["traceparent"]) | st.just(headers["traceparent"]))
+    if value.startswith("00-"):
+        assert w3c._traceparent_fields(value) == _spec_traceparent(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"00-{TRACE.upper()}-{SPAN}-01",
+        f"00-+{TRACE[1:]}-{SPAN}-01",
+        f"00- {TRACE[1:]}-{SPAN}-01",
+        f"00-{TRACE[:4]}_{TRACE[5:]}-{SPAN}-01",
+        f"00-{TRACE}-{SPAN}-1_",
+        f"00-{TRACE}-{SPAN[:15]}\u0663-01",  # an Arabic-Indic digit, which int() reads
+        f"00-{'0' * 32}-{SPAN}-01",
+    ],
+)
+def test_what_int_accepts_but_the_grammar_does_not_is_rejected(value: str) -> None:
+    assert w3c.parse_traceparent(value) is None

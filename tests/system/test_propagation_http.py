@@ -146,7 +146,7 @@ def jaeger_headers(items: dict[str, str]) -> dict[str, str]:
 
 def test_jaeger_baggage_crosses_a_tomograph_hop(tmp_path: Path) -> None:
     # A Jaeger peer calls service A, which calls B. A has the default formats: it reads Jaeger
-    # (and W3C, B3, ...) and writes W3C, baggage, B3 and X-Trace-Info, not Jaeger.
+    # (and W3C, B3, ...) and writes W3C, baggage and B3, not Jaeger.
     sent = jaeger_headers({"user": "Ann Lee", "plan": "gold+1", "city": "München"})
     assert {"uberctx-user", "uberctx-plan", "uberctx-city"} <= set(sent)
     with (

@@ -1,7 +1,7 @@
 """``Format.TEXT_MAP`` / ``Format.HTTP_HEADERS``: tomograph's own propagators do the work.
 
-Ids travel in every header format the propagator writes (by default W3C ``traceparent``, B3
-and ``X-Trace-Info``) and baggage as a W3C ``baggage`` header; extraction accepts every
+Ids travel in every header format the propagator writes (by default W3C ``traceparent`` and
+``tracestate``, and B3) and baggage as a W3C ``baggage`` header; extraction accepts every
 format the propagator reads.
 """
 

@@ -33,9 +33,10 @@ True
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from tomograph.ids import new_span_id, new_trace_id, parse_hex_id
+from tomograph.ids import match_lower_hex, new_span_id, new_trace_id, parse_hex_id
 from tomograph.model import TraceContext
 from tomograph.propagation._context import ContextLike, new_context
 from tomograph.propagation.carriers import (
@@ -76,7 +77,21 @@ MAX_LENGTH = 128
 
 _TRACE_WIDTHS = (16, 32)
 _SPAN_WIDTHS = (16,)
-_HEX = frozenset("0123456789abcdef")
+# A well-formed single header, checked by one pattern: trace id, span id, state, parent id.
+# Anything else (whitespace, a comma, a lone state) takes the field-by-field path with its log.
+_SINGLE = re.compile(
+    r"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?"
+).fullmatch
+# The multi-header form's common case, its three values joined by "-": trace id, span id,
+# sampled. Anything else takes parse_b3_multi.
+_MULTI = re.compile(r"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})-([01])").fullmatch
+# (sampled, debug) by the single header's state.
+_SINGLE_STATES: dict[str | None, tuple[bool | None, bool]] = {
+    None: (None, False),
+    "1": (True, False),
+    "0": (False, False),
+    "d": (None, True),
+}
 _SAMPLED_VALUES = {"1": True, "0": False, "true": True, "false": False}
 # Looked up in this order: single, trace id, span id, sampled, flags, parent span id.
 _ORDER = (SINGLE, TRACE_ID, SPAN_ID, SAMPLED, FLAGS, PARENT_SPAN_ID)
@@ -106,6 +121,16 @@ parent_id=05e3ac9a4f6e3b90, sampled=True, debug=False)
     >>> parse_b3_single('0').sampled
     False
     """
+    match = _SINGLE(value)
+    if match is not None:
+        trace_hex, span_hex, state_char, parent_hex = match.groups()
+        trace = int(trace_hex, 16)
+        span = int(span_hex, 16)
+        parent = int(parent_hex, 16) if parent_hex is not None else None
+        if trace and span and parent != 0:
+            sampled_state, debug_state = _SINGLE_STATES[state_char]
+            return new_context(trace, span, parent, sampled_state, debug_state)
+        # an all-zero id: rejected below, with its log line
     value = _first_of(value)
     fields = value.split("-")
     count = len(fields)
@@ -188,14 +213,17 @@ def parse_b3_multi(
     if trace_id is None or span_id is None:
         log.debug("ignoring B3 headers: X-B3-TraceId and X-B3-SpanId must come together")
         return None
-    # Inline checks for well-formed ids; anything else (commas included) takes parse_hex_id.
-    if len(trace_id) in _TRACE_WIDTHS and _HEX.issuperset(trace_id):
+    # Well-formed ids checked together, by one pattern; anything else (commas included) takes
+    # parse_hex_id, id by id.
+    if (
+        len(span_id) == 16
+        and len(trace_id) in _TRACE_WIDTHS
+        and match_lower_hex(trace_id + span_id) is not None
+    ):
         trace = int(trace_id, 16) or None
-    else:
-        trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
-    if len(span_id) == 16 and _HEX.issuperset(span_id):
         span = int(span_id, 16) or None
     else:
+        trace = parse_hex_id(_first_of(trace_id), _TRACE_WIDTHS)
         span = parse_hex_id(_first_of(span_id), _SPAN_WIDTHS)
     if trace is None or span is None:
         log.debug("ignoring B3 headers with malformed ids: %r, %r", trace_id, span_id)
@@ -216,8 +244,9 @@ def format_b3_single(context: ContextLike) -> str:
     '0000000000000001-0000000000000002-0-0000000000000003'
     """
     trace_id = context.trace_id
-    value = f"{trace_id:016x}" if trace_id <= 0xFFFFFFFFFFFFFFFF else f"{trace_id:032x}"
-    value = f"{value}-{context.span_id:016x}"
+    # Hex by %-formatting: a third fewer instructions than an f-string's format spec.
+    value = "%016x" % trace_id if trace_id <= 0xFFFFFFFFFFFFFFFF else "%032x" % trace_id
+    value = "%s-%016x" % (value, context.span_id)
     if context.debug:
         state = "-d"
     elif context.sampled is None:
@@ -227,7 +256,7 @@ def format_b3_single(context: ContextLike) -> str:
     parent_id = context.parent_id
     if parent_id and state:
         # The parent id is the fourth field: it cannot be sent when the decision is deferred.
-        return f"{value}{state}-{parent_id:016x}"
+        return "%s%s-%016x" % (value, state, parent_id)
     return value + state
 
 
@@ -240,14 +269,15 @@ def inject(context: ContextLike, carrier: Any) -> None:
     '1'
     """
     trace_id = context.trace_id
-    trace = f"{trace_id:016x}" if trace_id <= 0xFFFFFFFFFFFFFFFF else f"{trace_id:032x}"
+    # Hex by %-formatting: a third fewer instructions than an f-string's format spec.
+    trace = "%016x" % trace_id if trace_id <= 0xFFFFFFFFFFFFFFFF else "%032x" % trace_id
     parent_id = context.parent_id
     if carrier.__class__ is dict:
         # Written out for the common carrier; headers left from an earlier inject are removed.
         carrier[TRACE_ID] = trace
-        carrier[SPAN_ID] = f"{context.span_id:016x}"
+        carrier[SPAN_ID] = "%016x" % context.span_id
         if parent_id:
-            carrier[PARENT_SPAN_ID] = f"{parent_id:016x}"
+            carrier[PARENT_SPAN_ID] = "%016x" % parent_id
         elif PARENT_SPAN_ID in carrier:
             del carrier[PARENT_SPAN_ID]
         if context.debug:
@@ -261,9 +291,9 @@ def inject(context: ContextLike, carrier: Any) -> None:
                 carrier[SAMPLED] = "1" if context.sampled else "0"
         return
     set_header(carrier, TRACE_ID, trace)
-    set_header(carrier, SPAN_ID, f"{context.span_id:016x}")
+    set_header(carrier, SPAN_ID, "%016x" % context.span_id)
     if parent_id:
-        set_header(carrier, PARENT_SPAN_ID, f"{parent_id:016x}")
+        set_header(carrier, PARENT_SPAN_ID, "%016x" % parent_id)
     if context.debug:
         set_header(carrier, FLAGS, "1")
     elif context.sampled is not None:
@@ -317,17 +347,32 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
         context = parse_b3_single(single)
         if context is not None:
             return context
-    trace_id, span_id, sampled, flags, parent_id = map(get, keys[1:])
+    if not (environ or exact) and has_other_case(carrier, _NAMES):
+        return SLOW  # a name in another case: only the case-insensitive reader can tell
+    _, trace_key, span_key, sampled_key, flags_key, parent_key = keys
+    trace_id = get(trace_key)
+    span_id = get(span_key)
+    sampled = get(sampled_key)
+    flags = get(flags_key)
+    parent_id = get(parent_key)
+    if (
+        flags is None
+        and parent_id is None
+        and trace_id.__class__ is str
+        and span_id.__class__ is str
+        and sampled.__class__ is str
+    ):
+        # What a client span sends: ids and a decision, checked together by one pattern.
+        match = _MULTI(f"{trace_id}-{span_id}-{sampled}")
+        if match is not None:
+            trace_hex, span_hex, decision = match.groups()
+            trace = int(trace_hex, 16)
+            span = int(span_hex, 16)
+            if trace and span:
+                return new_context(trace, span, None, decision == "1")
     for value in (trace_id, span_id, sampled, flags, parent_id):
-        if value is None:
-            if not (environ or exact):
-                if has_other_case(carrier, _NAMES):
-                    return SLOW
-                exact = True
-        elif value.__class__ is not str or len(value) > MAX_LENGTH:
+        if value is not None and (value.__class__ is not str or len(value) > MAX_LENGTH):
             return SLOW
-    if single is None and not (environ or exact) and has_other_case(carrier, _NAMES):
-        return SLOW
     if trace_id is None:
         if span_id is None and sampled is None and flags is None:
             return None

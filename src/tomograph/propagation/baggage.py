@@ -163,6 +163,12 @@ def _size(text: str) -> int:
     return len(text) if text.isascii() else len(utf8(text))
 
 
+# Parsed baggage by header value: the same baggage arrives request after request. Only values
+# that parsed whole are kept, so a malformed member is logged every time it arrives; at most
+# 256 values of 8192 bytes.
+_PARSED: BoundedCache[str, tuple[BaggageEntry, ...]] = BoundedCache(256)
+
+
 def parse_baggage(values: str | Iterable[str]) -> tuple[BaggageEntry, ...]:
     """The members of one or more ``baggage`` values; malformed members are left out.
 
@@ -175,7 +181,18 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
     if len(combined) > MAX_READ_LENGTH:
         log.debug("ignoring baggage of %d characters", len(combined))
         return ()
+    entries = _PARSED.get(combined)
+    if entries is None:
+        entries, complete = _parse(combined)
+        if complete and len(combined) <= MAX_BYTES:
+            _PARSED[combined] = entries
+    return entries
+
+
+def _parse(combined: str) -> tuple[tuple[BaggageEntry, ...], bool]:
+    """:func:`parse_baggage` of one value, and whether every member was kept (nothing logged)."""
     members = combined.split(",")
+    complete = True
     # Sizes are counted member by member only when the whole header could be over a limit.
     small = len(members) <= MAX_MEMBERS and _size(combined) <= MAX_BYTES
     entries: dict[str, BaggageEntry] = {}
@@ -191,6 +208,7 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
         if match is None or properties is None:
             if member.strip(_OWS):
                 log.debug("dropping malformed baggage member %r", member[:200])
+                complete = False
             continue
         if "%" in value:
             value = percent_decode(value)
@@ -201,9 +219,10 @@ BaggageEntry(key='isProduction', value='false', properties='ttl=60'))
                 log.debug(
                     "baggage over %d members or %d bytes: rest dropped", MAX_MEMBERS, MAX_BYTES
                 )
+                complete = False
                 break
         entries[key] = _entry(BaggageEntry, (key, value, properties))
-    return tuple(entries.values())
+    return tuple(entries.values()), complete
 
 
 def _format_member(entry: BaggageEntry) -> str:
@@ -345,12 +364,16 @@ def entries_of(extra: Mapping[str, Any] | None) -> tuple[BaggageEntry, ...]:
 
 def inject(context: ContextLike, carrier: Any) -> None:
     """Write the baggage of ``context`` (if any) as a ``baggage`` header on ``carrier``."""
-    entries = entries_of(context.extra)
+    extra = context.extra
+    entries = entries_of(extra) if extra else ()
     text = _formatted(entries) if entries else ""
-    if text:
+    if carrier.__class__ is dict:
+        if text:
+            carrier[BAGGAGE] = text
+        else:
+            carrier.pop(BAGGAGE, None)  # left from an earlier inject into the same headers
+    elif text:
         set_header(carrier, BAGGAGE, text)
-    elif carrier.__class__ is dict:
-        carrier.pop(BAGGAGE, None)  # left from an earlier inject into the same headers
 
 
 def extract(carrier: Any) -> tuple[BaggageEntry, ...]:

@@ -445,6 +445,8 @@ def has_other_case(carrier: dict[Any, Any], names: NameSet) -> bool:
     False
     """
     wanted = names.names
+    if wanted.issuperset(carrier):
+        return False  # only exact names (headers a propagator just wrote): one C-level pass
     lengths = names.lengths
     for key in carrier:
         if key.__class__ is not str:

@@ -18,9 +18,18 @@ Format names (for ``tomograph.configure(propagation=[...])`` and ``TOMOGRAPH_PRO
 Note that OpenTelemetry's ``OTEL_PROPAGATORS`` calls the single header ``b3``; here ``b3``
 writes the multi-header form, which every B3 implementation reads.
 
+``default``
+    tomograph's defaults: when writing ``w3c, baggage, b3``, when reading
+    ``w3c, b3, xtraceinfo, jaeger, baggage``. ``default,xtraceinfo`` also writes X-Trace-Info
+    (what the default wrote before, for receivers that read nothing else).
+
 Injecting writes every configured format. Extracting tries the configured id formats in order
 and takes the first valid one; baggage is then added to it. The default injects
-``w3c, baggage, b3, xtraceinfo`` and extracts ``w3c, b3, xtraceinfo, jaeger`` plus ``baggage``.
+``w3c, baggage, b3`` (W3C for OpenTelemetry and most current tracers, B3 for Zipkin's: Brave,
+zipkin-go, py_zipkin, Envoy; ``baggage`` only when there is some) and extracts
+``w3c, b3, xtraceinfo, jaeger`` plus ``baggage``. X-Trace-Info is read but no longer written:
+tracestate's ``tomograph`` member carries what it added to W3C (the debug flag and the parent
+id).
 
 Baggage is one set of entries, whatever carries it: ``baggage`` (W3C) and ``jaeger``
 (``uberctx-*``) each write all of it, and extracting merges what each configured format read
@@ -55,7 +64,7 @@ from typing import Any
 
 from tomograph.model import TraceContext
 from tomograph.propagation import b3, baggage, jaeger, w3c, xtraceinfo
-from tomograph.propagation._context import ContextLike, new_context
+from tomograph.propagation._context import ContextLike, set_fresh_extra
 from tomograph.propagation.baggage import BaggageEntry
 from tomograph.propagation.carriers import (
     SLOW,
@@ -73,6 +82,7 @@ from tomograph.tracer import configure_from_environment
 __all__ = [
     "DEFAULT_EXTRACT",
     "DEFAULT_INJECT",
+    "DEFAULT_NAME",
     "FORMAT_NAMES",
     "Propagator",
     "default_propagator",
@@ -148,15 +158,25 @@ _ALIASES = {
 #: Every format name understood (aliases included).
 FORMAT_NAMES = frozenset(_INJECTORS) | frozenset(_ALIASES)
 
-DEFAULT_INJECT = ("w3c", "baggage", "b3", "xtraceinfo")
+#: What the default propagator writes: one header set for OpenTelemetry and one for Zipkin.
+DEFAULT_INJECT = ("w3c", "baggage", "b3")
+#: What the default propagator reads: every format that carries trace ids, then baggage.
 DEFAULT_EXTRACT = ("w3c", "b3", "xtraceinfo", "jaeger", "baggage")
+#: The name that stands for the defaults in a list (``default,xtraceinfo``).
+DEFAULT_NAME = "default"
 
 
-def parse_format_names(names: str | Iterable[str]) -> tuple[str, ...]:
+def parse_format_names(
+    names: str | Iterable[str], default: tuple[str, ...] = DEFAULT_INJECT
+) -> tuple[str, ...]:
     """Canonical format names from a comma-separated string or a list; ValueError if unknown.
+
+    The name ``default`` stands for the formats in ``default``.
 
     >>> parse_format_names('tracecontext, B3')
     ('w3c', 'b3')
+    >>> parse_format_names('default, xtraceinfo')
+    ('w3c', 'baggage', 'b3', 'xtraceinfo')
     """
     items = names.split(",") if isinstance(names, str) else list(names)
     result: list[str] = []
@@ -167,8 +187,11 @@ def parse_format_names(names: str | Iterable[str]) -> tuple[str, ...]:
         if not name:
             continue
         name = _ALIASES.get(name, name)
+        if name == DEFAULT_NAME:
+            result.extend(format for format in default if format not in result)
+            continue
         if name not in _INJECTORS:
-            known = ", ".join(sorted(FORMAT_NAMES))
+            known = ", ".join(sorted(FORMAT_NAMES | {DEFAULT_NAME}))
             raise ValueError(f"unknown propagation format {item.strip()!r} (known: {known})")
         if name not in result:
             result.append(name)
@@ -182,10 +205,13 @@ class Propagator:
 
     ``inject`` and ``extract`` are lists (or comma-separated strings) of format names (see the
     module docstring). ``extract`` defaults to the ``inject`` list when that is given; each
-    defaults to tomograph's defaults otherwise.
+    defaults to tomograph's defaults otherwise. ``default`` in a list means the defaults of
+    its side.
 
     >>> Propagator(['w3c', 'baggage'])
     Propagator(inject=['w3c', 'baggage'], extract=['w3c', 'baggage'])
+    >>> Propagator('default,xtraceinfo').inject_formats
+    ('w3c', 'baggage', 'b3', 'xtraceinfo')
     """
 
     __slots__ = (
@@ -211,7 +237,7 @@ class Propagator:
         if extract is None:
             extract = DEFAULT_EXTRACT if inject is None else inject
         self.inject_formats = parse_format_names(DEFAULT_INJECT if inject is None else inject)
-        self.extract_formats = parse_format_names(extract)
+        self.extract_formats = parse_format_names(extract, DEFAULT_EXTRACT)
         self._injectors = tuple(_INJECTORS[name] for name in self.inject_formats)
         self._names = frozenset(
             header for name in self.inject_formats for header in _HEADER_NAMES[name]
@@ -419,17 +445,11 @@ def _may_carry_baggage(carrier: Any) -> bool:
 
 
 def _with_entries(context: TraceContext, entries: tuple[BaggageEntry, ...]) -> TraceContext:
-    """``context`` with ``entries`` as its baggage."""
+    """``context``, which a format's extractor has just made for this call, with ``entries`` as
+    its baggage."""
     extra = context.extra
-    # Built directly: TraceContext.replace() costs three times as much.
-    return new_context(
-        context.trace_id,
-        context.span_id,
-        context.parent_id,
-        context.sampled,
-        context.debug,
-        {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries},
-        context.shared,
+    return set_fresh_extra(
+        context, {**extra, baggage.BAGGAGE: entries} if extra else {baggage.BAGGAGE: entries}
     )
 
 

@@ -39,7 +39,7 @@ def add_trace_info_header(headers: Any) -> None:
     >>> headers = {}
     >>> with tomograph.span('call billing', kind='client'):
     ...     tomograph.add_trace_info_header(headers)
-    >>> 'traceparent' in headers and 'x-b3-traceid' in headers and 'x-trace-info' in headers
+    >>> 'traceparent' in headers and 'x-b3-traceid' in headers
     True
     """
     span = CURRENT_SPAN.get()
