@@ -16,6 +16,12 @@ Cases:
    storage layer, 10 spans a trace, 20 services, spread over the last 24 hours);
 4. database bytes per stored span.
 
+``--instructions`` counts instead, with valgrind's callgrind (see ``_callgrind``), the
+instructions per span of the ingest pipeline in one process: Zipkin JSON batches of 100 spans
+decoded, bounded to the span limits and stored by ``SqliteSpanStore.accept`` (what a worker
+thread of the server does with an upload; the HTTP server around it is left out). Unlike
+spans per second, the count does not move when the machine is busy.
+
 ``TOMOGRAPH_BENCH_SPANS`` sets the size of the search data set (default 1,000,000).
 No peer has an equivalent embedded collector, so there are no ratios here.
 """
@@ -222,7 +228,50 @@ def json_body(spans: list[dict[str, Any]]) -> bytes:
     return json.dumps(spans, separators=(",", ":")).encode()
 
 
+def run_pipeline(batches: int) -> None:
+    """Decode, bound and store ``batches`` batches of 100 spans (after a warm-up), then exit."""
+    import gc
+
+    from tomograph.collector.ingest import decode_zipkin_body
+    from tomograph.collector.settings import CollectorSettings
+    from tomograph.collector.span_limits import limit_spans
+
+    rng = random.Random(7)
+    bodies = [
+        json_body([s for t in range(10) for s in synthetic_trace(rng, b * 10 + t, 10**15, 10)])
+        for b in range(40)
+    ]
+    limits = CollectorSettings().span_limits
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteSpanStore(Path(tmp) / "pipeline.db", max_age=None)
+        for number in range(-5, batches):
+            if number == 0:
+                gc.disable()
+            spans = decode_zipkin_body(bodies[number % len(bodies)], "application/json")
+            limit_spans(spans, limits)
+            store.accept(spans)
+        store.close()
+
+
+def count_instructions() -> None:
+    import _callgrind
+
+    if not _callgrind.available():
+        sys.exit("--instructions needs valgrind")
+    per_batch = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--pipeline", str(n)], small=4, large=24
+    )
+    print("\n## collector ingest pipeline, in one process (decode, span limits, accept)\n")
+    print(f"Zipkin JSON, batches of 100: {per_batch / 100:,.0f} instructions per span")
+
+
 def main() -> None:
+    if "--pipeline" in sys.argv:
+        run_pipeline(int(sys.argv[sys.argv.index("--pipeline") + 1]))
+        return
+    if "--instructions" in sys.argv:
+        count_instructions()
+        return
     rng = random.Random(7)
     total_spans = int(os.environ.get("TOMOGRAPH_BENCH_SPANS", "1000000"))
     now_us = time.time_ns() // 1000
