@@ -3,11 +3,24 @@
 Cases:
 1. ingest throughput: batches of 100 spans (tomograph's Zipkin JSON, and gzip proto3) POSTed
    from this process over one keep-alive connection on loopback to a real ``tomograph serve``;
-   also 4 client threads at once;
+   also 4 client threads at once. Besides spans per second (which the client and whatever else
+   runs on the machine share), the server's own CPU time per span, read from /proc: its
+   inverse is what one core of the collector ingests;
+1b. the storage layer against its floor: the same batches of 100 spans written by
+   ``SqliteSpanStore.accept`` (from span dicts: rows prepared, bodies encoded and compressed,
+   one transaction each), and as the very same rows by plain ``executemany`` into a bare SQLite
+   file with the same tables, indexes and settings (one transaction per batch, nothing
+   prepared during the timing), alternating, best of three each;
 2. ``GET /api/v2/trace/{id}`` of a 1,000-span trace;
 3. ``GET /api/v2/traces`` searches over 1,000,000 stored spans (written straight through the
    storage layer, 10 spans a trace, 20 services, spread over the last 24 hours);
 4. database bytes per stored span.
+
+``--instructions`` counts instead, with valgrind's callgrind (see ``_callgrind``), the
+instructions per span of the ingest pipeline in one process: Zipkin JSON batches of 100 spans
+decoded, bounded to the span limits and stored by ``SqliteSpanStore.accept`` (what a worker
+thread of the server does with an upload; the HTTP server around it is left out). Unlike
+spans per second, the count does not move when the machine is busy.
 
 ``TOMOGRAPH_BENCH_SPANS`` sets the size of the search data set (default 1,000,000).
 No peer has an equivalent embedded collector, so there are no ratios here.
@@ -20,6 +33,7 @@ import http.client
 import json
 import os
 import random
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -34,8 +48,9 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.servers import BackgroundProcess, free_port, wait_for_port  # noqa: E402
 
+from tomograph.collector import sqlite_store  # noqa: E402
 from tomograph.collector.sqlite_store import SqliteSpanStore  # noqa: E402
-from tomograph.encoding import zipkin_proto  # noqa: E402
+from tomograph.encoding import zipkin_json, zipkin_proto  # noqa: E402
 
 SERVICES = [f"service-{i:02d}" for i in range(20)]
 NAMES = [f"operation-{i:02d}" for i in range(50)]
@@ -99,9 +114,22 @@ class Client:
         return data
 
 
-def ingest(port: int, bodies: list[bytes], headers: dict[str, str], threads: int) -> float:
-    """Spans per second for posting ``bodies`` (100 spans each) from ``threads`` clients."""
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of process ``pid`` so far (None where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ingest(
+    port: int, bodies: list[bytes], headers: dict[str, str], threads: int, server_pid: int
+) -> tuple[float, float | None]:
+    """Spans per second for posting ``bodies`` (100 spans each) from ``threads`` clients, and
+    the server's CPU microseconds per span meanwhile."""
     chunks = [bodies[i::threads] for i in range(threads)]
+    cpu_before = cpu_seconds(server_pid)
 
     def run(chunk: list[bytes]) -> None:
         client = Client(port)
@@ -114,7 +142,59 @@ def ingest(port: int, bodies: list[bytes], headers: dict[str, str], threads: int
         worker.start()
     for worker in workers:
         worker.join()
-    return len(bodies) * 100 / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    cpu_after = cpu_seconds(server_pid)
+    spans = len(bodies) * 100
+    cpu_per_span = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu_per_span = (cpu_after - cpu_before) / spans * 1e6
+    return spans / elapsed, cpu_per_span
+
+
+def storage_against_floor(workdir: Path, batches: list[list[dict[str, Any]]]) -> None:
+    """Case 1b: ``SqliteSpanStore.accept`` against plain executemany of the same rows."""
+    # the store's own preparation makes the floor's rows: the very rows accept() writes
+    decoded = [zipkin_json.decode_spans(json_body(batch)) for batch in batches]
+    prepared = [sqlite_store._prepare_rows(batch, 1) for batch in decoded]
+    spans = sum(len(batch) for batch in batches)
+
+    def floor(path: Path) -> float:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA cache_size = -32000")
+        db.executescript(sqlite_store._SCHEMA)
+        start = time.perf_counter()
+        for rows in prepared:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sqlite_store._INSERT_SPAN, rows.spans)
+            db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
+            db.executemany(sqlite_store._UPSERT_TRACE, rows.traces)
+            db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
+            db.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        db.close()
+        return spans / elapsed
+
+    def store(path: Path) -> float:
+        store = SqliteSpanStore(path, max_age=None)
+        start = time.perf_counter()
+        for batch in decoded:
+            store.accept(batch)
+        elapsed = time.perf_counter() - start
+        store.close()
+        return spans / elapsed
+
+    floor_rates, store_rates = [], []
+    for run in range(3):
+        floor_rates.append(floor(workdir / f"floor-{run}.db"))
+        store_rates.append(store(workdir / f"store-{run}.db"))
+    print(f"\n## storage layer against bare SQLite ({spans:,} spans, batches of 100)\n")
+    print("case | spans/s")
+    print("-|-")
+    print(f"bare SQLite: executemany of the prepared rows | {max(floor_rates):,.0f}")
+    print(f"SqliteSpanStore.accept (span dicts in) | {max(store_rates):,.0f}")
+    print(f"storage / floor | {max(store_rates) / max(floor_rates):.0%}")
 
 
 def serve(db: Path, log: Path) -> tuple[BackgroundProcess, int]:
@@ -138,12 +218,60 @@ def serve(db: Path, log: Path) -> tuple[BackgroundProcess, int]:
     return process, port
 
 
+def best(*runs: tuple[float, float | None]) -> tuple[float, float | None]:
+    """The fastest of several (spans/s, CPU µs per span) runs."""
+    return max(runs, key=lambda run: run[0])
+
+
 def json_body(spans: list[dict[str, Any]]) -> bytes:
     """Span dicts as a compact Zipkin v2 JSON body."""
     return json.dumps(spans, separators=(",", ":")).encode()
 
 
+def run_pipeline(batches: int) -> None:
+    """Decode, bound and store ``batches`` batches of 100 spans (after a warm-up), then exit."""
+    import gc
+
+    from tomograph.collector.ingest import decode_zipkin_body
+    from tomograph.collector.settings import CollectorSettings
+    from tomograph.collector.span_limits import limit_spans
+
+    rng = random.Random(7)
+    bodies = [
+        json_body([s for t in range(10) for s in synthetic_trace(rng, b * 10 + t, 10**15, 10)])
+        for b in range(40)
+    ]
+    limits = CollectorSettings().span_limits
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteSpanStore(Path(tmp) / "pipeline.db", max_age=None)
+        for number in range(-5, batches):
+            if number == 0:
+                gc.disable()
+            spans = decode_zipkin_body(bodies[number % len(bodies)], "application/json")
+            limit_spans(spans, limits)
+            store.accept(spans)
+        store.close()
+
+
+def count_instructions() -> None:
+    import _callgrind
+
+    if not _callgrind.available():
+        sys.exit("--instructions needs valgrind")
+    per_batch = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--pipeline", str(n)], small=4, large=24
+    )
+    print("\n## collector ingest pipeline, in one process (decode, span limits, accept)\n")
+    print(f"Zipkin JSON, batches of 100: {per_batch / 100:,.0f} instructions per span")
+
+
 def main() -> None:
+    if "--pipeline" in sys.argv:
+        run_pipeline(int(sys.argv[sys.argv.index("--pipeline") + 1]))
+        return
+    if "--instructions" in sys.argv:
+        count_instructions()
+        return
     rng = random.Random(7)
     total_spans = int(os.environ.get("TOMOGRAPH_BENCH_SPANS", "1000000"))
     now_us = time.time_ns() // 1000
@@ -158,14 +286,6 @@ def main() -> None:
                 for b in range(300)
             ]
             json_bodies = [json_body(batch) for batch in batches]
-            proto_bodies = [gzip.compress(zipkin_proto.encode_dicts(batch)) for batch in batches]
-            json_rate = ingest(port, json_bodies[:150], {"Content-Type": "application/json"}, 1)
-            proto_rate = ingest(
-                port,
-                proto_bodies[150:],
-                {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
-                1,
-            )
             more = [
                 json_body(
                     [
@@ -176,7 +296,20 @@ def main() -> None:
                 )
                 for b in range(300)
             ]
-            threaded_rate = ingest(port, more, {"Content-Type": "application/json"}, 4)
+            pid = process.process.pid
+            json_headers = {"Content-Type": "application/json"}
+            # 1 and 4 connections alternate, on different batches of the same shape
+            json_1 = ingest(port, json_bodies[:150], json_headers, 1, pid)
+            json_4 = ingest(port, more[:150], json_headers, 4, pid)
+            json_1b = ingest(port, json_bodies[150:], json_headers, 1, pid)
+            json_4b = ingest(port, more[150:], json_headers, 4, pid)
+            proto_rate = ingest(
+                port,
+                [gzip.compress(zipkin_proto.encode_dicts(batch)) for batch in batches[:150]],
+                {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+                1,
+                pid,
+            )
 
             big = synthetic_trace(rng, 1, now_us, 1000)
             big_body = json_body(big)
@@ -188,12 +321,21 @@ def main() -> None:
             process.__exit__(None, None, None)
 
         print("\n## collector ingest (batches of 100 spans, one client process, loopback)\n")
-        print("case | spans/s")
-        print("-|-")
-        print(f"Zipkin JSON, 1 connection | {json_rate:,.0f}")
-        print(f"Zipkin proto3 + gzip, 1 connection | {proto_rate:,.0f}")
-        print(f"Zipkin JSON, 4 connections | {threaded_rate:,.0f}")
+        print("case | spans/s | server CPU µs/span | spans/s on one server core")
+        print("-|-|-|-")
+        cases = (
+            ("Zipkin JSON, 1 connection", best(json_1, json_1b)),
+            ("Zipkin JSON, 4 connections", best(json_4, json_4b)),
+            ("Zipkin proto3 + gzip, 1 connection", proto_rate),
+        )
+        for label, (rate, cpu) in cases:
+            one_core = f"{1e6 / cpu:,.0f}" if cpu else "-"
+            print(f"{label} | {rate:,.0f} | {cpu or 0:.1f} | {one_core}")
+        scaling = best(json_4, json_4b)[0] / best(json_1, json_1b)[0]
+        print(f"\n4 connections / 1 connection: {scaling:.2f}x")
         print(f"\nGET /api/v2/trace/{{id}} of a 1,000-span trace: {trace_us / 1000:.2f} ms")
+
+        storage_against_floor(workdir, batches[:200])
 
         # -- 3 and 4: search over a large store, written through the storage layer ---------
         db_path = workdir / "search.db"

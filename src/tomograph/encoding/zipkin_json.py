@@ -21,6 +21,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from tomograph._cache import BoundedCache
+from tomograph.encoding import fast_json
 from tomograph.encoding._zipkin_model import (
     KINDS,
     MAX_U64,
@@ -212,10 +213,6 @@ def encode_spans(spans: Iterable[Span]) -> bytes:
 # -- decoding ---------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _hex_id(index: int, field: str, value: object, widths: tuple[int, ...]) -> str:
     if not isinstance(value, str) or len(value) not in widths or not _HEX.issuperset(value):
         want = " or ".join(str(width) for width in widths)
@@ -337,7 +334,7 @@ def load_span_list(data: bytes) -> list[Any]:
     [{'id': '1'}]
     """
     try:
-        raw = json.loads(data, parse_constant=_reject_constant)
+        raw = fast_json.loads(data)
     except (ValueError, RecursionError) as error:
         raise DecodeError(f"body is not valid JSON: {error}") from None
     if not isinstance(raw, list):
