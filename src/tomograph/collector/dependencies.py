@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from tomograph.collector.span_fields import is_error, local_service, remote_service
 from tomograph.collector.storage import DependencyLink, SpanDict
 
-__all__ = ["DependencyLinker", "SpanNode", "build_span_tree"]
+__all__ = ["DependencyLinker", "SpanNode", "build_span_tree", "link_span"]
 
 
 @dataclass(eq=False, slots=True)
@@ -192,3 +192,34 @@ class DependencyLinker:
             )
             for (parent, child), count in sorted(self._calls.items())
         ]
+
+
+def link_span(
+    span_id: str,
+    parent_id: str | None,
+    kind: str | None,
+    shared: int,
+    service: str,
+    remote: str,
+    error: int,
+    ts: int | None,
+) -> SpanDict:
+    """A span dict with just what :class:`DependencyLinker` reads, from a store's columns.
+
+    >>> link_span("b" * 16, None, "SERVER", 0, "web", "", 1, 5)["tags"]
+    {'error': ''}
+    """
+    span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
+    if parent_id:
+        span["parentId"] = parent_id
+    if kind:
+        span["kind"] = kind
+    if shared:
+        span["shared"] = True
+    if service:
+        span["localEndpoint"] = {"serviceName": service}
+    if remote:
+        span["remoteEndpoint"] = {"serviceName": remote}
+    if error:
+        span["tags"] = {"error": ""}
+    return span

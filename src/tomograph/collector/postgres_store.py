@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector.dependencies import DependencyLinker, link_span
 from tomograph.collector.postgres_pool import ConnectionPool, database_location
 from tomograph.collector.span_fields import is_error, local_service, remote_service, trace_id_low
 from tomograph.collector.sqlite_store import DEFAULT_MAX_RESPONSE_BYTES, MAX_INDEXED_VALUE
@@ -742,11 +742,11 @@ class _Batch:
             if row[0] in created:
                 # span_id, parent_id, kind, shared, service, remote, error, ts
                 fields = (row[3], row[4], row[5], row[6], row[8], row[9], row[12], row[10])
-                spans.setdefault(row[0], []).append(_link_span(*fields))
+                spans.setdefault(row[0], []).append(link_span(*fields))
         stored = [low for low in lows if low not in created]
         if stored:
             for low, *stored_fields in conn.execute(_LINK_SPANS, (stored,)):
-                spans.setdefault(low, []).append(_link_span(*stored_fields))
+                spans.setdefault(low, []).append(link_span(*stored_fields))
         with conn.pipeline():
             conn.execute(_ADD_BYTES, [lows, [added[low] for low in lows]])
             if stored:
@@ -757,33 +757,6 @@ class _Batch:
             if links[0]:
                 conn.execute(_INSERT_LINKS, links)
         return len(new)
-
-
-def _link_span(
-    span_id: str,
-    parent_id: str | None,
-    kind: str | None,
-    shared: bool,
-    service: str,
-    remote: str,
-    error: bool,
-    ts: int | None,
-) -> SpanDict:
-    """What the dependency linker reads of a span, from its stored columns."""
-    span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
-    if parent_id:
-        span["parentId"] = parent_id
-    if kind:
-        span["kind"] = kind
-    if shared:
-        span["shared"] = True
-    if service:
-        span["localEndpoint"] = {"serviceName": service}
-    if remote:
-        span["remoteEndpoint"] = {"serviceName": remote}
-    if error:
-        span["tags"] = {"error": ""}
-    return span
 
 
 def _links(traces: dict[int, list[SpanDict]]) -> list[list[Any]]:

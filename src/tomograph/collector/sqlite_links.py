@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector.dependencies import DependencyLinker, link_span
 from tomograph.collector.storage import DependencyLink, SpanDict
 
 __all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks"]
@@ -84,33 +84,6 @@ class PendingTrace:
     seq: int
     ts: int | None  # the trace's timestamp (µs); None: no span has one
     links: dict[tuple[str, str], tuple[int, int]]  # (parent, child) -> (calls, errors)
-
-
-def _span(
-    span_id: str,
-    parent_id: str | None,
-    kind: str | None,
-    shared: int,
-    service: str,
-    remote: str,
-    error: int,
-    ts: int | None,
-) -> SpanDict:
-    """A span dict with just what :class:`DependencyLinker` reads, from a ``spans`` row."""
-    span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
-    if parent_id:
-        span["parentId"] = parent_id
-    if kind:
-        span["kind"] = kind
-    if shared:
-        span["shared"] = True
-    if service:
-        span["localEndpoint"] = {"serviceName": service}
-    if remote:
-        span["remoteEndpoint"] = {"serviceName": remote}
-    if error:
-        span["tags"] = {"error": ""}
-    return span
 
 
 def _links_of(spans: Sequence[SpanDict]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -211,7 +184,7 @@ class TraceLinks:
                 close()
                 current, spans = (low, seq, trace_ts), []
             if span_row[0] is not None:
-                spans.append(_span(*span_row))
+                spans.append(link_span(*span_row))
         close()
         return pending
 

@@ -50,7 +50,7 @@ from tomograph.collector.storage import (
     StoreOpenError,
     StoreUnavailable,
 )
-from tomograph.encoding import fast_json
+from tomograph.collector.stored_spans import json_array, stored_json
 from tomograph.encoding.normalize import normalize_trace_id
 
 __all__ = ["SqliteSpanStore"]
@@ -519,7 +519,7 @@ class SqliteSpanStore:
         at ``max_response_bytes``: the latest spans of a larger trace are left out.
         """
         bodies = self._trace_rows(reader, trace_id, self.max_response_bytes)
-        return _json_list(bodies) if bodies else None
+        return json_array(bodies) if bodies else None
 
     @_reading
     def get_trace(self, reader: Reader, trace_id: str) -> list[SpanDict] | None:
@@ -541,14 +541,14 @@ class SqliteSpanStore:
             bodies = self._trace_rows(reader, trace_id, budget)
             if not bodies:
                 continue
-            trace = _json_list(bodies)
+            trace = json_array(bodies)
             if found and len(trace) + 1 > budget:
                 break
             found.append(trace)
             budget -= len(trace) + 1
             if budget <= 0:
                 break
-        return _json_list(found)
+        return json_array(found)
 
     @_reading
     def find_trace_ids(self, reader: Reader, request: QueryRequest) -> list[str]:
@@ -834,16 +834,6 @@ def _open_error(path: Path, error: OSError | sqlite3.Error) -> str:
     return f"cannot open {path}: {reason}"
 
 
-def _json_list(items: list[bytes]) -> bytes:
-    """JSON texts as one JSON array, built with a single copy (answers can be tens of MB)."""
-    if not items:
-        return b"[]"
-    parts = [b","] * (2 * len(items) + 1)
-    parts[0], parts[-1] = b"[", b"]"
-    parts[1::2] = items
-    return b"".join(parts)
-
-
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
 
@@ -941,7 +931,7 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
     traces: dict[int, list[Any]] = {}
     names: set[tuple[str, str, str]] = set()
     for decoded in spans:
-        span, body = _stored_json(decoded)
+        span, body = stored_json(decoded)
         trace_id = span["traceId"]
         low = trace_id_low(trace_id)
         service = local_service(span)
@@ -1014,23 +1004,3 @@ def _copy_error(error: StoreUnavailable | StoreClosed) -> Exception:
         copy = StoreClosed(str(error))
     copy.__cause__ = error.__cause__
     return copy
-
-
-def _stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
-    """The span as stored (its strings made encodable) and its compact UTF-8 JSON."""
-    try:
-        return span, fast_json.dumps(span)
-    except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
-        span = _scrub(span)
-        return span, fast_json.dumps(span)
-
-
-def _scrub(value: Any) -> Any:
-    """``value`` with every string made encodable as UTF-8 (lone surrogates become "?")."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value

@@ -5,9 +5,9 @@ Shared by the span stores, so that every engine returns byte-for-byte the same a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from tomograph.encoding import fast_json
 from tomograph.encoding.normalize import SpanDict
 
 __all__ = ["json_array", "stored_json"]
@@ -20,10 +20,10 @@ def stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
     b'{"traceId":"aaaaaaaaaaaaaaaa","id":"bbbbbbbbbbbbbbbb","name":"?"}'
     """
     try:
-        return span, json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+        return span, fast_json.dumps(span)
     except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
         span = _scrub(span)
-        return span, json.dumps(span, separators=(",", ":"), ensure_ascii=False).encode()
+        return span, fast_json.dumps(span)
 
 
 def _scrub(value: Any) -> Any:
