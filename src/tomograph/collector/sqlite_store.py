@@ -270,12 +270,26 @@ class SqliteSpanStore:
         self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
         self._links_lock = threading.Lock()  # one refresh of the links at a time
         self._links_stop = threading.Event()
-        self._links_thread = threading.Thread(
-            target=self._refresh_links_periodically,
-            name="tomograph collector dependency links",
-            daemon=True,
-        )
-        self._links_thread.start()
+        self._links_start_lock = threading.Lock()
+        self._links_pid = 0
+        self._start_links_refresher()
+
+    def _start_links_refresher(self) -> None:
+        """Start the thread that computes pending links, once per process.
+
+        Threads do not survive a fork: a child using a store its parent opened (gunicorn
+        ``--preload``) starts its own with its first write, else its links would wait for a query.
+        """
+        with self._links_start_lock:
+            if self._links_pid == os.getpid():
+                return
+            self._links_pid = os.getpid()
+            self._links_thread = threading.Thread(
+                target=self._refresh_links_periodically,
+                name="tomograph collector dependency links",
+                daemon=True,
+            )
+            self._links_thread.start()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -448,6 +462,8 @@ class SqliteSpanStore:
         """
         if self._closed:
             raise StoreClosed("the span store is closed")
+        if self._links_pid != os.getpid():
+            self._start_links_refresher()
         return self._group_writer.submit(_prepare_rows(spans, _now_us()))
 
     def _write_group(self, batches: Sequence[_Rows]) -> list[int | BaseException]:
