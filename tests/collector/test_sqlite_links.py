@@ -488,3 +488,28 @@ def test_a_forked_child_computes_the_links_of_its_writes_in_the_background(
     finally:
         store.close()
     assert pending(path) == 0
+
+
+def test_the_background_computes_a_round_longer_than_the_query_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the query timeout bounds what a client waits for; a round of the background refresher
+    # stopped by it would start over every pass and never store anything
+    put_trace = DependencyLinker.put_trace
+
+    def slow_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+        time.sleep(0.05)  # 20 traces in one round: four times the timeout
+        put_trace(linker, spans)
+
+    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, query_timeout=0.25)
+    try:
+        start = now_us()
+        store.accept(decoded([s for n in range(20) for s in rpc(n, "web", "api", start)]))
+        deadline = time.monotonic() + 30
+        while pending(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pending(path) == 0
+    finally:
+        store.close()

@@ -681,7 +681,9 @@ class SqliteSpanStore:
             ):
                 raise QueryTimeout(self._readers.timeout_message)
             with self._links_lock:
-                with self._readers.reading() as reader:
+                # the background's rounds are not bound by the query timeout: stopped there, a
+                # round longer than it would start over every pass and never be stored
+                with self._readers.reading(bounded=started is not None) as reader:
                     computed = self._links.read_pending(reader.db, up_to, check=reader.check)
                 if not computed:
                     return
