@@ -513,3 +513,48 @@ def test_the_background_computes_a_round_longer_than_the_query_timeout(
         assert pending(path) == 0
     finally:
         store.close()
+
+
+def test_a_child_forked_while_the_parent_writes_can_write_and_answer(tmp_path: Path) -> None:
+    # gunicorn forks workers whenever it likes, while the parent's refresher may be in a write
+    # transaction: the child must not inherit that lock held (nobody would ever release it)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with store._write_lock, store._links_lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            status = 1
+            try:
+                start = now_us()
+                store.accept(decoded(rpc(1, "web", "api", start)))
+                links = store.dependencies(start // 1000 + 1000, 60_000)
+                status = 0 if [link["callCount"] for link in links] == [1] else 3
+                store.close()
+            finally:
+                os._exit(status)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise AssertionError("the child hung on a lock held in its parent at the fork")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join()
+        store.close()

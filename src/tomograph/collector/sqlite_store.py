@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -273,6 +274,31 @@ class SqliteSpanStore:
         self._links_start_lock = threading.Lock()
         self._links_pid = 0
         self._start_links_refresher()
+        self._inherited: list[object] = []  # a forked child's unused copies of the parent's
+        _OPEN_STORES.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Fresh locks and connections for a forked child (gunicorn forks workers any time).
+
+        A lock one of the parent's threads held at the fork would stay held for ever here, and
+        SQLite connections must not be used across a fork. The parent's connections are kept
+        unused: closing them here could release what the parent holds on the file.
+        """
+        if self._closed:
+            return
+        self._inherited.append((self._writer, self._readers))
+        self._write_lock = threading.Lock()
+        self._links_lock = threading.Lock()
+        self._links_start_lock = threading.Lock()
+        self._links_stop = threading.Event()
+        self._group_writer = GroupWriter(self._write_group, "tomograph-span-writer")
+        self._readers = ReaderPool(
+            self._connect_reader,
+            self._readers.size,
+            self.query_timeout,
+            on_idle=self._reset_wal,
+        )
+        self._writer = self._connect()
 
     def _start_links_refresher(self) -> None:
         """Start the thread that computes pending links, once per process.
@@ -835,6 +861,19 @@ class SqliteSpanStore:
     def span_count(self, reader: Reader) -> int:
         """How many spans are stored."""
         return int(reader.execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+#: The stores open in this process, for the fork hook (weakly: a store that is gone needs nothing).
+_OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
+
+
+def _reopen_in_child() -> None:
+    for store in list(_OPEN_STORES):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reopen_in_child)
 
 
 def _open_error(path: Path, error: OSError | sqlite3.Error) -> str:
