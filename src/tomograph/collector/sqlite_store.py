@@ -309,13 +309,13 @@ class SqliteSpanStore:
         with self._links_start_lock:
             if self._links_pid == os.getpid():
                 return
-            self._links_pid = os.getpid()
-            self._links_thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._refresh_links_periodically,
                 name="tomograph collector dependency links",
                 daemon=True,
             )
-            self._links_thread.start()
+            thread.start()  # out of threads, this raises: the next write tries again
+            self._links_thread, self._links_pid = thread, os.getpid()
 
     # -- connections -------------------------------------------------------------------------
 
