@@ -258,3 +258,24 @@ def test_32_threads_uploading_at_once_each_learn_their_own_count(tmp_path: Path)
     assert sorted(counts) == [10] * 31 + [20]  # trace 99 is new to exactly one
     assert len(stored_span_ids(store.path)) == 32 * 10 + 10
     store.close()
+
+
+def test_a_writer_thread_that_could_not_start_is_started_by_the_next_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # out of threads (or a process limit): that write fails, the next ones must not wait for
+    # a thread that never ran
+    writer: GroupWriter[int, int] = GroupWriter(lambda items: [i * 2 for i in items], "doubler")
+    start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError):
+        writer.submit(1)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    caller = Caller(lambda: writer.submit(2))
+    caller.start()
+    assert caller.outcome() == 4
+    writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import sqlite3
 import tempfile
@@ -459,4 +460,101 @@ def test_windows_cutting_hours_count_exactly_the_traces_inside(
                 path, end_ms, lookback_ms
             )
     finally:
+        store.close()
+
+
+def test_a_forked_child_computes_the_links_of_its_writes_in_the_background(
+    tmp_path: Path,
+) -> None:
+    # gunicorn --preload: the store is opened in the parent, which lives on, and used in the
+    # child; threads do not survive a fork, so the child needs a refresher of its own
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            status = 1
+            try:
+                store.accept(decoded(rpc(1, "web", "api", now_us())))
+                deadline = time.monotonic() + 20
+                while pending(path) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                status = 0 if pending(path) == 0 else 3
+                store.close()
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's links stayed pending"
+    finally:
+        store.close()
+    assert pending(path) == 0
+
+
+def test_the_background_computes_a_round_longer_than_the_query_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the query timeout bounds what a client waits for; a round of the background refresher
+    # stopped by it would start over every pass and never store anything
+    put_trace = DependencyLinker.put_trace
+
+    def slow_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+        time.sleep(0.05)  # 20 traces in one round: four times the timeout
+        put_trace(linker, spans)
+
+    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, query_timeout=0.25)
+    try:
+        start = now_us()
+        store.accept(decoded([s for n in range(20) for s in rpc(n, "web", "api", start)]))
+        deadline = time.monotonic() + 30
+        while pending(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pending(path) == 0
+    finally:
+        store.close()
+
+
+def test_a_child_forked_while_the_parent_writes_can_write_and_answer(tmp_path: Path) -> None:
+    # gunicorn forks workers whenever it likes, while the parent's refresher may be in a write
+    # transaction: the child must not inherit that lock held (nobody would ever release it)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with store._write_lock, store._links_lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            status = 1
+            try:
+                start = now_us()
+                store.accept(decoded(rpc(1, "web", "api", start)))
+                links = store.dependencies(start // 1000 + 1000, 60_000)
+                status = 0 if [link["callCount"] for link in links] == [1] else 3
+                store.close()
+            finally:
+                os._exit(status)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise AssertionError("the child hung on a lock held in its parent at the fork")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join()
         store.close()

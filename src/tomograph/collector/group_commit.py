@@ -81,11 +81,11 @@ class GroupWriter(Generic[_Item, _Result]):
         return waiting.result  # type: ignore[return-value]  # set with done unless error is
 
     def _start(self) -> None:
-        self._pid = os.getpid()
         # a daemon: an interpreter exiting without close() must not hang on it (what it was
         # writing was not acknowledged to anyone yet)
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        thread.start()  # out of threads, this raises: the next submit tries again
+        self._thread, self._pid = thread, os.getpid()
 
     def _run(self) -> None:
         while True:

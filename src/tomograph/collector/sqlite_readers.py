@@ -117,9 +117,13 @@ class ReaderPool:
         return self._opened
 
     @contextmanager
-    def reading(self) -> Iterator[Reader]:
-        """Borrow a connection for one read; SQLite's "interrupted" becomes our own errors."""
-        deadline = time.monotonic() + self.timeout if self.timeout is not None else _NEVER
+    def reading(self, bounded: bool = True) -> Iterator[Reader]:
+        """Borrow a connection for one read; SQLite's "interrupted" becomes our own errors.
+
+        ``bounded=False``: the read is not a client's and has no deadline (closing still stops it).
+        """
+        timeout = self.timeout if bounded else None
+        deadline = time.monotonic() + timeout if timeout is not None else _NEVER
         reader = self._borrow(deadline)
         try:
             yield reader

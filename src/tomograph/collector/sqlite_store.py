@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -270,12 +271,51 @@ class SqliteSpanStore:
         self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
         self._links_lock = threading.Lock()  # one refresh of the links at a time
         self._links_stop = threading.Event()
-        self._links_thread = threading.Thread(
-            target=self._refresh_links_periodically,
-            name="tomograph collector dependency links",
-            daemon=True,
+        self._links_start_lock = threading.Lock()
+        self._links_pid = 0
+        self._start_links_refresher()
+        self._inherited: list[object] = []  # a forked child's unused copies of the parent's
+        _OPEN_STORES.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Fresh locks and connections for a forked child (gunicorn forks workers any time).
+
+        A lock one of the parent's threads held at the fork would stay held for ever here, and
+        SQLite connections must not be used across a fork. The parent's connections are kept
+        unused: closing them here could release what the parent holds on the file.
+        """
+        if self._closed:
+            return
+        self._inherited.append((self._writer, self._readers))
+        self._write_lock = threading.Lock()
+        self._links_lock = threading.Lock()
+        self._links_start_lock = threading.Lock()
+        self._links_stop = threading.Event()
+        self._group_writer = GroupWriter(self._write_group, "tomograph-span-writer")
+        self._readers = ReaderPool(
+            self._connect_reader,
+            self._readers.size,
+            self.query_timeout,
+            on_idle=self._reset_wal,
         )
-        self._links_thread.start()
+        self._writer = self._connect()
+
+    def _start_links_refresher(self) -> None:
+        """Start the thread that computes pending links, once per process.
+
+        Threads do not survive a fork: a child using a store its parent opened (gunicorn
+        ``--preload``) starts its own with its first write, else its links would wait for a query.
+        """
+        with self._links_start_lock:
+            if self._links_pid == os.getpid():
+                return
+            thread = threading.Thread(
+                target=self._refresh_links_periodically,
+                name="tomograph collector dependency links",
+                daemon=True,
+            )
+            thread.start()  # out of threads, this raises: the next write tries again
+            self._links_thread, self._links_pid = thread, os.getpid()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -448,6 +488,8 @@ class SqliteSpanStore:
         """
         if self._closed:
             raise StoreClosed("the span store is closed")
+        if self._links_pid != os.getpid():
+            self._start_links_refresher()
         return self._group_writer.submit(_prepare_rows(spans, _now_us()))
 
     def _write_group(self, batches: Sequence[_Rows]) -> list[int | BaseException]:
@@ -665,7 +707,9 @@ class SqliteSpanStore:
             ):
                 raise QueryTimeout(self._readers.timeout_message)
             with self._links_lock:
-                with self._readers.reading() as reader:
+                # the background's rounds are not bound by the query timeout: stopped there, a
+                # round longer than it would start over every pass and never be stored
+                with self._readers.reading(bounded=started is not None) as reader:
                     computed = self._links.read_pending(reader.db, up_to, check=reader.check)
                 if not computed:
                     return
@@ -817,6 +861,19 @@ class SqliteSpanStore:
     def span_count(self, reader: Reader) -> int:
         """How many spans are stored."""
         return int(reader.execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+#: The stores open in this process, for the fork hook (weakly: a store that is gone needs nothing).
+_OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
+
+
+def _reopen_in_child() -> None:
+    for store in list(_OPEN_STORES):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reopen_in_child)
 
 
 def _open_error(path: Path, error: OSError | sqlite3.Error) -> str:
