@@ -44,7 +44,7 @@ from tomograph.collector.storage import (
     StoreOpenError,
     StoreUnavailable,
 )
-from tomograph.collector.stored_spans import json_array, stored_json
+from tomograph.collector.stored_spans import json_array, stored_json, traces_json
 from tomograph.encoding.normalize import normalize_trace_id
 
 if TYPE_CHECKING:
@@ -442,21 +442,12 @@ class PostgresSpanStore:
 
     def get_traces_json(self, trace_ids: Sequence[str]) -> bytes:
         """The traces found among ``trace_ids``, at most ``max_response_bytes`` of them."""
-        found: list[bytes] = []
-        budget = self.max_response_bytes
         with self._reading() as conn:
-            for trace_id in trace_ids:
-                bodies = self._trace_bodies(conn, trace_id, budget)
-                if not bodies:
-                    continue
-                trace = json_array(bodies)
-                if found and len(trace) + 1 > budget:
-                    break
-                found.append(trace)
-                budget -= len(trace) + 1
-                if budget <= 0:
-                    break
-        return json_array(found)
+            return traces_json(
+                trace_ids,
+                lambda trace_id, budget: self._trace_bodies(conn, trace_id, budget),
+                self.max_response_bytes,
+            )
 
     def find_trace_ids(self, request: QueryRequest) -> list[str]:
         """Ids of the traces matching ``request`` (Zipkin semantics), newest first."""

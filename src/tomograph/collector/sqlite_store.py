@@ -51,7 +51,7 @@ from tomograph.collector.storage import (
     StoreOpenError,
     StoreUnavailable,
 )
-from tomograph.collector.stored_spans import json_array, stored_json
+from tomograph.collector.stored_spans import json_array, stored_json, traces_json
 from tomograph.encoding.normalize import normalize_trace_id
 
 __all__ = ["SqliteSpanStore"]
@@ -577,20 +577,11 @@ class SqliteSpanStore:
         as :meth:`get_trace_json` cuts it), so a search for thousands of large traces stays
         bounded in memory; the ids come newest first, so the oldest are left out.
         """
-        found: list[bytes] = []
-        budget = self.max_response_bytes
-        for trace_id in trace_ids:
-            bodies = self._trace_rows(reader, trace_id, budget)
-            if not bodies:
-                continue
-            trace = json_array(bodies)
-            if found and len(trace) + 1 > budget:
-                break
-            found.append(trace)
-            budget -= len(trace) + 1
-            if budget <= 0:
-                break
-        return json_array(found)
+        return traces_json(
+            trace_ids,
+            lambda trace_id, budget: self._trace_rows(reader, trace_id, budget),
+            self.max_response_bytes,
+        )
 
     @_reading
     def find_trace_ids(self, reader: Reader, request: QueryRequest) -> list[str]:

@@ -5,12 +5,13 @@ Shared by the span stores, so that every engine returns byte-for-byte the same a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tomograph.encoding import fast_json
 from tomograph.encoding.normalize import SpanDict
 
-__all__ = ["json_array", "stored_json"]
+__all__ = ["json_array", "stored_json", "traces_json"]
 
 
 def stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
@@ -49,3 +50,29 @@ def json_array(items: list[bytes]) -> bytes:
     parts[0], parts[-1] = b"[", b"]"
     parts[1::2] = items
     return b"".join(parts)
+
+
+def traces_json(
+    trace_ids: Iterable[str], bodies_of: Callable[[str, int], list[bytes]], budget: int
+) -> bytes:
+    """The traces found among ``trace_ids`` as a JSON list of lists, in at most ``budget`` bytes.
+
+    ``bodies_of(trace_id, budget)`` gives a trace's stored spans within the budget left (an
+    empty list for an unknown trace); a first trace larger than ``budget`` comes cut that way.
+
+    >>> traces_json(["a", "b"], lambda trace_id, left: [b"1"] if trace_id == "a" else [], 100)
+    b'[[1]]'
+    """
+    found: list[bytes] = []
+    for trace_id in trace_ids:
+        bodies = bodies_of(trace_id, budget)
+        if not bodies:
+            continue
+        trace = json_array(bodies)
+        if found and len(trace) + 1 > budget:
+            break
+        found.append(trace)
+        budget -= len(trace) + 1
+        if budget <= 0:
+            break
+    return json_array(found)
