@@ -14,6 +14,8 @@
 // Hosts are told apart by IP address as Zipkin does; when neither endpoint carries an address
 // (common with in-process tracers), by service name.
 
+import { buildTree } from "../lib/spans.js";
+
 function sameHost(a, b) {
   if (!a || !b) return false;
   const addressed = a.ipv4 || a.ipv6 || b.ipv4 || b.ipv6;
@@ -96,4 +98,13 @@ export function correctClockSkew(roots) {
     for (let i = node.children.length - 1; i >= 0; i--) walk.push(node.children[i]);
   }
   return { roots: newRoots, order, adjusted };
+}
+
+/** `spans` (a trace as stored) with clock skew corrected for display: { spans, adjusted }, the
+ * list in the same order with shifted copies in place of the spans that moved, and `adjusted`
+ * as correctClockSkew gives it. Ids are unchanged, so the corrected list makes the same tree. */
+export function correctSpansForClockSkew(spans) {
+  const { adjusted } = correctClockSkew(buildTree(spans).roots);
+  const replaced = new Map([...adjusted].map(([copy, { original }]) => [original, copy]));
+  return { spans: spans.map((span) => replaced.get(span) || span), adjusted };
 }

@@ -10,7 +10,7 @@
 // Durations and timestamps are microseconds, as Zipkin carries them. A span without a duration
 // (still in flight, or reported without one) counts as a call but takes no part in latency.
 
-import { isError } from "./span-facts.js";
+import { isError } from "../lib/spans.js";
 
 /** Nearest-rank percentile: the smallest value with at least `fraction` of the values at or
  * below it (p50 of [1, 2, 3, 4] is 2). `sorted` must be ascending; empty gives undefined. */

@@ -6,7 +6,7 @@
 // the second with the second, and so on (by start time); a span left over exists in one trace
 // only, and so does its whole subtree.
 
-import { serviceOf } from "./span-facts.js";
+import { serviceOf } from "../lib/spans.js";
 
 const keyOf = (span) => `${serviceOf(span)}\u0000${span.name || ""}\u0000${span.kind || ""}`;
 
