@@ -4,21 +4,26 @@
 // Every value from a span is put into the page as text, never as HTML.
 
 import { takeTokenFromLink } from "./lib/api.js";
+import * as compare from "./views/compare.js";
 import * as dependencies from "./views/dependencies.js";
 import * as operations from "./views/operations.js";
 import * as search from "./views/search.js";
 import * as trace from "./views/trace.js";
+import * as upload from "./views/upload.js";
 
 const view = document.getElementById("view");
 
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const path = hash.split("?")[0];
-  const section = path.startsWith("/trace/") ? "trace" : path === "/dependencies" ? "dependencies" : path === "/operations" ? "operations" : "search";
+  const pages = { "/dependencies": "dependencies", "/operations": "operations", "/compare": "compare", "/upload": "upload" };
+  const section = path.startsWith("/trace/") ? "trace" : (Object.hasOwn(pages, path) ? pages[path] : "search");
   for (const link of document.querySelectorAll("[data-nav]")) link.classList.toggle("active", link.dataset.nav === section);
   if (section === "trace") return trace.show(view, decodeURIComponent(path.slice("/trace/".length)));
   if (section === "dependencies") return dependencies.show(view);
   if (section === "operations") return operations.show(view);
+  if (section === "compare") return compare.show(view);
+  if (section === "upload") return upload.show(view);
   return search.show(view);
 }
 

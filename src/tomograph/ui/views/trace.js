@@ -3,13 +3,17 @@
 // Other analyses decorate the waterfall without redrawing it: renderWaterfall() returns an
 // object whose mark(name, spanIds) puts the class "mark-<name>" on those spans' rows (and keeps
 // it when rows are drawn again), and whose badges list holds functions node => Node|null whose
-// result is shown after the span's name.
+// result is shown after the span's name. Decorations known before drawing come as the fourth
+// argument: { badges, overlays }, overlays being functions (node, place) => Node(s) drawn in the
+// span's lane, place(fromUs, toUs) giving the CSS left/width of that stretch of time.
 
 import { API, api, token } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, template } from "../lib/dom.js";
 import { formatDuration, formatTime } from "../lib/format.js";
 import { isError, remoteOf, serviceOf, summarize } from "../lib/spans.js";
+import { correctSpansForClockSkew } from "../analysis/clock-skew.js";
+import { traceAnalyses } from "./trace-analyses.js";
 
 let jsonBlobUrl = null; // the JSON of the trace on show, when the API needs a token
 
@@ -24,33 +28,48 @@ export async function show(root, traceId) {
     title.textContent = error.status === 404 ? `Trace ${traceId} not found` : error.message;
     return;
   }
-  const summary = summarize(spans);
-  title.textContent = `${serviceOf(summary.root)}: ${summary.root.name || "(unnamed)"}`;
-  const facts = [["Duration", formatDuration(summary.duration)], ["Services", summary.services.length],
-    ["Depth", summary.depth], ["Spans", spans.length], ["Errors", summary.errors],
-    ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
-  document.getElementById("t-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
   // With a token the API link would answer 401 in a new tab: offer the spans already loaded.
   if (jsonBlobUrl) URL.revokeObjectURL(jsonBlobUrl);
   jsonBlobUrl = token() ? URL.createObjectURL(new Blob([JSON.stringify(spans, null, 2)], { type: "application/json" })) : null;
-  document.getElementById("t-json").href = jsonBlobUrl || `${API}/trace/${encodeURIComponent(traceId)}`;
-  return renderWaterfall(document.getElementById("waterfall"), document.getElementById("details"), summary);
+  return showSpans(root, spans, { traceId, json: jsonBlobUrl || `${API}/trace/${encodeURIComponent(traceId)}` });
+}
+
+/** Shows the loaded trace `spans` (from the API, or a file) in `root`, clock skew corrected for
+ * display, with the critical path; `json` is where the JSON link points. */
+export function showSpans(root, spans, { traceId, json }) {
+  if (!root.querySelector("#t-title")) root.replaceChildren(template("tpl-trace"));
+  const { spans: shown, adjusted } = correctSpansForClockSkew(spans);
+  const summary = summarize(shown);
+  document.getElementById("t-title").textContent = `${serviceOf(summary.root)}: ${summary.root.name || "(unnamed)"}`;
+  const facts = [["Duration", formatDuration(summary.duration)], ["Services", summary.services.length],
+    ["Depth", summary.depth], ["Spans", spans.length], ["Errors", summary.errors],
+    ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
+  if (adjusted.size) facts.push(["Clock skew", `${adjusted.size} span${adjusted.size === 1 ? "" : "s"} adjusted`]);
+  document.getElementById("t-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
+  document.getElementById("t-json").href = json;
+  const analyses = traceAnalyses(summary, adjusted);
+  const waterfall = renderWaterfall(document.getElementById("waterfall"), document.getElementById("details"), summary, analyses);
+  for (const [name, marked] of Object.entries(analyses.marks)) waterfall.mark(name, marked);
+  return waterfall;
 }
 
 /**
  * Draws `summary` (from summarize()) as a waterfall in `container`; a click on a row shows the
  * span in `details`. Returns { summary, mark(name, spanIds), badges }.
  */
-export function renderWaterfall(container, details, summary) {
+export function renderWaterfall(container, details, summary, decorations = {}) {
   const total = Math.max(1, summary.duration);
   const start = Number.isFinite(summary.start) ? summary.start : 0;
   const collapsed = new Set();
   const marks = new Map(); // mark name -> Set of span ids
-  const badges = [];
+  const badges = [...(decorations.badges || [])];
+  const overlays = decorations.overlays || [];
   const pct = (us) => `${Math.max(0, Math.min(100, (100 * us) / total)).toFixed(3)}%`;
+  const place = (from, to) => `left: ${pct(from - start)}; width: ${pct(to - from)}`;
 
   function applyMarks(node) {
-    for (const [name, ids] of marks) node.row.classList.toggle(`mark-${name}`, ids.has(node.span.id));
+    // by span object (a client and its shared server span have one id) or by id
+    for (const [name, ids] of marks) node.row.classList.toggle(`mark-${name}`, ids.has(node.span) || ids.has(node.span.id));
   }
 
   function drawRow(node) {
@@ -69,6 +88,7 @@ export function renderWaterfall(container, details, summary) {
       el("div", { class: "lane" },
         el("div", { class: "bar", style: `left: ${pct(offset)}; width: ${pct(s.duration || 0)}; background: ${serviceColor(service)}` }),
         (s.annotations || []).map((a) => el("div", { class: "note", title: a.value, style: `left: ${pct(a.timestamp - start)}` })),
+        overlays.flatMap((overlay) => overlay(node, place)),
         el("span", { class: "bar-label", style: `left: calc(${pct(offset + (s.duration || 0))} + 4px)` },
           formatDuration(s.duration))));
     node.row = row;
@@ -115,7 +135,7 @@ export function renderWaterfall(container, details, summary) {
   return {
     summary,
     badges,
-    /** Puts class "mark-<name>" on the rows of `spanIds` (and takes it off every other row). */
+    /** Puts class "mark-<name>" on the rows of `spanIds`, span objects or ids (and takes it off every other row). */
     mark(name, spanIds) {
       marks.set(name, new Set(spanIds));
       for (const node of summary.order) if (node.row) applyMarks(node);
