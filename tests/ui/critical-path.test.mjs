@@ -109,3 +109,12 @@ test("a 10,000-deep chain does not overflow the stack", () => {
   const { sections } = criticalPath([leaf]);
   assert.equal(sections.length, 2 * 10000 + 1);
 });
+
+test("10,000 sequential children are all on the path, with the gaps between them", () => {
+  const root = node("root", 0, 100000);
+  for (let i = 0; i < 10000; i++) root.children.push(node(`c${i}`, i * 10 + 1, i * 10 + 10));
+  const { sections } = criticalPath([root]);
+  // the last child ends with the root: a gap before each child, and no root time after the last
+  assert.equal(sections.length, 2 * 10000);
+  assert.deepEqual(sections.slice(0, 3).map((s) => `${s.span.name} ${s.start}-${s.end}`), ["root 0-1", "c0 1-10", "root 10-11"]);
+});
