@@ -257,7 +257,8 @@ def test_a_skewed_server_span_is_shown_inside_its_client_and_marked_adjusted(
 
 
 def test_two_traces_of_one_endpoint_compare_as_one_tree(collector: str, page: Any) -> None:
-    page.goto(f"{collector}/#/compare?a={COMPARE_A}")
+    page.goto(f"{collector}/#/trace/{COMPARE_A}")
+    page.click("#t-compare")
     page.wait_for_selector("#compare-candidates .trace-row")
     candidates = page.locator("#compare-candidates .trace-row")
     assert candidates.count() == 1, "only the other trace of get /cart is offered"
@@ -310,6 +311,7 @@ def test_an_otlp_file_opens_in_the_trace_view_without_being_stored(
     ]
     assert page.locator(".wf-row.error .span-name").all_inner_texts() == ["charge card"]
     assert "demo-otlp-base64.json" in page.inner_text("#t-title")
+    assert page.locator("#t-compare").count() == 0, "a trace from a file is not in the collector"
     assert page.locator(".wf-row.mark-critical").count() >= 4
     shot(page, "upload-otlp")
     trace_id = json.loads((FIXTURES / "demo-otlp-decoded.json").read_text())[0]["traceId"]

@@ -31,12 +31,13 @@ export async function show(root, traceId) {
   // With a token the API link would answer 401 in a new tab: offer the spans already loaded.
   if (jsonBlobUrl) URL.revokeObjectURL(jsonBlobUrl);
   jsonBlobUrl = token() ? URL.createObjectURL(new Blob([JSON.stringify(spans, null, 2)], { type: "application/json" })) : null;
-  return showSpans(root, spans, { traceId, json: jsonBlobUrl || `${API}/trace/${encodeURIComponent(traceId)}` });
+  return showSpans(root, spans, { traceId, json: jsonBlobUrl || `${API}/trace/${encodeURIComponent(traceId)}`, stored: true });
 }
 
 /** Shows the loaded trace `spans` (from the API, or a file) in `root`, clock skew corrected for
- * display, with the critical path; `json` is where the JSON link points. */
-export function showSpans(root, spans, { traceId, json }) {
+ * display, with the critical path; `json` is where the JSON link points, `stored` whether the
+ * collector has the trace (then it can be compared with another). */
+export function showSpans(root, spans, { traceId, json, stored = false }) {
   if (!root.querySelector("#t-title")) root.replaceChildren(template("tpl-trace"));
   const { spans: shown, adjusted } = correctSpansForClockSkew(spans);
   const summary = summarize(shown);
@@ -46,7 +47,9 @@ export function showSpans(root, spans, { traceId, json }) {
     ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
   if (adjusted.size) facts.push(["Clock skew", `${adjusted.size} span${adjusted.size === 1 ? "" : "s"} adjusted`]);
   document.getElementById("t-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
-  document.getElementById("t-json").href = json;
+  const jsonLink = document.getElementById("t-json");
+  jsonLink.href = json;
+  if (stored) jsonLink.after(el("a", { id: "t-compare", href: `#/compare?a=${encodeURIComponent(traceId)}` }, "Compare…"));
   const analyses = traceAnalyses(summary, adjusted);
   const waterfall = renderWaterfall(document.getElementById("waterfall"), document.getElementById("details"), summary, analyses);
   for (const [name, marked] of Object.entries(analyses.marks)) waterfall.mark(name, marked);
