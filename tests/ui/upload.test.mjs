@@ -168,7 +168,7 @@ test("an OTLP status OK, a false error attribute, links and older instrumentatio
   })] }] }] });
   const [span] = parseTraceFile(document).traces[0].spans;
   assert.deepEqual(span.tags, { "otel.scope.name": "old", "otel.status_code": "OK" });
-  assert.deepEqual(span.annotations.map((a) => a.value), [`{"link":{"spanId":"00000000000000bb","traceId":"${TRACE}"}}`]);
+  assert.deepEqual(span.annotations.map((a) => a.value), [`{"link": {"spanId": "00000000000000bb", "traceId": "${TRACE}"}}`]);
 });
 
 // ---- fuzz: whatever the input, a result or a TraceFileError -------------------------------------

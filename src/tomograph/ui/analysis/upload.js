@@ -229,16 +229,47 @@ function nanos(where, field, value) {
 const MAX_U64 = 2n ** 64n - 1n;
 const toMicros = (ns) => Number((ns + 500n) / 1000n);
 
-// An AnyValue as a plain value (arrays and maps as plain lists and objects).
+// OTLP's ints and doubles both arrive as JavaScript numbers (or an int as a string), but the
+// collector, in Python, writes them differently (5 and 5.0; 1e-05) in tags and in the JSON of
+// event notes. They are kept apart here so the text comes out the same.
+class IntValue {
+  constructor(digits) { this.digits = digits; }
+}
+class DoubleValue {
+  constructor(number) { this.number = number; }
+}
+
+// A double as Python writes it (repr): shortest digits, ".0" on whole numbers, an exponent
+// below 1e-4 or from 1e16 up, written with a sign and two digits at least (1e-05, 1.5e+16).
+function pythonFloat(x) {
+  if (Number.isNaN(x)) return "nan";
+  if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
+  if (x === 0) return Object.is(x, -0) ? "-0.0" : "0.0";
+  const [mantissa, exponentText] = x.toExponential().split("e");
+  const exponent = Number(exponentText);
+  const sign = x < 0 ? "-" : "";
+  const digits = mantissa.replace(/^-/, "").replace(".", "");
+  if (exponent < -4 || exponent >= 16) {
+    const shown = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+    return `${sign}${shown}e${exponent < 0 ? "-" : "+"}${String(Math.abs(exponent)).padStart(2, "0")}`;
+  }
+  if (exponent < 0) return `${sign}0.${"0".repeat(-exponent - 1)}${digits}`;
+  const whole = digits.slice(0, exponent + 1).padEnd(exponent + 1, "0");
+  return `${sign}${whole}.${digits.slice(exponent + 1) || "0"}`;
+}
+
+// An AnyValue as a plain value: text, boolean, IntValue, DoubleValue, list, or object (a map).
 function plainValue(value, depth = 0) {
   if (!isObject(value) || depth > 32) return null;
   if (has(value, "stringValue")) return typeof value.stringValue === "string" ? value.stringValue : String(value.stringValue);
   if (has(value, "boolValue")) return value.boolValue === true || value.boolValue === "true";
   if (has(value, "intValue")) {
     const int = value.intValue;
-    return typeof int === "string" && /^-?\d+$/.test(int) ? int.replace(/^(-?)0+(?=\d)/, "$1") : Number.isFinite(int) ? int : String(int);
+    if (typeof int === "string" && /^-?\d+$/.test(int)) return new IntValue(BigInt(int).toString());
+    if (Number.isSafeInteger(int)) return new IntValue(String(int));
+    return String(int);
   }
-  if (has(value, "doubleValue")) return typeof value.doubleValue === "number" ? value.doubleValue : String(value.doubleValue);
+  if (has(value, "doubleValue")) return typeof value.doubleValue === "number" ? new DoubleValue(value.doubleValue) : String(value.doubleValue);
   if (has(value, "bytesValue")) return String(value.bytesValue);
   if (has(value, "arrayValue")) {
     const values = isObject(value.arrayValue) && Array.isArray(value.arrayValue.values) ? value.arrayValue.values : [];
@@ -246,9 +277,27 @@ function plainValue(value, depth = 0) {
   }
   if (has(value, "kvlistValue")) {
     const values = isObject(value.kvlistValue) && Array.isArray(value.kvlistValue.values) ? value.kvlistValue.values : [];
-    return Object.fromEntries(values.filter(isObject).map((kv) => [String(kv.key), plainValue(kv.value, depth + 1)]));
+    return new Map(values.filter(isObject).map((kv) => [String(kv.key), plainValue(kv.value, depth + 1)]));
   }
   return null;
+}
+
+// JSON as the collector writes it: compact and in the order given for a tag's list or map,
+// ", "/": " and keys sorted for the {"name": {attributes}} of an event or link note.
+function pythonJson(value, notes) {
+  if (value === null || value === undefined) return "null";
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "boolean") return String(value);
+  if (value instanceof IntValue) return value.digits;
+  if (value instanceof DoubleValue) {
+    const text = pythonFloat(value.number);
+    return { nan: "NaN", inf: "Infinity", "-inf": "-Infinity" }[text] || text;
+  }
+  const comma = notes ? ", " : ",";
+  if (Array.isArray(value)) return `[${value.map((item) => pythonJson(item, notes)).join(comma)}]`;
+  let entries = [...value.entries()];
+  if (notes) entries = entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([key, item]) => `${JSON.stringify(key)}${notes ? ": " : ":"}${pythonJson(item, notes)}`).join(comma)}}`;
 }
 
 function attributes(where, list) {
@@ -266,8 +315,10 @@ function attributes(where, list) {
 function text(value) {
   if (value === null || value === undefined) return "";
   if (typeof value === "string") return value;
-  if (typeof value === "boolean" || typeof value === "number") return String(value);
-  return JSON.stringify(value);
+  if (typeof value === "boolean") return String(value);
+  if (value instanceof IntValue) return value.digits;
+  if (value instanceof DoubleValue) return pythonFloat(value.number);
+  return pythonJson(value, false);
 }
 
 function remoteEndpoint(attrs) {
@@ -283,16 +334,17 @@ function remoteEndpoint(attrs) {
     if (value.includes(":") && IPV6.test(value)) { out.ipv6 = value.toLowerCase(); break; }
   }
   for (const key of REMOTE_PORT_KEYS) {
-    const value = Number(attrs.get(key));
+    const port = attrs.get(key);
+    // an int attribute only, as the collector reads it
+    const value = port instanceof IntValue ? Number(port.digits) : NaN;
     if (Number.isInteger(value) && value > 0 && value < 65536) { out.port = value; break; }
   }
   return Object.keys(out).length ? out : null;
 }
 
-// {"name": {attributes}} as JSON, keys sorted: how an event or link with attributes reads in Zipkin.
+// {"name": {attributes}} as JSON: how an event or link with attributes reads in Zipkin.
 function attributesJson(name, attrs) {
-  const sorted = Object.fromEntries([...attrs.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  return JSON.stringify({ [name]: sorted });
+  return pythonJson(new Map([[name, attrs]]), true);
 }
 
 function otlpSpan(raw, where, service, resourceTags, scope) {
