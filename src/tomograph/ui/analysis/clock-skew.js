@@ -102,9 +102,11 @@ export function correctClockSkew(roots) {
 
 /** `spans` (a trace as stored) with clock skew corrected for display: { spans, adjusted }, the
  * list in the same order with shifted copies in place of the spans that moved, and `adjusted`
- * as correctClockSkew gives it. Ids are unchanged, so the corrected list makes the same tree. */
-export function correctSpansForClockSkew(spans) {
-  const { adjusted } = correctClockSkew(buildTree(spans).roots);
+ * as correctClockSkew gives it. Ids are unchanged, so the corrected list makes the same tree.
+ * `roots`, the tree of `spans` if the caller has built it already, saves building it again. */
+export function correctSpansForClockSkew(spans, roots = buildTree(spans).roots) {
+  const { adjusted } = correctClockSkew(roots);
+  if (!adjusted.size) return { spans, adjusted };
   const replaced = new Map([...adjusted].map(([copy, { original }]) => [original, copy]));
   return { spans: spans.map((span) => replaced.get(span) || span), adjusted };
 }
