@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
+from tests.support.browser import axe_script, axe_violations
 from tests.support.collector import http, running_collector
 from tests.support.servers import REPO_ROOT, require
 
@@ -357,3 +358,73 @@ def test_a_bad_file_says_what_is_wrong(collector: str, page: Any, tmp_path: Path
     other.write_text("not json")
     page.set_input_files("#u-file", str(other))
     page.wait_for_selector("#u-status.error:has-text('not JSON')")
+
+
+def choices_offered(page: Any) -> None:
+    page.set_input_files(
+        "#u-file",
+        files=[
+            {
+                "name": "two.json",
+                "mimeType": "application/json",
+                "buffer": json.dumps(
+                    [
+                        endpoint_trace("f11e000000000003", True, 1),
+                        endpoint_trace("f11e000000000004", False, 2),
+                    ]
+                ).encode(),
+            }
+        ],
+    )
+    page.wait_for_selector(".upload-choice")
+
+
+def file_refused(page: Any) -> None:
+    page.set_input_files(
+        "#u-file", files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"[1]"}]
+    )
+    page.wait_for_selector("#u-status.error")
+
+
+PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "critical-path": ("/#/", lambda page: None),  # the path is set per test from the demo's id
+    "clock-skew": (f"/#/trace/{SKEWED}", lambda page: page.wait_for_selector(".badge.adjusted")),
+    "compare": (
+        f"/#/compare?a={COMPARE_A}&b={COMPARE_B}",
+        lambda page: page.wait_for_selector("#compare-tree .chg.only"),
+    ),
+    "compare-pick": (
+        f"/#/compare?a={COMPARE_A}",
+        lambda page: page.wait_for_selector("#compare-candidates .trace-row"),
+    ),
+    "compare-bad-id": (
+        "/#/compare?a=zz",
+        lambda page: page.wait_for_selector("#compare-status.error"),
+    ),
+    "upload": ("/#/upload", lambda page: page.wait_for_selector("#u-file")),
+    "upload-choices": ("/#/upload", choices_offered),
+    "upload-refused": ("/#/upload", file_refused),
+}
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("name", list(PAGES))
+def test_no_serious_or_critical_accessibility_violations(
+    collector: str, browser: Any, demo_spans: list[Any], name: str, scheme: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+    context.add_init_script(path=str(axe_script()))
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        path, ready = PAGES[name]
+        if name == "critical-path":
+            path = f"/#/trace/{demo_spans[0]['traceId']}"
+            ready = lambda page: page.wait_for_selector(".lane .critical")  # noqa: E731
+        page.goto(collector + path)
+        ready(page)
+        assert axe_violations(page) == []
+    finally:
+        context.close()
+    assert errors == []

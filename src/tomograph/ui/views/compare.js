@@ -72,7 +72,7 @@ const endpointOf = (summary) => ({ service: serviceOf(summary.root), name: summa
 async function offerCandidates(result, a, spansA) {
   const endpoint = endpointOf(summarize(spansA));
   const heading = el("h2", { class: "compare-pick" }, `Compare ${a} with another trace of `,
-    el("span", { class: "service", style: `background: ${serviceColor(endpoint.service)}` }, endpoint.service), " ", endpoint.name);
+    serviceLabel(endpoint.service), " ", endpoint.name);
   let traces = [];
   try {
     traces = await api("/traces", { serviceName: endpoint.service, spanName: endpoint.name || undefined, lookback: 7 * 86400000, limit: 50 });
@@ -148,7 +148,7 @@ function compared(a, spansA, b, spansB) {
       const verdict = node.only ? `only only-${node.only}` : node.change.verdict || "unknown";
       return el("div", { class: `cmp-row ${node.only ? `only-${node.only}` : ""}`, role: "row", "data-depth": node.depth },
         el("div", { class: "label", role: "cell", style: `padding-left: ${8 + node.depth * 16}px` },
-          el("span", { class: "service", style: `background: ${serviceColor(node.service)}` }, node.service),
+          serviceLabel(node.service),
           el("span", { class: "span-name", title: node.name }, node.name || "(unnamed)"),
           node.kind ? el("span", { class: "kind" }, node.kind.toLowerCase()) : null),
         el("div", { role: "cell" }, bar(node.a, node.offsetA, total)),
@@ -156,6 +156,11 @@ function compared(a, spansA, b, spansB) {
         el("div", { role: "cell", class: `num chg ${verdict}` }, changeText(node)));
     })));
   return out;
+}
+
+// A service's name after a swatch of its colour, as the trace view shows it.
+function serviceLabel(service) {
+  return el("span", { class: "service", title: service }, el("i", { class: "swatch", style: `background: ${serviceColor(service)}` }), service);
 }
 
 function fact(term, value, href) {
