@@ -55,10 +55,12 @@ const byStart = (a, b) => (a.span.timestamp || 0) - (b.span.timestamp || 0);
 
 /** The trace tree (nodes { span, children, depth }) with clock skew corrected for display.
  * Returns { roots, order, adjusted }: a new tree of the same shape whose spans are the given
- * ones or shifted copies, `order` its nodes depth first by (corrected) start, and `adjusted`
- * a Map from each shifted copy to { shift, original } (shift in µs, original the span as sent). */
+ * ones or shifted copies (the tree given, when nothing moved), `order` its nodes depth first
+ * by (corrected) start, and `adjusted` a Map from each shifted copy to { shift, original }
+ * (shift in µs, original the span as sent). */
 export function correctClockSkew(roots) {
   const adjusted = new Map();
+  if (!hasSkew(roots)) return { roots, order: depthFirst(roots), adjusted };
   const copy = (node, depth) => ({ ...node, depth, children: [] });
   const newRoots = roots.map((root) => copy(root, 0));
   // (node, its copy, the adjusted parent span, skew inherited from the parent): iterative, a
@@ -89,15 +91,34 @@ export function correctClockSkew(roots) {
     }
   }
   // children are in the order given; the corrected starts may order them differently
+  return { roots: newRoots, order: depthFirst(newRoots, byStart), adjusted };
+}
+
+// Whether any server span starts before its client on another host. Without one nothing moves
+// (a shift only ever starts at such a pair), so the tree need not be copied: most traces.
+function hasSkew(roots) {
+  const stack = [...roots];
+  while (stack.length) {
+    const node = stack.pop();
+    for (const child of node.children || []) {
+      if (skewShift(node.span, child.span) !== 0) return true;
+      stack.push(child);
+    }
+  }
+  return false;
+}
+
+// The nodes depth first, each node's children sorted by `compare` first when given.
+function depthFirst(roots, compare) {
   const order = [];
-  const walk = [...newRoots].reverse();
+  const walk = [...roots].reverse();
   while (walk.length) {
     const node = walk.pop();
-    node.children.sort(byStart);
+    if (compare) node.children.sort(compare);
     order.push(node);
     for (let i = node.children.length - 1; i >= 0; i--) walk.push(node.children[i]);
   }
-  return { roots: newRoots, order, adjusted };
+  return order;
 }
 
 /** `spans` (a trace as stored) with clock skew corrected for display: { spans, adjusted }, the
