@@ -89,6 +89,8 @@ test("files that are not trace files say so", () => {
   rejects("{}", /neither Zipkin v2 JSON .* nor OTLP\/JSON/);
   rejects("42", /neither Zipkin v2 JSON/);
   rejects(json({ data: [{ traceID: "abc", spans: [] }] }), /Jaeger's JSON/);
+  rejects(json([good({ binaryAnnotations: [{ key: "http.path", value: "/" }] })]), /Zipkin v1 JSON/);
+  rejects(json([[good({ annotations: [{ timestamp: 1, value: "cs", endpoint: { serviceName: "web" } }] })]]), /Zipkin v1 JSON/);
   assert.throws(() => parseTraceFile(undefined), TraceFileError);
   assert.equal(parseTraceFile(`\ufeff${json([good()])}`).traces.length, 1, "a byte order mark is fine");
 });

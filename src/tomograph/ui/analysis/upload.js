@@ -160,9 +160,20 @@ function zipkinSpan(raw, where) {
   return spanOf(fields);
 }
 
+// Zipkin v1 JSON is a list of spans too, but its services live in annotations' endpoints and
+// binaryAnnotations: read as v2 it would show every span without a service. Refused instead.
+function isZipkinV1(raw) {
+  if (!isObject(raw)) return false;
+  if (has(raw, "binaryAnnotations")) return true;
+  return Array.isArray(raw.annotations) && raw.annotations.some((note) => isObject(note) && has(note, "endpoint"));
+}
+
 function zipkinSpans(document, limit) {
   const spans = [];
   const nested = document.some(Array.isArray);
+  if (document.some((item) => (Array.isArray(item) ? item.some(isZipkinV1) : isZipkinV1(item)))) {
+    throw new TraceFileError("this is Zipkin v1 JSON (annotations with endpoints, binaryAnnotations); open Zipkin v2 JSON or OTLP/JSON, or send the file to the collector's /api/v1/spans");
+  }
   document.forEach((item, t) => {
     if (nested) {
       if (!Array.isArray(item)) fail(`trace ${t}`, `a list of traces holds lists of spans, not ${show(item)}`);
