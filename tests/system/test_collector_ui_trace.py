@@ -496,3 +496,20 @@ def test_span_values_are_shown_as_text_never_as_html(collector: str, tab: Tab) -
     assert page.evaluate("window.__pwned") is None
     assert page.locator("img[src=x]").count() == 0
     assert page.eval_on_selector_all("#view script", "s => s.length") == 0
+
+
+def test_a_click_deep_in_a_big_trace_selects_that_span_where_it_is(
+    collector: str, tab: Tab
+) -> None:
+    page = tab.page
+    open_trace(page, collector, BIG)
+    page.eval_on_selector(".wf-scroll", "s => { s.scrollTop = 100000; }")
+    page.wait_for_function("() => document.querySelector('.wf-scroll').scrollTop === 100000")
+    row_id = BIG_ORDER[100000 // 28 + 5]
+    row = page.locator(f'.wf-row[data-span-id="{row_id}"]')
+    name = row.locator(".span-name").inner_text()
+    row.click()
+    page.wait_for_selector("#details:not([hidden])")
+    assert page.inner_text("#details h2") == name
+    assert page.eval_on_selector(".wf-scroll", "s => s.scrollTop") == 100000
+    assert page.get_attribute(".wf-row.selected", "data-span-id") == row_id

@@ -385,7 +385,10 @@ export function renderWaterfall(section, details, summary, decorations = {}) {
 
   // ---- keyboard -----------------------------------------------------------------------------
 
-  tree.addEventListener("focus", () => { if (!active && visible.length) setActive(visible[0]); });
+  // Entering the waterfall (by Tab or a click) starts on the first row in view, without scrolling.
+  tree.addEventListener("focus", () => {
+    if (!active && visible.length) setActive(visible[Math.min(visible.length - 1, Math.ceil(view.top / ROW_HEIGHT))], false);
+  });
   tree.addEventListener("keydown", (event) => {
     if (event.altKey || event.ctrlKey || event.metaKey || !visible.length) return;
     const at = active && active.visibleIndex >= 0 ? active.visibleIndex : 0;
