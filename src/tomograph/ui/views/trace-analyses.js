@@ -6,7 +6,7 @@ import { criticalPath } from "../analysis/critical-path.js";
 import { el } from "../lib/dom.js";
 import { formatDuration, formatTime } from "../lib/format.js";
 
-/** The waterfall decorations of a trace: { badges, overlays, marks }. `summary` is the trace as
+/** The waterfall decorations of a trace: { badges, overlays, marks, facts }. `summary` is the trace as
  * summarize() made it (of the corrected spans), `adjusted` the Map correctSpansForClockSkew gave. */
 export function traceAnalyses(summary, adjusted) {
   const roots = summary.order.filter((node) => node.depth === 0);
@@ -26,7 +26,12 @@ export function traceAnalyses(summary, adjusted) {
   const criticalStretches = (node, place) => (sectionsOf.get(node.span) || []).map((section) =>
     el("div", { class: "critical", style: place(section.start, section.end),
       title: `critical path: ${formatDuration(section.end - section.start)}` }));
+  const facts = sectionsOf.size
+    ? [["Critical path", `${sectionsOf.size} span${sectionsOf.size === 1 ? "" : "s"} (the dark line on the bars)`]]
+    : [];
+  if (adjusted.size) facts.push(["Clock skew", `${adjusted.size} span${adjusted.size === 1 ? "" : "s"} adjusted`]);
   return {
+    facts,
     badges: [adjustedBadge],
     overlays: [criticalStretches],
     marks: { critical: [...sectionsOf.keys()], adjusted: [...adjusted.keys()] },

@@ -71,14 +71,14 @@ export function showSpans(root, spans, { traceId, json, stored = false }) {
   const facts = [["Duration", formatDuration(summary.duration)], ["Services", summary.services.length],
     ["Depth", summary.depth], ["Spans", spans.length], ["Errors", summary.errors],
     ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
-  if (adjusted.size) facts.push(["Clock skew", `${adjusted.size} span${adjusted.size === 1 ? "" : "s"} adjusted`]);
+  const analyses = traceAnalyses(summary, adjusted);
+  facts.push(...analyses.facts);
   document.getElementById("t-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
   const jsonLink = document.getElementById("t-json");
   jsonLink.href = json;
   if (stored) jsonLink.after(el("a", { id: "t-compare", href: `#/compare?a=${encodeURIComponent(traceId)}` }, "Compare…"));
   document.getElementById("t-tools").hidden = false;
   document.getElementById("t-body").hidden = false;
-  const analyses = traceAnalyses(summary, adjusted);
   const waterfall = renderWaterfall(document.getElementById("waterfall"), document.getElementById("details"), summary, analyses);
   for (const [name, marked] of Object.entries(analyses.marks)) waterfall.mark(name, marked);
   connectTools(waterfall);
