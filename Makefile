@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo bench fuzz lint typecheck deps system-deps format clean
 
-$(STAMP): pyproject.toml
+# setup.py and the C source: a changed accelerator is rebuilt by the next `make deps`.
+$(STAMP): pyproject.toml setup.py src/tomograph/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
@@ -26,8 +27,11 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
+# The whole suite twice: on the compiled span hot path (tests/test_accelerator.py fails under
+# CI if it was not built), then on the pure-Python one every install without a compiler runs.
 test: deps system-deps lint typecheck
 	$(BIN)/python -m pytest
+	TOMOGRAPH_NO_EXTENSIONS=1 $(BIN)/python -m pytest
 
 format: deps
 	$(BIN)/ruff format src tests benchmarks

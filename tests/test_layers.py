@@ -52,6 +52,9 @@ LAYERS: list[tuple[str, list[str]]] = [
             # options from them, integrations record URLs with them.
             "tomograph.urls",
             "tomograph._cache",  # the one bounded cache
+            # which span hot path runs, compiled or pure Python: chosen before the first span
+            "tomograph._accelerator",
+            "tomograph._speedups",  # that compiled hot path (C, built where a compiler exists)
             "tomograph._version",  # written once, read by the root and the OTLP exporter
         ],
     ),

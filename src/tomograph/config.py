@@ -25,6 +25,10 @@ Environment variables (read by :func:`configure` for anything not passed explici
     Extra request headers for those backends, in the format of OpenTelemetry's
     ``OTEL_EXPORTER_OTLP_HEADERS``: ``name=value,name=value`` with percent-encoded values
     (``Authorization=Bearer%20abc``). A URL with ``headers_env=`` does not take them.
+``TOMOGRAPH_NO_EXTENSIONS``
+    Set to ``1`` to run the span hot path in pure Python where the compiled one is built.
+    The one variable not read here: :mod:`tomograph._accelerator` reads it when tomograph is
+    imported, since the choice is made before the first span (see ``docs/performance.md``).
 
 Two backends of the same kind going to two collectors each name their own variables in the
 URL: ``zipkin+https://a.example?token_env=A_TOKEN`` reads the token from ``A_TOKEN``, and

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from tomograph._accelerator import speedups
 from tomograph.backend import Backend
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import Endpoint, SpanKind, TagValue, TraceContext
@@ -16,7 +17,7 @@ from tomograph.sampling import (
     constant_root_decision,
     parent_based,
 )
-from tomograph.span import CURRENT, Span, make_span
+from tomograph.span import CURRENT, Span, make_span, span_method
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -119,8 +120,9 @@ class Tracer:
 
     #: ``tracer.span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None,
     #: remote_endpoint=None)``: a :class:`Span` of this tracer, to use as a context manager or
-    #: decorator. :func:`~tomograph.span.make_span` itself: no Python frame of its own.
-    span = make_span
+    #: decorator. :func:`~tomograph.span.make_span` itself, as a method: no Python frame of
+    #: its own (the compiled one where :data:`tomograph.span.ACCELERATED`).
+    span = span_method
 
     @property
     def sampler(self) -> Sampler:
@@ -261,6 +263,11 @@ class Tracer:
 
     def __getstate__(self) -> Any:
         raise TypeError("a Tracer holds threads and sockets and cannot be pickled")
+
+
+if speedups is not None:
+    # The compiled make_span reads a Tracer's fields at their offsets (others by attribute).
+    speedups.use_tracer_layout(Tracer)
 
 
 # -- the default tracer ---------------------------------------------------------------------

@@ -1,0 +1,430 @@
+"""The compiled span hot path (tomograph._speedups) and its pure-Python fallback.
+
+The compiled functions must behave exactly as the Python ones they shortcut: the tests here feed
+both the same calls (the same random ids, thanks to a reseeded generator) and compare what comes
+out, hostile values included. The whole suite also runs once with ``TOMOGRAPH_NO_EXTENSIONS=1``
+(see the Makefile's ``test``), and under CI the first run must really be the compiled one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib.util
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tomograph
+from tomograph import _accelerator
+from tomograph.context import CURRENT_SPAN, ROOT_EXTRA
+from tomograph.errors import TracingError
+from tomograph.model import Endpoint, SpanKind, TraceContext
+from tomograph.reporting.memory import MemoryBackend
+from tomograph.sampling import always, never, probabilistic
+from tomograph.span import CURRENT, PYTHON_HOT_PATH, Span, make_span
+
+span_module = sys.modules["tomograph.span"]
+ACCELERATED = span_module.ACCELERATED
+compiled_only = pytest.mark.skipif(not ACCELERATED, reason="compares the compiled hot path")
+
+
+def _compiler_available() -> bool:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(compiler) is not None
+
+
+def test_ci_runs_the_compiled_hot_path_where_a_compiler_exists() -> None:
+    # Without this, a build that silently failed would run the suite twice in pure Python.
+    disabled = os.environ.get(_accelerator.DISABLE_VARIABLE, "") not in ("", "0")
+    built = importlib.util.find_spec("tomograph._speedups") is not None
+    if os.environ.get("CI") == "true" and not disabled and _compiler_available():
+        assert built, "tomograph._speedups was not built: `pip install -e .` needs the headers"
+        assert ACCELERATED
+    assert (built and not disabled) == ACCELERATED
+
+
+def _run(code: str, **environ: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != _accelerator.DISABLE_VARIABLE}
+    env.update(environ)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+PROBE = (
+    "import sys, tomograph; s = sys.modules['tomograph.span']; "
+    "print(s.ACCELERATED, type(s.make_span).__name__, type(tomograph.Tracer.span).__name__)"
+)
+
+
+def test_the_environment_variable_forces_pure_python() -> None:
+    assert _run(PROBE, TOMOGRAPH_NO_EXTENSIONS="1") == "False function function"
+
+
+@compiled_only
+def test_without_the_variable_the_compiled_functions_are_in_place() -> None:
+    assert _run(PROBE) == "True builtin_function_or_method method_descriptor"
+    assert _run(PROBE, TOMOGRAPH_NO_EXTENSIONS="0").startswith("True")
+
+
+# -- the same behaviour ---------------------------------------------------------------------
+
+HUGE = "x" * (10 * 1024 * 1024)
+NAN = float("nan")  # one object: NaN equals itself only by identity
+NAMES = ["op", "", HUGE, "\ud800 lone surrogate", None, 2**63, float("nan")]
+KINDS = [None, SpanKind.SERVER, SpanKind.CLIENT, "server", "bogus", 5, float("nan")]
+TAGS: list[Any] = [
+    None,
+    {},
+    {"a": 1, "nan": float("nan"), "big": 2**63, "text": HUGE},
+    {"\ud800": "\udfff"},
+    [("a", 1)],
+    "not a mapping",
+    MappingProxyType({"a": 1}),
+    0,
+]
+
+
+class _OddContext:
+    """A parent that is neither a Span nor a TraceContext, with hostile field values."""
+
+    trace_id = 2**130
+    span_id = -1
+    parent_id = float("nan")
+    sampled = float("nan")
+    debug = 0
+    extra = "extra"
+
+
+class _LoudSampler:
+    def __call__(self, trace_id: int, parent: Any) -> Any:
+        return trace_id % 2  # an int, not a bool: stored as given
+
+
+def _tracers() -> dict[str, Any]:
+    memory = MemoryBackend()
+    shared = tomograph.Tracer("shared", [memory], join_shared_spans=True)
+
+    class SubTracer(tomograph.Tracer):
+        pass
+
+    class NoAttributes:
+        pass
+
+    return {
+        "always": tomograph.Tracer("svc", [memory], sampler=always()),
+        "never": tomograph.Tracer("svc", [memory], sampler=never()),
+        "half": tomograph.Tracer("svc", [memory], sampler=probabilistic(0.5)),
+        "loud": tomograph.Tracer("svc", [memory], sampler=_LoudSampler()),  # type: ignore[arg-type]
+        "64 bit": tomograph.Tracer("svc", [memory], trace_id_bits=64),
+        "shared": shared,
+        "subclass": SubTracer("sub", [memory]),
+        "not a tracer": NoAttributes(),
+    }
+
+
+def _parents(tracer: tomograph.Tracer) -> dict[str, Any]:
+    sampled = tomograph.Tracer("p", sampler=always()).start_span("parent", parent=None)
+    unsampled = tomograph.Tracer("p", sampler=never()).start_span("parent", parent=None)
+    half_made = object.__new__(Span)  # a Span with no fields set
+    return {
+        "current": CURRENT,
+        "none": None,
+        "sampled span": sampled,
+        "unsampled span": unsampled,
+        "half-made span": half_made,
+        "context": TraceContext(2**127 + 5, 2**64 - 1, 7, True, False, False, {"k": "v"}),
+        "unsampled context": TraceContext(1, 2, None, False),
+        "undecided context": TraceContext(1, 2, None, None),
+        "debug context": TraceContext(1, 2, None, False, True),
+        "odd context": _OddContext(),
+        "an int": 2**63,
+    }
+
+
+ENDPOINTS = [None, Endpoint("here", "127.0.0.1"), "", 0, float("nan")]
+FIELDS = [
+    "_classic",
+    "_token",
+    "debug",
+    "end_ns",
+    "error",
+    "extra",
+    "kind",
+    "local_endpoint",
+    "name",
+    "parent_id",
+    "remote_endpoint",
+    "sampled",
+    "shared",
+    "span_id",
+    "tags",
+    "trace_id",
+]
+
+
+def _outcome(call: Callable[[], Any], seed: int) -> Any:
+    """What a call gives, comparably: its fields or its exception, with the same random ids."""
+    random.seed(seed)
+    try:
+        span = call()
+    except Exception as error:
+        return ("raised", type(error), str(error))
+    fields = {}
+    for name in FIELDS:
+        try:
+            value = getattr(span, name)
+        except AttributeError as error:
+            value = ("missing", str(error))
+        if isinstance(value, float) and math.isnan(value):
+            value = "NaN"
+        if isinstance(value, MappingProxyType):
+            try:
+                value = ("read-only", dict(value))
+            except AttributeError:  # a read-only view of a str: MappingProxyType takes one
+                value = ("read-only", "not a mapping")
+        fields[name] = value
+    fields["times"] = [type(getattr(span, n, None)).__name__ for n in ("start_ns", "notes_raw")]
+    fields["class"] = type(span)
+    return fields
+
+
+@compiled_only
+@settings(max_examples=400, deadline=None)
+@given(
+    tracer_name=st.sampled_from(list(_tracers())),
+    name=st.sampled_from(NAMES),
+    kind=st.sampled_from(KINDS),
+    tags=st.sampled_from(TAGS),
+    parent_name=st.sampled_from(list(_parents(tomograph.Tracer("x")))),
+    local=st.sampled_from(ENDPOINTS),
+    remote=st.sampled_from(ENDPOINTS),
+    keywords=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
+def test_compiled_make_span_gives_what_the_python_one_gives(
+    tracer_name: str,
+    name: Any,
+    kind: Any,
+    tags: Any,
+    parent_name: str,
+    local: Any,
+    remote: Any,
+    keywords: bool,
+    seed: int,
+) -> None:
+    tracer = _tracers()[tracer_name]
+    parent = _parents(tracer)[parent_name]
+    python_make_span = PYTHON_HOT_PATH["make_span"]
+    args = (tracer, name, kind, tags, parent, local, remote)
+    if keywords:
+        kw = {"kind": kind, "tags": tags, "parent": parent, "local_endpoint": local}
+        kw["remote_endpoint"] = remote
+        calls = [
+            lambda f: f(tracer, name, **kw),
+            lambda f: f(tracer, name=name, **kw),
+        ]
+    else:
+        calls = [lambda f: f(*args)]
+    with tomograph.Tracer("current").span("current"):
+        for call in calls:
+            expected = _outcome(lambda call=call: call(python_make_span), seed)
+            assert _outcome(lambda call=call: call(make_span), seed) == expected
+            if not isinstance(tracer, tomograph.Tracer):
+                continue
+            method_args = args[1:]
+            expected = _outcome(lambda a=method_args: python_make_span(tracer, *a), seed)
+            assert _outcome(lambda a=method_args: tracer.span(*a), seed) == expected
+
+
+@compiled_only
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),  # no name
+        (("a", None, None, CURRENT, None, None, "extra"), {}),  # too many
+        (("a",), {"nonsense": 1}),
+        (("a",), {"name": "twice"}),
+        ((), {"kind": "server"}),
+    ],
+)
+def test_bad_calls_fail_as_the_python_function_fails(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    tracer = tomograph.Tracer("svc")
+    with pytest.raises(TypeError) as python_error:
+        PYTHON_HOT_PATH["make_span"](tracer, *args, **kwargs)
+    with pytest.raises(TypeError) as compiled_error:
+        make_span(tracer, *args, **kwargs)
+    assert str(compiled_error.value) == str(python_error.value)
+    with pytest.raises(TypeError) as method_error:
+        tracer.span(*args, **kwargs)
+    assert str(method_error.value) == str(python_error.value)
+
+
+def _life(enter: Any, exit_: Any, finish: Any, tag: Any, annotate: Any, seed: int) -> list[Any]:
+    """A span's life through the given functions, hostile steps included; what each step did."""
+    random.seed(seed)
+    memory = MemoryBackend()
+    record: list[Any] = []
+
+    def step(name: str, action: Callable[[], Any]) -> None:
+        try:
+            result = action()
+            record.append((name, "ok", result is None or type(result).__name__))
+        except BaseException as error:
+            record.append((name, type(error), str(error)))
+
+    for sampler in (always(), never()):
+        tracer = tomograph.Tracer("svc", [memory], sampler=sampler)
+        span = tracer.span("op", parent=None)
+        step("enter", lambda span=span: enter(span))
+        record.append(("current", CURRENT_SPAN.get() is span))
+        step("tag", lambda span=span: tag(span, "k", NAN))
+        step("tag huge", lambda span=span: tag(span, "\ud800", HUGE))
+        step("tag unhashable", lambda span=span: tag(span, ["k"], 1))
+        step("tag no value", lambda span=span: tag(span, "k"))
+        step("annotate", lambda span=span: annotate(span, "note"))
+        step("annotate duration", lambda span=span: annotate(span, "note", 2**63))
+        step("annotate keyword", lambda span=span: annotate(span, "n", duration_us=1))
+        step("annotate nothing", lambda span=span: annotate(span))
+        error = ValueError("boom")
+        step("exit", lambda span=span, error=error: exit_(span, ValueError, error, None))
+        step("exit again", lambda span=span: exit_(span, None, None, None))
+        step("exit short", lambda span=span: exit_(span, None))
+        step("finish", lambda span=span: finish(span))
+        record.append(("current after", CURRENT_SPAN.get()))
+        record.append(("fields", span.tags, [n[1:] for n in getattr(span, "notes_raw", [])]))
+        record.append(("error", span.error, span.end_ns == -1, span.duration is None))
+
+        other = tracer.span("other", parent=None)
+        contextvars.copy_context().run(enter, other)  # entered in another context
+        step("exit elsewhere", lambda other=other: exit_(other, None, None, None))
+        late = tracer.span("late", parent=None)
+        step("finish at", lambda late=late: finish(late, 2**62 // 1000))
+        step("finish at NaN", lambda t=tracer: finish(t.span("nan", parent=None), float("nan")))
+        step("finish at 2**63", lambda t=tracer: finish(t.span("big", parent=None), 2**63))
+        step(
+            "finish keyword", lambda t=tracer: finish(t.span("kw", parent=None), timestamp_us=None)
+        )
+        step("finish too many", lambda t=tracer: finish(t.span("x", parent=None), None, None))
+    record.append(("reported", [(s.name, s.tags, s.error) for s in memory.spans]))
+    return record
+
+
+@compiled_only
+@pytest.mark.parametrize("seed", [0, 1, 2**31])
+def test_compiled_span_methods_do_what_the_python_ones_do(seed: int) -> None:
+    python = _life(
+        PYTHON_HOT_PATH["enter"],
+        PYTHON_HOT_PATH["exit"],
+        PYTHON_HOT_PATH["finish"],
+        PYTHON_HOT_PATH["tag"],
+        PYTHON_HOT_PATH["annotate"],
+        seed,
+    )
+    compiled = _life(Span.__enter__, Span.__exit__, Span.finish, Span.tag, Span.annotate, seed)
+    assert compiled == python
+    assert ("tag unhashable", TypeError, "unhashable type: 'list'") in compiled  # it ran
+
+
+@compiled_only
+def test_a_subclass_of_span_takes_the_python_methods() -> None:
+    calls: list[str] = []
+
+    class Recorded(Span):
+        __slots__ = ()
+
+        def record_exception(self, exc: BaseException) -> None:
+            calls.append(type(exc).__name__)
+            super().record_exception(exc)
+
+    span = tomograph.Tracer("svc", sampler=always()).span("op", parent=None)
+    span.__class__ = Recorded
+    with pytest.raises(KeyError), span:
+        raise KeyError("k")
+    assert calls == ["KeyError"]
+    assert span.error and span.finished
+
+
+# -- threads, forks, contexts ---------------------------------------------------------------
+
+
+def test_32_threads_at_once_each_see_their_own_spans() -> None:
+    memory = MemoryBackend(max_spans=100_000)
+    tracer = tomograph.Tracer("svc", [memory], sampler=always())
+    barrier = threading.Barrier(32)
+    failures: list[str] = []
+
+    def work(index: int) -> None:
+        barrier.wait()
+        for _ in range(50):
+            with tracer.span(f"outer {index}") as outer, tracer.span("inner") as inner:
+                inner.tag("thread", index)
+                if CURRENT_SPAN.get() is not inner or inner.parent_id != outer.span_id:
+                    failures.append(f"thread {index}: wrong current span")
+            if CURRENT_SPAN.get() is not None:
+                failures.append(f"thread {index}: a span stayed current")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(memory.spans) == 32 * 50 * 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_spans_with_ids_of_its_own() -> None:
+    tracer = tomograph.Tracer("svc", sampler=always())
+    read, write = os.pipe()
+    with tracer.span("parent") as parent:
+        pid = os.fork()
+        if pid == 0:  # the child: reports through the pipe, never returns into pytest
+            try:
+                with tracer.span("child") as child:
+                    ok = CURRENT_SPAN.get() is child and child.parent_id == parent.span_id
+                line = f"{int(ok)} {child.span_id} {tracer.span('root', parent=None).trace_id}"
+                os.write(write, line.encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            ok, child_span_id, child_trace_id = pipe.read().split()
+        os.waitpid(pid, 0)
+        mine = tracer.span("child")
+    assert ok == "1"
+    # CPython reseeds the generator in a forked child: parent and child draw different ids.
+    assert int(child_span_id) != mine.span_id
+    assert int(child_trace_id) != tracer.span("root", parent=None).trace_id
+
+
+def test_root_extra_and_baggage_follow_the_context() -> None:
+    tracer = tomograph.Tracer("svc", sampler=always())
+    token = ROOT_EXTRA.set({"tenant": "a"})
+    try:
+        with tracer.span("root", parent=None) as root, tracer.span("child") as child:
+            assert root.extra == {"tenant": "a"} and child.extra is root.extra
+    finally:
+        ROOT_EXTRA.reset(token)
+
+
+def test_finishing_with_a_timestamp_still_checks_it() -> None:
+    span = tomograph.Tracer("svc", sampler=always()).start_span("op")
+    with pytest.raises(TracingError):
+        span.finish(float("nan"))
+    assert not span.finished
