@@ -61,6 +61,24 @@ def tracer(memory: MemoryBackend) -> tomograph.Tracer:
     return tomograph.get_tracer()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``compiled_only`` are left out of the pure-Python run.
+
+    They compare the compiled hot path with the Python one, so there is nothing to run when the
+    compiled one is switched off; leaving them out (rather than skipping them) keeps the rule
+    that nothing is skipped under CI. The first test in tests/test_accelerator.py makes sure CI's
+    first run really is the compiled one.
+    """
+    from tomograph.span import ACCELERATED
+
+    if ACCELERATED:
+        return
+    kept = [item for item in items if item.get_closest_marker("compiled_only") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI nothing may be skipped: a skip there means an install step is missing."""
     from tests.support.servers import in_ci
