@@ -42,6 +42,7 @@ from tomograph.collector.sqlite_links import LINK_OBJECTS, TraceLinks
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
+    OperationSamples,
     OperationStats,
     QueryRequest,
     QueryTimeout,
@@ -50,6 +51,7 @@ from tomograph.collector.storage import (
     StoreClosed,
     StoreOpenError,
     StoreUnavailable,
+    operation_stats,
 )
 from tomograph.collector.stored_spans import json_array, stored_json, traces_json
 from tomograph.encoding.normalize import normalize_trace_id
@@ -720,47 +722,64 @@ class SqliteSpanStore:
     def operations(
         self, reader: Reader, service_name: str, end_ts: int, lookback: int
     ) -> list[OperationStats]:
-        """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
+        """Per span name and kind of ``service_name``: count, errors, p50/p90/p99/max (µs)."""
         service = service_name.lower()
         # per span name of the service, its spans of the window through (service, name, ts):
         # with the name left out, every span the service ever sent was read
         names = "(SELECT name FROM span_names WHERE kind = 'span' AND service = ?1)"
         rows = reader.execute(
-            "SELECT name, duration, error FROM spans WHERE service = ?1"
+            "SELECT name, kind, duration, error FROM spans WHERE service = ?1"
             + (f" AND name IN {names}" if service else "")
-            + " AND ts BETWEEN ?2 AND ?3 AND duration IS NOT NULL ORDER BY name, duration",
+            + " AND ts BETWEEN ?2 AND ?3 AND duration IS NOT NULL"
+            " ORDER BY name, kind, duration",
             (service, (end_ts - lookback) * 1000, end_ts * 1000),
         )
         result: list[OperationStats] = []
-        name: str | None = None
+        operation: tuple[str, str | None] | None = None
         durations: list[int] = []
         errors = 0
-
-        def flush() -> None:
-            if name is None or not durations:
-                return
-            count = len(durations)
-            result.append(
-                OperationStats(
-                    spanName=name,
-                    count=count,
-                    errorCount=errors,
-                    errorRate=errors / count,
-                    p50=_percentile(durations, 50),
-                    p90=_percentile(durations, 90),
-                    p99=_percentile(durations, 99),
-                    max=durations[-1],
-                )
-            )
-
-        for row_name, duration, error in rows:
-            if row_name != name:
-                flush()
-                name, durations, errors = row_name, [], 0
+        for name, kind, duration, error in rows:
+            if (name, kind) != operation:
+                if operation is not None:
+                    result.append(operation_stats(*operation, durations, errors))
+                operation, durations, errors = (name, kind), [], 0
             durations.append(duration)
             errors += error
-        flush()
+        if operation is not None:
+            result.append(operation_stats(*operation, durations, errors))
         return result
+
+    @_reading
+    def operation_samples(
+        self,
+        reader: Reader,
+        service_name: str,
+        span_name: str,
+        kind: str | None,
+        end_ts: int,
+        lookback: int,
+        limit: int,
+    ) -> OperationSamples:
+        """Timestamp, duration and error of the newest ``limit`` spans of one operation."""
+        # newest first along (service, name, ts) of spans_by_name, so at most limit + 1 spans
+        # are read, whatever the window holds; kind is read from each span's row
+        rows = reader.execute(
+            "SELECT ts, duration, error FROM spans WHERE service = ? AND name = ?"
+            " AND ts BETWEEN ? AND ? AND duration IS NOT NULL AND kind IS ?"
+            " ORDER BY ts DESC LIMIT ?",
+            (
+                service_name.lower(),
+                span_name.lower(),
+                (end_ts - lookback) * 1000,
+                end_ts * 1000,
+                kind,
+                limit + 1,
+            ),
+        ).fetchall()
+        return OperationSamples(
+            samples=[(ts, duration, error) for ts, duration, error in rows[:limit]],
+            truncated=len(rows) > limit,
+        )
 
     # -- retention --------------------------------------------------------------------------
 
@@ -901,12 +920,6 @@ def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable | None:
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return StoreUnavailable(f"the span store is busy ({text}); nothing was stored", 5)
     return None
-
-
-def _percentile(sorted_values: list[int], percent: int) -> int:
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 #: How many of the newest traces the first search plan probes before switching plans.
