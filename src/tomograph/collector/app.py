@@ -24,7 +24,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tomograph.collector.api import (
@@ -39,6 +38,7 @@ from tomograph.collector.query_gate import Overloaded, QueryGate
 from tomograph.collector.settings import CollectorSettings, is_loopback
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import QueryTimeout, SpanStore, StoreClosed, StoreUnavailable
+from tomograph.collector.ui_files import UiFiles
 
 __all__ = ["SECURITY_HEADERS", "begin_shutdown", "create_app", "ui_directory"]
 
@@ -316,7 +316,7 @@ def create_app(
         routes=[
             Route("/", index, methods=["GET"]),
             *routes(store, settings, gate),
-            Mount("/ui", app=StaticFiles(directory=ui), name="ui"),
+            Mount("/ui", app=UiFiles(directory=ui), name="ui"),
         ],
         middleware=middleware,
         exception_handlers={
