@@ -1,0 +1,102 @@
+// The critical path of a trace: the chain of span sections that determined its duration.
+// Pure: works on the trace tree (nodes { span, children }, as the trace view builds it).
+//
+// The walk is Jaeger UI's: start at the end of the root span, step into the child that finished
+// last before that point, and so on down; where a span has no such child, its own time back to
+// its start is on the path, and the walk returns to the parent at that span's start, looking for
+// the child that finished last before it. Before walking, like Jaeger:
+// - a child outliving its parent is cut to the parent's window (the parent cannot have waited
+//   for the part outside it); a child wholly outside its parent's window is dropped with its
+//   subtree;
+// - children that do not block their parent are dropped with their subtree: Zipkin's CONSUMER
+//   spans (a message handled after the producer moved on; Jaeger's FOLLOWS_FROM);
+// - spans without a timestamp or duration cannot be placed and are dropped with their subtree.
+// One difference: a child that ended exactly when the next one started counts as finished before
+// it (Jaeger asks for strictly earlier, which skips back-to-back sequential calls).
+
+const NON_BLOCKING_KINDS = new Set(["CONSUMER"]);
+
+function placed(span) {
+  return Number.isFinite(span.timestamp) && Number.isFinite(span.duration) && span.duration >= 0;
+}
+
+// Each kept node's window, cut to its parent's, and its kept children; iterative, since a
+// 10,000-span trace can be one deep chain.
+function windows(root) {
+  const info = new Map();
+  if (!placed(root.span)) return info;
+  info.set(root, { start: root.span.timestamp, end: root.span.timestamp + root.span.duration, parent: null, children: [] });
+  const stack = [root];
+  while (stack.length) {
+    const node = stack.pop();
+    const own = info.get(node);
+    for (const child of node.children || []) {
+      const span = child.span;
+      if (!placed(span) || NON_BLOCKING_KINDS.has(span.kind)) continue;
+      const start = Math.max(span.timestamp, own.start);
+      const end = Math.min(span.timestamp + span.duration, own.end);
+      if (start > end || (start === end && span.duration > 0)) continue; // outside the parent
+      info.set(child, { start, end, parent: node, children: [] });
+      own.children.push(child);
+      stack.push(child);
+    }
+  }
+  return info;
+}
+
+// The child of `node` that finished last at or before `until`, leaving out one that starts at
+// `until` (the child the walk came back from, or one with no time before it).
+function lastFinishingChild(info, node, until) {
+  let best = null;
+  let bestEnd = -Infinity;
+  for (const child of info.get(node).children) {
+    const { start, end } = info.get(child);
+    if (end <= until && start < until && end > bestEnd) {
+      best = child;
+      bestEnd = end;
+    }
+  }
+  return best;
+}
+
+function walk(root, sections) {
+  const info = windows(root);
+  if (!info.size) return;
+  const found = [];
+  let node = root;
+  let until = info.get(root).end;
+  // Each step goes down (to an earlier end) or back up (to an earlier start): bounded, but a
+  // cap keeps a malformed tree from spinning.
+  for (let steps = 0; steps < 4 * info.size + 4; steps++) {
+    const own = info.get(node);
+    const child = lastFinishingChild(info, node, until);
+    if (child) {
+      const childEnd = info.get(child).end;
+      if (childEnd < until) found.push({ node, span: node.span, start: childEnd, end: until });
+      node = child;
+      until = childEnd;
+      continue;
+    }
+    if (own.start < until) found.push({ node, span: node.span, start: own.start, end: until });
+    if (!own.parent) break;
+    until = own.start;
+    node = own.parent;
+  }
+  // A zero-length child splits its parent's stretch in two: join the pieces again.
+  for (const section of found.reverse()) {
+    const last = sections[sections.length - 1];
+    if (last && last.node === section.node && last.end === section.start) last.end = section.end;
+    else sections.push(section);
+  }
+}
+
+/** The critical path of the trace whose root nodes are `roots`: its sections in time order,
+ * each { node, span, start, end } (µs; the part of `span` that was on the path), and `spans`,
+ * the set of spans with a section. Each root (a trace with orphans has several) gets its own path.
+ * Example: root 0-100 with children a 10-40 and b 50-90 gives root 0-10, a 10-40, root 40-50,
+ * b 50-90, root 90-100. */
+export function criticalPath(roots) {
+  const sections = [];
+  for (const root of roots) walk(root, sections);
+  return { sections, spans: new Set(sections.map((section) => section.span)) };
+}
