@@ -351,13 +351,13 @@ def test_operation_samples_endpoint(loaded: ServedApp) -> None:
     base = "/api/v2/tomograph/operationSamples?serviceName=Frontend&spanName=Get%20Cart"
     status, answer = get(loaded, base + "&kind=client")
     assert status == 200
-    [[timestamp, duration, error]] = answer["samples"]
-    assert (duration, error, answer["truncated"]) == (30_000, 1, False)
+    [[timestamp, duration, error, trace_id]] = answer["samples"]
+    assert (duration, error, trace_id, answer["truncated"]) == (30_000, 1, T1[16:], False)
     assert abs(timestamp - now_us()) < 3_600_000_000
     # the same name as a server span is another operation
     assert get(loaded, base + "&kind=SERVER")[1] == {"samples": [], "truncated": False}
     local = "/api/v2/tomograph/operationSamples?serviceName=batch&spanName=nightly%20job&kind=LOCAL"
-    assert [d for _, d, _ in get(loaded, local)[1]["samples"]] == [1000]
+    assert [d for _, d, _, _ in get(loaded, local)[1]["samples"]] == [1000]
     assert get(loaded, local + "&limit=1")[1]["truncated"] is False
 
 

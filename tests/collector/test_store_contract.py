@@ -350,13 +350,18 @@ def test_operation_samples_are_the_newest_spans_of_one_name_and_kind(store: Span
     end = now // 1000 + 1
     answer = store.operation_samples("SVC", "GET", "SERVER", end, 3_600_000, 10)
     assert answer == {
-        "samples": [(now - i * 1000, 100 + i, 1 if i == 1 else 0) for i in range(5)],
+        "samples": [
+            (now - i * 1000, 100 + i, 1 if i == 1 else 0, f"{i + 1:016x}") for i in range(5)
+        ],
         "truncated": False,
     }
     newest = store.operation_samples("svc", "get", "SERVER", end, 3_600_000, 2)
-    assert newest == {"samples": [(now, 100, 0), (now - 1000, 101, 1)], "truncated": True}
+    assert newest == {
+        "samples": [(now, 100, 0, f"{1:016x}"), (now - 1000, 101, 1, f"{2:016x}")],
+        "truncated": True,
+    }
     local = store.operation_samples("svc", "get", None, end, 3_600_000, 10)
-    assert local == {"samples": [(now, 1000, 0)], "truncated": False}
+    assert local == {"samples": [(now, 1000, 0, T1[16:])], "truncated": False}
     assert store.operation_samples("svc", "get", "PRODUCER", end, 3_600_000, 10) == {
         "samples": [],
         "truncated": False,
@@ -372,8 +377,16 @@ def test_operation_samples_of_the_empty_name_and_of_odd_names(store: SpanStore) 
     ]
     store.accept(decoded(spans))
     end = now // 1000 + 1
-    assert store.operation_samples("svc", "", None, end, 60_000, 10)["samples"] == [(now, 3, 0)]
-    assert store.operation_samples("svc", odd, None, end, 60_000, 10)["samples"] == [(now, 4, 0)]
+    empty_name = store.operation_samples("svc", "", None, end, 60_000, 10)["samples"]
+    assert empty_name == [(now, 3, 0, T1[16:])]
+    odd_name = store.operation_samples("svc", odd, None, end, 60_000, 10)["samples"]
+    assert odd_name == [(now, 4, 0, T1[16:])]
+    # the id given opens the trace (ids with the high bit set too: T2's low half is negative
+    # as SQLite's signed integer)
+    store.accept(decoded([make_span("f" * 32, "3" * 16, name="high", timestamp=now)]))
+    [[*_, trace_id]] = store.operation_samples("svc", "high", None, end, 60_000, 10)["samples"]
+    assert trace_id == "f" * 16
+    assert len(store.get_trace(trace_id) or []) == 1
     # a name sharing the indexed prefix of the long one is another name
     other = odd[:250]
     assert store.operation_samples("svc", other, None, end, 60_000, 10)["samples"] == []

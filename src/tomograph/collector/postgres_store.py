@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tomograph.collector.dependencies import DependencyLinker, link_span
 from tomograph.collector.postgres_pool import ConnectionPool, database_location
-from tomograph.collector.span_fields import is_error, local_service, remote_service, trace_id_low
+from tomograph.collector.span_fields import (
+    is_error,
+    local_service,
+    remote_service,
+    trace_id_low,
+    trace_low_hex,
+)
 from tomograph.collector.sqlite_store import DEFAULT_MAX_RESPONSE_BYTES, MAX_INDEXED_VALUE
 from tomograph.collector.storage import (
     DependencyLink,
@@ -561,7 +567,7 @@ class PostgresSpanStore:
         service, name = _text(service_name.lower()), _text(span_name.lower())
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT ts, duration, error FROM tomograph_spans"
+                "SELECT ts, duration, error, trace_low FROM tomograph_spans"
                 f" WHERE left(service, {_PREFIX}) = left(%s, {_PREFIX}) AND service = %s"
                 f" AND left(name, {_PREFIX}) = left(%s, {_PREFIX}) AND name = %s"
                 " AND ts BETWEEN %s AND %s AND duration IS NOT NULL"
@@ -578,7 +584,10 @@ class PostgresSpanStore:
                 ),
             ).fetchall()
         return OperationSamples(
-            samples=[(ts, duration, int(error)) for ts, duration, error in rows[:limit]],
+            samples=[
+                (ts, duration, int(error), trace_low_hex(low))
+                for ts, duration, error, low in rows[:limit]
+            ],
             truncated=len(rows) > limit,
         )
 

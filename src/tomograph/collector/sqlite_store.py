@@ -37,6 +37,7 @@ from tomograph.collector.span_fields import (
     local_service,
     remote_service,
     trace_id_low,
+    trace_low_hex,
 )
 from tomograph.collector.sqlite_links import LINK_OBJECTS, TraceLinks
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
@@ -780,7 +781,7 @@ class SqliteSpanStore:
         # newest first along (service, name, ts) of spans_by_name, which also holds the kind:
         # at most limit + 1 spans of the operation are read, whatever the window holds
         rows = reader.execute(
-            "SELECT ts, duration, error FROM spans WHERE service = ? AND name = ?"
+            "SELECT ts, duration, error, trace_low FROM spans WHERE service = ? AND name = ?"
             " AND ts BETWEEN ? AND ? AND duration IS NOT NULL AND kind IS ?"
             " ORDER BY ts DESC LIMIT ?",
             (
@@ -793,7 +794,10 @@ class SqliteSpanStore:
             ),
         ).fetchall()
         return OperationSamples(
-            samples=[(ts, duration, error) for ts, duration, error in rows[:limit]],
+            samples=[
+                (ts, duration, error, trace_low_hex(low))
+                for ts, duration, error, low in rows[:limit]
+            ],
             truncated=len(rows) > limit,
         )
 

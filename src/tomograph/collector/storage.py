@@ -137,12 +137,12 @@ def operation_stats(
 
 
 class OperationSamples(TypedDict):
-    """The spans of one operation in a window: ``[timestamp µs, duration µs, error 0/1]`` each.
-
-    Newest first; ``truncated`` says older spans of the window were left out (the limit).
+    """The spans of one operation in a window, newest first, each
+    ``[timestamp µs, duration µs, error 0/1, trace id]`` (the id's low 64 bits, enough to open
+    the trace); ``truncated`` says older spans of the window were left out (the limit).
     """
 
-    samples: list[tuple[int, int, int]]
+    samples: list[tuple[int, int, int, str]]
     truncated: bool
 
 
