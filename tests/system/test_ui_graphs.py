@@ -119,6 +119,10 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 spans += rpc_spans(number, caller, callee, call < failed, start - number * 1000)
                 number += 1
         spans += cart_spans(start)
+        for name, duration in (("", 3000), (HOSTILE, 4000)):  # odd span names of shop
+            spans.append(
+                make_span("f" * 32, "4" * 16, name=name, service="shop", duration=duration)
+            )
         status, body = http(
             "POST",
             f"{url}/api/v2/spans",
@@ -330,6 +334,24 @@ def test_operations_columns_sort(collector: str, page: Any) -> None:
     assert page.get_attribute("#ops-table th[data-key=errorRate]", "aria-sort") == "ascending"
     rates = [float(rate.rstrip("%")) for rate in column("errorRate")]
     assert rates == sorted(rates)
+
+
+@pytest.mark.parametrize(("name", "shown"), [("", "(unnamed)"), (HOSTILE.lower(), HOSTILE.lower())])
+def test_odd_span_names_are_text_and_open_their_histogram(
+    collector: str, page: Any, name: str, shown: str
+) -> None:
+    page.goto(collector + "/#/operations?serviceName=shop")
+    page.wait_for_selector("#ops-table tr.op")
+    row = page.locator("#ops-table tr.op[data-kind=local]").filter(
+        has=page.locator("button", has_text=re.compile(f"^{re.escape(shown)}$"))
+    )
+    assert row.get_attribute("data-span-name") == name
+    row.click()
+    page.wait_for_selector(".histogram .bucket")
+    counts = page.eval_on_selector_all(".histogram .bucket", "b => b.map(x => +x.dataset.count)")
+    assert sum(counts) == 1
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#view img").count() == 0
 
 
 def test_a_histogram_bucket_lists_its_traces(collector: str, page: Any) -> None:

@@ -142,7 +142,8 @@ async function showOperation(cell, op, state) {
   cell.replaceChildren(el("p", { class: "status" }, "Loading…"));
   let answer;
   try {
-    answer = await api("/tomograph/operationSamples", { serviceName: service, spanName: op.spanName,
+    // spanName in the path: api() leaves out empty parameters, and "" is a span name
+    answer = await api(`/tomograph/operationSamples?${new URLSearchParams({ spanName: op.spanName })}`, { serviceName: service,
       kind: op.kind || "LOCAL", endTs: window.endTs, lookback: window.lookback, limit: SAMPLES });
   } catch (error) { cell.replaceChildren(el("p", { class: "status error" }, error.message)); return; }
   // the shape the analysis functions read: Zipkin v2 spans
