@@ -1,7 +1,7 @@
 // The dependency graph's layout: columns by call depth, and labels that never overlap.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { edgeLabel, fitText, layoutGraph, overlap } from "../../src/tomograph/ui/lib/graph-layout.js";
+import { bezier, edgeLabel, fitText, layoutGraph, overlap } from "../../src/tomograph/ui/lib/graph-layout.js";
 
 const measure = (text) => 7 * text.length;
 const link = (parent, child, callCount = 1, errorCount = 0) => ({ parent, child, callCount, errorCount });
@@ -46,6 +46,22 @@ test("services calling each other stand in neighbouring columns, with no empty c
   assert.equal(column("shop"), 1);
   assert.equal(column("db"), 2);
   assert.equal(columns.length, 3);
+});
+
+test("an edge past a column runs between that column's services, not across them", () => {
+  const layout = layoutGraph([link("web", "api"), link("api", "cache"), link("cache", "db"), link("web", "db"),
+    link("web", "queue"), link("queue", "worker"), link("worker", "db"), link("api", "db")], measure);
+  const inside = (p, n) => p.x > n.x && p.x < n.x + n.w && p.y > n.y && p.y < n.y + n.h;
+  for (const edge of layout.edges) {
+    const others = layout.nodes.filter((n) => n.name !== edge.link.parent && n.name !== edge.link.child);
+    for (const segment of edge.segments) {
+      for (let t = 0; t <= 1; t += 0.02) {
+        const p = bezier(segment, t);
+        for (const node of others) assert.ok(!inside(p, node), `${edge.link.parent} → ${edge.link.child} crosses ${node.name}`);
+      }
+    }
+  }
+  assertNothingOverlaps(layout);
 });
 
 test("labels of two edges between the same services in both directions do not overlap", () => {

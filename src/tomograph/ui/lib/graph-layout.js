@@ -106,7 +106,8 @@ function orderColumns(columns, layer, links) {
   }
 }
 
-function bezier(p, t) {
+/** The point at `t` (0 to 1) of the cubic curve through the 4 points `p`. */
+export function bezier(p, t) {
   const u = 1 - t;
   return {
     x: u * u * u * p[0].x + 3 * u * u * t * p[1].x + 3 * u * t * t * p[2].x + t * t * t * p[3].x,
@@ -123,8 +124,9 @@ export function overlap(a, b) {
 
 /**
  * Positions for the services and links of `links` ([{ parent, child, callCount, errorCount }]).
- * Returns { nodes: [{ name, label, x, y, w, h }], edges: [{ link, d, label: { text, x, y, w, h } }],
- * box: { x, y, w, h } } where `d` is an SVG path and `box` holds everything (a viewBox).
+ * Returns { nodes: [{ name, label, x, y, w, h }], edges: [{ link, d, segments, label: { text, x, y, w, h } }],
+ * box: { x, y, w, h } } where `d` is an SVG path (cubic `segments` of 4 points each) and `box`
+ * holds everything (a viewBox).
  */
 export function layoutGraph(links, measure = (text) => 7 * text.length) {
   const names = [];
@@ -161,8 +163,10 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
   const heights = columns.map((column) => column.reduce((sum, n) => sum + nodes.get(n).h, 0) + GAP_Y * (column.length - 1));
   const tallest = Math.max(...heights);
   let x = MARGIN;
+  const spans = []; // each column's left and right edge
   columns.forEach((column, c) => {
     const width = Math.max(0, ...column.map((n) => nodes.get(n).w));
+    spans.push({ left: x, right: x + width });
     let y = MARGIN + (tallest - heights[c]) / 2;
     for (const name of column) {
       const node = nodes.get(name);
@@ -186,28 +190,61 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
     into.forEach((link, i) => end.set(link, { x: node.x, y: node.y + (node.h * (i + 1)) / (into.length + 1) }));
   }
 
+  // an edge past one column or more runs straight through a gap between that column's services
+  // (the gap nearest its way), never across a service
+  const lanes = new Map();
+  const lane = (c, wantedY) => {
+    const column = columns[c].map((name) => nodes.get(name));
+    const gaps = [column[0].y - GAP_Y / 2];
+    for (let i = 1; i < column.length; i++) gaps.push((column[i - 1].y + column[i - 1].h + column[i].y) / 2);
+    gaps.push(column[column.length - 1].y + column[column.length - 1].h + GAP_Y / 2);
+    const gap = gaps.reduce((best, y) => (Math.abs(y - wantedY) < Math.abs(best - wantedY) ? y : best));
+    const key = `${c}/${gap}`;
+    const used = lanes.get(key) || 0;
+    lanes.set(key, used + 1);
+    return gap + (used % 2 ? 1 : -1) * Math.ceil(used / 2) * 6; // several edges side by side
+  };
+  const curve = (p, q) => {
+    const bend = Math.max(30, (q.x - p.x) / 2);
+    return [p, { x: p.x + bend, y: p.y }, { x: q.x - bend, y: q.y }, q];
+  };
   const edges = links.map((link) => {
     const a = nodes.get(link.parent);
     const b = nodes.get(link.child);
-    let points;
+    const segments = [];
     if (link.parent === link.child) {
       // a loop over the node's right end
-      points = [{ x: a.x + a.w - 30, y: a.y }, { x: a.x + a.w - 30, y: a.y - 44 },
-        { x: a.x + a.w + 44, y: a.y - 20 }, { x: a.x + a.w, y: a.y + 8 }];
+      segments.push([{ x: a.x + a.w - 30, y: a.y }, { x: a.x + a.w - 30, y: a.y - 44 },
+        { x: a.x + a.w + 44, y: a.y - 20 }, { x: a.x + a.w, y: a.y + 8 }]);
     } else if (layer.get(link.child) > layer.get(link.parent)) {
       const p = start.get(link);
       const q = end.get(link);
-      const bend = Math.max(40, (q.x - p.x) / 2);
-      points = [p, { x: p.x + bend, y: p.y }, { x: q.x - bend, y: q.y }, q];
+      let from = p;
+      const first = layer.get(link.parent);
+      const last = layer.get(link.child);
+      for (let c = first + 1; c < last; c++) {
+        const y = lane(c, p.y + ((q.y - p.y) * (c - first)) / (last - first));
+        const enter = { x: spans[c].left - 4, y };
+        const leave = { x: spans[c].right + 4, y };
+        segments.push(curve(from, enter), [enter, enter, leave, leave]);
+        from = leave;
+      }
+      segments.push(curve(from, q));
     } else {
       // a call back to an earlier column (a cycle): under both nodes, from bottom to bottom
       const p = { x: a.x + a.w * 0.4, y: a.y + a.h };
       const q = { x: b.x + b.w * 0.6, y: b.y + b.h };
       const depth = 50 + Math.abs(p.x - q.x) / 6;
-      points = [p, { x: p.x, y: Math.max(p.y, q.y) + depth }, { x: q.x, y: Math.max(p.y, q.y) + depth }, q];
+      segments.push([p, { x: p.x, y: Math.max(p.y, q.y) + depth }, { x: q.x, y: Math.max(p.y, q.y) + depth }, q]);
     }
-    const [p0, p1, p2, p3] = points;
-    return { link, points, d: `M ${p0.x} ${p0.y} C ${p1.x} ${p1.y}, ${p2.x} ${p2.y}, ${p3.x} ${p3.y}` };
+    const d = `M ${segments[0][0].x} ${segments[0][0].y} ${segments.map(([, c1, c2, to]) => `C ${c1.x} ${c1.y}, ${c2.x} ${c2.y}, ${to.x} ${to.y}`).join(" ")}`;
+    // places for the label along the whole edge, the middle first
+    const places = [];
+    segments.forEach((segment, i) => {
+      for (const along of ALONG) places.push({ at: bezier(segment, along), from: Math.abs((i + along) / segments.length - 0.5) });
+    });
+    places.sort((x, y) => x.from - y.from);
+    return { link, segments, places: places.map((place) => place.at), d };
   });
 
   // labels: the busiest links choose first; each takes the first free place along its edge
@@ -217,8 +254,7 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
     const text = edgeLabel(edge.link);
     const w = labelWidth(edge.link);
     let best = null;
-    for (const along of ALONG) {
-      const at = bezier(edge.points, along);
+    for (const at of edge.places) {
       for (const across of ACROSS) {
         const box = { x: at.x - w / 2, y: at.y - LABEL_H / 2 + across * (LABEL_H + 2), w, h: LABEL_H };
         const cost = taken.reduce((sum, other) => sum + overlap(box, other), 0);
@@ -232,14 +268,14 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
   }
 
   // the box that holds every node, edge and label
-  const boxes = [...taken, ...edges.flatMap((e) => e.points.map((p) => ({ x: p.x, y: p.y, w: 0, h: 0 })))];
+  const boxes = [...taken, ...edges.flatMap((e) => e.segments.flat().map((p) => ({ x: p.x, y: p.y, w: 0, h: 0 })))];
   const left = Math.min(...boxes.map((b) => b.x)) - MARGIN;
   const top = Math.min(...boxes.map((b) => b.y)) - MARGIN;
   const right = Math.max(...boxes.map((b) => b.x + b.w)) + MARGIN;
   const bottom = Math.max(...boxes.map((b) => b.y + b.h)) + MARGIN;
   return {
     nodes: [...nodes.values()],
-    edges: edges.map(({ link, d, label }) => ({ link, d, label })),
+    edges: edges.map(({ link, d, segments, label }) => ({ link, d, segments, label })),
     box: { x: left, y: top, w: right - left, h: bottom - top },
   };
 }
