@@ -57,8 +57,10 @@ need_apt /usr/lib/uwsgi/plugins/python3_plugin.so uwsgi-core uwsgi-plugin-python
 # Celery tests: redis as broker and result backend (a private server per test, on a free port)
 need_apt redis-server redis-server
 
-# collector web UI tests: a real headless browser (driven by Playwright, never its own download)
+# collector web UI tests: a real headless browser (driven by Playwright, never its own download),
+# and axe-core, the accessibility checker they run on every page
 need_apt /usr/bin/chromium chromium
+need_npm axe-core@4.10.3
 
 # collector tests: a private network namespace (unshare, ip) stands for a LAN address without
 # exposing anything

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import re
 import shutil
 import subprocess
 import sys
@@ -104,3 +105,13 @@ def test_the_sdist_ships_every_ui_file(built: Path) -> None:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     missing = [name for name in UI_FILES if f"src/tomograph/ui/{name}" not in names]
     assert missing == []
+
+
+def test_index_preloads_every_module_and_nothing_else() -> None:
+    # modulepreload fetches the modules at once instead of one level of imports after another;
+    # a stale line would be a 404 on every page load
+    index = (ui_directory() / "index.html").read_text()
+    preloaded = sorted(re.findall(r'<link rel="modulepreload" href="/ui/([^"]+)">', index))
+    modules = sorted(name for name in UI_FILES if name.endswith(".js") and name != "app.js")
+    assert preloaded == modules
+    assert '<script type="module" src="/ui/app.js"></script>' in index

@@ -17,9 +17,29 @@ export function parseDuration(text) {
   return value > 0 ? value : null;
 }
 
-/** A timestamp in microseconds since the epoch, in the browser's time zone. */
+const pad = (number, width = 2) => String(number).padStart(width, "0");
+
+/** The browser's name for its time zone at `date`: "UTC", "GMT+1", "CET", "PST"... */
+function zoneName(date) {
+  const part = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" })
+    .formatToParts(date).find((p) => p.type === "timeZoneName");
+  return part ? part.value : "";
+}
+
+/**
+ * A timestamp in microseconds since the epoch as "2026-03-01 14:05:09.042 UTC": the browser's time
+ * zone, with the year, milliseconds and the zone's name, so times copied elsewhere stay exact.
+ */
 export function formatTime(us) {
-  const date = new Date(us / 1000);
-  return date.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit",
-    minute: "2-digit", second: "2-digit" });
+  const date = new Date(Math.floor(us / 1000));
+  if (Number.isNaN(date.getTime())) return "?";
+  const day = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
+  return `${day} ${time} ${zoneName(date)}`.trim();
+}
+
+/** The ISO 8601 form of a timestamp in microseconds (for <time datetime>), null if out of range. */
+export function isoTime(us) {
+  const date = new Date(Math.floor(us / 1000));
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
 }

@@ -11,17 +11,22 @@ export const isError = (span) => Boolean(span.tags && Object.prototype.hasOwnPro
 
 /**
  * Arranges spans as a tree the way Zipkin does: a shared (server) span hangs under the client span
- * with the same id; spans whose parent was not reported become roots.
- * Returns { roots, order }: nodes { span, children, depth }, `order` depth-first by start time.
+ * with the same id; spans whose parent was not reported become roots, and so does one span of a
+ * loop of parent ids (no span is ever left out).
+ * Returns { roots, order }: nodes { span, parent, children, depth }, `order` depth-first with
+ * children by start time. Iterative, so a chain of 100,000 spans does not overflow the stack.
  */
 export function buildTree(spans) {
-  const nodes = spans.map((span) => ({ span, children: [], depth: 0 }));
+  const nodes = spans.map((span) => ({ span, parent: null, children: [], depth: 0 }));
   const plain = new Map();
-  const shared = new Map();
+  const shared = new Map(); // "id/service" -> node
+  const sharedById = new Map(); // id -> the first shared node of that id
   for (const node of nodes) {
     const s = node.span;
-    if (s.shared) shared.set(`${s.id}/${serviceOf(s)}`, node);
-    else if (!plain.has(s.id)) plain.set(s.id, node);
+    if (s.shared) {
+      shared.set(`${s.id}/${serviceOf(s)}`, node);
+      if (!sharedById.has(s.id)) sharedById.set(s.id, node);
+    } else if (!plain.has(s.id)) plain.set(s.id, node);
   }
   const roots = [];
   for (const node of nodes) {
@@ -29,34 +34,56 @@ export function buildTree(spans) {
     let parent = null;
     if (s.shared) parent = plain.get(s.id) || null;
     else if (s.parentId) {
-      parent = shared.get(`${s.parentId}/${serviceOf(s)}`) || plain.get(s.parentId) || null;
-      if (!parent) for (const [key, candidate] of shared) if (key.startsWith(`${s.parentId}/`)) { parent = candidate; break; }
+      parent = shared.get(`${s.parentId}/${serviceOf(s)}`) || plain.get(s.parentId) || sharedById.get(s.parentId) || null;
     }
-    if (parent && parent !== node) parent.children.push(node);
-    else roots.push(node);
+    if (parent && parent !== node) {
+      node.parent = parent;
+      parent.children.push(node);
+    } else roots.push(node);
   }
   const byStart = (a, b) => (a.span.timestamp || 0) - (b.span.timestamp || 0);
   const order = [];
-  const visit = (node, depth) => {
-    node.depth = depth;
-    order.push(node);
-    node.children.sort(byStart);
-    for (const child of node.children) visit(child, depth + 1);
+  const visited = new Set();
+  const visit = (root) => {
+    const stack = [[root, 0]];
+    while (stack.length) {
+      const [node, depth] = stack.pop();
+      visited.add(node);
+      node.depth = depth;
+      order.push(node);
+      node.children.sort(byStart);
+      for (let i = node.children.length - 1; i >= 0; i--) stack.push([node.children[i], depth + 1]);
+    }
   };
   roots.sort((a, b) => (a.span.parentId ? 1 : 0) - (b.span.parentId ? 1 : 0) || byStart(a, b));
-  for (const root of roots) visit(root, 0);
+  for (const root of roots) visit(root);
+  for (const node of nodes) {
+    if (visited.has(node)) continue;
+    // a loop of parent ids: cut it above this span, which becomes a root
+    const siblings = node.parent.children;
+    siblings.splice(siblings.indexOf(node), 1);
+    node.parent = null;
+    roots.push(node);
+    visit(node);
+  }
   return { roots, order };
 }
 
-/** A trace's tree and headline numbers: root, order, start, end, duration, services, errors, depth. */
+/**
+ * A trace's tree and headline numbers:
+ * { root (span), roots, order (nodes, see buildTree), start, end, duration, services, errors, depth }.
+ */
 export function summarize(spans) {
   const { roots, order } = buildTree(spans);
   const timed = spans.filter((s) => s.timestamp);
-  const start = Math.min(...timed.map((s) => s.timestamp));
-  const end = Math.max(...timed.map((s) => s.timestamp + (s.duration || 0)));
+  let start = Infinity, end = -Infinity; // a loop, not Math.min(...): 200,000 arguments overflow
+  for (const s of timed) {
+    start = Math.min(start, s.timestamp);
+    end = Math.max(end, s.timestamp + (s.duration || 0));
+  }
   const root = roots[0] ? roots[0].span : spans[0];
   return {
-    root, order, start, end,
+    root, roots, order, start, end,
     duration: timed.length ? Math.max(end - start, root.duration || 0) : root.duration || 0,
     services: [...new Set(spans.map(serviceOf))],
     errors: spans.filter(isError).length,

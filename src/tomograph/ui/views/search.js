@@ -3,9 +3,21 @@
 import { api, token } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, fillSelect, setStatus, template } from "../lib/dom.js";
-import { formatDuration, formatTime, parseDuration } from "../lib/format.js";
+import { formatDuration, formatTime, isoTime, parseDuration } from "../lib/format.js";
 import { routeParams } from "../lib/route.js";
 import { serviceOf, summarize } from "../lib/spans.js";
+
+/** How the trace list can be ordered: a key of the route's "sort" parameter -> a comparison. */
+export const SORTS = {
+  newest: (a, b) => b.start - a.start,
+  oldest: (a, b) => a.start - b.start,
+  longest: (a, b) => b.duration - a.duration || b.start - a.start,
+  shortest: (a, b) => a.duration - b.duration || b.start - a.start,
+  spans: (a, b) => b.order.length - a.order.length || b.start - a.start,
+  errors: (a, b) => b.errors - a.errors || b.start - a.start,
+};
+
+let shown = []; // the summaries of the traces found, for sorting again without a new query
 
 /** Shows the search form in `root`, filled from the route's parameters, and runs the search. */
 export async function show(root) {
@@ -26,6 +38,15 @@ export async function show(root) {
   fields.lookback.addEventListener("change", toggleCustom);
 
   const previous = routeParams();
+  const sort = document.getElementById("f-sort");
+  if (SORTS[previous.sort]) sort.value = previous.sort;
+  sort.addEventListener("change", () => {
+    // kept in the address for a reload or a shared link, without searching again
+    const query = { ...routeParams(), sort: sort.value };
+    if (sort.value === "newest") delete query.sort;
+    history.replaceState(history.state, "", `#/?${new URLSearchParams(query)}`);
+    drawList();
+  });
   try {
     fillSelect(fields.serviceName, await api("/services"), "(any)");
   } catch (error) { setStatus(status, error.message, true); return; }
@@ -60,6 +81,7 @@ export async function show(root) {
     for (const key of ["serviceName", "spanName", "remoteServiceName", "annotationQuery", "limit"]) {
       if (fields[key].value.trim()) query[key] = fields[key].value.trim();
     }
+    if (sort.value !== "newest") query.sort = sort.value;
     for (const key of ["minDuration", "maxDuration"]) {
       if (!fields[key].value.trim()) continue;
       const us = parseDuration(fields[key].value);
@@ -101,15 +123,23 @@ async function runSearch(query) {
   const results = document.getElementById("results");
   const params = { ...query };
   delete params.custom;
+  delete params.sort;
   if (!params.endTs) params.endTs = String(Date.now());
   setStatus(status, "Searching…");
   let traces;
   try {
     traces = await api("/traces", params);
-  } catch (error) { setStatus(status, error.message, true); results.replaceChildren(); return; }
-  const summaries = traces.filter((t) => t.length).map(summarize).sort((a, b) => b.start - a.start);
+  } catch (error) { setStatus(status, error.message, true); results.replaceChildren(); shown = []; return; }
+  shown = traces.filter((t) => t.length).map(summarize);
+  setStatus(status, shown.length ? `${shown.length} trace${shown.length === 1 ? "" : "s"}` : `No traces match. Widen the time range or remove a filter. New here? Run: ${demoCommand()}`);
+  drawList();
+}
+
+function drawList() {
+  const results = document.getElementById("results");
+  const sort = SORTS[document.getElementById("f-sort").value] || SORTS.newest;
+  const summaries = [...shown].sort(sort);
   const longest = Math.max(1, ...summaries.map((s) => s.duration));
-  setStatus(status, summaries.length ? `${summaries.length} trace${summaries.length === 1 ? "" : "s"}` : `No traces match. Widen the time range or remove a filter. New here? Run: ${demoCommand()}`);
   results.replaceChildren(...summaries.map((s) => {
     const counts = new Map();
     for (const node of s.order) counts.set(serviceOf(node.span), (counts.get(serviceOf(node.span)) || 0) + 1);
@@ -124,6 +154,7 @@ async function runSearch(query) {
         el("div", { class: "dur-track", title: formatDuration(s.duration) },
           el("div", { class: "dur-bar", style: `width: ${(100 * s.duration / longest).toFixed(2)}%` })),
         el("div", { class: "duration" }, formatDuration(s.duration)),
-        el("div", { class: "when" }, Number.isFinite(s.start) ? formatTime(s.start) : "")));
+        el("time", { class: "when", datetime: isoTime(s.start) },
+          Number.isFinite(s.start) ? formatTime(s.start) : "")));
   }));
 }
