@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
+from tests.support.browser import chromium, shot
 from tests.support.collector import http, make_span, now_us, running_collector
-from tests.system.test_collector_ui import CHROMIUM_ARGS, shot
 
 from tomograph.demo import run_demo
 from tomograph.reporting.zipkin import ZipkinBackend
@@ -135,17 +135,8 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from tests.support.servers import require
-
-    executable = require("/usr/bin/chromium", "the web UI tests drive a real browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -227,8 +227,8 @@ function seriesChart(series, start, end) {
     if (d) chart.append(svg("path", { class: `line ${key}`, d }));
   }
   const legend = el("div", { class: "legend" },
-    ["p50", "p90", "p99"].map((key) => el("span", {}, el("i", { class: key, style: `background: ${{ p50: "#2563eb", p90: "#c2410c", p99: "#7c3aed" }[key]}` }), key)),
-    el("span", {}, el("i", { style: "background: var(--error); opacity: .5" }), "error rate"));
+    ["p50", "p90", "p99"].map((key) => el("span", {}, el("i", { class: key }), key)),
+    el("span", {}, el("i", { class: "err" }), "error rate"));
   return el("div", {}, chart, legend);
 }
 
