@@ -354,6 +354,8 @@ def test_a_histogram_bucket_lists_its_traces(collector: str, page: Any) -> None:
     assert sum(counts) == 14
     assert page.locator(".series svg path.line").count() == 3
     assert "p50" in page.inner_text(".percentile-marks")
+    search = page.get_attribute(".op-links a >> nth=0", "href")
+    assert "serviceName=shop" in search and "spanName=get+%2Fcart" in search
     # the slowest bucket: the spans of 85 ms and 92 ms (i = 13 and 12... durations 1 + i*i//2 ms)
     bucket = page.locator(".histogram .bucket").last
     low, high = int(bucket.get_attribute("data-low")), int(bucket.get_attribute("data-high"))

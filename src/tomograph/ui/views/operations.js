@@ -169,6 +169,9 @@ async function showOperation(cell, op, state) {
     el("figure", { class: "series" },
       el("figcaption", {}, "p50, p90, p99 and error rate over time"),
       seriesChart(seriesOverTime(spans, { start, end, slices: 40 }), start, end))),
+  el("p", { class: "op-links" },
+    el("a", { href: searchHref({ serviceName: service, spanName: op.spanName, endTs: window.endTs, lookback: window.lookback }) }, "Traces of this operation"),
+    op.errorCount ? [" · ", el("a", { href: searchHref({ serviceName: service, spanName: op.spanName, annotationQuery: "error", endTs: window.endTs, lookback: window.lookback }) }, "…with errors")] : null),
   traces);
 }
 
