@@ -22,6 +22,7 @@ const LABEL_PAD = 5;
 // in order of preference: the middle first, then further out
 const ALONG = [0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.15, 0.85];
 const ACROSS = [0, -1, 1, -2, 2, -3, 3];
+const MAX_PLACES = 27;
 
 /** The text on an edge: its calls, and its errors when it has some ("80 (9 err)"). */
 export function edgeLabel(link) {
@@ -244,11 +245,35 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
       for (const along of ALONG) places.push({ at: bezier(segment, along), from: Math.abs((i + along) / segments.length - 0.5) });
     });
     places.sort((x, y) => x.from - y.from);
-    return { link, segments, places: places.map((place) => place.at), d };
+    // the places nearest the middle are enough: a long edge has hundreds, and a label that finds
+    // no free place in them takes the least covered one
+    return { link, segments, places: places.slice(0, MAX_PLACES).map((place) => place.at), d };
   });
 
   // labels: the busiest links choose first; each takes the first free place along its edge
-  const taken = [...nodes.values()].map((n) => ({ x: n.x - 3, y: n.y - 3, w: n.w + 6, h: n.h + 6 }));
+  const taken = [];
+  // boxes by the 64-pixel cells they touch: a candidate place is compared with its neighbours
+  // only (comparing with every box took seconds for a few hundred links)
+  const cells = new Map();
+  const cellsOf = (box) => {
+    const keys = [];
+    for (let cx = Math.floor(box.x / 64); cx <= Math.floor((box.x + box.w) / 64); cx++) {
+      for (let cy = Math.floor(box.y / 64); cy <= Math.floor((box.y + box.h) / 64); cy++) keys.push(cx * 65536 + cy);
+    }
+    return keys;
+  };
+  const take = (box) => {
+    taken.push(box);
+    for (const key of cellsOf(box)) (cells.get(key) || cells.set(key, []).get(key)).push(box);
+  };
+  const cost = (box) => {
+    const near = new Set();
+    for (const key of cellsOf(box)) for (const other of cells.get(key) || []) near.add(other);
+    let sum = 0;
+    for (const other of near) sum += overlap(box, other);
+    return sum;
+  };
+  for (const n of nodes.values()) take({ x: n.x - 3, y: n.y - 3, w: n.w + 6, h: n.h + 6 });
   const order = [...edges].sort((e, f) => f.link.callCount - e.link.callCount);
   for (const edge of order) {
     const text = edgeLabel(edge.link);
@@ -257,14 +282,14 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
     for (const at of edge.places) {
       for (const across of ACROSS) {
         const box = { x: at.x - w / 2, y: at.y - LABEL_H / 2 + across * (LABEL_H + 2), w, h: LABEL_H };
-        const cost = taken.reduce((sum, other) => sum + overlap(box, other), 0);
-        if (!best || cost < best.cost) best = { box, cost };
-        if (cost === 0) break;
+        const covered = cost(box);
+        if (!best || covered < best.cost) best = { box, cost: covered };
+        if (covered === 0) break;
       }
       if (best.cost === 0) break;
     }
     edge.label = { text, ...best.box };
-    taken.push({ x: best.box.x - 2, y: best.box.y - 2, w: best.box.w + 4, h: best.box.h + 4 });
+    take({ x: best.box.x - 2, y: best.box.y - 2, w: best.box.w + 4, h: best.box.h + 4 });
   }
 
   // the box that holds every node, edge and label
