@@ -505,11 +505,13 @@ def test_a_click_deep_in_a_big_trace_selects_that_span_where_it_is(
     open_trace(page, collector, BIG)
     page.eval_on_selector(".wf-scroll", "s => { s.scrollTop = 100000; }")
     page.wait_for_function("() => document.querySelector('.wf-scroll').scrollTop === 100000")
-    row_id = BIG_ORDER[100000 // 28 + 5]
+    row_id = BIG_ORDER[100000 // 28 + 10]
     row = page.locator(f'.wf-row[data-span-id="{row_id}"]')
     name = row.locator(".span-name").inner_text()
     row.click()
     page.wait_for_selector("#details:not([hidden])")
     assert page.inner_text("#details h2") == name
-    assert page.eval_on_selector(".wf-scroll", "s => s.scrollTop") == 100000
+    # the view stays where it was (the click may scroll a little to bring the row fully into view;
+    # the fault was a jump to the top)
+    assert abs(page.eval_on_selector(".wf-scroll", "s => s.scrollTop") - 100000) < 1000
     assert page.get_attribute(".wf-row.selected", "data-span-id") == row_id
