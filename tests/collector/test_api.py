@@ -338,6 +338,70 @@ def test_operations_endpoint(loaded: ServedApp) -> None:
     assert get(loaded, "/api/v2/tomograph/operations")[0] == 400
 
 
+def test_operations_name_the_kind_of_each_operation(loaded: ServedApp) -> None:
+    status, ops = get(loaded, "/api/v2/tomograph/operations?serviceName=backend")
+    assert status == 200
+    assert [(op["spanName"], op["kind"], op["count"]) for op in ops] == [
+        ("get cart", "SERVER", 1),
+        ("select", "CLIENT", 1),
+    ]
+
+
+def test_operation_samples_endpoint(loaded: ServedApp) -> None:
+    base = "/api/v2/tomograph/operationSamples?serviceName=Frontend&spanName=Get%20Cart"
+    status, answer = get(loaded, base + "&kind=client")
+    assert status == 200
+    [[timestamp, duration, error, trace_id]] = answer["samples"]
+    assert (duration, error, trace_id, answer["truncated"]) == (30_000, 1, T1[16:], False)
+    assert abs(timestamp - now_us()) < 3_600_000_000
+    # the same name as a server span is another operation
+    assert get(loaded, base + "&kind=SERVER")[1] == {"samples": [], "truncated": False}
+    local = "/api/v2/tomograph/operationSamples?serviceName=batch&spanName=nightly%20job&kind=LOCAL"
+    assert [d for _, d, _, _ in get(loaded, local)[1]["samples"]] == [1000]
+    assert get(loaded, local + "&limit=1")[1]["truncated"] is False
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("spanName=a&kind=SERVER", "serviceName"),
+        ("serviceName=a&kind=SERVER", "spanName"),
+        ("serviceName=a&spanName=a", "kind"),
+        ("serviceName=a&spanName=a&kind=", "kind"),
+        ("serviceName=a&spanName=a&kind=internal", "kind"),
+        ("serviceName=a&spanName=a&kind=%C5%BFerver", "kind"),  # long s: upper() is SERVER
+        ("serviceName=a&spanName=a&kind=SERVER&limit=100001", "limit"),
+        ("serviceName=a&spanName=a&kind=SERVER&limit=NaN", "limit"),
+        ("serviceName=a&spanName=a&kind=SERVER&limit=0", "limit"),
+        ("serviceName=a&spanName=a&kind=SERVER&endTs=9223372036854775808", "endTs"),
+        ("serviceName=a&spanName=a&kind=SERVER&lookback=-1", "lookback"),
+        ("serviceName=a&spanName=" + "x" * 1025 + "&kind=SERVER", "spanName"),
+    ],
+)
+def test_operation_samples_refuse_bad_parameters_with_400(
+    served: ServedApp, query: str, named: str
+) -> None:
+    status, body = get(served, f"/api/v2/tomograph/operationSamples?{query}")
+    assert status == 400
+    assert named in body["error"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "serviceName=%ED%A0%80&spanName=%ED%A0%80&kind=LOCAL",  # a lone surrogate, UTF-8 encoded
+        "serviceName=a&spanName=%00%FF&kind=LOCAL",
+        "serviceName=a&spanName=&kind=LOCAL&lookback=9223372036854775",  # a huge lookback
+        "serviceName=a&spanName=&kind=LOCAL&endTs=1&lookback=1",
+    ],
+)
+def test_operation_samples_of_odd_names_and_windows_are_empty(
+    served: ServedApp, query: str
+) -> None:
+    status, body = get(served, f"/api/v2/tomograph/operationSamples?{query}")
+    assert (status, body) == (200, {"samples": [], "truncated": False})
+
+
 def test_unknown_path_is_a_json_404(served: ServedApp) -> None:
     status, body = get(served, "/api/v2/nothing")
     assert status == 404
@@ -373,6 +437,12 @@ def test_a_token_protects_ingest_and_query(tmp_path: Path) -> None:
         assert post_spans(app, rpc_trace())[0] == 401
         assert get(app, "/api/v2/services")[0] == 401
         assert get(app, "/api/v2/services", Authorization="Bearer wrong")[0] == 401
+        for path in (
+            "operations?serviceName=a",
+            "operationSamples?serviceName=a&spanName=&kind=LOCAL",
+        ):
+            assert get(app, f"/api/v2/tomograph/{path}")[0] == 401
+            assert get(app, f"/api/v2/tomograph/{path}", Authorization="Bearer s3cret")[0] == 200
         assert post_spans(app, rpc_trace(), Authorization="Bearer s3cret")[0] == 202
         status, services = get(app, "/api/v2/services", Authorization="Bearer s3cret")
         assert (status, services) == (200, ["backend", "frontend"])

@@ -95,6 +95,7 @@ def test_proto3_times_from_2_63_get_400(served: ServedApp) -> None:
         "/api/v2/traces?endTs={}",
         "/api/v2/dependencies?endTs={}",
         "/api/v2/tomograph/operations?serviceName=svc&endTs={}",
+        "/api/v2/tomograph/operationSamples?serviceName=svc&spanName=&kind=LOCAL&endTs={}",
         "/api/v2/traces?lookback={}",
     ],
 )

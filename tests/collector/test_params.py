@@ -8,11 +8,14 @@ from hypothesis import strategies as st
 
 from tomograph.collector.params import (
     MAX_END_TS,
+    OPERATION_KINDS,
     BadRequest,
+    parse_operation_kind,
     parse_query_request,
     parse_trace_id,
     parse_trace_ids,
     positive_int,
+    present_text,
 )
 
 
@@ -123,3 +126,30 @@ def test_any_text_is_a_number_in_range_or_bad_request(text: str) -> None:
         assert _is_plain_number(text)
         assert value == int(text)
         assert value is not None and 0 < value <= maximum
+
+
+@pytest.mark.parametrize("kind", OPERATION_KINDS)
+def test_operation_kinds_are_read_in_any_case(kind: str) -> None:
+    expected = None if kind == "LOCAL" else kind
+    assert parse_operation_kind({"kind": kind.lower()}) == expected
+    assert parse_operation_kind({"kind": kind.title()}) == expected
+
+
+@given(st.text(max_size=20))
+def test_any_other_kind_is_a_bad_request_naming_the_kinds(text: str) -> None:
+    try:
+        kind = parse_operation_kind({"kind": text})
+    except BadRequest as error:
+        assert "kind must be one of CLIENT, SERVER, PRODUCER, CONSUMER, LOCAL" in str(error)
+    else:
+        assert text.isascii() and text.upper() in OPERATION_KINDS
+        assert kind == (None if text.upper() == "LOCAL" else text.upper())
+
+
+def test_a_span_name_parameter_may_be_empty_but_not_missing_or_too_long() -> None:
+    assert present_text({"spanName": ""}, "spanName") == ""
+    assert present_text({"spanName": " GET /A "}, "spanName") == " get /a "
+    with pytest.raises(BadRequest, match="spanName is required"):
+        present_text({}, "spanName")
+    with pytest.raises(BadRequest, match="longer than"):
+        present_text({"spanName": "x" * 1025}, "spanName")

@@ -106,3 +106,30 @@ def test_search_finds_the_newest_matches_whatever_the_probe_reaches(
     every = store.find_trace_ids(window(service_name="web", limit=12))
     assert sorted(every) == sorted(f"{'a' * 16}{n + 1:016x}" for n in range(12))
     assert store.find_trace_ids(window(service_name="nobody", limit=3)) == []
+
+
+def test_the_index_of_names_of_an_earlier_version_2_file_is_rebuilt_with_the_kind(
+    tmp_path: Path,
+) -> None:
+    # version 2 files written before operations were split by kind: their index lacks it,
+    # and operations would read each span's row for its kind
+    path = tmp_path / "t.db"
+    now = now_us()
+    SqliteSpanStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX spans_by_name")
+    db.execute("CREATE INDEX spans_by_name ON spans(service, name, ts, duration, error, trace_low)")
+    db.commit()
+    db.close()
+    store = SqliteSpanStore(path)
+    try:
+        store.accept(decoded([make_span("a" * 32, "1" * 16, kind="SERVER", timestamp=now)]))
+        [stats] = store.operations("svc", now // 1000 + 1, 60_000)
+        assert (stats["kind"], stats["count"]) == ("SERVER", 1)
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    columns = [row[2] for row in db.execute("PRAGMA index_info(spans_by_name)")]
+    assert columns == ["service", "name", "ts", "duration", "error", "trace_low", "kind"]
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)  # older versions still read it
+    db.close()

@@ -287,11 +287,109 @@ def test_operations_give_percentiles_and_error_rate(store: SpanStore) -> None:
     ]
     store.accept(decoded(spans))
     [stats] = store.operations("svc", now_us() // 1000 + 1000, 3_600_000)
-    assert stats["spanName"] == "get"
+    assert (stats["spanName"], stats["kind"]) == ("get", None)
     assert stats["count"] == 100
     assert stats["errorCount"] == 10
     assert stats["errorRate"] == pytest.approx(0.1)
     assert (stats["p50"], stats["p90"], stats["p99"], stats["max"]) == (500, 900, 990, 1000)
+
+
+def test_operations_count_client_and_server_spans_of_a_name_apart(store: SpanStore) -> None:
+    # a service calling itself, or a proxy: "get" 3 times as a server, twice as a client
+    now = now_us()
+    spans = [
+        make_span(f"{i + 1:032x}", "1" * 16, name="get", kind="SERVER", timestamp=now - i)
+        for i in range(3)
+    ] + [
+        make_span(
+            f"{i + 1:032x}",
+            "2" * 16,
+            name="get",
+            kind="CLIENT",
+            timestamp=now - i,
+            duration=70,
+            tags={"error": "timeout"},
+        )
+        for i in range(2)
+    ]
+    spans.append(make_span(T1, "3" * 16, name="get", timestamp=now, duration=5))
+    spans.append(make_span(T1, "4" * 16, name="put", kind="PRODUCER", timestamp=now))
+    store.accept(decoded(spans))
+    stats = store.operations("svc", now // 1000 + 1, 3_600_000)
+    assert [(s["spanName"], s["kind"], s["count"], s["errorCount"], s["max"]) for s in stats] == [
+        ("get", None, 1, 0, 5),
+        ("get", "CLIENT", 2, 2, 70),
+        ("get", "SERVER", 3, 0, 1000),
+        ("put", "PRODUCER", 1, 0, 1000),
+    ]
+
+
+def test_operation_samples_are_the_newest_spans_of_one_name_and_kind(store: SpanStore) -> None:
+    now = now_us()
+    spans = [
+        make_span(
+            f"{i + 1:032x}",
+            "1" * 16,
+            name="Get",
+            kind="SERVER",
+            timestamp=now - i * 1000,
+            duration=100 + i,
+            tags={"error": ""} if i == 1 else None,
+        )
+        for i in range(5)
+    ]
+    spans += [
+        make_span(T1, "2" * 16, name="get", kind="CLIENT", timestamp=now),  # another kind
+        make_span(T1, "3" * 16, name="get", timestamp=now),  # local
+        make_span(T1, "4" * 16, name="get", service="other", kind="SERVER", timestamp=now),
+        make_span(T1, "5" * 16, name="getter", kind="SERVER", timestamp=now),
+        # an hour and a bit ago: outside the window
+        make_span(T2, "6" * 16, name="get", kind="SERVER", timestamp=now - 3_700_000_000),
+    ]
+    store.accept(decoded(spans))
+    end = now // 1000 + 1
+    answer = store.operation_samples("SVC", "GET", "SERVER", end, 3_600_000, 10)
+    assert answer == {
+        "samples": [
+            (now - i * 1000, 100 + i, 1 if i == 1 else 0, f"{i + 1:016x}") for i in range(5)
+        ],
+        "truncated": False,
+    }
+    newest = store.operation_samples("svc", "get", "SERVER", end, 3_600_000, 2)
+    assert newest == {
+        "samples": [(now, 100, 0, f"{1:016x}"), (now - 1000, 101, 1, f"{2:016x}")],
+        "truncated": True,
+    }
+    local = store.operation_samples("svc", "get", None, end, 3_600_000, 10)
+    assert local == {"samples": [(now, 1000, 0, T1[16:])], "truncated": False}
+    assert store.operation_samples("svc", "get", "PRODUCER", end, 3_600_000, 10) == {
+        "samples": [],
+        "truncated": False,
+    }
+
+
+def test_operation_samples_of_the_empty_name_and_of_odd_names(store: SpanStore) -> None:
+    now = now_us()
+    odd = "caf\u00e9 \ufffd \U0001f600 " + "x" * 300
+    spans = [
+        make_span(T1, "1" * 16, name="", timestamp=now, duration=3),
+        make_span(T1, "2" * 16, name=odd, timestamp=now, duration=4),
+    ]
+    store.accept(decoded(spans))
+    end = now // 1000 + 1
+    empty_name = store.operation_samples("svc", "", None, end, 60_000, 10)["samples"]
+    assert empty_name == [(now, 3, 0, T1[16:])]
+    odd_name = store.operation_samples("svc", odd, None, end, 60_000, 10)["samples"]
+    assert odd_name == [(now, 4, 0, T1[16:])]
+    # the id given opens the trace (ids with the high bit set too: T2's low half is negative
+    # as SQLite's signed integer)
+    store.accept(decoded([make_span("f" * 32, "3" * 16, name="high", timestamp=now)]))
+    [[*_, trace_id]] = store.operation_samples("svc", "high", None, end, 60_000, 10)["samples"]
+    assert trace_id == "f" * 16
+    assert len(store.get_trace(trace_id) or []) == 1
+    # a name sharing the indexed prefix of the long one is another name
+    other = odd[:250]
+    assert store.operation_samples("svc", other, None, end, 60_000, 10)["samples"] == []
 
 
 def test_retention_by_age_deletes_old_traces_and_their_names(open_store: StoreFactory) -> None:

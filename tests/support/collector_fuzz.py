@@ -413,6 +413,14 @@ _QUERY_PARAMS = {
     "/api/v2/autocompleteKeys": [],
     "/api/v2/autocompleteValues": ["key"],
     "/api/v2/tomograph/operations": ["serviceName", "endTs", "lookback"],
+    "/api/v2/tomograph/operationSamples": [
+        "serviceName",
+        "spanName",
+        "kind",
+        "endTs",
+        "lookback",
+        "limit",
+    ],
     "/api/v2/trace/{}": [],
 }
 _PARAM_VALUES = [

@@ -66,6 +66,17 @@ def big_trace_found(page: Any) -> None:
     page.keyboard.press("ArrowDown")
 
 
+def dependencies_details(page: Any) -> None:
+    page.locator("svg .edge-label").first.click()
+    page.wait_for_selector("#deps-details:not([hidden])")
+
+
+def operation_histogram(page: Any) -> None:
+    page.locator("#ops-table tr.op").first.click()
+    page.locator(".histogram .bucket").first.click()
+    page.wait_for_selector(".bucket-traces a")
+
+
 PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
     "search": ("/#/", search_results),
     "search-nothing-found": (
@@ -83,6 +94,8 @@ PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
         "/#/operations?serviceName=demo-server",
         lambda page: page.wait_for_selector("#ops-table tbody tr"),
     ),
+    "dependencies-details": ("/#/dependencies", dependencies_details),
+    "operations-histogram": ("/#/operations?serviceName=demo-server", operation_histogram),
 }
 
 

@@ -39,11 +39,14 @@ from tomograph.collector.ingest import (
 )
 from tomograph.collector.params import (
     MAX_END_TS,
+    MAX_SAMPLES,
     BadRequest,
+    parse_operation_kind,
     parse_query_request,
     parse_trace_id,
     parse_trace_ids,
     positive_int,
+    present_text,
     required_text,
 )
 from tomograph.collector.query_gate import QueryGate
@@ -71,6 +74,8 @@ _INGEST_THREADS = 8
 #: ``/dependencies`` counts the traces of its window rounded out to whole minutes, so that
 #: clients asking "the last hour, now" within the same minute share one computation.
 _LINK_WINDOW_MS = 60_000
+#: Spans of one operation sent when the client names no ``limit``: enough for a histogram.
+_DEFAULT_SAMPLES = 10_000
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -320,6 +325,18 @@ class _Api:
         stats = await self.query(self.store.operations, service, end_ts, lookback)
         return json_response(stats)
 
+    async def operation_samples(self, request: Request) -> Response:
+        params = request.query_params
+        service = required_text(params, "serviceName")
+        span_name = present_text(params, "spanName")
+        kind = parse_operation_kind(params)
+        end_ts, lookback = self._window(request, end_required=False)
+        limit = positive_int(params, "limit", _DEFAULT_SAMPLES, MAX_SAMPLES) or _DEFAULT_SAMPLES
+        samples = await self.query(
+            self.store.operation_samples, service, span_name, kind, end_ts, lookback, limit
+        )
+        return json_response(samples)
+
     async def health(self, request: Request) -> Response:
         return json_response({"status": "UP"})
 
@@ -352,5 +369,6 @@ def routes(store: SpanStore, settings: CollectorSettings, queries: QueryGate) ->
         Route(f"{v2}/autocompleteKeys", api.autocomplete_keys, methods=["GET"]),
         Route(f"{v2}/autocompleteValues", api.autocomplete_values, methods=["GET"]),
         Route(f"{v2}/tomograph/operations", api.operations, methods=["GET"]),
+        Route(f"{v2}/tomograph/operationSamples", api.operation_samples, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
     ]

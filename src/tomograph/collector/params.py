@@ -13,17 +13,25 @@ from tomograph.collector.storage import QueryRequest
 __all__ = [
     "MAX_END_TS",
     "MAX_LIMIT",
+    "MAX_SAMPLES",
+    "OPERATION_KINDS",
     "BadRequest",
+    "parse_operation_kind",
     "parse_query_request",
     "parse_trace_id",
     "parse_trace_ids",
     "positive_int",
+    "present_text",
 ]
 
 #: The most traces one search may return (keeps one request's memory bounded).
 MAX_LIMIT = 10_000
 #: The largest ``endTs``/``lookback`` in milliseconds: the store compares them in microseconds.
 MAX_END_TS = MAX_MICROS // 1000
+#: The most spans one ``operationSamples`` answer holds (about 30 bytes of JSON each).
+MAX_SAMPLES = 100_000
+#: The kinds an operation may have; LOCAL stands for spans without a kind (Zipkin's local spans).
+OPERATION_KINDS = ("CLIENT", "SERVER", "PRODUCER", "CONSUMER", "LOCAL")
 _HEX = re.compile(r"[0-9a-fA-F]{1,32}")
 # ASCII digits only: int() would also take " 5", "+5", "1_0" and other scripts' digits.
 _DIGITS = re.compile(r"[0-9]+")
@@ -81,6 +89,34 @@ def required_text(params: Mapping[str, str], name: str) -> str:
     if value is None:
         raise BadRequest(f"{name} is required")
     return value
+
+
+def present_text(params: Mapping[str, str], name: str) -> str:
+    """A required parameter that may be empty (a span name may be ""), lower-cased, not stripped.
+
+    >>> present_text({"spanName": ""}, "spanName")
+    ''
+    """
+    value = params.get(name)
+    if value is None:
+        raise BadRequest(f"{name} is required")
+    if len(value) > _MAX_TEXT:
+        raise BadRequest(f"{name} is longer than {_MAX_TEXT} characters")
+    return value.lower()
+
+
+def parse_operation_kind(params: Mapping[str, str]) -> str | None:
+    """The required ``kind`` parameter: a span kind, or None for ``LOCAL`` (no kind).
+
+    >>> parse_operation_kind({"kind": "server"}), parse_operation_kind({"kind": "LOCAL"})
+    ('SERVER', None)
+    """
+    text = params.get("kind") or ""
+    # ASCII first: upper() maps some other letters to ASCII (U+017F, long s, becomes "S")
+    kind = text.upper() if text.isascii() else ""
+    if kind not in OPERATION_KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(OPERATION_KINDS)}, not {text[:40]!r}")
+    return None if kind == "LOCAL" else kind
 
 
 def parse_trace_id(text: str) -> str:

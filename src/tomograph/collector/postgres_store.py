@@ -31,10 +31,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tomograph.collector.dependencies import DependencyLinker, link_span
 from tomograph.collector.postgres_pool import ConnectionPool, database_location
-from tomograph.collector.span_fields import is_error, local_service, remote_service, trace_id_low
+from tomograph.collector.span_fields import (
+    is_error,
+    local_service,
+    remote_service,
+    trace_id_low,
+    trace_low_hex,
+)
 from tomograph.collector.sqlite_store import DEFAULT_MAX_RESPONSE_BYTES, MAX_INDEXED_VALUE
 from tomograph.collector.storage import (
     DependencyLink,
+    OperationSamples,
     OperationStats,
     QueryRequest,
     QueryTimeout,
@@ -518,20 +525,21 @@ class PostgresSpanStore:
         ]
 
     def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
-        """Per span name of ``service_name``: count, errors and p50/p90/p99/max duration (µs)."""
+        """Per span name and kind of ``service_name``: count, errors, p50/p90/p99/max (µs)."""
         service = _text(service_name.lower())
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT name, count(*), count(*) FILTER (WHERE error),"
+                "SELECT name, kind, count(*), count(*) FILTER (WHERE error),"
                 " percentile_disc(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY duration),"
                 " max(duration) FROM tomograph_spans"
                 f" WHERE left(service, {_PREFIX}) = left(%s, {_PREFIX}) AND service = %s"
-                " AND ts BETWEEN %s AND %s AND duration IS NOT NULL GROUP BY name",
+                " AND ts BETWEEN %s AND %s AND duration IS NOT NULL GROUP BY name, kind",
                 (service, service, (end_ts - lookback) * 1000, end_ts * 1000),
             ).fetchall()
         return [
             OperationStats(
                 spanName=name,
+                kind=kind,
                 count=count,
                 errorCount=errors,
                 errorRate=errors / count,
@@ -540,8 +548,48 @@ class PostgresSpanStore:
                 p99=percentiles[2],
                 max=longest,
             )
-            for name, count, errors, percentiles, longest in sorted(rows)
+            # local spans (no kind) first, as in SQLite's order
+            for name, kind, count, errors, percentiles, longest in sorted(
+                rows, key=lambda row: (row[0], row[1] or "")
+            )
         ]
+
+    def operation_samples(
+        self,
+        service_name: str,
+        span_name: str,
+        kind: str | None,
+        end_ts: int,
+        lookback: int,
+        limit: int,
+    ) -> OperationSamples:
+        """Timestamp, duration and error of the newest ``limit`` spans of one operation."""
+        service, name = _text(service_name.lower()), _text(span_name.lower())
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT ts, duration, error, trace_low FROM tomograph_spans"
+                f" WHERE left(service, {_PREFIX}) = left(%s, {_PREFIX}) AND service = %s"
+                f" AND left(name, {_PREFIX}) = left(%s, {_PREFIX}) AND name = %s"
+                " AND ts BETWEEN %s AND %s AND duration IS NOT NULL"
+                " AND kind IS NOT DISTINCT FROM %s::text ORDER BY ts DESC LIMIT %s",
+                (
+                    service,
+                    service,
+                    name,
+                    name,
+                    (end_ts - lookback) * 1000,
+                    end_ts * 1000,
+                    kind,
+                    limit + 1,
+                ),
+            ).fetchall()
+        return OperationSamples(
+            samples=[
+                (ts, duration, int(error), trace_low_hex(low))
+                for ts, duration, error, low in rows[:limit]
+            ],
+            truncated=len(rows) > limit,
+        )
 
     def span_count(self) -> int:
         """How many spans are stored."""

@@ -22,6 +22,17 @@ def trace_id_low(trace_id: str) -> int:
     return low - (1 << 64) if low >= 1 << 63 else low
 
 
+def trace_low_hex(low: int) -> str:
+    """The 16 hex digits of a trace id's low 64 bits from :func:`trace_id_low`'s integer.
+
+    Enough to open the trace: stores look a trace up by its low 64 bits.
+
+    >>> trace_low_hex(-1), trace_low_hex(10)
+    ('ffffffffffffffff', '000000000000000a')
+    """
+    return format(low & 0xFFFF_FFFF_FFFF_FFFF, "016x")
+
+
 def local_service(span: SpanDict) -> str:
     """The span's local service name, ``""`` when absent."""
     endpoint = span.get("localEndpoint")

@@ -7,6 +7,7 @@ can be added without touching the API. Spans cross it as normalized Zipkin v2 di
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
@@ -15,6 +16,7 @@ from tomograph.encoding.normalize import SpanDict
 
 __all__ = [
     "DependencyLink",
+    "OperationSamples",
     "OperationStats",
     "QueryRequest",
     "QueryTimeout",
@@ -24,6 +26,7 @@ __all__ = [
     "StoreUnavailable",
     "StoreClosed",
     "StoreOpenError",
+    "operation_stats",
 ]
 
 
@@ -89,9 +92,13 @@ class DependencyLink(TypedDict):
 
 
 class OperationStats(TypedDict):
-    """Latency percentiles (µs) and errors of one span name of a service."""
+    """Latency percentiles (µs) and errors of one operation of a service: a span name and kind.
+
+    A client and a server span of the same name are two operations (``kind`` None: local spans).
+    """
 
     spanName: str
+    kind: str | None
     count: int
     errorCount: int
     errorRate: float
@@ -99,6 +106,44 @@ class OperationStats(TypedDict):
     p90: int
     p99: int
     max: int
+
+
+def operation_stats(
+    name: str, kind: str | None, durations: Sequence[int], errors: int
+) -> OperationStats:
+    """The stats of one operation from its spans' ``durations`` (ascending, at least one).
+
+    Percentiles are nearest-rank: a duration that some span really had.
+
+    >>> operation_stats("get", "SERVER", [10, 20, 30, 40], 1)["p50"]
+    20
+    """
+
+    def percentile(percent: int) -> int:
+        return durations[max(1, math.ceil(percent / 100 * len(durations))) - 1]
+
+    count = len(durations)
+    return OperationStats(
+        spanName=name,
+        kind=kind,
+        count=count,
+        errorCount=errors,
+        errorRate=errors / count,
+        p50=percentile(50),
+        p90=percentile(90),
+        p99=percentile(99),
+        max=durations[-1],
+    )
+
+
+class OperationSamples(TypedDict):
+    """The spans of one operation in a window, newest first, each
+    ``[timestamp µs, duration µs, error 0/1, trace id]`` (the id's low 64 bits, enough to open
+    the trace); ``truncated`` says older spans of the window were left out (the limit).
+    """
+
+    samples: list[tuple[int, int, int, str]]
+    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -157,7 +202,26 @@ class SpanStore(Protocol):
         ...
 
     def operations(self, service_name: str, end_ts: int, lookback: int) -> list[OperationStats]:
-        """Per span name latency percentiles and error rate of ``service_name`` in the window."""
+        """Per span name and kind: latency percentiles and error rate of ``service_name``.
+
+        Spans whose timestamp is in the window (epoch ms); sorted by name, then kind (None first).
+        """
+        ...
+
+    def operation_samples(
+        self,
+        service_name: str,
+        span_name: str,
+        kind: str | None,
+        end_ts: int,
+        lookback: int,
+        limit: int,
+    ) -> OperationSamples:
+        """Timestamp, duration and error of the newest ``limit`` spans of one operation.
+
+        The operation is ``service_name``'s spans named ``span_name`` of ``kind`` (None: spans
+        without a kind) with a duration, whose timestamp is in the window (epoch ms).
+        """
         ...
 
     def enforce_retention(self, now_us: int | None = None) -> RetentionResult:

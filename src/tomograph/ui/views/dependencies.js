@@ -1,71 +1,190 @@
-// The dependency graph: which service calls which, how often, with how many errors.
+// The dependency graph: which service calls which, how often and with how many errors, in a time
+// window (an end time and a lookback). A click on a service or on a link shows its calls and
+// errors and leads to the matching traces.
 
 import { api } from "../lib/api.js";
-import { serviceColor } from "../lib/colors.js";
-import { setStatus, svg, template } from "../lib/dom.js";
+import { assignColors, serviceColor } from "../lib/colors.js";
+import { el, setStatus, svg, template } from "../lib/dom.js";
+import { edgeLabel, layoutGraph } from "../lib/graph-layout.js";
+import { routeParams, searchHref } from "../lib/route.js";
+import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
 
-/** Shows the dependency graph of the chosen time range in `root`. */
+const byId = (id) => document.getElementById(id);
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+const rate = (errors, calls) => (calls ? `${((100 * errors) / calls).toFixed(1)}%` : "0%");
+
+/** Shows the dependency graph of the route's time window (default: the last day) in `root`. */
 export async function show(root) {
   root.replaceChildren(template("tpl-deps"));
-  const form = document.getElementById("deps-form");
-  const load = async () => {
-    const status = document.getElementById("deps-status");
-    setStatus(status, "Loading…");
-    try {
-      const links = await api("/dependencies", { endTs: Date.now(), lookback: document.getElementById("d-lookback").value });
-      setStatus(status, links.length ? `${links.length} links` : "No calls between services in this time range.");
-      drawGraph(document.getElementById("graph"), links);
-    } catch (error) { setStatus(status, error.message, true); }
-  };
-  form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
-  load();
+  const form = byId("deps-form");
+  const endInput = byId("d-end");
+  const lookback = byId("d-lookback");
+  const status = byId("deps-status");
+  showWindow(endInput, lookback, routeParams());
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const window = readWindow(endInput, lookback);
+    if (window.error) { setStatus(status, window.error, true); return; }
+    const hash = `#/dependencies?${new URLSearchParams(windowParams(window))}`;
+    if (location.hash === hash) load(window); else location.hash = hash;
+  });
+  const window = readWindow(endInput, lookback);
+  if (window.error) { setStatus(status, window.error, true); return; }
+  await load(window);
 }
 
-function drawGraph(container, links) {
+async function load(window) {
+  const status = byId("deps-status");
+  const details = byId("deps-details");
+  details.hidden = true;
+  setStatus(status, "Loading…");
+  let links;
+  try {
+    links = await api("/dependencies", { endTs: window.endTs, lookback: window.lookback });
+  } catch (error) { setStatus(status, error.message, true); return; }
+  const services = new Set(links.flatMap((l) => [l.parent, l.child]));
+  const calls = links.reduce((sum, l) => sum + l.callCount, 0);
+  setStatus(status, links.length
+    ? `${plural(services.size, "service")}, ${plural(links.length, "link")}, ${plural(calls, "call")}. Click a service or a link for its calls and traces.`
+    : "No calls between services in this time range.");
+  drawGraph(byId("graph"), links, window);
+}
+
+function drawGraph(container, links, window) {
   container.replaceChildren();
   if (!links.length) return;
-  const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))];
-  // layer each service by its longest call path from a caller-less service
-  const layer = new Map(names.map((n) => [n, 0]));
-  for (let pass = 0; pass < names.length; pass++) {
-    for (const link of links) {
-      if (link.parent !== link.child && layer.get(link.child) < layer.get(link.parent) + 1 && layer.get(link.parent) + 1 < names.length) {
-        layer.set(link.child, layer.get(link.parent) + 1);
+  const root = svg("svg", { class: "deps-svg", role: "group", "aria-label": "service dependency graph" });
+  container.append(root);
+  // text widths as the browser draws them, so that labels are placed where they really fit
+  const probe = svg("text", { class: "edge-text" });
+  root.append(probe);
+  const widths = new Map();
+  const measure = (text) => {
+    if (!widths.has(text)) { probe.textContent = text; widths.set(text, probe.getComputedTextLength()); }
+    return widths.get(text);
+  };
+  const layout = layoutGraph(links, measure);
+  probe.remove();
+  const { box } = layout;
+  root.setAttribute("viewBox", `${box.x} ${box.y} ${box.w} ${box.h}`);
+  root.setAttribute("width", box.w);
+  root.setAttribute("height", box.h);
+  // colours in reading order: left to right, top to bottom
+  assignColors([...layout.nodes].sort((a, b) => a.x - b.x || a.y - b.y).map((n) => n.name));
+
+  const marker = (id) => svg("marker", { id, viewBox: "0 0 10 10", refX: "10", refY: "5", markerUnits: "userSpaceOnUse",
+    markerWidth: "10", markerHeight: "10", orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: id }));
+  root.append(svg("defs", {}, marker("arrow"), marker("arrow-error")));
+
+  const maxCalls = Math.max(...links.map((l) => l.callCount));
+  const edgeGroups = [];
+  const nodeGroups = [];
+  const select = (item) => {
+    const chosen = item.link ? [item.link] : links.filter((l) => l.parent === item.name || l.child === item.name);
+    const names = new Set(chosen.flatMap((l) => [l.parent, l.child]));
+    for (const g of edgeGroups) {
+      for (const part of [g.element, g.tag]) {
+        part.classList.toggle("dim", !chosen.includes(g.link));
+        part.classList.toggle("selected", g.link === item.link);
       }
     }
-  }
-  const columns = [];
-  for (const name of names.sort()) (columns[layer.get(name)] = columns[layer.get(name)] || []).push(name);
-  const nodeW = 170, nodeH = 34, gapX = 110, gapY = 26;
-  const pos = new Map();
-  columns.forEach((column, x) => column.forEach((name, y) => pos.set(name, { x: 20 + x * (nodeW + gapX), y: 20 + y * (nodeH + gapY) })));
-  const width = 40 + columns.length * (nodeW + gapX) - gapX;
-  const height = 40 + Math.max(...columns.map((c) => c.length)) * (nodeH + gapY) - gapY;
-  const maxCalls = Math.max(...links.map((l) => l.callCount));
-  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "service dependency graph" });
-  const marker = (id, color) => svg("marker", { id, viewBox: "0 0 10 10", refX: "10", refY: "5", markerUnits: "userSpaceOnUse",
-    markerWidth: "10", markerHeight: "10", orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: color }));
-  root.append(svg("defs", {}, marker("arrow", "#8a93a6"), marker("arrow-error", "#d64541")));
-  for (const link of links) {
-    const a = pos.get(link.parent), b = pos.get(link.child);
-    const x1 = a.x + nodeW, y1 = a.y + nodeH / 2, x2 = b.x, y2 = b.y + nodeH / 2;
-    const self = link.parent === link.child;
-    const d = self ? `M ${a.x + nodeW - 20} ${a.y} C ${a.x + nodeW + 30} ${a.y - 40}, ${a.x + nodeW + 40} ${a.y + nodeH}, ${a.x + nodeW} ${a.y + nodeH - 6}`
-      : x2 > x1 ? `M ${x1} ${y1} C ${x1 + gapX / 2} ${y1}, ${x2 - gapX / 2} ${y2}, ${x2} ${y2}`
-        : `M ${a.x} ${y1} C ${a.x - 60} ${y1 - 60}, ${b.x + nodeW + 60} ${y2 - 60}, ${b.x + nodeW} ${y2}`;
-    const color = link.errorCount ? "#d64541" : "#8a93a6";
-    const path = svg("path", { d, fill: "none", stroke: color, "stroke-width": String(1 + 3 * link.callCount / maxCalls), "marker-end": link.errorCount ? "url(#arrow-error)" : "url(#arrow)", class: "edge" });
-    path.append(svg("title", {}, `${link.parent} → ${link.child}: ${link.callCount} calls, ${link.errorCount || 0} errors`));
-    root.append(path);
-    const label = `${link.callCount}${link.errorCount ? ` (${link.errorCount} err)` : ""}`;
-    root.append(svg("text", { x: self ? a.x + nodeW + 24 : (x1 + x2) / 2, y: self ? a.y - 12 : (y1 + y2) / 2 - 6, "text-anchor": "middle", fill: color }, label));
-  }
-  for (const [name, p] of pos) {
-    const group = svg("g", { class: "node", "data-service": name });
-    group.append(svg("rect", { x: p.x, y: p.y, width: nodeW, height: nodeH, rx: 6, fill: "#fff", stroke: serviceColor(name), "stroke-width": 2 }));
-    group.append(svg("text", { x: p.x + nodeW / 2, y: p.y + nodeH / 2 + 4, "text-anchor": "middle", fill: "#1d2330" }, name.length > 22 ? name.slice(0, 21) + "…" : name));
-    group.append(svg("title", {}, name));
+    for (const g of nodeGroups) {
+      g.element.classList.toggle("dim", !names.has(g.name));
+      g.element.classList.toggle("selected", g.name === item.name);
+    }
+    showDetails(item, links, window, select);
+  };
+  const activate = (element, item) => {
+    element.addEventListener("click", () => select(item));
+    element.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(item); }
+    });
+  };
+
+  for (const { link, d, label } of layout.edges) {
+    const error = link.errorCount > 0;
+    const summary = `${link.parent} → ${link.child}: ${plural(link.callCount, "call")}, ${plural(link.errorCount, "error")}`;
+    const group = svg("g", { class: `edge-group${error ? " has-error" : ""}`, "data-parent": link.parent, "data-child": link.child });
+    group.append(
+      svg("path", { d, class: "edge", "stroke-width": String(1.5 + (3 * link.callCount) / maxCalls), "marker-end": error ? "url(#arrow-error)" : "url(#arrow)" }),
+      svg("path", { d, class: "edge-hit" }, svg("title", {}, summary)));
+    const tag = svg("g", { class: "edge-label", tabindex: "0", role: "button", "aria-label": summary });
+    tag.append(
+      svg("rect", { x: label.x, y: label.y, width: label.w, height: label.h, rx: 4 }),
+      svg("text", { x: label.x + label.w / 2, y: label.y + label.h / 2, class: "edge-text", "text-anchor": "middle", "dominant-baseline": "central" }, edgeLabel(link)));
     root.append(group);
+    edgeGroups.push({ link, element: group, tag });
+    activate(group.querySelector(".edge-hit"), { link });
+    activate(tag, { link });
   }
-  container.append(root);
+  // labels above every edge line and node, so that no line crosses a label's text
+  const labelLayer = svg("g", { class: "labels" });
+  for (const { tag } of edgeGroups) labelLayer.append(tag);
+
+  for (const node of layout.nodes) {
+    const inbound = links.filter((l) => l.child === node.name && l.parent !== node.name);
+    const received = inbound.reduce((sum, l) => sum + l.callCount, 0);
+    const group = svg("g", { class: "node", "data-service": node.name, tabindex: "0", role: "button",
+      "aria-label": `${node.name}: ${plural(received, "call")} received` });
+    group.append(
+      svg("rect", { x: node.x, y: node.y, width: node.w, height: node.h, rx: 6, class: "node-box", stroke: serviceColor(node.name) }),
+      svg("rect", { x: node.x, y: node.y, width: 6, height: node.h, rx: 2, fill: serviceColor(node.name) }),
+      svg("text", { x: node.x + node.w / 2 + 3, y: node.y + node.h / 2, class: "node-text", "text-anchor": "middle", "dominant-baseline": "central" }, node.label),
+      svg("title", {}, node.name));
+    root.append(group);
+    nodeGroups.push({ name: node.name, element: group });
+    activate(group, { name: node.name });
+  }
+  root.append(labelLayer);
+}
+
+function showDetails(item, links, window, select) {
+  const details = byId("deps-details");
+  details.hidden = false;
+  const at = { endTs: window.endTs, lookback: window.lookback };
+  const table = (pairs) => el("table", {}, el("tbody", {}, pairs.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "value" }, v)))));
+  const linkList = (list, other) => list.length
+    ? el("ul", { class: "peer-list" }, list.map((l) => el("li", {},
+      el("button", { type: "button", class: "peer", onclick: () => select({ link: l }) },
+        el("span", { class: "swatch", style: `background: ${serviceColor(other(l))}` }), other(l)),
+      ` ${plural(l.callCount, "call")}`, l.errorCount ? el("span", { class: "bad" }, `, ${plural(l.errorCount, "error")}`) : null)))
+    : el("p", { class: "empty" }, "none");
+  const close = el("button", { class: "close", type: "button", "aria-label": "close", onclick: () => { details.hidden = true; } }, "×");
+
+  if (item.link) {
+    const { parent, child, callCount, errorCount } = item.link;
+    const traces = el("ul", { class: "trace-links" },
+      el("li", {}, el("a", { href: searchHref({ serviceName: child, ...at }) }, `Traces of ${child}`)));
+    details.replaceChildren(close,
+      el("h2", {}, el("span", { class: "swatch", style: `background: ${serviceColor(parent)}` }), parent, " → ",
+        el("span", { class: "swatch", style: `background: ${serviceColor(child)}` }), child),
+      table([["Calls", callCount], ["Errors", errorCount], ["Error rate", rate(errorCount, callCount)]]),
+      el("h3", {}, "Traces"), traces);
+    // the precise search needs the caller's spans to name the callee as their remote service
+    api("/remoteServices", { serviceName: parent }).then((remotes) => {
+      if (!remotes.includes(child.toLowerCase())) return;
+      traces.prepend(
+        el("li", {}, el("a", { href: searchHref({ serviceName: parent, remoteServiceName: child, ...at }) }, `Traces where ${parent} calls ${child}`)),
+        errorCount ? el("li", {}, el("a", { href: searchHref({ serviceName: parent, remoteServiceName: child, annotationQuery: "error", ...at }) }, "…with errors")) : "");
+    }).catch(() => { /* the link to the callee's traces remains */ });
+    return;
+  }
+  const name = item.name;
+  const callers = links.filter((l) => l.child === name && l.parent !== name);
+  const callees = links.filter((l) => l.parent === name && l.child !== name);
+  const self = links.find((l) => l.parent === name && l.child === name);
+  const sum = (list, key) => list.reduce((total, l) => total + l[key], 0);
+  const facts = [["Calls received", sum(callers, "callCount")], ["Errors received", sum(callers, "errorCount")],
+    ["Calls made", sum(callees, "callCount")], ["Errors in calls made", sum(callees, "errorCount")]];
+  if (self) facts.push(["Calls to itself", self.callCount]);
+  details.replaceChildren(close,
+    el("h2", {}, el("span", { class: "swatch", style: `background: ${serviceColor(name)}` }), name),
+    table(facts),
+    el("h3", {}, `Called by (${callers.length})`), linkList(callers, (l) => l.parent),
+    el("h3", {}, `Calls (${callees.length})`), linkList(callees, (l) => l.child),
+    el("h3", {}, "Traces"),
+    el("ul", { class: "trace-links" },
+      el("li", {}, el("a", { href: searchHref({ serviceName: name, ...at }) }, `Traces of ${name}`)),
+      el("li", {}, el("a", { href: searchHref({ serviceName: name, annotationQuery: "error", ...at }) }, "…with errors")),
+      el("li", {}, el("a", { href: `#/operations?${new URLSearchParams({ serviceName: name, ...windowParams(window) })}` }, `Operations of ${name}`))));
 }

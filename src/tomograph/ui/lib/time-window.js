@@ -1,0 +1,29 @@
+// The time window of the dependency and operations pages: an end time (empty: now) and a lookback,
+// kept in the address so that a reload or a shared link shows the same window.
+
+/** Milliseconds since the epoch as a datetime-local input's value, in the browser's time zone. */
+export function toLocalInput(ms) {
+  return new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+/** Fills the form's end and lookback fields from route parameters { endTs, lookback }. */
+export function showWindow(endInput, lookbackSelect, params) {
+  const end = Number(params.endTs);
+  endInput.value = Number.isSafeInteger(end) && end > 0 ? toLocalInput(end) : "";
+  if ([...lookbackSelect.options].some((o) => o.value === params.lookback)) lookbackSelect.value = params.lookback;
+}
+
+/** The window the form names: { endTs, lookback, fixed } (fixed: an end time was chosen), or
+ * { error } when the end time cannot be read. */
+export function readWindow(endInput, lookbackSelect) {
+  const lookback = Number(lookbackSelect.value);
+  if (!endInput.value) return { endTs: Date.now(), lookback, fixed: false };
+  const endTs = Date.parse(endInput.value);
+  if (!Number.isFinite(endTs) || endTs <= 0) return { error: "Choose an end time, or leave it empty for now" };
+  return { endTs, lookback, fixed: true };
+}
+
+/** The route parameters that bring the window back: the end only when one was chosen. */
+export function windowParams(window) {
+  return window.fixed ? { endTs: window.endTs, lookback: window.lookback } : { lookback: window.lookback };
+}
