@@ -208,7 +208,7 @@ const REMOTE_PORT_KEYS = ["network.peer.port", "server.port", "net.peer.port", "
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
 // An OTLP id as lower hex: hex of 2*size characters, or base64 of size bytes; "" is no id.
-function otlpId(where, field, value, size) {
+function otlpId(where, field, value, size, zerosAllowed = false) {
   if (value === undefined || value === null || value === "") return null;
   if (typeof value !== "string") fail(where, `${field} must be a string, not ${show(value)}`);
   let hex;
@@ -221,7 +221,7 @@ function otlpId(where, field, value, size) {
     }
   }
   if (hex === undefined) fail(where, `${field} must be ${2 * size} hex characters or base64 of ${size} bytes, not ${show(value)}`);
-  if (isZeros(hex)) fail(where, `${field} must not be all zeros`);
+  if (!zerosAllowed && isZeros(hex)) fail(where, `${field} must not be all zeros`);
   return hex;
 }
 
@@ -414,8 +414,8 @@ function otlpSpan(raw, where, service, resourceTags, scope) {
     let linkTrace;
     let linkSpan;
     try {
-      linkTrace = otlpId(where, "link traceId", link.traceId, 16);
-      linkSpan = otlpId(where, "link spanId", link.spanId, 8);
+      linkTrace = otlpId(where, "link traceId", link.traceId, 16, true);
+      linkSpan = otlpId(where, "link spanId", link.spanId, 8, true);
     } catch (_) { continue; }
     if (!linkTrace || !linkSpan) continue;
     let linkAttrs;
