@@ -406,12 +406,22 @@ class SqliteSpanStore:
                     raise
                 raise unavailable from error
             self._version += 1
+            # Committed: what follows is housekeeping. An error here must not reach the writer
+            # as a failed write, or it would tell its callers that stored spans were not (and
+            # write them again one by one, counting them as duplicates).
             try:
-                wal_bytes = os.stat(self._wal).st_size
-            except OSError:
-                wal_bytes = 0
-            if wal_bytes > _WAL_RESET_BYTES:
-                self._request_wal_reset()
+                self._after_commit()
+            except Exception:
+                log.exception("housekeeping after a committed write failed")
+
+    def _after_commit(self) -> None:
+        """Empty a write-ahead log grown too long (called under the write lock)."""
+        try:
+            wal_bytes = os.stat(self._wal).st_size
+        except OSError:
+            wal_bytes = 0
+        if wal_bytes > _WAL_RESET_BYTES:
+            self._request_wal_reset()
 
     def _request_wal_reset(self) -> None:
         """Empty the write-ahead log as soon as no read uses it (called under the write lock).
