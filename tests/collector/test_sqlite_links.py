@@ -253,7 +253,7 @@ def test_a_version_1_database_gets_the_links_of_its_traces(tmp_path: Path) -> No
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
     # the index of span names was rebuilt to cover what operations and searches read
     columns = [row[2] for row in db.execute("PRAGMA index_info(spans_by_name)")]
     assert columns == ["service", "name", "ts", "duration", "error", "trace_low"]
