@@ -294,6 +294,31 @@ def test_links_are_computed_in_the_background_without_a_query(tmp_path: Path) ->
         store.close()
 
 
+def test_storing_computed_links_leaves_the_data_version_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Answers cached for a data version (/dependencies) stay valid: the links of traces already
+    # written change no answer, so the background pass must not make them look stale.
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        store.accept(decoded(rpc(1, "web", "api", start)))
+        written = store.data_version()
+        assert pending(path) == 1
+        store._refresh_links()  # what the background pass does
+        assert pending(path) == 0
+        assert store.data_version() == written
+        assert store.dependencies(start // 1000 + 1000, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+        store.accept(decoded(rpc(2, "web", "api", start)))
+        assert store.data_version() > written
+    finally:
+        store.close()
+
+
 def test_links_stay_exact_while_batches_arrive_during_their_computation(tmp_path: Path) -> None:
     # Spans of the same traces keep arriving from two writers while two readers ask: a write
     # landing between reading a trace and storing its links must not be lost.

@@ -378,7 +378,9 @@ class SqliteSpanStore:
         return db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, changes_answers: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the write lock; one that ``changes_answers`` of queries
+        moves :meth:`data_version` on (storing computed links changes none)."""
         with self._write_lock:
             if self._closed:
                 raise StoreClosed("the span store is closed")
@@ -399,7 +401,8 @@ class SqliteSpanStore:
                 if unavailable is None:
                     raise
                 raise unavailable from error
-            self._version += 1
+            if changes_answers:
+                self._version += 1
             # Committed: what follows is housekeeping. An error here must not reach the writer
             # as a failed write, or it would tell its callers that stored spans were not (and
             # write them again one by one, counting them as duplicates).
@@ -735,7 +738,9 @@ class SqliteSpanStore:
                     computed = self._links.read_pending(reader.db, up_to, check=reader.check)
                 if not computed:
                     return
-                with self._transaction() as db:
+                # the links of traces already written: /dependencies answers the same before
+                # (it computes them itself), so answers cached for the data version still hold
+                with self._transaction(changes_answers=False) as db:
                     self._links.apply(db, computed)
 
     def _refresh_links_periodically(self) -> None:
