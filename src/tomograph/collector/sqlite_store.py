@@ -998,7 +998,9 @@ def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
             condition += " AND x.service = ?"
             values.append(service)
         criteria.append(("terms", condition, values))
-    if service is not None and not any(table == "spans" for table, _, _ in criteria):
+    # every criterion above is scoped to the service (a term row names its span's service):
+    # the service alone is a criterion only when there is no other
+    if service is not None and not criteria:
         criteria.append(("spans", scope, scope_values))
     return criteria
 
