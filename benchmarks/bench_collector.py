@@ -19,7 +19,9 @@ Cases:
 ``--instructions`` counts instead, with valgrind's callgrind (see ``_callgrind``), the
 instructions per span of the ingest pipeline in one process: Zipkin JSON batches of 100 spans
 decoded, bounded to the span limits and stored by ``SqliteSpanStore.accept`` (what a worker
-thread of the server does with an upload; the HTTP server around it is left out). Unlike
+thread of the server does with an upload; the HTTP server around it is left out), and the
+dependency links of their traces computed; and, as its floor, the instructions per span of
+inserting the very same rows, prepared beforehand, into a bare SQLite file (case 1b's floor). Unlike
 spans per second, the count does not move when the machine is busy.
 
 ``TOMOGRAPH_BENCH_SPANS`` sets the size of the search data set (default 1,000,000).
@@ -236,12 +238,11 @@ def run_pipeline(batches: int) -> None:
     from tomograph.collector.settings import CollectorSettings
     from tomograph.collector.span_limits import limit_spans
 
-    rng = random.Random(7)
-    bodies = [
-        json_body([s for t in range(10) for s in synthetic_trace(rng, b * 10 + t, 10**15, 10)])
-        for b in range(40)
-    ]
+    bodies = pipeline_bodies()
     limits = CollectorSettings().span_limits
+    # The dependency links of the batches' traces are computed after each batch, as the
+    # background refresher would: on its timer, that work would land in the count by chance.
+    sqlite_store._LINK_INTERVAL = 1e9
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteSpanStore(Path(tmp) / "pipeline.db", max_age=None)
         for number in range(-5, batches):
@@ -250,7 +251,50 @@ def run_pipeline(batches: int) -> None:
             spans = decode_zipkin_body(bodies[number % len(bodies)], "application/json")
             limit_spans(spans, limits)
             store.accept(spans)
+            store._refresh_links()
         store.close()
+
+
+def pipeline_bodies() -> list[bytes]:
+    """The 40 distinct Zipkin JSON batches (100 spans each) the counted pipelines store."""
+    rng = random.Random(7)
+    return [
+        json_body([s for t in range(10) for s in synthetic_trace(rng, b * 10 + t, 10**15, 10)])
+        for b in range(40)
+    ]
+
+
+def run_floor(batches: int) -> None:
+    """Insert ``batches`` batches of prepared rows into a bare SQLite file (after a warm-up).
+
+    The rows of all 40 batches are prepared whatever ``batches`` is: that work is the same in
+    both counted runs, so it drops out of the difference.
+    """
+    import gc
+
+    from tomograph.collector.ingest import decode_zipkin_body
+
+    prepared = [
+        sqlite_store._prepare_rows(decode_zipkin_body(body, "application/json"), 1)
+        for body in pipeline_bodies()
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA cache_size = -32000")
+        db.executescript(sqlite_store._SCHEMA)
+        for number in range(-5, batches):
+            if number == 0:
+                gc.disable()
+            rows = prepared[number % len(prepared)]
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sqlite_store._INSERT_SPAN, rows.spans)
+            db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
+            db.executemany(sqlite_store._UPSERT_TRACE, rows.traces)
+            db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
+            db.execute("COMMIT")
+        db.close()
 
 
 def count_instructions() -> None:
@@ -261,13 +305,22 @@ def count_instructions() -> None:
     per_batch = _callgrind.instructions_per_op(
         lambda n: [sys.executable, __file__, "--pipeline", str(n)], small=4, large=24
     )
+    floor = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--floor", str(n)], small=4, large=24
+    )
     print("\n## collector ingest pipeline, in one process (decode, span limits, accept)\n")
-    print(f"Zipkin JSON, batches of 100: {per_batch / 100:,.0f} instructions per span")
+    print("case | instructions per span\n-|-")
+    print(f"Zipkin JSON, batches of 100: decoded, bounded, stored | {per_batch / 100:,.0f}")
+    print(f"bare SQLite: the same rows, prepared beforehand, inserted | {floor / 100:,.0f}")
+    print(f"\nthe bare SQLite floor is {floor / per_batch:.0%} of the pipeline's instructions")
 
 
 def main() -> None:
     if "--pipeline" in sys.argv:
         run_pipeline(int(sys.argv[sys.argv.index("--pipeline") + 1]))
+        return
+    if "--floor" in sys.argv:
+        run_floor(int(sys.argv[sys.argv.index("--floor") + 1]))
         return
     if "--instructions" in sys.argv:
         count_instructions()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from tests.support.collector import decoded, make_span
 
+from tomograph.collector import sqlite_store
 from tomograph.collector.group_commit import GroupWriter
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import StoreClosed
@@ -221,6 +222,30 @@ def test_a_batch_the_database_refuses_fails_alone_in_its_group(store: SqliteSpan
             wait_until(lambda n=number: store._group_writer.waiting() == n, "handed over")
     assert first.outcome() == 2
     assert [caller.outcome() for caller in later] == [3, OverflowError, 4]
+    assert len(stored_span_ids(store.path)) == 1 + 2 + 3 + 4
+
+
+def test_an_error_after_the_commit_neither_fails_nor_miscounts_the_stored_batches(
+    store: SqliteSpanStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_housekeeping() -> None:
+        raise RuntimeError("after the commit")
+
+    # every commit is followed by housekeeping (emptying the write-ahead log) that fails
+    monkeypatch.setattr(store, "_request_wal_reset", broken_housekeeping)
+    monkeypatch.setattr(sqlite_store, "_WAL_RESET_BYTES", -1)
+    with database_locked_by_another_connection(store.path):
+        first = first_write_waiting_for_the_lock(store, spans(2, 1, 2))
+        later = [
+            Caller(lambda: store.accept(spans(3, 1, 3))),
+            Caller(lambda: store.accept(spans(4, 1, 4))),
+        ]
+        for number, caller in enumerate(later, 1):
+            caller.start()
+            wait_until(lambda n=number: store._group_writer.waiting() == n, "handed over")
+    # committed together, so counted as new: not failed, not re-written one by one as duplicates
+    assert first.outcome() == 2
+    assert [caller.outcome() for caller in later] == [3, 4]
     assert len(stored_span_ids(store.path)) == 1 + 2 + 3 + 4
 
 

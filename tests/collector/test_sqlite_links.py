@@ -253,7 +253,7 @@ def test_a_version_1_database_gets_the_links_of_its_traces(tmp_path: Path) -> No
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
     # the index of span names was rebuilt to cover what operations and searches read
     columns = [row[2] for row in db.execute("PRAGMA index_info(spans_by_name)")]
     assert columns == ["service", "name", "ts", "duration", "error", "trace_low", "kind"]
@@ -290,6 +290,31 @@ def test_links_are_computed_in_the_background_without_a_query(tmp_path: Path) ->
         while pending(path) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pending(path) == 0
+    finally:
+        store.close()
+
+
+def test_storing_computed_links_leaves_the_data_version_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Answers cached for a data version (/dependencies) stay valid: the links of traces already
+    # written change no answer, so the background pass must not make them look stale.
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        store.accept(decoded(rpc(1, "web", "api", start)))
+        written = store.data_version()
+        assert pending(path) == 1
+        store._refresh_links()  # what the background pass does
+        assert pending(path) == 0
+        assert store.data_version() == written
+        assert store.dependencies(start // 1000 + 1000, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+        store.accept(decoded(rpc(2, "web", "api", start)))
+        assert store.data_version() > written
     finally:
         store.close()
 

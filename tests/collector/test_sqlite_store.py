@@ -6,6 +6,8 @@ The contract it shares with the PostgreSQL store is in test_store_contract.py.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,10 +110,10 @@ def test_search_finds_the_newest_matches_whatever_the_probe_reaches(
     assert store.find_trace_ids(window(service_name="nobody", limit=3)) == []
 
 
-def test_the_index_of_names_of_an_earlier_version_2_file_is_rebuilt_with_the_kind(
+def test_the_index_of_names_of_an_earlier_file_is_rebuilt_with_the_kind(
     tmp_path: Path,
 ) -> None:
-    # version 2 files written before operations were split by kind: their index lacks it,
+    # files written before operations were split by kind: their index lacks it,
     # and operations would read each span's row for its kind
     path = tmp_path / "t.db"
     now = now_us()
@@ -131,5 +133,132 @@ def test_the_index_of_names_of_an_earlier_version_2_file_is_rebuilt_with_the_kin
     db = sqlite3.connect(path)
     columns = [row[2] for row in db.execute("PRAGMA index_info(spans_by_name)")]
     assert columns == ["service", "name", "ts", "duration", "error", "trace_low", "kind"]
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)  # older versions still read it
+    assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_version_2_file_is_migrated_and_every_span_is_found_as_it_was(tmp_path: Path) -> None:
+    # sqlite_v2.db was written by the store of schema version 2 (deflated span bodies), and
+    # sqlite_v2_answers.json holds what that store answered for it (see data/make_sqlite_v2.py)
+    path = tmp_path / "t.db"
+    shutil.copy(DATA / "sqlite_v2.db", path)
+    expected = json.loads((DATA / "sqlite_v2_answers.json").read_text())
+    store = SqliteSpanStore(path, max_age=None)
+    try:
+        for trace_id, spans in expected["traces"].items():
+            assert json.loads(store.get_trace_json(trace_id) or b"null") == spans
+            assert store.get_trace(trace_id) == spans
+        everything = [span for spans in expected["traces"].values() for span in spans]
+        assert store.span_count() == len(everything) == 120
+        for label, request in SEARCHES.items():
+            found = store.find_trace_ids(QueryRequest(**request, **expected["window"]))
+            assert found == expected["searches"][label]
+        names = {service: store.span_names(service) for service in store.service_names()}
+        assert names == expected["span_names"]
+        # a span stored again is recognized as a duplicate; a new one joins its old trace
+        old_trace, old_spans = next(iter(expected["traces"].items()))
+        assert store.accept(decoded(old_spans)) == 0
+        added = make_span(old_trace, "f" * 16, parent_id=old_spans[0]["id"], service="late")
+        assert store.accept(decoded([added])) == 1
+        assert len(store.get_trace(old_trace) or []) == len(old_spans) + 1
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
+        # old bodies stay as they were written; new ones are plain JSON
+        kinds = dict(db.execute("SELECT typeof(body), count(*) FROM spans GROUP BY 1").fetchall())
+        assert kinds == {"blob": 120, "text": 1}
+    db.close()
+
+
+#: The searches whose version 2 answers sqlite_v2_answers.json holds.
+SEARCHES: dict[str, dict[str, object]] = {
+    "web-1": {"service_name": "web-1"},
+    "error": {"annotation_query": {"error": ""}},
+    "api-1 sql": {"service_name": "api-1", "annotation_query": {"sql": ""}},
+    "db query": {"service_name": "db", "span_name": "query ünïcödé 2"},
+}
+
+
+def test_a_new_file_stores_span_bodies_as_plain_json(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "t.db")
+    span = make_span(T1, "1" * 16, tags={"k": "ü" * 50})
+    try:
+        store.accept(decoded([span]))
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        [(kind, body)] = db.execute("SELECT typeof(body), body FROM spans").fetchall()
+    db.close()
+    assert kind == "text"
+    assert json.loads(body)["tags"] == {"k": "ü" * 50}
+
+
+#: Tables as the store's statements name them (aliases included).
+TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names"}
+
+
+@pytest.mark.parametrize("plan", ["probe", "intersect", "rare name"])
+def test_every_search_reads_through_an_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: str
+) -> None:
+    if plan != "rare name":
+        monkeypatch.setattr(sqlite_store, "_RARE_NAME_SPANS", 0)
+    if plan == "intersect":
+        monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 0)
+    statements: list[str] = []
+    connect_reader = SqliteSpanStore._connect_reader
+
+    def traced(store: SqliteSpanStore) -> sqlite3.Connection:
+        db = connect_reader(store)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(SqliteSpanStore, "_connect_reader", traced)
+    store = SqliteSpanStore(tmp_path / "t.db")
+    try:
+        now = now_us()
+        store.accept(
+            decoded(
+                [
+                    make_span(
+                        f"{n + 1:032x}",
+                        "1" * 16,
+                        service=f"s{n % 3}",
+                        name=f"op{n % 5}",
+                        timestamp=now - n,
+                        duration=n,
+                        tags={"k": str(n % 2)},
+                    )
+                    for n in range(50)
+                ]
+            )
+        )
+        for criteria in (
+            {"service_name": "s1", "span_name": "op2"},
+            {"service_name": "s1", "span_name": "op2", "annotation_query": {"k": "1"}},
+            {"service_name": "s1", "min_duration": 10},
+            {"min_duration": 10, "max_duration": 20},
+            {"annotation_query": {"k": ""}},
+            {"service_name": "s1", "remote_service_name": "s2"},
+        ):
+            store.find_trace_ids(window(limit=100, **criteria))
+        store.operations("s1", now // 1000 + 1000, 3_600_000)
+        store.get_trace_json(f"{1:032x}")
+        store.tag_values("k")
+        store.span_names("s1")
+    finally:
+        store.close()
+    # the plan of a rare name walks the spans of the name, then their traces
+    assert any("CROSS JOIN traces" in sql for sql in statements) == (plan == "rare name")
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        for statement in statements:
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                continue
+            for row in db.execute("EXPLAIN QUERY PLAN " + statement):
+                words = row[3].split()
+                if words[0] == "SCAN" and words[1] in TABLES:
+                    assert "USING" in words, f"{row[3]} in {statement}"
     db.close()

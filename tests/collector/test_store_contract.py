@@ -28,12 +28,23 @@ T1 = "a" * 16 + "0000000000000001"
 T2 = "b" * 16 + "0000000000000002"
 
 
-@pytest.fixture(params=["sqlite, probe newest traces", "sqlite, intersect indexes", "postgresql"])
+@pytest.fixture(
+    params=[
+        "sqlite, probe newest traces",
+        "sqlite, intersect indexes",
+        "sqlite, spans of a rare name",
+        "postgresql",
+    ]
+)
 def open_store(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[StoreFactory]:
-    """Each test runs on SQLite under both of its search plans, then on PostgreSQL."""
+    """Each test runs on SQLite under each of its search plans, then on PostgreSQL."""
     if request.param.startswith("sqlite"):
+        # a service and span name counts as rare below _RARE_NAME_SPANS spans: every one does
+        # in these tests, unless that is zero
+        if not request.param.endswith("rare name"):
+            monkeypatch.setattr(sqlite_store, "_RARE_NAME_SPANS", 0)
         if request.param.endswith("intersect indexes"):  # forced by a probe of zero
             monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 0)
         factory = StoreFactory("sqlite", str(tmp_path / "traces.db"))

@@ -62,8 +62,9 @@ __all__ = ["SqliteSpanStore"]
 log = logging.getLogger("tomograph.collector")
 
 #: 1: spans, terms, traces, names; 2: stored dependency links (built when a 1 is opened) and
-#: spans_by_name covering the reads of operations and of name searches.
-_SCHEMA_VERSION = 2
+#: spans_by_name covering the reads of operations and of name searches; 3: span bodies written
+#: as plain JSON text (those of older versions stay deflated blobs: see _BODY).
+_SCHEMA_VERSION = 3
 #: The tables and indexes of _SCHEMA and of the links; a file holding anything else belongs to
 #: another program.
 _SCHEMA_OBJECTS = LINK_OBJECTS | {
@@ -129,11 +130,15 @@ CREATE TABLE IF NOT EXISTS span_names (
 ) WITHOUT ROWID;
 """
 
+# The body is bound as bytes and stored as TEXT: its type is what tells it from the deflated
+# bodies of version 2 files (see _BODY).
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (trace_low, trace_id, span_id, parent_id, kind, shared, name, service,
     remote_service, ts, duration, error, digest, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT))
 """
+#: A span's stored JSON as bytes, and whether it is deflated (1) or plain (0).
+_BODY = "CAST(body AS BLOB), typeof(body) = 'blob'"
 _UPSERT_TRACE = """
 INSERT INTO traces (trace_low, trace_id, ts, root_ts, received) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (trace_low) DO UPDATE SET
@@ -146,9 +151,10 @@ ON CONFLICT (trace_low) DO UPDATE SET
     received = max(traces.received, excluded.received)
 """
 
-# Span bodies are stored deflated with a preset dictionary of Zipkin's JSON field names: a span of
-# a few hundred bytes shrinks by half, and inflating one takes about two microseconds. The
-# dictionary is part of the schema: changing it needs a new schema version.
+# Schema version 2 stored span bodies deflated with a preset dictionary of Zipkin's JSON field
+# names: a span of a few hundred bytes shrank by half, but deflating it cost about a fifth of
+# all the work of ingesting it. Version 3 stores them as they are; the bodies written by version
+# 2 are read with this dictionary (it is part of that format: it can never change).
 _ZDICT = (
     b'"annotations":[{"timestamp":,"value":"}],"tags":{"http.method":"GET","http.status_code":'
     b'"200","http.url":"http://","http.route":"/","error":"","otel.scope.name":"'
@@ -158,22 +164,8 @@ _ZDICT = (
 )
 
 
-#: A 4 KB window (spans are rarely longer) and memory level 4 compress these bodies as well as
-#: zlib's largest settings, with state of about 24 KB instead of 384 KB: that much, allocated
-#: and freed per span, was mapped and unmapped by malloc each time (up to 150 µs a span).
-#: Any window up to 32 KB inflates with the same decompressor: the stored format is unchanged.
-_PACK_WBITS = -12
-_PACK_MEMLEVEL = 4
-
-
-def _pack(body: bytes) -> bytes:
-    packer = zlib.compressobj(
-        6, zlib.DEFLATED, _PACK_WBITS, _PACK_MEMLEVEL, zlib.Z_DEFAULT_STRATEGY, _ZDICT
-    )
-    return packer.compress(body) + packer.flush()
-
-
-def _unpack(stored: bytes) -> bytes:
+def _inflate(stored: bytes) -> bytes:
+    """A body as schema version 2 stored it (raw deflate with :data:`_ZDICT`), inflated."""
     return zlib.decompressobj(-15, _ZDICT).decompress(stored)
 
 
@@ -348,9 +340,11 @@ class SqliteSpanStore:
                     # the same version: an older tomograph still reads a file with this index
                     writer.execute("DROP INDEX spans_by_name")
                     writer.execute(_SPANS_BY_NAME)
-                if version < _SCHEMA_VERSION:
+                if version < 2:
                     # a file of version 1 has traces without links: all of them are pending
                     TraceLinks.create(writer, existing_traces=version == 1)
+                # version 2 -> 3: nothing to rewrite (its deflated bodies are read as they are)
+                if version < _SCHEMA_VERSION:
                     # in the same transaction: a crash never leaves tables without a version
                     writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             except BaseException:
@@ -393,7 +387,9 @@ class SqliteSpanStore:
         return db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, changes_answers: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the write lock; one that ``changes_answers`` of queries
+        moves :meth:`data_version` on (storing computed links changes none)."""
         with self._write_lock:
             if self._closed:
                 raise StoreClosed("the span store is closed")
@@ -414,13 +410,24 @@ class SqliteSpanStore:
                 if unavailable is None:
                     raise
                 raise unavailable from error
-            self._version += 1
+            if changes_answers:
+                self._version += 1
+            # Committed: what follows is housekeeping. An error here must not reach the writer
+            # as a failed write, or it would tell its callers that stored spans were not (and
+            # write them again one by one, counting them as duplicates).
             try:
-                wal_bytes = os.stat(self._wal).st_size
-            except OSError:
-                wal_bytes = 0
-            if wal_bytes > _WAL_RESET_BYTES:
-                self._request_wal_reset()
+                self._after_commit()
+            except Exception:
+                log.exception("housekeeping after a committed write failed")
+
+    def _after_commit(self) -> None:
+        """Empty a write-ahead log grown too long (called under the write lock)."""
+        try:
+            wal_bytes = os.stat(self._wal).st_size
+        except OSError:
+            wal_bytes = 0
+        if wal_bytes > _WAL_RESET_BYTES:
+            self._request_wal_reset()
 
     def _request_wal_reset(self) -> None:
         """Empty the write-ahead log as soon as no read uses it (called under the write lock).
@@ -542,19 +549,19 @@ class SqliteSpanStore:
         low = trace_id_low(trace_id)
         if len(trace_id) == 16:  # a 64-bit id matches any trace with those low bits
             rows = reader.execute(
-                "SELECT body FROM spans WHERE trace_low = ? ORDER BY ts, row_id", (low,)
+                f"SELECT {_BODY} FROM spans WHERE trace_low = ? ORDER BY ts, row_id", (low,)
             )
         else:  # a 128-bit id matches itself, and spans reported with only its low half;
             # filtered in SQL, so traces sharing the low half cost no transfer of their bodies
             rows = reader.execute(
-                "SELECT body FROM spans WHERE trace_low = ? AND trace_id IN (?, ?)"
+                f"SELECT {_BODY} FROM spans WHERE trace_low = ? AND trace_id IN (?, ?)"
                 " ORDER BY ts, row_id",
                 (low, trace_id, trace_id[16:]),
             )
         bodies: list[bytes] = []
         size = 0
-        for (packed,) in rows:
-            body = _unpack(packed)
+        for stored, deflated in rows:
+            body = _inflate(stored) if deflated else stored
             size += len(body) + 1
             if budget is not None and bodies and size > budget:
                 break
@@ -606,6 +613,8 @@ class SqliteSpanStore:
         if not criteria:
             sql = "SELECT trace_id FROM traces WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?"
             return [row[0] for row in reader.execute(sql, [*window, request.limit])]
+        if _is_rare_name(reader, request):
+            return self._find_by_rare_name(reader, request, window, criteria)
         # The probe walks traces_by_ts newest first and stops at ``limit`` matches. Its reach
         # is the time of the _PROBE_TRACES-th newest trace: as a subquery with LIMIT, SQLite
         # checked every one of those traces before sorting (200 ms instead of 0.2).
@@ -644,6 +653,31 @@ class SqliteSpanStore:
         for _, _, values in criteria:
             params.extend(values)
         return [row[0] for row in reader.execute(intersect_sql, [*params, request.limit])]
+
+    def _find_by_rare_name(
+        self,
+        reader: Reader,
+        request: QueryRequest,
+        window: list[int],
+        criteria: list[tuple[str, str, list[Any]]],
+    ) -> list[str]:
+        """The third plan, for a service and span name with few spans: the traces of those
+        spans (read from spans_by_name), each checked against the other criteria."""
+        name_criterion, *others = criteria  # _criteria puts the span name first
+        # CROSS JOIN keeps the spans of the name as the outer loop: left to itself, SQLite walks
+        # the window's traces by time and probes each (the plan this one exists to avoid)
+        sql = (
+            "SELECT t.trace_id FROM (SELECT DISTINCT s.trace_low FROM spans s"
+            " WHERE s.service = ? AND s.name = ?) m CROSS JOIN traces t"
+            " ON t.trace_low = m.trace_low WHERE t.ts BETWEEN ? AND ?"
+            + "".join(" AND " + _exists(table, where) for table, where, _ in others)
+            # the order the probe walks traces_by_ts in, ties included
+            + " ORDER BY t.ts DESC, t.trace_low DESC LIMIT ?"
+        )
+        params: list[Any] = [*name_criterion[2], *window]
+        for _, _, values in others:
+            params.extend(values)
+        return [row[0] for row in reader.execute(sql, [*params, request.limit])]
 
     @_reading
     def _names(self, reader: Reader, kind: str, service: str | None) -> list[str]:
@@ -713,7 +747,9 @@ class SqliteSpanStore:
                     computed = self._links.read_pending(reader.db, up_to, check=reader.check)
                 if not computed:
                     return
-                with self._transaction() as db:
+                # the links of traces already written: /dependencies answers the same before
+                # (it computes them itself), so answers cached for the data version still hold
+                with self._transaction(changes_answers=False) as db:
                     self._links.apply(db, computed)
 
     def _refresh_links_periodically(self) -> None:
@@ -944,6 +980,23 @@ def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable | None:
 
 #: How many of the newest traces the first search plan probes before switching plans.
 _PROBE_TRACES = 2000
+#: A service and span name with fewer spans than this (of any time) is searched from its spans
+#: (counting them up to this in spans_by_name costs well under a millisecond): the probe of the
+#: newest traces would mostly look for it in vain.
+_RARE_NAME_SPANS = 5000
+
+
+def _is_rare_name(reader: Reader, request: QueryRequest) -> bool:
+    """Whether the search names a service and span name with few spans (see _RARE_NAME_SPANS)."""
+    if request.service_name is None or request.span_name is None:
+        return False
+    [(count,)] = reader.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM spans WHERE service = ? AND name = ? LIMIT ?)",
+        (request.service_name, request.span_name, _RARE_NAME_SPANS),
+    ).fetchall()
+    return bool(count < _RARE_NAME_SPANS)
+
+
 _TABLES = {
     "spans": "spans s INDEXED BY spans_by_trace",
     "terms": "span_terms x",
@@ -978,7 +1031,9 @@ def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
             condition += " AND x.service = ?"
             values.append(service)
         criteria.append(("terms", condition, values))
-    if service is not None and not any(table == "spans" for table, _, _ in criteria):
+    # every criterion above is scoped to the service (a term row names its span's service):
+    # the service alone is a criterion only when there is no other
+    if service is not None and not criteria:
         criteria.append(("spans", scope, scope_values))
     return criteria
 
@@ -1034,7 +1089,7 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
                 span.get("duration"),
                 1 if is_error(span) else 0,
                 hashlib.blake2b(body, digest_size=12).digest(),
-                _pack(body),
+                body,
             )
         )
         # A term is a tag key with its value, or an annotation value with "" (only a bare
