@@ -36,7 +36,6 @@ from tomograph.collector.span_fields import (
     local_service,
     remote_service,
     trace_id_low,
-    trace_low_hex,
 )
 from tomograph.collector.sqlite_store import DEFAULT_MAX_RESPONSE_BYTES, MAX_INDEXED_VALUE
 from tomograph.collector.storage import (
@@ -50,6 +49,7 @@ from tomograph.collector.storage import (
     StoreClosed,
     StoreOpenError,
     StoreUnavailable,
+    operation_samples_answer,
 )
 from tomograph.collector.stored_spans import json_array, stored_json, traces_json
 from tomograph.encoding.normalize import normalize_trace_id
@@ -583,13 +583,7 @@ class PostgresSpanStore:
                     limit + 1,
                 ),
             ).fetchall()
-        return OperationSamples(
-            samples=[
-                (ts, duration, int(error), trace_low_hex(low))
-                for ts, duration, error, low in rows[:limit]
-            ],
-            truncated=len(rows) > limit,
-        )
+        return operation_samples_answer(rows, limit)
 
     def span_count(self) -> int:
         """How many spans are stored."""

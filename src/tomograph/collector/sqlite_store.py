@@ -37,7 +37,6 @@ from tomograph.collector.span_fields import (
     local_service,
     remote_service,
     trace_id_low,
-    trace_low_hex,
 )
 from tomograph.collector.sqlite_links import LINK_OBJECTS, TraceLinks
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
@@ -52,6 +51,7 @@ from tomograph.collector.storage import (
     StoreClosed,
     StoreOpenError,
     StoreUnavailable,
+    operation_samples_answer,
     operation_stats,
 )
 from tomograph.collector.stored_spans import json_array, stored_json, traces_json
@@ -815,7 +815,8 @@ class SqliteSpanStore:
     ) -> OperationSamples:
         """Timestamp, duration and error of the newest ``limit`` spans of one operation."""
         # newest first along (service, name, ts) of spans_by_name, which also holds the kind:
-        # at most limit + 1 spans of the operation are read, whatever the window holds
+        # no span row is read; index entries of the name's other kinds are stepped over (bounded
+        # by the window and the query timeout, as /operations is)
         rows = reader.execute(
             "SELECT ts, duration, error, trace_low FROM spans WHERE service = ? AND name = ?"
             " AND ts BETWEEN ? AND ? AND duration IS NOT NULL AND kind IS ?"
@@ -829,13 +830,7 @@ class SqliteSpanStore:
                 limit + 1,
             ),
         ).fetchall()
-        return OperationSamples(
-            samples=[
-                (ts, duration, error, trace_low_hex(low))
-                for ts, duration, error, low in rows[:limit]
-            ],
-            truncated=len(rows) > limit,
-        )
+        return operation_samples_answer(rows, limit)
 
     # -- retention --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
+from tomograph.collector.span_fields import trace_low_hex
 from tomograph.encoding.normalize import SpanDict
 
 __all__ = [
@@ -144,6 +145,19 @@ class OperationSamples(TypedDict):
 
     samples: list[tuple[int, int, int, str]]
     truncated: bool
+
+
+def operation_samples_answer(rows: Sequence[Sequence[int]], limit: int) -> OperationSamples:
+    """The answer for ``limit`` samples from up to ``limit + 1`` rows of
+    ``(ts, duration, error, trace_low)``, newest first (a further row means some were left out).
+    """
+    return OperationSamples(
+        samples=[
+            (ts, duration, int(error), trace_low_hex(low))
+            for ts, duration, error, low in rows[:limit]
+        ],
+        truncated=len(rows) > limit,
+    )
 
 
 @dataclass(frozen=True)
