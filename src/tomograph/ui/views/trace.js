@@ -69,7 +69,7 @@ export function showSpans(root, spans, { traceId, json, stored = false }) {
   const summary = adjusted.size ? summarize(shown) : asSent;
   document.getElementById("t-title").textContent = `${serviceOf(summary.root)}: ${summary.root.name || "(unnamed)"}`;
   const facts = [["Duration", formatDuration(summary.duration)], ["Services", summary.services.length],
-    ["Depth", summary.depth], ["Spans", spans.length], ["Errors", summary.errors],
+    ["Depth", summary.depth], ["Spans", summary.order.length], ["Errors", summary.errors],
     ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
   const analyses = traceAnalyses(summary, adjusted);
   facts.push(...analyses.facts);
