@@ -14,7 +14,7 @@
 // Hosts are told apart by IP address as Zipkin does; when neither endpoint carries an address
 // (common with in-process tracers), by service name.
 
-import { buildTree } from "../lib/spans.js";
+import { buildTree, joinSpanParts } from "../lib/spans.js";
 
 function sameHost(a, b) {
   if (!a || !b) return false;
@@ -126,6 +126,7 @@ function depthFirst(roots, compare) {
  * as correctClockSkew gives it. Ids are unchanged, so the corrected list makes the same tree.
  * `roots`, the tree of `spans` if the caller has built it already, saves building it again. */
 export function correctSpansForClockSkew(spans, roots = buildTree(spans).roots) {
+  spans = joinSpanParts(spans); // the spans of the tree: a span reported in parts is one
   const { adjusted } = correctClockSkew(roots);
   if (!adjusted.size) return { spans, adjusted };
   const replaced = new Map([...adjusted].map(([copy, { original }]) => [original, copy]));
