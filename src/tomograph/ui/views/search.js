@@ -3,6 +3,7 @@
 import { api, token } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, fillSelect, setStatus, template } from "../lib/dom.js";
+import { largest } from "../lib/extremes.js";
 import { formatDuration, formatTime, isoTime, parseDuration } from "../lib/format.js";
 import { routeParams } from "../lib/route.js";
 import { serviceOf, summarize } from "../lib/spans.js";
@@ -139,7 +140,7 @@ function drawList() {
   const results = document.getElementById("results");
   const sort = SORTS[document.getElementById("f-sort").value] || SORTS.newest;
   const summaries = [...shown].sort(sort);
-  const longest = Math.max(1, ...summaries.map((s) => s.duration));
+  const longest = largest(summaries.map((s) => s.duration), 1);
   results.replaceChildren(...summaries.map((s) => {
     const counts = new Map();
     for (const node of s.order) counts.set(serviceOf(node.span), (counts.get(serviceOf(node.span)) || 0) + 1);
