@@ -92,3 +92,12 @@ test("a client span and the shared server span of the same id are not joined", (
   const { order } = buildTree([span("r", undefined, 0, { duration: 50 }), client, server]);
   assert.deepEqual(order.map((node) => node.span.kind || "-"), ["-", "CLIENT", "SERVER"]);
 });
+
+test("trace ids are the same trace in either case, padded to 128 bits, or as a 128-bit id's low half", async () => {
+  const { normalTraceId, sameTraceId } = await import("../../src/tomograph/ui/lib/spans.js");
+  assert.equal(normalTraceId("0000000000000000ABC0000000000001"), "abc0000000000001");
+  assert.ok(sameTraceId("abc0000000000001", "0000000000000000ABC0000000000001"));
+  assert.ok(sameTraceId("1234567890abcdefabc0000000000001", "ABC0000000000001"));
+  assert.ok(!sameTraceId("abc0000000000001", "abc0000000000002"));
+  assert.ok(!sameTraceId("1234567890abcdefabc0000000000001", "0000000000000001abc0000000000001"));
+});

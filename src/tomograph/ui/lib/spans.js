@@ -6,6 +6,21 @@ export const serviceOf = (span) => (span.localEndpoint && span.localEndpoint.ser
 /** The service on the other side of a client/server/producer/consumer span, "" if not known. */
 export const remoteOf = (span) => (span.remoteEndpoint && span.remoteEndpoint.serviceName) || "";
 
+/** A trace id as the collector stores it: lower case, a 128-bit id whose high half is zeros cut to
+ * its 16-hex low half. Example: "0000000000000000ABC0000000000001" gives "abc0000000000001". */
+export function normalTraceId(hex) {
+  const id = String(hex).toLowerCase();
+  return id.length === 32 && id.startsWith("0000000000000000") ? id.slice(16) : id;
+}
+
+/** Whether two trace ids name the same trace: equal once normalized, or one is the 16-hex low half
+ * of the other (the collector finds a 128-bit trace by its low half, as Zipkin does). */
+export function sameTraceId(a, b) {
+  const x = normalTraceId(a), y = normalTraceId(b);
+  if (x === y) return true;
+  return x.length !== y.length && Math.min(x.length, y.length) === 16 && x.slice(-16) === y.slice(-16);
+}
+
 /** Whether the span is marked failed (an "error" tag, whatever its value). */
 export const isError = (span) => Boolean(span.tags && Object.prototype.hasOwnProperty.call(span.tags, "error"));
 
