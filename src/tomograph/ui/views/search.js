@@ -7,6 +7,7 @@ import { largest } from "../lib/extremes.js";
 import { formatDuration, formatTime, isoTime, parseDuration } from "../lib/format.js";
 import { routeParams } from "../lib/route.js";
 import { serviceOf, summarize } from "../lib/spans.js";
+import { toLocalInput } from "../lib/time-window.js";
 
 /** How the trace list can be ordered: a key of the route's "sort" parameter -> a comparison. */
 export const SORTS = {
@@ -70,9 +71,8 @@ export async function show(root) {
   if (previous.lookback && [...fields.lookback.options].some((o) => o.value === previous.lookback)) fields.lookback.value = previous.lookback;
   if (previous.endTs && previous.custom) {
     fields.lookback.value = "custom";
-    const toLocal = (ms) => new Date(ms - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16);
-    to.value = toLocal(Number(previous.endTs));
-    from.value = toLocal(Number(previous.endTs) - Number(previous.lookback));
+    to.value = toLocalInput(Number(previous.endTs));
+    from.value = toLocalInput(Number(previous.endTs) - Number(previous.lookback));
   }
   toggleCustom();
 
