@@ -35,6 +35,13 @@ let jsonBlobUrl = null; // the JSON of the trace on show, when the API needs a t
 export async function show(root, traceId) {
   root.replaceChildren(template("tpl-trace"));
   const title = document.getElementById("t-title");
+  if (!/^[0-9a-f]{1,32}$/i.test(traceId)) {
+    title.textContent = `"${traceId}" is not a trace id`;
+    const status = document.getElementById("t-status");
+    status.hidden = false;
+    status.replaceChildren(el("span", {}, "A trace id is up to 32 hexadecimal digits. ", el("a", { href: "#/" }, "Search traces")));
+    return null;
+  }
   let spans;
   try {
     spans = await api(`/trace/${encodeURIComponent(traceId)}`);
