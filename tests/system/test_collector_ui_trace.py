@@ -551,3 +551,16 @@ def test_an_end_time_date_cannot_hold_leaves_the_field_empty(
     page.wait_for_selector(field, state="attached")
     page.wait_for_load_state("networkidle")
     assert page.input_value(field) == ""  # and no error (Tab fails the test on one)
+
+
+def test_a_trace_id_in_a_result_link_is_escaped(collector: str, tab: Tab) -> None:
+    page = tab.page
+    odd = "a/b?c#d"
+    span = {"traceId": odd, "id": "1", "name": "odd", "timestamp": 1, "duration": 1}
+    page.route(
+        "**/api/v2/traces?*",
+        lambda route: route.fulfill(content_type="application/json", body=json.dumps([[span]])),
+    )
+    page.goto(collector + "/#/?lookback=3600000")
+    page.wait_for_selector(".trace-row")
+    assert page.get_attribute(".trace-row", "href") == "#/trace/a%2Fb%3Fc%23d"

@@ -145,7 +145,7 @@ function drawList() {
     const counts = new Map();
     for (const node of s.order) counts.set(serviceOf(node.span), (counts.get(serviceOf(node.span)) || 0) + 1);
     return el("li", {},
-      el("a", { class: `trace-row${s.errors ? " has-error" : ""}`, href: `#/trace/${s.root.traceId}`, "data-trace-id": s.root.traceId },
+      el("a", { class: `trace-row${s.errors ? " has-error" : ""}`, href: `#/trace/${encodeURIComponent(s.root.traceId)}`, "data-trace-id": s.root.traceId },
         el("div", {},
           el("div", { class: "name" }, `${serviceOf(s.root)}: ${s.root.name || "(unnamed)"}`),
           el("div", { class: "sub" },
