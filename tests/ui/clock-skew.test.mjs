@@ -2,7 +2,7 @@
 // client's window for display; the spans as given stay as they are.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { correctClockSkew, skewShift } from "../../src/tomograph/ui/analysis/clock-skew.js";
+import { correctClockSkew, correctSpansForClockSkew, skewShift } from "../../src/tomograph/ui/analysis/clock-skew.js";
 
 const host = (serviceName, ipv4) => (ipv4 ? { serviceName, ipv4 } : { serviceName });
 // times are given relative to T, an ordinary epoch time in µs (Zipkin reads 0 as "not set")
@@ -97,4 +97,20 @@ test("a 10,000-span chain of skewed calls does not overflow the stack", () => {
   const result = correctClockSkew([leaf]);
   assert.equal(result.order.length, 1 + 10000 + 5000);
   assert.ok(result.adjusted.size > 1000);
+});
+
+test("a server sticking out past its client's end is moved into the client's window", () => {
+  const client = { id: "a", kind: "CLIENT", timestamp: 100, duration: 100, localEndpoint: { serviceName: "fe", ipv4: "1.1.1.1" } };
+  const server = { id: "a", kind: "SERVER", shared: true, timestamp: 180, duration: 80, localEndpoint: { serviceName: "be", ipv4: "2.2.2.2" } };
+  assert.equal(skewShift(client, server), -70); // centred: 110-190
+  const { spans, adjusted } = correctSpansForClockSkew([client, server]);
+  assert.equal(adjusted.size, 1);
+  assert.equal(spans[1].timestamp, 110);
+});
+
+test("a server wholly inside its client's window is left alone", () => {
+  const client = { id: "a", kind: "CLIENT", timestamp: 100, duration: 100, localEndpoint: { serviceName: "fe", ipv4: "1.1.1.1" } };
+  const server = { id: "a", kind: "SERVER", shared: true, timestamp: 120, duration: 80, localEndpoint: { serviceName: "be", ipv4: "2.2.2.2" } };
+  assert.equal(skewShift(client, server), 0);
+  assert.equal(correctSpansForClockSkew([client, server]).adjusted.size, 0);
 });

@@ -118,3 +118,9 @@ test("10,000 sequential children are all on the path, with the gaps between them
   assert.equal(sections.length, 2 * 10000);
   assert.deepEqual(sections.slice(0, 3).map((s) => `${s.span.name} ${s.start}-${s.end}`), ["root 0-1", "c0 1-10", "root 10-11"]);
 });
+
+test("a root without a duration reaches to its latest child's end", () => {
+  const root = node("root", 0, 0, node("a", 10, 40), node("b", 50, 90));
+  delete root.span.duration;
+  assert.deepEqual(path([root]), ["root 0-10", "a 10-40", "root 40-50", "b 50-90"]);
+});

@@ -66,3 +66,38 @@ test("summarize counts errors and services and measures the trace", () => {
   assert.equal(summary.root.id, "a");
   assert.deepEqual(ids(summary.roots), ["a"]);
 });
+
+test("a span reported in two parts is one row, and the critical path goes through its children", async () => {
+  const { criticalPath } = await import("../../src/tomograph/ui/analysis/critical-path.js");
+  const root = { traceId: "t", id: "r", name: "root", timestamp: 1000, duration: 100, localEndpoint: { serviceName: "s" } };
+  const a1 = { traceId: "t", id: "a", parentId: "r", name: "a", timestamp: 1010, localEndpoint: { serviceName: "s" },
+    tags: { x: "1" }, annotations: [{ timestamp: 1015, value: "note" }] };
+  const a2 = { traceId: "t", id: "a", parentId: "r", duration: 80, localEndpoint: { serviceName: "s" },
+    tags: { y: "2" }, annotations: [{ timestamp: 1015, value: "note" }, { timestamp: 1020, value: "other" }] };
+  const b = { traceId: "t", id: "b", parentId: "a", name: "b", timestamp: 1020, duration: 60, localEndpoint: { serviceName: "s" } };
+  const summary = summarize([root, a1, a2, b]);
+  assert.deepEqual(summary.order.map((node) => node.span.id), ["r", "a", "b"]);
+  const a = summary.order[1].span;
+  assert.equal(a.timestamp, 1010);
+  assert.equal(a.duration, 80);
+  assert.deepEqual(a.tags, { x: "1", y: "2" });
+  assert.deepEqual(a.annotations.map((note) => note.value), ["note", "other"]);
+  assert.ok(criticalPath(summary.roots).spans.has(summary.order[2].span));
+  assert.deepEqual(a1.tags, { x: "1" }); // the spans given are untouched
+});
+
+test("a client span and the shared server span of the same id are not joined", () => {
+  const client = span("a", "r", 10, { kind: "CLIENT", localEndpoint: { serviceName: "fe" } });
+  const server = span("a", "r", 12, { kind: "SERVER", shared: true, localEndpoint: { serviceName: "fe" } });
+  const { order } = buildTree([span("r", undefined, 0, { duration: 50 }), client, server]);
+  assert.deepEqual(order.map((node) => node.span.kind || "-"), ["-", "CLIENT", "SERVER"]);
+});
+
+test("trace ids are the same trace in either case, padded to 128 bits, or as a 128-bit id's low half", async () => {
+  const { normalTraceId, sameTraceId } = await import("../../src/tomograph/ui/lib/spans.js");
+  assert.equal(normalTraceId("0000000000000000ABC0000000000001"), "abc0000000000001");
+  assert.ok(sameTraceId("abc0000000000001", "0000000000000000ABC0000000000001"));
+  assert.ok(sameTraceId("1234567890abcdefabc0000000000001", "ABC0000000000001"));
+  assert.ok(!sameTraceId("abc0000000000001", "abc0000000000002"));
+  assert.ok(!sameTraceId("1234567890abcdefabc0000000000001", "0000000000000001abc0000000000001"));
+});

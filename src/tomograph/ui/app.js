@@ -13,13 +13,22 @@ import * as upload from "./views/upload.js";
 
 const view = document.getElementById("view");
 
+// "%E0" or a lone "%" is no escape: keep the text as typed, and the trace page says it is no trace id.
+function decodedOrRaw(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const path = hash.split("?")[0];
   const pages = { "/dependencies": "dependencies", "/operations": "operations", "/compare": "compare", "/upload": "upload" };
   const section = path.startsWith("/trace/") ? "trace" : (Object.hasOwn(pages, path) ? pages[path] : "search");
   for (const link of document.querySelectorAll("[data-nav]")) link.classList.toggle("active", link.dataset.nav === section);
-  if (section === "trace") return trace.show(view, decodeURIComponent(path.slice("/trace/".length)));
+  if (section === "trace") return trace.show(view, decodedOrRaw(path.slice("/trace/".length)));
   if (section === "dependencies") return dependencies.show(view);
   if (section === "operations") return operations.show(view);
   if (section === "compare") return compare.show(view);
@@ -30,7 +39,7 @@ function route() {
 document.getElementById("goto").addEventListener("submit", (event) => {
   event.preventDefault();
   const id = document.getElementById("goto-id").value.trim().toLowerCase();
-  if (id) location.hash = `#/trace/${id}`;
+  if (id) location.hash = `#/trace/${encodeURIComponent(id)}`;
 });
 window.addEventListener("hashchange", () => { takeTokenFromLink(); route(); });
 takeTokenFromLink();

@@ -1,20 +1,22 @@
 // Clock-skew correction for display, as Zipkin does it: a server span that starts before the
-// client span that called it (the two hosts' clocks disagree) is moved into the client's window,
-// and the spans after it on the same host move with it. Pure: it returns adjusted copies and
-// leaves the spans it was given (the data as stored) untouched.
+// client span that called it, or ends after it (the two hosts' clocks disagree), is moved into
+// the client's window, and the spans after it on the same host move with it. Pure: it returns
+// adjusted copies and leaves the spans it was given (the data as stored) untouched.
 //
 // Zipkin's rules (zipkin-lens's clock-skew): skew is only detectable from a CLIENT span to its
-// SERVER child on another host, and only when the server appears to start at or before the
-// client. With both durations known and the server's the shorter, the server is centred in the
-// client (half the difference on each side, the network latency); when the server outlasted the
-// client (an asynchronous call) or a duration is missing (one-way), the server is placed 1µs
-// after the client starts. Descendants on the skewed host take the same shift; a descendant on
-// a third host gets its own correction against its (already shifted) client.
+// SERVER child on another host, and only when the server is not wholly inside the client's
+// window (it starts at or before the client, or ends after it). With both durations known and
+// the server's the shorter, the server is centred in the client (half the difference on each
+// side, the network latency); when the server outlasted the client (an asynchronous call) or a
+// duration is missing (one-way), the server is placed 1µs after the client starts; a one-way
+// server starting after its client shows no skew. Descendants on the skewed host take the same
+// shift; a descendant on a third host gets its own correction against its (already shifted)
+// client.
 //
 // Hosts are told apart by IP address as Zipkin does; when neither endpoint carries an address
 // (common with in-process tracers), by service name.
 
-import { buildTree } from "../lib/spans.js";
+import { buildTree, joinSpanParts } from "../lib/spans.js";
 
 function sameHost(a, b) {
   if (!a || !b) return false;
@@ -28,14 +30,18 @@ function sameHost(a, b) {
 const positive = (value) => Number.isFinite(value) && value > 0;
 
 /** How many µs to add to `server`'s times to put it inside `client`'s window, or 0 when there is
- * no skew to see. Example: client 100-200 and server 50-130 (80µs) give 60: server 110-190. */
+ * no skew to see (the server lies inside the client's window). Example: client 100-200 and
+ * server 50-130 (80µs) give 60, server 180-260 gives -70: server 110-190 either way. */
 export function skewShift(client, server) {
   if (!client || !server || client.kind !== "CLIENT" || server.kind !== "SERVER") return 0;
   if (!positive(client.timestamp) || !positive(server.timestamp)) return 0;
-  if (server.timestamp > client.timestamp) return 0; // the server started after: nothing to see
   if (!server.localEndpoint || !client.localEndpoint) return 0;
   if (sameHost(server.localEndpoint, client.localEndpoint)) return 0; // a call to itself
   const oneWay = !positive(client.duration) || !positive(server.duration);
+  if (server.timestamp > client.timestamp) {
+    // started after the client: skew shows only when the server ends after the client did
+    if (oneWay || server.timestamp + server.duration <= client.timestamp + client.duration) return 0;
+  }
   if (oneWay || client.duration < server.duration) return client.timestamp - server.timestamp + 1;
   const latency = Math.floor((client.duration - server.duration) / 2);
   return client.timestamp + latency - server.timestamp;
@@ -126,6 +132,7 @@ function depthFirst(roots, compare) {
  * as correctClockSkew gives it. Ids are unchanged, so the corrected list makes the same tree.
  * `roots`, the tree of `spans` if the caller has built it already, saves building it again. */
 export function correctSpansForClockSkew(spans, roots = buildTree(spans).roots) {
+  spans = joinSpanParts(spans); // the spans of the tree: a span reported in parts is one
   const { adjusted } = correctClockSkew(roots);
   if (!adjusted.size) return { spans, adjusted };
   const replaced = new Map([...adjusted].map(([copy, { original }]) => [original, copy]));

@@ -20,12 +20,29 @@ function placed(span) {
   return Number.isFinite(span.timestamp) && Number.isFinite(span.duration) && span.duration >= 0;
 }
 
+// The root's window; a root reported without a duration (or timestamp), common in incomplete
+// Zipkin traces, spans its placed blocking children instead: up to the latest child end.
+function rootWindow(root) {
+  const span = root.span;
+  if (placed(span)) return { start: span.timestamp, end: span.timestamp + span.duration };
+  let start = Infinity, end = -Infinity;
+  for (const child of root.children || []) {
+    if (!placed(child.span) || NON_BLOCKING_KINDS.has(child.span.kind)) continue;
+    start = Math.min(start, child.span.timestamp);
+    end = Math.max(end, child.span.timestamp + child.span.duration);
+  }
+  if (end === -Infinity) return null;
+  if (Number.isFinite(span.timestamp) && span.timestamp <= end) start = Math.min(start, span.timestamp);
+  return { start, end };
+}
+
 // Each kept node's window, cut to its parent's, and its kept children; iterative, since a
 // 10,000-span trace can be one deep chain.
 function windows(root) {
   const info = new Map();
-  if (!placed(root.span)) return info;
-  info.set(root, { node: root, start: root.span.timestamp, end: root.span.timestamp + root.span.duration, parent: null, children: [] });
+  const bounds = rootWindow(root);
+  if (!bounds) return info;
+  info.set(root, { node: root, ...bounds, parent: null, children: [] });
   const stack = [root];
   while (stack.length) {
     const node = stack.pop();

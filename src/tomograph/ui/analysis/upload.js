@@ -6,6 +6,8 @@
 // Pure: no DOM. Anything wrong with the file raises a TraceFileError saying where and what;
 // nothing else is ever thrown.
 
+import { normalTraceId } from "../lib/spans.js";
+
 /** The one error parseTraceFile raises: its message says what is wrong and where. */
 export class TraceFileError extends Error {
   constructor(message) {
@@ -33,11 +35,6 @@ function show(value) {
 }
 
 // ---- the shape every span ends in (the collector's normalization) ----------------------------
-
-function normalTraceId(hex) {
-  const id = hex.toLowerCase();
-  return id.length === 32 && id.startsWith("0000000000000000") ? id.slice(16) : id;
-}
 
 const isZeros = (hex) => /^0+$/.test(hex);
 

@@ -8,6 +8,8 @@
 // label and no node: labels placed at the middle of converging edges printed over each other
 // ("80 (9 err)" and "1" read "80 (91err)"). `measure(text)` gives a text's width in pixels.
 
+import { largest, smallest } from "./extremes.js";
+
 const MARGIN = 24;
 const NODE_MIN_W = 110;
 const NODE_MAX_W = 220;
@@ -160,13 +162,13 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
     });
   }
   const labelWidth = (link) => measure(edgeLabel(link)) + 2 * LABEL_PAD;
-  const gapX = Math.max(MIN_GAP_X, ...links.map(labelWidth).map((w) => w + 60));
+  const gapX = largest(links.map((link) => labelWidth(link) + 60), MIN_GAP_X);
   const heights = columns.map((column) => column.reduce((sum, n) => sum + nodes.get(n).h, 0) + GAP_Y * (column.length - 1));
-  const tallest = Math.max(...heights);
+  const tallest = largest(heights);
   let x = MARGIN;
   const spans = []; // each column's left and right edge
   columns.forEach((column, c) => {
-    const width = Math.max(0, ...column.map((n) => nodes.get(n).w));
+    const width = largest(column.map((n) => nodes.get(n).w), 0);
     spans.push({ left: x, right: x + width });
     let y = MARGIN + (tallest - heights[c]) / 2;
     for (const name of column) {
@@ -294,10 +296,10 @@ export function layoutGraph(links, measure = (text) => 7 * text.length) {
 
   // the box that holds every node, edge and label
   const boxes = [...taken, ...edges.flatMap((e) => e.segments.flat().map((p) => ({ x: p.x, y: p.y, w: 0, h: 0 })))];
-  const left = Math.min(...boxes.map((b) => b.x)) - MARGIN;
-  const top = Math.min(...boxes.map((b) => b.y)) - MARGIN;
-  const right = Math.max(...boxes.map((b) => b.x + b.w)) + MARGIN;
-  const bottom = Math.max(...boxes.map((b) => b.y + b.h)) + MARGIN;
+  const left = smallest(boxes.map((b) => b.x)) - MARGIN;
+  const top = smallest(boxes.map((b) => b.y)) - MARGIN;
+  const right = largest(boxes.map((b) => b.x + b.w)) + MARGIN;
+  const bottom = largest(boxes.map((b) => b.y + b.h)) + MARGIN;
   return {
     nodes: [...nodes.values()],
     edges: edges.map(({ link, d, segments, label }) => ({ link, d, segments, label })),

@@ -1,9 +1,12 @@
 // The time window of the dependency and operations pages: an end time (empty: now) and a lookback,
 // kept in the address so that a reload or a shared link shows the same window.
 
-/** Milliseconds since the epoch as a datetime-local input's value, in the browser's time zone. */
+/** Milliseconds since the epoch as a datetime-local input's value, in the browser's time zone;
+ * "" (an empty field) for a time Date cannot hold (NaN, or beyond ±8.64e15 ms). */
 export function toLocalInput(ms) {
-  return new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  if (typeof ms !== "number" || !(Math.abs(ms) <= 8.64e15)) return "";
+  const local = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
+  return Number.isNaN(local.getTime()) ? "" : local.toISOString().slice(0, 16);
 }
 
 /** Fills the form's end and lookback fields from route parameters { endTs, lookback }. */

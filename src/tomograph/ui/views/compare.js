@@ -7,7 +7,7 @@ import { serviceColor } from "../lib/colors.js";
 import { el, setStatus } from "../lib/dom.js";
 import { formatDuration, formatTime } from "../lib/format.js";
 import { routeParams } from "../lib/route.js";
-import { buildTree, serviceOf, summarize } from "../lib/spans.js";
+import { buildTree, sameTraceId, serviceOf, summarize } from "../lib/spans.js";
 import { correctSpansForClockSkew } from "../analysis/clock-skew.js";
 import { mergeTraces } from "../analysis/merge.js";
 
@@ -80,7 +80,7 @@ async function offerCandidates(result, a, spansA) {
     result.replaceChildren(heading, el("p", { class: "status error" }, error.message));
     return;
   }
-  const others = traces.filter((spans) => spans.length && spans[0].traceId !== a);
+  const others = traces.filter((spans) => spans.length && !sameTraceId(spans[0].traceId, a));
   if (!others.length) {
     result.replaceChildren(heading, el("p", { class: "empty" }, "No other trace of this endpoint in the last 7 days."));
     return;

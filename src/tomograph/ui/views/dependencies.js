@@ -5,6 +5,7 @@
 import { api } from "../lib/api.js";
 import { assignColors, serviceColor } from "../lib/colors.js";
 import { el, setStatus, svg, template } from "../lib/dom.js";
+import { largest } from "../lib/extremes.js";
 import { edgeLabel, layoutGraph } from "../lib/graph-layout.js";
 import { routeParams, searchHref } from "../lib/route.js";
 import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
@@ -76,7 +77,7 @@ function drawGraph(container, links, window) {
     markerWidth: "10", markerHeight: "10", orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: id }));
   root.append(svg("defs", {}, marker("arrow"), marker("arrow-error")));
 
-  const maxCalls = Math.max(...links.map((l) => l.callCount));
+  const maxCalls = largest(links.map((l) => l.callCount));
   const edgeGroups = [];
   const nodeGroups = [];
   const select = (item) => {

@@ -5,6 +5,7 @@
 
 import { api } from "../lib/api.js";
 import { el, fillSelect, setStatus, svg, template } from "../lib/dom.js";
+import { largest } from "../lib/extremes.js";
 import { formatDuration } from "../lib/format.js";
 import { routeParams, searchHref } from "../lib/route.js";
 import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
@@ -104,7 +105,7 @@ function renderTable(state) {
     const order = typeof x === "string" ? x.localeCompare(y) : x - y;
     return (sort.descending ? -order : order) || a.spanName.localeCompare(b.spanName) || kindName(a.kind).localeCompare(kindName(b.kind));
   });
-  const longest = Math.max(1, ...ops.map((o) => o.p99));
+  const longest = largest(ops.map((o) => o.p99), 1);
   const rows = [];
   for (const op of sorted) {
     let detail = null; // made on the first opening: its samples are fetched then
@@ -176,7 +177,7 @@ async function showOperation(cell, op, state) {
 }
 
 function histogram(buckets, onChoose) {
-  const most = Math.max(1, ...buckets.map((b) => b.count));
+  const most = largest(buckets.map((b) => b.count), 1);
   const bars = el("div", { class: "histogram", role: "list" });
   const axis = el("div", { class: "histogram-axis", "aria-hidden": "true" });
   const every = Math.max(1, Math.ceil(buckets.length / 8));
@@ -200,7 +201,7 @@ function seriesChart(series, start, end) {
   const pad = { left: 52, right: 8, top: 8, bottom: 20 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
-  const top = Math.max(1, ...series.map((s) => s.p99 || 0));
+  const top = largest(series.map((s) => s.p99 || 0), 1);
   const x = (t) => pad.left + ((t - start) / (end - start)) * plotW;
   const y = (us) => pad.top + plotH - (us / top) * plotH;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", preserveAspectRatio: "none",

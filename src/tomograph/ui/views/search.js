@@ -3,9 +3,11 @@
 import { api, token } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, fillSelect, setStatus, template } from "../lib/dom.js";
+import { largest } from "../lib/extremes.js";
 import { formatDuration, formatTime, isoTime, parseDuration } from "../lib/format.js";
 import { routeParams } from "../lib/route.js";
 import { serviceOf, summarize } from "../lib/spans.js";
+import { toLocalInput } from "../lib/time-window.js";
 
 /** How the trace list can be ordered: a key of the route's "sort" parameter -> a comparison. */
 export const SORTS = {
@@ -69,9 +71,8 @@ export async function show(root) {
   if (previous.lookback && [...fields.lookback.options].some((o) => o.value === previous.lookback)) fields.lookback.value = previous.lookback;
   if (previous.endTs && previous.custom) {
     fields.lookback.value = "custom";
-    const toLocal = (ms) => new Date(ms - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16);
-    to.value = toLocal(Number(previous.endTs));
-    from.value = toLocal(Number(previous.endTs) - Number(previous.lookback));
+    to.value = toLocalInput(Number(previous.endTs));
+    from.value = toLocalInput(Number(previous.endTs) - Number(previous.lookback));
   }
   toggleCustom();
 
@@ -139,12 +140,12 @@ function drawList() {
   const results = document.getElementById("results");
   const sort = SORTS[document.getElementById("f-sort").value] || SORTS.newest;
   const summaries = [...shown].sort(sort);
-  const longest = Math.max(1, ...summaries.map((s) => s.duration));
+  const longest = largest(summaries.map((s) => s.duration), 1);
   results.replaceChildren(...summaries.map((s) => {
     const counts = new Map();
     for (const node of s.order) counts.set(serviceOf(node.span), (counts.get(serviceOf(node.span)) || 0) + 1);
     return el("li", {},
-      el("a", { class: `trace-row${s.errors ? " has-error" : ""}`, href: `#/trace/${s.root.traceId}`, "data-trace-id": s.root.traceId },
+      el("a", { class: `trace-row${s.errors ? " has-error" : ""}`, href: `#/trace/${encodeURIComponent(s.root.traceId)}`, "data-trace-id": s.root.traceId },
         el("div", {},
           el("div", { class: "name" }, `${serviceOf(s.root)}: ${s.root.name || "(unnamed)"}`),
           el("div", { class: "sub" },

@@ -35,6 +35,13 @@ let jsonBlobUrl = null; // the JSON of the trace on show, when the API needs a t
 export async function show(root, traceId) {
   root.replaceChildren(template("tpl-trace"));
   const title = document.getElementById("t-title");
+  if (!/^[0-9a-f]{1,32}$/i.test(traceId)) {
+    title.textContent = `"${traceId}" is not a trace id`;
+    const status = document.getElementById("t-status");
+    status.hidden = false;
+    status.replaceChildren(el("span", {}, "A trace id is up to 32 hexadecimal digits. ", el("a", { href: "#/" }, "Search traces")));
+    return null;
+  }
   let spans;
   try {
     spans = await api(`/trace/${encodeURIComponent(traceId)}`);
@@ -69,7 +76,7 @@ export function showSpans(root, spans, { traceId, json, stored = false }) {
   const summary = adjusted.size ? summarize(shown) : asSent;
   document.getElementById("t-title").textContent = `${serviceOf(summary.root)}: ${summary.root.name || "(unnamed)"}`;
   const facts = [["Duration", formatDuration(summary.duration)], ["Services", summary.services.length],
-    ["Depth", summary.depth], ["Spans", spans.length], ["Errors", summary.errors],
+    ["Depth", summary.depth], ["Spans", summary.order.length], ["Errors", summary.errors],
     ["Started", Number.isFinite(summary.start) ? formatTime(summary.start) : "?"], ["Trace id", traceId]];
   const analyses = traceAnalyses(summary, adjusted);
   facts.push(...analyses.facts);
