@@ -350,11 +350,15 @@ continue_remote(PyObject *span, PyObject *tracer, PyObject *remote, PyObject *st
         return -1;
     }
     PyObject *debug = PyObject_GetAttr(remote, str_debug);
+    /* Our own reference: remote.extra runs Python code that may replace the span's slot. */
+    Py_XINCREF(debug);
     if (set_field(span, F_DEBUG, debug) < 0 ||
         set_field(span, F_EXTRA, PyObject_GetAttr(remote, str_extra)) < 0) {
+        Py_XDECREF(debug);
         return -1;
     }
     int truth = PyObject_IsTrue(debug);
+    Py_DECREF(debug);
     PyObject *sampled = NULL;
     if (truth < 0) {
         return -1;
@@ -383,11 +387,14 @@ continue_remote(PyObject *span, PyObject *tracer, PyObject *remote, PyObject *st
         else {
             Py_DECREF(remote_sampled);
             PyObject *sampler = tracer_field(tracer, T_SAMPLER);
+            if (sampler == NULL) {
+                return -1;
+            }
             PyObject *trace_id = PyObject_GetAttr(remote, str_trace_id);
-            if (sampler != NULL && trace_id != NULL) {
+            if (trace_id != NULL) {
                 sampled = call2(sampler, trace_id, remote);
             }
-            Py_XDECREF(sampler);
+            Py_DECREF(sampler);
             Py_XDECREF(trace_id);
             if (sampled == NULL) {
                 return -1;
@@ -670,10 +677,10 @@ end_unfinished(PyObject *self)
 }
 
 static PyObject *
-span_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+span_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!Py_IS_TYPE(self, span_layout.type) || nargs != 3) {
-        return call_python(py_exit, self, args, nargs, NULL);
+    if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs != 3) {
+        return call_python(py_exit, self, args, nargs, kwnames);
     }
     PyObject *exc = args[1];
     if (exc != Py_None) {
@@ -720,10 +727,10 @@ span_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
 /* ``tag(key, value)``: ``if self.sampled: self.tags[key] = value`` */
 static PyObject *
-span_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+span_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!Py_IS_TYPE(self, span_layout.type) || nargs != 2) {
-        return call_python(py_tag, self, args, nargs, NULL);
+    if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs != 2) {
+        return call_python(py_tag, self, args, nargs, kwnames);
     }
     PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
     if (sampled == NULL) {
@@ -778,6 +785,9 @@ span_annotate(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     Py_RETURN_NONE;
 }
 
+/* The interpreter setup() ran in: the only one the compiled functions serve. */
+static PyInterpreterState *setup_interpreter = NULL;
+
 /* -- setup ------------------------------------------------------------------------------- */
 
 static PyMethodDef make_span_method_def = {
@@ -792,11 +802,11 @@ static PyMethodDef make_span_function_def = {
 
 static PyMethodDef span_method_defs[] = {
     {"__enter__", (PyCFunction)span_enter, METH_NOARGS, "Make the span current."},
-    {"__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL,
+    {"__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL | METH_KEYWORDS,
      "Restore the previous current span and finish this one."},
     {"finish", (PyCFunction)(void (*)(void))span_finish, METH_FASTCALL | METH_KEYWORDS,
      "Stop the clock and hand the span to the tracer's backends (if sampled)."},
-    {"tag", (PyCFunction)(void (*)(void))span_tag, METH_FASTCALL, "Set a tag."},
+    {"tag", (PyCFunction)(void (*)(void))span_tag, METH_FASTCALL | METH_KEYWORDS, "Set a tag."},
     {"annotate", (PyCFunction)(void (*)(void))span_annotate, METH_FASTCALL | METH_KEYWORDS,
      "Add a timestamped note."},
 };
@@ -810,10 +820,14 @@ static PyObject *
 setup(PyObject *module, PyObject *args)
 {
     PyObject *span_type, *names;
-    if (span_layout.type != NULL) {
+    if (span_layout.type != NULL || setup_interpreter != NULL) {
+        /* The globals below belong to the first Span class and interpreter set up (the methods
+         * installed there use them): a re-imported span module or a subinterpreter runs pure
+         * Python instead (span.py catches this). */
         PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
         return NULL;
     }
+    setup_interpreter = PyInterpreterState_Get();
     if (!PyArg_ParseTuple(args, "O!O!:setup", &PyType_Type, &span_type, &PyDict_Type, &names)) {
         return NULL;
     }
@@ -905,6 +919,18 @@ use_tracer_layout(PyObject *module, PyObject *tracer_type)
 {
     if (!PyType_Check(tracer_type)) {
         PyErr_SetString(PyExc_TypeError, "use_tracer_layout() takes the Tracer class");
+        return NULL;
+    }
+    if (span_layout.type == NULL || PyInterpreterState_Get() != setup_interpreter) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is not set up here");
+        return NULL;
+    }
+    if (tracer_layout.type != NULL) {
+        if (tracer_layout.type == (PyTypeObject *)tracer_type) {
+            Py_RETURN_NONE;
+        }
+        /* make_span reads another Tracer class by attribute: never replace the offsets. */
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups uses another Tracer class");
         return NULL;
     }
     Layout fields = {0};

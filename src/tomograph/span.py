@@ -505,13 +505,6 @@ def make_span(
 #: ``Tracer.span``: :func:`make_span` as a method (the tracer is ``self``).
 span_method: Any = make_span
 
-#: True when the compiled hot path runs (:mod:`tomograph._speedups`): :func:`make_span`,
-#: ``Tracer.span``, ``Span.__enter__``, ``Span.__exit__`` and ``Span.finish`` in C, about half
-#: the instructions of an unsampled span. False where tomograph runs in pure Python: no C
-#: compiler at install, or ``TOMOGRAPH_NO_EXTENSIONS=1``. The behaviour is the same either way:
-#: the compiled functions hand every case they do not handle themselves to these Python ones.
-ACCELERATED = speedups is not None
-
 #: The Python versions, also when the compiled ones are in use (tests compare the two).
 PYTHON_HOT_PATH: Mapping[str, Callable[..., Any]] = MappingProxyType(
     {
@@ -524,7 +517,36 @@ PYTHON_HOT_PATH: Mapping[str, Callable[..., Any]] = MappingProxyType(
     }
 )
 
-if speedups is not None:
+
+def _install_compiled() -> bool:
+    """Install the compiled hot path; False (pure Python stays) where it cannot be set up.
+
+    The extension is set up once per process: a second setup (this module reloaded or imported
+    again, or tomograph imported in a subinterpreter) is refused and runs pure Python.
+    """
+    global make_span, span_method
+    if speedups is None:
+        return False
+    try:
+        compiled = speedups.setup(
+            Span,
+            {
+                **PYTHON_HOT_PATH,
+                "CURRENT_SPAN": CURRENT_SPAN,
+                "ROOT_EXTRA": ROOT_EXTRA,
+                "CURRENT": CURRENT,
+                "SpanKind": SpanKind,
+                "SERVER": SpanKind.SERVER,
+                "monotonic_ns": _monotonic_ns,
+                "getrandbits": _getrandbits,
+                "new_trace_id": new_trace_id,
+                "new_span_id": new_span_id,
+                "anchor": _anchor,
+                "no_tags": _NO_TAGS,
+            },
+        )
+    except Exception:  # never let the optional extension break `import tomograph`
+        return False
     (
         make_span,
         span_method,
@@ -533,23 +555,16 @@ if speedups is not None:
         Span.finish,  # type: ignore[method-assign]
         Span.tag,  # type: ignore[method-assign]
         Span.annotate,  # type: ignore[method-assign]
-    ) = speedups.setup(
-        Span,
-        {
-            **PYTHON_HOT_PATH,
-            "CURRENT_SPAN": CURRENT_SPAN,
-            "ROOT_EXTRA": ROOT_EXTRA,
-            "CURRENT": CURRENT,
-            "SpanKind": SpanKind,
-            "SERVER": SpanKind.SERVER,
-            "monotonic_ns": _monotonic_ns,
-            "getrandbits": _getrandbits,
-            "new_trace_id": new_trace_id,
-            "new_span_id": new_span_id,
-            "anchor": _anchor,
-            "no_tags": _NO_TAGS,
-        },
-    )
+    ) = compiled
+    return True
+
+
+#: True when the compiled hot path runs (:mod:`tomograph._speedups`): :func:`make_span`,
+#: ``Tracer.span``, ``Span.__enter__``, ``Span.__exit__`` and ``Span.finish`` in C, about half
+#: the instructions of an unsampled span. False where tomograph runs in pure Python: no C
+#: compiler at install, or ``TOMOGRAPH_NO_EXTENSIONS=1``. The behaviour is the same either way:
+#: the compiled functions hand every case they do not handle themselves to these Python ones.
+ACCELERATED = _install_compiled()
 
 
 def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:
