@@ -627,3 +627,27 @@ def test_compiled_make_span_takes_the_keywords_the_python_one_takes(
         except TypeError as error:
             got = str(error)
         assert got == expected
+
+
+REFUSED_LAYOUTS = """
+import sys, tomograph
+from tomograph import _speedups
+span = sys.modules["tomograph.span"]
+span.speedups = _speedups
+class Wide:  # one slot more than the compiled make_span fills
+    __slots__ = span.Span.__slots__ + ("more",)
+class Other:
+    __slots__ = ("debug",)
+class Borrowed:  # a slot descriptor of another class: its offset means nothing here
+    __slots__ = span.Span.__slots__
+Borrowed.debug = Other.__dict__["debug"]
+print(span._install_compiled(Wide), span._install_compiled(Borrowed))
+print(span._install_compiled(span.Span), type(span.make_span(tomograph.Tracer("s"), "x")).__name__)
+"""
+
+
+@pytest.mark.skipif(not SPEEDUPS_BUILT, reason="needs the compiled extension built")
+def test_the_extension_refuses_a_span_class_it_does_not_know() -> None:
+    # Pure Python at import, so the extension is still to set up in the child.
+    lines = _run(REFUSED_LAYOUTS, TOMOGRAPH_NO_EXTENSIONS="1").splitlines()
+    assert lines == ["False False", "True Span"]

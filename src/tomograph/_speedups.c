@@ -164,6 +164,11 @@ read_layout(PyTypeObject *type, const char **names, int count, Layout *layout)
             }
             return -1;
         }
+        if (!PyType_IsSubtype(type, ((PyMemberDescrObject *)descr)->d_common.d_type)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is another class's slot", type->tp_name,
+                         names[i]);
+            return -1;
+        }
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a writable object slot", type->tp_name,
@@ -812,7 +817,7 @@ static PyMethodDef span_method_defs[] = {
 };
 #define SPAN_METHODS ((int)(sizeof(span_method_defs) / sizeof(span_method_defs[0])))
 
-#define KEEP(target, value) ((target) = Py_NewRef(value))
+#define KEEP(target, value) Py_XSETREF(target, Py_NewRef(value))
 
 /* setup(Span, names): prepares the module and returns
  * (make_span, Tracer.span, Span.__enter__, Span.__exit__, Span.finish). */
@@ -820,14 +825,13 @@ static PyObject *
 setup(PyObject *module, PyObject *args)
 {
     PyObject *span_type, *names;
-    if (span_layout.type != NULL || setup_interpreter != NULL) {
+    if (span_layout.type != NULL) {
         /* The globals below belong to the first Span class and interpreter set up (the methods
          * installed there use them): a re-imported span module or a subinterpreter runs pure
          * Python instead (span.py catches this). */
         PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
         return NULL;
     }
-    setup_interpreter = PyInterpreterState_Get();
     if (!PyArg_ParseTuple(args, "O!O!:setup", &PyType_Type, &span_type, &PyDict_Type, &names)) {
         return NULL;
     }
@@ -884,6 +888,17 @@ setup(PyObject *module, PyObject *args)
     if (read_layout((PyTypeObject *)span_type, span_field_names, SPAN_FIELDS, &span_fields) < 0) {
         return NULL;
     }
+    /* make_span fills exactly these fields: a slot it does not know would stay unset. */
+    PyObject *slots = PyObject_GetAttrString(span_type, "__slots__");
+    Py_ssize_t count = slots == NULL ? -1 : PyObject_Length(slots);
+    Py_XDECREF(slots);
+    if (count < 0) {
+        return NULL;
+    }
+    if (count != SPAN_FIELDS || ((PyTypeObject *)span_type)->tp_base != &PyBaseObject_Type) {
+        return PyErr_Format(PyExc_TypeError, "%s has slots setup() does not know",
+                            ((PyTypeObject *)span_type)->tp_name);
+    }
     PyObject *result = PyTuple_New(2 + SPAN_METHODS);
     if (result == NULL) {
         return NULL;
@@ -910,6 +925,7 @@ setup(PyObject *module, PyObject *args)
         anchor_layout = anchor_fields;
     }
     span_layout = span_fields;
+    setup_interpreter = PyInterpreterState_Get();
     return result;
 }
 

@@ -518,7 +518,7 @@ PYTHON_HOT_PATH: Mapping[str, Callable[..., Any]] = MappingProxyType(
 )
 
 
-def _install_compiled() -> bool:
+def _install_compiled(span_type: type[Span]) -> bool:
     """Install the compiled hot path; False (pure Python stays) where it cannot be set up.
 
     The extension is set up once per process: a second setup (this module reloaded or imported
@@ -529,7 +529,7 @@ def _install_compiled() -> bool:
         return False
     try:
         compiled = speedups.setup(
-            Span,
+            span_type,
             {
                 **PYTHON_HOT_PATH,
                 "CURRENT_SPAN": CURRENT_SPAN,
@@ -550,11 +550,11 @@ def _install_compiled() -> bool:
     (
         make_span,
         span_method,
-        Span.__enter__,  # type: ignore[method-assign]
-        Span.__exit__,  # type: ignore[method-assign]
-        Span.finish,  # type: ignore[method-assign]
-        Span.tag,  # type: ignore[method-assign]
-        Span.annotate,  # type: ignore[method-assign]
+        span_type.__enter__,  # type: ignore[method-assign]
+        span_type.__exit__,  # type: ignore[method-assign]
+        span_type.finish,  # type: ignore[method-assign]
+        span_type.tag,  # type: ignore[method-assign]
+        span_type.annotate,  # type: ignore[method-assign]
     ) = compiled
     return True
 
@@ -564,7 +564,7 @@ def _install_compiled() -> bool:
 #: the instructions of an unsampled span. False where tomograph runs in pure Python: no C
 #: compiler at install, or ``TOMOGRAPH_NO_EXTENSIONS=1``. The behaviour is the same either way:
 #: the compiled functions hand every case they do not handle themselves to these Python ones.
-ACCELERATED = _install_compiled()
+ACCELERATED = _install_compiled(Span)
 
 
 def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:
