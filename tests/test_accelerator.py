@@ -651,3 +651,10 @@ def test_the_extension_refuses_a_span_class_it_does_not_know() -> None:
     # Pure Python at import, so the extension is still to set up in the child.
     lines = _run(REFUSED_LAYOUTS, TOMOGRAPH_NO_EXTENSIONS="1").splitlines()
     assert lines == ["False False", "True Span"]
+
+
+def test_the_hot_path_functions_carry_the_python_docstrings() -> None:
+    assert make_span.__doc__ == PYTHON_HOT_PATH["make_span"].__doc__
+    assert tomograph.Tracer.span.__doc__ == PYTHON_HOT_PATH["make_span"].__doc__
+    for name in ("finish", "tag", "annotate"):
+        assert getattr(Span, name).__doc__ == PYTHON_HOT_PATH[name].__doc__

@@ -817,6 +817,24 @@ static PyMethodDef span_method_defs[] = {
 };
 #define SPAN_METHODS ((int)(sizeof(span_method_defs) / sizeof(span_method_defs[0])))
 
+/* The Python functions' docstrings, shown by help() for the compiled ones (kept alive here:
+ * the method definitions point into them). */
+static PyObject *docs[SPAN_METHODS + 2];
+
+static void
+copy_doc(PyMethodDef *def, PyObject *function, int i)
+{
+    PyObject *doc = PyObject_GetAttrString(function, "__doc__");
+    const char *text = doc != NULL && PyUnicode_Check(doc) ? PyUnicode_AsUTF8(doc) : NULL;
+    if (text == NULL) {
+        PyErr_Clear(); /* no docstring: the definition's own stays */
+        Py_XDECREF(doc);
+        return;
+    }
+    Py_XSETREF(docs[i], doc);
+    def->ml_doc = text;
+}
+
 #define KEEP(target, value) Py_XSETREF(target, Py_NewRef(value))
 
 /* setup(Span, names): prepares the module and returns
@@ -899,6 +917,12 @@ setup(PyObject *module, PyObject *args)
         return PyErr_Format(PyExc_TypeError, "%s has slots setup() does not know",
                             ((PyTypeObject *)span_type)->tp_name);
     }
+    PyObject *python_methods[SPAN_METHODS] = {py_enter, py_exit, py_finish, py_tag, py_annotate};
+    for (int i = 0; i < SPAN_METHODS; i++) {
+        copy_doc(&span_method_defs[i], python_methods[i], i);
+    }
+    copy_doc(&make_span_function_def, py_make_span, SPAN_METHODS);
+    copy_doc(&make_span_method_def, py_make_span, SPAN_METHODS + 1);
     PyObject *result = PyTuple_New(2 + SPAN_METHODS);
     if (result == NULL) {
         return NULL;
