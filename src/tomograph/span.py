@@ -562,8 +562,9 @@ def _install_compiled(span_type: type[Span]) -> bool:
 #: True when the compiled hot path runs (:mod:`tomograph._speedups`): :func:`make_span`,
 #: ``Tracer.span``, ``Span.__enter__``, ``Span.__exit__`` and ``Span.finish`` in C, about half
 #: the instructions of an unsampled span. False where tomograph runs in pure Python: no C
-#: compiler at install, or ``TOMOGRAPH_NO_EXTENSIONS=1``. The behaviour is the same either way:
-#: the compiled functions hand every case they do not handle themselves to these Python ones.
+#: compiler at install, ``TOMOGRAPH_NO_EXTENSIONS=1``, or a second import of this module in the
+#: process (a reload, a subinterpreter: the extension serves the first). The behaviour is the same:
+#: the compiled functions hand every case they do not handle themselves to the Python ones.
 ACCELERATED = _install_compiled(Span)
 
 
