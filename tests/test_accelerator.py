@@ -37,6 +37,7 @@ from tomograph.span import CURRENT, PYTHON_HOT_PATH, Span, make_span
 
 span_module = sys.modules["tomograph.span"]
 ACCELERATED = span_module.ACCELERATED
+SPEEDUPS_BUILT = importlib.util.find_spec("tomograph._speedups") is not None
 compiled_only = pytest.mark.compiled_only  # left out of the pure-Python run (tests/conftest.py)
 
 
@@ -428,3 +429,232 @@ def test_finishing_with_a_timestamp_still_checks_it() -> None:
     with pytest.raises(TracingError):
         span.finish(float("nan"))
     assert not span.finished
+
+
+# -- importing again ------------------------------------------------------------------------
+
+AGAIN = """
+import importlib, sys
+import tomograph
+from tomograph.context import CURRENT_SPAN
+first = sys.modules["tomograph.span"]
+first_make_span = first.make_span
+old = tomograph.Tracer("old", sampler=tomograph.sampling.always())
+{again}
+new = sys.modules["tomograph.span"]
+fresh = sys.modules["tomograph"].Tracer("new", sampler=tomograph.sampling.always())
+with old.span("a") as a, old.span("b") as b:
+    assert CURRENT_SPAN.get() is b and b.parent_id == a.span_id
+assert CURRENT_SPAN.get() is None
+with fresh.span("c") as c:
+    c.tag("k", 1)
+assert c.finished and c.tags == {{"k": 1}}
+print(new.ACCELERATED, type(first_make_span).__name__, type(new.make_span).__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        'importlib.reload(sys.modules["tomograph.span"])',
+        "for name in [n for n in sys.modules if n.startswith('tomograph')"
+        " and n != 'tomograph._speedups']: del sys.modules[name]\nimport tomograph",
+        "for name in [n for n in sys.modules if n.startswith('tomograph')]:"
+        " del sys.modules[name]\nimport tomograph",
+    ],
+    ids=["reload", "clear-but-extension", "clear-all"],
+)
+def test_importing_tomograph_again_runs_the_new_modules_in_pure_python(again: str) -> None:
+    # The extension serves the Span class it was set up with; a second one runs Python.
+    compiled = "builtin_function_or_method" if SPEEDUPS_BUILT else "function"
+    assert _run(AGAIN.format(again=again)) == f"False {compiled} function"
+
+
+SUBINTERPRETER = """
+import sys, _testcapi
+import tomograph
+code = (
+    "import sys, tomograph; span = sys.modules['tomograph.span']; "
+    "tomograph.Tracer('s').span('x').finish(); print('sub', span.ACCELERATED, flush=True)"
+)
+print("rc", _testcapi.run_in_subinterp(code), flush=True)
+with tomograph.Tracer("main").span("y"):
+    pass
+print("main ok", flush=True)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("_testcapi") is None, reason="needs _testcapi")
+def test_tomograph_imports_in_a_subinterpreter_too() -> None:
+    # mod_wsgi's application groups: the extension is shared, its set-up belongs to the first.
+    assert _run(SUBINTERPRETER).splitlines() == ["sub False", "rc 0", "main ok"]
+
+
+# -- remote parents -------------------------------------------------------------------------
+
+
+class _RemoteParent:
+    span_id = 5
+    parent_id = None
+    sampled = None
+    debug = False
+    extra = None
+
+    @property
+    def trace_id(self) -> int:  # Python code: must not run with an error pending
+        return 7
+
+
+class _TracerWithoutSampler:
+    """A duck-typed tracer: make_span reads these attributes (no ``_sampler``)."""
+
+    local_endpoint = None
+    trace_id_bits = 64
+    root_decision = None
+    root_follows_parent = True
+    join_shared_spans = False
+
+    def _report(self, span: Span) -> None:
+        pass
+
+
+def test_a_tracer_without_a_sampler_fails_with_the_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="_sampler"):
+        make_span(_TracerWithoutSampler(), "op", parent=_RemoteParent())
+
+
+REPLACED_DEBUG = """
+import gc
+from tomograph import Tracer
+from tomograph.span import Span, make_span
+class Flag:
+    dead = False
+    def __bool__(self):
+        print("alive" if not self.dead else "freed")
+        return False
+    def __del__(self):
+        self.dead = True
+class Remote:
+    trace_id = 0xABC; sampled = True; span_id = 5; parent_id = None
+    @property
+    def debug(self):
+        return Flag()  # the new span's slot holds the only reference
+    @property
+    def extra(self):  # runs while make_span is half-way: drops the slot's reference
+        for o in gc.get_objects():
+            if type(o) is Span and getattr(o, "trace_id", None) == 0xABC:
+                o.debug = False
+make_span(Tracer("s"), "x", parent=Remote())
+"""
+
+
+def test_a_remote_parent_that_replaces_the_debug_flag_under_make_span() -> None:
+    # The flag must stay alive until make_span has read it (was a use after free).
+    assert _run(REPLACED_DEBUG) == "alive"
+
+
+# -- keyword arguments ----------------------------------------------------------------------
+
+
+def test_span_methods_take_their_arguments_by_keyword() -> None:
+    span = tomograph.Tracer("svc", sampler=always()).span("op", parent=None)
+    span.__enter__()
+    span.tag(key="a", value=1)
+    span.tag("b", value=2)
+    span.annotate(value="note", duration_us=3)
+    span.__exit__(exc_type=None, exc=None, tb=None)
+    assert span.tags == {"a": 1, "b": 2} and span.finished
+    assert [note[1:] for note in span.notes_raw] == [("note", 3)]
+    assert CURRENT_SPAN.get() is None
+
+
+KEYWORD_CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+    ("tag", (), {"key": "a", "value": 1}),
+    ("tag", ("a",), {"value": 1}),
+    ("tag", ("a",), {"key": "b"}),
+    ("tag", ("a", 1), {"bogus": 1}),
+    ("annotate", (), {"value": "v", "duration_us": 1}),
+    ("annotate", ("v",), {"duration_us": 1}),
+    ("annotate", (), {"duration_us": 1}),
+    ("finish", (), {"timestamp_us": None}),
+    ("finish", (None,), {"timestamp_us": None}),
+    ("exit", (), {"exc_type": None, "exc": None, "tb": None}),
+    ("exit", (None,), {"exc": None, "tb": None}),
+    ("exit", (None, None, None), {"tb": None}),
+    ("exit", (), {"exc_type": None}),
+]
+
+
+@compiled_only
+@pytest.mark.parametrize(("method", "args", "kwargs"), KEYWORD_CALLS)
+def test_compiled_span_methods_take_the_keywords_the_python_ones_take(
+    method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    compiled = {"tag": Span.tag, "annotate": Span.annotate, "finish": Span.finish}
+    compiled["exit"] = Span.__exit__
+    outcomes = []
+    for function in (compiled[method], PYTHON_HOT_PATH[method]):
+        span = tomograph.Tracer("svc", sampler=always()).span("op", parent=None)
+        try:
+            function(span, *args, **kwargs)
+            outcomes.append(("ok", span.tags, span.finished, len(span.notes_raw)))
+        except TypeError as error:
+            outcomes.append(("TypeError", str(error).split("() ")[-1]))
+    assert outcomes[0] == outcomes[1]
+
+
+@compiled_only
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": "op", "kind": None, "tags": {"a": 1}, "parent": None},
+        {"name": "op", "local_endpoint": None, "remote_endpoint": None},
+        {"tracer": "x", "name": "op"},
+    ],
+)
+def test_compiled_make_span_takes_the_keywords_the_python_one_takes(
+    kwargs: dict[str, Any],
+) -> None:
+    tracer = tomograph.Tracer("svc", sampler=always())
+    python = PYTHON_HOT_PATH["make_span"]
+    for call in (lambda: make_span(tracer, **kwargs), lambda: tracer.span(**kwargs)):
+        try:
+            expected: Any = type(python(tracer, **kwargs)).__name__
+        except TypeError as error:
+            expected = str(error)
+        try:
+            got: Any = type(call()).__name__
+        except TypeError as error:
+            got = str(error)
+        assert got == expected
+
+
+REFUSED_LAYOUTS = """
+import sys, tomograph
+from tomograph import _speedups
+span = sys.modules["tomograph.span"]
+span.speedups = _speedups
+class Wide:  # one slot more than the compiled make_span fills
+    __slots__ = span.Span.__slots__ + ("more",)
+class Other:
+    __slots__ = ("debug",)
+class Borrowed:  # a slot descriptor of another class: its offset means nothing here
+    __slots__ = span.Span.__slots__
+Borrowed.debug = Other.__dict__["debug"]
+print(span._install_compiled(Wide), span._install_compiled(Borrowed))
+print(span._install_compiled(span.Span), type(span.make_span(tomograph.Tracer("s"), "x")).__name__)
+"""
+
+
+@pytest.mark.skipif(not SPEEDUPS_BUILT, reason="needs the compiled extension built")
+def test_the_extension_refuses_a_span_class_it_does_not_know() -> None:
+    # Pure Python at import, so the extension is still to set up in the child.
+    lines = _run(REFUSED_LAYOUTS, TOMOGRAPH_NO_EXTENSIONS="1").splitlines()
+    assert lines == ["False False", "True Span"]
+
+
+def test_the_hot_path_functions_carry_the_python_docstrings() -> None:
+    assert make_span.__doc__ == PYTHON_HOT_PATH["make_span"].__doc__
+    assert tomograph.Tracer.span.__doc__ == PYTHON_HOT_PATH["make_span"].__doc__
+    for name in ("finish", "tag", "annotate"):
+        assert getattr(Span, name).__doc__ == PYTHON_HOT_PATH[name].__doc__

@@ -22,10 +22,10 @@ def _load() -> ModuleType | None:
     if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
         return None
     try:
-        import tomograph._speedups
-    except ImportError:
+        from tomograph import _speedups
+    except Exception:  # not built, or unusable here: pure Python runs
         return None
-    return tomograph._speedups
+    return _speedups
 
 
 #: The compiled module, or ``None`` where pure Python runs.

@@ -164,6 +164,11 @@ read_layout(PyTypeObject *type, const char **names, int count, Layout *layout)
             }
             return -1;
         }
+        if (!PyType_IsSubtype(type, ((PyMemberDescrObject *)descr)->d_common.d_type)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is another class's slot", type->tp_name,
+                         names[i]);
+            return -1;
+        }
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a writable object slot", type->tp_name,
@@ -350,11 +355,15 @@ continue_remote(PyObject *span, PyObject *tracer, PyObject *remote, PyObject *st
         return -1;
     }
     PyObject *debug = PyObject_GetAttr(remote, str_debug);
+    /* Our own reference: remote.extra runs Python code that may replace the span's slot. */
+    Py_XINCREF(debug);
     if (set_field(span, F_DEBUG, debug) < 0 ||
         set_field(span, F_EXTRA, PyObject_GetAttr(remote, str_extra)) < 0) {
+        Py_XDECREF(debug);
         return -1;
     }
     int truth = PyObject_IsTrue(debug);
+    Py_DECREF(debug);
     PyObject *sampled = NULL;
     if (truth < 0) {
         return -1;
@@ -383,11 +392,14 @@ continue_remote(PyObject *span, PyObject *tracer, PyObject *remote, PyObject *st
         else {
             Py_DECREF(remote_sampled);
             PyObject *sampler = tracer_field(tracer, T_SAMPLER);
+            if (sampler == NULL) {
+                return -1;
+            }
             PyObject *trace_id = PyObject_GetAttr(remote, str_trace_id);
-            if (sampler != NULL && trace_id != NULL) {
+            if (trace_id != NULL) {
                 sampled = call2(sampler, trace_id, remote);
             }
-            Py_XDECREF(sampler);
+            Py_DECREF(sampler);
             Py_XDECREF(trace_id);
             if (sampled == NULL) {
                 return -1;
@@ -670,10 +682,10 @@ end_unfinished(PyObject *self)
 }
 
 static PyObject *
-span_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+span_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!Py_IS_TYPE(self, span_layout.type) || nargs != 3) {
-        return call_python(py_exit, self, args, nargs, NULL);
+    if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs != 3) {
+        return call_python(py_exit, self, args, nargs, kwnames);
     }
     PyObject *exc = args[1];
     if (exc != Py_None) {
@@ -720,10 +732,10 @@ span_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
 /* ``tag(key, value)``: ``if self.sampled: self.tags[key] = value`` */
 static PyObject *
-span_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+span_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!Py_IS_TYPE(self, span_layout.type) || nargs != 2) {
-        return call_python(py_tag, self, args, nargs, NULL);
+    if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs != 2) {
+        return call_python(py_tag, self, args, nargs, kwnames);
     }
     PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
     if (sampled == NULL) {
@@ -778,6 +790,9 @@ span_annotate(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     Py_RETURN_NONE;
 }
 
+/* The interpreter setup() ran in: the only one the compiled functions serve. */
+static PyInterpreterState *setup_interpreter = NULL;
+
 /* -- setup ------------------------------------------------------------------------------- */
 
 static PyMethodDef make_span_method_def = {
@@ -792,17 +807,35 @@ static PyMethodDef make_span_function_def = {
 
 static PyMethodDef span_method_defs[] = {
     {"__enter__", (PyCFunction)span_enter, METH_NOARGS, "Make the span current."},
-    {"__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL,
+    {"__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL | METH_KEYWORDS,
      "Restore the previous current span and finish this one."},
     {"finish", (PyCFunction)(void (*)(void))span_finish, METH_FASTCALL | METH_KEYWORDS,
      "Stop the clock and hand the span to the tracer's backends (if sampled)."},
-    {"tag", (PyCFunction)(void (*)(void))span_tag, METH_FASTCALL, "Set a tag."},
+    {"tag", (PyCFunction)(void (*)(void))span_tag, METH_FASTCALL | METH_KEYWORDS, "Set a tag."},
     {"annotate", (PyCFunction)(void (*)(void))span_annotate, METH_FASTCALL | METH_KEYWORDS,
      "Add a timestamped note."},
 };
 #define SPAN_METHODS ((int)(sizeof(span_method_defs) / sizeof(span_method_defs[0])))
 
-#define KEEP(target, value) ((target) = Py_NewRef(value))
+/* The Python functions' docstrings, shown by help() for the compiled ones (kept alive here:
+ * the method definitions point into them). */
+static PyObject *docs[SPAN_METHODS + 2];
+
+static void
+copy_doc(PyMethodDef *def, PyObject *function, int i)
+{
+    PyObject *doc = PyObject_GetAttrString(function, "__doc__");
+    const char *text = doc != NULL && PyUnicode_Check(doc) ? PyUnicode_AsUTF8(doc) : NULL;
+    if (text == NULL) {
+        PyErr_Clear(); /* no docstring: the definition's own stays */
+        Py_XDECREF(doc);
+        return;
+    }
+    Py_XSETREF(docs[i], doc);
+    def->ml_doc = text;
+}
+
+#define KEEP(target, value) Py_XSETREF(target, Py_NewRef(value))
 
 /* setup(Span, names): prepares the module and returns
  * (make_span, Tracer.span, Span.__enter__, Span.__exit__, Span.finish). */
@@ -811,6 +844,9 @@ setup(PyObject *module, PyObject *args)
 {
     PyObject *span_type, *names;
     if (span_layout.type != NULL) {
+        /* The globals below belong to the first Span class and interpreter set up (the methods
+         * installed there use them): a re-imported span module or a subinterpreter runs pure
+         * Python instead (span.py catches this). */
         PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
         return NULL;
     }
@@ -870,6 +906,23 @@ setup(PyObject *module, PyObject *args)
     if (read_layout((PyTypeObject *)span_type, span_field_names, SPAN_FIELDS, &span_fields) < 0) {
         return NULL;
     }
+    /* make_span fills exactly these fields: a slot it does not know would stay unset. */
+    PyObject *slots = PyObject_GetAttrString(span_type, "__slots__");
+    Py_ssize_t count = slots == NULL ? -1 : PyObject_Length(slots);
+    Py_XDECREF(slots);
+    if (count < 0) {
+        return NULL;
+    }
+    if (count != SPAN_FIELDS || ((PyTypeObject *)span_type)->tp_base != &PyBaseObject_Type) {
+        return PyErr_Format(PyExc_TypeError, "%s has slots setup() does not know",
+                            ((PyTypeObject *)span_type)->tp_name);
+    }
+    PyObject *python_methods[SPAN_METHODS] = {py_enter, py_exit, py_finish, py_tag, py_annotate};
+    for (int i = 0; i < SPAN_METHODS; i++) {
+        copy_doc(&span_method_defs[i], python_methods[i], i);
+    }
+    copy_doc(&make_span_function_def, py_make_span, SPAN_METHODS);
+    copy_doc(&make_span_method_def, py_make_span, SPAN_METHODS + 1);
     PyObject *result = PyTuple_New(2 + SPAN_METHODS);
     if (result == NULL) {
         return NULL;
@@ -896,6 +949,7 @@ setup(PyObject *module, PyObject *args)
         anchor_layout = anchor_fields;
     }
     span_layout = span_fields;
+    setup_interpreter = PyInterpreterState_Get();
     return result;
 }
 
@@ -905,6 +959,18 @@ use_tracer_layout(PyObject *module, PyObject *tracer_type)
 {
     if (!PyType_Check(tracer_type)) {
         PyErr_SetString(PyExc_TypeError, "use_tracer_layout() takes the Tracer class");
+        return NULL;
+    }
+    if (span_layout.type == NULL || PyInterpreterState_Get() != setup_interpreter) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is not set up here");
+        return NULL;
+    }
+    if (tracer_layout.type != NULL) {
+        if (tracer_layout.type == (PyTypeObject *)tracer_type) {
+            Py_RETURN_NONE;
+        }
+        /* make_span reads another Tracer class by attribute: never replace the offsets. */
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups uses another Tracer class");
         return NULL;
     }
     Layout fields = {0};

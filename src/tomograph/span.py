@@ -505,13 +505,6 @@ def make_span(
 #: ``Tracer.span``: :func:`make_span` as a method (the tracer is ``self``).
 span_method: Any = make_span
 
-#: True when the compiled hot path runs (:mod:`tomograph._speedups`): :func:`make_span`,
-#: ``Tracer.span``, ``Span.__enter__``, ``Span.__exit__`` and ``Span.finish`` in C, about half
-#: the instructions of an unsampled span. False where tomograph runs in pure Python: no C
-#: compiler at install, or ``TOMOGRAPH_NO_EXTENSIONS=1``. The behaviour is the same either way:
-#: the compiled functions hand every case they do not handle themselves to these Python ones.
-ACCELERATED = speedups is not None
-
 #: The Python versions, also when the compiled ones are in use (tests compare the two).
 PYTHON_HOT_PATH: Mapping[str, Callable[..., Any]] = MappingProxyType(
     {
@@ -524,32 +517,55 @@ PYTHON_HOT_PATH: Mapping[str, Callable[..., Any]] = MappingProxyType(
     }
 )
 
-if speedups is not None:
+
+def _install_compiled(span_type: type[Span]) -> bool:
+    """Install the compiled hot path; False (pure Python stays) where it cannot be set up.
+
+    The extension is set up once per process: a second setup (this module reloaded or imported
+    again, or tomograph imported in a subinterpreter) is refused and runs pure Python.
+    """
+    global make_span, span_method
+    if speedups is None:
+        return False
+    try:
+        compiled = speedups.setup(
+            span_type,
+            {
+                **PYTHON_HOT_PATH,
+                "CURRENT_SPAN": CURRENT_SPAN,
+                "ROOT_EXTRA": ROOT_EXTRA,
+                "CURRENT": CURRENT,
+                "SpanKind": SpanKind,
+                "SERVER": SpanKind.SERVER,
+                "monotonic_ns": _monotonic_ns,
+                "getrandbits": _getrandbits,
+                "new_trace_id": new_trace_id,
+                "new_span_id": new_span_id,
+                "anchor": _anchor,
+                "no_tags": _NO_TAGS,
+            },
+        )
+    except Exception:  # never let the optional extension break `import tomograph`
+        return False
     (
         make_span,
         span_method,
-        Span.__enter__,  # type: ignore[method-assign]
-        Span.__exit__,  # type: ignore[method-assign]
-        Span.finish,  # type: ignore[method-assign]
-        Span.tag,  # type: ignore[method-assign]
-        Span.annotate,  # type: ignore[method-assign]
-    ) = speedups.setup(
-        Span,
-        {
-            **PYTHON_HOT_PATH,
-            "CURRENT_SPAN": CURRENT_SPAN,
-            "ROOT_EXTRA": ROOT_EXTRA,
-            "CURRENT": CURRENT,
-            "SpanKind": SpanKind,
-            "SERVER": SpanKind.SERVER,
-            "monotonic_ns": _monotonic_ns,
-            "getrandbits": _getrandbits,
-            "new_trace_id": new_trace_id,
-            "new_span_id": new_span_id,
-            "anchor": _anchor,
-            "no_tags": _NO_TAGS,
-        },
-    )
+        span_type.__enter__,  # type: ignore[method-assign]
+        span_type.__exit__,  # type: ignore[method-assign]
+        span_type.finish,  # type: ignore[method-assign]
+        span_type.tag,  # type: ignore[method-assign]
+        span_type.annotate,  # type: ignore[method-assign]
+    ) = compiled
+    return True
+
+
+#: True when the compiled hot path runs (:mod:`tomograph._speedups`): :func:`make_span`,
+#: ``Tracer.span``, ``Span.__enter__``, ``Span.__exit__`` and ``Span.finish`` in C, about half
+#: the instructions of an unsampled span. False where tomograph runs in pure Python: no C
+#: compiler at install, ``TOMOGRAPH_NO_EXTENSIONS=1``, or a second import of this module in the
+#: process (a reload, a subinterpreter: the extension serves the first). The behaviour is the same:
+#: the compiled functions hand every case they do not handle themselves to the Python ones.
+ACCELERATED = _install_compiled(Span)
 
 
 def wrap_in_span(func: F, new_span: Callable[[], Any]) -> F:

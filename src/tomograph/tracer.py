@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from tomograph.sampling import (
     constant_root_decision,
     parent_based,
 )
-from tomograph.span import CURRENT, Span, make_span, span_method
+from tomograph.span import ACCELERATED, CURRENT, Span, make_span, span_method
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -265,9 +266,12 @@ class Tracer:
         raise TypeError("a Tracer holds threads and sockets and cannot be pickled")
 
 
-if speedups is not None:
+if speedups is not None and ACCELERATED:
     # The compiled make_span reads a Tracer's fields at their offsets (others by attribute).
-    speedups.use_tracer_layout(Tracer)
+    # Refused for a second Tracer class (this module imported again): that one is read by
+    # attribute, which is as correct, only slower.
+    with contextlib.suppress(Exception):
+        speedups.use_tracer_layout(Tracer)
 
 
 # -- the default tracer ---------------------------------------------------------------------
