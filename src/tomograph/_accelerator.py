@@ -9,6 +9,7 @@ has to be made before the first span exists).
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -22,10 +23,11 @@ def _load() -> ModuleType | None:
     if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
         return None
     try:
-        from tomograph import _speedups
+        # import_module returns the module itself (from sys.modules), where an attribute of the
+        # package would be missing while the package is still half imported (a second import)
+        return importlib.import_module("tomograph._speedups")
     except Exception:  # not built, or unusable here: pure Python runs
         return None
-    return _speedups
 
 
 #: The compiled module, or ``None`` where pure Python runs.
