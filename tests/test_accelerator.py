@@ -658,3 +658,53 @@ def test_the_hot_path_functions_carry_the_python_docstrings() -> None:
     assert tomograph.Tracer.span.__doc__ == PYTHON_HOT_PATH["make_span"].__doc__
     for name in ("finish", "tag", "annotate"):
         assert getattr(Span, name).__doc__ == PYTHON_HOT_PATH[name].__doc__
+
+
+# -- introspection --------------------------------------------------------------------------
+
+
+def _parameters(function: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
+    # names, kinds and defaults: what help(), IDEs and signature-reading frameworks use (a
+    # compiled function's text signature carries no annotations)
+    import inspect
+
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_the_hot_path_functions_have_the_signatures_of_the_python_ones() -> None:
+    # Runs in both builds: compiled, the functions below are the extension's; pure, the Python
+    # ones, so the expected values hold for both.
+    tracer = tomograph.Tracer("svc", sampler=always())
+    span = tracer.span("op", parent=None)
+    python = PYTHON_HOT_PATH
+    assert _parameters(make_span) == _parameters(python["make_span"])
+    assert _parameters(tracer.span) == _parameters(python["make_span"])[1:]
+    bound = {"enter": span.__enter__, "exit": span.__exit__, "finish": span.finish}
+    bound.update(tag=span.tag, annotate=span.annotate)
+    for name, method in bound.items():
+        assert _parameters(method) == _parameters(python[name])[1:], name
+    unbound = {"enter": Span.__enter__, "exit": Span.__exit__, "finish": Span.finish}
+    unbound.update(tag=Span.tag, annotate=Span.annotate, make_span=tomograph.Tracer.span)
+    for name, function in unbound.items():
+        # the instance itself comes first (positional-only in a compiled method)
+        got, expected = _parameters(function), _parameters(python[name])
+        assert got[0][0] == expected[0][0] and got[1:] == expected[1:], name
+
+
+def test_the_current_parent_default_reads_as_current() -> None:
+    import inspect
+
+    parent = inspect.signature(tomograph.Tracer("svc").span).parameters["parent"]
+    assert parent.default is span_module.CURRENT
+    assert repr(parent.default) == "CURRENT"
+    assert str(parent).replace(" ", "").endswith("=CURRENT")  # not <object object at 0x...>
+
+
+def test_current_is_only_itself() -> None:
+    import copy
+    import pickle
+
+    current = span_module.CURRENT
+    assert current != "CURRENT" and current == current  # noqa: PLR0124
+    assert "CURRENT" != current  # noqa: SIM300 (the str on the left: its comparison is asked too)
+    assert copy.deepcopy(current) is current and pickle.loads(pickle.dumps(current)) is current

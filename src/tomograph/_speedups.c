@@ -795,43 +795,61 @@ static PyInterpreterState *setup_interpreter = NULL;
 
 /* -- setup ------------------------------------------------------------------------------- */
 
+/* Each definition's doc starts with a text signature ("name(...)\n--\n\n"), which
+ * inspect.signature() and help() read; setup() puts the Python function's docstring after it.
+ * tomograph.CURRENT is the one default that is no literal (span.py: why it is a str). */
+#define MAKE_SPAN_PARAMETERS \
+    "name, kind=None, tags=None, parent=tomograph.CURRENT, local_endpoint=None, " \
+    "remote_endpoint=None)\n--\n\n"
+
 static PyMethodDef make_span_method_def = {
     "span", (PyCFunction)(void (*)(void))make_span_method, METH_FASTCALL | METH_KEYWORDS,
-    "span(name, kind=None, tags=None, parent=CURRENT, local_endpoint=None, "
-    "remote_endpoint=None)\n--\n\nStart a span of this tracer: see make_span."};
+    "span($tracer, " MAKE_SPAN_PARAMETERS "Start a span of this tracer: see make_span."};
 
 static PyMethodDef make_span_function_def = {
     "make_span", (PyCFunction)(void (*)(void))make_span_function, METH_FASTCALL | METH_KEYWORDS,
-    "make_span(tracer, name, kind=None, tags=None, parent=CURRENT, local_endpoint=None, "
-    "remote_endpoint=None)\n--\n\nStart a span of tracer (see tomograph.span.make_span)."};
+    "make_span(tracer, " MAKE_SPAN_PARAMETERS "Start a span of tracer (see tomograph.span.make_span)."};
 
 static PyMethodDef span_method_defs[] = {
-    {"__enter__", (PyCFunction)span_enter, METH_NOARGS, "Make the span current."},
+    {"__enter__", (PyCFunction)span_enter, METH_NOARGS,
+     "__enter__($self)\n--\n\nMake the span current."},
     {"__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL | METH_KEYWORDS,
+     "__exit__($self, exc_type, exc, tb)\n--\n\n"
      "Restore the previous current span and finish this one."},
     {"finish", (PyCFunction)(void (*)(void))span_finish, METH_FASTCALL | METH_KEYWORDS,
+     "finish($self, timestamp_us=None)\n--\n\n"
      "Stop the clock and hand the span to the tracer's backends (if sampled)."},
-    {"tag", (PyCFunction)(void (*)(void))span_tag, METH_FASTCALL | METH_KEYWORDS, "Set a tag."},
+    {"tag", (PyCFunction)(void (*)(void))span_tag, METH_FASTCALL | METH_KEYWORDS,
+     "tag($self, key, value)\n--\n\nSet a tag."},
     {"annotate", (PyCFunction)(void (*)(void))span_annotate, METH_FASTCALL | METH_KEYWORDS,
-     "Add a timestamped note."},
+     "annotate($self, value, duration_us=None)\n--\n\nAdd a timestamped note."},
 };
 #define SPAN_METHODS ((int)(sizeof(span_method_defs) / sizeof(span_method_defs[0])))
 
-/* The Python functions' docstrings, shown by help() for the compiled ones (kept alive here:
- * the method definitions point into them). */
+/* The definitions' docs with the Python functions' docstrings, shown by help() for the compiled
+ * ones (kept alive here: the method definitions point into them). */
 static PyObject *docs[SPAN_METHODS + 2];
 
+/* The definition's text signature, then the Python function's docstring. */
 static void
 copy_doc(PyMethodDef *def, PyObject *function, int i)
 {
+    const char *end = strstr(def->ml_doc, "\n--\n\n");
+    Py_ssize_t length = end == NULL ? 0 : end - def->ml_doc + 5;
     PyObject *doc = PyObject_GetAttrString(function, "__doc__");
-    const char *text = doc != NULL && PyUnicode_Check(doc) ? PyUnicode_AsUTF8(doc) : NULL;
+    PyObject *signature = PyUnicode_FromStringAndSize(def->ml_doc, length);
+    PyObject *joined = doc != NULL && signature != NULL && PyUnicode_Check(doc)
+                           ? PyUnicode_Concat(signature, doc)
+                           : NULL;
+    Py_XDECREF(doc);
+    Py_XDECREF(signature);
+    const char *text = joined == NULL ? NULL : PyUnicode_AsUTF8(joined);
     if (text == NULL) {
-        PyErr_Clear(); /* no docstring: the definition's own stays */
-        Py_XDECREF(doc);
+        PyErr_Clear(); /* no docstring (python -OO): the definition's own stays */
+        Py_XDECREF(joined);
         return;
     }
-    Py_XSETREF(docs[i], doc);
+    Py_XSETREF(docs[i], joined);
     def->ml_doc = text;
 }
 

@@ -51,8 +51,33 @@ _UNTIMED = -1
 
 _NO_TAGS: Mapping[str, TagValue] = MappingProxyType({})
 
+
+class _Current(str):
+    """The type of :data:`CURRENT`, a sentinel compared by identity.
+
+    A ``str`` only so that the compiled functions' text signatures can name it: ``inspect``
+    takes a builtin's defaults of str, int, float, bytes, bool and None only, so
+    ``inspect.signature(tracer.span)`` and ``help()`` show ``parent=CURRENT`` for both builds.
+    """
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other  # never equal to the text "CURRENT" (str would say it is)
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __repr__(self) -> str:
+        return "CURRENT"
+
+    def __reduce__(self) -> str:
+        return "CURRENT"  # copies and pickles are this one object
+
+
 #: ``parent`` default meaning "whatever span is current when the span starts".
-CURRENT: Any = object()
+CURRENT: Any = _Current("CURRENT")
 
 #: Epoch microseconds a given span time may take: 1970 to 2262, so that epoch nanoseconds fit
 #: the signed 64 bits of every wire format.
