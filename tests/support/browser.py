@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,78 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+class Tab:
+    """A fresh browser context and page, which fails the test on a JavaScript error.
+
+    ``answers`` are typed into the page's prompts, in order (a prompt beyond them is
+    dismissed) and every dialog's message is kept in ``dialogs``; without ``answers`` a dialog
+    fails the test. ``requests`` are the page's requests with their Authorization header, and
+    ``console_errors`` what the page logged as errors (a failed resource load logs one too, so
+    that is for a test to check). Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        browser: Any,
+        *,
+        answers: list[str] | None = None,
+        init_scripts: tuple[Path, ...] = (),
+        **options: Any,
+    ) -> None:
+        options.setdefault("viewport", {"width": 1400, "height": 900})
+        self.context = browser.new_context(**options)
+        for script in init_scripts:
+            self.context.add_init_script(path=str(script))
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.console_errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.requests: list[tuple[str, str | None]] = []
+        self._expects_dialogs = answers is not None
+        unanswered = list(answers or [])
+
+        def answer(dialog: Any) -> None:
+            self.dialogs.append(dialog.message)
+            if unanswered:
+                dialog.accept(unanswered.pop(0))
+            else:
+                dialog.dismiss()
+
+        def console(message: Any) -> None:
+            if message.type == "error":
+                self.console_errors.append(message.text)
+
+        self.page.on("dialog", answer)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", console)
+        self.page.on(
+            "request",
+            lambda request: self.requests.append(
+                (request.url, request.headers.get("authorization"))
+            ),
+        )
+
+    def api_requests(self) -> list[tuple[str, str | None]]:
+        """The requests to the collector's API, with their Authorization header."""
+        return [(url, auth) for url, auth in self.requests if "/api/" in url]
+
+    def close(self) -> None:
+        """Closes the context; fails on a JavaScript error or a dialog nobody expected."""
+        self.context.close()
+        assert self.errors == [], f"JavaScript errors: {self.errors}"
+        if not self._expects_dialogs:
+            assert self.dialogs == [], f"unexpected dialogs: {self.dialogs}"
+
+    def __enter__(self) -> Tab:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # the test's own failure says more than what the page did after it
+            self.context.close()
+
+
 def axe_script() -> Path:
     """axe-core's browser build."""
     return Path(require(str(NPM_PREFIX / "node_modules/axe-core/axe.min.js"), "npm axe-core"))
@@ -64,6 +136,22 @@ def axe_violations(page: Any, impacts: tuple[str, ...] = ("serious", "critical")
         if violation["impact"] in impacts
         for node in violation["nodes"]
     ]
+
+
+def accessibility_violations(
+    browser: Any, url: str, ready: Callable[[Any], object], *, scheme: str
+) -> list[str]:
+    """axe-core's serious and critical violations on ``url`` in this colour scheme, once
+    ``ready(page)`` has brought the page to the state to check."""
+    with Tab(
+        browser,
+        init_scripts=(axe_script(),),
+        viewport={"width": 1280, "height": 900},
+        color_scheme=scheme,
+    ) as tab:
+        tab.page.goto(url)
+        ready(tab.page)
+        return axe_violations(tab.page)
 
 
 def shot(page: Any, name: str, *, full_page: bool = True) -> Path:

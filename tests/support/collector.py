@@ -7,7 +7,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -15,7 +15,10 @@ from typing import Any
 
 from tests.support.servers import SHARED, BackgroundProcess, free_port, wait_for_port
 
+from tomograph.demo import run_demo
 from tomograph.encoding import zipkin_json
+from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.span import Span
 
 SPEC_PATH = SHARED / "specs/zipkin/zipkin2-api.yaml"
 
@@ -85,6 +88,29 @@ def running_collector(workdir: Path, *extra_args: str) -> Iterator[str]:
         except TimeoutError:
             raise AssertionError(f"collector did not start:\n{process.output()}") from None
         yield f"http://127.0.0.1:{port}"
+
+
+def send_spans(url: str, spans: Sequence[Span], *, token: str | None = None) -> None:
+    """Sends finished spans to the collector at ``url`` as an application does (the Zipkin
+    backend), and checks that every one was sent."""
+    backend = ZipkinBackend(url, token=token)
+    for span in spans:
+        backend.report(span)
+    assert backend.flush(10)
+    assert backend.stats()["sent"] == len(spans), backend.stats()
+    backend.close(5)
+
+
+#: The span names of the trace ``tomograph demo`` makes, as the web UI's waterfall lists them.
+DEMO_WATERFALL = ["get /checkout", "get /checkout", "load cart", "select cart_items", "charge card"]
+
+
+def send_demo_trace(url: str, *, token: str | None = None) -> list[Span]:
+    """Sends the trace ``tomograph demo`` makes (client -> server -> sqlite, a declined card)
+    to the collector at ``url``; returns its spans."""
+    memory, _ = run_demo()
+    send_spans(url, memory.spans, token=token)
+    return memory.spans
 
 
 def http(

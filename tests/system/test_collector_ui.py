@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,75 +18,37 @@ pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
 from playwright.sync_api import expect
-from tests.support.collector import http, running_collector
-from tests.support.servers import REPO_ROOT, require
+from tests.support.browser import Tab, shot
+from tests.support.collector import (
+    DEMO_WATERFALL,
+    http,
+    running_collector,
+    send_demo_trace,
+    send_spans,
+)
 
 from tomograph.collector.server import ui_link
 from tomograph.demo import run_demo
 from tomograph.encoding import zipkin_json
-from tomograph.reporting.zipkin import ZipkinBackend
+from tomograph.reporting.memory import MemoryBackend
 from tomograph.tracer import Tracer
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_collector(tmp_path_factory.mktemp("ui")) as url:
-        # the demo trace (client -> server -> sqlite, a declined card) and some quick traffic
-        memory, _ = run_demo()
-        backend = ZipkinBackend(url)
-        for span in memory.spans:
-            backend.report(span)
-        tracer = Tracer("inventory", backends=[backend])
+        send_demo_trace(url)
+        # and some quick traffic
+        memory = MemoryBackend()
+        tracer = Tracer("inventory", backends=[memory])
         for item in range(5):
             with tracer.span("GET /items", kind="server", tags={"http.method": "GET"}):
                 with tracer.span("cache lookup", tags={"item": item}):
                     pass
-        assert backend.flush(10)
-        backend.close(5)
+        send_spans(url, memory.spans)
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = require("/usr/bin/chromium", "the web UI tests drive a real browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"collector-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def test_search_to_trace_waterfall(collector: str, page: Any) -> None:
@@ -110,13 +71,7 @@ def test_search_to_trace_waterfall(collector: str, page: Any) -> None:
     rows.first.click()
     page.wait_for_selector(".wf-row")
     names = page.locator(".wf-row .span-name").all_inner_texts()
-    assert names == [
-        "get /checkout",
-        "get /checkout",
-        "load cart",
-        "select cart_items",
-        "charge card",
-    ]
+    assert names == DEMO_WATERFALL
     error_rows = page.locator(".wf-row.error .span-name").all_inner_texts()
     assert error_rows == ["charge card"]
     assert "demo-client: get /checkout" in page.inner_text("#t-title")
@@ -202,134 +157,75 @@ TOKEN = "ui-t0ken+/=%"  # characters a link must percent-encode
 def protected_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A collector started with --token, holding the demo trace sent with that token."""
     with running_collector(tmp_path_factory.mktemp("ui-token"), "--token", TOKEN) as url:
-        memory, _ = run_demo()
-        backend = ZipkinBackend(url, token=TOKEN)
-        for span in memory.spans:
-            backend.report(span)
-        assert backend.flush(10)
-        assert backend.stats()["sent"] == len(memory.spans)
-        backend.close(5)
+        send_demo_trace(url, token=TOKEN)
         yield url
 
 
-class Watched:
-    """A fresh browser tab that records its API requests and answers prompts from a list."""
-
-    def __init__(self, browser: Any, answers: list[str] | None = None) -> None:
-        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
-        self.page = self.context.new_page()
-        self.prompts: list[str] = []
-        self.requests: list[tuple[str, str | None]] = []
-        self.errors: list[str] = []
-        answers = list(answers or [])
-
-        def answer(dialog: Any) -> None:
-            self.prompts.append(dialog.message)
-            if answers:
-                dialog.accept(answers.pop(0))
-            else:
-                dialog.dismiss()
-
-        self.page.on("dialog", answer)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on(
-            "request",
-            lambda request: self.requests.append(
-                (request.url, request.headers.get("authorization"))
-            ),
-        )
-
-    def api_requests(self) -> list[tuple[str, str | None]]:
-        return [(url, auth) for url, auth in self.requests if "/api/" in url]
-
-    def close(self) -> None:
-        self.context.close()
-        assert self.errors == [], f"JavaScript errors: {self.errors}"
-
-
 def test_a_token_link_opens_a_protected_collector_without_a_prompt(
-    protected_collector: str, browser: Any
+    protected_collector: str, tab: Tab
 ) -> None:
-    tab = Watched(browser)
-    try:
-        page = tab.page
-        page.goto(ui_link(protected_collector, "/", TOKEN))
-        page.wait_for_selector(".trace-row")
-        assert page.locator(".trace-row").count() == 1
-        # the token left the address bar (and so the history) and stays for the session
-        assert "token" not in page.url and page.url.endswith("/#/")
-        assert page.evaluate("sessionStorage.getItem('tomograph.token')") == TOKEN
+    page = tab.page
+    page.goto(ui_link(protected_collector, "/", TOKEN))
+    page.wait_for_selector(".trace-row")
+    assert page.locator(".trace-row").count() == 1
+    # the token left the address bar (and so the history) and stays for the session
+    assert "token" not in page.url and page.url.endswith("/#/")
+    assert page.evaluate("sessionStorage.getItem('tomograph.token')") == TOKEN
 
-        page.locator(".trace-row").first.click()
-        page.wait_for_selector(".wf-row")
-        assert page.locator(".wf-row").count() == 5
-        with page.expect_popup() as popup:  # the JSON link works without the API's 401
-            page.click("#t-json")
-        raw = popup.value
-        raw.wait_for_load_state()
-        assert json.loads(raw.inner_text("body"))[0]["traceId"] in page.url
+    page.locator(".trace-row").first.click()
+    page.wait_for_selector(".wf-row")
+    assert page.locator(".wf-row").count() == 5
+    with page.expect_popup() as popup:  # the JSON link works without the API's 401
+        page.click("#t-json")
+    raw = popup.value
+    raw.wait_for_load_state()
+    assert json.loads(raw.inner_text("body"))[0]["traceId"] in page.url
 
-        page.reload()  # a reload keeps the session's token
-        page.wait_for_selector(".wf-row")
-        assert tab.prompts == []
-        api = tab.api_requests()
-        assert api and all(auth == f"Bearer {TOKEN}" for _, auth in api)
-        assert not any("t0ken" in url for url, _ in tab.requests)  # never in a URL sent
-    finally:
-        tab.close()
+    page.reload()  # a reload keeps the session's token
+    page.wait_for_selector(".wf-row")
+    assert tab.dialogs == []
+    api = tab.api_requests()
+    assert api and all(auth == f"Bearer {TOKEN}" for _, auth in api)
+    assert not any("t0ken" in url for url, _ in tab.requests)  # never in a URL sent
 
 
-def test_a_trace_link_with_a_token_keeps_its_route(protected_collector: str, browser: Any) -> None:
+def test_a_trace_link_with_a_token_keeps_its_route(protected_collector: str, tab: Tab) -> None:
     status, body = http(
         "GET", f"{protected_collector}/api/v2/traces", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert status == 200
     trace_id = json.loads(body)[0][0]["traceId"]
-    tab = Watched(browser)
-    try:
-        tab.page.goto(ui_link(protected_collector, f"/trace/{trace_id}", TOKEN))
-        tab.page.wait_for_selector(".wf-row")
-        assert tab.page.url.endswith(f"/#/trace/{trace_id}")
-        assert tab.prompts == []
-    finally:
-        tab.close()
+    tab.page.goto(ui_link(protected_collector, f"/trace/{trace_id}", TOKEN))
+    tab.page.wait_for_selector(".wf-row")
+    assert tab.page.url.endswith(f"/#/trace/{trace_id}")
+    assert tab.dialogs == []
 
 
 def test_the_ui_asks_for_the_token_of_a_protected_collector(
     protected_collector: str, browser: Any
 ) -> None:
-    tab = Watched(browser, answers=[TOKEN])
-    try:
+    with Tab(browser, answers=[TOKEN]) as tab:
         tab.page.goto(protected_collector + "/")
         tab.page.wait_for_selector(".trace-row")
-        assert len(tab.prompts) == 1 and "needs an access token" in tab.prompts[0]
-    finally:
-        tab.close()
+        assert len(tab.dialogs) == 1 and "needs an access token" in tab.dialogs[0]
 
 
 def test_a_refused_token_is_asked_for_again(protected_collector: str, browser: Any) -> None:
-    tab = Watched(browser, answers=[TOKEN])
-    try:
+    with Tab(browser, answers=[TOKEN]) as tab:
         tab.page.goto(ui_link(protected_collector, "/", "not-the-token"))
         tab.page.wait_for_selector(".trace-row")
-        assert len(tab.prompts) == 1 and "refused" in tab.prompts[0]
+        assert len(tab.dialogs) == 1 and "refused" in tab.dialogs[0]
         assert tab.page.evaluate("sessionStorage.getItem('tomograph.token')") == TOKEN
-    finally:
-        tab.close()
 
 
 def test_the_empty_page_recommends_a_command_with_the_token(
-    protected_collector: str, browser: Any
+    protected_collector: str, tab: Tab
 ) -> None:
-    tab = Watched(browser)
-    try:
-        tab.page.goto(ui_link(protected_collector, "/?serviceName=nobody", TOKEN))
-        tab.page.wait_for_selector("#search-status:has-text('No traces')")
-        status = tab.page.inner_text("#search-status")
-        assert f"tomograph demo --send {protected_collector} --token TOKEN" in status
-        assert TOKEN not in status
-    finally:
-        tab.close()
+    tab.page.goto(ui_link(protected_collector, "/?serviceName=nobody", TOKEN))
+    tab.page.wait_for_selector("#search-status:has-text('No traces')")
+    status = tab.page.inner_text("#search-status")
+    assert f"tomograph demo --send {protected_collector} --token TOKEN" in status
+    assert TOKEN not in status
 
 
 def test_custom_time_range(collector: str, page: Any) -> None:

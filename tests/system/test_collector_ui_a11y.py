@@ -17,11 +17,8 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
-from tests.support.browser import axe_script, axe_violations, big_trace, chromium, post_spans
-from tests.support.collector import running_collector
-
-from tomograph.demo import run_demo
-from tomograph.reporting.zipkin import ZipkinBackend
+from tests.support.browser import accessibility_violations, big_trace, post_spans
+from tests.support.collector import running_collector, send_demo_trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -31,20 +28,9 @@ BIG = "c" * 32
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_collector(tmp_path_factory.mktemp("ui-a11y")) as url:
-        memory, _ = run_demo()
-        backend = ZipkinBackend(url)
-        for span in memory.spans:
-            backend.report(span)
-        assert backend.flush(10)
-        backend.close(5)
+        send_demo_trace(url)
         post_spans(url, big_trace(BIG, 2000, time.time_ns() // 1000 - 60_000_000))
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as browser:
-        yield browser
 
 
 def search_results(page: Any) -> None:
@@ -104,29 +90,14 @@ PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
 def test_no_serious_or_critical_accessibility_violations(
     collector: str, browser: Any, name: str, scheme: str
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
-    context.add_init_script(path=str(axe_script()))
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
-        path, ready = PAGES[name]
-        page.goto(collector + path)
-        ready(page)
-        assert axe_violations(page) == []
-    finally:
-        context.close()
-    assert errors == []
+    path, ready = PAGES[name]
+    assert accessibility_violations(browser, collector + path, ready, scheme=scheme) == []
 
 
 def test_the_checker_finds_what_it_should(collector: str, browser: Any) -> None:
     # guards the test above against passing because axe did not run: a button with no name and
     # light grey text on white are a critical and a serious violation
-    context = browser.new_context()
-    context.add_init_script(path=str(axe_script()))
-    page = context.new_page()
-    try:
-        page.goto(collector + "/#/")
+    def spoilt(page: Any) -> None:
         page.wait_for_selector(".trace-row")
         page.evaluate(
             """() => {
@@ -138,8 +109,7 @@ def test_the_checker_finds_what_it_should(collector: str, browser: Any) -> None:
                 document.body.append(faint);
             }"""
         )
-        found = " ".join(axe_violations(page))
-        assert "button-name (critical)" in found
-        assert "color-contrast (serious)" in found
-    finally:
-        context.close()
+
+    found = " ".join(accessibility_violations(browser, collector + "/#/", spoilt, scheme="light"))
+    assert "button-name (critical)" in found
+    assert "color-contrast (serious)" in found

@@ -23,11 +23,8 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
-from tests.support.browser import ARTIFACTS, big_trace, chromium, post_spans, shot
-from tests.support.collector import make_span, running_collector
-
-from tomograph.demo import run_demo
-from tomograph.reporting.zipkin import ZipkinBackend
+from tests.support.browser import ARTIFACTS, Tab, big_trace, post_spans, shot
+from tests.support.collector import make_span, running_collector, send_demo_trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -86,45 +83,12 @@ def hostile_spans(now: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_collector(tmp_path_factory.mktemp("ui-trace")) as url:
-        memory, _ = run_demo()
-        backend = ZipkinBackend(url)
-        for span in memory.spans:
-            backend.report(span)
-        assert backend.flush(10)
-        backend.close(5)
+        send_demo_trace(url)
         now = time.time_ns() // 1000
         post_spans(url, big_trace(BIG, BIG_COUNT, now - 60_000_000))
         post_spans(url, sortable_spans(now))
         post_spans(url, hostile_spans(now))
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as browser:
-        yield browser
-
-
-class Tab:
-    """A fresh browser context and page that fails the test on any JavaScript error."""
-
-    def __init__(self, browser: Any, **options: Any) -> None:
-        options.setdefault("viewport", {"width": 1400, "height": 900})
-        self.context = browser.new_context(**options)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def close(self) -> None:
-        self.context.close()
-        assert self.errors == [], f"JavaScript errors: {self.errors}"
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    opened = Tab(browser)
-    yield opened
-    opened.close()
 
 
 def depth_first(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -414,8 +378,7 @@ def test_the_trace_list_sorts_and_keeps_the_order_in_the_address(collector: str,
 
 
 def test_times_show_the_year_milliseconds_and_time_zone(collector: str, browser: Any) -> None:
-    opened = Tab(browser, timezone_id="Asia/Kolkata", locale="en-US")
-    try:
+    with Tab(browser, timezone_id="Asia/Kolkata", locale="en-US") as opened:
         page = opened.page
         page.goto(collector + "/#/?serviceName=sortable&lookback=3600000")
         page.wait_for_selector(".trace-row >> nth=3")
@@ -433,13 +396,10 @@ def test_times_show_the_year_milliseconds_and_time_zone(collector: str, browser:
             r"Started\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} GMT\+5:30",
             page.inner_text("#t-facts"),
         )
-    finally:
-        opened.close()
 
 
 def test_the_layout_holds_at_800_pixels(collector: str, browser: Any) -> None:
-    opened = Tab(browser, viewport={"width": 800, "height": 900})
-    try:
+    with Tab(browser, viewport={"width": 800, "height": 900}) as opened:
         page = opened.page
         page.goto(collector + "/")
         page.wait_for_selector(".trace-row")
@@ -459,15 +419,12 @@ def test_the_layout_holds_at_800_pixels(collector: str, browser: Any) -> None:
         page.locator(".wf-row").nth(3).click()
         page.wait_for_selector("#details:not([hidden])")
         shot(page, "trace-800px", full_page=False)
-    finally:
-        opened.close()
 
 
 def test_dark_mode_follows_the_system_setting(collector: str, browser: Any) -> None:
     background = "getComputedStyle(document.body).backgroundColor"
     for scheme, dark in (("dark", True), ("light", False)):
-        opened = Tab(browser, color_scheme=scheme)
-        try:
+        with Tab(browser, color_scheme=scheme) as opened:
             page = opened.page
             page.goto(collector + "/#/?serviceName=demo-client")
             page.locator(".trace-row").first.click()
@@ -477,8 +434,6 @@ def test_dark_mode_follows_the_system_setting(collector: str, browser: Any) -> N
             if dark:
                 page.locator(".wf-row", has_text="charge card").click()
                 shot(page, "trace-dark")
-        finally:
-            opened.close()
 
 
 def test_span_values_are_shown_as_text_never_as_html(collector: str, tab: Tab) -> None:

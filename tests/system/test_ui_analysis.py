@@ -18,23 +18,16 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
-from tests.support.browser import axe_script, axe_violations
-from tests.support.collector import http, running_collector
-from tests.support.servers import REPO_ROOT, require
+from tests.support.browser import accessibility_violations, post_spans, shot
+from tests.support.collector import DEMO_WATERFALL, http, running_collector
+from tests.support.servers import REPO_ROOT
 
 from tomograph.demo import run_demo
 from tomograph.encoding import zipkin_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 FIXTURES = REPO_ROOT / "tests" / "ui" / "fixtures"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-]
 NOW = int(time.time() * 1_000_000)
 HOST_A = {"serviceName": "frontend", "ipv4": "10.0.0.1"}
 HOST_B = {"serviceName": "backend", "ipv4": "10.0.0.2"}
@@ -131,16 +124,6 @@ def endpoint_trace(trace_id: str, cache: bool, query_ms: int) -> list[Any]:
     return spans
 
 
-def post(url: str, spans: list[Any]) -> None:
-    status, body = http(
-        "POST",
-        url + "/api/v2/spans",
-        json.dumps(spans).encode(),
-        {"Content-Type": "application/json"},
-    )
-    assert status == 202, (status, body)
-
-
 def wait_for_trace(url: str, trace_id: str, count: int) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -161,10 +144,10 @@ def demo_spans() -> list[Any]:
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory, demo_spans: list[Any]) -> Iterator[str]:
     with running_collector(tmp_path_factory.mktemp("ui-analysis")) as url:
-        post(url, demo_spans)
-        post(url, skewed_trace())
-        post(url, endpoint_trace(COMPARE_A, cache=False, query_ms=5))
-        post(url, endpoint_trace(COMPARE_B, cache=True, query_ms=40))
+        post_spans(url, demo_spans)
+        post_spans(url, skewed_trace())
+        post_spans(url, endpoint_trace(COMPARE_A, cache=False, query_ms=5))
+        post_spans(url, endpoint_trace(COMPARE_B, cache=True, query_ms=40))
         for trace_id, count in (
             (demo_spans[0]["traceId"], 5),
             (SKEWED, 4),
@@ -173,38 +156,6 @@ def collector(tmp_path_factory: pytest.TempPathFactory, demo_spans: list[Any]) -
         ):
             wait_for_trace(url, trace_id, count)
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = require("/usr/bin/chromium", "the web UI tests drive a real browser")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"collector-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def bar_box(page: Any, name: str, nth: int = 0) -> Any:
@@ -303,13 +254,7 @@ def test_an_otlp_file_opens_in_the_trace_view_without_being_stored(
     open_file(page, collector, FIXTURES / "demo-otlp-base64.json")
     page.wait_for_selector(".wf-row")
     names = page.locator(".wf-row .span-name").all_inner_texts()
-    assert names == [
-        "get /checkout",
-        "get /checkout",
-        "load cart",
-        "select cart_items",
-        "charge card",
-    ]
+    assert names == DEMO_WATERFALL
     assert page.locator(".wf-row.error .span-name").all_inner_texts() == ["charge card"]
     assert "demo-otlp-base64.json" in page.inner_text("#t-title")
     assert page.locator("#t-compare").count() == 0, "a trace from a file is not in the collector"
@@ -429,19 +374,8 @@ PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
 def test_no_serious_or_critical_accessibility_violations(
     collector: str, browser: Any, demo_spans: list[Any], name: str, scheme: str
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
-    context.add_init_script(path=str(axe_script()))
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
-        path, ready = PAGES[name]
-        if name == "critical-path":
-            path = f"/#/trace/{demo_spans[0]['traceId']}"
-            ready = lambda page: page.wait_for_selector(".lane .critical")  # noqa: E731
-        page.goto(collector + path)
-        ready(page)
-        assert axe_violations(page) == []
-    finally:
-        context.close()
-    assert errors == []
+    path, ready = PAGES[name]
+    if name == "critical-path":
+        path = f"/#/trace/{demo_spans[0]['traceId']}"
+        ready = lambda page: page.wait_for_selector(".lane .critical")  # noqa: E731
+    assert accessibility_violations(browser, collector + path, ready, scheme=scheme) == []

@@ -8,7 +8,6 @@ histogram whose buckets list their traces. Screenshots go to ``test-artifacts/``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,11 +17,8 @@ import pytest
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
-from tests.support.browser import chromium, shot
-from tests.support.collector import http, make_span, now_us, running_collector
-
-from tomograph.demo import run_demo
-from tomograph.reporting.zipkin import ZipkinBackend
+from tests.support.browser import post_spans, shot
+from tests.support.collector import make_span, now_us, running_collector, send_demo_trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -105,12 +101,7 @@ def cart_spans(start: int) -> list[Any]:
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_collector(tmp_path_factory.mktemp("ui-graphs")) as url:
-        memory, _ = run_demo()
-        backend = ZipkinBackend(url)
-        for span in memory.spans:
-            backend.report(span)
-        assert backend.flush(10)
-        backend.close(5)
+        send_demo_trace(url)
         start = now_us() - 5_000_000
         spans: list[Any] = []
         number = 0
@@ -123,34 +114,8 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             spans.append(
                 make_span("f" * 32, "4" * 16, name=name, service="shop", duration=duration)
             )
-        status, body = http(
-            "POST",
-            f"{url}/api/v2/spans",
-            json.dumps(spans).encode(),
-            {"Content-Type": "application/json"},
-        )
-        assert status == 202, body
+        post_spans(url, spans)
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    dialogs: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-    assert dialogs == []
 
 
 def boxes(page: Any, selector: str) -> list[dict[str, Any]]:
