@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 pytest.importorskip("uvicorn", reason="the collector extra is not installed")
 pytest.importorskip("playwright", reason="playwright is a test dependency")
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 from tests.support.browser import Tab, shot
 from tests.support.collector import (
@@ -252,3 +255,85 @@ def test_custom_time_range(collector: str, page: Any) -> None:
     page.fill("#f-to", "2020-01-01T00:00")
     page.click("#f-submit")
     page.wait_for_selector("#search-status.error")
+
+
+class HeldRequest:
+    """Holds the first request to an API path until released; lets the others through."""
+
+    def __init__(self, page: Any, path: str) -> None:
+        self.route: Any = None
+        self.settled: list[str] = []  # "finished" or the failure, once the page saw the end
+        page.route(lambda url: urlsplit(url).path.startswith(path), self._hold)
+        page.on("requestfinished", lambda request: self._settle(request, "finished"))
+        page.on("requestfailed", lambda request: self._settle(request, request.failure))
+
+    def _hold(self, route: Any) -> None:
+        if self.route is None:
+            self.route = route
+        else:
+            route.continue_()
+
+    def _settle(self, request: Any, outcome: str) -> None:
+        if self.route is not None and request == self.route.request:
+            self.settled.append(outcome)
+
+    def wait(self, page: Any, what: Callable[[], object]) -> None:
+        deadline = time.monotonic() + 20
+        while not what():
+            assert time.monotonic() < deadline, "the page did not get this far"
+            page.wait_for_timeout(20)  # lets Playwright deliver the page's events
+
+    def release(self) -> None:
+        try:
+            self.route.continue_()
+        except PlaywrightError:  # the page cancelled it, as it should
+            pass
+
+
+# (the page left, the API path held as it loads, the page opened, the mark of the new page ready)
+LEFT_WHILE_LOADING = {
+    "search": ("/#/", "/api/v2/services", "/#/dependencies", "svg .node"),
+    "search-for-another-search": (
+        "/#/?serviceName=inventory",
+        "/api/v2/traces",
+        "/#/?serviceName=demo-client",
+        ".trace-row",
+    ),
+    "trace": ("/#/trace/0123456789abcdef", "/api/v2/trace/", "/#/", ".trace-row"),
+    "compare": ("/#/compare?a=0123456789abcdef", "/api/v2/trace/", "/#/", ".trace-row"),
+    "dependencies": (
+        "/#/dependencies",
+        "/api/v2/dependencies",
+        "/#/operations?serviceName=inventory",
+        "#ops-table tbody tr",
+    ),
+    "operations": ("/#/operations", "/api/v2/services", "/#/", ".trace-row"),
+    "operations-table": (
+        "/#/operations?serviceName=inventory",
+        "/api/v2/tomograph/operations",
+        "/#/?serviceName=inventory",
+        ".trace-row",
+    ),
+}
+
+
+@pytest.mark.parametrize("left", list(LEFT_WHILE_LOADING))
+def test_a_page_left_while_loading_stops_and_leaves_the_new_page_alone(
+    collector: str, tab: Tab, left: str
+) -> None:
+    address, path, opened, ready = LEFT_WHILE_LOADING[left]
+    page = tab.page
+    held = HeldRequest(page, path)
+    page.goto(collector + address)
+    held.wait(page, lambda: held.route is not None)
+    page.evaluate("(hash) => { location.hash = hash; }", opened.removeprefix("/"))
+    page.wait_for_selector(ready)
+    shown = page.inner_html("#view")
+    held.release()
+    held.wait(page, lambda: held.settled)
+    # whatever the old page still had queued has run once the new page answers a round trip
+    page.evaluate("() => new Promise((done) => setTimeout(done))")
+    assert page.inner_html("#view") == shown
+    assert held.settled == ["net::ERR_ABORTED"], "leaving the page cancels its requests"
+    assert tab.console_errors == []
+    assert tab.errors == []

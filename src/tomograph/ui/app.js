@@ -1,9 +1,11 @@
 // tomograph's web UI: plain JavaScript modules over the collector's Zipkin v2 API, no build step.
 // This module only routes "#/..." addresses to the view that shows them; each view is a module in
 // views/ exporting show(root, ...), shared helpers are in lib/, DOM-free analyses in analysis/.
-// Every value from a span is put into the page as text, never as HTML.
+// Every value from a span is put into the page as text, never as HTML. Each route change ends the
+// page on show first (lib/page-life.js): its requests are aborted and its awaits never resume.
 
 import { takeTokenFromLink } from "./lib/api.js";
+import { nextPage } from "./lib/page-life.js";
 import * as compare from "./views/compare.js";
 import * as dependencies from "./views/dependencies.js";
 import * as operations from "./views/operations.js";
@@ -23,6 +25,7 @@ function decodedOrRaw(text) {
 }
 
 function route() {
+  nextPage();
   const hash = location.hash.replace(/^#/, "") || "/";
   const path = hash.split("?")[0];
   const pages = { "/dependencies": "dependencies", "/operations": "operations", "/compare": "compare", "/upload": "upload" };

@@ -5,6 +5,8 @@
 // never sent to the server) or from a prompt on the first 401, and is kept in sessionStorage:
 // for this tab's session only, never in the address bar, the history or a bookmark.
 
+import { pageSignal, whileShown } from "./page-life.js";
+
 /** Where the API lives, relative to the page's origin. */
 export const API = "/api/v2";
 
@@ -47,18 +49,23 @@ function askForToken(refused) {
 
 /**
  * GET `API + path` with `params` (empty values left out) and the session's token; the parsed JSON.
- * A failure throws an Error with the collector's message and `status`.
+ * A failure throws an Error with the collector's message and `status`. Leaving the page aborts
+ * the request, and the caller's code after it never runs (lib/page-life.js).
  */
-export async function api(path, params) {
+export function api(path, params) {
+  return whileShown(request(path, params, pageSignal()));
+}
+
+async function request(path, params, signal) {
   const url = new URL(API + path, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
   }
   const sent = token();
-  const response = await fetch(url, { headers: sent ? { Authorization: `Bearer ${sent}` } : {} });
+  const response = await fetch(url, { headers: sent ? { Authorization: `Bearer ${sent}` } : {}, signal });
   if (response.status === 401) {
-    if (token() !== sent) return api(path, params);  // a token arrived while this one was out
-    if (!declined && await askForToken(Boolean(sent))) return api(path, params);
+    if (token() !== sent) return request(path, params, signal);  // a token arrived while this one was out
+    if (!declined && await askForToken(Boolean(sent))) return request(path, params, signal);
   }
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;

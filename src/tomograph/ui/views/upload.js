@@ -4,6 +4,7 @@
 
 import { el, setStatus } from "../lib/dom.js";
 import { formatDuration } from "../lib/format.js";
+import { whileShown } from "../lib/page-life.js";
 import { serviceOf, summarize } from "../lib/spans.js";
 import { parseTraceFile } from "../analysis/upload.js";
 import { showSpans } from "./trace.js";
@@ -35,7 +36,7 @@ export function show(root) {
     setStatus(status, `Reading ${file.name}…`);
     let parsed;
     try {
-      parsed = parseTraceFile(await file.text());
+      parsed = parseTraceFile(await whileShown(file.text()));
     } catch (error) {
       setStatus(status, `${file.name}: ${error.message}`, true);
       return;
