@@ -73,20 +73,26 @@ def call(
         connection.close()
 
 
+def run_client(port: int, formats: str) -> dict[str, Any]:
+    """Runs the traced client process against the server on ``port``; what it printed."""
+    done = subprocess.run(
+        [sys.executable, str(CLIENT), str(port)],
+        env=environment(formats),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 @pytest.mark.parametrize("fmt", ["w3c", "b3", "b3single", "xtraceinfo", "jaeger"])
 def test_server_process_continues_the_client_process_trace(fmt: str, tmp_path: Path) -> None:
     formats = f"{fmt},baggage"
     with traced_server(tmp_path, formats) as port:
-        done = subprocess.run(
-            [sys.executable, str(CLIENT), str(port)],
-            env=environment(formats),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+        result = run_client(port, formats)
     client, answer = result["client"], result["server"]
     server, child = (
         next(s for s in answer["spans"] if s["name"] == name)
@@ -166,16 +172,7 @@ def test_with_jaeger_only_baggage_travels_as_uberctx_headers(tmp_path: Path) -> 
     from opentelemetry.propagators.jaeger import JaegerPropagator
 
     with traced_server(tmp_path, "jaeger") as port:
-        done = subprocess.run(
-            [sys.executable, str(CLIENT), str(port)],
-            env=environment("jaeger"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+        result = run_client(port, "jaeger")
     assert result["server"]["baggage"] == {"user": "alice smith"}
     sent = {name.lower(): value for name, value in result["client"]["sent"].items()}
     assert set(sent) == {"uber-trace-id", "uberctx-user"}
