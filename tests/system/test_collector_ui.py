@@ -337,3 +337,48 @@ def test_a_page_left_while_loading_stops_and_leaves_the_new_page_alone(
     assert held.settled == ["net::ERR_ABORTED"], "leaving the page cancels its requests"
     assert tab.console_errors == []
     assert tab.errors == []
+
+
+# (the page, its mark of ready, the API path the choice loads, the select, the choice left while
+# it loads, the choice made, the mark of that choice's answer shown)
+CHOSEN_AGAIN_WHILE_LOADING = {
+    "operations": (
+        "/#/operations?serviceName=inventory",
+        "#ops-table tbody tr",
+        "/api/v2/tomograph/operations",
+        "#o-service",
+        "demo-server",
+        "demo-client",
+        "#ops-status:has-text('1 operation of demo-client.')",
+    ),
+    "span-names": (
+        "/#/",
+        ".trace-row",
+        "/api/v2/spans",
+        "#f-service",
+        "demo-server",
+        "inventory",
+        "#f-span option[value='get /items']",
+    ),
+}
+
+
+@pytest.mark.parametrize("part", list(CHOSEN_AGAIN_WHILE_LOADING))
+def test_the_answer_for_a_choice_already_replaced_is_not_shown(
+    collector: str, tab: Tab, part: str
+) -> None:
+    address, ready, path, select, left, chosen, answered = CHOSEN_AGAIN_WHILE_LOADING[part]
+    page = tab.page
+    page.goto(collector + address)
+    page.wait_for_selector(ready)
+    held = HeldRequest(page, path)
+    page.select_option(select, left)
+    held.wait(page, lambda: held.route is not None)
+    page.select_option(select, chosen)
+    page.wait_for_selector(answered, state="attached")
+    shown = page.inner_html("#view")
+    held.release()
+    held.wait(page, lambda: held.settled)
+    page.evaluate("() => new Promise((done) => setTimeout(done))")
+    assert held.settled == ["finished"]  # the old answer did arrive...
+    assert page.inner_html("#view") == shown  # ...and was not shown

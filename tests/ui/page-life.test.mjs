@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { nextPage, pageSignal, whileShown } from "../../src/tomograph/ui/lib/page-life.js";
+import { newestOnly, nextPage, pageSignal, whileShown } from "../../src/tomograph/ui/lib/page-life.js";
 
 const NOT_SETTLED = Symbol("not settled");
 // What `promise` has come to once `settled` (which settles no sooner) has: NOT_SETTLED if nothing.
@@ -50,4 +50,27 @@ test("a promise of the new page is not cut off by the page before", async () => 
   nextPage();
   const value = Promise.resolve("fresh");
   assert.deepEqual(await outcome(whileShown(value), value), { value: "fresh" });
+});
+
+test("of a series of loads, only the newest resumes, whichever answers first", async () => {
+  const newest = newestOnly();
+  let answerOld;
+  const old = new Promise((done) => { answerOld = done; });
+  const fresh = Promise.resolve("fresh");
+  const [first, second] = [newest(old), newest(fresh)];
+  assert.deepEqual(await outcome(second, fresh), { value: "fresh" });
+  answerOld("old");
+  assert.equal(await outcome(first, old), NOT_SETTLED);
+  const failed = Promise.reject(new Error("old failure"));
+  const third = newest(failed);
+  newest(Promise.resolve("later"));
+  assert.equal(await outcome(third, failed), NOT_SETTLED);
+});
+
+test("two series do not replace each other's loads", async () => {
+  const [names, table] = [newestOnly(), newestOnly()];
+  const [a, b] = [Promise.resolve("names"), Promise.resolve("table")];
+  const [gotA, gotB] = [names(a), table(b)];
+  assert.deepEqual(await outcome(gotA, a), { value: "names" });
+  assert.deepEqual(await outcome(gotB, b), { value: "table" });
 });

@@ -43,3 +43,8 @@ export function isoTime(us) {
   const date = new Date(Math.floor(us / 1000));
   return Number.isNaN(date.getTime()) ? null : date.toISOString();
 }
+
+/** A count and its noun, plural unless the count is one: plural(3, "span") is "3 spans". */
+export function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}

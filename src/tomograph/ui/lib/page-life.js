@@ -20,9 +20,24 @@ export function pageSignal() {
  * never settles, and the code awaiting it never resumes (nothing else holds it: it is collected). */
 export function whileShown(promise) {
   const { signal } = current;
+  return settledWhile(promise, () => !signal.aborted);
+}
+
+/** For a part of the page loaded anew on each change (the operations of the service chosen, the
+ * span names of a service): `const newest = newestOnly(); ... await newest(api(...))`. A load
+ * that a later one replaced never resumes, so an old answer arriving last is not shown. */
+export function newestOnly() {
+  let newest = 0;
+  return (promise) => {
+    const mine = ++newest;
+    return settledWhile(promise, () => mine === newest);
+  };
+}
+
+function settledWhile(promise, wanted) {
   return new Promise((resolve, reject) => {
     promise.then(
-      (value) => { if (!signal.aborted) resolve(value); },
-      (error) => { if (!signal.aborted) reject(error); });
+      (value) => { if (wanted()) resolve(value); },
+      (error) => { if (wanted()) reject(error); });
   });
 }

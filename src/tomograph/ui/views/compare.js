@@ -5,7 +5,7 @@
 import { api } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, setStatus } from "../lib/dom.js";
-import { formatDuration, formatTime } from "../lib/format.js";
+import { formatDuration, formatTime, plural } from "../lib/format.js";
 import { routeParams } from "../lib/route.js";
 import { buildTree, sameTraceId, serviceOf, summarize } from "../lib/spans.js";
 import { correctSpansForClockSkew } from "../analysis/clock-skew.js";
@@ -90,7 +90,7 @@ async function offerCandidates(result, a, spansA) {
     const id = spans[0].traceId;
     return el("li", {}, el("a", { class: "trace-row", href: `#/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(id)}` },
       el("span", { class: "name" }, `${endpoint.service}: ${endpoint.name}`),
-      el("span", { class: "sub" }, `${spans.length} spans · ${summary.errors} errors · ${id}`),
+      el("span", { class: "sub" }, `${plural(spans.length, "span")} · ${plural(summary.errors, "error")} · ${id}`),
       el("span", { class: "duration" }, formatDuration(summary.duration)),
       el("span", { class: "when" }, Number.isFinite(summary.start) ? formatTime(summary.start) : "")));
   })));
@@ -131,9 +131,9 @@ function compared(a, spansA, b, spansB) {
   out.push(el("section", { class: "panel compare-head" },
     el("h1", { id: "c-title" }, `${endpointA.service}: ${endpointA.name || "(unnamed)"}`),
     el("dl", { class: "facts", id: "c-facts" },
-      fact("A", `${a} · ${formatDuration(summaryA.duration)} · ${spansA.length} spans`, `#/trace/${a}`),
-      fact("B", `${b} · ${formatDuration(summaryB.duration)} · ${spansB.length} spans`, `#/trace/${b}`),
-      fact("Matched", `${counts.both} spans`),
+      fact("A", `${a} · ${formatDuration(summaryA.duration)} · ${plural(spansA.length, "span")}`, `#/trace/${a}`),
+      fact("B", `${b} · ${formatDuration(summaryB.duration)} · ${plural(spansB.length, "span")}`, `#/trace/${b}`),
+      fact("Matched", plural(counts.both, "span")),
       fact("Only in A", String(counts.onlyA)), fact("Only in B", String(counts.onlyB)),
       fact("Slower in B", String(counts.slower)), fact("Faster in B", String(counts.faster))),
     el("p", { class: "legend" },

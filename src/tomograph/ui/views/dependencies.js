@@ -6,13 +6,15 @@ import { api } from "../lib/api.js";
 import { assignColors, serviceColor } from "../lib/colors.js";
 import { el, setStatus, svg, template } from "../lib/dom.js";
 import { largest } from "../lib/extremes.js";
+import { plural } from "../lib/format.js";
 import { edgeLabel, layoutGraph } from "../lib/graph-layout.js";
+import { newestOnly } from "../lib/page-life.js";
 import { routeParams, searchHref } from "../lib/route.js";
 import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
 
 const byId = (id) => document.getElementById(id);
-const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const rate = (errors, calls) => (calls ? `${((100 * errors) / calls).toFixed(1)}%` : "0%");
+const newestGraph = newestOnly(); // a window shown again replaces the load under way
 
 /** Shows the dependency graph of the route's time window (default: the last day) in `root`. */
 export async function show(root) {
@@ -41,7 +43,7 @@ async function load(window) {
   setStatus(status, "Loading…");
   let links;
   try {
-    links = await api("/dependencies", { endTs: window.endTs, lookback: window.lookback });
+    links = await newestGraph(api("/dependencies", { endTs: window.endTs, lookback: window.lookback }));
   } catch (error) { setStatus(status, error.message, true); return; }
   const services = new Set(links.flatMap((l) => [l.parent, l.child]));
   const calls = links.reduce((sum, l) => sum + l.callCount, 0);

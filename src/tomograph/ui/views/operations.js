@@ -6,7 +6,8 @@
 import { api } from "../lib/api.js";
 import { el, fillSelect, setStatus, svg, template } from "../lib/dom.js";
 import { largest } from "../lib/extremes.js";
-import { formatDuration } from "../lib/format.js";
+import { formatDuration, plural } from "../lib/format.js";
+import { newestOnly } from "../lib/page-life.js";
 import { routeParams, searchHref } from "../lib/route.js";
 import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
 import { latencyBuckets, seriesOverTime } from "../analysis/histogram.js";
@@ -52,6 +53,7 @@ export async function show(root) {
     if (!window.error) select.value = await busiest(services, window).catch(() => services[0]);
   }
   const state = { sort: { key: "count", descending: true } };
+  const newest = newestOnly();
   const load = async () => {
     const window = readWindow(endInput, lookback);
     if (window.error) { setStatus(status, window.error, true); return; }
@@ -60,8 +62,8 @@ export async function show(root) {
     history.replaceState(history.state, "", `#/operations?${new URLSearchParams({ serviceName: select.value, ...windowParams(window) })}`);
     setStatus(status, "Loading…");
     try {
-      const ops = await api("/tomograph/operations", { serviceName: select.value, endTs: window.endTs, lookback: window.lookback });
-      setStatus(status, ops.length ? `${ops.length} operations of ${select.value}. Click one for its latency histogram and its latency and errors over time.` : "No spans of this service in the time range.");
+      const ops = await newest(api("/tomograph/operations", { serviceName: select.value, endTs: window.endTs, lookback: window.lookback }));
+      setStatus(status, ops.length ? `${plural(ops.length, "operation")} of ${select.value}. Click one for its latency histogram and its latency and errors over time.` : "No spans of this service in the time range.");
       Object.assign(state, { ops, service: select.value, window });
       renderTable(state);
     } catch (error) { setStatus(status, error.message, true); }
@@ -154,7 +156,7 @@ async function showOperation(cell, op, state) {
   const traces = el("div", { class: "bucket-traces", "aria-live": "polite" });
   const note = answer.truncated
     ? `the newest ${spans.length} of ${op.count} spans`
-    : `${spans.length} span${spans.length === 1 ? "" : "s"}`;
+    : plural(spans.length, "span");
   const start = (window.endTs - window.lookback) * 1000;
   const end = window.endTs * 1000;
   cell.replaceChildren(el("div", { class: "op-charts" },
@@ -183,7 +185,7 @@ function histogram(buckets, onChoose) {
   const every = Math.max(1, Math.ceil(buckets.length / 8));
   buckets.forEach((bucket, i) => {
     const range = `${formatDuration(bucket.low)} – ${formatDuration(bucket.high)}`;
-    const label = `${range}: ${bucket.count} span${bucket.count === 1 ? "" : "s"}${bucket.errors ? `, ${bucket.errors} failed` : ""}`;
+    const label = `${range}: ${plural(bucket.count, "span")}${bucket.errors ? `, ${bucket.errors} failed` : ""}`;
     const bar = el("a", { class: "bucket", href: "#", role: "listitem", title: label, "aria-label": label,
       "data-low": bucket.low, "data-high": bucket.high, "data-count": bucket.count },
     el("div", { class: "fill", style: `height: ${((100 * bucket.count) / most).toFixed(2)}%` },
@@ -245,7 +247,7 @@ function listTraces(container, bucket, op, state) {
   const search = searchHref({ serviceName: service, spanName: op.spanName, minDuration: Math.max(1, bucket.low),
     maxDuration: Math.max(1, bucket.high - 1), endTs: window.endTs, lookback: window.lookback, limit: Math.min(1000, Math.max(10, ids.length)) });
   container.replaceChildren(el("div", {},
-    el("strong", {}, `${bucket.count} span${bucket.count === 1 ? "" : "s"} of ${range} in ${ids.length} trace${ids.length === 1 ? "" : "s"}`),
+    el("strong", {}, `${plural(bucket.count, "span")} of ${range} in ${plural(ids.length, "trace")}`),
     bucket.errors ? el("span", { class: "bad" }, ` (${bucket.errors} failed)`) : null,
     el("ul", {}, shown.map((id) => el("li", {}, el("a", { href: `#/trace/${encodeURIComponent(id)}`, "data-trace-id": id }, id)))),
     ids.length > shown.length ? el("p", {}, `and ${ids.length - shown.length} more.`) : null,

@@ -4,7 +4,8 @@ import { api, token } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, fillSelect, setStatus, template } from "../lib/dom.js";
 import { largest } from "../lib/extremes.js";
-import { formatDuration, formatTime, isoTime, parseDuration } from "../lib/format.js";
+import { formatDuration, formatTime, isoTime, parseDuration, plural } from "../lib/format.js";
+import { newestOnly } from "../lib/page-life.js";
 import { routeParams } from "../lib/route.js";
 import { serviceOf, summarize } from "../lib/spans.js";
 import { toLocalInput } from "../lib/time-window.js";
@@ -20,6 +21,7 @@ export const SORTS = {
 };
 
 let shown = []; // the summaries of the traces found, for sorting again without a new query
+const newestSearch = newestOnly(); // a search submitted again replaces the one under way
 
 /** Shows the search form in `root`, filled from the route's parameters, and runs the search. */
 export async function show(root) {
@@ -52,11 +54,11 @@ export async function show(root) {
   try {
     fillSelect(fields.serviceName, await api("/services"), "(any)");
   } catch (error) { setStatus(status, error.message, true); return; }
+  const newestNames = newestOnly();
   const loadNames = async () => {
     const service = fields.serviceName.value;
-    if (!service) { fillSelect(fields.spanName, [], "(any)"); fillSelect(fields.remoteServiceName, [], "(any)"); return; }
-    const [names, remotes] = await Promise.all([
-      api("/spans", { serviceName: service }), api("/remoteServices", { serviceName: service })]);
+    const asked = service ? Promise.all([api("/spans", { serviceName: service }), api("/remoteServices", { serviceName: service })]) : [[], []];
+    const [names, remotes] = await newestNames(Promise.resolve(asked));
     fillSelect(fields.spanName, names, "(any)");
     fillSelect(fields.remoteServiceName, remotes, "(any)");
   };
@@ -129,10 +131,10 @@ async function runSearch(query) {
   setStatus(status, "Searching…");
   let traces;
   try {
-    traces = await api("/traces", params);
+    traces = await newestSearch(api("/traces", params));
   } catch (error) { setStatus(status, error.message, true); results.replaceChildren(); shown = []; return; }
   shown = traces.filter((t) => t.length).map(summarize);
-  setStatus(status, shown.length ? `${shown.length} trace${shown.length === 1 ? "" : "s"}` : `No traces match. Widen the time range or remove a filter. New here? Run: ${demoCommand()}`);
+  setStatus(status, shown.length ? plural(shown.length, "trace") : `No traces match. Widen the time range or remove a filter. New here? Run: ${demoCommand()}`);
   drawList();
 }
 
@@ -149,8 +151,8 @@ function drawList() {
         el("div", {},
           el("div", { class: "name" }, `${serviceOf(s.root)}: ${s.root.name || "(unnamed)"}`),
           el("div", { class: "sub" },
-            s.errors ? el("span", { class: "badge error" }, `${s.errors} error${s.errors === 1 ? "" : "s"}`) : null,
-            el("span", { class: "badge" }, `${s.order.length} spans`),
+            s.errors ? el("span", { class: "badge error" }, plural(s.errors, "error")) : null,
+            el("span", { class: "badge" }, plural(s.order.length, "span")),
             [...counts].slice(0, 6).map(([name, n]) => el("span", { class: "badge", style: `border-left: 3px solid ${serviceColor(name)}` }, `${name} ×${n}`)))),
         el("div", { class: "dur-track", title: formatDuration(s.duration) },
           el("div", { class: "dur-bar", style: `width: ${(100 * s.duration / longest).toFixed(2)}%` })),

@@ -4,7 +4,7 @@
 
 import { criticalPath } from "../analysis/critical-path.js";
 import { el } from "../lib/dom.js";
-import { formatDuration, formatTime } from "../lib/format.js";
+import { formatDuration, formatTime, plural } from "../lib/format.js";
 
 /** The waterfall decorations of a trace: { badges, overlays, marks, facts }. `summary` is the trace as
  * summarize() made it (of the corrected spans), `adjusted` the Map correctSpansForClockSkew gave. */
@@ -27,9 +27,9 @@ export function traceAnalyses(summary, adjusted) {
     el("div", { class: "critical", style: place(section.start, section.end),
       title: `critical path: ${formatDuration(section.end - section.start)}` }));
   const facts = sectionsOf.size
-    ? [["Critical path", `${sectionsOf.size} span${sectionsOf.size === 1 ? "" : "s"} (the dark line on the bars)`]]
+    ? [["Critical path", `${plural(sectionsOf.size, "span")} (the dark line on the bars)`]]
     : [];
-  if (adjusted.size) facts.push(["Clock skew", `${adjusted.size} span${adjusted.size === 1 ? "" : "s"} adjusted`]);
+  if (adjusted.size) facts.push(["Clock skew", `${plural(adjusted.size, "span")} adjusted`]);
   return {
     facts,
     badges: [adjustedBadge],

@@ -17,7 +17,7 @@
 import { API, api, token } from "../lib/api.js";
 import { serviceColor } from "../lib/colors.js";
 import { el, template } from "../lib/dom.js";
-import { formatDuration, formatTime } from "../lib/format.js";
+import { formatDuration, formatTime, plural } from "../lib/format.js";
 import { isError, remoteOf, serviceOf, summarize } from "../lib/spans.js";
 import { findSpans } from "../analysis/find.js";
 import { correctSpansForClockSkew } from "../analysis/clock-skew.js";
@@ -130,7 +130,7 @@ function connectTools(waterfall) {
   const collapseBy = document.getElementById("t-collapse-by");
   const maxDepth = Math.min(summary.depth - 1, 12);
   for (let depth = 1; depth <= maxDepth; depth++) {
-    collapseBy.append(el("option", { value: `depth:${depth}` }, `to ${depth} level${depth === 1 ? "" : "s"}`));
+    collapseBy.append(el("option", { value: `depth:${depth}` }, `to ${plural(depth, "level")}`));
   }
   const parents = new Set(summary.order.filter((n) => n.children.length).map((n) => serviceOf(n.span)));
   for (const service of [...parents].sort()) collapseBy.append(el("option", { value: `service:${service}` }, `spans of ${service}`));
@@ -185,7 +185,7 @@ export function renderWaterfall(section, details, summary, decorations = {}) {
 
   const ticks = el("div", { class: "ticks" });
   const axis = el("div", { class: "wf-axis", "aria-hidden": "true" }, el("div", { class: "label" }, "Service and span"), ticks);
-  const tree = el("div", { class: "wf-rows", role: "tree", tabindex: "0", "aria-label": `${order.length} spans; arrow keys move, right and left expand and collapse, Enter shows details` });
+  const tree = el("div", { class: "wf-rows", role: "tree", tabindex: "0", "aria-label": `${plural(order.length, "span")}; arrow keys move, right and left expand and collapse, Enter shows details` });
   const scroller = el("div", { class: "wf-scroll" }, axis, tree);
   const canvas = el("canvas", { class: "minimap-canvas" });
   const windowBox = el("div", { class: "minimap-window" });

@@ -3,7 +3,7 @@
 // collector: nothing is stored, and leaving the page forgets it.
 
 import { el, setStatus } from "../lib/dom.js";
-import { formatDuration } from "../lib/format.js";
+import { formatDuration, plural } from "../lib/format.js";
 import { whileShown } from "../lib/page-life.js";
 import { serviceOf, summarize } from "../lib/spans.js";
 import { parseTraceFile } from "../analysis/upload.js";
@@ -51,7 +51,7 @@ export function show(root) {
       const summary = summarize(trace.spans);
       return el("li", {}, el("button", { type: "button", class: "trace-row upload-choice", onclick: () => showTrace(root, trace, file.name) },
         el("span", { class: "name" }, `${serviceOf(summary.root)}: ${summary.root.name || "(unnamed)"}`),
-        el("span", { class: "sub" }, `${trace.spans.length} spans · ${summary.services.length} services`),
+        el("span", { class: "sub" }, `${plural(trace.spans.length, "span")} · ${plural(summary.services.length, "service")}`),
         el("span", { class: "duration" }, formatDuration(summary.duration)),
         el("span", { class: "when" }, trace.traceId)));
     }));
