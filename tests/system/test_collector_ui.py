@@ -111,6 +111,34 @@ def test_duration_filter(collector: str, page: Any) -> None:
     assert page.locator(".trace-row").count() == 0
 
 
+def test_every_page_offers_the_same_time_ranges(collector: str, page: Any) -> None:
+    offered, chosen = {}, {}
+    for address, select in (
+        ("/#/", "#f-lookback"),
+        ("/#/dependencies", "#d-lookback"),
+        ("/#/operations", "#o-lookback"),
+    ):
+        page.goto(collector + address)
+        page.wait_for_selector(f"{select} option", state="attached")
+        offered[select] = page.eval_on_selector_all(
+            f"{select} option", "options => options.map((o) => [o.value, o.textContent])"
+        )
+        chosen[select] = page.input_value(select)
+    ranges = [
+        ["900000", "15 minutes"],
+        ["3600000", "1 hour"],
+        ["21600000", "6 hours"],
+        ["86400000", "1 day"],
+        ["604800000", "7 days"],
+    ]
+    assert offered == {
+        "#f-lookback": [*ranges, ["custom", "custom…"]],
+        "#d-lookback": ranges,
+        "#o-lookback": ranges,
+    }
+    assert chosen == {"#f-lookback": "3600000", "#d-lookback": "86400000", "#o-lookback": "3600000"}
+
+
 def test_dependency_graph(collector: str, page: Any) -> None:
     page.goto(collector + "/#/dependencies")
     page.wait_for_selector("svg .node")

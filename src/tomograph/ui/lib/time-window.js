@@ -1,5 +1,18 @@
 // The time window of the dependency and operations pages: an end time (empty: now) and a lookback,
-// kept in the address so that a reload or a shared link shows the same window.
+// kept in the address so that a reload or a shared link shows the same window. The time ranges
+// offered are the same on every page, the search page's too.
+
+import { el } from "./dom.js";
+
+const HOUR = 3600000;
+const LOOKBACKS = [[HOUR / 4, "15 minutes"], [HOUR, "1 hour"], [6 * HOUR, "6 hours"], [24 * HOUR, "1 day"], [168 * HOUR, "7 days"]];
+
+/** Fills a time range select with the ranges offered, `chosen` (milliseconds) selected, and then
+ * `more` options (the search page's custom range). */
+export function fillLookbacks(select, chosen, ...more) {
+  select.replaceChildren(...LOOKBACKS.map(([ms, name]) => el("option", { value: String(ms) }, name)), ...more);
+  select.value = String(chosen);
+}
 
 /** Milliseconds since the epoch as a datetime-local input's value, in the browser's time zone;
  * "" (an empty field) for a time Date cannot hold (NaN, or beyond ±8.64e15 ms). */

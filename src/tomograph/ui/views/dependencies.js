@@ -10,7 +10,7 @@ import { plural } from "../lib/format.js";
 import { edgeLabel, layoutGraph } from "../lib/graph-layout.js";
 import { newestOnly } from "../lib/page-life.js";
 import { routeParams, searchHref } from "../lib/route.js";
-import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
+import { fillLookbacks, readWindow, showWindow, windowParams } from "../lib/time-window.js";
 
 const byId = (id) => document.getElementById(id);
 const rate = (errors, calls) => (calls ? `${((100 * errors) / calls).toFixed(1)}%` : "0%");
@@ -23,6 +23,7 @@ export async function show(root) {
   const endInput = byId("d-end");
   const lookback = byId("d-lookback");
   const status = byId("deps-status");
+  fillLookbacks(lookback, 86400000);
   showWindow(endInput, lookback, routeParams());
   form.addEventListener("submit", (event) => {
     event.preventDefault();

@@ -9,7 +9,7 @@ import { largest } from "../lib/extremes.js";
 import { formatDuration, plural } from "../lib/format.js";
 import { newestOnly } from "../lib/page-life.js";
 import { routeParams, searchHref } from "../lib/route.js";
-import { readWindow, showWindow, windowParams } from "../lib/time-window.js";
+import { fillLookbacks, readWindow, showWindow, windowParams } from "../lib/time-window.js";
 import { latencyBuckets, seriesOverTime } from "../analysis/histogram.js";
 
 const byId = (id) => document.getElementById(id);
@@ -37,6 +37,7 @@ export async function show(root) {
   const endInput = byId("o-end");
   const lookback = byId("o-lookback");
   const params = routeParams();
+  fillLookbacks(lookback, 3600000);
   showWindow(endInput, lookback, params);
   let services;
   try {

@@ -8,7 +8,7 @@ import { formatDuration, formatTime, isoTime, parseDuration, plural } from "../l
 import { newestOnly } from "../lib/page-life.js";
 import { routeParams } from "../lib/route.js";
 import { serviceOf, summarize } from "../lib/spans.js";
-import { toLocalInput } from "../lib/time-window.js";
+import { fillLookbacks, toLocalInput } from "../lib/time-window.js";
 
 /** How the trace list can be ordered: a key of the route's "sort" parameter -> a comparison. */
 export const SORTS = {
@@ -34,6 +34,7 @@ export async function show(root) {
     minDuration: document.getElementById("f-min"), maxDuration: document.getElementById("f-max"),
     lookback: document.getElementById("f-lookback"), limit: document.getElementById("f-limit"),
   };
+  fillLookbacks(fields.lookback, 3600000, el("option", { value: "custom" }, "custom…"));
   const from = document.getElementById("f-from");
   const to = document.getElementById("f-to");
   const toggleCustom = () => {
