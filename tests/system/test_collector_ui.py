@@ -311,36 +311,43 @@ class HeldRequest:
             assert time.monotonic() < deadline, "the page did not get this far"
             page.wait_for_timeout(20)  # lets Playwright deliver the page's events
 
-    def release(self) -> None:
+    def release(self, page: Any) -> None:
+        """Lets the request go on, and returns once whatever the page had waiting on it ran."""
         try:
             self.route.continue_()
         except PlaywrightError:  # the page cancelled it, as it should
             pass
+        self.wait(page, lambda: self.settled)
+        # what the page still had queued has run once it answers a round trip
+        page.evaluate("() => new Promise((done) => setTimeout(done))")
 
+
+# The search page has loaded all it loads: its traces and the suggestions for the tags field.
+SEARCH_READY = (".trace-row", "#f-query-list option")
 
 # (the page left, the API path held as it loads, the page opened, the mark of the new page ready)
 LEFT_WHILE_LOADING = {
-    "search": ("/#/", "/api/v2/services", "/#/dependencies", "svg .node"),
+    "search": ("/#/", "/api/v2/services", "/#/dependencies", ("svg .node",)),
     "search-for-another-search": (
         "/#/?serviceName=inventory",
         "/api/v2/traces",
         "/#/?serviceName=demo-client",
-        ".trace-row",
+        SEARCH_READY,
     ),
-    "trace": ("/#/trace/0123456789abcdef", "/api/v2/trace/", "/#/", ".trace-row"),
-    "compare": ("/#/compare?a=0123456789abcdef", "/api/v2/trace/", "/#/", ".trace-row"),
+    "trace": ("/#/trace/0123456789abcdef", "/api/v2/trace/", "/#/", SEARCH_READY),
+    "compare": ("/#/compare?a=0123456789abcdef", "/api/v2/trace/", "/#/", SEARCH_READY),
     "dependencies": (
         "/#/dependencies",
         "/api/v2/dependencies",
         "/#/operations?serviceName=inventory",
-        "#ops-table tbody tr",
+        ("#ops-table tbody tr",),
     ),
-    "operations": ("/#/operations", "/api/v2/services", "/#/", ".trace-row"),
+    "operations": ("/#/operations", "/api/v2/services", "/#/", SEARCH_READY),
     "operations-table": (
         "/#/operations?serviceName=inventory",
         "/api/v2/tomograph/operations",
         "/#/?serviceName=inventory",
-        ".trace-row",
+        SEARCH_READY,
     ),
 }
 
@@ -355,12 +362,10 @@ def test_a_page_left_while_loading_stops_and_leaves_the_new_page_alone(
     page.goto(collector + address)
     held.wait(page, lambda: held.route is not None)
     page.evaluate("(hash) => { location.hash = hash; }", opened.removeprefix("/"))
-    page.wait_for_selector(ready)
+    for mark in ready:
+        page.wait_for_selector(mark, state="attached")
     shown = page.inner_html("#view")
-    held.release()
-    held.wait(page, lambda: held.settled)
-    # whatever the old page still had queued has run once the new page answers a round trip
-    page.evaluate("() => new Promise((done) => setTimeout(done))")
+    held.release(page)
     assert page.inner_html("#view") == shown
     assert held.settled == ["net::ERR_ABORTED"], "leaving the page cancels its requests"
     assert tab.console_errors == []
@@ -372,7 +377,7 @@ def test_a_page_left_while_loading_stops_and_leaves_the_new_page_alone(
 CHOSEN_AGAIN_WHILE_LOADING = {
     "operations": (
         "/#/operations?serviceName=inventory",
-        "#ops-table tbody tr",
+        ("#ops-table tbody tr",),
         "/api/v2/tomograph/operations",
         "#o-service",
         "demo-server",
@@ -381,7 +386,7 @@ CHOSEN_AGAIN_WHILE_LOADING = {
     ),
     "span-names": (
         "/#/",
-        ".trace-row",
+        SEARCH_READY,
         "/api/v2/spans",
         "#f-service",
         "demo-server",
@@ -398,15 +403,14 @@ def test_the_answer_for_a_choice_already_replaced_is_not_shown(
     address, ready, path, select, left, chosen, answered = CHOSEN_AGAIN_WHILE_LOADING[part]
     page = tab.page
     page.goto(collector + address)
-    page.wait_for_selector(ready)
+    for mark in ready:
+        page.wait_for_selector(mark, state="attached")
     held = HeldRequest(page, path)
     page.select_option(select, left)
     held.wait(page, lambda: held.route is not None)
     page.select_option(select, chosen)
     page.wait_for_selector(answered, state="attached")
     shown = page.inner_html("#view")
-    held.release()
-    held.wait(page, lambda: held.settled)
-    page.evaluate("() => new Promise((done) => setTimeout(done))")
+    held.release(page)
     assert held.settled == ["finished"]  # the old answer did arrive...
     assert page.inner_html("#view") == shown  # ...and was not shown
