@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from tomograph.collector.storage import QueryTimeout, StoreClosed
@@ -88,8 +88,9 @@ class Reader:
         if self.db.in_transaction:  # a snapshot's, or one an interrupted read left open
             try:
                 self.db.execute("COMMIT")
-            except sqlite3.Error:
-                self.db.execute("ROLLBACK")
+            except sqlite3.Error:  # interrupted meanwhile: the connection goes back all the same
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
 
 
 class ReaderPool:
