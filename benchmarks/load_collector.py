@@ -2,20 +2,23 @@
 
 Seeds a database through the storage layer (``--spans``, 10-span traces over the last day, 20
 services; ``--seeded`` keeps the file for the next run), starts ``tomograph serve`` on it and
-measures, over HTTP from this process:
+measures, over HTTP:
 
 1. the first ``/dependencies`` for the day after the server opened the file (on a file written
    by an older schema this includes building what it needs);
-2. p50 and p99 of each query the web UI and Zipkin's API usually make (services, span names,
-   remote services, searches by service / span name / tag / duration over the last hour and
-   day, one trace, ``/dependencies`` for the day, operations), interleaved round after round,
-   first idle, then while another process ingests ``--rate`` spans/s (batches of 100 over
-   keep-alive connections; the rate reached is printed);
+2. p50, p90, p99 and max of each query the Zipkin UI and API clients make (services, span
+   names, remote services, searches by service / span name / tag / duration over the last hour
+   and day, one trace, ``/dependencies`` for the day, operations), one at a time, interleaved
+   round after round, from a process of its own, once per ``--ingest-rate`` while another
+   process ingests that many spans/s (0: idle). The ingest is open loop: batches of 100 are
+   due on a fixed schedule and go out over ``--ingest-connections`` keep-alive connections
+   whether or not earlier answers came back; the rate acknowledged, batches sent late, the
+   server's CPU use and the WAL's size are printed with each table;
 3. with ``--mixed SECONDS``: the older stress run, ``--queries`` threads looping over searches,
    ``/dependencies`` and traceMany while ``--ingest`` clients post as fast as they can, RSS,
    open files, WAL size, and how long the server takes to stop on SIGTERM under that load.
 
-    python benchmarks/load_collector.py --spans 1000000 --seeded /tmp/1m.db --rate 10000
+    python benchmarks/load_collector.py --seeded /tmp/1m.db --ingest-rate 0,1000,2000,5000
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import http.client
 import multiprocessing
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -35,8 +39,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench_collector import json_body, synthetic_trace
+from bench_collector import cpu_seconds, json_body, synthetic_trace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -68,6 +73,8 @@ def seed(path: Path, spans: int, rng: random.Random) -> None:
             batch = []
     if batch:
         store.accept(batch)
+    # the links of every trace, as a collector running all along would have them
+    store.dependencies(now_us // 1000 + DAY_MS, 2 * DAY_MS)
     store.close()
 
 
@@ -236,8 +243,10 @@ HOUR_MS = 3_600_000
 
 
 def query_kinds(trace_ids: list[str]) -> dict[str, Callable[[random.Random, int], str]]:
-    """Per query the UI or a Zipkin client usually makes: its path, given a round number.
+    """Per query the Zipkin UI (or a Zipkin client) makes: its path, given a round number.
 
+    The UI's home page asks for the services, then a service's span names and remote services,
+    then searches; a click opens a trace; the dependency page asks for a day of links.
     ``/dependencies`` moves its window back a minute each round: the collector reuses an answer
     while nothing was written, and the point is to measure the computation.
     """
@@ -296,18 +305,14 @@ def timed_get(connection: http.client.HTTPConnection, path: str) -> tuple[float,
     return time.perf_counter() - start, response.status
 
 
-def measure_queries(
-    port: int, trace_ids: list[str], rounds: int, dependency_rounds: int
-) -> dict[str, list[float]]:
+def measure_queries(port: int, trace_ids: list[str], rounds: int) -> dict[str, list[float]]:
     """Latencies (s) of each query kind, one query at a time, kinds interleaved per round."""
     kinds = query_kinds(trace_ids)
     rng = random.Random(11)
     latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     for round_no in range(rounds):
         for kind, path in kinds.items():
-            if kind.startswith("dependencies") and round_no >= dependency_rounds:
-                continue
             seconds, status = timed_get(connection, path(rng, round_no))
             if status != 200:
                 raise RuntimeError(f"{kind}: status {status}")
@@ -316,33 +321,90 @@ def measure_queries(
     return latencies
 
 
-def paced_ingest(port: int, rate: int, stop: object, acked: object, clients: int) -> None:
-    """Post ``rate`` spans/s (batches of 100, from ``clients`` threads) until ``stop`` is set.
+def query_client(port: int, trace_ids: list[str], rounds: int, results: Any) -> None:
+    """:func:`measure_queries` in a process of its own; its latencies go to ``results``.
 
-    Runs in a process of its own: encoding the batches here would take the measuring
-    process's GIL and lengthen the latencies it measures.
+    A process of its own: preparing the ingest's batches in the measuring process would take
+    its GIL and lengthen the latencies it measures.
     """
-    batches_per_client = rate / 100 / clients
+    results.put(measure_queries(port, trace_ids, rounds))
 
-    def client(client_no: int) -> None:
-        rng = random.Random(client_no)
+
+class BatchTemplate:
+    """A batch of 100 spans (10 traces of 10) as JSON, with fresh trace ids and times per copy.
+
+    Encoding a batch anew cost ~3 ms of the load generator's CPU, which at thousands of spans/s
+    would take a good part of a core from the server it measures: a copy is a join.
+    """
+
+    def __init__(self, rng: random.Random, first_trace: int) -> None:
+        spans = []
+        for trace in range(10):
+            for depth, span in enumerate(synthetic_trace(rng, first_trace + trace, 0, 10)):
+                span["traceId"] = f"@T{trace}@"
+                span["timestamp"] = f"@S{depth}@"
+                spans.append(span)
+        self.parts = re.split(rb'"@([TS])(\d)@"', json_body(spans))
+
+    def copy(self, rng: random.Random, now_us: int) -> bytes:
+        """The batch with 10 new trace ids, its spans starting at ``now_us``."""
+        trace_ids = [b'"%032x"' % rng.getrandbits(128) for _ in range(10)]
+        times = [b"%d" % (now_us + depth * 100) for depth in range(10)]
+        parts = self.parts
+        out = [parts[0]]
+        for at in range(1, len(parts), 3):
+            number = int(parts[at + 1])
+            out.append(trace_ids[number] if parts[at] == b"T" else times[number])
+            out.append(parts[at + 2])
+        return b"".join(out)
+
+
+def open_loop_ingest(port: int, rate: int, connections: int, counters: Any, stop: Any) -> None:
+    """Post ``rate`` spans/s in batches of 100, on a fixed schedule, until ``stop`` is set.
+
+    Open loop: batch ``k`` is due ``k * 100 / rate`` s after the start whether or not earlier
+    answers came back, and is sent by whichever of the ``connections`` keep-alive connections
+    is free. A server that falls behind is seen as batches sent late (``counters``: acked spans,
+    failed batches, batches sent more than 100 ms late, the latest any batch was sent in ms),
+    not as a lower offered rate hidden in slower answers.
+    """
+    interval = 100 / rate
+    templates = [BatchTemplate(random.Random(n), n * 10) for n in range(20)]
+    lock = threading.Lock()
+    next_batch = [0]
+    start = time.monotonic()
+    acked, failed, late, latest_ms = counters
+
+    def send(sender: int) -> None:
+        rng = random.Random(sender)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
-        trace_no = (client_no + 1) * 10_000_000
-        next_at = time.monotonic()
-        while not stop.is_set():  # type: ignore[attr-defined]
-            now_us = time.time_ns() // 1000
-            spans = [s for t in range(10) for s in synthetic_trace(rng, trace_no + t, now_us, 10)]
-            trace_no += 10
-            connection.request("POST", "/api/v2/spans", json_body(spans))
-            response = connection.getresponse()
-            response.read()
-            if response.status == 202:
-                with acked.get_lock():  # type: ignore[attr-defined]
-                    acked.value += len(spans)  # type: ignore[attr-defined]
-            next_at += 1 / batches_per_client
-            time.sleep(max(0.0, next_at - time.monotonic()))
+        while not stop.is_set():
+            with lock:
+                batch = next_batch[0]
+                next_batch[0] += 1
+            wait = start + batch * interval - time.monotonic()
+            if wait > 0:
+                if stop.wait(wait):
+                    return
+            else:
+                with late.get_lock():
+                    late.value += -wait > 0.1
+                    latest_ms.value = max(latest_ms.value, int(-wait * 1000))
+            body = templates[batch % len(templates)].copy(rng, time.time_ns() // 1000)
+            try:
+                connection.request("POST", "/api/v2/spans", body)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 202
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+                ok = False
+            counter = acked if ok else failed
+            with counter.get_lock():
+                counter.value += 100 if ok else 1
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(connections)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -353,26 +415,105 @@ def millis(values: list[float], percent: float) -> str:
     return f"{percentile(values, percent) * 1000:,.1f}"
 
 
-def latency_table(
-    idle: dict[str, list[float]], loaded: dict[str, list[float]], rate: float, spans: int
-) -> None:
-    print(
-        f"\n## query latency at {spans:,} stored spans (ms),"
-        f" idle and ingesting {rate:,.0f} spans/s\n"
+def load_average() -> str:
+    """The machine's 1-minute load average (what ``uptime`` prints first)."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+class Phase:
+    """What one ingest rate's run measured."""
+
+    def __init__(self, offered: int) -> None:
+        self.offered = offered
+        self.latencies: dict[str, list[float]] = {}
+        self.achieved = 0.0
+        self.failed = 0
+        self.late = 0
+        self.latest_ms = 0
+        self.server_cpu = 0.0  # CPU seconds of the server per second
+        self.wal_max = 0
+        self.load = ("", "")
+
+
+def run_phase(
+    port: int, server_pid: int, wal: Path, trace_ids: list[str], rate: int, args: Any
+) -> Phase:
+    """Queries from one process while another ingests ``rate`` spans/s (0: idle)."""
+    phase = Phase(rate)
+    stop = multiprocessing.Event()
+    counters = (
+        multiprocessing.Value("q", 0),
+        multiprocessing.Value("q", 0),
+        multiprocessing.Value("q", 0),
+        multiprocessing.Value("q", 0),
     )
-    print("query | idle p50 | idle p99 | ingesting p50 | ingesting p99\n-|-|-|-|-")
-    for kind, values in idle.items():
-        under = loaded.get(kind, [])
-        print(
-            f"{kind} | {millis(values, 50)} | {millis(values, 99)} | "
-            f"{millis(under, 50)} | {millis(under, 99)}"
+    ingest = None
+    if rate:
+        ingest = multiprocessing.Process(
+            target=open_loop_ingest, args=(port, rate, args.ingest_connections, counters, stop)
         )
-    every_idle = [v for values in idle.values() for v in values]
-    every_loaded = [v for values in loaded.values() for v in values]
-    print(
-        f"**all queries** | {millis(every_idle, 50)} | {millis(every_idle, 99)} | "
-        f"{millis(every_loaded, 50)} | {millis(every_loaded, 99)}"
+        ingest.start()
+        time.sleep(3.0)  # let it reach its pace
+    results: Any = multiprocessing.Queue()
+    queries = multiprocessing.Process(
+        target=query_client, args=(port, trace_ids, args.rounds, results)
     )
+    load_before = load_average()
+    acked_before, cpu_before, started = counters[0].value, cpu_seconds(server_pid), time.monotonic()
+    queries.start()
+    while queries.is_alive() and results.empty():
+        phase.wal_max = max(phase.wal_max, wal.stat().st_size if wal.exists() else 0)
+        time.sleep(0.2)
+    phase.latencies = results.get()
+    elapsed = time.monotonic() - started
+    phase.achieved = (counters[0].value - acked_before) / elapsed
+    phase.server_cpu = ((cpu_seconds(server_pid) or 0.0) - (cpu_before or 0.0)) / elapsed
+    phase.failed, phase.late, phase.latest_ms = (c.value for c in counters[1:])
+    phase.load = (load_before, load_average())
+    queries.join()
+    stop.set()
+    if ingest is not None:
+        ingest.join(CLIENT_TIMEOUT)
+    return phase
+
+
+def print_phase(phase: Phase) -> None:
+    offered = f"{phase.offered:,} spans/s offered, {phase.achieved:,.0f} acknowledged"
+    print(f"\n### ingesting {offered if phase.offered else 'nothing'}")
+    print(
+        f"load average {phase.load[0]} -> {phase.load[1]}; server CPU {phase.server_cpu:.2f}"
+        f" cores; WAL up to {phase.wal_max / 1e6:.0f} MB"
+        + (
+            f"; batches failed {phase.failed}, sent >100 ms late {phase.late}"
+            f" (latest {phase.latest_ms:,} ms)"
+            if phase.offered
+            else ""
+        )
+        + "\n"
+    )
+    print("query | p50 | p90 | p99 | max\n-|-|-|-|-")
+    for kind, values in phase.latencies.items():
+        p99 = percentile(values, 99)
+        flag = " **>50**" if p99 > 0.050 else ""
+        print(
+            f"{kind} | {millis(values, 50)} | {millis(values, 90)} | {millis(values, 99)}{flag}"
+            f" | {millis(values, 100)}"
+        )
+
+
+def print_summary(phases: list[Phase], spans: int) -> None:
+    print(f"\n## query latency at {spans:,} stored spans (ms): p50 / p99 per ingest rate\n")
+    header = " | ".join(
+        f"{p.offered:,}/s ({p.achieved:,.0f})" if p.offered else "idle" for p in phases
+    )
+    print(f"query | {header}\n-|" + "-|" * len(phases))
+    for kind in phases[0].latencies:
+        cells = [
+            f"{millis(p.latencies[kind], 50)} / {millis(p.latencies[kind], 99)}" for p in phases
+        ]
+        print(f"{kind} | " + " | ".join(cells))
+    every = [[v for values in p.latencies.values() for v in values] for p in phases]
+    print("**all queries** | " + " | ".join(f"{millis(v, 50)} / {millis(v, 99)}" for v in every))
 
 
 def latency_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Namespace) -> None:
@@ -384,27 +525,21 @@ def latency_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Na
     opened = time.monotonic()
     with BackgroundProcess(argv, workdir / "latency.log") as server:
         wait_for_port(port, timeout=300)
+        assert server.process is not None
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         end = time.time_ns() // 1_000_000
         first, _ = timed_get(connection, f"/api/v2/dependencies?endTs={end}&lookback={DAY_MS}")
         connection.close()
         since_open = time.monotonic() - opened
         print(f"first /dependencies for the day: {first:.2f} s ({since_open:.1f} s after start)")
-        idle = measure_queries(port, trace_ids, args.rounds, args.dependency_rounds)
-        stop = multiprocessing.Event()
-        acked = multiprocessing.Value("q", 0)
-        ingest = multiprocessing.Process(
-            target=paced_ingest, args=(port, args.rate, stop, acked, args.ingest)
-        )
-        ingest.start()
-        time.sleep(2.0)  # let the ingest reach its pace
-        started, acked_before = time.monotonic(), acked.value
-        loaded = measure_queries(port, trace_ids, args.rounds, args.dependency_rounds)
-        rate = (acked.value - acked_before) / (time.monotonic() - started)
-        stop.set()
-        ingest.join(CLIENT_TIMEOUT)
+        wal = db.with_name(db.name + "-wal")
+        phases = []
+        for rate in args.ingest_rate:
+            phase = run_phase(port, server.process.pid, wal, trace_ids, rate, args)
+            print_phase(phase)
+            phases.append(phase)
         log = server.output()
-    latency_table(idle, loaded, rate, args.spans)
+    print_summary(phases, args.spans)
     errors = [line for line in log.splitlines() if "Traceback" in line or "ERROR" in line]
     if errors:
         print(f"\nserver log: {len(errors)} error lines, first: {errors[0]}")
@@ -496,18 +631,33 @@ def mixed_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Name
         print(f"\nserver log: {len(tail)} error lines, first: {tail[0]}")
 
 
+def rates(text: str) -> list[int]:
+    """``0,1000,5000`` -> [0, 1000, 5000] (spans/s)."""
+    values = [int(value) for value in text.split(",")]
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError("rates are spans/s, 0 or more")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument(
         "--seeded", type=Path, help="reuse this seeded database (written on the first run)"
     )
-    parser.add_argument("--rate", type=int, default=10_000, help="spans/s ingested meanwhile")
-    parser.add_argument("--rounds", type=int, default=100, help="queries of each kind")
-    parser.add_argument("--dependency-rounds", type=int, default=20)
+    parser.add_argument(
+        "--ingest-rate",
+        type=rates,
+        default=[0, 1000, 2000, 5000],
+        help="spans/s ingested while the queries run, one run per rate (0: idle), e.g. 0,2000",
+    )
+    parser.add_argument("--rounds", type=int, default=100, help="queries of each kind per rate")
     parser.add_argument("--mixed", type=float, default=0.0, help="seconds of mixed load")
     parser.add_argument("--queries", type=int, default=24, help="query threads (mixed load)")
-    parser.add_argument("--ingest", type=int, default=2, help="ingest clients")
+    parser.add_argument("--ingest", type=int, default=2, help="ingest clients (mixed load)")
+    parser.add_argument(
+        "--ingest-connections", type=int, default=4, help="connections of the paced ingest"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:

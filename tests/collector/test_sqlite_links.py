@@ -422,6 +422,7 @@ def test_a_query_catching_up_on_many_traces_stops_at_the_query_timeout_and_keeps
 def test_spans_written_while_their_trace_is_linked_are_linked_next_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # the passes are the test's
     path = tmp_path / "t.db"
     store = SqliteSpanStore(path)
     start = now_us()
@@ -440,16 +441,15 @@ def test_spans_written_while_their_trace_is_linked_are_linked_next_time(
     try:
         store.accept(decoded(client_half))
         end_ms = start // 1000 + 1000
-        # the client span alone: a leaf client links to its remote service
-        assert store.dependencies(end_ms, 60_000) == [
-            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
-        ]
+        # what the background pass does; the server's span lands between its read and its write,
+        # so the trace stays pending and its next round links it again
+        store._refresh_links()
         assert not server_half
+        assert pending(path) == 0
         assert store.dependencies(end_ms, 60_000) == [
             {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0}
         ]
         assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
-        assert pending(path) == 0
     finally:
         store.close()
 
@@ -582,4 +582,72 @@ def test_a_child_forked_while_the_parent_writes_can_write_and_answer(tmp_path: P
     finally:
         release.set()
         holder.join()
+        store.close()
+
+
+def test_dependencies_answer_while_the_writer_holds_its_lock(tmp_path: Path) -> None:
+    # readers never wait for the writer: a query counting traces whose links are not stored
+    # yet computes them from its own snapshot instead of storing them (which needs the lock)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    release = threading.Event()
+    holding = threading.Event()
+    answers: list[list[DependencyLink]] = []
+
+    def hold_the_write_lock() -> None:
+        with store._write_lock, store._links_lock:
+            holding.set()
+            release.wait(60)
+
+    try:
+        start = now_us()
+        store.accept(decoded([s for n in range(3) for s in rpc(n, "web", "api", start)]))
+        holder = threading.Thread(target=hold_the_write_lock)
+        holder.start()
+        assert holding.wait(30)
+        assert pending(path) == 3  # the background pass cannot store them now
+        asker = threading.Thread(
+            target=lambda: answers.append(store.dependencies(start // 1000 + 1000, 60_000))
+        )
+        asker.start()
+        asker.join(30)
+        answered = not asker.is_alive()
+        release.set()
+        holder.join()
+        asker.join()
+        assert answered, "/dependencies waited for the writer's lock"
+        assert answers == [[{"parent": "web", "child": "api", "callCount": 3, "errorCount": 0}]]
+    finally:
+        release.set()
+        store.close()
+
+
+def test_dependencies_count_stored_and_pending_links_of_one_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # links stored for a trace, then spans that change them: the answer takes the stored
+    # links out of the sums and counts the new ones, once
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # no background pass
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        client_half = rpc(1, "web", "api", start)[:2]
+        server_half = rpc(1, "web", "payments", start)[2:]
+        store.accept(decoded(client_half + rpc(2, "web", "db", start, error=True)))
+        store._refresh_links()
+        assert pending(path) == 0
+        store.accept(decoded(server_half))  # the server names itself otherwise
+        store.accept(decoded(rpc(3, "api", "db", start - 120_000_000)))  # out of the window
+        assert pending(path) == 2
+        end_ms = start // 1000 + 1000
+        for _ in range(2):  # nothing is stored by asking
+            assert store.dependencies(end_ms, 60_000) == [
+                {"parent": "web", "child": "db", "callCount": 1, "errorCount": 1},
+                {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0},
+            ]
+        assert pending(path) == 2
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+        assert store.dependencies(end_ms, 600_000) == full_computation(path, end_ms, 600_000)
+    finally:
         store.close()

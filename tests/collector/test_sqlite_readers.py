@@ -199,6 +199,29 @@ def test_a_read_left_unfinished_does_not_hide_later_writes(tmp_path: Path) -> No
         store.close()
 
 
+@pytest.mark.parametrize("ends", ["normally", "with an error", "interrupted"])
+def test_a_snapshot_ends_with_its_read(tmp_path: Path, ends: str) -> None:
+    # a read transaction left open on a pooled connection would show the next read old data
+    # and keep checkpoints from emptying the write-ahead log
+    store = SqliteSpanStore(tmp_path / "t.db", readers=1, query_timeout=0.2)
+    try:
+        store.accept(decoded(trace_of(1)))
+        with contextlib.suppress(RuntimeError, QueryTimeout):
+            with store._readers.reading() as reader, reader.snapshot():
+                assert reader.db.in_transaction
+                assert reader.execute("SELECT count(*) FROM spans").fetchone() == (2,)
+                if ends == "with an error":
+                    raise RuntimeError("the read fails")
+                if ends == "interrupted":
+                    reader.execute(RUNAWAY).fetchone()
+        with store._readers.reading() as reader:
+            assert not reader.db.in_transaction
+        store.accept(decoded(trace_of(2)))
+        assert store.span_count() == 4
+    finally:
+        store.close()
+
+
 def test_the_write_ahead_log_is_emptied_although_reads_overlap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -197,7 +197,8 @@ def test_a_new_file_stores_span_bodies_as_plain_json(tmp_path: Path) -> None:
 
 
 #: Tables as the store's statements name them (aliases included).
-TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names"}
+TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names", "trace_links"}
+TABLES |= {"link_hours", "link_minutes"}
 
 
 @pytest.mark.parametrize("plan", ["probe", "intersect", "rare name"])
@@ -217,6 +218,7 @@ def test_every_search_reads_through_an_index(
         return db
 
     monkeypatch.setattr(SqliteSpanStore, "_connect_reader", traced)
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # links pending for the query
     store = SqliteSpanStore(tmp_path / "t.db")
     try:
         now = now_us()
@@ -246,11 +248,13 @@ def test_every_search_reads_through_an_index(
         ):
             store.find_trace_ids(window(limit=100, **criteria))
         store.operations("s1", now // 1000 + 1000, 3_600_000)
+        store.dependencies(now // 1000 + 1000, 3_600_000)  # links of pending traces too
         store.get_trace_json(f"{1:032x}")
         store.tag_values("k")
         store.span_names("s1")
     finally:
         store.close()
+    assert any("FROM trace_links WHERE trace_low IN" in sql for sql in statements)
     # the plan of a rare name walks the spans of the name, then their traces
     assert any("CROSS JOIN traces" in sql for sql in statements) == (plan == "rare name")
     with sqlite3.connect(tmp_path / "t.db") as db:

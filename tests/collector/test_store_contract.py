@@ -335,6 +335,22 @@ def test_operations_count_client_and_server_spans_of_a_name_apart(store: SpanSto
     ]
 
 
+def test_operations_order_durations_as_numbers_whatever_their_order_of_arrival(
+    store: SpanStore,
+) -> None:
+    # as text, 10 < 9 and 100 < 99; the largest duration a span can have is kept exactly
+    durations = [100, 9, 2**63 - 1, 10, 99, 9, 1]
+    now = now_us()
+    spans = [
+        make_span(f"{i + 1:032x}", "1" * 16, name="get", timestamp=now - i, duration=duration)
+        for i, duration in enumerate(durations)
+    ]
+    store.accept(decoded(spans))
+    [stats] = store.operations("svc", now // 1000 + 1, 3_600_000)
+    assert stats["count"] == 7
+    assert (stats["p50"], stats["p90"], stats["max"]) == (10, 2**63 - 1, 2**63 - 1)
+
+
 def test_operation_samples_are_the_newest_spans_of_one_name_and_kind(store: SpanStore) -> None:
     now = now_us()
     spans = [

@@ -261,42 +261,104 @@ class TraceLinks:
 
     @staticmethod
     def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
-        """Links of the traces whose timestamp is in [start_us, end_us], sorted."""
-        parts: list[str] = []
-        params: list[int] = []
+        """Links of the traces whose timestamp is in [start_us, end_us], sorted (stored links)."""
+        return _link_list(_window_sums(db, start_us, end_us))
 
-        def cover(start: int, end: int, level: int) -> None:
-            """Sum [start, end] from the coarsest table whose whole buckets fit, then finer."""
-            if start > end:
-                return
-            if level == len(_SUMS):
-                parts.append(
-                    "SELECT parent, child, calls, errors FROM trace_links WHERE ts BETWEEN ? AND ?"
-                )
-                params.extend((start, end))
-                return
-            table, length = _SUMS[level]
-            first, last = -(-start // length), (end + 1) // length - 1
-            if first > last:
-                cover(start, end, level + 1)
-                return
+    @staticmethod
+    def pending_at_most(db: sqlite3.Connection, count: int) -> bool:
+        """Whether ``count`` traces or fewer wait for their links."""
+        [(pending,)] = db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM links_pending LIMIT ?)", (count + 1,)
+        ).fetchall()
+        return bool(pending <= count)
+
+    def window_now(
+        self,
+        db: sqlite3.Connection,
+        start_us: int,
+        end_us: int,
+        check: Callable[[], None] = lambda: None,
+    ) -> list[DependencyLink]:
+        """Links of the window as if every pending trace's links were stored already.
+
+        The stored sums, less what pending traces stored before, plus their links computed
+        now; nothing is written, so no lock of the writer is waited for. The caller holds one
+        read transaction over the call (a snapshot) and has seen that few traces are pending
+        (:meth:`pending_at_most`): their trees are built here, and again by the background.
+        """
+        sums = _window_sums(db, start_us, end_us)
+
+        def add(pair: tuple[str, str], calls: int, errors: int) -> None:
+            link = sums.setdefault(pair, [0, 0])
+            link[0] += calls
+            link[1] += errors
+
+        computed = self.read_pending(db, _EVERY_SEQ, _EVERY_TRACE, check)
+        for chunk in _chunks([trace.trace_low for trace in computed]):
+            for parent, child, ts, calls, errors in db.execute(
+                "SELECT parent, child, ts, calls, errors FROM trace_links"
+                f" WHERE trace_low IN ({_marks(len(chunk))})",
+                chunk,
+            ):
+                if start_us <= ts <= end_us:
+                    add((parent, child), -calls, -errors)
+        for trace in computed:
+            if trace.ts is not None and start_us <= trace.ts <= end_us:
+                for pair, (calls, errors) in trace.links.items():
+                    add(pair, calls, errors)
+        return _link_list(sums)
+
+
+#: Every sequence number and every pending trace (read_pending's bounds when all are wanted).
+_EVERY_SEQ = _EVERY_TRACE = 2**63 - 1
+
+
+def _window_sums(
+    db: sqlite3.Connection, start_us: int, end_us: int
+) -> dict[tuple[str, str], list[int]]:
+    """(parent, child) -> [calls, errors] of the stored links of traces in [start_us, end_us]."""
+    parts: list[str] = []
+    params: list[int] = []
+
+    def cover(start: int, end: int, level: int) -> None:
+        """Sum [start, end] from the coarsest table whose whole buckets fit, then finer."""
+        if start > end:
+            return
+        if level == len(_SUMS):
             parts.append(
-                f"SELECT parent, child, calls, errors FROM {table} WHERE bucket BETWEEN ? AND ?"
+                "SELECT parent, child, calls, errors FROM trace_links WHERE ts BETWEEN ? AND ?"
             )
-            params.extend((first, last))
-            cover(start, first * length - 1, level + 1)
-            cover((last + 1) * length, end, level + 1)
-
-        cover(start_us, end_us, 0)
-        if not parts:
-            return []  # an empty window
-        sql = (
-            "SELECT parent, child, sum(calls), sum(errors) FROM ("
-            + " UNION ALL ".join(parts)
-            + ") GROUP BY parent, child ORDER BY parent, child"
+            params.extend((start, end))
+            return
+        table, length = _SUMS[level]
+        first, last = -(-start // length), (end + 1) // length - 1
+        if first > last:
+            cover(start, end, level + 1)
+            return
+        parts.append(
+            f"SELECT parent, child, calls, errors FROM {table} WHERE bucket BETWEEN ? AND ?"
         )
-        return [
-            DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
-            for parent, child, calls, errors in db.execute(sql, params)
-            if calls > 0
-        ]
+        params.extend((first, last))
+        cover(start, first * length - 1, level + 1)
+        cover((last + 1) * length, end, level + 1)
+
+    cover(start_us, end_us, 0)
+    if not parts:
+        return {}  # an empty window
+    sql = (
+        "SELECT parent, child, sum(calls), sum(errors) FROM ("
+        + " UNION ALL ".join(parts)
+        + ") GROUP BY parent, child"
+    )
+    return {
+        (parent, child): [calls, errors] for parent, child, calls, errors in db.execute(sql, params)
+    }
+
+
+def _link_list(sums: dict[tuple[str, str], list[int]]) -> list[DependencyLink]:
+    """The links with calls, sorted by parent and child."""
+    return [
+        DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
+        for (parent, child), (calls, errors) in sorted(sums.items())
+        if calls > 0
+    ]

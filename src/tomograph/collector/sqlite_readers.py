@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from tomograph.collector.storage import QueryTimeout, StoreClosed
@@ -60,6 +60,18 @@ class Reader:
         self._cursors.append(cursor)
         return cursor
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Statements inside see the database as the first of them saw it (one read transaction).
+
+        A read-only transaction takes no lock the writer waits for, and waits for none.
+        """
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._finish()
+
     def check(self) -> None:
         """Raise :class:`StoreClosed` or :class:`QueryTimeout` if this read must stop now."""
         if self._pool.closing:
@@ -73,6 +85,12 @@ class Reader:
         for cursor in self._cursors:
             cursor.close()
         self._cursors.clear()
+        if self.db.in_transaction:  # a snapshot's, or one an interrupted read left open
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error:  # interrupted meanwhile: the connection goes back all the same
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
 
 
 class ReaderPool:
