@@ -74,3 +74,11 @@ def test_database_description_never_fails_and_keeps_a_sane_port(port: object, ho
     if "server.port" in database.tags:
         assert 0 < int(database.tags["server.port"]) < 65536  # type: ignore[arg-type]
     assert database.remote.service_name == "postgresql"
+
+
+@pytest.mark.parametrize("port", ["²", "٥٤٣٢", "9" * 5000, "05432", True, "+5432", " 5432"])
+def test_a_port_written_oddly_is_left_out_or_read_as_written(port: object) -> None:
+    database = Database("postgresql", None, "db", "user", "db.internal", port)
+    expected = {"05432": 5432}.get(port) if isinstance(port, str) else None
+    assert database.tags.get("server.port") == expected
+    assert database.remote.port == expected

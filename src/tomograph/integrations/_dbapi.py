@@ -104,9 +104,11 @@ class Database:
 
 
 def _port(port: Any) -> int | None:
-    if isinstance(port, str) and port.isdigit():
+    # isdigit() is true for "²" and for digits of other scripts, which int() refuses or reads
+    # as another number; a port is at most five ASCII digits
+    if isinstance(port, str) and port.isascii() and port.isdigit() and len(port) <= 5:
         port = int(port)
-    return port if isinstance(port, int) and 0 < port < 65536 else None
+    return port if type(port) is int and 0 < port < 65536 else None
 
 
 class Running:
