@@ -163,3 +163,48 @@ def test_annotations_cut_to_the_same_text_are_stored_once_in_time_order() -> Non
         {"timestamp": 1, "value": cut},
         {"timestamp": 2, "value": "short"},
     ]
+
+
+_LENGTHS = st.sampled_from([0, 1, 999, 1000, 1001, MAX_NAME_LENGTH, MAX_NAME_LENGTH + 1, 3000])
+
+
+@st.composite
+def _spans_near_the_limits(draw: st.DrawFn) -> dict[str, Any]:
+    fields: dict[str, Any] = {"name": "n" * draw(_LENGTHS)}
+    for field in ("localEndpoint", "remoteEndpoint"):
+        if draw(st.booleans()):
+            fields[field] = {"serviceName": "s" * draw(_LENGTHS)}
+    tags = {
+        f"{'k' * draw(_LENGTHS)}{i}": "v" * draw(_LENGTHS) for i in range(draw(st.integers(0, 4)))
+    }
+    if tags:
+        fields["tags"] = tags
+    notes = [
+        {"timestamp": i, "value": "a" * draw(_LENGTHS)} for i in range(draw(st.integers(0, 3)))
+    ]
+    if notes:
+        fields["annotations"] = notes
+    return span(**fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_spans_near_the_limits())
+def test_a_span_within_every_limit_is_left_as_it_is_and_any_other_is_cut(
+    original: dict[str, Any],
+) -> None:
+    limited = copy.deepcopy(original)
+    changed = limit_spans([limited], LIMITS)
+    names = [original.get("name", "")] + [
+        original[field]["serviceName"]
+        for field in ("localEndpoint", "remoteEndpoint")
+        if field in original
+    ]
+    within = (
+        all(len(name) <= MAX_NAME_LENGTH for name in names)
+        and all(len(key) <= MAX_NAME_LENGTH for key in original.get("tags", {}))
+        and all(len(value) <= 1000 for value in original.get("tags", {}).values())
+        and all(len(note["value"]) <= 1000 for note in original.get("annotations", []))
+        and size(original) <= 10_000
+    )
+    assert (changed == 0) is within
+    assert (limited == original) is within

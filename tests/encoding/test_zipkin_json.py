@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from support.zipkin_server import validate_list_of_spans
@@ -321,3 +321,112 @@ def test_mutated_bodies_decode_or_raise_decode_error(
         return
     # Whatever is accepted is normalized: it survives another round trip unchanged.
     assert zipkin_json.decode_spans(json.dumps(result).encode()) == result
+
+
+# Each field of a span object as senders write it, and the odd forms the decoder must still
+# check or normalize the same way (case, zeros, wrong types, lookalike numbers, surrogates).
+_ODD_FIELDS: dict[str, list[Any]] = {
+    "traceId": [
+        "00000000000000a1",
+        "0123456789abcdef0123456789abcdef",
+        "0000000000000000abcdef0123456789",
+        "ABCDEF0123456789",
+        "0" * 16,
+        "0" * 32,
+        "abc",
+        "g" * 16,
+        7,
+        None,
+    ],
+    "id": ["00000000000000b2", "00000000000000B2", "0" * 16, "xyz", 12, None],
+    "parentId": ["00000000000000c3", "0" * 16, "00000000000000C3", "c3", 5, None],
+    "kind": ["CLIENT", "SERVER", "client", "", 1, None],
+    "name": ["get /Cart", "", "caf\u00e9", "\ud800", 3, False, None],
+    "timestamp": [1_700_000_000_000_000, 0, -1, 2**64, 2**64 - 1, 1.5, True, "1", None],
+    "duration": [150, 0, -5, 2**63, 1.0, False, None],
+    "debug": [True, False, 1, "true", None],
+    "shared": [True, False, 0, None],
+    "localEndpoint": [
+        {"serviceName": "Web", "ipv4": "10.0.0.1", "port": 8080},
+        {"serviceName": "web", "port": True},
+        {"serviceName": "web", "port": 1},
+        {"port": 80.0},
+        {"port": 80},
+        {"ipv4": "1.2.3"},
+        {"ipv6": "::1", "serviceName": ""},
+        {"serviceName": 1},
+        {"serviceName": "db", "extra": [1]},
+        {},
+        [],
+        None,
+    ],
+    "remoteEndpoint": [{"serviceName": "DB"}, {"port": 65536}, {"ipv4": ""}, "db", None],
+    "annotations": [
+        [{"timestamp": 2, "value": "b"}, {"timestamp": 1, "value": "a"}],
+        [{"timestamp": 1, "value": "a"}, {"timestamp": 1, "value": "a"}],
+        [{"timestamp": 0, "value": "\ud83d"}],
+        [{"timestamp": -1, "value": "a"}],
+        [{"timestamp": 1, "value": 2}],
+        [{"value": "a"}],
+        [3],
+        [],
+        {},
+        None,
+    ],
+    "tags": [
+        {"http.method": "GET", "component": "bench"},
+        {"n": 5, "ok": True, "f": 1.5},
+        {"caf\u00e9": "cr\u00e8me", "lone": "\ud800"},
+        {"big": 2**70},
+        {"a": None},
+        {"a": [1]},
+        {"a": {"b": "c"}},
+        {},
+        [],
+        None,
+    ],
+}
+
+
+@st.composite
+def _span_objects(draw: st.DrawFn) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for field, values in _ODD_FIELDS.items():
+        # the plain form half of the time: odd forms mostly meet spans that are otherwise plain
+        value = draw(st.just(values[0]) | st.sampled_from([*values, "absent"]))
+        if value != "absent":
+            raw[field] = value
+    return raw
+
+
+def _each_careful(objects: list[dict[str, Any]]) -> list[Any]:
+    """What span_from_object, the decoder's careful path, makes of each object alone."""
+    answers: list[Any] = []
+    for index, raw in enumerate(objects):
+        try:
+            answers.append(zipkin_json.span_from_object(index, raw))
+        except DecodeError as error:
+            return [*answers, str(error)]
+    return answers
+
+
+_PLAIN = {"traceId": "00000000000000a1", "id": "00000000000000b2"}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_span_objects(), min_size=1, max_size=6))
+@example([{**_PLAIN, "localEndpoint": {"port": 1}}, {**_PLAIN, "localEndpoint": {"port": True}}])
+@example([{**_PLAIN, "remoteEndpoint": {"port": 80}}, {**_PLAIN, "remoteEndpoint": {"port": 80.0}}])
+@example([_PLAIN, {**_PLAIN, "traceId": "0" * 16}])
+def test_a_batch_decodes_as_each_of_its_spans_checked_alone(objects: list[dict[str, Any]]) -> None:
+    # spans of a batch share checked trace ids and endpoints: the answer must be each span's own
+    body = json.dumps(objects).encode()
+    try:
+        decoded: list[Any] = zipkin_json.decode_spans(body)
+    except DecodeError as error:
+        decoded = [str(error)]
+    careful = _each_careful(json.loads(body))
+    if isinstance(careful[-1], str):
+        assert decoded == careful[-1:]
+    else:
+        assert decoded == careful

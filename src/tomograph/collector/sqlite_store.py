@@ -1057,10 +1057,13 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
     terms: set[tuple[int, str, str, str]] = set()
     traces: dict[int, list[Any]] = {}
     names: set[tuple[str, str, str]] = set()
+    lows: dict[str, int] = {}  # a batch holds a few spans of each trace
     for decoded in spans:
         span, body = stored_json(decoded)
         trace_id = span["traceId"]
-        low = trace_id_low(trace_id)
+        low = lows.get(trace_id)
+        if low is None:
+            low = lows[trace_id] = trace_id_low(trace_id)
         service = local_service(span)
         remote = remote_service(span)
         name = span.get("name", "")

@@ -16,7 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["SpanDict", "normalize_annotations", "normalize_trace_id", "span_dict"]
+__all__ = [
+    "SpanDict",
+    "endpoint_dict",
+    "normalize_annotations",
+    "normalize_trace_id",
+    "span_dict",
+]
 
 #: A normalized Zipkin v2 span (Zipkin v2 JSON field names), as :func:`span_dict` makes it.
 SpanDict = dict[str, Any]
@@ -46,7 +52,13 @@ def normalize_annotations(notes: Iterable[tuple[int, str]]) -> list[dict[str, An
     return [{"timestamp": stamp, "value": value} for stamp, value in sorted(set(notes))]
 
 
-def _endpoint(fields: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def endpoint_dict(fields: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A checked endpoint's fields as :func:`span_dict` keeps them: the service name lower-cased,
+    empty fields left out; None when nothing is left.
+
+    >>> endpoint_dict({"serviceName": "Web", "port": 0})
+    {'serviceName': 'web'}
+    """
     if not fields:
         return None
     endpoint: dict[str, Any] = {}
@@ -101,10 +113,10 @@ def span_dict(
         span["debug"] = True
     if shared:
         span["shared"] = True
-    local = _endpoint(local_endpoint)
+    local = endpoint_dict(local_endpoint)
     if local:
         span["localEndpoint"] = local
-    remote = _endpoint(remote_endpoint)
+    remote = endpoint_dict(remote_endpoint)
     if remote:
         span["remoteEndpoint"] = remote
     notes = normalize_annotations(annotations)
