@@ -2013,12 +2013,147 @@ setup_b3(PyObject *module, PyObject *names)
                               format_docs + 1 + FORMAT_FUNCTIONS, "tomograph.propagation.b3");
 }
 
+/* -- W3C baggage ------------------------------------------------------------------------ */
+
+static PyObject *py_baggage_inject, *py_baggage_extract_dict;
+/* baggage's caches: parsed entries by header text, header text by entries. */
+static PyObject *baggage_parsed_cache, *baggage_formatted_cache;
+static PyObject *s_baggage, *s_http_baggage;
+static const char *baggage_names[1] = {"baggage"};
+#define BAGGAGE_MAX_READ_LENGTH 65536
+
+/* baggage.extract_dict's answer when the header is absent or parsed before, or NOT_HANDLED. */
+static PyObject *
+baggage_fast(PyObject *carrier, int environ, int exact)
+{
+    PyObject *value = lookup(carrier, environ ? s_http_baggage : s_baggage);
+    if (value == NOT_HANDLED) {
+        return NOT_HANDLED;
+    }
+    if (value == NULL || value == Py_None) {
+        if (!(environ || exact) && other_case(carrier, baggage_names, 1) != 0) {
+            return NOT_HANDLED;
+        }
+        return PyTuple_New(0);
+    }
+    if (!PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) > BAGGAGE_MAX_READ_LENGTH) {
+        return NOT_HANDLED;
+    }
+    if (PyUnicode_GET_LENGTH(value) == 0) {
+        return PyTuple_New(0);
+    }
+    PyObject *entries = lookup(baggage_parsed_cache, value);
+    return entries == NULL || entries == NOT_HANDLED ? NOT_HANDLED : Py_NewRef(entries);
+}
+
+static PyObject *
+baggage_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int environ, exact;
+    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
+        PyObject *entries = baggage_fast(args[0], environ, exact);
+        if (entries != NOT_HANDLED) {
+            return entries;
+        }
+    }
+    return forward(py_baggage_extract_dict, args, nargs, kwnames);
+}
+
+/* The header text for a context's extra: "" for no baggage, the cached text (borrowed) for
+ * entries formatted before; NULL for Python to decide. */
+static PyObject *
+baggage_text(PyObject *extra)
+{
+    if (extra == Py_None) {
+        return empty_text;
+    }
+    if (!PyDict_CheckExact(extra)) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(extra) == 0) {
+        return empty_text;
+    }
+    PyObject *entries = lookup(extra, s_baggage);
+    if (entries == NULL) {
+        return empty_text;
+    }
+    if (entries == NOT_HANDLED || !PyTuple_CheckExact(entries)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(entries) == 0) {
+        return empty_text;
+    }
+    PyObject *text = lookup(baggage_formatted_cache, entries);
+    return text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text) ? NULL : text;
+}
+
+static PyObject *
+baggage_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames != NULL || nargs != 2 || !PyDict_CheckExact(args[1])) {
+        return forward(py_baggage_inject, args, nargs, kwnames);
+    }
+    PyObject *context = args[0];
+    PyObject *extra = Py_TYPE(context) == context_layout.type
+                          ? Py_XNewRef(FIELD(context, context_layout, C_EXTRA))
+                          : PyObject_GetAttr(context, context_layout.name[C_EXTRA]);
+    PyObject *text = extra == NULL ? NULL : baggage_text(extra);
+    Py_XDECREF(extra);
+    if (text == NULL) {
+        PyErr_Clear();
+        return forward(py_baggage_inject, args, nargs, kwnames);
+    }
+    if (PyUnicode_GET_LENGTH(text) == 0) {
+        if (drop(args[1], s_baggage) < 0) {
+            return NULL;
+        }
+    }
+    else if (PyDict_SetItem(args[1], s_baggage, text) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef baggage_defs[] = {
+    {"inject", (PyCFunction)(void (*)(void))baggage_inject, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"extract_dict", (PyCFunction)(void (*)(void))baggage_extract_dict,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+static PyObject *baggage_docs[2];
+
+/* setup_baggage(names): (inject, extract_dict) of tomograph.propagation.baggage. */
+static PyObject *
+setup_baggage(PyObject *module, PyObject *names)
+{
+    static const char *needed[] = {"inject", "extract_dict", "parsed_cache", "formatted_cache"};
+    PyObject **targets[] = {&py_baggage_inject, &py_baggage_extract_dict, &baggage_parsed_cache,
+                            &baggage_formatted_cache};
+    if (py_baggage_inject != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
+        return NULL;
+    }
+    if (!propagation_ready()) {
+        return NULL;
+    }
+    if ((s_baggage == NULL && (s_baggage = PyUnicode_InternFromString("baggage")) == NULL) ||
+        (s_http_baggage == NULL &&
+         (s_http_baggage = PyUnicode_InternFromString("HTTP_BAGGAGE")) == NULL) ||
+        take_names(names, needed, targets, 4) < 0) {
+        return NULL;
+    }
+    PyObject *python[] = {py_baggage_inject, py_baggage_extract_dict};
+    return compiled_functions(baggage_defs, 2, python, baggage_docs,
+                              "tomograph.propagation.baggage");
+}
+
 static PyMethodDef module_methods[] = {
     {"setup_context", setup_context, METH_VARARGS,
      "setup_context(TraceContext, new_context) -> the compiled new_context"},
     {"setup_w3c", setup_w3c, METH_O,
      "setup_w3c(names) -> (inject, extract, extract_dict) of the W3C format"},
     {"setup_b3", setup_b3, METH_O, "setup_b3(names) -> (inject, extract, extract_dict) of B3"},
+    {"setup_baggage", setup_baggage, METH_O,
+     "setup_baggage(names) -> (inject, extract_dict) of W3C baggage"},
     {"setup", setup, METH_VARARGS,
      "setup(Span, names) -> (make_span, Tracer.span, __enter__, __exit__, finish)"},
     {"use_tracer_layout", use_tracer_layout, METH_O,

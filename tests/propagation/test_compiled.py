@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from tests.support.trace_strategies import contexts, header_text, mutations
 
 from tomograph.model import TraceContext
-from tomograph.propagation import Propagator, _context, b3, composite, w3c
+from tomograph.propagation import Propagator, _context, b3, baggage, composite, w3c
+from tomograph.propagation.baggage import BaggageEntry
 
 pytestmark = pytest.mark.compiled_only  # left out of the pure-Python run (tests/conftest.py)
 
@@ -50,6 +51,8 @@ def test_the_compiled_functions_are_in_place() -> None:
             assert compiled.__doc__ == python.__doc__
             assert compiled.__module__ == python.__module__
     assert _context.new_context is not _context.PYTHON_NEW_CONTEXT
+    assert baggage.inject is not baggage.PYTHON_FUNCTIONS["inject"]
+    assert baggage.extract_dict is not baggage.PYTHON_FUNCTIONS["extract_dict"]
 
 
 def _outcome(function: Callable[..., Any], *args: Any) -> tuple[Any, list[str]]:
@@ -226,7 +229,8 @@ def test_the_default_propagator_reads_what_the_python_functions_read(data: st.Da
 @contextlib.contextmanager
 def _python_functions() -> Iterator[None]:
     """The Python versions in place of the compiled ones, for propagators made meanwhile."""
-    saved = {(m, n): getattr(m, n) for m in MODULES.values() for n in m.PYTHON_FUNCTIONS}
+    modules = [*MODULES.values(), baggage]
+    saved = {(m, n): getattr(m, n) for m in modules for n in m.PYTHON_FUNCTIONS}
     plans = composite._DICT_EXTRACTORS.copy(), composite._EXTRACTORS.copy()
     try:
         for module, name in saved:
@@ -350,3 +354,51 @@ def test_new_context_takes_keywords_as_python_does() -> None:
     assert _context.new_context(1, 2, debug=True) == _context.PYTHON_NEW_CONTEXT(1, 2, debug=True)
     with pytest.raises(TypeError):
         _context.new_context(1)
+
+
+BAGGAGES = [
+    (),
+    (BaggageEntry("user", "alice smith"), BaggageEntry("n", "1", "p")),
+    [BaggageEntry("user", "alice")],
+    (BaggageEntry("bad key", "1"),),
+    None,
+    "user=alice",
+]
+
+
+@st.composite
+def baggage_headers(draw: st.DrawFn) -> dict[Any, Any]:
+    headers: dict[Any, Any] = {}
+    if draw(st.integers(0, 5)):
+        valid = draw(st.sampled_from(["user=alice,n=1;p", "", "a=" + "b" * 70_000, "x=%zz"]))
+        headers["baggage"] = draw(
+            st.just(valid) | mutations(valid) | header_text | st.sampled_from([None, b"a=1"])
+        )
+    return _spelled(draw, headers)
+
+
+@given(baggage_headers(), st.booleans(), st.sampled_from([None, False, True]))
+def test_baggage_extract_dict_gives_what_python_gives(
+    headers: dict[Any, Any], environ: bool, exact: bool | None
+) -> None:
+    args = (headers, environ) if exact is None else (headers, environ, exact)
+    _same(baggage.extract_dict, baggage.PYTHON_FUNCTIONS["extract_dict"], *args)
+    _same(baggage.extract, _in_python(lambda: baggage.extract), headers)
+
+
+@given(st.sampled_from(BAGGAGES), st.sampled_from([None, {}, {"tracestate": ()}]), st.data())
+def test_baggage_inject_writes_what_python_writes(
+    entries: Any, extra: dict[str, Any] | None, data: st.DataObject
+) -> None:
+    if entries is not None or extra is not None:
+        extra = {**(extra or {}), "baggage": entries}
+    context: Any = TraceContext(1, 2, extra=extra)
+    if data.draw(st.booleans()):
+        context = SimpleNamespace(extra=extra if data.draw(st.booleans()) else "x")
+    before = data.draw(st.sampled_from([{}, {"baggage": "old=1"}]))
+    written = []
+    for function in (baggage.inject, baggage.PYTHON_FUNCTIONS["inject"]):
+        carrier = dict(before)
+        baggage._FORMATTED.clear()  # a cached text is not checked again: both sides start cold
+        written.append((_outcome(function, context, carrier), carrier))
+    assert written[0] == written[1]
