@@ -1,4 +1,5 @@
-/* The span hot path in C: make_span, Span.__enter__, Span.__exit__ and Span.finish().
+/* The span hot path in C: make_span, Span.__enter__, Span.__exit__ and Span.finish(); and,
+ * in the second part of this file, the W3C, baggage and B3 header functions.
  *
  * Optional: tomograph/span.py keeps the same functions in Python, uses them when this module
  * is missing or TOMOGRAPH_NO_EXTENSIONS is set, and hands them to setup() so that anything
@@ -2163,7 +2164,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "tomograph._speedups",
-    "The span hot path in C (optional; see tomograph.span).", -1, module_methods,
+    "The span and header hot paths in C (optional; see tomograph.span and docs/core.md).", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC
