@@ -1,4 +1,7 @@
-"""Which span hot path runs: the compiled one (``tomograph._speedups``) or pure Python.
+"""Which hot paths run: the compiled ones (``tomograph._speedups``) or pure Python.
+
+The compiled module holds the span hot path (:mod:`tomograph.span`) and the W3C and B3 header
+functions (:mod:`tomograph.propagation.w3c`, :mod:`tomograph.propagation.b3`).
 
 The extension is built from source when tomograph is installed where a C compiler exists, and
 is optional: without it, or with ``TOMOGRAPH_NO_EXTENSIONS=1`` in the environment, the same

@@ -1,4 +1,5 @@
-/* The span hot path in C: make_span, Span.__enter__, Span.__exit__ and Span.finish().
+/* The span hot path in C: make_span, Span.__enter__, Span.__exit__ and Span.finish(); and,
+ * in the second part of this file, the W3C, baggage and B3 header functions.
  *
  * Optional: tomograph/span.py keeps the same functions in Python, uses them when this module
  * is missing or TOMOGRAPH_NO_EXTENSIONS is set, and hands them to setup() so that anything
@@ -999,7 +1000,1179 @@ use_tracer_layout(PyObject *module, PyObject *tracer_type)
     Py_RETURN_NONE;
 }
 
+/* == Header formats: W3C traceparent/tracestate and B3, for dict carriers ================
+ *
+ * tomograph/propagation keeps every function here in Python too. The compiled ones handle the
+ * common case themselves (a plain dict or WSGI environ whose values are ASCII strings, ids
+ * well formed, caches warm) and hand every other call, unchanged, to the Python function: it
+ * decides, logs and reads other carriers as before. A fast path answers only where the Python
+ * one would give the same context without logging anything (property tests compare them). */
+
+enum { C_TRACE_ID, C_SPAN_ID, C_PARENT_ID, C_SAMPLED, C_DEBUG, C_SHARED, C_EXTRA, CONTEXT_FIELDS };
+static const char *context_field_names[CONTEXT_FIELDS] = {
+    "trace_id", "span_id", "parent_id", "sampled", "debug", "shared", "extra"};
+static Layout context_layout;
+_Static_assert(CONTEXT_FIELDS <= MAX_FIELDS, "Layout too small");
+
+/* "Not mine: the Python function decides": returned by the fast paths instead of a result. */
+static PyObject not_handled_object;
+#define NOT_HANDLED (&not_handled_object)
+
+static PyObject *py_new_context, *py_w3c_inject, *py_w3c_extract, *py_w3c_extract_dict,
+    *py_b3_inject, *py_b3_extract, *py_b3_extract_dict;
+/* w3c's caches (BoundedCache, a dict): formatted foreign members by the tuple of them, parsed
+ * lists by their text, and parsed lists read behind our own member. */
+static PyObject *foreign_cache, *parsed_cache, *after_ours_cache;
+static PyObject *s_traceparent, *s_tracestate, *s_http_traceparent, *s_http_tracestate,
+    *s_request_method, *s_wsgi_version, *s_one, *s_zero;
+/* B3 names, in the order b3.py looks them up: single, trace id, span id, sampled, flags,
+ * parent span id; then as WSGI environ keys. */
+enum { B3_SINGLE, B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS, B3_PARENT_ID, B3_NAMES };
+static const char *b3_names[B3_NAMES] = {"b3",           "x-b3-traceid", "x-b3-spanid",
+                                         "x-b3-sampled", "x-b3-flags",   "x-b3-parentspanid"};
+static PyObject *b3_keys[B3_NAMES], *b3_environ_keys[B3_NAMES];
+static const char *tracestate_names[1] = {"tracestate"};
+
+static signed char hex_digit[256]; /* lower-case hex digit values; -1 for anything else */
+static const char hex_chars[] = "0123456789abcdef";
+
+#define OWN_PREFIX "tomograph="
+#define OWN_PREFIX_LENGTH 10
+/* The longest tracestate text w3c.py caches: longer lists are never in its caches. */
+#define CACHED_LENGTH 1024
+#define TRACEPARENT_00_LENGTH 55
+#define B3_MAX_LENGTH 128
+
+/* The ASCII text of an exact str, or NULL for anything else (the Python function decides). */
+static inline const unsigned char *
+ascii_of(PyObject *value, Py_ssize_t *length)
+{
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_COMPACT_ASCII(value)) {
+        return NULL;
+    }
+    *length = PyUnicode_GET_LENGTH(value);
+    return PyUnicode_1BYTE_DATA(value);
+}
+
+/* The value of n (at most 16) lower-case hex digits; -1 if one is not. */
+static inline int
+parse_hex(const unsigned char *text, Py_ssize_t n, uint64_t *out)
+{
+    uint64_t value = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int digit = hex_digit[text[i]];
+        if (digit < 0) {
+            return -1;
+        }
+        value = value << 4 | (uint64_t)digit;
+    }
+    *out = value;
+    return 0;
+}
+
+/* An id of 16 or 32 hex digits, parsed: 0 and its halves, or -1 if it is not lower-case hex
+ * or is zero (every format rejects an all-zero id). */
+static inline int
+parse_id(const unsigned char *text, Py_ssize_t n, uint64_t *high, uint64_t *low)
+{
+    *high = 0;
+    if (n == 32) {
+        if (parse_hex(text, 16, high) < 0) {
+            return -1;
+        }
+        text += 16;
+    }
+    if (parse_hex(text, 16, low) < 0 || (*high == 0 && *low == 0)) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+int_of(uint64_t high, uint64_t low)
+{
+    if (high == 0) {
+        return PyLong_FromUnsignedLongLong(low);
+    }
+    unsigned char bytes[16];
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = (unsigned char)(high >> (56 - 8 * i));
+        bytes[8 + i] = (unsigned char)(low >> (56 - 8 * i));
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromUnsignedNativeBytes(bytes, 16, Py_ASNATIVEBYTES_BIG_ENDIAN);
+#else
+    return _PyLong_FromByteArray(bytes, 16, 0, 0);
+#endif
+}
+
+/* The halves of an exact int from 0 to 2**128 - 1: 0, or -1 (no exception) for anything else
+ * (a bool, a negative or larger int, another type: the Python function formats those). */
+static int
+halves_of(PyObject *value, uint64_t *high, uint64_t *low)
+{
+    if (!PyLong_CheckExact(value)) {
+        return -1;
+    }
+    int overflow;
+    long long small = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (!overflow) {
+        if (small < 0) {
+            PyErr_Clear(); /* (an exact int sets no error; a negative one is not an id) */
+            return -1;
+        }
+        *high = 0;
+        *low = (uint64_t)small;
+        return 0;
+    }
+    if (overflow < 0) {
+        return -1;
+    }
+    unsigned char bytes[16];
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t needed = PyLong_AsNativeBytes(
+        value, bytes, 16,
+        Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
+            Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    if (needed < 0 || needed > 16) {
+        PyErr_Clear();
+        return -1;
+    }
+#else
+    if (_PyLong_AsByteArray((PyLongObject *)value, bytes, 16, 0, 0) < 0) {
+        PyErr_Clear(); /* over 128 bits */
+        return -1;
+    }
+#endif
+    uint64_t h = 0, l = 0;
+    for (int i = 0; i < 8; i++) {
+        h = h << 8 | bytes[i];
+        l = l << 8 | bytes[8 + i];
+    }
+    *high = h;
+    *low = l;
+    return 0;
+}
+
+static inline void
+write_hex(char *out, uint64_t value, int digits)
+{
+    for (int i = digits - 1; i >= 0; i--) {
+        out[i] = hex_chars[value & 15];
+        value >>= 4;
+    }
+}
+
+/* 32 hex digits of high and low, or 16 of low. */
+static inline char *
+write_id(char *out, uint64_t high, uint64_t low, int digits)
+{
+    if (digits == 32) {
+        write_hex(out, high, 16);
+        out += 16;
+    }
+    write_hex(out, low, 16);
+    return out + 16;
+}
+
+static PyObject *
+ascii_str(const char *text, Py_ssize_t length)
+{
+    PyObject *result = PyUnicode_New(length, 127);
+    if (result != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(result), text, (size_t)length);
+    }
+    return result;
+}
+
+/* A new TraceContext, as new_context() makes it; takes the references to the three ids
+ * (parent_id may be Py_None) and to extra (may be Py_None), released on failure too. */
+static PyObject *
+make_context(PyObject *trace_id, PyObject *span_id, PyObject *parent_id, PyObject *sampled,
+             PyObject *debug, PyObject *extra)
+{
+    PyObject *context = NULL;
+    if (trace_id != NULL && span_id != NULL && parent_id != NULL && extra != NULL) {
+        PyTypeObject *type = context_layout.type;
+        context = type->tp_alloc(type, 0);
+    }
+    if (context == NULL) {
+        Py_XDECREF(trace_id);
+        Py_XDECREF(span_id);
+        Py_XDECREF(parent_id);
+        Py_XDECREF(extra);
+        return NULL;
+    }
+    FIELD(context, context_layout, C_TRACE_ID) = trace_id;
+    FIELD(context, context_layout, C_SPAN_ID) = span_id;
+    FIELD(context, context_layout, C_PARENT_ID) = parent_id;
+    FIELD(context, context_layout, C_SAMPLED) = Py_NewRef(debug == Py_True ? Py_True : sampled);
+    FIELD(context, context_layout, C_DEBUG) = Py_NewRef(debug);
+    FIELD(context, context_layout, C_SHARED) = Py_NewRef(Py_False);
+    FIELD(context, context_layout, C_EXTRA) = extra;
+    return context;
+}
+
+/* Forward a call, as it came, to the Python function. */
+static inline PyObject *
+forward(PyObject *function, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return PyObject_Vectorcall(function, args, (size_t)nargs, kwnames);
+}
+
+/* new_context(trace_id, span_id, parent_id=None, sampled=None, debug=False, extra=None,
+ * shared=False): positional calls with a bool debug here, anything else in Python. */
+static PyObject *
+new_context_compiled(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames != NULL || nargs < 2 || nargs > 7) {
+        return forward(py_new_context, args, nargs, kwnames);
+    }
+    PyObject *debug = nargs > 4 ? args[4] : Py_False;
+    PyObject *shared = nargs > 6 ? args[6] : Py_False;
+    if (debug != Py_True && debug != Py_False) {
+        return forward(py_new_context, args, nargs, kwnames);
+    }
+    PyObject *context = make_context(Py_NewRef(args[0]), Py_NewRef(args[1]),
+                                     Py_NewRef(nargs > 2 ? args[2] : Py_None),
+                                     nargs > 3 ? args[3] : Py_None, debug,
+                                     Py_NewRef(nargs > 5 ? args[5] : Py_None));
+    if (context != NULL && shared != Py_False) {
+        Py_SETREF(FIELD(context, context_layout, C_SHARED), Py_NewRef(shared));
+    }
+    return context;
+}
+
+/* ``carrier.get(key)`` of a dict: a borrowed reference, NULL if absent; NOT_HANDLED when the
+ * lookup raised (a key whose __eq__ fails: the Python function raises it again). */
+static inline PyObject *
+lookup(PyObject *carrier, PyObject *key)
+{
+    PyObject *value = PyDict_GetItemWithError(carrier, key);
+    if (value == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NOT_HANDLED;
+    }
+    return value;
+}
+
+/* carriers.has_other_case for names: 1 if a key spells one of them in another case or is not
+ * a str, 0 if none does, -1 for a key only Python can lower-case (not ASCII). */
+static int
+other_case(PyObject *carrier, const char *const *names, int count)
+{
+    Py_ssize_t position = 0, length;
+    PyObject *key, *value;
+    while (PyDict_Next(carrier, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return 1;
+        }
+        const unsigned char *text = ascii_of(key, &length);
+        if (text == NULL) {
+            return -1;
+        }
+        for (int i = 0; i < count; i++) {
+            const char *name = names[i];
+            if ((Py_ssize_t)strlen(name) != length || memcmp(text, name, (size_t)length) == 0) {
+                continue;
+            }
+            Py_ssize_t j = 0;
+            while (j < length && Py_TOLOWER(text[j]) == (unsigned char)name[j]) {
+                j++;
+            }
+            if (j == length) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* A dict carrier's kind, as extract() tells it: 1 for a WSGI environ, 0 for plain headers,
+ * -1 when a lookup raised (the Python function raises it again). */
+static int
+environ_of(PyObject *carrier)
+{
+    int found = PyDict_Contains(carrier, s_request_method);
+    if (found == 0) {
+        found = PyDict_Contains(carrier, s_wsgi_version);
+    }
+    if (found < 0) {
+        PyErr_Clear();
+    }
+    return found;
+}
+
+/* Parse arguments (carrier, environ[, exact]) of extract_dict: 0, or -1 to forward the call. */
+static inline int
+dict_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *environ,
+               int *exact)
+{
+    if (kwnames != NULL || nargs < 2 || nargs > 3 || !PyDict_CheckExact(args[0])) {
+        return -1;
+    }
+    PyObject *exact_arg = nargs == 3 ? args[2] : Py_False;
+    if ((args[1] != Py_True && args[1] != Py_False) ||
+        (exact_arg != Py_True && exact_arg != Py_False)) {
+        return -1;
+    }
+    *environ = args[1] == Py_True;
+    *exact = exact_arg == Py_True;
+    return 0;
+}
+
+/* -- W3C ------------------------------------------------------------------------------- */
+
+/* The key of a tracestate member is exactly "tomograph"? (members from w3c's caches) */
+static inline int
+is_own_member(PyObject *member)
+{
+    if (!PyTuple_CheckExact(member) || PyTuple_GET_SIZE(member) != 2) {
+        return -1;
+    }
+    Py_ssize_t length;
+    const unsigned char *key = ascii_of(PyTuple_GET_ITEM(member, 0), &length);
+    if (key == NULL) {
+        return -1;
+    }
+    return length == OWN_PREFIX_LENGTH - 1 && memcmp(key, OWN_PREFIX, OWN_PREFIX_LENGTH - 1) == 0;
+}
+
+/* w3c.extract_dict's answer for the common cases, or NOT_HANDLED. */
+static PyObject *
+w3c_fast(PyObject *carrier, int environ, int exact)
+{
+    PyObject *value = lookup(carrier, environ ? s_http_traceparent : s_traceparent);
+    if (value == NULL) {
+        return environ || exact ? Py_NewRef(Py_None) : NOT_HANDLED;
+    }
+    Py_ssize_t length;
+    const unsigned char *parent = value == NOT_HANDLED ? NULL : ascii_of(value, &length);
+    uint64_t trace_high, trace_low, span_id;
+    /* 00-{trace id}-{parent id}-{flags}: version 00 is exactly 55 characters. */
+    if (parent == NULL || length != TRACEPARENT_00_LENGTH || parent[0] != '0' ||
+        parent[1] != '0' || parent[2] != '-' || parent[35] != '-' || parent[52] != '-' ||
+        parse_id(parent + 3, 32, &trace_high, &trace_low) < 0 ||
+        parse_id(parent + 36, 16, &(uint64_t){0}, &span_id) < 0 || hex_digit[parent[53]] < 0 ||
+        hex_digit[parent[54]] < 0) {
+        return NOT_HANDLED; /* all-zero ids too: the Python function logs them */
+    }
+    PyObject *sampled = hex_digit[parent[54]] & 1 ? Py_True : Py_False;
+    PyObject *state = lookup(carrier, environ ? s_http_tracestate : s_tracestate);
+    PyObject *members = NULL; /* borrowed, from a cache */
+    PyObject *debug = Py_False;
+    uint64_t parent_id = 0;
+    if (state == NOT_HANDLED) {
+        return NOT_HANDLED;
+    }
+    if (state == NULL) {
+        if (!(environ || exact) && other_case(carrier, tracestate_names, 1) != 0) {
+            return NOT_HANDLED;
+        }
+    }
+    else {
+        const unsigned char *text = ascii_of(state, &length);
+        if (text == NULL) {
+            return NOT_HANDLED;
+        }
+        if (length >= OWN_PREFIX_LENGTH && memcmp(text, OWN_PREFIX, OWN_PREFIX_LENGTH) == 0) {
+            /* Our own member first, as inject writes it, for this very span:
+             * tomograph={span id};{1|0|d}[;{parent id}][,{other members}] */
+            Py_ssize_t at = OWN_PREFIX_LENGTH + 18;
+            if (length < at || memcmp(text + OWN_PREFIX_LENGTH, parent + 36, 16) != 0 ||
+                text[at - 2] != ';' ||
+                (text[at - 1] != '1' && text[at - 1] != '0' && text[at - 1] != 'd')) {
+                return NOT_HANDLED;
+            }
+            if (text[at - 1] == 'd' && sampled == Py_True) {
+                debug = Py_True;
+            }
+            if (at < length && text[at] == ';') {
+                if (length < at + 17 || parse_hex(text + at + 1, 16, &parent_id) < 0) {
+                    return NOT_HANDLED;
+                }
+                at += 17;
+            }
+            if (at < length) {
+                if (text[at] != ',' || length - at - 1 > CACHED_LENGTH) {
+                    return NOT_HANDLED;
+                }
+                if (at + 1 < length) {
+                    PyObject *rest = PyUnicode_Substring(state, at + 1, length);
+                    if (rest == NULL) {
+                        return NULL;
+                    }
+                    members = lookup(after_ours_cache, rest);
+                    Py_DECREF(rest);
+                    if (members == NULL || members == NOT_HANDLED) {
+                        return NOT_HANDLED; /* not parsed yet: Python parses and caches it */
+                    }
+                }
+            }
+        }
+        else if (length) {
+            /* Other vendors' members only, parsed before. */
+            if (length > CACHED_LENGTH) {
+                return NOT_HANDLED;
+            }
+            members = lookup(parsed_cache, state);
+            if (members == NULL || members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
+                return NOT_HANDLED;
+            }
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members); i++) {
+                if (is_own_member(PyTuple_GET_ITEM(members, i)) != 0) {
+                    return NOT_HANDLED; /* ours, somewhere else: Python reads it */
+                }
+            }
+        }
+    }
+    PyObject *extra = Py_None;
+    if (members != NULL) {
+        if (!PyTuple_CheckExact(members)) {
+            return NOT_HANDLED;
+        }
+        if (PyTuple_GET_SIZE(members)) {
+            extra = PyDict_New();
+            if (extra == NULL || PyDict_SetItem(extra, s_tracestate, members) < 0) {
+                Py_XDECREF(extra);
+                return NULL;
+            }
+        }
+    }
+    return make_context(int_of(trace_high, trace_low), PyLong_FromUnsignedLongLong(span_id),
+                        parent_id ? PyLong_FromUnsignedLongLong(parent_id) : Py_NewRef(Py_None),
+                        sampled, debug, extra == Py_None ? Py_NewRef(Py_None) : extra);
+}
+
+static PyObject *
+w3c_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int environ, exact;
+    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
+        PyObject *context = w3c_fast(args[0], environ, exact);
+        if (context != NOT_HANDLED) {
+            return context;
+        }
+    }
+    return forward(py_w3c_extract_dict, args, nargs, kwnames);
+}
+
+static PyObject *
+w3c_extract(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
+        int environ = environ_of(args[0]);
+        if (environ >= 0) {
+            PyObject *context = w3c_fast(args[0], environ, 0);
+            if (context != NOT_HANDLED) {
+                return context;
+            }
+        }
+    }
+    return forward(py_w3c_extract, args, nargs, kwnames);
+}
+
+/* The fields inject reads, as new references: at their offsets for a TraceContext, by
+ * attribute for anything else. 0, or -1 (no exception) if one is missing. */
+enum { R_TRACE_ID, R_SPAN_ID, R_PARENT_ID, R_SAMPLED, R_DEBUG, R_EXTRA, READ_FIELDS };
+static const int read_context_fields[READ_FIELDS] = {C_TRACE_ID, C_SPAN_ID, C_PARENT_ID,
+                                                    C_SAMPLED,  C_DEBUG,   C_EXTRA};
+
+static void
+release_fields(PyObject **fields)
+{
+    for (int i = 0; i < READ_FIELDS; i++) {
+        Py_CLEAR(fields[i]);
+    }
+}
+
+static int
+read_fields(PyObject *context, PyObject **fields)
+{
+    int known = Py_TYPE(context) == context_layout.type;
+    for (int i = 0; i < READ_FIELDS; i++) {
+        fields[i] = NULL;
+    }
+    for (int i = 0; i < READ_FIELDS; i++) {
+        int field = read_context_fields[i];
+        PyObject *value = known ? FIELD(context, context_layout, field) : NULL;
+        fields[i] = value != NULL ? Py_NewRef(value)
+                                  : PyObject_GetAttr(context, context_layout.name[field]);
+        if (fields[i] == NULL) {
+            PyErr_Clear();
+            release_fields(fields);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A context's ids and decision, where they are what inject formats itself: exact ints in
+ * range, a bool (or None) decision and debug flag. -1 otherwise. */
+typedef struct {
+    uint64_t trace_high, trace_low, span_id, parent_id; /* parent_id 0: none */
+    int sampled; /* 1, 0, or -1 for None */
+    int debug;
+} Ids;
+
+static int
+ids_of(PyObject **fields, Ids *ids)
+{
+    uint64_t high;
+    PyObject *sampled = fields[R_SAMPLED], *debug = fields[R_DEBUG], *parent = fields[R_PARENT_ID];
+    if (halves_of(fields[R_TRACE_ID], &ids->trace_high, &ids->trace_low) < 0 ||
+        halves_of(fields[R_SPAN_ID], &high, &ids->span_id) < 0 || high ||
+        (debug != Py_True && debug != Py_False) ||
+        (sampled != Py_True && sampled != Py_False && sampled != Py_None)) {
+        return -1;
+    }
+    ids->parent_id = 0;
+    if (parent != Py_None && (halves_of(parent, &high, &ids->parent_id) < 0 || high)) {
+        return -1;
+    }
+    ids->sampled = sampled == Py_None ? -1 : sampled == Py_True;
+    ids->debug = debug == Py_True;
+    return 0;
+}
+
+/* What follows our own member in tracestate for extra: "" for no foreign members, the cached
+ * text (a borrowed str) for a tuple of them formatted before; NULL for Python to decide. */
+static PyObject *empty_text;
+
+static PyObject *
+foreign_text(PyObject *extra)
+{
+    if (extra == Py_None) {
+        return empty_text;
+    }
+    if (!PyDict_CheckExact(extra)) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(extra) == 0) {
+        return empty_text;
+    }
+    PyObject *members = lookup(extra, s_tracestate);
+    if (members == NULL || members == Py_None) {
+        return empty_text;
+    }
+    if (members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(members) == 0) {
+        return empty_text;
+    }
+    PyObject *tail = lookup(foreign_cache, members);
+    Py_ssize_t length;
+    if (tail == NULL || tail == NOT_HANDLED || ascii_of(tail, &length) == NULL) {
+        return NULL; /* not formatted yet, over W3C's limits, or unhashable */
+    }
+    return tail;
+}
+
+static PyObject *
+w3c_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *fields[READ_FIELDS];
+    Ids ids;
+    if (kwnames != NULL || nargs != 2 || !PyDict_CheckExact(args[1]) ||
+        read_fields(args[0], fields) < 0) {
+        return forward(py_w3c_inject, args, nargs, kwnames);
+    }
+    PyObject *tail = NULL;
+    if (ids_of(fields, &ids) == 0) {
+        tail = foreign_text(fields[R_EXTRA]);
+    }
+    release_fields(fields);
+    if (tail == NULL) {
+        return forward(py_w3c_inject, args, nargs, kwnames);
+    }
+    char traceparent[TRACEPARENT_00_LENGTH];
+    memcpy(traceparent, "00-", 3);
+    write_id(traceparent + 3, ids.trace_high, ids.trace_low, 32);
+    traceparent[35] = '-';
+    write_hex(traceparent + 36, ids.span_id, 16);
+    memcpy(traceparent + 52, ids.sampled == 1 || ids.debug ? "-01" : "-00", 3);
+    /* tomograph={span id};{state}[;{parent id}] and the other vendors' members */
+    Py_ssize_t tail_length = PyUnicode_GET_LENGTH(tail);
+    Py_ssize_t own_length = OWN_PREFIX_LENGTH + 18 + (ids.parent_id ? 17 : 0);
+    PyObject *parent = ascii_str(traceparent, TRACEPARENT_00_LENGTH);
+    PyObject *state = PyUnicode_New(own_length + tail_length, 127);
+    if (parent == NULL || state == NULL) {
+        Py_XDECREF(parent);
+        Py_XDECREF(state);
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_1BYTE_DATA(state);
+    memcpy(out, OWN_PREFIX, OWN_PREFIX_LENGTH);
+    write_hex(out + OWN_PREFIX_LENGTH, ids.span_id, 16);
+    out += OWN_PREFIX_LENGTH + 16;
+    *out++ = ';';
+    *out++ = ids.debug ? 'd' : ids.sampled == 1 ? '1' : '0';
+    if (ids.parent_id) {
+        *out++ = ';';
+        write_hex(out, ids.parent_id, 16);
+        out += 16;
+    }
+    memcpy(out, PyUnicode_1BYTE_DATA(tail), (size_t)tail_length);
+    int failed = PyDict_SetItem(args[1], s_traceparent, parent) < 0 ||
+                 PyDict_SetItem(args[1], s_tracestate, state) < 0;
+    Py_DECREF(parent);
+    Py_DECREF(state);
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* -- B3 -------------------------------------------------------------------------------- */
+
+/* An id of one of the widths B3 allows (16, or 16 and 32), parsed from a str; -1 if it is not
+ * one (wrong type, length, case, or zero). */
+static int
+b3_id(PyObject *value, int trace, uint64_t *high, uint64_t *low)
+{
+    Py_ssize_t length;
+    const unsigned char *text = ascii_of(value, &length);
+    if (text == NULL || !(length == 16 || (trace && length == 32))) {
+        return -1;
+    }
+    return parse_id(text, length, high, low);
+}
+
+/* b3.parse_b3_single's answer for a well-formed header, or NOT_HANDLED. */
+static PyObject *
+b3_single(PyObject *value)
+{
+    Py_ssize_t length;
+    const unsigned char *text = ascii_of(value, &length);
+    if (text == NULL || length > B3_MAX_LENGTH) {
+        return NOT_HANDLED;
+    }
+    Py_ssize_t width = length > 32 && text[32] == '-' ? 32 : 16;
+    uint64_t trace_high, trace_low, span_id, parent_id = 0, high;
+    if (length < width + 17 || text[width] != '-' ||
+        parse_id(text, width, &trace_high, &trace_low) < 0 ||
+        parse_id(text + width + 1, 16, &high, &span_id) < 0) {
+        return NOT_HANDLED;
+    }
+    Py_ssize_t at = width + 17;
+    PyObject *sampled = Py_None, *debug = Py_False;
+    if (at < length) {
+        /* -{1|0|d}[-{parent id}] */
+        if (length < at + 2 || text[at] != '-') {
+            return NOT_HANDLED;
+        }
+        switch (text[at + 1]) {
+        case '1': sampled = Py_True; break;
+        case '0': sampled = Py_False; break;
+        case 'd': debug = Py_True; break;
+        default: return NOT_HANDLED;
+        }
+        at += 2;
+        if (at < length) {
+            if (length != at + 17 || text[at] != '-' ||
+                parse_id(text + at + 1, 16, &high, &parent_id) < 0) {
+                return NOT_HANDLED;
+            }
+        }
+    }
+    return make_context(int_of(trace_high, trace_low), PyLong_FromUnsignedLongLong(span_id),
+                        parent_id ? PyLong_FromUnsignedLongLong(parent_id) : Py_NewRef(Py_None),
+                        sampled, debug, Py_NewRef(Py_None));
+}
+
+/* b3.extract_dict's answer for the common cases, or NOT_HANDLED. */
+static PyObject *
+b3_fast(PyObject *carrier, int environ, int exact)
+{
+    PyObject **keys = environ ? b3_environ_keys : b3_keys;
+    PyObject *values[B3_NAMES];
+    PyObject *single = lookup(carrier, keys[B3_SINGLE]);
+    if (single != NULL) {
+        return single == NOT_HANDLED ? NOT_HANDLED : b3_single(single);
+    }
+    if (!(environ || exact) && other_case(carrier, b3_names, B3_NAMES) != 0) {
+        return NOT_HANDLED;
+    }
+    for (int i = B3_TRACE_ID; i < B3_NAMES; i++) {
+        values[i] = lookup(carrier, keys[i]);
+        if (values[i] == NOT_HANDLED) {
+            return NOT_HANDLED;
+        }
+    }
+    uint64_t trace_high, trace_low, span_id, parent_id = 0, high;
+    if (values[B3_TRACE_ID] == NULL || values[B3_SPAN_ID] == NULL ||
+        b3_id(values[B3_TRACE_ID], 1, &trace_high, &trace_low) < 0 ||
+        b3_id(values[B3_SPAN_ID], 0, &high, &span_id) < 0 ||
+        (values[B3_PARENT_ID] != NULL && b3_id(values[B3_PARENT_ID], 0, &high, &parent_id) < 0)) {
+        return NOT_HANDLED;
+    }
+    PyObject *sampled = Py_None, *debug = Py_False;
+    Py_ssize_t length;
+    const unsigned char *text;
+    if (values[B3_SAMPLED] != NULL) {
+        /* 1 or 0; true and false as b3.py accepts them without a second look */
+        text = ascii_of(values[B3_SAMPLED], &length);
+        if (text == NULL) {
+            return NOT_HANDLED;
+        }
+        if ((length == 1 && text[0] == '1') || (length == 4 && memcmp(text, "true", 4) == 0)) {
+            sampled = Py_True;
+        }
+        else if ((length == 1 && text[0] == '0') ||
+                 (length == 5 && memcmp(text, "false", 5) == 0)) {
+            sampled = Py_False;
+        }
+        else {
+            return NOT_HANDLED;
+        }
+    }
+    if (values[B3_FLAGS] != NULL) {
+        text = ascii_of(values[B3_FLAGS], &length);
+        if (text == NULL || length != 1 || (text[0] != '1' && text[0] != '0')) {
+            return NOT_HANDLED;
+        }
+        debug = text[0] == '1' ? Py_True : Py_False;
+    }
+    return make_context(int_of(trace_high, trace_low), PyLong_FromUnsignedLongLong(span_id),
+                        parent_id ? PyLong_FromUnsignedLongLong(parent_id) : Py_NewRef(Py_None),
+                        sampled, debug, Py_NewRef(Py_None));
+}
+
+static PyObject *
+b3_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int environ, exact;
+    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
+        PyObject *context = b3_fast(args[0], environ, exact);
+        if (context != NOT_HANDLED) {
+            return context;
+        }
+    }
+    return forward(py_b3_extract_dict, args, nargs, kwnames);
+}
+
+static PyObject *
+b3_extract(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
+        int environ = environ_of(args[0]);
+        if (environ >= 0) {
+            PyObject *context = b3_fast(args[0], environ, 0);
+            if (context != NOT_HANDLED) {
+                return context;
+            }
+        }
+    }
+    return forward(py_b3_extract, args, nargs, kwnames);
+}
+
+/* ``del carrier[key]`` if it is there. */
+static inline int
+drop(PyObject *carrier, PyObject *key)
+{
+    int found = PyDict_Contains(carrier, key);
+    return found <= 0 ? found : PyDict_DelItem(carrier, key);
+}
+
+static inline int
+set_hex(PyObject *carrier, PyObject *key, uint64_t high, uint64_t low, int digits)
+{
+    char text[32];
+    write_id(text, high, low, digits);
+    PyObject *value = ascii_str(text, digits);
+    if (value == NULL) {
+        return -1;
+    }
+    int result = PyDict_SetItem(carrier, key, value);
+    Py_DECREF(value);
+    return result;
+}
+
+static PyObject *
+b3_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *fields[READ_FIELDS];
+    Ids ids;
+    if (kwnames != NULL || nargs != 2 || !PyDict_CheckExact(args[1]) ||
+        read_fields(args[0], fields) < 0) {
+        return forward(py_b3_inject, args, nargs, kwnames);
+    }
+    int usable = ids_of(fields, &ids) == 0;
+    release_fields(fields);
+    if (!usable) {
+        return forward(py_b3_inject, args, nargs, kwnames);
+    }
+    PyObject *carrier = args[1];
+    /* As b3.inject writes a dict: headers left from an earlier inject are removed. */
+    if (set_hex(carrier, b3_keys[B3_TRACE_ID], ids.trace_high, ids.trace_low,
+                ids.trace_high ? 32 : 16) < 0 ||
+        set_hex(carrier, b3_keys[B3_SPAN_ID], 0, ids.span_id, 16) < 0 ||
+        (ids.parent_id ? set_hex(carrier, b3_keys[B3_PARENT_ID], 0, ids.parent_id, 16)
+                       : drop(carrier, b3_keys[B3_PARENT_ID])) < 0) {
+        return NULL;
+    }
+    if (ids.debug) {
+        if (PyDict_SetItem(carrier, b3_keys[B3_FLAGS], s_one) < 0 ||
+            drop(carrier, b3_keys[B3_SAMPLED]) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (drop(carrier, b3_keys[B3_FLAGS]) < 0 ||
+        (ids.sampled < 0 ? drop(carrier, b3_keys[B3_SAMPLED])
+                         : PyDict_SetItem(carrier, b3_keys[B3_SAMPLED],
+                                          ids.sampled ? s_one : s_zero)) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* -- propagation setup ------------------------------------------------------------------ */
+
+static PyMethodDef new_context_def = {
+    "new_context", (PyCFunction)(void (*)(void))new_context_compiled,
+    METH_FASTCALL | METH_KEYWORDS, NULL};
+static PyMethodDef w3c_defs[] = {
+    {"inject", (PyCFunction)(void (*)(void))w3c_inject, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"extract", (PyCFunction)(void (*)(void))w3c_extract, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"extract_dict", (PyCFunction)(void (*)(void))w3c_extract_dict,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+static PyMethodDef b3_defs[] = {
+    {"inject", (PyCFunction)(void (*)(void))b3_inject, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"extract", (PyCFunction)(void (*)(void))b3_extract, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"extract_dict", (PyCFunction)(void (*)(void))b3_extract_dict,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+#define FORMAT_FUNCTIONS 3
+static PyObject *format_docs[1 + 2 * FORMAT_FUNCTIONS];
+
+/* The compiled functions for defs, with the docstrings of the Python ones (in names). */
+static PyObject *
+compiled_functions(PyMethodDef *defs, int count, PyObject **python, PyObject **doc_slots,
+                   const char *module_name)
+{
+    PyObject *result = PyTuple_New(count);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *doc = PyObject_GetAttrString(python[i], "__doc__");
+        const char *text = doc != NULL && PyUnicode_Check(doc) ? PyUnicode_AsUTF8(doc) : NULL;
+        if (text == NULL) {
+            PyErr_Clear();
+            Py_XDECREF(doc);
+        }
+        else {
+            Py_XSETREF(doc_slots[i], doc);
+            defs[i].ml_doc = text;
+        }
+        /* __module__ as the Python function's: doctest finds its examples and runs them here */
+        PyObject *name = PyUnicode_FromString(module_name);
+        PyObject *function = name == NULL ? NULL : PyCFunction_NewEx(&defs[i], NULL, name);
+        Py_XDECREF(name);
+        if (function == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, i, function);
+    }
+    return result;
+}
+
+/* Python functions and caches from names, in the order of needed. */
+static int
+take_names(PyObject *names, const char **needed, PyObject ***targets, int count)
+{
+    if (!PyDict_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "setup takes a dict of names");
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *value = PyDict_GetItemString(names, needed[i]);
+        if (value == NULL) {
+            PyErr_Format(PyExc_KeyError, "setup needs %s", needed[i]);
+            return -1;
+        }
+        if (strstr(needed[i], "cache") != NULL && !PyDict_Check(value)) {
+            PyErr_Format(PyExc_TypeError, "%s is not a dict", needed[i]);
+            return -1;
+        }
+    }
+    for (int i = 0; i < count; i++) {
+        KEEP(*targets[i], PyDict_GetItemString(names, needed[i]));
+    }
+    return 0;
+}
+
+static PyInterpreterState *context_interpreter = NULL;
+
+static int
+propagation_ready(void)
+{
+    if (context_layout.type == NULL || PyInterpreterState_Get() != context_interpreter) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_context() has not run here");
+        return 0;
+    }
+    return 1;
+}
+
+/* setup_context(TraceContext, new_context): the compiled new_context. */
+static PyObject *
+setup_context(PyObject *module, PyObject *args)
+{
+    PyObject *context_type, *python;
+    if (context_layout.type != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O:setup_context", &PyType_Type, &context_type, &python)) {
+        return NULL;
+    }
+    if (((PyTypeObject *)context_type)->tp_base != &PyBaseObject_Type) {
+        return PyErr_Format(PyExc_TypeError, "%s is not a plain class",
+                            ((PyTypeObject *)context_type)->tp_name);
+    }
+    for (int c = 0; c < 256; c++) {
+        hex_digit[c] = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    }
+    struct {
+        PyObject **target;
+        const char *text;
+    } strings[] = {
+        {&s_traceparent, "traceparent"},       {&s_tracestate, "tracestate"},
+        {&s_http_traceparent, "HTTP_TRACEPARENT"}, {&s_http_tracestate, "HTTP_TRACESTATE"},
+        {&s_request_method, "REQUEST_METHOD"}, {&s_wsgi_version, "wsgi.version"},
+        {&s_one, "1"},                         {&s_zero, "0"},
+        {&empty_text, ""},
+    };
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        if (*strings[i].target == NULL &&
+            (*strings[i].target = PyUnicode_InternFromString(strings[i].text)) == NULL) {
+            return NULL;
+        }
+    }
+    for (int i = 0; i < B3_NAMES; i++) {
+        if (b3_keys[i] == NULL) {
+            char environ_key[32] = "HTTP_";
+            for (size_t j = 0; b3_names[i][j]; j++) {
+                char c = b3_names[i][j];
+                environ_key[5 + j] = c == '-' ? '_' : (char)Py_TOUPPER(c);
+            }
+            if ((b3_keys[i] = PyUnicode_InternFromString(b3_names[i])) == NULL ||
+                (b3_environ_keys[i] = PyUnicode_InternFromString(environ_key)) == NULL) {
+                return NULL;
+            }
+        }
+    }
+    Layout fields = {0};
+    if (read_layout((PyTypeObject *)context_type, context_field_names, CONTEXT_FIELDS, &fields) <
+        0) {
+        return NULL;
+    }
+    PyObject *slots = PyObject_GetAttrString(context_type, "__slots__");
+    Py_ssize_t count = slots == NULL ? -1 : PyObject_Length(slots);
+    Py_XDECREF(slots);
+    if (count < 0) {
+        return NULL;
+    }
+    if (count != CONTEXT_FIELDS) {
+        return PyErr_Format(PyExc_TypeError, "%s has slots setup_context() does not know",
+                            ((PyTypeObject *)context_type)->tp_name);
+    }
+    PyObject *result = compiled_functions(&new_context_def, 1, &python, format_docs,
+                                          "tomograph.propagation._context");
+    if (result == NULL) {
+        return NULL;
+    }
+    KEEP(py_new_context, python);
+    context_layout = fields;
+    context_interpreter = PyInterpreterState_Get();
+    PyObject *function = Py_NewRef(PyTuple_GET_ITEM(result, 0));
+    Py_DECREF(result);
+    return function;
+}
+
+/* setup_w3c(names): (inject, extract, extract_dict) of tomograph.propagation.w3c. */
+static PyObject *
+setup_w3c(PyObject *module, PyObject *names)
+{
+    static const char *needed[] = {"inject", "extract", "extract_dict", "foreign_cache",
+                                   "parsed_cache", "after_ours_cache"};
+    PyObject **targets[] = {&py_w3c_inject, &py_w3c_extract, &py_w3c_extract_dict,
+                            &foreign_cache, &parsed_cache, &after_ours_cache};
+    if (py_w3c_inject != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
+        return NULL;
+    }
+    if (!propagation_ready() || take_names(names, needed, targets, 6) < 0) {
+        return NULL;
+    }
+    PyObject *python[] = {py_w3c_inject, py_w3c_extract, py_w3c_extract_dict};
+    return compiled_functions(w3c_defs, FORMAT_FUNCTIONS, python, format_docs + 1,
+                              "tomograph.propagation.w3c");
+}
+
+/* setup_b3(names): (inject, extract, extract_dict) of tomograph.propagation.b3. */
+static PyObject *
+setup_b3(PyObject *module, PyObject *names)
+{
+    static const char *needed[] = {"inject", "extract", "extract_dict"};
+    PyObject **targets[] = {&py_b3_inject, &py_b3_extract, &py_b3_extract_dict};
+    if (py_b3_inject != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
+        return NULL;
+    }
+    if (!propagation_ready() || take_names(names, needed, targets, 3) < 0) {
+        return NULL;
+    }
+    PyObject *python[] = {py_b3_inject, py_b3_extract, py_b3_extract_dict};
+    return compiled_functions(b3_defs, FORMAT_FUNCTIONS, python,
+                              format_docs + 1 + FORMAT_FUNCTIONS, "tomograph.propagation.b3");
+}
+
+/* -- W3C baggage ------------------------------------------------------------------------ */
+
+static PyObject *py_baggage_inject, *py_baggage_extract_dict;
+/* baggage's caches: parsed entries by header text, header text by entries. */
+static PyObject *baggage_parsed_cache, *baggage_formatted_cache;
+static PyObject *s_baggage, *s_http_baggage;
+static const char *baggage_names[1] = {"baggage"};
+#define BAGGAGE_MAX_READ_LENGTH 65536
+
+/* baggage.extract_dict's answer when the header is absent or parsed before, or NOT_HANDLED. */
+static PyObject *
+baggage_fast(PyObject *carrier, int environ, int exact)
+{
+    PyObject *value = lookup(carrier, environ ? s_http_baggage : s_baggage);
+    if (value == NOT_HANDLED) {
+        return NOT_HANDLED;
+    }
+    if (value == NULL || value == Py_None) {
+        if (!(environ || exact) && other_case(carrier, baggage_names, 1) != 0) {
+            return NOT_HANDLED;
+        }
+        return PyTuple_New(0);
+    }
+    if (!PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) > BAGGAGE_MAX_READ_LENGTH) {
+        return NOT_HANDLED;
+    }
+    if (PyUnicode_GET_LENGTH(value) == 0) {
+        return PyTuple_New(0);
+    }
+    PyObject *entries = lookup(baggage_parsed_cache, value);
+    return entries == NULL || entries == NOT_HANDLED ? NOT_HANDLED : Py_NewRef(entries);
+}
+
+static PyObject *
+baggage_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int environ, exact;
+    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
+        PyObject *entries = baggage_fast(args[0], environ, exact);
+        if (entries != NOT_HANDLED) {
+            return entries;
+        }
+    }
+    return forward(py_baggage_extract_dict, args, nargs, kwnames);
+}
+
+/* The header text for a context's extra: "" for no baggage, the cached text (borrowed) for
+ * entries formatted before; NULL for Python to decide. */
+static PyObject *
+baggage_text(PyObject *extra)
+{
+    if (extra == Py_None) {
+        return empty_text;
+    }
+    if (!PyDict_CheckExact(extra)) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(extra) == 0) {
+        return empty_text;
+    }
+    PyObject *entries = lookup(extra, s_baggage);
+    if (entries == NULL) {
+        return empty_text;
+    }
+    if (entries == NOT_HANDLED || !PyTuple_CheckExact(entries)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(entries) == 0) {
+        return empty_text;
+    }
+    PyObject *text = lookup(baggage_formatted_cache, entries);
+    return text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text) ? NULL : text;
+}
+
+static PyObject *
+baggage_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames != NULL || nargs != 2 || !PyDict_CheckExact(args[1])) {
+        return forward(py_baggage_inject, args, nargs, kwnames);
+    }
+    PyObject *context = args[0];
+    PyObject *extra = Py_TYPE(context) == context_layout.type
+                          ? Py_XNewRef(FIELD(context, context_layout, C_EXTRA))
+                          : PyObject_GetAttr(context, context_layout.name[C_EXTRA]);
+    PyObject *text = extra == NULL ? NULL : baggage_text(extra);
+    Py_XDECREF(extra);
+    if (text == NULL) {
+        PyErr_Clear();
+        return forward(py_baggage_inject, args, nargs, kwnames);
+    }
+    if (PyUnicode_GET_LENGTH(text) == 0) {
+        if (drop(args[1], s_baggage) < 0) {
+            return NULL;
+        }
+    }
+    else if (PyDict_SetItem(args[1], s_baggage, text) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef baggage_defs[] = {
+    {"inject", (PyCFunction)(void (*)(void))baggage_inject, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"extract_dict", (PyCFunction)(void (*)(void))baggage_extract_dict,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+static PyObject *baggage_docs[2];
+
+/* setup_baggage(names): (inject, extract_dict) of tomograph.propagation.baggage. */
+static PyObject *
+setup_baggage(PyObject *module, PyObject *names)
+{
+    static const char *needed[] = {"inject", "extract_dict", "parsed_cache", "formatted_cache"};
+    PyObject **targets[] = {&py_baggage_inject, &py_baggage_extract_dict, &baggage_parsed_cache,
+                            &baggage_formatted_cache};
+    if (py_baggage_inject != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tomograph._speedups is set up already");
+        return NULL;
+    }
+    if (!propagation_ready()) {
+        return NULL;
+    }
+    if ((s_baggage == NULL && (s_baggage = PyUnicode_InternFromString("baggage")) == NULL) ||
+        (s_http_baggage == NULL &&
+         (s_http_baggage = PyUnicode_InternFromString("HTTP_BAGGAGE")) == NULL) ||
+        take_names(names, needed, targets, 4) < 0) {
+        return NULL;
+    }
+    PyObject *python[] = {py_baggage_inject, py_baggage_extract_dict};
+    return compiled_functions(baggage_defs, 2, python, baggage_docs,
+                              "tomograph.propagation.baggage");
+}
+
 static PyMethodDef module_methods[] = {
+    {"setup_context", setup_context, METH_VARARGS,
+     "setup_context(TraceContext, new_context) -> the compiled new_context"},
+    {"setup_w3c", setup_w3c, METH_O,
+     "setup_w3c(names) -> (inject, extract, extract_dict) of the W3C format"},
+    {"setup_b3", setup_b3, METH_O, "setup_b3(names) -> (inject, extract, extract_dict) of B3"},
+    {"setup_baggage", setup_baggage, METH_O,
+     "setup_baggage(names) -> (inject, extract_dict) of W3C baggage"},
     {"setup", setup, METH_VARARGS,
      "setup(Span, names) -> (make_span, Tracer.span, __enter__, __exit__, finish)"},
     {"use_tracer_layout", use_tracer_layout, METH_O,
@@ -1009,7 +2182,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "tomograph._speedups",
-    "The span hot path in C (optional; see tomograph.span).", -1, module_methods,
+    "The span and header hot paths in C (optional; see tomograph.span and docs/core.md).", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from tomograph._accelerator import speedups
 from tomograph.model import TraceContext
 
-__all__ = ["ContextLike", "new_context", "set_fresh_extra"]
+__all__ = ["ACCELERATED", "ContextLike", "install_compiled", "new_context", "set_fresh_extra"]
 
 
 class ContextLike(Protocol):
@@ -90,3 +91,39 @@ def set_fresh_extra(context: TraceContext, extra: Mapping[str, Any] | None) -> T
     """
     _set_extra(context, extra)
     return context
+
+
+def install_compiled(format_name: str, python: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The compiled versions of a header format's functions (``tomograph._speedups``), or None
+    where pure Python runs (no extension, ``TOMOGRAPH_NO_EXTENSIONS=1``, a second import).
+
+    ``python`` holds the Python functions, which the compiled ones call for every case they do
+    not handle themselves, and the caches they read.
+    """
+    if not ACCELERATED:
+        return None
+    try:
+        return getattr(speedups, f"setup_{format_name}")(python)  # type: ignore[no-any-return]
+    except Exception:  # never let the optional extension break `import tomograph`
+        return None
+
+
+def _install_new_context() -> bool:
+    global new_context
+    if speedups is None:
+        return False
+    try:
+        new_context = speedups.setup_context(TraceContext, new_context)
+    except Exception:  # never let the optional extension break `import tomograph`
+        return False
+    return True
+
+
+#: The Python :func:`new_context`, also when the compiled one is in use (tests compare them).
+PYTHON_NEW_CONTEXT = new_context
+#: True when the header formats' hot paths are compiled (:mod:`tomograph._speedups`):
+#: :func:`new_context` and, in :mod:`~tomograph.propagation.w3c` and
+#: :mod:`~tomograph.propagation.b3`, ``inject``, ``extract`` and ``extract_dict``. Each hands every
+#: case it does not handle itself (another carrier, a malformed or unusual header, a cold cache) to
+#: the Python function, so the behaviour is the same.
+ACCELERATED = _install_new_context()

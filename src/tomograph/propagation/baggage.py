@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote
 from tomograph._cache import BoundedCache
 from tomograph.context import CURRENT_SPAN
 from tomograph.model import TraceContext
-from tomograph.propagation._context import ContextLike
+from tomograph.propagation._context import ContextLike, install_compiled
 from tomograph.propagation.carriers import (
     SLOW,
     NameSet,
@@ -527,3 +527,13 @@ def remove_baggage(key: str, span: Span | None = None) -> None:
     if any(entry.key == key for entry in entries):
         remaining = tuple(entry for entry in entries if entry.key != key)
         target.extra = _replace_entries(target.extra, remaining)
+
+
+#: The Python versions, also when the compiled ones are in use (tests compare the two).
+PYTHON_FUNCTIONS = {"inject": inject, "extract_dict": extract_dict}
+_compiled = install_compiled(
+    "baggage", {**PYTHON_FUNCTIONS, "parsed_cache": _PARSED, "formatted_cache": _FORMATTED}
+)
+if _compiled is not None:
+    # Cache hits without a Python frame: the numbers are in docs/core.md.
+    inject, extract_dict = _compiled

@@ -45,7 +45,7 @@ from typing import Any
 from tomograph._cache import BoundedCache
 from tomograph.ids import match_lower_hex, parse_hex_id
 from tomograph.model import TraceContext
-from tomograph.propagation._context import ContextLike, new_context
+from tomograph.propagation._context import ContextLike, install_compiled, new_context
 from tomograph.propagation.carriers import (
     SLOW,
     NameSet,
@@ -521,3 +521,19 @@ def _context(fields: tuple[int, int, bool], states: str | list[str]) -> TraceCon
         debug,
         extra={TRACESTATE: members} if members else None,
     )
+
+
+#: The Python versions, also when the compiled ones are in use (tests compare the two).
+PYTHON_FUNCTIONS = {"inject": inject, "extract": extract, "extract_dict": extract_dict}
+_compiled = install_compiled(
+    "w3c",
+    {
+        **PYTHON_FUNCTIONS,
+        "foreign_cache": _FOREIGN,
+        "parsed_cache": _PARSED,
+        "after_ours_cache": _AFTER_OURS,
+    },
+)
+if _compiled is not None:
+    # About a third of the instructions of inject + extract (the numbers: docs/core.md).
+    inject, extract, extract_dict = _compiled

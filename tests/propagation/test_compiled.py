@@ -1,0 +1,417 @@
+"""The compiled W3C and B3 functions (``tomograph._speedups``) do what the Python ones do.
+
+``w3c`` and ``b3`` replace ``inject``, ``extract``, ``extract_dict`` (and ``_context`` its
+``new_context``) with compiled versions where the extension is built; each handles the common
+cases itself and hands every other call to the Python function. Here both run on the same
+input, valid, near misses and hostile, and must give the same context, write the same headers,
+raise the same error and log the same lines. The caches the compiled ones read are filled by
+the Python ones, so each input is read cold, by Python, then warm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from tests.support.trace_strategies import contexts, header_text, mutations
+
+from tomograph.model import TraceContext
+from tomograph.propagation import Propagator, _context, b3, baggage, composite, w3c
+from tomograph.propagation.baggage import BaggageEntry
+
+pytestmark = pytest.mark.compiled_only  # left out of the pure-Python run (tests/conftest.py)
+
+MODULES = {"w3c": w3c, "b3": b3}
+TRACESTATES = [
+    (),
+    (("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")),
+    (("tomograph", "0000000000000001;1"), ("rojo", "1")),
+    (("Bad Key", "1"),),
+    [("rojo", "1")],
+    "rojo=1,congo=2",
+    (("rojo", "1"),) * 40,
+    (("k", "v" * 200), ("rojo", "1"), ("x", "y" * 300)),
+]
+HOSTILE_IDS = [0, -1, 2**63, 2**64 - 1, 2**64, 2**128 - 1, 2**128, True, 1.0, "1", None]
+
+
+def test_the_compiled_functions_are_in_place() -> None:
+    assert _context.ACCELERATED
+    for module in MODULES.values():
+        for name, python in module.PYTHON_FUNCTIONS.items():
+            compiled = getattr(module, name)
+            assert compiled is not python
+            assert compiled.__doc__ == python.__doc__
+            assert compiled.__module__ == python.__module__
+    assert _context.new_context is not _context.PYTHON_NEW_CONTEXT
+    assert baggage.inject is not baggage.PYTHON_FUNCTIONS["inject"]
+    assert baggage.extract_dict is not baggage.PYTHON_FUNCTIONS["extract_dict"]
+
+
+def _outcome(function: Callable[..., Any], *args: Any) -> tuple[Any, list[str]]:
+    """What a call gives (its result or its error's type) and what it logs; a "do not sample"
+    context's fresh random ids come from the same seed for both functions."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("tomograph.propagation")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    random.seed(14)
+    try:
+        result: Any = function(*args)
+    except Exception as error:  # the same error from both is the same behaviour
+        result = type(error)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if isinstance(result, TraceContext):
+        assert type(result) is TraceContext
+        result = (result, repr(result), result.sampled, result.debug, result.shared, result.extra)
+    return result, [record.getMessage() for record in records]
+
+
+def _same(compiled: Callable[..., Any], python: Callable[..., Any], *args: Any) -> None:
+    cold = _outcome(compiled, *args)
+    expected = _outcome(python, *args)
+    assert cold == expected
+    assert _outcome(compiled, *args) == expected  # the caches warm now
+
+
+# -- extraction ------------------------------------------------------------------------------
+
+
+@st.composite
+def traceparents(draw: st.DrawFn, span_hex: str) -> Any:
+    trace = draw(st.sampled_from([0, 1, 2**64 - 1, 2**64, 2**127, 2**128 - 1]) | st.integers(0))
+    version = draw(st.sampled_from(["00", "00", "00", "01", "ff", "0g", "AB"]))
+    flags = draw(st.sampled_from(["01", "00", "03", "ff", "0F", "1"]))
+    valid = f"{version}-{trace % 2**128:032x}-{span_hex}-{flags}"
+    return draw(
+        st.sampled_from([valid, valid, valid + "-x", f" {valid}", valid.upper()])
+        | mutations(valid)
+        | header_text
+        | st.sampled_from([None, b"00-", 55, ["00"], "\ud800" * 55, "0" * 10_000])
+    )
+
+
+@st.composite
+def tracestates(draw: st.DrawFn, span_hex: str, clean: bool = False) -> Any:
+    own_span = draw(st.sampled_from([span_hex, span_hex, "0" * 16, span_hex.upper(), "1" * 15]))
+    own = f"tomograph={own_span};{draw(st.sampled_from('10dx'))}"
+    if draw(st.booleans()):
+        own += ";" + draw(
+            st.sampled_from(["0000000000000005", "0" * 16, "5", "0000000000000005;1"])
+        )
+    foreign = draw(
+        st.sampled_from(
+            [
+                "",
+                "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+                "rojo=1, tomograph=0000000000000001;1",
+                "tomograph=0000000000000002;0",
+                "Bad=1",
+                ",,rojo=1,",
+                "k=" + "v" * 250 + ",x=" + "y" * 250 + ",z=" + "w" * 600,
+                ",".join(f"m{i}=1" for i in range(32)),
+                "a=1\nb=2",
+            ]
+        )
+    )
+    valid = draw(st.sampled_from([own, f"{own},{foreign}", foreign, f" {own}"]))
+    if clean:
+        return valid
+    return draw(
+        st.just(valid)
+        | mutations(valid)
+        | header_text
+        | st.sampled_from([None, b"rojo=1", ("rojo=1",), "\ud800", "r=" + "x" * 40_000])
+    )
+
+
+@st.composite
+def w3c_headers(draw: st.DrawFn) -> dict[Any, Any]:
+    span_hex = f"{draw(st.sampled_from([0, 1, 2**63, 2**64 - 1]) | st.integers(0, 2**64 - 1)):016x}"
+    headers: dict[Any, Any] = {}
+    clean = draw(st.booleans())  # half the carriers as a tracer sends them
+    if draw(st.integers(0, 9)):
+        trace = draw(st.integers(1, 2**128 - 1))
+        valid = f"00-{trace:032x}-{span_hex}-{draw(st.sampled_from(['01', '00', '03']))}"
+        headers["traceparent"] = valid if clean else draw(traceparents(span_hex))
+    if draw(st.booleans()):
+        headers["tracestate"] = draw(tracestates(span_hex, clean))
+    return _spelled(draw, headers, clean)
+
+
+def _spelled(draw: st.DrawFn, headers: dict[Any, Any], clean: bool = False) -> dict[Any, Any]:
+    """``headers`` as a server may hand them over: names in other cases (unless ``clean``),
+    other headers around, keys that are not text or not ASCII, or a WSGI environ."""
+    if not clean and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(headers) or ["traceparent"]))
+        if key in headers:
+            headers[draw(st.sampled_from([key.upper(), key.title()]))] = headers.pop(key)
+    if draw(st.booleans()):
+        extra_key = draw(
+            st.sampled_from(["accept", "Host", b"traceparent", "ﬀ", 5, "x-b3-sampled"])
+        )
+        headers[extra_key] = draw(st.sampled_from(["*/*", "1", "0000000000000001"]))
+    if draw(st.booleans()):
+        environ: dict[Any, Any] = {"REQUEST_METHOD": "GET", "wsgi.version": (1, 0)}
+        for key, value in headers.items():
+            if isinstance(key, str):
+                environ["HTTP_" + key.upper().replace("-", "_")] = value
+        return environ
+    return headers
+
+
+@st.composite
+def b3_headers(draw: st.DrawFn) -> dict[Any, Any]:
+    trace = draw(st.sampled_from([0, 1, 2**64 - 1, 2**64, 2**128 - 1]) | st.integers(1, 2**128 - 1))
+    span = draw(st.sampled_from([0, 1, 2**63, 2**64 - 1]) | st.integers(1, 2**64 - 1))
+    parent = draw(st.sampled_from([0, 5, 2**64 - 1]) | st.integers(1, 2**64 - 1))
+    trace_hex = f"{trace:016x}" if trace < 2**64 and draw(st.booleans()) else f"{trace:032x}"
+    valid: dict[str, str] = {}
+    clean = draw(st.booleans())  # half the carriers as a tracer sends them
+    if draw(st.integers(0, 3)) == 0:
+        state = draw(st.sampled_from(["", "-1", "-0", "-d", "-x", "-1-", "-1-" + f"{parent:016x}"]))
+        valid["b3"] = draw(st.sampled_from([f"{trace_hex}-{span:016x}{state}", "0", "1", "d"]))
+    for name, value in [
+        ("x-b3-traceid", trace_hex),
+        ("x-b3-spanid", f"{span:016x}"),
+        ("x-b3-parentspanid", f"{parent:016x}"),
+        ("x-b3-sampled", draw(st.sampled_from(["1", "0", "true", "false", "True", "d", "1,0"]))),
+        ("x-b3-flags", draw(st.sampled_from(["1", "0", "2", ""]))),
+    ]:
+        if draw(st.integers(0, 2)) or (clean and name in ("x-b3-traceid", "x-b3-spanid")):
+            valid[name] = value
+    headers: dict[Any, Any] = {}
+    for name, value in valid.items():
+        headers[name] = (
+            value
+            if clean
+            else draw(
+                st.just(value)
+                | st.just(value)
+                | mutations(value)
+                | header_text
+                | st.sampled_from([None, value.encode(), [value], "\ud800", value * 40])
+            )
+        )
+    return _spelled(draw, headers, clean)
+
+
+@settings(max_examples=200)
+@given(st.sampled_from(sorted(MODULES)), st.data())
+@example("w3c", None).via("a warm cache behind our own member")
+def test_extract_gives_what_python_gives(name: str, data: st.DataObject | None) -> None:
+    module = MODULES[name]
+    if data is None:  # the explicit example: what one tomograph sends another
+        headers: dict[Any, Any] = {}
+        w3c.inject(TraceContext(1, 2, 3, True, extra={"tracestate": (("rojo", "1"),)}), headers)
+    else:
+        headers = data.draw(w3c_headers() if name == "w3c" else b3_headers())
+    _same(module.extract, _in_python(lambda: module.PYTHON_FUNCTIONS["extract"]), headers)
+
+
+@settings(max_examples=200)
+@given(st.sampled_from(sorted(MODULES)), st.data(), st.booleans(), st.sampled_from([None, 0, 1]))
+def test_extract_dict_gives_what_python_gives(
+    name: str, data: st.DataObject, environ: bool, exact: Any
+) -> None:
+    module = MODULES[name]
+    headers = data.draw(w3c_headers() if name == "w3c" else b3_headers())
+    args = (headers, environ) if exact is None else (headers, environ, bool(exact))
+    _same(module.extract_dict, module.PYTHON_FUNCTIONS["extract_dict"], *args)
+
+
+@given(st.data())
+def test_the_default_propagator_reads_what_the_python_functions_read(data: st.DataObject) -> None:
+    headers = {**data.draw(w3c_headers()), **data.draw(b3_headers())}
+    _same(Propagator().extract, _in_python(lambda: Propagator().extract), headers)
+
+
+@contextlib.contextmanager
+def _python_functions() -> Iterator[None]:
+    """The Python versions in place of the compiled ones, for propagators made meanwhile."""
+    modules = [*MODULES.values(), baggage]
+    saved = {(m, n): getattr(m, n) for m in modules for n in m.PYTHON_FUNCTIONS}
+    plans = composite._DICT_EXTRACTORS.copy(), composite._EXTRACTORS.copy()
+    try:
+        for module, name in saved:
+            setattr(module, name, module.PYTHON_FUNCTIONS[name])
+        for key, module in [("w3c", w3c), ("b3", b3), ("b3single", b3)]:
+            composite._DICT_EXTRACTORS[key] = module.PYTHON_FUNCTIONS["extract_dict"]
+            composite._EXTRACTORS[key] = module.PYTHON_FUNCTIONS["extract"]
+        yield
+    finally:
+        for (module, name), function in saved.items():
+            setattr(module, name, function)
+        composite._DICT_EXTRACTORS.update(plans[0])
+        composite._EXTRACTORS.update(plans[1])
+
+
+def _in_python(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def run(*args: Any) -> Any:
+        with _python_functions():
+            return make()(*args)
+
+    return run
+
+
+def test_a_long_hostile_header_is_read_as_python_reads_it() -> None:
+    for name, value in [
+        ("traceparent", "00-" + "a" * 10_000_000),
+        ("tracestate", "rojo=" + "\ud800" * 1000),
+        ("b3", "0" * 10_000_000),
+        ("x-b3-traceid", "a" * 10_000_000),
+    ]:
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        headers = {"traceparent": traceparent, name: value}
+        for module in MODULES.values():
+            python = module.PYTHON_FUNCTIONS["extract"]
+            _same(module.extract, _in_python(lambda python=python: python), headers)
+
+
+# -- injection -------------------------------------------------------------------------------
+
+
+@st.composite
+def injected_contexts(draw: st.DrawFn) -> Any:
+    context = draw(contexts())
+    extra = draw(
+        st.sampled_from([None, {}, {"baggage": ()}, {"tracestate": None}])
+        | st.builds(lambda state: {"tracestate": state}, st.sampled_from(TRACESTATES))
+    )
+    context = context.replace(extra=extra)
+    if draw(st.integers(0, 3)):
+        return context
+    # Anything with a context's fields, hostile values included.
+    fields = {name: getattr(context, name) for name in TraceContext.__slots__}
+    name = draw(st.sampled_from(["trace_id", "span_id", "parent_id", "sampled", "debug", "extra"]))
+    fields[name] = draw(st.sampled_from([*HOSTILE_IDS, 0.0, "x", {"tracestate": [("a", "b")]}]))
+    if draw(st.booleans()):
+        del fields[draw(st.sampled_from(sorted(fields)))]
+    return SimpleNamespace(**fields)
+
+
+@given(st.sampled_from(sorted(MODULES)), injected_contexts(), st.data())
+def test_inject_writes_what_python_writes(name: str, context: Any, data: st.DataObject) -> None:
+    module = MODULES[name]
+    before = data.draw(
+        st.sampled_from(
+            [
+                {},
+                {"x-b3-sampled": "1", "x-b3-flags": "1", "x-b3-parentspanid": "1"},
+                {"tracestate": "old", "accept": "*/*"},
+            ]
+        )
+    )
+    carriers = {}
+    for side, function in [
+        ("compiled", module.inject),
+        ("python", module.PYTHON_FUNCTIONS["inject"]),
+    ]:
+        carrier = dict(before)
+        w3c._FOREIGN.clear()  # a cached list is not checked again: both sides start cold
+        carriers[side] = (_outcome(function, context, carrier), carrier)
+    assert carriers["compiled"] == carriers["python"]
+    (result, _), written = carriers["compiled"]
+    if result is None and isinstance(context, TraceContext):  # what was written reads back
+        extracted = module.PYTHON_FUNCTIONS["extract"](written)
+        assert extracted is not None and extracted.span_id == context.span_id
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_other_carriers_and_keywords_go_to_the_python_functions(name: str) -> None:
+    module = MODULES[name]
+    context = TraceContext(2**128 - 1, 2**64 - 1, 2**63, sampled=False)
+    headers: list[tuple[str, str]] = []
+    module.inject(context, headers)
+    assert module.extract(headers) == module.PYTHON_FUNCTIONS["extract"](headers) == context
+    assert module.extract(carrier=dict(headers)) == context
+    with pytest.raises(TypeError):
+        module.extract()
+    with pytest.raises(TypeError):
+        module.inject(context)
+
+
+@given(
+    st.tuples(
+        st.sampled_from([1, 2**128 - 1]),
+        st.sampled_from([1, 2**64 - 1]),
+        st.sampled_from([None, 5]),
+        st.sampled_from([None, True, False]),
+        st.sampled_from([False, True, 0, 1]),
+        st.sampled_from([None, {"tracestate": ()}]),
+        st.sampled_from([False, True]),
+    ),
+    st.integers(2, 7),
+)
+def test_new_context_gives_what_python_gives(args: tuple[Any, ...], count: int) -> None:
+    compiled = _context.new_context(*args[:count])
+    python = _context.PYTHON_NEW_CONTEXT(*args[:count])
+    assert type(compiled) is TraceContext
+    for field in TraceContext.__slots__:
+        assert getattr(compiled, field) is getattr(python, field)
+
+
+def test_new_context_takes_keywords_as_python_does() -> None:
+    assert _context.new_context(1, 2, debug=True) == _context.PYTHON_NEW_CONTEXT(1, 2, debug=True)
+    with pytest.raises(TypeError):
+        _context.new_context(1)
+
+
+BAGGAGES = [
+    (),
+    (BaggageEntry("user", "alice smith"), BaggageEntry("n", "1", "p")),
+    [BaggageEntry("user", "alice")],
+    (BaggageEntry("bad key", "1"),),
+    None,
+    "user=alice",
+]
+
+
+@st.composite
+def baggage_headers(draw: st.DrawFn) -> dict[Any, Any]:
+    headers: dict[Any, Any] = {}
+    if draw(st.integers(0, 5)):
+        valid = draw(st.sampled_from(["user=alice,n=1;p", "", "a=" + "b" * 70_000, "x=%zz"]))
+        headers["baggage"] = draw(
+            st.just(valid) | mutations(valid) | header_text | st.sampled_from([None, b"a=1"])
+        )
+    return _spelled(draw, headers)
+
+
+@given(baggage_headers(), st.booleans(), st.sampled_from([None, False, True]))
+def test_baggage_extract_dict_gives_what_python_gives(
+    headers: dict[Any, Any], environ: bool, exact: bool | None
+) -> None:
+    args = (headers, environ) if exact is None else (headers, environ, exact)
+    _same(baggage.extract_dict, baggage.PYTHON_FUNCTIONS["extract_dict"], *args)
+    _same(baggage.extract, _in_python(lambda: baggage.extract), headers)
+
+
+@given(st.sampled_from(BAGGAGES), st.sampled_from([None, {}, {"tracestate": ()}]), st.data())
+def test_baggage_inject_writes_what_python_writes(
+    entries: Any, extra: dict[str, Any] | None, data: st.DataObject
+) -> None:
+    if entries is not None or extra is not None:
+        extra = {**(extra or {}), "baggage": entries}
+    context: Any = TraceContext(1, 2, extra=extra)
+    if data.draw(st.booleans()):
+        context = SimpleNamespace(extra=extra if data.draw(st.booleans()) else "x")
+    before = data.draw(st.sampled_from([{}, {"baggage": "old=1"}]))
+    written = []
+    for function in (baggage.inject, baggage.PYTHON_FUNCTIONS["inject"]):
+        carrier = dict(before)
+        baggage._FORMATTED.clear()  # a cached text is not checked again: both sides start cold
+        written.append((_outcome(function, context, carrier), carrier))
+    assert written[0] == written[1]
