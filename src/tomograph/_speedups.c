@@ -1338,6 +1338,13 @@ is_own_member(PyObject *member)
     return length == OWN_PREFIX_LENGTH - 1 && memcmp(key, OWN_PREFIX, OWN_PREFIX_LENGTH - 1) == 0;
 }
 
+static PyObject *w3c_with_state(PyObject *state, const unsigned char *parent_span_hex,
+                                uint64_t trace_high, uint64_t trace_low, uint64_t span_id,
+                                PyObject *sampled);
+static PyObject *w3c_context(uint64_t trace_high, uint64_t trace_low, uint64_t span_id,
+                             uint64_t parent_id, PyObject *sampled, PyObject *debug,
+                             PyObject *members);
+
 /* w3c.extract_dict's answer for the common cases, or NOT_HANDLED. */
 static PyObject *
 w3c_fast(PyObject *carrier, int environ, int exact)
@@ -1358,10 +1365,11 @@ w3c_fast(PyObject *carrier, int environ, int exact)
         return NOT_HANDLED; /* all-zero ids too: the Python function logs them */
     }
     PyObject *sampled = hex_digit[parent[54]] & 1 ? Py_True : Py_False;
+    /* The next lookup may run a key's __eq__, which can drop traceparent from the carrier: keep
+     * what is still needed of it. */
+    unsigned char parent_span_hex[16];
+    memcpy(parent_span_hex, parent + 36, 16);
     PyObject *state = lookup(carrier, environ ? s_http_tracestate : s_tracestate);
-    PyObject *members = NULL; /* borrowed, from a cache */
-    PyObject *debug = Py_False;
-    uint64_t parent_id = 0;
     if (state == NOT_HANDLED) {
         return NOT_HANDLED;
     }
@@ -1369,8 +1377,27 @@ w3c_fast(PyObject *carrier, int environ, int exact)
         if (!(environ || exact) && other_case(carrier, tracestate_names, 1) != 0) {
             return NOT_HANDLED;
         }
+        return w3c_context(trace_high, trace_low, span_id, 0, sampled, Py_False, NULL);
     }
-    else {
+    /* Held, as are the cached members below: an allocation may run the garbage collector and
+     * with it finalizers that change the carrier or the caches. */
+    Py_INCREF(state);
+    PyObject *context = w3c_with_state(state, parent_span_hex, trace_high, trace_low, span_id,
+                                       sampled);
+    Py_DECREF(state);
+    return context;
+}
+
+/* The rest of w3c_fast, for a tracestate header (held by the caller). */
+static PyObject *
+w3c_with_state(PyObject *state, const unsigned char *parent_span_hex, uint64_t trace_high,
+               uint64_t trace_low, uint64_t span_id, PyObject *sampled)
+{
+    PyObject *members = NULL; /* borrowed, from a cache */
+    PyObject *debug = Py_False;
+    uint64_t parent_id = 0;
+    Py_ssize_t length;
+    {
         const unsigned char *text = ascii_of(state, &length);
         if (text == NULL) {
             return NOT_HANDLED;
@@ -1379,7 +1406,7 @@ w3c_fast(PyObject *carrier, int environ, int exact)
             /* Our own member first, as inject writes it, for this very span:
              * tomograph={span id};{1|0|d}[;{parent id}][,{other members}] */
             Py_ssize_t at = OWN_PREFIX_LENGTH + 18;
-            if (length < at || memcmp(text + OWN_PREFIX_LENGTH, parent + 36, 16) != 0 ||
+            if (length < at || memcmp(text + OWN_PREFIX_LENGTH, parent_span_hex, 16) != 0 ||
                 text[at - 2] != ';' ||
                 (text[at - 1] != '1' && text[at - 1] != '0' && text[at - 1] != 'd')) {
                 return NOT_HANDLED;
@@ -1426,17 +1453,27 @@ w3c_fast(PyObject *carrier, int environ, int exact)
             }
         }
     }
+    if (members != NULL && !PyTuple_CheckExact(members)) {
+        return NOT_HANDLED;
+    }
+    Py_XINCREF(members);
+    PyObject *context =
+        w3c_context(trace_high, trace_low, span_id, parent_id, sampled, debug, members);
+    Py_XDECREF(members);
+    return context;
+}
+
+/* The context w3c_fast read, its other vendors' members (a tuple, or NULL) in its extra. */
+static PyObject *
+w3c_context(uint64_t trace_high, uint64_t trace_low, uint64_t span_id, uint64_t parent_id,
+            PyObject *sampled, PyObject *debug, PyObject *members)
+{
     PyObject *extra = Py_None;
-    if (members != NULL) {
-        if (!PyTuple_CheckExact(members)) {
-            return NOT_HANDLED;
-        }
-        if (PyTuple_GET_SIZE(members)) {
-            extra = PyDict_New();
-            if (extra == NULL || PyDict_SetItem(extra, s_tracestate, members) < 0) {
-                Py_XDECREF(extra);
-                return NULL;
-            }
+    if (members != NULL && PyTuple_GET_SIZE(members)) {
+        extra = PyDict_New();
+        if (extra == NULL || PyDict_SetItem(extra, s_tracestate, members) < 0) {
+            Py_XDECREF(extra);
+            return NULL;
         }
     }
     return make_context(int_of(trace_high, trace_low), PyLong_FromUnsignedLongLong(span_id),
@@ -1536,37 +1573,51 @@ ids_of(PyObject **fields, Ids *ids)
 }
 
 /* What follows our own member in tracestate for extra: "" for no foreign members, the cached
- * text (a borrowed str) for a tuple of them formatted before; NULL for Python to decide. */
+ * text for a tuple of them formatted before (a new reference); NULL for Python to decide. */
 static PyObject *empty_text;
+
+/* cache[key] as a new reference when it is a str (ASCII only if ascii), else NULL. The key is
+ * held while it is hashed and compared: its members' __hash__ or __eq__ may drop the last
+ * other reference to it, and their finalizers may change the cache. */
+static PyObject *
+cached_text(PyObject *cache, PyObject *key, int ascii)
+{
+    Py_INCREF(key);
+    PyObject *text = lookup(cache, key);
+    if (text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text)) {
+        text = NULL;
+    }
+    else {
+        Py_ssize_t length;
+        text = ascii && ascii_of(text, &length) == NULL ? NULL : Py_NewRef(text);
+    }
+    Py_DECREF(key);
+    return text;
+}
 
 static PyObject *
 foreign_text(PyObject *extra)
 {
     if (extra == Py_None) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
     if (!PyDict_CheckExact(extra)) {
         return NULL;
     }
     if (PyDict_GET_SIZE(extra) == 0) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
     PyObject *members = lookup(extra, s_tracestate);
     if (members == NULL || members == Py_None) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
     if (members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(members) == 0) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
-    PyObject *tail = lookup(foreign_cache, members);
-    Py_ssize_t length;
-    if (tail == NULL || tail == NOT_HANDLED || ascii_of(tail, &length) == NULL) {
-        return NULL; /* not formatted yet, over W3C's limits, or unhashable */
-    }
-    return tail;
+    return cached_text(foreign_cache, members, 1);
 }
 
 static PyObject *
@@ -1598,6 +1649,7 @@ w3c_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
     PyObject *parent = ascii_str(traceparent, TRACEPARENT_00_LENGTH);
     PyObject *state = PyUnicode_New(own_length + tail_length, 127);
     if (parent == NULL || state == NULL) {
+        Py_DECREF(tail);
         Py_XDECREF(parent);
         Py_XDECREF(state);
         return NULL;
@@ -1614,6 +1666,7 @@ w3c_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
         out += 16;
     }
     memcpy(out, PyUnicode_1BYTE_DATA(tail), (size_t)tail_length);
+    Py_DECREF(tail);
     int failed = PyDict_SetItem(args[1], s_traceparent, parent) < 0 ||
                  PyDict_SetItem(args[1], s_tracestate, state) < 0;
     Py_DECREF(parent);
@@ -1681,6 +1734,16 @@ b3_single(PyObject *value)
                         sampled, debug, Py_NewRef(Py_None));
 }
 
+static PyObject *b3_multi(PyObject **values);
+
+static void
+release_values(PyObject **values)
+{
+    for (int i = 0; i < B3_NAMES; i++) {
+        Py_CLEAR(values[i]);
+    }
+}
+
 /* b3.extract_dict's answer for the common cases, or NOT_HANDLED. */
 static PyObject *
 b3_fast(PyObject *carrier, int environ, int exact)
@@ -1694,12 +1757,28 @@ b3_fast(PyObject *carrier, int environ, int exact)
     if (!(environ || exact) && other_case(carrier, b3_names, B3_NAMES) != 0) {
         return NOT_HANDLED;
     }
+    /* Each value is held: a later lookup may run a key's __eq__, which can drop an earlier one
+     * from the carrier. */
+    for (int i = 0; i < B3_NAMES; i++) {
+        values[i] = NULL;
+    }
     for (int i = B3_TRACE_ID; i < B3_NAMES; i++) {
-        values[i] = lookup(carrier, keys[i]);
-        if (values[i] == NOT_HANDLED) {
+        PyObject *found = lookup(carrier, keys[i]);
+        if (found == NOT_HANDLED) {
+            release_values(values);
             return NOT_HANDLED;
         }
+        values[i] = Py_XNewRef(found);
     }
+    PyObject *context = b3_multi(values);
+    release_values(values);
+    return context;
+}
+
+/* b3_fast's answer for the multi headers' values (NULL where absent), or NOT_HANDLED. */
+static PyObject *
+b3_multi(PyObject **values)
+{
     uint64_t trace_high, trace_low, span_id, parent_id = 0, high;
     if (values[B3_TRACE_ID] == NULL || values[B3_SPAN_ID] == NULL ||
         b3_id(values[B3_TRACE_ID], 1, &trace_high, &trace_low) < 0 ||
@@ -2078,32 +2157,31 @@ baggage_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, 
     return forward(py_baggage_extract_dict, args, nargs, kwnames);
 }
 
-/* The header text for a context's extra: "" for no baggage, the cached text (borrowed) for
- * entries formatted before; NULL for Python to decide. */
+/* The header text for a context's extra: "" for no baggage, the cached text for entries
+ * formatted before (a new reference); NULL for Python to decide. */
 static PyObject *
 baggage_text(PyObject *extra)
 {
     if (extra == Py_None) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
     if (!PyDict_CheckExact(extra)) {
         return NULL;
     }
     if (PyDict_GET_SIZE(extra) == 0) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
     PyObject *entries = lookup(extra, s_baggage);
     if (entries == NULL) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
     if (entries == NOT_HANDLED || !PyTuple_CheckExact(entries)) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(entries) == 0) {
-        return empty_text;
+        return Py_NewRef(empty_text);
     }
-    PyObject *text = lookup(baggage_formatted_cache, entries);
-    return text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text) ? NULL : text;
+    return cached_text(baggage_formatted_cache, entries, 0);
 }
 
 static PyObject *
@@ -2122,12 +2200,10 @@ baggage_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObje
         PyErr_Clear();
         return forward(py_baggage_inject, args, nargs, kwnames);
     }
-    if (PyUnicode_GET_LENGTH(text) == 0) {
-        if (drop(args[1], s_baggage) < 0) {
-            return NULL;
-        }
-    }
-    else if (PyDict_SetItem(args[1], s_baggage, text) < 0) {
+    int failed = PyUnicode_GET_LENGTH(text) == 0 ? drop(args[1], s_baggage) < 0
+                                                 : PyDict_SetItem(args[1], s_baggage, text) < 0;
+    Py_DECREF(text);
+    if (failed) {
         return NULL;
     }
     Py_RETURN_NONE;

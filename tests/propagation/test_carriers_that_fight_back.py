@@ -1,0 +1,178 @@
+"""Carriers and contexts whose own code runs in the middle of a header read or write.
+
+A key's ``__eq__``/``__hash__`` or an object's ``__del__`` runs Python code while a header is
+looked up or written; that code may delete the very values being read. The compiled functions
+(``tomograph._speedups``) must hold what they still use, so such code can change the answer
+only as it would in Python, and never crash the process. Each case runs in a child process
+(a crash would otherwise end the test run) and, in both builds, must print the Python answer.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# The tracestate members are hashed while being looked up in the formatted-text cache; hashing
+# drops the context's last reference to them and fills the freed memory.
+MEMBERS_FREED_WHILE_HASHED = """
+    from tomograph.propagation import {module}
+    from tomograph.propagation._context import new_context
+
+    class Dropper:
+        def __init__(self, extra):
+            self.extra = extra
+
+        def __hash__(self):
+            extra, self.extra = self.extra, None
+            if extra is not None:
+                extra.clear()
+                global filler
+                filler = [bytearray(b"\\xff" * 40) for _ in range(2000)]
+            return 1
+
+    for _ in range(200):
+        extra = {{}}
+        extra["{key}"] = (Dropper(extra),) + tuple((object(),) for _ in range(8))
+        try:
+            {module}.inject(new_context(1, 2, None, True, False, extra), {{}})
+        except TypeError:
+            pass  # the Python function refuses members that are not pairs
+    print("alive")
+"""
+
+# The cached header text is dropped, by a finalizer, while the context is released.
+TEXT_DROPPED_BY_A_FINALIZER = """
+    from tomograph.propagation import {module}
+    from tomograph.propagation._context import new_context
+
+    cache = {cache}
+    members = {members}
+
+    class Clear:
+        def __del__(self):
+            cache.clear()
+            global filler
+            filler = ["".join(["Q"] * 302) for _ in range(3000)]
+
+    class Context:
+        trace_id, span_id, parent_id, sampled, debug = 1, 2, None, True, False
+
+        @property
+        def extra(self):
+            return {{"{key}": members, "z": Clear()}}
+
+    for _ in range(50):
+        {module}.inject(new_context(1, 2, None, True, False, {{"{key}": members}}), {{}})
+        carrier = {{}}
+        {module}.inject(Context(), carrier)
+    print(carrier["{key}"])
+"""
+
+# A key whose __eq__ runs during a later lookup removes a header read before.
+B3_HEADER_REMOVED_DURING_A_LATER_LOOKUP = """
+    from tomograph.propagation import b3
+
+    class Remover:
+        def __init__(self, carrier):
+            self.carrier = carrier
+
+        def __hash__(self):
+            return hash("x-b3-sampled")
+
+        def __eq__(self, other):
+            if "x-b3-traceid" in self.carrier:
+                del self.carrier["x-b3-traceid"]
+                global filler
+                filler = "".join(["fedcba98", "76543210"])
+            return False
+
+    carrier = {"x-b3-traceid": "".join(["01234567", "89abcdef"])}
+    carrier["x-b3-spanid"] = "00f067aa0ba902b7"
+    carrier[Remover(carrier)] = 1
+    print(hex(b3.extract_dict(carrier, False, True).trace_id))
+"""
+
+W3C_HEADER_REMOVED_DURING_A_LATER_LOOKUP = """
+    from tomograph.propagation import w3c
+
+    armed = False
+
+    class Remover:
+        def __init__(self, carrier):
+            self.carrier = carrier
+
+        def __hash__(self):
+            return hash("tracestate")
+
+        def __eq__(self, other):
+            if armed and self.carrier.pop("traceparent", None) is not None:
+                global filler
+                filler = ["".join(["00-", "f" * 49, "-01"]) for _ in range(50)]
+            return False
+
+    parent = "".join(["00-4bf92f3577b34da6a3ce929d0e0e4736-", "00f067aa0ba902b7-01"])
+    carrier = {"traceparent": parent}
+    carrier[Remover(carrier)] = 1
+    carrier["tracestate"] = "tomograph=00f067aa0ba902b7;d;0000000000000003"
+    armed = True
+    context = w3c.extract_dict(carrier, False, True)
+    print(hex(context.trace_id), hex(context.parent_id), context.debug)
+"""
+
+
+def run(script: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize(("module", "key"), [("w3c", "tracestate"), ("baggage", "baggage")])
+def test_members_freed_while_they_are_hashed_do_not_crash_inject(module: str, key: str) -> None:
+    assert run(MEMBERS_FREED_WHILE_HASHED.format(module=module, key=key)) == "alive"
+
+
+@pytest.mark.parametrize(
+    ("module", "key", "cache", "members", "expected"),
+    [
+        (
+            "w3c",
+            "tracestate",
+            "w3c._FOREIGN",
+            '(("a", "".join(["v"] * 200)),)',
+            "tomograph=0000000000000002;1,a=" + "v" * 200,
+        ),
+        (
+            "baggage",
+            "baggage",
+            "baggage._FORMATTED",
+            'baggage.parse_baggage("".join(["k=", "v" * 300]))',
+            "k=" + "v" * 300,
+        ),
+    ],
+)
+def test_header_text_dropped_by_a_finalizer_is_still_written_whole(
+    module: str, key: str, cache: str, members: str, expected: str
+) -> None:
+    script = TEXT_DROPPED_BY_A_FINALIZER.format(
+        module=module, key=key, cache=cache, members=members
+    )
+    assert run(script) == expected
+
+
+def test_a_b3_header_removed_during_a_later_lookup_is_read_as_it_was() -> None:
+    assert run(B3_HEADER_REMOVED_DURING_A_LATER_LOOKUP) == "0x123456789abcdef"
+
+
+def test_a_traceparent_removed_during_the_tracestate_lookup_is_read_as_it_was() -> None:
+    assert run(W3C_HEADER_REMOVED_DURING_A_LATER_LOOKUP) == (
+        "0x4bf92f3577b34da6a3ce929d0e0e4736 0x3 True"
+    )
