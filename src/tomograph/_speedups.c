@@ -1321,6 +1321,42 @@ dict_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *
     return 0;
 }
 
+/* A format's reader for the common cases of a dict carrier: its answer, or NOT_HANDLED. */
+typedef PyObject *(*FastRead)(PyObject *carrier, int environ, int exact);
+
+/* extract_dict(carrier, environ[, exact]) by fast where it answers, else by python. */
+static PyObject *
+extract_dict_by(FastRead fast, PyObject *python, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    int environ, exact;
+    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
+        PyObject *answer = fast(args[0], environ, exact);
+        if (answer != NOT_HANDLED) {
+            return answer;
+        }
+    }
+    return forward(python, args, nargs, kwnames);
+}
+
+/* extract(carrier) of a dict, plain headers or WSGI environ, by fast where it answers, else by
+ * python. */
+static PyObject *
+extract_by(FastRead fast, PyObject *python, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
+{
+    if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
+        int environ = environ_of(args[0]);
+        if (environ >= 0) {
+            PyObject *answer = fast(args[0], environ, 0);
+            if (answer != NOT_HANDLED) {
+                return answer;
+            }
+        }
+    }
+    return forward(python, args, nargs, kwnames);
+}
+
 /* -- W3C ------------------------------------------------------------------------------- */
 
 /* The key of a tracestate member is exactly "tomograph"? (members from w3c's caches) */
@@ -1484,29 +1520,13 @@ w3c_context(uint64_t trace_high, uint64_t trace_low, uint64_t span_id, uint64_t 
 static PyObject *
 w3c_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int environ, exact;
-    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
-        PyObject *context = w3c_fast(args[0], environ, exact);
-        if (context != NOT_HANDLED) {
-            return context;
-        }
-    }
-    return forward(py_w3c_extract_dict, args, nargs, kwnames);
+    return extract_dict_by(w3c_fast, py_w3c_extract_dict, args, nargs, kwnames);
 }
 
 static PyObject *
 w3c_extract(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
-        int environ = environ_of(args[0]);
-        if (environ >= 0) {
-            PyObject *context = w3c_fast(args[0], environ, 0);
-            if (context != NOT_HANDLED) {
-                return context;
-            }
-        }
-    }
-    return forward(py_w3c_extract, args, nargs, kwnames);
+    return extract_by(w3c_fast, py_w3c_extract, args, nargs, kwnames);
 }
 
 /* The fields inject reads, as new references: at their offsets for a TraceContext, by
@@ -1576,27 +1596,13 @@ ids_of(PyObject **fields, Ids *ids)
  * text for a tuple of them formatted before (a new reference); NULL for Python to decide. */
 static PyObject *empty_text;
 
-/* cache[key] as a new reference when it is a str (ASCII only if ascii), else NULL. The key is
- * held while it is hashed and compared: its members' __hash__ or __eq__ may drop the last
- * other reference to it, and their finalizers may change the cache. */
+/* The text cached (in cache) for the members under key in a context's extra, a new reference:
+ * "" for none (a None value too where none_is_empty), NULL for Python to decide (not cached
+ * yet, not a str, not ASCII where ascii is asked, or an odd extra). The members are held while
+ * they are hashed and compared: their own __hash__ or __eq__ may drop extra's reference to
+ * them, and finalizers may change the cache. */
 static PyObject *
-cached_text(PyObject *cache, PyObject *key, int ascii)
-{
-    Py_INCREF(key);
-    PyObject *text = lookup(cache, key);
-    if (text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text)) {
-        text = NULL;
-    }
-    else {
-        Py_ssize_t length;
-        text = ascii && ascii_of(text, &length) == NULL ? NULL : Py_NewRef(text);
-    }
-    Py_DECREF(key);
-    return text;
-}
-
-static PyObject *
-foreign_text(PyObject *extra)
+extra_text(PyObject *extra, PyObject *key, PyObject *cache, int ascii, int none_is_empty)
 {
     if (extra == Py_None) {
         return Py_NewRef(empty_text);
@@ -1607,8 +1613,8 @@ foreign_text(PyObject *extra)
     if (PyDict_GET_SIZE(extra) == 0) {
         return Py_NewRef(empty_text);
     }
-    PyObject *members = lookup(extra, s_tracestate);
-    if (members == NULL || members == Py_None) {
+    PyObject *members = lookup(extra, key);
+    if (members == NULL || (none_is_empty && members == Py_None)) {
         return Py_NewRef(empty_text);
     }
     if (members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
@@ -1617,7 +1623,24 @@ foreign_text(PyObject *extra)
     if (PyTuple_GET_SIZE(members) == 0) {
         return Py_NewRef(empty_text);
     }
-    return cached_text(foreign_cache, members, 1);
+    Py_INCREF(members);
+    PyObject *text = lookup(cache, members);
+    Py_ssize_t length;
+    if (text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text) ||
+        (ascii && ascii_of(text, &length) == NULL)) {
+        text = NULL;
+    }
+    else {
+        Py_INCREF(text);
+    }
+    Py_DECREF(members);
+    return text;
+}
+
+static PyObject *
+foreign_text(PyObject *extra)
+{
+    return extra_text(extra, s_tracestate, foreign_cache, 1, 1);
 }
 
 static PyObject *
@@ -1821,29 +1844,13 @@ b3_multi(PyObject **values)
 static PyObject *
 b3_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int environ, exact;
-    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
-        PyObject *context = b3_fast(args[0], environ, exact);
-        if (context != NOT_HANDLED) {
-            return context;
-        }
-    }
-    return forward(py_b3_extract_dict, args, nargs, kwnames);
+    return extract_dict_by(b3_fast, py_b3_extract_dict, args, nargs, kwnames);
 }
 
 static PyObject *
 b3_extract(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
-        int environ = environ_of(args[0]);
-        if (environ >= 0) {
-            PyObject *context = b3_fast(args[0], environ, 0);
-            if (context != NOT_HANDLED) {
-                return context;
-            }
-        }
-    }
-    return forward(py_b3_extract, args, nargs, kwnames);
+    return extract_by(b3_fast, py_b3_extract, args, nargs, kwnames);
 }
 
 /* ``del carrier[key]`` if it is there. */
@@ -2147,14 +2154,7 @@ baggage_fast(PyObject *carrier, int environ, int exact)
 static PyObject *
 baggage_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int environ, exact;
-    if (dict_arguments(args, nargs, kwnames, &environ, &exact) == 0) {
-        PyObject *entries = baggage_fast(args[0], environ, exact);
-        if (entries != NOT_HANDLED) {
-            return entries;
-        }
-    }
-    return forward(py_baggage_extract_dict, args, nargs, kwnames);
+    return extract_dict_by(baggage_fast, py_baggage_extract_dict, args, nargs, kwnames);
 }
 
 /* The header text for a context's extra: "" for no baggage, the cached text for entries
@@ -2162,26 +2162,7 @@ baggage_extract_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs, 
 static PyObject *
 baggage_text(PyObject *extra)
 {
-    if (extra == Py_None) {
-        return Py_NewRef(empty_text);
-    }
-    if (!PyDict_CheckExact(extra)) {
-        return NULL;
-    }
-    if (PyDict_GET_SIZE(extra) == 0) {
-        return Py_NewRef(empty_text);
-    }
-    PyObject *entries = lookup(extra, s_baggage);
-    if (entries == NULL) {
-        return Py_NewRef(empty_text);
-    }
-    if (entries == NOT_HANDLED || !PyTuple_CheckExact(entries)) {
-        return NULL;
-    }
-    if (PyTuple_GET_SIZE(entries) == 0) {
-        return Py_NewRef(empty_text);
-    }
-    return cached_text(baggage_formatted_cache, entries, 0);
+    return extra_text(extra, s_baggage, baggage_formatted_cache, 0, 0);
 }
 
 static PyObject *
