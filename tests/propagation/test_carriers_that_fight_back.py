@@ -176,3 +176,101 @@ def test_a_traceparent_removed_during_the_tracestate_lookup_is_read_as_it_was() 
     assert run(W3C_HEADER_REMOVED_DURING_A_LATER_LOOKUP) == (
         "0x4bf92f3577b34da6a3ce929d0e0e4736 0x3 True"
     )
+
+
+# The composite propagator looks for baggage after reading the context: a key whose __eq__ runs
+# then removes the traceparent and the plan's keys; the context read before stands.
+ENVIRON_EMPTIED_DURING_THE_BAGGAGE_LOOKUP = """
+    from tomograph.propagation import Propagator
+
+    class Remover:
+        def __init__(self, carrier):
+            self.carrier = carrier
+
+        def __hash__(self):
+            return hash("HTTP_BAGGAGE")
+
+        def __eq__(self, other):
+            for key in [k for k in self.carrier if isinstance(k, str)]:
+                del self.carrier[key]
+            global filler
+            filler = ["".join(["00-", "f" * 49, "-01"]) for _ in range(50)]
+            return False
+
+    environ = {"REQUEST_METHOD": "GET"}
+    environ["HTTP_TRACEPARENT"] = "".join(["00-4bf92f3577b34da6a3ce929d0e0e4736-", "00f067aa0ba902b7-01"])
+    environ[Remover(environ)] = 1
+    context = Propagator().extract(environ)
+    print(hex(context.trace_id), hex(context.span_id), context.extra, sorted(map(str, environ)))
+"""
+
+# The collector runs while the pairs are read (here: at every allocation), and a finalizer
+# empties the list of pairs and fills the memory it held.
+PAIRS_CLEARED_BY_A_FINALIZER = """
+    import gc
+    from tomograph.propagation import Propagator, carriers, composite
+
+    pairs = []
+
+    class Clear:
+        def __init__(self):
+            self.cycle = self
+
+        def __del__(self):
+            pairs.clear()
+            global filler
+            filler = [(bytes(30), bytes(30)) for _ in range(100)]
+
+    gc.set_threshold(1, 1, 1)
+    for round in range(300):
+        pairs[:] = [(b"b3", b"1"), (b"b3", bytes(round % 7)), (b"host", b"x")] * 3
+        Clear()
+        found = carriers.known_pairs(pairs, composite._ALL_NAMES)
+        assert set(found) <= {"b3"}, found
+        pairs[:] = [(b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+        Clear()
+        Propagator().extract(pairs)
+    print("alive")
+"""
+
+# A key whose __eq__ raises KeyboardInterrupt while the composite propagator looks for a header:
+# the interrupt reaches the caller (extract only turns Exception into "no context").
+INTERRUPTED_DURING_A_LOOKUP = """
+    from tomograph.propagation import Propagator
+
+    armed = False
+
+    class Interrupt:
+        def __hash__(self):
+            return hash("{key}")
+
+        def __eq__(self, other):
+            if armed:
+                raise KeyboardInterrupt
+            return False
+
+    environ = {{"REQUEST_METHOD": "GET", Interrupt(): 1}}
+    environ["HTTP_TRACEPARENT"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    armed = True
+    try:
+        Propagator().extract(environ)
+    except KeyboardInterrupt:
+        print("interrupted")
+    else:
+        print("swallowed")
+"""
+
+
+def test_an_environ_emptied_during_the_baggage_lookup_keeps_the_context_read() -> None:
+    assert run(ENVIRON_EMPTIED_DURING_THE_BAGGAGE_LOOKUP).startswith(
+        "0x4bf92f3577b34da6a3ce929d0e0e4736 0xf067aa0ba902b7 None ['<__main__.Remover object"
+    )
+
+
+def test_pairs_cleared_by_a_finalizer_while_they_are_read_do_not_crash() -> None:
+    assert run(PAIRS_CLEARED_BY_A_FINALIZER) == "alive"
+
+
+@pytest.mark.parametrize("key", ["HTTP_TRACEPARENT", "HTTP_BAGGAGE", "HTTP_UBER_TRACE_ID"])
+def test_an_interrupt_raised_by_a_key_during_a_lookup_is_not_swallowed(key: str) -> None:
+    assert run(INTERRUPTED_DURING_A_LOOKUP.format(key=key)) == "interrupted"

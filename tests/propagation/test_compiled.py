@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from tests.support.trace_strategies import contexts, header_text, mutations
 
 from tomograph.model import TraceContext
-from tomograph.propagation import Propagator, _context, b3, baggage, composite, w3c
+from tomograph.propagation import Propagator, _context, b3, baggage, carriers, composite, w3c
 from tomograph.propagation.baggage import BaggageEntry
 
 pytestmark = pytest.mark.compiled_only  # left out of the pure-Python run (tests/conftest.py)
@@ -53,6 +53,11 @@ def test_the_compiled_functions_are_in_place() -> None:
     assert _context.new_context is not _context.PYTHON_NEW_CONTEXT
     assert baggage.inject is not baggage.PYTHON_FUNCTIONS["inject"]
     assert baggage.extract_dict is not baggage.PYTHON_FUNCTIONS["extract_dict"]
+    for module, name in [(carriers, "known_pairs"), (composite, "_extract_dict")]:
+        compiled = getattr(module, name)
+        assert compiled is not module.PYTHON_FUNCTIONS[name]
+        assert compiled.__doc__ == module.PYTHON_FUNCTIONS[name].__doc__
+    assert composite.known_pairs is carriers.known_pairs
 
 
 def _outcome(function: Callable[..., Any], *args: Any) -> tuple[Any, list[str]]:
@@ -241,12 +246,14 @@ def test_the_default_propagator_reads_what_the_python_functions_read(data: st.Da
 @contextlib.contextmanager
 def _python_functions() -> Iterator[None]:
     """The Python versions in place of the compiled ones, for propagators made meanwhile."""
-    modules = [*MODULES.values(), baggage]
+    modules = [*MODULES.values(), baggage, carriers, composite]
     saved = {(m, n): getattr(m, n) for m in modules for n in m.PYTHON_FUNCTIONS}
+    saved[composite, "known_pairs"] = composite.known_pairs
     plans = composite._DICT_EXTRACTORS.copy(), composite._EXTRACTORS.copy()
     try:
         for module, name in saved:
-            setattr(module, name, module.PYTHON_FUNCTIONS[name])
+            python = carriers if name == "known_pairs" else module
+            setattr(module, name, python.PYTHON_FUNCTIONS[name])
         for key, module in [("w3c", w3c), ("b3", b3), ("b3single", b3)]:
             composite._DICT_EXTRACTORS[key] = module.PYTHON_FUNCTIONS["extract_dict"]
             composite._EXTRACTORS[key] = module.PYTHON_FUNCTIONS["extract"]
@@ -264,6 +271,119 @@ def _in_python(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
             return make()(*args)
 
     return run
+
+
+# -- the composite propagator's reader of dicts, environs and ASGI pairs ---------------------
+
+PAIR_NAMES = [
+    "traceparent", "Traceparent", "TRACEPARENT", "tracestate", "b3", "B3", "x-b3-traceid",
+    "X-B3-SpanId", "baggage", "uber-trace-id", "uberctx-k", "jaeger-baggage", "accept", "host",
+    "tràceparent", "traceparenT\u0130", "\ud800", "",
+]  # fmt: skip
+
+
+@st.composite
+def header_pairs(draw: st.DrawFn) -> Any:
+    """ASGI-style ``(name, value)`` pairs, now and then with a pair no server sends."""
+    pairs: list[Any] = []
+    for _ in range(draw(st.integers(0, 8))):
+        name: Any = draw(st.sampled_from(PAIR_NAMES) | st.text(max_size=14))
+        value: Any = draw(
+            st.sampled_from(["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "k=v"])
+            | header_text
+        )
+        kind = draw(st.integers(0, 12))
+        if kind < 6:  # what servers send: bytes, latin-1
+            name = name.encode("latin-1", "replace")
+            value = value.encode("latin-1", "replace")
+        elif kind == 6:
+            name = bytearray(name.encode("utf-8", "replace"))
+        elif kind == 7:
+            value = draw(st.sampled_from([None, 5, bytearray(b"x"), memoryview(b"y")]))
+        elif kind == 8:
+            name = draw(st.sampled_from([None, 7, b"\xe9", type("S", (str,), {})("b3")]))
+        item: Any = (name, value)
+        shape = draw(st.integers(0, 12))
+        if shape == 0:
+            item = [name, value]
+        elif shape == 1:
+            item = (name, value, "x")
+        elif shape == 2:
+            item = draw(st.sampled_from([None, "ab", (name,), type("T", (tuple,), {})(item)]))
+        pairs.append(item)
+    return tuple(pairs) if draw(st.booleans()) else pairs
+
+
+@settings(max_examples=300)
+@given(header_pairs())
+def test_known_pairs_gives_what_python_gives(pairs: Any) -> None:
+    names = composite._ALL_NAMES
+    _same(carriers.known_pairs, carriers.PYTHON_FUNCTIONS["known_pairs"], pairs, names)
+
+
+def test_known_pairs_takes_other_name_sets_and_keywords_as_python_does() -> None:
+    python = carriers.PYTHON_FUNCTIONS["known_pairs"]
+    pairs = [(b"Traceparent", b"x"), ("b3", "y"), (b"b3", b"z")]
+
+    class Names:  # fmt: skip
+        names = frozenset(["b3"])
+        lengths = frozenset([2])
+
+    for names in [carriers.NameSet(["b3", "x" * 70]), carriers.NameSet([]), Names()]:
+        _same(carriers.known_pairs, python, pairs, names)
+    assert carriers.known_pairs(pairs=pairs, names=carriers.NameSet(["b3"])) == {"b3": ["y", "z"]}
+
+
+@st.composite
+def composite_carriers(draw: st.DrawFn) -> dict[Any, Any]:
+    headers = {**draw(w3c_headers()), **draw(b3_headers())}
+    for name, value in [
+        ("baggage", draw(st.sampled_from(["k=v", "a=1,b=2;p", "", "=", "k=v" * 2000]))),
+        ("uber-trace-id", draw(st.sampled_from(["1:2:0:1", "x", "0000000000000001:2:0:1"]))),
+        ("uberctx-k", "v"),
+        ("jaeger-baggage", draw(st.sampled_from(["k=v", "a=1, b=2", "x"]))),
+        ("x-trace-info", draw(st.sampled_from(["1:2:3", "x"]))),
+    ]:
+        if draw(st.integers(0, 2)) == 0:
+            if "REQUEST_METHOD" in headers:
+                headers["HTTP_" + name.upper().replace("-", "_")] = value
+            else:
+                headers[name] = value
+    return headers
+
+
+@settings(max_examples=300)
+@given(composite_carriers(), st.sampled_from(["default", "w3c", "b3,baggage", "jaeger,w3c"]))
+def test_the_composite_dict_reader_gives_what_python_gives(headers: Any, formats: str) -> None:
+    propagator = Propagator(formats)
+    state = propagator._dict_state
+    python = composite.PYTHON_FUNCTIONS["_extract_dict"]
+    _same(composite._extract_dict, python, state, headers, False, None)
+    _same(propagator.extract, _in_python(lambda: Propagator(formats).extract), headers)
+
+
+@settings(max_examples=300)
+@given(header_pairs(), st.sampled_from(["default", "w3c", "jaeger,baggage"]))
+def test_the_composite_reads_header_pairs_as_python_does(pairs: Any, formats: str) -> None:
+    _same(Propagator(formats).extract, _in_python(lambda: Propagator(formats).extract), pairs)
+    known = carriers.PYTHON_FUNCTIONS["known_pairs"](pairs, composite._ALL_NAMES)
+    state = Propagator(formats)._dict_state
+    python = composite.PYTHON_FUNCTIONS["_extract_dict"]
+    _same(composite._extract_dict, python, state, known, True, pairs)
+
+
+def test_the_composite_dict_reader_takes_odd_calls_as_python_does() -> None:
+    python = composite.PYTHON_FUNCTIONS["_extract_dict"]
+    state = Propagator()._dict_state
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    for args in [
+        (state, headers, 1, None),  # known as an int
+        (state[:-1], headers, False, None),  # a state that is not a propagator's
+        (list(state), headers, False, None),
+        ((["plan"], *state[1:]), headers, False, None),
+        (state, headers, False),
+    ]:
+        _same(composite._extract_dict, python, *args)
 
 
 def test_a_long_hostile_header_is_read_as_python_reads_it() -> None:
