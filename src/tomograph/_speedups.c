@@ -2491,10 +2491,62 @@ method_is_true(PyObject *object, PyObject *name, PyObject *argument)
     return truth;
 }
 
+/* carrier.keys().isdisjoint(keys) for a frozenset of exact str, as dict views do it: when the
+ * set is no larger than the dict, each of its names is looked up in the dict (a key's __eq__
+ * runs as it would there); else each key of the dict is looked up in the set, done here only
+ * while the keys are exact str (no code of the caller's runs then). 1 if disjoint, 0 if not, -1
+ * for an error; NOT_DECIDED when the method must answer. */
+#define NOT_DECIDED 2
+static int
+keys_disjoint_here(PyObject *carrier, PyObject *keys)
+{
+    Py_ssize_t position = 0;
+    PyObject *item;
+    Py_hash_t hash;
+    if (!PyFrozenSet_CheckExact(keys)) {
+        return NOT_DECIDED;
+    }
+    while (_PySet_NextEntry(keys, &position, &item, &hash)) {
+        if (!PyUnicode_CheckExact(item)) {
+            return NOT_DECIDED;
+        }
+    }
+    if (PySet_GET_SIZE(keys) <= PyDict_GET_SIZE(carrier)) {
+        position = 0;
+        while (_PySet_NextEntry(keys, &position, &item, &hash)) {
+            /* a frozenset's items stay while it lives; the caller holds it */
+            int present = PyDict_Contains(carrier, item);
+            if (present != 0) {
+                return present < 0 ? -1 : 0;
+            }
+        }
+        return 1;
+    }
+    PyObject *key, *value;
+    position = 0;
+    while (PyDict_Next(carrier, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return NOT_DECIDED; /* nothing of the caller's ran yet: the method starts over */
+        }
+    }
+    position = 0;
+    while (PyDict_Next(carrier, &position, &key, &value)) {
+        int present = PySet_Contains(keys, key); /* str in a set of str: no code of the caller's */
+        if (present != 0) {
+            return present < 0 ? -1 : 0;
+        }
+    }
+    return 1;
+}
+
 /* carrier.keys().isdisjoint(keys) */
 static int
 keys_disjoint(PyObject *carrier, PyObject *keys)
 {
+    int here = keys_disjoint_here(carrier, keys);
+    if (here != NOT_DECIDED) {
+        return here;
+    }
     PyObject *view = PyObject_CallMethodNoArgs(carrier, s_keys);
     if (view == NULL) {
         return -1;
