@@ -2367,10 +2367,15 @@ known_pairs_fast(PyObject *pairs, PyObject *wanted, uint64_t bits)
             failed = PyList_Append(earlier, value) < 0;
         }
         else {
+            /* held: a collection run by PyList_New may run code that empties found */
+            Py_INCREF(earlier);
             PyObject *both = PyList_New(2);
             failed = both == NULL;
-            if (!failed) {
-                PyList_SET_ITEM(both, 0, Py_NewRef(earlier));
+            if (failed) {
+                Py_DECREF(earlier);
+            }
+            else {
+                PyList_SET_ITEM(both, 0, earlier);
                 PyList_SET_ITEM(both, 1, Py_NewRef(value));
                 failed = PyDict_SetItem(found, name, both) < 0;
                 Py_DECREF(both);
