@@ -198,7 +198,8 @@ ENVIRON_EMPTIED_DURING_THE_BAGGAGE_LOOKUP = """
             return False
 
     environ = {"REQUEST_METHOD": "GET"}
-    environ["HTTP_TRACEPARENT"] = "".join(["00-4bf92f3577b34da6a3ce929d0e0e4736-", "00f067aa0ba902b7-01"])
+    parent = "".join(["00-4bf92f3577b34da6a3ce929d0e0e4736-", "00f067aa0ba902b7-01"])
+    environ["HTTP_TRACEPARENT"] = parent
     environ[Remover(environ)] = 1
     context = Propagator().extract(environ)
     print(hex(context.trace_id), hex(context.span_id), context.extra, sorted(map(str, environ)))
