@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -54,6 +55,30 @@ def test_ci_runs_the_compiled_hot_path_where_a_compiler_exists() -> None:
         assert built, "tomograph._speedups was not built: `pip install -e .` needs the headers"
         assert ACCELERATED
     assert (built and not disabled) == ACCELERATED
+
+
+SOURCE = Path(__file__).parents[1] / "src" / "tomograph" / "_speedups.c"
+
+
+@pytest.mark.skipif(not SOURCE.exists() or not _compiler_available(), reason="needs the source")
+def test_the_extension_uses_only_functions_the_python_headers_declare() -> None:
+    # A function the headers no longer declare (Python 3.13 moved _PySet_NextEntry into its
+    # internal headers) is an error for GCC 14 and clang: the optional build then fails
+    # quietly and every compiled function is lost.
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    result = subprocess.run(
+        [
+            compiler,
+            "-fsyntax-only",
+            "-Werror=implicit-function-declaration",
+            f"-I{sysconfig.get_paths()['include']}",
+            str(SOURCE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def _run(code: str, **environ: str) -> str:

@@ -2274,26 +2274,31 @@ pair_name(PyObject *raw, Py_ssize_t length)
 }
 
 /* The wanted lengths of a NameSet's lengths (a frozenset of small ints) as bits; 0 when one is
- * not an exact int below 64 (then Python reads the pairs). */
+ * not an exact int below 64 (then Python reads the pairs), or 0 with an exception set. An
+ * iterator rather than _PySet_NextEntry: Python 3.13 moved that one out of the public headers,
+ * and compilers that refuse implicit declarations (GCC 14, clang) would then build no
+ * extension at all. Iterating an exact frozenset runs none of the caller's code. */
 static uint64_t
 length_bits(PyObject *lengths)
 {
     uint64_t bits = 0;
-    Py_ssize_t position = 0;
+    PyObject *iterator = PyObject_GetIter(lengths);
+    if (iterator == NULL) {
+        return 0;
+    }
     PyObject *item;
-    Py_hash_t hash;
-    while (_PySet_NextEntry(lengths, &position, &item, &hash)) {
-        if (!PyLong_CheckExact(item)) {
-            return 0;
-        }
-        long length = PyLong_AsLong(item);
+    while ((item = PyIter_Next(iterator)) != NULL) {
+        long length = PyLong_CheckExact(item) ? PyLong_AsLong(item) : -1;
+        Py_DECREF(item);
         if (length < 0 || length >= 64) {
-            PyErr_Clear();
-            return 0;
+            PyErr_Clear(); /* an int too large for a long */
+            bits = 0;
+            break;
         }
         bits |= (uint64_t)1 << length;
     }
-    return bits;
+    Py_DECREF(iterator);
+    return PyErr_Occurred() ? 0 : bits; /* 0 with PyIter_Next's exception, if it raised */
 }
 
 /* The known pairs of pairs, or NOT_HANDLED at the first item that is not an exact 2-tuple or
@@ -2362,10 +2367,15 @@ known_pairs_fast(PyObject *pairs, PyObject *wanted, uint64_t bits)
             failed = PyList_Append(earlier, value) < 0;
         }
         else {
+            /* held: a collection run by PyList_New may run code that empties found */
+            Py_INCREF(earlier);
             PyObject *both = PyList_New(2);
             failed = both == NULL;
-            if (!failed) {
-                PyList_SET_ITEM(both, 0, Py_NewRef(earlier));
+            if (failed) {
+                Py_DECREF(earlier);
+            }
+            else {
+                PyList_SET_ITEM(both, 0, earlier);
                 PyList_SET_ITEM(both, 1, Py_NewRef(value));
                 failed = PyDict_SetItem(found, name, both) < 0;
                 Py_DECREF(both);

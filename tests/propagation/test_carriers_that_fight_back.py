@@ -261,6 +261,42 @@ INTERRUPTED_DURING_A_LOOKUP = """
         print("swallowed")
 """
 
+# A repeated header makes a list of its values; the collector runs while that list is made, and
+# a collector callback finds the dict being filled and empties it, dropping the first value.
+DUPLICATE_DROPPED_BY_A_COLLECTION = """
+    import gc
+    from tomograph.propagation import carriers, composite
+
+    names = ["b3", "tracestate", "traceparent", "baggage", "x-b3-traceid", "x-b3-spanid"]
+    armed = False
+
+    def meddle(phase, info):
+        if armed and phase == "start":
+            for found in gc.get_objects():
+                if (
+                    type(found) is dict
+                    and found.keys() <= set(names)
+                    and any(type(v) is list for v in found.values())
+                ):
+                    found.clear()
+                    global filler
+                    filler = [("%05d" % i).encode().decode() for i in range(3000)]
+
+    gc.callbacks.append(meddle)
+    gc.set_threshold(1, 1, 1)
+    for round in range(300):
+        pairs = []
+        for name in names:
+            pairs += [(name.encode(), f"{name}-{round}-{n}".encode()) for n in (1, 2)]
+        found = None
+        armed = True
+        found = carriers.known_pairs(pairs, composite._ALL_NAMES)
+        armed = False
+        for name, values in found.items():
+            assert values == [f"{name}-{round}-1", f"{name}-{round}-2"], (name, values)
+    print("alive")
+"""
+
 
 def test_an_environ_emptied_during_the_baggage_lookup_keeps_the_context_read() -> None:
     assert run(ENVIRON_EMPTIED_DURING_THE_BAGGAGE_LOOKUP).startswith(
@@ -275,3 +311,7 @@ def test_pairs_cleared_by_a_finalizer_while_they_are_read_do_not_crash() -> None
 @pytest.mark.parametrize("key", ["HTTP_TRACEPARENT", "HTTP_BAGGAGE", "HTTP_UBER_TRACE_ID"])
 def test_an_interrupt_raised_by_a_key_during_a_lookup_is_not_swallowed(key: str) -> None:
     assert run(INTERRUPTED_DURING_A_LOOKUP.format(key=key)) == "interrupted"
+
+
+def test_a_duplicate_header_dropped_by_a_collection_while_pairs_are_read_does_not_crash() -> None:
+    assert run(DUPLICATE_DROPPED_BY_A_COLLECTION) == "alive"
