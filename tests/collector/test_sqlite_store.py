@@ -201,14 +201,16 @@ TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names", "trace_l
 TABLES |= {"link_hours", "link_minutes"}
 
 
-@pytest.mark.parametrize("plan", ["probe", "intersect", "rare name"])
+@pytest.mark.parametrize("plan", ["probe", "intersect", "rare name", "rarest term"])
 def test_every_search_reads_through_an_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: str
 ) -> None:
     if plan != "rare name":
         monkeypatch.setattr(sqlite_store, "_RARE_NAME_SPANS", 0)
-    if plan == "intersect":
+    if plan in ("intersect", "rarest term"):
         monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 0)
+    # terms go on from their rows (free) or by probing the rest of the window (dear)
+    monkeypatch.setattr(sqlite_store, "_TERM_ROW_COST", 0.0 if plan == "rarest term" else 1e18)
     statements: list[str] = []
     connect_reader = SqliteSpanStore._connect_reader
 
@@ -255,8 +257,9 @@ def test_every_search_reads_through_an_index(
     finally:
         store.close()
     assert any("FROM trace_links WHERE trace_low IN" in sql for sql in statements)
-    # the plan of a rare name walks the spans of the name, then their traces
-    assert any("CROSS JOIN traces" in sql for sql in statements) == (plan == "rare name")
+    # the plans of a rare name and of a rare term walk its rows, then their traces
+    crossed = any("CROSS JOIN traces" in sql for sql in statements)
+    assert crossed == (plan in ("rare name", "rarest term"))
     with sqlite3.connect(tmp_path / "t.db") as db:
         for statement in statements:
             if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
@@ -266,3 +269,61 @@ def test_every_search_reads_through_an_index(
                 if words[0] == "SCAN" and words[1] in TABLES:
                     assert "USING" in words, f"{row[3]} in {statement}"
     db.close()
+
+
+def test_a_tag_search_reads_no_more_for_matches_outside_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag common long ago but rare in the window costs what the window costs, not what the
+    tag's rows of all time cost (SQLite's VM steps, counted: independent of the machine)."""
+    monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 10)  # the window is larger than a probe
+    steps = [0]
+    connect_reader = SqliteSpanStore._connect_reader
+
+    def counted(store: SqliteSpanStore) -> sqlite3.Connection:
+        db = connect_reader(store)
+
+        def step() -> int:
+            steps[0] += 1
+            return 0
+
+        db.set_progress_handler(step, 100)
+        return db
+
+    monkeypatch.setattr(SqliteSpanStore, "_connect_reader", counted)
+
+    def search_steps(old_matches: int) -> tuple[list[str], int]:
+        now = now_us()
+        store = SqliteSpanStore(tmp_path / f"{old_matches}.db", max_age=None)
+        try:
+            spans = [
+                make_span(
+                    f"{n + 1:016x}" * 2,
+                    "1" * 16,
+                    service="web",
+                    timestamp=now - n * 1000,
+                    tags={"error": "boom"} if n in (5, 40) else {"k": "v"},
+                )
+                for n in range(60)
+            ] + [
+                make_span(
+                    "e" * 16 + f"{n + 1000:016x}",
+                    "1" * 16,
+                    service="web",
+                    timestamp=now - 7_200_000_000 - n,
+                    tags={"error": "boom"},
+                )
+                for n in range(old_matches)
+            ]
+            for start in range(0, len(spans), 1000):
+                store.accept(decoded(spans[start : start + 1000]))
+            steps[0] = 0
+            found = store.find_trace_ids(window(annotation_query={"error": ""}, limit=20))
+            return found, steps[0]
+        finally:
+            store.close()
+
+    few, few_steps = search_steps(100)
+    many, many_steps = search_steps(20_000)
+    assert few == many == [f"{6:016x}" * 2, f"{41:016x}" * 2]
+    assert many_steps < few_steps * 2, (few_steps, many_steps)

@@ -608,10 +608,13 @@ class SqliteSpanStore:
     def find_trace_ids(self, reader: Reader, request: QueryRequest) -> list[str]:
         """Ids of the traces matching ``request`` (Zipkin semantics), newest first.
 
-        Two plans, because criteria differ wildly in how many spans they match. First the newest
-        traces of the window are probed one by one (cheap when matches are common); if that
-        does not fill ``limit``, each criterion's matching traces are collected through its
-        index and intersected (cheap when matches are rare).
+        Several plans, because criteria differ wildly in how many spans they match. First the
+        newest traces of the window are probed one by one (cheap when matches are common); if
+        that does not fill ``limit``, the rest of the window is searched from whichever is
+        smaller: the rows of the rarest term of ``annotation_query`` (each trace checked against
+        the other criteria), or the window's traces (probed on). Without a term, each
+        criterion's matching traces are collected through its index and intersected. A service
+        and span name with few spans is searched from those spans.
         """
         window = [(request.end_ts - request.lookback) * 1000, request.end_ts * 1000]
         criteria = _criteria(request)
@@ -643,21 +646,41 @@ class SqliteSpanStore:
         )
         if len(found) >= request.limit:
             return found
-        in_window = reader.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM traces WHERE ts BETWEEN ? AND ? LIMIT ?)",
-            [*window, _PROBE_TRACES + 1],
-        ).fetchone()[0]
-        if in_window <= _PROBE_TRACES:
-            return found  # the probe saw every trace of the window
+        # the probe checked every trace from ``reach`` on: what is left is older
+        probed_from = reach if _PROBE_TRACES > 0 else window[1] + 1
+        left = [window[0], probed_from - 1]
+        left_count = _count(reader, "traces WHERE ts BETWEEN ? AND ?", left, _WINDOW_COUNT_CAP)
+        if not left_count:
+            return found
+        limit = request.limit - len(found)
+        terms = [criterion for criterion in criteria if criterion[0] == "terms"]
+        if terms:
+            # A term's rows are not ordered by time: reading them all costs as many rows as the
+            # term ever had, however narrow the window. Start from whichever is smaller: the
+            # rarest term's rows or the traces left in the window.
+            counted = [
+                (_count(reader, f"span_terms x WHERE {where}", values, left_count), index)
+                for index, (_, where, values) in enumerate(criteria)
+                if criteria[index][0] == "terms"
+            ]
+            rows, rarest = min(counted)
+            if rows * _TERM_ROW_COST < left_count:
+                driver = criteria[rarest]
+                others = criteria[:rarest] + criteria[rarest + 1 :]
+                return found + self._find_from(reader, driver, others, left, limit)
+            params = list(left)
+            for _, _, values in criteria:
+                params.extend(values)
+            return found + [row[0] for row in reader.execute(probe_sql, [*params, limit])]
         intersect_sql = (
             "SELECT t.trace_id FROM traces t WHERE t.ts BETWEEN ? AND ? AND "
             + " AND ".join(_in(table, where) for table, where, _ in criteria)
-            + " ORDER BY t.ts DESC LIMIT ?"
+            + " ORDER BY t.ts DESC, t.trace_low DESC LIMIT ?"
         )
-        params = list(window)
+        params = list(left)
         for _, _, values in criteria:
             params.extend(values)
-        return [row[0] for row in reader.execute(intersect_sql, [*params, request.limit])]
+        return found + [row[0] for row in reader.execute(intersect_sql, [*params, limit])]
 
     def _find_by_rare_name(
         self,
@@ -669,20 +692,34 @@ class SqliteSpanStore:
         """The third plan, for a service and span name with few spans: the traces of those
         spans (read from spans_by_name), each checked against the other criteria."""
         name_criterion, *others = criteria  # _criteria puts the span name first
-        # CROSS JOIN keeps the spans of the name as the outer loop: left to itself, SQLite walks
+        return self._find_from(reader, name_criterion, others, window, request.limit)
+
+    def _find_from(
+        self,
+        reader: Reader,
+        driver: tuple[str, str, list[Any]],
+        others: list[tuple[str, str, list[Any]]],
+        window: list[int],
+        limit: int,
+    ) -> list[str]:
+        """The newest ``limit`` traces of the window among those of the ``driver`` criterion's
+        rows (read through its index), each checked against the ``others``."""
+        table, where, values = driver
+        source = "spans s" if table == "spans" else "span_terms x"
+        # CROSS JOIN keeps the driver's rows as the outer loop: left to itself, SQLite walks
         # the window's traces by time and probes each (the plan this one exists to avoid)
         sql = (
-            "SELECT t.trace_id FROM (SELECT DISTINCT s.trace_low FROM spans s"
-            " WHERE s.service = ? AND s.name = ?) m CROSS JOIN traces t"
+            f"SELECT t.trace_id FROM (SELECT DISTINCT {_ALIAS[table]}.trace_low FROM {source}"
+            f" WHERE {where}) m CROSS JOIN traces t"
             " ON t.trace_low = m.trace_low WHERE t.ts BETWEEN ? AND ?"
             + "".join(" AND " + _exists(table, where) for table, where, _ in others)
             # the order the probe walks traces_by_ts in, ties included
             + " ORDER BY t.ts DESC, t.trace_low DESC LIMIT ?"
         )
-        params: list[Any] = [*name_criterion[2], *window]
-        for _, _, values in others:
-            params.extend(values)
-        return [row[0] for row in reader.execute(sql, [*params, request.limit])]
+        params: list[Any] = [*values, *window]
+        for _, _, other_values in others:
+            params.extend(other_values)
+        return [row[0] for row in reader.execute(sql, [*params, limit])]
 
     @_reading
     def _names(self, reader: Reader, kind: str, service: str | None) -> list[str]:
@@ -986,6 +1023,22 @@ def _is_rare_name(reader: Reader, request: QueryRequest) -> bool:
         (request.service_name, request.span_name, _RARE_NAME_SPANS),
     ).fetchall()
     return bool(count < _RARE_NAME_SPANS)
+
+
+#: Traces of a window counted at most, when choosing where a term search starts: past this,
+#: the window is large whichever way it is read.
+_WINDOW_COUNT_CAP = 200_000
+#: What reading one of a term's rows costs, in probes of a trace of the window (each a seek per
+#: criterion): a term search starts from the term's rows when they cost less than the probes.
+_TERM_ROW_COST = 1.0
+
+
+def _count(reader: Reader, rows: str, values: Sequence[Any], cap: int) -> int:
+    """How many rows ``rows`` (a FROM clause with its WHERE) selects, counted up to ``cap``."""
+    [(count,)] = reader.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {rows} LIMIT ?)", [*values, cap]
+    ).fetchall()
+    return int(count)
 
 
 _TABLES = {
