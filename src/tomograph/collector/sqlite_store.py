@@ -653,16 +653,18 @@ class SqliteSpanStore:
         if not left_count:
             return found
         limit = request.limit - len(found)
-        terms = [criterion for criterion in criteria if criterion[0] == "terms"]
+        terms = [index for index, criterion in enumerate(criteria) if criterion[0] == "terms"]
         if terms:
             # A term's rows are not ordered by time: reading them all costs as many rows as the
             # term ever had, however narrow the window. Start from whichever is smaller: the
-            # rarest term's rows or the traces left in the window.
-            counted = [
-                (_count(reader, f"span_terms x WHERE {where}", values, left_count), index)
-                for index, (_, where, values) in enumerate(criteria)
-                if criteria[index][0] == "terms"
-            ]
+            # rarest term's rows (of any service: the service is not in the index, so they are
+            # all read) or the traces left in the window.
+            counted = []
+            for index, (key, value) in zip(terms, request.annotation_query.items(), strict=True):
+                where, values = _term_condition(key, value)
+                counted.append(
+                    (_count(reader, f"span_terms x WHERE {where}", values, left_count), index)
+                )
             rows, rarest = min(counted)
             if rows * _TERM_ROW_COST < left_count:
                 driver = criteria[rarest]
@@ -1048,6 +1050,13 @@ _TABLES = {
 _ALIAS = {"spans": "s", "terms": "x"}
 
 
+def _term_condition(key: str, value: str) -> tuple[str, list[Any]]:
+    """The condition on terms_by_value's columns matching one entry of ``annotationQuery``."""
+    if value:
+        return "x.term = ? AND x.value = ?", [key, value]
+    return "x.term = ?", [key]
+
+
 def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
     """Each search criterion as (table, SQL condition, bound values), scoped to the service."""
     service = request.service_name
@@ -1069,8 +1078,7 @@ def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
             )
         criteria.append(("spans", condition, values))
     for key, value in request.annotation_query.items():
-        condition = "x.term = ?" + (" AND x.value = ?" if value else "")
-        values = [key, value] if value else [key]
+        condition, values = _term_condition(key, value)
         if service is not None:
             condition += " AND x.service = ?"
             values.append(service)
