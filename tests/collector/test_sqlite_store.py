@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.support.collector import decoded, make_span, now_us
 
 from tomograph.collector import sqlite_store
@@ -108,6 +110,90 @@ def test_search_finds_the_newest_matches_whatever_the_probe_reaches(
     every = store.find_trace_ids(window(service_name="web", limit=12))
     assert sorted(every) == sorted(f"{'a' * 16}{n + 1:016x}" for n in range(12))
     assert store.find_trace_ids(window(service_name="nobody", limit=3)) == []
+
+
+#: (first probe, cost of a term row, rare name) forcing each path of a search.
+SEARCH_PLANS = [(2000, 1.0, 5000), (3, 1.0, 0), (0, 0.0, 0), (0, 1e18, 0), (3, 0.0, 0)]
+_spans = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),  # service
+        st.dictionaries(st.sampled_from(["k", "e"]), st.sampled_from(["1", "2"]), max_size=2),
+        st.booleans(),  # annotated "w"
+    ),
+    min_size=1,
+    max_size=3,
+)
+_traces = st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 7200]), _spans), max_size=14)
+_terms = st.dictionaries(st.sampled_from(["k", "e", "w"]), st.sampled_from(["", "1", "2"]))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    traces=_traces,
+    terms=_terms.filter(bool),
+    service=st.sampled_from([None, "a", "b"]),
+    limit=st.integers(1, 5),
+)
+def test_every_search_plan_answers_what_the_spans_say(
+    tmp_path_factory: pytest.TempPathFactory,
+    traces: list[tuple[int, list[tuple[str, dict[str, str], bool]]]],
+    terms: dict[str, str],
+    service: str | None,
+    limit: int,
+) -> None:
+    """Terms, services, times with ties and old matches, limits: each plan finds the newest
+    matching traces a brute-force reading of the stored spans finds, in the same order."""
+    now = now_us()
+    spans = []
+    expected = []
+    for n, (seconds_ago, members) in enumerate(traces):
+        trace_id = f"{'a' * 16}{n + 1:016x}"
+        timestamp = now - seconds_ago * 1_000_000
+        for m, (span_service, tags, annotated) in enumerate(members):
+            spans.append(
+                make_span(
+                    trace_id,
+                    f"{m + 1:016x}",
+                    parent_id=None if m == 0 else f"{1:016x}",
+                    service=span_service,
+                    timestamp=timestamp + m,
+                    tags=tags,
+                    annotations=[(timestamp, "w")] if annotated else None,
+                )
+            )
+
+        def has(key: str, value: str, members: list[tuple[str, dict[str, str], bool]]) -> bool:
+            """Whether a span of the service has the term (a tag, or the annotation "w")."""
+            return any(
+                (service is None or span_service == service)
+                and (
+                    tags.get(key) == value
+                    if value
+                    else key in tags or (key, annotated) == ("w", True)
+                )
+                for span_service, tags, annotated in members
+            )
+
+        in_window = seconds_ago < 3600
+        if in_window and all(has(key, value, members) for key, value in terms.items()):
+            expected.append((timestamp, n + 1, trace_id))
+    answer = [trace_id for _, _, trace_id in sorted(expected, reverse=True)[:limit]]
+    store = SqliteSpanStore(tmp_path_factory.mktemp("plans") / "t.db", max_age=None)
+    try:
+        if spans:
+            store.accept(decoded(spans))
+        query = window(annotation_query=terms, service_name=service, limit=limit)
+        for probe, term_row_cost, rare_name in SEARCH_PLANS:
+            sqlite_store._PROBE_TRACES = probe
+            sqlite_store._TERM_ROW_COST = term_row_cost
+            sqlite_store._RARE_NAME_SPANS = rare_name
+            assert store.find_trace_ids(query) == answer, (probe, term_row_cost)
+    finally:
+        store.close()
+        sqlite_store._PROBE_TRACES, sqlite_store._TERM_ROW_COST = SEARCH_PLANS[0][:2]
+        sqlite_store._RARE_NAME_SPANS = SEARCH_PLANS[0][2]
 
 
 def test_the_index_of_names_of_an_earlier_file_is_rebuilt_with_the_kind(
