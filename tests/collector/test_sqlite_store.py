@@ -357,12 +357,8 @@ def test_every_search_reads_through_an_index(
     db.close()
 
 
-def test_a_tag_search_reads_no_more_for_matches_outside_the_window(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A tag common long ago but rare in the window costs what the window costs, not what the
-    tag's rows of all time cost (SQLite's VM steps, counted: independent of the machine)."""
-    monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 10)  # the window is larger than a probe
+def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the hundreds of SQLite VM steps the store's readers make from now on."""
     steps = [0]
     connect_reader = SqliteSpanStore._connect_reader
 
@@ -377,6 +373,50 @@ def test_a_tag_search_reads_no_more_for_matches_outside_the_window(
         return db
 
     monkeypatch.setattr(SqliteSpanStore, "_connect_reader", counted)
+    return steps
+
+
+def test_a_search_for_a_rare_tag_reads_its_rows_not_the_newest_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = count_steps(monkeypatch)
+    store = SqliteSpanStore(tmp_path / "t.db", max_age=None)
+    try:
+        now = now_us()
+        store.accept(
+            decoded(
+                [
+                    make_span(
+                        f"{n + 1:016x}" * 2,
+                        "1" * 16,
+                        service="web",
+                        timestamp=now - n * 1000,
+                        tags={"request.id": "r-7"} if n == 2500 else {"k": "v"},
+                    )
+                    for n in range(3000)
+                ]
+            )
+        )
+        query = window(annotation_query={"request.id": "r-7"})
+        steps[0] = 0
+        assert store.find_trace_ids(query) == [f"{2501:016x}" * 2]
+        from_rows = steps[0]
+        monkeypatch.setattr(sqlite_store, "_TERM_ROW_COST", 1e18)  # never from the term's rows
+        steps[0] = 0
+        assert store.find_trace_ids(query) == [f"{2501:016x}" * 2]
+        probing = steps[0]
+    finally:
+        store.close()
+    assert from_rows * 20 < probing, (from_rows, probing)
+
+
+def test_a_tag_search_reads_no_more_for_matches_outside_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag common long ago but rare in the window costs what the window costs, not what the
+    tag's rows of all time cost (SQLite's VM steps, counted: independent of the machine)."""
+    monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 10)  # the window is larger than a probe
+    steps = count_steps(monkeypatch)
 
     def search_steps(old_matches: int) -> tuple[list[str], int]:
         now = now_us()
