@@ -610,7 +610,7 @@ class SqliteSpanStore:
 
         Several plans, because criteria differ wildly in how many spans they match. First the
         newest traces of the window are probed one by one (cheap when matches are common),
-        unless a term of ``annotation_query`` has fewer rows than the probe has traces; if
+        unless a term of ``annotation_query`` has few rows (see _RARE_TERM_ROWS); if
         that does not fill ``limit``, the rest of the window is searched from whichever is
         smaller: the rows of the rarest term of ``annotation_query`` (each trace checked against
         the other criteria), or the window's traces (probed on). Without a term, each
@@ -624,10 +624,11 @@ class SqliteSpanStore:
             return [row[0] for row in reader.execute(sql, [*window, request.limit])]
         if _is_rare_name(reader, request):
             return self._find_by_rare_name(reader, request, window, criteria)
-        # a term with fewer rows than the probe's traces (a request id, a user): reading them
-        # all costs less than the probe, which would mostly look for the term in vain
-        rare_term = _rarest_term(reader, request, criteria, _PROBE_TRACES)
-        if rare_term is not None and rare_term[0] * _TERM_ROW_COST < _PROBE_TRACES:
+        # a term with few rows (a request id, a user): reading them all costs less than the
+        # probe, which would mostly look for the term in vain
+        rare = min(_RARE_TERM_ROWS, _PROBE_TRACES)
+        rare_term = _rarest_term(reader, request, criteria, rare)
+        if rare_term is not None and rare_term[0] * _TERM_ROW_COST < rare:
             return self._find_from(reader, *_split(criteria, rare_term[1]), window, request.limit)
         # The probe walks traces_by_ts newest first and stops at ``limit`` matches. Its reach
         # is the time of the _PROBE_TRACES-th newest trace: as a subquery with LIMIT, SQLite
@@ -1026,6 +1027,11 @@ def _is_rare_name(reader: Reader, request: QueryRequest) -> bool:
 #: Traces of a window counted at most, when choosing where a term search starts: past this,
 #: the window is large whichever way it is read.
 _WINDOW_COUNT_CAP = 200_000
+#: A term with fewer rows than this (of any time and service) is searched from its rows before
+#: any probe. Counting them costs about 8 SQLite VM steps a row, a probe finding 20 matches of a
+#: common term some 15,000: counting up to the probe's 2,000 traces doubled the cost of a
+#: search by a common tag.
+_RARE_TERM_ROWS = 256
 #: What reading one of a term's rows costs, in probes of a trace of the window (each a seek per
 #: criterion): a term search starts from the term's rows when they cost less than the probes.
 _TERM_ROW_COST = 1.0
