@@ -656,14 +656,23 @@ class SqliteSpanStore:
         # the probe checked every trace from ``reach`` on: what is left is older
         probed_from = reach if _PROBE_TRACES > 0 else window[1] + 1
         left = [window[0], probed_from - 1]
-        left_count = _count(reader, "traces WHERE ts BETWEEN ? AND ?", left, _WINDOW_COUNT_CAP)
+        # A term's rows are not ordered by time: reading them all costs as many rows as the term
+        # ever had, however narrow the window. Start from whichever is smaller: the rarest
+        # term's rows or the traces left in the window, both counted up to a cap growing
+        # until one is below it (so counting costs about what the smaller costs to read).
+        cap = _FIRST_COUNT_CAP
+        while True:
+            left_count = _count(reader, "traces WHERE ts BETWEEN ? AND ?", left, cap)
+            # a term with as many rows as the window has traces is not where to start
+            rare_term = _rarest_term(reader, request, criteria, left_count) if left_count else None
+            if rare_term is None or min(left_count, rare_term[0]) < cap:
+                break
+            if cap >= _WINDOW_COUNT_CAP:
+                break
+            cap *= 4
         if not left_count:
             return found
         limit = request.limit - len(found)
-        # A term's rows are not ordered by time: reading them all costs as many rows as the term
-        # ever had, however narrow the window. Start from whichever is smaller: the rarest
-        # term's rows or the traces left in the window.
-        rare_term = _rarest_term(reader, request, criteria, left_count)
         if rare_term is not None:
             if rare_term[0] * _TERM_ROW_COST < left_count:
                 return found + self._find_from(reader, *_split(criteria, rare_term[1]), left, limit)
@@ -1024,9 +1033,10 @@ def _is_rare_name(reader: Reader, request: QueryRequest) -> bool:
     return bool(count < _RARE_NAME_SPANS)
 
 
-#: Traces of a window counted at most, when choosing where a term search starts: past this,
-#: the window is large whichever way it is read.
-_WINDOW_COUNT_CAP = 200_000
+#: Rows counted at most, first and in all, when choosing where a term search goes on: past
+#: the last, the window and the term are large whichever way they are read.
+_FIRST_COUNT_CAP = 1024
+_WINDOW_COUNT_CAP = 262_144
 #: A term with fewer rows than this (of any time and service) is searched from its rows before
 #: any probe. Counting them costs about 8 SQLite VM steps a row, a probe finding 20 matches of a
 #: common term some 15,000: counting up to the probe's 2,000 traces doubled the cost of a
