@@ -9,6 +9,7 @@ import dataclasses
 import json
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -358,15 +359,18 @@ def test_every_search_reads_through_an_index(
 
 
 def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A counter of the hundreds of SQLite VM steps the store's readers make from now on."""
+    """A counter of the hundreds of SQLite VM steps the store's readers make from now on, for
+    this thread (the store's background thread reads the links of new traces meanwhile)."""
     steps = [0]
     connect_reader = SqliteSpanStore._connect_reader
+    caller = threading.get_ident()
 
     def counted(store: SqliteSpanStore) -> sqlite3.Connection:
         db = connect_reader(store)
 
         def step() -> int:
-            steps[0] += 1
+            if threading.get_ident() == caller:
+                steps[0] += 1
             return 0
 
         db.set_progress_handler(step, 100)

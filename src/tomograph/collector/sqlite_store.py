@@ -695,7 +695,7 @@ class SqliteSpanStore:
         reader: Reader,
         request: QueryRequest,
         window: list[int],
-        criteria: list[tuple[str, str, list[Any]]],
+        criteria: list[_Criterion],
     ) -> list[str]:
         """The third plan, for a service and span name with few spans: the traces of those
         spans (read from spans_by_name), each checked against the other criteria."""
@@ -705,8 +705,8 @@ class SqliteSpanStore:
     def _find_from(
         self,
         reader: Reader,
-        driver: tuple[str, str, list[Any]],
-        others: list[tuple[str, str, list[Any]]],
+        driver: _Criterion,
+        others: list[_Criterion],
         window: list[int],
         limit: int,
     ) -> list[str]:
@@ -1033,6 +1033,10 @@ def _is_rare_name(reader: Reader, request: QueryRequest) -> bool:
     return bool(count < _RARE_NAME_SPANS)
 
 
+#: A search criterion: (table, SQL condition, bound values).
+_Criterion = tuple[str, str, list[Any]]
+
+
 #: Rows counted at most, first and in all, when choosing where a term search goes on: past
 #: the last, the window and the term are large whichever way they are read.
 _FIRST_COUNT_CAP = 1024
@@ -1089,15 +1093,11 @@ def _term_condition(key: str, value: str) -> tuple[str, list[Any]]:
     return "x.term = ?", [key]
 
 
-#: A search criterion: (table, SQL condition, bound values).
-_Criterion = tuple[str, str, list[Any]]
-
-
-def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
+def _criteria(request: QueryRequest) -> list[_Criterion]:
     """Each search criterion as (table, SQL condition, bound values), scoped to the service."""
     service = request.service_name
     scope, scope_values = ("s.service = ?", [service]) if service is not None else ("1", [])
-    criteria: list[tuple[str, str, list[Any]]] = []
+    criteria: list[_Criterion] = []
     if request.span_name is not None:
         criteria.append(("spans", f"{scope} AND s.name = ?", [*scope_values, request.span_name]))
     if request.remote_service_name is not None:
