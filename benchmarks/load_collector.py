@@ -14,7 +14,9 @@ measures, over HTTP:
    due on a fixed schedule and go out over ``--ingest-connections`` keep-alive connections
    whether or not earlier answers came back; the rate acknowledged, batches sent late, the
    server's CPU use and the WAL's size are printed with each table;
-3. with ``--mixed SECONDS``: the older stress run, ``--queries`` threads looping over searches,
+3. with ``--cpu-alone ROUNDS``, first: each query's CPU time and SQLite VM steps, alone, in
+   process on the store (load-independent enough to compare code: the VM steps exactly);
+4. with ``--mixed SECONDS``: the older stress run, ``--queries`` threads looping over searches,
    ``/dependencies`` and traceMany while ``--ingest`` clients post as fast as they can, RSS,
    open files, WAL size, and how long the server takes to stop on SIGTERM under that load.
 
@@ -40,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from bench_collector import cpu_seconds, json_body, synthetic_trace
 
@@ -48,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.servers import BackgroundProcess, free_port, wait_for_port  # noqa: E402
 
+from tomograph.collector.params import parse_query_request  # noqa: E402
 from tomograph.collector.sqlite_store import SqliteSpanStore  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -286,6 +290,10 @@ def query_kinds(trace_ids: list[str]) -> dict[str, Callable[[random.Random, int]
         )(rng, n),
         "search tag error, hour": search(HOUR_MS, "&annotationQuery=error"),
         "search tag http.method=PUT, day": search(DAY_MS, "&annotationQuery=http.method%3DPUT"),
+        # looking for one request: a tag that (here) no span has
+        "search tag request.id, day": lambda rng, n: search(
+            DAY_MS, f"&annotationQuery=request.id%3D{rng.getrandbits(64):016x}"
+        )(rng, n),
         "search minDuration 150ms, day": search(DAY_MS, "&minDuration=150000"),
         "search no service, hour": lambda rng, n: (
             f"/api/v2/traces?endTs={time.time_ns() // 1_000_000}&lookback={HOUR_MS}&limit=20"
@@ -516,6 +524,75 @@ def print_summary(phases: list[Phase], spans: int) -> None:
     print("**all queries** | " + " | ".join(f"{millis(v, 50)} / {millis(v, 99)}" for v in every))
 
 
+def call_store(store: SqliteSpanStore, path: str) -> object:
+    """What the collector does for GET ``path`` (one of :func:`query_kinds`), on ``store``."""
+    parts = urlsplit(path)
+    params = dict(parse_qsl(parts.query))
+    route = parts.path
+    if route == "/api/v2/traces":
+        request = parse_query_request(params, HOUR_MS)
+        return store.get_traces_json(store.find_trace_ids(request))
+    if route.startswith("/api/v2/trace/"):
+        return store.get_trace_json(route.rsplit("/", 1)[1])
+    if route == "/api/v2/dependencies":
+        return store.dependencies(int(params["endTs"]), int(params["lookback"]))
+    if route == "/api/v2/tomograph/operations":
+        return store.operations(
+            params["serviceName"], int(params["endTs"]), int(params["lookback"])
+        )
+    if route == "/api/v2/services":
+        return store.service_names()
+    if route == "/api/v2/spans":
+        return store.span_names(params["serviceName"])
+    if route == "/api/v2/remoteServices":
+        return store.remote_service_names(params["serviceName"])
+    raise ValueError(f"no store call for {path}")
+
+
+class CountedSteps(SqliteSpanStore):
+    """The store, counting the SQLite VM steps of its readers (in thousands): the SQL work of
+    a query, whatever else the machine runs."""
+
+    steps = 0
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        db = super()._connect_reader()
+
+        def step() -> int:
+            CountedSteps.steps += 1
+            return 0
+
+        db.set_progress_handler(step, 1000)
+        return db
+
+
+def cpu_alone(db: Path, trace_ids: list[str], rounds: int) -> None:
+    """Per query: the CPU time of its thread and its SQLite VM steps, one query at a time in
+    this process, straight on the store (no HTTP, no ingest)."""
+    store = CountedSteps(db, max_age=None, max_bytes=None)
+    kinds = query_kinds(trace_ids)
+    rng = random.Random(11)
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    steps: dict[str, list[int]] = {kind: [] for kind in kinds}
+    try:
+        for round_no in range(rounds):
+            for kind, path in kinds.items():
+                CountedSteps.steps = 0
+                started = time.thread_time()
+                call_store(store, path(rng, round_no))
+                cpu[kind].append(time.thread_time() - started)
+                steps[kind].append(CountedSteps.steps)
+    finally:
+        store.close()
+    print(f"\n## CPU per query alone ({rounds} rounds; load average {load_average()})\n")
+    print("query | CPU ms median | max | SQLite VM steps (thousands) median | max\n-|-|-|-|-")
+    for kind in kinds:
+        print(
+            f"{kind} | {millis(cpu[kind], 50)} | {millis(cpu[kind], 100)}"
+            f" | {statistics.median(steps[kind]):,.0f} | {max(steps[kind]):,}"
+        )
+
+
 def latency_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Namespace) -> None:
     """Phases 1 and 2 of the module's description."""
     port = free_port()
@@ -546,7 +623,7 @@ def latency_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Na
 
 
 def mixed_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Namespace) -> None:
-    """Phase 3 of the module's description."""
+    """Phase 4 of the module's description."""
     port = free_port()
     argv = [sys.executable, "-m", "tomograph", "serve", "--port", str(port)]
     argv += ["--db", str(db), "--keep-forever"]
@@ -658,6 +735,13 @@ def main() -> None:
     parser.add_argument(
         "--ingest-connections", type=int, default=4, help="connections of the paced ingest"
     )
+    parser.add_argument(
+        "--cpu-alone",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="first measure each query's CPU and SQLite VM steps alone, in process",
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
@@ -672,6 +756,8 @@ def main() -> None:
             if args.seeded:
                 shutil.copy(db, args.seeded)
         trace_ids = seed_ids(db)
+        if args.cpu_alone:
+            cpu_alone(db, trace_ids, args.cpu_alone)
         latency_run(db, workdir, trace_ids, args)
         if args.mixed:
             mixed_run(db, workdir, trace_ids, args)

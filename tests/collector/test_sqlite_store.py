@@ -9,10 +9,13 @@ import dataclasses
 import json
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.support.collector import decoded, make_span, now_us
 
 from tomograph.collector import sqlite_store
@@ -110,6 +113,90 @@ def test_search_finds_the_newest_matches_whatever_the_probe_reaches(
     assert store.find_trace_ids(window(service_name="nobody", limit=3)) == []
 
 
+#: (first probe, cost of a term row, rare name) forcing each path of a search.
+SEARCH_PLANS = [(2000, 1.0, 5000), (3, 1.0, 0), (0, 0.0, 0), (0, 1e18, 0), (3, 0.0, 0)]
+_spans = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),  # service
+        st.dictionaries(st.sampled_from(["k", "e"]), st.sampled_from(["1", "2"]), max_size=2),
+        st.booleans(),  # annotated "w"
+    ),
+    min_size=1,
+    max_size=3,
+)
+_traces = st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 7200]), _spans), max_size=14)
+_terms = st.dictionaries(st.sampled_from(["k", "e", "w"]), st.sampled_from(["", "1", "2"]))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    traces=_traces,
+    terms=_terms.filter(bool),
+    service=st.sampled_from([None, "a", "b"]),
+    limit=st.integers(1, 5),
+)
+def test_every_search_plan_answers_what_the_spans_say(
+    tmp_path_factory: pytest.TempPathFactory,
+    traces: list[tuple[int, list[tuple[str, dict[str, str], bool]]]],
+    terms: dict[str, str],
+    service: str | None,
+    limit: int,
+) -> None:
+    """Terms, services, times with ties and old matches, limits: each plan finds the newest
+    matching traces a brute-force reading of the stored spans finds, in the same order."""
+    now = now_us()
+    spans = []
+    expected = []
+    for n, (seconds_ago, members) in enumerate(traces):
+        trace_id = f"{'a' * 16}{n + 1:016x}"
+        timestamp = now - seconds_ago * 1_000_000
+        for m, (span_service, tags, annotated) in enumerate(members):
+            spans.append(
+                make_span(
+                    trace_id,
+                    f"{m + 1:016x}",
+                    parent_id=None if m == 0 else f"{1:016x}",
+                    service=span_service,
+                    timestamp=timestamp + m,
+                    tags=tags,
+                    annotations=[(timestamp, "w")] if annotated else None,
+                )
+            )
+
+        def has(key: str, value: str, members: list[tuple[str, dict[str, str], bool]]) -> bool:
+            """Whether a span of the service has the term (a tag, or the annotation "w")."""
+            return any(
+                (service is None or span_service == service)
+                and (
+                    tags.get(key) == value
+                    if value
+                    else key in tags or (key, annotated) == ("w", True)
+                )
+                for span_service, tags, annotated in members
+            )
+
+        in_window = seconds_ago < 3600
+        if in_window and all(has(key, value, members) for key, value in terms.items()):
+            expected.append((timestamp, n + 1, trace_id))
+    answer = [trace_id for _, _, trace_id in sorted(expected, reverse=True)[:limit]]
+    store = SqliteSpanStore(tmp_path_factory.mktemp("plans") / "t.db", max_age=None)
+    try:
+        if spans:
+            store.accept(decoded(spans))
+        query = window(annotation_query=terms, service_name=service, limit=limit)
+        for probe, term_row_cost, rare_name in SEARCH_PLANS:
+            sqlite_store._PROBE_TRACES = probe
+            sqlite_store._TERM_ROW_COST = term_row_cost
+            sqlite_store._RARE_NAME_SPANS = rare_name
+            assert store.find_trace_ids(query) == answer, (probe, term_row_cost)
+    finally:
+        store.close()
+        sqlite_store._PROBE_TRACES, sqlite_store._TERM_ROW_COST = SEARCH_PLANS[0][:2]
+        sqlite_store._RARE_NAME_SPANS = SEARCH_PLANS[0][2]
+
+
 def test_the_index_of_names_of_an_earlier_file_is_rebuilt_with_the_kind(
     tmp_path: Path,
 ) -> None:
@@ -201,14 +288,16 @@ TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names", "trace_l
 TABLES |= {"link_hours", "link_minutes"}
 
 
-@pytest.mark.parametrize("plan", ["probe", "intersect", "rare name"])
+@pytest.mark.parametrize("plan", ["probe", "intersect", "rare name", "rarest term"])
 def test_every_search_reads_through_an_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: str
 ) -> None:
     if plan != "rare name":
         monkeypatch.setattr(sqlite_store, "_RARE_NAME_SPANS", 0)
-    if plan == "intersect":
+    if plan in ("intersect", "rarest term"):
         monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 0)
+    # terms go on from their rows (free) or by probing the rest of the window (dear)
+    monkeypatch.setattr(sqlite_store, "_TERM_ROW_COST", 0.0 if plan == "rarest term" else 1e18)
     statements: list[str] = []
     connect_reader = SqliteSpanStore._connect_reader
 
@@ -255,8 +344,9 @@ def test_every_search_reads_through_an_index(
     finally:
         store.close()
     assert any("FROM trace_links WHERE trace_low IN" in sql for sql in statements)
-    # the plan of a rare name walks the spans of the name, then their traces
-    assert any("CROSS JOIN traces" in sql for sql in statements) == (plan == "rare name")
+    # the plans of a rare name and of a rare term walk its rows, then their traces
+    crossed = any("CROSS JOIN traces" in sql for sql in statements)
+    assert crossed == (plan in ("rare name", "rarest term"))
     with sqlite3.connect(tmp_path / "t.db") as db:
         for statement in statements:
             if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
@@ -266,3 +356,104 @@ def test_every_search_reads_through_an_index(
                 if words[0] == "SCAN" and words[1] in TABLES:
                     assert "USING" in words, f"{row[3]} in {statement}"
     db.close()
+
+
+def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the hundreds of SQLite VM steps the store's readers make from now on, for
+    this thread (the store's background thread reads the links of new traces meanwhile)."""
+    steps = [0]
+    connect_reader = SqliteSpanStore._connect_reader
+    caller = threading.get_ident()
+
+    def counted(store: SqliteSpanStore) -> sqlite3.Connection:
+        db = connect_reader(store)
+
+        def step() -> int:
+            if threading.get_ident() == caller:
+                steps[0] += 1
+            return 0
+
+        db.set_progress_handler(step, 100)
+        return db
+
+    monkeypatch.setattr(SqliteSpanStore, "_connect_reader", counted)
+    return steps
+
+
+def test_a_search_for_a_rare_tag_reads_its_rows_not_the_newest_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = count_steps(monkeypatch)
+    store = SqliteSpanStore(tmp_path / "t.db", max_age=None)
+    try:
+        now = now_us()
+        store.accept(
+            decoded(
+                [
+                    make_span(
+                        f"{n + 1:016x}" * 2,
+                        "1" * 16,
+                        service="web",
+                        timestamp=now - n * 1000,
+                        tags={"request.id": "r-7"} if n == 2500 else {"k": "v"},
+                    )
+                    for n in range(3000)
+                ]
+            )
+        )
+        query = window(annotation_query={"request.id": "r-7"})
+        steps[0] = 0
+        assert store.find_trace_ids(query) == [f"{2501:016x}" * 2]
+        from_rows = steps[0]
+        monkeypatch.setattr(sqlite_store, "_TERM_ROW_COST", 1e18)  # never from the term's rows
+        steps[0] = 0
+        assert store.find_trace_ids(query) == [f"{2501:016x}" * 2]
+        probing = steps[0]
+    finally:
+        store.close()
+    assert from_rows * 20 < probing, (from_rows, probing)
+
+
+def test_a_tag_search_reads_no_more_for_matches_outside_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag common long ago but rare in the window costs what the window costs, not what the
+    tag's rows of all time cost (SQLite's VM steps, counted: independent of the machine)."""
+    monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 10)  # the window is larger than a probe
+    steps = count_steps(monkeypatch)
+
+    def search_steps(old_matches: int) -> tuple[list[str], int]:
+        now = now_us()
+        store = SqliteSpanStore(tmp_path / f"{old_matches}.db", max_age=None)
+        try:
+            spans = [
+                make_span(
+                    f"{n + 1:016x}" * 2,
+                    "1" * 16,
+                    service="web",
+                    timestamp=now - n * 1000,
+                    tags={"error": "boom"} if n in (5, 40) else {"k": "v"},
+                )
+                for n in range(60)
+            ] + [
+                make_span(
+                    "e" * 16 + f"{n + 1000:016x}",
+                    "1" * 16,
+                    service="web",
+                    timestamp=now - 7_200_000_000 - n,
+                    tags={"error": "boom"},
+                )
+                for n in range(old_matches)
+            ]
+            for start in range(0, len(spans), 1000):
+                store.accept(decoded(spans[start : start + 1000]))
+            steps[0] = 0
+            found = store.find_trace_ids(window(annotation_query={"error": ""}, limit=20))
+            return found, steps[0]
+        finally:
+            store.close()
+
+    few, few_steps = search_steps(100)
+    many, many_steps = search_steps(20_000)
+    assert few == many == [f"{6:016x}" * 2, f"{41:016x}" * 2]
+    assert many_steps < few_steps * 2, (few_steps, many_steps)

@@ -33,6 +33,8 @@ T2 = "b" * 16 + "0000000000000002"
         "sqlite, probe newest traces",
         "sqlite, intersect indexes",
         "sqlite, spans of a rare name",
+        "sqlite, rows of the rarest term",
+        "sqlite, probe the whole window",
         "postgresql",
     ]
 )
@@ -45,8 +47,14 @@ def open_store(
         # in these tests, unless that is zero
         if not request.param.endswith("rare name"):
             monkeypatch.setattr(sqlite_store, "_RARE_NAME_SPANS", 0)
-        if request.param.endswith("intersect indexes"):  # forced by a probe of zero
+        if not request.param.endswith(("newest traces", "rare name")):  # no first probe
             monkeypatch.setattr(sqlite_store, "_PROBE_TRACES", 0)
+        # a term search goes on from the rarest term's rows when they cost less than probing
+        # the traces left in the window: free, or dearer than any window
+        if request.param.endswith("rarest term"):
+            monkeypatch.setattr(sqlite_store, "_TERM_ROW_COST", 0.0)
+        if request.param.endswith("whole window"):
+            monkeypatch.setattr(sqlite_store, "_TERM_ROW_COST", 1e18)
         factory = StoreFactory("sqlite", str(tmp_path / "traces.db"))
     else:
         factory = StoreFactory("postgresql", request.getfixturevalue("postgres_url"))
@@ -177,6 +185,75 @@ def test_annotation_query_matches_tag_keys_values_and_annotations(store: SpanSto
     found = store.find_trace_ids(window(annotation_query={"retry": "", "http.method": "GET"}))
     assert sorted(found) == sorted([T1, T2])
     assert store.find_trace_ids(window(annotation_query={"http.method": "POST"})) == []
+
+
+def trace_id_of(trace_no: int) -> str:
+    return f"{trace_no + 1:016x}" * 2
+
+
+def tagged_trace(trace_no: int, timestamp: int, tags: dict[str, str]) -> list[dict[str, object]]:
+    """A trace of two web spans, the second tagged."""
+    trace_id = trace_id_of(trace_no)
+    return [
+        make_span(trace_id, "1" * 16, service="web", timestamp=timestamp),
+        make_span(trace_id, "2" * 16, parent_id="1" * 16, service="web", tags=tags),
+    ]
+
+
+def test_a_rare_tag_finds_only_its_matches_in_the_window(store: SpanStore) -> None:
+    now = now_us()
+    # many old matches, two hours and more ago, and two in the last hour among untagged traces
+    old = [tagged_trace(n, now - 7_200_000_000 - n, {"error": "boom"}) for n in range(30)]
+    recent = [tagged_trace(100 + n, now - 1_000_000 * (n + 1), {}) for n in range(20)]
+    recent[3] = tagged_trace(103, now - 4_000_000, {"error": "boom"})
+    recent[17] = tagged_trace(117, now - 18_000_000, {"error": "boom"})
+    store.accept(decoded([span for trace in old + recent for span in trace]))
+    expected = [trace_id_of(103), trace_id_of(117)]
+    assert store.find_trace_ids(window(annotation_query={"error": ""})) == expected
+    assert store.find_trace_ids(window(annotation_query={"error": "boom"}, limit=1)) == [
+        expected[0]
+    ]
+    scoped = window(service_name="web", annotation_query={"error": ""})
+    assert store.find_trace_ids(scoped) == expected
+    everything = window(lookback=4 * 3_600_000, annotation_query={"error": ""}, limit=100)
+    assert len(store.find_trace_ids(everything)) == 32
+
+
+def test_a_common_tag_answers_the_newest_traces_up_to_the_limit(store: SpanStore) -> None:
+    now = now_us()
+    traces = [tagged_trace(n, now - 1_000_000 * (n + 1), {"http.method": "GET"}) for n in range(25)]
+    store.accept(decoded([span for trace in traces for span in trace]))
+    newest = [trace_id_of(n) for n in range(25)]
+    for limit in (1, 7, 25, 100):
+        query = window(annotation_query={"http.method": "GET"}, limit=limit)
+        assert store.find_trace_ids(query) == newest[:limit]
+        assert (
+            store.find_trace_ids(dataclasses.replace(query, service_name="web")) == (newest[:limit])
+        )
+
+
+def test_several_terms_must_all_match_in_one_trace(store: SpanStore) -> None:
+    now = now_us()
+    both = {"http.method": "PUT", "error": "boom"}
+    traces = [
+        tagged_trace(0, now - 1_000_000, both),
+        tagged_trace(1, now - 2_000_000, {"http.method": "PUT"}),
+        tagged_trace(2, now - 3_000_000, {"error": "boom"}),
+        tagged_trace(3, now - 4_000_000, both),
+        tagged_trace(4, now - 7_200_000_000, both),  # outside the window
+    ]
+    # the terms may sit on different spans of the trace
+    split = tagged_trace(5, now - 5_000_000, {"http.method": "PUT"})
+    split[0]["tags"] = {"error": "boom"}
+    store.accept(decoded([span for trace in [*traces, split] for span in trace]))
+    query = window(annotation_query={"http.method": "PUT", "error": ""})
+    assert store.find_trace_ids(query) == [trace_id_of(0), trace_id_of(3), trace_id_of(5)]
+    assert store.find_trace_ids(dataclasses.replace(query, limit=2)) == [
+        trace_id_of(0),
+        trace_id_of(3),
+    ]
+    query = window(annotation_query={"http.method": "PUT", "error": "boom", "nowhere": ""})
+    assert store.find_trace_ids(query) == []
 
 
 def test_duration_criteria_are_inclusive(store: SpanStore) -> None:

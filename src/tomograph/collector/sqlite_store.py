@@ -608,10 +608,14 @@ class SqliteSpanStore:
     def find_trace_ids(self, reader: Reader, request: QueryRequest) -> list[str]:
         """Ids of the traces matching ``request`` (Zipkin semantics), newest first.
 
-        Two plans, because criteria differ wildly in how many spans they match. First the newest
-        traces of the window are probed one by one (cheap when matches are common); if that
-        does not fill ``limit``, each criterion's matching traces are collected through its
-        index and intersected (cheap when matches are rare).
+        Several plans, because criteria differ wildly in how many spans they match. First the
+        newest traces of the window are probed one by one (cheap when matches are common),
+        unless a term of ``annotation_query`` has few rows (see _RARE_TERM_ROWS); if
+        that does not fill ``limit``, the rest of the window is searched from whichever is
+        smaller: the rows of the rarest term of ``annotation_query`` (each trace checked against
+        the other criteria), or the window's traces (probed on). Without a term, each
+        criterion's matching traces are collected through its index and intersected. A service
+        and span name with few spans is searched from those spans.
         """
         window = [(request.end_ts - request.lookback) * 1000, request.end_ts * 1000]
         criteria = _criteria(request)
@@ -620,6 +624,12 @@ class SqliteSpanStore:
             return [row[0] for row in reader.execute(sql, [*window, request.limit])]
         if _is_rare_name(reader, request):
             return self._find_by_rare_name(reader, request, window, criteria)
+        # a term with few rows (a request id, a user): reading them all costs less than the
+        # probe, which would mostly look for the term in vain
+        rare = min(_RARE_TERM_ROWS, _PROBE_TRACES)
+        rare_term = _rarest_term(reader, request, criteria, rare)
+        if rare_term is not None and rare_term[0] * _TERM_ROW_COST < rare:
+            return self._find_from(reader, *_split(criteria, rare_term[1]), window, request.limit)
         # The probe walks traces_by_ts newest first and stops at ``limit`` matches. Its reach
         # is the time of the _PROBE_TRACES-th newest trace: as a subquery with LIMIT, SQLite
         # checked every one of those traces before sorting (200 ms instead of 0.2).
@@ -643,46 +653,81 @@ class SqliteSpanStore:
         )
         if len(found) >= request.limit:
             return found
-        in_window = reader.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM traces WHERE ts BETWEEN ? AND ? LIMIT ?)",
-            [*window, _PROBE_TRACES + 1],
-        ).fetchone()[0]
-        if in_window <= _PROBE_TRACES:
-            return found  # the probe saw every trace of the window
+        # the probe checked every trace from ``reach`` on: what is left is older
+        probed_from = reach if _PROBE_TRACES > 0 else window[1] + 1
+        left = [window[0], probed_from - 1]
+        # A term's rows are not ordered by time: reading them all costs as many rows as the term
+        # ever had, however narrow the window. Start from whichever is smaller: the rarest
+        # term's rows or the traces left in the window, both counted up to a cap growing
+        # until one is below it (so counting costs about what the smaller costs to read).
+        cap = _FIRST_COUNT_CAP
+        while True:
+            left_count = _count(reader, "traces WHERE ts BETWEEN ? AND ?", left, cap)
+            # a term with as many rows as the window has traces is not where to start
+            rare_term = _rarest_term(reader, request, criteria, left_count) if left_count else None
+            if rare_term is None or min(left_count, rare_term[0]) < cap:
+                break
+            if cap >= _WINDOW_COUNT_CAP:
+                break
+            cap *= 4
+        if not left_count:
+            return found
+        limit = request.limit - len(found)
+        if rare_term is not None:
+            if rare_term[0] * _TERM_ROW_COST < left_count:
+                return found + self._find_from(reader, *_split(criteria, rare_term[1]), left, limit)
+            params = list(left)
+            for _, _, values in criteria:
+                params.extend(values)
+            return found + [row[0] for row in reader.execute(probe_sql, [*params, limit])]
         intersect_sql = (
             "SELECT t.trace_id FROM traces t WHERE t.ts BETWEEN ? AND ? AND "
             + " AND ".join(_in(table, where) for table, where, _ in criteria)
-            + " ORDER BY t.ts DESC LIMIT ?"
+            + " ORDER BY t.ts DESC, t.trace_low DESC LIMIT ?"
         )
-        params = list(window)
+        params = list(left)
         for _, _, values in criteria:
             params.extend(values)
-        return [row[0] for row in reader.execute(intersect_sql, [*params, request.limit])]
+        return found + [row[0] for row in reader.execute(intersect_sql, [*params, limit])]
 
     def _find_by_rare_name(
         self,
         reader: Reader,
         request: QueryRequest,
         window: list[int],
-        criteria: list[tuple[str, str, list[Any]]],
+        criteria: list[_Criterion],
     ) -> list[str]:
         """The third plan, for a service and span name with few spans: the traces of those
         spans (read from spans_by_name), each checked against the other criteria."""
         name_criterion, *others = criteria  # _criteria puts the span name first
-        # CROSS JOIN keeps the spans of the name as the outer loop: left to itself, SQLite walks
+        return self._find_from(reader, name_criterion, others, window, request.limit)
+
+    def _find_from(
+        self,
+        reader: Reader,
+        driver: _Criterion,
+        others: list[_Criterion],
+        window: list[int],
+        limit: int,
+    ) -> list[str]:
+        """The newest ``limit`` traces of the window among those of the ``driver`` criterion's
+        rows (read through its index), each checked against the ``others``."""
+        table, where, values = driver
+        source = "spans s" if table == "spans" else "span_terms x"
+        # CROSS JOIN keeps the driver's rows as the outer loop: left to itself, SQLite walks
         # the window's traces by time and probes each (the plan this one exists to avoid)
         sql = (
-            "SELECT t.trace_id FROM (SELECT DISTINCT s.trace_low FROM spans s"
-            " WHERE s.service = ? AND s.name = ?) m CROSS JOIN traces t"
+            f"SELECT t.trace_id FROM (SELECT DISTINCT {_ALIAS[table]}.trace_low FROM {source}"
+            f" WHERE {where}) m CROSS JOIN traces t"
             " ON t.trace_low = m.trace_low WHERE t.ts BETWEEN ? AND ?"
             + "".join(" AND " + _exists(table, where) for table, where, _ in others)
             # the order the probe walks traces_by_ts in, ties included
             + " ORDER BY t.ts DESC, t.trace_low DESC LIMIT ?"
         )
-        params: list[Any] = [*name_criterion[2], *window]
-        for _, _, values in others:
-            params.extend(values)
-        return [row[0] for row in reader.execute(sql, [*params, request.limit])]
+        params: list[Any] = [*values, *window]
+        for _, _, other_values in others:
+            params.extend(other_values)
+        return [row[0] for row in reader.execute(sql, [*params, limit])]
 
     @_reading
     def _names(self, reader: Reader, kind: str, service: str | None) -> list[str]:
@@ -988,6 +1033,52 @@ def _is_rare_name(reader: Reader, request: QueryRequest) -> bool:
     return bool(count < _RARE_NAME_SPANS)
 
 
+#: A search criterion: (table, SQL condition, bound values).
+_Criterion = tuple[str, str, list[Any]]
+
+
+#: Rows counted at most, first and in all, when choosing where a term search goes on: past
+#: the last, the window and the term are large whichever way they are read.
+_FIRST_COUNT_CAP = 1024
+_WINDOW_COUNT_CAP = 262_144
+#: A term with fewer rows than this (of any time and service) is searched from its rows before
+#: any probe. Counting them costs about 8 SQLite VM steps a row, a probe finding 20 matches of a
+#: common term some 15,000: counting up to the probe's 2,000 traces doubled the cost of a
+#: search by a common tag.
+_RARE_TERM_ROWS = 256
+#: What reading one of a term's rows costs, in probes of a trace of the window (each a seek per
+#: criterion): a term search starts from the term's rows when they cost less than the probes.
+_TERM_ROW_COST = 1.0
+
+
+def _count(reader: Reader, rows: str, values: Sequence[Any], cap: int) -> int:
+    """How many rows ``rows`` (a FROM clause with its WHERE) selects, counted up to ``cap``."""
+    [(count,)] = reader.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {rows} LIMIT ?)", [*values, cap]
+    ).fetchall()
+    return int(count)
+
+
+def _rarest_term(
+    reader: Reader, request: QueryRequest, criteria: list[_Criterion], cap: int
+) -> tuple[int, int] | None:
+    """(rows up to ``cap``, index in ``criteria``) of the term of ``annotationQuery`` with the
+    fewest rows; None without a term. The rows of every service count: the service is not in
+    the term index, so starting from the term reads them all."""
+    terms = [index for index, criterion in enumerate(criteria) if criterion[0] == "terms"]
+    counted = []
+    # _criteria lists the terms last, in the order of the query
+    for index, (key, value) in zip(terms, request.annotation_query.items(), strict=True):
+        where, values = _term_condition(key, value)
+        counted.append((_count(reader, f"span_terms x WHERE {where}", values, cap), index))
+    return min(counted, default=None)
+
+
+def _split(criteria: list[_Criterion], index: int) -> tuple[_Criterion, list[_Criterion]]:
+    """The criterion at ``index``, and the others."""
+    return criteria[index], criteria[:index] + criteria[index + 1 :]
+
+
 _TABLES = {
     "spans": "spans s INDEXED BY spans_by_trace",
     "terms": "span_terms x",
@@ -995,11 +1086,18 @@ _TABLES = {
 _ALIAS = {"spans": "s", "terms": "x"}
 
 
-def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
+def _term_condition(key: str, value: str) -> tuple[str, list[Any]]:
+    """The condition on terms_by_value's columns matching one entry of ``annotationQuery``."""
+    if value:
+        return "x.term = ? AND x.value = ?", [key, value]
+    return "x.term = ?", [key]
+
+
+def _criteria(request: QueryRequest) -> list[_Criterion]:
     """Each search criterion as (table, SQL condition, bound values), scoped to the service."""
     service = request.service_name
     scope, scope_values = ("s.service = ?", [service]) if service is not None else ("1", [])
-    criteria: list[tuple[str, str, list[Any]]] = []
+    criteria: list[_Criterion] = []
     if request.span_name is not None:
         criteria.append(("spans", f"{scope} AND s.name = ?", [*scope_values, request.span_name]))
     if request.remote_service_name is not None:
@@ -1016,8 +1114,7 @@ def _criteria(request: QueryRequest) -> list[tuple[str, str, list[Any]]]:
             )
         criteria.append(("spans", condition, values))
     for key, value in request.annotation_query.items():
-        condition = "x.term = ?" + (" AND x.value = ?" if value else "")
-        values = [key, value] if value else [key]
+        condition, values = _term_condition(key, value)
         if service is not None:
             condition += " AND x.service = ?"
             values.append(service)
