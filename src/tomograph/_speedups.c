@@ -1017,6 +1017,9 @@ _Static_assert(CONTEXT_FIELDS <= MAX_FIELDS, "Layout too small");
 /* "Not mine: the Python function decides": returned by the fast paths instead of a result. */
 static PyObject not_handled_object;
 #define NOT_HANDLED (&not_handled_object)
+/* "The lookup raised": the exception is left set, for the caller to pass on. */
+static PyObject raised_object;
+#define RAISED (&raised_object)
 
 static PyObject *py_new_context, *py_w3c_inject, *py_w3c_extract, *py_w3c_extract_dict,
     *py_b3_inject, *py_b3_extract, *py_b3_extract_dict;
@@ -1213,10 +1216,19 @@ make_context(PyObject *trace_id, PyObject *span_id, PyObject *parent_id, PyObjec
     return context;
 }
 
-/* Forward a call, as it came, to the Python function. */
+/* Forward a call, as it came, to the Python function. An exception the compiled path met on
+ * the way (a context's property getter, a tracestate member's __hash__) is cleared if it is an
+ * Exception: the Python function runs that code again and decides, as it does alone, so such
+ * code may run twice. Anything else (KeyboardInterrupt, SystemExit) goes to the caller. */
 static inline PyObject *
 forward(PyObject *function, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (PyErr_Occurred() != NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
     return PyObject_Vectorcall(function, args, (size_t)nargs, kwnames);
 }
 
@@ -1243,15 +1255,16 @@ new_context_compiled(PyObject *module, PyObject *const *args, Py_ssize_t nargs, 
     return context;
 }
 
-/* ``carrier.get(key)`` of a dict: a borrowed reference, NULL if absent; NOT_HANDLED when the
- * lookup raised (a key whose __eq__ fails: the Python function raises it again). */
+/* ``carrier.get(key)`` of a dict: a borrowed reference, NULL if absent; RAISED, with the
+ * exception set, when the lookup raised (a key whose __eq__ fails). The readers pass that
+ * exception on: the Python functions make the same lookups in the same order first, so they
+ * would raise it at the same point, and a second run of that __eq__ could answer otherwise. */
 static inline PyObject *
 lookup(PyObject *carrier, PyObject *key)
 {
     PyObject *value = PyDict_GetItemWithError(carrier, key);
     if (value == NULL && PyErr_Occurred()) {
-        PyErr_Clear();
-        return NOT_HANDLED;
+        return RAISED;
     }
     return value;
 }
@@ -1289,16 +1302,13 @@ other_case(PyObject *carrier, const char *const *names, int count)
 }
 
 /* A dict carrier's kind, as extract() tells it: 1 for a WSGI environ, 0 for plain headers,
- * -1 when a lookup raised (the Python function raises it again). */
+ * -1 with the exception set when a lookup raised (as it does in the Python function). */
 static int
 environ_of(PyObject *carrier)
 {
     int found = PyDict_Contains(carrier, s_request_method);
     if (found == 0) {
         found = PyDict_Contains(carrier, s_wsgi_version);
-    }
-    if (found < 0) {
-        PyErr_Clear();
     }
     return found;
 }
@@ -1321,7 +1331,8 @@ dict_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *
     return 0;
 }
 
-/* A format's reader for the common cases of a dict carrier: its answer, or NOT_HANDLED. */
+/* A format's reader for the common cases of a dict carrier: its answer, or NOT_HANDLED; NULL
+ * with the exception set where a lookup raised. */
 typedef PyObject *(*FastRead)(PyObject *carrier, int environ, int exact);
 
 /* extract_dict(carrier, environ[, exact]) by fast where it answers, else by python. */
@@ -1347,11 +1358,12 @@ extract_by(FastRead fast, PyObject *python, PyObject *const *args, Py_ssize_t na
 {
     if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
         int environ = environ_of(args[0]);
-        if (environ >= 0) {
-            PyObject *answer = fast(args[0], environ, 0);
-            if (answer != NOT_HANDLED) {
-                return answer;
-            }
+        if (environ < 0) {
+            return NULL;
+        }
+        PyObject *answer = fast(args[0], environ, 0);
+        if (answer != NOT_HANDLED) {
+            return answer;
         }
     }
     return forward(python, args, nargs, kwnames);
@@ -1386,11 +1398,14 @@ static PyObject *
 w3c_fast(PyObject *carrier, int environ, int exact)
 {
     PyObject *value = lookup(carrier, environ ? s_http_traceparent : s_traceparent);
+    if (value == RAISED) {
+        return NULL;
+    }
     if (value == NULL) {
         return environ || exact ? Py_NewRef(Py_None) : NOT_HANDLED;
     }
     Py_ssize_t length;
-    const unsigned char *parent = value == NOT_HANDLED ? NULL : ascii_of(value, &length);
+    const unsigned char *parent = ascii_of(value, &length);
     uint64_t trace_high, trace_low, span_id;
     /* 00-{trace id}-{parent id}-{flags}: version 00 is exactly 55 characters. */
     if (parent == NULL || length != TRACEPARENT_00_LENGTH || parent[0] != '0' ||
@@ -1406,8 +1421,8 @@ w3c_fast(PyObject *carrier, int environ, int exact)
     unsigned char parent_span_hex[16];
     memcpy(parent_span_hex, parent + 36, 16);
     PyObject *state = lookup(carrier, environ ? s_http_tracestate : s_tracestate);
-    if (state == NOT_HANDLED) {
-        return NOT_HANDLED;
+    if (state == RAISED) {
+        return NULL;
     }
     if (state == NULL) {
         if (!(environ || exact) && other_case(carrier, tracestate_names, 1) != 0) {
@@ -1467,7 +1482,10 @@ w3c_with_state(PyObject *state, const unsigned char *parent_span_hex, uint64_t t
                     }
                     members = lookup(after_ours_cache, rest);
                     Py_DECREF(rest);
-                    if (members == NULL || members == NOT_HANDLED) {
+                    if (members == RAISED) {
+                        return NULL;
+                    }
+                    if (members == NULL) {
                         return NOT_HANDLED; /* not parsed yet: Python parses and caches it */
                     }
                 }
@@ -1479,7 +1497,10 @@ w3c_with_state(PyObject *state, const unsigned char *parent_span_hex, uint64_t t
                 return NOT_HANDLED;
             }
             members = lookup(parsed_cache, state);
-            if (members == NULL || members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
+            if (members == RAISED) {
+                return NULL;
+            }
+            if (members == NULL || !PyTuple_CheckExact(members)) {
                 return NOT_HANDLED;
             }
             for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members); i++) {
@@ -1530,7 +1551,7 @@ w3c_extract(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
 }
 
 /* The fields inject reads, as new references: at their offsets for a TraceContext, by
- * attribute for anything else. 0, or -1 (no exception) if one is missing. */
+ * attribute for anything else. 0, or -1 with the exception set if one is missing. */
 enum { R_TRACE_ID, R_SPAN_ID, R_PARENT_ID, R_SAMPLED, R_DEBUG, R_EXTRA, READ_FIELDS };
 static const int read_context_fields[READ_FIELDS] = {C_TRACE_ID, C_SPAN_ID, C_PARENT_ID,
                                                     C_SAMPLED,  C_DEBUG,   C_EXTRA};
@@ -1556,8 +1577,7 @@ read_fields(PyObject *context, PyObject **fields)
         fields[i] = value != NULL ? Py_NewRef(value)
                                   : PyObject_GetAttr(context, context_layout.name[field]);
         if (fields[i] == NULL) {
-            PyErr_Clear();
-            release_fields(fields);
+            release_fields(fields); /* the exception is left for forward() */
             return -1;
         }
     }
@@ -1617,8 +1637,8 @@ extra_text(PyObject *extra, PyObject *key, PyObject *cache, int ascii, int none_
     if (members == NULL || (none_is_empty && members == Py_None)) {
         return Py_NewRef(empty_text);
     }
-    if (members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
-        return NULL;
+    if (members == RAISED || !PyTuple_CheckExact(members)) {
+        return NULL; /* the exception, if one, is left for forward() */
     }
     if (PyTuple_GET_SIZE(members) == 0) {
         return Py_NewRef(empty_text);
@@ -1626,7 +1646,7 @@ extra_text(PyObject *extra, PyObject *key, PyObject *cache, int ascii, int none_
     Py_INCREF(members);
     PyObject *text = lookup(cache, members);
     Py_ssize_t length;
-    if (text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text) ||
+    if (text == RAISED || text == NULL || !PyUnicode_CheckExact(text) ||
         (ascii && ascii_of(text, &length) == NULL)) {
         text = NULL;
     }
@@ -1775,7 +1795,7 @@ b3_fast(PyObject *carrier, int environ, int exact)
     PyObject *values[B3_NAMES];
     PyObject *single = lookup(carrier, keys[B3_SINGLE]);
     if (single != NULL) {
-        return single == NOT_HANDLED ? NOT_HANDLED : b3_single(single);
+        return single == RAISED ? NULL : b3_single(single);
     }
     if (!(environ || exact) && other_case(carrier, b3_names, B3_NAMES) != 0) {
         return NOT_HANDLED;
@@ -1787,9 +1807,9 @@ b3_fast(PyObject *carrier, int environ, int exact)
     }
     for (int i = B3_TRACE_ID; i < B3_NAMES; i++) {
         PyObject *found = lookup(carrier, keys[i]);
-        if (found == NOT_HANDLED) {
+        if (found == RAISED) {
             release_values(values);
-            return NOT_HANDLED;
+            return NULL;
         }
         values[i] = Py_XNewRef(found);
     }
@@ -2132,8 +2152,8 @@ static PyObject *
 baggage_fast(PyObject *carrier, int environ, int exact)
 {
     PyObject *value = lookup(carrier, environ ? s_http_baggage : s_baggage);
-    if (value == NOT_HANDLED) {
-        return NOT_HANDLED;
+    if (value == RAISED) {
+        return NULL;
     }
     if (value == NULL || value == Py_None) {
         if (!(environ || exact) && other_case(carrier, baggage_names, 1) != 0) {
@@ -2148,7 +2168,7 @@ baggage_fast(PyObject *carrier, int environ, int exact)
         return PyTuple_New(0);
     }
     PyObject *entries = lookup(baggage_parsed_cache, value);
-    return entries == NULL || entries == NOT_HANDLED ? NOT_HANDLED : Py_NewRef(entries);
+    return entries == RAISED ? NULL : entries == NULL ? NOT_HANDLED : Py_NewRef(entries);
 }
 
 static PyObject *
@@ -2178,7 +2198,6 @@ baggage_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObje
     PyObject *text = extra == NULL ? NULL : baggage_text(extra);
     Py_XDECREF(extra);
     if (text == NULL) {
-        PyErr_Clear();
         return forward(py_baggage_inject, args, nargs, kwnames);
     }
     int failed = PyUnicode_GET_LENGTH(text) == 0 ? drop(args[1], s_baggage) < 0
