@@ -614,16 +614,24 @@ span_enter(PyObject *self, PyObject *unused)
     return Py_NewRef(self);
 }
 
+/* ``bool(span.<field i>)``: 1, 0, or -1 with the exception set. */
+static inline int
+span_truth(PyObject *span, int i)
+{
+    PyObject *value = get_field(span, &span_layout, i);
+    if (value == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
 /* finish() without a timestamp, once the span is known to be unfinished. */
 static int
 end_span(PyObject *self)
 {
-    PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
-    if (sampled == NULL) {
-        return -1;
-    }
-    int truth = PyObject_IsTrue(sampled);
-    Py_DECREF(sampled);
+    int truth = span_truth(self, F_SAMPLED);
     if (truth <= 0) {
         return truth < 0 ? -1 : set_field_ref(self, F_END_NS, int_untimed);
     }
@@ -632,9 +640,7 @@ end_span(PyObject *self)
         return -1;
     }
     set_field_ref(self, F_END_NS, end_ns);
-    PyObject *classic = get_field(self, &span_layout, F_CLASSIC);
-    truth = classic == NULL ? -1 : PyObject_IsTrue(classic);
-    Py_XDECREF(classic);
+    truth = span_truth(self, F_CLASSIC);
     if (truth > 0) {
         PyObject *notes = get_field(self, &span_layout, F_NOTES_RAW);
         PyObject *note = notes == NULL ? NULL : PyTuple_Pack(3, end_ns, str_stop, Py_None);
@@ -670,12 +676,7 @@ end_span(PyObject *self)
 static int
 end_unfinished(PyObject *self)
 {
-    PyObject *end_ns = get_field(self, &span_layout, F_END_NS);
-    if (end_ns == NULL) {
-        return -1;
-    }
-    int finished = PyObject_IsTrue(end_ns);
-    Py_DECREF(end_ns);
+    int finished = span_truth(self, F_END_NS);
     if (finished) {
         return finished < 0 ? -1 : 0;
     }
@@ -738,12 +739,7 @@ span_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs != 2) {
         return call_python(py_tag, self, args, nargs, kwnames);
     }
-    PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
-    if (sampled == NULL) {
-        return NULL;
-    }
-    int truth = PyObject_IsTrue(sampled);
-    Py_DECREF(sampled);
+    int truth = span_truth(self, F_SAMPLED);
     if (truth > 0) {
         PyObject *tags = get_field(self, &span_layout, F_TAGS);
         if (tags == NULL) {
@@ -765,12 +761,7 @@ span_annotate(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs < 1 || nargs > 2) {
         return call_python(py_annotate, self, args, nargs, kwnames);
     }
-    PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
-    if (sampled == NULL) {
-        return NULL;
-    }
-    int truth = PyObject_IsTrue(sampled);
-    Py_DECREF(sampled);
+    int truth = span_truth(self, F_SAMPLED);
     if (truth > 0) {
         PyObject *notes = get_field(self, &span_layout, F_NOTES_RAW);
         if (notes == NULL) {
