@@ -9,11 +9,8 @@ only as it would in Python, and never crash the process. Each case runs in a chi
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
+from tests.support.isolated import run_script as run
 
 # The tracestate members are hashed while being looked up in the formatted-text cache; hashing
 # drops the context's last reference to them and fills the freed memory.
@@ -121,18 +118,6 @@ W3C_HEADER_REMOVED_DURING_A_LATER_LOOKUP = """
     context = w3c.extract_dict(carrier, False, True)
     print(hex(context.trace_id), hex(context.parent_id), context.debug)
 """
-
-
-def run(script: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
 
 
 @pytest.mark.parametrize(("module", "key"), [("w3c", "tracestate"), ("baggage", "baggage")])

@@ -7,11 +7,9 @@ every distinct answer; in both builds there must be exactly one, the expected he
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from tests.support.isolated import run_script
 
 ROUND_TRIP = """
     import os
@@ -101,22 +99,10 @@ EXPECTED = repr(
 )
 
 
-def run(script: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.split("\n")[:-1]
-
-
 def test_32_threads_on_the_first_call_all_get_the_same_headers() -> None:
-    assert run(THREADS) == [EXPECTED]
+    assert run_script(THREADS).splitlines() == [EXPECTED]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_reads_and_writes_headers_as_its_parent() -> None:
-    assert run(FORK) == [EXPECTED]
+    assert run_script(FORK).splitlines() == [EXPECTED]
