@@ -153,6 +153,27 @@ def ingest(
     return spans / elapsed, cpu_per_span
 
 
+def bare_sqlite(path: Path) -> sqlite3.Connection:
+    """A new SQLite file with the store's schema and pragmas, and nothing of the store."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA cache_size = -32000")
+    db.executescript(sqlite_store._SCHEMA)
+    return db
+
+
+def insert_bare(db: sqlite3.Connection, rows: sqlite_store._Rows) -> None:
+    """One batch's prepared rows, inserted by plain executemany in one transaction: the floor
+    the store is measured against."""
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(sqlite_store._INSERT_SPAN, rows.spans)
+    db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
+    db.executemany(sqlite_store._UPSERT_TRACE, rows.traces)
+    db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
+    db.execute("COMMIT")
+
+
 def storage_against_floor(workdir: Path, batches: list[list[dict[str, Any]]]) -> None:
     """Case 1b: ``SqliteSpanStore.accept`` against plain executemany of the same rows."""
     # the store's own preparation makes the floor's rows: the very rows accept() writes
@@ -161,19 +182,10 @@ def storage_against_floor(workdir: Path, batches: list[list[dict[str, Any]]]) ->
     spans = sum(len(batch) for batch in batches)
 
     def floor(path: Path) -> float:
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA cache_size = -32000")
-        db.executescript(sqlite_store._SCHEMA)
+        db = bare_sqlite(path)
         start = time.perf_counter()
         for rows in prepared:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(sqlite_store._INSERT_SPAN, rows.spans)
-            db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
-            db.executemany(sqlite_store._UPSERT_TRACE, rows.traces)
-            db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
-            db.execute("COMMIT")
+            insert_bare(db, rows)
         elapsed = time.perf_counter() - start
         db.close()
         return spans / elapsed
@@ -279,21 +291,11 @@ def run_floor(batches: int) -> None:
         for body in pipeline_bodies()
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA cache_size = -32000")
-        db.executescript(sqlite_store._SCHEMA)
+        db = bare_sqlite(Path(tmp) / "floor.db")
         for number in range(-5, batches):
             if number == 0:
                 gc.disable()
-            rows = prepared[number % len(prepared)]
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(sqlite_store._INSERT_SPAN, rows.spans)
-            db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
-            db.executemany(sqlite_store._UPSERT_TRACE, rows.traces)
-            db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
-            db.execute("COMMIT")
+            insert_bare(db, prepared[number % len(prepared)])
         db.close()
 
 

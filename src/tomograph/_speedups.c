@@ -614,16 +614,24 @@ span_enter(PyObject *self, PyObject *unused)
     return Py_NewRef(self);
 }
 
+/* ``bool(span.<field i>)``: 1, 0, or -1 with the exception set. */
+static inline int
+span_truth(PyObject *span, int i)
+{
+    PyObject *value = get_field(span, &span_layout, i);
+    if (value == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
 /* finish() without a timestamp, once the span is known to be unfinished. */
 static int
 end_span(PyObject *self)
 {
-    PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
-    if (sampled == NULL) {
-        return -1;
-    }
-    int truth = PyObject_IsTrue(sampled);
-    Py_DECREF(sampled);
+    int truth = span_truth(self, F_SAMPLED);
     if (truth <= 0) {
         return truth < 0 ? -1 : set_field_ref(self, F_END_NS, int_untimed);
     }
@@ -632,9 +640,7 @@ end_span(PyObject *self)
         return -1;
     }
     set_field_ref(self, F_END_NS, end_ns);
-    PyObject *classic = get_field(self, &span_layout, F_CLASSIC);
-    truth = classic == NULL ? -1 : PyObject_IsTrue(classic);
-    Py_XDECREF(classic);
+    truth = span_truth(self, F_CLASSIC);
     if (truth > 0) {
         PyObject *notes = get_field(self, &span_layout, F_NOTES_RAW);
         PyObject *note = notes == NULL ? NULL : PyTuple_Pack(3, end_ns, str_stop, Py_None);
@@ -670,12 +676,7 @@ end_span(PyObject *self)
 static int
 end_unfinished(PyObject *self)
 {
-    PyObject *end_ns = get_field(self, &span_layout, F_END_NS);
-    if (end_ns == NULL) {
-        return -1;
-    }
-    int finished = PyObject_IsTrue(end_ns);
-    Py_DECREF(end_ns);
+    int finished = span_truth(self, F_END_NS);
     if (finished) {
         return finished < 0 ? -1 : 0;
     }
@@ -738,12 +739,7 @@ span_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs != 2) {
         return call_python(py_tag, self, args, nargs, kwnames);
     }
-    PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
-    if (sampled == NULL) {
-        return NULL;
-    }
-    int truth = PyObject_IsTrue(sampled);
-    Py_DECREF(sampled);
+    int truth = span_truth(self, F_SAMPLED);
     if (truth > 0) {
         PyObject *tags = get_field(self, &span_layout, F_TAGS);
         if (tags == NULL) {
@@ -765,12 +761,7 @@ span_annotate(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!Py_IS_TYPE(self, span_layout.type) || kwnames != NULL || nargs < 1 || nargs > 2) {
         return call_python(py_annotate, self, args, nargs, kwnames);
     }
-    PyObject *sampled = get_field(self, &span_layout, F_SAMPLED);
-    if (sampled == NULL) {
-        return NULL;
-    }
-    int truth = PyObject_IsTrue(sampled);
-    Py_DECREF(sampled);
+    int truth = span_truth(self, F_SAMPLED);
     if (truth > 0) {
         PyObject *notes = get_field(self, &span_layout, F_NOTES_RAW);
         if (notes == NULL) {
@@ -1017,6 +1008,9 @@ _Static_assert(CONTEXT_FIELDS <= MAX_FIELDS, "Layout too small");
 /* "Not mine: the Python function decides": returned by the fast paths instead of a result. */
 static PyObject not_handled_object;
 #define NOT_HANDLED (&not_handled_object)
+/* "The lookup raised": the exception is left set, for the caller to pass on. */
+static PyObject raised_object;
+#define RAISED (&raised_object)
 
 static PyObject *py_new_context, *py_w3c_inject, *py_w3c_extract, *py_w3c_extract_dict,
     *py_b3_inject, *py_b3_extract, *py_b3_extract_dict;
@@ -1213,10 +1207,19 @@ make_context(PyObject *trace_id, PyObject *span_id, PyObject *parent_id, PyObjec
     return context;
 }
 
-/* Forward a call, as it came, to the Python function. */
+/* Forward a call, as it came, to the Python function. An exception the compiled path met on
+ * the way (a context's property getter, a tracestate member's __hash__) is cleared if it is an
+ * Exception: the Python function runs that code again and decides, as it does alone, so such
+ * code may run twice. Anything else (KeyboardInterrupt, SystemExit) goes to the caller. */
 static inline PyObject *
 forward(PyObject *function, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (PyErr_Occurred() != NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
     return PyObject_Vectorcall(function, args, (size_t)nargs, kwnames);
 }
 
@@ -1243,15 +1246,16 @@ new_context_compiled(PyObject *module, PyObject *const *args, Py_ssize_t nargs, 
     return context;
 }
 
-/* ``carrier.get(key)`` of a dict: a borrowed reference, NULL if absent; NOT_HANDLED when the
- * lookup raised (a key whose __eq__ fails: the Python function raises it again). */
+/* ``carrier.get(key)`` of a dict: a borrowed reference, NULL if absent; RAISED, with the
+ * exception set, when the lookup raised (a key whose __eq__ fails). The readers pass that
+ * exception on: the Python functions make the same lookups in the same order first, so they
+ * would raise it at the same point, and a second run of that __eq__ could answer otherwise. */
 static inline PyObject *
 lookup(PyObject *carrier, PyObject *key)
 {
     PyObject *value = PyDict_GetItemWithError(carrier, key);
     if (value == NULL && PyErr_Occurred()) {
-        PyErr_Clear();
-        return NOT_HANDLED;
+        return RAISED;
     }
     return value;
 }
@@ -1289,16 +1293,13 @@ other_case(PyObject *carrier, const char *const *names, int count)
 }
 
 /* A dict carrier's kind, as extract() tells it: 1 for a WSGI environ, 0 for plain headers,
- * -1 when a lookup raised (the Python function raises it again). */
+ * -1 with the exception set when a lookup raised (as it does in the Python function). */
 static int
 environ_of(PyObject *carrier)
 {
     int found = PyDict_Contains(carrier, s_request_method);
     if (found == 0) {
         found = PyDict_Contains(carrier, s_wsgi_version);
-    }
-    if (found < 0) {
-        PyErr_Clear();
     }
     return found;
 }
@@ -1321,7 +1322,8 @@ dict_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *
     return 0;
 }
 
-/* A format's reader for the common cases of a dict carrier: its answer, or NOT_HANDLED. */
+/* A format's reader for the common cases of a dict carrier: its answer, or NOT_HANDLED; NULL
+ * with the exception set where a lookup raised. */
 typedef PyObject *(*FastRead)(PyObject *carrier, int environ, int exact);
 
 /* extract_dict(carrier, environ[, exact]) by fast where it answers, else by python. */
@@ -1347,11 +1349,12 @@ extract_by(FastRead fast, PyObject *python, PyObject *const *args, Py_ssize_t na
 {
     if (kwnames == NULL && nargs == 1 && PyDict_CheckExact(args[0])) {
         int environ = environ_of(args[0]);
-        if (environ >= 0) {
-            PyObject *answer = fast(args[0], environ, 0);
-            if (answer != NOT_HANDLED) {
-                return answer;
-            }
+        if (environ < 0) {
+            return NULL;
+        }
+        PyObject *answer = fast(args[0], environ, 0);
+        if (answer != NOT_HANDLED) {
+            return answer;
         }
     }
     return forward(python, args, nargs, kwnames);
@@ -1386,11 +1389,14 @@ static PyObject *
 w3c_fast(PyObject *carrier, int environ, int exact)
 {
     PyObject *value = lookup(carrier, environ ? s_http_traceparent : s_traceparent);
+    if (value == RAISED) {
+        return NULL;
+    }
     if (value == NULL) {
         return environ || exact ? Py_NewRef(Py_None) : NOT_HANDLED;
     }
     Py_ssize_t length;
-    const unsigned char *parent = value == NOT_HANDLED ? NULL : ascii_of(value, &length);
+    const unsigned char *parent = ascii_of(value, &length);
     uint64_t trace_high, trace_low, span_id;
     /* 00-{trace id}-{parent id}-{flags}: version 00 is exactly 55 characters. */
     if (parent == NULL || length != TRACEPARENT_00_LENGTH || parent[0] != '0' ||
@@ -1406,8 +1412,8 @@ w3c_fast(PyObject *carrier, int environ, int exact)
     unsigned char parent_span_hex[16];
     memcpy(parent_span_hex, parent + 36, 16);
     PyObject *state = lookup(carrier, environ ? s_http_tracestate : s_tracestate);
-    if (state == NOT_HANDLED) {
-        return NOT_HANDLED;
+    if (state == RAISED) {
+        return NULL;
     }
     if (state == NULL) {
         if (!(environ || exact) && other_case(carrier, tracestate_names, 1) != 0) {
@@ -1467,7 +1473,10 @@ w3c_with_state(PyObject *state, const unsigned char *parent_span_hex, uint64_t t
                     }
                     members = lookup(after_ours_cache, rest);
                     Py_DECREF(rest);
-                    if (members == NULL || members == NOT_HANDLED) {
+                    if (members == RAISED) {
+                        return NULL;
+                    }
+                    if (members == NULL) {
                         return NOT_HANDLED; /* not parsed yet: Python parses and caches it */
                     }
                 }
@@ -1479,7 +1488,10 @@ w3c_with_state(PyObject *state, const unsigned char *parent_span_hex, uint64_t t
                 return NOT_HANDLED;
             }
             members = lookup(parsed_cache, state);
-            if (members == NULL || members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
+            if (members == RAISED) {
+                return NULL;
+            }
+            if (members == NULL || !PyTuple_CheckExact(members)) {
                 return NOT_HANDLED;
             }
             for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members); i++) {
@@ -1530,7 +1542,7 @@ w3c_extract(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
 }
 
 /* The fields inject reads, as new references: at their offsets for a TraceContext, by
- * attribute for anything else. 0, or -1 (no exception) if one is missing. */
+ * attribute for anything else. 0, or -1 with the exception set if one is missing. */
 enum { R_TRACE_ID, R_SPAN_ID, R_PARENT_ID, R_SAMPLED, R_DEBUG, R_EXTRA, READ_FIELDS };
 static const int read_context_fields[READ_FIELDS] = {C_TRACE_ID, C_SPAN_ID, C_PARENT_ID,
                                                     C_SAMPLED,  C_DEBUG,   C_EXTRA};
@@ -1556,8 +1568,7 @@ read_fields(PyObject *context, PyObject **fields)
         fields[i] = value != NULL ? Py_NewRef(value)
                                   : PyObject_GetAttr(context, context_layout.name[field]);
         if (fields[i] == NULL) {
-            PyErr_Clear();
-            release_fields(fields);
+            release_fields(fields); /* the exception is left for forward() */
             return -1;
         }
     }
@@ -1617,8 +1628,8 @@ extra_text(PyObject *extra, PyObject *key, PyObject *cache, int ascii, int none_
     if (members == NULL || (none_is_empty && members == Py_None)) {
         return Py_NewRef(empty_text);
     }
-    if (members == NOT_HANDLED || !PyTuple_CheckExact(members)) {
-        return NULL;
+    if (members == RAISED || !PyTuple_CheckExact(members)) {
+        return NULL; /* the exception, if one, is left for forward() */
     }
     if (PyTuple_GET_SIZE(members) == 0) {
         return Py_NewRef(empty_text);
@@ -1626,7 +1637,7 @@ extra_text(PyObject *extra, PyObject *key, PyObject *cache, int ascii, int none_
     Py_INCREF(members);
     PyObject *text = lookup(cache, members);
     Py_ssize_t length;
-    if (text == NOT_HANDLED || text == NULL || !PyUnicode_CheckExact(text) ||
+    if (text == RAISED || text == NULL || !PyUnicode_CheckExact(text) ||
         (ascii && ascii_of(text, &length) == NULL)) {
         text = NULL;
     }
@@ -1775,7 +1786,7 @@ b3_fast(PyObject *carrier, int environ, int exact)
     PyObject *values[B3_NAMES];
     PyObject *single = lookup(carrier, keys[B3_SINGLE]);
     if (single != NULL) {
-        return single == NOT_HANDLED ? NOT_HANDLED : b3_single(single);
+        return single == RAISED ? NULL : b3_single(single);
     }
     if (!(environ || exact) && other_case(carrier, b3_names, B3_NAMES) != 0) {
         return NOT_HANDLED;
@@ -1787,9 +1798,9 @@ b3_fast(PyObject *carrier, int environ, int exact)
     }
     for (int i = B3_TRACE_ID; i < B3_NAMES; i++) {
         PyObject *found = lookup(carrier, keys[i]);
-        if (found == NOT_HANDLED) {
+        if (found == RAISED) {
             release_values(values);
-            return NOT_HANDLED;
+            return NULL;
         }
         values[i] = Py_XNewRef(found);
     }
@@ -2132,8 +2143,8 @@ static PyObject *
 baggage_fast(PyObject *carrier, int environ, int exact)
 {
     PyObject *value = lookup(carrier, environ ? s_http_baggage : s_baggage);
-    if (value == NOT_HANDLED) {
-        return NOT_HANDLED;
+    if (value == RAISED) {
+        return NULL;
     }
     if (value == NULL || value == Py_None) {
         if (!(environ || exact) && other_case(carrier, baggage_names, 1) != 0) {
@@ -2148,7 +2159,7 @@ baggage_fast(PyObject *carrier, int environ, int exact)
         return PyTuple_New(0);
     }
     PyObject *entries = lookup(baggage_parsed_cache, value);
-    return entries == NULL || entries == NOT_HANDLED ? NOT_HANDLED : Py_NewRef(entries);
+    return entries == RAISED ? NULL : entries == NULL ? NOT_HANDLED : Py_NewRef(entries);
 }
 
 static PyObject *
@@ -2178,7 +2189,6 @@ baggage_inject(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObje
     PyObject *text = extra == NULL ? NULL : baggage_text(extra);
     Py_XDECREF(extra);
     if (text == NULL) {
-        PyErr_Clear();
         return forward(py_baggage_inject, args, nargs, kwnames);
     }
     int failed = PyUnicode_GET_LENGTH(text) == 0 ? drop(args[1], s_baggage) < 0
@@ -2510,43 +2520,52 @@ method_is_true(PyObject *object, PyObject *name, PyObject *argument)
 static int
 keys_disjoint_here(PyObject *carrier, PyObject *keys)
 {
-    Py_ssize_t position = 0;
-    PyObject *item;
-    Py_hash_t hash;
     if (!PyFrozenSet_CheckExact(keys)) {
         return NOT_DECIDED;
     }
-    while (_PySet_NextEntry(keys, &position, &item, &hash)) {
-        if (!PyUnicode_CheckExact(item)) {
-            return NOT_DECIDED;
+    /* The frozenset's items as a tuple, through its iterator rather than _PySet_NextEntry
+     * (not declared by Python 3.13's public headers); a frozenset of str runs no code of the
+     * caller's while it is iterated, and the tuple holds the items while they are looked up. */
+    PyObject *names = PySequence_Tuple(keys);
+    if (names == NULL) {
+        return -1;
+    }
+    int answer = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(names, i))) {
+            answer = NOT_DECIDED;
+            goto done;
         }
     }
-    if (PySet_GET_SIZE(keys) <= PyDict_GET_SIZE(carrier)) {
-        position = 0;
-        while (_PySet_NextEntry(keys, &position, &item, &hash)) {
-            /* a frozenset's items stay while it lives; the caller holds it */
-            int present = PyDict_Contains(carrier, item);
+    if (PyTuple_GET_SIZE(names) <= PyDict_GET_SIZE(carrier)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+            int present = PyDict_Contains(carrier, PyTuple_GET_ITEM(names, i));
             if (present != 0) {
-                return present < 0 ? -1 : 0;
+                answer = present < 0 ? -1 : 0;
+                goto done;
             }
         }
-        return 1;
+        goto done;
     }
     PyObject *key, *value;
-    position = 0;
+    Py_ssize_t position = 0;
     while (PyDict_Next(carrier, &position, &key, &value)) {
         if (!PyUnicode_CheckExact(key)) {
-            return NOT_DECIDED; /* nothing of the caller's ran yet: the method starts over */
+            answer = NOT_DECIDED; /* nothing of the caller's ran yet: the method starts over */
+            goto done;
         }
     }
     position = 0;
     while (PyDict_Next(carrier, &position, &key, &value)) {
         int present = PySet_Contains(keys, key); /* str in a set of str: no code of the caller's */
         if (present != 0) {
-            return present < 0 ? -1 : 0;
+            answer = present < 0 ? -1 : 0;
+            goto done;
         }
     }
-    return 1;
+done:
+    Py_DECREF(names);
+    return answer;
 }
 
 /* carrier.keys().isdisjoint(keys) */

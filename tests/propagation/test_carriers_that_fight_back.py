@@ -9,11 +9,8 @@ only as it would in Python, and never crash the process. Each case runs in a chi
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
+from tests.support.isolated import run_script as run
 
 # The tracestate members are hashed while being looked up in the formatted-text cache; hashing
 # drops the context's last reference to them and fills the freed memory.
@@ -123,18 +120,6 @@ W3C_HEADER_REMOVED_DURING_A_LATER_LOOKUP = """
 """
 
 
-def run(script: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
-
-
 @pytest.mark.parametrize(("module", "key"), [("w3c", "tracestate"), ("baggage", "baggage")])
 def test_members_freed_while_they_are_hashed_do_not_crash_inject(module: str, key: str) -> None:
     assert run(MEMBERS_FREED_WHILE_HASHED.format(module=module, key=key)) == "alive"
@@ -176,6 +161,158 @@ def test_a_traceparent_removed_during_the_tracestate_lookup_is_read_as_it_was() 
     assert run(W3C_HEADER_REMOVED_DURING_A_LATER_LOOKUP) == (
         "0x4bf92f3577b34da6a3ce929d0e0e4736 0x3 True"
     )
+
+
+# A key whose __eq__ raises the first time it runs (a Ctrl-C or sys.exit() arriving while a
+# header is looked up; any exception a stateful __eq__ raises once). The Python functions let
+# it through from that first run; the compiled ones must too, and must not run __eq__ again.
+RAISED_ONCE_DURING_A_LOOKUP = """
+    import signal
+    import sys
+
+    from tomograph.propagation import {module}
+
+    armed, calls = False, 0
+
+    class Once:
+        def __hash__(self):
+            return hash("{key}")
+
+        def __eq__(self, other):
+            global calls
+            calls += armed
+            if calls == 1:
+                {raise_it}
+            return False
+
+    # The key first: looking the header up then meets it before the header itself.
+    carrier = {{Once(): 1}}
+    carrier.update({{"{key}": {value}}})
+    armed = True
+    try:
+        outcome = {call}
+    except BaseException as raised:  # noqa: BLE001 - what got through is the answer
+        outcome = type(raised).__name__
+    print(outcome, calls)
+"""
+
+# What raises inside __eq__: a Ctrl-C delivered by the signal handler, sys.exit(), an error.
+RAISERS = {
+    "KeyboardInterrupt": "signal.raise_signal(signal.SIGINT)",
+    "SystemExit": "sys.exit(3)",
+    "LookupError": "raise LookupError('once')",
+}
+
+# Each format's extract_dict and extract, with a well-formed header under the colliding key's
+# name (the lookup that compares the hostile key with it comes first in both builds).
+LOOKUPS = [
+    ("w3c", "traceparent", '"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"'),
+    ("w3c", "tracestate", '"rojo=1"'),
+    ("b3", "b3", '"4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"'),
+    ("b3", "x-b3-sampled", '"1"'),
+    ("baggage", "baggage", '"k=v"'),
+]
+
+
+@pytest.mark.parametrize("raised", sorted(RAISERS))
+@pytest.mark.parametrize(
+    "call", ["extract_dict(carrier, False, True)", "extract(carrier)"], ids=["dict", "extract"]
+)
+@pytest.mark.parametrize(("module", "key", "value"), LOOKUPS, ids=[key for _, key, _ in LOOKUPS])
+def test_an_exception_raised_once_by_a_key_during_a_lookup_gets_through(
+    module: str, key: str, value: str, call: str, raised: str
+) -> None:
+    if key == "tracestate":  # read only after a well-formed traceparent
+        value += ', "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"'
+    if key == "x-b3-sampled":  # read only after the single header was found absent
+        value += ', "x-b3-traceid": "4bf92f3577b34da6", "x-b3-spanid": "00f067aa0ba902b7"'
+    script = RAISED_ONCE_DURING_A_LOOKUP.format(
+        module=module, key=key, value=value, call=f"{module}.{call}", raise_it=RAISERS[raised]
+    )
+    assert run(script) == f"{raised} 1"
+
+
+def test_an_exception_raised_once_while_telling_an_environ_gets_through() -> None:
+    script = RAISED_ONCE_DURING_A_LOOKUP.format(
+        module="w3c",
+        key="REQUEST_METHOD",
+        value='"GET", "HTTP_TRACEPARENT": "00-' + "1" * 32 + "-" + "2" * 16 + '-01"',
+        call="w3c.extract(carrier)",
+        raise_it=RAISERS["KeyboardInterrupt"],
+    )
+    assert run(script) == "KeyboardInterrupt 1"
+
+
+# A context whose property getter is interrupted once, while inject reads it. The Python
+# functions read a context's fields in their own order and decide on odd values themselves,
+# so the compiled ones hand an Exception over to them (the getter runs again); a
+# KeyboardInterrupt or SystemExit gets through at once.
+INTERRUPTED_WHILE_INJECT_READS = """
+    import signal
+    import sys
+
+    from tomograph.propagation import {module}
+
+    calls = 0
+
+    class Context:
+        trace_id, span_id, parent_id, sampled, debug = 1, 2, None, True, False
+
+        @property
+        def extra(self):
+            global calls
+            calls += 1
+            if calls == 1:
+                {raise_it}
+            return None
+
+    try:
+        {module}.inject(Context(), {{}})
+        outcome = "written"
+    except BaseException as raised:  # noqa: BLE001 - what got through is the answer
+        outcome = type(raised).__name__
+    print(outcome)
+"""
+
+
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "SystemExit"])
+@pytest.mark.parametrize("module", ["w3c", "baggage"])
+def test_an_interrupt_raised_while_inject_reads_a_context_gets_through(
+    module: str, raised: str
+) -> None:
+    script = INTERRUPTED_WHILE_INJECT_READS.format(module=module, raise_it=RAISERS[raised])
+    assert run(script) == raised
+
+
+# A tracestate member whose __hash__ is interrupted while inject looks up its formatted text.
+MEMBER_INTERRUPTED_WHILE_HASHED = """
+    import signal
+
+    from tomograph.propagation import w3c
+    from tomograph.propagation._context import new_context
+
+    calls = 0
+
+    class Member(tuple):
+        def __hash__(self):
+            global calls
+            calls += 1
+            if calls == 1:
+                signal.raise_signal(signal.SIGINT)
+            return 1
+
+    members = (Member(("rojo", "1")),)
+    try:
+        w3c.inject(new_context(1, 2, None, True, False, {"tracestate": members}), {})
+        outcome = "written"
+    except BaseException as raised:  # noqa: BLE001 - what got through is the answer
+        outcome = type(raised).__name__
+    print(outcome)
+"""
+
+
+def test_an_interrupt_raised_while_a_tracestate_member_is_hashed_gets_through() -> None:
+    assert run(MEMBER_INTERRUPTED_WHILE_HASHED) == "KeyboardInterrupt"
 
 
 # The composite propagator looks for baggage after reading the context: a key whose __eq__ runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from support.servers import REPO_ROOT
@@ -31,3 +32,18 @@ def run_cases_in_a_process_of_their_own(cases: Path) -> None:
     assert done.returncode == 0, report
     summary = done.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in .*", summary), report
+
+
+def run_script(script: str) -> str:
+    """Run ``script`` (dedented) in a fresh interpreter, for cases that may crash or hang it or
+    that need a first call nothing in this process made yet; its output, stripped. Fails with
+    the script's error output unless it exits with 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()

@@ -8,6 +8,8 @@ was on call the application directly.
 
 from __future__ import annotations
 
+import http
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +17,17 @@ import eventlet.wsgi
 
 from tomograph.integrations.patching import patch_method, unpatch_method
 from tomograph.integrations.wsgi import ENVIRON_KEY, Middleware
+
+# eventlet.wsgi imports a green copy of http.server and leaves it as the ``server`` attribute of
+# the ``http`` package, though ``sys.modules`` keeps the real one (or none): any code that then
+# uses ``http.server.ThreadingHTTPServer`` or ``from http import server`` (a test server, a
+# health endpoint) outside eventlet's hub gets green threads and sockets that never run, and
+# hangs. Importing tomograph's eventlet support must not change the standard library.
+_REAL_HTTP_SERVER = sys.modules.get("http.server")
+if _REAL_HTTP_SERVER is None:
+    vars(http).pop("server", None)
+else:
+    vars(http)["server"] = _REAL_HTTP_SERVER
 
 __all__ = ["TracedApplication", "patch", "unpatch"]
 
