@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from tomograph.collector import sqlite_links
+from tomograph.collector.dependencies import link_span
 from tomograph.collector.group_commit import GroupWriter
 from tomograph.collector.span_fields import (
     is_error,
@@ -39,7 +41,7 @@ from tomograph.collector.span_fields import (
     remote_service,
     trace_id_low,
 )
-from tomograph.collector.sqlite_links import LINK_OBJECTS, TraceLinks
+from tomograph.collector.sqlite_links import LINK_OBJECTS, PendingTrace, TraceLinks, links_of
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
@@ -537,9 +539,16 @@ class SqliteSpanStore:
         return results
 
     def _write_batch(self, db: sqlite3.Connection, rows: _Rows) -> int:
-        """Insert one prepared batch and mark its traces' links for an update (one transaction)."""
+        """Insert one prepared batch and bring its traces' links up to date (one transaction).
+
+        A trace the file had no spans of gets the links computed from the batch's rows; one
+        it had is marked, to be computed again from all its spans off the write path.
+        """
+        lows = [trace[0] for trace in rows.traces]
+        stored = _stored_traces(db, lows)
         inserted = _write_rows(db, rows)
-        self._links.mark(db, [trace[0] for trace in rows.traces])
+        self._links.mark(db, [low for low in lows if low in stored])
+        self._links.add(db, [trace for trace in rows.links if trace.trace_low not in stored])
         return inserted
 
     # -- reads ------------------------------------------------------------------------------
@@ -1042,12 +1051,14 @@ def _in(table: str, where: str) -> str:
 
 
 class _Rows(NamedTuple):
-    """One batch's rows, ready for the insert statements of :func:`_write_rows`."""
+    """One batch's rows, ready for the insert statements of :func:`_write_rows`, and the
+    dependency links of each of its traces as if the batch held all their spans."""
 
     spans: list[tuple[Any, ...]]
     terms: list[tuple[int, str, str, str]]
     traces: list[tuple[Any, ...]]
     names: list[tuple[str, str, str]]
+    links: list[PendingTrace]
 
 
 def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
@@ -1112,7 +1123,50 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
         if trace[3] is not None:
             trace[2] = trace[3]  # Zipkin's trace timestamp is the root's
     rows.sort(key=lambda row: (row[0], row[12]))  # index order: fewer pages touched
-    return _Rows(rows, sorted(terms), [tuple(t) for t in traces.values()], sorted(names))
+    trace_rows = [tuple(t) for t in traces.values()]
+    return _Rows(rows, sorted(terms), trace_rows, sorted(names), _batch_links(rows, trace_rows))
+
+
+def _batch_links(rows: list[tuple[Any, ...]], traces: list[tuple[Any, ...]]) -> list[PendingTrace]:
+    """The links of each trace of a batch from its span rows (sorted by trace and digest).
+
+    Exactly what :meth:`TraceLinks.read_pending` computes once the rows are stored, for a trace
+    with no other spans: the same columns, in the order of ``spans_by_trace`` (trace, digest),
+    rows with one digest stored once (``INSERT OR IGNORE``). Done here, on the uploading
+    thread, it saves the writer the trace's pending mark and a second transaction reading its
+    spans back: about a quarter of the CPU of ingesting a span.
+    """
+    timestamps = {trace[0]: trace[2] for trace in traces}
+    computed: list[PendingTrace] = []
+    for low, trace_rows in itertools.groupby(rows, key=lambda row: row[0]):
+        ts = timestamps[low]
+        if ts is None:
+            continue  # a trace without a timestamp is in no window: no links are stored
+        spans = []
+        digest = None
+        for row in trace_rows:
+            if row[12] != digest:
+                digest = row[12]
+                spans.append(
+                    link_span(row[2], row[3], row[4], row[5], row[7], row[8], row[11], row[9])
+                )
+        computed.append(PendingTrace(low, 0, ts, links_of(spans)))
+    return computed
+
+
+def _stored_traces(db: sqlite3.Connection, lows: Sequence[int]) -> set[int]:
+    """Which of the traces ``lows`` have rows (so spans) in the file already."""
+    found: set[int] = set()
+    for start in range(0, len(lows), _DELETE_CHUNK):
+        chunk = lows[start : start + _DELETE_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            row[0]
+            for row in db.execute(
+                f"SELECT trace_low FROM traces WHERE trace_low IN ({marks})", chunk
+            )
+        )
+    return found
 
 
 def _write_rows(db: sqlite3.Connection, rows: _Rows) -> int:
