@@ -836,3 +836,54 @@ def test_links_stored_with_their_spans_survive_a_restart(tmp_path: Path) -> None
         assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
     finally:
         store.close()
+
+
+def test_a_trace_reported_in_two_batches_is_linked_once_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first batch links the trace in its write; the second reaches a trace written moments
+    # ago, so its links are left to the background, which reads all the trace's spans once
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
+    linked: list[int] = []
+    put_trace = DependencyLinker.put_trace
+
+    def counting_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+        linked.append(len(spans))
+        put_trace(linker, spans)
+
+    monkeypatch.setattr(DependencyLinker, "put_trace", counting_put_trace)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        accept_per_service(store, [rpc(1, "web", "api", start)])
+        assert linked == [2]  # the client's two spans, with their write
+        store._refresh_links()
+        assert linked == [2, 3]  # the whole trace, once
+        assert store.dependencies(start // 1000 + 1000, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+    finally:
+        store.close()
+
+
+def test_a_trace_deleted_and_written_again_is_linked_from_its_new_spans(tmp_path: Path) -> None:
+    # the store remembers the trace as written: its new spans are linked by the background
+    # (the trace has no stored spans, no links are computed with the write)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=60.0)
+    try:
+        start = now_us()
+        end_ms = start // 1000 + 1000
+        store.accept(decoded(rpc(1, "web", "api", start)))
+        assert store.enforce_retention(now_us=now_us() + 120_000_000).traces_deleted == 1
+        assert store.dependencies(end_ms, 60_000) == []
+        store.accept(decoded(rpc(1, "web", "db", start)))
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "db", "callCount": 1, "errorCount": 0}
+        ]
+        store._refresh_links()
+        assert pending(path) == 0
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()

@@ -27,11 +27,12 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
+from tomograph._cache import BoundedCache
 from tomograph.collector import sqlite_links
 from tomograph.collector.dependencies import link_span
 from tomograph.collector.group_commit import GroupWriter
@@ -203,6 +204,9 @@ _LINK_INTERVAL = 0.25
 #: (sqlite_links.ROUND_TRACES traces each) itself, without storing them: storing would wait
 #: for the writer.
 _LINK_ROUNDS_IN_READ = 4
+#: How many of the traces written last a store remembers, so as not to compute links on the
+#: uploading thread for a trace whose spans will be linked again anyway (about 6 MB).
+_WRITTEN_TRACES = 65_536
 
 
 def _reading(
@@ -279,6 +283,8 @@ class SqliteSpanStore:
         self._links_stop = threading.Event()
         self._links_start_lock = threading.Lock()
         self._links_pid = 0
+        # a guess only: a trace found here is marked for its links even if it was deleted since
+        self._written_traces: BoundedCache[int, None] = BoundedCache(_WRITTEN_TRACES)
         self._start_links_refresher()
         self._inherited: list[object] = []  # a forked child's unused copies of the parent's
         _OPEN_STORES.add(self)
@@ -513,7 +519,8 @@ class SqliteSpanStore:
             raise StoreClosed("the span store is closed")
         if self._links_pid != os.getpid():
             self._start_links_refresher()
-        return self._group_writer.submit(_prepare_rows(spans, _now_us()))
+        rows = _prepare_rows(spans, _now_us(), self._written_traces)
+        return self._group_writer.submit(rows)
 
     def _write_group(self, batches: Sequence[_Rows]) -> list[int | BaseException]:
         """Store the batches in one transaction; how many spans of each were new.
@@ -542,13 +549,18 @@ class SqliteSpanStore:
         """Insert one prepared batch and bring its traces' links up to date (one transaction).
 
         A trace the file had no spans of gets the links computed from the batch's rows; one
-        it had is marked, to be computed again from all its spans off the write path.
+        it had (or whose links were not computed: see :func:`_prepare_rows`) is marked, to be
+        computed again from all its spans off the write path.
         """
         lows = [trace[0] for trace in rows.traces]
         stored = _stored_traces(db, lows)
         inserted = _write_rows(db, rows)
-        self._links.mark(db, [low for low in lows if low in stored])
-        self._links.add(db, [trace for trace in rows.links if trace.trace_low not in stored])
+        linked = [trace for trace in rows.links if trace.trace_low not in stored]
+        linked_lows = {trace.trace_low for trace in linked}
+        self._links.mark(db, [low for low in lows if low not in linked_lows])
+        self._links.add(db, linked)
+        for low in lows:
+            self._written_traces[low] = None
         return inserted
 
     # -- reads ------------------------------------------------------------------------------
@@ -1061,9 +1073,13 @@ class _Rows(NamedTuple):
     links: list[PendingTrace]
 
 
-def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
+def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[int] = ()) -> _Rows:
     """The rows storing ``spans`` (received at ``received`` µs): CPU work for the caller's
-    thread, so that the writer only inserts."""
+    thread, so that the writer only inserts.
+
+    The links of traces in ``written`` (trace lows written recently) are not computed: those
+    traces have spans stored already, and are linked again from all of them.
+    """
     rows: list[tuple[Any, ...]] = []
     terms: set[tuple[int, str, str, str]] = set()
     traces: dict[int, list[Any]] = {}
@@ -1124,11 +1140,15 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int) -> _Rows:
             trace[2] = trace[3]  # Zipkin's trace timestamp is the root's
     rows.sort(key=lambda row: (row[0], row[12]))  # index order: fewer pages touched
     trace_rows = [tuple(t) for t in traces.values()]
-    return _Rows(rows, sorted(terms), trace_rows, sorted(names), _batch_links(rows, trace_rows))
+    links = _batch_links(rows, trace_rows, written)
+    return _Rows(rows, sorted(terms), trace_rows, sorted(names), links)
 
 
-def _batch_links(rows: list[tuple[Any, ...]], traces: list[tuple[Any, ...]]) -> list[PendingTrace]:
-    """The links of each trace of a batch from its span rows (sorted by trace and digest).
+def _batch_links(
+    rows: list[tuple[Any, ...]], traces: list[tuple[Any, ...]], written: Container[int]
+) -> list[PendingTrace]:
+    """The links of each trace of a batch not in ``written``, from its span rows (sorted by
+    trace and digest).
 
     Exactly what :meth:`TraceLinks.read_pending` computes once the rows are stored, for a trace
     with no other spans: the same columns, in the order of ``spans_by_trace`` (trace, digest),
@@ -1139,9 +1159,12 @@ def _batch_links(rows: list[tuple[Any, ...]], traces: list[tuple[Any, ...]]) -> 
     timestamps = {trace[0]: trace[2] for trace in traces}
     computed: list[PendingTrace] = []
     for low, trace_rows in itertools.groupby(rows, key=lambda row: row[0]):
+        if low in written:
+            continue
         ts = timestamps[low]
-        if ts is None:
-            continue  # a trace without a timestamp is in no window: no links are stored
+        if ts is None:  # a trace without a timestamp is in no window: no links are stored
+            computed.append(PendingTrace(low, 0, None, {}))
+            continue
         spans = []
         digest = None
         for row in trace_rows:
