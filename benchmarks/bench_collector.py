@@ -20,9 +20,11 @@ Cases:
 instructions per span of the ingest pipeline in one process: Zipkin JSON batches of 100 spans
 decoded, bounded to the span limits and stored by ``SqliteSpanStore.accept`` (what a worker
 thread of the server does with an upload; the HTTP server around it is left out), and the
-dependency links of their traces computed; and, as its floor, the instructions per span of
-inserting the very same rows, prepared beforehand, into a bare SQLite file (case 1b's floor). Unlike
-spans per second, the count does not move when the machine is busy.
+dependency links of their traces computed (also with each trace's spans split over two
+batches, as services reporting their own spans send them); and, as its floor, the
+instructions per span of inserting the very same rows, prepared beforehand, into a bare SQLite
+file (case 1b's floor). Unlike spans per second, the count does not move when the machine is
+busy.
 
 ``TOMOGRAPH_BENCH_SPANS`` sets the size of the search data set (default 1,000,000).
 No peer has an equivalent embedded collector, so there are no ratios here.
@@ -242,15 +244,16 @@ def json_body(spans: list[dict[str, Any]]) -> bytes:
     return json.dumps(spans, separators=(",", ":")).encode()
 
 
-def run_pipeline(batches: int) -> None:
-    """Decode, bound and store ``batches`` batches of 100 spans (after a warm-up), then exit."""
+def run_pipeline(batches: int, split: bool = False) -> None:
+    """Decode, bound and store ``batches`` batches of 100 spans (after a warm-up), then exit;
+    with ``split``, each trace's spans come in two batches (see :func:`pipeline_bodies`)."""
     import gc
 
     from tomograph.collector.ingest import decode_zipkin_body
     from tomograph.collector.settings import CollectorSettings
     from tomograph.collector.span_limits import limit_spans
 
-    bodies = pipeline_bodies()
+    bodies = pipeline_bodies(split)
     limits = CollectorSettings().span_limits
     # The dependency links of the batches' traces are computed after each batch, as the
     # background refresher would: on its timer, that work would land in the count by chance.
@@ -267,13 +270,23 @@ def run_pipeline(batches: int) -> None:
         store.close()
 
 
-def pipeline_bodies() -> list[bytes]:
-    """The 40 distinct Zipkin JSON batches (100 spans each) the counted pipelines store."""
+def pipeline_bodies(split: bool = False) -> list[bytes]:
+    """The 40 distinct Zipkin JSON batches (100 spans each) the counted pipelines store.
+
+    Each holds 10 whole traces; ``split`` puts the first half of 20 traces' spans in one batch
+    and their second half in the next, as when each service of a trace reports its own spans:
+    the second batch reaches traces already stored, whose links are computed again.
+    """
     rng = random.Random(7)
-    return [
-        json_body([s for t in range(10) for s in synthetic_trace(rng, b * 10 + t, 10**15, 10)])
-        for b in range(40)
-    ]
+    traces = [synthetic_trace(rng, n, 10**15, 10) for n in range(400)]
+    if not split:
+        return [json_body([s for t in traces[b * 10 : b * 10 + 10] for s in t]) for b in range(40)]
+    bodies = []
+    for pair in range(20):
+        group = traces[pair * 20 : pair * 20 + 20]
+        bodies.append(json_body([s for t in group for s in t[:5]]))
+        bodies.append(json_body([s for t in group for s in t[5:]]))
+    return bodies
 
 
 def run_floor(batches: int) -> None:
@@ -307,12 +320,19 @@ def count_instructions() -> None:
     per_batch = _callgrind.instructions_per_op(
         lambda n: [sys.executable, __file__, "--pipeline", str(n)], small=4, large=24
     )
+    per_split_batch = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--pipeline-split", str(n)], small=4, large=24
+    )
     floor = _callgrind.instructions_per_op(
         lambda n: [sys.executable, __file__, "--floor", str(n)], small=4, large=24
     )
     print("\n## collector ingest pipeline, in one process (decode, span limits, accept)\n")
     print("case | instructions per span\n-|-")
     print(f"Zipkin JSON, batches of 100: decoded, bounded, stored | {per_batch / 100:,.0f}")
+    print(
+        "the same, each trace's spans in two batches (links computed again)"
+        f" | {per_split_batch / 100:,.0f}"
+    )
     print(f"bare SQLite: the same rows, prepared beforehand, inserted | {floor / 100:,.0f}")
     print(f"\nthe bare SQLite floor is {floor / per_batch:.0%} of the pipeline's instructions")
 
@@ -320,6 +340,9 @@ def count_instructions() -> None:
 def main() -> None:
     if "--pipeline" in sys.argv:
         run_pipeline(int(sys.argv[sys.argv.index("--pipeline") + 1]))
+        return
+    if "--pipeline-split" in sys.argv:
+        run_pipeline(int(sys.argv[sys.argv.index("--pipeline-split") + 1]), split=True)
         return
     if "--floor" in sys.argv:
         run_floor(int(sys.argv[sys.argv.index("--floor") + 1]))

@@ -157,6 +157,16 @@ def rpc(trace_no: int, client: str, server: str, ts: int, error: bool = False) -
     ]
 
 
+def accept_per_service(store: SqliteSpanStore, traces: list[list[SpanDict]]) -> None:
+    """Write each RPC trace as its services report it: the client's spans, then the server's.
+
+    The second write reaches traces already stored, so their links wait to be computed (a
+    trace whose spans all come in one write gets its links in that write).
+    """
+    store.accept(decoded([span for trace in traces for span in trace[:2]]))
+    store.accept(decoded([span for trace in traces for span in trace[2:]]))
+
+
 def test_a_trace_reported_by_each_service_separately_counts_one_call(tmp_path: Path) -> None:
     store = SqliteSpanStore(tmp_path / "t.db")
     try:
@@ -267,7 +277,7 @@ def test_links_not_computed_before_a_restart_are_computed_after_it(
     start = now_us()
     monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     store = SqliteSpanStore(path)
-    store.accept(decoded([s for n in range(5) for s in rpc(n, "web", "api", start)]))
+    accept_per_service(store, [rpc(n, "web", "api", start) for n in range(5)])
     store.close()  # before the background refresh ran
     assert pending(path) == 5
     monkeypatch.undo()
@@ -304,7 +314,7 @@ def test_storing_computed_links_leaves_the_data_version_as_it_was(
     store = SqliteSpanStore(path)
     try:
         start = now_us()
-        store.accept(decoded(rpc(1, "web", "api", start)))
+        accept_per_service(store, [rpc(1, "web", "api", start)])
         written = store.data_version()
         assert pending(path) == 1
         store._refresh_links()  # what the background pass does
@@ -397,12 +407,12 @@ def test_a_query_catching_up_on_many_traces_stops_at_the_query_timeout_and_keeps
         time.sleep(0.05)  # each round stays within the timeout, all of them do not
         put_trace(linker, spans)
 
-    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
     path = tmp_path / "t.db"
     store = SqliteSpanStore(path, query_timeout=0.3)
     try:
         start = now_us()
-        store.accept(decoded([s for n in range(40) for s in rpc(n, "web", "api", start)]))
+        accept_per_service(store, [rpc(n, "web", "api", start) for n in range(40)])
+        monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
         end_ms = start // 1000 + 1000
         with pytest.raises(QueryTimeout):
             store.dependencies(end_ms, 60_000)
@@ -439,7 +449,8 @@ def test_spans_written_while_their_trace_is_linked_are_linked_next_time(
 
     monkeypatch.setattr(sqlite_links.TraceLinks, "read_pending", read_then_write)
     try:
-        store.accept(decoded(client_half))
+        for span in client_half:  # the second write makes the trace pending
+            store.accept(decoded([span]))
         end_ms = start // 1000 + 1000
         # what the background pass does; the server's span lands between its read and its write,
         # so the trace stays pending and its next round links it again
@@ -601,7 +612,7 @@ def test_dependencies_answer_while_the_writer_holds_its_lock(tmp_path: Path) -> 
 
     try:
         start = now_us()
-        store.accept(decoded([s for n in range(3) for s in rpc(n, "web", "api", start)]))
+        accept_per_service(store, [rpc(n, "web", "api", start) for n in range(3)])
         holder = threading.Thread(target=hold_the_write_lock)
         holder.start()
         assert holding.wait(30)
@@ -638,7 +649,7 @@ def test_dependencies_count_stored_and_pending_links_of_one_snapshot(
         store._refresh_links()
         assert pending(path) == 0
         store.accept(decoded(server_half))  # the server names itself otherwise
-        store.accept(decoded(rpc(3, "api", "db", start - 120_000_000)))  # out of the window
+        accept_per_service(store, [rpc(3, "api", "db", start - 120_000_000)])  # out of the window
         assert pending(path) == 2
         end_ms = start // 1000 + 1000
         for _ in range(2):  # nothing is stored by asking
@@ -649,5 +660,230 @@ def test_dependencies_count_stored_and_pending_links_of_one_snapshot(
         assert pending(path) == 2
         assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
         assert store.dependencies(end_ms, 600_000) == full_computation(path, end_ms, 600_000)
+    finally:
+        store.close()
+
+
+def stored_links(path: Path) -> list[tuple[int, str, str, int, int, int]]:
+    """The rows of trace_links: what is stored, not what a query would compute."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT * FROM trace_links ORDER BY trace_low, parent, child").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_trace_written_in_one_batch_gets_its_links_in_that_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no pending mark and no second transaction reading the spans back: the links of a trace
+    # the file had no spans of are stored with them
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # no background pass
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        store.accept(decoded(rpc(1, "web", "api", start) + rpc(2, "web", "db", start, True)))
+        assert pending(path) == 0
+        assert stored_links(path) == [
+            (2, "web", "api", start, 1, 0),
+            (3, "web", "db", start, 1, 1),
+        ]
+        end_ms = start // 1000 + 1000
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()
+
+
+def test_spans_arriving_after_their_trace_was_linked_change_its_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # the passes are the test's
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        end_ms = start // 1000 + 1000
+        store.accept(decoded(rpc(1, "web", "api", start)[:2]))  # linked in its write
+        assert pending(path) == 0
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+        # the server names itself otherwise, and calls the database: late, in another batch
+        late = rpc(1, "web", "payments", start)[2:]
+        late.append(
+            make_span(
+                f"{2:032x}",
+                "3" * 16,
+                parent_id="2" * 16,
+                service="payments",
+                remote="db",
+                kind="CLIENT",
+                timestamp=start + 3,
+            )
+        )
+        store.accept(decoded(late))
+        assert pending(path) == 1
+        expected = [
+            {"parent": "payments", "child": "db", "callCount": 1, "errorCount": 0},
+            {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0},
+        ]
+        assert store.dependencies(end_ms, 60_000) == expected  # computed by the query
+        store._refresh_links()
+        assert pending(path) == 0
+        assert store.dependencies(end_ms, 60_000) == expected  # stored
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()
+
+
+def test_a_trace_spread_over_many_batches_counts_as_if_written_at_once(tmp_path: Path) -> None:
+    # each span of a chain of services comes in its own batch, among other traces' spans,
+    # its root last (the trace's timestamp moves then)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        trace_id = "ab" * 16
+        # servers of svc-0..3, each with a client span calling the next service
+        chain = [
+            make_span(
+                trace_id,
+                f"{n + 1:016x}",
+                parent_id=f"{n:016x}" if n else None,
+                service=f"svc-{n // 2}",
+                remote=f"svc-{n // 2 + 1}" if n % 2 else None,
+                kind="CLIENT" if n % 2 else "SERVER",
+                timestamp=start + 1_000 * n,
+                tags={"error": "x"} if n == 5 else None,
+            )
+            for n in range(8)
+        ]
+        end_ms = start // 1000 + 1000
+        for n, span in enumerate(reversed(chain)):
+            store.accept(decoded([span, *rpc(100 + n, "web", "api", start + n)]))
+            assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+        expected = [
+            {"parent": "svc-0", "child": "svc-1", "callCount": 1, "errorCount": 0},
+            {"parent": "svc-1", "child": "svc-2", "callCount": 1, "errorCount": 0},
+            {"parent": "svc-2", "child": "svc-3", "callCount": 1, "errorCount": 1},
+            {"parent": "svc-3", "child": "svc-4", "callCount": 1, "errorCount": 0},
+            {"parent": "web", "child": "api", "callCount": 8, "errorCount": 0},
+        ]
+        assert store.dependencies(end_ms, 60_000) == expected
+        store._refresh_links()
+        assert pending(path) == 0
+        assert store.dependencies(end_ms, 60_000) == expected  # as stored
+    finally:
+        store.close()
+
+
+def test_a_trace_in_two_batches_of_one_group_commit_is_linked_from_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batches waiting together are written in one transaction: the second finds the trace the
+    # first created there, and marks it instead of storing links of half a trace
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        spans = rpc(1, "web", "api", start)
+        halves = [decoded(spans[:2]), decoded(spans[2:])]
+        group = [sqlite_store._prepare_rows(half, start) for half in halves]
+        assert store._write_group(group) == [2, 1]
+        assert pending(path) == 1
+        end_ms = start // 1000 + 1000
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+        store._refresh_links()
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+    finally:
+        store.close()
+
+
+def test_a_span_repeated_in_one_batch_is_linked_once(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        spans = rpc(1, "web", "api", start)
+        store.accept(decoded(spans + spans[1:2] + spans))  # a client's retry, resent twice
+        end_ms = start // 1000 + 1000
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()
+
+
+def test_links_stored_with_their_spans_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    start = now_us()
+    end_ms = start // 1000 + 1000
+    store = SqliteSpanStore(path)
+    store.accept(decoded([s for n in range(4) for s in rpc(n, "web", "api", start)]))
+    accept_per_service(store, [rpc(n, "api", "db", start) for n in range(4, 6)])
+    store.close()
+    store = SqliteSpanStore(path)
+    try:
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "api", "child": "db", "callCount": 2, "errorCount": 0},
+            {"parent": "web", "child": "api", "callCount": 4, "errorCount": 0},
+        ]
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    finally:
+        store.close()
+
+
+def test_a_trace_reported_in_two_batches_is_linked_once_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first batch links the trace in its write; the second reaches a trace written moments
+    # ago, so its links are left to the background, which reads all the trace's spans once
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
+    linked: list[int] = []
+    put_trace = DependencyLinker.put_trace
+
+    def counting_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+        linked.append(len(spans))
+        put_trace(linker, spans)
+
+    monkeypatch.setattr(DependencyLinker, "put_trace", counting_put_trace)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path)
+    try:
+        start = now_us()
+        accept_per_service(store, [rpc(1, "web", "api", start)])
+        assert linked == [2]  # the client's two spans, with their write
+        store._refresh_links()
+        assert linked == [2, 3]  # the whole trace, once
+        assert store.dependencies(start // 1000 + 1000, 60_000) == [
+            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+        ]
+    finally:
+        store.close()
+
+
+def test_a_trace_deleted_and_written_again_is_linked_from_its_new_spans(tmp_path: Path) -> None:
+    # the store remembers the trace as written: its new spans are linked by the background
+    # (the trace has no stored spans, no links are computed with the write)
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=60.0)
+    try:
+        start = now_us()
+        end_ms = start // 1000 + 1000
+        store.accept(decoded(rpc(1, "web", "api", start)))
+        assert store.enforce_retention(now_us=now_us() + 120_000_000).traces_deleted == 1
+        assert store.dependencies(end_ms, 60_000) == []
+        store.accept(decoded(rpc(1, "web", "db", start)))
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "db", "callCount": 1, "errorCount": 0}
+        ]
+        store._refresh_links()
+        assert pending(path) == 0
+        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
     finally:
         store.close()

@@ -124,7 +124,9 @@ def test_a_store_read_past_the_query_timeout_raises_query_timeout(
     # the links are left for the query to compute (the store's background pass would too)
     monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     store = SqliteSpanStore(tmp_path / "t.db", query_timeout=0.3)
-    store.accept(decoded(trace_of(1) + trace_of(2) + trace_of(3)))
+    spans = decoded(trace_of(1) + trace_of(2) + trace_of(3))
+    store.accept(spans)
+    store.accept(spans)  # a retry reaches stored traces: their links wait for the query
     linked = threading.Event()
     put_trace = DependencyLinker.put_trace
 

@@ -9,6 +9,9 @@ are computed once per change and stored:
 * :meth:`TraceLinks.read_pending` and :meth:`TraceLinks.apply` compute those traces' links off
   the write path (a background thread, and a query first brings them up to date) and store
   them in ``trace_links``, one row per trace and service pair, with the trace's timestamp;
+* a trace that had no spans before a write is not marked: all its spans are in that write, so
+  its links are computed from them before the write (:func:`links_of`, the same computation
+  from the same columns) and stored in its transaction (:meth:`TraceLinks.add`);
 * ``link_hours`` and ``link_minutes`` keep their sums per hour and per minute of trace
   timestamp, moved by the differences.
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from tomograph.collector.dependencies import DependencyLinker, link_span
 from tomograph.collector.storage import DependencyLink, SpanDict
 
-__all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks"]
+__all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks", "links_of"]
 
 #: The tables and indexes of LINK_SCHEMA.
 LINK_OBJECTS = {"trace_links", "trace_links_by_ts", "link_hours", "link_minutes", "links_pending"}
@@ -86,7 +89,8 @@ class PendingTrace:
     links: dict[tuple[str, str], tuple[int, int]]  # (parent, child) -> (calls, errors)
 
 
-def _links_of(spans: Sequence[SpanDict]) -> dict[tuple[str, str], tuple[int, int]]:
+def links_of(spans: Sequence[SpanDict]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(parent, child) -> (calls, errors) of one trace's spans (made by :func:`link_span`)."""
     linker = DependencyLinker()
     linker.put_trace(spans)
     return {
@@ -139,6 +143,14 @@ class TraceLinks:
         )
         self.last_seq = seq
 
+    def add(self, db: sqlite3.Connection, computed: Sequence[PendingTrace]) -> None:
+        """In a write's transaction: store the links of traces it wrote the first spans of.
+
+        Each trace must have had no spans before the write, so no stored links either; its
+        links are those of the spans in the write (``seq`` is not read).
+        """
+        self._replace(db, [], computed)
+
     def forget(self, db: sqlite3.Connection, trace_lows: Sequence[int]) -> None:
         """In a deletion's transaction: take the deleted traces' links out of every sum."""
         self._replace(db, trace_lows, [])
@@ -176,7 +188,7 @@ class TraceLinks:
             if current is not None:
                 check()
                 low, seq, ts = current
-                links = _links_of(spans) if ts is not None else {}
+                links = links_of(spans) if ts is not None else {}
                 pending.append(PendingTrace(low, seq, ts, links))
 
         for low, seq, trace_ts, *span_row in rows:
