@@ -200,7 +200,13 @@ def test_jaeger_baggage_from_opentelemetry_to_tomograph(items: dict[str, str]) -
 
 
 @settings(max_examples=60)
-@given(st.dictionaries(jaeger_keys, our_values, min_size=1, max_size=8))
+@given(
+    # OpenTelemetry's Jaeger propagator removes every "uberctx-" from a header name, not only the
+    # prefix (its str.replace), so it reads "uberctx-uberctx-x" as "x": such keys do not cross.
+    st.dictionaries(
+        jaeger_keys.filter(lambda key: "uberctx-" not in key), our_values, min_size=1, max_size=8
+    )
+)
 def test_jaeger_baggage_from_tomograph_to_opentelemetry(items: dict[str, str]) -> None:
     carrier: dict[str, str] = {}
     entries = tuple(BaggageEntry(k, v) for k, v in items.items())
