@@ -9,6 +9,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,16 @@ from tomograph.collector.storage import DependencyLink, QueryTimeout, SpanDict
 MINUTE_MS = 60_000
 #: Span timestamps of the generated traces fall in these minutes (µs).
 BASE_US = 1_700_000_000_000_000 // (MINUTE_MS * 1000) * (MINUTE_MS * 1000)
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteSpanStore]:
+    """A store at ``tmp_path / "t.db"`` whose background links pass never runs: the test
+    calls ``store._refresh_links()`` where it wants one."""
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
+    opened = SqliteSpanStore(tmp_path / "t.db")
+    yield opened
+    opened.close()
 
 
 def full_computation(path: Path, end_ts: int, lookback: int) -> list[DependencyLink]:
@@ -305,28 +316,23 @@ def test_links_are_computed_in_the_background_without_a_query(tmp_path: Path) ->
 
 
 def test_storing_computed_links_leaves_the_data_version_as_it_was(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: SqliteSpanStore
 ) -> None:
     # Answers cached for a data version (/dependencies) stay valid: the links of traces already
     # written change no answer, so the background pass must not make them look stale.
-    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     path = tmp_path / "t.db"
-    store = SqliteSpanStore(path)
-    try:
-        start = now_us()
-        accept_per_service(store, [rpc(1, "web", "api", start)])
-        written = store.data_version()
-        assert pending(path) == 1
-        store._refresh_links()  # what the background pass does
-        assert pending(path) == 0
-        assert store.data_version() == written
-        assert store.dependencies(start // 1000 + 1000, 60_000) == [
-            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
-        ]
-        store.accept(decoded(rpc(2, "web", "api", start)))
-        assert store.data_version() > written
-    finally:
-        store.close()
+    start = now_us()
+    accept_per_service(store, [rpc(1, "web", "api", start)])
+    written = store.data_version()
+    assert pending(path) == 1
+    store._refresh_links()  # what the background pass does
+    assert pending(path) == 0
+    assert store.data_version() == written
+    assert store.dependencies(start // 1000 + 1000, 60_000) == [
+        {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+    ]
+    store.accept(decoded(rpc(2, "web", "api", start)))
+    assert store.data_version() > written
 
 
 def test_links_stay_exact_while_batches_arrive_during_their_computation(tmp_path: Path) -> None:
@@ -634,34 +640,29 @@ def test_dependencies_answer_while_the_writer_holds_its_lock(tmp_path: Path) -> 
 
 
 def test_dependencies_count_stored_and_pending_links_of_one_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: SqliteSpanStore
 ) -> None:
     # links stored for a trace, then spans that change them: the answer takes the stored
     # links out of the sums and counts the new ones, once
-    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # no background pass
     path = tmp_path / "t.db"
-    store = SqliteSpanStore(path)
-    try:
-        start = now_us()
-        client_half = rpc(1, "web", "api", start)[:2]
-        server_half = rpc(1, "web", "payments", start)[2:]
-        store.accept(decoded(client_half + rpc(2, "web", "db", start, error=True)))
-        store._refresh_links()
-        assert pending(path) == 0
-        store.accept(decoded(server_half))  # the server names itself otherwise
-        accept_per_service(store, [rpc(3, "api", "db", start - 120_000_000)])  # out of the window
-        assert pending(path) == 2
-        end_ms = start // 1000 + 1000
-        for _ in range(2):  # nothing is stored by asking
-            assert store.dependencies(end_ms, 60_000) == [
-                {"parent": "web", "child": "db", "callCount": 1, "errorCount": 1},
-                {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0},
-            ]
-        assert pending(path) == 2
-        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
-        assert store.dependencies(end_ms, 600_000) == full_computation(path, end_ms, 600_000)
-    finally:
-        store.close()
+    start = now_us()
+    client_half = rpc(1, "web", "api", start)[:2]
+    server_half = rpc(1, "web", "payments", start)[2:]
+    store.accept(decoded(client_half + rpc(2, "web", "db", start, error=True)))
+    store._refresh_links()
+    assert pending(path) == 0
+    store.accept(decoded(server_half))  # the server names itself otherwise
+    accept_per_service(store, [rpc(3, "api", "db", start - 120_000_000)])  # out of the window
+    assert pending(path) == 2
+    end_ms = start // 1000 + 1000
+    for _ in range(2):  # nothing is stored by asking
+        assert store.dependencies(end_ms, 60_000) == [
+            {"parent": "web", "child": "db", "callCount": 1, "errorCount": 1},
+            {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0},
+        ]
+    assert pending(path) == 2
+    assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    assert store.dependencies(end_ms, 600_000) == full_computation(path, end_ms, 600_000)
 
 
 def stored_links(path: Path) -> list[tuple[int, str, str, int, int, int]]:
@@ -674,67 +675,57 @@ def stored_links(path: Path) -> list[tuple[int, str, str, int, int, int]]:
 
 
 def test_a_trace_written_in_one_batch_gets_its_links_in_that_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: SqliteSpanStore
 ) -> None:
     # no pending mark and no second transaction reading the spans back: the links of a trace
     # the file had no spans of are stored with them
-    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # no background pass
     path = tmp_path / "t.db"
-    store = SqliteSpanStore(path)
-    try:
-        start = now_us()
-        store.accept(decoded(rpc(1, "web", "api", start) + rpc(2, "web", "db", start, True)))
-        assert pending(path) == 0
-        assert stored_links(path) == [
-            (2, "web", "api", start, 1, 0),
-            (3, "web", "db", start, 1, 1),
-        ]
-        end_ms = start // 1000 + 1000
-        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
-    finally:
-        store.close()
+    start = now_us()
+    store.accept(decoded(rpc(1, "web", "api", start) + rpc(2, "web", "db", start, True)))
+    assert pending(path) == 0
+    assert stored_links(path) == [
+        (2, "web", "api", start, 1, 0),
+        (3, "web", "db", start, 1, 1),
+    ]
+    end_ms = start // 1000 + 1000
+    assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
 
 
 def test_spans_arriving_after_their_trace_was_linked_change_its_links(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: SqliteSpanStore
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # the passes are the test's
     path = tmp_path / "t.db"
-    store = SqliteSpanStore(path)
-    try:
-        start = now_us()
-        end_ms = start // 1000 + 1000
-        store.accept(decoded(rpc(1, "web", "api", start)[:2]))  # linked in its write
-        assert pending(path) == 0
-        assert store.dependencies(end_ms, 60_000) == [
-            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
-        ]
-        # the server names itself otherwise, and calls the database: late, in another batch
-        late = rpc(1, "web", "payments", start)[2:]
-        late.append(
-            make_span(
-                f"{2:032x}",
-                "3" * 16,
-                parent_id="2" * 16,
-                service="payments",
-                remote="db",
-                kind="CLIENT",
-                timestamp=start + 3,
-            )
+    start = now_us()
+    end_ms = start // 1000 + 1000
+    store.accept(decoded(rpc(1, "web", "api", start)[:2]))  # linked in its write
+    assert pending(path) == 0
+    assert store.dependencies(end_ms, 60_000) == [
+        {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+    ]
+    # the server names itself otherwise, and calls the database: late, in another batch
+    late = rpc(1, "web", "payments", start)[2:]
+    late.append(
+        make_span(
+            f"{2:032x}",
+            "3" * 16,
+            parent_id="2" * 16,
+            service="payments",
+            remote="db",
+            kind="CLIENT",
+            timestamp=start + 3,
         )
-        store.accept(decoded(late))
-        assert pending(path) == 1
-        expected = [
-            {"parent": "payments", "child": "db", "callCount": 1, "errorCount": 0},
-            {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0},
-        ]
-        assert store.dependencies(end_ms, 60_000) == expected  # computed by the query
-        store._refresh_links()
-        assert pending(path) == 0
-        assert store.dependencies(end_ms, 60_000) == expected  # stored
-        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
-    finally:
-        store.close()
+    )
+    store.accept(decoded(late))
+    assert pending(path) == 1
+    expected = [
+        {"parent": "payments", "child": "db", "callCount": 1, "errorCount": 0},
+        {"parent": "web", "child": "payments", "callCount": 1, "errorCount": 0},
+    ]
+    assert store.dependencies(end_ms, 60_000) == expected  # computed by the query
+    store._refresh_links()
+    assert pending(path) == 0
+    assert store.dependencies(end_ms, 60_000) == expected  # stored
+    assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
 
 
 def test_a_trace_spread_over_many_batches_counts_as_if_written_at_once(tmp_path: Path) -> None:
@@ -779,28 +770,23 @@ def test_a_trace_spread_over_many_batches_counts_as_if_written_at_once(tmp_path:
 
 
 def test_a_trace_in_two_batches_of_one_group_commit_is_linked_from_both(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: SqliteSpanStore
 ) -> None:
     # batches waiting together are written in one transaction: the second finds the trace the
     # first created there, and marks it instead of storing links of half a trace
-    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     path = tmp_path / "t.db"
-    store = SqliteSpanStore(path)
-    try:
-        start = now_us()
-        spans = rpc(1, "web", "api", start)
-        halves = [decoded(spans[:2]), decoded(spans[2:])]
-        group = [sqlite_store._prepare_rows(half, start) for half in halves]
-        assert store._write_group(group) == [2, 1]
-        assert pending(path) == 1
-        end_ms = start // 1000 + 1000
-        assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
-        store._refresh_links()
-        assert store.dependencies(end_ms, 60_000) == [
-            {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
-        ]
-    finally:
-        store.close()
+    start = now_us()
+    spans = rpc(1, "web", "api", start)
+    halves = [decoded(spans[:2]), decoded(spans[2:])]
+    group = [sqlite_store._prepare_rows(half, start) for half in halves]
+    assert store._write_group(group) == [2, 1]
+    assert pending(path) == 1
+    end_ms = start // 1000 + 1000
+    assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
+    store._refresh_links()
+    assert store.dependencies(end_ms, 60_000) == [
+        {"parent": "web", "child": "api", "callCount": 1, "errorCount": 0}
+    ]
 
 
 def test_a_span_repeated_in_one_batch_is_linked_once(tmp_path: Path) -> None:
