@@ -23,8 +23,9 @@ thread of the server does with an upload; the HTTP server around it is left out)
 dependency links of their traces computed (also with each trace's spans split over two
 batches, as services reporting their own spans send them); and, as its floor, the
 instructions per span of inserting the very same rows, prepared beforehand, into a bare SQLite
-file (case 1b's floor). Unlike spans per second, the count does not move when the machine is
-busy.
+file (case 1b's floor); and the instructions per span of computing the batches' dependency links
+alone, from their prepared rows. Unlike spans per second, the count does not move when the
+machine is busy.
 
 ``TOMOGRAPH_BENCH_SPANS`` sets the size of the search data set (default 1,000,000).
 No peer has an equivalent embedded collector, so there are no ratios here.
@@ -312,6 +313,24 @@ def run_floor(batches: int) -> None:
         db.close()
 
 
+def run_links(batches: int) -> None:
+    """Compute the dependency links of ``batches`` batches' traces from their prepared rows, as
+    the ingest write does for traces it brings all the spans of (after a warm-up)."""
+    import gc
+
+    from tomograph.collector.ingest import decode_zipkin_body
+
+    prepared = [
+        sqlite_store._prepare_rows(decode_zipkin_body(body, "application/json"), 1)
+        for body in pipeline_bodies()
+    ]
+    for number in range(-5, batches):
+        if number == 0:
+            gc.disable()
+        rows = prepared[number % len(prepared)]
+        sqlite_store._batch_links(rows.spans, rows.traces, ())
+
+
 def count_instructions() -> None:
     import _callgrind
 
@@ -326,6 +345,9 @@ def count_instructions() -> None:
     floor = _callgrind.instructions_per_op(
         lambda n: [sys.executable, __file__, "--floor", str(n)], small=4, large=24
     )
+    links = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--links", str(n)], small=10, large=110
+    )
     print("\n## collector ingest pipeline, in one process (decode, span limits, accept)\n")
     print("case | instructions per span\n-|-")
     print(f"Zipkin JSON, batches of 100: decoded, bounded, stored | {per_batch / 100:,.0f}")
@@ -334,6 +356,7 @@ def count_instructions() -> None:
         f" | {per_split_batch / 100:,.0f}"
     )
     print(f"bare SQLite: the same rows, prepared beforehand, inserted | {floor / 100:,.0f}")
+    print(f"dependency links of the batches' traces, computed alone | {links / 100:,.0f}")
     print(f"\nthe bare SQLite floor is {floor / per_batch:.0%} of the pipeline's instructions")
 
 
@@ -343,6 +366,9 @@ def main() -> None:
         return
     if "--pipeline-split" in sys.argv:
         run_pipeline(int(sys.argv[sys.argv.index("--pipeline-split") + 1]), split=True)
+        return
+    if "--links" in sys.argv:
+        run_links(int(sys.argv[sys.argv.index("--links") + 1]))
         return
     if "--floor" in sys.argv:
         run_floor(int(sys.argv[sys.argv.index("--floor") + 1]))

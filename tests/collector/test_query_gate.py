@@ -17,8 +17,7 @@ import pytest
 from tests.collector.conftest import ServedApp
 from tests.support.collector import http, make_span, now_us
 
-from tomograph.collector import sqlite_store
-from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector import sqlite_links, sqlite_store
 from tomograph.collector.query_gate import Overloaded, QueryGate
 from tomograph.collector.sqlite_store import SqliteSpanStore
 
@@ -115,12 +114,12 @@ def test_fifty_stuck_queries_get_a_bounded_line_and_ingest_goes_on(tmp_path: Pat
 def test_a_query_running_past_the_timeout_is_answered_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    put_trace = DependencyLinker.put_trace
+    links_of = sqlite_links.links_of
 
-    def slow_put_trace(linker: DependencyLinker, spans: list[Any]) -> None:
+    def slow_links_of(spans: list[Any]) -> Any:
         if spans:
             time.sleep(0.5)  # one trace alone outlasts the query's budget
-        put_trace(linker, spans)
+        return links_of(spans)
 
     # the links are left for the query to compute (the store's background pass would too)
     monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
@@ -131,7 +130,7 @@ def test_a_query_running_past_the_timeout_is_answered_503(
         ]
         assert post(app, spans) == 202
         assert post(app, spans) == 202  # a retry reaches stored traces: their links wait
-        monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+        monkeypatch.setattr(sqlite_links, "links_of", slow_links_of)
         end = now_us() // 1000 + 1000
         status, headers, body = get(f"{app.url}/api/v2/dependencies?endTs={end}")
         assert status == 503

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import zipkin_dependency_rules as zipkin_rules
 from tests.support.collector import decoded, make_span, now_us
 
 from tomograph.collector import sqlite_links, sqlite_store
-from tomograph.collector.dependencies import DependencyLinker
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import DependencyLink, QueryTimeout, SpanDict
 
@@ -39,37 +39,35 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteSpa
 
 
 def full_computation(path: Path, end_ts: int, lookback: int) -> list[DependencyLink]:
-    """Every trace of the window read and linked afresh: how the store answered before."""
+    """Every trace of the window read and linked afresh by Zipkin's rules (written out in
+    tests/support, independent of the store's linker), its spans in the store's order."""
     db = sqlite3.connect(path)
     try:
         rows = db.execute(
             "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
-            " s.remote_service, s.error, s.ts FROM spans s WHERE s.trace_low IN"
-            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?) ORDER BY s.trace_low",
+            " s.remote_service, s.error FROM spans s WHERE s.trace_low IN"
+            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?)"
+            " ORDER BY s.trace_low, s.digest",
             ((end_ts - lookback) * 1000, end_ts * 1000),
         ).fetchall()
     finally:
         db.close()
-    traces: dict[int, list[SpanDict]] = {}
-    for low, span_id, parent_id, kind, shared, service, remote, error, ts in rows:
-        span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
-        if parent_id:
-            span["parentId"] = parent_id
-        if kind:
-            span["kind"] = kind
-        if shared:
-            span["shared"] = True
-        if service:
-            span["localEndpoint"] = {"serviceName": service}
-        if remote:
-            span["remoteEndpoint"] = {"serviceName": remote}
-        if error:
-            span["tags"] = {"error": ""}
+    traces: dict[int, list[zipkin_rules.LinkSpan]] = {}
+    for low, span_id, parent_id, kind, shared, service, remote, error in rows:
+        span = zipkin_rules.LinkSpan(
+            span_id, parent_id, kind, bool(shared), service or None, remote or None, bool(error)
+        )
         traces.setdefault(low, []).append(span)
-    linker = DependencyLinker()
+    total: dict[tuple[str, str], list[int]] = {}
     for spans in traces.values():
-        linker.put_trace(spans)
-    return linker.links()
+        for pair, (calls, errors) in zipkin_rules.trace_links(spans).items():
+            counts = total.setdefault(pair, [0, 0])
+            counts[0] += calls
+            counts[1] += errors
+    return [
+        DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
+        for (parent, child), (calls, errors) in sorted(total.items())
+    ]
 
 
 def pending(path: Path) -> int:
@@ -407,18 +405,18 @@ def test_a_query_catching_up_on_many_traces_stops_at_the_query_timeout_and_keeps
 ) -> None:
     monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # no help from the background
     monkeypatch.setattr(sqlite_links, "ROUND_TRACES", 1)  # many short rounds
-    put_trace = DependencyLinker.put_trace
+    links_of = sqlite_links.links_of
 
-    def slow_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+    def slow_links_of(spans: list[Any]) -> Any:
         time.sleep(0.05)  # each round stays within the timeout, all of them do not
-        put_trace(linker, spans)
+        return links_of(spans)
 
     path = tmp_path / "t.db"
     store = SqliteSpanStore(path, query_timeout=0.3)
     try:
         start = now_us()
         accept_per_service(store, [rpc(n, "web", "api", start) for n in range(40)])
-        monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+        monkeypatch.setattr(sqlite_links, "links_of", slow_links_of)
         end_ms = start // 1000 + 1000
         with pytest.raises(QueryTimeout):
             store.dependencies(end_ms, 60_000)
@@ -537,13 +535,13 @@ def test_the_background_computes_a_round_longer_than_the_query_timeout(
 ) -> None:
     # the query timeout bounds what a client waits for; a round of the background refresher
     # stopped by it would start over every pass and never store anything
-    put_trace = DependencyLinker.put_trace
+    links_of = sqlite_links.links_of
 
-    def slow_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+    def slow_links_of(spans: list[Any]) -> Any:
         time.sleep(0.05)  # 20 traces in one round: four times the timeout
-        put_trace(linker, spans)
+        return links_of(spans)
 
-    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+    monkeypatch.setattr(sqlite_links, "links_of", slow_links_of)
     path = tmp_path / "t.db"
     store = SqliteSpanStore(path, query_timeout=0.25)
     try:
@@ -831,13 +829,13 @@ def test_a_trace_reported_in_two_batches_is_linked_once_per_batch(
     # ago, so its links are left to the background, which reads all the trace's spans once
     monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)
     linked: list[int] = []
-    put_trace = DependencyLinker.put_trace
+    links_of = sqlite_links.links_of
 
-    def counting_put_trace(linker: DependencyLinker, spans: list[SpanDict]) -> None:
+    def counting_links_of(spans: list[Any]) -> Any:
         linked.append(len(spans))
-        put_trace(linker, spans)
+        return links_of(spans)
 
-    monkeypatch.setattr(DependencyLinker, "put_trace", counting_put_trace)
+    monkeypatch.setattr(sqlite_links, "links_of", counting_links_of)
     path = tmp_path / "t.db"
     store = SqliteSpanStore(path)
     try:

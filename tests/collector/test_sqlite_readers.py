@@ -9,12 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.collector import decoded, make_span, now_us
 
-from tomograph.collector import sqlite_store
-from tomograph.collector.dependencies import DependencyLinker
+from tomograph.collector import sqlite_links, sqlite_store
 from tomograph.collector.sqlite_readers import ReaderPool
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.storage import QueryTimeout, StoreClosed
@@ -128,15 +128,15 @@ def test_a_store_read_past_the_query_timeout_raises_query_timeout(
     store.accept(spans)
     store.accept(spans)  # a retry reaches stored traces: their links wait for the query
     linked = threading.Event()
-    put_trace = DependencyLinker.put_trace
+    links_of = sqlite_links.links_of
 
-    def slow_put_trace(linker: DependencyLinker, spans: list[object]) -> None:
+    def slow_links_of(spans: list[Any]) -> Any:
         if spans and not linked.is_set():
             linked.set()
             time.sleep(0.5)  # the work on the first trace alone outlasts the query's budget
-        put_trace(linker, spans)  # type: ignore[arg-type]
+        return links_of(spans)
 
-    monkeypatch.setattr(DependencyLinker, "put_trace", slow_put_trace)
+    monkeypatch.setattr(sqlite_links, "links_of", slow_links_of)
     try:
         end_ms = now_us() // 1000 + 1000
         with pytest.raises(QueryTimeout):

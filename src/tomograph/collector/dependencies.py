@@ -1,113 +1,303 @@
 """Service links from traces, with Zipkin's rules (``GET /api/v2/dependencies``).
 
-A trace is arranged as a tree first. A server span that shares its id with the client span that
-called it (B3 ``shared``) becomes that client's child, so the two halves of one RPC count as one
-call. Links are then taken from server and consumer spans (parent: the nearest remote ancestor's
-service), from leaf client/producer spans (child: their remote service, which covers
-uninstrumented peers) and from local spans that know both sides.
+A trace is arranged as a tree first, as Zipkin arranges it. A span whose parent id is its own id
+has no parent; pieces of one span reported apart are merged; a server span that shares its id
+with the client span that called it (B3 ``shared``; a SERVER right after a CLIENT of the same
+id counts as shared) becomes that client's child, so the two halves of one RPC count as one
+call; the first span without a parent (by id) is the root, and spans whose parent is missing
+hang off it. Links are then taken from server and consumer spans (parent: the nearest remote
+ancestor's service), from leaf client/producer spans (child: their remote service, which
+covers uninstrumented peers) and from local spans that know both sides. Spans that only reach
+each other in a cycle are not in the tree. One rule is added to Zipkin's: a call is an error
+when the client half of a shared RPC failed, as when the server half did.
+
+The linker reads a span as a :data:`LinkRow`, the columns a store keeps for it; ties in Zipkin's
+order of spans keep the order of the rows, so a store passes them in a fixed order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from tomograph.collector.span_fields import is_error, local_service, remote_service
 from tomograph.collector.storage import DependencyLink, SpanDict
 
-__all__ = ["DependencyLinker", "SpanNode", "build_span_tree", "link_span"]
+__all__ = ["DependencyLinker", "LinkRow", "link_row", "trace_links"]
+
+#: A span as the linker reads it: (id, parent id, kind, shared, local service, remote service,
+#: error); an absent service is "" (or None), ``shared`` and ``error`` are 0/1 (or bools).
+LinkRow = tuple[str, str | None, str | None, int, str | None, str | None, int]
+#: (parent, child) -> [calls, errors]
+LinkCounts = dict[tuple[str, str], list[int]]
+
+_NO_NODE = -1  # the parent of the root, and of the spans under a synthetic root
 
 
-@dataclass(eq=False, slots=True)
-class SpanNode:
-    """One span in a trace tree (``span`` is None for a synthetic root of a headless trace)."""
+def link_row(span: SpanDict) -> LinkRow:
+    """The :data:`LinkRow` of a span dict.
 
-    span: SpanDict | None
-    parent: SpanNode | None = None
-    children: list[SpanNode] = field(default_factory=list)
-
-    def add_child(self, child: SpanNode) -> None:
-        """Attach ``child`` under this node."""
-        child.parent = self
-        self.children.append(child)
-
-    def walk(self) -> Iterable[SpanNode]:
-        """This node and its descendants, breadth first."""
-        queue = [self]
-        for node in queue:  # the list grows behind the loop: breadth first, no pop(0)
-            yield node
-            queue.extend(node.children)
-
-
-def _key(span_id: str, shared: bool, service: str | None) -> tuple[str, bool, str | None]:
-    return (span_id, shared, service if shared else None)
-
-
-def build_span_tree(spans: Sequence[SpanDict]) -> SpanNode:
-    """Arrange one trace's spans as a tree; spans whose parent is missing hang off the root.
-
-    >>> root = build_span_tree([
-    ...     {"traceId": "a" * 16, "id": "1" * 16, "kind": "CLIENT"},
-    ...     {"traceId": "a" * 16, "id": "1" * 16, "kind": "SERVER", "shared": True}])
-    >>> root.children[0].span["kind"]
-    'SERVER'
+    >>> link_row({"traceId": "a" * 16, "id": "b" * 16, "kind": "SERVER", "tags": {"error": ""}})
+    ('bbbbbbbbbbbbbbbb', None, 'SERVER', 0, '', '', 1)
     """
-    nodes: dict[tuple[str, bool, str | None], SpanNode] = {}
-    wanted_parent: dict[tuple[str, bool, str | None], tuple[str, bool, str | None] | None] = {}
-    ordered = sorted(spans, key=lambda s: (bool(s.get("shared")), s.get("timestamp") or 0))
-    services = [local_service(s) for s in ordered]
-    shared_keys = {
-        _key(s["id"], True, service)
-        for s, service in zip(ordered, services, strict=True)
-        if s.get("shared") is True
-    }
-    root: SpanNode | None = None
-    for span, service in zip(ordered, services, strict=True):
-        shared = bool(span.get("shared"))
-        key = _key(span["id"], shared, service)
-        if key in nodes:
-            continue  # a duplicate id: keep the first, as Zipkin's tree does
-        node = SpanNode(span)
-        nodes[key] = node
-        parent_key: tuple[str, bool, str | None] | None
-        if shared:
-            parent_key = _key(span["id"], False, None)  # the client half of the same RPC
-        elif span.get("parentId"):
-            # a local span under a shared server span of the same service is most specific
-            shared_parent = _key(span["parentId"], True, service)
-            parent_key = (
-                shared_parent
-                if shared_parent in shared_keys
-                else _key(span["parentId"], False, None)
-            )
+    return (
+        span["id"],
+        span.get("parentId"),
+        span.get("kind"),
+        1 if span.get("shared") is True else 0,
+        local_service(span),
+        remote_service(span),
+        1 if is_error(span) else 0,
+    )
+
+
+def trace_links(rows: Sequence[LinkRow], into: LinkCounts | None = None) -> LinkCounts:
+    """The links of one trace's spans, added to ``into`` (a new dict by default).
+
+    >>> trace_links([("1" * 16, None, "CLIENT", 0, "web", "db", 1)])
+    {('web', 'db'): [1, 1]}
+    """
+    links: LinkCounts = {} if into is None else into
+    if not rows:
+        return links
+    placed = _simple_tree(rows)
+    spans, parents, children, root = placed if placed is not None else _merged_tree(rows)
+    _count(spans, parents, children, root, links)
+    return links
+
+
+def _simple_tree(
+    rows: Sequence[LinkRow],
+) -> tuple[Sequence[LinkRow], list[int], dict[int, list[int]], int] | None:
+    """The tree of a trace where no two spans have one id and one shared flag (the usual
+    trace: only the client and server halves of an RPC share an id); None for any other.
+
+    Zipkin's cleaning changes nothing in such a trace but a shared span's missing parent id, so
+    the rows are placed as they are: the order Zipkin would process them in matters only for
+    the root, which is the span without a parent of the lowest id.
+    """
+    plain: dict[str, int] = {}  # id -> the span that is not shared
+    shared: dict[str, int] = {}  # id -> the shared span
+    spans: list[LinkRow] | None = None  # the rows, once one of them needs changing
+    root = _NO_NODE
+    root_id = ""
+    for index, row in enumerate(rows):
+        span_id, parent_id, kind, is_shared, service, remote, error = row
+        if parent_id == span_id or (is_shared and kind == "CLIENT"):
+            # Zipkin's model: no span is its own parent, a client span is never shared
+            if spans is None:
+                spans = list(rows)
+            if parent_id == span_id:
+                parent_id = None
+            if kind == "CLIENT":
+                is_shared = 0
+            spans[index] = (span_id, parent_id, kind, is_shared, service, remote, error)
+        if is_shared:
+            shared[span_id] = index
         else:
-            parent_key = None
-        if parent_key is None and root is None:
-            root = node
+            plain[span_id] = index
+            if parent_id is None and (root == _NO_NODE or span_id < root_id):
+                root, root_id = index, span_id
+    if len(plain) + len(shared) != len(rows):
+        return None  # an id repeated with one shared flag (checked once, not per span)
+    if spans is None:
+        spans = rows  # type: ignore[assignment]
+    assert spans is not None
+    parents = [_NO_NODE] * len(spans)
+    children: dict[int, list[int]] = {}
+    for index, row in enumerate(spans):
+        if index == root:
+            continue
+        parent_id = row[1]
+        if row[3]:  # shared: under the client half of its RPC
+            parent = plain.get(row[0], root)
+            if parent_id is None and parent != root and spans[parent][1] is not None:
+                # the client's parent id, as Zipkin fills it in (read by the error rule)
+                if spans is rows:
+                    spans = list(rows)
+                spans[index] = (row[0], spans[parent][1], *row[2:])
+        elif parent_id is None:
+            parent = root
+        elif (
+            shared
+            and parent_id in shared
+            and ((spans[shared[parent_id]][4] or "") == (row[4] or ""))
+        ):
+            parent = shared[parent_id]  # a span in a server of its own service
         else:
-            wanted_parent[key] = parent_key
-    if root is None:
-        root = SpanNode(None)
-    for key, parent_key in wanted_parent.items():
+            parent = plain.get(parent_id, root)
+        parents[index] = parent
+        below = children.get(parent)
+        if below is None:
+            children[parent] = [index]
+        else:
+            below.append(index)
+    return spans, parents, children, root
+
+
+def _merged_tree(
+    rows: Sequence[LinkRow],
+) -> tuple[list[LinkRow], list[int], dict[int, list[int]], int]:
+    """The tree of any trace, by Zipkin's cleaning and placing of spans step by step."""
+    spans = _cleaned([_built(row) for row in rows])
+    # keys: an id alone for a span that is not shared, (id, service) for a shared one
+    wanted: dict[object, object] = {}  # a span's key -> its parent's key (None: the root)
+    for row in spans:
+        if row[3]:
+            wanted[(row[0], row[4] or None)] = row[0]
+        else:
+            wanted[row[0]] = row[1]
+    nodes: dict[object, int] = {}
+    root = _NO_NODE
+    for index, row in enumerate(spans):
+        span_id, parent_id, service = row[0], row[1], row[4] or None
+        own_key: object = (span_id, service) if row[3] else span_id
+        bare_key: object = (span_id, None) if row[3] else span_id
+        parent: object = None
+        if row[3]:
+            parent = span_id
+        elif parent_id is not None:
+            parent = (parent_id, service)
+            if parent in wanted:
+                wanted[bare_key] = parent
+            else:
+                parent = parent_id
+        if parent is None and root == _NO_NODE:
+            root = index
+            wanted.pop(bare_key, None)
+        else:
+            nodes[own_key] = index
+            nodes[bare_key] = index
+    parents = [_NO_NODE] * len(spans)
+    children: dict[int, list[int]] = {}
+    for key, parent_key in wanted.items():
         child = nodes[key]
-        parent = nodes.get(parent_key) if parent_key is not None else None
-        if parent is None and parent_key is not None and not parent_key[1]:
-            # the parent may only exist as a shared span (its client half was not reported)
-            parent = next(
-                (n for k, n in nodes.items() if k[0] == parent_key[0] and k[1] and n is not child),
-                None,
+        parent = nodes.get(parent_key, root) if parent_key is not None else root
+        parents[child] = parent
+        children.setdefault(parent, []).append(child)
+    return spans, parents, children, root
+
+
+def _built(row: LinkRow) -> LinkRow:
+    """The span as Zipkin's model holds it: not its own parent; a client is never shared."""
+    span_id, parent_id, kind, shared = row[0], row[1], row[2], row[3]
+    return (
+        span_id,
+        None if parent_id == span_id else parent_id,
+        kind,
+        0 if kind == "CLIENT" else (1 if shared else 0),
+        row[4] or None,
+        row[5] or None,
+        1 if row[6] else 0,
+    )
+
+
+def _cleanup_order(row: LinkRow) -> tuple[str, int, bool, str]:
+    """Zipkin's order: by id; the client, other unshared spans, then shared; no service first."""
+    rank = 2 if row[3] else (0 if row[2] == "CLIENT" else 1)
+    return (row[0], rank, row[4] is not None, row[4] or "")
+
+
+def _cleaned(spans: list[LinkRow]) -> list[LinkRow]:
+    """Zipkin's cleaning of a trace: pieces of one span merged, shared flags and parent ids of
+    shared spans filled in from the client span of the same id."""
+    spans = sorted(spans, key=_cleanup_order)  # stable: ties keep the rows' order
+    out: list[LinkRow] = []
+    index = 0
+    while index < len(spans):
+        span = spans[index]
+        index += 1
+        service = span[4]  # of the pieces merged so far
+        while index < len(spans) and spans[index][0] == span[0]:
+            piece = spans[index]
+            if piece[3] != span[3] or (service and piece[4] and piece[4] != service):
+                break  # another span with this id (another server, or the other RPC half)
+            span = (
+                span[0],
+                span[1] if span[1] is not None else piece[1],
+                span[2] if span[2] is not None else piece[2],
+                span[3],
+                span[4] if span[4] is not None else piece[4],
+                span[5] if span[5] is not None else piece[5],
+                span[6] or piece[6],
             )
-        (parent or root).add_child(child)
-    return root
+            service = service or piece[4]
+            index += 1
+        if out and out[-1][0] == span[0]:
+            last = out[-1]
+            if last[2] == "CLIENT" and span[2] == "SERVER" and not span[3]:
+                span = (*span[:3], 1, *span[4:])
+            if span[3] and span[1] is None and last[1] is not None:
+                span = (span[0], last[1], *span[2:])
+        out.append(_built(span))
+    return out
 
 
-def _remote_ancestor(node: SpanNode) -> SpanNode | None:
-    ancestor = node.parent
-    while ancestor is not None:
-        if ancestor.span is not None and ancestor.span.get("kind"):
-            return ancestor
-        ancestor = ancestor.parent
-    return None
+def _add(links: LinkCounts, parent: str, child: str, error: object) -> None:
+    counts = links.get((parent, child))
+    if counts is None:
+        links[(parent, child)] = [1, 1 if error else 0]
+    else:
+        counts[0] += 1
+        if error:
+            counts[1] += 1
+
+
+def _count(
+    spans: Sequence[LinkRow],
+    parents: list[int],
+    children: dict[int, list[int]],
+    root: int,
+    links: LinkCounts,
+) -> None:
+    """Add the links of the tree's spans, from the root breadth first."""
+    queue = [root] if root != _NO_NODE else list(children.get(_NO_NODE, ()))
+    for node in queue:  # the list grows behind the loop: breadth first
+        below = children.get(node)
+        if below is not None:
+            queue.extend(below)
+        span_id, parent_id, kind, is_shared, service, remote, error = spans[node]
+        if kind == "SERVER":
+            if node == root and not remote:
+                continue  # who called the root is not known
+            parent, child = remote, service
+        elif kind == "CLIENT":
+            if below is not None:
+                continue  # the server half names the link better
+            parent, child = service, remote
+        elif kind is None:
+            if not (service and remote):
+                continue  # a local span
+            kind = "CLIENT"
+            parent, child = service, remote
+        elif kind == "PRODUCER":
+            if service and remote:
+                _add(links, service, remote, error)
+            continue
+        elif kind == "CONSUMER":
+            if remote and service:
+                _add(links, remote, service, error)
+            continue
+        else:
+            continue  # a kind Zipkin does not know
+        ancestor = parents[node]  # the nearest one with a kind
+        while ancestor != _NO_NODE and spans[ancestor][2] is None:
+            ancestor = parents[ancestor]
+        if ancestor != _NO_NODE:
+            ancestor_id, _, ancestor_kind, _, ancestor_service, _, ancestor_error = spans[ancestor]
+            if ancestor_service:
+                if kind == "CLIENT" and service and ancestor_service != service:
+                    _add(links, ancestor_service, service, 0)  # a client named for its peer
+                if kind == "SERVER" or not parent:
+                    parent = ancestor_service
+                if not error and ancestor_kind == "CLIENT" and ancestor_error:
+                    if parent_id is not None and parent_id == ancestor_id:
+                        error = 1  # an RPC split over two ids: the client's error
+                    elif is_shared and ancestor_id == span_id:
+                        # not in Zipkin: the client half of a shared RPC failed (a timeout
+                        # on a server that answered fine is still a failed call)
+                        error = 1
+        if parent and child:
+            _add(links, parent, child, error)
 
 
 class DependencyLinker:
@@ -122,104 +312,19 @@ class DependencyLinker:
     """
 
     def __init__(self) -> None:
-        self._calls: dict[tuple[str, str], int] = {}
-        self._errors: dict[tuple[str, str], int] = {}
+        self._counts: LinkCounts = {}
 
-    def put_trace(self, spans: Sequence[SpanDict]) -> None:
+    def put_trace(self, spans: Iterable[SpanDict]) -> None:
         """Add the links of one trace."""
-        if not spans:
-            return
-        root = build_span_tree(spans)
-        for node in root.walk():
-            span = node.span
-            if span is None:
-                continue
-            kind = span.get("kind")
-            if kind == "CLIENT" and node.children:
-                continue  # the server half names the link better
-            service = local_service(span) or None
-            remote = remote_service(span) or None
-            if kind is None:
-                if service and remote:
-                    kind = "CLIENT"
-                else:
-                    continue
-            if kind in ("SERVER", "CONSUMER"):
-                child, parent = service, remote
-                if node is root and parent is None:
-                    continue
-            else:
-                parent, child = service, remote
-            error = is_error(span)
-            if kind in ("PRODUCER", "CONSUMER"):
-                if parent and child:
-                    self._add(parent, child, error)
-                continue
-            ancestor = _remote_ancestor(node)
-            ancestor_span = ancestor.span if ancestor is not None else None
-            ancestor_service = local_service(ancestor_span) if ancestor_span else ""
-            if ancestor_span is not None and ancestor_service:
-                if kind == "CLIENT" and service and ancestor_service != service:
-                    self._add(ancestor_service, service, False)  # a client with a wrong name
-                if kind == "SERVER" or parent is None:
-                    parent = ancestor_service
-                if (
-                    not error
-                    and ancestor_span.get("kind") == "CLIENT"
-                    and span.get("parentId") is not None
-                    and span.get("parentId") == ancestor_span.get("id")
-                ):
-                    error = is_error(ancestor_span)
-                elif not error and span.get("shared") and ancestor_span.get("kind") == "CLIENT":
-                    error = is_error(ancestor_span)  # the client half of a shared RPC failed
-            if parent and child:
-                self._add(parent, child, error)
+        self.put_rows([link_row(span) for span in spans])
 
-    def _add(self, parent: str, child: str, error: bool) -> None:
-        pair = (parent, child)
-        self._calls[pair] = self._calls.get(pair, 0) + 1
-        if error:
-            self._errors[pair] = self._errors.get(pair, 0) + 1
+    def put_rows(self, rows: Sequence[LinkRow]) -> None:
+        """Add the links of one trace's spans as :data:`LinkRow` tuples."""
+        trace_links(rows, self._counts)
 
     def links(self) -> list[DependencyLink]:
         """The links counted so far, sorted by parent then child."""
         return [
-            DependencyLink(
-                parent=parent,
-                child=child,
-                callCount=count,
-                errorCount=self._errors.get((parent, child), 0),
-            )
-            for (parent, child), count in sorted(self._calls.items())
+            DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
+            for (parent, child), (calls, errors) in sorted(self._counts.items())
         ]
-
-
-def link_span(
-    span_id: str,
-    parent_id: str | None,
-    kind: str | None,
-    shared: int,
-    service: str,
-    remote: str,
-    error: int,
-    ts: int | None,
-) -> SpanDict:
-    """A span dict with just what :class:`DependencyLinker` reads, from a store's columns.
-
-    >>> link_span("b" * 16, None, "SERVER", 0, "web", "", 1, 5)["tags"]
-    {'error': ''}
-    """
-    span: SpanDict = {"traceId": "", "id": span_id, "timestamp": ts}
-    if parent_id:
-        span["parentId"] = parent_id
-    if kind:
-        span["kind"] = kind
-    if shared:
-        span["shared"] = True
-    if service:
-        span["localEndpoint"] = {"serviceName": service}
-    if remote:
-        span["remoteEndpoint"] = {"serviceName": remote}
-    if error:
-        span["tags"] = {"error": ""}
-    return span

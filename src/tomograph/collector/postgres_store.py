@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tomograph.collector.dependencies import DependencyLinker, link_span
+from tomograph.collector.dependencies import LinkRow, trace_links
 from tomograph.collector.postgres_pool import ConnectionPool, database_location
 from tomograph.collector.span_fields import (
     is_error,
@@ -182,7 +182,7 @@ SELECT * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::text[])
 ON CONFLICT DO NOTHING
 """
 _LINK_SPANS = """
-SELECT trace_low, span_id, parent_id, kind, shared, service, remote_service, error, ts
+SELECT trace_low, span_id, parent_id, kind, shared, service, remote_service, error
 FROM tomograph_spans WHERE trace_low = ANY(%s) ORDER BY trace_low, digest
 """
 _INSERT_LINKS = """
@@ -769,17 +769,17 @@ class _Batch:
         lows = sorted(added)
         # a trace this batch created has no spans but the batch's: no need to read them back
         # (another batch adding to it waited for this one's lock, and will read them all)
-        spans: dict[int, list[SpanDict]] = {}
+        spans: dict[int, list[LinkRow]] = {}
         rows = sorted(zip(*self.spans, strict=True), key=lambda row: (row[0], row[1]))
         for row in rows:  # in digest order, as read back below and by the SQLite store
             if row[0] in created:
-                # span_id, parent_id, kind, shared, service, remote, error, ts
-                fields = (row[3], row[4], row[5], row[6], row[8], row[9], row[12], row[10])
-                spans.setdefault(row[0], []).append(link_span(*fields))
+                # span_id, parent_id, kind, shared, service, remote, error
+                fields = (row[3], row[4], row[5], row[6], row[8], row[9], row[12])
+                spans.setdefault(row[0], []).append(fields)
         stored = [low for low in lows if low not in created]
         if stored:
             for low, *stored_fields in conn.execute(_LINK_SPANS, (stored,)):
-                spans.setdefault(low, []).append(link_span(*stored_fields))
+                spans.setdefault(low, []).append(tuple(stored_fields))
         with conn.pipeline():
             conn.execute(_ADD_BYTES, [lows, [added[low] for low in lows]])
             if stored:
@@ -792,14 +792,12 @@ class _Batch:
         return len(new)
 
 
-def _links(traces: dict[int, list[SpanDict]]) -> list[list[Any]]:
+def _links(traces: dict[int, list[LinkRow]]) -> list[list[Any]]:
     """The dependency links of each trace, as columns (trace, parent, child, calls, errors)."""
     columns: list[list[Any]] = [[], [], [], [], []]
     for low, spans in traces.items():
-        linker = DependencyLinker()
-        linker.put_trace(spans)
-        for link in linker.links():
-            row = (low, link["parent"], link["child"], link["callCount"], link["errorCount"])
+        for (parent, child), (calls, errors) in sorted(trace_links(spans).items()):
+            row = (low, parent, child, calls, errors)
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
     return columns

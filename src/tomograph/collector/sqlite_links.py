@@ -32,8 +32,8 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from tomograph.collector.dependencies import DependencyLinker, link_span
-from tomograph.collector.storage import DependencyLink, SpanDict
+from tomograph.collector.dependencies import LinkRow, trace_links
+from tomograph.collector.storage import DependencyLink
 
 __all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks", "links_of"]
 
@@ -89,14 +89,10 @@ class PendingTrace:
     links: dict[tuple[str, str], tuple[int, int]]  # (parent, child) -> (calls, errors)
 
 
-def links_of(spans: Sequence[SpanDict]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(parent, child) -> (calls, errors) of one trace's spans (made by :func:`link_span`)."""
-    linker = DependencyLinker()
-    linker.put_trace(spans)
-    return {
-        (link["parent"], link["child"]): (link["callCount"], link["errorCount"])
-        for link in linker.links()
-    }
+def links_of(spans: Sequence[LinkRow]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(parent, child) -> (calls, errors) of one trace's spans, in the order of
+    ``spans_by_trace`` (trace, digest)."""
+    return {pair: (calls, errors) for pair, (calls, errors) in trace_links(spans).items()}
 
 
 def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -173,7 +169,7 @@ class TraceLinks:
         """
         rows = db.execute(
             "SELECT p.trace_low, p.seq, t.ts, s.span_id, s.parent_id, s.kind, s.shared,"
-            " s.service, s.remote_service, s.error, s.ts"
+            " s.service, s.remote_service, s.error"
             " FROM (SELECT trace_low, seq FROM links_pending WHERE seq <= ? LIMIT ?) p"
             " LEFT JOIN traces t ON t.trace_low = p.trace_low"
             " LEFT JOIN spans s ON s.trace_low = p.trace_low"
@@ -182,7 +178,7 @@ class TraceLinks:
         )
         pending: list[PendingTrace] = []
         current: tuple[int, int, int | None] | None = None
-        spans: list[SpanDict] = []
+        spans: list[LinkRow] = []
 
         def close() -> None:
             if current is not None:
@@ -196,7 +192,7 @@ class TraceLinks:
                 close()
                 current, spans = (low, seq, trace_ts), []
             if span_row[0] is not None:
-                spans.append(link_span(*span_row))
+                spans.append(span_row)
         close()
         return pending
 

@@ -34,7 +34,6 @@ from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from tomograph._cache import BoundedCache
 from tomograph.collector import sqlite_links
-from tomograph.collector.dependencies import link_span
 from tomograph.collector.group_commit import GroupWriter
 from tomograph.collector.span_fields import (
     is_error,
@@ -42,7 +41,7 @@ from tomograph.collector.span_fields import (
     remote_service,
     trace_id_low,
 )
-from tomograph.collector.sqlite_links import LINK_OBJECTS, PendingTrace, TraceLinks, links_of
+from tomograph.collector.sqlite_links import LINK_OBJECTS, PendingTrace, TraceLinks
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
@@ -1267,10 +1266,8 @@ def _batch_links(
         for row in trace_rows:
             if row[12] != digest:
                 digest = row[12]
-                spans.append(
-                    link_span(row[2], row[3], row[4], row[5], row[7], row[8], row[11], row[9])
-                )
-        computed.append(PendingTrace(low, 0, ts, links_of(spans)))
+                spans.append((row[2], row[3], row[4], row[5], row[7], row[8], row[11]))
+        computed.append(PendingTrace(low, 0, ts, sqlite_links.links_of(spans)))
     return computed
 
 
