@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from tomograph.collector.span_fields import is_error, local_service, remote_service
 from tomograph.collector.storage import DependencyLink, SpanDict
 
-__all__ = ["DependencyLinker", "LinkRow", "link_row", "trace_links"]
+__all__ = ["DependencyLinker", "LinkCounts", "LinkRow", "link_row", "trace_links"]
 
 #: A span as the linker reads it: (id, parent id, kind, shared, local service, remote service,
 #: error); an absent service is "" (or None), ``shared`` and ``error`` are 0/1 (or bools).

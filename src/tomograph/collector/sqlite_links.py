@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from tomograph.collector.dependencies import LinkRow, trace_links
+from tomograph.collector.dependencies import LinkCounts, LinkRow, trace_links
 from tomograph.collector.storage import DependencyLink
 
 __all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks", "links_of"]
@@ -86,13 +86,13 @@ class PendingTrace:
     trace_low: int
     seq: int
     ts: int | None  # the trace's timestamp (µs); None: no span has one
-    links: dict[tuple[str, str], tuple[int, int]]  # (parent, child) -> (calls, errors)
+    links: LinkCounts  # (parent, child) -> [calls, errors]
 
 
-def links_of(spans: Sequence[LinkRow]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(parent, child) -> (calls, errors) of one trace's spans, in the order of
+def links_of(spans: Sequence[LinkRow]) -> LinkCounts:
+    """(parent, child) -> [calls, errors] of one trace's spans, in the order of
     ``spans_by_trace`` (trace, digest)."""
-    return {pair: (calls, errors) for pair, (calls, errors) in trace_links(spans).items()}
+    return trace_links(spans)
 
 
 def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:

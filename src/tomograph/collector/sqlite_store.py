@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import threading
@@ -1240,6 +1241,11 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
     return _Rows(rows, sorted(terms), trace_rows, sorted(names), links)
 
 
+#: A span row's columns that the linker reads (a :data:`~.dependencies.LinkRow`), and its trace.
+_LINK_COLUMNS = operator.itemgetter(2, 3, 4, 5, 7, 8, 11)
+_TRACE_LOW = operator.itemgetter(0)
+
+
 def _batch_links(
     rows: list[tuple[Any, ...]], traces: list[tuple[Any, ...]], written: Container[int]
 ) -> list[PendingTrace]:
@@ -1247,26 +1253,22 @@ def _batch_links(
     trace and digest).
 
     Exactly what :meth:`TraceLinks.read_pending` computes once the rows are stored, for a trace
-    with no other spans: the same columns, in the order of ``spans_by_trace`` (trace, digest),
-    rows with one digest stored once (``INSERT OR IGNORE``). Done here, on the uploading
-    thread, it saves the writer the trace's pending mark and a second transaction reading its
-    spans back: about a quarter of the CPU of ingesting a span.
+    with no other spans: the same columns, in the order of ``spans_by_trace`` (trace, digest).
+    Rows with one digest are stored once (``INSERT OR IGNORE``) but not left out here: the
+    linker merges a span's copies into one, as Zipkin does, so they link as one span. Done
+    here, on the uploading thread, it saves the writer the trace's pending mark and a second
+    transaction reading its spans back: about a quarter of the CPU of ingesting a span.
     """
     timestamps = {trace[0]: trace[2] for trace in traces}
     computed: list[PendingTrace] = []
-    for low, trace_rows in itertools.groupby(rows, key=lambda row: row[0]):
+    for low, trace_rows in itertools.groupby(rows, key=_TRACE_LOW):
         if low in written:
             continue
         ts = timestamps[low]
         if ts is None:  # a trace without a timestamp is in no window: no links are stored
             computed.append(PendingTrace(low, 0, None, {}))
             continue
-        spans = []
-        digest = None
-        for row in trace_rows:
-            if row[12] != digest:
-                digest = row[12]
-                spans.append((row[2], row[3], row[4], row[5], row[7], row[8], row[11]))
+        spans = list(map(_LINK_COLUMNS, trace_rows))
         computed.append(PendingTrace(low, 0, ts, sqlite_links.links_of(spans)))
     return computed
 
