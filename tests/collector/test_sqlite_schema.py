@@ -223,13 +223,18 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "_RARE_NAME_SPANS", 0)
 
 
+@pytest.mark.parametrize("version", [3, 0])
 def test_a_version_3_file_keeps_every_span_findable_by_tag_and_annotation(
-    tmp_path: Path, plans: None
+    tmp_path: Path, plans: None, version: int
 ) -> None:
     now = now_us()
     spans = version_3_spans(40, now)
     path = tmp_path / "t.db"
     write_version_3(path, spans)
+    if version == 0:  # as a crash between its tables and its version left a file of version 1
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA user_version = 0")
+        db.close()
     store = SqliteSpanStore(path, max_age=None)
     try:
         assert store.span_count() == len(spans)

@@ -251,6 +251,10 @@ def _index_columns(db: sqlite3.Connection, index: str) -> tuple[str, ...]:
     return tuple(row[2] for row in db.execute(f"PRAGMA index_info({index})"))
 
 
+def _table_columns(db: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -420,7 +424,9 @@ class SqliteSpanStore:
                     # a file of version 1 has traces without links: all of them are pending
                     TraceLinks.create(writer, existing_traces=version == 1)
                 # version 2 -> 3: nothing to rewrite (its deflated bodies are read as they are)
-                if 0 < version < 4:
+                # by its columns, not the version: a file of version 1 left at version 0 by a
+                # crash (see _check_schema) has the old table, which CREATE IF NOT EXISTS kept
+                if _table_columns(writer, "span_terms")[0] == "trace_low":
                     _migrate_terms(writer)
                 if version < _SCHEMA_VERSION:
                     # in the same transaction: a crash never leaves tables without a version
