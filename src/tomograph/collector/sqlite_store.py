@@ -226,9 +226,12 @@ def _unescaped(field: str) -> str:
 
 def _listed_terms(text: str) -> Iterator[tuple[str, str, str]]:
     """(service, term, value) of each term of a term list."""
+    escaped = _ESC in text
     for entry in text.split(_US)[1:]:
         service, term, value = entry.split(_RS)
-        yield _unescaped(service), _unescaped(term), _unescaped(value)
+        if escaped:
+            service, term, value = _unescaped(service), _unescaped(term), _unescaped(value)
+        yield service, term, value
 
 
 def _inflate(stored: bytes) -> bytes:
@@ -1405,15 +1408,12 @@ def _delete_terms(db: sqlite3.Connection, lows: list[tuple[int]]) -> None:
         f"SELECT trace_low, terms FROM trace_terms WHERE trace_low IN ({marks})",
         [low for (low,) in lows],
     ).fetchall()
+    # one statement per term and value of a trace deletes it for every service (a tag such
+    # as http.method=GET is on most services of a trace): each statement costs more than
+    # the rows it deletes; unsorted, as tuple comparisons cost more than order saves SQLite
     db.executemany(
-        "DELETE FROM span_terms WHERE term = ? AND value = ? AND trace_low = ? AND service = ?",
-        sorted(
-            {
-                (term, value, low, service)
-                for low, terms in listed
-                for service, term, value in _listed_terms(terms)
-            }
-        ),
+        "DELETE FROM span_terms WHERE term = ? AND value = ? AND trace_low = ?",
+        {(term, value, low) for low, terms in listed for _, term, value in _listed_terms(terms)},
     )
     db.executemany("DELETE FROM trace_terms WHERE trace_low = ?", lows)
 
