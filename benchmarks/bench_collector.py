@@ -171,7 +171,8 @@ def insert_bare(db: sqlite3.Connection, rows: sqlite_store._Rows) -> None:
     the store is measured against."""
     db.execute("BEGIN IMMEDIATE")
     db.executemany(sqlite_store._INSERT_SPAN, rows.spans)
-    db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
+    db.executemany(sqlite_store._INSERT_TERM, rows.terms)
+    db.executemany(sqlite_store._INSERT_TERM_LIST, rows.term_lists)
     db.executemany(sqlite_store._UPSERT_TRACE, rows.traces)
     db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
     db.execute("COMMIT")

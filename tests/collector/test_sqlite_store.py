@@ -285,7 +285,7 @@ def test_a_new_file_stores_span_bodies_as_plain_json(tmp_path: Path) -> None:
 
 #: Tables as the store's statements name them (aliases included).
 TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names", "trace_links"}
-TABLES |= {"link_hours", "link_minutes"}
+TABLES |= {"link_hours", "link_minutes", "trace_terms", "k"}
 
 
 @pytest.mark.parametrize("plan", ["probe", "intersect", "rare name", "rarest term"])

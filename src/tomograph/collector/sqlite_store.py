@@ -2,7 +2,8 @@
 
 Layout: ``spans`` holds each span's indexed fields and its normalized JSON (returned as is, so
 reading a trace never re-encodes it); ``span_terms`` indexes tag keys/values and annotation values
-for ``annotationQuery``; ``traces`` keeps one row per trace (grouped by the low 64 bits of its id)
+for ``annotationQuery``, and ``trace_terms`` lists each trace's terms (what the probe of a bare
+word and retention read); ``traces`` keeps one row per trace (grouped by the low 64 bits of its id)
 with Zipkin's trace timestamp, for time-ordered search; ``span_names`` feeds the name lists;
 dependency links are kept per trace and per minute (:mod:`tomograph.collector.sqlite_links`).
 
@@ -23,12 +24,13 @@ import logging
 import math
 import operator
 import os
+import re
 import sqlite3
 import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
@@ -67,8 +69,9 @@ log = logging.getLogger("tomograph.collector")
 
 #: 1: spans, terms, traces, names; 2: stored dependency links (built when a 1 is opened) and
 #: spans_by_name covering the reads of operations and of name searches; 3: span bodies written
-#: as plain JSON text (those of older versions stay deflated blobs: see _BODY).
-_SCHEMA_VERSION = 3
+#: as plain JSON text (those of older versions stay deflated blobs: see _BODY); 4: span_terms
+#: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms.
+_SCHEMA_VERSION = 4
 #: The tables and indexes of _SCHEMA and of the links; a file holding anything else belongs to
 #: another program.
 _SCHEMA_OBJECTS = LINK_OBJECTS | {
@@ -77,7 +80,9 @@ _SCHEMA_OBJECTS = LINK_OBJECTS | {
     "spans_by_name",
     "spans_by_duration",
     "span_terms",
-    "terms_by_value",
+    "terms_by_value",  # version 3
+    "trace_terms",
+    "trace_terms_by_trace",
     "traces",
     "traces_by_ts",
     "traces_by_received",
@@ -88,6 +93,23 @@ _SPANS_BY_NAME_COLUMNS = ("service", "name", "ts", "duration", "error", "trace_l
 _SPANS_BY_NAME = (
     f"CREATE INDEX IF NOT EXISTS spans_by_name ON spans({', '.join(_SPANS_BY_NAME_COLUMNS)})"
 )
+#: One row per trace, term, value and service: a term search reads a range of it, and the probe
+#: of a trace for a term and value is one seek.
+_SPAN_TERMS = """
+CREATE TABLE IF NOT EXISTS span_terms (
+    term TEXT NOT NULL,
+    value TEXT NOT NULL,
+    trace_low INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    PRIMARY KEY (term, value, trace_low, service)
+) WITHOUT ROWID"""
+#: The terms each batch gave each trace, as one text (see _term_list): span_terms has no order
+#: by trace, so the probe of a trace for a bare word (a tag key of any value, or an annotation)
+#: and retention, which deletes a trace's terms, read them here. A row per trace and batch
+#: costs less than the second index of span_terms it replaces (a row per term).
+_TRACE_TERMS = """
+CREATE TABLE IF NOT EXISTS trace_terms (trace_low INTEGER NOT NULL, terms TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS trace_terms_by_trace ON trace_terms(trace_low)"""
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS spans (
     row_id INTEGER PRIMARY KEY,
@@ -109,14 +131,8 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_low, digest);
 {_SPANS_BY_NAME};
 CREATE INDEX IF NOT EXISTS spans_by_duration ON spans(duration);
-CREATE TABLE IF NOT EXISTS span_terms (
-    trace_low INTEGER NOT NULL,
-    term TEXT NOT NULL,
-    value TEXT NOT NULL,
-    service TEXT NOT NULL,
-    PRIMARY KEY (trace_low, term, value, service)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS terms_by_value ON span_terms(term, value);
+{_SPAN_TERMS};
+{_TRACE_TERMS};
 CREATE TABLE IF NOT EXISTS traces (
     trace_low INTEGER PRIMARY KEY,
     trace_id TEXT NOT NULL,
@@ -141,6 +157,8 @@ INSERT OR IGNORE INTO spans (trace_low, trace_id, span_id, parent_id, kind, shar
     remote_service, ts, duration, error, digest, body)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT))
 """
+_INSERT_TERM = "INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)"
+_INSERT_TERM_LIST = "INSERT INTO trace_terms VALUES (?, ?)"
 #: A span's stored JSON as bytes, and whether it is deflated (1) or plain (0).
 _BODY = "CAST(body AS BLOB), typeof(body) = 'blob'"
 _UPSERT_TRACE = """
@@ -168,6 +186,54 @@ _ZDICT = (
 )
 
 
+# A trace's term list: each term as US service RS term RS value, the fields escaped so that
+# neither separator occurs inside one. A search for ``RS term RS`` then finds a term of any
+# value and service, and ``US service RS term RS`` one of that service: a substring search
+# (SQLite's instr) instead of a second index of span_terms ordered by trace.
+_US, _RS, _ESC = "\x1f", "\x1e", "\x1b"
+_ESCAPED = str.maketrans({_ESC: _ESC + "0", _RS: _ESC + "1", _US: _ESC + "2"})
+_UNESCAPED = {"0": _ESC, "1": _RS, "2": _US}
+_ESCAPE_SEQUENCE = re.compile(_ESC + "(.)", re.DOTALL)
+
+
+def _sql_escaped(expression: str) -> str:
+    """SQL escaping ``expression`` (a text) as :data:`_ESCAPED` does."""
+    for char, code in ((_ESC, 27), (_RS, 30), (_US, 31)):
+        escape = _ESCAPED[ord(char)]
+        assert isinstance(escape, str)
+        expression = f"replace({expression}, char({code}), char(27) || '{escape[1]}')"
+    return expression
+
+
+def _term_list(terms: Collection[tuple[str, str, int, str]]) -> str:
+    """The term list (see above) of span_terms rows (term, value, trace, service)."""
+    text = "".join([f"{_US}{service}{_RS}{term}{_RS}{value}" for term, value, _, service in terms])
+    # a field holding a separator or the escape (rare: control characters) escapes them all
+    if text.count(_US) == len(terms) and text.count(_RS) == 2 * len(terms) and _ESC not in text:
+        return text
+    return "".join(
+        f"{_US}{service.translate(_ESCAPED)}{_RS}{term.translate(_ESCAPED)}{_RS}"
+        + value.translate(_ESCAPED)
+        for term, value, _, service in terms
+    )
+
+
+def _unescaped(field: str) -> str:
+    if _ESC not in field:
+        return field
+    return _ESCAPE_SEQUENCE.sub(lambda escape: _UNESCAPED[escape[1]], field)
+
+
+def _listed_terms(text: str) -> Iterator[tuple[str, str, str]]:
+    """(service, term, value) of each term of a term list."""
+    escaped = _ESC in text
+    for entry in text.split(_US)[1:]:
+        service, term, value = entry.split(_RS)
+        if escaped:
+            service, term, value = _unescaped(service), _unescaped(term), _unescaped(value)
+        yield service, term, value
+
+
 def _inflate(stored: bytes) -> bytes:
     """A body as schema version 2 stored it (raw deflate with :data:`_ZDICT`), inflated."""
     return zlib.decompressobj(-15, _ZDICT).decompress(stored)
@@ -186,6 +252,10 @@ _WAL_RESET_BYTES = 64 * 1024 * 1024
 
 def _index_columns(db: sqlite3.Connection, index: str) -> tuple[str, ...]:
     return tuple(row[2] for row in db.execute(f"PRAGMA index_info({index})"))
+
+
+def _table_columns(db: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
 
 
 def _now_us() -> int:
@@ -357,6 +427,10 @@ class SqliteSpanStore:
                     # a file of version 1 has traces without links: all of them are pending
                     TraceLinks.create(writer, existing_traces=version == 1)
                 # version 2 -> 3: nothing to rewrite (its deflated bodies are read as they are)
+                # by its columns, not the version: a file of version 1 left at version 0 by a
+                # crash (see _check_schema) has the old table, which CREATE IF NOT EXISTS kept
+                if _table_columns(writer, "span_terms")[0] == "trace_low":
+                    _migrate_terms(writer)
                 if version < _SCHEMA_VERSION:
                     # in the same transaction: a crash never leaves tables without a version
                     writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -912,7 +986,7 @@ class SqliteSpanStore:
             before = db.total_changes
             db.executemany("DELETE FROM spans WHERE trace_low = ?", chunk)
             spans += db.total_changes - before
-            db.executemany("DELETE FROM span_terms WHERE trace_low = ?", chunk)
+            _delete_terms(db, chunk)
             db.executemany("DELETE FROM traces WHERE trace_low = ?", chunk)
             self._links.forget(db, [low for (low,) in chunk])
         return spans
@@ -997,6 +1071,30 @@ def _reopen_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_reopen_in_child)
+
+
+def _migrate_terms(db: sqlite3.Connection) -> None:
+    """Rewrite the terms of a file of version 1 to 3 (keyed by trace, with an index by term and
+    value) as version 4 keeps them (inside the caller's transaction: a crash leaves version 3).
+    """
+    db.execute("ALTER TABLE span_terms RENAME TO span_terms_3")
+    db.execute(_SPAN_TERMS)
+    # read in the new key's order through the old index: the new B-tree is filled in order
+    db.execute(
+        "INSERT INTO span_terms SELECT term, value, trace_low, service"
+        " FROM span_terms_3 INDEXED BY terms_by_value ORDER BY term, value, trace_low, service"
+    )
+    for statement in _TRACE_TERMS.split(";"):
+        db.execute(statement)
+    entry = (
+        f"char(31) || {_sql_escaped('service')} || char(30) || {_sql_escaped('term')}"
+        f" || char(30) || {_sql_escaped('value')}"
+    )
+    db.execute(
+        f"INSERT INTO trace_terms SELECT trace_low, group_concat({entry}, '')"
+        " FROM span_terms_3 GROUP BY trace_low ORDER BY trace_low"
+    )
+    db.execute("DROP TABLE span_terms_3")  # and its index
 
 
 def _open_error(path: Path, error: OSError | sqlite3.Error) -> str:
@@ -1086,7 +1184,7 @@ def _rarest_term(
     """(rows up to ``cap``, index in ``criteria``) of the term of ``annotationQuery`` with the
     fewest rows; None without a term. The rows of every service count: the service is not in
     the term index, so starting from the term reads them all."""
-    terms = [index for index, criterion in enumerate(criteria) if criterion[0] == "terms"]
+    terms = [index for index, criterion in enumerate(criteria) if criterion[0] in _TERMS]
     counted = []
     # _criteria lists the terms last, in the order of the query
     for index, (key, value) in zip(terms, request.annotation_query.items(), strict=True):
@@ -1100,15 +1198,24 @@ def _split(criteria: list[_Criterion], index: int) -> tuple[_Criterion, list[_Cr
     return criteria[index], criteria[:index] + criteria[index + 1 :]
 
 
+#: Criteria on span_terms: a term with a value ("terms"), a bare word ("keys").
+_TERMS = ("terms", "keys")
 _TABLES = {
     "spans": "spans s INDEXED BY spans_by_trace",
     "terms": "span_terms x",
 }
-_ALIAS = {"spans": "s", "terms": "x"}
+_ALIAS = {"spans": "s", "terms": "x", "keys": "x"}
+#: A bare word (of a service) as the probe of a trace finds it: in the trace's term lists.
+_KEY, _KEY_OF_SERVICE = "x.term = ?", "x.service = ? AND x.term = ?"
+_LISTED = {
+    _KEY: f"instr(k.terms, char(30) || {_sql_escaped('?')} || char(30))",
+    _KEY_OF_SERVICE: f"instr(k.terms, char(31) || {_sql_escaped('?')} || char(30)"
+    f" || {_sql_escaped('?')} || char(30))",
+}
 
 
 def _term_condition(key: str, value: str) -> tuple[str, list[Any]]:
-    """The condition on terms_by_value's columns matching one entry of ``annotationQuery``."""
+    """The condition on span_terms matching one entry of ``annotationQuery``."""
     if value:
         return "x.term = ? AND x.value = ?", [key, value]
     return "x.term = ?", [key]
@@ -1135,6 +1242,12 @@ def _criteria(request: QueryRequest) -> list[_Criterion]:
             )
         criteria.append(("spans", condition, values))
     for key, value in request.annotation_query.items():
+        if not value:  # the probe reads these conditions' values for _LISTED's
+            if service is None:
+                criteria.append(("keys", _KEY, [key]))
+            else:
+                criteria.append(("keys", _KEY_OF_SERVICE, [service, key]))
+            continue
         condition, values = _term_condition(key, value)
         if service is not None:
             condition += " AND x.service = ?"
@@ -1148,6 +1261,11 @@ def _criteria(request: QueryRequest) -> list[_Criterion]:
 
 
 def _exists(table: str, where: str) -> str:
+    if table == "keys":
+        return (
+            "EXISTS (SELECT 1 FROM trace_terms k WHERE k.trace_low = t.trace_low"
+            f" AND {_LISTED[where]})"
+        )
     alias = _ALIAS[table]
     return (
         f"EXISTS (SELECT 1 FROM {_TABLES[table]} WHERE {alias}.trace_low = t.trace_low AND {where})"
@@ -1164,7 +1282,8 @@ class _Rows(NamedTuple):
     dependency links of each of its traces as if the batch held all their spans."""
 
     spans: list[tuple[Any, ...]]
-    terms: list[tuple[int, str, str, str]]
+    terms: list[tuple[str, str, int, str]]
+    term_lists: list[tuple[int, str]]
     traces: list[tuple[Any, ...]]
     names: list[tuple[str, str, str]]
     links: list[PendingTrace]
@@ -1178,7 +1297,10 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
     traces have spans stored already, and are linked again from all of them.
     """
     rows: list[tuple[Any, ...]] = []
-    terms: set[tuple[int, str, str, str]] = set()
+    # per trace: a batch's term list is each trace's own, and sorting all the terms by
+    # span_terms' key cost more in tuple comparisons (about 10k instructions a span) than
+    # inserting them in the order they come saves SQLite
+    terms_of: dict[int, set[tuple[str, str, int, str]]] = {}
     traces: dict[int, list[Any]] = {}
     names: set[tuple[str, str, str]] = set()
     lows: dict[str, int] = {}  # a batch holds a few spans of each trace
@@ -1188,6 +1310,9 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
         low = lows.get(trace_id)
         if low is None:
             low = lows[trace_id] = trace_id_low(trace_id)
+            terms = terms_of[low] = set()
+        else:
+            terms = terms_of[low]
         service = local_service(span)
         remote = remote_service(span)
         name = span.get("name", "")
@@ -1213,10 +1338,10 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
         # A term is a tag key with its value, or an annotation value with "" (only a bare
         # word matches it); one row per trace, term, value and service suffices.
         for key, value in (span.get("tags") or {}).items():
-            terms.add((low, key, value if len(value) <= MAX_INDEXED_VALUE else "", service))
+            terms.add((key, value if len(value) <= MAX_INDEXED_VALUE else "", low, service))
         for annotation in span.get("annotations") or ():
             if len(annotation["value"]) <= MAX_INDEXED_VALUE:
-                terms.add((low, annotation["value"], "", service))
+                terms.add((annotation["value"], "", low, service))
         root_ts = timestamp if timestamp and not span.get("parentId") else None
         trace = traces.get(low)
         if trace is None:
@@ -1238,7 +1363,9 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
     rows.sort(key=lambda row: (row[0], row[12]))  # index order: fewer pages touched
     trace_rows = [tuple(t) for t in traces.values()]
     links = _batch_links(rows, trace_rows, written)
-    return _Rows(rows, sorted(terms), trace_rows, sorted(names), links)
+    term_rows = [term for terms in terms_of.values() for term in terms]
+    term_lists = [(low, _term_list(terms)) for low, terms in terms_of.items() if terms]
+    return _Rows(rows, term_rows, term_lists, trace_rows, sorted(names), links)
 
 
 #: A span row's columns that the linker reads (a :data:`~.dependencies.LinkRow`), and its trace.
@@ -1273,6 +1400,23 @@ def _batch_links(
     return computed
 
 
+def _delete_terms(db: sqlite3.Connection, lows: list[tuple[int]]) -> None:
+    """Delete the span_terms and trace_terms rows of the traces ``lows`` (one-tuples)."""
+    marks = ",".join("?" * len(lows))
+    listed = db.execute(
+        f"SELECT trace_low, terms FROM trace_terms WHERE trace_low IN ({marks})",
+        [low for (low,) in lows],
+    ).fetchall()
+    # one statement per term and value of a trace deletes it for every service (a tag such
+    # as http.method=GET is on most services of a trace): each statement costs more than
+    # the rows it deletes; unsorted, as tuple comparisons cost more than order saves SQLite
+    db.executemany(
+        "DELETE FROM span_terms WHERE term = ? AND value = ? AND trace_low = ?",
+        {(term, value, low) for low, terms in listed for _, term, value in _listed_terms(terms)},
+    )
+    db.executemany("DELETE FROM trace_terms WHERE trace_low = ?", lows)
+
+
 def _stored_traces(db: sqlite3.Connection, lows: Sequence[int]) -> set[int]:
     """Which of the traces ``lows`` have rows (so spans) in the file already."""
     found: set[int] = set()
@@ -1293,7 +1437,8 @@ def _write_rows(db: sqlite3.Connection, rows: _Rows) -> int:
     before = db.total_changes
     db.executemany(_INSERT_SPAN, rows.spans)
     inserted = db.total_changes - before
-    db.executemany("INSERT OR IGNORE INTO span_terms VALUES (?, ?, ?, ?)", rows.terms)
+    db.executemany(_INSERT_TERM, rows.terms)
+    db.executemany(_INSERT_TERM_LIST, rows.term_lists)
     db.executemany(_UPSERT_TRACE, rows.traces)
     db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
     return inserted
