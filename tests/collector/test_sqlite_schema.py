@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +387,41 @@ def test_sql_escapes_a_text_as_the_term_lists_do(text: str) -> None:
     db.close()
     assert escaped == text.translate(sqlite_store._ESCAPED)
     assert "\x1e" not in escaped and "\x1f" not in escaped
+
+
+def test_a_collector_opening_a_file_another_is_upgrading_waits_for_it_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "t.db"
+    SqliteSpanStore(path, max_age=None).close()
+    # another collector upgrading the file holds its write lock far longer than a write does
+    upgrading = sqlite3.connect(path, isolation_level=None)
+    upgrading.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(sqlite_store, "_BUSY_WAIT_MS", 50)  # the usual wait, shortened
+    opened: list[SqliteSpanStore] = []
+    failed: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(SqliteSpanStore(path, max_age=None))
+        except BaseException as error:  # reported to the test below
+            failed.append(error)
+
+    caplog.set_level(logging.WARNING, logger="tomograph.collector")
+    opener = threading.Thread(target=open_store)
+    opener.start()
+    deadline = time.monotonic() + 60
+    while "write lock" not in caplog.text and opener.is_alive():
+        assert time.monotonic() < deadline, "the opening collector neither waited nor said so"
+        time.sleep(0.01)
+    assert opener.is_alive() and not failed, failed  # still waiting, past the usual wait
+    upgrading.execute("COMMIT")
+    upgrading.close()
+    opener.join(timeout=60)
+    assert not failed, failed
+    [store] = opened
+    try:
+        assert store.span_count() == 0
+    finally:
+        store.close()
+    assert str(path) in caplog.text

@@ -72,6 +72,10 @@ log = logging.getLogger("tomograph.collector")
 #: as plain JSON text (those of older versions stay deflated blobs: see _BODY); 4: span_terms
 #: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms.
 _SCHEMA_VERSION = 4
+# how long a connection waits for another's write lock; opening a file another collector is
+# upgrading waits far longer (see SqliteSpanStore._begin_opening)
+_BUSY_WAIT_MS = 30_000
+_OPEN_WAIT_MS = 30 * 60_000
 #: The tables and indexes of _SCHEMA and of the links; a file holding anything else belongs to
 #: another program.
 _SCHEMA_OBJECTS = LINK_OBJECTS | {
@@ -408,9 +412,7 @@ class SqliteSpanStore:
         writer = self._connect()
         try:
             self._check_schema(writer)  # before anything is written to somebody else's file
-            writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
-            writer.execute("PRAGMA journal_mode = WAL")
-            writer.execute("BEGIN IMMEDIATE")
+            self._begin_opening(writer)
             try:
                 version = self._check_schema(writer)  # again, now that we hold the lock
                 if version == 0:
@@ -438,10 +440,33 @@ class SqliteSpanStore:
                 writer.execute("ROLLBACK")
                 raise
             writer.execute("COMMIT")
+            writer.execute(f"PRAGMA busy_timeout = {_BUSY_WAIT_MS}")
         except BaseException:
             writer.close()
             raise
         return writer
+
+    def _begin_opening(self, writer: sqlite3.Connection) -> None:
+        """Take the write lock to create or upgrade the file, waiting out another's upgrade.
+
+        Upgrading a large file holds the lock for minutes (a million spans: about 100 s), far
+        longer than a write ever does: a collector started next to one that is upgrading waits
+        for it, saying so, instead of stopping on "database is locked" after the usual wait.
+        """
+        try:
+            _lock_for_opening(writer)
+            return
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error):
+                raise
+        log.warning(
+            "%s: another process holds the database's write lock (a collector upgrading it?);"
+            " waiting up to %d minutes for it",
+            self.path,
+            _OPEN_WAIT_MS // 60_000,
+        )
+        writer.execute(f"PRAGMA busy_timeout = {_OPEN_WAIT_MS}")
+        _lock_for_opening(writer)
 
     def _check_schema(self, db: sqlite3.Connection) -> int:
         """The file's schema version: 0 for a new file; StoreOpenError if it is not ours."""
@@ -461,7 +486,7 @@ class SqliteSpanStore:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
-        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_WAIT_MS}")
         db.execute("PRAGMA cache_size = -32000")
         return db
 
@@ -1116,19 +1141,37 @@ def _open_error(path: Path, error: OSError | sqlite3.Error) -> str:
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
 
 
+def _lock_for_opening(writer: sqlite3.Connection) -> None:
+    """Set the file's modes and take its write lock (each waits for another's write lock)."""
+    writer.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new file
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("BEGIN IMMEDIATE")
+
+
+def _result_code(error: sqlite3.OperationalError) -> int | None:
+    """SQLite's primary result code for an error (read from its text before Python 3.11)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return int(code) & 0xFF
+    text = str(error)
+    if "disk is full" in text:
+        return _SQLITE_FULL
+    if "locked" in text:
+        return _SQLITE_BUSY
+    return None
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    """Whether an error says another connection holds a lock this one waited for."""
+    return _result_code(error) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
 def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable | None:
     """The :class:`StoreUnavailable` a write error means (full disk, locked database), if any."""
-    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
     text = str(error)
-    if code is not None:
-        code &= 0xFF
-    elif "disk is full" in text:
-        code = _SQLITE_FULL
-    elif "locked" in text:
-        code = _SQLITE_BUSY
-    if code == _SQLITE_FULL:
+    if _result_code(error) == _SQLITE_FULL:
         return StoreUnavailable(f"the span store's disk is full ({text}); nothing was stored")
-    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+    if _is_locked(error):
         return StoreUnavailable(f"the span store is busy ({text}); nothing was stored", 5)
     return None
 
