@@ -84,7 +84,7 @@ def test_odd_spans_decode_as_the_careful_path_decodes_them(objects: list[dict[st
 
 
 _SPAN = '{"traceId":"00000000000000a1","id":"00000000000000b2"%s}'
-_HOSTILE_FIELDS = [
+HOSTILE_FIELDS = [
     ',"timestamp":9223372036854775807',
     ',"timestamp":9223372036854775808',
     ',"timestamp":18446744073709551615',
@@ -151,8 +151,8 @@ _HOSTILE_FIELDS = [
     ',"remoteEndpoint":null',
     ',"remoteEndpoint":"db"',
 ]
-_HOSTILE_BODIES = [
-    *(("[" + _SPAN % field + "]").encode() for field in _HOSTILE_FIELDS),
+HOSTILE_BODIES = [
+    *(("[" + _SPAN % field + "]").encode() for field in HOSTILE_FIELDS),
     b"[]",
     b" [ ] ",
     b"{}",
@@ -177,7 +177,7 @@ _HOSTILE_BODIES = [
 ]
 
 
-@pytest.mark.parametrize("body", _HOSTILE_BODIES, ids=lambda body: repr(body[:70]))
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=lambda body: repr(body[:70]))
 def test_hostile_bodies_decode_as_the_careful_path_decodes_them(body: bytes) -> None:
     typed = typed_json.typed_spans(body)
     reference = careful(body)
