@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -201,3 +202,24 @@ def test_the_careful_path_takes_every_body_without_msgspec() -> None:
     )
     expected = {"traceId": "00000000000000a1", "id": "00000000000000b2", "name": "get"}
     assert run.stdout.decode().strip() == f"False None\n[{expected}]"
+
+
+def test_bodies_decoded_by_32_threads_at_once_are_each_their_own() -> None:
+    bodies = [
+        ("[" + _SPAN % f',"name":"span {number}","timestamp":{number + 1}' + "]").encode()
+        for number in range(32)
+    ]
+    results: list[Any] = [None] * 32
+    start = threading.Barrier(32)
+
+    def decode(number: int) -> None:
+        start.wait()
+        results[number] = [typed_json.typed_spans(bodies[number]) for _ in range(50)]
+
+    threads = [threading.Thread(target=decode, args=(number,)) for number in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for number, answers in enumerate(results):
+        assert ordered(answers) == [careful(bodies[number])] * 50

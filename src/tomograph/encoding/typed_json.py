@@ -81,6 +81,7 @@ if msgspec is not None:
         annotations: list[_Annotation] | None = None
         tags: dict[str, str] | None = None
 
+    # one decoder for every worker thread: msgspec's decoders are thread-safe since 0.15
     _decode = msgspec.json.Decoder(list[_Span]).decode
 
 
