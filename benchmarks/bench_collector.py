@@ -21,7 +21,8 @@ instructions per span of the ingest pipeline in one process: Zipkin JSON batches
 decoded, bounded to the span limits and stored by ``SqliteSpanStore.accept`` (what a worker
 thread of the server does with an upload; the HTTP server around it is left out), and the
 dependency links of their traces computed (also with each trace's spans split over two
-batches, as services reporting their own spans send them); and, as its floor, the
+batches, as services reporting their own spans send them); decoding alone, and decoding with
+the span limits (the CPU work before the store); and, as its floor, the
 instructions per span of inserting the very same rows, prepared beforehand, into a bare SQLite
 file (case 1b's floor); and the instructions per span of computing the batches' dependency links
 alone, from their prepared rows. Unlike spans per second, the count does not move when the
@@ -291,6 +292,25 @@ def pipeline_bodies(split: bool = False) -> list[bytes]:
     return bodies
 
 
+def run_decode(batches: int, limited: bool = False) -> None:
+    """Decode ``batches`` batches of 100 spans (after a warm-up), then exit; with ``limited``,
+    also bound them to the span limits: the pipeline's CPU work before the store."""
+    import gc
+
+    from tomograph.collector.ingest import decode_zipkin_body
+    from tomograph.collector.settings import CollectorSettings
+    from tomograph.collector.span_limits import limit_spans
+
+    bodies = pipeline_bodies()
+    limits = CollectorSettings().span_limits
+    for number in range(-5, batches):
+        if number == 0:
+            gc.disable()
+        spans = decode_zipkin_body(bodies[number % len(bodies)], "application/json")
+        if limited:
+            limit_spans(spans, limits)
+
+
 def run_floor(batches: int) -> None:
     """Insert ``batches`` batches of prepared rows into a bare SQLite file (after a warm-up).
 
@@ -349,6 +369,12 @@ def count_instructions() -> None:
     links = _callgrind.instructions_per_op(
         lambda n: [sys.executable, __file__, "--links", str(n)], small=10, large=110
     )
+    decode = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--decode", str(n)], small=10, large=60
+    )
+    decode_limits = _callgrind.instructions_per_op(
+        lambda n: [sys.executable, __file__, "--decode-limits", str(n)], small=10, large=60
+    )
     print("\n## collector ingest pipeline, in one process (decode, span limits, accept)\n")
     print("case | instructions per span\n-|-")
     print(f"Zipkin JSON, batches of 100: decoded, bounded, stored | {per_batch / 100:,.0f}")
@@ -358,6 +384,8 @@ def count_instructions() -> None:
     )
     print(f"bare SQLite: the same rows, prepared beforehand, inserted | {floor / 100:,.0f}")
     print(f"dependency links of the batches' traces, computed alone | {links / 100:,.0f}")
+    print(f"decoding alone (Zipkin JSON to span dicts) | {decode / 100:,.0f}")
+    print(f"decoding and span limits | {decode_limits / 100:,.0f}")
     print(f"\nthe bare SQLite floor is {floor / per_batch:.0%} of the pipeline's instructions")
 
 
@@ -370,6 +398,12 @@ def main() -> None:
         return
     if "--links" in sys.argv:
         run_links(int(sys.argv[sys.argv.index("--links") + 1]))
+        return
+    if "--decode" in sys.argv:
+        run_decode(int(sys.argv[sys.argv.index("--decode") + 1]))
+        return
+    if "--decode-limits" in sys.argv:
+        run_decode(int(sys.argv[sys.argv.index("--decode-limits") + 1]), limited=True)
         return
     if "--floor" in sys.argv:
         run_floor(int(sys.argv[sys.argv.index("--floor") + 1]))

@@ -193,30 +193,45 @@ def _drop(span: SpanDict, excess: int, limit: int) -> int:
 def _within(span: SpanDict, max_value: int, max_span: int) -> bool:
     """Whether ``span`` is within the limits already, so that limiting it would change nothing.
 
-    Most spans are: measured with C loops (``map(len, ...)``) and left alone, a batch of typical
-    spans costs 19,900 instructions per span instead of 25,600.
+    Most spans are: measured with C loops (``map(len, ...)``) and left alone. The longest tag
+    key and value are looked for only when all of them together are too long (a typical span's
+    tags hold a few dozen characters). A batch of typical spans costs about 12,000 instructions
+    per span to check, times included, instead of 20,100.
     """
-    name = span.get("name") or ""
-    size = _FIXED_OVERHEAD + len(name)
-    if len(name) > MAX_NAME_LENGTH:
-        return False
-    for field in ("localEndpoint", "remoteEndpoint"):
-        endpoint = span.get(field)
-        if endpoint:
-            service = len(endpoint.get("serviceName") or "")
-            if service > MAX_NAME_LENGTH:
-                return False
-            size += service
+    name = span.get("name")
+    size = _FIXED_OVERHEAD
+    if name:
+        if len(name) > MAX_NAME_LENGTH:
+            return False
+        size += len(name)
+    endpoint = span.get("localEndpoint")
+    if endpoint:
+        service = len(endpoint.get("serviceName") or "")
+        if service > MAX_NAME_LENGTH:
+            return False
+        size += service
+    endpoint = span.get("remoteEndpoint")
+    if endpoint:
+        service = len(endpoint.get("serviceName") or "")
+        if service > MAX_NAME_LENGTH:
+            return False
+        size += service
     tags: dict[str, str] | None = span.get("tags")
     if tags:
-        if max(map(len, tags)) > MAX_NAME_LENGTH or max(map(len, tags.values())) > max_value:
+        keys = sum(map(len, tags))
+        values = sum(map(len, tags.values()))
+        if keys > MAX_NAME_LENGTH and max(map(len, tags)) > MAX_NAME_LENGTH:
             return False
-        size += sum(map(len, tags)) + sum(map(len, tags.values())) + _TAG_OVERHEAD * len(tags)
-    for note in span.get("annotations") or ():
-        value = len(note["value"])
-        if value > max_value:
+        if values > max_value and max(map(len, tags.values())) > max_value:
             return False
-        size += value + _NOTE_OVERHEAD
+        size += keys + values + _TAG_OVERHEAD * len(tags)
+    notes = span.get("annotations")
+    if notes:
+        for note in notes:
+            value = len(note["value"])
+            if value > max_value:
+                return False
+            size += value + _NOTE_OVERHEAD
     return size <= max_span
 
 
@@ -232,16 +247,24 @@ def limit_spans(spans: list[SpanDict], limits: SpanLimits) -> int:
     >>> len(spans[0]["tags"]["big"])
     65536
     """
-    for index, span in enumerate(spans):
-        _check_micros(index, "timestamp", span.get("timestamp"))
-        _check_micros(index, "duration", span.get("duration"))
-        for position, note in enumerate(span.get("annotations") or ()):
-            _check_micros(index, f"annotations[{position}].timestamp", note.get("timestamp"))
-    changed = 0
     max_value, max_span = limits.max_value_length, limits.max_span_length
-    for span in spans:
-        if _within(span, max_value, max_span):
-            continue
+    over = []  # the spans to limit, once every time is known to fit
+    for index, span in enumerate(spans):
+        get = span.get
+        # a typical span's times cost a comparison each; anything else gets the full check
+        timestamp, duration = get("timestamp"), get("duration")
+        if timestamp.__class__ is not int or timestamp > MAX_MICROS:
+            _check_micros(index, "timestamp", timestamp)
+        if duration.__class__ is not int or duration > MAX_MICROS:
+            _check_micros(index, "duration", duration)
+        notes = get("annotations")
+        if notes:
+            for position, note in enumerate(notes):
+                _check_micros(index, f"annotations[{position}].timestamp", note.get("timestamp"))
+        if not _within(span, max_value, max_span):
+            over.append(span)
+    changed = 0
+    for span in over:
         before = changed
         changed += _limit_names(span)
         cut, size = _limit_values(span, limits.max_value_length)

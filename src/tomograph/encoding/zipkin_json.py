@@ -22,7 +22,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from tomograph._cache import BoundedCache
-from tomograph.encoding import fast_json
+from tomograph.encoding import fast_json, typed_json
 from tomograph.encoding._zipkin_model import (
     KINDS,
     MAX_U64,
@@ -323,6 +323,9 @@ def decode_spans(data: bytes) -> list[SpanDict]:
     >>> decode_spans(b'[{"traceId":"00000000000000AB","id":"00000000000000cd","name":"GET"}]')
     [{'traceId': '00000000000000ab', 'id': '00000000000000cd', 'name': 'get'}]
     """
+    typed = typed_json.typed_spans(data)
+    if typed is not None:
+        return typed
     endpoints: dict[tuple[Any, ...], dict[str, Any] | None] = {}
     trace_ids: set[str] = set()
     spans = []
