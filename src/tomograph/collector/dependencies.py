@@ -251,10 +251,17 @@ def _count(
 ) -> None:
     """Add the links of the tree's spans, from the root breadth first."""
     queue = [root] if root != _NO_NODE else list(children.get(_NO_NODE, ()))
+    # each span's nearest ancestor with a kind, from its parent's (set first, breadth first):
+    # walking up per span would be quadratic in a long chain of local spans
+    remote_ancestor = [_NO_NODE] * len(spans)
     for node in queue:  # the list grows behind the loop: breadth first
         below = children.get(node)
         if below is not None:
             queue.extend(below)
+        up = parents[node]
+        if up != _NO_NODE and spans[up][2] is None:
+            up = remote_ancestor[up]
+        remote_ancestor[node] = up
         span_id, parent_id, kind, is_shared, service, remote, error = spans[node]
         if kind == "SERVER":
             if node == root and not remote:
@@ -279,9 +286,7 @@ def _count(
             continue
         else:
             continue  # a kind Zipkin does not know
-        ancestor = parents[node]  # the nearest one with a kind
-        while ancestor != _NO_NODE and spans[ancestor][2] is None:
-            ancestor = parents[ancestor]
+        ancestor = remote_ancestor[node]
         if ancestor != _NO_NODE:
             ancestor_id, _, ancestor_kind, _, ancestor_service, _, ancestor_error = spans[ancestor]
             if ancestor_service:
