@@ -234,3 +234,31 @@ def test_a_client_gone_while_sending_is_the_requests_error(
     (span,) = [span for span in memory.spans if span.kind is SpanKind.SERVER]
     assert span.error and span.tags["exception.type"].endswith("ClientGone")
     assert span.end_ns
+
+
+def test_a_response_started_again_after_it_ended_leaves_the_reported_span_alone(
+    memory: MemoryBackend,
+) -> None:
+    # An app that sends a second response after the first one ended (the server refuses it):
+    # the span was finished and handed to the reporter with the status the client got.
+    class AlreadySent(RuntimeError):
+        pass
+
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+
+    async def send(message: Any) -> None:
+        if sent and sent[-1].get("type") == "http.response.body":
+            raise AlreadySent("response already completed")
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    with pytest.raises(AlreadySent):
+        asyncio.run(TracingMiddleware(app)(scope, None, send))  # type: ignore[arg-type]
+    (span,) = [span for span in memory.spans if span.kind is SpanKind.SERVER]
+    assert span.tags["http.status_code"] == 200
+    assert not span.error and "error" not in span.tags

@@ -156,7 +156,9 @@ class _HttpExchange:
         kind = message.get("type")
         if kind == "http.response.body":
             return self._send_body(message)
-        if kind == "http.response.start":
+        # A response started again after the span ended (the server refuses it) leaves the
+        # finished span, already handed to the reporter, as the client saw it.
+        if kind == "http.response.start" and not self.span.end_ns:
             value = message.get("status")
             code = self.code = value if isinstance(value, int) else 0
             self.handler.status(self.span, code)
