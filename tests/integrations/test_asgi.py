@@ -209,3 +209,56 @@ def test_endpoints_and_raw_headers_read_in_process(memory: MemoryBackend) -> Non
         assert span.remote_endpoint is not None and span.remote_endpoint.port == 5000
         assert format_trace_id(span.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736"
         assert format_span_id(span.parent_id or 0) == "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize("failing", ["http.response.start", "http.response.body"])
+def test_a_client_gone_while_sending_is_the_requests_error(
+    memory: MemoryBackend, failing: str
+) -> None:
+    # The server's send raising (the client went away) reaches the app through the middleware
+    # untouched, whichever message it fails on, and the span ends with it as its error.
+    class ClientGone(OSError):
+        pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(message: Any) -> None:
+        if message["type"] == failing:
+            raise ClientGone("connection reset")
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    with pytest.raises(ClientGone):
+        asyncio.run(TracingMiddleware(app)(scope, None, send))  # type: ignore[arg-type]
+    (span,) = [span for span in memory.spans if span.kind is SpanKind.SERVER]
+    assert span.error and span.tags["exception.type"].endswith("ClientGone")
+    assert span.end_ns
+
+
+def test_a_response_started_again_after_it_ended_leaves_the_reported_span_alone(
+    memory: MemoryBackend,
+) -> None:
+    # An app that sends a second response after the first one ended (the server refuses it):
+    # the span was finished and handed to the reporter with the status the client got.
+    class AlreadySent(RuntimeError):
+        pass
+
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+
+    async def send(message: Any) -> None:
+        if sent and sent[-1].get("type") == "http.response.body":
+            raise AlreadySent("response already completed")
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    with pytest.raises(AlreadySent):
+        asyncio.run(TracingMiddleware(app)(scope, None, send))  # type: ignore[arg-type]
+    (span,) = [span for span in memory.spans if span.kind is SpanKind.SERVER]
+    assert span.tags["http.status_code"] == 200
+    assert not span.error and "error" not in span.tags

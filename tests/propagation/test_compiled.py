@@ -334,6 +334,38 @@ def test_known_pairs_takes_other_name_sets_and_keywords_as_python_does() -> None
     assert carriers.known_pairs(pairs=pairs, names=carriers.NameSet(["b3"])) == {"b3": ["y", "z"]}
 
 
+def test_a_name_set_given_other_names_is_read_with_its_new_names() -> None:
+    # The compiled reader remembers what it learnt of the last name sets: a NameSet whose
+    # attributes are replaced must not be read with the old ones.
+    python = carriers.PYTHON_FUNCTIONS["known_pairs"]
+    pairs = [(b"Traceparent", b"x"), ("b3", "y"), (b"user-agent", b"z")]
+    names = carriers.NameSet(["b3"])
+    assert carriers.known_pairs(pairs, names) == {"b3": "y"}
+    names.names, names.lengths = frozenset(["traceparent"]), frozenset([11])
+    assert carriers.known_pairs(pairs, names) == {"traceparent": "x"}
+    names.names, names.lengths = frozenset(["user-agent"]), frozenset([10])
+    _same(carriers.known_pairs, python, pairs, names)
+
+
+def test_propagators_of_many_format_sets_in_turn_read_as_python_does() -> None:
+    # More name sets than the compiled reader remembers, read in turn, each several times.
+    headers = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "b3": "0000000000000001-0000000000000002-1",
+        "uber-trace-id": "0000000000000003:0000000000000004:0:1",
+        "baggage": "k=v",
+        "x-trace-info": "x",
+    }
+    pairs = [(name.encode(), value.encode()) for name, value in headers.items()]
+    formats = ["default", "w3c", "b3", "jaeger", "b3,baggage", "jaeger,w3c", "xtraceinfo"]
+    propagators = [Propagator(each) for each in formats]
+    in_python = [_in_python(lambda each=each: Propagator(each).extract) for each in formats]
+    for _ in range(3):
+        for propagator, python in zip(propagators, in_python, strict=True):
+            for carrier in (headers, pairs, dict(reversed(headers.items()))):
+                _same(propagator.extract, python, carrier)
+
+
 @st.composite
 def composite_carriers(draw: st.DrawFn) -> dict[Any, Any]:
     headers = {**draw(w3c_headers()), **draw(b3_headers())}

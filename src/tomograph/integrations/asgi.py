@@ -123,11 +123,12 @@ class TracingMiddleware(ServerMiddlewareBase[ASGIApp]):
                 CURRENT_SPAN.reset(token)
             except ValueError:
                 pass  # the app switched contexts under us: nothing of ours to restore
-            self.finish(
-                span,
-                _route_of(scope, span) if span.sampled else None,
-                exchange.completed_us or None,
-            )
+            if not span.end_ns:  # most responses ended the span in traced_send already
+                self.finish(
+                    span,
+                    _route_of(scope, span) if span.sampled else None,
+                    exchange.completed_us or None,
+                )
 
 
 class _HttpExchange:
@@ -149,14 +150,23 @@ class _HttpExchange:
     code: int
     completed_us: int
 
-    async def traced_send(self, message: Message) -> None:
+    def traced_send(self, message: Message) -> Awaitable[None]:
+        # A plain function handing back the server's awaitable for every message but a body:
+        # one coroutine less per response (about 1,000 instructions of 3 us per request).
         kind = message.get("type")
-        if kind == "http.response.start":
+        if kind == "http.response.body":
+            return self._send_body(message)
+        # A response started again after the span ended (the server refuses it) leaves the
+        # finished span, already handed to the reporter, as the client saw it.
+        if kind == "http.response.start" and not self.span.end_ns:
             value = message.get("status")
             code = self.code = value if isinstance(value, int) else 0
             self.handler.status(self.span, code)
+        return self.send(message)
+
+    async def _send_body(self, message: Message) -> None:
         await self.send(message)
-        if kind == "http.response.body" and not message.get("more_body"):
+        if not message.get("more_body"):
             span = self.span
             if self.code < 500:
                 self.handler.finish(span, _route_of(self.scope, span) if span.sampled else None)
