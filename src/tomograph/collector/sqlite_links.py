@@ -8,7 +8,8 @@ are computed once per change and stored:
   write adds its traces there in its own transaction (one upsert per trace, nothing else);
 * :meth:`TraceLinks.read_pending` and :meth:`TraceLinks.apply` compute those traces' links off
   the write path (a background thread, and a query first brings them up to date) and store
-  them in ``trace_links``, one row per trace and service pair, with the trace's timestamp;
+  them in ``trace_links``, one row per trace: its timestamp and its links packed in one
+  text (:func:`pack_links`);
 * a trace that had no spans before a write is not marked: all its spans are in that write, so
   its links are computed from them before the write (:func:`links_of`, the same computation
   from the same columns) and stored in its transaction (:meth:`TraceLinks.add`);
@@ -16,9 +17,13 @@ are computed once per change and stored:
   timestamp, moved by the differences.
 
 A window counts its whole hours from ``link_hours``, the whole minutes left at its edges from
-``link_minutes`` and what is left of those from ``trace_links``: the same traces as the full
-computation (those whose timestamp is in the window), whatever order and batches their spans
-came in. A day reads about 24 + 2 x 60 sums per service pair.
+``link_minutes`` and what is left of those (under a minute at each edge) from the traces' rows
+in ``trace_links``: the same traces as the full computation (those whose timestamp is in the
+window), whatever order and batches their spans came in. A day reads about 24 + 2 x 60 sums
+per service pair.
+
+A row per trace rather than per trace and service pair (schema 4) gives the index by
+timestamp one entry per trace: about 10,000 instructions a span less to ingest (issue 14).
 
 Each pending trace carries the sequence number of its latest write. Links are computed from one
 read snapshot that includes that write; the trace leaves ``links_pending`` only if no write
@@ -28,28 +33,34 @@ came since, so a concurrent write is never lost, only computed again.
 from __future__ import annotations
 
 import itertools
+import json
+import operator
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tomograph.collector.dependencies import LinkCounts, LinkRow, trace_links
 from tomograph.collector.storage import DependencyLink
 
-__all__ = ["LINK_OBJECTS", "LINK_SCHEMA", "PendingTrace", "TraceLinks", "links_of"]
+__all__ = [
+    "LINK_OBJECTS",
+    "LINK_SCHEMA",
+    "PendingTrace",
+    "TraceLinks",
+    "links_of",
+    "pack_links",
+    "unpack_links",
+]
 
 #: The tables and indexes of LINK_SCHEMA.
 LINK_OBJECTS = {"trace_links", "trace_links_by_ts", "link_hours", "link_minutes", "links_pending"}
 LINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS trace_links (
-    trace_low INTEGER NOT NULL,
-    parent TEXT NOT NULL,
-    child TEXT NOT NULL,
+    trace_low INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    PRIMARY KEY (trace_low, parent, child)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_links_by_ts ON trace_links(ts, parent, child, calls, errors);
+    links TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trace_links_by_ts ON trace_links(ts);
 CREATE TABLE IF NOT EXISTS link_hours (
     bucket INTEGER NOT NULL,
     parent TEXT NOT NULL,
@@ -77,6 +88,7 @@ _SUMS = (("link_hours", 3_600_000_000), ("link_minutes", 60_000_000))
 #: Traces computed per round: a round's write holds the write lock for about 10-30 ms.
 ROUND_TRACES = 500
 _IN_CHUNK = 500
+_FIRST = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,28 @@ def links_of(spans: Sequence[LinkRow]) -> LinkCounts:
     """(parent, child) -> [calls, errors] of one trace's spans, in the order of
     ``spans_by_trace`` (trace, digest)."""
     return trace_links(spans)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def pack_links(links: LinkCounts) -> str:
+    """One trace's links as the text ``trace_links`` keeps: a JSON array of
+    ``[parent, child, calls, errors]`` (JSON: a service name may hold any character).
+
+    >>> pack_links({("web", "db"): [2, 1]})
+    '[["web","db",2,1]]'
+    """
+    return _ENCODER.encode([[*pair, *counts] for pair, counts in links.items()])
+
+
+def unpack_links(packed: str) -> list[tuple[str, str, int, int]]:
+    """The ``(parent, child, calls, errors)`` of a text of :func:`pack_links`.
+
+    >>> unpack_links('[["web","db",2,1]]')
+    [('web', 'db', 2, 1)]
+    """
+    return [(parent, child, calls, errors) for parent, child, calls, errors in json.loads(packed)]
 
 
 def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -128,6 +162,32 @@ class TraceLinks:
                 db.execute(statement)
         if existing_traces:
             db.execute("INSERT OR IGNORE INTO links_pending SELECT trace_low, 0 FROM traces")
+
+    @staticmethod
+    def pack_pair_rows(db: sqlite3.Connection) -> None:
+        """Rewrite the ``trace_links`` of schema 2 to 4 (a row per trace and service pair) as
+        one row per trace, inside the caller's transaction; the sums stay as they are.
+
+        The rows of one trace were all written with its timestamp at the time (in one swap of
+        its links), so one timestamp per trace loses nothing.
+        """
+        db.execute("ALTER TABLE trace_links RENAME TO trace_links_4")
+        db.execute("DROP INDEX trace_links_by_ts")  # the old table's, renamed along with it
+        for statement in LINK_SCHEMA.split(";")[:2]:  # trace_links and its index
+            db.execute(statement)
+        old = db.execute(
+            "SELECT trace_low, ts, parent, child, calls, errors FROM trace_links_4"
+            " ORDER BY trace_low"
+        )
+
+        def packed() -> Iterator[tuple[int, int, str]]:
+            for low, group in itertools.groupby(old, key=_FIRST):
+                rows = list(group)
+                links = {(row[2], row[3]): [row[4], row[5]] for row in rows}
+                yield low, rows[0][1], pack_links(links)
+
+        db.executemany("INSERT INTO trace_links VALUES (?, ?, ?)", packed())
+        db.execute("DROP TABLE trace_links_4")
 
     def mark(self, db: sqlite3.Connection, trace_lows: Iterable[int]) -> None:
         """In a write's transaction: the traces it wrote need their links computed again."""
@@ -223,34 +283,38 @@ class TraceLinks:
         self, db: sqlite3.Connection, trace_lows: Sequence[int], new: Sequence[PendingTrace]
     ) -> None:
         """Swap the stored links of ``trace_lows`` for ``new``, moving the sums along."""
-        delta: dict[tuple[str, str], dict[int, list[int]]] = {}
+        delta: dict[tuple[int, str, str], list[int]] = {}  # (ts, parent, child) -> change
 
-        def add(ts: int, pair: tuple[str, str], calls: int, errors: int) -> None:
-            sums = delta.setdefault(pair, {}).setdefault(ts, [0, 0])
-            sums[0] += calls
-            sums[1] += errors
+        def add(ts: int, parent: str, child: str, calls: int, errors: int) -> None:
+            sums = delta.get((ts, parent, child))
+            if sums is None:
+                delta[(ts, parent, child)] = [calls, errors]
+            else:
+                sums[0] += calls
+                sums[1] += errors
 
         for chunk in _chunks(trace_lows):
-            for parent, child, ts, calls, errors in db.execute(
-                "SELECT parent, child, ts, calls, errors FROM trace_links"
-                f" WHERE trace_low IN ({_marks(len(chunk))})",
-                chunk,
-            ):
-                add(ts, (parent, child), -calls, -errors)
-            db.execute(f"DELETE FROM trace_links WHERE trace_low IN ({_marks(len(chunk))})", chunk)
+            where = f"WHERE trace_low IN ({_marks(len(chunk))})"
+            for ts, packed in db.execute(f"SELECT ts, links FROM trace_links {where}", chunk):
+                for parent, child, calls, errors in unpack_links(packed):
+                    add(ts, parent, child, -calls, -errors)
+            db.execute(f"DELETE FROM trace_links {where}", chunk)
         rows = []
         for trace in new:
-            if trace.ts is None:
+            if trace.ts is None or not trace.links:
                 continue  # a trace without a timestamp is in no window
-            for pair, (calls, errors) in trace.links.items():
-                rows.append((trace.trace_low, *pair, trace.ts, calls, errors))
-                add(trace.ts, pair, calls, errors)
-        db.executemany("INSERT INTO trace_links VALUES (?, ?, ?, ?, ?, ?)", rows)
+            rows.append((trace.trace_low, trace.ts, pack_links(trace.links)))
+            for (parent, child), (calls, errors) in trace.links.items():
+                add(trace.ts, parent, child, calls, errors)
+        db.executemany("INSERT INTO trace_links VALUES (?, ?, ?)", rows)
         for table, length in _SUMS:
             changes: dict[tuple[int, str, str], list[int]] = {}
-            for (parent, child), by_ts in delta.items():
-                for ts, (calls, errors) in by_ts.items():
-                    sums = changes.setdefault((ts // length, parent, child), [0, 0])
+            for (ts, parent, child), (calls, errors) in delta.items():
+                key = (ts // length, parent, child)
+                sums = changes.get(key)
+                if sums is None:
+                    changes[key] = [calls, errors]
+                else:
                     sums[0] += calls
                     sums[1] += errors
             db.executemany(
@@ -269,7 +333,9 @@ class TraceLinks:
 
     @staticmethod
     def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
-        """Links of the traces whose timestamp is in [start_us, end_us], sorted (stored links)."""
+        """Links of the traces whose timestamp is in [start_us, end_us], sorted (stored links).
+
+        The caller holds one read transaction over the call: sums and rows are read apart."""
         return _link_list(_window_sums(db, start_us, end_us))
 
     @staticmethod
@@ -303,13 +369,13 @@ class TraceLinks:
 
         computed = self.read_pending(db, _EVERY_SEQ, _EVERY_TRACE, check)
         for chunk in _chunks([trace.trace_low for trace in computed]):
-            for parent, child, ts, calls, errors in db.execute(
-                "SELECT parent, child, ts, calls, errors FROM trace_links"
-                f" WHERE trace_low IN ({_marks(len(chunk))})",
+            for ts, packed in db.execute(
+                f"SELECT ts, links FROM trace_links WHERE trace_low IN ({_marks(len(chunk))})",
                 chunk,
             ):
                 if start_us <= ts <= end_us:
-                    add((parent, child), -calls, -errors)
+                    for parent, child, calls, errors in unpack_links(packed):
+                        add((parent, child), -calls, -errors)
         for trace in computed:
             if trace.ts is not None and start_us <= trace.ts <= end_us:
                 for pair, (calls, errors) in trace.links.items():
@@ -324,19 +390,18 @@ _EVERY_SEQ = _EVERY_TRACE = 2**63 - 1
 def _window_sums(
     db: sqlite3.Connection, start_us: int, end_us: int
 ) -> dict[tuple[str, str], list[int]]:
-    """(parent, child) -> [calls, errors] of the stored links of traces in [start_us, end_us]."""
+    """(parent, child) -> [calls, errors] of the stored links of traces in [start_us, end_us]
+    (in the caller's read transaction)."""
     parts: list[str] = []
     params: list[int] = []
+    edges: list[tuple[int, int]] = []  # less than a bucket of the finest table, read per trace
 
     def cover(start: int, end: int, level: int) -> None:
         """Sum [start, end] from the coarsest table whose whole buckets fit, then finer."""
         if start > end:
             return
         if level == len(_SUMS):
-            parts.append(
-                "SELECT parent, child, calls, errors FROM trace_links WHERE ts BETWEEN ? AND ?"
-            )
-            params.extend((start, end))
+            edges.append((start, end))
             return
         table, length = _SUMS[level]
         first, last = -(-start // length), (end + 1) // length - 1
@@ -351,16 +416,27 @@ def _window_sums(
         cover((last + 1) * length, end, level + 1)
 
     cover(start_us, end_us, 0)
-    if not parts:
-        return {}  # an empty window
-    sql = (
-        "SELECT parent, child, sum(calls), sum(errors) FROM ("
-        + " UNION ALL ".join(parts)
-        + ") GROUP BY parent, child"
-    )
-    return {
-        (parent, child): [calls, errors] for parent, child, calls, errors in db.execute(sql, params)
-    }
+    sums: dict[tuple[str, str], list[int]] = {}
+    if parts:
+        sql = (
+            "SELECT parent, child, sum(calls), sum(errors) FROM ("
+            + " UNION ALL ".join(parts)
+            + ") GROUP BY parent, child"
+        )
+        for parent, child, calls, errors in db.execute(sql, params):
+            sums[(parent, child)] = [calls, errors]
+    for start, end in edges:
+        for (packed,) in db.execute(
+            "SELECT links FROM trace_links WHERE ts BETWEEN ? AND ?", (start, end)
+        ):
+            for parent, child, calls, errors in unpack_links(packed):
+                link = sums.get((parent, child))
+                if link is None:
+                    sums[(parent, child)] = [calls, errors]
+                else:
+                    link[0] += calls
+                    link[1] += errors
+    return sums
 
 
 def _link_list(sums: dict[tuple[str, str], list[int]]) -> list[DependencyLink]:

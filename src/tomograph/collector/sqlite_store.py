@@ -70,8 +70,9 @@ log = logging.getLogger("tomograph.collector")
 #: 1: spans, terms, traces, names; 2: stored dependency links (built when a 1 is opened) and
 #: spans_by_name covering the reads of operations and of name searches; 3: span bodies written
 #: as plain JSON text (those of older versions stay deflated blobs: see _BODY); 4: span_terms
-#: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms.
-_SCHEMA_VERSION = 4
+#: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms;
+#: 5: one row of trace_links per trace, its links packed (see sqlite_links).
+_SCHEMA_VERSION = 5
 # how long a connection waits for another's write lock; opening a file another collector is
 # upgrading waits far longer (see SqliteSpanStore._begin_opening)
 _BUSY_WAIT_MS = 30_000
@@ -433,6 +434,9 @@ class SqliteSpanStore:
                 # crash (see _check_schema) has the old table, which CREATE IF NOT EXISTS kept
                 if _table_columns(writer, "span_terms")[0] == "trace_low":
                     _migrate_terms(writer)
+                if "parent" in _table_columns(writer, "trace_links"):
+                    # versions 2 to 4: a row per trace and service pair
+                    TraceLinks.pack_pair_rows(writer)
                 if version < _SCHEMA_VERSION:
                     # in the same transaction: a crash never leaves tables without a version
                     writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -901,7 +905,7 @@ class SqliteSpanStore:
             if TraceLinks.pending_at_most(reader.db, in_read):
                 return self._links.window_now(reader.db, start_us, end_us, reader.check)
         self._refresh_links(self._links.last_seq, started)
-        with self._readers.reading() as reader:
+        with self._readers.reading() as reader, reader.snapshot():  # sums and rows read together
             return TraceLinks.window(reader.db, start_us, end_us)
 
     def _refresh_links(self, up_to: int | None = None, started: float | None = None) -> None:
