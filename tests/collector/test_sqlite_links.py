@@ -211,8 +211,11 @@ def as_version_1(path: Path) -> None:
     """Turn a database into what the first schema version wrote: no links, a narrower index."""
     db = sqlite3.connect(path)
     try:
-        for table in ("trace_links", "link_minutes", "links_pending"):
+        for table in ("link_hours", "link_minutes", "links_pending"):
             db.execute(f"DROP TABLE {table}")
+        db.execute("DROP INDEX traces_by_links_ts")
+        for column in ("links_ts", "links"):
+            db.execute(f"ALTER TABLE traces DROP COLUMN {column}")
         db.execute("DROP INDEX spans_by_name")
         db.execute("CREATE INDEX spans_by_name ON spans(service, name, ts)")
         db.execute("PRAGMA user_version = 1")
@@ -633,11 +636,13 @@ def test_dependencies_count_stored_and_pending_links_of_one_snapshot(
 
 
 def stored_links(path: Path) -> list[tuple[int, str, str, int, int, int]]:
-    """The links trace_links keeps, a (trace, parent, child, ts, calls, errors) per trace and
-    service pair: what is stored, not what a query would compute."""
+    """The links the traces' rows keep, a (trace, parent, child, ts, calls, errors) per trace
+    and service pair: what is stored, not what a query would compute."""
     db = sqlite3.connect(path)
     try:
-        rows = db.execute("SELECT trace_low, ts, links FROM trace_links").fetchall()
+        rows = db.execute(
+            "SELECT trace_low, links_ts, links FROM traces WHERE links IS NOT NULL"
+        ).fetchall()
     finally:
         db.close()
     return sorted(

@@ -671,5 +671,5 @@ def test_a_version_4_file_answers_dependencies_as_computed_from_its_spans(
         assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         objects = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-        assert "trace_links_4" not in objects
+        assert "trace_links" not in objects
     db.close()

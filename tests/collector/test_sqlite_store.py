@@ -289,7 +289,7 @@ def test_a_new_file_stores_span_bodies_as_plain_json(tmp_path: Path) -> None:
 
 
 #: Tables as the store's statements name them (aliases included).
-TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names", "trace_links"}
+TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names"}
 TABLES |= {"link_hours", "link_minutes", "trace_terms", "k"}
 
 
@@ -348,7 +348,7 @@ def test_every_search_reads_through_an_index(
         store.span_names("s1")
     finally:
         store.close()
-    assert any("FROM trace_links WHERE trace_low IN" in sql for sql in statements)
+    assert any("links FROM traces WHERE trace_low IN" in sql for sql in statements)
     # the plans of a rare name and of a rare term walk its rows, then their traces
     crossed = any("CROSS JOIN traces" in sql for sql in statements)
     assert crossed == (plan in ("rare name", "rarest term"))
