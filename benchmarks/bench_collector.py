@@ -164,6 +164,7 @@ def bare_sqlite(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA cache_size = -32000")
     db.executescript(sqlite_store._SCHEMA)
+    db.execute(sqlite_store.LINKS_BY_TS)
     return db
 
 

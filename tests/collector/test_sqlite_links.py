@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import sqlite3
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.support import zipkin_dependency_rules as zipkin_rules
 from tests.support.collector import decoded, make_span, now_us
+from tests.support.stored_links import full_computation
 
 from tomograph.collector import sqlite_links, sqlite_store
 from tomograph.collector.sqlite_store import SqliteSpanStore
@@ -36,38 +37,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteSpa
     opened = SqliteSpanStore(tmp_path / "t.db")
     yield opened
     opened.close()
-
-
-def full_computation(path: Path, end_ts: int, lookback: int) -> list[DependencyLink]:
-    """Every trace of the window read and linked afresh by Zipkin's rules (written out in
-    tests/support, independent of the store's linker), its spans in the store's order."""
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute(
-            "SELECT s.trace_low, s.span_id, s.parent_id, s.kind, s.shared, s.service,"
-            " s.remote_service, s.error FROM spans s WHERE s.trace_low IN"
-            " (SELECT trace_low FROM traces WHERE ts BETWEEN ? AND ?)"
-            " ORDER BY s.trace_low, s.digest",
-            ((end_ts - lookback) * 1000, end_ts * 1000),
-        ).fetchall()
-    finally:
-        db.close()
-    traces: dict[int, list[zipkin_rules.LinkSpan]] = {}
-    for low, span_id, parent_id, kind, shared, service, remote, error in rows:
-        span = zipkin_rules.LinkSpan(
-            span_id, parent_id, kind, bool(shared), service or None, remote or None, bool(error)
-        )
-        traces.setdefault(low, []).append(span)
-    total: dict[tuple[str, str], list[int]] = {}
-    for spans in traces.values():
-        for pair, (calls, errors) in zipkin_rules.trace_links(spans).items():
-            counts = total.setdefault(pair, [0, 0])
-            counts[0] += calls
-            counts[1] += errors
-    return [
-        DependencyLink(parent=parent, child=child, callCount=calls, errorCount=errors)
-        for (parent, child), (calls, errors) in sorted(total.items())
-    ]
 
 
 def pending(path: Path) -> int:
@@ -242,8 +211,11 @@ def as_version_1(path: Path) -> None:
     """Turn a database into what the first schema version wrote: no links, a narrower index."""
     db = sqlite3.connect(path)
     try:
-        for table in ("trace_links", "link_minutes", "links_pending"):
+        for table in ("link_hours", "link_minutes", "links_pending"):
             db.execute(f"DROP TABLE {table}")
+        db.execute("DROP INDEX traces_by_links_ts")
+        for column in ("links_ts", "links"):
+            db.execute(f"ALTER TABLE traces DROP COLUMN {column}")
         db.execute("DROP INDEX spans_by_name")
         db.execute("CREATE INDEX spans_by_name ON spans(service, name, ts)")
         db.execute("PRAGMA user_version = 1")
@@ -664,12 +636,20 @@ def test_dependencies_count_stored_and_pending_links_of_one_snapshot(
 
 
 def stored_links(path: Path) -> list[tuple[int, str, str, int, int, int]]:
-    """The rows of trace_links: what is stored, not what a query would compute."""
+    """The links the traces' rows keep, a (trace, parent, child, ts, calls, errors) per trace
+    and service pair: what is stored, not what a query would compute."""
     db = sqlite3.connect(path)
     try:
-        return db.execute("SELECT * FROM trace_links ORDER BY trace_low, parent, child").fetchall()
+        rows = db.execute(
+            "SELECT trace_low, links_ts, links FROM traces WHERE links IS NOT NULL"
+        ).fetchall()
     finally:
         db.close()
+    return sorted(
+        (low, parent, child, ts, calls, errors)
+        for low, ts, packed in rows
+        for parent, child, calls, errors in json.loads(packed)
+    )
 
 
 def test_a_trace_written_in_one_batch_gets_its_links_in_that_write(

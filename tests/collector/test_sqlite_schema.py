@@ -1,11 +1,12 @@
-"""The SQLite store's schema versions: files of version 3 opened by today's store, files of a
-newer version refused, term rows and the terms listed per trace kept in step."""
+"""The SQLite store's schema versions: files of versions 3 and 4 opened by today's store, files
+of a newer version refused, term rows and the terms listed per trace kept in step."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import random
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support import zipkin_dependency_rules as zipkin_rules
 from tests.support.collector import decoded, make_span, now_us
+from tests.support.stored_links import full_computation
 
 from tomograph.collector import sqlite_store
 from tomograph.collector.sqlite_store import SqliteSpanStore
@@ -254,7 +257,7 @@ def test_a_version_3_file_keeps_every_span_findable_by_tag_and_annotation(
     finally:
         store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         objects = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         assert "terms_by_value" not in objects
@@ -317,7 +320,7 @@ def test_a_file_of_a_newer_schema_is_refused_and_left_as_it_was(tmp_path: Path) 
         db.execute(f"PRAGMA user_version = {sqlite_store._SCHEMA_VERSION + 1}")
     db.close()
     before = path.read_bytes()
-    with pytest.raises(StoreOpenError, match=r"unknown schema version 5 .*newer tomograph"):
+    with pytest.raises(StoreOpenError, match=r"unknown schema version 6 .*newer tomograph"):
         SqliteSpanStore(path)
     assert path.read_bytes() == before
 
@@ -365,7 +368,7 @@ def test_two_collectors_opening_a_version_3_file_at_once_migrate_it_once(tmp_pat
         assert out.split() == [str(len(spans)), str(len(with_get))]
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
         # one list per trace: the second collector found the file migrated
         assert db.execute("SELECT count(*) FROM trace_terms").fetchone() == (3000,)
     db.close()
@@ -425,3 +428,248 @@ def test_a_collector_opening_a_file_another_is_upgrading_waits_for_it_and_says_s
     finally:
         store.close()
     assert str(path) in caplog.text
+
+
+# -- version 4: a row of trace_links per trace and service pair --------------------------------
+
+#: The tables of schema version 4, as that version created them.
+SCHEMA_4 = """
+CREATE TABLE spans (
+    row_id INTEGER PRIMARY KEY,
+    trace_low INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    kind TEXT,
+    shared INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    service TEXT NOT NULL,
+    remote_service TEXT NOT NULL,
+    ts INTEGER,
+    duration INTEGER,
+    error INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX spans_by_trace ON spans(trace_low, digest);
+CREATE INDEX spans_by_name ON spans(service, name, ts, duration, error, trace_low, kind);
+CREATE INDEX spans_by_duration ON spans(duration);
+CREATE TABLE span_terms (
+    term TEXT NOT NULL,
+    value TEXT NOT NULL,
+    trace_low INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    PRIMARY KEY (term, value, trace_low, service)
+) WITHOUT ROWID;
+CREATE TABLE trace_terms (trace_low INTEGER NOT NULL, terms TEXT NOT NULL);
+CREATE INDEX trace_terms_by_trace ON trace_terms(trace_low);
+CREATE TABLE traces (
+    trace_low INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    ts INTEGER,
+    root_ts INTEGER,
+    received INTEGER NOT NULL
+);
+CREATE INDEX traces_by_ts ON traces(ts);
+CREATE INDEX traces_by_received ON traces(received);
+CREATE TABLE span_names (
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (service, kind, name)
+) WITHOUT ROWID;
+CREATE TABLE trace_links (
+    trace_low INTEGER NOT NULL,
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (trace_low, parent, child)
+) WITHOUT ROWID;
+CREATE INDEX trace_links_by_ts ON trace_links(ts, parent, child, calls, errors);
+CREATE TABLE link_hours (
+    bucket INTEGER NOT NULL, parent TEXT NOT NULL, child TEXT NOT NULL,
+    calls INTEGER NOT NULL, errors INTEGER NOT NULL, PRIMARY KEY (bucket, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE link_minutes (
+    bucket INTEGER NOT NULL, parent TEXT NOT NULL, child TEXT NOT NULL,
+    calls INTEGER NOT NULL, errors INTEGER NOT NULL, PRIMARY KEY (bucket, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE links_pending (trace_low INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+PRAGMA user_version = 4;
+"""
+
+HOUR_US, MINUTE_US = 3_600_000_000, 60_000_000
+LINK_SERVICES = ["web", "api", "db", "queue", "pay\u00e9", 'q"\\', ""]
+
+
+def version_4_traces(rng: random.Random, count: int, start: int) -> list[list[dict[str, Any]]]:
+    """Traces of RPCs, messages, shared and local spans, errors and repeated ids, timestamps
+    spread over three hours (some spans without one)."""
+    ids = [f"{n:016x}" for n in range(1, 7)]
+    kinds = [None, "CLIENT", "SERVER", "PRODUCER", "CONSUMER"]
+    traces = []
+    for n in range(count):
+        spans = []
+        for _ in range(rng.randint(1, 7)):
+            span = make_span(
+                f"{n + 1:032x}",
+                rng.choice(ids),
+                parent_id=rng.choice([None, *ids]),
+                service=rng.choice(LINK_SERVICES),
+                remote=rng.choice([None, *LINK_SERVICES[:-1]]),
+                kind=rng.choice(kinds),
+                timestamp=start + rng.randrange(3 * HOUR_US),
+                tags={"error": "boom"} if rng.random() < 0.3 else None,
+                shared=rng.random() < 0.3,
+            )
+            if rng.random() < 0.1:
+                del span["timestamp"]
+            spans.append(span)
+        traces.append(spans)
+    return traces
+
+
+def span_row(span: dict[str, Any]) -> tuple[Any, ...]:
+    """A span's row in ``spans`` as version 4 wrote it (services "" when absent)."""
+    body = json.dumps(span, separators=(",", ":")).encode()
+    return (
+        low_of(span["traceId"]),
+        span["traceId"],
+        span["id"],
+        span.get("parentId"),
+        span.get("kind"),
+        1 if span.get("shared") else 0,
+        span["name"],
+        span["localEndpoint"]["serviceName"],
+        span.get("remoteEndpoint", {}).get("serviceName", ""),
+        span.get("timestamp"),
+        span["duration"],
+        1 if "error" in span.get("tags", {}) else 0,
+        hashlib.blake2b(body, digest_size=12).digest(),
+        body,
+    )
+
+
+def trace_ts(spans: list[dict[str, Any]]) -> int | None:
+    """Zipkin's trace timestamp: the root's, else the earliest."""
+    roots = [s["timestamp"] for s in spans if "timestamp" in s and "parentId" not in s]
+    stamps = [s["timestamp"] for s in spans if "timestamp" in s]
+    return roots[0] if roots else min(stamps, default=None)
+
+
+def reference_links(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], list[int]]:
+    """A trace's links by the reference rules, from its span rows in the store's order."""
+    rows = sorted(rows, key=lambda row: row[12])  # spans_by_trace: trace, digest
+    return zipkin_rules.trace_links(
+        [
+            zipkin_rules.LinkSpan(
+                row[2], row[3], row[4], bool(row[5]), row[7] or None, row[8] or None, bool(row[11])
+            )
+            for row in rows
+        ]
+    )
+
+
+def write_version_4(path: Path, traces: list[list[dict[str, Any]]], received: int) -> None:
+    """The file schema version 4 left for ``traces``: spans, traces (received a minute apart)
+    and links a row per trace and service pair, with their hour and minute sums.
+
+    Every third trace received its last spans after its links were computed from the first
+    ones: those links stay stored, and the trace is pending, as version 4 left such a trace
+    until its links were computed again. Every fifth has no stored links, only the mark.
+    """
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(SCHEMA_4)
+    db.execute("BEGIN")
+    sums: dict[tuple[str, int, str, str], list[int]] = {}
+    for n, spans in enumerate(traces):
+        low = low_of(spans[0]["traceId"])
+        rows = [span_row(span) for span in spans]
+        db.executemany(
+            "INSERT OR IGNORE INTO spans (trace_low, trace_id, span_id, parent_id, kind, shared,"
+            " name, service, remote_service, ts, duration, error, digest, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT))",
+            rows,
+        )
+        roots = [s["timestamp"] for s in spans if "timestamp" in s and "parentId" not in s]
+        db.execute(
+            "INSERT INTO traces VALUES (?, ?, ?, ?, ?)",
+            (
+                low,
+                spans[0]["traceId"],
+                trace_ts(spans),
+                roots[0] if roots else None,
+                received + n * MINUTE_US,
+            ),
+        )
+        linked = spans if n % 3 else spans[: len(spans) // 2 + 1]
+        if n % 3 == 0 or n % 5 == 0:
+            db.execute("INSERT INTO links_pending VALUES (?, ?)", (low, n))
+        ts = trace_ts(linked)
+        if n % 5 == 0 or ts is None:
+            continue
+        links = reference_links([span_row(span) for span in linked])
+        for (parent, child), (calls, errors) in links.items():
+            db.execute(
+                "INSERT INTO trace_links VALUES (?, ?, ?, ?, ?, ?)",
+                (low, parent, child, ts, calls, errors),
+            )
+            for table, length in (("link_hours", HOUR_US), ("link_minutes", MINUTE_US)):
+                counts = sums.setdefault((table, ts // length, parent, child), [0, 0])
+                counts[0] += calls
+                counts[1] += errors
+    for (table, bucket, parent, child), (calls, errors) in sums.items():
+        db.execute(
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?)", (bucket, parent, child, calls, errors)
+        )
+    db.execute("COMMIT")
+    db.close()
+
+
+def link_windows(rng: random.Random, start: int) -> list[tuple[int, int]]:
+    """(end ms, lookback ms): the whole day, and windows cutting hours and minutes anywhere."""
+    windows = [(start // 1000 + 12 * HOUR_US // 1000, 24 * HOUR_US // 1000)]
+    for _ in range(12):
+        end = start // 1000 + rng.randrange(-HOUR_US // 1000, 4 * HOUR_US // 1000)
+        windows.append((end, rng.randrange(1, 3 * HOUR_US // 1000)))
+    return windows
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_version_4_file_answers_dependencies_as_computed_from_its_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_LINK_INTERVAL", 3600.0)  # pending: computed by queries
+    rng = random.Random(seed)
+    start = (now_us() // HOUR_US - 4) * HOUR_US + rng.randrange(HOUR_US)
+    traces = version_4_traces(rng, 60, start)
+    path = tmp_path / "t.db"
+    received = now_us() - 2 * HOUR_US
+    write_version_4(path, traces, received)
+    windows = link_windows(rng, start)
+    store = SqliteSpanStore(path, max_age=3600.0)
+    try:
+        for end_ms, lookback in windows:  # pending traces computed in the read, not stored
+            assert store.dependencies(end_ms, lookback) == full_computation(path, end_ms, lookback)
+        store._refresh_links()
+        for end_ms, lookback in windows:
+            assert store.dependencies(end_ms, lookback) == full_computation(path, end_ms, lookback)
+        # new spans join old traces and make new ones; retention deletes the oldest half
+        more = version_4_traces(rng, 80, start)
+        store.accept(decoded([span for spans in more[20:50] for span in spans]))
+        deleted = store.enforce_retention(received + 30 * MINUTE_US + 3600 * 1_000_000)
+        assert deleted.traces_deleted == 20  # the first 30 received, less 10 received again
+        store.accept(decoded([span for spans in more[70:] for span in spans]))
+        for end_ms, lookback in windows:
+            assert store.dependencies(end_ms, lookback) == full_computation(path, end_ms, lookback)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite_store._SCHEMA_VERSION,)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        objects = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert "trace_links" not in objects
+    db.close()

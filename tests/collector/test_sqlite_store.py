@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.collector import decoded, make_span, now_us
+from tests.support.stored_links import full_computation
 
 from tomograph.collector import sqlite_store
 from tomograph.collector.sqlite_store import SqliteSpanStore
@@ -244,6 +245,10 @@ def test_a_version_2_file_is_migrated_and_every_span_is_found_as_it_was(tmp_path
             assert found == expected["searches"][label]
         names = {service: store.span_names(service) for service in store.service_names()}
         assert names == expected["span_names"]
+        # its links, kept a row per trace and service pair, are read from one row per trace
+        for end_ms, lookback in [(1_700_000_043_200, 86_400_000), (1_700_000_012_500, 7_000)]:
+            links = store.dependencies(end_ms, lookback)
+            assert links == full_computation(path, end_ms, lookback) != []
         # a span stored again is recognized as a duplicate; a new one joins its old trace
         old_trace, old_spans = next(iter(expected["traces"].items()))
         assert store.accept(decoded(old_spans)) == 0
@@ -284,7 +289,7 @@ def test_a_new_file_stores_span_bodies_as_plain_json(tmp_path: Path) -> None:
 
 
 #: Tables as the store's statements name them (aliases included).
-TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names", "trace_links"}
+TABLES = {"spans", "s", "span_terms", "x", "traces", "t", "span_names"}
 TABLES |= {"link_hours", "link_minutes", "trace_terms", "k"}
 
 
@@ -343,7 +348,7 @@ def test_every_search_reads_through_an_index(
         store.span_names("s1")
     finally:
         store.close()
-    assert any("FROM trace_links WHERE trace_low IN" in sql for sql in statements)
+    assert any("links FROM traces WHERE trace_low IN" in sql for sql in statements)
     # the plans of a rare name and of a rare term walk its rows, then their traces
     crossed = any("CROSS JOIN traces" in sql for sql in statements)
     assert crossed == (plan in ("rare name", "rarest term"))

@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Collection, Container, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
@@ -44,7 +44,7 @@ from tomograph.collector.span_fields import (
     remote_service,
     trace_id_low,
 )
-from tomograph.collector.sqlite_links import LINK_OBJECTS, PendingTrace, TraceLinks
+from tomograph.collector.sqlite_links import LINK_OBJECTS, LINKS_BY_TS, PendingTrace, TraceLinks
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
@@ -70,8 +70,10 @@ log = logging.getLogger("tomograph.collector")
 #: 1: spans, terms, traces, names; 2: stored dependency links (built when a 1 is opened) and
 #: spans_by_name covering the reads of operations and of name searches; 3: span bodies written
 #: as plain JSON text (those of older versions stay deflated blobs: see _BODY); 4: span_terms
-#: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms.
-_SCHEMA_VERSION = 4
+#: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms;
+#: 5: each trace's links packed in its row of traces, not a row per trace and service pair in
+#: trace_links (see sqlite_links).
+_SCHEMA_VERSION = 5
 # how long a connection waits for another's write lock; opening a file another collector is
 # upgrading waits far longer (see SqliteSpanStore._begin_opening)
 _BUSY_WAIT_MS = 30_000
@@ -79,6 +81,8 @@ _OPEN_WAIT_MS = 30 * 60_000
 #: The tables and indexes of _SCHEMA and of the links; a file holding anything else belongs to
 #: another program.
 _SCHEMA_OBJECTS = LINK_OBJECTS | {
+    "trace_links",  # versions 2 to 4
+    "trace_links_by_ts",
     "spans",
     "spans_by_trace",
     "spans_by_name",
@@ -142,7 +146,9 @@ CREATE TABLE IF NOT EXISTS traces (
     trace_id TEXT NOT NULL,
     ts INTEGER,
     root_ts INTEGER,
-    received INTEGER NOT NULL
+    received INTEGER NOT NULL,
+    links_ts INTEGER, -- the trace's stored dependency links (see sqlite_links)
+    links TEXT
 );
 CREATE INDEX IF NOT EXISTS traces_by_ts ON traces(ts);
 CREATE INDEX IF NOT EXISTS traces_by_received ON traces(received);
@@ -166,7 +172,8 @@ _INSERT_TERM_LIST = "INSERT INTO trace_terms VALUES (?, ?)"
 #: A span's stored JSON as bytes, and whether it is deflated (1) or plain (0).
 _BODY = "CAST(body AS BLOB), typeof(body) = 'blob'"
 _UPSERT_TRACE = """
-INSERT INTO traces (trace_low, trace_id, ts, root_ts, received) VALUES (?, ?, ?, ?, ?)
+INSERT INTO traces (trace_low, trace_id, ts, root_ts, received, links_ts, links)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (trace_low) DO UPDATE SET
     trace_id = CASE WHEN length(excluded.trace_id) > length(traces.trace_id)
                     THEN excluded.trace_id ELSE traces.trace_id END,
@@ -176,6 +183,8 @@ ON CONFLICT (trace_low) DO UPDATE SET
     root_ts = coalesce(traces.root_ts, excluded.root_ts),
     received = max(traces.received, excluded.received)
 """
+# The links given with a trace are those of a trace new to the file: a trace the file has
+# keeps its stored links (the write marks it, to be linked again from all its spans).
 
 # Schema version 2 stored span bodies deflated with a preset dictionary of Zipkin's JSON field
 # names: a span of a few hundred bytes shrank by half, but deflating it cost about a fifth of
@@ -433,6 +442,9 @@ class SqliteSpanStore:
                 # crash (see _check_schema) has the old table, which CREATE IF NOT EXISTS kept
                 if _table_columns(writer, "span_terms")[0] == "trace_low":
                     _migrate_terms(writer)
+                if "links" not in _table_columns(writer, "traces"):  # versions 1 to 4
+                    TraceLinks.move_to_traces(writer)
+                writer.execute(LINKS_BY_TS)  # on the columns of links, which _SCHEMA may lack
                 if version < _SCHEMA_VERSION:
                     # in the same transaction: a crash never leaves tables without a version
                     writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -901,7 +913,7 @@ class SqliteSpanStore:
             if TraceLinks.pending_at_most(reader.db, in_read):
                 return self._links.window_now(reader.db, start_us, end_us, reader.check)
         self._refresh_links(self._links.last_seq, started)
-        with self._readers.reading() as reader:
+        with self._readers.reading() as reader, reader.snapshot():  # sums and rows read together
             return TraceLinks.window(reader.db, start_us, end_us)
 
     def _refresh_links(self, up_to: int | None = None, started: float | None = None) -> None:
@@ -1012,8 +1024,8 @@ class SqliteSpanStore:
             db.executemany("DELETE FROM spans WHERE trace_low = ?", chunk)
             spans += db.total_changes - before
             _delete_terms(db, chunk)
+            self._links.forget(db, [low for (low,) in chunk])  # reads the traces' rows
             db.executemany("DELETE FROM traces WHERE trace_low = ?", chunk)
-            self._links.forget(db, [low for (low,) in chunk])
         return spans
 
     def _forget_names(self, db: sqlite3.Connection) -> None:
@@ -1404,8 +1416,10 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
         if trace[3] is not None:
             trace[2] = trace[3]  # Zipkin's trace timestamp is the root's
     rows.sort(key=lambda row: (row[0], row[12]))  # index order: fewer pages touched
-    trace_rows = [tuple(t) for t in traces.values()]
-    links = _batch_links(rows, trace_rows, written)
+    links = _batch_links(rows, traces.values(), written)
+    # the links of a trace new to the file go in its row (see _UPSERT_TRACE)
+    columns = {trace.trace_low: sqlite_links.trace_columns(trace) for trace in links}
+    trace_rows = [(*t, *columns.get(t[0], _NO_LINKS)) for t in traces.values()]
     term_rows = [term for terms in terms_of.values() for term in terms]
     term_lists = [(low, _term_list(terms)) for low, terms in terms_of.items() if terms]
     return _Rows(rows, term_rows, term_lists, trace_rows, sorted(names), links)
@@ -1416,8 +1430,11 @@ _LINK_COLUMNS = operator.itemgetter(2, 3, 4, 5, 7, 8, 11)
 _TRACE_LOW = operator.itemgetter(0)
 
 
+_NO_LINKS = (None, None)
+
+
 def _batch_links(
-    rows: list[tuple[Any, ...]], traces: list[tuple[Any, ...]], written: Container[int]
+    rows: list[tuple[Any, ...]], traces: Iterable[Sequence[Any]], written: Container[int]
 ) -> list[PendingTrace]:
     """The links of each trace of a batch not in ``written``, from its span rows (sorted by
     trace and digest).
