@@ -41,6 +41,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final, Generic, TypeVar
 
+import tomograph.propagation.composite as _propagation_defaults
+import tomograph.tracer as _tracer_defaults
 from tomograph._cache import BoundedCache, memoize
 from tomograph.context import CURRENT_SPAN
 from tomograph.integrations.http_status import record_status
@@ -168,9 +170,11 @@ class HttpServerHandler:
         sending ids (B3's ``X-Sampled: 1`` or ``X-B3-Flags: 1`` alone): it overrides the
         sampler's decision for the new trace.
         """
-        tracer = self.tracer or get_tracer()
+        # The defaults read where they are held, get_tracer() and default_propagator() called
+        # only to make them: two Python calls less per request (about 300 instructions).
+        tracer = self.tracer or _tracer_defaults._default_tracer or get_tracer()
         if context is EXTRACT:
-            propagator = self.propagator or default_propagator()
+            propagator = self.propagator or _propagation_defaults._default or default_propagator()
             parent: Any = propagator.extract(headers) or CURRENT
         else:
             propagator = None
