@@ -434,6 +434,43 @@ DUPLICATE_DROPPED_BY_A_COLLECTION = """
     print("alive")
 """
 
+# The compiled reader remembers the names of the last name set it read; a collector callback,
+# run while pairs are read (at the lists repeated headers make), reads other pairs with another
+# name set, which the reader then remembers instead. The first read goes on with its own names.
+NAMES_REPLACED_WHILE_PAIRS_ARE_READ = """
+    import gc
+    from tomograph.propagation import carriers, composite
+
+    other = carriers.NameSet(["user-agent", "accept", "x-other-12"])
+    armed = False
+
+    def meddle(phase, info):
+        global filler
+        if armed and phase == "start":
+            carriers.known_pairs([(b"user-agent", b"x")], other)
+            filler = [(bytes(30), bytes(30)) for _ in range(100)]
+
+    gc.callbacks.append(meddle)
+    gc.set_threshold(1, 1, 1)
+    repeated = (b"b3", b"baggage", b"x-b3-spanid", b"x-b3-traceid")
+    for round in range(300):
+        pairs = [(name, value) for name in repeated for value in (b"1", b"2")]
+        pairs += [
+            (b"traceparent", b"tp"), (b"User-Agent", b"u"), (b"Tracestate", b"ts"),
+            (b"accept", b"a"), (b"x-other-12", b"o"),
+        ]
+        armed = True
+        found = carriers.known_pairs(pairs, composite._ALL_NAMES)
+        armed = False
+        expected = {name.decode(): ["1", "2"] for name in repeated}
+        assert found == {**expected, "traceparent": "tp", "tracestate": "ts"}, found
+    print("alive")
+"""
+
+
+def test_names_read_by_a_collector_callback_while_pairs_are_read_leave_the_read_its_own() -> None:
+    assert run(NAMES_REPLACED_WHILE_PAIRS_ARE_READ) == "alive"
+
 
 def test_an_environ_emptied_during_the_baggage_lookup_keeps_the_context_read() -> None:
     assert run(ENVIRON_EMPTIED_DURING_THE_BAGGAGE_LOOKUP).startswith(

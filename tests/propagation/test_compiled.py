@@ -53,11 +53,18 @@ def test_the_compiled_functions_are_in_place() -> None:
     assert _context.new_context is not _context.PYTHON_NEW_CONTEXT
     assert baggage.inject is not baggage.PYTHON_FUNCTIONS["inject"]
     assert baggage.extract_dict is not baggage.PYTHON_FUNCTIONS["extract_dict"]
-    for module, name in [(carriers, "known_pairs"), (composite, "_extract_dict")]:
+    for module, name in [
+        (carriers, "known_pairs"),
+        (composite, "_extract_dict"),
+        (composite, "_extract_pairs"),
+    ]:
         compiled = getattr(module, name)
         assert compiled is not module.PYTHON_FUNCTIONS[name]
         assert compiled.__doc__ == module.PYTHON_FUNCTIONS[name].__doc__
     assert composite.known_pairs is carriers.known_pairs
+    extract = composite.Propagator.extract
+    assert extract is not composite.PYTHON_EXTRACT
+    assert extract.__doc__ == composite.PYTHON_EXTRACT.__doc__
 
 
 def _outcome(function: Callable[..., Any], *args: Any) -> tuple[Any, list[str]]:
@@ -250,7 +257,9 @@ def _python_functions() -> Iterator[None]:
     saved = {(m, n): getattr(m, n) for m in modules for n in m.PYTHON_FUNCTIONS}
     saved[composite, "known_pairs"] = composite.known_pairs
     plans = composite._DICT_EXTRACTORS.copy(), composite._EXTRACTORS.copy()
+    extract = composite.Propagator.extract
     try:
+        composite.Propagator.extract = composite.PYTHON_EXTRACT  # type: ignore[method-assign]
         for module, name in saved:
             python = carriers if name == "known_pairs" else module
             setattr(module, name, python.PYTHON_FUNCTIONS[name])
@@ -259,6 +268,7 @@ def _python_functions() -> Iterator[None]:
             composite._EXTRACTORS[key] = module.PYTHON_FUNCTIONS["extract"]
         yield
     finally:
+        composite.Propagator.extract = extract  # type: ignore[method-assign]
         for (module, name), function in saved.items():
             setattr(module, name, function)
         composite._DICT_EXTRACTORS.update(plans[0])
@@ -319,6 +329,104 @@ def header_pairs(draw: st.DrawFn) -> Any:
 def test_known_pairs_gives_what_python_gives(pairs: Any) -> None:
     names = composite._ALL_NAMES
     _same(carriers.known_pairs, carriers.PYTHON_FUNCTIONS["known_pairs"], pairs, names)
+
+
+@settings(max_examples=300)
+@given(header_pairs(), st.sampled_from(["default", "w3c", "jaeger,baggage"]))
+def test_the_pairs_reader_gives_what_python_gives(pairs: Any, formats: str) -> None:
+    state = Propagator(formats)._dict_state
+    python = composite.PYTHON_FUNCTIONS["_extract_pairs"]
+    _same(composite._extract_pairs, python, state, pairs)
+    _same(Propagator(formats).extract, _in_python(lambda: Propagator(formats).extract), pairs)
+
+
+def test_the_pairs_reader_takes_odd_calls_as_python_does() -> None:
+    python = composite.PYTHON_FUNCTIONS["_extract_pairs"]
+    state = Propagator()._dict_state
+    pairs = [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    for args in [
+        (state[:-1], pairs),  # a state that is not a propagator's
+        (list(state), pairs),
+        ((*state[:4], carriers.NameSet(["x"]), *state[5:]), pairs),  # other names read
+        ((*state[:4], None, *state[5:]), pairs),  # no NameSet at all
+        (state, "traceparent"),  # not pairs
+        (state,),
+    ]:
+        _same(composite._extract_pairs, python, *args)
+
+
+def _unusual_name_sets() -> list[Any]:
+    class Loud(str):
+        """A name whose comparisons raise once the set holding it is made."""
+
+        armed = False
+
+        def __eq__(self, other: object) -> bool:
+            if Loud.armed:
+                raise ValueError("compared")
+            return str.__eq__(self, other)
+
+        def __hash__(self) -> int:
+            return hash("b3")
+
+    loud = carriers.NameSet(["b3", Loud("zz")])
+    Loud.armed = True
+    return [
+        carriers.NameSet(["b3", b"b3"]),  # not only str: the set decides
+        loud,  # a str subclass, hashed as b3, whose __eq__ raises
+        carriers.NameSet(["b3", "tràceparent", "\u0130b"]),  # names no ASCII header lowers to
+        carriers.NameSet(["b3", *(f"x-{n:03d}" for n in range(40))]),  # more than are tabled
+        carriers.NameSet(["b3", "x" * 63, "y" * 64]),
+    ]
+
+
+@pytest.mark.parametrize("names", _unusual_name_sets(), ids=range(5))
+def test_known_pairs_reads_unusual_name_sets_as_python_does(names: Any) -> None:
+    python = carriers.PYTHON_FUNCTIONS["known_pairs"]
+    pairs = [
+        (b"B3", b"1"),
+        ("b3", "2"),
+        (b"x-007", b"3"),
+        (b"X" * 63, b"4"),
+        (b"y" * 64, b"5"),
+        (b"TR\xc0CEPARENT", b"6"),
+        (b"traceparent", b"7"),
+    ]
+    _same(carriers.known_pairs, python, pairs, names)
+    _same(carriers.known_pairs, python, pairs[:1], names)
+
+
+def test_a_propagator_with_a_hostile_state_or_key_logs_as_python_does() -> None:
+    # What raises while a dict or pairs are read becomes "no context", logged the same way.
+    class Collides:
+        def __hash__(self) -> int:
+            return hash("traceparent")
+
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("compared")
+
+    class Odd(Propagator):
+        __slots__ = ()
+
+        @property
+        def _dict_state(self) -> Any:
+            raise LookupError("no state")
+
+        @_dict_state.setter
+        def _dict_state(self, value: Any) -> None:
+            pass  # the state Propagator.__init__ makes is never kept
+
+    headers = {Collides(): "x", "b3": "0000000000000001-0000000000000002-1"}
+    pairs = [(b"b3", b"0000000000000001-0000000000000002-1")]
+    for carrier in (headers, pairs, None, [("b3", None)], {"B3": "1-2"}):
+        for make in (Propagator, Odd):
+            _same(make().extract, _in_python(lambda make=make: make().extract), carrier)
+    propagator = Propagator()
+    assert propagator.extract(carrier=pairs) == composite.PYTHON_EXTRACT(propagator, pairs)
+    with pytest.raises(TypeError):
+        propagator.extract(pairs, pairs)
+    with pytest.raises(TypeError):
+        composite.Propagator.extract(None, pairs)  # type: ignore[arg-type]
 
 
 def test_known_pairs_takes_other_name_sets_and_keywords_as_python_does() -> None:
