@@ -1094,6 +1094,29 @@ int_of(uint64_t high, uint64_t low)
     if (high == 0) {
         return PyLong_FromUnsignedLongLong(low);
     }
+#if PY_VERSION_HEX < 0x030D0000 && PYLONG_BITS_IN_DIGIT == 30
+    /* The int's 30-bit digits written in place: _PyLong_FromByteArray reads 16 bytes one at
+     * a time, about 450 instructions of a traced request's 3 us (every W3C trace id). 3.13 has
+     * a public constructor for this instead. high != 0: three to five digits. */
+    digit digits[5] = {
+        (digit)(low & PyLong_MASK),
+        (digit)(low >> 30 & PyLong_MASK),
+        (digit)((low >> 60 | high << 4) & PyLong_MASK),
+        (digit)(high >> 26 & PyLong_MASK),
+        (digit)(high >> 56),
+    };
+    Py_ssize_t count = digits[4] ? 5 : digits[3] ? 4 : 3;
+    PyLongObject *value = _PyLong_New(count);
+    if (value == NULL) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    memcpy(value->long_value.ob_digit, digits, sizeof(digit) * (size_t)count);
+#else
+    memcpy(value->ob_digit, digits, sizeof(digit) * (size_t)count);
+#endif
+    return (PyObject *)value;
+#else
     unsigned char bytes[16];
     for (int i = 0; i < 8; i++) {
         bytes[i] = (unsigned char)(high >> (56 - 8 * i));
@@ -1103,6 +1126,7 @@ int_of(uint64_t high, uint64_t low)
     return PyLong_FromUnsignedNativeBytes(bytes, 16, Py_ASNATIVEBYTES_BIG_ENDIAN);
 #else
     return _PyLong_FromByteArray(bytes, 16, 0, 0);
+#endif
 #endif
 }
 

@@ -233,6 +233,19 @@ def test_extract_gives_what_python_gives(name: str, data: st.DataObject | None) 
     _same(module.extract, _in_python(lambda: module.PYTHON_FUNCTIONS["extract"]), headers)
 
 
+@given(st.integers(2**64, 2**128 - 1) | st.sampled_from([2**64, 2**90 - 1, 2**90, 2**120]))
+def test_trace_ids_of_every_width_read_as_python_reads_them(trace_id: int) -> None:
+    # Ids of 65 to 128 bits are made digit by digit where Python's ints have 30-bit digits.
+    headers = {"traceparent": f"00-{trace_id:032x}-00f067aa0ba902b7-01"}
+    context = w3c.extract(headers)
+    assert context is not None
+    assert context.trace_id == trace_id
+    assert context.trace_id.bit_length() == trace_id.bit_length()
+    assert hash(context.trace_id) == hash(trace_id)
+    assert context.trace_id.to_bytes(16, "big") == trace_id.to_bytes(16, "big")
+    _same(w3c.extract, w3c.PYTHON_FUNCTIONS["extract"], headers)
+
+
 @settings(max_examples=200)
 @given(st.sampled_from(sorted(MODULES)), st.data(), st.booleans(), st.sampled_from([None, 0, 1]))
 def test_extract_dict_gives_what_python_gives(
