@@ -2341,51 +2341,66 @@ length_bits_uncached(PyObject *lengths)
     return PyErr_Occurred() ? 0 : bits; /* 0 with PyIter_Next's exception, if it raised */
 }
 
-/* The last frozenset of lengths read and its bits: the same few NameSets come every request,
- * and iterating one costs about 1,500 instructions of a request's 3 us. The frozenset is held,
- * so its address names it (never another object's), and a frozenset never changes. */
-static PyObject *cached_lengths;
-static uint64_t cached_bits;
+/* The last few frozensets of lengths read and their bits: the same few NameSets come every
+ * request, and iterating one costs about 1,500 instructions of a request's 3 us. Each
+ * frozenset is held, so its address names it (never another object's), and it never changes. */
+#define LENGTHS_CACHED 4
+static PyObject *cached_lengths[LENGTHS_CACHED];
+static uint64_t cached_bits[LENGTHS_CACHED];
+static int lengths_next;
 
-/* length_bits_uncached(lengths), remembered for the last exact frozenset that gave bits */
+/* length_bits_uncached(lengths), remembered for the exact frozensets that gave bits */
 static uint64_t
 length_bits(PyObject *lengths)
 {
-    if (lengths == cached_lengths) {
-        return cached_bits;
+    for (int i = 0; i < LENGTHS_CACHED; i++) {
+        if (lengths == cached_lengths[i]) {
+            return cached_bits[i];
+        }
     }
     uint64_t bits = length_bits_uncached(lengths);
     if (bits != 0) {
-        PyObject *previous = cached_lengths;
-        cached_lengths = Py_NewRef(lengths);
-        cached_bits = bits;
+        PyObject *previous = cached_lengths[lengths_next];
+        cached_lengths[lengths_next] = Py_NewRef(lengths);
+        cached_bits[lengths_next] = bits;
+        lengths_next = (lengths_next + 1) % LENGTHS_CACHED;
         Py_XDECREF(previous); /* after the swap: freeing it runs no code that reads these */
     }
     return bits;
 }
 
-/* The names of the last wanted frozenset read, when all are exact str: a header name of the
- * right length is lowered into a buffer and compared with them, and the wanted str itself is
- * the key. Making a str of the name and hashing it to look it up in the set cost about 500
- * instructions of a request's 3 us (ASGI's user-agent has the length of tracestate). The
- * frozenset is held, so its address names it and its items stay alive; it never changes. */
+/* The names of the last few wanted frozensets read, when all are exact str: a header name of
+ * the right length is lowered into a buffer and compared with them, and the wanted str itself
+ * is the key. Making a str of the name and hashing it to look it up in the set cost about 500
+ * instructions of a request's 3 us (ASGI's user-agent has the length of tracestate). Each
+ * frozenset is held, so its address names it and its items stay alive; it never changes.
+ * Several: a request without trace ids reads its pairs again for baggage, with other names. */
 #define MAX_TABLE_NAMES 32
-static PyObject *table_wanted;
-static PyObject *table_names[MAX_TABLE_NAMES]; /* borrowed from table_wanted */
-static int table_count;                       /* -1: some item is not an exact str */
+#define NAME_TABLES 4
+typedef struct {
+    PyObject *wanted;                    /* held; NULL for an empty entry */
+    int count;                           /* -1: some item is not an exact str */
+    PyObject *names[MAX_TABLE_NAMES];    /* borrowed from wanted */
+} NameTable;
+static NameTable name_tables[NAME_TABLES];
+static int name_tables_next;
 
-/* Reads the names of wanted (an exact frozenset) into the table, if not there already; -1 with
- * an exception set if iterating it failed (no memory). */
-static int
+/* The table of wanted (an exact frozenset), made if not there; NULL with an exception set if
+ * iterating it failed (no memory). Making it may run a finalizer that reads other names and
+ * so replaces entries: the caller checks that the entry still holds wanted before each use. */
+static NameTable *
 name_table(PyObject *wanted)
 {
-    if (wanted == table_wanted) {
-        return 0;
+    for (int i = 0; i < NAME_TABLES; i++) {
+        if (name_tables[i].wanted == wanted) {
+            return &name_tables[i];
+        }
     }
     PyObject *items = PySequence_Tuple(wanted); /* iterating a frozenset runs no caller code */
     if (items == NULL) {
-        return -1;
+        return NULL;
     }
+    PyObject *names[MAX_TABLE_NAMES];
     int count = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(items); i++) {
         PyObject *name = PyTuple_GET_ITEM(items, i);
@@ -2394,21 +2409,27 @@ name_table(PyObject *wanted)
             break;
         }
         if (PyUnicode_IS_ASCII(name) && PyUnicode_GET_LENGTH(name) < 64) {
-            table_names[count++] = name; /* others never equal a lowered ASCII name */
+            names[count++] = name; /* others never equal a lowered ASCII name */
         }
     }
+    NameTable *table = &name_tables[name_tables_next];
+    name_tables_next = (name_tables_next + 1) % NAME_TABLES;
+    PyObject *previous = table->wanted;
+    table->wanted = Py_NewRef(wanted);
+    table->count = count;
+    if (count > 0) {
+        memcpy(table->names, names, sizeof(PyObject *) * (size_t)count);
+    }
+    /* after the entry is whole: freeing these may run code that reads names again */
     Py_DECREF(items);
-    PyObject *previous = table_wanted;
-    table_wanted = Py_NewRef(wanted);
-    table_count = count;
-    Py_XDECREF(previous); /* after the swap: freeing a frozenset of str reads none of these */
-    return 0;
+    Py_XDECREF(previous);
+    return table;
 }
 
-/* The wanted str equal to raw (an exact str or bytes of length below 64) lower-cased, a new
- * reference; Py_None if no wanted name is; NOT_HANDLED for a name that is not ASCII. */
+/* The name in table equal to raw (an exact str or bytes of length below 64) lower-cased, a new
+ * reference; Py_None if none is; NOT_HANDLED for a name that is not ASCII. */
 static PyObject *
-table_name(PyObject *raw, Py_ssize_t length)
+table_name(const NameTable *table, PyObject *raw, Py_ssize_t length)
 {
     const unsigned char *text = PyUnicode_CheckExact(raw)
                                     ? (PyUnicode_IS_ASCII(raw) ? PyUnicode_1BYTE_DATA(raw) : NULL)
@@ -2423,8 +2444,8 @@ table_name(PyObject *raw, Py_ssize_t length)
         }
         lowered[i] = (unsigned char)Py_TOLOWER(text[i]);
     }
-    for (int i = 0; i < table_count; i++) {
-        PyObject *name = table_names[i];
+    for (int i = 0; i < table->count; i++) {
+        PyObject *name = table->names[i];
         if (PyUnicode_GET_LENGTH(name) == length &&
             memcmp(PyUnicode_1BYTE_DATA(name), lowered, (size_t)length) == 0) {
             return Py_NewRef(name);
@@ -2439,7 +2460,8 @@ table_name(PyObject *raw, Py_ssize_t length)
 static PyObject *
 known_pairs_fast(PyObject *pairs, PyObject *wanted, uint64_t bits)
 {
-    if (name_table(wanted) < 0) {
+    NameTable *table = name_table(wanted);
+    if (table == NULL) {
         return NULL;
     }
     PyObject *found = PyDict_New();
@@ -2471,9 +2493,9 @@ known_pairs_fast(PyObject *pairs, PyObject *wanted, uint64_t bits)
             continue; /* cannot be a wanted name: skipped without decoding */
         }
         PyObject *name;
-        if (table_wanted == wanted && table_count >= 0) {
-            /* read again each round: a finalizer run by an allocation may read another set */
-            name = table_name(raw, length);
+        if (table->wanted == wanted && table->count >= 0) {
+            /* read again each round: a finalizer run by an allocation may read other sets */
+            name = table_name(table, raw, length);
             if (name == NOT_HANDLED) {
                 goto not_handled;
             }

@@ -434,20 +434,22 @@ DUPLICATE_DROPPED_BY_A_COLLECTION = """
     print("alive")
 """
 
-# The compiled reader remembers the names of the last name set it read; a collector callback,
-# run while pairs are read (at the lists repeated headers make), reads other pairs with another
-# name set, which the reader then remembers instead. The first read goes on with its own names.
+# The compiled reader remembers the names of the last few name sets it read; a collector
+# callback, run while pairs are read (at the lists repeated headers make), reads other pairs
+# with more other name sets than it remembers, which replace the one being read. The first read
+# goes on with its own names.
 NAMES_REPLACED_WHILE_PAIRS_ARE_READ = """
     import gc
     from tomograph.propagation import carriers, composite
 
-    other = carriers.NameSet(["user-agent", "accept", "x-other-12"])
+    others = [carriers.NameSet(["user-agent", "accept", "x-other-12", str(n)]) for n in range(9)]
     armed = False
 
     def meddle(phase, info):
         global filler
         if armed and phase == "start":
-            carriers.known_pairs([(b"user-agent", b"x")], other)
+            for other in others:
+                carriers.known_pairs([(b"user-agent", b"x")], other)
             filler = [(bytes(30), bytes(30)) for _ in range(100)]
 
     gc.callbacks.append(meddle)
