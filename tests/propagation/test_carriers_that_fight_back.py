@@ -474,6 +474,41 @@ def test_names_read_by_a_collector_callback_while_pairs_are_read_leave_the_read_
     assert run(NAMES_REPLACED_WHILE_PAIRS_ARE_READ) == "alive"
 
 
+# A name set of the caller's holds a str subclass: looking a header name up in it runs the
+# subclass's __eq__, which empties the list pair being read and the list of pairs (freeing the
+# pair) before the pair's value is read. Python's item[1] then finds the pair empty.
+PAIR_EMPTIED_BY_A_NAMES_EQ = """
+    from tomograph.propagation import carriers
+
+    pairs = []
+
+    class Meddling(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            if pairs:
+                pairs[0].clear()
+                pairs.clear()
+                global filler
+                filler = [bytearray(b"\\xcc" * 64) for _ in range(1000)]
+            return str.__eq__(self, other)
+
+    names = carriers.NameSet([Meddling("traceparent"), "b3"])
+    answers = set()
+    for _ in range(50):
+        pairs.append([b"traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"])
+        try:
+            answers.add(repr(carriers.known_pairs(pairs, names)))
+        except IndexError as error:
+            answers.add(f"IndexError: {error}")
+    print(*answers)
+"""
+
+
+def test_a_pair_emptied_by_a_wanted_names_eq_is_read_as_python_reads_it() -> None:
+    assert run(PAIR_EMPTIED_BY_A_NAMES_EQ) == "IndexError: list index out of range"
+
+
 def test_an_environ_emptied_during_the_baggage_lookup_keeps_the_context_read() -> None:
     assert run(ENVIRON_EMPTIED_DURING_THE_BAGGAGE_LOOKUP).startswith(
         "0x4bf92f3577b34da6a3ce929d0e0e4736 0xf067aa0ba902b7 None ['<__main__.Remover object"
