@@ -2454,9 +2454,100 @@ table_name(const NameTable *table, PyObject *raw, Py_ssize_t length)
     return Py_NewRef(Py_None);
 }
 
-/* The known pairs of pairs, or NOT_HANDLED at the first item that is not an exact 2-tuple or
- * list of exact str or bytes, or an ASCII name (nothing of the caller's runs here: Python
- * reads the same pairs again from the start). */
+/* Adds item (a pair, held by the caller) to found if its name is wanted: 0 (added or skipped),
+ * 1 for NOT_HANDLED (not an exact 2-tuple or list of exact str or bytes, or a name that is not
+ * ASCII), -1 with an exception set. */
+static int
+read_pair(PyObject *found, PyObject *item, PyObject *wanted, const NameTable *table, uint64_t bits)
+{
+    if (!PyTuple_CheckExact(item) && !PyList_CheckExact(item)) {
+        return 1;
+    }
+    if (PySequence_Fast_GET_SIZE(item) != 2) {
+        return 0;
+    }
+    PyObject *raw = PySequence_Fast_GET_ITEM(item, 0);
+    Py_ssize_t length;
+    if (PyUnicode_CheckExact(raw)) {
+        length = PyUnicode_GET_LENGTH(raw);
+    }
+    else if (PyBytes_CheckExact(raw)) {
+        length = PyBytes_GET_SIZE(raw);
+    }
+    else {
+        return 1;
+    }
+    if (length >= 64 || !(bits >> length & 1)) {
+        return 0; /* cannot be a wanted name: skipped without decoding */
+    }
+    PyObject *name;
+    if (table->wanted == wanted && table->count >= 0) {
+        /* read again each round: a finalizer run by an allocation may read other sets */
+        name = table_name(table, raw, length);
+        if (name == NOT_HANDLED) {
+            return 1;
+        }
+        if (name == Py_None) {
+            Py_DECREF(name);
+            return 0;
+        }
+    }
+    else {
+        name = pair_name(raw, length);
+        if (name == NULL) {
+            return -1;
+        }
+        if (name == NOT_HANDLED) {
+            return 1;
+        }
+        /* may run an item's __eq__ (a str subclass in a caller's NameSet): item is held, but a
+         * list pair may lose its value meanwhile, as Python's item[1] then finds */
+        int known = PySet_Contains(wanted, name);
+        if (known <= 0) {
+            Py_DECREF(name);
+            return known;
+        }
+        if (PySequence_Fast_GET_SIZE(item) < 2) {
+            Py_DECREF(name);
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
+            return -1;
+        }
+    }
+    PyObject *value = pair_text(PySequence_Fast_GET_ITEM(item, 1));
+    if (value == NULL || value == NOT_HANDLED) {
+        Py_DECREF(name);
+        return value == NULL ? -1 : 1;
+    }
+    PyObject *earlier = PyDict_GetItemWithError(found, name); /* str keys: never raises */
+    int failed;
+    if (earlier == NULL) {
+        failed = PyDict_SetItem(found, name, value) < 0;
+    }
+    else if (PyList_CheckExact(earlier)) {
+        failed = PyList_Append(earlier, value) < 0;
+    }
+    else {
+        /* held: a collection run by PyList_New may run code that empties found */
+        Py_INCREF(earlier);
+        PyObject *both = PyList_New(2);
+        failed = both == NULL;
+        if (failed) {
+            Py_DECREF(earlier);
+        }
+        else {
+            PyList_SET_ITEM(both, 0, earlier);
+            PyList_SET_ITEM(both, 1, Py_NewRef(value));
+            failed = PyDict_SetItem(found, name, both) < 0;
+            Py_DECREF(both);
+        }
+    }
+    Py_DECREF(name);
+    Py_DECREF(value);
+    return failed ? -1 : 0;
+}
+
+/* The known pairs of pairs, or NOT_HANDLED at the first item read_pair does not handle
+ * (Python then reads the same pairs again from the start). */
 static PyObject *
 known_pairs_fast(PyObject *pairs, PyObject *wanted, uint64_t bits)
 {
@@ -2469,102 +2560,18 @@ known_pairs_fast(PyObject *pairs, PyObject *wanted, uint64_t bits)
         return NULL;
     }
     /* The size and each item are read again every round, as Python's loop does: a finalizer
-     * run by the collector when found grows may change a list of pairs. */
+     * run by the collector when found grows may change a list of pairs. Each item is held
+     * for its round, as Python's loop variable holds it. */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(pairs); i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(pairs, i);
-        if (!PyTuple_CheckExact(item) && !PyList_CheckExact(item)) {
-            goto not_handled;
-        }
-        if (PySequence_Fast_GET_SIZE(item) != 2) {
-            continue;
-        }
-        PyObject *raw = PySequence_Fast_GET_ITEM(item, 0);
-        Py_ssize_t length;
-        if (PyUnicode_CheckExact(raw)) {
-            length = PyUnicode_GET_LENGTH(raw);
-        }
-        else if (PyBytes_CheckExact(raw)) {
-            length = PyBytes_GET_SIZE(raw);
-        }
-        else {
-            goto not_handled;
-        }
-        if (length >= 64 || !(bits >> length & 1)) {
-            continue; /* cannot be a wanted name: skipped without decoding */
-        }
-        PyObject *name;
-        if (table->wanted == wanted && table->count >= 0) {
-            /* read again each round: a finalizer run by an allocation may read other sets */
-            name = table_name(table, raw, length);
-            if (name == NOT_HANDLED) {
-                goto not_handled;
-            }
-            if (name == Py_None) {
-                Py_DECREF(name);
-                continue;
-            }
-        }
-        else {
-            name = pair_name(raw, length);
-            if (name == NULL) {
-                goto error;
-            }
-            if (name == NOT_HANDLED) {
-                goto not_handled;
-            }
-            int known = PySet_Contains(wanted, name);
-            if (known <= 0) {
-                Py_DECREF(name);
-                if (known < 0) {
-                    goto error;
-                }
-                continue;
-            }
-        }
-        PyObject *value = pair_text(PySequence_Fast_GET_ITEM(item, 1));
-        if (value == NULL || value == NOT_HANDLED) {
-            Py_DECREF(name);
-            if (value == NULL) {
-                goto error;
-            }
-            goto not_handled;
-        }
-        PyObject *earlier = PyDict_GetItemWithError(found, name); /* str keys: never raises */
-        int failed;
-        if (earlier == NULL) {
-            failed = PyDict_SetItem(found, name, value) < 0;
-        }
-        else if (PyList_CheckExact(earlier)) {
-            failed = PyList_Append(earlier, value) < 0;
-        }
-        else {
-            /* held: a collection run by PyList_New may run code that empties found */
-            Py_INCREF(earlier);
-            PyObject *both = PyList_New(2);
-            failed = both == NULL;
-            if (failed) {
-                Py_DECREF(earlier);
-            }
-            else {
-                PyList_SET_ITEM(both, 0, earlier);
-                PyList_SET_ITEM(both, 1, Py_NewRef(value));
-                failed = PyDict_SetItem(found, name, both) < 0;
-                Py_DECREF(both);
-            }
-        }
-        Py_DECREF(name);
-        Py_DECREF(value);
-        if (failed) {
-            goto error;
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(pairs, i));
+        int status = read_pair(found, item, wanted, table, bits);
+        Py_DECREF(item);
+        if (status != 0) {
+            Py_DECREF(found);
+            return status > 0 ? NOT_HANDLED : NULL;
         }
     }
     return found;
-not_handled:
-    Py_DECREF(found);
-    return NOT_HANDLED;
-error:
-    Py_DECREF(found);
-    return NULL;
 }
 
 /* known_pairs(pairs, names): exact lists and tuples of pairs here, anything else in Python. */
