@@ -528,7 +528,8 @@ _compiled = install_compiled(
 if _compiled is not None:
     # The same steps without the interpreter: 7,300 -> 4,600 instructions for an environ with a
     # traceparent (the numbers: docs/core.md). Propagator.extract in C saves the Python frame
-    # every server request pays for it (ASGI pairs: NNN instructions).
+    # every server request pays for it (with the name tables' byte matching, an ASGI request
+    # with a traceparent went from 35,000 to 32,500 instructions).
     _extract_dict, _extract_pairs, Propagator.extract = _compiled  # type: ignore[method-assign]
 
 
