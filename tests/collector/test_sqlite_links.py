@@ -211,7 +211,7 @@ def as_version_1(path: Path) -> None:
     """Turn a database into what the first schema version wrote: no links, a narrower index."""
     db = sqlite3.connect(path)
     try:
-        for table in ("link_hours", "link_minutes", "links_pending"):
+        for table in ("link_hours", "link_minutes", "links_pending", "link_hours_upto"):
             db.execute(f"DROP TABLE {table}")
         db.execute("DROP INDEX traces_by_links_ts")
         for column in ("links_ts", "links"):

@@ -15,14 +15,20 @@ are computed once per change and stored:
   its links are computed from them before the write (:func:`links_of`, the same computation
   from the same columns), written in its new row of ``traces`` and added to the sums in that
   transaction (:meth:`TraceLinks.add`);
-* ``link_hours`` and ``link_minutes`` keep their sums per hour and per minute of trace
-  timestamp, moved by the differences.
+* ``link_minutes`` keeps their sums per minute of trace timestamp, moved by the differences;
+  ``link_hours`` keeps them per hour, for the hours before the one ``link_hours_upto`` names
+  (none for that hour or later). A write moves the sums of later hours in ``link_minutes``
+  only: spans arrive with timestamps of the current hour, and one upsert per trace and service
+  pair is what ingest then pays (the second, of the hour, cost about 3,500 instructions a span).
+  Sums of earlier hours (late spans, retention, recomputed traces) move in both tables. The
+  background rolls closed hours up (:meth:`TraceLinks.roll_up`): their sums summed from
+  ``link_minutes`` into ``link_hours``, and the mark moved past them, in one transaction.
 
-A window counts its whole hours from ``link_hours``, the whole minutes left at its edges from
-``link_minutes`` and what is left of those (under a minute at each edge) from the rows of
+A window counts its whole hours before the mark from ``link_hours``, the whole minutes left
+from ``link_minutes`` and what is left of those (under a minute at each edge) from the rows of
 ``traces`` by ``links_ts``: the same traces as the full computation (those whose timestamp is
 in the window), whatever order and batches their spans came in. A day reads about 24 + 2 x 60
-sums per service pair.
+sums per service pair (plus the minutes of the hours not rolled up yet).
 
 Schema 4 kept the links in a table of their own, a row per trace and service pair with an
 index by timestamp: written in the trace's row instead, with an index entry per trace that has
@@ -46,9 +52,11 @@ from tomograph.collector.dependencies import LinkCounts, LinkRow, trace_links
 from tomograph.collector.storage import DependencyLink
 
 __all__ = [
+    "HOUR_US",
     "LINKS_BY_TS",
     "LINK_OBJECTS",
     "LINK_SCHEMA",
+    "ROLLUP_SCHEMA",
     "PendingTrace",
     "TraceLinks",
     "links_of",
@@ -63,8 +71,17 @@ TRACE_LINK_COLUMNS = (("links_ts", "INTEGER"), ("links", "TEXT"))
 LINKS_BY_TS = (
     "CREATE INDEX IF NOT EXISTS traces_by_links_ts ON traces(links_ts) WHERE links_ts IS NOT NULL"
 )
-#: The tables of LINK_SCHEMA, and LINKS_BY_TS.
-LINK_OBJECTS = {"traces_by_links_ts", "link_hours", "link_minutes", "links_pending"}
+#: The tables of LINK_SCHEMA and ROLLUP_SCHEMA, and LINKS_BY_TS.
+LINK_OBJECTS = {
+    "traces_by_links_ts",
+    "link_hours",
+    "link_minutes",
+    "links_pending",
+    "link_hours_upto",
+}
+#: One row: ``link_hours`` holds the sums of the hours before ``hour`` (hours since the epoch),
+#: nothing of later ones (schema 6).
+ROLLUP_SCHEMA = "CREATE TABLE IF NOT EXISTS link_hours_upto (hour INTEGER NOT NULL)"
 LINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS link_hours (
     bucket INTEGER NOT NULL,
@@ -88,8 +105,13 @@ CREATE TABLE IF NOT EXISTS links_pending (
 );
 """
 
-#: The tables of sums, coarsest first, with the length of their buckets (µs of trace time).
-_SUMS = (("link_hours", 3_600_000_000), ("link_minutes", 60_000_000))
+#: The length of the buckets of link_hours and link_minutes (µs of trace time).
+HOUR_US = 3_600_000_000
+MINUTE_US = 60_000_000
+#: The tables of sums, coarsest first, with the length of their buckets.
+_SUMS = (("link_hours", HOUR_US), ("link_minutes", MINUTE_US))
+#: How many hours one roll-up transaction sums at most (it holds the write lock meanwhile).
+ROLLUP_HOURS = 24
 #: Traces computed per round: a round's write holds the write lock for about 10-30 ms.
 ROUND_TRACES = 500
 _IN_CHUNK = 500
@@ -153,6 +175,9 @@ class TraceLinks:
     def __init__(self, next_seq: int) -> None:
         self._seq = itertools.count(next_seq)
         self.last_seq = next_seq - 1  # the number of the latest mark
+        # the mark of link_hours_upto as last seen here: another connection may have moved it
+        # since, so it only tells when a roll-up may be due
+        self.known_upto = 0
 
     @staticmethod
     def stored_seq(db: sqlite3.Connection) -> int:
@@ -195,6 +220,46 @@ class TraceLinks:
                 "UPDATE traces SET links_ts = ?, links = ? WHERE trace_low = ?", packed()
             )
             db.execute("DROP TABLE trace_links")  # and its index
+
+    @staticmethod
+    def start_rollup(db: sqlite3.Connection, hour: int) -> None:
+        """Create ``link_hours_upto`` with its mark at ``hour`` (inside the caller's
+        transaction), for a file whose ``link_minutes`` holds every sum: the sums of ``hour``
+        and later leave ``link_hours``, where they are no longer kept."""
+        db.execute(ROLLUP_SCHEMA)
+        db.execute("DELETE FROM link_hours WHERE bucket >= ?", (hour,))
+        db.execute("DELETE FROM link_hours_upto")
+        db.execute("INSERT INTO link_hours_upto VALUES (?)", (hour,))
+
+    def roll_up(self, db: sqlite3.Connection, before_hour: int) -> bool:
+        """In a write transaction: sum the hours from the mark to ``before_hour`` (at most
+        :data:`ROLLUP_HOURS` of them that have sums) from ``link_minutes`` into ``link_hours``
+        and move the mark past them; whether hours before ``before_hour`` are left to roll up.
+
+        The mark never goes back: hours only close. Hours before it hold nothing in
+        ``link_hours`` until now (writes moved their sums in ``link_minutes`` only), so the
+        sums are inserted, never added to.
+        """
+        upto = _rolled_up(db)
+        if before_hour <= upto:
+            self.known_upto = upto
+            return False
+        # skip at once the hours without sums (the first roll-up of a new file starts at 0)
+        [(first,)] = db.execute(
+            "SELECT min(bucket) FROM link_minutes WHERE bucket >= ?", (upto * 60,)
+        ).fetchall()
+        end = before_hour if first is None else min(before_hour, first // 60 + ROLLUP_HOURS)
+        if first is not None and first < end * 60:
+            # buckets from the mark on are >= 0 (the mark starts at 0 or later): / floors
+            db.execute(
+                "INSERT INTO link_hours SELECT bucket / 60, parent, child, sum(calls),"
+                " sum(errors) FROM link_minutes WHERE bucket >= ? AND bucket < ?"
+                " GROUP BY bucket / 60, parent, child",
+                (upto * 60, end * 60),
+            )
+        db.execute("UPDATE link_hours_upto SET hour = ?", (end,))
+        self.known_upto = end
+        return end < before_hour
 
     def mark(self, db: sqlite3.Connection, trace_lows: Iterable[int]) -> None:
         """In a write's transaction: the traces it wrote need their links computed again."""
@@ -295,13 +360,15 @@ class TraceLinks:
     def _move_sums(
         self, db: sqlite3.Connection, trace_lows: Sequence[int], new: Sequence[PendingTrace]
     ) -> None:
-        """Move the sums from the stored links of ``trace_lows`` to the links ``new``."""
-        delta: dict[tuple[int, str, str], list[int]] = {}  # (ts, parent, child) -> change
+        """Move the sums from the stored links of ``trace_lows`` to the links ``new``: in
+        ``link_minutes``, and in ``link_hours`` for hours rolled up already."""
+        minutes: dict[tuple[int, str, str], list[int]] = {}  # (minute, parent, child) -> change
 
         def add(ts: int, parent: str, child: str, calls: int, errors: int) -> None:
-            sums = delta.get((ts, parent, child))
+            key = (ts // MINUTE_US, parent, child)
+            sums = minutes.get(key)
             if sums is None:
-                delta[(ts, parent, child)] = [calls, errors]
+                minutes[key] = [calls, errors]
             else:
                 sums[0] += calls
                 sums[1] += errors
@@ -314,29 +381,22 @@ class TraceLinks:
                 continue  # a trace without a timestamp is in no window
             for (parent, child), (calls, errors) in trace.links.items():
                 add(trace.ts, parent, child, calls, errors)
-        for table, length in _SUMS:
-            changes: dict[tuple[int, str, str], list[int]] = {}
-            for (ts, parent, child), (calls, errors) in delta.items():
-                key = (ts // length, parent, child)
-                sums = changes.get(key)
+        if not minutes:
+            return
+        _move_table(db, "link_minutes", minutes)
+        upto = _rolled_up(db) * 60  # the first minute not rolled up
+        hours: dict[tuple[int, str, str], list[int]] = {}
+        for (minute, parent, child), (calls, errors) in minutes.items():
+            if minute < upto:
+                key = (minute // 60, parent, child)
+                sums = hours.get(key)
                 if sums is None:
-                    changes[key] = [calls, errors]
+                    hours[key] = [calls, errors]
                 else:
                     sums[0] += calls
                     sums[1] += errors
-            db.executemany(
-                f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?) ON CONFLICT (bucket, parent, child)"
-                " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
-                [
-                    (*key, calls, errors)
-                    for key, (calls, errors) in changes.items()
-                    if calls or errors
-                ],
-            )
-            db.executemany(
-                f"DELETE FROM {table} WHERE bucket = ? AND parent = ? AND child = ? AND calls <= 0",
-                [key for key, (calls, _) in changes.items() if calls < 0],
-            )
+        if hours:
+            _move_table(db, "link_hours", hours)
 
     @staticmethod
     def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
@@ -386,6 +446,30 @@ class TraceLinks:
         return _link_list(sums)
 
 
+def _rolled_up(db: sqlite3.Connection) -> int:
+    """The mark of ``link_hours_upto``: link_hours holds the hours before it."""
+    [(hour,)] = db.execute("SELECT hour FROM link_hours_upto").fetchall()
+    return int(hour)
+
+
+def _move_table(
+    db: sqlite3.Connection, table: str, changes: dict[tuple[int, str, str], list[int]]
+) -> None:
+    """Add ``changes`` ((bucket, parent, child) -> [calls, errors]) to a table of sums; the
+    sums left without calls go."""
+    db.executemany(
+        f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?) ON CONFLICT (bucket, parent, child)"
+        " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
+        [(*key, calls, errors) for key, (calls, errors) in changes.items() if calls or errors],
+    )
+    gone = [key for key, (calls, _) in changes.items() if calls < 0]
+    if gone:  # only when traces lose links: never on ingest of new traces
+        db.executemany(
+            f"DELETE FROM {table} WHERE bucket = ? AND parent = ? AND child = ? AND calls <= 0",
+            gone,
+        )
+
+
 def trace_columns(trace: PendingTrace) -> tuple[int | None, str | None]:
     """The ``links_ts`` and ``links`` of a trace's row: both None when it has no links to
     store (none, or no timestamp: then it is in no window)."""
@@ -416,6 +500,8 @@ def _window_sums(
     parts: list[str] = []
     params: list[int] = []
     edges: list[tuple[int, int]] = []  # less than a bucket of the finest table, read per trace
+    # the last bucket each table holds: link_hours the hours rolled up, link_minutes all
+    last_kept = (_rolled_up(db) - 1, None)
 
     def cover(start: int, end: int, level: int) -> None:
         """Sum [start, end] from the coarsest table whose whole buckets fit, then finer."""
@@ -426,6 +512,9 @@ def _window_sums(
             return
         table, length = _SUMS[level]
         first, last = -(-start // length), (end + 1) // length - 1
+        kept = last_kept[level]
+        if kept is not None:
+            last = min(last, kept)
         if first > last:
             cover(start, end, level + 1)
             return
