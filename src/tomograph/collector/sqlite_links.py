@@ -47,6 +47,7 @@ import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tomograph.collector.dependencies import LinkCounts, LinkRow, trace_links
 from tomograph.collector.storage import DependencyLink
@@ -116,6 +117,9 @@ ROLLUP_HOURS = 24
 ROUND_TRACES = 500
 _IN_CHUNK = 500
 _FIRST = operator.itemgetter(0)
+#: After every minute a sum can be kept for (the first minute moved, when none is).
+_NO_MINUTE = 2**63
+_Key = TypeVar("_Key")
 
 
 @dataclass(frozen=True)
@@ -363,40 +367,30 @@ class TraceLinks:
         """Move the sums from the stored links of ``trace_lows`` to the links ``new``: in
         ``link_minutes``, and in ``link_hours`` for hours rolled up already."""
         minutes: dict[tuple[int, str, str], list[int]] = {}  # (minute, parent, child) -> change
-
-        def add(ts: int, parent: str, child: str, calls: int, errors: int) -> None:
-            key = (ts // MINUTE_US, parent, child)
-            sums = minutes.get(key)
-            if sums is None:
-                minutes[key] = [calls, errors]
-            else:
-                sums[0] += calls
-                sums[1] += errors
-
+        earliest = _NO_MINUTE  # the first minute moved
         for ts, packed in _stored_links(db, trace_lows):
+            minute = ts // MINUTE_US
+            earliest = min(earliest, minute)
             for parent, child, calls, errors in unpack_links(packed):
-                add(ts, parent, child, -calls, -errors)
+                _add_counts(minutes, (minute, parent, child), -calls, -errors)
         for trace in new:
             if trace.ts is None:
                 continue  # a trace without a timestamp is in no window
+            minute = trace.ts // MINUTE_US
+            earliest = min(earliest, minute)
             for (parent, child), (calls, errors) in trace.links.items():
-                add(trace.ts, parent, child, calls, errors)
+                _add_counts(minutes, (minute, parent, child), calls, errors)
         if not minutes:
             return
         _move_table(db, "link_minutes", minutes)
         upto = _rolled_up(db) * 60  # the first minute not rolled up
+        if earliest >= upto:
+            return  # the usual write: spans of the current hour
         hours: dict[tuple[int, str, str], list[int]] = {}
         for (minute, parent, child), (calls, errors) in minutes.items():
             if minute < upto:
-                key = (minute // 60, parent, child)
-                sums = hours.get(key)
-                if sums is None:
-                    hours[key] = [calls, errors]
-                else:
-                    sums[0] += calls
-                    sums[1] += errors
-        if hours:
-            _move_table(db, "link_hours", hours)
+                _add_counts(hours, (minute // 60, parent, child), calls, errors)
+        _move_table(db, "link_hours", hours)
 
     @staticmethod
     def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
@@ -428,22 +422,26 @@ class TraceLinks:
         (:meth:`pending_at_most`): their trees are built here, and again by the background.
         """
         sums = _window_sums(db, start_us, end_us)
-
-        def add(pair: tuple[str, str], calls: int, errors: int) -> None:
-            link = sums.setdefault(pair, [0, 0])
-            link[0] += calls
-            link[1] += errors
-
         computed = self.read_pending(db, _EVERY_SEQ, _EVERY_TRACE, check)
         for ts, packed in _stored_links(db, [trace.trace_low for trace in computed]):
             if start_us <= ts <= end_us:
                 for parent, child, calls, errors in unpack_links(packed):
-                    add((parent, child), -calls, -errors)
+                    _add_counts(sums, (parent, child), -calls, -errors)
         for trace in computed:
             if trace.ts is not None and start_us <= trace.ts <= end_us:
                 for pair, (calls, errors) in trace.links.items():
-                    add(pair, calls, errors)
+                    _add_counts(sums, pair, calls, errors)
         return _link_list(sums)
+
+
+def _add_counts(sums: dict[_Key, list[int]], key: _Key, calls: int, errors: int) -> None:
+    """Add ``calls`` and ``errors`` to the ``[calls, errors]`` of ``key`` (from none)."""
+    counts = sums.get(key)
+    if counts is None:
+        sums[key] = [calls, errors]
+    else:
+        counts[0] += calls
+        counts[1] += errors
 
 
 def _rolled_up(db: sqlite3.Connection) -> int:
@@ -540,12 +538,7 @@ def _window_sums(
             "SELECT links FROM traces WHERE links_ts BETWEEN ? AND ?", (start, end)
         ):
             for parent, child, calls, errors in unpack_links(packed):
-                link = sums.get((parent, child))
-                if link is None:
-                    sums[(parent, child)] = [calls, errors]
-                else:
-                    link[0] += calls
-                    link[1] += errors
+                _add_counts(sums, (parent, child), calls, errors)
     return sums
 
 
