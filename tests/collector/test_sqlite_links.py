@@ -851,3 +851,21 @@ def test_a_trace_deleted_and_written_again_is_linked_from_its_new_spans(tmp_path
         assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
     finally:
         store.close()
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.tuples(st.text(), st.text()),
+        st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)).map(list),
+    )
+)
+def test_packed_links_are_the_json_text_older_versions_wrote_and_read(
+    links: dict[tuple[str, str], list[int]],
+) -> None:
+    # any service name (quotes, backslashes, control and non-ASCII characters): the text
+    # json.dumps makes, which files written before keep, and the links it reads back
+    packed = sqlite_links.pack_links(links)
+    rows = [[parent, child, calls, errors] for (parent, child), (calls, errors) in links.items()]
+    assert packed == json.dumps(rows, separators=(",", ":"))
+    assert sqlite_links.unpack_links(packed) == [tuple(row) for row in rows]
