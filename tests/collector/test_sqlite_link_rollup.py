@@ -192,7 +192,7 @@ def test_a_first_roll_up_reaching_far_back_goes_a_day_per_transaction(
             patch.setattr(TraceLinks, "roll_up", counted)
             store._roll_up_links()
         assert mark(path) == BASE_HOUR + 99
-        assert len(transactions) == 4  # hours 0-23, 24-47, 48-71, then the empty rest
+        assert len(transactions) == 4  # a day from hours 0, 25, 50 on, the empty rest at once
         assert_hours_sum_their_minutes(path)
         for end_ms in range(
             BASE_HOUR_US // 1000, BASE_HOUR_US // 1000 + 75 * HOUR_MS, 7 * HOUR_MS + 1
@@ -277,3 +277,24 @@ def test_a_new_file_starts_with_nothing_rolled_up(tmp_path: Path, clock: Clock) 
     store = SqliteSpanStore(tmp_path / "t.db")
     store.close()
     assert mark(tmp_path / "t.db") == 0
+
+
+def test_a_roll_up_replaces_hours_a_writer_unaware_of_the_mark_summed(
+    tmp_path: Path, clock: Clock
+) -> None:
+    # an older tomograph still running on the upgraded file sums every hour in link_hours
+    path = tmp_path / "t.db"
+    store = SqliteSpanStore(path, max_age=None)
+    try:
+        write(store, traces_in(random.Random(2), 0, range(3), 20), split=False)
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT INTO link_hours VALUES (?, 'web', 'api', 5, 1)", (BASE_HOUR + 1,))
+            db.execute("INSERT INTO link_hours VALUES (?, 'x', 'y', 5, 1)", (BASE_HOUR + 2,))
+        db.close()
+        clock.now = BASE_HOUR_US + 3 * HOUR_US + 20 * MINUTE_US
+        store._roll_up_links()
+        assert mark(path) == BASE_HOUR + 3
+        assert_hours_sum_their_minutes(path)
+        assert_windows_exact(store, path)
+    finally:
+        store.close()

@@ -252,9 +252,10 @@ class TraceLinks:
         :data:`ROLLUP_HOURS` of them that have sums) from ``link_minutes`` into ``link_hours``
         and move the mark past them; whether hours before ``before_hour`` are left to roll up.
 
-        The mark never goes back: hours only close. Hours before it hold nothing in
-        ``link_hours`` until now (writes moved their sums in ``link_minutes`` only), so the
-        sums are inserted, never added to.
+        The mark never goes back: hours only close. The hours rolled up hold nothing in
+        ``link_hours`` until now (writes moved their sums in ``link_minutes`` only); what a
+        writer that did not know the mark (an older tomograph still running on the file) left
+        there is replaced, not added to.
         """
         upto = _rolled_up(db)
         if before_hour <= upto:
@@ -265,6 +266,7 @@ class TraceLinks:
             "SELECT min(bucket) FROM link_minutes WHERE bucket >= ?", (upto * 60,)
         ).fetchall()
         end = before_hour if first is None else min(before_hour, first // 60 + ROLLUP_HOURS)
+        db.execute("DELETE FROM link_hours WHERE bucket >= ? AND bucket < ?", (upto, end))
         if first is not None and first < end * 60:
             # buckets from the mark on are >= 0 (the mark starts at 0 or later): / floors
             db.execute(
