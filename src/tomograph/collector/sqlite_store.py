@@ -102,6 +102,9 @@ _SCHEMA_OBJECTS = LINK_OBJECTS | {
     "traces_by_ts",
     "traces_by_received",
     "span_names",
+    # statistics of SQLite's own (PRAGMA optimize at close runs ANALYZE on tables it queried)
+    "sqlite_stat1",
+    "sqlite_stat4",
 }
 #: Covers what operations and name searches read: no row lookup per span.
 _SPANS_BY_NAME_COLUMNS = ("service", "name", "ts", "duration", "error", "trace_low", "kind")
