@@ -211,7 +211,7 @@ def as_version_1(path: Path) -> None:
     """Turn a database into what the first schema version wrote: no links, a narrower index."""
     db = sqlite3.connect(path)
     try:
-        for table in ("link_hours", "link_minutes", "links_pending"):
+        for table in ("link_hours", "link_minutes", "links_pending", "link_hours_upto"):
             db.execute(f"DROP TABLE {table}")
         db.execute("DROP INDEX traces_by_links_ts")
         for column in ("links_ts", "links"):
@@ -851,3 +851,21 @@ def test_a_trace_deleted_and_written_again_is_linked_from_its_new_spans(tmp_path
         assert store.dependencies(end_ms, 60_000) == full_computation(path, end_ms, 60_000)
     finally:
         store.close()
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.tuples(st.text(), st.text()),
+        st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)).map(list),
+    )
+)
+def test_packed_links_are_the_json_text_older_versions_wrote_and_read(
+    links: dict[tuple[str, str], list[int]],
+) -> None:
+    # any service name (quotes, backslashes, control and non-ASCII characters): the text
+    # json.dumps makes, which files written before keep, and the links it reads back
+    packed = sqlite_links.pack_links(links)
+    rows = [[parent, child, calls, errors] for (parent, child), (calls, errors) in links.items()]
+    assert packed == json.dumps(rows, separators=(",", ":"))
+    assert sqlite_links.unpack_links(packed) == [tuple(row) for row in rows]

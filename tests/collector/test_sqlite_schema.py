@@ -320,7 +320,7 @@ def test_a_file_of_a_newer_schema_is_refused_and_left_as_it_was(tmp_path: Path) 
         db.execute(f"PRAGMA user_version = {sqlite_store._SCHEMA_VERSION + 1}")
     db.close()
     before = path.read_bytes()
-    with pytest.raises(StoreOpenError, match=r"unknown schema version 6 .*newer tomograph"):
+    with pytest.raises(StoreOpenError, match=r"unknown schema version 7 .*newer tomograph"):
         SqliteSpanStore(path)
     assert path.read_bytes() == before
 

@@ -15,14 +15,20 @@ are computed once per change and stored:
   its links are computed from them before the write (:func:`links_of`, the same computation
   from the same columns), written in its new row of ``traces`` and added to the sums in that
   transaction (:meth:`TraceLinks.add`);
-* ``link_hours`` and ``link_minutes`` keep their sums per hour and per minute of trace
-  timestamp, moved by the differences.
+* ``link_minutes`` keeps their sums per minute of trace timestamp, moved by the differences;
+  ``link_hours`` keeps them per hour, for the hours before the one ``link_hours_upto`` names
+  (none for that hour or later). A write moves the sums of later hours in ``link_minutes``
+  only: spans arrive with timestamps of the current hour, and one upsert per trace and service
+  pair is what ingest then pays (the second, of the hour, cost about 3,500 instructions a span).
+  Sums of earlier hours (late spans, retention, recomputed traces) move in both tables. The
+  background rolls closed hours up (:meth:`TraceLinks.roll_up`): their sums summed from
+  ``link_minutes`` into ``link_hours``, and the mark moved past them, in one transaction.
 
-A window counts its whole hours from ``link_hours``, the whole minutes left at its edges from
-``link_minutes`` and what is left of those (under a minute at each edge) from the rows of
+A window counts its whole hours before the mark from ``link_hours``, the whole minutes left
+from ``link_minutes`` and what is left of those (under a minute at each edge) from the rows of
 ``traces`` by ``links_ts``: the same traces as the full computation (those whose timestamp is
 in the window), whatever order and batches their spans came in. A day reads about 24 + 2 x 60
-sums per service pair.
+sums per service pair (plus the minutes of the hours not rolled up yet).
 
 Schema 4 kept the links in a table of their own, a row per trace and service pair with an
 index by timestamp: written in the trace's row instead, with an index entry per trace that has
@@ -41,14 +47,18 @@ import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import TypeVar
 
 from tomograph.collector.dependencies import LinkCounts, LinkRow, trace_links
 from tomograph.collector.storage import DependencyLink
 
 __all__ = [
+    "HOUR_US",
     "LINKS_BY_TS",
     "LINK_OBJECTS",
     "LINK_SCHEMA",
+    "ROLLUP_SCHEMA",
     "PendingTrace",
     "TraceLinks",
     "links_of",
@@ -63,8 +73,17 @@ TRACE_LINK_COLUMNS = (("links_ts", "INTEGER"), ("links", "TEXT"))
 LINKS_BY_TS = (
     "CREATE INDEX IF NOT EXISTS traces_by_links_ts ON traces(links_ts) WHERE links_ts IS NOT NULL"
 )
-#: The tables of LINK_SCHEMA, and LINKS_BY_TS.
-LINK_OBJECTS = {"traces_by_links_ts", "link_hours", "link_minutes", "links_pending"}
+#: The tables of LINK_SCHEMA and ROLLUP_SCHEMA, and LINKS_BY_TS.
+LINK_OBJECTS = {
+    "traces_by_links_ts",
+    "link_hours",
+    "link_minutes",
+    "links_pending",
+    "link_hours_upto",
+}
+#: One row: ``link_hours`` holds the sums of the hours before ``hour`` (hours since the epoch),
+#: nothing of later ones (schema 6).
+ROLLUP_SCHEMA = "CREATE TABLE IF NOT EXISTS link_hours_upto (hour INTEGER NOT NULL)"
 LINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS link_hours (
     bucket INTEGER NOT NULL,
@@ -88,12 +107,20 @@ CREATE TABLE IF NOT EXISTS links_pending (
 );
 """
 
-#: The tables of sums, coarsest first, with the length of their buckets (µs of trace time).
-_SUMS = (("link_hours", 3_600_000_000), ("link_minutes", 60_000_000))
+#: The length of the buckets of link_hours and link_minutes (µs of trace time).
+HOUR_US = 3_600_000_000
+MINUTE_US = 60_000_000
+#: The tables of sums, coarsest first, with the length of their buckets.
+_SUMS = (("link_hours", HOUR_US), ("link_minutes", MINUTE_US))
+#: How many hours one roll-up transaction sums at most (it holds the write lock meanwhile).
+ROLLUP_HOURS = 24
 #: Traces computed per round: a round's write holds the write lock for about 10-30 ms.
 ROUND_TRACES = 500
 _IN_CHUNK = 500
 _FIRST = operator.itemgetter(0)
+#: After every minute a sum can be kept for (the first minute moved, when none is).
+_NO_MINUTE = 2**63
+_Key = TypeVar("_Key")
 
 
 @dataclass(frozen=True)
@@ -112,17 +139,28 @@ def links_of(spans: Sequence[LinkRow]) -> LinkCounts:
     return trace_links(spans)
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
 def pack_links(links: LinkCounts) -> str:
     """One trace's links as the text ``traces.links`` keeps: a JSON array of
     ``[parent, child, calls, errors]`` (JSON: a service name may hold any character).
 
+    Written out here, the text :class:`json.JSONEncoder` makes with the separators ``,`` and
+    ``:`` (the names escaped by the function it uses, the counts being ints): without the list
+    of lists it encodes and the encoder it builds per call, at about a third less cost (a
+    trace's links are packed in the write of its spans).
+
     >>> pack_links({("web", "db"): [2, 1]})
     '[["web","db",2,1]]'
     """
-    return _ENCODER.encode([[*pair, *counts] for pair, counts in links.items()])
+    return (
+        "["
+        + ",".join(
+            [
+                f"[{_json_string(parent)},{_json_string(child)},{calls},{errors}]"
+                for (parent, child), (calls, errors) in links.items()
+            ]
+        )
+        + "]"
+    )
 
 
 def unpack_links(packed: str) -> list[tuple[str, str, int, int]]:
@@ -153,6 +191,9 @@ class TraceLinks:
     def __init__(self, next_seq: int) -> None:
         self._seq = itertools.count(next_seq)
         self.last_seq = next_seq - 1  # the number of the latest mark
+        # the mark of link_hours_upto as last seen here: another connection may have moved it
+        # since, so it only tells when a roll-up may be due
+        self.known_upto = 0
 
     @staticmethod
     def stored_seq(db: sqlite3.Connection) -> int:
@@ -195,6 +236,48 @@ class TraceLinks:
                 "UPDATE traces SET links_ts = ?, links = ? WHERE trace_low = ?", packed()
             )
             db.execute("DROP TABLE trace_links")  # and its index
+
+    @staticmethod
+    def start_rollup(db: sqlite3.Connection, hour: int) -> None:
+        """Create ``link_hours_upto`` with its mark at ``hour`` (inside the caller's
+        transaction), for a file whose ``link_minutes`` holds every sum: the sums of ``hour``
+        and later leave ``link_hours``, where they are no longer kept."""
+        db.execute(ROLLUP_SCHEMA)
+        db.execute("DELETE FROM link_hours WHERE bucket >= ?", (hour,))
+        db.execute("DELETE FROM link_hours_upto")
+        db.execute("INSERT INTO link_hours_upto VALUES (?)", (hour,))
+
+    def roll_up(self, db: sqlite3.Connection, before_hour: int) -> bool:
+        """In a write transaction: sum the hours from the mark to ``before_hour`` (at most
+        :data:`ROLLUP_HOURS` of them that have sums) from ``link_minutes`` into ``link_hours``
+        and move the mark past them; whether hours before ``before_hour`` are left to roll up.
+
+        The mark never goes back: hours only close. The hours rolled up hold nothing in
+        ``link_hours`` until now (writes moved their sums in ``link_minutes`` only); what a
+        writer that did not know the mark (an older tomograph still running on the file) left
+        there is replaced, not added to.
+        """
+        upto = _rolled_up(db)
+        if before_hour <= upto:
+            self.known_upto = upto
+            return False
+        # skip at once the hours without sums (the first roll-up of a new file starts at 0)
+        [(first,)] = db.execute(
+            "SELECT min(bucket) FROM link_minutes WHERE bucket >= ?", (upto * 60,)
+        ).fetchall()
+        end = before_hour if first is None else min(before_hour, first // 60 + ROLLUP_HOURS)
+        db.execute("DELETE FROM link_hours WHERE bucket >= ? AND bucket < ?", (upto, end))
+        if first is not None and first < end * 60:
+            # buckets from the mark on are >= 0 (the mark starts at 0 or later): / floors
+            db.execute(
+                "INSERT INTO link_hours SELECT bucket / 60, parent, child, sum(calls),"
+                " sum(errors) FROM link_minutes WHERE bucket >= ? AND bucket < ?"
+                " GROUP BY bucket / 60, parent, child",
+                (upto * 60, end * 60),
+            )
+        db.execute("UPDATE link_hours_upto SET hour = ?", (end,))
+        self.known_upto = end
+        return end < before_hour
 
     def mark(self, db: sqlite3.Connection, trace_lows: Iterable[int]) -> None:
         """In a write's transaction: the traces it wrote need their links computed again."""
@@ -295,48 +378,33 @@ class TraceLinks:
     def _move_sums(
         self, db: sqlite3.Connection, trace_lows: Sequence[int], new: Sequence[PendingTrace]
     ) -> None:
-        """Move the sums from the stored links of ``trace_lows`` to the links ``new``."""
-        delta: dict[tuple[int, str, str], list[int]] = {}  # (ts, parent, child) -> change
-
-        def add(ts: int, parent: str, child: str, calls: int, errors: int) -> None:
-            sums = delta.get((ts, parent, child))
-            if sums is None:
-                delta[(ts, parent, child)] = [calls, errors]
-            else:
-                sums[0] += calls
-                sums[1] += errors
-
+        """Move the sums from the stored links of ``trace_lows`` to the links ``new``: in
+        ``link_minutes``, and in ``link_hours`` for hours rolled up already."""
+        minutes: dict[tuple[int, str, str], list[int]] = {}  # (minute, parent, child) -> change
+        earliest = _NO_MINUTE  # the first minute moved
         for ts, packed in _stored_links(db, trace_lows):
+            minute = ts // MINUTE_US
+            earliest = min(earliest, minute)
             for parent, child, calls, errors in unpack_links(packed):
-                add(ts, parent, child, -calls, -errors)
+                _add_counts(minutes, (minute, parent, child), -calls, -errors)
         for trace in new:
             if trace.ts is None:
                 continue  # a trace without a timestamp is in no window
+            minute = trace.ts // MINUTE_US
+            earliest = min(earliest, minute)
             for (parent, child), (calls, errors) in trace.links.items():
-                add(trace.ts, parent, child, calls, errors)
-        for table, length in _SUMS:
-            changes: dict[tuple[int, str, str], list[int]] = {}
-            for (ts, parent, child), (calls, errors) in delta.items():
-                key = (ts // length, parent, child)
-                sums = changes.get(key)
-                if sums is None:
-                    changes[key] = [calls, errors]
-                else:
-                    sums[0] += calls
-                    sums[1] += errors
-            db.executemany(
-                f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?) ON CONFLICT (bucket, parent, child)"
-                " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
-                [
-                    (*key, calls, errors)
-                    for key, (calls, errors) in changes.items()
-                    if calls or errors
-                ],
-            )
-            db.executemany(
-                f"DELETE FROM {table} WHERE bucket = ? AND parent = ? AND child = ? AND calls <= 0",
-                [key for key, (calls, _) in changes.items() if calls < 0],
-            )
+                _add_counts(minutes, (minute, parent, child), calls, errors)
+        if not minutes:
+            return
+        _move_table(db, "link_minutes", minutes)
+        upto = _rolled_up(db) * 60  # the first minute not rolled up
+        if earliest >= upto:
+            return  # the usual write: spans of the current hour
+        hours: dict[tuple[int, str, str], list[int]] = {}
+        for (minute, parent, child), (calls, errors) in minutes.items():
+            if minute < upto:
+                _add_counts(hours, (minute // 60, parent, child), calls, errors)
+        _move_table(db, "link_hours", hours)
 
     @staticmethod
     def window(db: sqlite3.Connection, start_us: int, end_us: int) -> list[DependencyLink]:
@@ -368,22 +436,50 @@ class TraceLinks:
         (:meth:`pending_at_most`): their trees are built here, and again by the background.
         """
         sums = _window_sums(db, start_us, end_us)
-
-        def add(pair: tuple[str, str], calls: int, errors: int) -> None:
-            link = sums.setdefault(pair, [0, 0])
-            link[0] += calls
-            link[1] += errors
-
         computed = self.read_pending(db, _EVERY_SEQ, _EVERY_TRACE, check)
         for ts, packed in _stored_links(db, [trace.trace_low for trace in computed]):
             if start_us <= ts <= end_us:
                 for parent, child, calls, errors in unpack_links(packed):
-                    add((parent, child), -calls, -errors)
+                    _add_counts(sums, (parent, child), -calls, -errors)
         for trace in computed:
             if trace.ts is not None and start_us <= trace.ts <= end_us:
                 for pair, (calls, errors) in trace.links.items():
-                    add(pair, calls, errors)
+                    _add_counts(sums, pair, calls, errors)
         return _link_list(sums)
+
+
+def _add_counts(sums: dict[_Key, list[int]], key: _Key, calls: int, errors: int) -> None:
+    """Add ``calls`` and ``errors`` to the ``[calls, errors]`` of ``key`` (from none)."""
+    counts = sums.get(key)
+    if counts is None:
+        sums[key] = [calls, errors]
+    else:
+        counts[0] += calls
+        counts[1] += errors
+
+
+def _rolled_up(db: sqlite3.Connection) -> int:
+    """The mark of ``link_hours_upto``: link_hours holds the hours before it."""
+    [(hour,)] = db.execute("SELECT hour FROM link_hours_upto").fetchall()
+    return int(hour)
+
+
+def _move_table(
+    db: sqlite3.Connection, table: str, changes: dict[tuple[int, str, str], list[int]]
+) -> None:
+    """Add ``changes`` ((bucket, parent, child) -> [calls, errors]) to a table of sums; the
+    sums left without calls go."""
+    db.executemany(
+        f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?) ON CONFLICT (bucket, parent, child)"
+        " DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors",
+        [(*key, calls, errors) for key, (calls, errors) in changes.items() if calls or errors],
+    )
+    gone = [key for key, (calls, _) in changes.items() if calls < 0]
+    if gone:  # only when traces lose links: never on ingest of new traces
+        db.executemany(
+            f"DELETE FROM {table} WHERE bucket = ? AND parent = ? AND child = ? AND calls <= 0",
+            gone,
+        )
 
 
 def trace_columns(trace: PendingTrace) -> tuple[int | None, str | None]:
@@ -416,6 +512,8 @@ def _window_sums(
     parts: list[str] = []
     params: list[int] = []
     edges: list[tuple[int, int]] = []  # less than a bucket of the finest table, read per trace
+    # the last bucket each table holds: link_hours the hours rolled up, link_minutes all
+    last_kept = (_rolled_up(db) - 1, None)
 
     def cover(start: int, end: int, level: int) -> None:
         """Sum [start, end] from the coarsest table whose whole buckets fit, then finer."""
@@ -426,6 +524,9 @@ def _window_sums(
             return
         table, length = _SUMS[level]
         first, last = -(-start // length), (end + 1) // length - 1
+        kept = last_kept[level]
+        if kept is not None:
+            last = min(last, kept)
         if first > last:
             cover(start, end, level + 1)
             return
@@ -451,12 +552,7 @@ def _window_sums(
             "SELECT links FROM traces WHERE links_ts BETWEEN ? AND ?", (start, end)
         ):
             for parent, child, calls, errors in unpack_links(packed):
-                link = sums.get((parent, child))
-                if link is None:
-                    sums[(parent, child)] = [calls, errors]
-                else:
-                    link[0] += calls
-                    link[1] += errors
+                _add_counts(sums, (parent, child), calls, errors)
     return sums
 
 

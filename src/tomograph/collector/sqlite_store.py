@@ -44,7 +44,13 @@ from tomograph.collector.span_fields import (
     remote_service,
     trace_id_low,
 )
-from tomograph.collector.sqlite_links import LINK_OBJECTS, LINKS_BY_TS, PendingTrace, TraceLinks
+from tomograph.collector.sqlite_links import (
+    HOUR_US,
+    LINK_OBJECTS,
+    LINKS_BY_TS,
+    PendingTrace,
+    TraceLinks,
+)
 from tomograph.collector.sqlite_readers import Reader, ReaderPool
 from tomograph.collector.storage import (
     DependencyLink,
@@ -72,8 +78,9 @@ log = logging.getLogger("tomograph.collector")
 #: as plain JSON text (those of older versions stay deflated blobs: see _BODY); 4: span_terms
 #: keyed by term first (one B-tree, no second index), each trace's terms listed in trace_terms;
 #: 5: each trace's links packed in its row of traces, not a row per trace and service pair in
-#: trace_links (see sqlite_links).
-_SCHEMA_VERSION = 5
+#: trace_links (see sqlite_links); 6: link_hours holds only the hours before the mark of
+#: link_hours_upto, later hours are summed in link_minutes alone (see sqlite_links).
+_SCHEMA_VERSION = 6
 # how long a connection waits for another's write lock; opening a file another collector is
 # upgrading waits far longer (see SqliteSpanStore._begin_opening)
 _BUSY_WAIT_MS = 30_000
@@ -95,6 +102,9 @@ _SCHEMA_OBJECTS = LINK_OBJECTS | {
     "traces_by_ts",
     "traces_by_received",
     "span_names",
+    # statistics of SQLite's own (PRAGMA optimize at close runs ANALYZE on tables it queried)
+    "sqlite_stat1",
+    "sqlite_stat4",
 }
 #: Covers what operations and name searches read: no row lookup per span.
 _SPANS_BY_NAME_COLUMNS = ("service", "name", "ts", "duration", "error", "trace_low", "kind")
@@ -287,6 +297,9 @@ _LINK_INTERVAL = 0.25
 #: (sqlite_links.ROUND_TRACES traces each) itself, without storing them: storing would wait
 #: for the writer.
 _LINK_ROUNDS_IN_READ = 4
+#: The background rolls an hour's sums of links up once it closed this long ago (µs): spans
+#: still arriving for it after that move the sums of both tables (see sqlite_links).
+_ROLLUP_DELAY_US = 10 * 60_000_000
 #: How many of the traces written last a store remembers, so as not to compute links on the
 #: uploading thread for a trace whose spans will be linked again anyway (about 6 MB).
 _WRITTEN_TRACES = 65_536
@@ -445,6 +458,10 @@ class SqliteSpanStore:
                 if "links" not in _table_columns(writer, "traces"):  # versions 1 to 4
                     TraceLinks.move_to_traces(writer)
                 writer.execute(LINKS_BY_TS)  # on the columns of links, which _SCHEMA may lack
+                if version < 6:
+                    # nothing rolled up in a new file; an older one keeps its hours up to now
+                    # (link_minutes holds every sum, link_hours those of every hour)
+                    TraceLinks.start_rollup(writer, 0 if version == 0 else _now_us() // HOUR_US)
                 if version < _SCHEMA_VERSION:
                     # in the same transaction: a crash never leaves tables without a version
                     writer.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -942,10 +959,22 @@ class SqliteSpanStore:
                 with self._transaction(changes_answers=False) as db:
                     self._links.apply(db, computed)
 
+    def _roll_up_links(self, now_us: int | None = None) -> None:
+        """Roll the sums of the hours closed :data:`_ROLLUP_DELAY_US` ago up into link_hours,
+        a day of them per transaction (see :meth:`TraceLinks.roll_up`)."""
+        now_us = _now_us() if now_us is None else now_us
+        before_hour = (now_us - _ROLLUP_DELAY_US) // HOUR_US
+        more = before_hour > self._links.known_upto
+        while more:
+            # reads answer the same before and after: cached answers still hold
+            with self._transaction(changes_answers=False) as db:
+                more = self._links.roll_up(db, before_hour)
+
     def _refresh_links_periodically(self) -> None:
         while not self._links_stop.wait(_LINK_INTERVAL):
             try:
                 self._refresh_links()
+                self._roll_up_links()
             except StoreClosed:
                 return
             except Exception:  # the next pass tries again; /dependencies still refreshes
