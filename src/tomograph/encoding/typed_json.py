@@ -25,7 +25,6 @@ True
 """
 
 # no `from __future__ import annotations`: msgspec reads the structs' annotations at run time
-import re
 import sys
 from typing import Annotated, Any, Literal
 
@@ -44,9 +43,9 @@ __all__ = ["ACCELERATED", "typed_spans"]
 ACCELERATED = msgspec is not None
 
 _ZERO_ID = "0" * 16
-#: What the ids of a batch, joined, may hold. One match per batch: msgspec's per-field
-#: patterns (Python regular expressions, one call each) would cost 11,000 instructions a span.
-_LOWER_HEX = re.compile("[0-9a-f]*")
+#: What the ids of a batch, joined, may hold: checked once per batch (msgspec's per-field
+#: patterns, Python regular expressions called once each, would cost 11,000 instructions a span).
+_LOWER_HEX_DIGITS = b"0123456789abcdef"
 _DECODE_FIELDS = ("serviceName", "ipv4", "ipv6", "port")
 
 if msgspec is not None:
@@ -110,6 +109,15 @@ def _reads_as_stdlib_does(data: bytes) -> bool:
             return False
     limit = sys.get_int_max_str_digits()
     return not limit or len(data) <= limit or b"0" * (limit + 1) not in data.translate(_DIGITS)
+
+
+def _is_lower_hex(text: str) -> bool:
+    """Whether ``text`` holds only the digits of lower-case hex (``""`` does).
+
+    The digits deleted from its ASCII bytes in one C pass leave nothing: about 300
+    instructions a span where ``re.fullmatch("[0-9a-f]*", ...)`` took 1,700.
+    """
+    return text.isascii() and not text.encode("ascii").translate(None, _LOWER_HEX_DIGITS)
 
 
 def typed_spans(data: bytes) -> list[SpanDict] | None:
@@ -188,6 +196,6 @@ def typed_spans(data: bytes) -> list[SpanDict] | None:
             append(span)
     except DecodeError:  # an endpoint address that is not one
         return None
-    if _LOWER_HEX.fullmatch("".join(ids)) is None:
+    if not _is_lower_hex("".join(ids)):
         return None
     return spans
