@@ -59,7 +59,7 @@ from tomograph.collector.storage import (
     operation_samples_answer,
     operation_stats,
 )
-from tomograph.collector.stored_spans import json_array, stored_json, traces_json
+from tomograph.collector.stored_spans import json_array, stored_json_each, traces_json
 from tomograph.encoding.normalize import normalize_trace_id
 
 __all__ = ["SqliteSpanStore"]
@@ -1364,8 +1364,8 @@ def _prepare_rows(spans: Sequence[SpanDict], received: int, written: Container[i
     add_name = names.add
     digest_of = hashlib.blake2b
     longest = MAX_INDEXED_VALUE
-    for decoded in spans:
-        span, body = stored_json(decoded)
+    stored, bodies = stored_json_each(spans)
+    for span, body in zip(stored, bodies, strict=True):
         get = span.get
         trace_id = span["traceId"]
         low = lows.get(trace_id)
