@@ -776,3 +776,27 @@ def test_operations_count_each_name_of_the_service_in_the_window_only(
         ("get", 1, 5),
         ("put", 1, 9),
     ]
+
+
+def test_names_deleted_by_retention_come_back_with_new_spans(open_store: StoreFactory) -> None:
+    store = open_store(max_age=3600)
+    store.accept(decoded([make_span(T1, "1" * 16, service="web", name="get", remote="db")]))
+    later = now_us() + 2 * 3600 * 1_000_000
+    assert store.enforce_retention(later).traces_deleted == 1
+    assert store.service_names() == []
+    store.accept(decoded([make_span(T2, "2" * 16, service="web", name="get", remote="db")]))
+    assert (store.service_names(), store.span_names("web")) == (["web"], ["get"])
+    assert store.remote_service_names("web") == ["db"]
+
+
+def test_names_deleted_by_another_store_on_the_same_data_come_back(
+    open_store: StoreFactory,
+) -> None:
+    writer, cleaner = open_store(), open_store(max_age=3600)
+    writer.accept(decoded([make_span(T1, "1" * 16, service="web", name="get", remote="db")]))
+    later = now_us() + 2 * 3600 * 1_000_000
+    assert cleaner.enforce_retention(later).traces_deleted == 1
+    assert writer.service_names() == []
+    writer.accept(decoded([make_span(T2, "2" * 16, service="web", name="get", remote="db")]))
+    assert (writer.service_names(), writer.span_names("web")) == (["web"], ["get"])
+    assert writer.remote_service_names("web") == ["db"]

@@ -289,6 +289,8 @@ _LINK_ROUNDS_IN_READ = 4
 #: How many of the traces written last a store remembers, so as not to compute links on the
 #: uploading thread for a trace whose spans will be linked again anyway (about 6 MB).
 _WRITTEN_TRACES = 65_536
+#: How many span_names rows a store remembers as stored before it starts over.
+_STORED_NAMES = 65_536
 
 
 def _reading(
@@ -367,6 +369,9 @@ class SqliteSpanStore:
         self._links_pid = 0
         # a guess only: a trace found here is marked for its links even if it was deleted since
         self._written_traces: BoundedCache[int, None] = BoundedCache(_WRITTEN_TRACES)
+        # span_names rows known to be in the file (see _unstored_names)
+        self._stored_names: set[tuple[str, str, str]] = set()
+        self._names_version: int | None = None  # the writer's data_version they were known at
         self._start_links_refresher()
         self._inherited: list[object] = []  # a forked child's unused copies of the parent's
         _OPEN_STORES.add(self)
@@ -381,6 +386,7 @@ class SqliteSpanStore:
         if self._closed:
             return
         self._inherited.append((self._writer, self._readers))
+        self._stored_names, self._names_version = set(), None  # known to another connection
         self._write_lock = threading.Lock()
         self._links_lock = threading.Lock()
         self._links_start_lock = threading.Lock()
@@ -639,18 +645,24 @@ class SqliteSpanStore:
         """
         try:
             with self._transaction() as db:
-                return [self._write_batch(db, rows) for rows in batches]
+                results: list[int | BaseException] = [
+                    self._write_batch(db, rows) for rows in batches
+                ]
+            for rows in batches:
+                self._stored_names.update(rows.names)
+            return results
         except (StoreUnavailable, StoreClosed) as error:
             # the whole store is affected: each caller gets its own copy to raise
             return [_copy_error(error) for _ in batches]
         except Exception as error:
             if len(batches) == 1:
                 return [error]
-        results: list[int | BaseException] = []
+        results = []
         for rows in batches:
             try:
                 with self._transaction() as db:
                     results.append(self._write_batch(db, rows))
+                self._stored_names.update(rows.names)
             except Exception as error:
                 results.append(error)
         return results
@@ -664,7 +676,7 @@ class SqliteSpanStore:
         """
         lows = [trace[0] for trace in rows.traces]
         stored = _stored_traces(db, lows)
-        inserted = _write_rows(db, rows)
+        inserted = _write_rows(db, rows, self._unstored_names(db, rows.names))
         linked = [trace for trace in rows.links if trace.trace_low not in stored]
         linked_lows = {trace.trace_low for trace in linked}
         self._links.mark(db, [low for low in lows if low not in linked_lows])
@@ -1027,7 +1039,26 @@ class SqliteSpanStore:
             db.executemany("DELETE FROM traces WHERE trace_low = ?", chunk)
         return spans
 
+    def _unstored_names(
+        self, db: sqlite3.Connection, names: list[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """Those of ``names`` (span_names rows) that the file may not have (under the write lock).
+
+        A batch's names are mostly those of earlier batches, and inserting rows that are there
+        already (INSERT OR IGNORE) cost about 9,000 instructions a span of a typical batch. The
+        names written are remembered once committed; they are forgotten when retention deletes
+        names, and when another connection has written the file since (its retention may have
+        deleted some: the writer's data_version tells).
+        """
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._names_version or len(self._stored_names) > _STORED_NAMES:
+            self._stored_names.clear()
+            self._names_version = version
+        stored = self._stored_names
+        return [name for name in names if name not in stored]
+
     def _forget_names(self, db: sqlite3.Connection) -> None:
+        self._stored_names.clear()  # any of them may be deleted now
         db.execute(
             "DELETE FROM span_names WHERE kind = 'span' AND NOT EXISTS (SELECT 1 FROM spans s"
             " WHERE s.service = span_names.service AND s.name = span_names.name)"
@@ -1514,15 +1545,22 @@ def _stored_traces(db: sqlite3.Connection, lows: Sequence[int]) -> set[int]:
     return found
 
 
-def _write_rows(db: sqlite3.Connection, rows: _Rows) -> int:
-    """Insert one prepared batch (inside the caller's transaction); how many spans were new."""
+def _write_rows(
+    db: sqlite3.Connection, rows: _Rows, names: list[tuple[str, str, str]] | None = None
+) -> int:
+    """Insert one prepared batch (inside the caller's transaction); how many spans were new.
+
+    ``names``: those of the batch's span_names rows to insert (all of them by default).
+    """
     before = db.total_changes
     db.executemany(_INSERT_SPAN, rows.spans)
     inserted = db.total_changes - before
     db.executemany(_INSERT_TERM, rows.terms)
     db.executemany(_INSERT_TERM_LIST, rows.term_lists)
     db.executemany(_UPSERT_TRACE, rows.traces)
-    db.executemany("INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names)
+    db.executemany(
+        "INSERT OR IGNORE INTO span_names VALUES (?, ?, ?)", rows.names if names is None else names
+    )
     return inserted
 
 
