@@ -347,6 +347,41 @@ def test_nul_characters_are_kept_in_the_span_and_searchable(store: SpanStore) ->
     assert store.find_trace_ids(window(annotation_query={"n\x00": ""})) == [T1]
 
 
+def test_a_lone_surrogate_is_replaced_in_its_span_only(store: SpanStore) -> None:
+    spans = [
+        make_span(T1, "1" * 16, name="first", tags={"k": "v"}),
+        make_span(T1, "2" * 16, name="a\ud800b", service="s\udfffv", tags={"k\ud800": "v"}),
+        make_span(T1, "3" * 16, name="third", remote="db", tags={"error": ""}),
+    ]
+    assert store.accept(decoded(spans)) == 3
+    stored = {span["id"]: span for span in store.get_trace(T1) or []}
+    assert stored["1" * 16]["name"] == "first"
+    assert (stored["2" * 16]["name"], stored["2" * 16]["tags"]) == ("a?b", {"k?": "v"})
+    assert stored["2" * 16]["localEndpoint"] == {"serviceName": "s?v"}
+    assert stored["3" * 16]["tags"] == {"error": ""}
+    assert store.service_names() == ["s?v", "svc"]
+    assert store.span_names("s?v") == ["a?b"]
+    assert store.find_trace_ids(window(annotation_query={"k?": "v"})) == [T1]
+
+
+def test_names_and_terms_holding_the_term_list_separators_are_found(store: SpanStore) -> None:
+    # the SQLite store lists a trace's terms separated by these control characters
+    odd = "a\x1fb\x1ec\x1bd"
+    spans = [
+        make_span(T1, "1" * 16, service=odd, remote=odd, tags={odd: odd, "error": "x"}),
+        make_span(T1, "2" * 16, service="svc", annotations=[(now_us(), odd)]),
+    ]
+    assert store.accept(decoded(spans)) == 2
+    assert store.service_names() == sorted([odd, "svc"])
+    assert store.remote_service_names(odd) == [odd]
+    assert store.find_trace_ids(window(service_name=odd, annotation_query={odd: odd})) == [T1]
+    assert store.find_trace_ids(window(service_name="svc", annotation_query={odd: ""})) == [T1]
+    assert store.find_trace_ids(window(service_name="svc", annotation_query={odd: odd})) == []
+    assert store.tag_values(odd) == [odd]
+    [stats] = store.operations(odd, now_us() // 1000 + 1000, 3_600_000)
+    assert stats["errorCount"] == 1
+
+
 def test_the_largest_times_are_stored(store: SpanStore) -> None:
     largest = (1 << 63) - 1  # what the span limits let through
     span = make_span(T1, "1" * 16, timestamp=largest, duration=largest)
@@ -741,3 +776,27 @@ def test_operations_count_each_name_of_the_service_in_the_window_only(
         ("get", 1, 5),
         ("put", 1, 9),
     ]
+
+
+def test_names_deleted_by_retention_come_back_with_new_spans(open_store: StoreFactory) -> None:
+    store = open_store(max_age=3600)
+    store.accept(decoded([make_span(T1, "1" * 16, service="web", name="get", remote="db")]))
+    later = now_us() + 2 * 3600 * 1_000_000
+    assert store.enforce_retention(later).traces_deleted == 1
+    assert store.service_names() == []
+    store.accept(decoded([make_span(T2, "2" * 16, service="web", name="get", remote="db")]))
+    assert (store.service_names(), store.span_names("web")) == (["web"], ["get"])
+    assert store.remote_service_names("web") == ["db"]
+
+
+def test_names_deleted_by_another_store_on_the_same_data_come_back(
+    open_store: StoreFactory,
+) -> None:
+    writer, cleaner = open_store(), open_store(max_age=3600)
+    writer.accept(decoded([make_span(T1, "1" * 16, service="web", name="get", remote="db")]))
+    later = now_us() + 2 * 3600 * 1_000_000
+    assert cleaner.enforce_retention(later).traces_deleted == 1
+    assert writer.service_names() == []
+    writer.accept(decoded([make_span(T2, "2" * 16, service="web", name="get", remote="db")]))
+    assert (writer.service_names(), writer.span_names("web")) == (["web"], ["get"])
+    assert writer.remote_service_names("web") == ["db"]

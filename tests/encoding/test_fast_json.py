@@ -141,6 +141,21 @@ def test_plain_data_is_written_byte_for_byte_as_the_standard_library_writes_it(
     assert written(fast_json.dumps, value) == written(fast_json.stdlib_dumps, value)
 
 
+def written_each(values: list[Any]) -> Any:
+    try:
+        return fast_json.dumps_each(values)
+    except UnicodeEncodeError as error:
+        return ("UnicodeEncodeError", error.reason)
+
+
+@settings(max_examples=300)
+@given(st.lists(plain | span_dicts(), max_size=6))
+def test_values_written_together_are_written_as_each_alone(values: list[Any]) -> None:
+    alone = [written(fast_json.dumps, value) for value in values]
+    errors = [outcome for outcome in alone if isinstance(outcome, tuple)]
+    assert written_each(values) == (errors[0] if errors else alone)
+
+
 def decoded(decode: Any, data: bytes) -> Any:
     try:
         return typed(decode(data))

@@ -8,6 +8,7 @@ compared with their key order (the store writes the dicts as they are), errors b
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -98,6 +99,9 @@ HOSTILE_FIELDS = [
     ',"timestamp":' + "9" * 5000,
     ',"extra":' + "9" * 5000,
     ',"extra":' + "9" * 4300,
+    ',"extra":' + "9" * 4301,
+    ',"extra":"' + "9" * 4301 + '"',
+    ',"extra":[' + "1" * 4000 + "," + "2" * 4000 + "]",
     ',"extra":1e99999',
     ',"extra":[NaN]',
     ',"extra":' + "[" * 100_000 + "]" * 100_000,
@@ -175,6 +179,10 @@ HOSTILE_BODIES = [
     b'[{"id":"00000000000000b2"}]',
     b'[{"traceId":"00000000000000a1"}]',
     b'[{"traceId":"00000000000000a1","id":"00000000000000b2"},1]',
+    # digits beyond ASCII (Arabic-Indic one, fullwidth zero), a capital in a parent id
+    '[{"traceId":"00000000000000a\u0661","id":"00000000000000b2"}]'.encode(),
+    '[{"traceId":"00000000000000a1","id":"00000000000000b\uff10"}]'.encode(),
+    b'[{"traceId":"00000000000000a1","id":"00000000000000b2","parentId":"00000000000000cF"}]',
 ]
 
 
@@ -223,3 +231,32 @@ def test_bodies_decoded_by_32_threads_at_once_are_each_their_own() -> None:
         thread.join()
     for number, answers in enumerate(results):
         assert ordered(answers) == [careful(bodies[number])] * 50
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.text(
+        st.sampled_from("0123456789abcdefABCDEFgG \n\x00\u0661\uff10\U0001d7d8") | st.characters()
+    )
+)
+@example("")
+@example("0123456789abcdef")
+@example("abcdef\n")
+def test_ids_count_as_lower_hex_exactly_when_the_former_pattern_matched(text: str) -> None:
+    # the batch's ids were checked with this regular expression before (see _is_lower_hex)
+    assert typed_json._is_lower_hex(text) == (re.fullmatch("[0-9a-f]*", text) is not None)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.binary().map(lambda raw: raw.translate(bytes(b"0123456789a"[i % 11] for i in range(256))))
+    | st.binary(),
+    st.integers(1, 12),
+)
+@example(b"12345", 5)
+@example(b"a1234", 5)
+@example(b"1234a12345", 5)
+def test_a_digit_run_is_found_wherever_it_lies(data: bytes, length: int) -> None:
+    # the former check: digits made zeros, then a search for ``length`` zeros
+    reference = b"0" * length in data.translate(bytes.maketrans(b"123456789", b"000000000"))
+    assert typed_json._has_digit_run(data, length) == reference

@@ -5,13 +5,13 @@ Shared by the span stores, so that every engine returns byte-for-byte the same a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tomograph.encoding import fast_json
 from tomograph.encoding.normalize import SpanDict
 
-__all__ = ["json_array", "stored_json", "traces_json"]
+__all__ = ["json_array", "stored_json", "stored_json_each", "traces_json"]
 
 
 def stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
@@ -25,6 +25,19 @@ def stored_json(span: SpanDict) -> tuple[SpanDict, bytes]:
     except UnicodeEncodeError:  # a lone surrogate ("\ud800") sent as JSON escape
         span = _scrub(span)
         return span, fast_json.dumps(span)
+
+
+def stored_json_each(spans: Sequence[SpanDict]) -> tuple[Sequence[SpanDict], list[bytes]]:
+    """:func:`stored_json` of each span, as two lists: the spans as stored, and their JSON.
+
+    >>> stored_json_each([{"name": "\\ud800"}, {"name": "a"}])
+    ([{'name': '?'}, {'name': 'a'}], [b'{"name":"?"}', b'{"name":"a"}'])
+    """
+    try:
+        return spans, fast_json.dumps_each(spans)
+    except UnicodeEncodeError:  # a lone surrogate in one of them: each is made encodable
+        pairs = [stored_json(span) for span in spans]
+        return [span for span, _ in pairs], [body for _, body in pairs]
 
 
 def _scrub(value: Any) -> Any:
