@@ -462,3 +462,38 @@ def test_a_tag_search_reads_no_more_for_matches_outside_the_window(
     many, many_steps = search_steps(20_000)
     assert few == many == [f"{6:016x}" * 2, f"{41:016x}" * 2]
     assert many_steps < few_steps * 2, (few_steps, many_steps)
+
+
+class _RetentionOnRelease:
+    """A write lock that runs retention once, from the writing thread, right after a write
+    lets the lock go: as another thread's retention could run between the two."""
+
+    def __init__(self, store: SqliteSpanStore, at_us: int) -> None:
+        self._lock, self._store, self._at_us = store._write_lock, store, at_us
+        self.deleted: int | None = None
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+        if self.deleted is None:
+            self.deleted = -1  # once, and not from retention's own transactions
+            self.deleted = self._store.enforce_retention(self._at_us).traces_deleted
+
+
+def test_names_deleted_by_retention_just_after_their_write_come_back_with_new_spans(
+    tmp_path: Path,
+) -> None:
+    store = SqliteSpanStore(tmp_path / "spans.db", max_age=3600)
+    try:
+        later = now_us() + 2 * 3600 * 1_000_000
+        retention = _RetentionOnRelease(store, later)
+        store._write_lock = retention  # type: ignore[assignment]
+        store.accept(decoded([make_span("1" * 32, "1" * 16, service="web", name="get")]))
+        assert retention.deleted == 1  # the span just written was old enough to go at once
+        assert store.service_names() == []
+        store.accept(decoded([make_span("2" * 32, "2" * 16, service="web", name="get")]))
+        assert (store.service_names(), store.span_names("web")) == (["web"], ["get"])
+    finally:
+        store.close()

@@ -384,6 +384,9 @@ class SqliteSpanStore:
         self._written_traces: BoundedCache[int, None] = BoundedCache(_WRITTEN_TRACES)
         # span_names rows known to be in the file (see _unstored_names)
         self._stored_names: set[tuple[str, str, str]] = set()
+        # the names written in the open transaction: remembered once it commits, under the
+        # write lock (after it, retention may have deleted them already)
+        self._names_written: list[list[tuple[str, str, str]]] = []
         self._names_version: int | None = None  # the writer's data_version they were known at
         self._start_links_refresher()
         self._inherited: list[object] = []  # a forked child's unused copies of the parent's
@@ -400,6 +403,7 @@ class SqliteSpanStore:
             return
         self._inherited.append((self._writer, self._readers))
         self._stored_names, self._names_version = set(), None  # known to another connection
+        self._names_written = []
         self._write_lock = threading.Lock()
         self._links_lock = threading.Lock()
         self._links_start_lock = threading.Lock()
@@ -546,6 +550,7 @@ class SqliteSpanStore:
                     yield db
                     db.execute("COMMIT")
                 except BaseException:
+                    self._names_written.clear()
                     # SQLite may have rolled back already (it does on SQLITE_FULL): a second
                     # ROLLBACK would fail and hide why
                     if db.in_transaction:
@@ -562,6 +567,9 @@ class SqliteSpanStore:
             # as a failed write, or it would tell its callers that stored spans were not (and
             # write them again one by one, counting them as duplicates).
             try:
+                written, self._names_written = self._names_written, []
+                for names in written:
+                    self._stored_names.update(names)
                 self._after_commit()
             except Exception:
                 log.exception("housekeeping after a committed write failed")
@@ -665,8 +673,6 @@ class SqliteSpanStore:
                 results: list[int | BaseException] = [
                     self._write_batch(db, rows) for rows in batches
                 ]
-            for rows in batches:
-                self._stored_names.update(rows.names)
             return results
         except (StoreUnavailable, StoreClosed) as error:
             # the whole store is affected: each caller gets its own copy to raise
@@ -679,7 +685,6 @@ class SqliteSpanStore:
             try:
                 with self._transaction() as db:
                     results.append(self._write_batch(db, rows))
-                self._stored_names.update(rows.names)
             except Exception as error:
                 results.append(error)
         return results
@@ -694,6 +699,7 @@ class SqliteSpanStore:
         lows = [trace[0] for trace in rows.traces]
         stored = _stored_traces(db, lows)
         inserted = _write_rows(db, rows, self._unstored_names(db, rows.names))
+        self._names_written.append(rows.names)
         linked = [trace for trace in rows.links if trace.trace_low not in stored]
         linked_lows = {trace.trace_low for trace in linked}
         self._links.mark(db, [low for low in lows if low not in linked_lows])
