@@ -251,18 +251,19 @@ def _count(
 ) -> None:
     """Add the links of the tree's spans, from the root breadth first."""
     queue = [root] if root != _NO_NODE else list(children.get(_NO_NODE, ()))
-    # each span's nearest ancestor with a kind, from its parent's (set first, breadth first):
-    # walking up per span would be quadratic in a long chain of local spans
-    remote_ancestor = [_NO_NODE] * len(spans)
+    # nearest[node]: the node if it has a kind, else its nearest ancestor with one, set from
+    # its parent's (set first, breadth first): walking up per span would be quadratic in a long
+    # chain of local spans. One slot more, at index _NO_NODE (-1): the root's parent, none.
+    nearest = [_NO_NODE] * (len(spans) + 1)
+    children_of = children.get  # bound once: looked up for every span
+    counted = links.get
     for node in queue:  # the list grows behind the loop: breadth first
-        below = children.get(node)
+        below = children_of(node)
         if below is not None:
             queue.extend(below)
-        up = parents[node]
-        if up != _NO_NODE and spans[up][2] is None:
-            up = remote_ancestor[up]
-        remote_ancestor[node] = up
         span_id, parent_id, kind, is_shared, service, remote, error = spans[node]
+        ancestor = nearest[parents[node]]  # the nearest ancestor with a kind
+        nearest[node] = ancestor if kind is None else node
         if kind == "SERVER":
             if node == root and not remote:
                 continue  # who called the root is not known
@@ -286,7 +287,6 @@ def _count(
             continue
         else:
             continue  # a kind Zipkin does not know
-        ancestor = remote_ancestor[node]
         if ancestor != _NO_NODE:
             ancestor_id, _, ancestor_kind, _, ancestor_service, _, ancestor_error = spans[ancestor]
             if ancestor_service:
@@ -301,8 +301,15 @@ def _count(
                         # not in Zipkin: the client half of a shared RPC failed (a timeout
                         # on a server that answered fine is still a failed call)
                         error = 1
-        if parent and child:
-            _add(links, parent, child, error)
+        if parent and child:  # _add, written out: most spans get here
+            pair = (parent, child)
+            counts = counted(pair)
+            if counts is None:
+                links[pair] = [1, 1 if error else 0]
+            else:
+                counts[0] += 1
+                if error:
+                    counts[1] += 1
 
 
 class DependencyLinker:
