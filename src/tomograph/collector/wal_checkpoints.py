@@ -1,0 +1,148 @@
+"""Write-ahead-log checkpoints on a thread of their own, off the path of every write.
+
+A checkpoint copies the pages that commits appended to the log back into the database file and
+syncs it to disk. SQLite runs one by default inside the commit that fills the log past a
+thousand pages; with the random index pages of spans that is nearly every commit of a batch,
+and the writer then waits for the disk while uploads queue behind it. Here the writer only
+wakes this thread, which checkpoints at most once per interval everything committed meanwhile:
+a page written by several commits is copied once, the sync happens without the write lock or
+the GIL (SQLite releases it), and the writer goes straight on to the next group.
+
+A PASSIVE checkpoint never blocks writers or readers, but under steady writes it never ends
+with the whole log copied either, and SQLite starts the log over only when it is. So once the
+log holds more than :data:`RESTART_BYTES`, the pass is followed by a short one that holds the
+writes back: it copies just what was committed during the first, and the next commit starts
+the log over. What a read still uses stays in the log; the store's own reset of a log grown too
+long (run by the writer itself) bounds it then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+__all__ = ["BackgroundCheckpoints"]
+
+log = logging.getLogger("tomograph.collector")
+
+#: Seconds between two checkpoints while writes go on: the commits of an interval share one.
+CHECKPOINT_INTERVAL = 0.1
+#: A log longer than this is caught up with writes held back, so that it starts over.
+RESTART_BYTES = 4 * 1024 * 1024
+
+
+class BackgroundCheckpoints:
+    """A thread that checkpoints the log of one SQLite file after :meth:`wake`.
+
+    ``connect`` opens the thread's own connection (on the thread, in the process that uses it:
+    a forked child starts its own thread at its first :meth:`wake`). ``hold_writes()`` returns
+    a context in which no write transaction runs, or None once the store is closed. The
+    writer's connection should have ``PRAGMA wal_autocheckpoint = 0``, or it checkpoints in its
+    commits as well.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        hold_writes: Callable[[], AbstractContextManager[bool]],
+        interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:
+        self._connect = connect
+        self._hold_writes = hold_writes
+        self._interval = interval
+        self._condition = threading.Condition(threading.Lock())
+        self._pending = False
+        self._pass_lock = threading.Lock()  # held by each checkpoint pass (see paused)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        # held here, not on the thread's stack: a forked child clears the stacks of threads it
+        # does not have, and closing the parent's connection there could drop its locks
+        self._db: sqlite3.Connection | None = None
+        self._page_size = 4096
+        self.checkpoints = 0  # completed, for tests and diagnostics
+
+    def wake(self) -> None:
+        """Ask for a checkpoint of what is committed now (it runs within an interval)."""
+        with self._condition:
+            if self._stopping:
+                return
+            self._pending = True
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+            self._condition.notify()
+
+    def _start(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name="tomograph collector checkpoints", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError:
+            # out of threads: the log grows until the store's reset of a long log empties it,
+            # and the next wake tries again
+            log.warning("could not start the checkpoint thread; the next write tries again")
+            return
+        self._thread, self._pid = thread, os.getpid()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._condition:
+                    while not self._pending and not self._stopping:
+                        self._condition.wait()
+                    if self._stopping:
+                        return
+                    self._pending = False
+                try:
+                    self._checkpoint()
+                except sqlite3.Error as error:
+                    # nothing is lost: the pages stay in the log for the next checkpoint
+                    log.warning("checkpoint of the span database failed: %s", error)
+                with self._condition:
+                    # the commits of the next interval share one checkpoint
+                    self._condition.wait_for(lambda: self._stopping, self._interval)
+        finally:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _checkpoint(self) -> None:
+        if self._db is None:
+            self._db = self._connect()
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        with self._pass_lock:
+            _busy, frames, _copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames * self._page_size > RESTART_BYTES:
+            # the write lock first, the pass lock inside it, as paused() is taken under it
+            with self._hold_writes() as open_, self._pass_lock:
+                if open_:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.checkpoints += 1
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Wait for a pass in progress to end, and start none meanwhile.
+
+        For a checkpoint of the writer's own (the store's reset of a long log): SQLite refuses
+        one while another runs. May be taken under the write lock, never the other way round.
+        """
+        with self._pass_lock:
+            yield
+
+    def close(self, timeout: float) -> None:
+        """Stop the thread once its checkpoint in progress ends, and close its connection.
+
+        The writer closes its connection after this: as the file's last connection, it
+        checkpoints what remains and removes the log.
+        """
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None:
+            thread.join(timeout)
