@@ -158,7 +158,8 @@ def test_a_long_log_is_caught_up_with_writes_held_so_that_it_starts_over(
     tmp_path: Path,
 ) -> None:
     # under steady writes a PASSIVE checkpoint never ends with the whole log copied, and SQLite
-    # starts the log over only when it is: here a commit lands during the first pass
+    # starts the log over only when it is: here a commit lands during each pass not holding
+    # writes, and only the held one catches up
     path = tmp_path / "t.db"
     writer = writer_of(path)
     writer.execute(
@@ -167,20 +168,21 @@ def test_a_long_log_is_caught_up_with_writes_held_so_that_it_starts_over(
     )
     holds = Holds()
 
-    class CommitDuringFirstPass(sqlite3.Connection):
+    class CommitDuringPasses(sqlite3.Connection):
         passes = 0
 
         def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
             cursor = super().execute(sql, *args)
             if "wal_checkpoint" in sql:
-                CommitDuringFirstPass.passes += 1
-                if CommitDuringFirstPass.passes == 1:
+                CommitDuringPasses.passes += 1
+                if CommitDuringPasses.passes <= 2:  # the passes that do not hold writes
                     with holds.lock:
                         writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
             return cursor
 
     checkpoints = BackgroundCheckpoints(
-        lambda: sqlite3.connect(path, factory=CommitDuringFirstPass, check_same_thread=False),
+        path,
+        lambda: sqlite3.connect(path, factory=CommitDuringPasses, check_same_thread=False),
         holds,
     )
     try:
@@ -189,6 +191,7 @@ def test_a_long_log_is_caught_up_with_writes_held_so_that_it_starts_over(
         assert holds.count == 1
         writer.execute("INSERT INTO blobs VALUES (1)")  # starts the log over
         assert frames_in_log(path) < 10  # without the held pass: all 1,500 pages and more
+        assert CommitDuringPasses.passes == 3
     finally:
         checkpoints.close(10)
         writer.close()
@@ -200,7 +203,7 @@ def test_a_short_log_is_checkpointed_without_holding_writes(tmp_path: Path) -> N
     writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
     holds = Holds()
     checkpoints = BackgroundCheckpoints(
-        lambda: sqlite3.connect(path, check_same_thread=False), holds
+        path, lambda: sqlite3.connect(path, check_same_thread=False), holds
     )
     try:
         checkpoints.wake()
@@ -227,7 +230,7 @@ def test_a_failed_checkpoint_is_logged_and_the_next_one_copies_the_log(
             raise sqlite3.OperationalError("unable to open database file")
         return sqlite3.connect(path, check_same_thread=False)
 
-    checkpoints = BackgroundCheckpoints(connect, Holds(), interval=0.01)
+    checkpoints = BackgroundCheckpoints(path, connect, Holds(), interval=0.01)
     try:
         with caplog.at_level(logging.WARNING, "tomograph.collector"):
             checkpoints.wake()
@@ -243,8 +246,9 @@ def test_a_failed_checkpoint_is_logged_and_the_next_one_copies_the_log(
 
 
 def test_wakes_after_close_start_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
     checkpoints = BackgroundCheckpoints(
-        lambda: sqlite3.connect(tmp_path / "t.db", check_same_thread=False), Holds()
+        path, lambda: sqlite3.connect(path, check_same_thread=False), Holds()
     )
     checkpoints.close(10)
     checkpoints.wake()

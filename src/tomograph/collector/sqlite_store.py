@@ -369,7 +369,7 @@ class SqliteSpanStore:
             self._write_group, "tomograph-span-writer"
         )
         self._wal = self.path.with_name(self.path.name + "-wal")
-        self._checkpoints = BackgroundCheckpoints(self._connect, self._writes_held)
+        self._checkpoints = BackgroundCheckpoints(self.path, self._connect, self._writes_held)
         self._readers = ReaderPool(
             self._connect_reader, readers, query_timeout, on_idle=self._reset_wal
         )
@@ -404,7 +404,7 @@ class SqliteSpanStore:
         if self._closed:
             return
         self._inherited.append((self._writer, self._readers, self._checkpoints))
-        self._checkpoints = BackgroundCheckpoints(self._connect, self._writes_held)
+        self._checkpoints = BackgroundCheckpoints(self.path, self._connect, self._writes_held)
         self._stored_names, self._names_version = set(), None  # known to another connection
         self._names_written = []
         self._write_lock = threading.Lock()

@@ -10,10 +10,10 @@ the GIL (SQLite releases it), and the writer goes straight on to the next group.
 
 A PASSIVE checkpoint never blocks writers or readers, but under steady writes it never ends
 with the whole log copied either, and SQLite starts the log over only when it is. So once the
-log holds more than :data:`RESTART_BYTES`, the pass is followed by a short one that holds the
-writes back: it copies just what was committed during the first, and the next commit starts
-the log over. What a read still uses stays in the log; the store's own reset of a log grown too
-long (run by the writer itself) bounds it then.
+log holds more than :data:`RESTART_BYTES`, the file is synced, a second pass copies what was
+committed during the first, and a last one holds writes back: it copies just what came during
+the second, and the next commit starts the log over. What a read still uses stays in the log;
+the store's own reset of a log grown too long (run by the writer itself) bounds it then.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ CHECKPOINT_INTERVAL = 0.1
 RESTART_BYTES = 4 * 1024 * 1024
 
 
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
+
+
 class BackgroundCheckpoints:
-    """A thread that checkpoints the log of one SQLite file after :meth:`wake`.
+    """A thread that checkpoints the log of the SQLite file at ``path`` after :meth:`wake`.
 
     ``connect`` opens the thread's own connection (on the thread, in the process that uses it:
     a forked child starts its own thread at its first :meth:`wake`). ``hold_writes()`` returns
@@ -47,10 +50,12 @@ class BackgroundCheckpoints:
 
     def __init__(
         self,
+        path: str | os.PathLike[str],
         connect: Callable[[], sqlite3.Connection],
         hold_writes: Callable[[], AbstractContextManager[bool]],
         interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
+        self._path = path
         self._connect = connect
         self._hold_writes = hold_writes
         self._interval = interval
@@ -115,14 +120,41 @@ class BackgroundCheckpoints:
         if self._db is None:
             self._db = self._connect()
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        with self._pass_lock:
-            _busy, frames, _copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        frames = self._pass()
         if frames * self._page_size > RESTART_BYTES:
+            # A pass overtaken by commits leaves the pages it copied unsynced (SQLite syncs the
+            # file only when a pass reaches the end of the log), and the pass holding writes
+            # would sync them all: sync them here instead. A second pass copies what was
+            # committed during the first, in less time, so the held one has the least to do.
+            self._sync_file()
+            self._pass()
+            self._sync_file()
             # the write lock first, the pass lock inside it, as paused() is taken under it
             with self._hold_writes() as open_, self._pass_lock:
                 if open_:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self.checkpoints += 1
+
+    def _sync_file(self) -> None:
+        """Flush the pages copied into the database file (fsync acts on the file, from any
+        descriptor)."""
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except OSError:
+            return  # the held pass's own sync does it
+        try:
+            _fdatasync(fd)
+        except OSError:
+            pass  # as above
+        finally:
+            os.close(fd)
+
+    def _pass(self) -> int:
+        """One PASSIVE checkpoint; the frames in the log when it started."""
+        assert self._db is not None
+        with self._pass_lock:
+            _busy, frames, _copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
