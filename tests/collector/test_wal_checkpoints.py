@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -253,3 +255,36 @@ def test_wakes_after_close_start_nothing(tmp_path: Path) -> None:
     checkpoints.close(10)
     checkpoints.wake()
     assert "tomograph collector checkpoints" not in [t.name for t in threading.enumerate()]
+
+
+_READ_AND_CLOSE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("SELECT count(*) FROM blobs").fetchone()
+db.close()
+"""
+
+
+def test_syncing_the_file_keeps_the_locks_sqlite_holds_on_it(tmp_path: Path) -> None:
+    # closing any descriptor of a file drops all this process's POSIX locks on it: without the
+    # shared lock of our open connections, another process closing its connection would take
+    # itself for the last one, and checkpoint and delete the log under us
+    path = tmp_path / "t.db"
+    writer = writer_of(path)
+    writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
+    checkpoints = BackgroundCheckpoints(
+        path, lambda: sqlite3.connect(path, check_same_thread=False), Holds()
+    )
+    try:
+        checkpoints._sync_file()
+        assert checkpoints._fd >= 0  # found SQLite's own descriptor of the file
+        other = subprocess.run(
+            [sys.executable, "-c", _READ_AND_CLOSE, str(path)],
+            check=True,
+        )
+        assert other.returncode == 0
+        assert path.with_name("t.db-wal").exists()
+        assert writer.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
+    finally:
+        checkpoints.close(10)
+        writer.close()

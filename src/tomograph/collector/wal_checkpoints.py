@@ -38,6 +38,23 @@ RESTART_BYTES = 4 * 1024 * 1024
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
 
 
+def _open_descriptors() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+
+
+def _same_file(fd: int, wanted: os.stat_result) -> bool:
+    if fd < 0:
+        return False
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino)
+
+
 class BackgroundCheckpoints:
     """A thread that checkpoints the log of the SQLite file at ``path`` after :meth:`wake`.
 
@@ -69,6 +86,7 @@ class BackgroundCheckpoints:
         # does not have, and closing the parent's connection there could drop its locks
         self._db: sqlite3.Connection | None = None
         self._page_size = 4096
+        self._fd = -1  # a descriptor of the database file that SQLite holds (see _sync_file)
         self.checkpoints = 0  # completed, for tests and diagnostics
 
     def wake(self) -> None:
@@ -136,18 +154,20 @@ class BackgroundCheckpoints:
         self.checkpoints += 1
 
     def _sync_file(self) -> None:
-        """Flush the pages copied into the database file (fsync acts on the file, from any
-        descriptor)."""
+        """Flush the pages copied into the database file, through a descriptor SQLite holds.
+
+        fsync acts on the file, whichever descriptor it is given; a descriptor of our own would
+        do, but closing it would drop every POSIX lock this process holds on the file, SQLite's
+        included. Where descriptors cannot be listed (no /proc), the held pass syncs instead.
+        """
         try:
-            fd = os.open(self._path, os.O_RDONLY)
+            wanted = os.stat(self._path)
+            if not _same_file(self._fd, wanted):
+                self._fd = next((fd for fd in _open_descriptors() if _same_file(fd, wanted)), -1)
+            if self._fd >= 0:
+                _fdatasync(self._fd)
         except OSError:
-            return  # the held pass's own sync does it
-        try:
-            _fdatasync(fd)
-        except OSError:
-            pass  # as above
-        finally:
-            os.close(fd)
+            pass  # closed meanwhile, or not a file: the held pass's own sync does it
 
     def _pass(self) -> int:
         """One PASSIVE checkpoint; the frames in the log when it started."""
