@@ -1182,13 +1182,34 @@ class SqliteSpanStore:
 _OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
 
 
+#: The checkpointers held across a fork by the thread forking (see hold_for_fork).
+_HELD_FOR_FORK: list[BackgroundCheckpoints] = []
+
+
+def _hold_checkpoints() -> None:
+    for store in list(_OPEN_STORES):
+        checkpoints = store._checkpoints
+        checkpoints.hold_for_fork()
+        _HELD_FOR_FORK.append(checkpoints)
+
+
+def _release_checkpoints() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop().release_after_fork()
+
+
 def _reopen_in_child() -> None:
+    _HELD_FOR_FORK.clear()  # the child's stores get checkpointers of their own
     for store in list(_OPEN_STORES):
         store._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_reopen_in_child)
+    os.register_at_fork(
+        before=_hold_checkpoints,
+        after_in_parent=_release_checkpoints,
+        after_in_child=_reopen_in_child,
+    )
 
 
 def _migrate_terms(db: sqlite3.Connection) -> None:

@@ -186,6 +186,20 @@ class BackgroundCheckpoints:
         with self._pass_lock:
             yield
 
+    def hold_for_fork(self) -> None:
+        """Before a fork: wait for a pass in progress to end, and start none until
+        :meth:`release_after_fork` (in the parent; the child makes a checkpointer of its own).
+
+        SQLite keeps the locks of a process's connections to a file in one table, which a fork
+        copies: forked in the middle of a pass, the child finds the checkpoint lock held by a
+        connection it never uses again, and every checkpoint of its own is refused for good.
+        """
+        self._pass_lock.acquire()
+
+    def release_after_fork(self) -> None:
+        """In the parent after a fork: passes may run again (see :meth:`hold_for_fork`)."""
+        self._pass_lock.release()
+
     def close(self, timeout: float) -> None:
         """Stop the thread once its checkpoint in progress ends, and close its connection.
 
