@@ -257,7 +257,7 @@ def test_a_short_log_is_checkpointed_without_holding_writes(tmp_path: Path) -> N
         writer.close()
 
 
-def test_a_failed_checkpoint_is_logged_and_the_next_one_copies_the_log(
+def test_failed_checkpoints_are_logged_once_and_the_next_one_copies_the_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "t.db"
@@ -267,20 +267,57 @@ def test_a_failed_checkpoint_is_logged_and_the_next_one_copies_the_log(
 
     def connect() -> sqlite3.Connection:
         attempts.append(1)
-        if len(attempts) == 1:
+        if len(attempts) <= 3:
             raise sqlite3.OperationalError("unable to open database file")
         return sqlite3.connect(path, check_same_thread=False)
 
     checkpoints = BackgroundCheckpoints(path, connect, Holds(), interval=0.01)
     try:
-        with caplog.at_level(logging.WARNING, "tomograph.collector"):
-            checkpoints.wake()
-            assert wait_until(lambda: len(attempts) == 1)
-            assert wait_until(lambda: "checkpoint of the span database failed" in caplog.text)
+        with caplog.at_level(logging.INFO, "tomograph.collector"):
+            for attempt in range(1, 4):
+                checkpoints.wake()
+                assert wait_until(lambda n=attempt: len(attempts) == n)
             checkpoints.wake()
             assert wait_until(lambda: checkpoints.checkpoints == 1)
+        messages = [record.getMessage() for record in caplog.records]
+        assert messages == [
+            "checkpoint of the span database failed: unable to open database file",
+            "checkpoints of the span database work again",
+        ]
         writer.execute("INSERT INTO blobs VALUES (1)")
         assert frames_in_log(path) < 10
+    finally:
+        checkpoints.close(10)
+        writer.close()
+
+
+def test_a_checkpoint_thread_that_died_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    died: list[type[BaseException] | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_type))
+    path = tmp_path / "t.db"
+    writer = writer_of(path)
+    writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
+    attempts: list[int] = []
+
+    def connect() -> sqlite3.Connection:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise MemoryError  # not an sqlite3.Error: it ends the thread
+        return sqlite3.connect(path, check_same_thread=False)
+
+    checkpoints = BackgroundCheckpoints(path, connect, Holds(), interval=0.01)
+    try:
+        checkpoints.wake()
+        first = checkpoints._thread
+        assert first is not None
+        first.join(10)
+        assert not first.is_alive()
+        assert died == [MemoryError]
+        checkpoints.wake()
+        assert wait_until(lambda: checkpoints.checkpoints == 1)
+        assert checkpoints._thread is not first
     finally:
         checkpoints.close(10)
         writer.close()

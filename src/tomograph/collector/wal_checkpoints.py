@@ -86,6 +86,7 @@ class BackgroundCheckpoints:
         # does not have, and closing the parent's connection there could drop its locks
         self._db: sqlite3.Connection | None = None
         self._page_size = 4096
+        self._failing = False  # the last checkpoint failed (see _run)
         self._fd = -1  # a descriptor of the database file that SQLite holds (see _sync_file)
         self.checkpoints = 0  # completed, for tests and diagnostics
 
@@ -95,7 +96,7 @@ class BackgroundCheckpoints:
             if self._stopping:
                 return
             self._pending = True
-            if self._thread is None or self._pid != os.getpid():
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._start()
             self._condition.notify()
 
@@ -124,8 +125,15 @@ class BackgroundCheckpoints:
                 try:
                     self._checkpoint()
                 except sqlite3.Error as error:
-                    # nothing is lost: the pages stay in the log for the next checkpoint
-                    log.warning("checkpoint of the span database failed: %s", error)
+                    # nothing is lost: the pages stay in the log for the next checkpoint; said
+                    # once per run of failures, not ten times a second
+                    if not self._failing:
+                        log.warning("checkpoint of the span database failed: %s", error)
+                    self._failing = True
+                else:
+                    if self._failing:
+                        log.info("checkpoints of the span database work again")
+                    self._failing = False
                 with self._condition:
                     # the commits of the next interval share one checkpoint
                     self._condition.wait_for(lambda: self._stopping, self._interval)
