@@ -12,8 +12,9 @@ A PASSIVE checkpoint never blocks writers or readers, but under steady writes it
 with the whole log copied either, and SQLite starts the log over only when it is. So once the
 log holds more than :data:`RESTART_BYTES`, the file is synced, a second pass copies what was
 committed during the first, and a last one holds writes back: it copies just what came during
-the second, and the next commit starts the log over. What a read still uses stays in the log;
-the store's own reset of a log grown too long (run by the writer itself) bounds it then.
+the second, waits briefly for the reads still using the log, and starts it over. A read that
+outlasts the wait keeps the log for the next round; the store's own reset of a log grown too
+long (run by the writer itself, holding new reads back) bounds it then.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger("tomograph.collector")
 CHECKPOINT_INTERVAL = 0.1
 #: A log longer than this is caught up with writes held back, so that it starts over.
 RESTART_BYTES = 4 * 1024 * 1024
+#: How long the pass holding writes back waits for reads that still use the log.
+HELD_WAIT_MS = 100
 
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
@@ -145,6 +148,7 @@ class BackgroundCheckpoints:
     def _checkpoint(self) -> None:
         if self._db is None:
             self._db = self._connect()
+            self._db.execute(f"PRAGMA busy_timeout = {HELD_WAIT_MS}")  # see _checkpoint
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         frames = self._pass()
         if frames * self._page_size > RESTART_BYTES:
@@ -155,10 +159,13 @@ class BackgroundCheckpoints:
             self._sync_file()
             self._pass()
             self._sync_file()
-            # the write lock first, the pass lock inside it, as paused() is taken under it
+            # The write lock first, the pass lock inside it, as paused() is taken under it.
+            # RESTART copies the rest, then waits (up to HELD_WAIT_MS) for the reads still
+            # using the log to end: reads starting meanwhile read the file alone, as it is all
+            # copied, and the log starts over without any read held back.
             with self._hold_writes() as open_, self._pass_lock:
                 if open_:
-                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         self.checkpoints += 1
 
     def _sync_file(self) -> None:
