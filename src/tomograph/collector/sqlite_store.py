@@ -66,6 +66,7 @@ from tomograph.collector.storage import (
     operation_stats,
 )
 from tomograph.collector.stored_spans import json_array, stored_json_each, traces_json
+from tomograph.collector.wal_checkpoints import BackgroundCheckpoints
 from tomograph.encoding.normalize import normalize_trace_id
 
 __all__ = ["SqliteSpanStore"]
@@ -368,6 +369,7 @@ class SqliteSpanStore:
             self._write_group, "tomograph-span-writer"
         )
         self._wal = self.path.with_name(self.path.name + "-wal")
+        self._checkpoints = BackgroundCheckpoints(self.path, self._connect, self._writes_held)
         self._readers = ReaderPool(
             self._connect_reader, readers, query_timeout, on_idle=self._reset_wal
         )
@@ -401,7 +403,8 @@ class SqliteSpanStore:
         """
         if self._closed:
             return
-        self._inherited.append((self._writer, self._readers))
+        self._inherited.append((self._writer, self._readers, self._checkpoints))
+        self._checkpoints = BackgroundCheckpoints(self.path, self._connect, self._writes_held)
         self._stored_names, self._names_version = set(), None  # known to another connection
         self._names_written = []
         self._write_lock = threading.Lock()
@@ -416,6 +419,7 @@ class SqliteSpanStore:
             on_idle=self._reset_wal,
         )
         self._writer = self._connect()
+        self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see BackgroundCheckpoints
 
     def _start_links_refresher(self) -> None:
         """Start the thread that computes pending links, once per process.
@@ -479,6 +483,9 @@ class SqliteSpanStore:
                 raise
             writer.execute("COMMIT")
             writer.execute(f"PRAGMA busy_timeout = {_BUSY_WAIT_MS}")
+            # checkpoints run on their own thread (see BackgroundCheckpoints); an upgrade above
+            # still had SQLite's own, or its log would have grown by every page it rewrote
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             writer.close()
             raise
@@ -537,6 +544,12 @@ class SqliteSpanStore:
         return db
 
     @contextmanager
+    def _writes_held(self) -> Iterator[bool]:
+        """The write lock held; whether the store is still open (see BackgroundCheckpoints)."""
+        with self._write_lock:
+            yield not self._closed
+
+    @contextmanager
     def _transaction(self, *, changes_answers: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction under the write lock; one that ``changes_answers`` of queries
         moves :meth:`data_version` on (storing computed links changes none)."""
@@ -575,7 +588,8 @@ class SqliteSpanStore:
                 log.exception("housekeeping after a committed write failed")
 
     def _after_commit(self) -> None:
-        """Empty a write-ahead log grown too long (called under the write lock)."""
+        """Have the log checkpointed; empty it if grown too long (called under the write lock)."""
+        self._checkpoints.wake()
         try:
             wal_bytes = os.stat(self._wal).st_size
         except OSError:
@@ -605,7 +619,8 @@ class SqliteSpanStore:
         # another program reading the file could keep the checkpoint waiting: not for long
         db.execute("PRAGMA busy_timeout = 200")
         try:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            with self._checkpoints.paused():  # SQLite refuses a checkpoint while one runs
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error:
             pass  # the log stays long until the next try; no data is at stake
         finally:
@@ -631,6 +646,7 @@ class SqliteSpanStore:
         self.interrupt_reads()
         self._links_stop.set()
         self._group_writer.close()  # the batches handed over are written first
+        self._checkpoints.close(_CLOSE_WAIT)
         with self._write_lock:
             if self._closed:
                 return
@@ -1166,13 +1182,34 @@ class SqliteSpanStore:
 _OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
 
 
+#: The checkpointers held across a fork by the thread forking (see hold_for_fork).
+_HELD_FOR_FORK: list[BackgroundCheckpoints] = []
+
+
+def _hold_checkpoints() -> None:
+    for store in list(_OPEN_STORES):
+        checkpoints = store._checkpoints
+        checkpoints.hold_for_fork()
+        _HELD_FOR_FORK.append(checkpoints)
+
+
+def _release_checkpoints() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop().release_after_fork()
+
+
 def _reopen_in_child() -> None:
+    _HELD_FOR_FORK.clear()  # the child's stores get checkpointers of their own
     for store in list(_OPEN_STORES):
         store._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_reopen_in_child)
+    os.register_at_fork(
+        before=_hold_checkpoints,
+        after_in_parent=_release_checkpoints,
+        after_in_child=_reopen_in_child,
+    )
 
 
 def _migrate_terms(db: sqlite3.Connection) -> None:
