@@ -63,7 +63,7 @@ class BackgroundCheckpoints:
 
     ``connect`` opens the thread's own connection (on the thread, in the process that uses it:
     a forked child starts its own thread at its first :meth:`wake`). ``hold_writes()`` returns
-    a context in which no write transaction runs, or None once the store is closed. The
+    a context in which no write transaction runs; it yields False once the store is closed. The
     writer's connection should have ``PRAGMA wal_autocheckpoint = 0``, or it checkpoints in its
     commits as well.
     """
