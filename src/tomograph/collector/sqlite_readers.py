@@ -125,6 +125,7 @@ class ReaderPool:
         self._busy: set[Reader] = set()
         self._opened = 0
         self._paused = False
+        self._held = False  # across a fork (see hold_for_fork)
         self._on_idle = on_idle
         self._changed = threading.Condition()
         self._watchdog: threading.Thread | None = None
@@ -160,7 +161,7 @@ class ReaderPool:
             while True:
                 if self.closing:
                     raise StoreClosed("the span store is closed")
-                if self._paused:
+                if self._paused or self._held:
                     pass
                 elif self._idle:
                     reader = self._idle.pop()
@@ -223,6 +224,24 @@ class ReaderPool:
         """Lend connections again."""
         with self._changed:
             self._paused = False
+            self._changed.notify_all()
+
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Before a fork: lend no connection until :meth:`release_after_fork`, and wait up to
+        ``timeout`` seconds for the reads in progress to end; whether they all did.
+
+        SQLite keeps the locks of a process's connections to a file in one table, which a fork
+        copies: forked in the middle of a read, the child finds that read's lock on the log held
+        by a connection it never uses again, and can never start the log over.
+        """
+        with self._changed:
+            self._held = True
+            return self._changed.wait_for(lambda: not self._busy, timeout)
+
+    def release_after_fork(self) -> None:
+        """In the parent after a fork: lend connections again (see :meth:`hold_for_fork`)."""
+        with self._changed:
+            self._held = False
             self._changed.notify_all()
 
     def _start_watchdog(self) -> None:

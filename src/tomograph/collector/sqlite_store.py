@@ -289,6 +289,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: How long :meth:`SqliteSpanStore.close` waits for interrupted reads to stop.
 _CLOSE_WAIT = 2.0
+#: How long a fork waits, at most, for the writes and reads in progress (see _hold_for_fork).
+_FORK_WAIT = 10.0
 #: How often (seconds) the links of traces that received spans are brought up to date, off the
 #: write path; ``/dependencies`` brings the rest up to date before it answers, so this bounds
 #: what it computes itself (at 10,000 spans/s, a quarter second is about 250 traces).
@@ -1182,32 +1184,61 @@ class SqliteSpanStore:
 _OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
 
 
-#: The checkpointers held across a fork by the thread forking (see hold_for_fork).
-_HELD_FOR_FORK: list[BackgroundCheckpoints] = []
+#: The stores held across a fork by the thread forking, with what it holds of each: the
+#: store's write lock if it got it, and its reader pool and checkpointer (see _hold_for_fork).
+_HELD_FOR_FORK: list[tuple[threading.Lock | None, ReaderPool, BackgroundCheckpoints]] = []
 
 
-def _hold_checkpoints() -> None:
+def _hold_for_fork() -> None:
+    """Before a fork: no SQLite lock may be held, by any connection of this process, while
+    the process is copied.
+
+    SQLite keeps the locks of a process's connections to a file in one table, which the child
+    inherits: a lock held at the fork stays held there for ever, by a connection the child never
+    uses again. Forked in the middle of a write, the child could never write; in the middle of a
+    read or a checkpoint, it could never start the log over, which then grows without bound. So
+    the fork waits for the write, the reads and the checkpoint in progress, up to _FORK_WAIT
+    in all, and none starts until it is done.
+    """
+    deadline = time.monotonic() + _FORK_WAIT
     for store in list(_OPEN_STORES):
-        checkpoints = store._checkpoints
+        if store._closed:
+            continue
+        lock = store._write_lock
+        locked = lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        readers, checkpoints = store._readers, store._checkpoints
+        reads_ended = readers.hold_for_fork(max(0.0, deadline - time.monotonic()))
         checkpoints.hold_for_fork()
-        _HELD_FOR_FORK.append(checkpoints)
+        _HELD_FOR_FORK.append((lock if locked else None, readers, checkpoints))
+        if not (locked and reads_ended):
+            log.warning(
+                "forking while the span store %s is still %s after %g s: the child process "
+                "may find the store locked for good",
+                store.path,
+                "writing" if not locked else "answering a query",
+                _FORK_WAIT,
+            )
 
 
-def _release_checkpoints() -> None:
+def _release_after_fork() -> None:
     while _HELD_FOR_FORK:
-        _HELD_FOR_FORK.pop().release_after_fork()
+        lock, readers, checkpoints = _HELD_FOR_FORK.pop()
+        checkpoints.release_after_fork()
+        readers.release_after_fork()
+        if lock is not None:
+            lock.release()
 
 
 def _reopen_in_child() -> None:
-    _HELD_FOR_FORK.clear()  # the child's stores get checkpointers of their own
+    _HELD_FOR_FORK.clear()  # the child's stores get locks, readers and checkpointers of their own
     for store in list(_OPEN_STORES):
         store._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(
-        before=_hold_checkpoints,
-        after_in_parent=_release_checkpoints,
+        before=_hold_for_fork,
+        after_in_parent=_release_after_fork,
         after_in_child=_reopen_in_child,
     )
 

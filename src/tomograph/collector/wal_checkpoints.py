@@ -148,7 +148,8 @@ class BackgroundCheckpoints:
     def _checkpoint(self) -> None:
         if self._db is None:
             self._db = self._connect()
-            self._db.execute(f"PRAGMA busy_timeout = {HELD_WAIT_MS}")  # see _checkpoint
+            # the held RESTART waits at most this long for reads still using the log
+            self._db.execute(f"PRAGMA busy_timeout = {HELD_WAIT_MS}")
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         frames = self._pass()
         if frames * self._page_size > RESTART_BYTES:
