@@ -17,6 +17,8 @@ import pytest
 from tests.support.collector import decoded, make_span
 
 from tomograph.collector import sqlite_store
+from tomograph.collector.sqlite_links import TraceLinks
+from tomograph.collector.sqlite_readers import ReaderPool
 from tomograph.collector.sqlite_store import SqliteSpanStore
 
 
@@ -138,3 +140,80 @@ def test_a_fork_waits_a_bounded_time_for_a_read_that_does_not_end(
             forked.set()
     assert any("still answering a query" in r.getMessage() for r in caplog.records)
     assert store.span_count() == 10  # the pool lends connections again after the fork
+
+
+def test_a_fork_waits_for_a_checkpoint_in_progress(store: SqliteSpanStore) -> None:
+    # forked in the middle of a pass, the child would find the checkpoint lock held for good
+    released_at: list[float] = []
+
+    def checkpoint_slowly(inside: threading.Event) -> None:
+        with store._checkpoints.paused():  # what a pass in progress holds
+            inside.set()
+            threading.Event().wait(0.3)  # the fork waits for the pass to end
+            released_at.append(time.monotonic())
+
+    with on_a_thread(checkpoint_slowly):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked_at = time.monotonic()
+        os.waitpid(pid, 0)
+    assert released_at[0] <= forked_at
+
+
+def test_a_store_being_opened_is_opened_before_a_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the opening of a new file writes its tables under the write lock: a child forked then
+    # would never get that lock (and could not even open the file)
+    monkeypatch.setattr(sqlite_store, "_BUSY_WAIT_MS", 500)
+    monkeypatch.setattr(sqlite_store, "_OPEN_WAIT_MS", 500)
+    path = tmp_path / "t.db"
+    inside = threading.Event()
+    start_rollup = TraceLinks.start_rollup
+
+    def start_rollup_slowly(writer: sqlite3.Connection, hour: int) -> None:
+        start_rollup(writer, hour)
+        inside.set()
+        threading.Event().wait(0.3)  # still in the opening transaction
+
+    monkeypatch.setattr(TraceLinks, "start_rollup", start_rollup_slowly)
+    opened: list[SqliteSpanStore] = []
+    opener = threading.Thread(target=lambda: opened.append(SqliteSpanStore(path)))
+    opener.start()
+    try:
+        assert inside.wait(30)
+
+        def child_opens_and_writes() -> bool:
+            child_store = SqliteSpanStore(path)
+            child_store.accept(trace(5))
+            return child_store.span_count() == 10
+
+        assert in_child(child_opens_and_writes) == 0, "the child found the file locked"
+    finally:
+        opener.join(30)
+        for store in opened:
+            store.close()
+
+
+def test_an_error_while_holding_for_a_fork_leaves_nothing_held(
+    store: SqliteSpanStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a signal handler raising in the middle of the hook (Ctrl-C): CPython reports the error
+    # and forks all the same, then runs the after-fork hook, which must release what was taken
+    hold_for_fork = ReaderPool.hold_for_fork
+
+    def interrupted(self: ReaderPool, timeout: float) -> bool:
+        if self is store._readers:  # (other stores of this process are held as usual)
+            raise KeyboardInterrupt
+        return hold_for_fork(self, timeout)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ReaderPool, "hold_for_fork", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            sqlite_store._hold_for_fork()
+    sqlite_store._release_after_fork()
+    assert not store._write_lock.locked()
+    assert not sqlite_store._FORKING.locked()
+    store.accept(trace(2))  # writes and reads go on
+    assert store.span_count() == 20

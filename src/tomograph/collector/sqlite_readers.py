@@ -124,6 +124,7 @@ class ReaderPool:
         self._idle: list[Reader] = []
         self._busy: set[Reader] = set()
         self._opened = 0
+        self._connecting = 0  # connections being opened, for hold_for_fork
         self._paused = False
         self._held = False  # across a fork (see hold_for_fork)
         self._on_idle = on_idle
@@ -168,22 +169,27 @@ class ReaderPool:
                     break
                 elif self._opened < self.size:
                     self._opened += 1
+                    self._connecting += 1
                     reader = None
                     break
                 left = _seconds_until(deadline)
                 if not self._changed.wait(left):
                     raise QueryTimeout(self.timeout_message)
+        opened = reader is None
         if reader is None:
             try:
                 reader = Reader(self._connect(), self)
             except BaseException:
                 with self._changed:
                     self._opened -= 1
+                    self._connecting -= 1
                     self._changed.notify_all()
                 raise
         with self._changed:
             reader.deadline = deadline
             self._busy.add(reader)
+            if opened:
+                self._connecting -= 1  # now busy instead
             if deadline != _NEVER:
                 self._start_watchdog()
                 self._changed.notify_all()  # the watchdog may have a later deadline in mind
@@ -236,7 +242,8 @@ class ReaderPool:
         """
         with self._changed:
             self._held = True
-            return self._changed.wait_for(lambda: not self._busy, timeout)
+            # a connection being opened reads the file too
+            return self._changed.wait_for(lambda: not self._busy and not self._connecting, timeout)
 
     def release_after_fork(self) -> None:
         """In the parent after a fork: lend connections again (see :meth:`hold_for_fork`)."""

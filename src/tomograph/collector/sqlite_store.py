@@ -375,11 +375,20 @@ class SqliteSpanStore:
         self._readers = ReaderPool(
             self._connect_reader, readers, query_timeout, on_idle=self._reset_wal
         )
-        try:
-            self._writer = self._open()
-        except (OSError, sqlite3.Error) as error:
-            raise StoreOpenError(_open_error(self.path, error)) from error
-        self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
+        self._inherited: list[object] = []  # a forked child's unused copies of the parent's
+        # registered for the fork hook before opening, which reads and may upgrade the file:
+        # a fork waits for the write lock held meanwhile
+        with self._write_lock:
+            _OPEN_STORES.add(self)
+            try:
+                self._writer = self._open()
+                self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
+            except (OSError, sqlite3.Error) as error:
+                _OPEN_STORES.discard(self)
+                raise StoreOpenError(_open_error(self.path, error)) from error
+            except BaseException:
+                _OPEN_STORES.discard(self)
+                raise
         self._links_lock = threading.Lock()  # one refresh of the links at a time
         self._links_stop = threading.Event()
         self._links_start_lock = threading.Lock()
@@ -393,8 +402,6 @@ class SqliteSpanStore:
         self._names_written: list[list[tuple[str, str, str]]] = []
         self._names_version: int | None = None  # the writer's data_version they were known at
         self._start_links_refresher()
-        self._inherited: list[object] = []  # a forked child's unused copies of the parent's
-        _OPEN_STORES.add(self)
 
     def _after_fork_in_child(self) -> None:
         """Fresh locks and connections for a forked child (gunicorn forks workers any time).
@@ -403,8 +410,8 @@ class SqliteSpanStore:
         SQLite connections must not be used across a fork. The parent's connections are kept
         unused: closing them here could release what the parent holds on the file.
         """
-        if self._closed:
-            return
+        if self._closed or not hasattr(self, "_links"):
+            return  # closed, or being opened by a thread of the parent (none of the child's)
         self._inherited.append((self._writer, self._readers, self._checkpoints))
         self._checkpoints = BackgroundCheckpoints(self.path, self._connect, self._writes_held)
         self._stored_names, self._names_version = set(), None  # known to another connection
@@ -658,7 +665,9 @@ class SqliteSpanStore:
             except sqlite3.Error:
                 pass
             self._writer.close()
-        self._readers.close(_CLOSE_WAIT)
+            # the file's last connection to close checkpoints it: under the lock, as the fork
+            # hook waits for it (see _hold_for_fork)
+            self._readers.close(_CLOSE_WAIT)
         self._links_thread.join(_CLOSE_WAIT)
 
     # -- writes -----------------------------------------------------------------------------
@@ -1184,9 +1193,31 @@ class SqliteSpanStore:
 _OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
 
 
-#: The stores held across a fork by the thread forking, with what it holds of each: the
-#: store's write lock if it got it, and its reader pool and checkpointer (see _hold_for_fork).
-_HELD_FOR_FORK: list[tuple[threading.Lock | None, ReaderPool, BackgroundCheckpoints]] = []
+class _ForkHold:
+    """What the thread forking holds of one store, each part recorded as soon as it is taken:
+    an exception in the middle (a signal handler's) must not leave any of it held."""
+
+    __slots__ = ("checkpoints", "lock", "readers")
+
+    def __init__(self) -> None:
+        self.lock: threading.Lock | None = None
+        self.readers: ReaderPool | None = None
+        self.checkpoints: BackgroundCheckpoints | None = None
+
+    def release(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.release_after_fork()
+        if self.readers is not None:
+            self.readers.release_after_fork()
+        if self.lock is not None:
+            self.lock.release()
+
+
+#: One fork at a time: a second thread forking meanwhile would release the first one's holds.
+_FORKING = threading.Lock()
+_forking_thread: int | None = None  # the thread holding _FORKING
+#: The holds of the fork in progress (see _hold_for_fork).
+_HELD_FOR_FORK: list[_ForkHold] = []
 
 
 def _hold_for_fork() -> None:
@@ -1197,39 +1228,49 @@ def _hold_for_fork() -> None:
     inherits: a lock held at the fork stays held there for ever, by a connection the child never
     uses again. Forked in the middle of a write, the child could never write; in the middle of a
     read or a checkpoint, it could never start the log over, which then grows without bound. So
-    the fork waits for the write, the reads and the checkpoint in progress, up to _FORK_WAIT
-    in all, and none starts until it is done.
+    the fork waits for the write (or the opening or closing of a store), the reads and the
+    checkpoint in progress, up to _FORK_WAIT for the write and the reads, and none starts until
+    it is done.
     """
+    global _forking_thread
+    _FORKING.acquire()  # released by _release_after_fork, or replaced in the child
+    _forking_thread = threading.get_ident()
     deadline = time.monotonic() + _FORK_WAIT
     for store in list(_OPEN_STORES):
-        if store._closed:
-            continue
+        hold = _ForkHold()
+        _HELD_FOR_FORK.append(hold)
         lock = store._write_lock
-        locked = lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        readers, checkpoints = store._readers, store._checkpoints
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            hold.lock = lock
+        readers = store._readers
+        hold.readers = readers
         reads_ended = readers.hold_for_fork(max(0.0, deadline - time.monotonic()))
-        checkpoints.hold_for_fork()
-        _HELD_FOR_FORK.append((lock if locked else None, readers, checkpoints))
-        if not (locked and reads_ended):
+        store._checkpoints.hold_for_fork()
+        hold.checkpoints = store._checkpoints
+        if hold.lock is None or not reads_ended:
             log.warning(
                 "forking while the span store %s is still %s after %g s: the child process "
                 "may find the store locked for good",
                 store.path,
-                "writing" if not locked else "answering a query",
+                "writing" if hold.lock is None else "answering a query",
                 _FORK_WAIT,
             )
 
 
 def _release_after_fork() -> None:
-    while _HELD_FOR_FORK:
-        lock, readers, checkpoints = _HELD_FOR_FORK.pop()
-        checkpoints.release_after_fork()
-        readers.release_after_fork()
-        if lock is not None:
-            lock.release()
+    try:
+        while _HELD_FOR_FORK:
+            _HELD_FOR_FORK.pop().release()
+    finally:
+        global _forking_thread
+        if _forking_thread == threading.get_ident():  # not if _hold_for_fork failed to take it
+            _forking_thread = None
+            _FORKING.release()
 
 
 def _reopen_in_child() -> None:
+    global _FORKING, _forking_thread
+    _FORKING, _forking_thread = threading.Lock(), None
     _HELD_FOR_FORK.clear()  # the child's stores get locks, readers and checkpointers of their own
     for store in list(_OPEN_STORES):
         store._after_fork_in_child()
