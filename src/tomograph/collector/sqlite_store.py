@@ -666,8 +666,9 @@ class SqliteSpanStore:
                 pass
             self._writer.close()
             # the file's last connection to close checkpoints it: under the lock, as the fork
-            # hook waits for it (see _hold_for_fork)
+            # hook waits for it (see _hold_for_fork); closed, the store needs no hook
             self._readers.close(_CLOSE_WAIT)
+            _OPEN_STORES.discard(self)
         self._links_thread.join(_CLOSE_WAIT)
 
     # -- writes -----------------------------------------------------------------------------
