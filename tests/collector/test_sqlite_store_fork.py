@@ -20,6 +20,7 @@ from tomograph.collector import sqlite_store
 from tomograph.collector.sqlite_links import TraceLinks
 from tomograph.collector.sqlite_readers import ReaderPool
 from tomograph.collector.sqlite_store import SqliteSpanStore
+from tomograph.collector.storage import StoreClosed
 
 
 def trace(number: int, spans: int = 10) -> list[dict[str, Any]]:
@@ -214,6 +215,84 @@ def test_an_error_while_holding_for_a_fork_leaves_nothing_held(
             sqlite_store._hold_for_fork()
     sqlite_store._release_after_fork()
     assert not store._write_lock.locked()
-    assert not sqlite_store._FORKING.locked()
+    taken: list[bool] = []  # another thread can fork now
+
+    def take_and_release() -> None:
+        taken.append(sqlite_store._FORKING.acquire(blocking=False))
+        if taken[0]:
+            sqlite_store._FORKING.release()
+
+    other = threading.Thread(target=take_and_release)
+    other.start()
+    other.join(30)
+    assert taken == [True]
     store.accept(trace(2))  # writes and reads go on
     assert store.span_count() == 20
+
+
+def test_a_store_opened_while_a_fork_waits_for_another_joins_after_the_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the fork holds the stores it found; one whose opening began later would be copied in
+    # the middle of it (its write lock held in the child for good)
+    monkeypatch.setattr(sqlite_store, "_BUSY_WAIT_MS", 500)
+    monkeypatch.setattr(sqlite_store, "_OPEN_WAIT_MS", 500)
+    first = SqliteSpanStore(tmp_path / "a.db")
+    in_opening = threading.Event()
+    start_rollup = TraceLinks.start_rollup
+
+    def start_rollup_slowly(writer: sqlite3.Connection, hour: int) -> None:
+        start_rollup(writer, hour)
+        in_opening.set()
+        threading.Event().wait(0.5)  # still in the opening transaction
+
+    monkeypatch.setattr(TraceLinks, "start_rollup", start_rollup_slowly)
+    opened: list[SqliteSpanStore] = []
+    opener = threading.Thread(target=lambda: opened.append(SqliteSpanStore(tmp_path / "b.db")))
+    hold_for_fork = ReaderPool.hold_for_fork
+
+    def open_another_meanwhile(self: ReaderPool, timeout: float) -> bool:
+        if self is first._readers and not opener.is_alive() and not opened:
+            opener.start()  # while the fork waits here (for a read of the first store)
+            in_opening.wait(1.0)  # (the fork holds the opening back: this waits in vain)
+        return hold_for_fork(self, timeout)
+
+    monkeypatch.setattr(ReaderPool, "hold_for_fork", open_another_meanwhile)
+
+    def child_opens_the_second_file() -> bool:
+        SqliteSpanStore(tmp_path / "b.db").accept(trace(1))
+        return True
+
+    try:
+        assert in_child(child_opens_the_second_file) == 0, "the child found the file locked"
+    finally:
+        opener.join(30)
+        for store in (first, *opened):
+            store.close()
+    assert len(opened) == 1  # opened in the parent, after the fork
+
+
+def test_a_store_the_child_cannot_reopen_is_closed_there_and_the_others_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_BUSY_WAIT_MS", 500)
+    (tmp_path / "gone").mkdir()
+    gone = SqliteSpanStore(tmp_path / "gone" / "a.db")
+    kept = SqliteSpanStore(tmp_path / "b.db")
+    try:
+        for path in (tmp_path / "gone").iterdir():  # its folder removed under it
+            path.unlink()
+        (tmp_path / "gone").rmdir()
+
+        def child_uses_both() -> bool:
+            kept.accept(trace(1))
+            try:
+                gone.accept(trace(2))
+            except StoreClosed:
+                return kept.span_count() == 10
+            return False
+
+        assert in_child(child_uses_both) == 0
+    finally:
+        kept.close()
+        gone.close()

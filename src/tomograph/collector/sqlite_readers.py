@@ -191,7 +191,14 @@ class ReaderPool:
             if opened:
                 self._connecting -= 1  # now busy instead
             if deadline != _NEVER:
-                self._start_watchdog()
+                try:
+                    self._start_watchdog()
+                except BaseException:  # out of threads: lent to no one, not busy for ever
+                    self._busy.discard(reader)
+                    reader.deadline = _NEVER
+                    self._idle.append(reader)
+                    self._changed.notify_all()
+                    raise
                 self._changed.notify_all()  # the watchdog may have a later deadline in mind
         return reader
 

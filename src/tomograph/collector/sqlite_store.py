@@ -31,7 +31,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
@@ -378,17 +378,19 @@ class SqliteSpanStore:
         self._inherited: list[object] = []  # a forked child's unused copies of the parent's
         # registered for the fork hook before opening, which reads and may upgrade the file:
         # a fork waits for the write lock held meanwhile
-        with self._write_lock:
+        with _FORKING:  # no fork is holding the stores: this one joins them at once
+            self._write_lock.acquire()
             _OPEN_STORES.add(self)
-            try:
-                self._writer = self._open()
-                self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
-            except (OSError, sqlite3.Error) as error:
-                _OPEN_STORES.discard(self)
+        try:
+            self._writer = self._open()
+            self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
+        except BaseException as error:
+            _OPEN_STORES.discard(self)
+            if isinstance(error, (OSError, sqlite3.Error)):
                 raise StoreOpenError(_open_error(self.path, error)) from error
-            except BaseException:
-                _OPEN_STORES.discard(self)
-                raise
+            raise
+        finally:
+            self._write_lock.release()
         self._links_lock = threading.Lock()  # one refresh of the links at a time
         self._links_stop = threading.Event()
         self._links_start_lock = threading.Lock()
@@ -401,7 +403,12 @@ class SqliteSpanStore:
         # write lock (after it, retention may have deleted them already)
         self._names_written: list[list[tuple[str, str, str]]] = []
         self._names_version: int | None = None  # the writer's data_version they were known at
-        self._start_links_refresher()
+        try:
+            self._start_links_refresher()
+        except BaseException:  # out of threads: no store, and nothing left open
+            _OPEN_STORES.discard(self)
+            self._writer.close()
+            raise
 
     def _after_fork_in_child(self) -> None:
         """Fresh locks and connections for a forked child (gunicorn forks workers any time).
@@ -1215,8 +1222,9 @@ class _ForkHold:
 
 
 #: One fork at a time: a second thread forking meanwhile would release the first one's holds.
-_FORKING = threading.Lock()
-_forking_thread: int | None = None  # the thread holding _FORKING
+#: Stores register under it too, so that none joins while a fork holds the others. Reentrant,
+#: because an RLock knows its owner from the moment it is taken (see _release_after_fork).
+_FORKING = threading.RLock()
 #: The holds of the fork in progress (see _hold_for_fork).
 _HELD_FOR_FORK: list[_ForkHold] = []
 
@@ -1233,9 +1241,7 @@ def _hold_for_fork() -> None:
     checkpoint in progress, up to _FORK_WAIT for the write and the reads, and none starts until
     it is done.
     """
-    global _forking_thread
     _FORKING.acquire()  # released by _release_after_fork, or replaced in the child
-    _forking_thread = threading.get_ident()
     deadline = time.monotonic() + _FORK_WAIT
     for store in list(_OPEN_STORES):
         hold = _ForkHold()
@@ -1259,22 +1265,27 @@ def _hold_for_fork() -> None:
 
 
 def _release_after_fork() -> None:
+    if not _FORKING.acquire(blocking=False):
+        return  # another thread is forking (this one's hook failed before it took the lock)
     try:
         while _HELD_FOR_FORK:
             _HELD_FOR_FORK.pop().release()
     finally:
-        global _forking_thread
-        if _forking_thread == threading.get_ident():  # not if _hold_for_fork failed to take it
-            _forking_thread = None
+        _FORKING.release()  # the acquire just above
+        with suppress(RuntimeError):  # not taken if _hold_for_fork was interrupted first
             _FORKING.release()
 
 
 def _reopen_in_child() -> None:
-    global _FORKING, _forking_thread
-    _FORKING, _forking_thread = threading.Lock(), None
+    global _FORKING
+    _FORKING = threading.RLock()
     _HELD_FOR_FORK.clear()  # the child's stores get locks, readers and checkpointers of their own
     for store in list(_OPEN_STORES):
-        store._after_fork_in_child()
+        try:
+            store._after_fork_in_child()
+        except Exception:  # the others must still get theirs
+            log.exception("could not reopen the span store %s in the forked process", store.path)
+            store._closed = True  # its calls raise StoreClosed, never use the parent's writer
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
