@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import re
 import signal
@@ -438,6 +439,34 @@ def test_a_batch_after_the_database_dropped_the_connections_is_stored(
             " WHERE application_name = 'tomograph collector'"
         )
     assert store.accept(decoded([make_span("a" * 32, "2" * 16)])) == 1
+    assert store.span_count() == 2
+
+
+def test_a_forked_child_uses_sessions_of_its_own_and_leaves_its_parents_alone(
+    instances: StoreFactory,
+) -> None:
+    # gunicorn --preload opens the store in the master, then forks workers: a worker talking on
+    # the master's sessions would share their sockets with it (each process reading the other's
+    # results), and closing them would end them for the master too
+    store = instances()
+    store.accept(decoded([make_span("a" * 32, "1" * 16)]))
+    pooled = [*store._writers._idle, *store._readers._idle]
+    assert pooled
+    sessions = [conn.info.backend_pid for conn in pooled]
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        status = 1
+        try:
+            store.accept(decoded([make_span("a" * 32, "2" * 16)]))
+            own = {conn.info.backend_pid for conn in store._writers._idle}
+            status = 0 if store.span_count() == 2 and not own & set(sessions) else 3
+            store.close()  # a worker stopping
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's own connections, still its sessions (closed by the child, this raises)
+    assert [conn.execute("SELECT pg_backend_pid()").fetchone()[0] for conn in pooled] == sessions
     assert store.span_count() == 2
 
 

@@ -527,9 +527,13 @@ def test_the_background_computes_a_round_longer_than_the_query_timeout(
         store.close()
 
 
-def test_a_child_forked_while_the_parent_writes_can_write_and_answer(tmp_path: Path) -> None:
+def test_a_child_forked_while_the_parent_writes_can_write_and_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     # gunicorn forks workers whenever it likes, while the parent's refresher may be in a write
-    # transaction: the child must not inherit that lock held (nobody would ever release it)
+    # transaction: the child must not inherit that lock held (nobody would ever release it).
+    # The fork waits for the write lock (see test_sqlite_store_fork), here in vain: not long.
+    monkeypatch.setattr(sqlite_store, "_FORK_WAIT", 0.2)
     path = tmp_path / "t.db"
     store = SqliteSpanStore(path)
     release = threading.Event()
@@ -566,6 +570,7 @@ def test_a_child_forked_while_the_parent_writes_can_write_and_answer(tmp_path: P
                 raise AssertionError("the child hung on a lock held in its parent at the fork")
             time.sleep(0.05)
         assert os.waitstatus_to_exitcode(status) == 0
+        assert any("is still writing" in r.getMessage() for r in caplog.records)
     finally:
         release.set()
         holder.join()

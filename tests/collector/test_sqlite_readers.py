@@ -254,3 +254,39 @@ def test_the_write_ahead_log_is_emptied_although_reads_overlap(
         for thread in readers:
             thread.join(20)
         store.close()
+
+
+def test_a_pool_held_for_a_fork_waits_for_reads_in_progress_and_lends_nothing_until_released(
+    tmp_path: Path,
+) -> None:
+    # a fork must copy no read in the middle (see test_sqlite_store_fork): the hold waits
+    pool = ReaderPool(lambda: sqlite3.connect(tmp_path / "t.db", check_same_thread=False), 2, 30)
+    first_read = threading.Event()
+    end_read = threading.Event()
+
+    def read_until_told() -> None:
+        with pool.reading() as reader:
+            reader.execute("SELECT 1").fetchone()
+            first_read.set()
+            end_read.wait(30)
+
+    reading = Outcome(read_until_told)
+    try:
+        assert first_read.wait(10)
+        assert pool.hold_for_fork(0.05) is False  # the read is still going on
+        end_read.set()
+        reading.join()
+        assert pool.hold_for_fork(10) is True  # ended: nothing left to wait for
+
+        def read_again() -> object:
+            with pool.reading() as reader:
+                return reader.execute("SELECT 2").fetchone()
+
+        second = Outcome(read_again)
+        second.thread.join(0.2)
+        assert second.thread.is_alive(), "a connection was lent during the fork"
+        pool.release_after_fork()
+        assert second.join().value == (2,)
+    finally:
+        end_read.set()
+        pool.close()

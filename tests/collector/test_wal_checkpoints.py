@@ -163,6 +163,20 @@ def writer_of(path: Path) -> sqlite3.Connection:
     return db
 
 
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "t.db"
+
+
+@pytest.fixture
+def writer(path: Path) -> Iterator[sqlite3.Connection]:
+    """The file's writer, with a page committed to the log (closed after the checkpointer)."""
+    db = writer_of(path)
+    db.execute("INSERT INTO blobs VALUES (randomblob(4000))")
+    yield db
+    db.close()
+
+
 def frames_in_log(path: Path) -> int:
     """Frames of the log in use (a PASSIVE checkpoint reports them; it copies nothing new
     once the log is copied)."""
@@ -188,14 +202,12 @@ class Holds:
 
 
 def test_a_long_log_is_caught_up_with_writes_held_so_that_it_starts_over(
-    tmp_path: Path,
+    path: Path, writer: sqlite3.Connection
 ) -> None:
     # under steady writes a PASSIVE checkpoint never ends with the whole log copied, and SQLite
     # starts the log over only when it is: here a commit lands during each pass not holding
     # writes, and only the held one catches up. (A pass leaves a commit that landed during it
     # uncopied; so does one that a read begun before it keeps from copying, ending after.)
-    path = tmp_path / "t.db"
-    writer = writer_of(path)
     writer.execute(
         "INSERT INTO blobs WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
         " WHERE i < 1500) SELECT randomblob(4000) FROM n"
@@ -235,13 +247,11 @@ def test_a_long_log_is_caught_up_with_writes_held_so_that_it_starts_over(
         assert CommitDuringPasses.passes == 3
     finally:
         checkpoints.close(10)
-        writer.close()
 
 
-def test_a_short_log_is_checkpointed_without_holding_writes(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
-    writer = writer_of(path)
-    writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
+def test_a_short_log_is_checkpointed_without_holding_writes(
+    path: Path, writer: sqlite3.Connection
+) -> None:
     holds = Holds()
     checkpoints = BackgroundCheckpoints(
         path, lambda: sqlite3.connect(path, check_same_thread=False), holds
@@ -254,15 +264,11 @@ def test_a_short_log_is_checkpointed_without_holding_writes(tmp_path: Path) -> N
         assert frames_in_log(path) < 10
     finally:
         checkpoints.close(10)
-        writer.close()
 
 
 def test_failed_checkpoints_are_logged_once_and_the_next_one_copies_the_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    path: Path, writer: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "t.db"
-    writer = writer_of(path)
-    writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
     attempts: list[int] = []
 
     def connect() -> sqlite3.Connection:
@@ -288,17 +294,13 @@ def test_failed_checkpoints_are_logged_once_and_the_next_one_copies_the_log(
         assert frames_in_log(path) < 10
     finally:
         checkpoints.close(10)
-        writer.close()
 
 
 def test_a_checkpoint_thread_that_died_is_started_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    path: Path, writer: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     died: list[type[BaseException] | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_type))
-    path = tmp_path / "t.db"
-    writer = writer_of(path)
-    writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
     attempts: list[int] = []
 
     def connect() -> sqlite3.Connection:
@@ -320,11 +322,9 @@ def test_a_checkpoint_thread_that_died_is_started_again(
         assert checkpoints._thread is not first
     finally:
         checkpoints.close(10)
-        writer.close()
 
 
-def test_wakes_after_close_start_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
+def test_wakes_after_close_start_nothing(path: Path) -> None:
     checkpoints = BackgroundCheckpoints(
         path, lambda: sqlite3.connect(path, check_same_thread=False), Holds()
     )
@@ -341,13 +341,12 @@ db.close()
 """
 
 
-def test_syncing_the_file_keeps_the_locks_sqlite_holds_on_it(tmp_path: Path) -> None:
+def test_syncing_the_file_keeps_the_locks_sqlite_holds_on_it(
+    path: Path, writer: sqlite3.Connection
+) -> None:
     # closing any descriptor of a file drops all this process's POSIX locks on it: without the
     # shared lock of our open connections, another process closing its connection would take
     # itself for the last one, and checkpoint and delete the log under us
-    path = tmp_path / "t.db"
-    writer = writer_of(path)
-    writer.execute("INSERT INTO blobs VALUES (randomblob(4000))")
     checkpoints = BackgroundCheckpoints(
         path, lambda: sqlite3.connect(path, check_same_thread=False), Holds()
     )
@@ -363,4 +362,3 @@ def test_syncing_the_file_keeps_the_locks_sqlite_holds_on_it(tmp_path: Path) -> 
         assert writer.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
     finally:
         checkpoints.close(10)
-        writer.close()

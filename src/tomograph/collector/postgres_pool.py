@@ -8,14 +8,19 @@ needs one.
 
 :meth:`ConnectionPool.interrupt` cancels the statements in progress (PostgreSQL's cancel
 request) and refuses new calls: a stopping server does not wait for its longest query.
+
+A forked child (gunicorn ``--preload``, ``multiprocessing``) starts with no connection: those it
+inherits are its parent's sessions, on sockets the two processes now share.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from tomograph.collector.storage import QueryTimeout, StoreClosed
@@ -68,6 +73,7 @@ class ConnectionPool:
         self._busy: set[psycopg.Connection[tuple[object, ...]]] = set()
         self._opened = 0
         self._changed = threading.Condition()
+        _POOLS.add(self)
 
     @property
     def open_connections(self) -> int:
@@ -138,6 +144,19 @@ class ConnectionPool:
             except Exception:  # the connection may have finished or broken meanwhile
                 pass
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: drop the parent's connections, without ending its sessions.
+
+        Used by both processes, one session answers each with the other's results, or with
+        protocol errors; closed normally here, it would end for the parent too (see _detach).
+        The lock is new: a thread of the parent may have held it at the fork.
+        """
+        inherited = [*self._idle, *self._busy]
+        self._idle, self._busy, self._opened = [], set(), 0
+        self._changed = threading.Condition()
+        for conn in inherited:
+            _detach(conn)
+
     def close(self, wait: float = 5.0) -> None:
         """Refuse new calls, wait up to ``wait`` s for those in progress, close the connections."""
         with self._changed:
@@ -147,3 +166,36 @@ class ConnectionPool:
                 conn.close()
                 self._opened -= 1
             self._idle.clear()
+
+
+def _detach(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Close this process's copy of a connection it shares with another process (after a fork).
+
+    Closing a connection sends PostgreSQL a Terminate message over its socket, which would end
+    the session of the other process too; so this process's descriptor of the socket is first
+    pointed at /dev/null, where the message goes instead (the other process's is untouched).
+    """
+    try:
+        socket = conn.fileno()
+    except Exception:  # closed already: nothing is shared
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, socket)
+    finally:
+        os.close(null)
+    with suppress(Exception):
+        conn.close()
+
+
+#: Every pool of this process, for the fork hook (weakly: a pool that is gone needs nothing).
+_POOLS: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    for pool in list(_POOLS):
+        pool._forget_inherited()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_inherited_connections)

@@ -124,7 +124,9 @@ class ReaderPool:
         self._idle: list[Reader] = []
         self._busy: set[Reader] = set()
         self._opened = 0
+        self._connecting = 0  # connections being opened, for hold_for_fork
         self._paused = False
+        self._held = False  # across a fork (see hold_for_fork)
         self._on_idle = on_idle
         self._changed = threading.Condition()
         self._watchdog: threading.Thread | None = None
@@ -160,31 +162,43 @@ class ReaderPool:
             while True:
                 if self.closing:
                     raise StoreClosed("the span store is closed")
-                if self._paused:
+                if self._paused or self._held:
                     pass
                 elif self._idle:
                     reader = self._idle.pop()
                     break
                 elif self._opened < self.size:
                     self._opened += 1
+                    self._connecting += 1
                     reader = None
                     break
                 left = _seconds_until(deadline)
                 if not self._changed.wait(left):
                     raise QueryTimeout(self.timeout_message)
+        opened = reader is None
         if reader is None:
             try:
                 reader = Reader(self._connect(), self)
             except BaseException:
                 with self._changed:
                     self._opened -= 1
+                    self._connecting -= 1
                     self._changed.notify_all()
                 raise
         with self._changed:
             reader.deadline = deadline
             self._busy.add(reader)
+            if opened:
+                self._connecting -= 1  # now busy instead
             if deadline != _NEVER:
-                self._start_watchdog()
+                try:
+                    self._start_watchdog()
+                except BaseException:  # out of threads: lent to no one, not busy for ever
+                    self._busy.discard(reader)
+                    reader.deadline = _NEVER
+                    self._idle.append(reader)
+                    self._changed.notify_all()
+                    raise
                 self._changed.notify_all()  # the watchdog may have a later deadline in mind
         return reader
 
@@ -223,6 +237,25 @@ class ReaderPool:
         """Lend connections again."""
         with self._changed:
             self._paused = False
+            self._changed.notify_all()
+
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Before a fork: lend no connection until :meth:`release_after_fork`, and wait up to
+        ``timeout`` seconds for the reads in progress to end; whether they all did.
+
+        SQLite keeps the locks of a process's connections to a file in one table, which a fork
+        copies: forked in the middle of a read, the child finds that read's lock on the log held
+        by a connection it never uses again, and can never start the log over.
+        """
+        with self._changed:
+            self._held = True
+            # a connection being opened reads the file too
+            return self._changed.wait_for(lambda: not self._busy and not self._connecting, timeout)
+
+    def release_after_fork(self) -> None:
+        """In the parent after a fork: lend connections again (see :meth:`hold_for_fork`)."""
+        with self._changed:
+            self._held = False
             self._changed.notify_all()
 
     def _start_watchdog(self) -> None:

@@ -31,7 +31,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
@@ -289,6 +289,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: How long :meth:`SqliteSpanStore.close` waits for interrupted reads to stop.
 _CLOSE_WAIT = 2.0
+#: How long a fork waits, at most, for the writes and reads in progress (see _hold_for_fork).
+_FORK_WAIT = 10.0
 #: How often (seconds) the links of traces that received spans are brought up to date, off the
 #: write path; ``/dependencies`` brings the rest up to date before it answers, so this bounds
 #: what it computes itself (at 10,000 spans/s, a quarter second is about 250 traces).
@@ -373,11 +375,22 @@ class SqliteSpanStore:
         self._readers = ReaderPool(
             self._connect_reader, readers, query_timeout, on_idle=self._reset_wal
         )
+        self._inherited: list[object] = []  # a forked child's unused copies of the parent's
+        # registered for the fork hook before opening, which reads and may upgrade the file:
+        # a fork waits for the write lock held meanwhile
+        with _FORKING:  # no fork is holding the stores: this one joins them at once
+            self._write_lock.acquire()
+            _OPEN_STORES.add(self)
         try:
             self._writer = self._open()
-        except (OSError, sqlite3.Error) as error:
-            raise StoreOpenError(_open_error(self.path, error)) from error
-        self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
+            self._links = TraceLinks(TraceLinks.stored_seq(self._writer) + 1)
+        except BaseException as error:
+            _OPEN_STORES.discard(self)
+            if isinstance(error, (OSError, sqlite3.Error)):
+                raise StoreOpenError(_open_error(self.path, error)) from error
+            raise
+        finally:
+            self._write_lock.release()
         self._links_lock = threading.Lock()  # one refresh of the links at a time
         self._links_stop = threading.Event()
         self._links_start_lock = threading.Lock()
@@ -390,9 +403,12 @@ class SqliteSpanStore:
         # write lock (after it, retention may have deleted them already)
         self._names_written: list[list[tuple[str, str, str]]] = []
         self._names_version: int | None = None  # the writer's data_version they were known at
-        self._start_links_refresher()
-        self._inherited: list[object] = []  # a forked child's unused copies of the parent's
-        _OPEN_STORES.add(self)
+        try:
+            self._start_links_refresher()
+        except BaseException:  # out of threads: no store, and nothing left open
+            _OPEN_STORES.discard(self)
+            self._writer.close()
+            raise
 
     def _after_fork_in_child(self) -> None:
         """Fresh locks and connections for a forked child (gunicorn forks workers any time).
@@ -401,8 +417,8 @@ class SqliteSpanStore:
         SQLite connections must not be used across a fork. The parent's connections are kept
         unused: closing them here could release what the parent holds on the file.
         """
-        if self._closed:
-            return
+        if self._closed or not hasattr(self, "_links"):
+            return  # closed, or being opened by a thread of the parent (none of the child's)
         self._inherited.append((self._writer, self._readers, self._checkpoints))
         self._checkpoints = BackgroundCheckpoints(self.path, self._connect, self._writes_held)
         self._stored_names, self._names_version = set(), None  # known to another connection
@@ -656,7 +672,10 @@ class SqliteSpanStore:
             except sqlite3.Error:
                 pass
             self._writer.close()
-        self._readers.close(_CLOSE_WAIT)
+            # the file's last connection to close checkpoints it: under the lock, as the fork
+            # hook waits for it (see _hold_for_fork); closed, the store needs no hook
+            self._readers.close(_CLOSE_WAIT)
+            _OPEN_STORES.discard(self)
         self._links_thread.join(_CLOSE_WAIT)
 
     # -- writes -----------------------------------------------------------------------------
@@ -1182,32 +1201,97 @@ class SqliteSpanStore:
 _OPEN_STORES: weakref.WeakSet[SqliteSpanStore] = weakref.WeakSet()
 
 
-#: The checkpointers held across a fork by the thread forking (see hold_for_fork).
-_HELD_FOR_FORK: list[BackgroundCheckpoints] = []
+class _ForkHold:
+    """What the thread forking holds of one store, each part recorded as soon as it is taken:
+    an exception in the middle (a signal handler's) must not leave any of it held."""
+
+    __slots__ = ("checkpoints", "lock", "readers")
+
+    def __init__(self) -> None:
+        self.lock: threading.Lock | None = None
+        self.readers: ReaderPool | None = None
+        self.checkpoints: BackgroundCheckpoints | None = None
+
+    def release(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.release_after_fork()
+        if self.readers is not None:
+            self.readers.release_after_fork()
+        if self.lock is not None:
+            self.lock.release()
 
 
-def _hold_checkpoints() -> None:
+#: One fork at a time: a second thread forking meanwhile would release the first one's holds.
+#: Stores register under it too, so that none joins while a fork holds the others. Reentrant,
+#: because an RLock knows its owner from the moment it is taken (see _release_after_fork).
+_FORKING = threading.RLock()
+#: The holds of the fork in progress (see _hold_for_fork).
+_HELD_FOR_FORK: list[_ForkHold] = []
+
+
+def _hold_for_fork() -> None:
+    """Before a fork: no SQLite lock may be held, by any connection of this process, while
+    the process is copied.
+
+    SQLite keeps the locks of a process's connections to a file in one table, which the child
+    inherits: a lock held at the fork stays held there for ever, by a connection the child never
+    uses again. Forked in the middle of a write, the child could never write; in the middle of a
+    read or a checkpoint, it could never start the log over, which then grows without bound. So
+    the fork waits for the write (or the opening or closing of a store), the reads and the
+    checkpoint in progress, up to _FORK_WAIT for the write and the reads, and none starts until
+    it is done.
+    """
+    _FORKING.acquire()  # released by _release_after_fork, or replaced in the child
+    deadline = time.monotonic() + _FORK_WAIT
     for store in list(_OPEN_STORES):
-        checkpoints = store._checkpoints
-        checkpoints.hold_for_fork()
-        _HELD_FOR_FORK.append(checkpoints)
+        hold = _ForkHold()
+        _HELD_FOR_FORK.append(hold)
+        lock = store._write_lock
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            hold.lock = lock
+        readers = store._readers
+        hold.readers = readers
+        reads_ended = readers.hold_for_fork(max(0.0, deadline - time.monotonic()))
+        store._checkpoints.hold_for_fork()
+        hold.checkpoints = store._checkpoints
+        if hold.lock is None or not reads_ended:
+            log.warning(
+                "forking while the span store %s is still %s after %g s: the child process "
+                "may find the store locked for good",
+                store.path,
+                "writing" if hold.lock is None else "answering a query",
+                _FORK_WAIT,
+            )
 
 
-def _release_checkpoints() -> None:
-    while _HELD_FOR_FORK:
-        _HELD_FOR_FORK.pop().release_after_fork()
+def _release_after_fork() -> None:
+    if not _FORKING.acquire(blocking=False):
+        return  # another thread is forking (this one's hook failed before it took the lock)
+    try:
+        while _HELD_FOR_FORK:
+            _HELD_FOR_FORK.pop().release()
+    finally:
+        _FORKING.release()  # the acquire just above
+        with suppress(RuntimeError):  # not taken if _hold_for_fork was interrupted first
+            _FORKING.release()
 
 
 def _reopen_in_child() -> None:
-    _HELD_FOR_FORK.clear()  # the child's stores get checkpointers of their own
+    global _FORKING
+    _FORKING = threading.RLock()
+    _HELD_FOR_FORK.clear()  # the child's stores get locks, readers and checkpointers of their own
     for store in list(_OPEN_STORES):
-        store._after_fork_in_child()
+        try:
+            store._after_fork_in_child()
+        except Exception:  # the others must still get theirs
+            log.exception("could not reopen the span store %s in the forked process", store.path)
+            store._closed = True  # its calls raise StoreClosed, never use the parent's writer
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(
-        before=_hold_checkpoints,
-        after_in_parent=_release_checkpoints,
+        before=_hold_for_fork,
+        after_in_parent=_release_after_fork,
         after_in_child=_reopen_in_child,
     )
 

@@ -142,14 +142,17 @@ class BackgroundCheckpoints:
                     self._condition.wait_for(lambda: self._stopping, self._interval)
         finally:
             if self._db is not None:
-                self._db.close()
+                with self._pass_lock:  # see _checkpoint
+                    self._db.close()
                 self._db = None
 
     def _checkpoint(self) -> None:
         if self._db is None:
-            self._db = self._connect()
-            self._db.execute(f"PRAGMA busy_timeout = {HELD_WAIT_MS}")  # see _checkpoint
-            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            with self._pass_lock:  # opening reads the file: not during a fork (hold_for_fork)
+                self._db = self._connect()
+                # the held RESTART waits at most this long for reads still using the log
+                self._db.execute(f"PRAGMA busy_timeout = {HELD_WAIT_MS}")
+                self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         frames = self._pass()
         if frames * self._page_size > RESTART_BYTES:
             # A pass overtaken by commits leaves the pages it copied unsynced (SQLite syncs the
