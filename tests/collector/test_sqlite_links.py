@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.collector import decoded, make_span, now_us
+from tests.support.forked import in_child
 from tests.support.stored_links import full_computation
 
 from tomograph.collector import sqlite_links, sqlite_store
@@ -548,28 +549,15 @@ def test_a_child_forked_while_the_parent_writes_can_write_and_answer(
     holder.start()
     try:
         assert holding.wait(30)
-        pid = os.fork()
-        if pid == 0:  # the child: report through the exit status only
-            status = 1
-            try:
-                start = now_us()
-                store.accept(decoded(rpc(1, "web", "api", start)))
-                links = store.dependencies(start // 1000 + 1000, 60_000)
-                status = 0 if [link["callCount"] for link in links] == [1] else 3
-                store.close()
-            finally:
-                os._exit(status)
-        deadline = time.monotonic() + 30
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise AssertionError("the child hung on a lock held in its parent at the fork")
-            time.sleep(0.05)
-        assert os.waitstatus_to_exitcode(status) == 0
+
+        def child_writes_and_answers() -> bool:
+            start = now_us()
+            store.accept(decoded(rpc(1, "web", "api", start)))
+            links = store.dependencies(start // 1000 + 1000, 60_000)
+            return [link["callCount"] for link in links] == [1]
+
+        # (a child that hung on a lock held in its parent at the fork is killed and fails)
+        assert in_child(child_writes_and_answers, timeout=30) == 0
         assert any("is still writing" in r.getMessage() for r in caplog.records)
     finally:
         release.set()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.support.collector import decoded, make_span
+from tests.support.forked import in_child
 
 from tomograph.collector import sqlite_store
 from tomograph.collector.sqlite_links import TraceLinks
@@ -33,28 +34,6 @@ def trace(number: int, spans: int = 10) -> list[dict[str, Any]]:
     )
 
 
-def in_child(check: Callable[[], bool]) -> int:
-    """Fork; the child runs ``check`` and exits 0 if it is true (3 if false, 1 if it raised).
-    The parent gets the child's exit code, killing it if it runs for more than 60 s."""
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit status only
-        status = 1
-        try:
-            status = 0 if check() else 3
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError("the child hung")
-        time.sleep(0.02)
-
-
 @contextmanager
 def on_a_thread(hold: Callable[[threading.Event], None]) -> Iterator[None]:
     """Run ``hold(inside)`` on a thread, until it has set ``inside``; join it after the block."""
@@ -66,6 +45,21 @@ def on_a_thread(hold: Callable[[threading.Event], None]) -> Iterator[None]:
         yield
     finally:
         thread.join(30)
+
+
+def slow_opening(monkeypatch: pytest.MonkeyPatch, seconds: float) -> threading.Event:
+    """Make the opening of a new file last ``seconds`` longer, inside its transaction (the
+    write lock held); the event is set once an opening is that far."""
+    in_opening = threading.Event()
+    start_rollup = TraceLinks.start_rollup
+
+    def start_rollup_slowly(writer: sqlite3.Connection, hour: int) -> None:
+        start_rollup(writer, hour)
+        in_opening.set()
+        threading.Event().wait(seconds)
+
+    monkeypatch.setattr(TraceLinks, "start_rollup", start_rollup_slowly)
+    return in_opening
 
 
 @pytest.fixture
@@ -170,15 +164,7 @@ def test_a_store_being_opened_is_opened_before_a_fork(
     monkeypatch.setattr(sqlite_store, "_BUSY_WAIT_MS", 500)
     monkeypatch.setattr(sqlite_store, "_OPEN_WAIT_MS", 500)
     path = tmp_path / "t.db"
-    inside = threading.Event()
-    start_rollup = TraceLinks.start_rollup
-
-    def start_rollup_slowly(writer: sqlite3.Connection, hour: int) -> None:
-        start_rollup(writer, hour)
-        inside.set()
-        threading.Event().wait(0.3)  # still in the opening transaction
-
-    monkeypatch.setattr(TraceLinks, "start_rollup", start_rollup_slowly)
+    inside = slow_opening(monkeypatch, 0.3)
     opened: list[SqliteSpanStore] = []
     opener = threading.Thread(target=lambda: opened.append(SqliteSpanStore(path)))
     opener.start()
@@ -238,15 +224,7 @@ def test_a_store_opened_while_a_fork_waits_for_another_joins_after_the_fork(
     monkeypatch.setattr(sqlite_store, "_BUSY_WAIT_MS", 500)
     monkeypatch.setattr(sqlite_store, "_OPEN_WAIT_MS", 500)
     first = SqliteSpanStore(tmp_path / "a.db")
-    in_opening = threading.Event()
-    start_rollup = TraceLinks.start_rollup
-
-    def start_rollup_slowly(writer: sqlite3.Connection, hour: int) -> None:
-        start_rollup(writer, hour)
-        in_opening.set()
-        threading.Event().wait(0.5)  # still in the opening transaction
-
-    monkeypatch.setattr(TraceLinks, "start_rollup", start_rollup_slowly)
+    in_opening = slow_opening(monkeypatch, 0.5)
     opened: list[SqliteSpanStore] = []
     opener = threading.Thread(target=lambda: opened.append(SqliteSpanStore(tmp_path / "b.db")))
     hold_for_fork = ReaderPool.hold_for_fork
