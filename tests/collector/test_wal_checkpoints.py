@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.support.collector import decoded, make_span
+from tests.support.forked import in_child
 
 from tomograph.collector.sqlite_store import SqliteSpanStore
 from tomograph.collector.wal_checkpoints import BackgroundCheckpoints
@@ -98,58 +98,49 @@ def test_close_stops_the_checkpoint_thread_and_removes_the_log(tmp_path: Path) -
     assert spans_in_the_file_alone(path) == 10
 
 
-def test_a_forked_child_checkpoints_its_own_writes(tmp_path: Path) -> None:
-    # gunicorn --preload: the store is opened in the parent; threads do not survive a fork, so
-    # the child needs a checkpoint thread of its own, or its log grows until the reset
-    path = tmp_path / "t.db"
+@pytest.fixture
+def checkpointed(path: Path) -> Iterator[SqliteSpanStore]:
+    """A store on ``path`` whose first trace (10 spans) has reached the database file."""
     store = SqliteSpanStore(path)
     try:
         store.accept(trace(1))
         assert wait_until(lambda: spans_in_the_file_alone(path) == 10)
-        # the parent stops checkpointing (a gunicorn master writes nothing): otherwise its own
-        # thread, woken by its links refresher, copies the child's writes too
-        store._checkpoints.close(10)
-        pid = os.fork()
-        if pid == 0:  # the child: report through the exit status only
-            status = 1
-            try:
-                store.accept(trace(2))
-                ok = wait_until(lambda: spans_in_the_file_alone(path) == 20)
-                status = 0 if ok else 3
-                store.close()
-            finally:
-                os._exit(status)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, "the child's writes stayed in the log"
+        yield store
     finally:
         store.close()
+
+
+def test_a_forked_child_checkpoints_its_own_writes(
+    path: Path, checkpointed: SqliteSpanStore
+) -> None:
+    # gunicorn --preload: the store is opened in the parent; threads do not survive a fork, so
+    # the child needs a checkpoint thread of its own, or its log grows until the reset
+    store = checkpointed
+    # the parent stops checkpointing (a gunicorn master writes nothing): otherwise its own
+    # thread, woken by its links refresher, copies the child's writes too
+    store._checkpoints.close(10)
+
+    def child_writes_reach_the_file() -> bool:
+        store.accept(trace(2))
+        return wait_until(lambda: spans_in_the_file_alone(path) == 20)
+
+    assert in_child(child_writes_reach_the_file) == 0, "the child's writes stayed in the log"
 
 
 def test_a_forked_childs_writes_run_no_checkpoint_themselves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    path: Path, checkpointed: SqliteSpanStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the child's writer is a connection of its own: without the setting, SQLite checkpoints
     # in its commits again
-    path = tmp_path / "t.db"
-    store = SqliteSpanStore(path)
-    try:
-        store.accept(trace(1))
-        assert wait_until(lambda: spans_in_the_file_alone(path) == 10)
-        monkeypatch.setattr(BackgroundCheckpoints, "wake", lambda self: None)
-        pid = os.fork()
-        if pid == 0:  # the child: report through the exit status only
-            status = 1
-            try:
-                for number in range(1, 41):
-                    store.accept([s for n in range(10) for s in trace(number * 10 + n)])
-                status = 0 if spans_in_the_file_alone(path) == 10 else 3
-                store.close()
-            finally:
-                os._exit(status)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, "a commit of the child checkpointed"
-    finally:
-        store.close()
+    store = checkpointed
+    monkeypatch.setattr(BackgroundCheckpoints, "wake", lambda self: None)
+
+    def child_writes_stay_in_the_log() -> bool:
+        for number in range(1, 41):
+            store.accept([s for n in range(10) for s in trace(number * 10 + n)])
+        return spans_in_the_file_alone(path) == 10
+
+    assert in_child(child_writes_stay_in_the_log) == 0, "a commit of the child checkpointed"
 
 
 # -- the checkpointer on its own, on a plain SQLite file ---------------------------------------
