@@ -14,9 +14,13 @@ measures, over HTTP:
    due on a fixed schedule and go out over ``--ingest-connections`` keep-alive connections
    whether or not earlier answers came back; the rate acknowledged, batches sent late, the
    server's CPU use and the WAL's size are printed with each table;
-3. with ``--cpu-alone ROUNDS``, first: each query's CPU time and SQLite VM steps, alone, in
+3. with ``--write-floor BATCHES``, first: how fast plain SQLite inserts the store's rows into a
+   copy of the seeded file, and how fast the storage layer writes into another, alone on the
+   machine (no HTTP, no decoding, no queries): an ingest rate above the first cannot be kept
+   up at that size on that machine, whatever the collector does;
+4. with ``--cpu-alone ROUNDS``, first: each query's CPU time and SQLite VM steps, alone, in
    process on the store (load-independent enough to compare code: the VM steps exactly);
-4. with ``--mixed SECONDS``: the older stress run, ``--queries`` threads looping over searches,
+5. with ``--mixed SECONDS``: the older stress run, ``--queries`` threads looping over searches,
    ``/dependencies`` and traceMany while ``--ingest`` clients post as fast as they can, RSS,
    open files, WAL size, and how long the server takes to stop on SIGTERM under that load.
 
@@ -44,15 +48,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from bench_collector import cpu_seconds, json_body, synthetic_trace
+from bench_collector import bare_sqlite, cpu_seconds, insert_bare, json_body, synthetic_trace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.servers import BackgroundProcess, free_port, wait_for_port  # noqa: E402
 
+from tomograph.collector import sqlite_store  # noqa: E402
 from tomograph.collector.params import parse_query_request  # noqa: E402
 from tomograph.collector.sqlite_store import SqliteSpanStore  # noqa: E402
+from tomograph.encoding import zipkin_json  # noqa: E402
 
 DAY_MS = 86_400_000
 CLIENT_TIMEOUT = 60.0
@@ -593,6 +599,58 @@ def cpu_alone(db: Path, trace_ids: list[str], rounds: int) -> None:
         )
 
 
+#: Batches written before the floor's clocks start: the copy's pages come into the caches.
+FLOOR_WARM_UP = 20
+
+
+def write_floor(db: Path, workdir: Path, batches: int) -> None:
+    """Phase 3 of the module's description: spans/s and CPU per span of each writer, alone.
+
+    Both write the same ``batches`` batches of 100 new spans (10 traces of 10, timestamped now),
+    one batch per transaction, into their own copy of the seeded file. Plain SQLite keeps its
+    own checkpoints in line; the store checkpoints on a thread of its own, whose CPU counts.
+    """
+    rng = random.Random(3)
+    now_us = time.time_ns() // 1000
+    first = 10**9  # trace numbers the seeding never used
+    decoded = []
+    for batch in range(FLOOR_WARM_UP + batches):
+        spans = []
+        for trace in range(10):
+            spans += synthetic_trace(rng, first + batch * 10 + trace, now_us, 10)
+        decoded.append(zipkin_json.decode_spans(json_body(spans)))
+    # the store's own preparation makes plain SQLite's rows: the very rows accept() writes
+    prepared = [sqlite_store._prepare_rows(batch, now_us) for batch in decoded]
+    copy = workdir / "floor.db"
+
+    def timed(write: Callable[[int], object]) -> tuple[float, float]:
+        for batch in range(FLOOR_WARM_UP):
+            write(batch)
+        cpu, start = time.process_time(), time.perf_counter()
+        for batch in range(FLOOR_WARM_UP, FLOOR_WARM_UP + batches):
+            write(batch)
+        spans = batches * 100
+        return spans / (time.perf_counter() - start), (time.process_time() - cpu) / spans * 1e6
+
+    shutil.copy(db, copy)
+    bare = bare_sqlite(copy)
+    bare_rate, bare_cpu = timed(lambda batch: insert_bare(bare, prepared[batch]))
+    bare.close()
+    for path in copy.parent.glob(copy.name + "*"):
+        path.unlink()
+    shutil.copy(db, copy)
+    store = SqliteSpanStore(copy, max_age=None, max_bytes=None)
+    store_rate, store_cpu = timed(lambda batch: store.accept(decoded[batch]))
+    store.close()
+    for path in copy.parent.glob(copy.name + "*"):
+        path.unlink()
+    print(f"\n## writing {batches * 100:,} spans into a copy of the seeded file, alone\n")
+    print("writer | spans/s | CPU µs/span (process)")
+    print("-|-|-")
+    print(f"plain SQLite: executemany of the prepared rows | {bare_rate:,.0f} | {bare_cpu:.1f}")
+    print(f"SqliteSpanStore.accept (span dicts in) | {store_rate:,.0f} | {store_cpu:.1f}")
+
+
 def latency_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Namespace) -> None:
     """Phases 1 and 2 of the module's description."""
     port = free_port()
@@ -623,7 +681,7 @@ def latency_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Na
 
 
 def mixed_run(db: Path, workdir: Path, trace_ids: list[str], args: argparse.Namespace) -> None:
-    """Phase 4 of the module's description."""
+    """Phase 5 of the module's description."""
     port = free_port()
     argv = [sys.executable, "-m", "tomograph", "serve", "--port", str(port)]
     argv += ["--db", str(db), "--keep-forever"]
@@ -736,6 +794,13 @@ def main() -> None:
         "--ingest-connections", type=int, default=4, help="connections of the paced ingest"
     )
     parser.add_argument(
+        "--write-floor",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="first measure plain SQLite's and the store's write rate at this size, alone",
+    )
+    parser.add_argument(
         "--cpu-alone",
         type=int,
         default=0,
@@ -756,6 +821,8 @@ def main() -> None:
             if args.seeded:
                 shutil.copy(db, args.seeded)
         trace_ids = seed_ids(db)
+        if args.write_floor:
+            write_floor(db, workdir, args.write_floor)
         if args.cpu_alone:
             cpu_alone(db, trace_ids, args.cpu_alone)
         latency_run(db, workdir, trace_ids, args)
