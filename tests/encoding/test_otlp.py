@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("opentelemetry.proto")
 
+from google.protobuf.json_format import MessageToJson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -273,6 +275,25 @@ def test_bad_ids_are_refused_with_the_span_named() -> None:
     request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01" * 3
     with pytest.raises(DecodeError, match="spanId must be 8 bytes"):
         decode_spans(request.SerializeToString())
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+def test_an_all_zero_parent_span_id_is_a_root_span(encoding: str) -> None:
+    # OTLP exporters of several SDKs (.NET, C++, Java before their fixes) sent root spans
+    # with the invalid span id, eight zero bytes, as parent: the OpenTelemetry Collector
+    # reads that as no parent, and a 400 would make the exporter drop the whole batch.
+    request = sample_request()
+    request.resource_spans[0].scope_spans[0].spans[0].parent_span_id = b"\x00" * 8
+    if encoding == "protobuf":
+        (span,) = decode_spans(request.SerializeToString())
+    else:
+        body = MessageToJson(request)
+        ids = {base64.b64encode(raw).decode(): raw.hex() for raw in (TRACE, SPAN, b"\x00" * 8)}
+        for encoded, hex_id in ids.items():
+            body = body.replace(f'"{encoded}"', f'"{hex_id}"')  # OTLP/JSON writes ids as hex
+        (span,) = decode_json_spans(body.encode())
+    assert span["id"] == SPAN.hex()
+    assert "parentId" not in span
 
 
 @given(st.binary(max_size=300))

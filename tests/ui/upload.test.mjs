@@ -149,6 +149,14 @@ test("OTLP times as numbers and strings, durations rounded up to 1µs, missing s
   assert.deepEqual(span.localEndpoint, { serviceName: "unknown_service" });
 });
 
+test("an all-zero OTLP parentSpanId is a root span, as the collector and OpenTelemetry read it", () => {
+  for (const parentSpanId of ["0000000000000000", "AAAAAAAAAAA="]) {
+    const [span] = parseTraceFile(otlp(otlpSpan({ parentSpanId }))).traces[0].spans;
+    assert.equal(span.id, "00000000000000aa");
+    assert.equal("parentId" in span, false);
+  }
+});
+
 test("bad OTLP spans are refused with the place named", () => {
   const where = "resourceSpans[0].scopeSpans[0].spans[0]";
   rejects(otlp(otlpSpan({ traceId: "abc" })), new RegExp(`^${where.replace(/[[\]]/g, "\\$&")}: traceId must be 32 hex characters or base64 of 16 bytes`));

@@ -381,7 +381,11 @@ def _span(
     span_id = _hex(span.span_id, 8, "spanId", where)
     if trace_id is None or span_id is None:
         raise DecodeError(f"{where}: traceId and spanId are required")
-    parent_id = _hex(span.parent_span_id, 8, "parentSpanId", where)
+    # eight zero bytes are the invalid span id, which some SDKs' exporters sent as the parent
+    # of a root span: no parent, as the OpenTelemetry Collector reads it
+    parent = span.parent_span_id
+    zero = len(parent) == 8 and not any(parent)
+    parent_id = None if zero else _hex(parent, 8, "parentSpanId", where)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     timestamp = duration = 0
     if start:

@@ -360,7 +360,8 @@ function otlpSpan(raw, where, service, resourceTags, scope) {
   const traceId = otlpId(where, "traceId", raw.traceId, 16);
   const id = otlpId(where, "spanId", raw.spanId, 8);
   if (!traceId || !id) fail(where, "traceId and spanId are required");
-  const parentId = otlpId(where, "parentSpanId", raw.parentSpanId, 8);
+  // all zeros is the invalid span id, which some SDKs sent as a root span's parent: no parent
+  const parentId = otlpId(where, "parentSpanId", raw.parentSpanId, 8, true);
   let kind = raw.kind;
   if (typeof kind === "string" && has(OTLP_KIND_NAMES, kind)) kind = OTLP_KIND_NAMES[kind];
   if (kind !== undefined && kind !== null && !(Number.isInteger(kind) && kind >= 0 && kind <= 5)) {
