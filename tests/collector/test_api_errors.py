@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from tests.collector.conftest import ServedApp
-from tests.support.collector import make_span
+from tests.support.collector import make_span, otlp_sharing_attributes
 
 from tomograph.collector.app import SECURITY_HEADERS
 from tomograph.collector.span_limits import DROPPED_TAG, SpanLimits, truncation_marker
@@ -250,6 +250,25 @@ def test_members_that_inflate_past_the_limit_together_get_413(tmp_path: Path) ->
         body = gzip.compress(b"[") + member + member + gzip.compress(b"]")
         headers = {**JSON, "Content-Encoding": "gzip"}
         assert request(app, "POST", "/api/v2/spans", body, headers).status == 413
+
+
+def test_otlp_attributes_shared_by_many_spans_are_bounded_per_request(tmp_path: Path) -> None:
+    # each span gets its resource's attributes as tags: 1,000 spans under a 10 KB attribute make
+    # a 40 KB request decode to 10 MB of spans (10 MB of them, gigabytes), so the collector
+    # bounds what a request may copy (16 times the body limit) and refuses the rest with 413
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    with ServedApp(tmp_path, max_body_bytes=100_000) as app:
+        body = otlp_sharing_attributes(bytes(8) + bytes.fromhex(T1), 1000, "x" * 10_000)
+        answer = request(app, "POST", "/v1/traces", body, protobuf)
+        assert answer.status == 413
+        assert "send fewer spans per request" in answer.json()["error"]
+        assert request(app, "GET", f"/api/v2/trace/{T1}").status == 404
+        # the same attribute under 100 spans is within the bound: every span is stored with it
+        body = otlp_sharing_attributes(bytes(8) + bytes.fromhex(T2), 100, "x" * 10_000)
+        assert request(app, "POST", "/v1/traces", body, protobuf).status == 200
+        trace = request(app, "GET", f"/api/v2/trace/{T2}").json()
+        assert len(trace) == 100
+        assert {span["tags"]["k8s.labels"] for span in trace} == {"x" * 10_000}
 
 
 # -- a full disk --------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
+from tests.support.collector import otlp_sharing_attributes
 
 from tomograph import Tracer, __version__
-from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.errors import DecodeError, RequestTooLarge
 from tomograph.encoding.otlp import decode_json_spans, decode_spans, encode_spans, export_response
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.span import Span
@@ -294,6 +295,38 @@ def test_an_all_zero_parent_span_id_is_a_root_span(encoding: str) -> None:
         (span,) = decode_json_spans(body.encode())
     assert span["id"] == SPAN.hex()
     assert "parentId" not in span
+
+
+def test_shared_attributes_copied_into_spans_past_the_bound_refuse_the_request() -> None:
+    # a 10 KB resource attribute under 1,000 spans: a 40 KB request that decodes to 10 MB
+    body = otlp_sharing_attributes(TRACE, 1000, "x" * 10_000)
+    assert len(body) < 50_000
+    with pytest.raises(RequestTooLarge, match=r"resourceSpans\[0\]\.scopeSpans\[0\].*fewer spans"):
+        decode_spans(body, max_copied=5_000_000)
+    spans = decode_spans(body, max_copied=11_000_000)
+    assert len(spans) == 1000
+    assert all(span["tags"]["k8s.labels"] == "x" * 10_000 for span in spans)
+    assert len(decode_spans(body)) == 1000  # no bound given
+
+
+def test_the_scope_counts_against_the_bound_too() -> None:
+    body = otlp_sharing_attributes(TRACE, 1000, "", scope_name="s" * 10_000)
+    with pytest.raises(RequestTooLarge):
+        decode_spans(body, max_copied=5_000_000)
+    assert {span["tags"]["otel.scope.name"] for span in decode_spans(body)} == {"s" * 10_000}
+
+
+def test_the_bound_holds_for_json_requests() -> None:
+    body = otlp_sharing_attributes(TRACE, 1000, "x" * 10_000)
+    request = ExportTraceServiceRequest.FromString(body)
+    body = MessageToJson(request)
+    for n in range(1000):  # OTLP/JSON writes ids as hex
+        raw = (n + 1).to_bytes(8, "big")
+        body = body.replace(f'"{base64.b64encode(raw).decode()}"', f'"{raw.hex()}"')
+    body = body.replace(f'"{base64.b64encode(TRACE).decode()}"', f'"{TRACE.hex()}"')
+    with pytest.raises(RequestTooLarge):
+        decode_json_spans(body.encode(), max_copied=5_000_000)
+    assert len(decode_json_spans(body.encode(), max_copied=11_000_000)) == 1000
 
 
 @given(st.binary(max_size=300))

@@ -62,6 +62,36 @@ def make_span(
     return span
 
 
+def otlp_sharing_attributes(
+    trace_id: bytes, spans: int, resource_value: str, scope_name: str = "lib"
+) -> bytes:
+    """An OTLP protobuf request of ``spans`` tiny spans of one trace, under one resource whose
+    attribute ``k8s.labels`` holds ``resource_value`` and one scope named ``scope_name``."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    labels = KeyValue(key="k8s.labels", value=AnyValue(string_value=resource_value))
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                resource={"attributes": [labels]},
+                scope_spans=[
+                    trace_pb2.ScopeSpans(
+                        scope={"name": scope_name},
+                        spans=[
+                            trace_pb2.Span(trace_id=trace_id, span_id=(n + 1).to_bytes(8, "big"))
+                            for n in range(spans)
+                        ],
+                    )
+                ],
+            )
+        ]
+    ).SerializeToString()
+
+
 def decoded(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``spans`` as a store receives them: sent as Zipkin v2 JSON and decoded (normalized)."""
     return zipkin_json.decode_spans(json.dumps(spans).encode())

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from tomograph.collector.coalescing import CoalescingCache
 from tomograph.collector.ingest import (
+    OTLP_COPIED_PER_BODY_BYTE,
     BodyTooLarge,
     IngestError,
     ServerBusy,
@@ -231,11 +232,12 @@ class _Api:
 
     async def post_otlp(self, request: Request) -> Response:
         content_type = request.headers.get("content-type")
+        max_copied = OTLP_COPIED_PER_BODY_BYTE * self.settings.max_body_bytes
         is_json = False
 
         def decode(body: bytes) -> list[SpanDict]:
             nonlocal is_json
-            spans, is_json = decode_otlp_body(body, content_type)
+            spans, is_json = decode_otlp_body(body, content_type, max_copied)
             return spans
 
         try:

@@ -36,6 +36,8 @@ transformation, as the OTel Collector's Zipkin exporter and Zipkin's own OTLP re
 * ``peer.service`` (or ``server.address``, ``net.peer.name``, ...) -> ``remoteEndpoint``.
 
 Malformed requests raise :class:`~tomograph.encoding.errors.DecodeError` naming the span.
+A request whose resource and scope attributes, copied into each of its spans, would come to more
+than ``max_copied`` characters raises :class:`~tomograph.encoding.errors.RequestTooLarge`.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, St
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph._version import __version__
-from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.errors import DecodeError, RequestTooLarge
 from tomograph.encoding.normalize import SpanDict, span_dict
 from tomograph.encoding.values import safe_text, tag_text, tag_value
 from tomograph.model import (
@@ -93,6 +95,9 @@ SCOPE_NAME = "tomograph"
 _SCOPE_NAME_TAG = "otel.scope.name"
 _SCOPE_VERSION_TAG = "otel.scope.version"
 _SCOPE_TAGS = frozenset((_SCOPE_NAME_TAG, _SCOPE_VERSION_TAG))
+#: What a resource or scope attribute copied into a span costs beyond its characters: its
+#: place in the span's tags (a dict entry) and the JSON around it once the span is stored.
+_COPIED_TAG_COST = 48
 #: The tags of a status set through OpenTelemetry's API (its code, and its description as the
 #: ``error`` tag): OTLP carries them as the span's status, as the SDK exports it.
 _STATUS_TAGS = frozenset((STATUS_CODE_TAG, "error"))
@@ -461,26 +466,53 @@ def _exception_note(attributes: dict[str, Any], tags: dict[str, str]) -> str:
     return exception_text(type_name, message) or "exception"
 
 
-def request_spans(request: ExportTraceServiceRequest) -> list[SpanDict]:
+def _copied_size(tags: dict[str, str]) -> int:
+    """What copying ``tags`` into one more span costs, in characters (see request_spans)."""
+    return sum(map(len, tags)) + sum(map(len, tags.values())) + _COPIED_TAG_COST * len(tags)
+
+
+def _scope_size(scope: Any) -> int:
+    if scope is None or not scope.name:
+        return 0
+    return len(scope.name) + len(scope.version) + 2 * _COPIED_TAG_COST
+
+
+def request_spans(
+    request: ExportTraceServiceRequest, max_copied: int | None = None
+) -> list[SpanDict]:
     """The spans of a parsed ``ExportTraceServiceRequest`` as normalized span dicts.
 
-    Raises :class:`DecodeError` naming the span at fault (bad id lengths, zero ids).
+    Raises :class:`DecodeError` naming the span at fault (bad id lengths, zero ids), and
+    :class:`RequestTooLarge` before decoding the spans that would take the characters of
+    resource and scope attributes copied into spans past ``max_copied`` (None: no bound).
     """
     spans: list[SpanDict] = []
+    copied = 0
     for r, resource_spans in enumerate(request.resource_spans):
         resource = _plain_attributes(resource_spans.resource.attributes)
         service = _text(resource.pop("service.name", None)).lower() or "unknown_service"
         resource_tags = {key: _text(value) for key, value in resource.items()}
+        resource_size = _copied_size(resource_tags)
         for s, scope_spans in enumerate(resource_spans.scope_spans):
             scope = scope_spans.scope if scope_spans.HasField("scope") else None
+            if max_copied is not None:
+                copied += (resource_size + _scope_size(scope)) * len(scope_spans.spans)
+                if copied > max_copied:
+                    raise RequestTooLarge(
+                        f"resourceSpans[{r}].scopeSpans[{s}]: the resource and scope attributes"
+                        " copied into each span (as Zipkin tags) come to more than"
+                        f" {max_copied} characters in this request: send fewer spans per request"
+                    )
             for i, span in enumerate(scope_spans.spans):
                 where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
                 spans.append(_span(span, service, resource_tags, scope, where))
     return spans
 
 
-def decode_spans(data: bytes) -> list[SpanDict]:
+def decode_spans(data: bytes, max_copied: int | None = None) -> list[SpanDict]:
     """Decode a binary-protobuf OTLP/HTTP trace request body into normalized span dicts.
+
+    ``max_copied``: see :func:`request_spans`.
 
     >>> decode_spans(b"")
     []
@@ -490,7 +522,7 @@ def decode_spans(data: bytes) -> list[SpanDict]:
         request.ParseFromString(data)
     except (ProtobufDecodeError, ValueError, RecursionError) as error:
         raise DecodeError(f"body is not a valid OTLP ExportTraceServiceRequest: {error}") from None
-    return request_spans(request)
+    return request_spans(request, max_copied)
 
 
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
@@ -535,8 +567,10 @@ def _prepare(node: Any, path: str) -> Any:
     return node
 
 
-def decode_json_spans(data: bytes) -> list[SpanDict]:
+def decode_json_spans(data: bytes, max_copied: int | None = None) -> list[SpanDict]:
     """Decode an OTLP/HTTP JSON trace request body (hex ids, as OTLP/JSON specifies).
+
+    ``max_copied``: see :func:`request_spans`.
 
     >>> decode_json_spans(b'{"resourceSpans": []}')
     []
@@ -556,7 +590,7 @@ def decode_json_spans(data: bytes) -> list[SpanDict]:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise DecodeError(f"body is not a valid OTLP JSON request: {error}") from None
-    return request_spans(request)
+    return request_spans(request, max_copied)
 
 
 def export_response(warning: str, as_json: bool) -> bytes:
