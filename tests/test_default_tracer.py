@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -195,6 +196,32 @@ def test_span_open_during_configure_is_delivered_by_the_new_configuration() -> N
             tomograph.configure(service="svc", backends=[memory], environ={})
         assert memory.names() == ["open across configure"]
         assert retired.stats()["dropped"] == 0  # type: ignore[attr-defined]
+
+
+def test_spans_finished_before_configure_with_no_backend_are_counted_in_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No TOMOGRAPH_BACKENDS: the first span makes a default tracer without backends. Spans it
+    # finished cannot be delivered once configure() sets backends up; they must not vanish
+    # without a word.
+    for _ in range(3):
+        with tomograph.span("traced at import"):
+            pass
+    with caplog.at_level(logging.WARNING, logger="tomograph"):
+        tomograph.configure(service="svc", backends=[MemoryBackend()], environ={})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("3 spans" in message and "configure()" in message for message in warnings)
+
+
+def test_configure_warns_of_no_lost_spans_when_none_finished_before_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with tomograph.span("open across configure"):
+        with caplog.at_level(logging.WARNING, logger="tomograph"):
+            memory = MemoryBackend()
+            tomograph.configure(service="svc", backends=[memory], environ={})
+    assert memory.names() == ["open across configure"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:
