@@ -281,6 +281,51 @@ def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:
         assert len(received) + dropped == sum(made)
 
 
+# -- interpreter exit ---------------------------------------------------------------------------
+
+
+def test_the_first_span_traced_at_exit_is_delivered() -> None:
+    # An exit hook of the application traces the process's first span: tracing is configured
+    # from the environment there, while the exit hooks run, too late to add exit hooks then.
+    with RecordingZipkinServer() as server:
+        run_python(
+            f"""
+            import atexit, json, os
+            import tomograph
+
+            os.environ["TOMOGRAPH_BACKENDS"] = "zipkin+{server.url}"
+
+            def goodbye():
+                with tomograph.span("traced at exit"):
+                    pass
+
+            atexit.register(goodbye)
+            print(json.dumps(None))
+            """
+        )
+        assert [span["name"] for span in server.spans] == ["traced at exit"]
+
+
+def test_the_exit_closes_the_default_tracers_backends_once() -> None:
+    closes = run_python(
+        """
+        import atexit, json
+
+        closes = []
+        atexit.register(lambda: print(json.dumps(closes)))  # first registered: runs last
+        import tomograph
+
+        class Backend:
+            def report(self, span): pass
+            def flush(self, timeout=None): return True
+            def close(self, timeout=None): closes.append("closed")
+
+        tomograph.configure(service="svc", backends=[Backend()], environ={})
+        """
+    )
+    assert closes == ["closed"]
+
+
 # -- the first calls, from many threads at once -----------------------------------------------
 
 

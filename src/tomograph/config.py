@@ -611,13 +611,27 @@ def _install_exit_hook() -> None:
         atexit.register(_flush_at_exit)
 
 
-def _flush_at_exit() -> None:
-    # One budget for the whole exit, shared with the transports' own exit hook.
-    from tomograph.reporting.transport import exit_time_left
+#: The default tracer the exit hook closed: its second run (see below) closes it only if another
+#: replaced it meanwhile (a backend's close() need not bear being called twice).
+_closed_at_exit: Tracer | None = None
 
+
+def _flush_at_exit() -> None:
+    global _closed_at_exit
     tracer = default_tracer_or_none()
-    if tracer is not None:
+    if tracer is not None and tracer is not _closed_at_exit:
+        _closed_at_exit = tracer
+        # One budget for the whole exit, shared with the transports' own exit hook.
+        from tomograph.reporting.transport import exit_time_left
+
         tracer.close(exit_time_left())
+
+
+# Also registered at import, not only by the first configuration: an exit hook of the
+# application that traces the first span configures tracing while the exit hooks run, and a
+# hook registered then never runs. (Registered again by the first configuration, to run before
+# the transports' own exit hook; the second run then finds the tracer closed.)
+atexit.register(_flush_at_exit)
 
 
 def reset() -> None:
