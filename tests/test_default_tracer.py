@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -197,6 +198,32 @@ def test_span_open_during_configure_is_delivered_by_the_new_configuration() -> N
         assert retired.stats()["dropped"] == 0  # type: ignore[attr-defined]
 
 
+def test_spans_finished_before_configure_with_no_backend_are_counted_in_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No TOMOGRAPH_BACKENDS: the first span makes a default tracer without backends. Spans it
+    # finished cannot be delivered once configure() sets backends up; they must not vanish
+    # without a word.
+    for _ in range(3):
+        with tomograph.span("traced at import"):
+            pass
+    with caplog.at_level(logging.WARNING, logger="tomograph"):
+        tomograph.configure(service="svc", backends=[MemoryBackend()], environ={})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("3 spans" in message and "configure()" in message for message in warnings)
+
+
+def test_configure_warns_of_no_lost_spans_when_none_finished_before_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with tomograph.span("open across configure"):
+        with caplog.at_level(logging.WARNING, logger="tomograph"):
+            memory = MemoryBackend()
+            tomograph.configure(service="svc", backends=[memory], environ={})
+    assert memory.names() == ["open across configure"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:
     with recording_server() as server:
         backends: list[ZipkinBackend] = []
@@ -252,6 +279,51 @@ def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:
         dropped = sum(backend.stats()["dropped"] for backend in backends)
         assert not errors
         assert len(received) + dropped == sum(made)
+
+
+# -- interpreter exit ---------------------------------------------------------------------------
+
+
+def test_the_first_span_traced_at_exit_is_delivered() -> None:
+    # An exit hook of the application traces the process's first span: tracing is configured
+    # from the environment there, while the exit hooks run, too late to add exit hooks then.
+    with RecordingZipkinServer() as server:
+        run_python(
+            f"""
+            import atexit, json, os
+            import tomograph
+
+            os.environ["TOMOGRAPH_BACKENDS"] = "zipkin+{server.url}"
+
+            def goodbye():
+                with tomograph.span("traced at exit"):
+                    pass
+
+            atexit.register(goodbye)
+            print(json.dumps(None))
+            """
+        )
+        assert [span["name"] for span in server.spans] == ["traced at exit"]
+
+
+def test_the_exit_closes_the_default_tracers_backends_once() -> None:
+    closes = run_python(
+        """
+        import atexit, json
+
+        closes = []
+        atexit.register(lambda: print(json.dumps(closes)))  # first registered: runs last
+        import tomograph
+
+        class Backend:
+            def report(self, span): pass
+            def flush(self, timeout=None): return True
+            def close(self, timeout=None): closes.append("closed")
+
+        tomograph.configure(service="svc", backends=[Backend()], environ={})
+        """
+    )
+    assert closes == ["closed"]
 
 
 # -- the first calls, from many threads at once -----------------------------------------------

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import itertools
 import logging
 import math
 import os
@@ -72,6 +73,7 @@ from tomograph.urls import strip_credentials
 
 if TYPE_CHECKING:
     from tomograph.propagation.composite import Propagator
+    from tomograph.span import Span
 
 __all__ = [
     "BACKEND_SCHEMES",
@@ -414,9 +416,12 @@ def configure(
         previous = set_default_tracer(tracer)
         _install_exit_hook()
     if previous is not None:
+        unreported = previous._report
         # Spans of the previous tracer still open (other threads, long requests) finish after
         # its backends close below: they go to the new tracer's backends instead.
         previous._hand_over(get_tracer)
+        if isinstance(unreported, _UnreportedSpans):
+            unreported.log_count()
         kept = {id(backend) for backend in tracer.backends}
         replaced = [backend for backend in previous.backends if id(backend) not in kept]
         previous._close_backends(replaced, REPLACED_BACKENDS_CLOSE_SECONDS)
@@ -446,9 +451,40 @@ def _configure_implicitly() -> Tracer:
                 service = DEFAULT_SERVICE_NAME
             tracer = Tracer(service)
         tracer._default_lookup = get_tracer
+        if not tracer.backends:
+            tracer._report = _UnreportedSpans()
         set_default_tracer(tracer)
         _install_exit_hook()
         return tracer
+
+
+class _UnreportedSpans:
+    """Where the spans of a default tracer made without backends go: nowhere, but counted.
+
+    That tracer is made by the first span when the environment names no backend. An
+    application that calls :func:`configure` later (after a span traced at import, at start-up)
+    learns from a warning how many spans were finished before it and could not be reported.
+    """
+
+    __slots__ = ("_count",)
+
+    def __init__(self) -> None:
+        self._count = itertools.count()  # advanced atomically in C, from any thread
+
+    def __call__(self, span: Span) -> None:
+        next(self._count)
+
+    def log_count(self) -> None:
+        """Log how many spans came here (once: reading the count advances it)."""
+        count = next(self._count)
+        if count:
+            _log.warning(
+                "tomograph: %d spans finished before configure(), with no backend set up (by "
+                "%s or otherwise), and were not reported; configure tomograph before the "
+                "first span",
+                count,
+                ENV_BACKENDS,
+            )
 
 
 def _propagator_from_environment() -> Propagator:
@@ -575,13 +611,27 @@ def _install_exit_hook() -> None:
         atexit.register(_flush_at_exit)
 
 
-def _flush_at_exit() -> None:
-    # One budget for the whole exit, shared with the transports' own exit hook.
-    from tomograph.reporting.transport import exit_time_left
+#: The default tracer the exit hook closed: its second run (see below) closes it only if another
+#: replaced it meanwhile (a backend's close() need not bear being called twice).
+_closed_at_exit: Tracer | None = None
 
+
+def _flush_at_exit() -> None:
+    global _closed_at_exit
     tracer = default_tracer_or_none()
-    if tracer is not None:
+    if tracer is not None and tracer is not _closed_at_exit:
+        _closed_at_exit = tracer
+        # One budget for the whole exit, shared with the transports' own exit hook.
+        from tomograph.reporting.transport import exit_time_left
+
         tracer.close(exit_time_left())
+
+
+# Also registered at import, not only by the first configuration: an exit hook of the
+# application that traces the first span configures tracing while the exit hooks run, and a
+# hook registered then never runs. (Registered again by the first configuration, to run before
+# the transports' own exit hook; the second run then finds the tracer closed.)
+atexit.register(_flush_at_exit)
 
 
 def reset() -> None:

@@ -84,6 +84,8 @@ class Mode:
     threads: bool = True
     #: The import span may wait for the stop (the fork is noticed only by a pid check).
     import_before_stop: bool = True
+    #: Workers are replaced during the run: more processes answer than the server's 2 workers.
+    recycles: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -100,7 +102,12 @@ MODES = {
     "uwsgi-no-master": Mode("uwsgi", []),
     "uwsgi-threads": Mode("uwsgi", ["--master", "--threads", "4"]),
     # workers replaced while running: each replacement is forked from the master again
-    "uwsgi-max-requests": Mode("uwsgi", ["--master", "--max-requests", "7"]),
+    # (uWSGI replaces none younger than --min-worker-lifetime, 10 s by default: longer than a run)
+    "uwsgi-max-requests": Mode(
+        "uwsgi", ["--master", "--max-requests", "7", "--min-worker-lifetime", "0"], recycles=True
+    ),
+    "gunicorn-max-requests": Mode("gunicorn", ["--preload", "--max-requests", "7"], recycles=True),
+    "gunicorn-gthread-preload": Mode("gunicorn", ["--preload", "-k", "gthread", "--threads", "2"]),
     "uwsgi-hook-replaced": Mode(
         "uwsgi", ["--master"], import_before_stop=False, env={"IMPORT_UWSGIDECORATORS": "1"}
     ),
@@ -244,3 +251,5 @@ def test_prefork_workers_report_within_the_interval_and_stop_gracefully(
     else:  # each worker loads the application
         assert names["import"] == 2, context
     assert run["stop_seconds"] < STOP_LIMIT, context
+    if mode.recycles:
+        assert len(run["answered_by"]) > 2, run["answered_by"]
