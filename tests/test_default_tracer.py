@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,6 +223,80 @@ def test_configure_warns_of_no_lost_spans_when_none_finished_before_it(
             tomograph.configure(service="svc", backends=[memory], environ={})
     assert memory.names() == ["open across configure"]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+SPAWNED_CHILD_APP = """
+import multiprocessing, sys
+import tomograph
+
+def work():
+    for _ in range(5):
+        with tomograph.span("in the child"):
+            pass
+
+def configure_child():
+    tomograph.configure(service="child", backends=["memory://"])
+
+if __name__ == "__main__":
+    method, configured_child = sys.argv[1], sys.argv[2] == "configured"
+    tomograph.configure(service="app", backends=["memory://"])
+    context = multiprocessing.get_context(method)
+    with context.Pool(1, initializer=configure_child if configured_child else None) as pool:
+        pool.apply(work)
+    print("parent done")
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_child_started_anew_that_traces_unconfigured_says_so_once(
+    method: str, tmp_path: Path
+) -> None:
+    # A child of these start methods is a new interpreter: the parent's configure() (under
+    # if __name__ == "__main__") never ran there, and its spans would vanish without a word.
+    app = tmp_path / "app.py"
+    app.write_text(SPAWNED_CHILD_APP)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
+    completed = subprocess.run(
+        [sys.executable, str(app), method, "unconfigured"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "parent done"
+    warnings = [line for line in completed.stderr.splitlines() if "no backend set up" in line]
+    assert len(warnings) == 1, completed.stderr  # once, not per span
+    assert "configured tomograph" in warnings[0] and "initializer" in warnings[0]
+    configured = subprocess.run(
+        [sys.executable, str(app), method, "configured"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        check=False,
+    )
+    assert configured.returncode == 0, configured.stderr
+    assert "no backend set up" not in configured.stderr
+
+
+def test_a_process_that_never_configured_tracing_is_not_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # tracing without backends on purpose (a library traced, an application that does not
+    # report) is no loss to warn of: only a process started by a configured one is told
+    with caplog.at_level(logging.WARNING, logger="tomograph"):
+        with tomograph.span("not reported"):
+            pass
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_reset_forgets_the_mark_configure_leaves_for_child_processes() -> None:
+    tomograph.configure(service="svc", backends=[MemoryBackend()], environ={})
+    assert os.environ[config.ENV_CONFIGURED_IN] == str(os.getpid())
+    config.reset()
+    assert config.ENV_CONFIGURED_IN not in os.environ
 
 
 def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:

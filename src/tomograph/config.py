@@ -98,6 +98,11 @@ ENV_PROPAGATION = "TOMOGRAPH_PROPAGATION"
 ENV_COLLECTOR_TOKEN = "TOMOGRAPH_COLLECTOR_TOKEN"
 ENV_INSTRUMENT = "TOMOGRAPH_INSTRUMENT"
 ENV_DISABLE = "TOMOGRAPH_DISABLE"
+#: Set by :func:`configure` to the pid of the process it set backends up in. Inherited by the
+#: processes it starts, it lets one that traces without backends (a spawn or forkserver child of
+#: multiprocessing starts anew, without the parent's configuration) say so in a warning instead
+#: of dropping its spans without a word.
+ENV_CONFIGURED_IN = "TOMOGRAPH_CONFIGURED_IN"
 
 #: URL scheme -> "module:factory". Factories take the whole URL and raise ValueError if it is bad.
 #: Modules are imported only when their scheme is used, so unused extras are never imported.
@@ -410,6 +415,8 @@ def configure(
         environ,
     )
     tracer._default_lookup = get_tracer
+    if tracer.backends:
+        os.environ[ENV_CONFIGURED_IN] = str(os.getpid())
     with _lock:
         # Both under the lock: concurrent configure() and reset() calls leave a matching pair.
         composite.set_default_propagator(propagator)
@@ -472,7 +479,8 @@ class _UnreportedSpans:
         self._count = itertools.count()  # advanced atomically in C, from any thread
 
     def __call__(self, span: Span) -> None:
-        next(self._count)
+        if not next(self._count):
+            _warn_if_started_by_a_configured_process()
 
     def log_count(self) -> None:
         """Log how many spans came here (once: reading the count advances it)."""
@@ -485,6 +493,22 @@ class _UnreportedSpans:
                 count,
                 ENV_BACKENDS,
             )
+
+
+def _warn_if_started_by_a_configured_process() -> None:
+    """At the first span traced without backends: warn if the process that started this one
+    configured tomograph (see :data:`ENV_CONFIGURED_IN`), which this one then lacks."""
+    configured_in = os.environ.get(ENV_CONFIGURED_IN, "")
+    if configured_in and configured_in != str(os.getpid()):
+        _log.warning(
+            "tomograph: process %d traces spans with no backend set up, but the process that "
+            "started it (pid %s) configured tomograph: its spans are discarded. A spawn or "
+            "forkserver child of multiprocessing starts anew: call configure() in it too (in "
+            "the pool's initializer, or where the target's module is imported), or set %s",
+            os.getpid(),
+            configured_in,
+            ENV_BACKENDS,
+        )
 
 
 def _propagator_from_environment() -> Propagator:
@@ -641,5 +665,7 @@ def reset() -> None:
         # Both under the lock, as configure() sets them.
         previous = set_default_tracer(None)
         composite.set_default_propagator(None)
+    if os.environ.get(ENV_CONFIGURED_IN) == str(os.getpid()):
+        del os.environ[ENV_CONFIGURED_IN]
     if previous is not None:
         previous.close(REPLACED_BACKENDS_CLOSE_SECONDS)
