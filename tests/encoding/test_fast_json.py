@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -196,3 +197,17 @@ def test_zipkin_bodies_decode_alike_with_and_without_orjson(spans: list[Any]) ->
         assert decoded(zipkin_json.decode_spans, data) == fast
         v1_slow = decoded(zipkin_v1_json.decode_spans, data)
     assert decoded(zipkin_v1_json.decode_spans, data) == v1_slow
+
+
+def test_values_written_together_hold_about_their_length_in_memory() -> None:
+    # A collector's batch keeps the JSON of each of its spans until they are stored: orjson's
+    # bytes kept the 4 KB buffer each was written in, 1.2 GB for a request of 300,000 tiny spans
+    values = [{"traceId": "a" * 16, "id": f"{n:016x}"} for n in range(10_000)]
+    tracemalloc.start()
+    try:
+        written = fast_json.dumps_each(values)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written[0] == b'{"traceId":"aaaaaaaaaaaaaaaa","id":"0000000000000000"}'
+    assert held / len(values) < 300  # the bytes themselves: about 100 each, with the list
