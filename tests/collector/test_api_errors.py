@@ -252,20 +252,35 @@ def test_members_that_inflate_past_the_limit_together_get_413(tmp_path: Path) ->
         assert request(app, "POST", "/api/v2/spans", body, headers).status == 413
 
 
-def test_otlp_attributes_shared_by_many_spans_are_bounded_per_request(tmp_path: Path) -> None:
+def test_otlp_attributes_shared_by_many_spans_are_copied_up_to_a_bound(tmp_path: Path) -> None:
     # each span gets its resource's attributes as tags: 1,000 spans under a 10 KB attribute make
-    # a 40 KB request decode to 10 MB of spans (10 MB of them, gigabytes), so the collector
-    # bounds what a request may copy (16 times the body limit) and refuses the rest with 413
+    # a 40 KB request decode to 10 MB (a 2 MB one, to gigabytes), so a request may copy at most
+    # 16 times the body limit; the spans past it are stored without them, and the sender told
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
     protobuf = {"Content-Type": "application/x-protobuf"}
     with ServedApp(tmp_path, max_body_bytes=100_000) as app:
         body = otlp_sharing_attributes(bytes(8) + bytes.fromhex(T1), 1000, "x" * 10_000)
         answer = request(app, "POST", "/v1/traces", body, protobuf)
-        assert answer.status == 413
-        assert "send fewer spans per request" in answer.json()["error"]
-        assert request(app, "GET", f"/api/v2/trace/{T1}").status == 404
-        # the same attribute under 100 spans is within the bound: every span is stored with it
+        assert answer.status == 200
+        warning = ExportTraceServiceResponse.FromString(answer.body).partial_success
+        assert warning.rejected_spans == 0
+        assert "without their resource and scope attributes" in warning.error_message
+        trace = request(app, "GET", f"/api/v2/trace/{T1}").json()
+        assert len(trace) == 1000  # every span kept
+        with_labels = [span for span in trace if span["tags"].get("k8s.labels") == "x" * 10_000]
+        uncopied = [span for span in trace if "tomograph.uncopied" in span["tags"]]
+        assert len(with_labels) + len(uncopied) == 1000
+        assert 100 < len(with_labels) < 200  # 1.6 MB of copies, about 10 KB each
+        assert int(warning.error_message.split()[0]) == len(uncopied)
+        # within the bound, every span gets them
         body = otlp_sharing_attributes(bytes(8) + bytes.fromhex(T2), 100, "x" * 10_000)
-        assert request(app, "POST", "/v1/traces", body, protobuf).status == 200
+        answer = request(app, "POST", "/v1/traces", body, protobuf)
+        assert (
+            ExportTraceServiceResponse.FromString(answer.body).partial_success.error_message == ""
+        )
         trace = request(app, "GET", f"/api/v2/trace/{T2}").json()
         assert len(trace) == 100
         assert {span["tags"]["k8s.labels"] for span in trace} == {"x" * 10_000}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -21,8 +22,14 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from tests.support.collector import otlp_sharing_attributes
 
 from tomograph import Tracer, __version__
-from tomograph.encoding.errors import DecodeError, RequestTooLarge
-from tomograph.encoding.otlp import decode_json_spans, decode_spans, encode_spans, export_response
+from tomograph.encoding.errors import DecodeError
+from tomograph.encoding.otlp import (
+    UNCOPIED_TAG,
+    decode_json_spans,
+    decode_spans,
+    encode_spans,
+    export_response,
+)
 from tomograph.reporting.memory import MemoryBackend
 from tomograph.span import Span
 
@@ -297,36 +304,58 @@ def test_an_all_zero_parent_span_id_is_a_root_span(encoding: str) -> None:
     assert "parentId" not in span
 
 
-def test_shared_attributes_copied_into_spans_past_the_bound_refuse_the_request() -> None:
+def copied(spans: list[dict[str, Any]]) -> int:
+    """How many of ``spans`` got their resource attribute (the others are marked uncopied)."""
+    with_resource = [span for span in spans if "k8s.labels" in span["tags"]]
+    without = [span for span in spans if UNCOPIED_TAG in span["tags"]]
+    assert len(with_resource) + len(without) == len(spans)  # each one or the other
+    assert all(UNCOPIED_TAG not in span["tags"] for span in with_resource)
+    assert all("otel.scope.name" not in span["tags"] for span in without)
+    return len(with_resource)
+
+
+def test_copies_of_shared_attributes_stop_at_the_bound_and_every_span_is_kept() -> None:
     # a 10 KB resource attribute under 1,000 spans: a 40 KB request that decodes to 10 MB
     body = otlp_sharing_attributes(TRACE, 1000, "x" * 10_000)
     assert len(body) < 50_000
-    with pytest.raises(RequestTooLarge, match=r"resourceSpans\[0\]\.scopeSpans\[0\].*fewer spans"):
-        decode_spans(body, max_copied=5_000_000)
-    spans = decode_spans(body, max_copied=11_000_000)
+    per_span = 10_002 + len('"k8s.labels"') + 48 + len('"lib"') + len('""') + 2 * 48
+    spans = decode_spans(body, max_copied=300 * per_span + per_span // 2)
     assert len(spans) == 1000
-    assert all(span["tags"]["k8s.labels"] == "x" * 10_000 for span in spans)
-    assert len(decode_spans(body)) == 1000  # no bound given
+    assert copied(spans) == 300  # the first ones, in request order
+    assert [span["id"] for span in spans] == [f"{n + 1:016x}" for n in range(1000)]
+    assert all(span["localEndpoint"] == {"serviceName": "unknown_service"} for span in spans)
+    assert copied(decode_spans(body, max_copied=1000 * per_span)) == 1000
+    assert copied(decode_spans(body)) == 1000  # no bound given
+
+
+@pytest.mark.parametrize(
+    ("text", "stored_bytes"),
+    [("\x01" * 1000, 6000), ('"' * 1000, 2000), ("😀" * 1000, 4000), ("é" * 1000, 2000)],
+)
+def test_copies_count_the_bytes_stored_not_the_characters(text: str, stored_bytes: int) -> None:
+    # a control character is stored as \u0001: counting characters let a request within the
+    # bound store six times the bound
+    body = otlp_sharing_attributes(TRACE, 100, text, scope_name="")
+    per_span = stored_bytes + 2 + len('"k8s.labels"') + 48
+    assert copied(decode_spans(body, max_copied=10 * per_span)) == 10
 
 
 def test_the_scope_counts_against_the_bound_too() -> None:
     body = otlp_sharing_attributes(TRACE, 1000, "", scope_name="s" * 10_000)
-    with pytest.raises(RequestTooLarge):
-        decode_spans(body, max_copied=5_000_000)
+    assert copied(decode_spans(body, max_copied=5_000_000)) < 500
     assert {span["tags"]["otel.scope.name"] for span in decode_spans(body)} == {"s" * 10_000}
 
 
 def test_the_bound_holds_for_json_requests() -> None:
     body = otlp_sharing_attributes(TRACE, 1000, "x" * 10_000)
     request = ExportTraceServiceRequest.FromString(body)
-    body = MessageToJson(request)
+    text = MessageToJson(request)
     for n in range(1000):  # OTLP/JSON writes ids as hex
         raw = (n + 1).to_bytes(8, "big")
-        body = body.replace(f'"{base64.b64encode(raw).decode()}"', f'"{raw.hex()}"')
-    body = body.replace(f'"{base64.b64encode(TRACE).decode()}"', f'"{TRACE.hex()}"')
-    with pytest.raises(RequestTooLarge):
-        decode_json_spans(body.encode(), max_copied=5_000_000)
-    assert len(decode_json_spans(body.encode(), max_copied=11_000_000)) == 1000
+        text = text.replace(f'"{base64.b64encode(raw).decode()}"', f'"{raw.hex()}"')
+    text = text.replace(f'"{base64.b64encode(TRACE).decode()}"', f'"{TRACE.hex()}"')
+    assert copied(decode_json_spans(text.encode(), max_copied=5_000_000)) < 500
+    assert copied(decode_json_spans(text.encode())) == 1000
 
 
 @given(st.binary(max_size=300))

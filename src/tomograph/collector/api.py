@@ -174,6 +174,11 @@ class _Api:
         self._cuts = _CountedLog(
             "cut %d texts (names, tags, annotations) to the span limits in the last minute"
         )
+        self._uncopied = _CountedLog(
+            "stored %d OTLP spans without their resource and scope attributes in the last"
+            " minute: their requests' copies of them passed the bound (16 times --max-body)",
+            logging.WARNING,
+        )
 
     # -- ingest -----------------------------------------------------------------------------
 
@@ -234,10 +239,14 @@ class _Api:
         content_type = request.headers.get("content-type")
         max_copied = OTLP_COPIED_PER_BODY_BYTE * self.settings.max_body_bytes
         is_json = False
+        uncopied = 0
 
         def decode(body: bytes) -> list[SpanDict]:
-            nonlocal is_json
+            nonlocal is_json, uncopied
             spans, is_json = decode_otlp_body(body, content_type, max_copied)
+            from tomograph.encoding.otlp import UNCOPIED_TAG  # loaded by the decoder
+
+            uncopied = sum(UNCOPIED_TAG in (span.get("tags") or ()) for span in spans)
             return spans
 
         try:
@@ -253,7 +262,17 @@ class _Api:
 
         # OTLP/HTTP answers 200 with an ExportTraceServiceResponse in the request's encoding;
         # its partial_success message (with 0 rejected spans) is OTLP's way to warn the sender
-        warning = f"{cut} texts were cut to the collector's span limits" if cut else ""
+        warnings = []
+        if cut:
+            warnings.append(f"{cut} texts were cut to the collector's span limits")
+        if uncopied:
+            self._uncopied.add(uncopied)
+            warnings.append(
+                f"{uncopied} spans were stored without their resource and scope attributes:"
+                f" this request's copies of them passed {max_copied} bytes (send fewer spans"
+                " per request)"
+            )
+        warning = "; ".join(warnings)
         body = export_response(warning, is_json)
         return Response(body, 200, media_type=_JSON if is_json else "application/x-protobuf")
 

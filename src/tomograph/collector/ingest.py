@@ -15,7 +15,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tomograph.encoding import zipkin_json, zipkin_proto
-from tomograph.encoding.errors import DecodeError, RequestTooLarge
+from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.normalize import SpanDict
 
 __all__ = [
@@ -266,10 +266,11 @@ def decode_zipkin_v1_body(body: bytes, content_type: str | None) -> list[SpanDic
         raise IngestError(str(error)) from None
 
 
-#: How many characters of OTLP resource and scope attributes a request may copy into its spans
-#: (each span gets them as tags), per byte of the body limit: 160M with the default 10 MB, an
-#: OpenTelemetry Collector batch of 8,192 spans with 10K of resource attributes each; beyond,
-#: 413, so that a 2 MB request cannot decode to gigabytes of spans.
+#: How many bytes of OTLP resource and scope attributes a request may copy into its spans (each
+#: span gets them as tags), per byte of the body limit: 160 MB with the default 10 MB, an
+#: OpenTelemetry Collector batch of 8,192 spans with 18 KB of resource attributes each. The
+#: spans past it are stored without them (see tomograph.encoding.otlp.request_spans), so that
+#: a 2 MB request cannot decode to gigabytes of spans.
 OTLP_COPIED_PER_BODY_BYTE = 16
 
 
@@ -278,8 +279,7 @@ def decode_otlp_body(
 ) -> tuple[list[SpanDict], bool]:
     """Zipkin v2 spans from a ``POST /v1/traces`` body; also whether the request was JSON.
 
-    Raises :class:`BodyTooLarge` when the resource and scope attributes copied into its spans
-    would come to more than ``max_copied`` characters (None: no bound).
+    ``max_copied``: the most bytes of resource and scope attributes copied into its spans.
 
     >>> decode_otlp_body(b"", "application/x-protobuf")
     ([], False)
@@ -299,7 +299,5 @@ def decode_otlp_body(
         )
     try:
         return decode(body, max_copied), is_json
-    except RequestTooLarge as error:
-        raise BodyTooLarge(str(error)) from None
     except DecodeError as error:
         raise IngestError(str(error)) from None

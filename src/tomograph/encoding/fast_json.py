@@ -106,7 +106,7 @@ def dumps_each(values: Sequence[Any]) -> list[bytes]:
             # Each copied into a bytes of its own size: orjson's bytes keep the 4 KB buffer they
             # were written in, so a batch of 300,000 tiny spans held 1.2 GB until stored. The
             # copy costs less than it saves: the buffer, freed at once, is reused hot.
-            return list(map(bytes, map(memoryview, map(_orjson.dumps, values))))
+            return list(map(bytes, map(memoryview, map(_orjson.dumps, values))))  # type: ignore[arg-type]
         except TypeError:
             pass  # one value orjson does not write: each is written by dumps, which decides
     return [dumps(value) for value in values]

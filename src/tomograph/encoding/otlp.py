@@ -36,8 +36,9 @@ transformation, as the OTel Collector's Zipkin exporter and Zipkin's own OTLP re
 * ``peer.service`` (or ``server.address``, ``net.peer.name``, ...) -> ``remoteEndpoint``.
 
 Malformed requests raise :class:`~tomograph.encoding.errors.DecodeError` naming the span.
-A request whose resource and scope attributes, copied into each of its spans, would come to more
-than ``max_copied`` characters raises :class:`~tomograph.encoding.errors.RequestTooLarge`.
+Resource and scope attributes are copied into each span: a request may copy at most
+``max_copied`` bytes of them (as stored JSON); the spans past that get none, and the tag
+``tomograph.uncopied`` says so (see :func:`request_spans`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, St
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from tomograph._version import __version__
-from tomograph.encoding.errors import DecodeError, RequestTooLarge
+from tomograph.encoding.errors import DecodeError
 from tomograph.encoding.normalize import SpanDict, span_dict
 from tomograph.encoding.values import safe_text, tag_text, tag_value
 from tomograph.model import (
@@ -80,6 +81,7 @@ __all__ = [
     "CONTENT_TYPE",
     "MAX_STACKTRACE_LENGTH",
     "SCOPE_NAME",
+    "UNCOPIED_TAG",
     "decode_json_spans",
     "decode_spans",
     "encode_spans",
@@ -95,9 +97,11 @@ SCOPE_NAME = "tomograph"
 _SCOPE_NAME_TAG = "otel.scope.name"
 _SCOPE_VERSION_TAG = "otel.scope.version"
 _SCOPE_TAGS = frozenset((_SCOPE_NAME_TAG, _SCOPE_VERSION_TAG))
-#: What a resource or scope attribute copied into a span costs beyond its characters: its
+#: What a resource or scope attribute copied into a span costs beyond its stored text: its
 #: place in the span's tags (a dict entry) and the JSON around it once the span is stored.
 _COPIED_TAG_COST = 48
+#: The tag of a span that did not get its resource and scope attributes (see request_spans).
+UNCOPIED_TAG = "tomograph.uncopied"
 #: The tags of a status set through OpenTelemetry's API (its code, and its description as the
 #: ``error`` tag): OTLP carries them as the span's status, as the SDK exports it.
 _STATUS_TAGS = frozenset((STATUS_CODE_TAG, "error"))
@@ -380,8 +384,10 @@ def _remote_endpoint(attributes: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _span(
-    span: Any, service: str, resource_tags: dict[str, str], scope: Any, where: str
+    span: Any, service: str, resource_tags: dict[str, str] | None, scope: Any, where: str
 ) -> SpanDict:
+    """One span; ``resource_tags`` None: the request's bound on copies was reached, and the
+    span gets neither them nor its scope's tags, but the tag :data:`UNCOPIED_TAG`."""
     trace_id = _hex(span.trace_id, 16, "traceId", where)
     span_id = _hex(span.span_id, 8, "spanId", where)
     if trace_id is None or span_id is None:
@@ -400,7 +406,7 @@ def _span(
                 raise DecodeError(f"{where}: endTimeUnixNano is before startTimeUnixNano")
             duration = max(1, (end - start + 500) // 1000)
     attributes = _plain_attributes(span.attributes)
-    tags = dict(resource_tags)
+    tags = {UNCOPIED_TAG: _UNCOPIED} if resource_tags is None else dict(resource_tags)
     tags.update((key, _text(value)) for key, value in attributes.items())
     annotations = []
     for event in span.events:
@@ -420,7 +426,7 @@ def _span(
             attributes = _plain_attributes(link.attributes)
             text = LinkNote.text(link.trace_id.hex(), link.span_id.hex(), attributes)
             annotations.append((timestamp, text))
-    if scope is not None and scope.name:
+    if scope is not None and scope.name and resource_tags is not None:
         tags[_SCOPE_NAME_TAG] = scope.name
         if scope.version:
             tags[_SCOPE_VERSION_TAG] = scope.version
@@ -466,15 +472,26 @@ def _exception_note(attributes: dict[str, Any], tags: dict[str, str]) -> str:
     return exception_text(type_name, message) or "exception"
 
 
-def _copied_size(tags: dict[str, str]) -> int:
-    """What copying ``tags`` into one more span costs, in characters (see request_spans)."""
-    return sum(map(len, tags)) + sum(map(len, tags.values())) + _COPIED_TAG_COST * len(tags)
+def _stored_length(text: str) -> int:
+    """Bytes ``text`` takes in a stored span: UTF-8, with JSON's escapes (a control character
+    takes six)."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
-def _scope_size(scope: Any) -> int:
-    if scope is None or not scope.name:
-        return 0
-    return len(scope.name) + len(scope.version) + 2 * _COPIED_TAG_COST
+def _copied_size(tags: dict[str, str], scope: Any) -> int:
+    """Bytes that copying a resource's ``tags`` and its ``scope`` into one more span adds."""
+    size = sum(_stored_length(key) + _stored_length(value) for key, value in tags.items())
+    size += _COPIED_TAG_COST * len(tags)
+    if scope is not None and scope.name:
+        size += _stored_length(scope.name) + _stored_length(scope.version) + 2 * _COPIED_TAG_COST
+    return size
+
+
+#: The text of UNCOPIED_TAG.
+_UNCOPIED = (
+    "the resource and scope attributes were not copied into this span: the request's copies of"
+    " them passed the collector's bound; send fewer spans per request"
+)
 
 
 def request_spans(
@@ -482,30 +499,31 @@ def request_spans(
 ) -> list[SpanDict]:
     """The spans of a parsed ``ExportTraceServiceRequest`` as normalized span dicts.
 
-    Raises :class:`DecodeError` naming the span at fault (bad id lengths, zero ids), and
-    :class:`RequestTooLarge` before decoding the spans that would take the characters of
-    resource and scope attributes copied into spans past ``max_copied`` (None: no bound).
+    Each span gets its resource's attributes and its scope as tags, as Zipkin's model has it:
+    a small request of many spans under large attributes could so decode to gigabytes. With
+    ``max_copied``, the copies stop at that many bytes (as stored JSON): the spans past it keep
+    their own fields and service, and the tag :data:`UNCOPIED_TAG` instead.
+
+    Raises :class:`DecodeError` naming the span at fault (bad id lengths, zero ids).
     """
     spans: list[SpanDict] = []
-    copied = 0
+    room = max_copied
     for r, resource_spans in enumerate(request.resource_spans):
         resource = _plain_attributes(resource_spans.resource.attributes)
         service = _text(resource.pop("service.name", None)).lower() or "unknown_service"
         resource_tags = {key: _text(value) for key, value in resource.items()}
-        resource_size = _copied_size(resource_tags)
         for s, scope_spans in enumerate(resource_spans.scope_spans):
             scope = scope_spans.scope if scope_spans.HasField("scope") else None
-            if max_copied is not None:
-                copied += (resource_size + _scope_size(scope)) * len(scope_spans.spans)
-                if copied > max_copied:
-                    raise RequestTooLarge(
-                        f"resourceSpans[{r}].scopeSpans[{s}]: the resource and scope attributes"
-                        " copied into each span (as Zipkin tags) come to more than"
-                        f" {max_copied} characters in this request: send fewer spans per request"
-                    )
+            copies = len(scope_spans.spans)
+            if room is not None:
+                size = _copied_size(resource_tags, scope)
+                if size:
+                    copies = min(copies, room // size)
+                    room -= copies * size
             for i, span in enumerate(scope_spans.spans):
                 where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
-                spans.append(_span(span, service, resource_tags, scope, where))
+                shared = resource_tags if i < copies else None
+                spans.append(_span(span, service, shared, scope, where))
     return spans
 
 
