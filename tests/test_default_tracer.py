@@ -240,6 +240,8 @@ def configure_child():
 if __name__ == "__main__":
     method, configured_child = sys.argv[1], sys.argv[2] == "configured"
     tomograph.configure(service="app", backends=["memory://"])
+    if sys.argv[2] == "off":  # tracing turned off again: the child is missing nothing
+        tomograph.configure(service="app", backends=[])
     context = multiprocessing.get_context(method)
     with context.Pool(1, initializer=configure_child if configured_child else None) as pool:
         pool.apply(work)
@@ -279,6 +281,16 @@ def test_a_child_started_anew_that_traces_unconfigured_says_so_once(
     )
     assert configured.returncode == 0, configured.stderr
     assert "no backend set up" not in configured.stderr
+    off = subprocess.run(
+        [sys.executable, str(app), method, "off"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        check=False,
+    )
+    assert off.returncode == 0, off.stderr
+    assert "no backend set up" not in off.stderr
 
 
 def test_a_process_that_never_configured_tracing_is_not_warned(
@@ -293,10 +305,82 @@ def test_a_process_that_never_configured_tracing_is_not_warned(
 
 
 def test_reset_forgets_the_mark_configure_leaves_for_child_processes() -> None:
-    tomograph.configure(service="svc", backends=[MemoryBackend()], environ={})
+    tomograph.configure(service="svc", backends=[MemoryBackend()])
     assert os.environ[config.ENV_CONFIGURED_IN] == str(os.getpid())
     config.reset()
     assert config.ENV_CONFIGURED_IN not in os.environ
+
+
+def test_a_configuration_from_a_given_mapping_leaves_the_process_environment_alone() -> None:
+    tomograph.configure(service="svc", backends=[MemoryBackend()], environ={})
+    assert config.ENV_CONFIGURED_IN not in os.environ
+
+
+UNRELATED_PROGRAM = """
+import subprocess, sys
+import tomograph
+tomograph.configure(service="app", backends=["memory://"])
+{reconfigure}
+tool = "import tomograph\\nwith tomograph.span('in a tool that never configures'): pass"
+sys.exit(subprocess.run([sys.executable, "-c", tool]).returncode)
+"""
+
+
+@pytest.mark.parametrize(
+    "reconfigure", ["", "tomograph.configure(service='app', backends=[])"], ids=["on", "off"]
+)
+def test_programs_a_configured_process_runs_are_not_warned(reconfigure: str) -> None:
+    # another program (a tool whose libraries trace, unconfigured on purpose) inherits the
+    # variable too, but is no multiprocessing child; nor is a child of a process that turned
+    # tracing off again missing anything
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
+    completed = subprocess.run(
+        [sys.executable, "-c", UNRELATED_PROGRAM.format(reconfigure=reconfigure)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "no backend set up" not in completed.stderr
+
+
+FORKED_WORKER = """
+import os, sys
+import tomograph
+for _ in range(3):
+    with tomograph.span("traced by the master at import, before configure()"):
+        pass
+pid = os.fork()
+if pid == 0:
+    with tomograph.span("traced by the worker before configure()"):
+        pass
+    tomograph.configure(service="worker", backends=["memory://"])
+    os._exit(0)
+os.waitpid(pid, 0)
+tomograph.configure(service="master", backends=["memory://"])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_counts_only_the_spans_it_lost_itself() -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
+    completed = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    counts = sorted(
+        line.split(" spans finished before configure()")[0].rsplit(" ", 1)[-1]
+        for line in completed.stderr.splitlines()
+        if "spans finished before configure()" in line
+    )
+    assert counts == ["1", "3"], completed.stderr  # the worker's own, and the master's
 
 
 def test_spans_racing_reconfiguration_are_all_delivered_or_counted() -> None:

@@ -396,6 +396,7 @@ def configure(
     Raises :class:`~tomograph.ConfigurationError` for any bad value.
     """
     composite = _propagation()
+    own_environ = environ is None
     environ = os.environ if environ is None else environ
     _check_environ(environ, ENV_SERVICE, ENV_BACKENDS, ENV_SAMPLE_RATE, ENV_PROPAGATION)
     try:
@@ -415,8 +416,8 @@ def configure(
         environ,
     )
     tracer._default_lookup = get_tracer
-    if tracer.backends:
-        os.environ[ENV_CONFIGURED_IN] = str(os.getpid())
+    if own_environ:  # a mapping given instead (tests) leaves the process's own alone
+        _mark_for_children(bool(tracer.backends))
     with _lock:
         # Both under the lock: concurrent configure() and reset() calls leave a matching pair.
         composite.set_default_propagator(propagator)
@@ -495,11 +496,42 @@ class _UnreportedSpans:
             )
 
 
+def _forget_the_parents_unreported_spans() -> None:
+    """In a forked child: the spans its parent finished unreported are the parent's to count
+    (every worker of a prefork server would warn of them again)."""
+    tracer = default_tracer_or_none()
+    if tracer is not None and isinstance(tracer._report, _UnreportedSpans):
+        tracer._report = _UnreportedSpans()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_the_parents_unreported_spans)
+
+
+def _mark_for_children(configured: bool) -> None:
+    """Set :data:`ENV_CONFIGURED_IN` while this process reports spans, for its children."""
+    pid = str(os.getpid())
+    if configured:
+        if os.environ.get(ENV_CONFIGURED_IN) != pid:  # setenv only when it changes
+            os.environ[ENV_CONFIGURED_IN] = pid
+    elif ENV_CONFIGURED_IN in os.environ:  # tracing turned off: children are not missing it
+        del os.environ[ENV_CONFIGURED_IN]
+
+
 def _warn_if_started_by_a_configured_process() -> None:
-    """At the first span traced without backends: warn if the process that started this one
-    configured tomograph (see :data:`ENV_CONFIGURED_IN`), which this one then lacks."""
+    """At the first span traced without backends: warn if this is a multiprocessing child of a
+    process that configured tomograph (see :data:`ENV_CONFIGURED_IN`), which it then lacks.
+
+    Only a multiprocessing child: another program the configured process runs (a tool whose
+    libraries trace) inherits the variable too, and may well not mean to report.
+    """
     configured_in = os.environ.get(ENV_CONFIGURED_IN, "")
-    if configured_in and configured_in != str(os.getpid()):
+    if not configured_in or configured_in == str(os.getpid()):
+        return
+    import multiprocessing  # only here: a process that never traces unconfigured never pays
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and str(parent.pid) == configured_in:
         _log.warning(
             "tomograph: process %d traces spans with no backend set up, but the process that "
             "started it (pid %s) configured tomograph: its spans are discarded. A spawn or "
