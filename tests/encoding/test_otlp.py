@@ -267,6 +267,9 @@ def test_json_request_uses_hex_ids() -> None:
         (b"[]", "JSON object"),
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "hex"),
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abcd"}]}]}]}', "32 hex"),
+        # whitespace, which bytes.fromhex skips, is no id: "\r" read as no parent at all
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"parentSpanId": "\\r"}]}]}]}', "hex"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": " 0a0b"}]}]}]}', "hex"),
         (b'{"resourceSpans": 5}', "OTLP JSON"),
     ],
 )

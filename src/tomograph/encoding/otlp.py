@@ -46,6 +46,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -544,6 +545,7 @@ def decode_spans(data: bytes, max_copied: int | None = None) -> list[SpanDict]:
 
 
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
+_HEX = re.compile("[0-9a-fA-F]*")
 
 
 def _unicode(text: str, path: str) -> None:
@@ -568,10 +570,10 @@ def _prepare(node: Any, path: str) -> Any:
         for key, value in node.items():
             _unicode(key, path)
             if key in _ID_FIELDS and isinstance(value, str):
-                try:
-                    raw = bytes.fromhex(value)
-                except ValueError:
-                    raise DecodeError(f"{path}.{key} must be hex, not {value[:40]!r}") from None
+                # bytes.fromhex alone skips whitespace: "\r" would read as no id at all
+                if not _HEX.fullmatch(value):
+                    raise DecodeError(f"{path}.{key} must be hex, not {value[:40]!r}")
+                raw = bytes.fromhex(value)
                 if raw and len(raw) != _ID_FIELDS[key]:
                     raise DecodeError(f"{path}.{key} must be {_ID_FIELDS[key] * 2} hex characters")
                 node[key] = base64.b64encode(raw).decode("ascii")
