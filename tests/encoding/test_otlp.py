@@ -270,6 +270,7 @@ def test_json_request_uses_hex_ids() -> None:
         # whitespace, which bytes.fromhex skips, is no id: "\r" read as no parent at all
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"parentSpanId": "\\r"}]}]}]}', "hex"),
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": " 0a0b"}]}]}]}', "hex"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": "0a0b0"}]}]}]}', "hex"),
         (b'{"resourceSpans": 5}', "OTLP JSON"),
     ],
 )

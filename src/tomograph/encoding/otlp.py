@@ -570,10 +570,13 @@ def _prepare(node: Any, path: str) -> Any:
         for key, value in node.items():
             _unicode(key, path)
             if key in _ID_FIELDS and isinstance(value, str):
-                # bytes.fromhex alone skips whitespace: "\r" would read as no id at all
-                if not _HEX.fullmatch(value):
-                    raise DecodeError(f"{path}.{key} must be hex, not {value[:40]!r}")
-                raw = bytes.fromhex(value)
+                try:
+                    # bytes.fromhex alone skips whitespace: "\r" would read as no id at all
+                    if not _HEX.fullmatch(value):
+                        raise ValueError(value)
+                    raw = bytes.fromhex(value)
+                except ValueError:
+                    raise DecodeError(f"{path}.{key} must be hex, not {value[:40]!r}") from None
                 if raw and len(raw) != _ID_FIELDS[key]:
                     raise DecodeError(f"{path}.{key} must be {_ID_FIELDS[key] * 2} hex characters")
                 node[key] = base64.b64encode(raw).decode("ascii")
