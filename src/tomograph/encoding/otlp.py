@@ -479,13 +479,17 @@ def _stored_length(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
-def _copied_size(tags: dict[str, str], scope: Any) -> int:
-    """Bytes that copying a resource's ``tags`` and its ``scope`` into one more span adds."""
+def _copied_size(tags: dict[str, str]) -> int:
+    """Bytes that copying a resource's ``tags`` into one more span adds."""
     size = sum(_stored_length(key) + _stored_length(value) for key, value in tags.items())
-    size += _COPIED_TAG_COST * len(tags)
-    if scope is not None and scope.name:
-        size += _stored_length(scope.name) + _stored_length(scope.version) + 2 * _COPIED_TAG_COST
-    return size
+    return size + _COPIED_TAG_COST * len(tags)
+
+
+def _scope_size(scope: Any) -> int:
+    """Bytes that copying ``scope`` (its name and version tags) into one more span adds."""
+    if scope is None or not scope.name:
+        return 0
+    return _stored_length(scope.name) + _stored_length(scope.version) + 2 * _COPIED_TAG_COST
 
 
 #: The text of UNCOPIED_TAG.
@@ -513,11 +517,12 @@ def request_spans(
         resource = _plain_attributes(resource_spans.resource.attributes)
         service = _text(resource.pop("service.name", None)).lower() or "unknown_service"
         resource_tags = {key: _text(value) for key, value in resource.items()}
+        resource_size = None if room is None else _copied_size(resource_tags)
         for s, scope_spans in enumerate(resource_spans.scope_spans):
             scope = scope_spans.scope if scope_spans.HasField("scope") else None
             copies = len(scope_spans.spans)
-            if room is not None:
-                size = _copied_size(resource_tags, scope)
+            if room is not None and resource_size is not None:
+                size = resource_size + _scope_size(scope)
                 if size:
                     copies = min(copies, room // size)
                     room -= copies * size
