@@ -40,18 +40,24 @@ def _reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     config.reset()
 
 
-def run_python(code: str) -> Any:
-    """Run ``code`` in a fresh interpreter (nothing configured yet); its last line as JSON."""
+def run_unconfigured(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` with no TOMOGRAPH_ variable set; it must succeed."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
     completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         env=environ,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def run_python(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter (nothing configured yet); its last line as JSON."""
+    completed = run_unconfigured("-c", textwrap.dedent(code))
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -257,39 +263,14 @@ def test_a_child_started_anew_that_traces_unconfigured_says_so_once(
     # if __name__ == "__main__") never ran there, and its spans would vanish without a word.
     app = tmp_path / "app.py"
     app.write_text(SPAWNED_CHILD_APP)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
-    completed = subprocess.run(
-        [sys.executable, str(app), method, "unconfigured"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_unconfigured(str(app), method, "unconfigured")
     assert completed.stdout.strip() == "parent done"
     warnings = [line for line in completed.stderr.splitlines() if "no backend set up" in line]
     assert len(warnings) == 1, completed.stderr  # once, not per span
     assert "configured tomograph" in warnings[0] and "initializer" in warnings[0]
-    configured = subprocess.run(
-        [sys.executable, str(app), method, "configured"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        check=False,
-    )
-    assert configured.returncode == 0, configured.stderr
+    configured = run_unconfigured(str(app), method, "configured")
     assert "no backend set up" not in configured.stderr
-    off = subprocess.run(
-        [sys.executable, str(app), method, "off"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        check=False,
-    )
-    assert off.returncode == 0, off.stderr
+    off = run_unconfigured(str(app), method, "off")
     assert "no backend set up" not in off.stderr
 
 
@@ -333,16 +314,7 @@ def test_programs_a_configured_process_runs_are_not_warned(reconfigure: str) -> 
     # another program (a tool whose libraries trace, unconfigured on purpose) inherits the
     # variable too, but is no multiprocessing child; nor is a child of a process that turned
     # tracing off again missing anything
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
-    completed = subprocess.run(
-        [sys.executable, "-c", UNRELATED_PROGRAM.format(reconfigure=reconfigure)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environ,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_unconfigured("-c", UNRELATED_PROGRAM.format(reconfigure=reconfigure))
     assert "no backend set up" not in completed.stderr
 
 
@@ -365,16 +337,7 @@ tomograph.configure(service="master", backends=["memory://"])
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_worker_counts_only_the_spans_it_lost_itself() -> None:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOMOGRAPH_")}
-    completed = subprocess.run(
-        [sys.executable, "-c", FORKED_WORKER],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environ,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_unconfigured("-c", FORKED_WORKER)
     counts = sorted(
         line.split(" spans finished before configure()")[0].rsplit(" ", 1)[-1]
         for line in completed.stderr.splitlines()
